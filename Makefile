@@ -1,0 +1,33 @@
+# Two commands on a fresh clone: `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test lint format clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $@
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e .
+	touch $@
+
+demo: $(VENV)/.installed
+	$(BIN)/ctfp demo --out demo-out
+
+test: $(VENV)/.installed-dev
+	$(BIN)/ruff check ctfp tests benchmarks
+	$(BIN)/ruff format --check ctfp tests benchmarks
+	$(BIN)/python -m pytest -q
+
+format: $(VENV)/.installed-dev
+	$(BIN)/ruff format ctfp tests benchmarks
+	$(BIN)/ruff check --fix ctfp tests benchmarks
+
+clean:
+	rm -rf $(VENV) demo-out build *.egg-info

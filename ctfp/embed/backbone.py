@@ -1,0 +1,197 @@
+"""The backbone: ResNet50 with its weights, preprocessing and identity, built by a factory."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ctfp.exceptions import WeightsUnavailableError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+ARCHITECTURES = ("resnet50",)
+EMBED_DIM = 2048
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """What happens to a decoded uint8 slice before the network (timm's ``PretrainedCfg`` role).
+
+    The CPU half (:meth:`resize`) runs in loader workers and keeps uint8; the device half
+    (:meth:`normalize`) runs on the GPU so only bytes cross the bus.
+    """
+
+    image_size: int = 224
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    interpolation: str = "bilinear-antialias"
+    pad: str = "square-zero"
+    channels: str = "gray-to-rgb"
+
+    def resize(self, frame: np.ndarray) -> np.ndarray:
+        """Pad ``frame`` (h, w) uint8 to a square with zeros (air), then resize to (s, s) uint8."""
+        from PIL import Image
+
+        h, w = frame.shape
+        if h != w:
+            side = max(h, w)
+            square = np.zeros((side, side), dtype=np.uint8)
+            top, left = (side - h) // 2, (side - w) // 2
+            square[top : top + h, left : left + w] = frame
+            frame = square
+        if frame.shape[0] == self.image_size:
+            return frame
+        # PIL's bilinear filter widens its support when shrinking, i.e. it antialiases.
+        img = Image.fromarray(frame).resize((self.image_size, self.image_size), Image.BILINEAR)
+        return np.asarray(img, dtype=np.uint8)
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """(b, 1, s, s) uint8 on any device -> (b, 3, s, s) float32 ImageNet-normalised."""
+        mean = torch.tensor(self.mean, device=x.device).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, device=x.device).view(1, 3, 1, 1)
+        x = x.float().div_(255.0).expand(-1, 3, -1, -1)
+        return (x - mean) / std
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Which model made an embedding; equal identities mean comparable embeddings."""
+
+    model: str
+    weights: str
+    weights_sha256: str
+    dim: int
+    preprocessing: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Backbone(nn.Module):
+    """ResNet50 up to global average pooling: (b, 1, s, s) uint8 -> (b, 2048) embeddings."""
+
+    def __init__(self, net: nn.Module, preprocessing: Preprocessing, identity: Identity) -> None:
+        super().__init__()
+        self.net = net
+        self.preprocessing = preprocessing
+        self.identity = identity
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.preprocessing.normalize(x).contiguous(memory_format=torch.channels_last)
+        return self.net(x)
+
+
+def build_backbone(
+    weights: str | os.PathLike[str] = "imagenet",
+    *,
+    arch: str = "resnet50",
+    seed: int = 0,
+    image_size: int = 224,
+) -> Backbone:
+    """Build the backbone on the CPU in eval mode (a factory: call it once per process or actor).
+
+    Parameters
+    ----------
+    weights
+        ``"imagenet"``: torchvision's IMAGENET1K_V2 through its normal cache and download;
+        a path: a local state dict (loaded with ``weights_only=True``);
+        ``"random"``: seeded random init, for tests and offline demos.
+    seed
+        Seed of the random init (only used with ``weights="random"``).
+    image_size
+        Side of the square network input.
+    """
+    import torchvision
+
+    if arch not in ARCHITECTURES:
+        raise WeightsUnavailableError(
+            f"unknown architecture {arch!r}; choose one of {', '.join(ARCHITECTURES)}"
+        )
+    if image_size < 32:
+        raise WeightsUnavailableError(f"image size {image_size} is too small; use at least 32")
+    weights_text = os.fspath(weights)
+    if weights_text == "random":
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            net = torchvision.models.resnet50(weights=None)
+        label = f"random:seed={seed}"
+    else:
+        net = torchvision.models.resnet50(weights=None)
+        if weights_text == "imagenet":
+            state = _imagenet_state_dict()
+            label = "imagenet:IMAGENET1K_V2"
+        else:
+            state = _file_state_dict(Path(weights_text))
+            label = f"file:{Path(weights_text).name}"
+        state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+        try:
+            missing, unexpected = net.load_state_dict(state, strict=False)
+        except RuntimeError as exc:  # shape mismatches
+            raise WeightsUnavailableError(
+                f"weights {weights_text!r} do not fit {arch}: {exc}"
+            ) from None
+        missing = [k for k in missing if not k.startswith("fc.")]
+        if missing or unexpected:
+            raise WeightsUnavailableError(
+                f"weights {weights_text!r} do not fit {arch}: missing {missing[:5]}, "
+                f"unexpected {unexpected[:5]}"
+            )
+    net.fc = nn.Identity()  # the 2048-d average-pool output is the embedding
+    net.eval().requires_grad_(False)
+    net = net.to(memory_format=torch.channels_last)
+    preprocessing = Preprocessing(image_size=image_size)
+    identity = Identity(
+        model=arch,
+        weights=label,
+        weights_sha256=state_dict_sha256(net.state_dict()),
+        dim=EMBED_DIM,
+        preprocessing=asdict(preprocessing),
+    )
+    return Backbone(net, preprocessing, identity).eval()
+
+
+def _imagenet_state_dict() -> dict[str, torch.Tensor]:
+    from torchvision.models import ResNet50_Weights
+
+    try:
+        return ResNet50_Weights.IMAGENET1K_V2.get_state_dict(progress=False, check_hash=True)
+    except Exception as exc:  # URLError, socket errors, hash mismatch, a broken cache file
+        raise WeightsUnavailableError(
+            f"ImageNet ResNet50 weights (torchvision IMAGENET1K_V2) could not be loaded: {exc}. "
+            f"Download them where there is internet ({ResNet50_Weights.IMAGENET1K_V2.url}) and "
+            "pass --weights PATH, or use --weights random (seeded, for tests and offline demos)."
+        ) from exc
+
+
+def _file_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise WeightsUnavailableError(
+            f"weights file {str(path)!r} does not exist; give a state-dict file, 'imagenet' or "
+            "'random'"
+        )
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise WeightsUnavailableError(f"cannot load weights file {str(path)!r}: {exc}") from exc
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise WeightsUnavailableError(f"weights file {str(path)!r} does not hold a state dict")
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def state_dict_sha256(state: dict[str, torch.Tensor]) -> str:
+    """Content hash of a state dict (names, dtypes, shapes, values), independent of file format."""
+    h = hashlib.sha256()
+    for name in sorted(state):
+        t = state[name].detach().cpu().contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()

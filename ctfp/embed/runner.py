@@ -1,0 +1,233 @@
+"""The embedding runner: sources -> decode (workers) -> backbone (device) -> Parquet shards."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ctfp.device import autocast, resolve_device, resolve_precision
+from ctfp.embed.backbone import Backbone, build_backbone
+from ctfp.embed.loader import SliceDataset, make_loader
+from ctfp.exceptions import CtfpError
+from ctfp.io.decode import Window, parse_window
+from ctfp.io.sources import InputFile, discover
+from ctfp.progress import logger, progress_bar
+from ctfp.store.schema import DTYPES, ERRORS_DIR, ERRORS_FILE, make_metadata
+from ctfp.store.writer import ShardWriter, frame_id
+
+BackboneFactory = Callable[[], Backbone]
+
+
+@dataclass
+class EmbedResult:
+    """What one embedding run did."""
+
+    out: str
+    rows: int
+    files: int
+    skipped_files: int
+    errors: list[dict[str, str]]
+    seconds: float
+    images_per_second: float
+    device: str
+    precision: str
+    shards: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    identity: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def summary(self) -> str:
+        return (
+            f"embedded {self.rows} rows from {self.files - self.skipped_files} files "
+            f"({len(self.errors)} errors, {self.skipped_files} files already done) in "
+            f"{self.seconds:.1f} s, {self.images_per_second:.1f} img/s on {self.device} "
+            f"({self.precision}) -> {self.out}"
+        )
+
+
+def default_workers(device: torch.device) -> int:
+    """Loader processes: enough to feed a GPU; on a CPU one, so decoding overlaps inference."""
+    cores = os.cpu_count() or 1
+    if device.type == "cuda":
+        return max(1, min(8, cores - 1))
+    return 1 if cores > 1 else 0
+
+
+def embed(
+    sources: Sequence[str | os.PathLike[str]] | str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    weights: str | os.PathLike[str] = "imagenet",
+    seed: int = 0,
+    image_size: int = 224,
+    batch_size: int = 64,
+    workers: int | None = None,
+    device: str = "auto",
+    precision: str = "auto",
+    dtype: str = "float16",
+    rows_per_shard: int = 10_000,
+    window: str | Window | None = None,
+    label_from_dirs: bool = False,
+    layout: str = "auto",
+    progress: bool = True,
+    backbone_factory: BackboneFactory | None = None,
+) -> EmbedResult:
+    """Embed every CT slice behind ``sources`` into Parquet shards in ``out``.
+
+    Rerunning the same call resumes: files already in finished shards are skipped, files that
+    failed are tried again. Unreadable files are listed in ``out/_errors/errors.parquet`` with
+    their reason and never stop the run.
+
+    Parameters
+    ----------
+    sources
+        Folders, globs, manifests (CSV/Parquet with ``path``, optional ``id``, ``label``) or files.
+    out
+        Output folder of ``part-NNNNN.parquet`` shards.
+    weights
+        ``"imagenet"``, ``"random"`` (seeded by ``seed``) or a path to a state dict.
+    precision
+        ``auto`` (bf16 on CUDA and on CPUs with bf16 hardware, else fp32), ``fp32``, ``bf16``,
+        ``fp16``.
+    dtype
+        Storage type of the embedding column: ``float16`` or ``float32``.
+    window
+        DICOM/NIfTI windowing: ``LEVEL,WIDTH``, a preset, ``minmax`` or ``auto`` (see ``Window``).
+    backbone_factory
+        Builds the model (defaults to :func:`build_backbone` with the arguments above).
+    """
+    if dtype not in DTYPES:
+        raise CtfpError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
+    if batch_size < 1:
+        raise CtfpError(f"batch size must be at least 1, got {batch_size}")
+    window = window if isinstance(window, Window) else parse_window(window)
+    files = discover(sources, label_from_dirs=label_from_dirs, layout=layout)
+    dev = resolve_device(device)
+    prec = resolve_precision(precision, dev)
+    workers = default_workers(dev) if workers is None else workers
+    if workers < 0:
+        raise CtfpError(f"workers must be 0 or more, got {workers}")
+
+    factory = backbone_factory or (
+        lambda: build_backbone(weights, seed=seed, image_size=image_size)
+    )
+    backbone = factory().to(dev)
+    identity = backbone.identity.to_dict()
+    metadata = make_metadata(identity, dtype, {"window": window.describe()})
+
+    start = time.perf_counter()
+    timings = {"decode_wait": 0.0, "infer": 0.0, "write": 0.0}
+    with ShardWriter(out, metadata=metadata, rows_per_shard=rows_per_shard) as writer:
+        todo = writer.pending(f.id for f in files)
+        pending = [f for f in files if f.id in todo]
+        rows = 0
+        if not pending:
+            logger.info(f"nothing to do: all {len(files)} inputs are already in {out}")
+        else:
+            rows = _run(
+                backbone, pending, writer, dev, prec, window, batch_size, workers, progress, timings
+            )
+        write_start = time.perf_counter()
+    timings["write"] += time.perf_counter() - write_start
+    seconds = time.perf_counter() - start
+    result = EmbedResult(
+        out=str(out),
+        rows=rows,
+        files=len(files),
+        skipped_files=len(files) - len(pending),
+        errors=writer.errors,
+        seconds=seconds,
+        images_per_second=rows / seconds if seconds > 0 else 0.0,
+        device=str(dev),
+        precision=prec,
+        shards=[str(p) for p in writer.shards_written],
+        timings=timings,
+        identity=identity,
+    )
+    if result.errors:
+        logger.warning(
+            f"warning: {len(result.errors)} input(s) could not be read and were skipped; reasons "
+            f"in {Path(out) / ERRORS_DIR / ERRORS_FILE}, e.g. {result.errors[0]['source']}: "
+            f"{result.errors[0]['reason']}"
+        )
+    logger.info(result.summary())
+    return result
+
+
+def _run(
+    backbone: Backbone,
+    files: list[InputFile],
+    writer: ShardWriter,
+    dev: torch.device,
+    precision: str,
+    window: Window,
+    batch_size: int,
+    workers: int,
+    progress: bool,
+    timings: dict[str, float],
+) -> int:
+    dataset = SliceDataset(files, window, backbone.preprocessing)
+    loader = make_loader(
+        dataset, files_per_batch=batch_size, workers=workers, pin_memory=dev.type == "cuda"
+    )
+    amp = autocast(precision, dev)
+    rows = 0
+    bar = progress_bar(len(files), "embed", "file", enabled=progress)
+    start = time.perf_counter()
+    tick = time.perf_counter()
+    with bar, torch.inference_mode():
+        for batch in loader:
+            now = time.perf_counter()
+            timings["decode_wait"] += now - tick
+            embeddings = _forward(backbone, batch.frames, dev, amp, batch_size)
+            if dev.type == "cuda":
+                torch.cuda.synchronize(dev)
+            tick = time.perf_counter()
+            timings["infer"] += tick - now
+            offset = 0
+            for index, count in zip(batch.indices, batch.counts, strict=True):
+                f = files[index]
+                ids = [frame_id(f.id, k, count) for k in range(count)]
+                writer.add(
+                    f.id, ids, f.path, range(count), f.label, embeddings[offset : offset + count]
+                )
+                offset += count
+            for index, reason in batch.errors:
+                writer.add_error(files[index].id, files[index].path, reason)
+            rows += offset
+            done = time.perf_counter()
+            timings["write"] += done - tick
+            tick = done
+            bar.update(len(batch.indices) + len(batch.errors))
+            bar.set_postfix(
+                img_s=f"{rows / max(done - start, 1e-9):.1f}", errors=len(writer.errors)
+            )
+    return rows
+
+
+def _forward(
+    backbone: Backbone,
+    frames: torch.Tensor,
+    dev: torch.device,
+    amp: Callable[[], Any],
+    batch_size: int,
+) -> np.ndarray:
+    """(n, 1, s, s) uint8 on the host -> (n, d) float32 numpy, in chunks of ``batch_size``."""
+    outputs = []
+    for chunk in frames.split(batch_size):
+        x = chunk.to(dev, non_blocking=True)
+        with amp():
+            y = backbone(x)
+        outputs.append(y.float())
+    if not outputs:
+        return np.empty((0, backbone.identity.dim), dtype=np.float32)
+    return torch.cat(outputs).cpu().numpy()

@@ -1,0 +1,252 @@
+"""Decoding: PNG/JPEG, DICOM (HU windowing) and NIfTI into stacks of 8-bit grayscale slices."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+from ctfp.exceptions import DecodeError
+from ctfp.io.sources import DICOM_SUFFIXES, IMAGE_SUFFIXES, NIFTI_SUFFIXES, suffix_of
+
+# Smallest side accepted as a CT slice; anything smaller is almost surely not an image of one.
+MIN_SIDE = 8
+WINDOW_PRESETS = {
+    "lung": (-600.0, 1500.0),
+    "mediastinum": (40.0, 400.0),
+    "bone": (400.0, 1800.0),
+    "brain": (40.0, 80.0),
+}
+
+
+@dataclass(frozen=True)
+class Window:
+    """How stored values become 8-bit gray.
+
+    ``mode="hu"`` clips Hounsfield units to ``[level - width/2, level + width/2]`` and scales to
+    0..255 (floor), exactly as the ImageCLEF PNGs were rendered. ``mode="minmax"`` scales each slice
+    from its own minimum to maximum. ``mode="auto"`` (the default) uses the HU window for CT (DICOM
+    Modality CT; NIfTI volumes whose values look like HU, i.e. reach below -500) and min-max for
+    everything else, where a HU window is meaningless.
+    """
+
+    mode: str = "auto"
+    level: float = -600.0
+    width: float = 1500.0
+
+    def describe(self) -> str:
+        if self.mode == "minmax":
+            return "minmax"
+        return f"{self.mode}:{self.level:g},{self.width:g}"
+
+
+def parse_window(text: str | None) -> Window:
+    """Parse ``--window``: ``LEVEL,WIDTH``, a preset (lung, mediastinum, ...) or ``minmax``."""
+    if text is None or text == "auto":
+        return Window()
+    text = text.strip().lower()
+    if text == "minmax":
+        return Window(mode="minmax")
+    if text in WINDOW_PRESETS:
+        level, width = WINDOW_PRESETS[text]
+        return Window(mode="hu", level=level, width=width)
+    try:
+        level_text, width_text = text.split(",")
+        level, width = float(level_text), float(width_text)
+    except ValueError:
+        raise DecodeError(
+            f"cannot read window {text!r}; give LEVEL,WIDTH (e.g. -600,1500), minmax, auto or one "
+            f"of {', '.join(WINDOW_PRESETS)}"
+        ) from None
+    if width <= 0:
+        raise DecodeError(f"window width must be positive, got {width:g}")
+    return Window(mode="hu", level=level, width=width)
+
+
+def decode_file(path: str | os.PathLike[str], window: Window | None = None) -> np.ndarray:
+    """Decode one file into its slices.
+
+    Returns
+    -------
+    frames : (n, h, w) uint8
+        One 8-bit grayscale slice per frame (2-D images: ``n == 1``).
+
+    Raises
+    ------
+    DecodeError
+        With a reason a person can act on: empty file, not an image, truncated data, DICOM without
+        pixel data, unsupported compression, wrong dimensions.
+    """
+    window = window or Window()
+    path = os.fspath(path)
+    try:
+        size = os.path.getsize(path)
+    except OSError as exc:
+        raise DecodeError(f"cannot read file: {exc.strerror or exc}") from exc
+    if size == 0:
+        raise DecodeError("empty file (0 bytes)")
+    suffix = suffix_of(path)
+    try:
+        if suffix in NIFTI_SUFFIXES:
+            frames = _decode_nifti(path, window)
+        elif suffix in DICOM_SUFFIXES or _has_dicm_magic(path):
+            frames = _decode_dicom(path, window)  # also a DICOM file named .png: trust the content
+        elif suffix not in IMAGE_SUFFIXES:
+            frames = _decode_dicom(path, window)  # headless DICOM without a suffix
+        else:
+            frames = _decode_image(path)
+    except DecodeError:
+        raise
+    except MemoryError:
+        raise
+    except Exception as exc:  # decoders raise anything from OSError to struct.error
+        raise DecodeError(f"{type(exc).__name__}: {exc}") from exc
+    return _check_frames(frames)
+
+
+def _check_frames(frames: np.ndarray) -> np.ndarray:
+    if frames.ndim != 3:
+        raise DecodeError(f"decoded to an array of shape {frames.shape}; expected 2-D slices")
+    n, h, w = frames.shape
+    if n == 0:
+        raise DecodeError("no frames in file")
+    if h < MIN_SIDE or w < MIN_SIDE:
+        raise DecodeError(
+            f"slice is {h}x{w} pixels; expected a 2-D image at least {MIN_SIDE}x{MIN_SIDE}"
+        )
+    return np.ascontiguousarray(frames, dtype=np.uint8)
+
+
+def _has_dicm_magic(path: str) -> bool:
+    with open(path, "rb") as f:
+        head = f.read(132)
+    return len(head) == 132 and head[128:132] == b"DICM"
+
+
+def _decode_image(path: str) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            img.load()  # raises on truncated data instead of returning a half-grey image
+            return _pil_to_gray(img)[None]
+    except UnidentifiedImageError:
+        raise DecodeError("not an image: PIL cannot identify the file format") from None
+    except OSError as exc:
+        raise DecodeError(f"corrupt or truncated image: {exc}") from None
+
+
+def _pil_to_gray(img) -> np.ndarray:
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16-bit gray: map the full 0..65535 range to 0..255 (no per-image stretching).
+        a = np.asarray(img).astype(np.float64)
+        return np.floor(np.clip(a, 0, 65535) / 257.0).astype(np.uint8)
+    if img.mode == "F":
+        return _minmax(np.asarray(img, dtype=np.float64))
+    if img.mode != "L":
+        img = img.convert("L")  # RGB, RGBA, palette, LA: ITU-R 601 luma
+    return np.asarray(img, dtype=np.uint8)
+
+
+def _to_uint8(values: np.ndarray, window: Window, is_hu: bool) -> np.ndarray:
+    """Window stored values (HU for CT) to uint8, frame by frame along axis 0."""
+    if window.mode == "hu" or (window.mode == "auto" and is_hu):
+        lo = window.level - window.width / 2.0
+        scaled = (np.clip(values, lo, lo + window.width) - lo) / window.width * 255.0
+        return np.floor(scaled).astype(np.uint8)
+    return np.stack([_minmax(frame) for frame in values])
+
+
+def _minmax(a: np.ndarray) -> np.ndarray:
+    lo, hi = float(np.nanmin(a)), float(np.nanmax(a))
+    if not np.isfinite(lo) or not np.isfinite(hi):
+        raise DecodeError("slice has no finite pixel values")
+    if hi <= lo:
+        return np.zeros(a.shape, dtype=np.uint8)
+    return np.floor((a - lo) * (255.0 / (hi - lo))).astype(np.uint8)
+
+
+def _decode_dicom(path: str, window: Window) -> np.ndarray:
+    import pydicom
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.errors import InvalidDicomError
+    from pydicom.pixels import apply_modality_lut
+    from pydicom.uid import ImplicitVRLittleEndian
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # retired or malformed tags in old files are common
+            ds = pydicom.dcmread(path, force=True)
+    except InvalidDicomError as exc:
+        raise DecodeError(f"not a readable DICOM file: {exc}") from None
+    modality = str(ds.get("Modality", "unknown"))
+    if not any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
+        if len(ds) == 0:
+            raise DecodeError("not a DICOM file (no data elements could be read)")
+        raise DecodeError(f"DICOM has no pixel data (Modality {modality})")
+    if getattr(ds, "file_meta", None) is None:
+        ds.file_meta = FileMetaDataset()
+    if "TransferSyntaxUID" not in ds.file_meta:
+        # No preamble / file meta: DICOM PS3.10 says such files are Implicit VR Little Endian.
+        ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
+    if "SamplesPerPixel" not in ds:
+        ds.SamplesPerPixel = 1  # old ACR-NEMA style files omit it; they are grayscale
+    samples = int(ds.SamplesPerPixel)
+    if "PhotometricInterpretation" not in ds:
+        ds.PhotometricInterpretation = "MONOCHROME2" if samples == 1 else "RGB"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            pixels = ds.pixel_array
+    except (NotImplementedError, RuntimeError) as exc:
+        syntax = ds.file_meta.TransferSyntaxUID
+        raise DecodeError(
+            f"cannot decode pixel data with transfer syntax {syntax} ({syntax.name}): {exc}"
+        ) from None
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    if samples == 3:
+        if frames == 1:
+            pixels = pixels[None]
+        rgb = pixels.astype(np.float64)
+        gray = rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114
+        return _minmax_or_8bit(gray, int(ds.get("BitsStored", 8)))
+    values = apply_modality_lut(pixels, ds).astype(np.float64)
+    if frames == 1:
+        values = values[None]
+    is_hu = modality == "CT" or str(ds.get("RescaleType", "")).upper() == "HU"
+    out = _to_uint8(values, window, is_hu)
+    if str(ds.PhotometricInterpretation).upper() == "MONOCHROME1":
+        out = 255 - out  # MONOCHROME1: low values are white
+    return out
+
+
+def _minmax_or_8bit(gray: np.ndarray, bits: int) -> np.ndarray:
+    if bits <= 8:
+        return np.floor(np.clip(gray, 0, 255)).astype(np.uint8)
+    return np.stack([_minmax(frame) for frame in gray])
+
+
+def _decode_nifti(path: str, window: Window) -> np.ndarray:
+    import nibabel as nib
+
+    try:
+        img = nib.load(path)
+    except Exception as exc:
+        raise DecodeError(f"not a readable NIfTI file: {exc}") from None
+    img = nib.as_closest_canonical(img)  # RAS+, so axis 2 is axial (inferior -> superior)
+    data = np.asanyarray(img.dataobj, dtype=np.float64)
+    while data.ndim > 3 and data.shape[-1] == 1:
+        data = data[..., 0]
+    if data.ndim == 2:
+        data = data[:, :, None]
+    if data.ndim != 3:
+        raise DecodeError(f"NIfTI volume has shape {data.shape}; expected 3-D (x, y, z)")
+    # Radiological display: rows run anterior -> posterior, columns patient right -> left.
+    slices = np.ascontiguousarray(np.transpose(data, (2, 1, 0))[:, ::-1, ::-1])
+    finite = slices[np.isfinite(slices)]
+    is_hu = finite.size > 0 and float(finite.min()) < -500.0
+    return _to_uint8(
+        np.nan_to_num(slices, nan=float(finite.min()) if finite.size else 0.0), window, is_hu
+    )

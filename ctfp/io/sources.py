@@ -1,0 +1,211 @@
+"""Source discovery: folders, globs, manifests and the ImageCLEF layout, with stable ids."""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from ctfp.exceptions import InputError
+
+# Lower-case suffixes ctfp decodes; ".nii.gz" is checked as a double suffix.
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+SUFFIXES = IMAGE_SUFFIXES + DICOM_SUFFIXES + NIFTI_SUFFIXES
+MANIFEST_SUFFIXES = (".csv", ".parquet")
+LAYOUTS = ("auto", "plain", "imageclef")
+# ImageCLEFmedical GANs folders: train/<label>/, generated/, test/.
+IMAGECLEF_DIRS = ("train", "generated", "test")
+
+
+@dataclass(frozen=True)
+class InputFile:
+    """One file to decode. ``id`` is the row id of a single-slice file; volumes add ``#frame``."""
+
+    id: str
+    path: str
+    label: str | None = None
+
+
+def suffix_of(path: str | Path) -> str:
+    """The decodable suffix of ``path`` in lower case (``.nii.gz`` counts as one), or ``""``."""
+    name = str(path).lower()
+    return next((s for s in sorted(SUFFIXES, key=len, reverse=True) if name.endswith(s)), "")
+
+
+def strip_suffix(path: str) -> str:
+    """``path`` without its decodable suffix (or without its last suffix if it has none of ours)."""
+    suffix = suffix_of(path)
+    if suffix:
+        return path[: -len(suffix)]
+    return os.path.splitext(path)[0]
+
+
+def discover(
+    sources: Sequence[str | os.PathLike[str]] | str | os.PathLike[str],
+    *,
+    label_from_dirs: bool = False,
+    layout: str = "auto",
+) -> list[InputFile]:
+    """List the input files behind ``sources``, sorted by id.
+
+    Each source is a folder (searched recursively), a glob pattern, a manifest (``.csv`` or
+    ``.parquet`` with a ``path`` column and optional ``id`` and ``label`` columns; relative paths
+    are relative to the manifest) or a single file. Ids are the path relative to the source root
+    without its suffix, in POSIX form. A folder in the ImageCLEF layout (``train/<label>/``,
+    ``generated/``, ``test/``) gets labels from it when ``layout`` is ``auto`` or ``imageclef``;
+    ``label_from_dirs`` takes the parent folder name as the label for any source.
+
+    Raises
+    ------
+    InputError
+        A source does not exist, holds no decodable file, or two files would share one id.
+    """
+    if isinstance(sources, (str, os.PathLike)):
+        sources = [sources]
+    if not sources:
+        raise InputError("no sources given")
+    if layout not in LAYOUTS:
+        raise InputError(f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
+    files: list[InputFile] = []
+    for source in sources:
+        files.extend(_discover_one(str(source), label_from_dirs=label_from_dirs, layout=layout))
+    _check_unique(files)
+    return sorted(files, key=lambda f: f.id)
+
+
+def _discover_one(source: str, *, label_from_dirs: bool, layout: str) -> list[InputFile]:
+    if glob.has_magic(source):
+        root = _glob_root(source)
+        paths = [p for p in glob.glob(source, recursive=True) if os.path.isfile(p)]
+        if not paths:
+            raise InputError(f"glob {source!r} matched no files")
+        return _from_paths(root, sorted(paths), label_from_dirs)
+    path = Path(source)
+    if not path.exists():
+        raise InputError(f"source {source!r} does not exist")
+    if path.is_dir():
+        paths = sorted(_walk(path))
+        if not paths:
+            raise InputError(
+                f"folder {source!r} holds no files ctfp can read (looked for {', '.join(SUFFIXES)})"
+            )
+        if layout == "imageclef" or (layout == "auto" and _is_imageclef(path)):
+            return _imageclef(path, paths)
+        return _from_paths(str(path), paths, label_from_dirs)
+    if path.suffix.lower() in MANIFEST_SUFFIXES:
+        return _manifest(path)
+    return _from_paths(str(path.parent), [str(path)], label_from_dirs)
+
+
+def _walk(root: Path) -> Iterable[str]:
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in filenames:
+            if not name.startswith(".") and suffix_of(name):
+                yield os.path.join(dirpath, name)
+
+
+def _glob_root(pattern: str) -> str:
+    parts = Path(pattern).parts
+    fixed = [p for p in parts[: next(i for i, p in enumerate(parts) if glob.has_magic(p))]]
+    return str(Path(*fixed)) if fixed else "."
+
+
+def _relative_id(root: str, path: str) -> str:
+    return strip_suffix(Path(os.path.relpath(path, root)).as_posix())
+
+
+def _from_paths(root: str, paths: Iterable[str], label_from_dirs: bool) -> list[InputFile]:
+    return [
+        InputFile(
+            id=_relative_id(root, p),
+            path=os.path.abspath(p),
+            label=Path(p).parent.name if label_from_dirs else None,
+        )
+        for p in paths
+    ]
+
+
+def _is_imageclef(root: Path) -> bool:
+    subdirs = {p.name for p in root.iterdir() if p.is_dir()}
+    return "train" in subdirs and ("test" in subdirs or "generated" in subdirs)
+
+
+def _imageclef(root: Path, paths: list[str]) -> list[InputFile]:
+    """ImageCLEF layout: ``train/<label>/x`` has label ``<label>``, ``generated/x`` "generated"."""
+    files = []
+    for p in paths:
+        parts = Path(os.path.relpath(p, root)).parts
+        top = parts[0]
+        if top == "train" and len(parts) >= 3:
+            label: str | None = parts[1]
+        elif top == "generated":
+            label = "generated"
+        elif top == "test":
+            label = None
+        else:
+            continue  # README files, previews, anything outside the layout
+        files.append(InputFile(id=_relative_id(str(root), p), path=os.path.abspath(p), label=label))
+    if not files:
+        raise InputError(f"folder {str(root)!r} has the ImageCLEF layout but no images in it")
+    return files
+
+
+def _manifest(path: Path) -> list[InputFile]:
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    try:
+        if path.suffix.lower() == ".csv":
+            table = pacsv.read_csv(
+                path, convert_options=pacsv.ConvertOptions(strings_can_be_null=True)
+            )
+        else:
+            table = pq.read_table(path)
+    except Exception as exc:
+        raise InputError(f"cannot read manifest {str(path)!r}: {exc}") from exc
+    if "path" not in table.column_names:
+        raise InputError(
+            f"manifest {str(path)!r} has no 'path' column "
+            f"(columns: {', '.join(table.column_names)})"
+        )
+    root = path.parent
+    rows = table.to_pylist()
+    if not rows:
+        raise InputError(f"manifest {str(path)!r} lists no files")
+    files = []
+    for line, row in enumerate(rows, start=2):
+        raw = row["path"]
+        if raw is None or str(raw).strip() == "":
+            raise InputError(f"manifest {str(path)!r} line {line}: empty path")
+        p = Path(str(raw))
+        full = p if p.is_absolute() else root / p
+        row_id = row.get("id")
+        label = row.get("label")
+        files.append(
+            InputFile(
+                id=str(row_id) if row_id not in (None, "") else _relative_id(str(root), str(full)),
+                path=os.path.abspath(full),
+                label=None if label in (None, "") else str(label),
+            )
+        )
+    return files
+
+
+def _check_unique(files: list[InputFile]) -> None:
+    seen: dict[str, str] = {}
+    clashes = []
+    for f in files:
+        if f.id in seen:
+            clashes.append(f"{f.id!r}: {seen[f.id]} and {f.path}")
+        seen[f.id] = f.path
+    if clashes:
+        more = f" (and {len(clashes) - 5} more)" if len(clashes) > 5 else ""
+        raise InputError(
+            "two inputs would get the same id; give them distinct names or explicit ids in a "
+            "manifest: " + "; ".join(clashes[:5]) + more
+        )

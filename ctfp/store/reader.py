@@ -1,0 +1,145 @@
+"""Reading shards back: whole datasets as a matrix, or streamed in bounded-memory batches."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ctfp.exceptions import InputError, ShardMismatchError
+from ctfp.store.schema import ERRORS_DIR, ERRORS_FILE, SHARD_GLOB, identity_of, read_metadata
+
+PathLike = str | os.PathLike[str]
+
+
+@dataclass
+class Embeddings:
+    """Rows of one or more shards.
+
+    Attributes
+    ----------
+    ids : (n,) object array of str
+    matrix : (n, d) float32 (or the dtype asked for)
+    table : pyarrow.Table with ``id, source, frame, label`` (no embedding column)
+    metadata : dict, the shards' ctfp metadata (model identity, dtype, decoding, version)
+    """
+
+    ids: np.ndarray
+    matrix: np.ndarray
+    table: pa.Table
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def labels(self) -> np.ndarray:
+        """(n,) object array of labels (None where a row has none)."""
+        return np.asarray(self.table.column("label").to_pylist(), dtype=object)
+
+
+def shard_paths(paths: PathLike | Sequence[PathLike]) -> list[Path]:
+    """The shard files behind a folder, a shard file, or a list of either, in a stable order."""
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    found: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            shards = sorted(p.glob(SHARD_GLOB))
+            if not shards:
+                raise InputError(f"no ctfp shards ({SHARD_GLOB}) in {str(p)!r}")
+            found.extend(shards)
+        elif p.is_file():
+            found.append(p)
+        else:
+            raise InputError(f"{str(p)!r} does not exist")
+    if not found:
+        raise InputError("no shard paths given")
+    return found
+
+
+def check_compatible(paths: Sequence[Path]) -> dict[str, Any]:
+    """Return the common metadata of ``paths``; refuse shards from different models or settings."""
+    first: dict[str, Any] | None = None
+    first_path: Path | None = None
+    for path in paths:
+        meta = read_metadata(pq.read_schema(path))
+        if meta is None:
+            raise ShardMismatchError(f"{path} has no ctfp metadata; it was not written by ctfp")
+        if first is None:
+            first, first_path = meta, path
+            continue
+        a, b = identity_of(first), identity_of(meta)
+        if a != b:
+            diffs = ", ".join(f"{k}: {a[k]!r} vs {b[k]!r}" for k in a if a[k] != b[k])
+            raise ShardMismatchError(
+                f"{first_path} and {path} hold embeddings that cannot be mixed ({diffs}); "
+                "embed all inputs with the same model, weights and preprocessing"
+            )
+    assert first is not None
+    return first
+
+
+def _matrix(column: pa.ChunkedArray | pa.Array, dtype: np.dtype) -> np.ndarray:
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    d = column.type.list_size
+    values = column.flatten().to_numpy(zero_copy_only=False)
+    return values.reshape(-1, d).astype(dtype, copy=False)
+
+
+def read_embeddings(paths: PathLike | Sequence[PathLike], *, dtype: Any = np.float32) -> Embeddings:
+    """Read every row of the shards in ``paths`` (folders or files) into memory.
+
+    Raises
+    ------
+    ShardMismatchError
+        The shards come from different models, weights, dimensions or preprocessing.
+    InputError
+        No shards were found, or one id occurs more than once.
+    """
+    files = shard_paths(paths)
+    meta = check_compatible(files)
+    tables = [pq.read_table(p) for p in files]
+    table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+    ids = np.asarray(table.column("id").to_pylist(), dtype=object)
+    if len(set(ids)) != len(ids):
+        values, counts = np.unique(ids.astype(str), return_counts=True)
+        dupes = values[counts > 1][:5].tolist()
+        raise InputError(f"ids occur more than once across the shards, e.g. {dupes}")
+    matrix = _matrix(table.column("embedding"), np.dtype(dtype))
+    return Embeddings(ids, matrix, table.drop_columns(["embedding"]), meta)
+
+
+def iter_embeddings(
+    paths: PathLike | Sequence[PathLike], *, batch_size: int = 65_536, dtype: Any = np.float32
+) -> Iterator[Embeddings]:
+    """Stream the shards in batches of at most ``batch_size`` rows; memory stays bounded."""
+    files = shard_paths(paths)
+    meta = check_compatible(files)
+    for path in files:
+        with pq.ParquetFile(path) as f:
+            for batch in f.iter_batches(batch_size=batch_size):
+                table = pa.Table.from_batches([batch])
+                yield Embeddings(
+                    np.asarray(table.column("id").to_pylist(), dtype=object),
+                    _matrix(table.column("embedding"), np.dtype(dtype)),
+                    table.drop_columns(["embedding"]),
+                    meta,
+                )
+
+
+def read_errors(path: PathLike) -> pa.Table:
+    """The errors table (``id, source, reason``) of an output folder; empty when nothing failed."""
+    from ctfp.store.schema import ERRORS_SCHEMA
+
+    errors = Path(path) / ERRORS_DIR / ERRORS_FILE
+    if not errors.exists():
+        return ERRORS_SCHEMA.empty_table()
+    return pq.read_table(errors)

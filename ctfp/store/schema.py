@@ -1,0 +1,66 @@
+"""The shard schema and its metadata: the contract between every ctfp stage."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pyarrow as pa
+
+from ctfp._version import __version__
+
+FORMAT = "ctfp-embeddings/1"
+METADATA_KEY = b"ctfp"
+SHARD_GLOB = "part-*.parquet"
+ERRORS_DIR = "_errors"
+ERRORS_FILE = "errors.parquet"
+DTYPES = {"float16": pa.float16(), "float32": pa.float32()}
+# Fields of the metadata that must agree for two shards' embeddings to be comparable.
+IDENTITY_FIELDS = ("model", "weights_sha256", "dim", "preprocessing")
+
+ERRORS_SCHEMA = pa.schema([("id", pa.string()), ("source", pa.string()), ("reason", pa.string())])
+
+
+def shard_schema(dim: int, dtype: str, metadata: dict[str, Any]) -> pa.Schema:
+    """``id, source, frame, label, embedding fixed_size_list<dtype, dim>`` with ctfp metadata."""
+    if dtype not in DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
+    return pa.schema(
+        [
+            pa.field("id", pa.string(), nullable=False),
+            pa.field("source", pa.string(), nullable=False),
+            pa.field("frame", pa.int32(), nullable=False),
+            pa.field("label", pa.string()),
+            pa.field(
+                "embedding", pa.list_(pa.field("element", DTYPES[dtype]), dim), nullable=False
+            ),
+        ],
+        metadata={METADATA_KEY: json.dumps(metadata, sort_keys=True).encode()},
+    )
+
+
+def make_metadata(identity: dict[str, Any], dtype: str, decode: dict[str, Any]) -> dict[str, Any]:
+    """The metadata dict stored in every shard: model identity, storage dtype, decoding, version.
+
+    Round-tripped through JSON so that it compares equal to what a shard gives back (tuples become
+    lists).
+    """
+    metadata = {
+        "format": FORMAT,
+        **identity,
+        "dtype": dtype,
+        "decode": decode,
+        "ctfp_version": __version__,
+    }
+    return json.loads(json.dumps(metadata, sort_keys=True))
+
+
+def read_metadata(schema: pa.Schema) -> dict[str, Any] | None:
+    """The ctfp metadata of a shard's schema, or None for a Parquet file ctfp did not write."""
+    raw = (schema.metadata or {}).get(METADATA_KEY)
+    return None if raw is None else json.loads(raw)
+
+
+def identity_of(metadata: dict[str, Any]) -> dict[str, Any]:
+    """The part of the metadata that decides whether embeddings are comparable."""
+    return {k: metadata.get(k) for k in IDENTITY_FIELDS}

@@ -1,0 +1,285 @@
+"""Atomic, resumable shard writer: a run killed at any moment and rerun ends with the same rows."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import re
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ctfp.exceptions import CtfpError, ShardMismatchError
+from ctfp.store.schema import (
+    ERRORS_DIR,
+    ERRORS_FILE,
+    ERRORS_SCHEMA,
+    SHARD_GLOB,
+    read_metadata,
+    shard_schema,
+)
+
+_SHARD_RE = re.compile(r"^part-(\d+)\.parquet$")
+# Metadata fields that must match for a run to add shards to an existing output folder.
+# Output folders locked by writers of this process (see ShardWriter._acquire_lock).
+_LOCKED_HERE: set[str] = set()
+RESUME_FIELDS = ("format", "model", "weights_sha256", "dim", "preprocessing", "dtype", "decode")
+
+
+def frame_id(base: str, frame: int, n_frames: int) -> str:
+    """Row id of ``frame`` of a file with id ``base``: the base itself for single-slice files."""
+    return base if n_frames == 1 else f"{base}#{frame}"
+
+
+def write_atomic(table: pa.Table, path: Path, **kwargs: Any) -> None:
+    """Write ``table`` to ``path`` via a temp file, fsync and rename: readers see all or nothing."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            pq.write_table(table, f, **kwargs)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)  # make the rename itself durable
+    finally:
+        os.close(fd)
+
+
+class ShardWriter:
+    """Buffers rows per input file and commits ``part-NNNNN.parquet`` shards atomically.
+
+    A shard only ever holds whole input files, so "this file is done" means "one of its rows is in
+    a finished shard". Files that failed to decode are never done: a rerun retries them, and
+    ``_errors/errors.parquet`` always holds the latest reason for every input still failing.
+    A lock file keeps two processes from writing into one folder.
+
+    Parameters
+    ----------
+    out_dir
+        Folder of the dataset's shards (created if missing).
+    metadata
+        Shard metadata (see :func:`ctfp.store.schema.make_metadata`); existing shards must agree.
+    rows_per_shard
+        A shard is committed once it holds at least this many rows (at a file boundary).
+    """
+
+    def __init__(
+        self,
+        out_dir: str | os.PathLike[str],
+        *,
+        metadata: dict[str, Any],
+        rows_per_shard: int = 10_000,
+        compression: str = "zstd",
+    ) -> None:
+        if rows_per_shard < 1:
+            raise CtfpError(f"rows per shard must be at least 1, got {rows_per_shard}")
+        self.out_dir = Path(out_dir)
+        self.metadata = metadata
+        self.dim = int(metadata["dim"])
+        self.dtype = str(metadata["dtype"])
+        self.rows_per_shard = rows_per_shard
+        self.compression = compression
+        self.schema = shard_schema(self.dim, self.dtype, metadata)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self._lock = self._acquire_lock()
+        self._remove_stale_temp_files()
+        self.done_ids, self.existing_rows, self._next_seq = self._scan_existing()
+        self._old_errors = self._read_old_errors()
+        self._new_errors: list[dict[str, str]] = []
+        self._buffer: list[tuple[list[str], str, list[int], str | None, np.ndarray]] = []
+        self._buffered_rows = 0
+        self.rows_written = 0
+        self.shards_written: list[Path] = []
+        self._processed: set[str] = set()
+
+    # -- resume state -------------------------------------------------------------------------
+    def _acquire_lock(self) -> Any:
+        key = str(self.out_dir.resolve())
+        if key in _LOCKED_HERE:  # POSIX locks do not exclude the process that holds them
+            raise CtfpError(
+                f"another ctfp writer in this process is writing into {str(self.out_dir)!r}"
+            )
+        handle = open(self.out_dir / ".lock", "w")  # noqa: SIM115 - held for the writer's lifetime
+        try:
+            # A POSIX record lock, not flock: forked DataLoader workers do not inherit it, so a
+            # killed run's orphaned workers cannot keep the folder locked.
+            fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            raise CtfpError(
+                f"another ctfp process is writing into {str(self.out_dir)!r}; wait for it or use "
+                "another --out"
+            ) from None
+        _LOCKED_HERE.add(key)
+        self._lock_key = key
+        return handle
+
+    def _remove_stale_temp_files(self) -> None:
+        for folder in (self.out_dir, self.out_dir / ERRORS_DIR):
+            if folder.is_dir():
+                for tmp in folder.glob(".*.tmp"):
+                    tmp.unlink(missing_ok=True)  # left by a killed run; never a finished shard
+
+    def _scan_existing(self) -> tuple[set[str], int, int]:
+        done: set[str] = set()
+        rows = 0
+        seq = 0
+        for path in sorted(self.out_dir.glob(SHARD_GLOB)):
+            match = _SHARD_RE.match(path.name)
+            if not match:
+                continue
+            seq = max(seq, int(match.group(1)) + 1)
+            meta = read_metadata(pq.read_schema(path))
+            if meta is None:
+                raise ShardMismatchError(
+                    f"{path} was not written by ctfp; use an empty folder for --out"
+                )
+            diffs = [k for k in RESUME_FIELDS if meta.get(k) != self.metadata.get(k)]
+            if diffs:
+                detail = ", ".join(
+                    f"{k}: {meta.get(k)!r} there vs {self.metadata.get(k)!r} now" for k in diffs
+                )
+                raise ShardMismatchError(
+                    f"{path} was written with other settings ({detail}); rerun with the same "
+                    "settings to resume, or write into a new --out folder"
+                )
+            table = pq.read_table(path, columns=["id", "frame"])
+            ids = table.column("id").to_pylist()
+            frames = table.column("frame").to_pylist()
+            rows += len(ids)
+            done.update(ids)
+            # Volume rows are "<base>#<frame>"; their file is done under its base id.
+            done.update(
+                i[: -len(f"#{f}")] for i, f in zip(ids, frames, strict=True) if i.endswith(f"#{f}")
+            )
+        return done, rows, seq
+
+    def _errors_path(self) -> Path:
+        return self.out_dir / ERRORS_DIR / ERRORS_FILE
+
+    def _read_old_errors(self) -> list[dict[str, str]]:
+        path = self._errors_path()
+        if not path.exists():
+            return []
+        return pq.read_table(path).to_pylist()
+
+    def pending(self, ids: Iterable[str]) -> set[str]:
+        """Those of ``ids`` (input-file ids) that are not yet in a finished shard."""
+        return set(ids) - self.done_ids
+
+    # -- writing ------------------------------------------------------------------------------
+    def add(
+        self,
+        file_id: str,
+        ids: Sequence[str],
+        source: str,
+        frames: Sequence[int],
+        label: str | None,
+        embeddings: np.ndarray,
+    ) -> None:
+        """Add all rows of input file ``file_id``; ``embeddings`` is (n, dim)."""
+        if embeddings.shape != (len(ids), self.dim):
+            raise ValueError(f"embeddings of shape {embeddings.shape} for {len(ids)} ids")
+        self._processed.add(file_id)
+        self._buffer.append((list(ids), source, list(frames), label, embeddings))
+        self._buffered_rows += len(ids)
+        if self._buffered_rows >= self.rows_per_shard:
+            self.flush()
+
+    def add_error(self, id: str, source: str, reason: str) -> None:
+        """Record that input ``id`` could not be read; written with the next commit."""
+        self._processed.add(id)
+        self._new_errors.append({"id": id, "source": source, "reason": reason})
+
+    def flush(self) -> None:
+        """Commit buffered rows as one shard (all or nothing), then the errors table."""
+        if self._buffer:
+            table = self._buffer_table()
+            path = self.out_dir / f"part-{self._next_seq:05d}.parquet"
+            write_atomic(table, path, compression=self.compression)
+            self._next_seq += 1
+            self.rows_written += table.num_rows
+            self.shards_written.append(path)
+            for ids, *_ in self._buffer:
+                self.done_ids.update(ids)
+            self._buffer.clear()
+            self._buffered_rows = 0
+        self._write_errors()
+
+    def _buffer_table(self) -> pa.Table:
+        ids, sources, frames, labels, blocks = [], [], [], [], []
+        for file_ids, source, file_frames, label, emb in self._buffer:
+            ids.extend(file_ids)
+            sources.extend([source] * len(file_ids))
+            frames.extend(file_frames)
+            labels.extend([label] * len(file_ids))
+            blocks.append(emb)
+        flat = np.concatenate(blocks).astype(self.dtype, copy=False).reshape(-1)
+        embedding = pa.FixedSizeListArray.from_arrays(pa.array(flat), self.dim)
+        columns = [
+            pa.array(ids, pa.string()),
+            pa.array(sources, pa.string()),
+            pa.array(frames, pa.int32()),
+            pa.array(labels, pa.string()),
+            embedding,
+        ]
+        return pa.Table.from_arrays(columns, schema=self.schema)
+
+    def _write_errors(self) -> None:
+        # An old error stands until its file is tried again in this run (or is found done).
+        keep = [
+            e
+            for e in self._old_errors
+            if e["id"] not in self._processed and e["id"] not in self.done_ids
+        ]
+        errors = keep + self._new_errors
+        path = self._errors_path()
+        if not errors:
+            if path.exists():
+                path.unlink()
+            return
+        path.parent.mkdir(exist_ok=True)
+        write_atomic(pa.Table.from_pylist(errors, schema=ERRORS_SCHEMA), path)
+
+    @property
+    def errors(self) -> list[dict[str, str]]:
+        """Errors recorded in this run."""
+        return list(self._new_errors)
+
+    def close(self) -> None:
+        """Commit what is buffered and release the folder."""
+        try:
+            self.flush()
+        finally:
+            self.release()
+
+    def release(self) -> None:
+        """Release the folder lock without committing (after an exception)."""
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+            _LOCKED_HERE.discard(self._lock_key)
+
+    def __enter__(self) -> ShardWriter:
+        return self
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        if exc_type is None:
+            self.close()
+            return
+        # Interrupted (Ctrl-C, an error elsewhere): buffered rows are whole files, keep them.
+        try:
+            with contextlib.suppress(Exception):
+                self.flush()
+        finally:
+            self.release()

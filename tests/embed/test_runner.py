@@ -1,0 +1,251 @@
+"""The embedding pipeline end to end on real CT: shards, resume after kill -9, bad input."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from ctfp.embed.runner import embed
+from ctfp.exceptions import DeviceError
+from ctfp.store.reader import read_embeddings, read_errors
+from tests.conftest import EDGE, LUNG, copy_pngs, cuda
+
+
+def test_all_188_pngs_become_readable_shards(tmp_path: Path, lung_pngs, random_backbone_64) -> None:
+    out = tmp_path / "out"
+    result = embed(
+        LUNG / "png", out, backbone_factory=random_backbone_64, rows_per_shard=50, progress=False
+    )
+    assert result.rows == 188 and not result.errors and len(result.shards) == 4
+    count = duckdb.sql(f"SELECT count(*) FROM '{out}/*.parquet'").fetchall()[0][0]
+    assert count == 188
+    data = read_embeddings(out)
+    assert data.matrix.shape == (188, 2048) and np.isfinite(data.matrix).all()
+    assert sorted(data.ids) == sorted(p.stem for p in lung_pngs)
+    assert data.metadata["dtype"] == "float16" and data.metadata["dim"] == 2048
+    assert data.metadata["weights"] == "random:seed=0"
+    assert data.table.column("source").to_pylist()[0] == str(LUNG / "png" / f"{data.ids[0]}.png")
+    assert set(data.table.column("frame").to_pylist()) == {0}
+    # Different slices give different embeddings (not a constant vector).
+    assert np.linalg.norm(data.matrix - data.matrix.mean(0), axis=1).min() > 1.0
+
+
+def test_png_and_dicom_of_a_slice_agree(tmp_path: Path, random_backbone_64) -> None:
+    slices = [
+        ("A0001", "s2", "010"),
+        ("A0001", "s2", "050"),
+        ("A0002", "s3", "010"),
+        ("A0002", "s3", "025"),
+    ]
+    for patient, series, inst in slices:
+        shutil.copy(
+            LUNG / "png" / f"{patient}_{series}_{inst}.png", tmp_path / f"{patient}{inst}.png"
+        )
+        shutil.copy(
+            LUNG / "dicom" / patient / series / f"{inst}.dcm", tmp_path / f"{patient}{inst}_d.dcm"
+        )
+    embed(
+        tmp_path,
+        tmp_path / "out",
+        backbone_factory=random_backbone_64,
+        dtype="float32",
+        progress=False,
+    )
+    data = read_embeddings(tmp_path / "out")
+    index = {i: k for k, i in enumerate(data.ids)}
+    m = data.matrix
+    for patient, _, inst in slices:
+        dcm = m[index[f"{patient}{inst}_d"]]
+        d = {i: np.linalg.norm(dcm - m[k]) for i, k in index.items() if not i.endswith("_d")}
+        own = d.pop(f"{patient}{inst}")
+        assert own < 0.3 * min(d.values()), (patient, inst, own, d)
+        cos = (
+            dcm
+            @ m[index[f"{patient}{inst}"]]
+            / np.linalg.norm(dcm)
+            / np.linalg.norm(m[index[f"{patient}{inst}"]])
+        )
+        assert cos > 0.999
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "ctfp", "embed", *args]
+
+
+def test_kill_9_and_resume_gives_the_uninterrupted_rows(tmp_path: Path, lung_pngs) -> None:
+    src = copy_pngs(lung_pngs[:120], tmp_path / "src")
+    common = [
+        "--weights",
+        "random",
+        "--image-size",
+        "96",
+        "--batch-size",
+        "4",
+        "--rows-per-shard",
+        "8",
+        "--precision",
+        "fp32",
+        "--dtype",
+        "float32",
+        "--workers",
+        "1",
+        "--quiet",
+    ]
+    reference = tmp_path / "ref"
+    subprocess.run(_cli(str(src), "--out", str(reference), *common), check=True)
+    out = tmp_path / "out"
+    kills = 0
+    for wait_for_shards in (1, 4, 9):
+        proc = subprocess.Popen(_cli(str(src), "--out", str(out), *common))
+        deadline = time.monotonic() + 120
+        while len(list(out.glob("part-*.parquet"))) < wait_for_shards and proc.poll() is None:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+            kills += 1
+        proc.wait()
+    assert kills >= 2, "the run finished before it could be killed; make it slower"
+    subprocess.run(_cli(str(src), "--out", str(out), *common), check=True)
+    ref, got = read_embeddings(reference), read_embeddings(out)  # refuses duplicate ids
+    assert len(got) == 120 and sorted(got.ids) == sorted(ref.ids)
+    order = np.argsort(got.ids)
+    np.testing.assert_allclose(
+        got.matrix[order], ref.matrix[np.argsort(ref.ids)], rtol=1e-3, atol=1e-3
+    )
+    assert not list(out.glob(".*.tmp"))
+
+
+def test_corrupt_inputs_are_recorded_and_the_run_goes_on(tmp_path: Path, lung_pngs) -> None:
+    src = copy_pngs(lung_pngs[:5], tmp_path / "src")
+    (src / "zero.png").write_bytes(b"")
+    (src / "truncated.png").write_bytes(lung_pngs[0].read_bytes()[:2000])
+    (src / "text.png").write_text("this is not a PNG")
+    shutil.copy(EDGE / "rtstruct.dcm", src / "rtstruct.dcm")
+    out = tmp_path / "out"
+    args = _cli(str(src), "--out", str(out), "--weights", "random", "--image-size", "64")
+    run = subprocess.run(args, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert "warning: 4 input(s) could not be read" in run.stderr
+    errors = {r["id"]: r["reason"] for r in read_errors(out).to_pylist()}
+    assert set(errors) == {"zero", "truncated", "text", "rtstruct"}
+    assert errors["zero"] == "empty file (0 bytes)"
+    assert "truncated" in errors["truncated"]
+    assert "not an image" in errors["text"]
+    assert "no pixel data" in errors["rtstruct"]
+    assert pq.read_table(out / "_errors" / "errors.parquet").column_names == [
+        "id",
+        "source",
+        "reason",
+    ]
+    assert len(read_embeddings(out)) == 5
+    # A rerun retries the failures, still records them once and adds no rows.
+    run = subprocess.run(args, capture_output=True, text=True)
+    assert run.returncode == 0 and len(read_errors(out)) == 4 and len(read_embeddings(out)) == 5
+
+
+def test_volumes_give_one_row_per_frame(tmp_path: Path, random_backbone_64) -> None:
+    import nibabel as nib
+
+    shutil.copy(EDGE / "MR_Explicit_Little_MultiFrame.dcm", tmp_path / "mr.dcm")
+    vol = np.random.default_rng(0).integers(-1000, 400, (32, 32, 6)).astype(np.int16)
+    nib.save(nib.Nifti1Image(vol, np.eye(4)), tmp_path / "ct.nii.gz")
+    embed(tmp_path, tmp_path / "out", backbone_factory=random_backbone_64, progress=False)
+    data = read_embeddings(tmp_path / "out")
+    assert sorted(data.ids) == sorted(
+        [f"ct#{k}" for k in range(6)] + [f"mr#{k}" for k in range(16)]
+    )
+    frames = dict(zip(data.ids, data.table.column("frame").to_pylist(), strict=True))
+    assert frames["mr#15"] == 15 and frames["ct#0"] == 0
+
+
+def test_fp32_and_bf16_agree(tmp_path: Path, lung_pngs, random_backbone_64) -> None:
+    src = copy_pngs(lung_pngs[::12], tmp_path / "src")
+    runs = {}
+    for precision in ("fp32", "bf16"):
+        try:
+            embed(
+                src,
+                tmp_path / precision,
+                backbone_factory=random_backbone_64,
+                precision=precision,
+                dtype="float32",
+                progress=False,
+            )
+        except (RuntimeError, DeviceError) as exc:  # pragma: no cover - bf16 missing on this CPU
+            pytest.skip(f"bf16 does not run here: {exc}")
+        runs[precision] = read_embeddings(tmp_path / precision).matrix
+    a, b = runs["fp32"], runs["bf16"]
+    cos = np.sum(a * b, 1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    assert cos.min() >= 0.99
+    # Random-init features share a large common part; compare what differs between slices too.
+    ac, bc = a - a.mean(0), b - a.mean(0)
+    centered = np.sum(ac * bc, 1) / np.linalg.norm(ac, axis=1) / np.linalg.norm(bc, axis=1)
+    assert centered.min() >= 0.9
+
+
+def test_worker_count_does_not_change_the_result(
+    tmp_path: Path, lung_pngs, random_backbone_64
+) -> None:
+    src = copy_pngs(lung_pngs[:20], tmp_path / "src")
+    results = []
+    for workers in (0, 2):
+        out = tmp_path / f"w{workers}"
+        embed(
+            src,
+            out,
+            backbone_factory=random_backbone_64,
+            workers=workers,
+            batch_size=6,
+            precision="fp32",
+            progress=False,
+        )
+        results.append(read_embeddings(out))
+    assert results[0].ids.tolist() == results[1].ids.tolist()
+    np.testing.assert_array_equal(results[0].matrix, results[1].matrix)
+
+
+def test_same_inputs_same_outputs(tmp_path: Path, lung_pngs) -> None:
+    src = copy_pngs(lung_pngs[:4], tmp_path / "src")
+    for name in ("a", "b"):
+        embed(src, tmp_path / name, weights="random", seed=3, image_size=64, progress=False)
+    a, b = read_embeddings(tmp_path / "a"), read_embeddings(tmp_path / "b")
+    assert a.metadata["weights_sha256"] == b.metadata["weights_sha256"]
+    np.testing.assert_array_equal(a.matrix, b.matrix)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error raised without CUDA")
+def test_asking_for_cuda_without_it_is_an_error(tmp_path: Path, lung_pngs) -> None:
+    with pytest.raises(DeviceError, match="CUDA is not available"):
+        embed(lung_pngs[0], tmp_path / "out", weights="random", device="cuda", progress=False)
+    assert not (tmp_path / "out").exists()
+
+
+@cuda
+@pytest.mark.gpu
+def test_cuda_matches_cpu(tmp_path: Path, lung_pngs, random_backbone_64) -> None:
+    src = copy_pngs(lung_pngs[:16], tmp_path / "src")
+    for device in ("cpu", "cuda"):
+        embed(
+            src,
+            tmp_path / device,
+            backbone_factory=random_backbone_64,
+            device=device,
+            precision="fp32",
+            dtype="float32",
+            progress=False,
+        )
+    a, b = read_embeddings(tmp_path / "cpu").matrix, read_embeddings(tmp_path / "cuda").matrix
+    cos = np.sum(a * b, 1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    assert cos.min() > 0.999

@@ -1,0 +1,104 @@
+"""Source discovery: folders, globs, manifests, the ImageCLEF layout, ids and clear errors."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from ctfp.exceptions import InputError
+from ctfp.io.sources import discover
+from tests.conftest import LUNG
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    pngs = sorted((LUNG / "png").glob("*.png"))
+    for i, p in enumerate(pngs[:6]):
+        sub = tmp_path / "data" / ("a" if i % 2 else "b")
+        sub.mkdir(parents=True, exist_ok=True)
+        shutil.copy(p, sub / p.name)
+    (tmp_path / "data" / "notes.txt").write_text("not an image")
+    (tmp_path / "data" / ".hidden.png").write_bytes(b"")
+    return tmp_path / "data"
+
+
+def test_folder_is_recursive_with_relative_ids(tree: Path) -> None:
+    files = discover(tree)
+    assert len(files) == 6
+    assert all("/" in f.id and not f.id.endswith(".png") for f in files)
+    assert [f.id for f in files] == sorted(f.id for f in files)
+    assert all(Path(f.path).is_absolute() and Path(f.path).is_file() for f in files)
+    assert all(f.label is None for f in files)
+
+
+def test_label_from_dirs(tree: Path) -> None:
+    labels = {f.id.split("/")[0]: f.label for f in discover(tree, label_from_dirs=True)}
+    assert labels == {"a": "a", "b": "b"}
+
+
+def test_glob_root_is_the_fixed_prefix(tree: Path) -> None:
+    files = discover(str(tree / "a" / "*.png"))
+    assert len(files) == 3 and all("/" not in f.id for f in files)
+    files = discover(str(tree / "**" / "*.png"))
+    assert len(files) == 6 and all(f.id.startswith(("a/", "b/")) for f in files)
+
+
+def test_manifest_csv_and_parquet(tree: Path, tmp_path: Path) -> None:
+    paths = sorted(p.relative_to(tree).as_posix() for p in tree.rglob("*.png"))
+    csv = tree / "manifest.csv"
+    csv.write_text("path,id,label\n" + "".join(f"{p},x{i},{i % 2}\n" for i, p in enumerate(paths)))
+    files = discover(csv)
+    assert [f.id for f in files] == sorted(f"x{i}" for i in range(len(paths)))
+    assert {f.label for f in files} == {"0", "1"}
+    assert all(Path(f.path).is_file() for f in files)
+    pq.write_table(pa.table({"path": [str(tree / p) for p in paths]}), tmp_path / "m.parquet")
+    files = discover(tmp_path / "m.parquet")
+    assert len(files) == len(paths) and files[0].id.startswith("data/")
+
+
+def test_imageclef_layout_labels(tmp_path: Path) -> None:
+    pngs = sorted((LUNG / "png").glob("*.png"))
+    layout = {"train/used": 2, "train/not_used": 2, "generated": 3, "test": 2}
+    k = 0
+    for folder, n in layout.items():
+        (tmp_path / folder).mkdir(parents=True)
+        for _ in range(n):
+            shutil.copy(pngs[k], tmp_path / folder / f"img{k}.png")
+            k += 1
+    labels = {f.id: f.label for f in discover(tmp_path)}
+    assert labels["train/used/img0"] == "used"
+    assert labels["train/not_used/img2"] == "not_used"
+    assert labels["generated/img4"] == "generated"
+    assert labels["test/img7"] is None
+    assert all(f.label is None for f in discover(tmp_path, layout="plain"))
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda p: p / "missing", "does not exist"),
+        (lambda p: (p / "empty").mkdir() or p / "empty", "holds no files"),
+        (lambda p: str(p / "*.nothing"), "matched no files"),
+    ],
+)
+def test_bad_sources_fail_clearly(tmp_path: Path, make, message: str) -> None:
+    with pytest.raises(InputError, match=message):
+        discover(make(tmp_path))
+
+
+def test_manifest_without_path_column(tmp_path: Path) -> None:
+    (tmp_path / "m.csv").write_text("file\na.png\n")
+    with pytest.raises(InputError, match="no 'path' column"):
+        discover(tmp_path / "m.csv")
+
+
+def test_duplicate_ids_are_refused(tmp_path: Path) -> None:
+    png = sorted((LUNG / "png").glob("*.png"))[0]
+    shutil.copy(png, tmp_path / "x.png")
+    shutil.copy(png, tmp_path / "x.jpg")
+    with pytest.raises(InputError, match="same id"):
+        discover(tmp_path)

@@ -1,0 +1,163 @@
+"""Shard writer and reader: schema, atomic commits, resume state, errors, refusal to mix models."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from ctfp.exceptions import CtfpError, InputError, ShardMismatchError
+from ctfp.store.reader import iter_embeddings, read_embeddings, read_errors
+from ctfp.store.schema import make_metadata
+from ctfp.store.writer import ShardWriter, frame_id
+
+IDENTITY = {
+    "model": "resnet50",
+    "weights": "random:seed=0",
+    "weights_sha256": "ab" * 32,
+    "dim": 8,
+    "preprocessing": {"image_size": 64},
+}
+
+
+def meta(**changes) -> dict:
+    return make_metadata({**IDENTITY, **changes}, "float32", {"window": "auto"})
+
+
+def fill(writer: ShardWriter, names: list[str], frames: int = 1) -> None:
+    rng = np.random.default_rng(0)
+    for name in names:
+        ids = [frame_id(name, k, frames) for k in range(frames)]
+        writer.add(
+            name,
+            ids,
+            f"/data/{name}.png",
+            range(frames),
+            "used",
+            rng.standard_normal((frames, 8)).astype(np.float32),
+        )
+
+
+def test_schema_metadata_and_external_readers(tmp_path: Path) -> None:
+    with ShardWriter(tmp_path, metadata=meta(), rows_per_shard=4) as w:
+        fill(w, [f"s{i:02d}" for i in range(10)])
+    shards = sorted(tmp_path.glob("part-*.parquet"))
+    assert [p.name for p in shards] == [
+        "part-00000.parquet",
+        "part-00001.parquet",
+        "part-00002.parquet",
+    ]
+    schema = pq.read_schema(shards[0])
+    assert schema.names == ["id", "source", "frame", "label", "embedding"]
+    emb = schema.field("embedding").type
+    assert pa.types.is_fixed_size_list(emb) and emb.list_size == 8
+    assert emb.value_type == pa.float32()
+    stored = json.loads(schema.metadata[b"ctfp"])
+    assert stored["weights_sha256"] == "ab" * 32 and stored["dim"] == 8
+    assert "ctfp_version" in stored and stored["dtype"] == "float32"
+    assert duckdb.sql(f"SELECT count(*) FROM '{tmp_path}/*.parquet'").fetchall()[0][0] == 10
+    frame = pl.read_parquet(tmp_path / "*.parquet")
+    assert frame.height == 10 and frame["id"].n_unique() == 10
+    data = read_embeddings(tmp_path)
+    assert data.matrix.shape == (10, 8) and data.matrix.dtype == np.float32
+    np.testing.assert_array_equal(data.matrix, np.stack(frame["embedding"].to_list()))
+    batches = list(iter_embeddings(tmp_path, batch_size=3))
+    assert sum(len(b) for b in batches) == 10 and max(len(b) for b in batches) <= 3
+    np.testing.assert_array_equal(np.concatenate([b.matrix for b in batches]), data.matrix)
+
+
+def test_volumes_stay_in_one_shard_and_resume_by_base_id(tmp_path: Path) -> None:
+    with ShardWriter(tmp_path, metadata=meta(), rows_per_shard=2) as w:
+        fill(w, ["vol"], frames=5)
+        fill(w, ["img"])
+    assert read_embeddings(tmp_path).ids.tolist() == [f"vol#{k}" for k in range(5)] + ["img"]
+    w = ShardWriter(tmp_path, metadata=meta(), rows_per_shard=2)
+    assert w.pending(["vol", "img", "new"]) == {"new"}
+    w.release()
+
+
+def test_resume_refuses_other_settings(tmp_path: Path) -> None:
+    with ShardWriter(tmp_path, metadata=meta(), rows_per_shard=2) as w:
+        fill(w, ["a"])
+    with pytest.raises(ShardMismatchError, match="weights_sha256"):
+        ShardWriter(tmp_path, metadata=meta(weights_sha256="cd" * 32))
+
+
+def test_reader_refuses_mixed_models(tmp_path: Path) -> None:
+    with ShardWriter(tmp_path / "a", metadata=meta()) as w:
+        fill(w, ["a"])
+    with ShardWriter(tmp_path / "b", metadata=meta(weights_sha256="cd" * 32)) as w:
+        fill(w, ["b"])
+    with pytest.raises(ShardMismatchError, match="cannot be mixed"):
+        read_embeddings([tmp_path / "a", tmp_path / "b"])
+    with pytest.raises(ShardMismatchError):
+        next(iter_embeddings([tmp_path / "a", tmp_path / "b"]))
+
+
+def test_reader_refuses_duplicate_ids_and_missing_folders(tmp_path: Path) -> None:
+    for sub in ("a", "b"):
+        with ShardWriter(tmp_path / sub, metadata=meta()) as w:
+            fill(w, ["same"])
+    with pytest.raises(InputError, match="more than once"):
+        read_embeddings([tmp_path / "a", tmp_path / "b"])
+    with pytest.raises(InputError, match="no ctfp shards"):
+        read_embeddings(tmp_path)
+    with pytest.raises(InputError, match="does not exist"):
+        read_embeddings(tmp_path / "nope")
+
+
+def test_errors_table_tracks_latest_attempt(tmp_path: Path) -> None:
+    with ShardWriter(tmp_path, metadata=meta()) as w:
+        fill(w, ["good"])
+        w.add_error("bad1", "/data/bad1.png", "empty file (0 bytes)")
+        w.add_error("bad2", "/data/bad2.png", "truncated")
+    assert sorted(read_errors(tmp_path).column("id").to_pylist()) == ["bad1", "bad2"]
+    # Rerun: bad1 was fixed, bad2 still fails; nothing is duplicated.
+    with ShardWriter(tmp_path, metadata=meta()) as w:
+        assert w.pending(["good", "bad1", "bad2"]) == {"bad1", "bad2"}
+        fill(w, ["bad1"])
+        w.add_error("bad2", "/data/bad2.png", "truncated")
+    assert read_errors(tmp_path).to_pylist() == [
+        {"id": "bad2", "source": "/data/bad2.png", "reason": "truncated"}
+    ]
+    assert sorted(read_embeddings(tmp_path).ids) == ["bad1", "good"]
+
+
+def test_stale_temp_files_are_cleaned_and_never_read(tmp_path: Path) -> None:
+    (tmp_path / ".part-00000.parquet.123.tmp").write_bytes(b"half a shard")
+    with ShardWriter(tmp_path, metadata=meta()) as w:
+        fill(w, ["a"])
+    assert not list(tmp_path.glob(".*.tmp"))
+    assert len(read_embeddings(tmp_path)) == 1
+
+
+def test_one_writer_per_folder(tmp_path: Path) -> None:
+    first = ShardWriter(tmp_path, metadata=meta())
+    with pytest.raises(CtfpError, match="another ctfp writer in this process"):
+        ShardWriter(tmp_path, metadata=meta())
+    code = (
+        "import sys\nfrom ctfp.store.writer import ShardWriter\n"
+        "from ctfp.exceptions import CtfpError\n"
+        "try:\n    ShardWriter(sys.argv[1], metadata=eval(sys.argv[2]))\n"
+        "except CtfpError as e:\n    print(e); sys.exit(3)"
+    )
+    other = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path), repr(meta())], capture_output=True, text=True
+    )
+    assert other.returncode == 3 and "another ctfp process" in other.stdout
+    first.close()
+    ShardWriter(tmp_path, metadata=meta()).close()
+
+
+def test_foreign_parquet_is_refused(tmp_path: Path) -> None:
+    pq.write_table(pl.DataFrame({"x": [1]}).to_arrow(), tmp_path / "part-00000.parquet")
+    with pytest.raises(ShardMismatchError, match="not written by ctfp"):
+        ShardWriter(tmp_path, metadata=meta())

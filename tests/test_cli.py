@@ -1,0 +1,94 @@
+"""The command line: a thin layer with clear errors and exit codes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from ctfp.cli import main
+from tests.conftest import LUNG
+
+
+def test_embed_json_summary(tmp_path: Path, capsys) -> None:
+    code = main(
+        [
+            "embed",
+            str(LUNG / "png" / "A0001_s2_001.png"),
+            "--out",
+            str(tmp_path / "o"),
+            "--weights",
+            "random",
+            "--image-size",
+            "64",
+            "--json",
+            "--quiet",
+        ]
+    )
+    assert code == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["rows"] == 1 and summary["errors"] == [] and summary["identity"]["dim"] == 2048
+
+
+def test_errors_exit_2_with_a_message(tmp_path: Path, capsys) -> None:
+    assert (
+        main(["embed", str(tmp_path / "none"), "--out", str(tmp_path / "o"), "--weights", "random"])
+        == 2
+    )
+    assert "does not exist" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert (
+        main(
+            ["embed", str(tmp_path / "empty"), "--out", str(tmp_path / "o"), "--weights", "random"]
+        )
+        == 2
+    )
+    assert "holds no files" in capsys.readouterr().err
+    assert (
+        main(
+            [
+                "embed",
+                str(LUNG / "png"),
+                "--out",
+                str(tmp_path / "o"),
+                "--weights",
+                str(tmp_path / "nope.pt"),
+            ]
+        )
+        == 2
+    )
+    assert "does not exist" in capsys.readouterr().err
+    assert (
+        main(
+            [
+                "embed",
+                str(LUNG / "png"),
+                "--out",
+                str(tmp_path / "o"),
+                "--weights",
+                "random",
+                "--window",
+                "wide",
+            ]
+        )
+        == 2
+    )
+    assert "LEVEL,WIDTH" in capsys.readouterr().err
+
+
+def test_console_script_and_module_entry_point() -> None:
+    exe = Path(sys.executable).with_name("ctfp")
+    run = subprocess.run([str(exe), "--help"], capture_output=True, text=True, check=True)
+    assert "embed" in run.stdout and "demo" in run.stdout
+    run = subprocess.run(
+        [sys.executable, "-m", "ctfp", "--version"], capture_output=True, text=True, check=True
+    )
+    assert run.stdout.startswith("ctfp ")
+
+
+def test_demo_runs_on_the_bundled_sample(tmp_path: Path, capsys) -> None:
+    assert main(["demo", "--out", str(tmp_path), "--weights", "random", "--json", "--quiet"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["rows"] == 13 and summary["dim"] == 2048
+    assert summary["png_vs_dicom_cosine"] > 0.99
