@@ -23,7 +23,10 @@ def _add_embed_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of --weights random (default 0)")
     p.add_argument("--image-size", type=int, default=224, help="network input side (default 224)")
     p.add_argument(
-        "--batch-size", type=int, default=64, help="slices per forward pass (default 64)"
+        "--batch-size",
+        type=int,
+        default=None,
+        help="slices per forward pass (default: 16 on CPU, 128 on CUDA)",
     )
     p.add_argument(
         "--workers",

@@ -38,6 +38,8 @@ class EmbedResult:
     images_per_second: float
     device: str
     precision: str
+    batch_size: int = 0
+    workers: int = 0
     shards: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     identity: dict[str, Any] = field(default_factory=dict)
@@ -52,6 +54,14 @@ class EmbedResult:
             f"{self.seconds:.1f} s, {self.images_per_second:.1f} img/s on {self.device} "
             f"({self.precision}) -> {self.out}"
         )
+
+
+def default_batch_size(device: torch.device) -> int:
+    """Slices per forward pass: large on a GPU; 16 on a CPU, where bigger batches fall out of cache.
+
+    Measured on 2 cores (bf16, 224 px): batch 8-16 gives 46-55 img/s, batch 64 gives 36 img/s.
+    """
+    return 128 if device.type == "cuda" else 16
 
 
 def default_workers(device: torch.device) -> int:
@@ -69,7 +79,7 @@ def embed(
     weights: str | os.PathLike[str] = "imagenet",
     seed: int = 0,
     image_size: int = 224,
-    batch_size: int = 64,
+    batch_size: int | None = None,
     workers: int | None = None,
     device: str = "auto",
     precision: str = "auto",
@@ -107,13 +117,14 @@ def embed(
     """
     if dtype not in DTYPES:
         raise CtfpError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
-    if batch_size < 1:
-        raise CtfpError(f"batch size must be at least 1, got {batch_size}")
     window = window if isinstance(window, Window) else parse_window(window)
     files = discover(sources, label_from_dirs=label_from_dirs, layout=layout)
     dev = resolve_device(device)
     prec = resolve_precision(precision, dev)
     workers = default_workers(dev) if workers is None else workers
+    batch_size = default_batch_size(dev) if batch_size is None else batch_size
+    if batch_size < 1:
+        raise CtfpError(f"batch size must be at least 1, got {batch_size}")
     if workers < 0:
         raise CtfpError(f"workers must be 0 or more, got {workers}")
 
@@ -149,6 +160,8 @@ def embed(
         images_per_second=rows / seconds if seconds > 0 else 0.0,
         device=str(dev),
         precision=prec,
+        batch_size=batch_size,
+        workers=workers,
         shards=[str(p) for p in writer.shards_written],
         timings=timings,
         identity=identity,

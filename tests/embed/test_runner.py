@@ -32,6 +32,10 @@ def test_all_188_pngs_become_readable_shards(tmp_path: Path, lung_pngs, random_b
     assert count == 188
     data = read_embeddings(out)
     assert data.matrix.shape == (188, 2048) and np.isfinite(data.matrix).all()
+    first = duckdb.sql(
+        f"SELECT embedding::FLOAT[] FROM '{out}/part-*.parquet' WHERE id = '{data.ids[0]}'"
+    ).fetchall()[0][0]
+    np.testing.assert_array_equal(np.asarray(first, dtype=np.float32), data.matrix[0])
     assert sorted(data.ids) == sorted(p.stem for p in lung_pngs)
     assert data.metadata["dtype"] == "float16" and data.metadata["dim"] == 2048
     assert data.metadata["weights"] == "random:seed=0"
