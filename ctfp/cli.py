@@ -67,28 +67,109 @@ def _add_embed_options(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _embed_kwargs(args: argparse.Namespace) -> dict:
+    """The embedding settings shared by `embed` and `run`."""
+    return dict(
+        weights=args.weights,
+        image_size=args.image_size,
+        batch_size=args.batch_size,
+        workers=args.workers,
+        precision=args.precision,
+        dtype=args.dtype,
+        rows_per_shard=args.rows_per_shard,
+        window=args.window,
+        progress=not args.quiet,
+    )
+
+
 def _cmd_embed(args: argparse.Namespace) -> int:
     from ctfp.embed.runner import embed
 
     result = embed(
         args.sources,
         args.out,
-        weights=args.weights,
         seed=args.seed,
-        image_size=args.image_size,
-        batch_size=args.batch_size,
-        workers=args.workers,
         device=args.device,
-        precision=args.precision,
-        dtype=args.dtype,
-        rows_per_shard=args.rows_per_shard,
-        window=args.window,
         label_from_dirs=args.label_from_dirs,
         layout=args.layout,
-        progress=not args.quiet,
+        **_embed_kwargs(args),
     )
     if args.json:
         print(json.dumps(result.to_dict()))
+    return 0
+
+
+def _parse_ks(text: str) -> list[int]:
+    try:
+        ks = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--k takes integers like 4 or 1,2,4,8, got {text!r}"
+        ) from None
+    if not ks or min(ks) < 1:
+        raise argparse.ArgumentTypeError(f"--k takes positive integers, got {text!r}")
+    return ks
+
+
+def _parse_range(text: str) -> list[int]:
+    try:
+        lo, hi = (int(v) for v in text.split("-"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--k-range takes LOW-HIGH like 2-8, got {text!r}"
+        ) from None
+    if not 1 <= lo <= hi:
+        raise argparse.ArgumentTypeError(f"--k-range needs 1 <= LOW <= HIGH, got {text!r}")
+    return list(range(lo, hi + 1))
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from ctfp.tasks.runs import run_task1, run_task2
+
+    common = dict(seed=args.seed, device=args.device, **_embed_kwargs(args))
+    if args.task == "task1":
+        ks = _parse_ks(args.k)
+        summary = run_task1(args.data, args.out, k=ks[0] if len(ks) == 1 else ks, **common)
+    else:
+        k = "auto" if args.k == "auto" else _parse_ks(args.k)[0]
+        summary = run_task2(
+            args.data,
+            args.out,
+            k=k,
+            init=args.init,
+            covariance_type=args.covariance,
+            k_range=_parse_range(args.k_range),
+            n_init=args.n_init,
+            reg_covar=args.reg_covar,
+            **common,
+        )
+    if args.json:
+        print(json.dumps(summary))
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from ctfp.evaluate import evaluate_run, format_table
+
+    metrics = evaluate_run(args.task, args.run, args.truth, args.scores)
+    print(format_table(metrics))
+    print(json.dumps({"task": args.task, "run": args.run, **metrics}))
+    return 0
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from ctfp.evaluate import read_ids, validate_run
+
+    ids = read_ids(args.ids) if args.ids else None
+    problems = validate_run(args.run, args.task, ids, ids_file=args.ids or "ids")
+    for problem in problems:
+        print(problem)
+    if problems:
+        print(
+            f"{args.run}: not a valid {args.task} run ({len(problems)} problems)", file=sys.stderr
+        )
+        return 1
+    print(f"{args.run}: valid {args.task} run")
     return 0
 
 
@@ -125,6 +206,54 @@ def build_parser() -> argparse.ArgumentParser:
     _add_embed_options(p)
     p.set_defaults(func=_cmd_embed)
 
+    from ctfp.cluster.gmm import COVARIANCE_TYPES, INIT_PARAMS
+
+    p = sub.add_parser("run", help="run a task end to end on an ImageCLEF-style folder")
+    tasks = p.add_subparsers(dest="task", required=True, metavar="TASK")
+    t = tasks.add_parser(
+        "task1",
+        parents=[common],
+        help="membership: seed method (k-means centres per class, FAISS flat L1 1-NN)",
+        description="DATA holds train/used/, train/not_used/, generated/ (optional) and test/. "
+        "Writes OUT/run.csv (<id>,<0|1>) and OUT/scores.csv; with several --k, OUT/k<k>/.",
+    )
+    t.add_argument("--k", default="4", help="clusters per class, or a list like 1,2,4,8,16,32")
+    t2 = tasks.add_parser(
+        "task2",
+        parents=[common],
+        help="attribution: Gaussian mixture clustering of the test slices",
+        description="DATA holds test/ and optionally train/<group>/. Writes OUT/clusters.csv "
+        "(<id>,<cluster>).",
+    )
+    t2.add_argument("--k", default="4", help="number of components, or auto (lowest BIC)")
+    t2.add_argument("--k-range", default="2-8", help="range searched by --k auto (default 2-8)")
+    t2.add_argument("--init", default="kmeans", choices=INIT_PARAMS, help="GMM initialisation")
+    t2.add_argument("--covariance", default="full", choices=COVARIANCE_TYPES)
+    t2.add_argument("--n-init", type=int, default=1, help="GMM initialisations (best kept)")
+    t2.add_argument("--reg-covar", type=float, default=1e-6, help="added to covariance diagonals")
+    for tp in (t, t2):
+        tp.add_argument("data", metavar="DATA")
+        tp.add_argument("--out", required=True, help="output folder (embeddings are reused)")
+        _add_embed_options(tp)
+        tp.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("evaluate", help="score a run file against the truth")
+    p.add_argument("task", choices=("task1", "task2"))
+    p.add_argument("run", metavar="RUN")
+    p.add_argument("--truth", required=True, help="CSV with id,label (task1) or id,cluster (task2)")
+    p.add_argument(
+        "--scores",
+        default=None,
+        help="task1: id,score CSV for ROC-AUC (default: scores.csv beside RUN)",
+    )
+    p.set_defaults(func=_cmd_evaluate, quiet=False, json=False)
+
+    p = sub.add_parser("validate", help="check a run file against the challenge format")
+    p.add_argument("task", choices=("task1", "task2"))
+    p.add_argument("run", metavar="RUN")
+    p.add_argument("--ids", default=None, help="text file with one expected id per line")
+    p.set_defaults(func=_cmd_validate, quiet=False, json=False)
+
     p = sub.add_parser("demo", parents=[common], help="run ctfp on the sample shipped with it")
     p.add_argument("--out", default="demo-out", help="output folder (default demo-out)")
     p.add_argument(
@@ -143,7 +272,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(quiet=args.quiet)
     try:
         return args.func(args)
-    except CtfpError as exc:
+    except (CtfpError, argparse.ArgumentTypeError, ValueError) as exc:
         print(f"ctfp: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -1,0 +1,256 @@
+"""Metrics and ImageCLEF run files: write, read, validate, and score against the truth."""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ctfp.exceptions import InputError
+
+TASKS = ("task1", "task2")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One reason a run file is invalid, with where it is."""
+
+    file: str
+    line: int
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.file} line {self.line}: {self.reason}"
+
+
+# -- metrics -----------------------------------------------------------------------------------
+def membership_metrics(
+    y_true: Sequence[int], y_pred: Sequence[int], scores: Sequence[float] | None = None
+) -> dict[str, Any]:
+    """Task 1 metrics with "used" (1) as the positive class.
+
+    F1 alone flatters: labelling every slice "used" scores 2p/(1+p) for a fraction p of used
+    slices (0.667 on a balanced set), so accuracy, Cohen's kappa and ROC-AUC (from ``scores``,
+    higher = more likely used) come with it, plus that all-"used" baseline on the same truth.
+    """
+    from sklearn.metrics import (
+        accuracy_score,
+        cohen_kappa_score,
+        f1_score,
+        precision_score,
+        recall_score,
+        roc_auc_score,
+    )
+
+    t = np.asarray(y_true, dtype=int)
+    p = np.asarray(y_pred, dtype=int)
+    both = len(np.unique(t)) == 2
+    auc = None
+    if scores is not None and both:
+        auc = float(roc_auc_score(t, np.asarray(scores, dtype=float)))
+    return {
+        "n": len(t),
+        "n_used": int(t.sum()),
+        "f1": float(f1_score(t, p, pos_label=1, zero_division=0)),
+        "accuracy": float(accuracy_score(t, p)),
+        "kappa": float(cohen_kappa_score(t, p)) if both or len(np.unique(p)) > 1 else 0.0,
+        "roc_auc": auc,
+        "precision": float(precision_score(t, p, zero_division=0)),
+        "recall": float(recall_score(t, p, zero_division=0)),
+        "baseline_all_used_f1": float(f1_score(t, np.ones_like(t), zero_division=0)),
+    }
+
+
+def attribution_metrics(y_true: Sequence[Any], y_pred: Sequence[int]) -> dict[str, Any]:
+    """Task 2 metrics: adjusted Rand index and normalised mutual information."""
+    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+
+    return {
+        "n": len(y_true),
+        "ari": float(adjusted_rand_score(y_true, y_pred)),
+        "nmi": float(normalized_mutual_info_score(y_true, y_pred)),
+        "n_clusters": len(set(y_pred)),
+        "n_groups": len(set(y_true)),
+    }
+
+
+# -- run files ---------------------------------------------------------------------------------
+def write_run(path: str | os.PathLike[str], ids: Iterable[str], values: Iterable[int]) -> None:
+    """Write an ImageCLEF run file: ``<id>,<value>`` per line, no header."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", newline="") as f:
+        for i, v in zip(ids, values, strict=True):
+            f.write(f"{i},{int(v)}\n")
+    os.replace(tmp, path)
+
+
+def validate_run(
+    path: str | os.PathLike[str],
+    task: str,
+    ids: Sequence[str] | None = None,
+    ids_file: str = "ids",
+) -> list[Problem]:
+    """All the reasons ``path`` is not a valid run file for ``task``, in file order.
+
+    Checks: empty lines, lines without exactly two comma-separated fields, ids not in ``ids``,
+    ids given more than once, values that are not 0/1 (task 1) or non-negative integers
+    (task 2), and ids of ``ids`` missing from the run (reported at their line in the id list).
+    """
+    if task not in TASKS:
+        raise InputError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
+    name = str(path)
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise InputError(f"cannot read run file {name!r}: {exc.strerror or exc}") from None
+    problems: list[Problem] = []
+    known = None if ids is None else {i: n for n, i in enumerate(ids, start=1)}
+    seen: dict[str, int] = {}
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines = lines[:-1]  # the newline that ends the last line
+    if not lines:
+        problems.append(Problem(name, 1, "the run file is empty"))
+    for number, line in enumerate(lines, start=1):
+        line = line.rstrip("\r")
+        if not line.strip():
+            problems.append(Problem(name, number, "empty line"))
+            continue
+        fields = line.split(",")
+        if len(fields) != 2:
+            problems.append(
+                Problem(
+                    name,
+                    number,
+                    f"expected 2 comma-separated fields <id>,<value>, got {len(fields)}: {line!r}",
+                )
+            )
+            continue
+        run_id, value = fields[0].strip(), fields[1].strip()
+        if known is not None and run_id not in known:
+            problems.append(Problem(name, number, f"id {run_id!r} is not in the id list"))
+        if run_id in seen:
+            problems.append(
+                Problem(
+                    name,
+                    number,
+                    f"id {run_id!r} is given more than once (first on line {seen[run_id]})",
+                )
+            )
+        else:
+            seen[run_id] = number
+        if task == "task1" and value not in ("0", "1"):
+            problems.append(Problem(name, number, f"label {value!r} is not the integer 0 or 1"))
+        if task == "task2" and not (value.isdigit() and value.isascii()):
+            problems.append(
+                Problem(name, number, f"cluster {value!r} is not a non-negative integer")
+            )
+    if known is not None:
+        for run_id, number in known.items():
+            if run_id not in seen:
+                problems.append(Problem(ids_file, number, f"id {run_id!r} is missing from the run"))
+    return problems
+
+
+def read_ids(path: str | os.PathLike[str]) -> list[str]:
+    """An id list: one id per line; blank lines are ignored."""
+    try:
+        return [line.strip() for line in Path(path).read_text().splitlines() if line.strip()]
+    except OSError as exc:
+        raise InputError(f"cannot read id list {str(path)!r}: {exc.strerror or exc}") from None
+
+
+def read_run(path: str | os.PathLike[str], task: str) -> dict[str, int]:
+    """A valid run file as ``{id: value}``; raises InputError listing the problems otherwise."""
+    problems = validate_run(path, task)
+    if problems:
+        shown = "; ".join(map(str, problems[:5]))
+        more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+        raise InputError(f"invalid {task} run file: {shown}{more}")
+    rows = [line.split(",") for line in Path(path).read_text().splitlines()]
+    return {r[0].strip(): int(r[1]) for r in rows}
+
+
+def read_table(path: str | os.PathLike[str], value_column: str) -> dict[str, str]:
+    """``{id: value}`` from a CSV with a header naming ``id`` and ``value_column``.
+
+    A truth file may also be headerless ``<id>,<value>`` lines, like a run file.
+    """
+    try:
+        with open(path, newline="") as f:
+            rows = [r for r in csv.reader(f) if r and any(c.strip() for c in r)]
+    except OSError as exc:
+        raise InputError(f"cannot read {str(path)!r}: {exc.strerror or exc}") from None
+    if not rows:
+        raise InputError(f"{str(path)!r} is empty")
+    header = [c.strip() for c in rows[0]]
+    if "id" in header:
+        if value_column not in header:
+            raise InputError(
+                f"{str(path)!r} has no {value_column!r} column (columns: {', '.join(header)})"
+            )
+        i, v = header.index("id"), header.index(value_column)
+        rows = rows[1:]
+    else:
+        i, v = 0, 1
+    table = {}
+    for n, r in enumerate(rows, start=2):
+        if len(r) <= max(i, v):
+            raise InputError(f"{str(path)!r} line {n}: too few fields")
+        table[r[i].strip()] = r[v].strip()
+    return table
+
+
+def evaluate_run(
+    task: str,
+    run_path: str | os.PathLike[str],
+    truth_path: str | os.PathLike[str],
+    scores_path: str | os.PathLike[str] | None = None,
+) -> dict[str, Any]:
+    """Score a run file against a truth CSV (``id,label`` for task 1, ``id,cluster`` for task 2).
+
+    For task 1, ROC-AUC needs scores: ``scores_path`` (``id,score,...``), or the ``scores.csv``
+    next to the run file when there is one.
+    """
+    run = read_run(run_path, task)
+    truth = read_table(truth_path, "label" if task == "task1" else "cluster")
+    missing = sorted(set(truth) - set(run))
+    extra = sorted(set(run) - set(truth))
+    if missing or extra:
+        raise InputError(
+            f"the run and the truth cover different ids: {len(missing)} missing from the run "
+            f"(e.g. {missing[:3]}), {len(extra)} not in the truth (e.g. {extra[:3]})"
+        )
+    ids = sorted(truth)
+    if task == "task2":
+        return attribution_metrics([truth[i] for i in ids], [run[i] for i in ids])
+    try:
+        y_true = [int(truth[i]) for i in ids]
+    except ValueError:
+        raise InputError("task 1 truth labels must be 0 or 1") from None
+    if scores_path is None and (Path(run_path).parent / "scores.csv").exists():
+        scores_path = Path(run_path).parent / "scores.csv"
+    scores = None
+    if scores_path is not None:
+        table = read_table(scores_path, "score")
+        scores = [float(table[i]) for i in ids]
+    result = membership_metrics(y_true, [run[i] for i in ids], scores)
+    result["scores"] = None if scores_path is None else str(scores_path)
+    return result
+
+
+def format_table(metrics: dict[str, Any]) -> str:
+    """Metrics as a two-column plain-text table."""
+    width = max(len(k) for k in metrics)
+    lines = []
+    for key, value in metrics.items():
+        shown = f"{value:.4f}" if isinstance(value, float) else ("-" if value is None else value)
+        lines.append(f"{key:<{width}}  {shown}")
+    return "\n".join(lines)

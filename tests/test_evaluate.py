@@ -1,0 +1,89 @@
+"""Run-file validation (every rejection reason, with line numbers) and metrics."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ctfp.cli import main
+from ctfp.evaluate import membership_metrics, validate_run, write_run
+from ctfp.exceptions import InputError
+
+IDS = ["a", "b", "c"]
+
+
+def problems(tmp_path: Path, text: str, task: str = "task1") -> list[str]:
+    path = tmp_path / "run.csv"
+    path.write_text(text)
+    return [str(p) for p in validate_run(path, task, IDS, ids_file="ids.txt")]
+
+
+def test_a_valid_run_has_no_problems(tmp_path: Path) -> None:
+    write_run(tmp_path / "run.csv", IDS, [1, 0, 1])
+    assert (tmp_path / "run.csv").read_text() == "a,1\nb,0\nc,1\n"
+    assert validate_run(tmp_path / "run.csv", "task1", IDS) == []
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("a,1\n\nb,0\nc,1\n", "line 2: empty line"),
+        ("a,1\nb,0,7\nc,1\n", "line 2: expected 2 comma-separated fields"),
+        ("a,1\nb\nc,1\n", "line 2: expected 2 comma-separated fields"),
+        ("a,1\nb,0\nc,1\nzzz,0\n", "line 4: id 'zzz' is not in the id list"),
+        ("a,1\nb,0\nc,1\na,0\n", "line 4: id 'a' is given more than once (first on line 1)"),
+        ("a,1\nb,2\nc,1\n", "line 2: label '2' is not the integer 0 or 1"),
+        ("a,1\nb,yes\nc,1\n", "line 2: label 'yes' is not the integer 0 or 1"),
+        ("a,1\nb,0.5\nc,1\n", "line 2: label '0.5' is not the integer 0 or 1"),
+        ("a,1\nc,1\n", "ids.txt line 2: id 'b' is missing from the run"),
+        ("", "line 1: the run file is empty"),
+    ],
+)
+def test_each_rejection_reason(tmp_path: Path, text: str, expected: str) -> None:
+    found = problems(tmp_path, text)
+    assert any(expected in p for p in found), found
+
+
+def test_task2_values_must_be_non_negative_integers(tmp_path: Path) -> None:
+    assert problems(tmp_path, "a,0\nb,3\nc,12\n", "task2") == []
+    found = problems(tmp_path, "a,0\nb,-1\nc,x\n", "task2")
+    assert any("line 2: cluster '-1'" in p for p in found)
+    assert any("line 3: cluster 'x'" in p for p in found)
+
+
+def test_validate_command(tmp_path: Path, capsys) -> None:
+    (tmp_path / "ids.txt").write_text("a\nb\nc\n")
+    (tmp_path / "run.csv").write_text("a,1\nb,0\nc,1\n")
+    assert (
+        main(["validate", "task1", str(tmp_path / "run.csv"), "--ids", str(tmp_path / "ids.txt")])
+        == 0
+    )
+    assert "valid task1 run" in capsys.readouterr().out
+    (tmp_path / "run.csv").write_text("a,1\na,1\n")
+    assert (
+        main(["validate", "task1", str(tmp_path / "run.csv"), "--ids", str(tmp_path / "ids.txt")])
+        == 1
+    )
+    out = capsys.readouterr().out
+    assert "line 2: id 'a' is given more than once" in out and "missing from the run" in out
+
+
+def test_evaluate_refuses_mismatched_ids(tmp_path: Path, capsys) -> None:
+    (tmp_path / "run.csv").write_text("a,1\nb,0\n")
+    (tmp_path / "truth.csv").write_text("id,label\na,1\nc,0\n")
+    assert (
+        main(
+            ["evaluate", "task1", str(tmp_path / "run.csv"), "--truth", str(tmp_path / "truth.csv")]
+        )
+        == 2
+    )
+    assert "different ids" in capsys.readouterr().err
+
+
+def test_membership_metrics_and_the_all_used_baseline() -> None:
+    m = membership_metrics([1, 1, 0, 0], [1, 1, 1, 1], [0.9, 0.8, 0.7, 0.1])
+    assert m["f1"] == pytest.approx(2 / 3) and m["baseline_all_used_f1"] == pytest.approx(2 / 3)
+    assert m["accuracy"] == 0.5 and m["kappa"] == 0.0 and m["roc_auc"] == 1.0
+    with pytest.raises(InputError):
+        validate_run("/nonexistent/run.csv", "task1")
