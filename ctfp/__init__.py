@@ -6,21 +6,24 @@ from typing import Any
 
 from ctfp._version import __version__
 
-__all__ = [
-    "__version__",
-    "embed",
-    "iter_embeddings",
-    "read_embeddings",
-    "read_errors",
-]
-
-# Lazy so that `import ctfp` and `ctfp --help` do not pay for importing torch.
+# Lazy so that `import ctfp` does not pay for importing torch, FAISS and scikit-learn.
 _LAZY = {
     "embed": "ctfp.embed.runner",
     "read_embeddings": "ctfp.store.reader",
     "iter_embeddings": "ctfp.store.reader",
     "read_errors": "ctfp.store.reader",
+    "KMeans": "ctfp.cluster.kmeans",
+    "GaussianMixture": "ctfp.cluster.gmm",
+    "FlatIndex": "ctfp.index.flat",
+    "CentroidMembership": "ctfp.tasks.membership",
+    "run_task1": "ctfp.tasks.runs",
+    "run_task2": "ctfp.tasks.runs",
+    "evaluate_run": "ctfp.evaluate",
+    "validate_run": "ctfp.evaluate",
+    "membership_metrics": "ctfp.evaluate",
+    "attribution_metrics": "ctfp.evaluate",
 }
+__all__ = ["__version__", *sorted(_LAZY)]
 
 
 def __getattr__(name: str) -> Any:
