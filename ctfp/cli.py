@@ -20,6 +20,11 @@ def _add_embed_options(p: argparse.ArgumentParser) -> None:
         default="imagenet",
         help="imagenet (torchvision IMAGENET1K_V2), random (seeded), or a state-dict PATH",
     )
+    p.add_argument(
+        "--features",
+        default="resnet50",
+        help="resnet50 (default), pixels, spectrum, residual, or several joined by +",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of --weights random (default 0)")
     p.add_argument("--image-size", type=int, default=224, help="network input side (default 224)")
     p.add_argument(
@@ -71,6 +76,7 @@ def _embed_kwargs(args: argparse.Namespace) -> dict:
     """The embedding settings shared by `embed` and `run`."""
     return dict(
         weights=args.weights,
+        features=args.features,
         image_size=args.image_size,
         batch_size=args.batch_size,
         workers=args.workers,
@@ -129,7 +135,18 @@ def _cmd_run(args: argparse.Namespace) -> int:
     common = dict(seed=args.seed, device=args.device, **_embed_kwargs(args))
     if args.task == "task1":
         ks = _parse_ks(args.k)
-        summary = run_task1(args.data, args.out, k=ks[0] if len(ks) == 1 else ks, **common)
+        summary = run_task1(
+            args.data,
+            args.out,
+            k=ks[0] if len(ks) == 1 else ks,
+            method=args.method,
+            metric=args.metric,
+            neighbours=args.neighbours,
+            reference=args.reference,
+            calibrate=args.calibrate,
+            index=args.index,
+            **common,
+        )
     else:
         k = "auto" if args.k == "auto" else _parse_ks(args.k)[0]
         summary = run_task2(
@@ -141,6 +158,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
             k_range=_parse_range(args.k_range),
             n_init=args.n_init,
             reg_covar=args.reg_covar,
+            pca=args.pca,
+            semi_supervised=args.semi_supervised,
             **common,
         )
     if args.json:
@@ -218,6 +237,42 @@ def build_parser() -> argparse.ArgumentParser:
         "Writes OUT/run.csv (<id>,<0|1>) and OUT/scores.csv; with several --k, OUT/k<k>/.",
     )
     t.add_argument("--k", default="4", help="clusters per class, or a list like 1,2,4,8,16,32")
+    t.add_argument(
+        "--method",
+        default="centroid",
+        choices=("centroid", "proximity", "ensemble"),
+        help="centroid: the seed paper; proximity: distance to the generated set; ensemble: both",
+    )
+    t.add_argument(
+        "--metric",
+        default="l2",
+        choices=("l1", "l2", "cosine"),
+        help="proximity distance (default l2)",
+    )
+    t.add_argument(
+        "--neighbours",
+        type=int,
+        default=1,
+        help="proximity: mean over this many nearest generated slices",
+    )
+    t.add_argument(
+        "--calibrate",
+        default="balanced",
+        choices=("f1", "accuracy", "balanced"),
+        help="criterion for the threshold chosen on the training reals",
+    )
+    t.add_argument(
+        "--no-reference",
+        dest="reference",
+        action="store_false",
+        help="proximity: do not subtract the distance to the not-used reference set",
+    )
+    t.add_argument(
+        "--index",
+        default="flat",
+        choices=("flat", "ivf", "hnsw"),
+        help="proximity: exact (flat) or approximate search over the generated set",
+    )
     t2 = tasks.add_parser(
         "task2",
         parents=[common],
@@ -231,6 +286,12 @@ def build_parser() -> argparse.ArgumentParser:
     t2.add_argument("--covariance", default="full", choices=COVARIANCE_TYPES)
     t2.add_argument("--n-init", type=int, default=1, help="GMM initialisations (best kept)")
     t2.add_argument("--reg-covar", type=float, default=1e-6, help="added to covariance diagonals")
+    t2.add_argument("--pca", type=int, default=None, help="project onto N principal components")
+    t2.add_argument(
+        "--semi-supervised",
+        action="store_true",
+        help="start one component per train/<group>/ at the group's mean",
+    )
     for tp in (t, t2):
         tp.add_argument("data", metavar="DATA")
         tp.add_argument("--out", required=True, help="output folder (embeddings are reused)")

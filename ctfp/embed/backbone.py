@@ -47,7 +47,7 @@ class Preprocessing:
             square[top : top + h, left : left + w] = frame
             frame = square
         if frame.shape[0] == self.image_size:
-            return frame
+            return np.ascontiguousarray(frame)
         # PIL's bilinear filter widens its support when shrinking, i.e. it antialiases.
         img = Image.fromarray(frame).resize((self.image_size, self.image_size), Image.BILINEAR)
         return np.asarray(img, dtype=np.uint8)

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from ctfp.device import autocast, resolve_device, resolve_precision
-from ctfp.embed.backbone import Backbone, build_backbone
+from ctfp.embed.features import build_features
 from ctfp.embed.loader import SliceDataset, make_loader
 from ctfp.exceptions import CtfpError
 from ctfp.io.decode import Window, parse_window
@@ -22,7 +22,8 @@ from ctfp.progress import logger, progress_bar
 from ctfp.store.schema import DTYPES, ERRORS_DIR, ERRORS_FILE, make_metadata
 from ctfp.store.writer import ShardWriter, frame_id
 
-BackboneFactory = Callable[[], Backbone]
+# Builds a feature extractor: (b, 1, s, s) uint8 -> (b, dim), with .preprocessing and .identity.
+BackboneFactory = Callable[[], torch.nn.Module]
 
 
 @dataclass
@@ -77,6 +78,7 @@ def embed(
     out: str | os.PathLike[str],
     *,
     weights: str | os.PathLike[str] = "imagenet",
+    features: str = "resnet50",
     seed: int = 0,
     image_size: int = 224,
     batch_size: int | None = None,
@@ -105,6 +107,9 @@ def embed(
         Output folder of ``part-NNNNN.parquet`` shards.
     weights
         ``"imagenet"``, ``"random"`` (seeded by ``seed``) or a path to a state dict.
+    features
+        ``resnet50`` (default), ``pixels``, ``spectrum``, ``residual`` or several joined by
+        ``+`` (see :mod:`ctfp.embed.features`).
     precision
         ``auto`` (bf16 on CUDA and on CPUs with bf16 hardware, else fp32), ``fp32``, ``bf16``,
         ``fp16``.
@@ -113,7 +118,7 @@ def embed(
     window
         DICOM/NIfTI windowing: ``LEVEL,WIDTH``, a preset, ``minmax`` or ``auto`` (see ``Window``).
     backbone_factory
-        Builds the model (defaults to :func:`build_backbone` with the arguments above).
+        Builds the model (defaults to :func:`build_features` with the arguments above).
     """
     if dtype not in DTYPES:
         raise CtfpError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
@@ -129,7 +134,7 @@ def embed(
         raise CtfpError(f"workers must be 0 or more, got {workers}")
 
     factory = backbone_factory or (
-        lambda: build_backbone(weights, seed=seed, image_size=image_size)
+        lambda: build_features(features, weights=weights, seed=seed, image_size=image_size)
     )
     backbone = factory().to(dev)
     identity = backbone.identity.to_dict()
@@ -177,7 +182,7 @@ def embed(
 
 
 def _run(
-    backbone: Backbone,
+    backbone: torch.nn.Module,
     files: list[InputFile],
     writer: ShardWriter,
     dev: torch.device,
@@ -228,7 +233,7 @@ def _run(
 
 
 def _forward(
-    backbone: Backbone,
+    backbone: torch.nn.Module,
     frames: torch.Tensor,
     dev: torch.device,
     amp: Callable[[], Any],

@@ -3,17 +3,111 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from ctfp.cluster.gmm import GaussianMixture
+from ctfp.exceptions import InputError
 
 
 def select_components(
     x: Any, k_range: Sequence[int], **gmm_kwargs: Any
 ) -> tuple[int, dict[int, float]]:
     """Fit one mixture per k in ``k_range`` and return the k with the lowest BIC, and all BICs."""
-    ks = [k for k in k_range if k <= len(x)]
+    k, bics, _ = _sweep(x, k_range, gmm_kwargs)
+    return k, bics
+
+
+def _sweep(
+    x: Any, k_range: Sequence[int], gmm_kwargs: dict[str, Any]
+) -> tuple[int, dict[int, float], dict[int, float]]:
+    from sklearn.metrics import silhouette_score
+
+    ks = [k for k in k_range if 1 <= k <= len(x)]
     if not ks:
         raise ValueError(f"no k in {list(k_range)} fits {len(x)} samples")
-    bics = {k: GaussianMixture(k, **gmm_kwargs).fit(x).bic(x) for k in ks}
-    return min(bics, key=bics.__getitem__), bics
+    bics, silhouettes = {}, {}
+    for k in ks:
+        model = GaussianMixture(k, **gmm_kwargs).fit(x)
+        bics[k] = model.bic(x)
+        labels = model.predict(x)
+        n_labels = len(np.unique(labels))
+        silhouettes[k] = (
+            float(silhouette_score(x, labels)) if 1 < n_labels < len(x) else float("nan")
+        )
+    return min(bics, key=bics.__getitem__), bics, silhouettes
+
+
+@dataclass
+class Clustering:
+    """What :func:`cluster_slices` found; ``predict`` maps new embeddings the same way."""
+
+    labels: np.ndarray
+    k: int
+    model: GaussianMixture
+    projection: Any = None
+    bics: dict[int, float] | None = None
+    silhouettes: dict[int, float] | None = None
+
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        return x if self.projection is None else self.projection.transform(x)
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return self.model.predict(self.transform(x))
+
+
+def cluster_slices(
+    x: np.ndarray,
+    *,
+    k: int | str = 4,
+    init: str = "kmeans",
+    covariance_type: str = "full",
+    k_range: Sequence[int] = range(2, 9),
+    n_init: int = 1,
+    reg_covar: float = 1e-6,
+    pca: int | None = None,
+    train_x: np.ndarray | None = None,
+    train_groups: Sequence[Any] | None = None,
+    seed: int = 0,
+    device: str = "auto",
+) -> Clustering:
+    """Cluster ``x`` (n, d) with a Gaussian mixture.
+
+    ``pca``: project onto that many principal components of ``x`` first. ``train_x`` with
+    ``train_groups``: semi-supervised start, one component per group initialised at the group's
+    mean (``k`` is then the number of groups). ``k="auto"``: lowest BIC over ``k_range``.
+    """
+    projection = None
+    if pca is not None:
+        from sklearn.decomposition import PCA
+
+        n_comp = min(pca, x.shape[0] - 1, x.shape[1])
+        if n_comp < 1:
+            raise InputError(f"PCA to {pca} components needs at least 2 slices")
+        projection = PCA(n_comp, random_state=seed).fit(x)
+    z = x if projection is None else projection.transform(x)
+    gmm_kwargs: dict[str, Any] = dict(
+        covariance_type=covariance_type,
+        init_params=init,
+        n_init=n_init,
+        reg_covar=reg_covar,
+        random_state=seed,
+        device=device,
+    )
+    bics = silhouettes = None
+    if train_x is not None and train_groups is not None:
+        groups = np.asarray(train_groups, dtype=object)
+        names = sorted(set(groups.tolist()))
+        tz = train_x if projection is None else projection.transform(train_x)
+        means = np.stack([tz[groups == g].mean(0) for g in names])
+        k = len(names)
+        gmm_kwargs["means_init"] = means
+    elif k == "auto":
+        k, bics, silhouettes = _sweep(z, k_range, gmm_kwargs)
+    k = int(k)
+    if not 1 <= k <= len(z):
+        raise InputError(f"k must be between 1 and the {len(z)} slices, got {k}")
+    model = GaussianMixture(k, **gmm_kwargs).fit(z)
+    return Clustering(model.predict(z), k, model, projection, bics, silhouettes)

@@ -11,17 +11,61 @@ from typing import Any
 
 import numpy as np
 
-from ctfp.cluster.gmm import GaussianMixture
 from ctfp.embed.runner import embed
 from ctfp.evaluate import attribution_metrics, write_run
 from ctfp.exceptions import InputError
 from ctfp.progress import logger
 from ctfp.store.reader import Embeddings, read_embeddings
-from ctfp.tasks.attribution import select_components
+from ctfp.tasks.attribution import cluster_slices
+from ctfp.tasks.ensemble import EnsembleMembership
 from ctfp.tasks.membership import CentroidMembership
+from ctfp.tasks.proximity import ProximityMembership
 
 PathLike = str | os.PathLike[str]
 TEST_PREFIX = "test/"
+METHODS = ("centroid", "proximity", "ensemble")
+
+
+def shards_dir(out: PathLike, features: str = "resnet50") -> Path:
+    """Where a run keeps its embeddings: one folder per feature type, reused on reruns."""
+    return Path(out) / ("embeddings" if features == "resnet50" else f"embeddings-{features}")
+
+
+def fit_membership(
+    method: str,
+    train_x: np.ndarray,
+    train_y: np.ndarray,
+    generated: np.ndarray | None = None,
+    *,
+    k: int = 4,
+    seed: int = 0,
+    device: str = "auto",
+    metric: str = "l2",
+    neighbours: int = 1,
+    reference: bool = True,
+    calibrate: str = "balanced",
+    index: str = "flat",
+) -> Any:
+    """Fit a task 1 model: ``centroid`` (seed), ``proximity`` or ``ensemble``.
+
+    ``train_y`` is 1 for used and 0 for not-used training slices; the proximity methods also
+    need the generated slices.
+    """
+    if method not in METHODS:
+        raise InputError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    if method == "centroid":
+        model = CentroidMembership(k, random_state=seed, device=device)
+        return model.fit(train_x[train_y == 1], train_x[train_y == 0])
+    if generated is None or len(generated) == 0:
+        raise InputError(f"method {method!r} needs generated slices (DATA/generated/)")
+    proximity = dict(metric=metric, neighbours=neighbours, reference=reference, index=index)
+    if method == "proximity":
+        model = ProximityMembership(calibrate=calibrate, device=device, **proximity)
+    else:
+        model = EnsembleMembership(
+            k=k, calibrate=calibrate, random_state=seed, device=device, **proximity
+        )
+    return model.fit(generated, train_x, train_y)
 
 
 def _embed_layout(
@@ -37,7 +81,7 @@ def _embed_layout(
             "train/used/, train/not_used/, generated/ and test/ (task 1) or test/ with optional "
             "train/<group>/ (task 2)"
         )
-    shards = Path(out) / "embeddings"
+    shards = shards_dir(out, options.get("features", "resnet50"))
     embed(root, shards, layout="imageclef", **options)
     return read_embeddings(shards)
 
@@ -66,20 +110,30 @@ def run_task1(
     out: PathLike,
     *,
     k: int | Sequence[int] = 4,
+    method: str = "centroid",
+    metric: str = "l2",
+    neighbours: int = 1,
+    reference: bool = True,
+    calibrate: str = "balanced",
+    index: str = "flat",
     seed: int = 0,
     device: str = "auto",
     **embed_options: Any,
 ) -> dict[str, Any]:
-    """Task 1 with the seed method: embed ``data``, fit centres per k, write run and score files.
+    """Task 1: embed ``data``, fit the membership model, write run and score files.
 
-    One k writes ``out/run.csv`` (``<id>,<0|1>``) and ``out/scores.csv`` (``id,score,label``);
-    several write ``out/k<k>/run.csv`` and ``out/k<k>/scores.csv`` each. ``out/summary.json``
-    records the settings. Embeddings go to ``out/embeddings`` and are reused on reruns.
+    ``method``: ``centroid`` (the seed paper: k-means centres per class, L1 1-NN), ``proximity``
+    (distance to the nearest generated slices, calibrated on the training reals) or ``ensemble``
+    (a logistic model on both scores). One k writes ``out/run.csv`` (``<id>,<0|1>``) and
+    ``out/scores.csv`` (``id,score,label``); several write ``out/k<k>/``. ``out/summary.json``
+    records the settings and the chosen threshold. Embeddings are reused on reruns.
     """
     start = time.perf_counter()
     ks = [k] if isinstance(k, int) else list(k)
     if not ks or any(v < 1 for v in ks):
         raise InputError(f"k must be positive integers, got {ks}")
+    if method == "proximity":
+        ks = ks[:1]  # k is the centroid method's; proximity has none
     out = Path(out)
     emb = _embed_layout(
         data,
@@ -90,12 +144,28 @@ def run_task1(
         **embed_options,
     )
     labels = emb.labels
-    used = _rows(emb, labels == "used", "train/used/")
-    not_used = _rows(emb, labels == "not_used", "train/not_used/")
+    train = (labels == "used") | (labels == "not_used")
+    _rows(emb, labels == "used", "train/used/")
+    _rows(emb, labels == "not_used", "train/not_used/")
+    train_x, train_y = emb.matrix[train], (labels[train] == "used").astype(int)
+    generated = emb.matrix[labels == "generated"]
     ids, x = _test_part(emb)
-    runs = {}
+    runs: dict[int, dict[str, Any]] = {}
     for kk in ks:
-        model = CentroidMembership(kk, random_state=seed, device=device).fit(used, not_used)
+        model = fit_membership(
+            method,
+            train_x,
+            train_y,
+            generated,
+            k=kk,
+            seed=seed,
+            device=device,
+            metric=metric,
+            neighbours=neighbours,
+            reference=reference,
+            calibrate=calibrate,
+            index=index,
+        )
         pred, score = model.predict(x), model.score(x)
         dest = out if len(ks) == 1 else out / f"k{kk}"
         write_run(dest / "run.csv", ids, pred)
@@ -104,18 +174,31 @@ def run_task1(
             "run": str(dest / "run.csv"),
             "scores": str(dest / "scores.csv"),
             "predicted_used": int(pred.sum()),
+            "threshold": getattr(model, "threshold_", None),
+            "recall_at_1": getattr(getattr(model, "proximity_", model), "recall_", None),
         }
+        chosen = ""
+        if runs[kk]["threshold"] is not None:
+            chosen = f" (threshold {runs[kk]['threshold']:.4g} chosen for {calibrate} on train)"
         logger.info(
-            f"task1 k={kk}: {int(pred.sum())}/{len(ids)} test slices labelled used "
-            f"-> {dest / 'run.csv'}"
+            f"task1 {method} k={kk}: {int(pred.sum())}/{len(ids)} test slices labelled used"
+            f"{chosen} -> {dest / 'run.csv'}"
         )
+        if runs[kk]["recall_at_1"] is not None:
+            logger.info(f"task1 {index} index recall@1 vs exact: {runs[kk]['recall_at_1']:.4f}")
     summary = {
         "task": "task1",
-        "method": "centroid-l1",
+        "method": method,
         "k": ks,
+        "metric": metric if method != "centroid" else "l1",
+        "neighbours": neighbours,
+        "reference": reference,
+        "calibrate": calibrate,
+        "index": index,
         "seed": seed,
-        "n_used": len(used),
-        "n_not_used": len(not_used),
+        "n_used": int(train_y.sum()),
+        "n_not_used": int((train_y == 0).sum()),
+        "n_generated": len(generated),
         "n_test": len(ids),
         "runs": runs,
         "model": {key: emb.metadata.get(key) for key in ("model", "weights", "weights_sha256")},
@@ -145,66 +228,76 @@ def run_task2(
     k_range: Sequence[int] = range(2, 9),
     n_init: int = 1,
     reg_covar: float = 1e-6,
+    pca: int | None = None,
+    semi_supervised: bool = False,
     seed: int = 0,
     device: str = "auto",
     **embed_options: Any,
 ) -> dict[str, Any]:
     """Task 2: embed ``data``, fit a Gaussian mixture on the test slices, write clusters.csv.
 
-    ``k="auto"`` picks the number of components with the lowest BIC over ``k_range``. When
-    ``data/train/<group>/`` holds labelled examples, the fitted mixture also clusters them and the
-    summary reports their ARI/NMI against the groups (a check, not used for fitting).
+    ``k="auto"`` picks the number of components with the lowest BIC over ``k_range`` (the
+    silhouette of each k is reported as a check). ``pca`` projects the embeddings first (full
+    covariances in 2048-d are ill-posed with a few hundred slices). ``semi_supervised`` starts
+    the mixture from the class means of ``data/train/<group>/`` (one component per group). With
+    labelled examples present, the summary also reports how the fitted mixture clusters them.
     """
     start = time.perf_counter()
     out = Path(out)
     emb = _embed_layout(data, out, ["test"], seed=seed, device=device, **embed_options)
     ids, x = _test_part(emb)
-    gmm_kwargs = dict(
+    groups = emb.labels
+    train = np.array(
+        [i.startswith("train/") and g is not None for i, g in zip(emb.ids, groups, strict=True)],
+        dtype=bool,
+    )
+    if semi_supervised and not train.any():
+        raise InputError("--semi-supervised needs labelled examples in DATA/train/<group>/")
+    result = cluster_slices(
+        x,
+        k=k,
+        init=init,
         covariance_type=covariance_type,
-        init_params=init,
+        k_range=k_range,
         n_init=n_init,
         reg_covar=reg_covar,
-        random_state=seed,
+        pca=pca,
+        train_x=emb.matrix[train] if semi_supervised else None,
+        train_groups=groups[train] if semi_supervised else None,
+        seed=seed,
         device=device,
     )
-    bics = None
-    if k == "auto":
-        k, bics = select_components(x, k_range, **gmm_kwargs)
+    labels = result.labels
+    write_run(out / "clusters.csv", ids, labels)
+    if result.bics is not None:
         logger.info(
-            f"task2: k=auto chose {k} components (BIC: "
-            + ", ".join(f"k={kk} {b:.0f}" for kk, b in bics.items())
+            f"task2: k=auto chose {result.k} components (BIC: "
+            + ", ".join(f"k={kk} {b:.0f}" for kk, b in result.bics.items())
             + ")"
         )
-    k = int(k)
-    if k < 1 or k > len(ids):
-        raise InputError(f"k must be between 1 and the {len(ids)} test slices, got {k}")
-    gmm = GaussianMixture(k, **gmm_kwargs).fit(x)
-    labels = gmm.predict(x)
-    write_run(out / "clusters.csv", ids, labels)
-    logger.info(f"task2: {len(ids)} test slices in {k} clusters -> {out / 'clusters.csv'}")
+    logger.info(f"task2: {len(ids)} test slices in {result.k} clusters -> {out / 'clusters.csv'}")
     summary: dict[str, Any] = {
         "task": "task2",
         "method": "gmm",
-        "k": k,
-        "k_auto_bic": None if bics is None else {str(kk): b for kk, b in bics.items()},
-        "init": init,
+        "k": result.k,
+        "k_auto_bic": None if result.bics is None else {str(a): b for a, b in result.bics.items()},
+        "k_auto_silhouette": None
+        if result.silhouettes is None
+        else {str(a): b for a, b in result.silhouettes.items()},
+        "init": "train-group means" if semi_supervised else init,
         "covariance_type": covariance_type,
+        "pca": pca,
         "seed": seed,
         "n_test": len(ids),
-        "converged": bool(gmm.converged_),
-        "n_iter": int(gmm.n_iter_),
-        "cluster_sizes": np.bincount(labels, minlength=k).tolist(),
+        "converged": bool(result.model.converged_),
+        "n_iter": int(result.model.n_iter_),
+        "cluster_sizes": np.bincount(labels, minlength=result.k).tolist(),
         "clusters": str(out / "clusters.csv"),
         "model": {key: emb.metadata.get(key) for key in ("model", "weights", "weights_sha256")},
     }
-    groups = emb.labels
-    train = np.array(
-        [i.startswith("train/") and g is not None for i, g in zip(emb.ids, groups, strict=True)]
-    )
     if train.any():
-        summary["train_check"] = attribution_metrics(
-            groups[train].tolist(), gmm.predict(emb.matrix[train]).tolist()
-        )
+        predicted = result.predict(emb.matrix[train])
+        summary["train_check"] = attribution_metrics(groups[train].tolist(), predicted.tolist())
     summary["seconds"] = round(time.perf_counter() - start, 2)
     _write_json(out / "summary.json", summary)
     return summary
