@@ -194,3 +194,65 @@ def test_task2_k_auto_says_what_it_chose(task2_data: Path, tmp_path: Path, capsy
     assert min(bics, key=bics.get) == str(summary["k"])
     assert len(set(read_run(out / "clusters.csv").values())) <= summary["k"]
     assert np.isfinite(list(bics.values())).all()
+
+
+@pytest.mark.parametrize("method", ["proximity", "ensemble"])
+def test_task1_beyond_the_seed(task1_data: Path, tmp_path: Path, method: str, capsys) -> None:
+    out = tmp_path / method
+    args = [
+        "run",
+        "task1",
+        str(task1_data),
+        "--out",
+        str(out),
+        "--method",
+        method,
+        "--features",
+        "pixels",
+        "--quiet",
+        "--json",
+    ]
+    assert main(args) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["method"] == method and summary["n_generated"] > 0
+    assert all(r["threshold"] is not None for r in summary["runs"].values())
+    assert (
+        validate_run(
+            out / "run.csv", "task1", sorted(read_table(task1_data / "truth.csv", "label"))
+        )
+        == []
+    )
+    assert (out / "embeddings-pixels").is_dir()
+    # The generated set holds noisy copies of the used slices: proximity must see it.
+    assert (
+        main(["evaluate", "task1", str(out / "run.csv"), "--truth", str(task1_data / "truth.csv")])
+        == 0
+    )
+    metrics = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert metrics["roc_auc"] > 0.8 and metrics["kappa"] > 0.3
+
+
+def test_task2_semi_supervised_with_pca(task2_data: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "semi"
+    assert (
+        main(
+            [
+                "run",
+                "task2",
+                str(task2_data),
+                "--out",
+                str(out),
+                "--semi-supervised",
+                "--pca",
+                "8",
+                "--features",
+                "residual",
+                "--quiet",
+                "--json",
+            ]
+        )
+        == 0
+    )
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["k"] == 3 and summary["init"] == "train-group means" and summary["pca"] == 8
+    assert validate_run(out / "clusters.csv", "task2") == []
