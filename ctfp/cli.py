@@ -240,14 +240,14 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--method",
         default="centroid",
-        choices=("centroid", "proximity", "ensemble"),
-        help="centroid: the seed paper; proximity: distance to the generated set; ensemble: both",
+        choices=("centroid", "proximity"),
+        help="centroid: the seed paper; proximity: distance to the generated set",
     )
     t.add_argument(
         "--metric",
-        default="l2",
+        default="cosine",
         choices=("l1", "l2", "cosine"),
-        help="proximity distance (default l2)",
+        help="proximity distance (default cosine, the best on the quality benchmark)",
     )
     t.add_argument(
         "--neighbours",

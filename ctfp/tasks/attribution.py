@@ -103,7 +103,7 @@ def cluster_slices(
         tz = train_x if projection is None else projection.transform(train_x)
         means = np.stack([tz[groups == g].mean(0) for g in names])
         k = len(names)
-        gmm_kwargs["means_init"] = means
+        gmm_kwargs.update(_start_from_groups(z, means, covariance_type, reg_covar))
     elif k == "auto":
         k, bics, silhouettes = _sweep(z, k_range, gmm_kwargs)
     k = int(k)
@@ -111,3 +111,39 @@ def cluster_slices(
         raise InputError(f"k must be between 1 and the {len(z)} slices, got {k}")
     model = GaussianMixture(k, **gmm_kwargs).fit(z)
     return Clustering(model.predict(z), k, model, projection, bics, silhouettes)
+
+
+def _start_from_groups(
+    z: np.ndarray, means: np.ndarray, covariance_type: str, reg_covar: float
+) -> dict[str, np.ndarray]:
+    """A coherent EM start from labelled group means: every slice goes to its nearest group
+    mean, and weights and covariances come from that assignment (a few labelled examples per
+    group cannot estimate a covariance, and covariances from an unrelated k-means partition
+    would contradict the means)."""
+    k, d = means.shape
+    nearest = ((z[:, None, :] - means[None]) ** 2).sum(-1).argmin(1)
+    pooled = np.cov(z, rowvar=False).reshape(d, d) + reg_covar * np.eye(d)
+    weights = np.empty(k)
+    covs = []
+    for j in range(k):
+        members = z[nearest == j]
+        weights[j] = max(len(members), 1)
+        if len(members) > d:
+            c = np.cov(members, rowvar=False).reshape(d, d) + reg_covar * np.eye(d)
+        else:
+            c = pooled  # too few slices for a covariance of their own
+        covs.append(c)
+    cov = np.stack(covs)
+    if covariance_type == "full":
+        precisions = np.linalg.inv(cov)
+    elif covariance_type == "tied":
+        precisions = np.linalg.inv((cov * (weights / weights.sum())[:, None, None]).sum(0))
+    elif covariance_type == "diag":
+        precisions = 1.0 / np.diagonal(cov, axis1=1, axis2=2)
+    else:
+        precisions = 1.0 / np.diagonal(cov, axis1=1, axis2=2).mean(1)
+    return {
+        "weights_init": weights / weights.sum(),
+        "means_init": means,
+        "precisions_init": precisions,
+    }

@@ -1,4 +1,9 @@
-"""Task 1 ensemble: a small logistic model on the centroid and proximity scores."""
+"""Task 1 ensemble: a small logistic model on the centroid and proximity scores.
+
+Experimental. On the quality benchmark (benchmarks/quality.py) it ties the best proximity score and
+never beats it, so `ctfp run` does not offer it; it stays for measurement and for data where the
+two scores carry different information.
+"""
 
 from __future__ import annotations
 

@@ -79,7 +79,7 @@ class ProximityMembership:
     def __init__(
         self,
         *,
-        metric: str = "l2",
+        metric: str = "cosine",
         neighbours: int = 1,
         reference: bool = True,
         calibrate: str = "balanced",

@@ -53,7 +53,7 @@ def test_proximity_finds_memorised_slices(metric: str, reference: bool) -> None:
 
 def test_reference_slices_do_not_count_themselves() -> None:
     reals, y, generated = memorised()
-    model = ProximityMembership(reference=True, device="cpu").fit(generated, reals, y)
+    model = ProximityMembership(metric="l2", reference=True, device="cpu").fit(generated, reals, y)
     # Scoring the training not-used slices with themselves in the reference set would give
     # d_ref = 0 and push their scores down artificially; leave-one-out keeps d_ref > 0.
     d_ref_in_sample = -np.sqrt(((reals[:, None] - generated[None]) ** 2).sum(-1)).min(1)
@@ -62,8 +62,12 @@ def test_reference_slices_do_not_count_themselves() -> None:
 
 def test_neighbours_average() -> None:
     reals, y, generated = memorised()
-    one = ProximityMembership(neighbours=1, reference=False, device="cpu").fit(generated, reals, y)
-    five = ProximityMembership(neighbours=5, reference=False, device="cpu").fit(generated, reals, y)
+    one = ProximityMembership(metric="l2", neighbours=1, reference=False, device="cpu").fit(
+        generated, reals, y
+    )
+    five = ProximityMembership(metric="l2", neighbours=5, reference=False, device="cpu").fit(
+        generated, reals, y
+    )
     D = np.sqrt(((reals[:, None] - generated[None]) ** 2).sum(-1))
     D.sort(axis=1)
     np.testing.assert_allclose(-one.score(reals), D[:, 0], rtol=1e-4)

@@ -196,7 +196,7 @@ def test_task2_k_auto_says_what_it_chose(task2_data: Path, tmp_path: Path, capsy
     assert np.isfinite(list(bics.values())).all()
 
 
-@pytest.mark.parametrize("method", ["proximity", "ensemble"])
+@pytest.mark.parametrize("method", ["proximity"])
 def test_task1_beyond_the_seed(task1_data: Path, tmp_path: Path, method: str, capsys) -> None:
     out = tmp_path / method
     args = [
