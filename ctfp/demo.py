@@ -50,6 +50,13 @@ def run_demo(
     index = {i: n for n, i in enumerate(data.ids)}
     png, dcm = index.get("png/A0001_s2_030"), index.get("dicom/A0001_s2_030")
     same_slice = float(m[png] @ m[dcm]) if png is not None and dcm is not None else None
+    nearest = None
+    if dcm is not None:
+        # The DICOM and its PNG rendering went through different decoders; they should still be
+        # each other's nearest neighbours among the 13 slices.
+        d = np.linalg.norm(data.matrix - data.matrix[dcm], axis=1)
+        d[dcm] = np.inf
+        nearest = str(data.ids[int(d.argmin())])
     summary = {
         "out": str(shards),
         "rows": len(data),
@@ -58,14 +65,17 @@ def run_demo(
         "seconds": round(result.seconds, 2),
         "images_per_second": round(result.images_per_second, 1),
         "png_vs_dicom_cosine": same_slice,
+        "dicom_nearest_neighbour": nearest,
     }
     logger.info(
         f"demo: {summary['rows']} slices x {summary['dim']} dims from {summary['weights']} weights "
         f"in {shards}/part-*.parquet"
     )
-    if same_slice is not None:
+    if nearest is not None:
         logger.info(
-            f"demo: cosine similarity of the PNG and the DICOM of one slice: {same_slice:.4f}"
+            f"demo: nearest neighbour of dicom/A0001_s2_030 among the 13 slices: {nearest} "
+            "(its own PNG rendering, decoded by another path)"
         )
+    logger.info(f"demo: cosine similarity of the PNG and the DICOM of one slice: {same_slice:.4f}")
     logger.info(f"demo: try  duckdb -c \"SELECT id, label FROM '{shards}/part-*.parquet' LIMIT 5\"")
     return summary

@@ -92,3 +92,4 @@ def test_demo_runs_on_the_bundled_sample(tmp_path: Path, capsys) -> None:
     summary = json.loads(capsys.readouterr().out)
     assert summary["rows"] == 13 and summary["dim"] == 2048
     assert summary["png_vs_dicom_cosine"] > 0.99
+    assert summary["dicom_nearest_neighbour"] == "png/A0001_s2_030"
