@@ -76,6 +76,5 @@ def run_demo(
             f"demo: nearest neighbour of dicom/A0001_s2_030 among the 13 slices: {nearest} "
             "(its own PNG rendering, decoded by another path)"
         )
-    logger.info(f"demo: cosine similarity of the PNG and the DICOM of one slice: {same_slice:.4f}")
     logger.info(f"demo: try  duckdb -c \"SELECT id, label FROM '{shards}/part-*.parquet' LIMIT 5\"")
     return summary
