@@ -26,6 +26,7 @@ from ctfp.store.schema import (
 
 _SHARD_RE = re.compile(r"^part-(\d+)\.parquet$")
 # Metadata fields that must match for a run to add shards to an existing output folder.
+ROW_GROUP_ROWS = 4096  # 16 MiB of float16 2048-d embeddings per row group
 # Output folders locked by writers of this process (see ShardWriter._acquire_lock).
 _LOCKED_HERE: set[str] = set()
 RESUME_FIELDS = ("format", "model", "weights_sha256", "dim", "preprocessing", "dtype", "decode")
@@ -206,7 +207,8 @@ class ShardWriter:
         if self._buffer:
             table = self._buffer_table()
             path = self.out_dir / f"part-{self._next_seq:05d}.parquet"
-            write_atomic(table, path, compression=self.compression)
+            # Small row groups let readers stream a shard without decoding it whole.
+            write_atomic(table, path, compression=self.compression, row_group_size=ROW_GROUP_ROWS)
             self._next_seq += 1
             self.rows_written += table.num_rows
             self.shards_written.append(path)

@@ -62,27 +62,29 @@ class CentroidMembership:
             )
             centres.append(km.fit(a).cluster_centers_)
         self.centers_used_, self.centers_not_used_ = centres
-        self.index_ = FlatIndex(centres[0].shape[1], metric="l1", device=self.device)
-        self.index_.add(np.vstack(centres))
+        self.threshold_ = 0.0  # score >= 0: at least as close to a "used" centre
+        d = centres[0].shape[1]
+        self.index_ = FlatIndex(d, metric="l1", device=self.device).add(np.vstack(centres))
+        # Per-class indexes for the score: two 1-NN searches are far cheaper than a 2k-NN one.
+        self.index_used_ = FlatIndex(d, metric="l1", device=self.device).add(centres[0])
+        self.index_not_used_ = FlatIndex(d, metric="l1", device=self.device).add(centres[1])
         return self
-
-    def _search(self, x: Any) -> tuple[np.ndarray, np.ndarray]:
-        if not hasattr(self, "index_"):
-            raise ValueError("this CentroidMembership is not fitted yet; call fit first")
-        return self.index_.search(to_numpy(x, np.float32), 2 * self.k)
 
     def score(self, x: Any) -> np.ndarray:
         """(n,) L1 distance to the nearest not-used centre minus that to the nearest used one.
 
         Positive means closer to a "used" centre; use it for ROC-AUC.
         """
-        D, I = self._search(x)  # noqa: E741
-        used = self.k > I
-        d_used = np.where(used, D, np.inf).min(1)
-        d_not = np.where(~used, D, np.inf).min(1)
-        return (d_not - d_used).astype(np.float64)
+        if not hasattr(self, "index_"):
+            raise ValueError("this CentroidMembership is not fitted yet; call fit first")
+        a = to_numpy(x, np.float32)
+        d_used = self.index_used_.search(a, 1)[0][:, 0].astype(np.float64)
+        d_not = self.index_not_used_.search(a, 1)[0][:, 0].astype(np.float64)
+        return d_not - d_used
 
     def predict(self, x: Any) -> np.ndarray:
         """(n,) 1 if the nearest of the 2k centres is a "used" centre, else 0 (the 1-NN label)."""
-        _, I = self._search(x)  # noqa: E741
+        if not hasattr(self, "index_"):
+            raise ValueError("this CentroidMembership is not fitted yet; call fit first")
+        _, I = self.index_.search(to_numpy(x, np.float32), 1)  # noqa: E741
         return (I[:, 0] < self.k).astype(np.int64)
