@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,19 @@ SCORES_SCHEMA = pa.schema(
         pa.field("label", pa.int8(), nullable=False),
     ]
 )
+
+
+def _prefetch(iterator: Iterator[Any]) -> Iterator[Any]:
+    """Yield from ``iterator`` while a thread already decodes the next item: Parquet decoding
+    and FAISS search both release the GIL, so reading and scoring overlap on two cores."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(next, iterator, None)
+        while True:
+            item = pending.result()
+            if item is None:
+                return
+            pending = pool.submit(next, iterator, None)
+            yield item
 
 
 def score_shards(
@@ -61,7 +76,8 @@ def score_shards(
         for path in todo:
             ids, scores = [], []
             with pq.ParquetFile(path) as f:
-                for batch in f.iter_batches(batch_size=batch_size, columns=["id", "embedding"]):
+                batches = f.iter_batches(batch_size=batch_size, columns=["id", "embedding"])
+                for batch in _prefetch(batches):
                     emb = batch.column("embedding")
                     x = emb.flatten().to_numpy(zero_copy_only=False).reshape(len(batch), -1)
                     scores.append(np.asarray(model.score(x.astype(np.float32)), np.float32))
