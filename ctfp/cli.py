@@ -192,6 +192,25 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_cache(args: argparse.Namespace) -> int:
+    from ctfp.store.cache import build_cache
+
+    result = build_cache(
+        args.sources,
+        args.out,
+        size=args.size,
+        workers=args.workers,
+        window=args.window,
+        rows_per_shard=args.rows_per_shard,
+        label_from_dirs=args.label_from_dirs,
+        layout=args.layout,
+        progress=not args.quiet,
+    )
+    if args.json:
+        print(json.dumps(result.to_dict()))
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from ctfp.demo import run_demo
 
@@ -314,6 +333,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", metavar="RUN")
     p.add_argument("--ids", default=None, help="text file with one expected id per line")
     p.set_defaults(func=_cmd_validate, quiet=False, json=False)
+
+    p = sub.add_parser(
+        "cache",
+        parents=[common],
+        help="decode CT slices once into a uint8 Parquet cache that `embed` reads fast",
+        description="Decode every slice behind SOURCES into uint8 slices (padded, resized to "
+        "--size) in Parquet shards in --out. `ctfp embed OUT ...` then skips image decoding.",
+    )
+    p.add_argument("sources", nargs="+", metavar="SOURCES")
+    p.add_argument("--out", required=True, help="output folder of the cache shards")
+    p.add_argument("--size", type=int, default=256, help="side of the cached slices (default 256)")
+    p.add_argument("--workers", type=int, default=None, help="decoding processes")
+    p.add_argument("--window", default=None, help="DICOM/NIfTI window, as for embed")
+    p.add_argument("--rows-per-shard", type=int, default=10_000, help="rows per Parquet shard")
+    p.add_argument("--label-from-dirs", action="store_true")
+    p.add_argument("--layout", default="auto", choices=("auto", "plain", "imageclef"))
+    p.set_defaults(func=_cmd_cache)
 
     p = sub.add_parser("demo", parents=[common], help="run ctfp on the sample shipped with it")
     p.add_argument("--out", default="demo-out", help="output folder (default demo-out)")

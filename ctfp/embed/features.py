@@ -132,6 +132,20 @@ class ResidualFeatures(_Spectral):
         return torch.cat([self.spectrum(r), moments], 1)
 
 
+class SliceCache(nn.Module):
+    """The identity "extractor" behind ``ctfp cache``: the padded, resized uint8 slice itself,
+    flattened (b, size*size), stored as fixed-size binary so that embedding can skip decoding."""
+
+    def __init__(self, size: int = 256) -> None:
+        super().__init__()
+        self.preprocessing = Preprocessing(image_size=size, **GRAY)
+        self.identity = _identity("slices", {"size": size}, size * size, self.preprocessing)
+
+    @_full_precision
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(1).float()
+
+
 class ConcatFeatures(nn.Module):
     """Several extractors side by side; each block is L2-normalised per row so none dominates."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -64,6 +65,54 @@ class SliceDataset(Dataset[Decoded]):
         return Decoded(index, torch.from_numpy(resized[:, None]))
 
 
+class CacheDataset(Dataset[list[Decoded]]):
+    """Rows of a decoded-slice cache (``ctfp cache``), read a Parquet row group at a time.
+
+    Item ``g`` is one row group: its pending rows as ``Decoded`` (one frame each), straight from
+    the fixed-size binary column — no image decoding. Slices cached at another size than the
+    model's are resized (bilinear, antialiased).
+    """
+
+    def __init__(self, files: Sequence[InputFile], preprocessing: Preprocessing) -> None:
+        groups: dict[tuple[str, int], list[tuple[int, int]]] = {}
+        for index, f in enumerate(files):
+            assert f.cache is not None
+            shard, group, row = f.cache
+            groups.setdefault((shard, group), []).append((index, row))
+        self.groups = list(groups.items())
+        self.size = preprocessing.image_size
+
+    def __len__(self) -> int:
+        return len(self.groups)
+
+    def __getitem__(self, g: int) -> list[Decoded]:
+        import pyarrow.parquet as pq
+
+        (shard, group), rows = self.groups[g]
+        with pq.ParquetFile(shard) as f:
+            column = f.read_row_group(group, columns=["pixels"]).column(0).combine_chunks()
+        width = column.type.byte_width
+        side = math.isqrt(width)
+        pixels = np.frombuffer(
+            column.buffers()[1],
+            dtype=np.uint8,
+            count=len(column) * width,
+            offset=column.offset * width,
+        )
+        frames = torch.from_numpy(pixels.reshape(-1, 1, side, side)[[r for _, r in rows]])
+        if side != self.size:
+            frames = torch.nn.functional.interpolate(
+                frames.float(), size=(self.size, self.size), mode="bilinear", antialias=True
+            )
+            frames = frames.round_().clamp_(0, 255).to(torch.uint8)
+        return [Decoded(index, frames[k : k + 1]) for k, (index, _) in enumerate(rows)]
+
+
+def collate_groups(items: list[list[Decoded]]) -> Batch:
+    """Collate for CacheDataset: row groups are lists of one-frame items."""
+    return collate([d for group in items for d in group])
+
+
 def collate(items: list[Decoded]) -> Batch:
     """Concatenate the frames of the decoded files; keep failures aside."""
     good = [d for d in items if d.frames is not None]
@@ -87,15 +136,16 @@ def _worker_init(_: int) -> None:
 
 
 def make_loader(
-    dataset: SliceDataset, *, files_per_batch: int, workers: int, pin_memory: bool
+    dataset: SliceDataset | CacheDataset, *, files_per_batch: int, workers: int, pin_memory: bool
 ) -> DataLoader[Batch]:
     """A DataLoader that keeps file order (map-style) and prefetches decoded batches."""
+    cached = isinstance(dataset, CacheDataset)
     return DataLoader(
         dataset,
-        batch_size=files_per_batch,
+        batch_size=1 if cached else files_per_batch,  # a cache row group is a batch already
         shuffle=False,
         num_workers=workers,
-        collate_fn=collate,
+        collate_fn=collate_groups if cached else collate,
         pin_memory=pin_memory,
         worker_init_fn=_worker_init if workers > 0 else None,
         prefetch_factor=4 if workers > 0 else None,

@@ -14,12 +14,13 @@ import torch
 
 from ctfp.device import autocast, resolve_device, resolve_precision
 from ctfp.embed.features import build_features
-from ctfp.embed.loader import SliceDataset, make_loader
+from ctfp.embed.loader import CacheDataset, SliceDataset, make_loader
 from ctfp.exceptions import CtfpError
 from ctfp.io.decode import Window, parse_window
 from ctfp.io.sources import InputFile, discover
 from ctfp.progress import logger, progress_bar
-from ctfp.store.schema import DTYPES, ERRORS_DIR, ERRORS_FILE, make_metadata
+from ctfp.store.cache import cache_rows
+from ctfp.store.schema import DTYPES, ERRORS_DIR, ERRORS_FILE, PIXELS_DTYPE, make_metadata
 from ctfp.store.writer import ShardWriter, frame_id
 
 # Builds a feature extractor: (b, 1, s, s) uint8 -> (b, dim), with .preprocessing and .identity.
@@ -120,10 +121,15 @@ def embed(
     backbone_factory
         Builds the model (defaults to :func:`build_features` with the arguments above).
     """
-    if dtype not in DTYPES:
+    if dtype not in DTYPES and not (dtype == PIXELS_DTYPE and features.startswith("slices")):
         raise CtfpError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
     window = window if isinstance(window, Window) else parse_window(window)
-    files = discover(sources, label_from_dirs=label_from_dirs, layout=layout)
+    cache = cache_rows(sources)
+    files = (
+        cache
+        if cache is not None
+        else discover(sources, label_from_dirs=label_from_dirs, layout=layout)
+    )
     dev = resolve_device(device)
     prec = resolve_precision(precision, dev)
     workers = default_workers(dev) if workers is None else workers
@@ -193,7 +199,12 @@ def _run(
     progress: bool,
     timings: dict[str, float],
 ) -> int:
-    dataset = SliceDataset(files, window, backbone.preprocessing)
+    cached = files[0].cache is not None
+    dataset = (
+        CacheDataset(files, backbone.preprocessing)
+        if cached
+        else SliceDataset(files, window, backbone.preprocessing)
+    )
     loader = make_loader(
         dataset, files_per_batch=batch_size, workers=workers, pin_memory=dev.type == "cuda"
     )
@@ -215,9 +226,8 @@ def _run(
             for index, count in zip(batch.indices, batch.counts, strict=True):
                 f = files[index]
                 ids = [frame_id(f.id, k, count) for k in range(count)]
-                writer.add(
-                    f.id, ids, f.path, range(count), f.label, embeddings[offset : offset + count]
-                )
+                frames = range(count) if f.frame is None else [f.frame]
+                writer.add(f.id, ids, f.path, frames, f.label, embeddings[offset : offset + count])
                 offset += count
             for index, reason in batch.errors:
                 writer.add_error(files[index].id, files[index].path, reason)

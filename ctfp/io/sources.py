@@ -28,6 +28,9 @@ class InputFile:
     id: str
     path: str
     label: str | None = None
+    # Set for rows of a decoded-slice cache: the slice's frame, and (shard, row group, row).
+    frame: int | None = None
+    cache: tuple[str, int, int] | None = None
 
 
 def suffix_of(path: str | Path) -> str:

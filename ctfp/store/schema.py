@@ -15,25 +15,34 @@ SHARD_GLOB = "part-*.parquet"
 ERRORS_DIR = "_errors"
 ERRORS_FILE = "errors.parquet"
 DTYPES = {"float16": pa.float16(), "float32": pa.float32()}
+PIXELS_DTYPE = "uint8"  # the decoded-slice cache (ctfp.store.cache)
+SLICES_FORMAT = "ctfp-slices/1"
 # Fields of the metadata that must agree for two shards' embeddings to be comparable.
 IDENTITY_FIELDS = ("model", "weights_sha256", "dim", "preprocessing")
 
 ERRORS_SCHEMA = pa.schema([("id", pa.string()), ("source", pa.string()), ("reason", pa.string())])
 
 
-def shard_schema(dim: int, dtype: str, metadata: dict[str, Any]) -> pa.Schema:
-    """``id, source, frame, label, embedding fixed_size_list<dtype, dim>`` with ctfp metadata."""
+def payload_field(dim: int, dtype: str) -> pa.Field:
+    """The vector column: ``embedding`` (float vectors) or, for the decoded-slice cache,
+    ``pixels`` (a square uint8 slice as fixed-size binary: one value per row, fast to read)."""
+    if dtype == PIXELS_DTYPE:
+        return pa.field("pixels", pa.binary(dim), nullable=False)
     if dtype not in DTYPES:
         raise ValueError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
+    return pa.field("embedding", pa.list_(pa.field("element", DTYPES[dtype]), dim), nullable=False)
+
+
+def shard_schema(dim: int, dtype: str, metadata: dict[str, Any]) -> pa.Schema:
+    """``id, source, frame, label, embedding fixed_size_list<dtype, dim>`` (or ``pixels``) with
+    ctfp metadata."""
     return pa.schema(
         [
             pa.field("id", pa.string(), nullable=False),
             pa.field("source", pa.string(), nullable=False),
             pa.field("frame", pa.int32(), nullable=False),
             pa.field("label", pa.string()),
-            pa.field(
-                "embedding", pa.list_(pa.field("element", DTYPES[dtype]), dim), nullable=False
-            ),
+            payload_field(dim, dtype),
         ],
         metadata={METADATA_KEY: json.dumps(metadata, sort_keys=True).encode()},
     )
@@ -46,7 +55,7 @@ def make_metadata(identity: dict[str, Any], dtype: str, decode: dict[str, Any]) 
     lists).
     """
     metadata = {
-        "format": FORMAT,
+        "format": SLICES_FORMAT if dtype == PIXELS_DTYPE else FORMAT,
         **identity,
         "dtype": dtype,
         "decode": decode,

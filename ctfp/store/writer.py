@@ -19,6 +19,7 @@ from ctfp.store.schema import (
     ERRORS_DIR,
     ERRORS_FILE,
     ERRORS_SCHEMA,
+    PIXELS_DTYPE,
     SHARD_GLOB,
     read_metadata,
     shard_schema,
@@ -233,8 +234,15 @@ class ShardWriter:
             frames.extend(file_frames)
             labels.extend([label] * len(file_ids))
             blocks.append(emb)
-        flat = np.concatenate(blocks).astype(self.dtype, copy=False).reshape(-1)
-        embedding = pa.FixedSizeListArray.from_arrays(pa.array(flat), self.dim)
+        if self.dtype == PIXELS_DTYPE:
+            data = np.ascontiguousarray(np.concatenate(blocks), dtype=np.uint8)
+            buffer = pa.py_buffer(data.tobytes())
+            embedding = pa.FixedSizeBinaryArray.from_buffers(
+                pa.binary(self.dim), len(ids), [None, buffer]
+            )
+        else:
+            flat = np.concatenate(blocks).astype(self.dtype, copy=False).reshape(-1)
+            embedding = pa.FixedSizeListArray.from_arrays(pa.array(flat), self.dim)
         columns = [
             pa.array(ids, pa.string()),
             pa.array(sources, pa.string()),
