@@ -11,10 +11,23 @@ from tqdm.auto import tqdm
 logger = logging.getLogger("ctfp")
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time of the message (notebooks and test
+    runners replace it), not to the stream that was current when logging was set up."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: object) -> None:
+        pass
+
+
 def configure_logging(quiet: bool = False) -> None:
     """Log ctfp messages to stderr as plain lines (``quiet``: warnings and errors only)."""
     if not logger.handlers:
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("%(message)s"))
         logger.addHandler(handler)
         logger.propagate = False
