@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -16,12 +17,15 @@ cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    if not LUNG.is_dir():
+    # CI and developers have the data; a device machine running only `-m gpu` may not.
+    if not LUNG.is_dir() and not os.environ.get("CTFP_ALLOW_MISSING_DATA"):
         raise pytest.UsageError(f"the shared CT data is missing: expected {LUNG}")
 
 
 @pytest.fixture(scope="session")
 def lung_pngs() -> list[Path]:
+    if not LUNG.is_dir():
+        pytest.skip(f"shared CT data not found at {LUNG}")
     paths = sorted((LUNG / "png").glob("*.png"))
     assert len(paths) == 188
     return paths
