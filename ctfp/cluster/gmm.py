@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
@@ -165,6 +166,93 @@ class GaussianMixture:
         self._export(params)
         _, log_resp = self._e_step(x, params, x2)
         return like(log_resp.argmax(1).cpu().numpy(), X)
+
+    def fit_stream(
+        self,
+        batches: Callable[[], Iterable[Any]],
+        init_sample: Any,
+        *,
+        init_max_iter: int | None = None,
+    ) -> GaussianMixture:
+        """EM over data too large for memory: one pass over ``batches()`` per iteration.
+
+        ``batches`` returns a fresh iterable of (b, d) arrays on every call (e.g.
+        ``lambda: (e.matrix for e in ctfp.iter_embeddings(dir))``); each pass accumulates the
+        sufficient statistics (counts, sums, second moments in float64), so memory is one batch
+        plus O(k d^2). The start is an in-memory fit on ``init_sample`` (a subset of the data)
+        with ``init_max_iter`` iterations (default ``max_iter``), which also fixes the centring.
+        """
+        saved = self.max_iter
+        if init_max_iter is not None:
+            self.max_iter = init_max_iter
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ConvergenceWarning)
+                self.fit(init_sample)
+        finally:
+            self.max_iter = saved
+        params = self._params
+        k, d = self.n_components, self.n_features_in_
+        lower_bound = -math.inf
+        self.converged_ = False
+        self.n_iter_ = 0
+        for iteration in range(1, self.max_iter + 1):
+            self.n_iter_ = iteration
+            previous = lower_bound
+            nk = torch.zeros(k, dtype=torch.float64, device=self.device_)
+            sx = torch.zeros((k, d), dtype=torch.float64, device=self.device_)
+            if self.covariance_type == "full":
+                sxx = torch.zeros((k, d, d), dtype=torch.float64, device=self.device_)
+            elif self.covariance_type == "tied":
+                sxx = torch.zeros((d, d), dtype=torch.float64, device=self.device_)
+            else:
+                sxx = torch.zeros((k, d), dtype=torch.float64, device=self.device_)
+            total, log_sum = 0, 0.0
+            for batch in batches():
+                x = self._to_tensor(batch) - self._shift
+                log_prob = self._weighted_log_prob(x, params)
+                log_norm = torch.logsumexp(log_prob, 1)
+                resp = (log_prob - log_norm[:, None]).exp()
+                total += x.shape[0]
+                log_sum += float(log_norm.double().sum())
+                nk += resp.sum(0).double()
+                sx += (resp.T @ x).double()
+                if self.covariance_type == "full":
+                    for j in range(k):
+                        sxx[j] += ((resp[:, j, None] * x).T @ x).double()
+                elif self.covariance_type == "tied":
+                    sxx += (x.T @ x).double()
+                else:
+                    sxx += (resp.T @ (x * x)).double()
+            if total == 0:
+                raise ValueError("batches() yielded no data")
+            lower_bound = log_sum / total
+            params = self._params_from_stats(nk, sx, sxx, total)
+            if abs(lower_bound - previous) < self.tol:
+                self.converged_ = True
+                break
+        self._params = params
+        self.lower_bound_ = lower_bound
+        self._export(params)
+        return self
+
+    def _params_from_stats(
+        self, nk: torch.Tensor, sx: torch.Tensor, sxx: torch.Tensor, total: int
+    ) -> dict[str, torch.Tensor]:
+        nk = nk + 10 * torch.finfo(torch.float64).eps
+        means = sx / nk[:, None]
+        d = means.shape[1]
+        eye = torch.eye(d, dtype=torch.float64, device=means.device)
+        if self.covariance_type == "full":
+            cov = sxx / nk[:, None, None] - means[:, :, None] * means[:, None, :]
+            cov = cov + self.reg_covar * eye
+        elif self.covariance_type == "tied":
+            cov = (sxx - (nk[:, None] * means).T @ means) / nk.sum() + self.reg_covar * eye
+        else:
+            cov = sxx / nk[:, None] - means**2 + self.reg_covar
+            if self.covariance_type == "spherical":
+                cov = cov.mean(1)
+        return self._params_from(nk / total, means, cov)
 
     def predict(self, X: Any) -> Any:
         """(n,) index of the most likely component of each sample."""

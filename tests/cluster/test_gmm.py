@@ -150,3 +150,29 @@ def test_cuda_matches_cpu() -> None:
     gpu = GaussianMixture(4, device="cuda", **start).fit(x)
     assert adjusted_rand_score(cpu.predict(x), gpu.predict(x)) >= 0.99
     assert gpu.score(x) == pytest.approx(cpu.score(x), rel=1e-6)
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "diag", "tied", "spherical"])
+def test_streaming_em_matches_in_memory_em(covariance_type: str) -> None:
+    x, truth = blobs(2000, 16, spread=0.8)
+    start = shared_start(x, (truth + (np.arange(2000) % 5 == 0)) % 4, covariance_type)
+    kw = dict(covariance_type=covariance_type, max_iter=15, tol=0.0, device="cpu", **start)
+    with pytest.warns(UserWarning):
+        memory = GaussianMixture(4, **kw).fit(x)
+    streamed = GaussianMixture(4, **kw).fit_stream(
+        lambda: (x[i : i + 300] for i in range(0, len(x), 300)), x[:500], init_max_iter=0
+    )
+    assert streamed.n_iter_ == 15
+    np.testing.assert_allclose(streamed.means_, memory.means_, rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(streamed.covariances_, memory.covariances_, rtol=1e-6, atol=1e-8)
+    assert streamed.score(x) == pytest.approx(memory.score(x), rel=1e-9)
+    np.testing.assert_array_equal(streamed.predict(x), memory.predict(x))
+
+
+def test_streaming_em_from_a_sample_start_converges() -> None:
+    x, truth = blobs(3000, 8, spread=3.0)
+    rng = np.random.default_rng(0)
+    sample = x[rng.choice(len(x), 300, replace=False)]
+    gmm = GaussianMixture(4, covariance_type="diag", random_state=0, n_init=2, device="cpu")
+    gmm.fit_stream(lambda: np.array_split(x, 7), sample)
+    assert gmm.converged_ and adjusted_rand_score(truth, gmm.predict(x)) > 0.95
