@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
@@ -166,6 +167,44 @@ class KMeans:
             random_state=self.random_state,
         ).fit(x)
         return km.cluster_centers_, km.labels_, km.inertia_
+
+    def fit_stream(
+        self, batches: Callable[[], Iterable[Any]], sample: Any, *, passes: int = 3
+    ) -> KMeans:
+        """k-means over data larger than memory: fit on ``sample`` (a subset, any backend),
+        then ``passes`` exact Lloyd iterations streamed over ``batches()`` (a fresh iterable of
+        (b, d) arrays per call), accumulating per-centre sums and counts in float64.
+
+        ``labels_`` is not kept (it would be as large as the data): use :meth:`predict` per
+        batch. ``inertia_`` is that of the final centres over all the data.
+        """
+        from ctfp.index.flat import FlatIndex
+
+        self.fit(sample)
+        del self.labels_
+        centres = self.cluster_centers_.astype(np.float64)
+        k, d = centres.shape
+        for _ in range(passes + 1):  # the last pass only measures the inertia
+            index = FlatIndex(d, metric="l2", device="cpu").add(centres.astype(np.float32))
+            sums = np.zeros((k, d))
+            counts = np.zeros(k)
+            inertia = 0.0
+            for batch in batches():
+                x = to_numpy(batch, np.float32)
+                D, I = index.search(x, 1)  # noqa: E741
+                np.add.at(sums, I[:, 0], x.astype(np.float64))
+                counts += np.bincount(I[:, 0], minlength=k)
+                inertia += float(D.astype(np.float64).sum())
+            if counts.sum() == 0:
+                raise ValueError("batches() yielded no data")
+            self.inertia_ = inertia
+            if _ == passes:
+                break
+            # An empty cluster keeps its centre rather than collapsing to the origin.
+            filled = counts > 0
+            centres[filled] = sums[filled] / counts[filled, None]
+        self.cluster_centers_ = np.ascontiguousarray(centres, dtype=np.float32)
+        return self
 
     def predict(self, X: Any) -> Any:
         """Index of the closest centre (L2) of each row of ``X``."""

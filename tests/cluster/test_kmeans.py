@@ -62,3 +62,16 @@ def test_gpu_backends_match_cpu() -> None:
     gpu = KMeans(4, n_init=3, random_state=0, device="cuda").fit(x)
     assert adjusted_rand_score(cpu.labels_, gpu.labels_) > 0.99
     assert gpu.inertia_ == pytest.approx(cpu.inertia_, rel=1e-3)
+
+
+def test_streaming_lloyd_passes_reach_the_in_memory_optimum() -> None:
+    x, truth = blobs(6000, 16, spread=2.0)
+    rng = np.random.default_rng(0)
+    sample = x[rng.choice(len(x), 400, replace=False)]
+    km = KMeans(4, n_init=3, random_state=0, device="cpu")
+    km.fit_stream(lambda: np.array_split(x, 9), sample, passes=5)
+    assert not hasattr(km, "labels_")
+    reference = SkKMeans(4, n_init=3, random_state=0).fit(x)
+    assert km.inertia_ == pytest.approx(reference.inertia_, rel=1e-4)
+    assert adjusted_rand_score(reference.labels_, km.predict(x)) > 0.999
+    assert adjusted_rand_score(truth, km.predict(x)) > 0.98
