@@ -25,7 +25,7 @@ SCORES_SCHEMA = pa.schema(
     [
         pa.field("id", pa.string(), nullable=False),
         pa.field("score", pa.float32(), nullable=False),
-        pa.field("label", pa.int8(), nullable=False),
+        pa.field("label", pa.int32(), nullable=False),
     ]
 )
 
@@ -51,11 +51,13 @@ def score_shards(
     batch_size: int = 16_384,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Score every row of the embedding shards in ``shards`` with a fitted task 1 model.
+    """Score every row of the embedding shards in ``shards`` with a fitted model.
 
-    ``model`` needs ``score(x) -> (n,)`` and a ``threshold_`` (label 1 where
-    ``score >= threshold_``). Writes ``out/part-NNNNN.parquet`` with ``id, score, label`` for each
-    input shard of the same name; input shards whose output exists are skipped (resume).
+    Task 1: ``model`` has ``score(x) -> (n,)`` and ``threshold_``; label 1 where
+    ``score >= threshold_``. Task 2: ``model`` has ``predict_proba`` (a GaussianMixture); label is
+    the most likely component and score its posterior probability. Writes
+    ``out/part-NNNNN.parquet`` with ``id, score, label`` for each input shard of the same name;
+    input shards whose output exists are skipped (resume).
 
     Returns a summary: rows scored, shards written and skipped, seconds, rows per second.
     """
@@ -67,20 +69,29 @@ def score_shards(
     out.mkdir(parents=True, exist_ok=True)
     for stale in out.glob(".*.tmp"):
         stale.unlink(missing_ok=True)
-    threshold = float(model.threshold_)
+    task1 = hasattr(model, "threshold_")
+    if not task1 and not hasattr(model, "predict_proba"):
+        raise TypeError("model needs score() and threshold_ (task 1) or predict_proba() (task 2)")
     todo = [p for p in paths if not (out / p.name).exists()]
     total_rows = sum(pq.ParquetFile(p).metadata.num_rows for p in todo)
     start = time.perf_counter()
     rows = 0
     with progress_bar(total_rows, "score", "row", enabled=progress) as bar:
         for path in todo:
-            ids, scores = [], []
+            ids, scores, labels = [], [], []
             with pq.ParquetFile(path) as f:
                 batches = f.iter_batches(batch_size=batch_size, columns=["id", "embedding"])
                 for batch in _prefetch(batches):
                     emb = batch.column("embedding")
                     x = emb.flatten().to_numpy(zero_copy_only=False).reshape(len(batch), -1)
-                    scores.append(np.asarray(model.score(x.astype(np.float32)), np.float32))
+                    x = x.astype(np.float32)
+                    if task1:
+                        scores.append(np.asarray(model.score(x), np.float32))
+                    else:
+                        # Task 2: the cluster, scored by its posterior probability.
+                        proba = np.asarray(model.predict_proba(x))
+                        labels.append(proba.argmax(1).astype(np.int32))
+                        scores.append(proba.max(1).astype(np.float32))
                     ids.append(batch.column("id"))
                     bar.update(len(batch))
             score = np.concatenate(scores) if scores else np.empty(0, np.float32)
@@ -88,7 +99,12 @@ def score_shards(
                 [
                     pa.concat_arrays(ids) if ids else pa.array([], pa.string()),
                     pa.array(score, pa.float32()),
-                    pa.array((score >= threshold).astype(np.int8), pa.int8()),
+                    pa.array(
+                        (score >= model.threshold_).astype(np.int32)
+                        if task1
+                        else np.concatenate(labels or [np.empty(0, np.int32)]),
+                        pa.int32(),
+                    ),
                 ],
                 schema=SCORES_SCHEMA,
             )

@@ -56,3 +56,17 @@ def test_streamed_scores_equal_in_memory_scores_and_resume(tmp_path: Path) -> No
     assert again["shards_written"] == 1 and again["shards_skipped"] == 2
     count = duckdb.sql(f"SELECT count(*), count(DISTINCT id) FROM '{tmp_path}/scores/*.parquet'")
     assert count.fetchall()[0] == (3000, 3000)
+
+
+def test_task2_streamed_clusters(tmp_path: Path) -> None:
+    from ctfp.cluster import GaussianMixture
+
+    write_shards(tmp_path / "emb")
+    data = read_embeddings(tmp_path / "emb")
+    gmm = GaussianMixture(3, covariance_type="diag", random_state=0, device="cpu").fit(data.matrix)
+    score_shards(gmm, tmp_path / "emb", tmp_path / "clusters", batch_size=500, progress=False)
+    got = duckdb.sql(f"SELECT id, label, score FROM '{tmp_path}/clusters/*.parquet' ORDER BY id")
+    rows = got.fetchall()
+    order = np.argsort(data.ids)
+    np.testing.assert_array_equal([r[1] for r in rows], gmm.predict(data.matrix)[order])
+    assert all(1 / 3 <= r[2] <= 1.0 + 1e-6 for r in rows)
