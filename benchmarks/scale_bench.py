@@ -61,14 +61,70 @@ def score(shards: Path, out: Path) -> dict:
     return result
 
 
+def proximity_and_fits(shards: Path, out: Path, n: int) -> dict:
+    """Runs in its own process: proximity scoring against 100k generated rows (IVF, recall
+    measured), and streamed k-means / GMM fits over the shards."""
+    from ctfp.cluster import GaussianMixture, KMeans
+    from ctfp.store.reader import iter_embeddings
+    from ctfp.tasks.proximity import ProximityMembership
+    from ctfp.tasks.score import score_shards
+
+    rng = np.random.default_rng(2)
+    generated = rng.gamma(1.0, 1.0, (100_000, D)).astype(np.float32)
+    train = rng.gamma(1.0, 1.0, (400, D)).astype(np.float32)
+    t = time.perf_counter()
+    model = ProximityMembership(metric="l2", index="ivf", device="cpu").fit(
+        generated, train, np.arange(400) % 2
+    )
+    build_s = time.perf_counter() - t
+    prox = score_shards(model, shards, out / "prox", progress=False)
+
+    def batches():
+        return (e.matrix for e in iter_embeddings(shards, batch_size=16_384))
+
+    sample = next(iter(batches()))[:5000]
+    t = time.perf_counter()
+    KMeans(64, device="cpu").fit_stream(batches, sample, passes=2)
+    kmeans_s = time.perf_counter() - t
+    t = time.perf_counter()
+    GaussianMixture(
+        8,
+        covariance_type="diag",
+        max_iter=3,
+        tol=0.0,
+        device="cpu",
+        dtype=__import__("torch").float32,
+        random_state=0,
+    ).fit_stream(batches, sample, init_max_iter=5)
+    gmm_s = time.perf_counter() - t
+    return {
+        "proximity_ivf_build_s": round(build_s, 2),
+        "proximity_recall_at_1": model.recall_,
+        "proximity_rows_per_s": round(prox["rows_per_second"]),
+        "kmeans64_2_passes_s": round(kmeans_s, 2),
+        "gmm8_diag_3_passes_s": round(gmm_s, 2),
+        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="10000,100000,1000000")
     parser.add_argument("--out", default="bench-out/scale")
     parser.add_argument("--score-only", nargs=2, metavar=("SHARDS", "OUT"), help=argparse.SUPPRESS)
+    parser.add_argument("--fits-only", nargs=2, metavar=("SHARDS", "OUT"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--fits",
+        action="store_true",
+        help="also proximity scoring vs 100k generated rows and streamed fits",
+    )
     args = parser.parse_args()
     if args.score_only:
         print(json.dumps(score(Path(args.score_only[0]), Path(args.score_only[1]))))
+        return
+    if args.fits_only:
+        shards, out = Path(args.fits_only[0]), Path(args.fits_only[1])
+        print(json.dumps(proximity_and_fits(shards, out, 0)))
         return
     root = Path(args.out)
     for n in (int(v) for v in args.sizes.split(",")):
@@ -97,6 +153,17 @@ def main() -> None:
             ),
             flush=True,
         )
+        if args.fits:
+            child = subprocess.run(
+                [sys.executable, __file__, "--fits-only", str(shards), str(scores)],
+                check=True,
+                capture_output=True,
+                text=True,
+            )
+            fits = json.loads(child.stdout.strip().splitlines()[-1])
+            print(
+                json.dumps({"benchmark": "scale_proximity_and_fits", "rows": n, **fits}), flush=True
+            )
         shutil.rmtree(shards, ignore_errors=True)
         shutil.rmtree(scores, ignore_errors=True)
 
