@@ -13,7 +13,6 @@ from ctfp.exceptions import CtfpError
 
 def _add_embed_options(p: argparse.ArgumentParser) -> None:
     from ctfp.device import DEVICES, PRECISIONS
-    from ctfp.io.sources import LAYOUTS
 
     p.add_argument(
         "--weights",
@@ -33,12 +32,7 @@ def _add_embed_options(p: argparse.ArgumentParser) -> None:
         default=None,
         help="slices per forward pass (default: 16 on CPU, 128 on CUDA)",
     )
-    p.add_argument(
-        "--workers",
-        type=int,
-        default=None,
-        help="decoding processes (default: 1 on CPU, up to 8 on CUDA)",
-    )
+    _add_input_options(p)
     p.add_argument("--device", default="auto", help=f"{'|'.join(DEVICES)} or cuda:N (default auto)")
     p.add_argument(
         "--precision",
@@ -51,6 +45,18 @@ def _add_embed_options(p: argparse.ArgumentParser) -> None:
         default="float16",
         choices=("float16", "float32"),
         help="storage type of the embedding column (default float16)",
+    )
+
+
+def _add_input_options(p: argparse.ArgumentParser) -> None:
+    """Decoding and output options shared by `embed`, `run` and `cache`."""
+    from ctfp.io.sources import LAYOUTS
+
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="decoding processes (default: 1 on CPU, up to 8 on CUDA)",
     )
     p.add_argument("--rows-per-shard", type=int, default=10_000, help="rows per Parquet shard")
     p.add_argument(
@@ -344,11 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("sources", nargs="+", metavar="SOURCES")
     p.add_argument("--out", required=True, help="output folder of the cache shards")
     p.add_argument("--size", type=int, default=256, help="side of the cached slices (default 256)")
-    p.add_argument("--workers", type=int, default=None, help="decoding processes")
-    p.add_argument("--window", default=None, help="DICOM/NIfTI window, as for embed")
-    p.add_argument("--rows-per-shard", type=int, default=10_000, help="rows per Parquet shard")
-    p.add_argument("--label-from-dirs", action="store_true")
-    p.add_argument("--layout", default="auto", choices=("auto", "plain", "imageclef"))
+    _add_input_options(p)
     p.set_defaults(func=_cmd_cache)
 
     p = sub.add_parser("demo", parents=[common], help="run ctfp on the sample shipped with it")
