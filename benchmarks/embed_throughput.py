@@ -107,6 +107,20 @@ def main() -> None:
 
     pipeline = run(precision)
     pipeline_fp32 = run("fp32") if precision != "fp32" else pipeline
+    by_workers = {}
+    for w in (0, 1, 2):
+        with tempfile.TemporaryDirectory() as tmp:
+            r = embed(
+                paths,
+                Path(tmp) / "w",
+                backbone_factory=lambda: backbone,
+                batch_size=args.batch_size,
+                workers=w,
+                precision=precision,
+                device=str(device),
+                progress=False,
+            )
+        by_workers[f"workers_{w}"] = round(r.images_per_second, 2)
     n = len(paths)
     line = {
         "benchmark": "embed_throughput",
@@ -131,6 +145,7 @@ def main() -> None:
             "pipeline_total": round(pipeline["seconds"], 3),
             "naive_total": round(naive_s, 3),
         },
+        "ctfp_images_per_s_by_workers": by_workers,
         "workers": pipeline["workers"],
         "batch_size": pipeline["batch_size"],
     }

@@ -56,7 +56,7 @@ def _add_input_options(p: argparse.ArgumentParser) -> None:
         "--workers",
         type=int,
         default=None,
-        help="decoding processes (default: 1 on CPU, up to 8 on CUDA)",
+        help="decoding processes (default: 0 on CPU, up to 8 on CUDA)",
     )
     p.add_argument("--rows-per-shard", type=int, default=10_000, help="rows per Parquet shard")
     p.add_argument(

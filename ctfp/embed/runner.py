@@ -67,11 +67,13 @@ def default_batch_size(device: torch.device) -> int:
 
 
 def default_workers(device: torch.device) -> int:
-    """Loader processes: enough to feed a GPU; on a CPU one, so decoding overlaps inference."""
+    """Loader processes: enough to feed a GPU; none on a CPU, where a worker only takes a core
+    from the network (2-core VM, bf16: 54.6 img/s with 0 workers, 46.0 with 1, 44.4 with 2;
+    decoding is 5 % of the time)."""
     cores = os.cpu_count() or 1
     if device.type == "cuda":
         return max(1, min(8, cores - 1))
-    return 1 if cores > 1 else 0
+    return 0
 
 
 def embed(
