@@ -82,13 +82,9 @@ def attribution_metrics(y_true: Sequence[Any], y_pred: Sequence[int]) -> dict[st
 # -- run files ---------------------------------------------------------------------------------
 def write_run(path: str | os.PathLike[str], ids: Iterable[str], values: Iterable[int]) -> None:
     """Write an ImageCLEF run file: ``<id>,<value>`` per line, no header."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as f:
-        for i, v in zip(ids, values, strict=True):
-            f.write(f"{i},{int(v)}\n")
-    os.replace(tmp, path)
+    from ctfp.store.writer import write_text_atomic
+
+    write_text_atomic(path, "".join(f"{i},{int(v)}\n" for i, v in zip(ids, values, strict=True)))
 
 
 def validate_run(

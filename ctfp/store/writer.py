@@ -57,6 +57,21 @@ def write_atomic(table: pa.Table, path: Path, **kwargs: Any) -> None:
         os.close(fd)
 
 
+def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
+    """Write ``text`` to ``path`` via a temp file and rename (creating the folder): readers of
+    run files, score tables and summaries never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w", newline="") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
 class ShardWriter:
     """Buffers rows per input file and commits ``part-NNNNN.parquet`` shards atomically.
 

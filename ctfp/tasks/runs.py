@@ -16,6 +16,7 @@ from ctfp.evaluate import attribution_metrics, write_run
 from ctfp.exceptions import InputError
 from ctfp.progress import logger
 from ctfp.store.reader import Embeddings, read_embeddings
+from ctfp.store.writer import write_text_atomic
 from ctfp.tasks.attribution import cluster_slices
 from ctfp.tasks.ensemble import EnsembleMembership
 from ctfp.tasks.membership import CentroidMembership
@@ -100,9 +101,7 @@ def _test_part(data: Embeddings) -> tuple[list[str], np.ndarray]:
 
 
 def _write_json(path: Path, content: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(content, indent=2) + "\n")
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(content, indent=2) + "\n")
 
 
 def run_task1(
@@ -210,13 +209,8 @@ def run_task1(
 
 
 def _write_scores(path: Path, ids: Sequence[str], score: np.ndarray, pred: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as f:
-        f.write("id,score,label\n")
-        for i, s, p in zip(ids, score, pred, strict=True):
-            f.write(f"{i},{s:.6f},{int(p)}\n")
-    os.replace(tmp, path)
+    rows = "".join(f"{i},{s:.6f},{int(p)}\n" for i, s, p in zip(ids, score, pred, strict=True))
+    write_text_atomic(path, "id,score,label\n" + rows)
 
 
 def run_task2(
