@@ -167,6 +167,45 @@ class GaussianMixture:
         _, log_resp = self._e_step(x, params, x2)
         return like(log_resp.argmax(1).cpu().numpy(), X)
 
+    @classmethod
+    def from_params(
+        cls,
+        weights: Any,
+        means: Any,
+        covariances: Any,
+        *,
+        covariance_type: str = "full",
+        device: str = "auto",
+        dtype: torch.dtype = torch.float64,
+        **kwargs: Any,
+    ) -> GaussianMixture:
+        """A fitted mixture from its parameters (e.g. ``weights_``, ``means_`` and
+        ``covariances_`` of a saved model) without running EM."""
+        weights = np.asarray(weights, dtype=np.float64)
+        self = cls(
+            len(weights), covariance_type=covariance_type, device=device, dtype=dtype, **kwargs
+        )
+        self._validate_params()
+        self.device_ = resolve_device(self.device)
+        means = np.asarray(means, dtype=np.float64)
+        if means.ndim != 2 or means.shape[0] != len(weights):
+            raise ValueError(f"means must have shape ({len(weights)}, d), got {means.shape}")
+        d = means.shape[1]
+        cov = np.asarray(covariances, dtype=np.float64)
+        if cov.shape != self._cov_shape(d):
+            raise ValueError(f"covariances must have shape {self._cov_shape(d)}, got {cov.shape}")
+        self.n_features_in_ = d
+        self._shift = torch.as_tensor(weights @ means, device=self.device_).to(self.dtype)
+        params = self._params_from(
+            torch.as_tensor(weights, device=self.device_),
+            torch.as_tensor(means, device=self.device_) - self._shift.double(),
+            torch.as_tensor(cov, device=self.device_),
+        )
+        self._params = params
+        self.n_iter_, self.converged_, self.lower_bound_ = 0, True, float("nan")
+        self._export(params)
+        return self
+
     def fit_stream(
         self,
         batches: Callable[[], Iterable[Any]],

@@ -72,6 +72,30 @@ class ApproximateIndex:
             raise ValueError("the index is empty; add vectors before searching")
         return self.index.search(to_numpy(x, np.float32), k)
 
+    def to_bytes(self) -> np.ndarray:
+        """The index serialised by FAISS (a uint8 array)."""
+        import faiss
+
+        if self.index is None:
+            raise ValueError("the index is empty; add vectors before saving it")
+        return faiss.serialize_index(self.index)
+
+    @classmethod
+    def from_bytes(cls, data: np.ndarray) -> ApproximateIndex:
+        """Rebuild an index written by :meth:`to_bytes`."""
+        import faiss
+
+        index = faiss.deserialize_index(np.asarray(data, dtype=np.uint8))
+        metric = {faiss.METRIC_L1: "l1", faiss.METRIC_L2: "l2", faiss.METRIC_INNER_PRODUCT: "ip"}
+        hnsw = isinstance(index, faiss.IndexHNSW)
+        self = cls(index.d, kind="hnsw" if hnsw else "ivf", metric=metric[index.metric_type])
+        if hnsw:
+            self.ef_search = int(index.hnsw.efSearch)
+        else:  # deserialize_index already returns the concrete (owning) IndexIVFFlat
+            self.nlist, self.nprobe = int(index.nlist), int(index.nprobe)
+        self.index = index
+        return self
+
 
 def make_index(d: int, *, kind: str = "flat", metric: str = "l2", device: str = "auto") -> Any:
     """An exact FlatIndex (``kind="flat"``) or an ApproximateIndex (``"ivf"``, ``"hnsw"``, CPU)."""

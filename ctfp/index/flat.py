@@ -83,6 +83,27 @@ class FlatIndex:
         D, I = self.index.search(self._check(x), k)  # noqa: E741 - FAISS's names
         return like(D, x), like(I, x)
 
+    def to_bytes(self) -> np.ndarray:
+        """The index serialised by FAISS (a uint8 array), copied to the host first if on a GPU."""
+        import faiss
+
+        index = faiss.index_gpu_to_cpu(self.index) if self.device.type == "cuda" else self.index
+        return faiss.serialize_index(index)
+
+    @classmethod
+    def from_bytes(cls, data: np.ndarray, *, device: str = "auto") -> FlatIndex:
+        """Rebuild an index written by :meth:`to_bytes`, on ``device``."""
+        import faiss
+
+        cpu = faiss.deserialize_index(np.asarray(data, dtype=np.uint8))
+        metric = {faiss.METRIC_L1: "l1", faiss.METRIC_L2: "l2", faiss.METRIC_INNER_PRODUCT: "ip"}
+        self = cls(cpu.d, metric=metric[cpu.metric_type], device=device)
+        if self.device.type == "cuda":
+            self.index.add(cpu.reconstruct_n(0, cpu.ntotal))
+        else:
+            self.index = cpu
+        return self
+
     def _check(self, x: Any) -> np.ndarray:
         a = to_numpy(x, np.float32)
         if a.shape[1] != self.d:

@@ -57,6 +57,21 @@ class Clustering:
     def predict(self, x: np.ndarray) -> np.ndarray:
         return self.model.predict(self.transform(x))
 
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        """(n, k) posterior probability of each component."""
+        return np.asarray(self.model.predict_proba(self.transform(x)))
+
+
+@dataclass
+class LinearProjection:
+    """``(x - mean) @ components.T``: a fitted PCA without its fitting machinery (as saved)."""
+
+    mean: np.ndarray
+    components: np.ndarray
+
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        return (np.asarray(x, dtype=np.float64) - self.mean) @ self.components.T
+
 
 def cluster_slices(
     x: np.ndarray,

@@ -61,13 +61,27 @@ class CentroidMembership:
                 backend=self.backend,
             )
             centres.append(km.fit(a).cluster_centers_)
-        self.centers_used_, self.centers_not_used_ = centres
+        return self._set_centres(*centres)
+
+    @classmethod
+    def from_centres(
+        cls, centers_used: Any, centers_not_used: Any, *, device: str = "auto"
+    ) -> CentroidMembership:
+        """A fitted model from its centres (e.g. a saved model's), without k-means."""
+        used = to_numpy(centers_used, np.float32, "used centres")
+        not_used = to_numpy(centers_not_used, np.float32, "not-used centres")
+        if used.shape != not_used.shape:
+            raise ValueError(f"centre shapes differ: {used.shape} vs {not_used.shape}")
+        return cls(used.shape[0], device=device)._set_centres(used, not_used)
+
+    def _set_centres(self, used: np.ndarray, not_used: np.ndarray) -> CentroidMembership:
+        self.centers_used_, self.centers_not_used_ = used, not_used
         self.threshold_ = 0.0  # score >= 0: at least as close to a "used" centre
-        d = centres[0].shape[1]
-        self.index_ = FlatIndex(d, metric="l1", device=self.device).add(np.vstack(centres))
+        d = used.shape[1]
+        self.index_ = FlatIndex(d, metric="l1", device=self.device).add(np.vstack([used, not_used]))
         # Per-class indexes for the score: two 1-NN searches are far cheaper than a 2k-NN one.
-        self.index_used_ = FlatIndex(d, metric="l1", device=self.device).add(centres[0])
-        self.index_not_used_ = FlatIndex(d, metric="l1", device=self.device).add(centres[1])
+        self.index_used_ = FlatIndex(d, metric="l1", device=self.device).add(used)
+        self.index_not_used_ = FlatIndex(d, metric="l1", device=self.device).add(not_used)
         return self
 
     def score(self, x: Any) -> np.ndarray:

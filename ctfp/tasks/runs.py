@@ -20,11 +20,13 @@ from ctfp.store.writer import write_text_atomic
 from ctfp.tasks.attribution import cluster_slices
 from ctfp.tasks.ensemble import EnsembleMembership
 from ctfp.tasks.membership import CentroidMembership
+from ctfp.tasks.persist import save_model
 from ctfp.tasks.proximity import ProximityMembership
 
 PathLike = str | os.PathLike[str]
 TEST_PREFIX = "test/"
 METHODS = ("centroid", "proximity", "ensemble")
+SAVABLE = ("centroid", "proximity")  # the experimental ensemble is not saved
 
 
 def shards_dir(out: PathLike, features: str = "resnet50") -> Path:
@@ -170,9 +172,13 @@ def run_task1(
         dest = out if len(ks) == 1 else out / f"k{kk}"
         write_run(dest / "run.csv", ids, pred)
         _write_scores(dest / "scores.csv", ids, score, pred)
+        settings = {"method": method, "k": kk, "metric": metric, "seed": seed}
+        if method in SAVABLE:
+            save_model(model, dest / "model", identity=emb.metadata, settings=settings)
         runs[kk] = {
             "run": str(dest / "run.csv"),
             "scores": str(dest / "scores.csv"),
+            "model_dir": str(dest / "model") if method in SAVABLE else None,
             "predicted_used": int(pred.sum()),
             "threshold": getattr(model, "threshold_", None),
             "recall_at_1": getattr(getattr(model, "proximity_", model), "recall_", None),
@@ -264,6 +270,12 @@ def run_task2(
     )
     labels = result.labels
     write_run(out / "clusters.csv", ids, labels)
+    save_model(
+        result,
+        out / "model",
+        identity=emb.metadata,
+        settings={"init": init, "covariance_type": covariance_type, "pca": pca, "seed": seed},
+    )
     if result.bics is not None:
         logger.info(
             f"task2: k=auto chose {result.k} components (BIC: "
@@ -288,6 +300,7 @@ def run_task2(
         "n_iter": int(result.model.n_iter_),
         "cluster_sizes": np.bincount(labels, minlength=result.k).tolist(),
         "clusters": str(out / "clusters.csv"),
+        "model_dir": str(out / "model"),
         "model": {key: emb.metadata.get(key) for key in ("model", "weights", "weights_sha256")},
     }
     if train.any():

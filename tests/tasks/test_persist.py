@@ -1,0 +1,129 @@
+"""Saved models: `ctfp run` saves OUT/model, `ctfp score` streams an archive through it and gives
+the same scores and labels as the run itself; mismatched embeddings and non-models are refused."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pytest
+
+from ctfp.cli import main
+from ctfp.cluster.gmm import GaussianMixture
+from ctfp.evaluate import read_table
+from ctfp.index.ann import ApproximateIndex
+from ctfp.index.flat import FlatIndex
+from ctfp.tasks.persist import load_model, save_model
+from ctfp.tasks.proximity import ProximityMembership
+
+FAST = ["--features", "pixels", "--quiet"]
+
+
+def scored(folder: Path) -> dict[str, tuple[float, int]]:
+    rows = duckdb.sql(f"SELECT id, score, label FROM '{folder}/*.parquet'").fetchall()
+    return {i: (s, lab) for i, s, lab in rows}
+
+
+@pytest.mark.parametrize("method", ["centroid", "proximity"])
+def test_score_reproduces_the_task1_run(
+    task1_data: Path, tmp_path: Path, method: str, capsys
+) -> None:
+    out = tmp_path / "run"
+    args = ["run", "task1", str(task1_data), "--out", str(out), "--method", method, *FAST]
+    assert main(args) == 0
+    assert (out / "model" / "model.json").is_file()
+    capsys.readouterr()
+    shards = out / "embeddings-pixels"
+    code = main(["score", str(out), str(shards), "--out", str(tmp_path / "s"), "--json", "--quiet"])
+    assert code == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["task"] == "task1" and summary["kind"] == method
+    got = scored(tmp_path / "s")
+    n_rows = duckdb.sql(f"SELECT count(*) FROM '{shards}/*.parquet'").fetchall()[0][0]
+    assert summary["rows"] == len(got) == n_rows == 188 + summary_generated(out)
+    expected_scores = read_table(out / "scores.csv", "score")
+    expected_labels = read_table(out / "run.csv", "label")
+    for i, score in expected_scores.items():
+        s, label = got[f"test/{i}"]
+        assert s == pytest.approx(float(score), rel=1e-4, abs=1e-5)
+        assert label == int(expected_labels[i])
+
+
+def summary_generated(out: Path) -> int:
+    return json.loads((out / "summary.json").read_text())["n_generated"]
+
+
+def test_score_reproduces_the_task2_clusters(task2_data: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "run"
+    args = ["run", "task2", str(task2_data), "--out", str(out), "--pca", "8", "--k", "3", *FAST]
+    assert main(args) == 0
+    assert main(["score", str(out / "model"), str(out / "embeddings-pixels"), "--out",
+                 str(tmp_path / "s"), "--quiet"]) == 0  # fmt: skip
+    got = scored(tmp_path / "s")
+    clusters = read_table(out / "clusters.csv", "cluster")
+    assert clusters and all(got[f"test/{i}"][1] == int(c) for i, c in clusters.items())
+    assert all(1 / 3 - 1e-6 <= s <= 1 + 1e-6 for s, _ in got.values())
+
+
+def test_score_refuses_other_embeddings_and_non_models(
+    task1_data: Path, tmp_path: Path, capsys
+) -> None:
+    out = tmp_path / "run"
+    assert main(["run", "task1", str(task1_data), "--out", str(out), *FAST]) == 0
+    # Same slices, other features: the model must not score them.
+    other = tmp_path / "spectrum"
+    assert main(["embed", str(task1_data / "test"), "--out", str(other), "--features",
+                 "spectrum", "--quiet"]) == 0  # fmt: skip
+    capsys.readouterr()
+    assert main(["score", str(out), str(other), "--out", str(tmp_path / "s"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "fitted on other embeddings" in err and "model" in err
+    assert not list((tmp_path / "s").glob("*.parquet"))
+    assert main(["score", str(tmp_path), str(other), "--out", str(tmp_path / "s2")]) == 2
+    assert "not a saved model" in capsys.readouterr().err
+
+
+def test_gmm_from_params_predicts_like_the_fitted_one() -> None:
+    rng = np.random.default_rng(0)
+    x = np.vstack([rng.normal(m, 1.0, (100, 5)) for m in (0.0, 4.0, 8.0)]) + 1000.0
+    for cov in ("full", "diag", "tied", "spherical"):
+        fitted = GaussianMixture(3, covariance_type=cov, random_state=0, device="cpu").fit(x)
+        rebuilt = GaussianMixture.from_params(
+            fitted.weights_, fitted.means_, fitted.covariances_, covariance_type=cov, device="cpu"
+        )
+        np.testing.assert_allclose(rebuilt.predict_proba(x), fitted.predict_proba(x), atol=1e-8)
+        np.testing.assert_allclose(rebuilt.score_samples(x), fitted.score_samples(x), rtol=1e-9)
+    with pytest.raises(ValueError, match="covariances must have shape"):
+        GaussianMixture.from_params([0.5, 0.5], np.zeros((2, 3)), np.ones((2, 3)), device="cpu")
+
+
+def test_indexes_round_trip_through_bytes() -> None:
+    rng = np.random.default_rng(0)
+    base, queries = rng.normal(size=(2000, 16)), rng.normal(size=(50, 16))
+    for metric in ("l1", "l2"):
+        flat = FlatIndex(16, metric=metric, device="cpu").add(base)
+        again = FlatIndex.from_bytes(flat.to_bytes(), device="cpu")
+        assert again.metric == metric and again.ntotal == 2000
+        for a, b in zip(flat.search(queries, 3), again.search(queries, 3), strict=True):
+            np.testing.assert_array_equal(a, b)
+    for kind in ("ivf", "hnsw"):
+        approx = ApproximateIndex(16, kind=kind, metric="l2").add(base)
+        again = ApproximateIndex.from_bytes(approx.to_bytes())
+        assert again.kind == kind
+        for a, b in zip(approx.search(queries, 3), again.search(queries, 3), strict=True):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_saved_proximity_model_with_an_ivf_index(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    generated, train = rng.normal(size=(3000, 16)), rng.normal(size=(60, 16))
+    model = ProximityMembership(metric="l2", index="ivf", device="cpu").fit(
+        generated, train, np.arange(60) % 2
+    )
+    save_model(model, tmp_path / "m", identity={"model": "x", "dim": 16})
+    saved = load_model(tmp_path / "m", device="cpu")
+    queries = rng.normal(size=(40, 16))
+    np.testing.assert_allclose(saved.model.score(queries), model.score(queries))
+    assert saved.model.threshold_ == model.threshold_ and saved.identity["dim"] == 16
