@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ctfp._arrays import check_matrix, is_torch, like, to_numpy
+from ctfp._arrays import check_matrix, is_cupy, is_torch, like, to_numpy
 from ctfp.device import resolve_device
 
 COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
@@ -346,6 +346,9 @@ class GaussianMixture:
         if is_torch(X):
             check_matrix(X)
             x = X.detach().to(self.device_, self.dtype)
+        elif is_cupy(X):  # a CuPy array becomes a CUDA tensor through DLPack, without a copy
+            check_matrix(X)
+            x = torch.from_dlpack(X).to(self.device_, self.dtype)
         else:
             x = torch.from_numpy(to_numpy(X, np.float64)).to(self.device_, self.dtype)
         if hasattr(self, "n_features_in_") and x.shape[1] != self.n_features_in_:

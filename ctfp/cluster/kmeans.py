@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from ctfp._arrays import like, to_numpy
+from ctfp._arrays import check_matrix, is_cupy, is_torch, like, to_numpy
 from ctfp.device import resolve_device
 from ctfp.exceptions import DeviceError
 
@@ -98,10 +98,19 @@ class KMeans:
             raise ValueError(f"unknown init {self.init!r}; choose one of {', '.join(INITS)}")
         if self.n_clusters < 1 or self.n_init < 1 or self.max_iter < 1:
             raise ValueError("n_clusters, n_init and max_iter must be at least 1")
-        x = to_numpy(X, np.float32)
+        backend, device = self._resolve_backend()
+        on_gpu = is_cupy(X) or (is_torch(X) and X.is_cuda)
+        if backend == "cuml" and on_gpu:
+            # Device arrays go to cuML as they are (DLPack, no copy to the host and back).
+            import cupy
+
+            check_matrix(X)
+            x = cupy.ascontiguousarray(cupy.from_dlpack(X.detach() if is_torch(X) else X))
+            x = x.astype(cupy.float32, copy=False)
+        else:
+            x = to_numpy(X, np.float32)
         if x.shape[0] < self.n_clusters:
             raise ValueError(f"n_samples={x.shape[0]} should be >= n_clusters={self.n_clusters}")
-        backend, device = self._resolve_backend()
         fit = {"faiss": self._fit_faiss, "cuml": self._fit_cuml, "sklearn": self._fit_sklearn}
         centers, labels, inertia = fit[backend](x, device)
         self.cluster_centers_ = np.ascontiguousarray(centers, dtype=np.float32)
@@ -140,7 +149,7 @@ class KMeans:
         D, I = km.index.search(x, 1)  # noqa: E741
         return km.centroids, I[:, 0], float(D[:, 0].astype(np.float64).sum())
 
-    def _fit_cuml(self, x: np.ndarray, device: Any) -> tuple[np.ndarray, np.ndarray, float]:
+    def _fit_cuml(self, x: Any, device: Any) -> tuple[np.ndarray, np.ndarray, float]:
         from cuml.cluster import KMeans as CumlKMeans
 
         km = CumlKMeans(

@@ -176,3 +176,21 @@ def test_streaming_em_from_a_sample_start_converges() -> None:
     gmm = GaussianMixture(4, covariance_type="diag", random_state=0, n_init=2, device="cpu")
     gmm.fit_stream(lambda: np.array_split(x, 7), sample)
     assert gmm.converged_ and adjusted_rand_score(truth, gmm.predict(x)) > 0.95
+
+
+@cuda
+@pytest.mark.gpu
+def test_device_arrays_stay_on_the_device() -> None:
+    """torch CUDA tensors and CuPy arrays go in without a host copy; results come back alike."""
+    x, truth = blobs(2000, 16, spread=0.8)
+    start = shared_start(x, truth, "diag")
+    cpu = GaussianMixture(4, covariance_type="diag", device="cpu", **start).fit(x)
+    xt = torch.as_tensor(x, device="cuda")
+    gpu = GaussianMixture(4, covariance_type="diag", device="cuda", **start)
+    labels = gpu.fit_predict(xt)
+    assert torch.is_tensor(labels) and labels.is_cuda
+    assert adjusted_rand_score(cpu.predict(x), labels.cpu().numpy()) >= 0.99
+    cupy = pytest.importorskip("cupy")
+    got = gpu.predict(cupy.asarray(x))
+    assert type(got).__module__.startswith("cupy")
+    np.testing.assert_array_equal(cupy.asnumpy(got), cpu.predict(x))

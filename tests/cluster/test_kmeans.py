@@ -75,3 +75,14 @@ def test_streaming_lloyd_passes_reach_the_in_memory_optimum() -> None:
     assert km.inertia_ == pytest.approx(reference.inertia_, rel=1e-4)
     assert adjusted_rand_score(reference.labels_, km.predict(x)) > 0.999
     assert adjusted_rand_score(truth, km.predict(x)) > 0.98
+
+
+@cuda
+@pytest.mark.gpu
+def test_cuml_takes_device_arrays() -> None:
+    pytest.importorskip("cuml")
+    cupy = pytest.importorskip("cupy")
+    x, truth = blobs(2000, 32, spread=3.0)
+    for arr in (cupy.asarray(x), torch.as_tensor(x, device="cuda")):
+        km = KMeans(4, n_init=3, random_state=0, backend="cuml", device="cuda").fit(arr)
+        assert adjusted_rand_score(truth, np.asarray(km.labels_.tolist())) > 0.99
