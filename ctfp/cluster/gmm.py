@@ -12,6 +12,7 @@ import torch
 
 from ctfp._arrays import check_matrix, is_cupy, is_torch, like, to_numpy
 from ctfp.device import resolve_device
+from ctfp.progress import progress_bar
 
 COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
 INIT_PARAMS = ("kmeans", "k-means++", "random", "random_from_data")
@@ -212,6 +213,7 @@ class GaussianMixture:
         init_sample: Any,
         *,
         init_max_iter: int | None = None,
+        progress: bool = False,
     ) -> GaussianMixture:
         """EM over data too large for memory: one pass over ``batches()`` per iteration.
 
@@ -220,6 +222,7 @@ class GaussianMixture:
         sufficient statistics (counts, sums, second moments in float64), so memory is one batch
         plus O(k d^2). The start is an in-memory fit on ``init_sample`` (a subset of the data)
         with ``init_max_iter`` iterations (default ``max_iter``), which also fixes the centring.
+        ``progress`` shows a bar of passes with the lower bound.
         """
         saved = self.max_iter
         if init_max_iter is not None:
@@ -235,6 +238,7 @@ class GaussianMixture:
         lower_bound = -math.inf
         self.converged_ = False
         self.n_iter_ = 0
+        bar = progress_bar(self.max_iter, "gmm EM", "pass", enabled=progress)
         for iteration in range(1, self.max_iter + 1):
             self.n_iter_ = iteration
             previous = lower_bound
@@ -266,10 +270,13 @@ class GaussianMixture:
             if total == 0:
                 raise ValueError("batches() yielded no data")
             lower_bound = log_sum / total
+            bar.update(1)
+            bar.set_postfix(lower_bound=f"{lower_bound:.6g}")
             params = self._params_from_stats(nk, sx, sxx, total)
             if abs(lower_bound - previous) < self.tol:
                 self.converged_ = True
                 break
+        bar.close()
         self._params = params
         self.lower_bound_ = lower_bound
         self._export(params)

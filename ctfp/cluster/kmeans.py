@@ -178,21 +178,29 @@ class KMeans:
         return km.cluster_centers_, km.labels_, km.inertia_
 
     def fit_stream(
-        self, batches: Callable[[], Iterable[Any]], sample: Any, *, passes: int = 3
+        self,
+        batches: Callable[[], Iterable[Any]],
+        sample: Any,
+        *,
+        passes: int = 3,
+        progress: bool = False,
     ) -> KMeans:
         """k-means over data larger than memory: fit on ``sample`` (a subset, any backend),
         then ``passes`` exact Lloyd iterations streamed over ``batches()`` (a fresh iterable of
         (b, d) arrays per call), accumulating per-centre sums and counts in float64.
 
         ``labels_`` is not kept (it would be as large as the data): use :meth:`predict` per
-        batch. ``inertia_`` is that of the final centres over all the data.
+        batch. ``inertia_`` is that of the final centres over all the data. ``progress`` shows a
+        bar of passes with the inertia.
         """
         from ctfp.index.flat import FlatIndex
+        from ctfp.progress import progress_bar
 
         self.fit(sample)
         del self.labels_
         centres = self.cluster_centers_.astype(np.float64)
         k, d = centres.shape
+        bar = progress_bar(passes + 1, "k-means", "pass", enabled=progress)
         for _ in range(passes + 1):  # the last pass only measures the inertia
             index = FlatIndex(d, metric="l2", device="cpu").add(centres.astype(np.float32))
             sums = np.zeros((k, d))
@@ -207,11 +215,14 @@ class KMeans:
             if counts.sum() == 0:
                 raise ValueError("batches() yielded no data")
             self.inertia_ = inertia
+            bar.update(1)
+            bar.set_postfix(inertia=f"{inertia:.6g}")
             if _ == passes:
                 break
             # An empty cluster keeps its centre rather than collapsing to the origin.
             filled = counts > 0
             centres[filled] = sums[filled] / counts[filled, None]
+        bar.close()
         self.cluster_centers_ = np.ascontiguousarray(centres, dtype=np.float32)
         return self
 
