@@ -18,6 +18,8 @@ _LAZY = {
     "CentroidMembership": "ctfp.tasks.membership",
     "ProximityMembership": "ctfp.tasks.proximity",
     "score_shards": "ctfp.tasks.score",
+    "load_model": "ctfp.tasks.persist",
+    "save_model": "ctfp.tasks.persist",
     "build_features": "ctfp.embed.features",
     "run_task1": "ctfp.tasks.runs",
     "run_task2": "ctfp.tasks.runs",
@@ -25,6 +27,7 @@ _LAZY = {
     "validate_run": "ctfp.evaluate",
     "membership_metrics": "ctfp.evaluate",
     "attribution_metrics": "ctfp.evaluate",
+    "write_report": "ctfp.report",
 }
 __all__ = ["__version__", *sorted(_LAZY)]
 

@@ -46,6 +46,11 @@ def _add_embed_options(p: argparse.ArgumentParser) -> None:
         choices=("float16", "float32"),
         help="storage type of the embedding column (default float16)",
     )
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the model: a one-off compilation for faster batches (large runs)",
+    )
 
 
 def _add_input_options(p: argparse.ArgumentParser) -> None:
@@ -76,6 +81,41 @@ def _add_input_options(p: argparse.ArgumentParser) -> None:
         choices=LAYOUTS,
         help="auto: detect the ImageCLEF layout (train/<label>/, generated/, test/)",
     )
+    _add_engine_options(p)
+
+
+def _add_engine_options(p: argparse.ArgumentParser) -> None:
+    """Where the run executes (ctfp.engine): this machine, or Ray Data on a Ray cluster."""
+    from ctfp.engine import ENGINES
+
+    p.add_argument(
+        "--engine",
+        default="local",
+        choices=ENGINES,
+        help="local: this process (default); ray: Ray Data, decoding in CPU tasks and the model "
+        "in an actor pool (pip install 'ctfp[ray]')",
+    )
+    p.add_argument(
+        "--actors",
+        type=int,
+        default=None,
+        help="--engine ray: model actors (default: one per GPU of the cluster, else 1)",
+    )
+    p.add_argument(
+        "--ray-address",
+        default=None,
+        help="--engine ray: cluster to join (auto, HOST:PORT, ray://HOST:PORT; default: start "
+        "a local Ray)",
+    )
+
+
+def _engine_kwargs(args: argparse.Namespace) -> dict:
+    """engine=local gets no Ray options (the API refuses them there)."""
+    if args.engine == "local":
+        if args.actors is not None or args.ray_address is not None:
+            raise argparse.ArgumentTypeError("--actors and --ray-address need --engine ray")
+        return {}
+    return dict(engine=args.engine, actors=args.actors, ray_address=args.ray_address)
 
 
 def _embed_kwargs(args: argparse.Namespace) -> dict:
@@ -91,6 +131,8 @@ def _embed_kwargs(args: argparse.Namespace) -> dict:
         rows_per_shard=args.rows_per_shard,
         window=args.window,
         progress=not args.quiet,
+        compile=args.compile,
+        **_engine_kwargs(args),
     )
 
 
@@ -168,6 +210,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
             semi_supervised=args.semi_supervised,
             **common,
         )
+    if args.report:
+        from ctfp.report import write_report
+
+        summary["report"] = str(write_report(args.out))
     if args.json:
         print(json.dumps(summary))
     return 0
@@ -177,7 +223,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from ctfp.evaluate import evaluate_run, format_table
 
     metrics = evaluate_run(args.task, args.run, args.truth, args.scores)
-    print(format_table(metrics))
+    if not args.json:  # the table for people; the JSON line (always last) for scripts
+        print(format_table(metrics))
     print(json.dumps({"task": args.task, "run": args.run, **metrics}))
     return 0
 
@@ -187,6 +234,18 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
     ids = read_ids(args.ids) if args.ids else None
     problems = validate_run(args.run, args.task, ids, ids_file=args.ids or "ids")
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "task": args.task,
+                    "run": args.run,
+                    "valid": not problems,
+                    "problems": [str(p) for p in problems],
+                }
+            )
+        )
+        return 1 if problems else 0
     for problem in problems:
         print(problem)
     if problems:
@@ -211,9 +270,41 @@ def _cmd_cache(args: argparse.Namespace) -> int:
         label_from_dirs=args.label_from_dirs,
         layout=args.layout,
         progress=not args.quiet,
+        **_engine_kwargs(args),
     )
     if args.json:
         print(json.dumps(result.to_dict()))
+    return 0
+
+
+def _cmd_score(args: argparse.Namespace) -> int:
+    from ctfp.progress import logger
+    from ctfp.tasks.persist import load_model
+    from ctfp.tasks.score import score_shards
+
+    saved = load_model(args.model, device=args.device)
+    result = score_shards(
+        saved, args.shards, args.out, batch_size=args.batch_size, progress=not args.quiet
+    )
+    result = {"task": saved.task, "kind": saved.kind, **result}
+    logger.info(
+        f"scored {result['rows']} rows with the {saved.kind} model ({saved.task}) in "
+        f"{result['seconds']:.1f} s, {result['rows_per_second']:,.0f} rows/s -> {args.out} "
+        f"({result['shards_skipped']} shards already done)"
+    )
+    if args.json:
+        print(json.dumps(result))
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from ctfp.report import write_report
+
+    path = write_report(
+        args.run_dir, args.out, truth=args.truth, max_items=args.max_items, k=args.k
+    )
+    if args.json:
+        print(json.dumps({"run": args.run_dir, "report": str(path), "bytes": path.stat().st_size}))
     return 0
 
 
@@ -320,10 +411,13 @@ def build_parser() -> argparse.ArgumentParser:
     for tp in (t, t2):
         tp.add_argument("data", metavar="DATA")
         tp.add_argument("--out", required=True, help="output folder (embeddings are reused)")
+        tp.add_argument(
+            "--report", action="store_true", help="also write OUT/report.html (see `ctfp report`)"
+        )
         _add_embed_options(tp)
         tp.set_defaults(func=_cmd_run)
 
-    p = sub.add_parser("evaluate", help="score a run file against the truth")
+    p = sub.add_parser("evaluate", parents=[common], help="score a run file against the truth")
     p.add_argument("task", choices=("task1", "task2"))
     p.add_argument("run", metavar="RUN")
     p.add_argument("--truth", required=True, help="CSV with id,label (task1) or id,cluster (task2)")
@@ -332,13 +426,31 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="task1: id,score CSV for ROC-AUC (default: scores.csv beside RUN)",
     )
-    p.set_defaults(func=_cmd_evaluate, quiet=False, json=False)
+    p.set_defaults(func=_cmd_evaluate)
 
-    p = sub.add_parser("validate", help="check a run file against the challenge format")
+    p = sub.add_parser(
+        "validate", parents=[common], help="check a run file against the challenge format"
+    )
     p.add_argument("task", choices=("task1", "task2"))
     p.add_argument("run", metavar="RUN")
     p.add_argument("--ids", default=None, help="text file with one expected id per line")
-    p.set_defaults(func=_cmd_validate, quiet=False, json=False)
+    p.set_defaults(func=_cmd_validate)
+
+    p = sub.add_parser(
+        "score",
+        parents=[common],
+        help="score embedding shards with a saved model (an archive, streamed)",
+        description="Stream every row of the embedding shards in SHARDS through the model saved "
+        "by `ctfp run` (OUT/model, or OUT itself) and write OUT/part-NNNNN.parquet with id, "
+        "score, label (task 1: 1 = used; task 2: the cluster and its posterior). Memory stays "
+        "bounded; rerun to resume.",
+    )
+    p.add_argument("model", metavar="MODEL", help="a saved model folder, or a run folder")
+    p.add_argument("shards", metavar="SHARDS", help="folder (or file) of embedding shards")
+    p.add_argument("--out", required=True, help="output folder of scored shards")
+    p.add_argument("--batch-size", type=int, default=16_384, help="rows per batch (memory)")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.set_defaults(func=_cmd_score)
 
     p = sub.add_parser(
         "cache",
@@ -352,6 +464,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, default=256, help="side of the cached slices (default 256)")
     _add_input_options(p)
     p.set_defaults(func=_cmd_cache)
+
+    p = sub.add_parser(
+        "report",
+        parents=[common],
+        help="write a self-contained HTML report of a run folder",
+        description="Write one HTML file (figures and thumbnails inlined) showing a `ctfp run` "
+        "folder: settings and model, a map of the embeddings, scores or clusters, the evidence "
+        "thumbnails and, with --truth, the metrics.",
+    )
+    p.add_argument("run_dir", metavar="OUT", help="the --out folder of `ctfp run`")
+    p.add_argument("--out", default=None, help="where to write (default OUT/report.html)")
+    p.add_argument("--truth", default=None, help="CSV with id,label (task1) or id,cluster (task2)")
+    p.add_argument(
+        "--max-items",
+        type=int,
+        default=12,
+        help="evidence rows (task1) or thumbnails per cluster (task2); default 12",
+    )
+    p.add_argument("--k", type=int, default=None, help="task1 k sweep: the k shown in detail")
+    p.set_defaults(func=_cmd_report)
 
     p = sub.add_parser("demo", parents=[common], help="run ctfp on the sample shipped with it")
     p.add_argument("--out", default="demo-out", help="output folder (default demo-out)")

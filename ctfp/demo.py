@@ -34,16 +34,88 @@ def _choose_weights(weights: str | None) -> str:
         return "random"
 
 
+# Three stand-ins for generators, each with its own fingerprint (as in the test set-up).
+def _blur(a: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    from PIL import Image, ImageFilter
+
+    return np.asarray(Image.fromarray(a).filter(ImageFilter.GaussianBlur(3)))
+
+
+def _noise(a: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    return np.clip(a + rng.normal(0, 25, a.shape), 0, 255).astype(np.uint8)
+
+
+def _poster(a: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    return (a // 64 * 64).astype(np.uint8)
+
+
+GENERATORS = {"blur": _blur, "noise": _noise, "poster": _poster}
+
+
+def _save(a: np.ndarray, path: Path) -> None:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(a).save(path)
+
+
+def build_demo_data(root: str | os.PathLike[str], seed: int = 0) -> dict[str, Path]:
+    """Two small ImageCLEF-style folders from the 12 bundled PNG slices, with truth files.
+
+    Task 1: even slices are "used" to train a pretend generator whose output ("generated/")
+    holds noisy near-copies of them; two of each class are held out as ``test/``. Task 2: every
+    slice passed through three pretend generators (blur, noise, posterisation); three slices
+    per generator are labelled examples in ``train/<generator>/``, the rest are ``test/``.
+    """
+    from PIL import Image
+
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    slices = sorted((sample_dir() / "png").glob("*.png"))
+    images = {p.stem: np.asarray(Image.open(p).convert("L")) for p in slices}
+    t1, t2 = root / "task1", root / "task2"
+    truth1, truth2 = [], []
+    for n, (name, a) in enumerate(images.items()):
+        used = n % 2 == 0
+        if n % 6 in (4, 5):
+            _save(a, t1 / "test" / f"{name}.png")
+            truth1.append(f"{name},{int(used)}")
+        else:
+            _save(a, t1 / "train" / ("used" if used else "not_used") / f"{name}.png")
+        if used:  # the pretend generator memorised its training slices
+            noisy = np.clip(a + rng.normal(0, 6, a.shape), 0, 255).astype(np.uint8)
+            _save(noisy, t1 / "generated" / f"gen_{name}.png")
+        for g, (generator, make) in enumerate(GENERATORS.items()):
+            out = make(a, rng)
+            if n < 3:
+                _save(out, t2 / "train" / generator / f"{generator}_{name}.png")
+            else:
+                _save(out, t2 / "test" / f"{generator}_{name}.png")
+                truth2.append(f"{generator}_{name},{g}")
+    (t1 / "truth.csv").write_text("id,label\n" + "\n".join(truth1) + "\n")
+    (t2 / "truth.csv").write_text("id,cluster\n" + "\n".join(truth2) + "\n")
+    return {"task1": t1, "task2": t2}
+
+
 def run_demo(
     out: str | os.PathLike[str] = "demo-out", *, weights: str | None = None, progress: bool = True
 ) -> dict[str, Any]:
-    """Embed the bundled sample into ``out/embeddings-<weights>`` and show what came out."""
-    from ctfp.embed.runner import embed
-    from ctfp.store.reader import read_embeddings
+    """Every stage on the bundled sample: embed it (PNG and DICOM of one slice side by side),
+    build small task 1 and task 2 datasets, run the seed method, proximity and the Gaussian
+    mixture, evaluate against the truth, write an HTML report per run. Returns a summary."""
+    import time
 
+    from ctfp.embed.runner import embed
+    from ctfp.evaluate import evaluate_run
+    from ctfp.report import write_report
+    from ctfp.store.reader import read_embeddings
+    from ctfp.tasks.runs import run_task1, run_task2
+
+    start = time.perf_counter()
+    out = Path(out)
     weights = _choose_weights(weights)
     tag = weights if weights in ("imagenet", "random") else "file"
-    shards = Path(out) / f"embeddings-{tag}"
+    shards = out / f"embeddings-{tag}"
     result = embed(sample_dir(), shards, weights=weights, progress=progress)
     data = read_embeddings(shards)
     m = data.matrix / np.linalg.norm(data.matrix, axis=1, keepdims=True)
@@ -57,24 +129,61 @@ def run_demo(
         d = np.linalg.norm(data.matrix - data.matrix[dcm], axis=1)
         d[dcm] = np.inf
         nearest = str(data.ids[int(d.argmin())])
-    summary = {
-        "out": str(shards),
-        "rows": len(data),
-        "dim": int(data.matrix.shape[1]),
-        "weights": data.metadata["weights"],
-        "seconds": round(result.seconds, 2),
-        "images_per_second": round(result.images_per_second, 1),
-        "png_vs_dicom_cosine": same_slice,
-        "dicom_nearest_neighbour": nearest,
-    }
     logger.info(
-        f"demo: {summary['rows']} slices x {summary['dim']} dims from {summary['weights']} weights "
-        f"in {shards}/part-*.parquet"
+        f"demo: {len(data)} slices x {data.matrix.shape[1]} dims from {data.metadata['weights']} "
+        f"weights in {shards}/part-*.parquet"
     )
     if nearest is not None:
         logger.info(
             f"demo: nearest neighbour of dicom/A0001_s2_030 among the 13 slices: {nearest} "
             "(its own PNG rendering, decoded by another path)"
         )
-    logger.info(f"demo: try  duckdb -c \"SELECT id, label FROM '{shards}/part-*.parquet' LIMIT 5\"")
+
+    folders = build_demo_data(out / "data")
+    options = dict(weights=weights, progress=progress)
+    runs: dict[str, dict[str, Any]] = {}
+    for name, method in (("task1-seed", "centroid"), ("task1-proximity", "proximity")):
+        dest = out / name
+        run_task1(folders["task1"], dest, k=2, method=method, **options)
+        metrics = evaluate_run("task1", dest / "run.csv", folders["task1"] / "truth.csv")
+        report = write_report(dest, truth=folders["task1"] / "truth.csv")
+        runs[name] = {"run": str(dest / "run.csv"), "report": str(report), "metrics": metrics}
+    dest = out / "task2"
+    run_task2(folders["task2"], dest, k=3, pca=8, **options)
+    metrics = evaluate_run("task2", dest / "clusters.csv", folders["task2"] / "truth.csv")
+    report = write_report(dest, truth=folders["task2"] / "truth.csv")
+    runs["task2"] = {"run": str(dest / "clusters.csv"), "report": str(report), "metrics": metrics}
+
+    summary = {
+        "out": str(out),
+        "embeddings": str(shards),
+        "rows": len(data),
+        "dim": int(data.matrix.shape[1]),
+        "weights": data.metadata["weights"],
+        "embed_seconds": round(result.seconds, 2),
+        "images_per_second": round(result.images_per_second, 1),
+        "png_vs_dicom_cosine": same_slice,
+        "dicom_nearest_neighbour": nearest,
+        "data": {k: str(v) for k, v in folders.items()},
+        "runs": runs,
+        "seconds": round(time.perf_counter() - start, 1),
+    }
+    lines = [f"demo: done in {summary['seconds']} s; everything is under {out}/"]
+    for name, run in runs.items():
+        mm = run["metrics"]
+        shown = (
+            f"F1 {mm['f1']:.2f}, accuracy {mm['accuracy']:.2f}, kappa {mm['kappa']:.2f}, "
+            f"ROC-AUC {mm['roc_auc']:.2f}"
+            if name.startswith("task1")
+            else f"ARI {mm['ari']:.2f}, NMI {mm['nmi']:.2f}"
+        )
+        lines.append(f"  {name:<16} {shown}  report: {run['report']}")
+    if data.metadata["weights"].startswith("random"):
+        lines.append(
+            "  (random weights: the pipeline is real, the numbers mean little; "
+            "run with ImageNet weights for real features)"
+        )
+    lines.append(f"  embeddings: duckdb -c \"SELECT id, label FROM '{shards}/*.parquet' LIMIT 5\"")
+    lines.append(f"  score an archive later: ctfp score {out / 'task1-seed'} SHARDS --out SCORES")
+    logger.info("\n".join(lines))
     return summary

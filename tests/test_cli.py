@@ -93,3 +93,13 @@ def test_demo_runs_on_the_bundled_sample(tmp_path: Path, capsys) -> None:
     assert summary["rows"] == 13 and summary["dim"] == 2048
     assert summary["png_vs_dicom_cosine"] > 0.99
     assert summary["dicom_nearest_neighbour"] == "png/A0001_s2_030"
+    # Every stage ran: both tasks, evaluated against the truth, each with its report.
+    assert set(summary["runs"]) == {"task1-seed", "task1-proximity", "task2"}
+    for name, run in summary["runs"].items():
+        assert Path(run["run"]).is_file() and Path(run["report"]).stat().st_size > 10_000
+        assert (tmp_path / name / "model" / "model.json").is_file()
+    seed = summary["runs"]["task1-seed"]["metrics"]
+    assert seed["n"] == 4 and 0 <= seed["f1"] <= 1 and seed["roc_auc"] is not None
+    assert summary["runs"]["task2"]["metrics"]["n"] == 27
+    # The noisy copies in generated/ are of the used slices: proximity must find them.
+    assert summary["runs"]["task1-proximity"]["metrics"]["roc_auc"] >= 0.75

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -67,6 +68,10 @@ def test_validate_command(tmp_path: Path, capsys) -> None:
     )
     out = capsys.readouterr().out
     assert "line 2: id 'a' is given more than once" in out and "missing from the run" in out
+    args = ["validate", "task1", str(tmp_path / "run.csv"), "--ids", str(tmp_path / "ids.txt")]
+    assert main([*args, "--json"]) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert report["valid"] is False and len(report["problems"]) >= 2
 
 
 def test_evaluate_refuses_mismatched_ids(tmp_path: Path, capsys) -> None:

@@ -63,11 +63,13 @@ def build_cache(
     out: PathLike,
     *,
     size: int = 256,
+    engine: str = "local",
     **options: Any,
 ) -> Any:
     """Decode every slice behind ``sources`` once into ``out`` (uint8, padded and resized to
     ``size``); ``options`` are :func:`ctfp.embed` options (window, workers, layout, ...).
-    Resumable like embedding; unreadable inputs go to ``out/_errors/errors.parquet``."""
+    Resumable like embedding; unreadable inputs go to ``out/_errors/errors.parquet``.
+    ``engine="ray"`` decodes on a Ray cluster (``actors``, ``ray_address`` as for embedding)."""
     from ctfp.embed.features import SliceCache
     from ctfp.embed.runner import embed
 
@@ -83,5 +85,6 @@ def build_cache(
         precision="fp32",
         device="cpu",
         backbone_factory=lambda: SliceCache(size),
+        engine=engine,
         **options,
     )

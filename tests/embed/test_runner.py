@@ -229,6 +229,20 @@ def test_same_inputs_same_outputs(tmp_path: Path, lung_pngs) -> None:
     np.testing.assert_array_equal(a.matrix, b.matrix)
 
 
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("cc") is None, reason="torch.compile needs a C compiler")
+def test_compiled_model_gives_the_same_rows(tmp_path: Path, lung_pngs) -> None:
+    """--compile: the real torch.compile of ResNet50 (about a minute on 2 cores), same rows."""
+    src = copy_pngs(lung_pngs[:2], tmp_path / "src")
+    kw = dict(weights="random", image_size=32, precision="fp32", dtype="float32", progress=False)
+    plain = embed(src, tmp_path / "plain", **kw)
+    compiled = embed(src, tmp_path / "compiled", compile=True, **kw)
+    assert plain.rows == compiled.rows == 2
+    a, b = read_embeddings(tmp_path / "plain"), read_embeddings(tmp_path / "compiled")
+    assert a.metadata == b.metadata  # compiling does not change the model's identity
+    np.testing.assert_allclose(b.matrix, a.matrix, rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error raised without CUDA")
 def test_asking_for_cuda_without_it_is_an_error(tmp_path: Path, lung_pngs) -> None:
     with pytest.raises(DeviceError, match="CUDA is not available"):
