@@ -32,8 +32,13 @@ def check_matrix(a: Any, name: str = "X") -> None:
         raise ValueError(f"{name} must be 2-D (n_samples, n_features), got shape {tuple(a.shape)}")
     if a.shape[0] == 0 or a.shape[1] == 0:
         raise ValueError(f"{name} is empty: shape {tuple(a.shape)}")
-    finite = a.isfinite().all() if is_torch(a) else np.isfinite(a).all()
-    if not bool(finite):
+    if is_torch(a):
+        finite = bool(a.isfinite().all())
+    else:
+        # NaN propagates through min and max and an infinity becomes one of them: two
+        # allocation-free reductions instead of a boolean array as large as the data.
+        finite = bool(np.isfinite(np.min(a)) and np.isfinite(np.max(a)))
+    if not finite:
         raise ValueError(f"{name} contains NaN or infinite values")
 
 

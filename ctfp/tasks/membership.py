@@ -84,16 +84,19 @@ class CentroidMembership:
         self.index_not_used_ = FlatIndex(d, metric="l1", device=self.device).add(not_used)
         return self
 
-    def score(self, x: Any) -> np.ndarray:
+    def score(self, x: Any, *, check_input: bool = True) -> np.ndarray:
         """(n,) L1 distance to the nearest not-used centre minus that to the nearest used one.
 
-        Positive means closer to a "used" centre; use it for ROC-AUC.
+        Positive means closer to a "used" centre; use it for ROC-AUC. ``check_input=False``
+        skips the finiteness check of a C-contiguous float32 ``x`` (a non-finite row then gets a
+        non-finite score, which the caller checks: :func:`ctfp.score_shards` does).
         """
         if not hasattr(self, "index_"):
             raise ValueError("this CentroidMembership is not fitted yet; call fit first")
-        a = to_numpy(x, np.float32)
-        d_used = self.index_used_.search(a, 1)[0][:, 0].astype(np.float64)
-        d_not = self.index_not_used_.search(a, 1)[0][:, 0].astype(np.float64)
+        fast = isinstance(x, np.ndarray) and x.dtype == np.float32 and x.ndim == 2
+        a = x if fast and not check_input and x.flags.c_contiguous else to_numpy(x, np.float32)
+        d_used = self.index_used_.search_checked(a, 1)[0][:, 0].astype(np.float64)
+        d_not = self.index_not_used_.search_checked(a, 1)[0][:, 0].astype(np.float64)
         return d_not - d_used
 
     def predict(self, x: Any) -> np.ndarray:

@@ -7,16 +7,19 @@ killed at any moment and rerun skips what is done and ends with every row scored
 
 from __future__ import annotations
 
+import inspect
 import os
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
+from ctfp.exceptions import InputError
 from ctfp.progress import progress_bar
 from ctfp.store.reader import check_compatible, shard_paths
 from ctfp.store.writer import write_atomic
@@ -44,19 +47,70 @@ def _prefetch(iterator: Iterator[Any]) -> Iterator[Any]:
 
 
 def _read_batches(path: Path, batch_size: int) -> Iterator[tuple[pa.Array, np.ndarray]]:
-    """(ids, float32 matrix) per batch of one shard. Runs in the prefetch thread, so Parquet
-    decoding and the float16 -> float32 conversion overlap with the scoring; single-threaded
-    Arrow decoding leaves the other core to FAISS (measured faster than Arrow's thread pool)."""
-    import pyarrow.parquet as pq
+    """(ids, float32 matrix) per batch of one shard.
 
-    with pq.ParquetFile(path) as f:
-        batches = f.iter_batches(
-            batch_size=batch_size, columns=["id", "embedding"], use_threads=False
-        )
-        for batch in batches:
-            emb = batch.column("embedding")
-            x = emb.flatten().to_numpy(zero_copy_only=False).reshape(len(batch), -1)
-            yield batch.column("id"), x.astype(np.float32)
+    Read with pyarrow.dataset (measured 2x faster than ``ParquetFile.iter_batches`` on
+    fixed-size-list columns) with one batch of read-ahead, and converted from float16 into one of
+    three reused float32 buffers (no fresh pages per batch; the conversion releases the GIL). This
+    runs in the prefetch thread: with the consumer holding one batch and the thread filling the
+    next, a buffer is never overwritten while in use. Memory is bounded by a few batches.
+    """
+    import pyarrow.dataset as ds
+
+    batches = ds.dataset(path, format="parquet").to_batches(
+        columns=["id", "embedding"],
+        batch_size=batch_size,
+        batch_readahead=1,
+        fragment_readahead=1,
+        use_threads=False,
+        memory_pool=_reading_pool(),
+    )
+    buffers: list[np.ndarray] = []
+    n = 0
+    for batch in batches:
+        if len(batch) == 0:
+            continue
+        emb = batch.column("embedding")
+        stored = emb.flatten().to_numpy(zero_copy_only=False).reshape(len(batch), -1)
+        if len(buffers) < 3:
+            buffers.append(np.empty(0, np.float32))
+        slot = n % 3
+        if buffers[slot].size < stored.size:
+            buffers[slot] = np.empty(stored.size, np.float32)
+        x = buffers[slot][: stored.size].reshape(stored.shape)
+        np.copyto(x, stored)
+        n += 1
+        yield batch.column("id"), x
+
+
+def _reading_pool() -> pa.MemoryPool:
+    """jemalloc where pyarrow has it, else the system allocator: both keep the large decode
+    buffers mapped between batches, where Arrow's default (mimalloc) returned and re-faulted
+    them (measured: half the system time, +10 % rows/s on 1M rows)."""
+    try:
+        return pa.jemalloc_memory_pool()
+    except (NotImplementedError, pa.ArrowNotImplementedError):
+        return pa.system_memory_pool()
+
+
+@contextmanager
+def _faiss_threads(n: int) -> Iterator[None]:
+    """FAISS's OpenMP thread count set to ``n`` for the block, then restored."""
+    import faiss
+
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(max(1, n))
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(before)
+
+
+def _accepts(method: Any, name: str) -> bool:
+    try:
+        return name in inspect.signature(method).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def score_shards(
@@ -99,12 +153,28 @@ def score_shards(
     total_rows = sum(pq.ParquetFile(p).metadata.num_rows for p in todo)
     start = time.perf_counter()
     rows = 0
-    with progress_bar(total_rows, "score", "row", enabled=progress) as bar:
+    # Task 1 scores are checked for finiteness instead of their inputs: a NaN or an infinity in
+    # a row makes its distances, hence its score, non-finite. One pass over n scores, not n x d.
+    unchecked = task1 and _accepts(model.score, "check_input")
+    # The prefetch thread reads and converts on one core; FAISS gets the others.
+    with (
+        progress_bar(total_rows, "score", "row", enabled=progress) as bar,
+        _faiss_threads((os.cpu_count() or 2) - 1),
+    ):
         for path in todo:
             ids, scores, labels = [], [], []
             for batch_ids, x in _prefetch(_read_batches(path, batch_size)):
                 if task1:
-                    scores.append(np.asarray(model.score(x), np.float32))
+                    score = np.asarray(
+                        model.score(x, check_input=False) if unchecked else model.score(x),
+                        np.float32,
+                    )
+                    if not np.isfinite(score).all():
+                        raise InputError(
+                            f"{path} holds non-finite embeddings (NaN or infinity) near row "
+                            f"{sum(len(s) for s in scores) + int(np.argmin(np.isfinite(score)))}"
+                        )
+                    scores.append(score)
                 else:
                     # Task 2: the cluster, scored by its posterior probability.
                     proba = np.asarray(model.predict_proba(x))
