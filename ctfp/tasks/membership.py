@@ -95,9 +95,12 @@ class CentroidMembership:
             raise ValueError("this CentroidMembership is not fitted yet; call fit first")
         fast = isinstance(x, np.ndarray) and x.dtype == np.float32 and x.ndim == 2
         a = x if fast and not check_input and x.flags.c_contiguous else to_numpy(x, np.float32)
-        d_used = self.index_used_.search_checked(a, 1)[0][:, 0].astype(np.float64)
-        d_not = self.index_not_used_.search_checked(a, 1)[0][:, 0].astype(np.float64)
-        return d_not - d_used
+        score = np.zeros(len(a))
+        for sign, index in ((-1.0, self.index_used_), (1.0, self.index_not_used_)):
+            D, I = index.search_checked(a, 1)  # noqa: E741
+            # FAISS reports a row with no finite distance (NaN/inf input) as neighbour -1.
+            score += sign * np.where(I[:, 0] < 0, np.nan, D[:, 0].astype(np.float64))
+        return score
 
     def predict(self, x: Any) -> np.ndarray:
         """(n,) 1 if the nearest of the 2k centres is a "used" centre, else 0 (the 1-NN label)."""

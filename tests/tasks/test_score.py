@@ -6,7 +6,9 @@ from pathlib import Path
 
 import duckdb
 import numpy as np
+import pytest
 
+from ctfp.exceptions import InputError
 from ctfp.store.reader import read_embeddings
 from ctfp.store.schema import make_metadata
 from ctfp.store.writer import ShardWriter
@@ -70,3 +72,18 @@ def test_task2_streamed_clusters(tmp_path: Path) -> None:
     order = np.argsort(data.ids)
     np.testing.assert_array_equal([r[1] for r in rows], gmm.predict(data.matrix)[order])
     assert all(1 / 3 <= r[2] <= 1.0 + 1e-6 for r in rows)
+
+
+def test_non_finite_embeddings_are_refused_with_the_shard_named(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    x = rng.gamma(1.0, 1.0, (50, 64)).astype(np.float16)
+    x[17, 3] = np.inf
+    meta = make_metadata(IDENTITY, "float16", {})
+    with ShardWriter(tmp_path / "emb", metadata=meta, rows_per_shard=1000) as w:
+        w.add("all", [f"r{i:03d}" for i in range(50)], "synthetic", range(50), None, x)
+    model = CentroidMembership(2, device="cpu").fit(
+        rng.gamma(1.0, 1.0, (20, 64)), rng.gamma(1.2, 1.0, (20, 64))
+    )
+    with pytest.raises(InputError, match=r"part-00000.parquet holds non-finite .* row 17"):
+        score_shards(model, tmp_path / "emb", tmp_path / "scores", progress=False)
+    assert not list((tmp_path / "scores").glob("*.parquet"))
