@@ -156,10 +156,18 @@ def score_shards(
     # Task 1 scores are checked for finiteness instead of their inputs: a NaN or an infinity in
     # a row makes its distances, hence its score, non-finite. One pass over n scores, not n x d.
     unchecked = task1 and _accepts(model.score, "check_input")
-    # The prefetch thread reads and converts on one core; FAISS gets the others.
+    # Against a few centres, reading is half the work: the prefetch thread reads and converts
+    # on one core and FAISS gets the others. A search over a large set (proximity) or a mixture
+    # outweighs reading, so those keep every core.
+    import faiss
+
+    from ctfp.tasks.membership import CentroidMembership
+
+    cheap = isinstance(model, CentroidMembership)
+    threads = (os.cpu_count() or 2) - 1 if cheap else faiss.omp_get_max_threads()
     with (
         progress_bar(total_rows, "score", "row", enabled=progress) as bar,
-        _faiss_threads((os.cpu_count() or 2) - 1),
+        _faiss_threads(threads),
     ):
         for path in todo:
             ids, scores, labels = [], [], []
