@@ -193,6 +193,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             reference=args.reference,
             calibrate=args.calibrate,
             index=args.index,
+            recall_target=args.recall_target,
             **common,
         )
     else:
@@ -388,6 +389,13 @@ def build_parser() -> argparse.ArgumentParser:
         default="flat",
         choices=("flat", "ivf", "hnsw"),
         help="proximity: exact (flat) or approximate search over the generated set",
+    )
+    t.add_argument(
+        "--recall-target",
+        type=float,
+        default=0.99,
+        help="ivf/hnsw: tune nprobe/efSearch to the least effort reaching this recall@1 on the "
+        "training reals (default 0.99)",
     )
     t2 = tasks.add_parser(
         "task2",

@@ -48,6 +48,7 @@ def fit_membership(
     reference: bool = True,
     calibrate: str = "balanced",
     index: str = "flat",
+    recall_target: float | None = 0.99,
 ) -> Any:
     """Fit a task 1 model: ``centroid`` (seed), ``proximity`` or ``ensemble``.
 
@@ -63,7 +64,9 @@ def fit_membership(
         raise InputError(f"method {method!r} needs generated slices (DATA/generated/)")
     proximity = dict(metric=metric, neighbours=neighbours, reference=reference, index=index)
     if method == "proximity":
-        model = ProximityMembership(calibrate=calibrate, device=device, **proximity)
+        model = ProximityMembership(
+            calibrate=calibrate, device=device, recall_target=recall_target, **proximity
+        )
     else:
         model = EnsembleMembership(
             k=k, calibrate=calibrate, random_state=seed, device=device, **proximity
@@ -117,6 +120,7 @@ def run_task1(
     reference: bool = True,
     calibrate: str = "balanced",
     index: str = "flat",
+    recall_target: float | None = 0.99,
     seed: int = 0,
     device: str = "auto",
     **embed_options: Any,
@@ -167,6 +171,7 @@ def run_task1(
             reference=reference,
             calibrate=calibrate,
             index=index,
+            recall_target=recall_target,
         )
         pred, score = model.predict(x), model.score(x)
         dest = out if len(ks) == 1 else out / f"k{kk}"
@@ -201,6 +206,7 @@ def run_task1(
         "reference": reference,
         "calibrate": calibrate,
         "index": index,
+        "recall_target": recall_target if index != "flat" else None,
         "seed": seed,
         "n_used": int(train_y.sum()),
         "n_not_used": int((train_y == 0).sum()),

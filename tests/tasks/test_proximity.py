@@ -105,3 +105,25 @@ def test_errors() -> None:
         ProximityMembership().score(reals)
     with pytest.raises(ValueError, match="neighbours"):
         ProximityMembership(neighbours=500, device="cpu").fit(generated, reals, y)
+
+
+@pytest.mark.parametrize("kind", ["ivf", "hnsw"])
+def test_search_effort_is_tuned_to_the_recall_target(kind: str) -> None:
+    """Clustered data: the tuned effort is the least power of 2 reaching the target."""
+    rng = np.random.default_rng(0)
+    centres = rng.normal(0, 4, (50, 32)).astype(np.float32)
+    base = centres[rng.integers(0, 50, 8000)] + rng.normal(size=(8000, 32)).astype(np.float32)
+    queries = centres[rng.integers(0, 50, 400)] + rng.normal(size=(400, 32)).astype(np.float32)
+    exact = FlatIndex(32, metric="l2", device="cpu").add(base)
+    index = make_index(32, kind=kind, metric="l2").add(base)
+    recall = index.tune(exact, queries, target=0.95)
+    effort = index.effort
+    assert recall >= 0.95 and recall == recall_at_1(index, exact, queries)
+    start = 1 if kind == "ivf" else 16
+    if effort > start:  # one step less effort misses the target
+        index.effort = effort // 2
+        assert recall_at_1(index, exact, queries) < 0.95
+    # And the model tunes itself on its training reals.
+    reals, y, generated = memorised()
+    model = ProximityMembership(index=kind, recall_target=0.99, device="cpu")
+    assert model.fit(generated, reals, y).recall_ >= 0.99
