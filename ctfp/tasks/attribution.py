@@ -10,6 +10,7 @@ import numpy as np
 
 from ctfp.cluster.gmm import GaussianMixture
 from ctfp.exceptions import InputError
+from ctfp.progress import progress_bar
 
 
 def select_components(
@@ -21,7 +22,7 @@ def select_components(
 
 
 def _sweep(
-    x: Any, k_range: Sequence[int], gmm_kwargs: dict[str, Any]
+    x: Any, k_range: Sequence[int], gmm_kwargs: dict[str, Any], progress: bool = False
 ) -> tuple[int, dict[int, float], dict[int, float]]:
     from sklearn.metrics import silhouette_score
 
@@ -29,7 +30,7 @@ def _sweep(
     if not ks:
         raise ValueError(f"no k in {list(k_range)} fits {len(x)} samples")
     bics, silhouettes = {}, {}
-    for k in ks:
+    for k in progress_bar(len(ks), "gmm k sweep", "k", enabled=progress, iterable=ks):
         model = GaussianMixture(k, **gmm_kwargs).fit(x)
         bics[k] = model.bic(x)
         labels = model.predict(x)
@@ -87,12 +88,14 @@ def cluster_slices(
     train_groups: Sequence[Any] | None = None,
     seed: int = 0,
     device: str = "auto",
+    progress: bool = False,
 ) -> Clustering:
     """Cluster ``x`` (n, d) with a Gaussian mixture.
 
     ``pca``: project onto that many principal components of ``x`` first. ``train_x`` with
     ``train_groups``: semi-supervised start, one component per group initialised at the group's
-    mean (``k`` is then the number of groups). ``k="auto"``: lowest BIC over ``k_range``.
+    mean (``k`` is then the number of groups). ``k="auto"``: lowest BIC over ``k_range``
+    (``progress``: a bar over the k tried).
     """
     projection = None
     if pca is not None:
@@ -120,7 +123,7 @@ def cluster_slices(
         k = len(names)
         gmm_kwargs.update(_start_from_groups(z, means, covariance_type, reg_covar))
     elif k == "auto":
-        k, bics, silhouettes = _sweep(z, k_range, gmm_kwargs)
+        k, bics, silhouettes = _sweep(z, k_range, gmm_kwargs, progress)
     k = int(k)
     if not 1 <= k <= len(z):
         raise InputError(f"k must be between 1 and the {len(z)} slices, got {k}")

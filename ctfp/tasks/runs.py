@@ -14,7 +14,7 @@ import numpy as np
 from ctfp.embed.runner import embed
 from ctfp.evaluate import attribution_metrics, write_run
 from ctfp.exceptions import InputError
-from ctfp.progress import logger
+from ctfp.progress import logger, progress_bar
 from ctfp.store.reader import Embeddings, read_embeddings
 from ctfp.store.writer import write_text_atomic
 from ctfp.tasks.attribution import cluster_slices
@@ -157,7 +157,13 @@ def run_task1(
     generated = emb.matrix[labels == "generated"]
     ids, x = _test_part(emb)
     runs: dict[int, dict[str, Any]] = {}
-    for kk in ks:
+    for kk in progress_bar(
+        len(ks),
+        "task1 fits",
+        "k",
+        enabled=len(ks) > 1 and embed_options.get("progress", True),
+        iterable=ks,
+    ):
         model = fit_membership(
             method,
             train_x,
@@ -273,6 +279,7 @@ def run_task2(
         train_groups=groups[train] if semi_supervised else None,
         seed=seed,
         device=device,
+        progress=embed_options.get("progress", True),
     )
     labels = result.labels
     write_run(out / "clusters.csv", ids, labels)
