@@ -211,6 +211,32 @@ def embed(
             )
         write_start = time.perf_counter()
     timings["write"] += time.perf_counter() - write_start
+    return finish_run(
+        writer,
+        out,
+        files,
+        pending,
+        rows,
+        start,
+        device=str(dev),
+        precision=prec,
+        batch_size=batch_size,
+        workers=workers,
+        timings=timings,
+        identity=identity,
+    )
+
+
+def finish_run(
+    writer: ShardWriter,
+    out: str | os.PathLike[str],
+    files: Sequence[InputFile],
+    pending: Sequence[InputFile],
+    rows: int,
+    start: float,
+    **fields: Any,
+) -> EmbedResult:
+    """The result of a run (either engine) from its writer and counts, logged as it closes."""
     seconds = time.perf_counter() - start
     result = EmbedResult(
         out=str(out),
@@ -220,13 +246,8 @@ def embed(
         errors=writer.errors,
         seconds=seconds,
         images_per_second=rows / seconds if seconds > 0 else 0.0,
-        device=str(dev),
-        precision=prec,
-        batch_size=batch_size,
-        workers=workers,
         shards=[str(p) for p in writer.shards_written],
-        timings=timings,
-        identity=identity,
+        **fields,
     )
     log_result(result)
     return result

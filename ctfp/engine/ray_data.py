@@ -42,7 +42,7 @@ from ctfp import exceptions
 from ctfp.device import DEVICES, autocast, resolve_precision
 from ctfp.embed.backbone import Preprocessing
 from ctfp.embed.loader import CacheDataset, Decoded, SliceDataset
-from ctfp.embed.runner import EmbedResult, _forward, default_batch_size, log_result
+from ctfp.embed.runner import EmbedResult, _forward, default_batch_size, finish_run
 from ctfp.engine import require_ray
 from ctfp.exceptions import CtfpError, DeviceError
 from ctfp.io.decode import Window
@@ -163,27 +163,22 @@ def embed_ray(
             )
         write_start = time.perf_counter()
     timings["write"] += time.perf_counter() - write_start
-    seconds = time.perf_counter() - start
-    result = EmbedResult(
-        out=str(out),
-        rows=rows,
-        files=len(files),
-        skipped_files=len(files) - len(pending),
-        errors=writer.errors,
-        seconds=seconds,
-        images_per_second=rows / seconds if seconds > 0 else 0.0,
+    return finish_run(
+        writer,
+        out,
+        files,
+        pending,
+        rows,
+        start,
         device=f"ray:{actors}x{'cuda' if use_gpu else 'cpu'}",
         precision=used_precision,
         batch_size=batch_size,
         workers=0,
-        shards=[str(p) for p in writer.shards_written],
         timings=timings,
         identity=identity,
         engine="ray",
         actors=actors,
     )
-    log_result(result)
-    return result
 
 
 def _connect(ray: Any, address: str | None) -> None:
