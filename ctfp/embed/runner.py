@@ -199,24 +199,22 @@ def embed(
 
     start = time.perf_counter()
     timings = {"decode_wait": 0.0, "infer": 0.0, "write": 0.0}
-    with ShardWriter(out, metadata=metadata, rows_per_shard=rows_per_shard) as writer:
-        todo = writer.pending(f.id for f in files)
-        pending = [f for f in files if f.id in todo]
-        rows = 0
-        if not pending:
-            logger.info(f"nothing to do: all {len(files)} inputs are already in {out}")
-        else:
-            rows = _run(
-                backbone, pending, writer, dev, prec, window, batch_size, workers, progress, timings
-            )
-        write_start = time.perf_counter()
-    timings["write"] += time.perf_counter() - write_start
+    writer, pending, rows = write_pending(
+        files,
+        out,
+        metadata,
+        rows_per_shard,
+        timings,
+        lambda todo, writer: _run(
+            backbone, todo, writer, dev, prec, window, batch_size, workers, progress, timings
+        ),
+    )
     return finish_run(
         writer,
         out,
         files,
         pending,
-        rows,
+        rows or 0,
         start,
         device=str(dev),
         precision=prec,
@@ -225,6 +223,30 @@ def embed(
         timings=timings,
         identity=identity,
     )
+
+
+def write_pending(
+    files: Sequence[InputFile],
+    out: str | os.PathLike[str],
+    metadata: dict[str, Any],
+    rows_per_shard: int,
+    timings: dict[str, float],
+    run: Callable[[list[InputFile], ShardWriter], Any],
+) -> tuple[ShardWriter, list[InputFile], Any]:
+    """Open the shard writer of ``out``, call ``run(pending, writer)`` on the files not yet in
+    it (resume; nothing is called when all are done) and close it, timing the final flush as
+    ``write``. Returns the writer, the pending files and what ``run`` returned (else None)."""
+    value = None
+    with ShardWriter(out, metadata=metadata, rows_per_shard=rows_per_shard) as writer:
+        todo = writer.pending(f.id for f in files)
+        pending = [f for f in files if f.id in todo]
+        if not pending:
+            logger.info(f"nothing to do: all {len(files)} inputs are already in {out}")
+        else:
+            value = run(pending, writer)
+        write_start = time.perf_counter()
+    timings["write"] += time.perf_counter() - write_start
+    return writer, pending, value
 
 
 def finish_run(

@@ -42,7 +42,7 @@ from ctfp import exceptions
 from ctfp.device import DEVICES, autocast, resolve_precision
 from ctfp.embed.backbone import Preprocessing
 from ctfp.embed.loader import CacheDataset, Decoded, SliceDataset
-from ctfp.embed.runner import EmbedResult, _forward, default_batch_size, finish_run
+from ctfp.embed.runner import EmbedResult, _forward, default_batch_size, finish_run, write_pending
 from ctfp.engine import require_ray
 from ctfp.exceptions import CtfpError, DeviceError
 from ctfp.io.decode import Window
@@ -133,36 +133,34 @@ def embed_ray(
     start = time.perf_counter()
     # startup: until the first embeddings arrive (actor start, model build, first batch).
     timings = {"ray_init": ray_init, "startup": 0.0, "wait": 0.0, "write": 0.0}
-    used_precision = precision
-    with ShardWriter(out, metadata=metadata, rows_per_shard=rows_per_shard) as writer:
-        todo = writer.pending(f.id for f in files)
-        pending = [f for f in files if f.id in todo]
-        rows = 0
-        if not pending:
-            logger.info(f"nothing to do: all {len(files)} inputs are already in {out}")
-        else:
-            rows, used_precision = _run(
-                ray,
-                pending,
-                writer,
-                embed_actor_kwargs=dict(
-                    factory=factory,
-                    identity=identity,
-                    use_gpu=use_gpu,
-                    precision=precision,
-                    batch_size=batch_size,
-                    threads=threads,
-                    dtype=dtype,
-                ),
-                decode_kwargs=dict(window=window, preprocessing=preprocessing),
-                batch_size=batch_size,
-                actors=actors,
+    writer, pending, ran = write_pending(
+        files,
+        out,
+        metadata,
+        rows_per_shard,
+        timings,
+        lambda todo, writer: _run(
+            ray,
+            todo,
+            writer,
+            embed_actor_kwargs=dict(
+                factory=factory,
+                identity=identity,
                 use_gpu=use_gpu,
-                progress=progress,
-                timings=timings,
-            )
-        write_start = time.perf_counter()
-    timings["write"] += time.perf_counter() - write_start
+                precision=precision,
+                batch_size=batch_size,
+                threads=threads,
+                dtype=dtype,
+            ),
+            decode_kwargs=dict(window=window, preprocessing=preprocessing),
+            batch_size=batch_size,
+            actors=actors,
+            use_gpu=use_gpu,
+            progress=progress,
+            timings=timings,
+        ),
+    )
+    rows, used_precision = ran or (0, precision)
     return finish_run(
         writer,
         out,
