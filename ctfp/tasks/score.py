@@ -7,7 +7,6 @@ killed at any moment and rerun skips what is done and ends with every row scored
 
 from __future__ import annotations
 
-import inspect
 import os
 import time
 from collections.abc import Iterator
@@ -65,21 +64,15 @@ def _read_batches(path: Path, batch_size: int) -> Iterator[tuple[pa.Array, np.nd
         use_threads=False,
         memory_pool=_reading_pool(),
     )
-    buffers: list[np.ndarray] = []
-    n = 0
-    for batch in batches:
-        if len(batch) == 0:
-            continue
+    buffers = [np.empty(0, np.float32) for _ in range(3)]
+    for n, batch in enumerate(b for b in batches if len(b)):
         emb = batch.column("embedding")
         stored = emb.flatten().to_numpy(zero_copy_only=False).reshape(len(batch), -1)
-        if len(buffers) < 3:
-            buffers.append(np.empty(0, np.float32))
-        slot = n % 3
+        slot = n % len(buffers)
         if buffers[slot].size < stored.size:
             buffers[slot] = np.empty(stored.size, np.float32)
         x = buffers[slot][: stored.size].reshape(stored.shape)
         np.copyto(x, stored)
-        n += 1
         yield batch.column("id"), x
 
 
@@ -104,13 +97,6 @@ def _faiss_threads(n: int) -> Iterator[None]:
         yield
     finally:
         faiss.omp_set_num_threads(before)
-
-
-def _accepts(method: Any, name: str) -> bool:
-    try:
-        return name in inspect.signature(method).parameters
-    except (TypeError, ValueError):
-        return False
 
 
 def score_shards(
@@ -153,18 +139,17 @@ def score_shards(
     total_rows = sum(pq.ParquetFile(p).metadata.num_rows for p in todo)
     start = time.perf_counter()
     rows = 0
-    # Task 1 scores are checked for finiteness instead of their inputs: a NaN or an infinity in
-    # a row makes its distances, hence its score, non-finite. One pass over n scores, not n x d.
-    unchecked = task1 and _accepts(model.score, "check_input")
-    # Against a few centres, reading is half the work: the prefetch thread reads and converts
-    # on one core and FAISS gets the others. A search over a large set (proximity) or a mixture
-    # outweighs reading, so those keep every core.
+    # The seed model's search against a few centres costs about as much as reading a row: the
+    # prefetch thread reads and converts on one core and FAISS gets the others, and its scores,
+    # not its n x d inputs, are checked for finiteness (a NaN or infinity in a row makes the
+    # row's score NaN; every task 1 score is checked below). A search over a large generated
+    # set or a mixture outweighs reading, so those keep every core and check their inputs.
     import faiss
 
     from ctfp.tasks.membership import CentroidMembership
 
-    cheap = isinstance(model, CentroidMembership)
-    threads = (os.cpu_count() or 2) - 1 if cheap else faiss.omp_get_max_threads()
+    centroid = isinstance(model, CentroidMembership)
+    threads = (os.cpu_count() or 2) - 1 if centroid else faiss.omp_get_max_threads()
     with (
         progress_bar(total_rows, "score", "row", enabled=progress) as bar,
         _faiss_threads(threads),
@@ -174,7 +159,7 @@ def score_shards(
             for batch_ids, x in _prefetch(_read_batches(path, batch_size)):
                 if task1:
                     score = np.asarray(
-                        model.score(x, check_input=False) if unchecked else model.score(x),
+                        model.score(x, check_input=False) if centroid else model.score(x),
                         np.float32,
                     )
                     if not np.isfinite(score).all():
