@@ -65,13 +65,14 @@ class Clustering:
 
 @dataclass
 class LinearProjection:
-    """``(x - mean) @ components.T``: a fitted PCA without its fitting machinery (as saved)."""
+    """``(x - mean_) @ components_.T``: a fitted (non-whitening) PCA without its fitting
+    machinery, as saved; the attribute names are scikit-learn's."""
 
-    mean: np.ndarray
-    components: np.ndarray
+    mean_: np.ndarray
+    components_: np.ndarray
 
     def transform(self, x: np.ndarray) -> np.ndarray:
-        return (np.asarray(x, dtype=np.float64) - self.mean) @ self.components.T
+        return (np.asarray(x, dtype=np.float64) - self.mean_) @ self.components_.T
 
 
 def cluster_slices(

@@ -20,7 +20,7 @@ import numpy as np
 from ctfp._version import __version__
 from ctfp.exceptions import InputError, ShardMismatchError
 from ctfp.store.schema import identity_of
-from ctfp.store.writer import write_text_atomic
+from ctfp.store.writer import write_bytes_atomic, write_text_atomic
 
 MODEL_FORMAT = "ctfp-model/1"
 MODEL_FILE = "model.json"
@@ -90,11 +90,9 @@ def save_model(
         arrays["weights"] = gmm.weights_
         arrays["means"] = gmm.means_
         arrays["covariances"] = gmm.covariances_
-        if model.projection is not None:
-            mean = getattr(model.projection, "mean_", getattr(model.projection, "mean", None))
-            comps = getattr(
-                model.projection, "components_", getattr(model.projection, "components", None)
-            )
+        if model.projection is not None:  # a scikit-learn PCA or a LinearProjection
+            mean = getattr(model.projection, "mean_", None)
+            comps = getattr(model.projection, "components_", None)
             if mean is None or comps is None or getattr(model.projection, "whiten", False):
                 raise InputError("only a linear (non-whitening) PCA projection can be saved")
             arrays["projection_mean"] = np.asarray(mean)
@@ -109,12 +107,7 @@ def save_model(
     (out / MODEL_FILE).unlink(missing_ok=True)  # the folder is not a model while rewritten
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
-    tmp = out / f".{ARRAYS_FILE}.tmp"
-    with open(tmp, "wb") as f:
-        f.write(buffer.getvalue())
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, out / ARRAYS_FILE)
+    write_bytes_atomic(out / ARRAYS_FILE, buffer.getvalue())
     description = {
         "format": MODEL_FORMAT,
         "task": task,
