@@ -76,10 +76,7 @@ class FlatIndex:
         I : (n, k) int64
             Row numbers of the neighbours in insertion order.
         """
-        if self.ntotal == 0:
-            raise ValueError("the index is empty; add vectors before searching")
-        if not 1 <= k <= self.ntotal:
-            raise ValueError(f"k must be between 1 and {self.ntotal}, got {k}")
+        self._check_k(k)
         D, I = self.index.search(self._check(x), k)  # noqa: E741 - FAISS's names
         return like(D, x), like(I, x)
 
@@ -88,9 +85,14 @@ class FlatIndex:
         (one validation pass per batch instead of one per index searched)."""
         if x.dtype != np.float32 or not x.flags.c_contiguous or x.ndim != 2 or x.shape[1] != self.d:
             return self.search(x, k)
+        self._check_k(k)
+        return self.index.search(x, k)
+
+    def _check_k(self, k: int) -> None:
+        if self.ntotal == 0:
+            raise ValueError("the index is empty; add vectors before searching")
         if not 1 <= k <= self.ntotal:
             raise ValueError(f"k must be between 1 and {self.ntotal}, got {k}")
-        return self.index.search(x, k)
 
     def to_bytes(self) -> np.ndarray:
         """The index serialised by FAISS (a uint8 array), copied to the host first if on a GPU."""
