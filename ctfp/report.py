@@ -243,18 +243,10 @@ def _new_figure(width: float = 6.4, height: float = 4.0) -> Any:
 
 
 def _window_of(metadata: dict[str, Any]) -> Any:
-    """The decoding window the shards were embedded with (``Window.describe()`` in reverse)."""
+    """The decoding window the shards were embedded with."""
     from ctfp.io.decode import Window
 
-    text = str((metadata.get("decode") or {}).get("window", "auto"))
-    if text == "minmax":
-        return Window(mode="minmax")
-    mode, _, rest = text.partition(":")
-    try:
-        level, width = (float(v) for v in rest.split(","))
-    except ValueError:
-        return Window()
-    return Window(mode=mode, level=level, width=width)
+    return Window.from_description(str((metadata.get("decode") or {}).get("window", "auto")))
 
 
 class _Thumbnails:

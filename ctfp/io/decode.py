@@ -41,6 +41,19 @@ class Window:
             return "minmax"
         return f"{self.mode}:{self.level:g},{self.width:g}"
 
+    @classmethod
+    def from_description(cls, text: str) -> Window:
+        """The window :meth:`describe` wrote (as stored in shard metadata); the default window
+        for anything else."""
+        if text == "minmax":
+            return cls(mode="minmax")
+        mode, _, rest = text.partition(":")
+        try:
+            level, width = (float(v) for v in rest.split(","))
+        except ValueError:
+            return cls()
+        return cls(mode=mode, level=level, width=width)
+
 
 def parse_window(text: str | None) -> Window:
     """Parse ``--window``: ``LEVEL,WIDTH``, a preset (lung, mediastinum, ...) or ``minmax``."""

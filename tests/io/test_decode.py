@@ -153,3 +153,10 @@ def test_truncated_dicom(tmp_path: Path) -> None:
 def test_dicom_named_png_is_read_by_content(tmp_path: Path) -> None:
     shutil.copy(DCM, tmp_path / "oops.png")
     np.testing.assert_array_equal(decode_file(tmp_path / "oops.png"), decode_file(DCM))
+
+
+def test_window_description_round_trips() -> None:
+    """Shard metadata stores Window.describe(); the report reads it back to render thumbnails."""
+    for window in (Window(), Window(mode="minmax"), parse_window("40,400"), parse_window("bone")):
+        assert Window.from_description(window.describe()) == window
+    assert Window.from_description("not a window") == Window()
