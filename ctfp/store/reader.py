@@ -13,7 +13,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ctfp.exceptions import InputError, ShardMismatchError
-from ctfp.store.schema import ERRORS_DIR, ERRORS_FILE, SHARD_GLOB, identity_of, read_metadata
+from ctfp.store.schema import (
+    ERRORS_DIR,
+    ERRORS_FILE,
+    SHARD_GLOB,
+    SLICES_FORMAT,
+    identity_of,
+    read_metadata,
+)
 
 PathLike = str | os.PathLike[str]
 
@@ -72,6 +79,11 @@ def check_compatible(paths: Sequence[Path]) -> dict[str, Any]:
         meta = read_metadata(pq.read_schema(path))
         if meta is None:
             raise ShardMismatchError(f"{path} has no ctfp metadata; it was not written by ctfp")
+        if meta.get("format") == SLICES_FORMAT:
+            raise ShardMismatchError(
+                f"{path} is a decoded-slice cache (ctfp cache), not embeddings; embed it first: "
+                f"ctfp embed {path.parent} --out EMBEDDINGS"
+            )
         if first is None:
             first, first_path = meta, path
             continue
@@ -106,15 +118,23 @@ def read_embeddings(paths: PathLike | Sequence[PathLike], *, dtype: Any = np.flo
     """
     files = shard_paths(paths)
     meta = check_compatible(files)
-    tables = [pq.read_table(p) for p in files]
+    rows = sum(pq.ParquetFile(p).metadata.num_rows for p in files)
+    matrix = np.empty((rows, int(meta["dim"])), np.dtype(dtype))
+    tables, start = [], 0
+    # Shard by shard into one preallocated matrix: no whole-archive Arrow column held beside it,
+    # and shards whose embedding types differ only in nullability (older ctfp) mix freely.
+    for path in files:
+        table = pq.read_table(path)
+        matrix[start : start + table.num_rows] = _matrix(table.column("embedding"), matrix.dtype)
+        start += table.num_rows
+        tables.append(table.drop_columns(["embedding"]))
     table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
     ids = np.asarray(table.column("id").to_pylist(), dtype=object)
     if len(set(ids)) != len(ids):
         values, counts = np.unique(ids.astype(str), return_counts=True)
         dupes = values[counts > 1][:5].tolist()
         raise InputError(f"ids occur more than once across the shards, e.g. {dupes}")
-    matrix = _matrix(table.column("embedding"), np.dtype(dtype))
-    return Embeddings(ids, matrix, table.drop_columns(["embedding"]), meta)
+    return Embeddings(ids, matrix, table, meta)
 
 
 def iter_embeddings(

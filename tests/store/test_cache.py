@@ -7,9 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
+import pytest
 
 from ctfp.cli import main
 from ctfp.embed.runner import embed
+from ctfp.exceptions import ShardMismatchError
 from ctfp.store.cache import build_cache, is_slice_cache
 from ctfp.store.reader import read_embeddings, read_errors
 from tests.conftest import EDGE, copy_pngs
@@ -24,6 +26,9 @@ def test_embedding_from_the_cache_equals_embedding_the_images(
     result = build_cache(src, tmp_path / "cache", size=64, progress=False)
     assert result.rows == 12 + 16 and len(result.errors) == 1
     assert is_slice_cache(tmp_path / "cache") and not is_slice_cache(src)
+    # A cache is not embeddings: handed to a reader, it is refused with what to do instead.
+    with pytest.raises(ShardMismatchError, match="decoded-slice cache.*ctfp embed"):
+        read_embeddings(tmp_path / "cache")
     assert read_errors(tmp_path / "cache").column("id").to_pylist() == ["broken"]
     schema = pq.read_schema(next((tmp_path / "cache").glob("part-*.parquet")))
     assert schema.field("pixels").type.byte_width == 64 * 64

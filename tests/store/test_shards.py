@@ -60,6 +60,8 @@ def test_schema_metadata_and_external_readers(tmp_path: Path) -> None:
     emb = schema.field("embedding").type
     assert pa.types.is_fixed_size_list(emb) and emb.list_size == 8
     assert emb.value_type == pa.float32()
+    # Non-null elements: Parquet stores no definition level per element (faster reads).
+    assert not emb.value_field.nullable and not schema.field("embedding").nullable
     stored = json.loads(schema.metadata[b"ctfp"])
     assert stored["weights_sha256"] == "ab" * 32 and stored["dim"] == 8
     assert "ctfp_version" in stored and stored["dtype"] == "float32"
@@ -161,3 +163,24 @@ def test_foreign_parquet_is_refused(tmp_path: Path) -> None:
     pq.write_table(pl.DataFrame({"x": [1]}).to_arrow(), tmp_path / "part-00000.parquet")
     with pytest.raises(ShardMismatchError, match="not written by ctfp"):
         ShardWriter(tmp_path, metadata=meta())
+
+
+def test_shards_with_nullable_elements_still_read(tmp_path: Path) -> None:
+    """Shards written before the elements were declared non-null sit beside new ones: the
+    readers, the streamed scorer and DuckDB take both."""
+    with ShardWriter(tmp_path, metadata=meta(), rows_per_shard=4) as w:
+        fill(w, [f"s{i:02d}" for i in range(8)])
+    expected = read_embeddings(tmp_path).matrix
+    old = tmp_path / "part-00000.parquet"
+    table = pq.read_table(old)
+    i = table.schema.get_field_index("embedding")
+    nullable = pa.list_(pa.field("element", pa.float32(), nullable=True), 8)
+    column = pa.FixedSizeListArray.from_arrays(table.column(i).combine_chunks().flatten(), 8)
+    table = table.set_column(i, pa.field("embedding", nullable, nullable=False), column.cast(nullable))
+    pq.write_table(table, old)
+    assert pq.read_schema(old).field("embedding").type.value_field.nullable
+    np.testing.assert_array_equal(read_embeddings(tmp_path).matrix, expected)
+    streamed = np.concatenate([b.matrix for b in iter_embeddings(tmp_path, batch_size=3)])
+    np.testing.assert_array_equal(streamed, expected)
+    query = f"SELECT count(*) FROM '{tmp_path}/*.parquet' WHERE len(embedding) = 8"
+    assert duckdb.sql(query).fetchall()[0][0] == 8
