@@ -27,7 +27,7 @@ def test_embedding_from_the_cache_equals_embedding_the_images(
     assert result.rows == 12 + 16 and len(result.errors) == 1
     assert is_slice_cache(tmp_path / "cache") and not is_slice_cache(src)
     # A cache is not embeddings: handed to a reader, it is refused with what to do instead.
-    with pytest.raises(ShardMismatchError, match="decoded-slice cache.*ctfp embed"):
+    with pytest.raises(ShardMismatchError, match=r"decoded-slice cache.*ctfp embed"):
         read_embeddings(tmp_path / "cache")
     assert read_errors(tmp_path / "cache").column("id").to_pylist() == ["broken"]
     schema = pq.read_schema(next((tmp_path / "cache").glob("part-*.parquet")))

@@ -176,7 +176,9 @@ def test_shards_with_nullable_elements_still_read(tmp_path: Path) -> None:
     i = table.schema.get_field_index("embedding")
     nullable = pa.list_(pa.field("element", pa.float32(), nullable=True), 8)
     column = pa.FixedSizeListArray.from_arrays(table.column(i).combine_chunks().flatten(), 8)
-    table = table.set_column(i, pa.field("embedding", nullable, nullable=False), column.cast(nullable))
+    table = table.set_column(
+        i, pa.field("embedding", nullable, nullable=False), column.cast(nullable)
+    )
     pq.write_table(table, old)
     assert pq.read_schema(old).field("embedding").type.value_field.nullable
     np.testing.assert_array_equal(read_embeddings(tmp_path).matrix, expected)
