@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ctfp.index.ann import ApproximateIndex, make_index, recall_at_1
+from ctfp.index.ann import ApproximateIndex, exact_nearest, make_index, recall_at_1
 from ctfp.index.flat import FlatIndex
 from ctfp.tasks.ensemble import EnsembleMembership
 from ctfp.tasks.proximity import ProximityMembership, choose_threshold
@@ -84,6 +84,11 @@ def test_approximate_indexes_and_recall(kind: str) -> None:
     index.add(base)
     exact = FlatIndex(32, metric="l2", device="cpu").add(base)
     assert recall_at_1(index, exact, queries) > 0.9
+    # The indexed vectors themselves stand for the exact index (brute force, no copy).
+    assert recall_at_1(index, base, queries) == recall_at_1(index, exact, queries)
+    for metric in ("l1", "ip"):
+        _, truth = FlatIndex(32, metric=metric, device="cpu").add(base).search(queries, 1)
+        np.testing.assert_array_equal(exact_nearest(base, queries, metric), truth[:, 0])
     reals, y, generated = memorised()
     model = ProximityMembership(index=kind, device="cpu").fit(generated, reals, y)
     assert model.recall_ is not None and 0.0 <= model.recall_ <= 1.0
