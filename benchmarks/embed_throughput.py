@@ -3,7 +3,9 @@
 Prints one JSON line. The naive baseline is what a first script does: PIL open, torchvision
 transforms, one fp32 forward per image under ``torch.no_grad()``. The ctfp pipeline decodes in
 DataLoader workers, batches uint8 slices, normalises on the device, runs channels_last under the
-resolved precision and writes Parquet shards. Both use the same weights.
+resolved precision and writes Parquet shards. Both use the same weights. Then the pipeline
+again with 0, 1 and 2 loader workers, and from a decoded-slice cache of the same slices
+(``ctfp cache``: no image decoding on that pass).
 
     python benchmarks/embed_throughput.py [--images DIR] [--weights random] [--image-size 224]
 """
@@ -25,6 +27,7 @@ from ctfp.embed.backbone import build_backbone
 from ctfp.embed.runner import embed
 from ctfp.io.decode import decode_file
 from ctfp.io.sources import discover
+from ctfp.store.cache import build_cache
 
 DEFAULT_IMAGES = Path(__file__).resolve().parents[2] / "shared" / "data" / "lung-pet-ct-dx" / "png"
 
@@ -121,6 +124,19 @@ def main() -> None:
                 progress=False,
             )
         by_workers[f"workers_{w}"] = round(r.images_per_second, 2)
+    # The same slices embedded from a decoded-slice cache (``ctfp cache``): no image decoding.
+    with tempfile.TemporaryDirectory() as tmp:
+        build_cache(paths, Path(tmp) / "cache", size=args.image_size, progress=False)
+        from_cache = embed(
+            Path(tmp) / "cache",
+            Path(tmp) / "c",
+            backbone_factory=lambda: backbone,
+            batch_size=args.batch_size,
+            workers=0,
+            precision=precision,
+            device=str(device),
+            progress=False,
+        )
     n = len(paths)
     line = {
         "benchmark": "embed_throughput",
@@ -146,6 +162,8 @@ def main() -> None:
             "naive_total": round(naive_s, 3),
         },
         "ctfp_images_per_s_by_workers": by_workers,
+        "ctfp_images_per_s_from_cache": round(from_cache.images_per_second, 2),
+        "from_cache_wait_for_decoded": round(from_cache.timings["decode_wait"], 3),
         "workers": pipeline["workers"],
         "batch_size": pipeline["batch_size"],
     }

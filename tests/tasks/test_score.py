@@ -6,6 +6,7 @@ from pathlib import Path
 
 import duckdb
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 
 from ctfp.exceptions import InputError
@@ -52,6 +53,10 @@ def test_streamed_scores_equal_in_memory_scores_and_resume(tmp_path: Path) -> No
     order = np.argsort(data.ids)
     np.testing.assert_allclose([g[1] for g in got], expected[order].astype(np.float32), rtol=1e-5)
     np.testing.assert_array_equal([g[2] for g in got], model.predict(data.matrix)[order])
+    # Each output holds exactly its input shard's ids (one stream runs across the shards).
+    for shard in sorted((tmp_path / "emb").glob("part-*.parquet")):
+        scored = pq.read_table(tmp_path / "scores" / shard.name).column("id").to_pylist()
+        assert scored == pq.read_table(shard).column("id").to_pylist()
     # Lose one output (a run killed before it was written): the rerun redoes only that one.
     (tmp_path / "scores" / "part-00001.parquet").unlink()
     again = score_shards(model, tmp_path / "emb", tmp_path / "scores", progress=False)
@@ -87,3 +92,16 @@ def test_non_finite_embeddings_are_refused_with_the_shard_named(tmp_path: Path) 
     with pytest.raises(InputError, match=r"part-00000.parquet holds non-finite .* row 17"):
         score_shards(model, tmp_path / "emb", tmp_path / "scores", progress=False)
     assert not list((tmp_path / "scores").glob("*.parquet"))
+
+
+def test_an_empty_shard_gets_an_empty_output(tmp_path: Path) -> None:
+    write_shards(tmp_path / "emb", n=1500)
+    first = pq.read_table(tmp_path / "emb" / "part-00000.parquet")
+    pq.write_table(first.slice(0, 0), tmp_path / "emb" / "part-00002.parquet")
+    rng = np.random.default_rng(1)
+    model = CentroidMembership(2, device="cpu").fit(
+        rng.gamma(1.0, 1.0, (50, 64)), rng.gamma(1.2, 1.0, (50, 64))
+    )
+    summary = score_shards(model, tmp_path / "emb", tmp_path / "scores", progress=False)
+    assert summary["rows"] == 1500 and summary["shards_written"] == 3
+    assert pq.read_table(tmp_path / "scores" / "part-00002.parquet").num_rows == 0
