@@ -28,9 +28,46 @@ from ctfp.store.schema import (
 _SHARD_RE = re.compile(r"^part-(\d+)\.parquet$")
 # Metadata fields that must match for a run to add shards to an existing output folder.
 ROW_GROUP_ROWS = 4096  # 16 MiB of float16 2048-d embeddings per row group
-# Output folders locked by writers of this process (see ShardWriter._acquire_lock).
+# Output folders locked by writers of this process (see FolderLock).
 _LOCKED_HERE: set[str] = set()
 RESUME_FIELDS = ("format", "model", "weights_sha256", "dim", "preprocessing", "dtype", "decode")
+
+
+class FolderLock:
+    """One writer at a time in an output folder: an exclusive lock on ``folder/.lock``, held
+    until :meth:`release` (or the end of a ``with`` block). Taken by embedding, caching and
+    scoring runs alike; a second one, in another process or this one, gets a clear error."""
+
+    def __init__(self, folder: str | os.PathLike[str]) -> None:
+        folder = Path(folder)
+        key = str(folder.resolve())
+        if key in _LOCKED_HERE:  # POSIX locks do not exclude the process that holds them
+            raise CtfpError(f"another ctfp writer in this process is writing into {str(folder)!r}")
+        handle = open(folder / ".lock", "w")  # noqa: SIM115 - held until release()
+        try:
+            # A POSIX record lock, not flock: forked DataLoader workers do not inherit it, so a
+            # killed run's orphaned workers cannot keep the folder locked.
+            fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            raise CtfpError(
+                f"another ctfp process is writing into {str(folder)!r}; wait for it or use "
+                "another --out"
+            ) from None
+        _LOCKED_HERE.add(key)
+        self._key, self._handle = key, handle
+
+    def release(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+            _LOCKED_HERE.discard(self._key)
+
+    def __enter__(self) -> FolderLock:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.release()
 
 
 def frame_id(base: str, frame: int, n_frames: int) -> str:
@@ -115,7 +152,7 @@ class ShardWriter:
         self.compression = compression
         self.schema = shard_schema(self.dim, self.dtype, metadata)
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        self._lock = self._acquire_lock()
+        self._lock: FolderLock | None = FolderLock(self.out_dir)
         self._remove_stale_temp_files()
         self.done_ids, self.existing_rows, self._next_seq = self._scan_existing()
         self._old_errors = self._read_old_errors()
@@ -127,27 +164,6 @@ class ShardWriter:
         self._processed: set[str] = set()
 
     # -- resume state -------------------------------------------------------------------------
-    def _acquire_lock(self) -> Any:
-        key = str(self.out_dir.resolve())
-        if key in _LOCKED_HERE:  # POSIX locks do not exclude the process that holds them
-            raise CtfpError(
-                f"another ctfp writer in this process is writing into {str(self.out_dir)!r}"
-            )
-        handle = open(self.out_dir / ".lock", "w")  # noqa: SIM115 - held for the writer's lifetime
-        try:
-            # A POSIX record lock, not flock: forked DataLoader workers do not inherit it, so a
-            # killed run's orphaned workers cannot keep the folder locked.
-            fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            handle.close()
-            raise CtfpError(
-                f"another ctfp process is writing into {str(self.out_dir)!r}; wait for it or use "
-                "another --out"
-            ) from None
-        _LOCKED_HERE.add(key)
-        self._lock_key = key
-        return handle
-
     def _remove_stale_temp_files(self) -> None:
         for folder in (self.out_dir, self.out_dir / ERRORS_DIR):
             if folder.is_dir():
@@ -305,9 +321,8 @@ class ShardWriter:
     def release(self) -> None:
         """Release the folder lock without committing (after an exception)."""
         if self._lock is not None:
-            self._lock.close()
+            self._lock.release()
             self._lock = None
-            _LOCKED_HERE.discard(self._lock_key)
 
     def __enter__(self) -> ShardWriter:
         return self

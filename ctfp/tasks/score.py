@@ -21,7 +21,7 @@ import pyarrow as pa
 from ctfp.exceptions import InputError
 from ctfp.progress import progress_bar
 from ctfp.store.reader import check_compatible, shard_paths
-from ctfp.store.writer import write_atomic
+from ctfp.store.writer import FolderLock, write_atomic
 
 SCORES_SCHEMA = pa.schema(
     [
@@ -128,9 +128,14 @@ def score_shards(
     input shards whose output exists are skipped (resume).
 
     Returns a summary: rows scored, shards written and skipped, seconds, rows per second.
-    """
-    import pyarrow.parquet as pq
 
+    Raises
+    ------
+    InputError
+        ``out`` is the folder of input shards (outputs share their names).
+    CtfpError
+        Another run is writing into ``out``.
+    """
     from ctfp.tasks.persist import SavedModel
 
     paths = shard_paths(shards)
@@ -139,7 +144,21 @@ def score_shards(
         model.check_embeddings(metadata, str(shards))
         model = model.model
     out = Path(out)
+    if out.resolve() in {p.parent.resolve() for p in paths}:
+        raise InputError(
+            f"{str(out)!r} holds the embedding shards being scored; write the scores to a folder "
+            "of their own (they take the input shards' names)"
+        )
     out.mkdir(parents=True, exist_ok=True)
+    with FolderLock(out):  # one scoring run per folder: a second would delete our temp files
+        return _score_into(model, paths, out, batch_size, progress)
+
+
+def _score_into(
+    model: Any, paths: list[Path], out: Path, batch_size: int, progress: bool
+) -> dict[str, Any]:
+    import pyarrow.parquet as pq
+
     for stale in out.glob(".*.tmp"):
         stale.unlink(missing_ok=True)
     task1 = hasattr(model, "threshold_")

@@ -9,10 +9,10 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from ctfp.exceptions import InputError
+from ctfp.exceptions import CtfpError, InputError
 from ctfp.store.reader import read_embeddings
 from ctfp.store.schema import make_metadata
-from ctfp.store.writer import ShardWriter
+from ctfp.store.writer import FolderLock, ShardWriter
 from ctfp.tasks.membership import CentroidMembership
 from ctfp.tasks.score import score_shards
 
@@ -105,3 +105,22 @@ def test_an_empty_shard_gets_an_empty_output(tmp_path: Path) -> None:
     summary = score_shards(model, tmp_path / "emb", tmp_path / "scores", progress=False)
     assert summary["rows"] == 1500 and summary["shards_written"] == 3
     assert pq.read_table(tmp_path / "scores" / "part-00002.parquet").num_rows == 0
+
+
+def test_scores_need_a_folder_of_their_own(tmp_path: Path) -> None:
+    write_shards(tmp_path / "emb", n=200, per_shard=100)
+    rng = np.random.default_rng(1)
+    model = CentroidMembership(2, device="cpu").fit(
+        rng.gamma(1.0, 1.0, (50, 64)), rng.gamma(1.2, 1.0, (50, 64))
+    )
+    before = sorted(p.stat().st_mtime_ns for p in (tmp_path / "emb").glob("*.parquet"))
+    with pytest.raises(InputError, match="holds the embedding shards"):
+        score_shards(model, tmp_path / "emb", tmp_path / "emb", progress=False)
+    assert sorted(p.stat().st_mtime_ns for p in (tmp_path / "emb").glob("*.parquet")) == before
+    # One scoring run per output folder: a second one is refused while the first holds it.
+    with FolderLock(tmp_path / "emb"), pytest.raises(CtfpError, match="writing into"):
+        ShardWriter(tmp_path / "emb", metadata=make_metadata(IDENTITY, "float16", {}))
+    (tmp_path / "scores").mkdir()
+    with FolderLock(tmp_path / "scores"), pytest.raises(CtfpError, match="writing into"):
+        score_shards(model, tmp_path / "emb", tmp_path / "scores", progress=False)
+    assert score_shards(model, tmp_path / "emb", tmp_path / "scores", progress=False)["rows"] == 200
