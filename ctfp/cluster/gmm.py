@@ -379,9 +379,12 @@ class GaussianMixture:
         resp = torch.zeros((n, k), dtype=self.dtype, device=x.device)
         seed = int(rng.integers(0, 2**31 - 1))
         if self.init_params == "kmeans":
-            from ctfp.cluster.kmeans import KMeans
+            from ctfp.cluster.kmeans import KMeans, gpu_kmeans_available
 
-            device = "cuda" if x.device.type == "cuda" else "cpu"
+            # The data goes to the host for the init anyway; its k-means runs on the GPU where
+            # a GPU k-means exists (cuML, faiss-gpu), else FAISS on the CPU: EM itself stays on
+            # CUDA, which plain torch provides without the ctfp[gpu] extras.
+            device = "cuda" if x.device.type == "cuda" and gpu_kmeans_available() else "cpu"
             # Three k-means restarts: FAISS's k-means++ seeding is not the greedy variant
             # scikit-learn uses, and one bad seeding can merge two clusters.
             labels = (

@@ -23,6 +23,13 @@ def _cuml_available() -> bool:
     return True
 
 
+def gpu_kmeans_available() -> bool:
+    """Whether k-means can run on CUDA here: cuML, or a FAISS build with GPU support."""
+    from ctfp.index.flat import faiss_has_gpu
+
+    return _cuml_available() or faiss_has_gpu()
+
+
 class KMeans:
     """Lloyd's k-means.
 
