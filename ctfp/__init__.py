@@ -18,6 +18,7 @@ _LAZY = {
     "CentroidMembership": "ctfp.tasks.membership",
     "ProximityMembership": "ctfp.tasks.proximity",
     "score_shards": "ctfp.tasks.score",
+    "cluster_shards": "ctfp.tasks.attribution",
     "load_model": "ctfp.tasks.persist",
     "save_model": "ctfp.tasks.persist",
     "build_features": "ctfp.embed.features",

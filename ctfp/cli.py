@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from collections.abc import Sequence
 
 from ctfp._version import __version__
@@ -298,6 +299,58 @@ def _cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_cluster(args: argparse.Namespace) -> int:
+    from ctfp.progress import logger
+    from ctfp.tasks.attribution import cluster_shards
+    from ctfp.tasks.persist import save_model
+
+    start = time.perf_counter()
+    clustering, summary = cluster_shards(
+        args.shards,
+        k=args.k,
+        covariance_type=args.covariance,
+        init=args.init,
+        pca=args.pca,
+        sample_rows=args.sample,
+        passes=args.passes,
+        tol=args.tol,
+        reg_covar=args.reg_covar,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        device=args.device,
+        progress=not args.quiet,
+    )
+    settings = {
+        "k": args.k,
+        "covariance": args.covariance,
+        "init": args.init,
+        "pca": args.pca,
+        "sample": summary["sample_rows"],
+        "passes": summary["passes"],
+        "seed": args.seed,
+        "shards": str(args.shards),
+    }
+    path = save_model(clustering, args.out, identity=summary["metadata"], settings=settings)
+    result = {
+        "model": str(path),
+        "rows": summary["rows"],
+        "sample_rows": summary["sample_rows"],
+        "passes": summary["passes"],
+        "converged": summary["converged"],
+        "mean_log_likelihood": summary["mean_log_likelihood"],
+        "seconds": time.perf_counter() - start,
+    }
+    logger.info(
+        f"fitted a {args.k}-component {args.covariance} mixture over {result['rows']:,} rows in "
+        f"{result['passes']} passes ({'converged' if result['converged'] else 'not converged'}, "
+        f"mean log-likelihood {result['mean_log_likelihood']:.6g}) -> {path}; assign every row "
+        f"with: ctfp score {path} {args.shards} --out CLUSTERS"
+    )
+    if args.json:
+        print(json.dumps(result))
+    return 0
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
     from ctfp.report import write_report
 
@@ -459,6 +512,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=16_384, help="rows per batch (memory)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.set_defaults(func=_cmd_score)
+
+    p = sub.add_parser(
+        "cluster",
+        parents=[common],
+        help="fit a Gaussian mixture over embedding shards too large for memory (streamed EM)",
+        description="Task 2 at archive scale: fit a K-component Gaussian mixture over every row "
+        "of the embedding shards in SHARDS without holding them in memory (a seeded sample "
+        "starts it, then each EM pass streams the shards) and save it as a model in --out. "
+        "`ctfp score OUT SHARDS --out CLUSTERS` then writes each row's cluster.",
+    )
+    p.add_argument("shards", metavar="SHARDS", help="folder (or file) of embedding shards")
+    p.add_argument("--out", required=True, help="model folder to write")
+    p.add_argument("--k", type=int, default=4, help="number of components (default 4)")
+    p.add_argument("--covariance", default="full", choices=COVARIANCE_TYPES)
+    p.add_argument("--init", default="kmeans", choices=INIT_PARAMS, help="GMM initialisation")
+    p.add_argument(
+        "--pca", type=int, default=None, help="project onto N principal components of the sample"
+    )
+    p.add_argument("--sample", type=int, default=50_000, help="rows that start the fit")
+    p.add_argument("--passes", type=int, default=20, help="most EM passes over the shards")
+    p.add_argument("--tol", type=float, default=1e-3, help="stop when the mean log-lik. moves less")
+    p.add_argument("--reg-covar", type=float, default=1e-6, help="added to covariance diagonals")
+    p.add_argument("--batch-size", type=int, default=65_536, help="rows per batch (memory)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.set_defaults(func=_cmd_cluster)
 
     p = sub.add_parser(
         "cache",

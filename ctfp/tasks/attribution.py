@@ -166,3 +166,89 @@ def _start_from_groups(
         "means_init": means,
         "precisions_init": precisions,
     }
+
+
+def cluster_shards(
+    shards: Any,
+    *,
+    k: int = 4,
+    covariance_type: str = "full",
+    init: str = "kmeans",
+    pca: int | None = None,
+    sample_rows: int = 50_000,
+    passes: int = 20,
+    tol: float = 1e-3,
+    reg_covar: float = 1e-6,
+    batch_size: int = 65_536,
+    seed: int = 0,
+    device: str = "auto",
+    progress: bool = False,
+) -> tuple[Clustering, dict[str, Any]]:
+    """Fit a ``k``-component Gaussian mixture over embedding shards too large for memory.
+
+    A seeded uniform sample of ``sample_rows`` rows (one streamed pass) fits the optional PCA
+    (``pca`` components) and the mixture's start (``init``); then EM runs up to ``passes``
+    passes over the shards, each accumulating the sufficient statistics batch by batch
+    (:meth:`GaussianMixture.fit_stream`), until the mean log-likelihood moves less than
+    ``tol``. Memory is one batch, the sample and O(k d^2). Returns the clustering (``labels``
+    are the sample's) and a summary: rows, sample size, passes, convergence, mean
+    log-likelihood, the shards' metadata. Save it with :func:`ctfp.save_model` and assign
+    every row with :func:`ctfp.score_shards` (``ctfp cluster`` and ``ctfp score``).
+    """
+    import pyarrow.parquet as pq
+
+    from ctfp.store.reader import check_compatible, iter_embeddings, shard_paths
+
+    if k < 1 or passes < 1 or sample_rows < 1:
+        raise ValueError("k, passes and sample_rows must be at least 1")
+    paths = shard_paths(shards)
+    metadata = check_compatible(paths)
+    rows = sum(pq.ParquetFile(p).metadata.num_rows for p in paths)
+    if rows < k:
+        raise InputError(f"{rows} rows cannot make {k} clusters")
+    rng = np.random.default_rng(seed)
+    wanted = np.sort(rng.choice(rows, size=min(sample_rows, rows), replace=False))
+    parts, start = [], 0
+    with progress_bar(rows, "sample", "row", enabled=progress) as bar:
+        for batch in iter_embeddings(paths, batch_size=batch_size):
+            lo, hi = np.searchsorted(wanted, [start, start + len(batch)])
+            parts.append(batch.matrix[wanted[lo:hi] - start])
+            start += len(batch)
+            bar.update(len(batch))
+    sample = np.concatenate(parts)
+    projection = None
+    if pca is not None:
+        from sklearn.decomposition import PCA
+
+        if not 1 <= pca <= min(sample.shape):
+            raise ValueError(f"pca must be between 1 and {min(sample.shape)}")
+        fitted = PCA(pca, random_state=seed).fit(sample)
+        projection = LinearProjection(fitted.mean_, fitted.components_)
+        sample = projection.transform(sample)
+
+    def batches() -> Any:
+        for batch in iter_embeddings(paths, batch_size=batch_size):
+            yield batch.matrix if projection is None else projection.transform(batch.matrix)
+
+    gmm = GaussianMixture(
+        k,
+        covariance_type=covariance_type,
+        tol=tol,
+        reg_covar=reg_covar,
+        max_iter=passes,
+        init_params=init,
+        random_state=seed,
+        device=device,
+    ).fit_stream(batches, sample, progress=progress)
+    clustering = Clustering(
+        labels=np.asarray(gmm.predict(sample)), k=k, model=gmm, projection=projection
+    )
+    summary = {
+        "rows": rows,
+        "sample_rows": len(sample),
+        "passes": gmm.n_iter_,
+        "converged": bool(gmm.converged_),
+        "mean_log_likelihood": float(gmm.lower_bound_),
+        "metadata": metadata,
+    }
+    return clustering, summary
