@@ -307,7 +307,8 @@ def _cmd_cluster(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     clustering, summary = cluster_shards(
         args.shards,
-        k=args.k,
+        k="auto" if args.k == "auto" else _parse_ks(args.k)[0],
+        k_range=_parse_range(args.k_range),
         covariance_type=args.covariance,
         init=args.init,
         pca=args.pca,
@@ -321,7 +322,8 @@ def _cmd_cluster(args: argparse.Namespace) -> int:
         progress=not args.quiet,
     )
     settings = {
-        "k": args.k,
+        "k": summary["k"],
+        "k_option": args.k,
         "covariance": args.covariance,
         "init": args.init,
         "pca": args.pca,
@@ -333,6 +335,8 @@ def _cmd_cluster(args: argparse.Namespace) -> int:
     path = save_model(clustering, args.out, identity=summary["metadata"], settings=settings)
     result = {
         "model": str(path),
+        "k": summary["k"],
+        "bics": summary["bics"],
         "rows": summary["rows"],
         "sample_rows": summary["sample_rows"],
         "passes": summary["passes"],
@@ -341,7 +345,8 @@ def _cmd_cluster(args: argparse.Namespace) -> int:
         "seconds": time.perf_counter() - start,
     }
     logger.info(
-        f"fitted a {args.k}-component {args.covariance} mixture over {result['rows']:,} rows in "
+        f"fitted a {result['k']}-component {args.covariance} mixture over {result['rows']:,} "
+        "rows in "
         f"{result['passes']} passes ({'converged' if result['converged'] else 'not converged'}, "
         f"mean log-likelihood {result['mean_log_likelihood']:.6g}) -> {path}; assign every row "
         f"with: ctfp score {path} {args.shards} --out CLUSTERS"
@@ -524,7 +529,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("shards", metavar="SHARDS", help="folder (or file) of embedding shards")
     p.add_argument("--out", required=True, help="model folder to write")
-    p.add_argument("--k", type=int, default=4, help="number of components (default 4)")
+    p.add_argument(
+        "--k", default="4", help="number of components, or auto (lowest BIC on the sample)"
+    )
+    p.add_argument("--k-range", default="2-8", help="range searched by --k auto (default 2-8)")
     p.add_argument("--covariance", default="full", choices=COVARIANCE_TYPES)
     p.add_argument("--init", default="kmeans", choices=INIT_PARAMS, help="GMM initialisation")
     p.add_argument(

@@ -178,7 +178,8 @@ def _start_from_groups(
 def cluster_shards(
     shards: Any,
     *,
-    k: int = 4,
+    k: int | str = 4,
+    k_range: Sequence[int] = range(2, 9),
     covariance_type: str = "full",
     init: str = "kmeans",
     pca: int | None = None,
@@ -197,21 +198,25 @@ def cluster_shards(
     (``pca`` components) and the mixture's start (``init``); then EM runs up to ``passes``
     passes over the shards, each accumulating the sufficient statistics batch by batch
     (:meth:`GaussianMixture.fit_stream`), until the mean log-likelihood moves less than
-    ``tol``. Memory is one batch, the sample and O(k d^2). Returns the clustering (``labels``
-    are the sample's) and a summary: rows, sample size, passes, convergence, mean
-    log-likelihood, the shards' metadata. Save it with :func:`ctfp.save_model` and assign
-    every row with :func:`ctfp.score_shards` (``ctfp cluster`` and ``ctfp score``).
+    ``tol``. Memory is one batch, the sample and O(k d^2). ``k="auto"`` picks the k of
+    ``k_range`` with the lowest BIC on the sample. Returns the clustering (``labels`` are the
+    sample's) and a summary: k (and the BICs for ``"auto"``), rows, sample size, passes,
+    convergence, mean log-likelihood, the shards' metadata. Save it with
+    :func:`ctfp.save_model` and assign every row with :func:`ctfp.score_shards` (``ctfp
+    cluster`` and ``ctfp score``).
     """
     import pyarrow.parquet as pq
 
     from ctfp.store.reader import check_compatible, iter_embeddings, shard_paths
 
-    if k < 1 or passes < 1 or sample_rows < 1:
-        raise ValueError("k, passes and sample_rows must be at least 1")
+    if k != "auto" and (not isinstance(k, int) or k < 1):
+        raise ValueError(f"k must be a positive integer or 'auto', not {k!r}")
+    if passes < 1 or sample_rows < 1:
+        raise ValueError("passes and sample_rows must be at least 1")
     paths = shard_paths(shards)
     metadata = check_compatible(paths)
     rows = sum(pq.ParquetFile(p).metadata.num_rows for p in paths)
-    if rows < k:
+    if rows < (min(k_range) if k == "auto" else k):
         raise InputError(f"{rows} rows cannot make {k} clusters")
     rng = np.random.default_rng(seed)
     wanted = np.sort(rng.choice(rows, size=min(sample_rows, rows), replace=False))
@@ -233,6 +238,18 @@ def cluster_shards(
         projection = LinearProjection(fitted.mean_, fitted.components_)
         sample = projection.transform(sample)
 
+    bics = None
+    if k == "auto":
+        k, bics = select_components(
+            sample,
+            k_range,
+            covariance_type=covariance_type,
+            reg_covar=reg_covar,
+            init_params=init,
+            random_state=seed,
+            device=device,
+        )
+
     def batches() -> Any:
         for batch in iter_embeddings(paths, batch_size=batch_size):
             yield batch.matrix if projection is None else projection.transform(batch.matrix)
@@ -248,9 +265,11 @@ def cluster_shards(
         device=device,
     ).fit_stream(batches, sample, progress=progress)
     clustering = Clustering(
-        labels=np.asarray(gmm.predict(sample)), k=k, model=gmm, projection=projection
+        labels=np.asarray(gmm.predict(sample)), k=k, model=gmm, projection=projection, bics=bics
     )
     summary = {
+        "k": k,
+        "bics": bics,
         "rows": rows,
         "sample_rows": len(sample),
         "passes": gmm.n_iter_,

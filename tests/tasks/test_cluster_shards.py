@@ -94,3 +94,17 @@ def test_cluster_errors(tmp_path: Path) -> None:
                  "--quiet"]) == 2  # fmt: skip
     with pytest.raises(ValueError, match="pca"):
         cluster_shards(tmp_path / "emb", k=2, pca=64, device="cpu")
+
+
+def test_k_auto_picks_the_lowest_bic_on_the_sample(tmp_path: Path, capsys) -> None:
+    write_blobs(tmp_path / "emb")
+    args = ["cluster", str(tmp_path / "emb"), "--out", str(tmp_path / "m"), "--k", "auto"]
+    args += ["--k-range", "2-5", "--covariance", "diag", "--sample", "600", "--json", "--quiet"]
+    assert main(args) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert sorted(int(k) for k in summary["bics"]) == [2, 3, 4, 5]
+    assert summary["k"] == 3 == int(min(summary["bics"], key=summary["bics"].get))
+    saved = json.loads((tmp_path / "m" / "model.json").read_text())
+    assert saved["params"]["k"] == 3 and saved["settings"]["k_option"] == "auto"
+    bad = ["cluster", str(tmp_path / "emb"), "--out", str(tmp_path / "x"), "--quiet"]
+    assert main([*bad, "--k", "three"]) == 2
