@@ -295,7 +295,10 @@ class GaussianMixture:
         elif self.covariance_type == "tied":
             cov = (sxx - (nk[:, None] * means).T @ means) / nk.sum() + self.reg_covar * eye
         else:
-            cov = sxx / nk[:, None] - means**2 + self.reg_covar
+            # E[x^2] - E[x]^2 of a feature that is constant within a component (a ReLU zero
+            # where the other components are large) is 0 plus the rounding of float32
+            # products, which can be below -reg_covar; a variance is never negative.
+            cov = (sxx / nk[:, None] - means**2).clamp_min(0) + self.reg_covar
             if self.covariance_type == "spherical":
                 cov = cov.mean(1)
         return self._params_from(nk / total, means, cov)
@@ -460,6 +463,9 @@ class GaussianMixture:
             avg_x2 = (resp.T @ (x * x if x2 is None else x2)).double() / nk[:, None].double()
             m = means.double()
             cov = avg_x2 - 2 * m * ((resp.T @ x).double() / nk[:, None].double()) + m * m
+            # Never negative: a feature constant within a component has variance 0, which
+            # float32 products can round below -reg_covar (a ReLU zero in one component).
+            cov = cov.clamp_min(0)
             if self.covariance_type == "spherical":
                 cov = cov.mean(1)
         if cov.dim() >= 2 and self.covariance_type in ("full", "tied"):

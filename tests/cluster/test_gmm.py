@@ -194,3 +194,23 @@ def test_device_arrays_stay_on_the_device() -> None:
     got = gpu.predict(cupy.asarray(x))
     assert type(got).__module__.startswith("cupy")
     np.testing.assert_array_equal(cupy.asnumpy(got), cpu.predict(x))
+
+
+@pytest.mark.parametrize("covariance_type", ["diag", "spherical"])
+def test_float32_em_survives_a_feature_constant_within_a_component(covariance_type: str) -> None:
+    """A ReLU feature that is 0 in one component and ~400 in the others: its within-component
+    variance is 0, and E[x^2] - E[x]^2 in float32 products rounded it below -reg_covar: the diag
+    fit failed with 'ill-defined empirical covariance' on each of 10 seeds before variances
+    were clamped at 0 (spherical averages it away, and is checked too)."""
+    rng = np.random.default_rng(0)
+    blob = rng.integers(0, 3, 3000)
+    x = rng.normal(0, 1, (3000, 8)) + blob[:, None] * 6
+    relu = np.where(blob[:, None] == 0, 0.0, 400 + rng.normal(0, 5, (3000, 4)))
+    x = np.concatenate([x, relu], 1).astype(np.float32)
+    kwargs = dict(covariance_type=covariance_type, dtype=torch.float32, random_state=0)
+    memory = GaussianMixture(3, device="cpu", **kwargs).fit(x)
+    streamed = GaussianMixture(3, max_iter=10, device="cpu", **kwargs)
+    streamed.fit_stream(lambda: np.array_split(x, 7), x[:500])
+    for model in (memory, streamed):
+        assert adjusted_rand_score(blob, model.predict(x)) > 0.99
+        assert model.covariances_.min() >= model.reg_covar
