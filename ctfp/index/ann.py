@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from ctfp._arrays import to_numpy
-from ctfp.index.flat import FlatIndex
+from ctfp.index.flat import FlatIndex, faiss_metric, metric_name
 
 KINDS = ("flat", "ivf", "hnsw")
 
@@ -39,24 +39,17 @@ class ApproximateIndex:
         self.nlist, self.nprobe, self.m, self.ef_search = nlist, nprobe, m, ef_search
         self.index: Any = None
 
-    def _faiss_metric(self) -> int:
-        import faiss
-
-        return {"l1": faiss.METRIC_L1, "l2": faiss.METRIC_L2, "ip": faiss.METRIC_INNER_PRODUCT}[
-            self.metric
-        ]
-
     def add(self, x: Any) -> ApproximateIndex:
         import faiss
 
         a = to_numpy(x, np.float32)
         if self.kind == "hnsw":
-            self.index = faiss.IndexHNSWFlat(self.d, self.m, self._faiss_metric())
+            self.index = faiss.IndexHNSWFlat(self.d, self.m, faiss_metric(self.metric))
             self.index.hnsw.efSearch = self.ef_search
         else:
             nlist = self.nlist or max(1, min(len(a) // 39, int(4 * np.sqrt(len(a)))))
-            quantizer = faiss.IndexFlat(self.d, self._faiss_metric())
-            self.index = faiss.IndexIVFFlat(quantizer, self.d, nlist, self._faiss_metric())
+            quantizer = faiss.IndexFlat(self.d, faiss_metric(self.metric))
+            self.index = faiss.IndexIVFFlat(quantizer, self.d, nlist, faiss_metric(self.metric))
             self.index.train(a)
             self.index.nprobe = min(self.nprobe, nlist)
             self._quantizer = quantizer  # FAISS does not own it; keep it alive
@@ -119,9 +112,8 @@ class ApproximateIndex:
         import faiss
 
         index = faiss.deserialize_index(np.asarray(data, dtype=np.uint8))
-        metric = {faiss.METRIC_L1: "l1", faiss.METRIC_L2: "l2", faiss.METRIC_INNER_PRODUCT: "ip"}
         hnsw = isinstance(index, faiss.IndexHNSW)
-        self = cls(index.d, kind="hnsw" if hnsw else "ivf", metric=metric[index.metric_type])
+        self = cls(index.d, kind="hnsw" if hnsw else "ivf", metric=metric_name(index.metric_type))
         if hnsw:
             self.ef_search = int(index.hnsw.efSearch)
         else:  # deserialize_index already returns the concrete (owning) IndexIVFFlat
@@ -149,11 +141,8 @@ def exact_nearest(exact: FlatIndex | Any, queries: Any, metric: str) -> np.ndarr
         return np.asarray(ids)[:, 0]
     import faiss
 
-    faiss_metric = {"l1": faiss.METRIC_L1, "l2": faiss.METRIC_L2, "ip": faiss.METRIC_INNER_PRODUCT}
-    if metric not in faiss_metric:
-        raise ValueError(f"unknown metric {metric!r}; choose one of {', '.join(faiss_metric)}")
     _, ids = faiss.knn(
-        to_numpy(queries, np.float32), to_numpy(exact, np.float32), 1, metric=faiss_metric[metric]
+        to_numpy(queries, np.float32), to_numpy(exact, np.float32), 1, metric=faiss_metric(metric)
     )
     return ids[:, 0]
 

@@ -13,6 +13,21 @@ from ctfp.exceptions import DeviceError
 METRICS = ("l1", "l2", "ip")
 
 
+def faiss_metric(metric: str) -> int:
+    """The FAISS metric constant of ``"l1"``, ``"l2"`` or ``"ip"``."""
+    import faiss
+
+    codes = {"l1": faiss.METRIC_L1, "l2": faiss.METRIC_L2, "ip": faiss.METRIC_INNER_PRODUCT}
+    if metric not in codes:
+        raise ValueError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
+    return codes[metric]
+
+
+def metric_name(code: int) -> str:
+    """The ctfp name of a FAISS metric constant (the inverse of :func:`faiss_metric`)."""
+    return next(m for m in METRICS if faiss_metric(m) == code)
+
+
 def faiss_has_gpu() -> bool:
     import faiss
 
@@ -36,17 +51,11 @@ class FlatIndex:
     def __init__(self, d: int, *, metric: str = "l1", device: str = "auto") -> None:
         import faiss
 
-        if metric not in METRICS:
-            raise ValueError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
+        code = faiss_metric(metric)
         self.d = int(d)
         self.metric = metric
         self.device = resolve_device(device)
-        faiss_metric = {
-            "l1": faiss.METRIC_L1,
-            "l2": faiss.METRIC_L2,
-            "ip": faiss.METRIC_INNER_PRODUCT,
-        }[metric]
-        index = faiss.IndexFlat(self.d, faiss_metric)
+        index = faiss.IndexFlat(self.d, code)
         if self.device.type == "cuda":
             if not faiss_has_gpu():
                 raise DeviceError(
@@ -107,8 +116,7 @@ class FlatIndex:
         import faiss
 
         cpu = faiss.deserialize_index(np.asarray(data, dtype=np.uint8))
-        metric = {faiss.METRIC_L1: "l1", faiss.METRIC_L2: "l2", faiss.METRIC_INNER_PRODUCT: "ip"}
-        self = cls(cpu.d, metric=metric[cpu.metric_type], device=device)
+        self = cls(cpu.d, metric=metric_name(cpu.metric_type), device=device)
         if self.device.type == "cuda":
             self.index.add(cpu.reconstruct_n(0, cpu.ntotal))
         else:
