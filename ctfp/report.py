@@ -142,12 +142,11 @@ def _read_rows(
 ) -> _Rows:
     """Stream the shards once: a random sample for the map, the generated rows (for the nearest
     neighbour search) and the source, frame and (``vectors``) embedding of the ``wanted`` ids."""
-    import pyarrow.parquet as pq
 
-    from ctfp.store.reader import iter_embeddings, shard_paths
+    from ctfp.store.reader import count_rows, iter_embeddings, shard_paths
 
     files = shard_paths(folder)
-    total = sum(pq.ParquetFile(p).metadata.num_rows for p in files)
+    total = count_rows(files)
     keep = min(1.0, MAP_POINTS / max(total, 1))
     rng = np.random.default_rng(seed)
     rows = _Rows(n_rows=total)

@@ -71,6 +71,11 @@ def shard_paths(paths: PathLike | Sequence[PathLike]) -> list[Path]:
     return found
 
 
+def count_rows(paths: Sequence[Path]) -> int:
+    """Rows in the shard files ``paths``, from their Parquet footers (no data read)."""
+    return sum(pq.ParquetFile(p).metadata.num_rows for p in paths)
+
+
 def check_compatible(paths: Sequence[Path]) -> dict[str, Any]:
     """Return the common metadata of ``paths``; refuse shards from different models or settings."""
     first: dict[str, Any] | None = None
@@ -118,7 +123,7 @@ def read_embeddings(paths: PathLike | Sequence[PathLike], *, dtype: Any = np.flo
     """
     files = shard_paths(paths)
     meta = check_compatible(files)
-    rows = sum(pq.ParquetFile(p).metadata.num_rows for p in files)
+    rows = count_rows(files)
     matrix = np.empty((rows, int(meta["dim"])), np.dtype(dtype))
     tables, start = [], 0
     # Shard by shard into one preallocated matrix: no whole-archive Arrow column held beside it,

@@ -205,9 +205,8 @@ def cluster_shards(
     :func:`ctfp.save_model` and assign every row with :func:`ctfp.score_shards` (``ctfp
     cluster`` and ``ctfp score``).
     """
-    import pyarrow.parquet as pq
 
-    from ctfp.store.reader import check_compatible, iter_embeddings, shard_paths
+    from ctfp.store.reader import check_compatible, count_rows, iter_embeddings, shard_paths
 
     if k != "auto" and (not isinstance(k, int) or k < 1):
         raise ValueError(f"k must be a positive integer or 'auto', not {k!r}")
@@ -215,7 +214,7 @@ def cluster_shards(
         raise ValueError("passes and sample_rows must be at least 1")
     paths = shard_paths(shards)
     metadata = check_compatible(paths)
-    rows = sum(pq.ParquetFile(p).metadata.num_rows for p in paths)
+    rows = count_rows(paths)
     if rows < (min(k_range) if k == "auto" else k):
         raise InputError(f"{rows} rows cannot make {k} clusters")
     rng = np.random.default_rng(seed)

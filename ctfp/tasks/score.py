@@ -20,7 +20,7 @@ import pyarrow as pa
 
 from ctfp.exceptions import InputError
 from ctfp.progress import progress_bar
-from ctfp.store.reader import check_compatible, scan_batches, shard_paths
+from ctfp.store.reader import check_compatible, count_rows, scan_batches, shard_paths
 from ctfp.store.writer import FolderLock, write_atomic
 
 SCORES_SCHEMA = pa.schema(
@@ -135,7 +135,6 @@ def score_shards(
 def _score_into(
     model: Any, paths: list[Path], out: Path, batch_size: int, progress: bool
 ) -> dict[str, Any]:
-    import pyarrow.parquet as pq
 
     for stale in out.glob(".*.tmp"):
         stale.unlink(missing_ok=True)
@@ -143,7 +142,7 @@ def _score_into(
     if not task1 and not hasattr(model, "predict_proba"):
         raise TypeError("model needs score() and threshold_ (task 1) or predict_proba() (task 2)")
     todo = [p for p in paths if not (out / p.name).exists()]
-    total_rows = sum(pq.ParquetFile(p).metadata.num_rows for p in todo)
+    total_rows = count_rows(todo)
     start = time.perf_counter()
     rows = 0
     # The seed model's search against a few centres costs about as much as reading a row: the
