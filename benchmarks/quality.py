@@ -26,12 +26,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from quality_data import build_all
 
+from ctfp.attribution.clustering import cluster_slices
+from ctfp.attribution.settings import Task2Settings
 from ctfp.cluster import KMeans
 from ctfp.embed.runner import embed
+from ctfp.embed.settings import EmbedSettings
 from ctfp.evaluate import attribution_metrics, membership_metrics, read_table
+from ctfp.membership.settings import Task1Settings
+from ctfp.runs.task1 import fit_membership
 from ctfp.store.reader import Embeddings, read_embeddings
-from ctfp.tasks.attribution import cluster_slices
-from ctfp.tasks.runs import fit_membership
 
 FEATURES = ("resnet50", "pixels", "residual", "spectrum", "pixels+residual")
 KS = (1, 2, 4, 8, 16, 32)
@@ -39,15 +42,10 @@ INITS = ("kmeans", "k-means++", "random", "random_from_data")
 
 
 def embed_dataset(root: Path, out: Path, features: str, seed: int) -> Embeddings:
-    embed(
-        root,
-        out,
-        features=features,
-        weights="random",
-        seed=seed,
-        layout="imageclef",
-        progress=False,
+    settings = EmbedSettings(
+        features=features, weights="random", weights_seed=seed, layout="imageclef"
     )
+    embed(root, out, settings, progress=False)
     return read_embeddings(out)
 
 
@@ -70,31 +68,22 @@ def task1(emb: Embeddings, truth: dict[str, str], seed: int) -> dict[str, Any]:
     y = np.asarray(y, dtype=int)
     rows: dict[str, Any] = {}
 
+    def fit(**options: Any) -> Any:
+        settings = Task1Settings.with_options(seed=seed, device="cpu", **options)
+        return fit_membership(settings, tx, ty, generated)
+
     def score(name: str, model: Any) -> None:
-        m = membership_metrics(y, model.predict(x), model.score(x))
+        m = membership_metrics(y, model.predict(x), model.score_samples(x))
         rows[name] = r4({k: m[k] for k in ("f1", "accuracy", "kappa", "roc_auc")})
 
     smallest = min(ty.sum(), (ty == 0).sum())
     for k in KS:
         if k <= smallest:
-            score(f"seed k={k}", fit_membership("centroid", tx, ty, k=k, seed=seed, device="cpu"))
+            score(f"seed k={k}", fit(method="centroid", k=k))
     for metric in ("l2", "l1", "cosine"):
-        score(
-            f"proximity {metric}",
-            fit_membership("proximity", tx, ty, generated, metric=metric, seed=seed, device="cpu"),
-        )
-    score(
-        "proximity l2, no reference",
-        fit_membership("proximity", tx, ty, generated, metric="l2", reference=False, device="cpu"),
-    )
-    score(
-        "proximity l2, 5 neighbours",
-        fit_membership("proximity", tx, ty, generated, metric="l2", neighbours=5, device="cpu"),
-    )
-    score(
-        "ensemble (k=4, l2)",
-        fit_membership("ensemble", tx, ty, generated, k=4, metric="l2", seed=seed, device="cpu"),
-    )
+        score(f"proximity {metric}", fit(method="proximity", metric=metric))
+    score("proximity l2, no reference", fit(method="proximity", metric="l2", reference=False))
+    score("proximity l2, 5 neighbours", fit(method="proximity", metric="l2", neighbours=5))
     base = membership_metrics(y, np.ones_like(y), None)
     rows["all used"] = r4(
         {"f1": base["f1"], "accuracy": base["accuracy"], "kappa": base["kappa"], "roc_auc": 0.5}
@@ -110,7 +99,11 @@ def task2(emb: Embeddings, truth: dict[str, str], seed: int, pca: int) -> dict[s
     rows: dict[str, Any] = {}
 
     def run(name: str, **kw: Any) -> None:
-        result = cluster_slices(x, seed=seed, device="cpu", **kw)
+        train_x, train_groups = kw.pop("train_x", None), kw.pop("train_groups", None)
+        if "k_range" in kw:
+            kw["k_range"] = (min(kw["k_range"]), max(kw["k_range"]))
+        settings = Task2Settings(seed=seed, device="cpu", **kw)
+        result = cluster_slices(x, settings, train_x=train_x, train_groups=train_groups)
         rows[name] = r4({**attribution_metrics(y, result.labels.tolist()), "k": result.k})
         rows[name].pop("n", None)
         rows[name].pop("n_groups", None)

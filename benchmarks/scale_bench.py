@@ -70,11 +70,13 @@ def write(out: Path, n: int, seed: int = 0) -> float:
 
 def score(shards: Path, out: Path) -> dict:
     """Runs in its own process so that its peak RSS is the scoring's alone."""
-    from ctfp.tasks.membership import CentroidMembership
-    from ctfp.tasks.score import score_shards
+    from ctfp.membership.centroid import CentroidMembership
+    from ctfp.runs.score import score_shards
 
     rng = np.random.default_rng(1)
-    model = CentroidMembership(32, device="cpu").fit(sample(rng, 2000), sample(rng, 2000))
+    train = np.concatenate([sample(rng, 2000), sample(rng, 2000)])
+    labels = np.repeat([1, 0], 2000)
+    model = CentroidMembership(32, device="cpu").fit(train, labels)
     result = score_shards(model, shards, out, progress=False)
     result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return result
@@ -87,8 +89,8 @@ def proximity_and_fits(shards: Path, out: Path, n: int, proximity_max_rows: int)
 
     from ctfp.cluster import GaussianMixture, KMeans
     from ctfp.store.reader import iter_embeddings
-    from ctfp.tasks.proximity import ProximityMembership
-    from ctfp.tasks.score import score_shards
+    from ctfp.membership.proximity import ProximityMembership
+    from ctfp.runs.score import score_shards
 
     def batches():
         return (e.matrix for e in iter_embeddings(shards, batch_size=16_384))
@@ -114,7 +116,7 @@ def proximity_and_fits(shards: Path, out: Path, n: int, proximity_max_rows: int)
         generated, train = sample(rng, 100_000), sample(rng, 400)
         t = time.perf_counter()
         model = ProximityMembership(metric="l2", index="ivf", device="cpu").fit(
-            generated, train, np.arange(400) % 2
+            train, np.arange(400) % 2, generated
         )
         result["proximity_ivf_build_s"] = round(time.perf_counter() - t, 2)
         result["proximity_ivf_nlist"] = int(model.index_.index.nlist)

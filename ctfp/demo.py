@@ -106,17 +106,20 @@ def run_demo(
     import time
 
     from ctfp.embed.runner import embed
+    from ctfp.embed.settings import EmbedSettings
     from ctfp.evaluate import evaluate_run
     from ctfp.report import write_report
+    from ctfp.runs.task1 import run_task1
+    from ctfp.runs.task2 import run_task2
     from ctfp.store.reader import read_embeddings
-    from ctfp.tasks.runs import run_task1, run_task2
 
     start = time.perf_counter()
     out = Path(out)
     weights = _choose_weights(weights)
     tag = weights if weights in ("imagenet", "random") else "file"
     shards = out / f"embeddings-{tag}"
-    result = embed(sample_dir(), shards, weights=weights, progress=progress)
+    settings = EmbedSettings(weights=weights)
+    result = embed(sample_dir(), shards, settings, progress=progress)
     data = read_embeddings(shards)
     m = data.matrix / np.linalg.norm(data.matrix, axis=1, keepdims=True)
     index = {i: n for n, i in enumerate(data.ids)}
@@ -140,7 +143,7 @@ def run_demo(
         )
 
     folders = build_demo_data(out / "data")
-    options = dict(weights=weights, progress=progress)
+    options = dict(embed=settings, progress=progress)
     runs: dict[str, dict[str, Any]] = {}
     for name, method in (("task1-seed", "centroid"), ("task1-proximity", "proximity")):
         dest = out / name

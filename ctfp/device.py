@@ -5,25 +5,35 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-
-import torch
+from typing import TYPE_CHECKING
 
 from ctfp.exceptions import DeviceError
 
+if TYPE_CHECKING:
+    import torch
+
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-_AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def check_device_name(device: str) -> None:
+    """Refuse a device name that is not ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (without
+    importing torch: settings objects validate with it)."""
+    name, _, number = str(device).partition(":")
+    if name not in DEVICES or (number and (name != "cuda" or not number.isdigit())):
+        raise DeviceError(
+            f"unknown device {device!r}; choose one of {', '.join(DEVICES)} or cuda:N"
+        )
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """Turn ``auto|cpu|cuda|cuda:N`` into a device; asking for missing CUDA is an error."""
+    import torch
+
     if isinstance(device, torch.device):
         device = str(device)
+    check_device_name(device)
     name = device.split(":")[0]
-    if name not in DEVICES:
-        raise DeviceError(
-            f"unknown device {device!r}; choose one of {', '.join(DEVICES)} or cuda:N"
-        )
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
@@ -41,6 +51,8 @@ def cpu_has_fast_bf16() -> bool:
     (channels_last) and 49 img/s under bf16 autocast; without these instructions bf16 is emulated
     and slower than fp32.
     """
+    import torch
+
     cpu = getattr(torch, "cpu", None)
     checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
     return torch.backends.mkldnn.is_available() and any(
@@ -50,6 +62,8 @@ def cpu_has_fast_bf16() -> bool:
 
 def resolve_precision(precision: str, device: torch.device) -> str:
     """Resolve ``auto`` to a concrete precision for ``device``; refuse what cannot run there."""
+    import torch
+
     if precision not in PRECISIONS:
         raise DeviceError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
     if device.type == "cuda":
@@ -66,7 +80,9 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 
 def autocast(precision: str, device: torch.device) -> Callable[[], AbstractContextManager[object]]:
     """A factory of autocast contexts for ``precision`` (fp32: a no-op context)."""
+    import torch
+
     if precision == "fp32":
         return contextlib.nullcontext
-    dtype = _AMP_DTYPES[precision]
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
     return lambda: torch.autocast(device_type=device.type, dtype=dtype)

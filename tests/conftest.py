@@ -6,8 +6,10 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image, ImageFilter
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 LUNG = SHARED / "lung-pet-ct-dx"
@@ -40,8 +42,82 @@ def random_backbone_64():
     return lambda: backbone
 
 
+def blobs(n: int, d: int, k: int = 4, seed: int = 0, spread: float = 2.0) -> tuple:
+    """``n`` rows of ``k`` Gaussian blobs in ``d`` dimensions (scales 1, 1.3, ...), shifted by 5,
+    and their blob numbers."""
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(0, spread, (k, d))
+    scales = 1.0 + 0.3 * np.arange(k)
+    x = np.concatenate(
+        [rng.normal(c, s, (n // k, d)) for c, s in zip(centers, scales, strict=True)]
+    )
+    return x + 5.0, np.repeat(np.arange(k), n // k)
+
+
 def copy_pngs(paths: list[Path], dest: Path) -> Path:
     dest.mkdir(parents=True, exist_ok=True)
     for p in paths:
         shutil.copy(p, dest / p.name)
     return dest
+
+
+# -- small ImageCLEF-style datasets built from the shared CT PNGs, with their truth files -----
+def _save(img: Image.Image, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path)
+
+
+@pytest.fixture(scope="session")
+def task1_data(tmp_path_factory) -> Path:
+    """Used / not used interleaved by slice position; "generated" = near-copies of used slices."""
+    root = tmp_path_factory.mktemp("task1")
+    pngs = sorted((LUNG / "png").glob("*.png"))
+    rng = np.random.default_rng(0)
+    truth = []
+    for n, path in enumerate(pngs):
+        used = n % 2 == 0
+        label = "used" if used else "not_used"
+        img = Image.open(path)
+        if n % 6 in (4, 5):  # a third of each class goes to the test set
+            _save(img, root / "test" / f"{path.stem}.png")
+            truth.append(f"{path.stem},{int(used)}")
+        else:
+            _save(img, root / "train" / label / f"{path.stem}.png")
+        if used:  # the "generator" memorised used slices: noisy copies
+            a = np.asarray(img, dtype=np.float32) + rng.normal(0, 6, (256, 256))
+            _save(
+                Image.fromarray(np.clip(a, 0, 255).astype(np.uint8)),
+                root / "generated" / f"g{n}.png",
+            )
+    (root / "truth.csv").write_text("id,label\n" + "\n".join(truth) + "\n")
+    return root
+
+
+GENERATORS = {
+    "blur": lambda img, rng: img.filter(ImageFilter.GaussianBlur(3)),
+    "noise": lambda img, rng: Image.fromarray(
+        np.clip(np.asarray(img, np.float32) + rng.normal(0, 25, (256, 256)), 0, 255).astype(
+            np.uint8
+        )
+    ),
+    "poster": lambda img, rng: Image.fromarray((np.asarray(img) // 64 * 64).astype(np.uint8)),
+}
+
+
+@pytest.fixture(scope="session")
+def task2_data(tmp_path_factory) -> Path:
+    """Three "generators" with distinct fingerprints (blur, noise, posterisation)."""
+    root = tmp_path_factory.mktemp("task2")
+    pngs = sorted((LUNG / "png").glob("*.png"))[::3]
+    rng = np.random.default_rng(0)
+    truth = []
+    for n, path in enumerate(pngs):
+        g = list(GENERATORS)[n % 3]
+        img = GENERATORS[g](Image.open(path), rng)
+        if n < 12:
+            _save(img, root / "train" / g / f"{path.stem}.png")
+        else:
+            _save(img, root / "test" / f"{path.stem}.png")
+            truth.append(f"{path.stem},{n % 3}")
+    (root / "truth.csv").write_text("id,cluster\n" + "\n".join(truth) + "\n")
+    return root

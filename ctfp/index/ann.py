@@ -7,7 +7,9 @@ from typing import Any
 import numpy as np
 
 from ctfp._arrays import to_numpy
-from ctfp.index.flat import FlatIndex, faiss_metric, metric_name
+from ctfp.exceptions import DeviceError
+from ctfp.index.flat import FlatIndex, faiss_metric, metric_name, reconstruct
+from ctfp.progress import logger
 
 KINDS = ("flat", "ivf", "hnsw")
 
@@ -98,6 +100,14 @@ class ApproximateIndex:
             raise ValueError("the index is empty; add vectors before searching")
         return self.index.search(to_numpy(x, np.float32), k)
 
+    def reconstruct(self, ids: np.ndarray) -> np.ndarray:
+        """The stored vectors of ``ids`` (n, k) as (n, k, d) float32 (-1: a row of NaN)."""
+        if self.index is None:
+            raise ValueError("the index is empty; add vectors first")
+        if self.kind == "ivf" and not self.index.direct_map.type:
+            self.index.make_direct_map()  # id -> (list, offset), so stored rows can be read back
+        return reconstruct(self.index, ids, self.d)
+
     def to_bytes(self) -> np.ndarray:
         """The index serialised by FAISS (a uint8 array)."""
         import faiss
@@ -107,12 +117,14 @@ class ApproximateIndex:
         return faiss.serialize_index(self.index)
 
     @classmethod
-    def from_bytes(cls, data: np.ndarray) -> ApproximateIndex:
-        """Rebuild an index written by :meth:`to_bytes`."""
+    def from_bytes(cls, data: np.ndarray, *, device: str = "cpu") -> ApproximateIndex:
+        """Rebuild an index written by :meth:`to_bytes` (on the CPU: ``device="cuda"`` is
+        refused)."""
         import faiss
 
         index = faiss.deserialize_index(np.asarray(data, dtype=np.uint8))
         hnsw = isinstance(index, faiss.IndexHNSW)
+        approximate_device("hnsw" if hnsw else "ivf", device)
         self = cls(index.d, kind="hnsw" if hnsw else "ivf", metric=metric_name(index.metric_type))
         if hnsw:
             self.ef_search = int(index.hnsw.efSearch)
@@ -122,12 +134,32 @@ class ApproximateIndex:
         return self
 
 
+def approximate_device(kind: str, device: str) -> str:
+    """The device an approximate index runs on: the CPU. ``cuda`` is refused (ctfp's IVF and
+    HNSW indexes have no GPU path), never silently ignored; ``auto`` means the CPU, said once in
+    the log when a GPU was there to be had."""
+    name = str(device).split(":")[0]
+    if name == "cuda":
+        raise DeviceError(
+            f"the {kind} index runs on the CPU only; use device='cpu' (or auto), or the exact "
+            "flat index on the GPU (index='flat')"
+        )
+    if name == "auto":
+        from ctfp.device import resolve_device
+
+        if resolve_device("auto").type == "cuda":
+            logger.info(f"the {kind} index runs on the CPU (approximate indexes have no GPU path)")
+    return "cpu"
+
+
 def make_index(d: int, *, kind: str = "flat", metric: str = "l2", device: str = "auto") -> Any:
-    """An exact FlatIndex (``kind="flat"``) or an ApproximateIndex (``"ivf"``, ``"hnsw"``, CPU)."""
+    """An exact FlatIndex (``kind="flat"``, on ``device``) or an ApproximateIndex (``"ivf"``,
+    ``"hnsw"``: CPU only, ``device="cuda"`` is refused)."""
     if kind not in KINDS:
         raise ValueError(f"unknown index {kind!r}; choose one of {', '.join(KINDS)}")
     if kind == "flat":
         return FlatIndex(d, metric=metric, device=device)
+    approximate_device(kind, device)
     return ApproximateIndex(d, kind=kind, metric=metric)
 
 

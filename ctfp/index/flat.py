@@ -34,6 +34,17 @@ def faiss_has_gpu() -> bool:
     return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
 
 
+def reconstruct(index: Any, ids: np.ndarray, d: int) -> np.ndarray:
+    """(n, k, d) float32 vectors of ``ids`` (n, k) stored in a FAISS ``index`` (-1: NaN)."""
+    ids = np.asarray(ids, dtype=np.int64)
+    flat = ids.reshape(-1)
+    found = flat >= 0
+    out = np.full((len(flat), d), np.nan, dtype=np.float32)
+    if found.any():
+        out[found] = index.reconstruct_batch(np.ascontiguousarray(flat[found]))
+    return out.reshape(*ids.shape, d)
+
+
 class FlatIndex:
     """Brute-force k-NN over added vectors with FAISS ``IndexFlat``.
 
@@ -96,6 +107,11 @@ class FlatIndex:
             return self.search(x, k)
         self._check_k(k)
         return self.index.search(x, k)
+
+    def reconstruct(self, ids: np.ndarray) -> np.ndarray:
+        """The stored vectors of ``ids`` (n, k) as (n, k, d) float32; an id of -1 (no
+        neighbour found) gives a row of NaN."""
+        return reconstruct(self.index, ids, self.d)
 
     def _check_k(self, k: int) -> None:
         if self.ntotal == 0:

@@ -13,8 +13,8 @@ from ctfp.exceptions import CtfpError, InputError
 from ctfp.store.reader import read_embeddings
 from ctfp.store.schema import make_metadata
 from ctfp.store.writer import FolderLock, ShardWriter
-from ctfp.tasks.membership import CentroidMembership
-from ctfp.tasks.score import score_shards
+from ctfp.membership.centroid import CentroidMembership
+from ctfp.runs.score import ScoreSettings, score_shards
 
 IDENTITY = {
     "model": "synthetic",
@@ -34,18 +34,26 @@ def write_shards(out: Path, n: int = 3000, per_shard: int = 1000) -> None:
             w.add(f"r{i:05d}", [f"r{i:05d}"], "synthetic", [0], None, x[i : i + 1])
 
 
+def fit_centroid(k: int, used: np.ndarray, not_used: np.ndarray) -> CentroidMembership:
+    labels = np.r_[np.ones(len(used), int), np.zeros(len(not_used), int)]
+    return CentroidMembership(k, device="cpu").fit(np.vstack([used, not_used]), labels)
+
+
 def test_streamed_scores_equal_in_memory_scores_and_resume(tmp_path: Path) -> None:
     write_shards(tmp_path / "emb")
     rng = np.random.default_rng(1)
-    model = CentroidMembership(4, device="cpu").fit(
-        rng.gamma(1.0, 1.0, (200, 64)), rng.gamma(1.2, 1.0, (200, 64))
-    )
+    model = fit_centroid(4, rng.gamma(1.0, 1.0, (200, 64)), rng.gamma(1.2, 1.0, (200, 64)))
     summary = score_shards(
         model, tmp_path / "emb", tmp_path / "scores", batch_size=256, progress=False
     )
+    settings = ScoreSettings(batch_size=256)
+    assert (
+        score_shards(model, tmp_path / "emb", tmp_path / "s2", settings, progress=False)["rows"]
+        == 3000
+    )
     assert summary["rows"] == 3000 and summary["shards_written"] == 3
     data = read_embeddings(tmp_path / "emb")
-    expected = model.score(data.matrix)
+    expected = model.score_samples(data.matrix)
     got = duckdb.sql(
         f"SELECT id, score, label FROM '{tmp_path}/scores/*.parquet' ORDER BY id"
     ).fetchall()
@@ -86,9 +94,7 @@ def test_non_finite_embeddings_are_refused_with_the_shard_named(tmp_path: Path) 
     meta = make_metadata(IDENTITY, "float16", {})
     with ShardWriter(tmp_path / "emb", metadata=meta, rows_per_shard=1000) as w:
         w.add("all", [f"r{i:03d}" for i in range(50)], "synthetic", range(50), None, x)
-    model = CentroidMembership(2, device="cpu").fit(
-        rng.gamma(1.0, 1.0, (20, 64)), rng.gamma(1.2, 1.0, (20, 64))
-    )
+    model = fit_centroid(2, rng.gamma(1.0, 1.0, (20, 64)), rng.gamma(1.2, 1.0, (20, 64)))
     with pytest.raises(InputError, match=r"part-00000.parquet holds non-finite .* row 17"):
         score_shards(model, tmp_path / "emb", tmp_path / "scores", progress=False)
     assert not list((tmp_path / "scores").glob("*.parquet"))
@@ -99,9 +105,7 @@ def test_an_empty_shard_gets_an_empty_output(tmp_path: Path) -> None:
     first = pq.read_table(tmp_path / "emb" / "part-00000.parquet")
     pq.write_table(first.slice(0, 0), tmp_path / "emb" / "part-00002.parquet")
     rng = np.random.default_rng(1)
-    model = CentroidMembership(2, device="cpu").fit(
-        rng.gamma(1.0, 1.0, (50, 64)), rng.gamma(1.2, 1.0, (50, 64))
-    )
+    model = fit_centroid(2, rng.gamma(1.0, 1.0, (50, 64)), rng.gamma(1.2, 1.0, (50, 64)))
     summary = score_shards(model, tmp_path / "emb", tmp_path / "scores", progress=False)
     assert summary["rows"] == 1500 and summary["shards_written"] == 3
     assert pq.read_table(tmp_path / "scores" / "part-00002.parquet").num_rows == 0
@@ -110,9 +114,7 @@ def test_an_empty_shard_gets_an_empty_output(tmp_path: Path) -> None:
 def test_scores_need_a_folder_of_their_own(tmp_path: Path) -> None:
     write_shards(tmp_path / "emb", n=200, per_shard=100)
     rng = np.random.default_rng(1)
-    model = CentroidMembership(2, device="cpu").fit(
-        rng.gamma(1.0, 1.0, (50, 64)), rng.gamma(1.2, 1.0, (50, 64))
-    )
+    model = fit_centroid(2, rng.gamma(1.0, 1.0, (50, 64)), rng.gamma(1.2, 1.0, (50, 64)))
     before = sorted(p.stat().st_mtime_ns for p in (tmp_path / "emb").glob("*.parquet"))
     with pytest.raises(InputError, match="holds the embedding shards"):
         score_shards(model, tmp_path / "emb", tmp_path / "emb", progress=False)
@@ -124,3 +126,11 @@ def test_scores_need_a_folder_of_their_own(tmp_path: Path) -> None:
     with FolderLock(tmp_path / "scores"), pytest.raises(CtfpError, match="writing into"):
         score_shards(model, tmp_path / "emb", tmp_path / "scores", progress=False)
     assert score_shards(model, tmp_path / "emb", tmp_path / "scores", progress=False)["rows"] == 200
+
+
+def test_what_cannot_be_scored_is_refused(tmp_path: Path) -> None:
+    write_shards(tmp_path / "emb", n=100, per_shard=100)
+    with pytest.raises(TypeError, match="cannot score with a dict"):
+        score_shards({}, tmp_path / "emb", tmp_path / "scores", progress=False)
+    with pytest.raises(ValueError, match="batch_size must be at least 1"):
+        score_shards(None, tmp_path / "emb", tmp_path / "scores", batch_size=0, progress=False)

@@ -1,13 +1,14 @@
-"""Task 2: cluster synthetic slices by the model that made them with a Gaussian mixture."""
+"""Task 2 in memory: cluster synthetic slices by the model that made them (Gaussian mixture)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
+from ctfp.attribution.settings import Task2Settings
 from ctfp.cluster.gmm import GaussianMixture
 from ctfp.exceptions import InputError
 from ctfp.progress import progress_bar
@@ -43,7 +44,13 @@ def _sweep(
 
 @dataclass
 class Clustering:
-    """What :func:`cluster_slices` found; ``predict`` maps new embeddings the same way."""
+    """What :func:`cluster_slices` found; ``predict`` maps new embeddings the same way.
+
+    Saved like a membership method (:meth:`to_state` / :meth:`from_state`, kind ``gmm``).
+    """
+
+    name: ClassVar[str] = "gmm"
+    task: ClassVar[str] = "task2"
 
     labels: np.ndarray
     k: int
@@ -51,6 +58,40 @@ class Clustering:
     projection: Any = None
     bics: dict[int, float] | None = None
     silhouettes: dict[int, float] | None = None
+
+    def to_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """The mixture and its projection: (JSON-ready parameters, numpy arrays)."""
+        gmm = self.model
+        params = {"k": self.k, "covariance_type": gmm.covariance_type}
+        arrays = {"weights": gmm.weights_, "means": gmm.means_, "covariances": gmm.covariances_}
+        if self.projection is not None:  # a scikit-learn PCA or a LinearProjection
+            mean = getattr(self.projection, "mean_", None)
+            comps = getattr(self.projection, "components_", None)
+            if mean is None or comps is None or getattr(self.projection, "whiten", False):
+                raise InputError("only a linear (non-whitening) PCA projection can be saved")
+            arrays["projection_mean"] = np.asarray(mean)
+            arrays["projection_components"] = np.asarray(comps)
+        return params, arrays
+
+    @classmethod
+    def from_state(
+        cls, params: dict[str, Any], arrays: dict[str, np.ndarray], *, device: str = "auto"
+    ) -> Clustering:
+        """The clustering :meth:`to_state` described (``labels`` empty), EM on ``device``."""
+        gmm = GaussianMixture.from_params(
+            arrays["weights"],
+            arrays["means"],
+            arrays["covariances"],
+            covariance_type=params["covariance_type"],
+            device=device,
+        )
+        projection = None
+        if "projection_mean" in arrays:
+            projection = LinearProjection(
+                arrays["projection_mean"], arrays["projection_components"]
+            )
+        labels = np.empty(0, dtype=np.int64)
+        return cls(labels=labels, k=int(params["k"]), model=gmm, projection=projection)
 
     def transform(self, x: np.ndarray) -> np.ndarray:
         return x if self.projection is None else self.projection.transform(x)
@@ -84,27 +125,23 @@ class LinearProjection:
 
 def cluster_slices(
     x: np.ndarray,
+    settings: Task2Settings | None = None,
     *,
-    k: int | str = 4,
-    init: str = "kmeans",
-    covariance_type: str = "full",
-    k_range: Sequence[int] = range(2, 9),
-    n_init: int = 1,
-    reg_covar: float = 1e-6,
-    pca: int | None = None,
     train_x: np.ndarray | None = None,
     train_groups: Sequence[Any] | None = None,
-    seed: int = 0,
-    device: str = "auto",
     progress: bool = False,
+    **overrides: Any,
 ) -> Clustering:
-    """Cluster ``x`` (n, d) with a Gaussian mixture.
+    """Cluster ``x`` (n, d) with a Gaussian mixture described by ``settings`` (``overrides``:
+    Task2Settings fields to change, e.g. ``k=3, pca=8``).
 
-    ``pca``: project onto that many principal components of ``x`` first. ``train_x`` with
-    ``train_groups``: semi-supervised start, one component per group initialised at the group's
-    mean (``k`` is then the number of groups). ``k="auto"``: lowest BIC over ``k_range``
-    (``progress``: a bar over the k tried).
+    ``pca``: project onto that many principal components of ``x`` first. ``train_x`` (m, d)
+    with ``train_groups`` (m,): semi-supervised start, one component per group initialised at
+    the group's mean (``k`` is then the number of groups). ``k="auto"``: lowest BIC over
+    ``k_range`` (``progress``: a bar over the k tried).
     """
+    s = (settings or Task2Settings()).replace(**overrides)
+    k, pca, seed = s.k, s.pca, s.seed
     projection = None
     if pca is not None:
         from sklearn.decomposition import PCA
@@ -115,12 +152,12 @@ def cluster_slices(
         projection = PCA(n_comp, random_state=seed).fit(x)
     z = x if projection is None else projection.transform(x)
     gmm_kwargs: dict[str, Any] = dict(
-        covariance_type=covariance_type,
-        init_params=init,
-        n_init=n_init,
-        reg_covar=reg_covar,
+        covariance_type=s.covariance_type,
+        init_params=s.init,
+        n_init=s.n_init,
+        reg_covar=s.reg_covar,
         random_state=seed,
-        device=device,
+        device=s.device,
     )
     bics = silhouettes = None
     if train_x is not None and train_groups is not None:
@@ -129,9 +166,9 @@ def cluster_slices(
         tz = train_x if projection is None else projection.transform(train_x)
         means = np.stack([tz[groups == g].mean(0) for g in names])
         k = len(names)
-        gmm_kwargs.update(_start_from_groups(z, means, covariance_type, reg_covar))
+        gmm_kwargs.update(_start_from_groups(z, means, s.covariance_type, s.reg_covar))
     elif k == "auto":
-        k, bics, silhouettes = _sweep(z, k_range, gmm_kwargs, progress)
+        k, bics, silhouettes = _sweep(z, s.ks, gmm_kwargs, progress)
     k = int(k)
     if not 1 <= k <= len(z):
         raise InputError(f"k must be between 1 and the {len(z)} slices, got {k}")
@@ -175,105 +212,3 @@ def _start_from_groups(
     }
 
 
-def cluster_shards(
-    shards: Any,
-    *,
-    k: int | str = 4,
-    k_range: Sequence[int] = range(2, 9),
-    covariance_type: str = "full",
-    init: str = "kmeans",
-    pca: int | None = None,
-    sample_rows: int = 50_000,
-    passes: int = 20,
-    tol: float = 1e-3,
-    reg_covar: float = 1e-6,
-    batch_size: int = 65_536,
-    seed: int = 0,
-    device: str = "auto",
-    progress: bool = False,
-) -> tuple[Clustering, dict[str, Any]]:
-    """Fit a ``k``-component Gaussian mixture over embedding shards too large for memory.
-
-    A seeded uniform sample of ``sample_rows`` rows (one streamed pass) fits the optional PCA
-    (``pca`` components) and the mixture's start (``init``); then EM runs up to ``passes``
-    passes over the shards, each accumulating the sufficient statistics batch by batch
-    (:meth:`GaussianMixture.fit_stream`), until the mean log-likelihood moves less than
-    ``tol``. Memory is one batch, the sample and O(k d^2). ``k="auto"`` picks the k of
-    ``k_range`` with the lowest BIC on the sample. Returns the clustering (``labels`` are the
-    sample's) and a summary: k (and the BICs for ``"auto"``), rows, sample size, passes,
-    convergence, mean log-likelihood, the shards' metadata. Save it with
-    :func:`ctfp.save_model` and assign every row with :func:`ctfp.score_shards` (``ctfp
-    cluster`` and ``ctfp score``).
-    """
-
-    from ctfp.store.reader import check_compatible, count_rows, iter_embeddings, shard_paths
-
-    if k != "auto" and (not isinstance(k, int) or k < 1):
-        raise ValueError(f"k must be a positive integer or 'auto', not {k!r}")
-    if passes < 1 or sample_rows < 1:
-        raise ValueError("passes and sample_rows must be at least 1")
-    paths = shard_paths(shards)
-    metadata = check_compatible(paths)
-    rows = count_rows(paths)
-    if rows < (min(k_range) if k == "auto" else k):
-        raise InputError(f"{rows} rows cannot make {k} clusters")
-    rng = np.random.default_rng(seed)
-    wanted = np.sort(rng.choice(rows, size=min(sample_rows, rows), replace=False))
-    parts, start = [], 0
-    with progress_bar(rows, "sample", "row", enabled=progress) as bar:
-        for batch in iter_embeddings(paths, batch_size=batch_size):
-            lo, hi = np.searchsorted(wanted, [start, start + len(batch)])
-            parts.append(batch.matrix[wanted[lo:hi] - start])
-            start += len(batch)
-            bar.update(len(batch))
-    sample = np.concatenate(parts)
-    projection = None
-    if pca is not None:
-        from sklearn.decomposition import PCA
-
-        if not 1 <= pca <= min(sample.shape):
-            raise ValueError(f"pca must be between 1 and {min(sample.shape)}")
-        fitted = PCA(pca, random_state=seed).fit(sample)
-        projection = LinearProjection(fitted.mean_, fitted.components_)
-        sample = projection.transform(sample)
-
-    bics = None
-    if k == "auto":
-        k, bics = select_components(
-            sample,
-            k_range,
-            covariance_type=covariance_type,
-            reg_covar=reg_covar,
-            init_params=init,
-            random_state=seed,
-            device=device,
-        )
-
-    def batches() -> Any:
-        for batch in iter_embeddings(paths, batch_size=batch_size):
-            yield batch.matrix if projection is None else projection.transform(batch.matrix)
-
-    gmm = GaussianMixture(
-        k,
-        covariance_type=covariance_type,
-        tol=tol,
-        reg_covar=reg_covar,
-        max_iter=passes,
-        init_params=init,
-        random_state=seed,
-        device=device,
-    ).fit_stream(batches, sample, progress=progress)
-    clustering = Clustering(
-        labels=np.asarray(gmm.predict(sample)), k=k, model=gmm, projection=projection, bics=bics
-    )
-    summary = {
-        "k": k,
-        "bics": bics,
-        "rows": rows,
-        "sample_rows": len(sample),
-        "passes": gmm.n_iter_,
-        "converged": bool(gmm.converged_),
-        "mean_log_likelihood": float(gmm.lower_bound_),
-        "metadata": metadata,
-    }
-    return clustering, summary

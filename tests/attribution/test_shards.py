@@ -16,7 +16,7 @@ from ctfp.cluster.gmm import GaussianMixture
 from ctfp.store.reader import read_embeddings
 from ctfp.store.schema import make_metadata
 from ctfp.store.writer import ShardWriter
-from ctfp.tasks.attribution import cluster_shards
+from ctfp.attribution.shards import cluster_shards
 
 IDENTITY = {
     "model": "synthetic",
@@ -70,7 +70,7 @@ def test_cluster_then_score_recovers_the_blobs(tmp_path: Path, capsys) -> None:
 def test_streamed_fit_is_reproducible_and_takes_pca(tmp_path: Path) -> None:
     write_blobs(tmp_path / "emb")
     fits = [
-        cluster_shards(tmp_path / "emb", k=3, pca=4, sample_rows=400, batch_size=700, device="cpu")
+        cluster_shards(tmp_path / "emb", k=3, pca=4, sample=400, batch_size=700, device="cpu")
         for _ in range(2)
     ]
     (a, sa), (b, sb) = fits
@@ -79,9 +79,7 @@ def test_streamed_fit_is_reproducible_and_takes_pca(tmp_path: Path) -> None:
     np.testing.assert_array_equal(a.model.covariances_, b.model.covariances_)
     assert sa["mean_log_likelihood"] == sb["mean_log_likelihood"]
     # Another batch size streams the same rows: the same mixture up to float summation order.
-    c, _ = cluster_shards(
-        tmp_path / "emb", k=3, pca=4, sample_rows=400, batch_size=4096, device="cpu"
-    )
+    c, _ = cluster_shards(tmp_path / "emb", k=3, pca=4, sample=400, batch_size=4096, device="cpu")
     np.testing.assert_allclose(c.model.means_, a.model.means_, rtol=1e-6, atol=1e-6)
 
 
@@ -105,6 +103,6 @@ def test_k_auto_picks_the_lowest_bic_on_the_sample(tmp_path: Path, capsys) -> No
     assert sorted(int(k) for k in summary["bics"]) == [2, 3, 4, 5]
     assert summary["k"] == 3 == int(min(summary["bics"], key=summary["bics"].get))
     saved = json.loads((tmp_path / "m" / "model.json").read_text())
-    assert saved["params"]["k"] == 3 and saved["settings"]["k_option"] == "auto"
+    assert saved["params"]["k"] == 3 and saved["settings"]["cluster"]["k"] == "auto"
     bad = ["cluster", str(tmp_path / "emb"), "--out", str(tmp_path / "x"), "--quiet"]
     assert main([*bad, "--k", "three"]) == 2

@@ -1,4 +1,4 @@
-"""Both tasks end to end through the CLI on small ImageCLEF-style folders, then evaluated."""
+"""Task 1 end to end on a small ImageCLEF-style folder (CLI and Python API), then evaluated."""
 
 from __future__ import annotations
 
@@ -16,7 +16,11 @@ from sklearn.metrics import (
 )
 
 from ctfp.cli import main
+from ctfp.embed.settings import EmbedSettings
 from ctfp.evaluate import read_table, validate_run
+from ctfp.membership.settings import Task1Settings
+from ctfp.runs.task1 import run_task1
+from ctfp.settings import SettingsError
 
 EMBED = ["--weights", "random", "--image-size", "64", "--quiet"]
 
@@ -91,111 +95,6 @@ def test_task1_bad_layout_and_too_large_k(task1_data: Path, tmp_path: Path, caps
     assert "k=64 needs at least 64" in capsys.readouterr().err
 
 
-def test_task2_end_to_end(task2_data: Path, tmp_path: Path, capsys) -> None:
-    out = tmp_path / "t2"
-    args = [
-        "run",
-        "task2",
-        str(task2_data),
-        "--out",
-        str(out),
-        "--k",
-        "3",
-        "--init",
-        "kmeans",
-        "--covariance",
-        "diag",
-        *EMBED,
-    ]
-    assert main(args) == 0
-    truth = read_table(task2_data / "truth.csv", "cluster")
-    run = read_run(out / "clusters.csv")
-    assert set(run) == set(truth) and set(run.values()) <= {0, 1, 2}
-    assert validate_run(out / "clusters.csv", "task2", sorted(truth)) == []
-    summary = json.loads((out / "summary.json").read_text())
-    assert summary["k"] == 3 and "train_check" in summary and summary["train_check"]["n"] == 12
-    capsys.readouterr()
-    assert (
-        main(
-            [
-                "evaluate",
-                "task2",
-                str(out / "clusters.csv"),
-                "--truth",
-                str(task2_data / "truth.csv"),
-            ]
-        )
-        == 0
-    )
-    metrics = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    ids = sorted(truth)
-    assert metrics["ari"] == pytest.approx(
-        adjusted_rand_score([truth[i] for i in ids], [run[i] for i in ids])
-    )
-    # Blur, noise and posterisation leave fingerprints even random ResNet features can see.
-    assert metrics["ari"] > 0.4
-
-
-@pytest.mark.parametrize("init", ["k-means++", "random", "random_from_data"])
-def test_task2_other_inits(task2_data: Path, tmp_path: Path, init: str) -> None:
-    out = tmp_path / init
-    assert (
-        main(
-            [
-                "run",
-                "task2",
-                str(task2_data),
-                "--out",
-                str(out),
-                "--k",
-                "3",
-                "--init",
-                init,
-                "--covariance",
-                "spherical",
-                *EMBED,
-            ]
-        )
-        == 0
-    )
-    assert validate_run(out / "clusters.csv", "task2") == []
-
-
-def test_task2_k_auto_says_what_it_chose(task2_data: Path, tmp_path: Path, capsys) -> None:
-    out = tmp_path / "auto"
-    assert (
-        main(
-            [
-                "run",
-                "task2",
-                str(task2_data),
-                "--out",
-                str(out),
-                "--k",
-                "auto",
-                "--k-range",
-                "2-5",
-                "--covariance",
-                "spherical",
-                "--weights",
-                "random",
-                "--image-size",
-                "64",
-                "--json",
-            ]
-        )
-        == 0
-    )
-    captured = capsys.readouterr()
-    summary = json.loads(captured.out)
-    assert summary["k"] in (2, 3, 4, 5) and set(summary["k_auto_bic"]) == {"2", "3", "4", "5"}
-    assert f"k=auto chose {summary['k']} components" in captured.err
-    bics = summary["k_auto_bic"]
-    assert min(bics, key=bics.get) == str(summary["k"])
-    assert len(set(read_run(out / "clusters.csv").values())) <= summary["k"]
-    assert np.isfinite(list(bics.values())).all()
-
-
 @pytest.mark.parametrize("method", ["proximity"])
 def test_task1_beyond_the_seed(task1_data: Path, tmp_path: Path, method: str, capsys) -> None:
     out = tmp_path / method
@@ -232,27 +131,34 @@ def test_task1_beyond_the_seed(task1_data: Path, tmp_path: Path, method: str, ca
     assert metrics["roc_auc"] > 0.8 and metrics["kappa"] > 0.3
 
 
-def test_task2_semi_supervised_with_pca(task2_data: Path, tmp_path: Path, capsys) -> None:
-    out = tmp_path / "semi"
-    assert (
-        main(
-            [
-                "run",
-                "task2",
-                str(task2_data),
-                "--out",
-                str(out),
-                "--semi-supervised",
-                "--pca",
-                "8",
-                "--features",
-                "residual",
-                "--quiet",
-                "--json",
-            ]
-        )
-        == 0
-    )
-    summary = json.loads(capsys.readouterr().out)
-    assert summary["k"] == 3 and summary["init"] == "train-group means" and summary["pca"] == 8
-    assert validate_run(out / "clusters.csv", "task2") == []
+def test_task1_python_api_with_settings_objects(task1_data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "api"
+    settings = Task1Settings.with_options(method="proximity", metric="l2", seed=3, device="cpu")
+    embed = EmbedSettings(features="pixels", device="cpu")
+    summary = run_task1(task1_data, out, settings, embed=embed, progress=False)
+    assert summary["method"] == "proximity" and summary["metric"] == "l2"
+    recorded = json.loads((out / "summary.json").read_text())["settings"]
+    assert Task1Settings.from_dict(recorded["task1"]) == settings
+    assert EmbedSettings.from_dict(recorded["embed"]) == embed
+    assert recorded["engine"] == {"engine": "local", "actors": None, "ray_address": None}
+    model = json.loads((out / "model" / "model.json").read_text())
+    assert model["kind"] == "proximity" and model["settings"]["task1"]["options"]["metric"] == "l2"
+    # Keyword overrides: Task1Settings fields and the method's options.
+    again = run_task1(
+        task1_data, out, embed=embed, method="proximity", metric="l2", seed=3, device="cpu",
+        progress=False,
+    )  # fmt: skip
+    assert again["runs"] == summary["runs"]
+    with pytest.raises(SettingsError, match="not an option of method 'centroid'"):
+        run_task1(task1_data, out, embed=embed, metric="l2", progress=False)
+
+
+def test_task1_cli_refuses_options_of_another_method(task1_data: Path, tmp_path: Path, capsys):
+    args = ["run", "task1", str(task1_data), "--out", str(tmp_path / "o"), *EMBED]
+    assert main([*args, "--metric", "l2"]) == 2
+    assert "metric: not an option of method 'centroid'" in capsys.readouterr().err
+    assert main([*args, "--method", "proximity", "--k", "1,2"]) == 2
+    assert "k sweep needs centroid" in capsys.readouterr().err
+    assert main([*args, "--method", "proximity", "--recall-target", "nan"]) == 2
+    assert "recall_target must be a finite number" in capsys.readouterr().err
+    assert not (tmp_path / "o" / "summary.json").exists()

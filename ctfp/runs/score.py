@@ -12,16 +12,34 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
+from ctfp.attribution.clustering import Clustering
+from ctfp.cluster.gmm import GaussianMixture
+from ctfp.device import check_device_name
 from ctfp.exceptions import InputError
 from ctfp.progress import progress_bar
+from ctfp.runs.models import SavedModel
+from ctfp.settings import Settings, option
 from ctfp.store.reader import check_compatible, count_rows, scan_batches, shard_paths
 from ctfp.store.writer import FolderLock, write_atomic
+
+@dataclass(frozen=True)
+class ScoreSettings(Settings):
+    """Archive scoring through a saved model (``ctfp score``)."""
+
+    stage = "score"
+
+    batch_size: int = option(16_384, "rows per batch (memory)", minimum=1)
+    device: str = option(
+        "auto", "auto|cpu|cuda or cuda:N for the model's indexes", check=check_device_name
+    )
+
 
 SCORES_SCHEMA = pa.schema(
     [
@@ -91,19 +109,25 @@ def score_shards(
     model: Any,
     shards: str | os.PathLike[str],
     out: str | os.PathLike[str],
+    settings: ScoreSettings | None = None,
     *,
-    batch_size: int = 16_384,
     progress: bool = True,
+    **overrides: Any,
 ) -> dict[str, Any]:
     """Score every row of the embedding shards in ``shards`` with a fitted model.
 
-    Task 1: ``model`` has ``score(x) -> (n,)`` and ``threshold_``; label 1 where
-    ``score >= threshold_``. Task 2: ``model`` has ``predict_proba`` (a GaussianMixture or a
-    Clustering); label is the most likely component and score its posterior probability.
-    ``model`` may be a :class:`ctfp.tasks.persist.SavedModel`: the shards must then hold
+    Task 1: ``model`` is a :class:`ctfp.membership.MembershipMethod`; score is its
+    ``score_samples`` and label 1 where ``score >= threshold_``. Task 2: ``model`` is a
+    :class:`ctfp.attribution.Clustering` (or anything with ``task = "task2"`` and
+    ``predict_proba``); label is the most likely component and score its posterior probability.
+    ``model`` may be a :class:`ctfp.runs.models.SavedModel`: the shards must then hold
     embeddings from the model, weights and preprocessing it was fitted on. Writes
     ``out/part-NNNNN.parquet`` with ``id, score, label`` for each input shard of the same name;
     input shards whose output exists are skipped (resume).
+
+    ``settings.batch_size`` rows are read at a time (``overrides``: ScoreSettings fields, e.g.
+    ``batch_size=4096``); ``settings.device`` applies where the model is loaded
+    (:func:`ctfp.runs.models.load_model`), not here.
 
     Returns a summary: rows scored, shards written and skipped, seconds, rows per second.
 
@@ -114,8 +138,7 @@ def score_shards(
     CtfpError
         Another run is writing into ``out``.
     """
-    from ctfp.tasks.persist import SavedModel
-
+    batch_size = (settings or ScoreSettings()).replace(**overrides).batch_size
     paths = shard_paths(shards)
     metadata = check_compatible(paths)
     if isinstance(model, SavedModel):
@@ -138,24 +161,28 @@ def _score_into(
 
     for stale in out.glob(".*.tmp"):
         stale.unlink(missing_ok=True)
-    task1 = hasattr(model, "threshold_")
-    if not task1 and not hasattr(model, "predict_proba"):
-        raise TypeError("model needs score() and threshold_ (task 1) or predict_proba() (task 2)")
+    if isinstance(model, GaussianMixture):  # a bare mixture: a clustering without projection
+        model = Clustering(np.empty(0, np.int64), model.n_components, model)
+    task = getattr(model, "task", None)
+    if task not in ("task1", "task2"):
+        raise TypeError(
+            f"cannot score with a {type(model).__name__}: give a membership method (task 1) or "
+            "a clustering (task 2), fitted, or a saved model"
+        )
+    task1 = task == "task1"
     todo = [p for p in paths if not (out / p.name).exists()]
     total_rows = count_rows(todo)
     start = time.perf_counter()
     rows = 0
-    # The seed model's search against a few centres costs about as much as reading a row: the
+    # A light model's search (the seed method's few centres) costs about as much as reading a row: the
     # prefetch thread reads and converts on one core and FAISS gets the others, and its scores,
     # not its n x d inputs, are checked for finiteness (a NaN or infinity in a row makes the
     # row's score NaN; every task 1 score is checked below). A search over a large generated
     # set or a mixture outweighs reading, so those keep every core and check their inputs.
     import faiss
 
-    from ctfp.tasks.membership import CentroidMembership
-
-    centroid = isinstance(model, CentroidMembership)
-    threads = (os.cpu_count() or 2) - 1 if centroid else faiss.omp_get_max_threads()
+    light = task1 and model.light_scoring
+    threads = (os.cpu_count() or 2) - 1 if light else faiss.omp_get_max_threads()
     with (
         progress_bar(total_rows, "score", "row", enabled=progress) as bar,
         _faiss_threads(threads),
@@ -169,10 +196,7 @@ def _score_into(
                 ids, scores, labels = [], [], []
                 continue
             if task1:
-                score = np.asarray(
-                    model.score(x, check_input=False) if centroid else model.score(x),
-                    np.float32,
-                )
+                score = np.asarray(model.score_samples(x, check_input=not light), np.float32)
                 if not np.isfinite(score).all():
                     raise InputError(
                         f"{path} holds non-finite embeddings (NaN or infinity) near row "

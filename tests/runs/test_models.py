@@ -15,8 +15,8 @@ from ctfp.cluster.gmm import GaussianMixture
 from ctfp.evaluate import read_table
 from ctfp.index.ann import ApproximateIndex
 from ctfp.index.flat import FlatIndex
-from ctfp.tasks.persist import load_model, save_model
-from ctfp.tasks.proximity import ProximityMembership
+from ctfp.membership.proximity import ProximityMembership
+from ctfp.runs.models import load_model, save_model
 
 FAST = ["--features", "pixels", "--quiet"]
 
@@ -120,10 +120,10 @@ def test_saved_proximity_model_with_an_ivf_index(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     generated, train = rng.normal(size=(3000, 16)), rng.normal(size=(60, 16))
     model = ProximityMembership(metric="l2", index="ivf", device="cpu").fit(
-        generated, train, np.arange(60) % 2
+        train, np.arange(60) % 2, generated
     )
     save_model(model, tmp_path / "m", identity={"model": "x", "dim": 16})
     saved = load_model(tmp_path / "m", device="cpu")
     queries = rng.normal(size=(40, 16))
-    np.testing.assert_allclose(saved.model.score(queries), model.score(queries))
+    np.testing.assert_allclose(saved.model.score_samples(queries), model.score_samples(queries))
     assert saved.model.threshold_ == model.threshold_ and saved.identity["dim"] == 16

@@ -1,4 +1,4 @@
-"""Task 1, the seed paper's method: per-class k-means centres and a FAISS flat L1 1-NN lookup."""
+"""The seed paper's membership method: per-class k-means centres and a FAISS flat L1 1-NN."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ import numpy as np
 from ctfp._arrays import to_numpy
 from ctfp.cluster.kmeans import KMeans
 from ctfp.index.flat import FlatIndex
+from ctfp.membership.base import MembershipMethod
 
 
-class CentroidMembership:
+class CentroidMembership(MembershipMethod):
     """k-means centres of the "used" and the "not used" training embeddings; a slice takes the
     label of its nearest centre by Manhattan (L1) distance, found in a FAISS flat L1 index of
     the 2k centres (ImageCLEFmedical GANs 2024, Goa College of Engineering; best k = 4).
@@ -20,38 +21,46 @@ class CentroidMembership:
     ----------
     k
         Clusters per class.
-    random_state, n_init, device, backend
-        Passed to :class:`ctfp.cluster.KMeans`; the index uses the same device.
+    n_init, random_state, device, backend
+        Passed to :class:`ctfp.cluster.KMeans`; the indexes use the same device.
 
     Attributes
     ----------
     centers_used_, centers_not_used_ : (k, d) float32
     index_ : FlatIndex over the 2k centres (used first)
+    threshold_ : 0.0 (score >= 0: at least as close to a "used" centre)
     """
+
+    name = "centroid"
+    light_scoring = True
 
     def __init__(
         self,
         k: int = 4,
         *,
-        random_state: int | None = 0,
         n_init: int = 3,
+        random_state: int | None = 0,
         device: str = "auto",
         backend: str = "auto",
     ) -> None:
         self.k = k
-        self.random_state = random_state
         self.n_init = n_init
+        self.random_state = random_state
         self.device = device
         self.backend = backend
 
-    def fit(self, used: Any, not_used: Any) -> CentroidMembership:
-        """Fit the centres on embeddings of slices known to be used / not used: (n, d) each."""
+    def fit(self, train_x: Any, train_y: Any, generated: Any = None) -> CentroidMembership:
+        """Fit the centres on training reals ``train_x`` (n, d) with labels ``train_y`` (n,)
+        (1 = used, 0 = not used); ``generated`` is not used by this method."""
+        if not isinstance(self.k, int | np.integer) or self.k < 1:
+            raise ValueError(f"k must be a positive integer, got {self.k!r}")
+        x, y, _ = self._fit_inputs(train_x, train_y, None)
         centres = []
-        for name, x in (("used", used), ("not used", not_used)):
-            a = to_numpy(x, np.float32, f"{name} embeddings")
-            if a.shape[0] < self.k:
+        for name, part in (("used", x[y == 1]), ("not used", x[y == 0])):
+            if part.shape[0] < self.k:
                 raise ValueError(
-                    f"k={self.k} needs at least {self.k} '{name}' training slices, got {a.shape[0]}"
+                    f"k={self.k} needs at least {self.k} '{name}' training slices, got "
+                    f"{part.shape[0]}"
                 )
             km = KMeans(
                 self.k,
@@ -60,14 +69,14 @@ class CentroidMembership:
                 device=self.device,
                 backend=self.backend,
             )
-            centres.append(km.fit(a).cluster_centers_)
+            centres.append(km.fit(part).cluster_centers_)
         return self._set_centres(*centres)
 
     @classmethod
     def from_centres(
         cls, centers_used: Any, centers_not_used: Any, *, device: str = "auto"
     ) -> CentroidMembership:
-        """A fitted model from its centres (e.g. a saved model's), without k-means."""
+        """A fitted model from its centres (k, d) each, without k-means."""
         used = to_numpy(centers_used, np.float32, "used centres")
         not_used = to_numpy(centers_not_used, np.float32, "not-used centres")
         if used.shape != not_used.shape:
@@ -76,23 +85,23 @@ class CentroidMembership:
 
     def _set_centres(self, used: np.ndarray, not_used: np.ndarray) -> CentroidMembership:
         self.centers_used_, self.centers_not_used_ = used, not_used
-        self.threshold_ = 0.0  # score >= 0: at least as close to a "used" centre
+        self.threshold_ = 0.0
         d = used.shape[1]
+        self.n_features_in_ = d
         self.index_ = FlatIndex(d, metric="l1", device=self.device).add(np.vstack([used, not_used]))
         # Per-class indexes for the score: two 1-NN searches are far cheaper than a 2k-NN one.
         self.index_used_ = FlatIndex(d, metric="l1", device=self.device).add(used)
         self.index_not_used_ = FlatIndex(d, metric="l1", device=self.device).add(not_used)
         return self
 
-    def score(self, x: Any, *, check_input: bool = True) -> np.ndarray:
+    def score_samples(self, x: Any, *, check_input: bool = True) -> np.ndarray:
         """(n,) L1 distance to the nearest not-used centre minus that to the nearest used one.
 
-        Positive means closer to a "used" centre; use it for ROC-AUC. ``check_input=False``
-        skips the finiteness check of a C-contiguous float32 ``x`` (a non-finite row then gets a
-        non-finite score, which the caller checks: :func:`ctfp.score_shards` does).
+        Positive means closer to a "used" centre. ``check_input=False`` skips the finiteness
+        check of a C-contiguous float32 ``x``: a non-finite row then scores NaN, which the
+        caller refuses (:func:`ctfp.score_shards` does).
         """
-        if not hasattr(self, "index_"):
-            raise ValueError("this CentroidMembership is not fitted yet; call fit first")
+        self._check_fitted()
         fast = isinstance(x, np.ndarray) and x.dtype == np.float32 and x.ndim == 2
         a = x if fast and not check_input and x.flags.c_contiguous else to_numpy(x, np.float32)
         score = np.zeros(len(a))
@@ -104,7 +113,21 @@ class CentroidMembership:
 
     def predict(self, x: Any) -> np.ndarray:
         """(n,) 1 if the nearest of the 2k centres is a "used" centre, else 0 (the 1-NN label)."""
-        if not hasattr(self, "index_"):
-            raise ValueError("this CentroidMembership is not fitted yet; call fit first")
+        self._check_fitted()
         _, I = self.index_.search(to_numpy(x, np.float32), 1)  # noqa: E741
-        return (I[:, 0] < self.k).astype(np.int64)
+        return (I[:, 0] < len(self.centers_used_)).astype(np.int64)
+
+    def to_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        self._check_fitted()
+        params = {"k": int(len(self.centers_used_)), "threshold": self.threshold_}
+        arrays = {"centers_used": self.centers_used_, "centers_not_used": self.centers_not_used_}
+        return params, arrays
+
+    @classmethod
+    def from_state(
+        cls, params: dict[str, Any], arrays: dict[str, np.ndarray], *, device: str = "auto"
+    ) -> CentroidMembership:
+        return cls.from_centres(arrays["centers_used"], arrays["centers_not_used"], device=device)
+
+
+__all__ = ["CentroidMembership"]

@@ -1,0 +1,188 @@
+"""The ``ctfp`` command: a thin layer that parses arguments and calls the Python API."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from ctfp._version import __version__
+from ctfp.exceptions import CtfpError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of every command; each command's options come from its settings objects."""
+    from ctfp.attribution.settings import ClusterSettings, Task2Settings
+    from ctfp.cli import commands
+    from ctfp.cli.options import add_settings
+    from ctfp.embed.settings import CacheSettings, EmbedSettings
+    from ctfp.engine.settings import EngineSettings
+    from ctfp.evaluate import TASKS
+    from ctfp.membership.registry import METHODS
+    from ctfp.membership.settings import Task1Settings
+    from ctfp.runs.score import ScoreSettings
+
+    parser = argparse.ArgumentParser(
+        prog="ctfp",
+        description="Find the fingerprints generative models leave in synthetic CT slices.",
+    )
+    parser.add_argument("--version", action="version", version=f"ctfp {__version__}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--quiet", action="store_true", help="no progress bars or info lines")
+    common.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, func, help: str, description: str | None = None, **kw):
+        p = (kw.pop("under", sub)).add_parser(
+            name, parents=[common], help=help, description=description or help, **kw
+        )
+        p.set_defaults(func=func)
+        return p
+
+    p = command(
+        "embed",
+        commands.embed,
+        "embed CT slices into Parquet shards",
+        "Embed every CT slice behind SOURCES (folders, globs, CSV/Parquet manifests, files) into "
+        "Parquet shards in --out. Rerun the same command to resume.",
+    )
+    p.add_argument("sources", nargs="+", metavar="SOURCES")
+    p.add_argument("--out", required=True, help="output folder of part-NNNNN.parquet shards")
+    add_settings(p, EmbedSettings)
+    add_settings(p, EngineSettings)
+
+    run = sub.add_parser("run", help="run a task end to end on an ImageCLEF-style folder")
+    tasks = run.add_subparsers(dest="task", required=True, metavar="TASK")
+    t1 = command(
+        "task1",
+        commands.run_task1,
+        "membership: was a real slice used to train the generator?",
+        "DATA holds train/used/, train/not_used/, generated/ (needed by proximity) and test/. "
+        "Writes OUT/run.csv (<id>,<0|1>), OUT/scores.csv and OUT/model/; with several --k, "
+        "OUT/k<k>/. Options of a method other than --method's are refused.",
+        under=tasks,
+    )
+    seen: set[str] = set()
+    add_settings(t1, Task1Settings, seen=seen)
+    for cls in METHODS.values():
+        if cls.settings_class is not None:
+            add_settings(t1, cls.settings_class, seen=seen)
+    t2 = command(
+        "task2",
+        commands.run_task2,
+        "attribution: Gaussian mixture clustering of the test slices",
+        "DATA holds test/ and optionally train/<group>/. Writes OUT/clusters.csv "
+        "(<id>,<cluster>) and OUT/model/.",
+        under=tasks,
+    )
+    add_settings(t2, Task2Settings, seen=(seen2 := set()))
+    for tp, taken in ((t1, seen), (t2, seen2)):
+        tp.add_argument("data", metavar="DATA")
+        tp.add_argument("--out", required=True, help="output folder (embeddings are reused)")
+        tp.add_argument(
+            "--report", action="store_true", help="also write OUT/report.html (see `ctfp report`)"
+        )
+        # The run lays out its inputs itself (train/, generated/, test/).
+        add_settings(tp, EmbedSettings, exclude=("layout", "label_from_dirs"), seen=taken)
+        add_settings(tp, EngineSettings, seen=taken)
+
+    p = command("evaluate", commands.evaluate, "score a run file against the truth")
+    p.add_argument("task", choices=TASKS)
+    p.add_argument("run", metavar="RUN")
+    p.add_argument("--truth", required=True, help="CSV with id,label (task1) or id,cluster (task2)")
+    p.add_argument(
+        "--scores", default=None, help="task1: id,score CSV for ROC-AUC (default: beside RUN)"
+    )
+
+    p = command("validate", commands.validate, "check a run file against the challenge format")
+    p.add_argument("task", choices=TASKS)
+    p.add_argument("run", metavar="RUN")
+    p.add_argument("--ids", default=None, help="text file with one expected id per line")
+
+    p = command(
+        "score",
+        commands.score,
+        "score embedding shards with a saved model (an archive, streamed)",
+        "Stream every row of the embedding shards in SHARDS through the model saved by "
+        "`ctfp run` (OUT/model, or OUT itself) or `ctfp cluster` and write OUT/part-NNNNN.parquet "
+        "with id, score, label (task 1: 1 = used; task 2: the cluster and its posterior). "
+        "Memory stays bounded; rerun to resume.",
+    )
+    p.add_argument("model", metavar="MODEL", help="a saved model folder, or a run folder")
+    p.add_argument("shards", metavar="SHARDS", help="folder (or file) of embedding shards")
+    p.add_argument("--out", required=True, help="output folder of scored shards")
+    add_settings(p, ScoreSettings)
+
+    p = command(
+        "cluster",
+        commands.cluster,
+        "fit a Gaussian mixture over embedding shards too large for memory (streamed EM)",
+        "Task 2 at archive scale: fit a Gaussian mixture over every row of the embedding shards "
+        "in SHARDS without holding them in memory (a seeded sample starts it, then each EM pass "
+        "streams the shards) and save it as a model in --out. `ctfp score OUT SHARDS --out "
+        "CLUSTERS` then writes each row's cluster.",
+    )
+    p.add_argument("shards", metavar="SHARDS", help="folder (or file) of embedding shards")
+    p.add_argument("--out", required=True, help="model folder to write")
+    add_settings(p, ClusterSettings)
+
+    p = command(
+        "cache",
+        commands.cache,
+        "decode CT slices once into a uint8 Parquet cache that `embed` reads fast",
+        "Decode every slice behind SOURCES into uint8 slices (padded, resized to --size) in "
+        "Parquet shards in --out. `ctfp embed OUT ...` then skips image decoding.",
+    )
+    p.add_argument("sources", nargs="+", metavar="SOURCES")
+    p.add_argument("--out", required=True, help="output folder of the cache shards")
+    add_settings(p, CacheSettings)
+    add_settings(p, EngineSettings)
+
+    p = command(
+        "report",
+        commands.report,
+        "write a self-contained HTML report of a run folder",
+        "Write one HTML file (figures and thumbnails inlined) showing a `ctfp run` folder: "
+        "settings and model, a map of the embeddings, scores or clusters, the evidence "
+        "thumbnails and, with --truth, the metrics.",
+    )
+    p.add_argument("run_dir", metavar="OUT", help="the --out folder of `ctfp run`")
+    p.add_argument("--out", default=None, help="where to write (default OUT/report.html)")
+    p.add_argument("--truth", default=None, help="CSV with id,label (task1) or id,cluster (task2)")
+    p.add_argument(
+        "--max-items",
+        type=int,
+        default=12,
+        help="evidence rows (task1) or thumbnails per cluster (task2); default 12",
+    )
+    p.add_argument("--k", type=int, default=None, help="task1 k sweep: the k shown in detail")
+
+    p = command("demo", commands.demo, "run ctfp on the sample shipped with it")
+    p.add_argument("--out", default="demo-out", help="output folder (default demo-out)")
+    p.add_argument(
+        "--weights",
+        default=None,
+        help="imagenet, random or PATH (default: imagenet if it can be had, else random)",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from ctfp.progress import configure_logging
+
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a usage error argparse has printed
+        return exc.code if isinstance(exc.code, int) else 2
+    configure_logging(quiet=args.quiet)
+    try:
+        return args.func(args)
+    except (CtfpError, argparse.ArgumentTypeError, ValueError) as exc:
+        print(f"ctfp: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("ctfp: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+__all__ = ["build_parser", "main"]

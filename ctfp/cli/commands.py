@@ -1,0 +1,189 @@
+"""One small function per command: settings from the parsed options, then the Python API."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+from ctfp.cli.options import from_args, given
+from ctfp.embed.settings import CacheSettings, EmbedSettings
+from ctfp.engine.settings import EngineSettings
+from ctfp.progress import logger
+
+
+def _print_json(args: argparse.Namespace, value: dict) -> None:
+    if args.json:
+        print(json.dumps(value))
+
+
+def embed(args: argparse.Namespace) -> int:
+    from ctfp.embed.runner import embed
+
+    result = embed(
+        args.sources,
+        args.out,
+        from_args(EmbedSettings, args),
+        engine=from_args(EngineSettings, args),
+        progress=not args.quiet,
+    )
+    _print_json(args, result.to_dict())
+    return 0
+
+
+def cache(args: argparse.Namespace) -> int:
+    from ctfp.embed.cache import build_cache
+
+    result = build_cache(
+        args.sources,
+        args.out,
+        from_args(CacheSettings, args),
+        engine=from_args(EngineSettings, args),
+        progress=not args.quiet,
+    )
+    _print_json(args, result.to_dict())
+    return 0
+
+
+def run_task1(args: argparse.Namespace) -> int:
+    from ctfp.membership.registry import METHODS
+    from ctfp.membership.settings import Task1Settings
+    from ctfp.runs.task1 import run_task1
+
+    options = {
+        name
+        for cls in METHODS.values()
+        if cls.settings_class is not None
+        for name in cls.settings_class.field_names()
+    }
+    settings = Task1Settings.with_options(
+        **given(args, Task1Settings.field_names()), **given(args, options)
+    )
+    summary = run_task1(
+        args.data,
+        args.out,
+        settings,
+        embed=from_args(EmbedSettings, args),
+        engine=from_args(EngineSettings, args),
+        progress=not args.quiet,
+    )
+    return _finish_run(args, summary)
+
+
+def run_task2(args: argparse.Namespace) -> int:
+    from ctfp.attribution.settings import Task2Settings
+    from ctfp.runs.task2 import run_task2
+
+    summary = run_task2(
+        args.data,
+        args.out,
+        from_args(Task2Settings, args),
+        embed=from_args(EmbedSettings, args),
+        engine=from_args(EngineSettings, args),
+        progress=not args.quiet,
+    )
+    return _finish_run(args, summary)
+
+
+def _finish_run(args: argparse.Namespace, summary: dict) -> int:
+    if args.report:
+        from ctfp.report import write_report
+
+        summary["report"] = str(write_report(args.out))
+    _print_json(args, summary)
+    return 0
+
+
+def evaluate(args: argparse.Namespace) -> int:
+    from ctfp.evaluate import evaluate_run, format_table
+
+    metrics = evaluate_run(args.task, args.run, args.truth, args.scores)
+    if not args.json:  # the table for people; the JSON line (always last) for scripts
+        print(format_table(metrics))
+    print(json.dumps({"task": args.task, "run": args.run, **metrics}))
+    return 0
+
+
+def validate(args: argparse.Namespace) -> int:
+    from ctfp.evaluate import read_ids, validate_run
+
+    ids = read_ids(args.ids) if args.ids else None
+    problems = validate_run(args.run, args.task, ids, ids_file=args.ids or "ids")
+    if args.json:
+        valid = not problems
+        report = {"task": args.task, "run": args.run, "valid": valid}
+        print(json.dumps({**report, "problems": [str(p) for p in problems]}))
+        return 0 if valid else 1
+    for problem in problems:
+        print(problem)
+    if problems:
+        print(
+            f"{args.run}: not a valid {args.task} run ({len(problems)} problems)", file=sys.stderr
+        )
+        return 1
+    print(f"{args.run}: valid {args.task} run")
+    return 0
+
+
+def score(args: argparse.Namespace) -> int:
+    from ctfp.runs.models import load_model
+    from ctfp.runs.score import ScoreSettings, score_shards
+
+    settings = from_args(ScoreSettings, args)
+    saved = load_model(args.model, device=settings.device)
+    result = score_shards(saved, args.shards, args.out, settings, progress=not args.quiet)
+    result = {"task": saved.task, "kind": saved.kind, **result}
+    logger.info(
+        f"scored {result['rows']} rows with the {saved.kind} model ({saved.task}) in "
+        f"{result['seconds']:.1f} s, {result['rows_per_second']:,.0f} rows/s -> {args.out} "
+        f"({result['shards_skipped']} shards already done)"
+    )
+    _print_json(args, result)
+    return 0
+
+
+def cluster(args: argparse.Namespace) -> int:
+    from ctfp.attribution.settings import ClusterSettings
+    from ctfp.attribution.shards import cluster_shards
+    from ctfp.runs.models import save_model
+
+    start = time.perf_counter()
+    settings = from_args(ClusterSettings, args)
+    clustering, summary = cluster_shards(args.shards, settings, progress=not args.quiet)
+    recorded = {"cluster": settings.to_dict(), "shards": str(args.shards), "k": summary["k"]}
+    path = save_model(clustering, args.out, identity=summary["metadata"], settings=recorded)
+    result = {
+        "model": str(path),
+        **{key: summary[key] for key in ("k", "bics", "rows", "sample_rows", "passes")},
+        "converged": summary["converged"],
+        "mean_log_likelihood": summary["mean_log_likelihood"],
+        "seconds": time.perf_counter() - start,
+    }
+    logger.info(
+        f"fitted a {result['k']}-component {settings.covariance_type} mixture over "
+        f"{result['rows']:,} rows in {result['passes']} passes "
+        f"({'converged' if result['converged'] else 'not converged'}, mean log-likelihood "
+        f"{result['mean_log_likelihood']:.6g}) -> {path}; assign every row with: ctfp score "
+        f"{path} {args.shards} --out CLUSTERS"
+    )
+    _print_json(args, result)
+    return 0
+
+
+def report(args: argparse.Namespace) -> int:
+    from ctfp.report import write_report
+
+    path = write_report(
+        args.run_dir, args.out, truth=args.truth, max_items=args.max_items, k=args.k
+    )
+    _print_json(args, {"run": args.run_dir, "report": str(path), "bytes": path.stat().st_size})
+    return 0
+
+
+def demo(args: argparse.Namespace) -> int:
+    from ctfp.demo import run_demo
+
+    summary = run_demo(args.out, weights=args.weights, progress=not args.quiet)
+    _print_json(args, summary)
+    return 0

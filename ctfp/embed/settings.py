@@ -1,0 +1,113 @@
+"""What an embedding run does: the one settings object of the embedding stage."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ctfp.device import DEVICES, PRECISIONS, check_device_name
+from ctfp.io.decode import parse_window
+from ctfp.io.sources import LAYOUTS
+from ctfp.settings import Settings, option
+
+#: Feature extractors (:mod:`ctfp.embed.features`); several may be joined by ``+``.
+FEATURES = ("resnet50", "pixels", "spectrum", "residual")
+#: Storage types of the embedding column.
+EMBEDDING_DTYPES = ("float16", "float32")
+
+
+def check_features(spec: str) -> None:
+    """Refuse a feature spec that is not FEATURES names joined by ``+``."""
+    names = [s.strip() for s in spec.split("+")]
+    if not spec.strip() or any(n not in FEATURES for n in names):
+        raise ValueError(
+            f"unknown features {spec!r}; choose from {', '.join(FEATURES)}, joined by +"
+        )
+
+
+def _check_window(text: str) -> None:
+    parse_window(text)
+
+
+@dataclass(frozen=True)
+class InputSettings(Settings):
+    """How inputs are found and decoded, and how rows are sharded: shared by embedding and the
+    decoded-slice cache."""
+
+    stage = "input"
+
+    workers: int | None = option(
+        None, "decoding processes (default: 0 on CPU, up to 8 on CUDA)", minimum=0
+    )
+    rows_per_shard: int = option(10_000, "rows per Parquet shard", minimum=1)
+    window: str | None = option(
+        None,
+        "DICOM/NIfTI window: LEVEL,WIDTH, lung (-600,1500, the CT default), mediastinum, bone, "
+        "brain, minmax, or auto",
+        check=_check_window,
+    )
+    label_from_dirs: bool = option(False, "take each file's parent folder name as its label")
+    layout: str = option(
+        "auto",
+        "auto: detect the ImageCLEF layout (train/<label>/, generated/, test/)",
+        choices=LAYOUTS,
+    )
+
+
+@dataclass(frozen=True)
+class EmbedSettings(InputSettings):
+    """How CT slices become embedding rows: the extractor, its weights and input size, the
+    device and precision, batching, and (inherited) decoding and sharding."""
+
+    stage = "embed"
+
+    features: str = option(
+        "resnet50",
+        "resnet50 (default), pixels, spectrum, residual, or several joined by +",
+        check=check_features,
+    )
+    weights: str = option(
+        "imagenet",
+        "resnet50 weights: imagenet (torchvision IMAGENET1K_V2), random (seeded), or a "
+        "state-dict PATH",
+    )
+    weights_seed: int = option(0, "seed of --weights random (default 0)")
+    image_size: int = option(224, "network input side (default 224)", minimum=32)
+    batch_size: int | None = option(
+        None, "slices per forward pass (default: 16 on CPU, 128 on CUDA)", minimum=1
+    )
+    device: str = option(
+        "auto", f"{'|'.join(DEVICES)} or cuda:N (default auto)", check=check_device_name
+    )
+    precision: str = option(
+        "auto",
+        "auto: bf16 on CUDA and on CPUs with bf16 hardware, else fp32",
+        choices=PRECISIONS,
+    )
+    dtype: str = option(
+        "float16",
+        "storage type of the embedding column (default float16)",
+        choices=EMBEDDING_DTYPES,
+    )
+    compile: bool = option(
+        False,
+        "torch.compile the model: a one-off compilation for faster batches (large runs)",
+    )
+
+
+@dataclass(frozen=True)
+class CacheSettings(InputSettings):
+    """The decoded-slice cache (``ctfp cache``): slices decoded once, padded and resized."""
+
+    stage = "cache"
+
+    size: int = option(256, "side of the cached slices (default 256)", minimum=8)
+
+
+__all__ = [
+    "EMBEDDING_DTYPES",
+    "FEATURES",
+    "CacheSettings",
+    "EmbedSettings",
+    "InputSettings",
+    "check_features",
+]

@@ -1,0 +1,111 @@
+"""What a task 1 (membership) run does: the method, its options, k, seed and device."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ctfp.device import check_device_name
+from ctfp.membership.base import MembershipMethod
+from ctfp.membership.registry import METHODS, get_method, parameter_names
+from ctfp.settings import Settings, SettingsError, option, parse_ints
+
+
+@dataclass(frozen=True)
+class Task1Settings(Settings):
+    """A task 1 run: ``method`` (a name of :data:`ctfp.membership.registry.METHODS`) with its
+    ``options`` (an instance of that method's ``settings_class``; None: its defaults), the k
+    values of methods that take a ``k`` (several: one fit per k), and the seed and device of
+    the fit."""
+
+    stage = "task1"
+
+    method: str = option(
+        "centroid",
+        "centroid: the seed paper (k-means centres per class, L1 1-NN); proximity: distance to "
+        "the generated set",
+        choices=tuple(METHODS),
+    )
+    k: tuple[int, ...] = option(
+        (4,),
+        "centroid: clusters per class, or a list like 1,2,4,8,16,32",
+        parse=parse_ints,
+        metavar="K",
+    )
+    seed: int = option(0, "seed of the fit (k-means restarts, sampling)")
+    device: str = option("auto", "auto|cpu|cuda or cuda:N for the fit", check=check_device_name)
+    options: Settings | None = option(None, "the method's options", cli=False)
+
+    def validate(self) -> None:
+        cls = get_method(self.method)
+        if not self.k or any(not isinstance(v, int) or v < 1 for v in self.k):
+            raise SettingsError(f"Task1Settings.k must be positive integers, got {self.k!r}")
+        if "k" not in parameter_names(cls) and len(self.k) > 1:
+            raise SettingsError(f"method {self.method!r} has no k; a k sweep needs centroid")
+        wanted = cls.settings_class
+        if self.options is None:
+            if wanted is not None:
+                object.__setattr__(self, "options", wanted())
+        elif wanted is None or not isinstance(self.options, wanted):
+            raise SettingsError(
+                f"method {self.method!r} takes "
+                f"{'no options' if wanted is None else wanted.__name__}, not "
+                f"{type(self.options).__name__}"
+            )
+
+    @property
+    def ks(self) -> list[int]:
+        """The k of each fit: one (the first) for methods without a k."""
+        return list(self.k) if "k" in parameter_names(get_method(self.method)) else [self.k[0]]
+
+    def build(self, k: int | None = None) -> MembershipMethod:
+        """The (unfitted) method these settings describe, with ``k`` (default the first)."""
+        cls = get_method(self.method)
+        names = parameter_names(cls)
+        params: dict[str, Any] = dict(self.options.to_dict()) if self.options else {}
+        if "k" in names:
+            params["k"] = self.k[0] if k is None else k
+        if "random_state" in names:
+            params["random_state"] = self.seed
+        if "device" in names:
+            params["device"] = self.device
+        return cls(**params)
+
+    def to_dict(self) -> dict[str, Any]:
+        values = super().to_dict()
+        values["options"] = self.options.to_dict() if self.options is not None else None
+        return values
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> Task1Settings:
+        values = dict(values)
+        options = values.pop("options", None)
+        method = values.get("method", "centroid")
+        wanted = get_method(method).settings_class
+        if options is not None and wanted is not None:
+            values["options"] = wanted.from_dict(options)
+        return super().from_dict(values)
+
+    @classmethod
+    def with_options(cls, **values: Any) -> Task1Settings:
+        """Settings from flat keywords: Task1Settings fields, and the chosen method's options
+        (e.g. ``with_options(method="proximity", metric="l2")``); an option of another method,
+        or of none, is refused."""
+        own = {n: values.pop(n) for n in list(values) if n in cls.field_names()}
+        if "k" in own and isinstance(own["k"], int):
+            own["k"] = (own["k"],)
+        method = own.get("method", "centroid")
+        wanted = get_method(method).settings_class
+        if values:
+            valid = set(wanted.field_names()) if wanted is not None else set()
+            wrong = sorted(set(values) - valid)
+            if wrong:
+                raise SettingsError(
+                    f"{', '.join(wrong)}: not an option of method {method!r} (its options: "
+                    f"{', '.join(sorted(valid)) or 'none'})"
+                )
+            own["options"] = wanted.from_dict(values)  # type: ignore[union-attr]
+        return cls(**own)
+
+
+__all__ = ["Task1Settings"]

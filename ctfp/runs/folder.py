@@ -1,0 +1,138 @@
+"""The run-folder format, in one place: what ``ctfp run`` writes and everything else reads.
+
+OUT/summary.json           the task, the settings that ran, counts, what was chosen
+OUT/run.csv                task 1: <id>,<0|1> (ImageCLEF run file, no header)
+OUT/scores.csv             task 1: id,score,label (score: higher = more likely used)
+OUT/clusters.csv           task 2: <id>,<cluster> (ImageCLEF run file, no header)
+OUT/model/                 the fitted model (:mod:`ctfp.runs.models`)
+OUT/k<k>/...               task 1 with several k: run.csv, scores.csv, model/ per k
+OUT/embeddings[-<features>]/  the embedding shards, reused by reruns
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ctfp.exceptions import InputError
+from ctfp.store.writer import write_text_atomic
+
+PathLike = str | os.PathLike[str]
+TASKS = ("task1", "task2")
+TEST_PREFIX = "test/"
+SUMMARY_FILE = "summary.json"
+RUN_FILE = "run.csv"
+SCORES_FILE = "scores.csv"
+CLUSTERS_FILE = "clusters.csv"
+MODEL_DIR = "model"
+EMBEDDINGS_DIR = "embeddings"
+
+
+def embeddings_dir(out: PathLike, features: str = "resnet50") -> Path:
+    """Where a run keeps its embeddings: one folder per feature type, reused on reruns."""
+    name = EMBEDDINGS_DIR if features == "resnet50" else f"{EMBEDDINGS_DIR}-{features}"
+    return Path(out) / name
+
+
+def find_embeddings(run_dir: PathLike, summary: dict[str, Any]) -> Path | None:
+    """The run's embeddings folder, or None; with several, the one whose model identity matches
+    the summary's."""
+    import pyarrow.parquet as pq
+
+    from ctfp.store.schema import SHARD_GLOB, read_metadata
+
+    run = Path(run_dir)
+    folders = [run / EMBEDDINGS_DIR, *sorted(run.glob(f"{EMBEDDINGS_DIR}-*"))]
+    found = [f for f in folders if f.is_dir() and any(f.glob(SHARD_GLOB))]
+    if len(found) <= 1:
+        return found[0] if found else None
+    model = summary.get("model") or {}
+    for folder in found:
+        meta = read_metadata(pq.read_schema(sorted(folder.glob(SHARD_GLOB))[0])) or {}
+        if all(meta.get(k) == model.get(k) for k in ("model", "weights_sha256")):
+            return folder
+    return found[0]
+
+
+def task1_dir(out: PathLike, ks: Sequence[int], k: int) -> Path:
+    """Where the files of one k of a task 1 run are: ``out``, or ``out/k<k>`` in a sweep."""
+    return Path(out) if len(ks) == 1 else Path(out) / f"k{k}"
+
+
+def split_test_rows(ids: Sequence[str]) -> tuple[np.ndarray, list[str]]:
+    """Mask of the rows under ``test/`` and their run-file ids (relative, without the prefix)."""
+    mask = np.array([i.startswith(TEST_PREFIX) for i in ids], dtype=bool)
+    return mask, [i[len(TEST_PREFIX) :] for i, m in zip(ids, mask, strict=True) if m]
+
+
+def write_scores(path: PathLike, ids: Sequence[str], score: np.ndarray, pred: np.ndarray) -> None:
+    """``scores.csv``: ``id,score,label`` with a header."""
+    rows = "".join(f"{i},{s:.6f},{int(p)}\n" for i, s, p in zip(ids, score, pred, strict=True))
+    write_text_atomic(path, "id,score,label\n" + rows)
+
+
+def read_scores(path: PathLike) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """``scores.csv`` as ids, (n,) float scores and (n,) int predictions."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"the run has no {str(path)!r} (written by `ctfp run task1`)")
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        if not reader.fieldnames or not {"id", "score", "label"} <= set(reader.fieldnames):
+            raise InputError(f"{str(path)!r} is not a scores file with columns id,score,label")
+        rows = list(reader)
+    ids = [r["id"] for r in rows]
+    scores = np.array([float(r["score"]) for r in rows], dtype=float)
+    pred = np.array([int(r["label"]) for r in rows], dtype=int)
+    return ids, scores, pred
+
+
+def write_summary(out: PathLike, summary: dict[str, Any]) -> Path:
+    """``summary.json``, written atomically."""
+    path = Path(out) / SUMMARY_FILE
+    write_text_atomic(path, json.dumps(summary, indent=2) + "\n")
+    return path
+
+
+def read_summary(run_dir: PathLike) -> dict[str, Any]:
+    """The ``summary.json`` of a run folder; InputError when ``run_dir`` is not one."""
+    run = Path(run_dir)
+    if not run.is_dir():
+        raise InputError(f"run folder {str(run)!r} does not exist")
+    path = run / SUMMARY_FILE
+    if not path.is_file():
+        raise InputError(
+            f"{str(run)!r} is not a ctfp run folder: it has no {SUMMARY_FILE} (written by "
+            "`ctfp run task1|task2 DATA --out OUT`)"
+        )
+    try:
+        summary = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot read {str(path)!r}: {exc}") from None
+    if not isinstance(summary, dict) or summary.get("task") not in TASKS:
+        raise InputError(f"{str(path)!r} does not name a task (task1 or task2)")
+    return summary
+
+
+__all__ = [
+    "CLUSTERS_FILE",
+    "MODEL_DIR",
+    "RUN_FILE",
+    "SCORES_FILE",
+    "SUMMARY_FILE",
+    "TEST_PREFIX",
+    "embeddings_dir",
+    "find_embeddings",
+    "read_scores",
+    "read_summary",
+    "split_test_rows",
+    "task1_dir",
+    "write_scores",
+    "write_summary",
+]

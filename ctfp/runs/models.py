@@ -1,0 +1,133 @@
+"""Saved models: fit once on a labelled set, score an archive later (``ctfp score``).
+
+A model is a folder: ``model.json`` (task, kind, settings, the identity of the embeddings it was
+fitted on, ctfp version) and ``arrays.npz`` (centres, mixture parameters, projection, the
+serialised FAISS indexes as uint8 arrays). Nothing is pickled: loading a model from someone else
+runs no code. ``model.json`` is written last, so a folder without it is not a model.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ctfp._version import __version__
+from ctfp.attribution.clustering import Clustering
+from ctfp.exceptions import InputError, ShardMismatchError
+from ctfp.membership.registry import METHODS
+from ctfp.store.schema import identity_of
+from ctfp.store.writer import write_bytes_atomic, write_text_atomic
+
+MODEL_FORMAT = "ctfp-model/1"
+MODEL_FILE = "model.json"
+ARRAYS_FILE = "arrays.npz"
+PathLike = str | os.PathLike[str]
+
+#: Every kind of saved model, by the name it records: the membership methods and the clustering.
+KINDS: dict[str, Any] = {**METHODS, Clustering.name: Clustering}
+
+
+@dataclass
+class SavedModel:
+    """A loaded model and what it was fitted on."""
+
+    model: Any
+    task: str
+    kind: str
+    identity: dict[str, Any]
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def check_embeddings(self, metadata: dict[str, Any], where: str = "the shards") -> None:
+        """Refuse embeddings from another model, weights or preprocessing than the fit's."""
+        a, b = identity_of(self.identity), identity_of(metadata)
+        if a != b:
+            diffs = ", ".join(f"{k}: {a[k]!r} vs {b[k]!r}" for k in a if a[k] != b[k])
+            raise ShardMismatchError(
+                f"the model was fitted on other embeddings than {where} ({diffs}); embed the "
+                "archive with the same model, weights and preprocessing as the training data"
+            )
+
+
+def save_model(
+    model: Any,
+    path: PathLike,
+    *,
+    identity: dict[str, Any],
+    settings: dict[str, Any] | None = None,
+) -> Path:
+    """Save a fitted model (a membership method or a task 2 clustering) to folder ``path``.
+
+    The model describes itself (``name``, ``task``, ``to_state()``); ``identity`` is the
+    metadata of the embeddings it was fitted on, ``settings`` what the run was asked to do.
+    """
+    kind = getattr(model, "name", None)
+    if kind not in KINDS or not isinstance(model, KINDS[kind]):
+        raise InputError(
+            f"cannot save a {type(model).__name__}; saved models are the membership methods "
+            f"({', '.join(METHODS)}) and Gaussian-mixture clusterings (task 2)"
+        )
+    params, arrays = model.to_state()
+    out = Path(path)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MODEL_FILE).unlink(missing_ok=True)  # the folder is not a model while rewritten
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    write_bytes_atomic(out / ARRAYS_FILE, buffer.getvalue())
+    description = {
+        "format": MODEL_FORMAT,
+        "task": model.task,
+        "kind": kind,
+        "params": params,
+        "identity": identity_of(identity),
+        "settings": settings or {},
+        "ctfp_version": __version__,
+    }
+    write_text_atomic(out / MODEL_FILE, json.dumps(description, indent=2, sort_keys=True) + "\n")
+    return out
+
+
+def load_model(path: PathLike, *, device: str = "auto") -> SavedModel:
+    """Load a model folder written by :func:`save_model` (or ``ctfp run ... --out OUT``: the
+    model is in ``OUT/model``)."""
+    root = Path(path)
+    if (root / "model" / MODEL_FILE).is_file() and not (root / MODEL_FILE).is_file():
+        root = root / "model"  # a run folder
+    try:
+        description = json.loads((root / MODEL_FILE).read_text())
+    except FileNotFoundError:
+        raise InputError(
+            f"{str(path)!r} is not a saved model (no {MODEL_FILE}); `ctfp run task1|task2 ... "
+            "--out OUT` saves one in OUT/model"
+        ) from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise InputError(f"{root / MODEL_FILE} is not valid JSON: {e}") from None
+    if not isinstance(description, dict) or description.get("format") != MODEL_FORMAT:
+        found = description.get("format") if isinstance(description, dict) else None
+        raise InputError(f"{root / MODEL_FILE} has format {found!r}, not {MODEL_FORMAT!r}")
+    kind = description.get("kind")
+    if kind not in KINDS:
+        raise InputError(f"{root / MODEL_FILE} holds an unknown model kind {kind!r}")
+    try:
+        with np.load(root / ARRAYS_FILE, allow_pickle=False) as npz:
+            arrays = {name: npz[name] for name in npz.files}
+    except (OSError, ValueError) as e:
+        raise InputError(f"{root / ARRAYS_FILE} cannot be read: {e}") from None
+    try:
+        model = KINDS[kind].from_state(description["params"], arrays, device=device)
+    except (KeyError, TypeError, ValueError) as e:  # a tampered or truncated model
+        raise InputError(
+            f"{root} is not a complete {kind} model ({type(e).__name__}: {e}); save it again"
+        ) from None
+    return SavedModel(
+        model=model,
+        task=description["task"],
+        kind=kind,
+        identity=description["identity"],
+        settings=description.get("settings", {}),
+    )

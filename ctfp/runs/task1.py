@@ -1,0 +1,165 @@
+"""Task 1 end to end: embed an ImageCLEF-style folder (resumable), fit the membership method,
+write the run, score and model files of each k, and the summary."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ctfp.embed.settings import EmbedSettings
+from ctfp.engine.settings import EngineSettings
+from ctfp.evaluate import write_run
+from ctfp.exceptions import InputError
+from ctfp.membership.base import MembershipMethod
+from ctfp.membership.settings import Task1Settings
+from ctfp.progress import logger, progress_bar
+from ctfp.runs.folder import (
+    MODEL_DIR,
+    RUN_FILE,
+    SCORES_FILE,
+    task1_dir,
+    write_scores,
+    write_summary,
+)
+from ctfp.runs.layout import embed_layout, model_identity, rows_of, test_part
+from ctfp.runs.models import save_model
+
+PathLike = str | os.PathLike[str]
+
+
+def task1_settings(settings: Task1Settings | None, overrides: dict[str, Any]) -> Task1Settings:
+    """``settings`` with ``overrides`` applied: Task1Settings fields, and options of its
+    method (``metric="l2"``); without ``settings``, :meth:`Task1Settings.with_options`."""
+    if settings is None:
+        return Task1Settings.with_options(**overrides)
+    values = {n: getattr(settings, n) for n in Task1Settings.field_names() if n != "options"}
+    values.update({n: overrides.pop(n) for n in list(overrides) if n in values})
+    same_method = values["method"] == settings.method and settings.options is not None
+    options = settings.options.to_dict() if same_method else {}
+    options.update(overrides)
+    return Task1Settings.with_options(**values, **options)
+
+
+def fit_membership(
+    settings: Task1Settings,
+    train_x: np.ndarray,
+    train_y: np.ndarray,
+    generated: np.ndarray | None = None,
+    k: int | None = None,
+) -> MembershipMethod:
+    """Build and fit the method ``settings`` names (with ``k``, default the first)."""
+    model = settings.build(k)
+    return model.fit(train_x, train_y, generated)
+
+
+def run_task1(
+    data: PathLike,
+    out: PathLike,
+    settings: Task1Settings | None = None,
+    *,
+    embed: EmbedSettings | None = None,
+    engine: str | EngineSettings = "local",
+    progress: bool = True,
+    **overrides: Any,
+) -> dict[str, Any]:
+    """Task 1: embed ``data``, fit the membership model, write run and score files.
+
+    ``settings`` (``overrides``: its fields and its method's options, e.g. ``method="proximity",
+    metric="l2"``) chooses the method: ``centroid`` (the seed paper: k-means centres per class,
+    L1 1-NN) or ``proximity`` (distance to the nearest generated slices, calibrated on the
+    training reals); see :data:`ctfp.membership.registry.METHODS`. ``embed`` says how the
+    slices become embeddings (reused from ``out`` on reruns with the same settings). One k
+    writes ``out/run.csv`` (``<id>,<0|1>``), ``out/scores.csv`` (``id,score,label``) and
+    ``out/model/``; several write ``out/k<k>/``. ``out/summary.json`` records the settings that
+    ran and the chosen threshold.
+    """
+    start = time.perf_counter()
+    s = task1_settings(settings, dict(overrides))
+    embed_settings = embed or EmbedSettings()
+    out = Path(out)
+    emb = embed_layout(
+        data,
+        out,
+        ["train/used", "train/not_used", "test"],
+        embed_settings,
+        engine=engine,
+        progress=progress,
+    )
+    labels = emb.labels
+    train = (labels == "used") | (labels == "not_used")
+    rows_of(emb, labels == "used", "train/used/")
+    rows_of(emb, labels == "not_used", "train/not_used/")
+    train_x, train_y = emb.matrix[train], (labels[train] == "used").astype(int)
+    generated = emb.matrix[labels == "generated"]
+    ids, x = test_part(emb)
+    ks = s.ks
+    runs: dict[int, dict[str, Any]] = {}
+    for kk in progress_bar(
+        len(ks), "task1 fits", "k", enabled=len(ks) > 1 and progress, iterable=ks
+    ):
+        model = fit_membership(s, train_x, train_y, generated, kk)
+        score = model.score_samples(x)
+        pred = model.predict(x)
+        dest = task1_dir(out, ks, kk)
+        write_run(dest / RUN_FILE, ids, pred)
+        write_scores(dest / SCORES_FILE, ids, score, pred)
+        recorded = {"task1": s.replace(k=(kk,)).to_dict(), "embed": embed_settings.to_dict()}
+        save_model(model, dest / MODEL_DIR, identity=emb.metadata, settings=recorded)
+        runs[kk] = {
+            "run": str(dest / RUN_FILE),
+            "scores": str(dest / SCORES_FILE),
+            "model_dir": str(dest / MODEL_DIR),
+            "predicted_used": int(pred.sum()),
+            "threshold": model.threshold_,
+            "recall_at_1": getattr(model, "recall_", None),
+        }
+        calibrate = getattr(s.options, "calibrate", None)
+        chosen = f" (threshold {model.threshold_:.4g}"
+        chosen += f" chosen for {calibrate} on train)" if calibrate else ")"
+        logger.info(
+            f"task1 {s.method} k={kk}: {int(pred.sum())}/{len(ids)} test slices labelled used"
+            f"{chosen} -> {dest / RUN_FILE}"
+        )
+        if runs[kk]["recall_at_1"] is not None:
+            index = getattr(s.options, "index", "")
+            logger.info(f"task1 {index} index recall@1 vs exact: {runs[kk]['recall_at_1']:.4f}")
+    options = s.options.to_dict() if s.options is not None else {}
+    summary = {
+        "task": "task1",
+        "method": s.method,
+        "k": ks,
+        # The flat keys of earlier versions, kept for readers of summary.json.
+        "metric": options.get("metric", "l1" if s.method == "centroid" else None),
+        "neighbours": options.get("neighbours"),
+        "reference": options.get("reference"),
+        "calibrate": options.get("calibrate"),
+        "index": options.get("index"),
+        "recall_target": options.get("recall_target") if options.get("index") != "flat" else None,
+        "seed": s.seed,
+        "settings": {
+            "task1": s.to_dict(),
+            "embed": embed_settings.to_dict(),
+            "engine": _engine_dict(engine),
+        },
+        "n_used": int(train_y.sum()),
+        "n_not_used": int((train_y == 0).sum()),
+        "n_generated": len(generated),
+        "n_test": len(ids),
+        "runs": runs,
+        "model": model_identity(emb.metadata),
+        "seconds": round(time.perf_counter() - start, 2),
+    }
+    write_summary(out, summary)
+    return summary
+
+
+def _engine_dict(engine: str | EngineSettings) -> dict[str, Any]:
+    settings = engine if isinstance(engine, EngineSettings) else EngineSettings(engine)
+    return settings.to_dict()
+
+
+__all__ = ["fit_membership", "run_task1", "task1_settings"]

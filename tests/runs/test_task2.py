@@ -1,0 +1,171 @@
+"""Task 2 end to end on a small ImageCLEF-style folder (CLI and Python API), then evaluated."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn.metrics import (
+    accuracy_score,
+    adjusted_rand_score,
+    cohen_kappa_score,
+    f1_score,
+    roc_auc_score,
+)
+
+from ctfp.attribution.settings import Task2Settings
+from ctfp.cli import main
+from ctfp.embed.settings import EmbedSettings
+from ctfp.evaluate import read_table, validate_run
+from ctfp.runs.task2 import run_task2
+
+EMBED = ["--weights", "random", "--image-size", "64", "--quiet"]
+
+
+def read_run(path: Path) -> dict[str, int]:
+    return {line.split(",")[0]: int(line.split(",")[1]) for line in path.read_text().splitlines()}
+
+
+def test_task2_end_to_end(task2_data: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "t2"
+    args = [
+        "run",
+        "task2",
+        str(task2_data),
+        "--out",
+        str(out),
+        "--k",
+        "3",
+        "--init",
+        "kmeans",
+        "--covariance",
+        "diag",
+        *EMBED,
+    ]
+    assert main(args) == 0
+    truth = read_table(task2_data / "truth.csv", "cluster")
+    run = read_run(out / "clusters.csv")
+    assert set(run) == set(truth) and set(run.values()) <= {0, 1, 2}
+    assert validate_run(out / "clusters.csv", "task2", sorted(truth)) == []
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["k"] == 3 and "train_check" in summary and summary["train_check"]["n"] == 12
+    capsys.readouterr()
+    assert (
+        main(
+            [
+                "evaluate",
+                "task2",
+                str(out / "clusters.csv"),
+                "--truth",
+                str(task2_data / "truth.csv"),
+            ]
+        )
+        == 0
+    )
+    metrics = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    ids = sorted(truth)
+    assert metrics["ari"] == pytest.approx(
+        adjusted_rand_score([truth[i] for i in ids], [run[i] for i in ids])
+    )
+    # Blur, noise and posterisation leave fingerprints even random ResNet features can see.
+    assert metrics["ari"] > 0.4
+
+
+@pytest.mark.parametrize("init", ["k-means++", "random", "random_from_data"])
+def test_task2_other_inits(task2_data: Path, tmp_path: Path, init: str) -> None:
+    out = tmp_path / init
+    assert (
+        main(
+            [
+                "run",
+                "task2",
+                str(task2_data),
+                "--out",
+                str(out),
+                "--k",
+                "3",
+                "--init",
+                init,
+                "--covariance",
+                "spherical",
+                *EMBED,
+            ]
+        )
+        == 0
+    )
+    assert validate_run(out / "clusters.csv", "task2") == []
+
+
+def test_task2_k_auto_says_what_it_chose(task2_data: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "auto"
+    assert (
+        main(
+            [
+                "run",
+                "task2",
+                str(task2_data),
+                "--out",
+                str(out),
+                "--k",
+                "auto",
+                "--k-range",
+                "2-5",
+                "--covariance",
+                "spherical",
+                "--weights",
+                "random",
+                "--image-size",
+                "64",
+                "--json",
+            ]
+        )
+        == 0
+    )
+    captured = capsys.readouterr()
+    summary = json.loads(captured.out)
+    assert summary["k"] in (2, 3, 4, 5) and set(summary["k_auto_bic"]) == {"2", "3", "4", "5"}
+    assert f"k=auto chose {summary['k']} components" in captured.err
+    bics = summary["k_auto_bic"]
+    assert min(bics, key=bics.get) == str(summary["k"])
+    assert len(set(read_run(out / "clusters.csv").values())) <= summary["k"]
+    assert np.isfinite(list(bics.values())).all()
+
+
+def test_task2_semi_supervised_with_pca(task2_data: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "semi"
+    assert (
+        main(
+            [
+                "run",
+                "task2",
+                str(task2_data),
+                "--out",
+                str(out),
+                "--semi-supervised",
+                "--pca",
+                "8",
+                "--features",
+                "residual",
+                "--quiet",
+                "--json",
+            ]
+        )
+        == 0
+    )
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["k"] == 3 and summary["init"] == "train-group means" and summary["pca"] == 8
+    assert validate_run(out / "clusters.csv", "task2") == []
+
+
+def test_task2_python_api_records_its_settings(task2_data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "api"
+    settings = Task2Settings(k=3, pca=4, covariance_type="diag", device="cpu")
+    embed = EmbedSettings(features="residual", device="cpu")
+    summary = run_task2(task2_data, out, settings, embed=embed, progress=False)
+    assert summary["k"] == 3 and summary["pca"] == 4
+    recorded = json.loads((out / "summary.json").read_text())["settings"]
+    assert Task2Settings.from_dict(recorded["task2"]) == settings
+    assert EmbedSettings.from_dict(recorded["embed"]) == embed
+    assert run_task2(task2_data, out, embed=embed, progress=False, **settings.to_dict())["k"] == 3
