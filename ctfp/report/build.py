@@ -1,0 +1,85 @@
+"""``write_report``: one self-contained HTML page of a ``ctfp run`` output folder."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ctfp import __version__
+from ctfp.exceptions import InputError
+from ctfp.progress import logger
+from ctfp.report.html import page
+from ctfp.report.sections import settings_section
+from ctfp.report.task1 import NAV as TASK1_NAV
+from ctfp.report.task1 import task1_body
+from ctfp.report.task2 import NAV as TASK2_NAV
+from ctfp.report.task2 import task2_body
+from ctfp.runs.folder import find_embeddings, read_summary
+
+PathLike = str | os.PathLike[str]
+
+
+def write_report(
+    run_dir: PathLike,
+    out_html: PathLike | None = None,
+    *,
+    truth: PathLike | None = None,
+    max_items: int = 12,
+    k: int | None = None,
+    seed: int = 0,
+) -> Path:
+    """Write one self-contained HTML report of a ``ctfp run`` output folder.
+
+    Every figure and thumbnail is inlined as a base64 PNG; the page loads nothing else. It shows
+    the run's settings and model identity, a 2-D map of the embeddings and, for task 1, the test
+    score histogram with the threshold, the highest-scoring test slices next to their nearest
+    generated slice and the k sweep; for task 2, the cluster sizes, the BIC/silhouette sweep and
+    thumbnails per cluster. With ``truth`` (the CSV ``ctfp evaluate`` takes) it adds the
+    metrics, and for task 1 the ROC curve and the confusion matrix.
+
+    Parameters
+    ----------
+    run_dir
+        The ``--out`` folder of ``ctfp run task1|task2``.
+    out_html
+        Where to write; default ``run_dir/report.html``.
+    truth
+        ``id,label`` (task 1) or ``id,cluster`` (task 2) CSV.
+    max_items
+        Evidence rows (task 1) or thumbnails per cluster (task 2).
+    k
+        Task 1 with a k sweep: the k shown in detail (default: the first).
+    seed
+        Seed of the random samples (map points, thumbnails per cluster).
+
+    Raises
+    ------
+    InputError
+        ``run_dir`` is not a run folder (no summary.json), a run file is missing, or the truth
+        does not cover the run's ids.
+    """
+    from ctfp.store.writer import write_text_atomic
+
+    if max_items < 1:
+        raise InputError(f"max_items must be positive, got {max_items}")
+    run = Path(run_dir)
+    summary = read_summary(run)
+    task = summary["task"]
+    if task == "task2" and k is not None:
+        raise InputError("k chooses one k of a task 1 k sweep; this is a task2 run")
+    shards = find_embeddings(run, summary)
+    if task == "task1":
+        body, rows = task1_body(run, summary, shards, truth, k, max_items, seed)
+        nav = TASK1_NAV
+    else:
+        body, rows = task2_body(run, summary, shards, truth, max_items, seed)
+        nav = TASK2_NAV
+    body = settings_section(run, summary, rows, shards) + body
+    title = f"ctfp {task} report: {run.resolve().name}"
+    dest = Path(out_html) if out_html is not None else run / "report.html"
+    write_text_atomic(dest, page(title, task, nav, body, __version__))
+    logger.info(f"report -> {dest}")
+    return dest
+
+
+__all__ = ["write_report"]

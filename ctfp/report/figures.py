@@ -1,0 +1,210 @@
+"""The report's matplotlib figures, each rendered to an inlined PNG data URI."""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from ctfp.report.html import png_uri
+
+DPI = 100
+
+
+def new_figure(width: float = 6.4, height: float = 4.0) -> Any:
+    """A matplotlib ``Figure`` with a constrained layout."""
+    # Figure without pyplot: no global backend switch, nothing left open; savefig renders with Agg.
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), layout="constrained")
+
+
+def to_uri(fig: Any) -> str:
+    """``fig`` rendered as a PNG data URI."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI)
+    return png_uri(buf.getvalue())
+
+
+def score_histogram(
+    scores: np.ndarray, split: np.ndarray, names: tuple[str, str], threshold: float | None
+) -> str:
+    """Histogram of ``scores``, split by ``split`` (0 = ``names[0]``, 1 = ``names[1]``), with the
+    threshold as a dashed line."""
+    fig = new_figure()
+    ax = fig.subplots()
+    bins = np.histogram_bin_edges(scores, bins=min(40, max(10, len(scores) // 4)))
+    for value, name, colour in ((0, names[0], "#1f77b4"), (1, names[1], "#d62728")):
+        part = scores[split == value]
+        ax.hist(part, bins=bins, alpha=0.6, color=colour, label=f"{name} ({len(part)})")
+    if threshold is not None:
+        ax.axvline(threshold, color="k", linestyle="--", label=f"threshold {threshold:.4g}")
+    ax.set_xlabel("score (higher = more likely used)")
+    ax.set_ylabel("test slices")
+    ax.legend(fontsize=8)
+    return to_uri(fig)
+
+
+def roc_plot(y: np.ndarray, scores: np.ndarray, auc: float | None) -> str:
+    """ROC curve of ``scores`` against the 0/1 truth ``y``."""
+    from sklearn.metrics import roc_curve
+
+    fpr, tpr, _ = roc_curve(y, scores)
+    fig = new_figure(4.6, 4.2)
+    ax = fig.subplots()
+    ax.plot(fpr, tpr, color="#d62728", label=f"ROC (AUC {auc:.3f})" if auc is not None else "ROC")
+    ax.plot([0, 1], [0, 1], color="#999", linestyle=":", label="chance")
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.01)
+    ax.legend(fontsize=8, loc="lower right")
+    return to_uri(fig)
+
+
+def confusion_plot(y: np.ndarray, pred: np.ndarray) -> str:
+    """The 2x2 confusion matrix of the predictions ``pred`` against the truth ``y``."""
+    from sklearn.metrics import confusion_matrix
+
+    cm = confusion_matrix(y, pred, labels=[0, 1])
+    fig = new_figure(4.2, 3.8)
+    ax = fig.subplots()
+    ax.imshow(cm, cmap="Blues")
+    for (i, j), count in np.ndenumerate(cm):
+        colour = "white" if count > cm.max() / 2 else "black"
+        ax.text(j, i, str(count), ha="center", va="center", color=colour, fontsize=14)
+    ticks = ["not used (0)", "used (1)"]
+    ax.set_xticks([0, 1], ticks)
+    ax.set_yticks([0, 1], ticks)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("truth")
+    return to_uri(fig)
+
+
+def k_sweep_plot(
+    ks: Sequence[int],
+    used: Sequence[int | None],
+    series: Mapping[str, Sequence[float]] | None = None,
+    baseline: float | None = None,
+) -> str:
+    """Each k's metrics (``series``, with the baseline F1) or, without a truth, each k's count
+    of test slices predicted used."""
+    fig = new_figure(6.4, 3.8)
+    ax = fig.subplots()
+    if series is not None:
+        for name, values in series.items():
+            ax.plot(ks, values, marker="o", label=name)
+        ax.axhline(baseline, color="#999", linestyle=":", label="baseline F1")
+        ax.set_ylabel("metric on the test truth")
+    else:
+        ax.plot(ks, [np.nan if u is None else u for u in used], marker="o", label="predicted used")
+        ax.set_ylabel("test slices predicted used")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(ks, [str(kk) for kk in ks])
+    ax.set_xlabel("k (clusters per class)")
+    ax.legend(fontsize=8)
+    return to_uri(fig)
+
+
+def cluster_colours(clusters: Sequence[Any]) -> dict[str, str]:
+    """A distinct colour for each ``"cluster <c>"``."""
+    from matplotlib import colormaps
+    from matplotlib.colors import to_hex
+
+    cmap = colormaps["tab10" if len(clusters) <= 10 else "tab20"]
+    return {f"cluster {c}": to_hex(cmap(n % cmap.N)) for n, c in enumerate(clusters)}
+
+
+def cluster_sizes_plot(names: Sequence[Any], sizes: Sequence[int], colours: Sequence[str]) -> str:
+    """Bar chart of the test slices per cluster."""
+    fig = new_figure(5.0, 3.4)
+    ax = fig.subplots()
+    ax.bar([str(c) for c in names], sizes, color=list(colours))
+    ax.set_xlabel("cluster")
+    ax.set_ylabel("test slices")
+    return to_uri(fig)
+
+
+def bic_plot(bic: dict[str, float], silhouette: dict[str, float] | None, chosen: Any) -> str:
+    """The BIC of each k tried (keys are k as text), the chosen k and the silhouette."""
+    ks = sorted(int(k) for k in bic)
+    fig = new_figure(5.8, 3.4)
+    ax = fig.subplots()
+    ax.plot(ks, [bic[str(k)] for k in ks], marker="o", color="#1f77b4", label="BIC")
+    ax.set_xlabel("components k")
+    ax.set_ylabel("BIC (lower is better)", color="#1f77b4")
+    if isinstance(chosen, int):
+        ax.axvline(chosen, color="k", linestyle="--", label=f"chosen k={chosen}")
+    lines, labels = ax.get_legend_handles_labels()
+    if silhouette:
+        ax2 = ax.twinx()
+        ax2.plot(
+            ks,
+            [silhouette.get(str(k), np.nan) for k in ks],
+            marker="s",
+            color="#2ca02c",
+            label="silhouette",
+        )
+        ax2.set_ylabel("silhouette (higher is better)", color="#2ca02c")
+        more = ax2.get_legend_handles_labels()
+        lines, labels = lines + more[0], labels + more[1]
+    ax.set_xticks(ks)
+    fig.legend(lines, labels, fontsize=8, loc="outside upper center", ncol=len(lines))
+    return to_uri(fig)
+
+
+def projections(x: np.ndarray, seed: int) -> list[tuple[str, np.ndarray]]:
+    """2-D projections of ``x`` : (n, d): PCA, and UMAP when the ``umap`` package is installed."""
+    from sklearn.decomposition import PCA
+
+    x = np.asarray(x, dtype=np.float32)
+    if len(x) < 3 or x.shape[1] < 2:
+        return []
+    pca = PCA(n_components=2, random_state=seed).fit(x)
+    shown = pca.explained_variance_ratio_.sum()
+    out = [(f"PCA ({shown:.0%} of the variance)", pca.transform(x))]
+    if importlib.util.find_spec("umap") is not None and len(x) > 16:
+        import umap  # optional; not a dependency
+
+        out.append(("UMAP", umap.UMAP(random_state=seed).fit_transform(x)))
+    return out
+
+
+def map_plot(
+    xy: np.ndarray, groups: Sequence[str], colour_of: Mapping[str, str], title: str
+) -> str:
+    """Scatter of the 2-D points ``xy``, coloured by their group; the legend in ``colour_of``'s
+    order, with only the groups present."""
+    fig = new_figure(6.4, 5.2)
+    ax = fig.subplots()
+    g = np.asarray(groups, dtype=object)
+    present = set(groups)
+    for name in (n for n in colour_of if n in present):
+        m = g == name
+        ax.scatter(
+            xy[m, 0], xy[m, 1], s=12, alpha=0.75, c=colour_of[name], label=f"{name} ({m.sum()})"
+        )
+    ax.set_title(title)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.legend(fontsize=8, loc="best", markerscale=1.5)
+    return to_uri(fig)
+
+
+__all__ = [
+    "DPI",
+    "bic_plot",
+    "cluster_colours",
+    "cluster_sizes_plot",
+    "confusion_plot",
+    "k_sweep_plot",
+    "map_plot",
+    "new_figure",
+    "projections",
+    "roc_plot",
+    "score_histogram",
+    "to_uri",
+]

@@ -1,0 +1,82 @@
+"""The sections both task pages share: the run settings and model, and the embedding map."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from ctfp.report.figures import map_plot, projections
+from ctfp.report.html import escape, figure, fmt, table
+from ctfp.report.rows import Rows
+
+
+def settings_section(
+    run: Path, summary: dict[str, Any], rows: Rows | None, shards: Path | None
+) -> str:
+    """``summary.json`` and the model identity of the shards, with warnings for random weights
+    and missing embeddings."""
+    model = dict(summary.get("model") or {})
+    meta = rows.metadata if rows is not None else {}
+    identity = {
+        "model": meta.get("model", model.get("model")),
+        "weights": meta.get("weights", model.get("weights")),
+        "weights_sha256": meta.get("weights_sha256", model.get("weights_sha256")),
+        "dim": meta.get("dim"),
+        "stored dtype": meta.get("dtype"),
+        "preprocessing": meta.get("preprocessing"),
+        "decoding window": (meta.get("decode") or {}).get("window"),
+        "ctfp version (embeddings)": meta.get("ctfp_version"),
+        "embeddings": None if shards is None else f"{shards} ({rows.n_rows if rows else 0} rows)",
+    }
+    parts = ['<section id="settings"><h2>Run settings and model</h2>']
+    weights = str(identity["weights"] or "")
+    if weights.startswith("random"):
+        parts.append(
+            '<div class="warning"><b>Random weights.</b> The backbone was not trained '
+            f"({escape(weights)}): its embeddings carry no learned features, so these results "
+            "only show that the pipeline runs. They are meaningless for auditing a real "
+            "generator.</div>"
+        )
+    if shards is None:
+        parts.append(
+            '<div class="warning">The run folder has no embeddings (embeddings/part-*.parquet): '
+            "the map and the thumbnails are left out.</div>"
+        )
+    skip = {"model", "runs"}
+    settings = [(k, v) for k, v in summary.items() if k not in skip]
+    parts.append('<div class="figures"><div><h3>Settings (summary.json)</h3>')
+    parts.append(table(["setting", "value"], [(k, fmt(v)) for k, v in settings]))
+    parts.append('</div><div class="wide"><h3>Model identity (shard metadata)</h3>')
+    parts.append(table(["field", "value"], [(k, fmt(v)) for k, v in identity.items()]))
+    parts.append("</div></div>")
+    parts.append(f'<p class="note">Run folder: <code>{escape(run.resolve())}</code></p></section>')
+    return "".join(parts)
+
+
+def map_section(
+    rows: Rows | None,
+    groups: Sequence[str],
+    colour_of: Mapping[str, str],
+    caption: str,
+    seed: int,
+) -> str:
+    """Scatter of the 2-D projections; ``groups[i]`` names the colour group of map row i."""
+    head = '<section id="map"><h2>Map of the embeddings</h2>'
+    if rows is None or not rows.map_ids:
+        return head + '<p class="note">No embeddings to draw.</p></section>'
+    projected = projections(rows.map_matrix(), seed)
+    if not projected:
+        return head + '<p class="note">Too few embeddings to project.</p></section>'
+    sampled = len(rows.map_ids) < rows.n_rows
+    note = f" A random sample of {len(rows.map_ids)} of {rows.n_rows} rows." if sampled else ""
+    figures = [
+        figure(
+            map_plot(xy, groups, colour_of, title), caption + note, f"{title} map of the embeddings"
+        )
+        for title, xy in projected
+    ]
+    return head + '<div class="figures">' + "".join(figures) + "</div></section>"
+
+
+__all__ = ["map_section", "settings_section"]

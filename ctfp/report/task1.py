@@ -1,0 +1,287 @@
+"""The task 1 page: scores, evaluation, k sweep and evidence (the nearest generated slices)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ctfp.exceptions import InputError
+from ctfp.index.distance import METRICS, nearest
+from ctfp.report.figures import confusion_plot, k_sweep_plot, roc_plot, score_histogram
+from ctfp.report.html import Thumbnails, escape, figure, table, window_of
+from ctfp.report.rows import Rows, read_rows
+from ctfp.report.sections import map_section
+from ctfp.runs.folder import RUN_FILE, SCORES_FILE, TEST_PREFIX, read_scores, task1_dir
+
+PathLike = str | os.PathLike[str]
+NAV = ("settings", "map", "scores", "evaluation", "k-sweep", "evidence")
+COLOURS = {
+    "used": "#d62728",
+    "not_used": "#1f77b4",
+    "generated": "#ff7f0e",
+    "test": "#7f7f7f",
+}
+METRIC_ROWS = (
+    ("F1 (used = positive)", "f1"),
+    ("accuracy", "accuracy"),
+    ("Cohen's kappa", "kappa"),
+    ("ROC-AUC", "roc_auc"),
+    ("precision", "precision"),
+    ("recall", "recall"),
+    ('baseline F1 (every slice "used")', "baseline_all_used_f1"),
+    ("test slices", "n"),
+    ("truly used", "n_used"),
+)
+# What the evidence distance of each metric is, as ctfp.index.distance defines it.
+DISTANCE_LABELS = {
+    "cosine": "cosine distance (L2 of unit vectors, sqrt(2 - 2 cos))",
+    "l2": "L2 distance",
+    "l1": "L1 distance",
+}
+
+
+def nearest_generated(
+    rows: Rows, query: np.ndarray, metric: str
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """Distance to and row (in ``rows.generated_ids``) of the nearest generated slice of each
+    ``query`` : (n, d) row, exact, by :func:`ctfp.index.distance.nearest`; None when either side
+    is empty."""
+    generated = rows.generated_matrix()
+    if len(generated) == 0 or len(query) == 0:
+        return None
+    distances, found = nearest(query, generated, metric, k=1)
+    return distances[:, 0], found[:, 0]
+
+
+def _run_files(run: Path, ks: list[int], k: int) -> tuple[Path, Path]:
+    dest = task1_dir(run, ks, k)
+    return dest / RUN_FILE, dest / SCORES_FILE
+
+
+def task1_body(
+    run: Path,
+    summary: dict[str, Any],
+    shards: Path | None,
+    truth: PathLike | None,
+    k: int | None,
+    max_items: int,
+    seed: int,
+) -> tuple[str, Rows | None]:
+    """The task 1 sections after the settings, and the rows read from the shards (None without
+    embeddings)."""
+    from ctfp.evaluate import evaluate_run, read_table
+
+    ks = [int(v) for v in summary.get("k") or []]
+    if not ks:
+        raise InputError("summary.json lists no k for this task1 run")
+    if k is None:
+        k = ks[0]
+    elif k not in ks:
+        raise InputError(f"k={k} is not one of this run's k: {', '.join(map(str, ks))}")
+    run_csv, scores_csv = _run_files(run, ks, k)
+    ids, scores, pred = read_scores(scores_csv)
+    run_info = (summary.get("runs") or {}).get(str(k)) or {}
+    threshold = run_info.get("threshold")
+    method = summary.get("method", "centroid")
+    metric = summary.get("metric") if method != "centroid" else "cosine"
+    metric = metric if metric in METRICS else "cosine"
+
+    order = np.argsort(-scores, kind="stable")[:max_items]
+    top = [ids[i] for i in order]
+    rows = None
+    if shards is not None:
+        wanted = {TEST_PREFIX + i for i in top}
+        rows = read_rows(shards, wanted, generated=True, vectors=True, seed=seed)
+
+    truth_table = None
+    metrics = None
+    y = None
+    if truth is not None:
+        metrics = evaluate_run("task1", run_csv, truth, scores_csv)
+        truth_table = read_table(truth, "label")
+        y = np.array([int(truth_table[i]) for i in ids], dtype=int)
+
+    sections = []
+    # The map: train used / not used, generated and test rows.
+    groups = []
+    if rows is not None:
+        groups = [
+            "test" if i.startswith(TEST_PREFIX) or label not in COLOURS else label
+            for i, label in zip(rows.map_ids, rows.map_labels, strict=True)
+        ]
+    sections.append(
+        map_section(
+            rows,
+            groups,
+            COLOURS,
+            "Every embedded slice projected to 2-D, coloured by its folder: train/used, "
+            "train/not_used, generated and test.",
+            seed,
+        )
+    )
+
+    # Scores.
+    chosen = f" for k={k}" if len(ks) > 1 else ""
+    parts = [f'<section id="scores"><h2>Test scores{escape(chosen)}</h2>']
+    if y is not None:
+        uri = score_histogram(scores, y, ("truly not used", "truly used"), threshold)
+        split = "by the truth"
+    else:
+        uri = score_histogram(scores, pred, ("predicted not used", "predicted used"), threshold)
+        split = "by the predicted label"
+    caption = (
+        f"Scores of the {len(ids)} test slices ({method}), split {split}; the dashed line is the "
+        f"threshold chosen on the training slices ({summary.get('calibrate', '-')}). The run does "
+        "not store the training slices' scores."
+    )
+    parts.append(figure(uri, caption, "histogram of the test scores"))
+    parts.append(
+        f'<p class="note">{int(pred.sum())} of {len(ids)} test slices predicted used.</p></section>'
+    )
+    sections.append("".join(parts))
+
+    # Evaluation against the truth.
+    if metrics is not None and y is not None:
+        parts = ['<section id="evaluation"><h2>Evaluation against the truth</h2>']
+        parts.append(
+            '<p class="note">F1 alone flatters: labelling every slice "used" scores the baseline '
+            "below. Read it with accuracy, kappa and ROC-AUC.</p>"
+        )
+        parts.append(table(["metric", "value"], [(n, metrics.get(key)) for n, key in METRIC_ROWS]))
+        figures = []
+        if len(np.unique(y)) == 2:
+            figures.append(
+                figure(
+                    roc_plot(y, scores, metrics.get("roc_auc")),
+                    "ROC curve of the test scores against the truth.",
+                    "ROC curve",
+                )
+            )
+        else:
+            parts.append('<p class="note">The truth has one class only: no ROC curve.</p>')
+        figures.append(
+            figure(confusion_plot(y, pred), "Confusion matrix of the run file.", "confusion matrix")
+        )
+        parts.append('<div class="figures">' + "".join(figures) + "</div></section>")
+        sections.append("".join(parts))
+
+    # The k sweep.
+    if len(ks) > 1:
+        sections.append(k_sweep_section(run, summary, ks, truth))
+
+    # Evidence: highest scores next to their nearest generated slice.
+    sections.append(
+        evidence_section(rows, top, scores[order], pred[order], truth_table, metric, max_items)
+    )
+    return "".join(sections), rows
+
+
+def k_sweep_section(
+    run: Path, summary: dict[str, Any], ks: list[int], truth: PathLike | None
+) -> str:
+    """Each k's predicted-used count and threshold, with the truth its metrics; and their plot."""
+    from ctfp.evaluate import evaluate_run
+
+    runs = summary.get("runs") or {}
+    header = ["k", "predicted used", "threshold"]
+    if truth is not None:
+        header += ["F1", "accuracy", "kappa", "ROC-AUC", "baseline F1"]
+    rows = []
+    series: dict[str, list[float]] = {"F1": [], "kappa": [], "ROC-AUC": []}
+    used = []
+    baseline = None
+    for kk in ks:
+        info = runs.get(str(kk)) or {}
+        row: list[Any] = [kk, info.get("predicted_used"), info.get("threshold")]
+        used.append(info.get("predicted_used"))
+        if truth is not None:
+            run_csv, scores_csv = _run_files(run, ks, kk)
+            m = evaluate_run("task1", run_csv, truth, scores_csv)
+            row += [m["f1"], m["accuracy"], m["kappa"], m["roc_auc"], m["baseline_all_used_f1"]]
+            baseline = m["baseline_all_used_f1"]
+            series["F1"].append(m["f1"])
+            series["kappa"].append(m["kappa"])
+            series["ROC-AUC"].append(np.nan if m["roc_auc"] is None else m["roc_auc"])
+        rows.append(row)
+    if truth is not None:
+        uri = k_sweep_plot(ks, used, series, baseline)
+        caption = "Metrics of each k against the truth."
+    else:
+        uri = k_sweep_plot(ks, used)
+        caption = "Test slices predicted used for each k."
+    return (
+        '<section id="k-sweep"><h2>k sweep</h2>'
+        + table(header, rows)
+        + figure(uri, caption, "k sweep plot")
+        + "</section>"
+    )
+
+
+def evidence_section(
+    rows: Rows | None,
+    top: list[str],
+    top_scores: np.ndarray,
+    top_pred: np.ndarray,
+    truth: dict[str, str] | None,
+    metric: str,
+    max_items: int,
+) -> str:
+    """The ``top`` test slices (best first) with their thumbnails, each next to its nearest
+    generated slice and the distance between them."""
+    label = DISTANCE_LABELS[metric]
+    parts = [
+        '<section id="evidence"><h2>Evidence: the highest-scoring test slices</h2>',
+        f'<p class="note">The {len(top)} test slices the run rates most likely used (at most '
+        f"{max_items}), each next to its nearest generated slice by {escape(label)} (exact search "
+        "over every generated embedding of the run).</p>",
+    ]
+    if rows is None:
+        return "".join(parts) + '<p class="note">No embeddings: no thumbnails.</p></section>'
+    thumbs = Thumbnails(window_of(rows.metadata))
+    keys = [TEST_PREFIX + i for i in top]
+    have = [key for key in keys if key in rows.vectors]
+    found = None
+    if have:
+        found = nearest_generated(rows, np.stack([rows.vectors[key] for key in have]), metric)
+    if found is None:
+        parts.append('<p class="note">The run has no generated slices to compare with.</p>')
+    position = {key: n for n, key in enumerate(have)}
+    header = ["rank", "test slice", "score", "predicted"]
+    header += ["truth"] if truth is not None else []
+    header += ["nearest generated slice", label]
+    cells_of_rows = []
+    for rank, (run_id, key) in enumerate(zip(top, keys, strict=True)):
+        cells: list[Any] = [
+            str(rank + 1),
+            thumbs.html(rows.where.get(key), run_id),
+            escape(f"{top_scores[rank]:.4g}"),
+            "used" if top_pred[rank] else "not used",
+        ]
+        if truth is not None:
+            t = truth.get(run_id)
+            cells.append("-" if t is None else ("used" if t == "1" else "not used"))
+        if found is not None and key in position:
+            j = int(found[1][position[key]])
+            gid = rows.generated_ids[j]
+            cells.append(thumbs.html(rows.generated_where[j], gid))
+            cells.append(escape(f"{float(found[0][position[key]]):.4g}"))
+        else:
+            cells += ["-", "-"]
+        cells_of_rows.append(cells)
+    parts.append(table(header, cells_of_rows, raw=True))
+    return "".join(parts) + "</section>"
+
+
+__all__ = [
+    "COLOURS",
+    "DISTANCE_LABELS",
+    "METRIC_ROWS",
+    "NAV",
+    "evidence_section",
+    "k_sweep_section",
+    "nearest_generated",
+    "task1_body",
+]
