@@ -5,7 +5,7 @@ shared PNGs (256 px), their 188 DICOMs (512 px, HU windowing) and a cache built 
 times one pass of the embedding DataLoader (decode/read + resize to 224, uint8 batches) with 0, 1
 and 2 worker processes, and prints one JSON line with slices/s.
 
-    python benchmarks/cache_bench.py [--repeat 8]
+    python benchmarks/cache_bench.py [--repeat 8]   (--repeat 1: a quick check that it runs)
 """
 
 from __future__ import annotations
@@ -18,10 +18,11 @@ import time
 from pathlib import Path
 
 from ctfp.embed.backbone import Preprocessing
-from ctfp.embed.loader import CacheDataset, SliceDataset, make_loader
+from ctfp.embed.cache import build_cache
+from ctfp.embed.reader import CacheDataset, SliceDataset, make_loader
 from ctfp.io.decode import Window
 from ctfp.io.sources import discover
-from ctfp.store.cache import build_cache, cache_rows
+from ctfp.store.cache import cache_rows
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "lung-pet-ct-dx"
 

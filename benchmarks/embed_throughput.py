@@ -8,6 +8,9 @@ again with 0, 1 and 2 loader workers, and from a decoded-slice cache of the same
 (``ctfp cache``: no image decoding on that pass).
 
     python benchmarks/embed_throughput.py [--images DIR] [--weights random] [--image-size 224]
+        [--limit N]
+
+``--limit 8 --image-size 64`` is a quick check that the script runs (figures meaningless).
 """
 
 from __future__ import annotations
@@ -24,10 +27,10 @@ import torch
 
 from ctfp.device import resolve_device, resolve_precision
 from ctfp.embed.backbone import build_backbone
+from ctfp.embed.cache import build_cache
 from ctfp.embed.runner import embed
 from ctfp.io.decode import decode_file
 from ctfp.io.sources import discover
-from ctfp.store.cache import build_cache
 
 DEFAULT_IMAGES = Path(__file__).resolve().parents[2] / "shared" / "data" / "lung-pet-ct-dx" / "png"
 
@@ -69,9 +72,10 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--precision", default="auto")
+    parser.add_argument("--limit", type=int, default=None, help="only the first N images")
     args = parser.parse_args()
 
-    paths = [f.path for f in discover(args.images)]
+    paths = [f.path for f in discover(args.images)][: args.limit]
     device = resolve_device(args.device)
     backbone = build_backbone(args.weights, image_size=args.image_size).to(device)
     precision = resolve_precision(args.precision, device)

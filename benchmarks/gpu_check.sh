@@ -60,7 +60,7 @@ timeout 180 "$PY" - "$tmp" <<'PY' || status=1
 import json, os, sys, time
 from pathlib import Path
 from ctfp.embed.runner import embed
-from ctfp.store.cache import build_cache
+from ctfp.embed.cache import build_cache
 tmp = Path(sys.argv[1])
 device = os.environ["GPU_CHECK_DEVICE"]
 workers = max(1, min(15, (os.cpu_count() or 2) - 1))

@@ -10,7 +10,8 @@ Ray started (and timed) up front; each Ray run still starts its own actor pool, 
         [--repeat N] [--rounds N] [--ray-address ADDR]
 
 ``--repeat N`` lists every image N times under distinct ids (a manifest), to see the steady
-state once the actor start-up is amortised.
+state once the actor start-up is amortised. A quick check that it runs (figures meaningless):
+``--images ctfp/data/sample/png --image-size 64``.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ from pathlib import Path
 import torch
 
 from ctfp.embed.runner import embed
-from ctfp.engine import require_ray
+from ctfp.engine.ray import require_ray
+from ctfp.engine.settings import EngineSettings
 from ctfp.io.sources import discover
 
 DEFAULT_IMAGES = Path(__file__).resolve().parents[2] / "shared" / "data" / "lung-pet-ct-dx" / "png"
@@ -126,7 +128,8 @@ def main() -> None:
             for actors in actor_counts:
                 out = Path(tmp) / f"ray{actors}-{round_}"
                 t = time.perf_counter()
-                result = embed(sources, out, engine="ray", actors=actors, **options)
+                engine = EngineSettings(engine="ray", actors=actors)
+                result = embed(sources, out, engine=engine, **options)
                 wall = time.perf_counter() - t
                 startup = result.timings["startup"]
                 line = _line(

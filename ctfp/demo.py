@@ -21,15 +21,15 @@ def sample_dir() -> Path:
 def _choose_weights(weights: str | None) -> str:
     if weights is not None:
         return weights
-    from ctfp.embed.backbone import _imagenet_state_dict
+    from ctfp.embed.backbone import imagenet_state_dict
 
     try:
-        _imagenet_state_dict()
+        imagenet_state_dict()
         return "imagenet"
     except WeightsUnavailableError:
         logger.info(
             "ImageNet weights cannot be had here (no internet or cache); using seeded random "
-            "weights (--weights random --seed 0) instead"
+            "weights (--weights random --weights-seed 0) instead"
         )
         return "random"
 

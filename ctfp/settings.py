@@ -120,6 +120,9 @@ class Settings:
             return
         if isinstance(value, bool) and bool not in allowed and object not in allowed:
             raise SettingsError(f"{where} must be {_names(allowed)}, got {value!r}")
+        if tuple in allowed and isinstance(value, list):  # JSON gives lists back
+            value = tuple(value)
+            object.__setattr__(self, f.name, value)
         if float in allowed and isinstance(value, int) and not isinstance(value, bool):
             object.__setattr__(self, f.name, float(value))
             value = float(value)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from ctfp._version import __version__
 from ctfp.exceptions import CtfpError
+from ctfp.settings import Settings
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,24 +34,37 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def command(name: str, func, help: str, description: str | None = None, **kw):
-        p = (kw.pop("under", sub)).add_parser(
-            name, parents=[common], help=help, description=description or help, **kw
-        )
+    def command(
+        name: str,
+        func: Callable[[argparse.Namespace], int],
+        help: str,
+        description: str | None = None,
+        *,
+        under: Any = sub,
+        sources: bool = False,
+        out: str | None = None,
+        settings: Sequence[type[Settings]] = (),
+    ) -> argparse.ArgumentParser:
+        p = under.add_parser(name, parents=[common], help=help, description=description or help)
         p.set_defaults(func=func)
+        if sources:
+            p.add_argument("sources", nargs="+", metavar="SOURCES")
+        if out is not None:
+            p.add_argument("--out", required=True, help=out)
+        for cls in settings:
+            add_settings(p, cls)
         return p
 
-    p = command(
+    command(
         "embed",
         commands.embed,
         "embed CT slices into Parquet shards",
         "Embed every CT slice behind SOURCES (folders, globs, CSV/Parquet manifests, files) into "
         "Parquet shards in --out. Rerun the same command to resume.",
+        sources=True,
+        out="output folder of part-NNNNN.parquet shards",
+        settings=(EmbedSettings, EngineSettings),
     )
-    p.add_argument("sources", nargs="+", metavar="SOURCES")
-    p.add_argument("--out", required=True, help="output folder of part-NNNNN.parquet shards")
-    add_settings(p, EmbedSettings)
-    add_settings(p, EngineSettings)
 
     run = sub.add_parser("run", help="run a task end to end on an ImageCLEF-style folder")
     tasks = run.add_subparsers(dest="task", required=True, metavar="TASK")
@@ -107,11 +122,11 @@ def build_parser() -> argparse.ArgumentParser:
         "`ctfp run` (OUT/model, or OUT itself) or `ctfp cluster` and write OUT/part-NNNNN.parquet "
         "with id, score, label (task 1: 1 = used; task 2: the cluster and its posterior). "
         "Memory stays bounded; rerun to resume.",
+        out="output folder of scored shards",
+        settings=(ScoreSettings,),
     )
     p.add_argument("model", metavar="MODEL", help="a saved model folder, or a run folder")
     p.add_argument("shards", metavar="SHARDS", help="folder (or file) of embedding shards")
-    p.add_argument("--out", required=True, help="output folder of scored shards")
-    add_settings(p, ScoreSettings)
 
     p = command(
         "cluster",
@@ -121,22 +136,21 @@ def build_parser() -> argparse.ArgumentParser:
         "in SHARDS without holding them in memory (a seeded sample starts it, then each EM pass "
         "streams the shards) and save it as a model in --out. `ctfp score OUT SHARDS --out "
         "CLUSTERS` then writes each row's cluster.",
+        out="model folder to write",
+        settings=(ClusterSettings,),
     )
     p.add_argument("shards", metavar="SHARDS", help="folder (or file) of embedding shards")
-    p.add_argument("--out", required=True, help="model folder to write")
-    add_settings(p, ClusterSettings)
 
-    p = command(
+    command(
         "cache",
         commands.cache,
         "decode CT slices once into a uint8 Parquet cache that `embed` reads fast",
         "Decode every slice behind SOURCES into uint8 slices (padded, resized to --size) in "
         "Parquet shards in --out. `ctfp embed OUT ...` then skips image decoding.",
+        sources=True,
+        out="output folder of the cache shards",
+        settings=(CacheSettings, EngineSettings),
     )
-    p.add_argument("sources", nargs="+", metavar="SOURCES")
-    p.add_argument("--out", required=True, help="output folder of the cache shards")
-    add_settings(p, CacheSettings)
-    add_settings(p, EngineSettings)
 
     p = command(
         "report",

@@ -6,11 +6,14 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
+from typing import Any
 
 from ctfp.cli.options import from_args, given
 from ctfp.embed.settings import CacheSettings, EmbedSettings
 from ctfp.engine.settings import EngineSettings
 from ctfp.progress import logger
+from ctfp.settings import Settings
 
 
 def _print_json(args: argparse.Namespace, value: dict) -> None:
@@ -21,26 +24,20 @@ def _print_json(args: argparse.Namespace, value: dict) -> None:
 def embed(args: argparse.Namespace) -> int:
     from ctfp.embed.runner import embed
 
-    result = embed(
-        args.sources,
-        args.out,
-        from_args(EmbedSettings, args),
-        engine=from_args(EngineSettings, args),
-        progress=not args.quiet,
-    )
-    _print_json(args, result.to_dict())
-    return 0
+    return _shards(args, embed, EmbedSettings)
 
 
 def cache(args: argparse.Namespace) -> int:
     from ctfp.embed.cache import build_cache
 
-    result = build_cache(
-        args.sources,
-        args.out,
-        from_args(CacheSettings, args),
-        engine=from_args(EngineSettings, args),
-        progress=not args.quiet,
+    return _shards(args, build_cache, CacheSettings)
+
+
+def _shards(args: argparse.Namespace, api: Callable[..., Any], settings: type[Settings]) -> int:
+    """`embed` and `cache`: SOURCES -> shards in --out, on the chosen engine."""
+    engine = from_args(EngineSettings, args)
+    result = api(
+        args.sources, args.out, from_args(settings, args), engine=engine, progress=not args.quiet
     )
     _print_json(args, result.to_dict())
     return 0

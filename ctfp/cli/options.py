@@ -30,7 +30,7 @@ def _parser_of(parse: Callable[[str], Any] | None, types: tuple[type, ...]) -> C
 
 def _help(meta: dict[str, Any], default: Any) -> str:
     text = meta["help"]
-    if "default" not in text and default not in (None, False, True):
+    if "default" not in text and default is not None and not isinstance(default, bool):
         shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
         text += f" (default {shown})"
     return text

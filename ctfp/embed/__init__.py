@@ -1,20 +1,51 @@
-"""Embedding: backbone (model + preprocessing + identity), loader (decode in workers), runner."""
+"""Embedding: settings, reader -> mapper -> writer, the runner and the cache builder (lazy)."""
 
+from __future__ import annotations
+
+import importlib
 import sys
 import types
 from typing import Any
 
-from ctfp.embed.backbone import Backbone, Identity, Preprocessing, build_backbone
-from ctfp.embed.runner import EmbedResult, embed
+# Lazy, so that importing one stage (ctfp.embed.mapper in a Ray actor, say) does not import
+# the runner, the engines or the other stages.
+_LAZY = {
+    "embed": "ctfp.embed.runner",
+    "build_cache": "ctfp.embed.cache",
+    "EmbedResult": "ctfp.embed.writer",
+    "Job": "ctfp.embed.job",
+    "Mapper": "ctfp.embed.mapper",
+    "forward": "ctfp.embed.mapper",
+    "build_features": "ctfp.embed.features",
+    "Backbone": "ctfp.embed.backbone",
+    "Identity": "ctfp.embed.backbone",
+    "Preprocessing": "ctfp.embed.backbone",
+    "build_backbone": "ctfp.embed.backbone",
+    "CacheSettings": "ctfp.embed.settings",
+    "EmbedSettings": "ctfp.embed.settings",
+    "InputSettings": "ctfp.embed.settings",
+    "FEATURES": "ctfp.embed.settings",
+}
+__all__ = sorted(_LAZY)
 
-__all__ = ["Backbone", "EmbedResult", "Identity", "Preprocessing", "build_backbone", "embed"]
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
 
 
 class _CallableModule(types.ModuleType):
     """``ctfp.embed`` is both this subpackage and the function: once the subpackage is imported,
     Python binds the name ``ctfp.embed`` to it, so calling it must still embed."""
 
-    def __call__(self, *args: Any, **kwargs: Any) -> EmbedResult:
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        from ctfp.embed.runner import embed
+
         return embed(*args, **kwargs)
 
 

@@ -125,7 +125,7 @@ def build_backbone(
     else:
         net = torchvision.models.resnet50(weights=None)
         if weights_text == "imagenet":
-            state = _imagenet_state_dict()
+            state = imagenet_state_dict()
             label = "imagenet:IMAGENET1K_V2"
         else:
             state = _file_state_dict(Path(weights_text))
@@ -157,7 +157,9 @@ def build_backbone(
     return Backbone(net, preprocessing, identity).eval()
 
 
-def _imagenet_state_dict() -> dict[str, torch.Tensor]:
+def imagenet_state_dict() -> dict[str, torch.Tensor]:
+    """torchvision's IMAGENET1K_V2 ResNet50 weights through its cache and download, or a
+    WeightsUnavailableError saying how to get them where there is no internet."""
     from torchvision.models import ResNet50_Weights
 
     try:

@@ -21,8 +21,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ctfp.embed.backbone import Backbone, Identity, Preprocessing, build_backbone
+from ctfp.embed.settings import FEATURES, check_features
+from ctfp.exceptions import CtfpError
 
-FEATURES = ("resnet50", "pixels", "spectrum", "residual")
 GRAY = dict(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), channels="gray")
 
 
@@ -186,14 +187,11 @@ def build_features(
     """Build the feature extractor named by ``spec``: one of resnet50, pixels, spectrum, residual,
     or several joined by ``+`` (``pixels+residual``). ``weights``, ``seed`` and ``image_size``
     apply to resnet50."""
+    try:
+        check_features(spec)  # the one list of valid names: ctfp.embed.settings.FEATURES
+    except ValueError as exc:
+        raise CtfpError(str(exc)) from None
     names = [s.strip() for s in spec.split("+")]
-    unknown = [n for n in names if n not in FEATURES]
-    if unknown or not names:
-        from ctfp.exceptions import CtfpError
-
-        raise CtfpError(
-            f"unknown features {spec!r}; choose from {', '.join(FEATURES)}, joined by +"
-        )
 
     def one(name: str) -> nn.Module:
         if name == "resnet50":

@@ -1,37 +1,42 @@
-"""Where an embedding run executes: ``local`` (this process and its DataLoader workers) or
-``ray`` (Ray Data on a local or remote Ray cluster). Both write the same shards."""
+"""Engines (distributors): where a job runs; ``local`` in this process, ``ray`` on Ray Data."""
 
 from __future__ import annotations
 
-from types import ModuleType
+import importlib
+from typing import TYPE_CHECKING
 
-from ctfp.exceptions import CtfpError
+from ctfp.engine.settings import ENGINES, EngineSettings
+from ctfp.settings import SettingsError
 
-ENGINES = ("local", "ray")
-RAY_INSTALL = "pip install 'ctfp[ray]'"
+if TYPE_CHECKING:
+    from ctfp.embed.job import Job
+    from ctfp.embed.writer import EmbedResult
 
 
-def check_engine(engine: str) -> str:
-    """Validate ``engine`` up front: an unknown name, or ``ray`` without Ray installed, is an
-    error that says what to do (never a silent fallback to the local engine)."""
-    if engine not in ENGINES:
-        raise CtfpError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
-    if engine == "ray":
+def resolve_engine(engine: str | EngineSettings = "local") -> EngineSettings:
+    """Engine settings from a name or settings, checked up front: an unknown name, or ``ray``
+    without Ray installed, is an error that says what to do (never a silent fallback to the
+    local engine)."""
+    if isinstance(engine, str):
+        engine = EngineSettings(engine=engine)
+    elif not isinstance(engine, EngineSettings):
+        raise SettingsError(
+            f"engine must be one of {', '.join(ENGINES)} or an EngineSettings, got {engine!r}"
+        )
+    if engine.engine == "ray":
+        from ctfp.engine.ray import require_ray
+
         require_ray()
     return engine
 
 
-def require_ray() -> ModuleType:
-    """Import Ray (with Ray Data), or raise a CtfpError naming the install command."""
-    try:
-        import ray
-        import ray.data  # the part of Ray the engine needs
-    except ImportError as exc:
-        raise CtfpError(
-            f"--engine ray needs Ray Data, which cannot be imported here ({exc}); install it with "
-            f"{RAY_INSTALL} (or pip install 'ray[data]'), or use --engine local"
-        ) from None
-    return ray
+def run(job: Job, engine: str | EngineSettings = "local") -> EmbedResult:
+    """Run ``job`` on the engine ``engine`` names: the one place that chooses. An engine's
+    module is imported only when it is chosen (a local run never imports Ray), and provides
+    ``run(job, settings) -> EmbedResult``."""
+    settings = resolve_engine(engine)
+    module = importlib.import_module(f"ctfp.engine.{settings.engine}")
+    return module.run(job, settings)
 
 
-__all__ = ["ENGINES", "RAY_INSTALL", "check_engine", "require_ray"]
+__all__ = ["ENGINES", "EngineSettings", "resolve_engine", "run"]

@@ -39,7 +39,8 @@ class ProximitySettings(Settings):
     )
     reference: bool = option(
         True,
-        "proximity: subtract the distance to the not-used reference set",
+        "proximity: the score subtracts the distance to the not-used reference set (GAN-Leaks "
+        "calibration); --no-reference turns it off",
         flag="--no-reference",
     )
     calibrate: str = option(

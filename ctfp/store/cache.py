@@ -1,21 +1,20 @@
-"""The decoded-slice cache: decode PNG/DICOM/NIfTI once into uint8 slices in Parquet shards, so
-that a GPU embedding run is not limited by CPU image decoders.
+"""The decoded-slice cache on disk: recognising a cache folder and listing its rows as inputs."""
 
-A cache is a shard folder like an embedding one (same atomic, resumable writer, same errors
-table) whose vector column is ``pixels``: each row a square uint8 slice, padded with air and
-resized to ``size``, stored as fixed-size binary (one value per row; read back zero-copy).
-``ctfp embed CACHE_DIR`` reads it instead of decoding images again.
-"""
+# A cache (built by ctfp.embed.cache.build_cache) is a shard folder like an embedding one (same
+# atomic, resumable writer, same errors table) whose vector column is ``pixels``: each row a
+# square uint8 slice, padded with air and resized, stored as fixed-size binary (one value per
+# row; read back zero-copy). ``ctfp embed CACHE_DIR`` reads it instead of decoding images again,
+# so that a GPU run is not limited by CPU image decoders.
 
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import pyarrow.parquet as pq
 
+from ctfp.exceptions import InputError
 from ctfp.io.sources import InputFile
 from ctfp.store.schema import SHARD_GLOB, SLICES_FORMAT, read_metadata
 
@@ -37,8 +36,6 @@ def is_slice_cache(path: PathLike) -> bool:
 def cache_rows(sources: Sequence[PathLike] | PathLike) -> list[InputFile] | None:
     """The rows of the decoded-slice caches in ``sources`` as inputs, or None if the sources
     are not caches. Mixing caches and image sources is refused."""
-    from ctfp.exceptions import InputError
-
     if isinstance(sources, (str, os.PathLike)):
         sources = [sources]
     flags = [is_slice_cache(s) for s in sources]
@@ -58,33 +55,4 @@ def cache_rows(sources: Sequence[PathLike] | PathLike) -> list[InputFile] | None
     return rows
 
 
-def build_cache(
-    sources: Sequence[PathLike] | PathLike,
-    out: PathLike,
-    *,
-    size: int = 256,
-    engine: str = "local",
-    **options: Any,
-) -> Any:
-    """Decode every slice behind ``sources`` once into ``out`` (uint8, padded and resized to
-    ``size``); ``options`` are :func:`ctfp.embed` options (window, workers, layout, ...).
-    Resumable like embedding; unreadable inputs go to ``out/_errors/errors.parquet``.
-    ``engine="ray"`` decodes on a Ray cluster (``actors``, ``ray_address`` as for embedding)."""
-    from ctfp.embed.features import SliceCache
-    from ctfp.embed.runner import embed
-
-    if size < 8:
-        from ctfp.exceptions import CtfpError
-
-        raise CtfpError(f"cache size {size} is too small; use at least 8")
-    return embed(
-        sources,
-        out,
-        features="slices",
-        dtype="uint8",
-        precision="fp32",
-        device="cpu",
-        backbone_factory=lambda: SliceCache(size),
-        engine=engine,
-        **options,
-    )
+__all__ = ["cache_rows", "is_slice_cache"]

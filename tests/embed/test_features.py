@@ -9,6 +9,7 @@ import pytest
 import torch
 from PIL import Image, ImageFilter
 
+from ctfp.embed import features, settings
 from ctfp.embed.features import build_features
 from ctfp.embed.runner import embed
 from ctfp.exceptions import CtfpError, ShardMismatchError
@@ -86,3 +87,5 @@ def test_shards_carry_their_own_identity(tmp_path: Path, lung_pngs) -> None:
 def test_unknown_features() -> None:
     with pytest.raises(CtfpError, match="unknown features"):
         build_features("sift")
+    # One list of valid names, the settings' (what the command line offers too).
+    assert features.FEATURES is settings.FEATURES

@@ -1,4 +1,4 @@
-"""The embedding pipeline end to end on real CT: shards, resume after kill -9, bad input."""
+"""embed() end to end on real CT: settings, shards, resume after kill -9, bad input."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -15,11 +14,15 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from ctfp.demo import sample_dir
+import ctfp
 from ctfp.embed.runner import embed
+from ctfp.embed.settings import CacheSettings, EmbedSettings
 from ctfp.exceptions import DeviceError
+from ctfp.settings import SettingsError
 from ctfp.store.reader import read_embeddings, read_errors
 from tests.conftest import EDGE, LUNG, copy_pngs, cuda
+
+SAMPLE = Path(ctfp.__file__).parent / "data" / "sample"  # ships with the package
 
 
 def test_all_188_pngs_become_readable_shards(tmp_path: Path, lung_pngs, random_backbone_64) -> None:
@@ -85,35 +88,25 @@ def test_png_and_dicom_of_a_slice_agree(tmp_path: Path, random_backbone_64) -> N
         assert cos > 0.999
 
 
-def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "ctfp", "embed", *args]
-
-
-def test_kill_9_and_resume_gives_the_uninterrupted_rows(tmp_path: Path, lung_pngs) -> None:
+def test_kill_9_and_resume_gives_the_uninterrupted_rows(
+    tmp_path: Path, lung_pngs, embed_command
+) -> None:
     src = copy_pngs(lung_pngs[:120], tmp_path / "src")
-    common = [
-        "--weights",
-        "random",
-        "--image-size",
-        "96",
-        "--batch-size",
-        "4",
-        "--rows-per-shard",
-        "8",
-        "--precision",
-        "fp32",
-        "--dtype",
-        "float32",
-        "--workers",
-        "1",
-        "--quiet",
-    ]
+    common = dict(
+        weights="random",
+        image_size=96,
+        batch_size=4,
+        rows_per_shard=8,
+        precision="fp32",
+        dtype="float32",
+        workers=1,
+    )
     reference = tmp_path / "ref"
-    subprocess.run(_cli(str(src), "--out", str(reference), *common), check=True)
+    subprocess.run(embed_command(src, reference, **common), check=True)
     out = tmp_path / "out"
     kills = 0
     for wait_for_shards in (1, 4, 9):
-        proc = subprocess.Popen(_cli(str(src), "--out", str(out), *common))
+        proc = subprocess.Popen(embed_command(src, out, **common))
         deadline = time.monotonic() + 120
         while len(list(out.glob("part-*.parquet"))) < wait_for_shards and proc.poll() is None:
             assert time.monotonic() < deadline
@@ -123,7 +116,7 @@ def test_kill_9_and_resume_gives_the_uninterrupted_rows(tmp_path: Path, lung_png
             kills += 1
         proc.wait()
     assert kills >= 2, "the run finished before it could be killed; make it slower"
-    subprocess.run(_cli(str(src), "--out", str(out), *common), check=True)
+    subprocess.run(embed_command(src, out, **common), check=True)
     ref, got = read_embeddings(reference), read_embeddings(out)  # refuses duplicate ids
     assert len(got) == 120 and sorted(got.ids) == sorted(ref.ids)
     order = np.argsort(got.ids)
@@ -133,17 +126,21 @@ def test_kill_9_and_resume_gives_the_uninterrupted_rows(tmp_path: Path, lung_png
     assert not list(out.glob(".*.tmp"))
 
 
-def test_corrupt_inputs_are_recorded_and_the_run_goes_on(tmp_path: Path, lung_pngs) -> None:
+def test_corrupt_inputs_are_recorded_and_the_run_goes_on(
+    tmp_path: Path, lung_pngs, ctfp_log
+) -> None:
     src = copy_pngs(lung_pngs[:5], tmp_path / "src")
     (src / "zero.png").write_bytes(b"")
     (src / "truncated.png").write_bytes(lung_pngs[0].read_bytes()[:2000])
     (src / "text.png").write_text("this is not a PNG")
     shutil.copy(EDGE / "rtstruct.dcm", src / "rtstruct.dcm")
     out = tmp_path / "out"
-    args = _cli(str(src), "--out", str(out), "--weights", "random", "--image-size", "64")
-    run = subprocess.run(args, capture_output=True, text=True)
-    assert run.returncode == 0, run.stderr
-    assert "warning: 4 input(s) could not be read" in run.stderr
+    options = dict(weights="random", image_size=64, progress=False)
+    result = embed(src, out, **options)
+    assert result.rows == 5 and len(result.errors) == 4
+    warnings = [r.getMessage() for r in ctfp_log if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and warnings[0].startswith("warning: 4 input(s) could not be read")
+    assert str(out / "_errors" / "errors.parquet") in warnings[0]
     errors = {r["id"]: r["reason"] for r in read_errors(out).to_pylist()}
     assert set(errors) == {"zero", "truncated", "text", "rtstruct"}
     assert errors["zero"] == "empty file (0 bytes)"
@@ -157,8 +154,9 @@ def test_corrupt_inputs_are_recorded_and_the_run_goes_on(tmp_path: Path, lung_pn
     ]
     assert len(read_embeddings(out)) == 5
     # A rerun retries the failures, still records them once and adds no rows.
-    run = subprocess.run(args, capture_output=True, text=True)
-    assert run.returncode == 0 and len(read_errors(out)) == 4 and len(read_embeddings(out)) == 5
+    again = embed(src, out, **options)
+    assert again.rows == 0 and again.skipped_files == 5
+    assert len(read_errors(out)) == 4 and len(read_embeddings(out)) == 5
 
 
 def test_volumes_give_one_row_per_frame(tmp_path: Path, random_backbone_64) -> None:
@@ -201,48 +199,54 @@ def test_fp32_and_bf16_agree(tmp_path: Path, lung_pngs, random_backbone_64) -> N
     assert centered.min() >= 0.9
 
 
-def test_worker_count_does_not_change_the_result(
-    tmp_path: Path, lung_pngs, random_backbone_64
-) -> None:
-    src = copy_pngs(lung_pngs[:20], tmp_path / "src")
-    results = []
-    for workers in (0, 2):
-        out = tmp_path / f"w{workers}"
-        embed(
-            src,
-            out,
-            backbone_factory=random_backbone_64,
-            workers=workers,
-            batch_size=6,
-            precision="fp32",
-            progress=False,
-        )
-        results.append(read_embeddings(out))
-    assert results[0].ids.tolist() == results[1].ids.tolist()
-    np.testing.assert_array_equal(results[0].matrix, results[1].matrix)
-
-
 def test_same_inputs_same_outputs(tmp_path: Path, lung_pngs) -> None:
     src = copy_pngs(lung_pngs[:4], tmp_path / "src")
     for name in ("a", "b"):
-        embed(src, tmp_path / name, weights="random", seed=3, image_size=64, progress=False)
+        embed(src, tmp_path / name, weights="random", weights_seed=3, image_size=64, progress=False)
     a, b = read_embeddings(tmp_path / "a"), read_embeddings(tmp_path / "b")
     assert a.metadata["weights_sha256"] == b.metadata["weights_sha256"]
+    assert a.metadata["weights"] == "random:seed=3"
     np.testing.assert_array_equal(a.matrix, b.matrix)
+    embed(src, tmp_path / "c", weights="random", weights_seed=4, image_size=64, progress=False)
+    assert (
+        read_embeddings(tmp_path / "c").metadata["weights_sha256"] != a.metadata["weights_sha256"]
+    )
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(shutil.which("cc") is None, reason="torch.compile needs a C compiler")
-def test_compiled_model_gives_the_same_rows(tmp_path: Path, lung_pngs) -> None:
-    """--compile: the real torch.compile of ResNet50 (about a minute on 2 cores), same rows."""
-    src = copy_pngs(lung_pngs[:2], tmp_path / "src")
-    kw = dict(weights="random", image_size=32, precision="fp32", dtype="float32", progress=False)
-    plain = embed(src, tmp_path / "plain", **kw)
-    compiled = embed(src, tmp_path / "compiled", compile=True, **kw)
-    assert plain.rows == compiled.rows == 2
-    a, b = read_embeddings(tmp_path / "plain"), read_embeddings(tmp_path / "compiled")
-    assert a.metadata == b.metadata  # compiling does not change the model's identity
-    np.testing.assert_allclose(b.matrix, a.matrix, rtol=1e-4, atol=1e-4)
+def test_a_settings_object_with_overrides(tmp_path: Path, lung_pngs) -> None:
+    settings = EmbedSettings(weights="random", image_size=32, precision="fp32")
+    result = embed(lung_pngs[0], tmp_path / "out", settings, dtype="float32", progress=False)
+    assert result.settings == settings.replace(dtype="float32").to_dict()
+    assert EmbedSettings.from_dict(result.settings).dtype == "float32"
+    assert read_embeddings(tmp_path / "out").metadata["dtype"] == "float32"
+    assert settings.dtype == "float16"  # the caller's settings are not changed
+
+
+def test_unknown_options_and_bad_values_are_refused_before_anything_runs(
+    tmp_path: Path, lung_pngs
+) -> None:
+    out = tmp_path / "out"
+    with pytest.raises(SettingsError, match=r"embed\(\) got an unknown option 'unknown_option'"):
+        embed(lung_pngs[0], out, unknown_option=1)
+    with pytest.raises(SettingsError, match="use weights_seed"):
+        embed(lung_pngs[0], out, weights="random", seed=1)
+    with pytest.raises(SettingsError, match=r"EngineSettings\(engine='ray', actors"):
+        embed(lung_pngs[0], out, weights="random", actors=2)
+    with pytest.raises(SettingsError, match=r"EmbedSettings\.batch_size must be at least 1"):
+        embed(lung_pngs[0], out, weights="random", batch_size=0)
+    with pytest.raises(SettingsError, match=r"EmbedSettings\.features.*unknown features 'sift'"):
+        embed(lung_pngs[0], out, features="sift")
+    with pytest.raises(SettingsError, match="takes EmbedSettings settings, got CacheSettings"):
+        embed(lung_pngs[0], out, CacheSettings())
+    assert not out.exists()
+
+
+def test_weights_may_be_a_path(tmp_path: Path, lung_pngs) -> None:
+    from ctfp.embed.backbone import build_backbone
+
+    torch.save(build_backbone("random", seed=5).net.state_dict(), tmp_path / "w.pt")
+    embed(lung_pngs[0], tmp_path / "out", weights=tmp_path / "w.pt", image_size=32, progress=False)
+    assert read_embeddings(tmp_path / "out").metadata["weights"] == "file:w.pt"
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error raised without CUDA")
@@ -256,7 +260,7 @@ def test_asking_for_cuda_without_it_is_an_error(tmp_path: Path, lung_pngs) -> No
 @pytest.mark.gpu
 def test_cuda_matches_cpu(tmp_path: Path, random_backbone_64) -> None:
     # The bundled sample: a device machine running only the GPU tests may lack ../shared.
-    src = copy_pngs(sorted(sample_dir().glob("png/*.png")), tmp_path / "src")
+    src = copy_pngs(sorted(SAMPLE.glob("png/*.png")), tmp_path / "src")
     for device in ("cpu", "cuda"):
         embed(
             src,

@@ -1,77 +1,50 @@
-"""The decoded-slice cache: decode once, embed from it with the same results, resume, errors."""
+"""Reading a decoded-slice cache: recognising its folder and listing its rows as inputs."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 import pytest
 
-from ctfp.cli import main
-from ctfp.embed.runner import embed
-from ctfp.exceptions import ShardMismatchError
-from ctfp.store.cache import build_cache, is_slice_cache
-from ctfp.store.reader import read_embeddings, read_errors
-from tests.conftest import EDGE, copy_pngs
+from ctfp.exceptions import InputError
+from ctfp.io.sources import InputFile
+from ctfp.store.cache import cache_rows, is_slice_cache
+from ctfp.store.schema import make_metadata
+from ctfp.store.writer import ShardWriter
+
+IDENTITY = {"model": "slices", "weights": "none", "weights_sha256": "0", "dim": 16}
 
 
-def test_embedding_from_the_cache_equals_embedding_the_images(
-    tmp_path: Path, lung_pngs, random_backbone_64
-) -> None:
-    src = copy_pngs(lung_pngs[:12], tmp_path / "src")
-    shutil.copy(EDGE / "MR_Explicit_Little_MultiFrame.dcm", src / "mr.dcm")
-    (src / "broken.png").write_bytes(b"not a png")
-    result = build_cache(src, tmp_path / "cache", size=64, progress=False)
-    assert result.rows == 12 + 16 and len(result.errors) == 1
-    assert is_slice_cache(tmp_path / "cache") and not is_slice_cache(src)
-    # A cache is not embeddings: handed to a reader, it is refused with what to do instead.
-    with pytest.raises(ShardMismatchError, match=r"decoded-slice cache.*ctfp embed"):
-        read_embeddings(tmp_path / "cache")
-    assert read_errors(tmp_path / "cache").column("id").to_pylist() == ["broken"]
-    schema = pq.read_schema(next((tmp_path / "cache").glob("part-*.parquet")))
-    assert schema.field("pixels").type.byte_width == 64 * 64
-
-    direct = embed(
-        src,
-        tmp_path / "direct",
-        backbone_factory=random_backbone_64,
-        progress=False,
-        precision="fp32",
-        dtype="float32",
-    )
-    cached = embed(
-        tmp_path / "cache",
-        tmp_path / "cached",
-        backbone_factory=random_backbone_64,
-        progress=False,
-        precision="fp32",
-        dtype="float32",
-    )
-    assert direct.rows == cached.rows == 28
-    a, b = read_embeddings(tmp_path / "direct"), read_embeddings(tmp_path / "cached")
-    assert sorted(a.ids) == sorted(b.ids)
-    ia, ib = np.argsort(a.ids), np.argsort(b.ids)
-    np.testing.assert_allclose(a.matrix[ia], b.matrix[ib], rtol=1e-5, atol=1e-5)
-    frames = dict(zip(b.ids, b.table.column("frame").to_pylist(), strict=True))
-    assert frames["mr#15"] == 15
-    sources = dict(zip(b.ids, b.table.column("source").to_pylist(), strict=True))
-    assert sources["mr#3"].endswith("mr.dcm")
+def write(out: Path, dtype: str) -> Path:
+    """Three files, the second with 2 frames: a shard is committed once it holds 2 rows."""
+    meta = make_metadata({**IDENTITY, "preprocessing": {}}, dtype, {"window": "auto:-600,1500"})
+    with ShardWriter(out, metadata=meta, rows_per_shard=2) as writer:
+        writer.add("a", ["a"], "/in/a.png", [0], "x", np.zeros((1, 16), np.uint8))
+        writer.add("v", ["v#0", "v#1"], "/in/v.dcm", [0, 1], None, np.ones((2, 16), np.uint8))
+        writer.add("b", ["b"], "/in/b.png", [0], None, np.zeros((1, 16), np.uint8))
+    return out
 
 
-def test_cache_resize_and_resume(tmp_path: Path, lung_pngs, random_backbone_64) -> None:
-    src = copy_pngs(lung_pngs[:6], tmp_path / "src")
-    assert (
-        main(["cache", str(src), "--out", str(tmp_path / "cache"), "--size", "128", "--quiet"]) == 0
-    )
-    # Cached at 128, embedded at 64: the loader resizes.
-    first = embed(
-        tmp_path / "cache", tmp_path / "emb", backbone_factory=random_backbone_64, progress=False
-    )
-    assert first.rows == 6
-    again = embed(
-        tmp_path / "cache", tmp_path / "emb", backbone_factory=random_backbone_64, progress=False
-    )
-    assert again.rows == 0 and again.skipped_files == 6
-    assert len(read_embeddings(tmp_path / "emb")) == 6
+def test_a_cache_folder_is_recognised(tmp_path: Path) -> None:
+    cache = write(tmp_path / "cache", "uint8")
+    embeddings = write(tmp_path / "emb", "float16")
+    assert is_slice_cache(cache)
+    assert not is_slice_cache(embeddings) and not is_slice_cache(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    assert not is_slice_cache(tmp_path / "empty")
+
+
+def test_cache_rows_are_inputs_with_their_place(tmp_path: Path) -> None:
+    cache = write(tmp_path / "cache", "uint8")
+    rows = cache_rows(cache)
+    shards = sorted(str(p) for p in cache.glob("part-*.parquet"))
+    assert rows == [
+        InputFile("a", "/in/a.png", "x", 0, (shards[0], 0, 0)),
+        InputFile("v#0", "/in/v.dcm", None, 0, (shards[0], 0, 1)),
+        InputFile("v#1", "/in/v.dcm", None, 1, (shards[0], 0, 2)),
+        InputFile("b", "/in/b.png", None, 0, (shards[1], 0, 0)),
+    ]
+    assert cache_rows([tmp_path / "emb"]) is None and cache_rows(str(tmp_path)) is None
+    with pytest.raises(InputError, match="not both"):
+        cache_rows([cache, write(tmp_path / "emb", "float16")])

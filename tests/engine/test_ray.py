@@ -1,17 +1,11 @@
-"""The Ray Data engine on a local 2-CPU Ray: the local engine's rows, resume after kill -9, errors.
-
-One Ray is started for the whole module (startup takes seconds); subprocess runs join it with
-``--ray-address`` so a killed driver leaves no Ray processes behind.
-"""
+"""The Ray Data engine on a local 2-CPU Ray: the local rows, resume after kill -9, errors."""
 
 from __future__ import annotations
 
-import logging
 import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -21,9 +15,10 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from ctfp.cli import main
+from ctfp.embed.cache import build_cache
 from ctfp.embed.runner import embed
-from ctfp.store.cache import build_cache
+from ctfp.engine.settings import EngineSettings
+from ctfp.exceptions import CtfpError, DeviceError
 from ctfp.store.reader import read_embeddings, read_errors
 from ctfp.store.schema import read_metadata
 from tests.conftest import EDGE, LUNG, copy_pngs, cuda
@@ -40,39 +35,12 @@ pytestmark = pytest.mark.filterwarnings("ignore:.*deprecated.*:DeprecationWarnin
 SMALL = dict(weights="random", image_size=64, precision="fp32", dtype="float32", progress=False)
 
 
-@pytest.fixture(scope="module")
-def ray_address() -> str:
-    """A local Ray with 2 CPUs for this module; its address for subprocesses to join."""
-    if ray.is_initialized():  # pragma: no cover - another module left one running
-        ray.shutdown()
-    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
-    yield ray.get_runtime_context().gcs_address
-    ray.shutdown()
-
-
-def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return np.sum(a * b, 1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
-
-
 def _shards(folder: Path) -> pa.Table:
     return pa.concat_tables(pq.read_table(p) for p in sorted(folder.glob("part-*.parquet")))
 
 
-def _assert_same_rows(local: Path, remote: Path) -> None:
-    """Same ids in the same order, same columns and metadata, embeddings with cosine >= 0.999."""
-    a, b = read_embeddings(local), read_embeddings(remote)
-    assert a.ids.tolist() == b.ids.tolist()
-    assert a.table.equals(b.table)  # id, source, frame, label
-    assert a.metadata == b.metadata
-    assert _cosines(a.matrix, b.matrix).min() >= 0.999
-    np.testing.assert_allclose(a.matrix, b.matrix, rtol=1e-4, atol=1e-4)
-    shards = [sorted(p.name for p in d.glob("part-*.parquet")) for d in (local, remote)]
-    assert shards[0] == shards[1]
-    assert pq.read_schema(local / shards[0][0]) == pq.read_schema(remote / shards[1][0])
-
-
 def test_ray_gives_the_local_rows_for_pngs_dicoms_and_volumes(
-    tmp_path: Path, lung_pngs, ray_address: str
+    tmp_path: Path, lung_pngs, ray_address: str, assert_same_rows
 ) -> None:
     import nibabel as nib
 
@@ -90,7 +58,9 @@ def test_ray_gives_the_local_rows_for_pngs_dicoms_and_volumes(
     assert remote.rows == local.rows == 10 + 16 + 5 and not remote.errors
     assert remote.engine == "ray" and remote.actors == 1 and remote.device == "ray:1xcpu"
     assert remote.precision == "fp32" and remote.identity == local.identity
-    _assert_same_rows(tmp_path / "local", tmp_path / "ray")
+    assert remote.settings == local.settings
+    assert set(remote.timings) == {"ray_init", "startup", "wait", "write"}
+    assert_same_rows(tmp_path / "local", tmp_path / "ray")
     data = read_embeddings(tmp_path / "ray")
     frames = dict(zip(data.ids, data.table.column("frame").to_pylist(), strict=True))
     assert frames["mr#15"] == 15 and frames["ct#4"] == 4 and frames["d010"] == 0
@@ -100,19 +70,20 @@ def test_ray_gives_the_local_rows_for_pngs_dicoms_and_volumes(
 
 
 def test_corrupt_inputs_land_in_the_errors_table(
-    tmp_path: Path, lung_pngs, ray_address: str, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, lung_pngs, ray_address: str
 ) -> None:
     src = copy_pngs(lung_pngs[:4], tmp_path / "src")
     (src / "zero.png").write_bytes(b"")
     (src / "truncated.png").write_bytes(lung_pngs[0].read_bytes()[:2000])
     (src / "text.png").write_text("this is not a PNG")
     shutil.copy(EDGE / "rtstruct.dcm", src / "rtstruct.dcm")
-    args = ["embed", str(src), "--weights", "random", "--image-size", "64", "--batch-size", "3"]
+    options = dict(weights="random", image_size=64, batch_size=3, progress=False)
     out = tmp_path / "ray"
-    # The CLI, in this process: it joins the module's Ray.
-    assert main([*args, "--out", str(out), "--engine", "ray", "--ray-address", ray_address]) == 0
-    assert "warning: 4 input(s) could not be read" in capsys.readouterr().err
-    assert main([*args, "--out", str(tmp_path / "local"), "--quiet"]) == 0
+    # Joins the module's Ray by its address.
+    engine = EngineSettings(engine="ray", ray_address=ray_address)
+    result = embed(src, out, engine=engine, **options)
+    assert len(result.errors) == 4 and result.rows == 4
+    embed(src, tmp_path / "local", **options)
     errors = read_errors(out).to_pylist()
     assert errors == read_errors(tmp_path / "local").to_pylist()
     reasons = {e["id"]: e["reason"] for e in errors}
@@ -121,19 +92,19 @@ def test_corrupt_inputs_land_in_the_errors_table(
     assert "no pixel data" in reasons["rtstruct"]
     assert len(read_embeddings(out)) == 4
     # A rerun retries the failures, records them once and adds no rows.
-    assert main([*args, "--out", str(out), "--engine", "ray", "--quiet"]) == 0
+    assert embed(src, out, engine="ray", **options).rows == 0
     assert len(read_errors(out)) == 4 and len(read_embeddings(out)) == 4
 
 
 def test_kill_9_and_resume_gives_the_uninterrupted_ids(
-    tmp_path: Path, lung_pngs, ray_address: str
+    tmp_path: Path, lung_pngs, ray_address: str, embed_command, cosines
 ) -> None:
     src = copy_pngs(lung_pngs[:48], tmp_path / "src")
-    settings = ["--weights", "random", "--image-size", "128", "--precision", "fp32"]
-    settings += ["--dtype", "float32", "--batch-size", "4", "--rows-per-shard", "4", "--quiet"]
+    options = dict(SMALL, image_size=128, batch_size=4, rows_per_shard=4)
+    del options["progress"]
     out = tmp_path / "out"
-    command = [sys.executable, "-m", "ctfp", "embed", str(src), "--out", str(out), *settings]
-    proc = subprocess.Popen([*command, "--engine", "ray", "--ray-address", ray_address])
+    engine = {"engine": "ray", "ray_address": ray_address}
+    proc = subprocess.Popen(embed_command(src, out, engine=engine, **options))
     deadline = time.monotonic() + 120
     while len(list(out.glob("part-*.parquet"))) < 2 and proc.poll() is None:
         assert time.monotonic() < deadline, "no shard within 2 minutes"
@@ -145,34 +116,36 @@ def test_kill_9_and_resume_gives_the_uninterrupted_ids(
     assert 2 <= killed_with < 12
 
     reference = tmp_path / "reference"
-    options = dict(SMALL, image_size=128, batch_size=4, rows_per_shard=4)
-    embed(src, reference, **options)  # local engine, uninterrupted
-    resumed = embed(src, out, engine="ray", **options)
+    embed(src, reference, progress=False, **options)  # local engine, uninterrupted
+    resumed = embed(src, out, engine="ray", progress=False, **options)
     assert (
         resumed.skipped_files >= 4 * killed_with - 4 and resumed.rows == 48 - resumed.skipped_files
     )
     ref, got = read_embeddings(reference), read_embeddings(out)  # refuses duplicate ids
     assert len(got) == 48 and len(set(got.ids)) == 48 and sorted(got.ids) == sorted(ref.ids)
     ia, ib = np.argsort(ref.ids), np.argsort(got.ids)
-    assert _cosines(ref.matrix[ia], got.matrix[ib]).min() >= 0.999
+    assert cosines(ref.matrix[ia], got.matrix[ib]).min() >= 0.999
     assert not list(out.glob(".*.tmp"))
 
 
-def test_decoded_slice_cache_on_ray(tmp_path: Path, lung_pngs, ray_address: str) -> None:
+def test_decoded_slice_cache_on_ray(
+    tmp_path: Path, lung_pngs, ray_address: str, assert_same_rows
+) -> None:
     src = copy_pngs(lung_pngs[:5], tmp_path / "src")
     shutil.copy(EDGE / "MR_Explicit_Little_MultiFrame.dcm", src / "mr.dcm")
     (src / "broken.png").write_bytes(b"not a png")
-    options = dict(size=48, rows_per_shard=8, batch_size=4, progress=False)
+    options = dict(size=48, rows_per_shard=8, progress=False)
     build_cache(src, tmp_path / "cache-local", **options)
     result = build_cache(src, tmp_path / "cache-ray", engine="ray", **options)
     assert result.rows == 5 + 16 and [e["id"] for e in result.errors] == ["broken"]
+    assert result.device == "ray:1xcpu"  # copying bytes takes no GPU
     a, b = (_shards(tmp_path / name) for name in ("cache-local", "cache-ray"))
     assert a.column("id").to_pylist() == b.column("id").to_pylist()
     assert a.equals(b, check_metadata=True)  # uint8 pixels: exactly equal
     # Embedding from the cache (no image decoding) on Ray equals the local engine's.
     embed(tmp_path / "cache-ray", tmp_path / "local", batch_size=4, **SMALL)
     embed(tmp_path / "cache-ray", tmp_path / "ray", batch_size=4, engine="ray", **SMALL)
-    _assert_same_rows(tmp_path / "local", tmp_path / "ray")
+    assert_same_rows(tmp_path / "local", tmp_path / "ray")
 
 
 def test_the_engines_resume_each_other(tmp_path: Path, lung_pngs, ray_address: str) -> None:
@@ -180,7 +153,8 @@ def test_the_engines_resume_each_other(tmp_path: Path, lung_pngs, ray_address: s
     embed(sorted(src.glob("*.png"))[:6], tmp_path / "out", rows_per_shard=4, **SMALL)
     # Batches of 2 files: the 4 pending files make 2 blocks, one per actor.
     options = dict(SMALL, rows_per_shard=4, batch_size=2)
-    result = embed(src, tmp_path / "out", engine="ray", actors=2, **options)
+    engine = EngineSettings(engine="ray", actors=2)
+    result = embed(src, tmp_path / "out", engine=engine, **options)
     assert result.skipped_files == 6 and result.rows == 4 and result.actors == 2
     data = read_embeddings(tmp_path / "out")
     assert sorted(data.ids) == sorted(p.stem for p in src.glob("*.png"))
@@ -192,7 +166,6 @@ def test_an_actor_whose_model_differs_from_the_drivers_is_refused(
     tmp_path: Path, lung_pngs, ray_address: str
 ) -> None:
     from ctfp.embed.backbone import build_backbone
-    from ctfp.exceptions import CtfpError
 
     driver = os.getpid()  # a worker "with another weights file": another seed off the driver
 
@@ -206,13 +179,24 @@ def test_an_actor_whose_model_differs_from_the_drivers_is_refused(
     assert not list((tmp_path / "out").glob("part-*"))
 
 
+def test_what_the_ray_engine_cannot_do_is_refused_up_front(tmp_path: Path, lung_pngs) -> None:
+    # Refused before Ray is started or joined: no fixture needed.
+    with pytest.raises(CtfpError, match=r"compile.*option of the local engine"):
+        embed(lung_pngs[0], tmp_path / "out", engine="ray", compile=True, **SMALL)
+    with pytest.raises(DeviceError, match="each actor gets one whole GPU"):
+        embed(lung_pngs[0], tmp_path / "out", engine="ray", device="cuda:0", **SMALL)
+    assert not (tmp_path / "out").exists()
+
+
 @cuda
 @pytest.mark.gpu
-def test_gpu_actors_match_the_local_gpu_run(tmp_path: Path, lung_pngs, ray_address: str) -> None:
+def test_gpu_actors_match_the_local_gpu_run(
+    tmp_path: Path, lung_pngs, ray_address: str, assert_same_rows
+) -> None:
     assert ray.cluster_resources().get("GPU", 0) >= 1
     src = copy_pngs(lung_pngs[:16], tmp_path / "src")
     options = dict(SMALL, device="cuda", batch_size=8)
     embed(src, tmp_path / "local", **options)
     result = embed(src, tmp_path / "ray", engine="ray", **options)
     assert result.device == "ray:1xcuda" and torch.cuda.is_available()
-    _assert_same_rows(tmp_path / "local", tmp_path / "ray")
+    assert_same_rows(tmp_path / "local", tmp_path / "ray")

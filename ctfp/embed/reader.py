@@ -1,8 +1,9 @@
-"""Dataset and DataLoader: decode and resize in worker processes, uint8 batches to the model."""
+"""The reader: inputs found, decoded and resized (in worker processes), uint8 batches out."""
 
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -11,8 +12,32 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ctfp.embed.backbone import Preprocessing
+from ctfp.embed.settings import InputSettings
 from ctfp.io.decode import Window, decode_file
-from ctfp.io.sources import InputFile
+from ctfp.io.sources import InputFile, discover
+from ctfp.store.cache import cache_rows
+
+PathLike = str | os.PathLike[str]
+
+
+def find_inputs(sources: Sequence[PathLike] | PathLike, settings: InputSettings) -> list[InputFile]:
+    """The inputs behind ``sources``: the rows of decoded-slice caches (``ctfp cache``) if the
+    sources are caches, else the image files found there (see :func:`ctfp.io.sources.discover`;
+    ``settings`` gives the layout and whether folders are labels)."""
+    cached = cache_rows(sources)
+    if cached is not None:
+        return cached
+    return discover(sources, label_from_dirs=settings.label_from_dirs, layout=settings.layout)
+
+
+def default_workers(device: torch.device) -> int:
+    """Loader processes: enough to feed a GPU; none on a CPU, where a worker only takes a core
+    from the network (2-core VM, bf16: 54.6 img/s with 0 workers, 46.0 with 1, 44.4 with 2;
+    decoding is 5 % of the time)."""
+    cores = os.cpu_count() or 1
+    if device.type == "cuda":
+        return max(1, min(8, cores - 1))
+    return 0
 
 
 @dataclass
@@ -106,6 +131,35 @@ class CacheDataset(Dataset[list[Decoded]]):
             )
             frames = frames.round_().clamp_(0, 255).to(torch.uint8)
         return [Decoded(index, frames[k : k + 1]) for k, (index, _) in enumerate(rows)]
+
+
+def make_dataset(
+    files: Sequence[InputFile], window: Window, preprocessing: Preprocessing
+) -> SliceDataset | CacheDataset:
+    """The dataset of ``files``: cache rows are read from their shards, image files decoded
+    (all inputs of a run are of one kind: :func:`find_inputs` refuses a mix)."""
+    if files and files[0].cache is not None:
+        return CacheDataset(files, preprocessing)
+    return SliceDataset(files, window, preprocessing)
+
+
+def decode_all(
+    files: Sequence[InputFile], window: Window, preprocessing: Preprocessing
+) -> list[Decoded]:
+    """Every item of ``files`` decoded in this process: what an engine's decode task does with
+    one block of inputs.
+
+    Returns
+    -------
+    list[Decoded]
+        In input order (``Decoded.index`` is the position in ``files``): frames (n, 1, s, s)
+        uint8 with ``s = preprocessing.image_size`` (n = 1 per cache row), or the error.
+    """
+    dataset = make_dataset(files, window, preprocessing)
+    if isinstance(dataset, CacheDataset):
+        decoded = [d for g in range(len(dataset)) for d in dataset[g]]
+        return sorted(decoded, key=lambda d: d.index)
+    return [dataset[i] for i in range(len(dataset))]
 
 
 def collate_groups(items: list[list[Decoded]]) -> Batch:

@@ -1,29 +1,4 @@
-"""The Ray Data engine: the same embedding run as the local engine, spread over a Ray cluster.
-
-Data path::
-
-    pending inputs ─► ray.data.from_items ─► map_batches(decode_files)       CPU tasks
-                   ─► map_batches(EmbedActor, ActorPoolStrategy(size=actors),
-                                  num_gpus=1 per actor when the cluster has GPUs)
-                   ─► driver: iter_batches in input order ─► ShardWriter
-
-The driver writes the shards, through the very ShardWriter of the local engine: same schema and
-metadata, atomic ``part-NNNNN.parquet`` commits, the folder lock, resume by finished ids and the
-errors table. The price is that every embedding crosses the network to the driver (actors send
-the storage dtype: 4 KiB per float16 2048-d row, ~40 MB/s at 10k img/s) and one process compresses
-and writes all shards: fine for a handful of GPUs, the first thing to measure (with
-``benchmarks/ray_bench.py``) before going far beyond. Workers writing shards themselves would need
-a filesystem shared by all nodes and a shard naming scheme that survives reruns with a different
-split; the driver-side writer needs neither and keeps one code path for resume.
-
-The decode tasks open the inputs at the paths the driver discovered (absolute paths): on a
-cluster of several machines the inputs must be on a filesystem every node mounts at the same
-path, and ctfp (same version) must be installed on every node. Ray needs no other setup.
-
-When the actors need only CPUs (no GPU in the cluster), Ray fuses the decode step into the actor
-(same resources), which on a small machine is what the local engine does too: decode and model in
-one process, no object-store hop. With GPU actors the decode tasks run apart, on any CPU.
-"""
+"""The Ray Data engine: the local engine's job, decoded in Ray tasks, embedded in actors."""
 
 from __future__ import annotations
 
@@ -32,76 +7,99 @@ import math
 import os
 import re
 import time
-from collections.abc import Callable, Sequence
+from types import ModuleType
 from typing import Any
 
 import numpy as np
 import torch
 
 from ctfp import exceptions
-from ctfp.device import DEVICES, autocast, resolve_precision
 from ctfp.embed.backbone import Preprocessing
-from ctfp.embed.loader import CacheDataset, Decoded, SliceDataset
-from ctfp.embed.runner import EmbedResult, _forward, default_batch_size, finish_run, write_pending
-from ctfp.engine import require_ray
+from ctfp.embed.job import Job, ModelFactory
+from ctfp.embed.mapper import Mapper, default_batch_size
+from ctfp.embed.reader import decode_all
+from ctfp.embed.writer import EmbedResult, finish_run, write_file, write_pending
+from ctfp.engine.settings import EngineSettings
 from ctfp.exceptions import CtfpError, DeviceError
 from ctfp.io.decode import Window
 from ctfp.io.sources import InputFile
 from ctfp.progress import logger, progress_bar
-from ctfp.store.schema import PIXELS_DTYPE, make_metadata
-from ctfp.store.writer import ShardWriter, frame_id
+from ctfp.store.schema import PIXELS_DTYPE
+from ctfp.store.writer import ShardWriter
 
+RAY_INSTALL = "pip install 'ctfp[ray]'"
 # What the actors send back: the storage dtype, so that float16 runs ship half the bytes.
 _STORAGE = {"float16": np.float16, "float32": np.float32, PIXELS_DTYPE: np.uint8}
 
 
-def embed_ray(
-    files: Sequence[InputFile],
-    out: str | os.PathLike[str],
-    *,
-    factory: Callable[[], torch.nn.Module],
-    window: Window,
-    dtype: str,
-    rows_per_shard: int,
-    batch_size: int | None,
-    device: str,
-    precision: str,
-    actors: int | None,
-    ray_address: str | None,
-    progress: bool,
-) -> EmbedResult:
-    """Embed ``files`` into shards in ``out`` on Ray (see :func:`ctfp.embed` for the options).
+def require_ray() -> ModuleType:
+    """Import Ray (with Ray Data), or raise a CtfpError naming the install command."""
+    try:
+        import ray
+        import ray.data  # the part of Ray the engine needs
+    except ImportError as exc:
+        raise CtfpError(
+            f"--engine ray needs Ray Data, which cannot be imported here ({exc}); install it with "
+            f"{RAY_INSTALL} (or pip install 'ray[data]'), or use --engine local"
+        ) from None
+    return ray
 
-    Parameters
-    ----------
-    factory
-        Builds the model; called once on the driver (for its identity and preprocessing, on the
-        CPU) and once in every actor. It is shipped to the actors with cloudpickle.
-    device
-        ``auto``: one GPU per actor if the Ray cluster has GPUs, else CPU actors; ``cuda``: GPUs
-        required; ``cpu``: CPU actors.
-    actors
-        Model replicas (default: one per GPU in the cluster, or 1 on CPUs).
-    ray_address
-        ``ray.init(address=...)``: ``auto``, ``HOST:PORT`` or ``ray://HOST:PORT``; None starts a
-        local Ray (or reuses the one this process is already connected to).
+
+def run(job: Job, settings: EngineSettings) -> EmbedResult:
+    """Run ``job`` on Ray: decode tasks on CPUs, the model in ``settings.actors`` actors.
+
+    ``job.device``: ``auto`` gives one GPU per actor if the Ray cluster has GPUs, else CPU
+    actors; ``cuda`` requires GPUs; ``cpu`` gives CPU actors. ``settings.actors`` defaults to one
+    per GPU of the cluster, or 1 on CPUs. ``settings.ray_address`` is ``ray.init(address=...)``
+    (``auto``, ``HOST:PORT``, ``ray://HOST:PORT``); None starts a local Ray, or uses the one
+    this process is connected to. ``job.factory`` is called once on the driver (for the
+    identity and preprocessing, on the CPU) and once in every actor, shipped with cloudpickle.
+
+    The result's timings are ``ray_init``, ``startup`` (until the first embeddings arrive:
+    actor start, model build, first batch), ``wait`` and ``write``.
+
+    Notes
+    -----
+    Data path::
+
+        pending inputs ─► ray.data.from_items ─► map_batches(decode_files)       CPU tasks
+                       ─► map_batches(EmbedActor, ActorPoolStrategy(size=actors),
+                                      num_gpus=1 per actor when the cluster has GPUs)
+                       ─► driver: iter_batches in input order ─► ShardWriter
+
+    The driver writes the shards, through the very ShardWriter of the local engine: same schema and
+    metadata, atomic ``part-NNNNN.parquet`` commits, the folder lock, resume by finished ids and the
+    errors table. The price is that every embedding crosses the network to the driver (actors send
+    the storage dtype: 4 KiB per float16 2048-d row, ~40 MB/s at 10k img/s) and one process
+    compresses and writes all shards: fine for a handful of GPUs, the first thing to measure (with
+    ``benchmarks/ray_bench.py``) before going far beyond. Workers writing shards themselves would
+    need a filesystem shared by all nodes and a shard naming scheme that survives reruns with a
+    different split; the driver-side writer needs neither and keeps one code path for resume.
+
+    The decode tasks open the inputs at the paths the driver discovered (absolute paths): on a
+    cluster of several machines the inputs must be on a filesystem every node mounts at the same
+    path, and ctfp (same version) must be installed on every node. Ray needs no other setup.
+
+    When the actors need only CPUs (no GPU in the cluster), Ray fuses the decode step into the actor
+    (same resources), which on a small machine is what the local engine does too: decode and model
+    in one process, no object-store hop. With GPU actors the decode tasks run apart, on any CPU.
     """
     ray = require_ray()
-    if batch_size is not None and batch_size < 1:
-        raise CtfpError(f"batch size must be at least 1, got {batch_size}")
-    if actors is not None and actors < 1:
-        raise CtfpError(f"actors must be at least 1, got {actors}")
-    name = device.split(":")[0]
-    if name not in DEVICES:
-        raise DeviceError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
-    if ":" in device:
-        raise DeviceError(
-            f"device {device!r}: with --engine ray each actor gets one whole GPU from Ray; use "
-            "--device cuda or auto"
+    if job.compile:
+        raise CtfpError(
+            "compile (--compile) is an option of the local engine; drop it or use --engine local"
         )
+    name = job.device.split(":")[0]
+    if ":" in job.device:
+        raise DeviceError(
+            f"device {job.device!r}: with --engine ray each actor gets one whole GPU from Ray; "
+            "use --device cuda or auto"
+        )
+    if job.workers is not None:
+        logger.info("the ray engine ignores workers: Ray runs the decoding tasks")
 
     init_start = time.perf_counter()
-    _connect(ray, ray_address)
+    _connect(ray, settings.ray_address)
     ray_init = time.perf_counter() - init_start
     resources = ray.cluster_resources()
     cpus, gpus = int(resources.get("CPU", 0)), int(resources.get("GPU", 0))
@@ -110,61 +108,56 @@ def embed_ray(
             "device 'cuda' was asked for but the Ray cluster has no GPU; use --device cpu or auto"
         )
     use_gpu = gpus > 0 and name != "cpu"
-    actors = actors or (gpus if use_gpu else 1)
+    actors = settings.actors or (gpus if use_gpu else 1)
     if use_gpu and actors > gpus:
         logger.warning(f"warning: {actors} GPU actors asked for, the Ray cluster has {gpus} GPUs")
     if not use_gpu and actors > cpus:
         logger.warning(f"warning: {actors} actors asked for, the Ray cluster has {cpus} CPUs")
-    batch_size = batch_size or default_batch_size(torch.device("cuda" if use_gpu else "cpu"))
+    batch_size = job.batch_size or default_batch_size(torch.device("cuda" if use_gpu else "cpu"))
     # A CPU actor gets its share of the cores as torch threads (Ray would pin it to one).
     threads = max(1, cpus // actors)
 
     # Built here only for what goes into the metadata; the actors build their own copy.
-    model = factory()
+    model = job.factory()
     identity = model.identity.to_dict()
     preprocessing = model.preprocessing
     del model
-    metadata = make_metadata(identity, dtype, {"window": window.describe()})
     logger.info(
         f"ray: {cpus} CPUs, {gpus} GPUs; {actors} model actor(s) on "
         f"{'one GPU each' if use_gpu else f'CPU ({threads} threads each)'}"
     )
 
     start = time.perf_counter()
-    # startup: until the first embeddings arrive (actor start, model build, first batch).
     timings = {"ray_init": ray_init, "startup": 0.0, "wait": 0.0, "write": 0.0}
     writer, pending, ran = write_pending(
-        files,
-        out,
-        metadata,
-        rows_per_shard,
+        job,
+        job.metadata(identity),
         timings,
         lambda todo, writer: _run(
             ray,
             todo,
             writer,
             embed_actor_kwargs=dict(
-                factory=factory,
+                factory=job.factory,
                 identity=identity,
                 use_gpu=use_gpu,
-                precision=precision,
+                precision=job.precision,
                 batch_size=batch_size,
                 threads=threads,
-                dtype=dtype,
+                dtype=job.dtype,
             ),
-            decode_kwargs=dict(window=window, preprocessing=preprocessing),
+            decode_kwargs=dict(window=job.window, preprocessing=preprocessing),
             batch_size=batch_size,
             actors=actors,
             use_gpu=use_gpu,
-            progress=progress,
+            progress=job.progress,
             timings=timings,
         ),
     )
-    rows, used_precision = ran or (0, precision)
+    rows, used_precision = ran or (0, job.precision)
     return finish_run(
         writer,
-        out,
-        files,
+        job,
         pending,
         rows,
         start,
@@ -284,10 +277,7 @@ def _collect(
                 order = np.argsort(k, kind="stable")
                 if not np.array_equal(k[order], np.arange(count)):
                     raise CtfpError(f"internal error: frames of {f.path} came back as {k}")
-                embeddings = np.concatenate([e for _, e in parts])[order]
-                ids = [frame_id(f.id, j, count) for j in range(count)]
-                frames = range(count) if f.frame is None else [f.frame]
-                writer.add(f.id, ids, f.path, frames, f.label, embeddings)
+                write_file(writer, f, np.concatenate([e for _, e in parts])[order])
                 rows += count
                 finished += 1
             tick = time.perf_counter()
@@ -317,7 +307,7 @@ def _record(index: int, f: InputFile) -> dict[str, Any]:
 def decode_files(
     batch: dict[str, np.ndarray], window: Window, preprocessing: Preprocessing
 ) -> dict[str, np.ndarray]:
-    """Ray task: decode and resize a batch of input files with the local engine's datasets.
+    """Ray task: decode and resize a batch of input files with the local engine's reader.
 
     Returns one row per slice (``index`` of the file in the run, ``frame`` position within the
     file, ``count`` slices in the file, ``pixels`` (s, s) uint8) and one row per unreadable file
@@ -336,16 +326,8 @@ def decode_files(
         )
     ]
     s = preprocessing.image_size
-    decoded: list[Decoded]
-    if files[0].cache is not None:  # a decoded-slice cache: all rows of a run are cache rows
-        cache = CacheDataset(files, preprocessing)
-        decoded = [d for g in range(len(cache)) for d in cache[g]]
-        decoded.sort(key=lambda d: d.index)
-    else:
-        dataset = SliceDataset(files, window, preprocessing)
-        decoded = [dataset[i] for i in range(len(dataset))]
     index, frame, count, error, pixels = [], [], [], [], []
-    for d in decoded:
+    for d in decode_all(files, window, preprocessing):
         if d.frames is None:
             index.append(np.array([batch["index"][d.index]]))
             frame.append(np.zeros(1, np.int32))
@@ -369,11 +351,12 @@ def decode_files(
 
 
 class EmbedActor:
-    """Ray actor: one model per actor, built by the same factory as the local engine's."""
+    """Ray actor: one model per actor, built by the same factory and run by the same mapper as
+    the local engine's."""
 
     def __init__(
         self,
-        factory: Callable[[], torch.nn.Module],
+        factory: ModelFactory,
         identity: dict[str, Any],
         use_gpu: bool,
         precision: str,
@@ -382,11 +365,11 @@ class EmbedActor:
         dtype: str,
     ) -> None:
         # Ray hands each GPU actor one device through CUDA_VISIBLE_DEVICES: it is cuda:0 here.
-        self.dev = torch.device("cuda" if use_gpu else "cpu")
+        dev = torch.device("cuda" if use_gpu else "cpu")
         if not use_gpu:
             torch.set_num_threads(min(threads, os.cpu_count() or 1))
-        self.model = factory().to(self.dev)
-        got = self.model.identity.to_dict()
+        self.mapper = Mapper.build(factory, dev, precision, batch_size)
+        got = self.mapper.identity.to_dict()
         if got != identity:
             raise CtfpError(
                 f"the model built on Ray worker {os.uname().nodename} differs from the driver's "
@@ -394,18 +377,14 @@ class EmbedActor:
                 f"{identity.get('weights')!r} sha256 {identity.get('weights_sha256', '')[:12]}); "
                 "give every node the same weights file"
             )
-        self.precision = resolve_precision(precision, self.dev)
-        self.amp = autocast(self.precision, self.dev)
-        self.batch_size = batch_size
         self.storage = _STORAGE[dtype]
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         ok = batch["error"] == ""
         x = torch.from_numpy(np.ascontiguousarray(batch["pixels"][ok])[:, None])
-        if self.dev.type == "cuda":
+        if self.mapper.device.type == "cuda":
             x = x.pin_memory()
-        with torch.inference_mode():
-            y = _forward(self.model, x, self.dev, self.amp, self.batch_size)
+        y = self.mapper(x)
         embedding = np.zeros((len(ok), y.shape[1]), dtype=self.storage)
         embedding[ok] = y.astype(self.storage, copy=False)
         return {
@@ -413,7 +392,7 @@ class EmbedActor:
             "frame": batch["frame"],
             "count": batch["count"],
             "error": batch["error"],
-            "precision": np.full(len(ok), self.precision, dtype=object),
+            "precision": np.full(len(ok), self.mapper.precision, dtype=object),
             "embedding": embedding,
         }
 
@@ -442,4 +421,4 @@ def _ctfp_cause(exc: BaseException) -> CtfpError | None:
     return None
 
 
-__all__ = ["EmbedActor", "decode_files", "embed_ray"]
+__all__ = ["RAY_INSTALL", "EmbedActor", "decode_files", "require_ray", "run"]

@@ -1,0 +1,66 @@
+"""Building the decoded-slice cache: every slice decoded once into uint8 rows of Parquet shards."""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from ctfp.embed.features import SliceCache
+from ctfp.embed.job import Job, settings_with
+from ctfp.embed.reader import find_inputs
+from ctfp.embed.settings import CacheSettings
+from ctfp.embed.writer import EmbedResult
+from ctfp.engine import resolve_engine, run
+from ctfp.engine.settings import EngineSettings
+from ctfp.io.decode import parse_window
+from ctfp.store.schema import PIXELS_DTYPE
+
+PathLike = str | os.PathLike[str]
+
+
+def build_cache(
+    sources: Sequence[PathLike] | PathLike,
+    out: PathLike,
+    settings: CacheSettings | None = None,
+    *,
+    engine: str | EngineSettings = "local",
+    progress: bool = True,
+    **overrides: Any,
+) -> EmbedResult:
+    """Decode every slice behind ``sources`` once into ``out``: uint8, padded with air to a
+    square and resized to ``settings.size``, one row per slice (``pixels`` column, see
+    :mod:`ctfp.store.cache`). ``ctfp embed OUT`` then reads it instead of decoding again.
+
+    Resumable like embedding; unreadable inputs go to ``out/_errors/errors.parquet``.
+
+    Parameters
+    ----------
+    settings
+        :class:`~ctfp.embed.settings.CacheSettings` (size, window, workers, rows_per_shard,
+        layout, label_from_dirs); ``overrides`` are its field names (``size=224``).
+    engine
+        ``"local"``, ``"ray"`` (decoding on a Ray cluster) or an ``EngineSettings``.
+    """
+    settings = settings_with(CacheSettings, settings, overrides, "build_cache")
+    engine_settings = resolve_engine(engine)
+    job = Job(
+        files=find_inputs(sources, settings),
+        out=os.fspath(out),
+        # The "model" is the identity on the resized slice: stored as it is, bit for bit.
+        factory=functools.partial(SliceCache, settings.size),
+        window=parse_window(settings.window),
+        dtype=PIXELS_DTYPE,
+        rows_per_shard=settings.rows_per_shard,
+        # Copying bytes needs no GPU, and fp32 keeps every uint8 value exact.
+        device="cpu",
+        precision="fp32",
+        workers=settings.workers,
+        progress=progress,
+        settings=settings.to_dict(),
+    )
+    return run(job, engine_settings)
+
+
+__all__ = ["CacheSettings", "build_cache"]

@@ -1,0 +1,108 @@
+"""One run, engine-neutral: what the runner (or the cache builder) hands to an engine."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from ctfp.io.decode import Window
+from ctfp.io.sources import InputFile
+from ctfp.settings import Settings, SettingsError
+from ctfp.store.schema import make_metadata
+
+if TYPE_CHECKING:
+    import torch
+
+# Builds a feature extractor: (b, 1, s, s) uint8 -> (b, dim), with .preprocessing and .identity.
+# Called once per process that runs the model (the driver, every Ray actor): it must pickle.
+ModelFactory = Callable[[], "torch.nn.Module"]
+
+S = TypeVar("S", bound=Settings)
+
+# Keyword arguments of the old embed() that moved: the error says where they went.
+_MOVED = {
+    "seed": "weights_seed (the seed of weights='random')",
+    "actors": "engine=EngineSettings(engine='ray', actors=...)",
+    "ray_address": "engine=EngineSettings(engine='ray', ray_address=...)",
+    "size": "build_cache (ctfp.embed.cache) for the decoded-slice cache",
+}
+
+
+@dataclass(frozen=True)
+class Job:
+    """Everything an engine needs to run: the inputs (reader), how to build the model (mapper)
+    and where and how rows are stored (writer). Engines fill in the ``None`` defaults for the
+    device they run on.
+
+    Parameters
+    ----------
+    files
+        The inputs, in the order rows are written (image files or decoded-slice cache rows).
+    out
+        The shard folder.
+    factory
+        Builds the model on the CPU (see ``ModelFactory``).
+    window
+        How DICOM/NIfTI values become gray (recorded in the shard metadata).
+    dtype
+        Storage type of the vector column (``float16``, ``float32``; ``uint8`` for a cache).
+    device, precision
+        ``auto`` or a device / precision name, resolved by the engine.
+    batch_size, workers
+        Slices per forward pass and loader processes; None: the engine's default for the device.
+    compile
+        ``torch.compile`` the model (local engine only).
+    settings
+        The stage settings that made this job (:meth:`ctfp.settings.Settings.to_dict`), kept in
+        the result.
+    """
+
+    files: Sequence[InputFile]
+    out: str
+    factory: ModelFactory
+    window: Window
+    dtype: str
+    rows_per_shard: int
+    device: str = "auto"
+    precision: str = "auto"
+    batch_size: int | None = None
+    workers: int | None = None
+    compile: bool = False
+    progress: bool = True
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def metadata(self, identity: dict[str, Any]) -> dict[str, Any]:
+        """The shard metadata of this job for a model of ``identity`` (the same for every
+        engine: shards of one engine resume on the other)."""
+        return make_metadata(identity, self.dtype, {"window": self.window.describe()})
+
+
+def settings_with(
+    cls: type[S],
+    settings: S | None,
+    overrides: dict[str, Any],
+    caller: str,
+    keywords: Sequence[str] = ("engine", "progress"),
+) -> S:
+    """``settings`` (default ``cls()``) with ``overrides`` applied and validated; an unknown
+    name is refused with the valid ones (``keywords``: the caller's other keyword arguments)
+    and, for a moved option, where it went."""
+    if settings is None:
+        settings = cls()
+    elif not isinstance(settings, cls):
+        raise SettingsError(
+            f"{caller}() takes {cls.__name__} settings, got {type(settings).__name__}"
+        )
+    unknown = sorted(set(overrides) - set(cls.field_names()))
+    if unknown:
+        name = unknown[0]
+        moved = f"; use {_MOVED[name]}" if name in _MOVED else ""
+        raise SettingsError(
+            f"{caller}() got an unknown option {name!r}{moved}; options: "
+            f"{', '.join(cls.field_names())} (and {', '.join(keywords)})"
+        )
+    return settings.replace(**overrides) if overrides else settings
+
+
+__all__ = ["Job", "ModelFactory", "settings_with"]

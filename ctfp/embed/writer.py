@@ -1,0 +1,130 @@
+"""The writer side of a run: rows into resumable shards, then the result of the run."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ctfp.embed.job import Job
+from ctfp.io.sources import InputFile
+from ctfp.progress import logger
+from ctfp.store.schema import ERRORS_DIR, ERRORS_FILE
+from ctfp.store.writer import ShardWriter, frame_id
+
+
+@dataclass
+class EmbedResult:
+    """What one embedding (or caching) run did."""
+
+    out: str
+    rows: int
+    files: int
+    skipped_files: int
+    errors: list[dict[str, str]]
+    seconds: float
+    images_per_second: float
+    device: str
+    precision: str
+    batch_size: int = 0
+    workers: int = 0
+    shards: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    identity: dict[str, Any] = field(default_factory=dict)
+    engine: str = "local"
+    actors: int = 0
+    #: The stage settings that ran (``EmbedSettings`` or ``CacheSettings``, as ``to_dict``).
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def summary(self) -> str:
+        return (
+            f"embedded {self.rows} rows from {self.files - self.skipped_files} files "
+            f"({len(self.errors)} errors, {self.skipped_files} files already done) in "
+            f"{self.seconds:.1f} s, {self.images_per_second:.1f} img/s on {self.device} "
+            f"({self.precision}) -> {self.out}"
+        )
+
+
+def write_file(writer: ShardWriter, f: InputFile, embeddings: np.ndarray) -> None:
+    """Add all rows of input ``f`` to ``writer``.
+
+    Parameters
+    ----------
+    embeddings
+        (n, d), one row per frame of ``f`` in frame order; a volume's rows get ids ``id#k``.
+    """
+    count = len(embeddings)
+    ids = [frame_id(f.id, k, count) for k in range(count)]
+    # A cache row is one frame of its original file: it keeps that frame number.
+    frames = range(count) if f.frame is None else [f.frame]
+    writer.add(f.id, ids, f.path, frames, f.label, embeddings)
+
+
+def write_pending(
+    job: Job,
+    metadata: dict[str, Any],
+    timings: dict[str, float],
+    run: Callable[[list[InputFile], ShardWriter], Any],
+) -> tuple[ShardWriter, list[InputFile], Any]:
+    """Open the shard writer of ``job.out``, call ``run(pending, writer)`` on the inputs not yet
+    in it (resume; nothing is called when all are done) and close it, timing the final flush as
+    ``write``. Returns the writer, the pending inputs and what ``run`` returned (else None)."""
+    value = None
+    with ShardWriter(job.out, metadata=metadata, rows_per_shard=job.rows_per_shard) as writer:
+        todo = writer.pending(f.id for f in job.files)
+        pending = [f for f in job.files if f.id in todo]
+        if not pending:
+            logger.info(f"nothing to do: all {len(job.files)} inputs are already in {job.out}")
+        else:
+            value = run(pending, writer)
+        write_start = time.perf_counter()
+    timings["write"] += time.perf_counter() - write_start
+    return writer, pending, value
+
+
+def finish_run(
+    writer: ShardWriter,
+    job: Job,
+    pending: list[InputFile],
+    rows: int,
+    start: float,
+    **fields: Any,
+) -> EmbedResult:
+    """The result of a run (either engine) from its writer and counts, logged as it closes;
+    ``fields`` are the engine's (device, precision, batch_size, timings, ...)."""
+    seconds = time.perf_counter() - start
+    result = EmbedResult(
+        out=str(job.out),
+        rows=rows,
+        files=len(job.files),
+        skipped_files=len(job.files) - len(pending),
+        errors=writer.errors,
+        seconds=seconds,
+        images_per_second=rows / seconds if seconds > 0 else 0.0,
+        shards=[str(p) for p in writer.shards_written],
+        settings=job.settings,
+        **fields,
+    )
+    log_result(result)
+    return result
+
+
+def log_result(result: EmbedResult) -> None:
+    """The closing lines of a run (either engine): a warning naming the errors table, a summary."""
+    if result.errors:
+        logger.warning(
+            f"warning: {len(result.errors)} input(s) could not be read and were skipped; reasons "
+            f"in {Path(result.out) / ERRORS_DIR / ERRORS_FILE}, e.g. "
+            f"{result.errors[0]['source']}: {result.errors[0]['reason']}"
+        )
+    logger.info(result.summary())
+
+
+__all__ = ["EmbedResult", "finish_run", "log_result", "write_file", "write_pending"]

@@ -1,0 +1,49 @@
+"""The job an engine runs: its shard metadata, and settings built from keyword overrides."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ctfp.embed.job import Job, settings_with
+from ctfp.embed.settings import CacheSettings, EmbedSettings
+from ctfp.io.decode import parse_window
+from ctfp.settings import SettingsError
+
+
+def test_metadata_is_the_shard_contract(pixel_job, tmp_path: Path) -> None:
+    job: Job = pixel_job([], tmp_path, window=parse_window("bone"))
+    identity = job.factory().identity.to_dict()
+    meta = job.metadata(identity)
+    # Exactly these fields: shards written before the redesign must still resume.
+    assert set(meta) == {
+        *("format", "model", "weights", "weights_sha256", "dim", "preprocessing", "dtype"),
+        *("decode", "ctfp_version"),
+    }
+    assert meta["format"] == "ctfp-embeddings/1" and meta["dtype"] == "float32"
+    assert meta["decode"] == {"window": "hu:400,1800"} and meta["model"] == "pixels"
+    cache = pixel_job([], tmp_path, dtype="uint8").metadata(identity)
+    assert cache["format"] == "ctfp-slices/1"
+
+
+def test_overrides_apply_to_the_defaults_or_to_given_settings() -> None:
+    assert settings_with(EmbedSettings, None, {}, "embed") == EmbedSettings()
+    base = EmbedSettings(weights="random")
+    got = settings_with(EmbedSettings, base, {"image_size": 64}, "embed")
+    assert got == EmbedSettings(weights="random", image_size=64) and base.image_size == 224
+    with pytest.raises(SettingsError, match=r"EmbedSettings\.image_size must be at least 32"):
+        settings_with(EmbedSettings, base, {"image_size": 8}, "embed")
+
+
+def test_unknown_and_moved_options_say_what_to_do() -> None:
+    with pytest.raises(SettingsError, match=r"embed\(\) got an unknown option 'colour'.*weights"):
+        settings_with(EmbedSettings, None, {"colour": 1}, "embed")
+    with pytest.raises(SettingsError, match="use weights_seed"):
+        settings_with(EmbedSettings, None, {"seed": 1}, "embed")
+    with pytest.raises(SettingsError, match=r"EngineSettings\(engine='ray', actors=\.\.\.\)"):
+        settings_with(EmbedSettings, None, {"actors": 2}, "embed")
+    with pytest.raises(SettingsError, match=r"build_cache\(\) got an unknown option 'features'"):
+        settings_with(CacheSettings, None, {"features": "pixels"}, "build_cache")
+    with pytest.raises(SettingsError, match=r"embed\(\) takes EmbedSettings settings, got Cache"):
+        settings_with(EmbedSettings, CacheSettings(), {}, "embed")

@@ -1,0 +1,57 @@
+"""The mapper: chunked forward passes, precision resolved once, and a light import."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import torch
+
+from ctfp.device import autocast
+from ctfp.embed.features import PixelFeatures
+from ctfp.embed.mapper import Mapper, default_batch_size, forward
+
+CPU = torch.device("cpu")
+
+
+def frames(n: int, s: int = 8) -> torch.Tensor:
+    return torch.randint(
+        0, 256, (n, 1, s, s), dtype=torch.uint8, generator=torch.Generator().manual_seed(n)
+    )
+
+
+def test_forward_in_chunks_equals_one_pass() -> None:
+    model = PixelFeatures(8)
+    x = frames(10)
+    amp = autocast("fp32", CPU)
+    whole = forward(model, x, CPU, amp, batch_size=64)
+    assert whole.shape == (10, 64) and whole.dtype == np.float32
+    np.testing.assert_array_equal(forward(model, x, CPU, amp, batch_size=3), whole)
+    np.testing.assert_allclose(whole, x.reshape(10, -1).numpy() / 255.0, rtol=1e-6)
+    empty = forward(model, x[:0], CPU, amp, batch_size=3)
+    assert empty.shape == (0, 64) and empty.dtype == np.float32
+
+
+def test_mapper_builds_the_model_and_embeds() -> None:
+    mapper = Mapper.build(lambda: PixelFeatures(8), CPU, "fp32", batch_size=4)
+    assert mapper.precision == "fp32" and mapper.batch_size == 4
+    assert mapper.identity.dim == 64 and mapper.preprocessing.image_size == 8
+    x = frames(6)
+    np.testing.assert_array_equal(mapper(x), forward(mapper.model, x, CPU, mapper.amp, 64))
+    # "auto" is resolved once, to what this CPU runs.
+    assert Mapper.build(lambda: PixelFeatures(8), CPU, "auto", 4).precision in ("fp32", "bf16")
+
+
+def test_default_batch_size() -> None:
+    assert default_batch_size(CPU) == 16 and default_batch_size(torch.device("cuda")) == 128
+
+
+def test_importing_a_stage_does_not_import_the_runner_or_the_engines() -> None:
+    code = (
+        "import sys, ctfp.embed.mapper, ctfp.embed.reader, ctfp.embed.writer\n"
+        "print(sorted(m for m in sys.modules if m in ('ctfp.embed.runner', 'ctfp.embed.cache', "
+        "'ctfp.engine', 'ctfp.engine.local', 'ctfp.engine.ray', 'ray')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -1,0 +1,88 @@
+"""The writer side: only pending inputs are run, rows get their ids, the result and its log."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ctfp.embed.writer import EmbedResult, finish_run, log_result, write_file, write_pending
+from ctfp.exceptions import CtfpError
+from ctfp.io.sources import InputFile
+from ctfp.store.reader import read_embeddings, read_errors
+from ctfp.store.writer import FolderLock, ShardWriter
+
+FILES = [InputFile("a", "/in/a.png"), InputFile("vol", "/in/vol.nii.gz", "x"), InputFile("c", "/c")]
+
+
+def rows(n: int, value: float = 1.0) -> np.ndarray:
+    return np.full((n, 64), value, dtype=np.float32)
+
+
+def fake_run(todo: list[InputFile], writer: ShardWriter) -> int:
+    """Two frames for ``vol``, one for the others; ``c`` fails."""
+    n = 0
+    for f in todo:
+        if f.id == "c":
+            writer.add_error(f.id, f.path, "broken")
+            continue
+        count = 2 if f.id == "vol" else 1
+        write_file(writer, f, rows(count))
+        n += count
+    return n
+
+
+def test_pending_inputs_are_run_and_the_rest_resumed(pixel_job, tmp_path: Path, ctfp_log) -> None:
+    job = pixel_job(FILES, tmp_path / "out", settings={"rows_per_shard": 4})
+    meta = job.metadata(job.factory().identity.to_dict())
+    timings = {"write": 0.0}
+    start = time.perf_counter()
+    writer, pending, n = write_pending(job, meta, timings, fake_run)
+    assert pending == FILES and n == 3 and timings["write"] > 0
+    result = finish_run(writer, job, pending, n, start, device="cpu", precision="fp32")
+    assert (result.rows, result.files, result.skipped_files) == (3, 3, 0)
+    assert result.errors == [{"id": "c", "source": "/c", "reason": "broken"}]
+    assert result.settings == {"rows_per_shard": 4} and len(result.shards) == 1
+    data = read_embeddings(tmp_path / "out")
+    assert data.ids.tolist() == ["a", "vol#0", "vol#1"]
+    assert data.table.column("frame").to_pylist() == [0, 0, 1]
+    assert data.table.column("label").to_pylist() == [None, "x", "x"]
+    assert any("warning: 1 input(s) could not be read" in r.getMessage() for r in ctfp_log)
+
+    # A rerun calls the run with the failed input only; its reason stands until it is retried.
+    seen = []
+    _, pending, _ = write_pending(job, meta, timings, lambda todo, w: seen.extend(todo))
+    assert [f.id for f in seen] == ["c"] and len(read_errors(tmp_path / "out")) == 1
+    # Nothing left: the run is not called at all.
+    called = []
+    done = pixel_job(FILES[:2], tmp_path / "out")
+    _, pending, value = write_pending(done, meta, timings, lambda *a: called.append(a))
+    assert pending == [] and value is None and not called
+    assert any("nothing to do" in r.getMessage() for r in ctfp_log)
+
+
+def test_a_cache_row_keeps_its_frame(pixel_job, tmp_path: Path) -> None:
+    row = InputFile("vol#3", "/in/vol.nii.gz", None, 3, ("shard", 0, 3))
+    job = pixel_job([row], tmp_path / "out")
+    meta = job.metadata(job.factory().identity.to_dict())
+    write_pending(job, meta, {"write": 0.0}, lambda todo, w: write_file(w, todo[0], rows(1)))
+    data = read_embeddings(tmp_path / "out")
+    assert data.ids.tolist() == ["vol#3"] and data.table.column("frame").to_pylist() == [3]
+
+
+def test_one_writer_per_folder(pixel_job, tmp_path: Path) -> None:
+    job = pixel_job(FILES, tmp_path / "out")
+    meta = job.metadata(job.factory().identity.to_dict())
+    (tmp_path / "out").mkdir()
+    with FolderLock(tmp_path / "out"), pytest.raises(CtfpError, match="another ctfp writer"):
+        write_pending(job, meta, {"write": 0.0}, fake_run)
+
+
+def test_result_summary_and_dict(ctfp_log) -> None:
+    result = EmbedResult("out", 10, 4, 1, [], 2.0, 5.0, "cpu", "fp32", settings={"a": 1})
+    assert result.to_dict()["settings"] == {"a": 1} and result.to_dict()["engine"] == "local"
+    assert result.summary().startswith("embedded 10 rows from 3 files (0 errors, 1 files")
+    log_result(result)
+    assert [r.getMessage() for r in ctfp_log] == [result.summary()]
