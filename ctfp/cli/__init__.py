@@ -33,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--quiet", action="store_true", help="no progress bars or info lines")
     common.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    shards = ("shards", "folder (or file) of embedding shards")
 
     def command(
         name: str,
@@ -42,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
         *,
         under: Any = sub,
         sources: bool = False,
+        positionals: Sequence[tuple[str, str]] = (),
         out: str | None = None,
         settings: Sequence[type[Settings]] = (),
     ) -> argparse.ArgumentParser:
@@ -49,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
         if sources:
             p.add_argument("sources", nargs="+", metavar="SOURCES")
+        for dest, text in positionals:
+            p.add_argument(dest, metavar=dest.upper(), help=text)
         if out is not None:
             p.add_argument("--out", required=True, help=out)
         for cls in settings:
@@ -114,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", metavar="RUN")
     p.add_argument("--ids", default=None, help="text file with one expected id per line")
 
-    p = command(
+    command(
         "score",
         commands.score,
         "score embedding shards with a saved model (an archive, streamed)",
@@ -122,13 +126,12 @@ def build_parser() -> argparse.ArgumentParser:
         "`ctfp run` (OUT/model, or OUT itself) or `ctfp cluster` and write OUT/part-NNNNN.parquet "
         "with id, score, label (task 1: 1 = used; task 2: the cluster and its posterior). "
         "Memory stays bounded; rerun to resume.",
+        positionals=(("model", "a saved model folder, or a run folder"), shards),
         out="output folder of scored shards",
         settings=(ScoreSettings,),
     )
-    p.add_argument("model", metavar="MODEL", help="a saved model folder, or a run folder")
-    p.add_argument("shards", metavar="SHARDS", help="folder (or file) of embedding shards")
 
-    p = command(
+    command(
         "cluster",
         commands.cluster,
         "fit a Gaussian mixture over embedding shards too large for memory (streamed EM)",
@@ -136,10 +139,10 @@ def build_parser() -> argparse.ArgumentParser:
         "in SHARDS without holding them in memory (a seeded sample starts it, then each EM pass "
         "streams the shards) and save it as a model in --out. `ctfp score OUT SHARDS --out "
         "CLUSTERS` then writes each row's cluster.",
+        positionals=(shards,),
         out="model folder to write",
         settings=(ClusterSettings,),
     )
-    p.add_argument("shards", metavar="SHARDS", help="folder (or file) of embedding shards")
 
     command(
         "cache",

@@ -6,9 +6,9 @@ import contextlib
 import fcntl
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import pyarrow as pa
@@ -75,12 +75,13 @@ def frame_id(base: str, frame: int, n_frames: int) -> str:
     return base if n_frames == 1 else f"{base}#{frame}"
 
 
-def write_atomic(table: pa.Table, path: Path, **kwargs: Any) -> None:
-    """Write ``table`` to ``path`` via a temp file, fsync and rename: readers see all or nothing."""
+def _commit(path: Path, write: Callable[[BinaryIO], Any]) -> None:
+    """``write`` into a temp file beside ``path``, fsync, rename over ``path``, fsync the folder
+    (the rename itself durable): readers see all of the file or none of it."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with open(tmp, "wb") as f:
-            pq.write_table(table, f, **kwargs)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -89,26 +90,22 @@ def write_atomic(table: pa.Table, path: Path, **kwargs: Any) -> None:
             tmp.unlink()
     fd = os.open(path.parent, os.O_RDONLY)
     try:
-        os.fsync(fd)  # make the rename itself durable
+        os.fsync(fd)
     finally:
         os.close(fd)
 
 
+def write_atomic(table: pa.Table, path: Path, **kwargs: Any) -> None:
+    """Write ``table`` to the Parquet file ``path`` atomically (temp file, fsync, rename)."""
+    _commit(path, lambda f: pq.write_table(table, f, **kwargs))
+
+
 def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temp file, fsync and rename (creating the folder):
-    readers never see half a file."""
+    """Write ``data`` to ``path`` atomically (creating the folder): readers never see half a
+    file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
+    _commit(path, lambda f: f.write(data))
 
 
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:

@@ -103,3 +103,30 @@ def test_demo_runs_on_the_bundled_sample(tmp_path: Path, capsys) -> None:
     assert summary["runs"]["task2"]["metrics"]["n"] == 27
     # The noisy copies in generated/ are of the used slices: proximity must find them.
     assert summary["runs"]["task1-proximity"]["metrics"]["roc_auc"] >= 0.75
+
+
+def test_engine_options_and_the_cache_command(tmp_path: Path, capsys) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("A0001_s2_001.png", "A0001_s2_002.png"):
+        (src / name).write_bytes((LUNG / "png" / name).read_bytes())
+    (src / "broken.png").write_bytes(b"\x89PNG not really")
+    out = ["--out", str(tmp_path / "o")]
+    assert main(["embed", str(src), *out, "--weights", "random", "--actors", "2"]) == 2
+    assert "--actors and --ray-address" in capsys.readouterr().err
+    assert main(["embed", str(src), *out, "--engine", "spark"]) == 2
+    assert "invalid choice: 'spark'" in capsys.readouterr().err
+    # The cache: decoded once, the corrupt file named on stderr and kept in the errors table.
+    cache = tmp_path / "cache"
+    assert main(["cache", str(src), "--out", str(cache), "--size", "64", "--json"]) == 0
+    captured = capsys.readouterr()
+    result = json.loads(captured.out)
+    assert result["rows"] == 2 and [e["source"] for e in result["errors"]] == [
+        str(src / "broken.png")
+    ]
+    assert "1 input(s) could not be read" in captured.err and "broken.png" in captured.err
+    assert result["settings"]["size"] == 64
+    # Embedding from the cache reads the decoded slices.
+    code = main(["embed", str(cache), *out, "--weights", "random", "--image-size", "64", "--json",
+                 "--quiet"])  # fmt: skip
+    assert code == 0 and json.loads(capsys.readouterr().out)["rows"] == 2
