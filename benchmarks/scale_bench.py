@@ -88,9 +88,9 @@ def proximity_and_fits(shards: Path, out: Path, n: int, proximity_max_rows: int)
     import torch
 
     from ctfp.cluster import GaussianMixture, KMeans
-    from ctfp.store.reader import iter_embeddings
     from ctfp.membership.proximity import ProximityMembership
     from ctfp.runs.score import score_shards
+    from ctfp.store.reader import iter_embeddings
 
     def batches():
         return (e.matrix for e in iter_embeddings(shards, batch_size=16_384))

@@ -1,10 +1,16 @@
-"""Array plumbing at the API boundary: validate once, convert once, give back what came in."""
+"""Array plumbing at the API boundary: validate once (as scikit-learn does on the host), convert
+once, give back what came in."""
 
 from __future__ import annotations
 
-from typing import Any
+import numbers
+import warnings
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import torch
 
 
 def is_torch(x: Any) -> bool:
@@ -53,3 +59,70 @@ def like(result: np.ndarray, template: Any) -> Any:
 
         return cupy.asarray(result)
     return result
+
+
+def check_input(estimator: Any, X: Any, *, reset: bool, dtype: Any) -> Any:
+    """``X`` checked the way scikit-learn checks input, and ``n_features_in_`` set or compared.
+
+    Host data (numpy, lists, DataFrames, memmaps) goes through
+    :func:`sklearn.utils.validation.validate_data`, for its messages (NaN, infinity, sparse,
+    complex, 1-D, empty input, feature count and names) and a C-contiguous array of ``dtype``.
+    A torch tensor or CuPy array is checked where it is and returned as it is, so data already
+    on a GPU is not copied to the host.
+
+    Parameters
+    ----------
+    estimator
+        The estimator fitting (``reset=True``) or applying (``reset=False``) its model.
+    X : (n_samples, n_features) array-like
+    reset
+        Whether to set ``n_features_in_`` (in ``fit``) rather than compare with it.
+    dtype
+        The numpy dtype, or list of accepted dtypes, of the host array returned.
+
+    Returns
+    -------
+    (n_samples, n_features) numpy array of ``dtype``, or ``X`` itself when it is a device array.
+    """
+    if not (is_torch(X) or is_cupy(X)):
+        from sklearn.utils.validation import validate_data
+
+        return validate_data(estimator, X, reset=reset, dtype=dtype, order="C", accept_sparse=False)
+    if is_torch(X):
+        import torch  # already loaded: X is a tensor
+
+        if X.layout is not torch.strided:
+            raise TypeError("sparse torch tensors are not supported; pass a dense tensor")
+    if (is_torch(X) and X.is_complex()) or (is_cupy(X) and X.dtype.kind == "c"):
+        raise ValueError("Complex data not supported")
+    check_matrix(X)
+    n_features = int(X.shape[1])
+    if reset:
+        estimator.n_features_in_ = n_features
+        # Refitting on a tensor after a DataFrame: the old column names no longer apply.
+        if hasattr(estimator, "feature_names_in_"):
+            del estimator.feature_names_in_
+    elif n_features != estimator.n_features_in_:
+        raise ValueError(
+            f"X has {n_features} features, but {type(estimator).__name__} is expecting "
+            f"{estimator.n_features_in_} features as input."
+        )
+    return X
+
+
+def tensor_of(a: np.ndarray) -> torch.Tensor:
+    """``torch.from_numpy(a)``, quiet about a read-only ``a`` (a memmap): the cluster
+    estimators only read their input; every use copies it (``x - shift``, a device transfer)."""
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "The given NumPy array is not writable")
+        return torch.from_numpy(a)
+
+
+def json_seed(random_state: Any) -> int | None:
+    """``random_state`` as JSON can hold it: an integer seed (numpy's too) or None; a generator
+    or ``RandomState`` has no JSON form, and saves as None."""
+    if isinstance(random_state, numbers.Integral) and not isinstance(random_state, bool):
+        return int(random_state)
+    return None

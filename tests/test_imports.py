@@ -138,8 +138,9 @@ def test_no_private_name_is_borrowed_from_another_package(module: str) -> None:
         private = [n for n in names if n.startswith("_") and not n.startswith("__")]
         if target.split(".")[-1].startswith("_") and package_of(target) == "ctfp":
             continue  # ctfp._arrays, ctfp._version: the root package's own plumbing
-        if private and package_of(target) != package_of(module):
-            pytest.fail(f"{module} imports {private} from {target}, another package")
+        private_module = target.split(".")[-1].startswith("_") and target in MODULES
+        if (private or private_module) and package_of(target) != package_of(module):
+            pytest.fail(f"{module} imports {private or target} from {target}, another package")
 
 
 def test_the_runner_and_the_reading_side_do_not_import_engines() -> None:

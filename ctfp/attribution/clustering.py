@@ -62,8 +62,9 @@ class Clustering:
     def to_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         """The mixture and its projection: (JSON-ready parameters, numpy arrays)."""
         gmm = self.model
-        params = {"k": self.k, "covariance_type": gmm.covariance_type}
-        arrays = {"weights": gmm.weights_, "means": gmm.means_, "covariances": gmm.covariances_}
+        gmm_params, arrays = gmm.to_state()
+        # k and covariance_type at the top level: what models saved before 0.2 hold.
+        params = {"k": self.k, "covariance_type": gmm.covariance_type, "gmm": gmm_params}
         if self.projection is not None:  # a scikit-learn PCA or a LinearProjection
             mean = getattr(self.projection, "mean_", None)
             comps = getattr(self.projection, "components_", None)
@@ -78,13 +79,16 @@ class Clustering:
         cls, params: dict[str, Any], arrays: dict[str, np.ndarray], *, device: str = "auto"
     ) -> Clustering:
         """The clustering :meth:`to_state` described (``labels`` empty), EM on ``device``."""
-        gmm = GaussianMixture.from_params(
-            arrays["weights"],
-            arrays["means"],
-            arrays["covariances"],
-            covariance_type=params["covariance_type"],
-            device=device,
-        )
+        if "gmm" in params:
+            gmm = GaussianMixture.from_state(params["gmm"], arrays, device=device)
+        else:  # a model saved before 0.2: the mixture's parameters only
+            gmm = GaussianMixture.from_params(
+                arrays["weights"],
+                arrays["means"],
+                arrays["covariances"],
+                covariance_type=params["covariance_type"],
+                device=device,
+            )
         projection = None
         if "projection_mean" in arrays:
             projection = LinearProjection(
@@ -210,5 +214,3 @@ def _start_from_groups(
         "means_init": means,
         "precisions_init": precisions,
     }
-
-

@@ -1,28 +1,202 @@
-"""Gaussian mixture fitted by EM in torch, on CUDA or CPU (cuML has no GMM), sklearn semantics."""
+"""Gaussian mixture fitted by EM in torch, on CUDA or CPU, with scikit-learn's semantics."""
 
 from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator
+from functools import partial
+from typing import Any, NamedTuple
 
 import numpy as np
+import sklearn.exceptions
 import torch
+from sklearn.base import BaseEstimator, DensityMixin
+from sklearn.utils.validation import check_is_fitted
 
-from ctfp._arrays import check_matrix, is_cupy, is_torch, like, to_numpy
+from ctfp._arrays import check_input, is_cupy, is_torch, json_seed, like, tensor_of
 from ctfp.device import resolve_device
 from ctfp.progress import progress_bar
 
 COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
 INIT_PARAMS = ("kmeans", "k-means++", "random", "random_from_data")
+_DTYPES = {"float64": torch.float64, "float32": torch.float32}
+
+Params = dict[str, torch.Tensor]
 
 
-class ConvergenceWarning(UserWarning):
-    """EM stopped at ``max_iter`` before the lower bound changed by less than ``tol``."""
+class ConvergenceWarning(sklearn.exceptions.ConvergenceWarning):
+    """EM stopped at ``max_iter`` before the lower bound changed by less than ``tol``.
+
+    A subclass of scikit-learn's (itself a ``UserWarning``), so filters for either catch it.
+    """
 
 
-class GaussianMixture:
+class _Statistics(NamedTuple):
+    """Sufficient statistics of the data under one set of parameters: an E-step's output and
+    all an M-step needs, in float64 whatever the compute dtype."""
+
+    n: int
+    """Samples seen."""
+    log_likelihood: float
+    """Sum over the samples of log p(x) under the parameters (NaN for a given start)."""
+    nk: torch.Tensor
+    """(k,) sum_i r_ik, the soft counts."""
+    sx: torch.Tensor
+    """(k, d) sum_i r_ik (x_i - shift_k)."""
+    sxx: torch.Tensor
+    """full: (k, d, d) sum_i r_ik (x_i - shift_k)(x_i - shift_k)^T; tied: (d, d) sum_i x_i x_i^T;
+    diag and spherical: (k, d) sum_i r_ik x_i^2."""
+    shift: torch.Tensor | None
+    """(k, d) the origin of each component's full statistics, near its mean so that
+    E[xx^T] - mu mu^T does not cancel; None where the statistics are about the data's centre."""
+
+
+class _StatisticsSource:
+    """Where the EM loop gets its statistics: one pass over the data per call, under given
+    parameters (FAISS contrib's DatasetAssign idea), so one loop serves data in memory and data
+    streamed from disk.
+
+    ``chunks()`` yields the data, already on the device, in the compute dtype and centred, with
+    its square for the diagonal and spherical models (else None). In memory (``in_memory``: a
+    single chunk) full covariances are taken about the new means, as a two-pass estimate;
+    streamed, about the current means, which one pass can do and which converge to the same.
+    """
+
+    def __init__(
+        self,
+        gmm: GaussianMixture,
+        chunks: Callable[[], Iterable[tuple[torch.Tensor, torch.Tensor | None]]],
+        *,
+        in_memory: bool,
+    ) -> None:
+        self.gmm = gmm
+        self.chunks = chunks
+        self.in_memory = in_memory
+
+    @classmethod
+    def from_tensor(cls, gmm: GaussianMixture, x: torch.Tensor) -> _StatisticsSource:
+        """Data in memory: ``x`` (n, d), centred; its square is computed once per fit."""
+        x2 = x * x if gmm.covariance_type in ("diag", "spherical") else None
+        return cls(gmm, lambda: ((x, x2),), in_memory=True)
+
+    @classmethod
+    def from_batches(
+        cls, gmm: GaussianMixture, batches: Callable[[], Iterable[Any]]
+    ) -> _StatisticsSource:
+        """Data streamed: ``batches()`` yields (b, d) arrays, checked and centred one by one."""
+
+        def chunks() -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+            for batch in batches():
+                x = gmm._to_tensor(batch, reset=False) - gmm._shift
+                yield x, (x * x if gmm.covariance_type in ("diag", "spherical") else None)
+
+        return cls(gmm, chunks, in_memory=False)
+
+    def statistics(self, params: Params, *, float64: bool = False) -> _Statistics:
+        """E-step under ``params`` and the statistics it gives; ``float64``: the data products
+        in float64 (the responsibilities still come from the compute dtype)."""
+        gmm = self.gmm
+        # One pass cannot centre on means it has not computed yet: use the current ones.
+        shift = None if self.in_memory else params["means"]
+        total, n, log_likelihood = None, 0, 0.0
+        for x, x2 in self.chunks():
+            log_prob = gmm._weighted_log_prob(x, params, x2)
+            log_norm = torch.logsumexp(log_prob, 1)
+            n += x.shape[0]
+            log_likelihood += float(log_norm.double().sum())
+            part = self._moments(x, x2, (log_prob - log_norm[:, None]).exp(), shift, float64)
+            if total is not None:  # the shift is the same for every chunk
+                part = part._replace(
+                    nk=total.nk + part.nk, sx=total.sx + part.sx, sxx=total.sxx + part.sxx
+                )
+            total = part
+        if total is None or n == 0:
+            raise ValueError("batches() yielded no data")
+        return total._replace(n=n, log_likelihood=log_likelihood)
+
+    def statistics_of(self, resp: torch.Tensor, *, float64: bool = False) -> _Statistics:
+        """The statistics of given responsibilities ``resp`` (n, k), for the start of EM; data in
+        memory only."""
+        assert self.in_memory
+        ((x, x2),) = self.chunks()
+        moments = self._moments(x, x2, resp, None, float64)
+        return moments._replace(n=x.shape[0], log_likelihood=math.nan)
+
+    def _moments(
+        self,
+        x: torch.Tensor,
+        x2: torch.Tensor | None,
+        resp: torch.Tensor,
+        shift: torch.Tensor | None,
+        float64: bool,
+    ) -> _Statistics:
+        """One chunk's statistics (``n`` and ``log_likelihood`` left at 0); full covariances
+        are about ``shift``, or about the chunk's own component means when None."""
+        if float64:
+            x, resp = x.double(), resp.double()
+            x2 = None if x2 is None else x2.double()
+        covariance_type = self.gmm.covariance_type
+        if covariance_type != "full":
+            shift = None
+        elif shift is None:
+            shift = _component_means(x, resp)
+        nk, sx, sxx = _moments(x, x2, resp, covariance_type, shift)
+        return _Statistics(0, 0.0, nk, sx, sxx, None if shift is None else shift.double())
+
+    def log_resp(self, params: Params) -> torch.Tensor:
+        """(n, k) log responsibilities under ``params``; data in memory only."""
+        assert self.in_memory
+        ((x, x2),) = self.chunks()
+        return self.gmm._e_step(x, params, x2)
+
+
+def _component_means(x: torch.Tensor, resp: torch.Tensor) -> torch.Tensor:
+    """(k, d) responsibility-weighted means of ``x`` (n, d), in x's dtype."""
+    nk = resp.sum(0) + 10 * torch.finfo(resp.dtype).eps
+    return (resp.T @ x) / nk[:, None]
+
+
+def _moments(
+    x: torch.Tensor,
+    x2: torch.Tensor | None,
+    resp: torch.Tensor,
+    covariance_type: str,
+    shift: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(nk, sx, sxx) of :class:`_Statistics` for one chunk.
+
+    Data-sized products run in x's dtype and are summed into float64, where reg_covar and the
+    Cholesky factorisation decide whether a component is usable.
+    """
+    k, d = resp.shape[1], x.shape[1]
+    nk = resp.sum(0).double()
+    if covariance_type == "full":
+        assert shift is not None
+        shift = shift.to(x.dtype)
+        sx = torch.empty((k, d), dtype=torch.float64, device=x.device)
+        sxx = torch.empty((k, d, d), dtype=torch.float64, device=x.device)
+        for j in range(k):  # one (n, d) temporary at a time, not k of them
+            diff = x - shift[j]
+            weighted = resp[:, j, None] * diff
+            sx[j] = weighted.sum(0).double()
+            sxx[j] = (weighted.T @ diff).double()
+        return nk, sx, sxx
+    sx = (resp.T @ x).double()
+    if covariance_type == "tied":
+        return nk, sx, (x.T @ x).double()
+    return nk, sx, (resp.T @ (x * x if x2 is None else x2)).double()
+
+
+def _compute_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    if isinstance(dtype, torch.dtype) and dtype in (torch.float64, torch.float32):
+        return dtype
+    if isinstance(dtype, str) and dtype in _DTYPES:
+        return _DTYPES[dtype]
+    raise ValueError(f"dtype must be 'float64' or 'float32' (or the torch dtype), got {dtype!r}")
+
+
+class GaussianMixture(DensityMixin, BaseEstimator):
     """Gaussian mixture model fitted with expectation-maximisation in torch.
 
     The same names and semantics as :class:`sklearn.mixture.GaussianMixture`, so code can switch
@@ -55,16 +229,21 @@ class GaussianMixture:
         Initialisations; the one with the best lower bound is kept.
     init_params
         ``"kmeans"``, ``"k-means++"``, ``"random"`` (random responsibilities) or
-        ``"random_from_data"`` (random points as means): the seed paper's four.
+        ``"random_from_data"`` (random points as means): the seed paper's four. On CUDA the
+        k-means runs there too: with cuML or faiss-gpu when installed, else in torch.
     weights_init, means_init, precisions_init
         Optional starting parameters (as in scikit-learn); they override what ``init_params``
         gives for that parameter.
     random_state
         Seed for the initialisation.
     device
-        ``"auto"``, ``"cpu"`` or ``"cuda"``, resolved once in :meth:`fit`.
+        ``"auto"``, ``"cpu"`` or ``"cuda"``, resolved once in :meth:`fit`; asking for CUDA where
+        there is none raises :class:`~ctfp.exceptions.DeviceError`.
     dtype
-        ``torch.float64`` (default) or ``torch.float32`` for EM arithmetic.
+        ``"float64"`` (default) or ``"float32"`` for EM arithmetic (``torch.float64`` and
+        ``torch.float32`` are accepted too). Covariances and their Cholesky factorisation are
+        always float64; an M-step whose float32 products leave a covariance not positive
+        definite is redone with float64 products.
 
     Attributes
     ----------
@@ -75,6 +254,8 @@ class GaussianMixture:
     converged_ : bool
     n_iter_ : int
     lower_bound_ : float, mean log-likelihood per sample of the best run
+    n_features_in_ : int
+    device_ : torch.device, where EM ran and the model is evaluated
     """
 
     def __init__(
@@ -92,7 +273,7 @@ class GaussianMixture:
         precisions_init: Any = None,
         random_state: int | None = None,
         device: str = "auto",
-        dtype: torch.dtype = torch.float64,
+        dtype: str | torch.dtype = "float64",
     ) -> None:
         self.n_components = n_components
         self.covariance_type = covariance_type
@@ -108,104 +289,73 @@ class GaussianMixture:
         self.device = device
         self.dtype = dtype
 
-    # -- public API -------------------------------------------------------------------------
+    def __sklearn_is_fitted__(self) -> bool:
+        return hasattr(self, "_params")
+
+    # -- fitting ----------------------------------------------------------------------------
     def fit(self, X: Any, y: Any = None) -> GaussianMixture:
-        """Estimate the parameters with EM; returns ``self``."""
-        self.fit_predict(X)
+        """Estimate the parameters with EM.
+
+        Parameters
+        ----------
+        X : (n, d) array-like, torch tensor or CuPy array
+        y
+            Ignored.
+
+        Returns
+        -------
+        self
+        """
+        self._fit_in_memory(X, self.max_iter, warn=True)
         return self
 
     def fit_predict(self, X: Any, y: Any = None) -> Any:
-        """Fit and return the component of each sample (after a final E-step, as sklearn does)."""
-        self._validate_params()
+        """Fit and return the component of each sample (after a final E-step, as sklearn does).
+
+        Parameters
+        ----------
+        X : (n, d) array-like, torch tensor or CuPy array
+        y
+            Ignored.
+
+        Returns
+        -------
+        (n,) int64, the array type of ``X``
+        """
+        source = self._fit_in_memory(X, self.max_iter, warn=True)
+        return like(source.log_resp(self._params).argmax(1).cpu().numpy(), X)
+
+    def _fit_in_memory(self, X: Any, max_iter: int, *, warn: bool) -> _StatisticsSource:
+        self._check_settings()
         self.device_ = resolve_device(self.device)
-        if hasattr(self, "n_features_in_"):
-            del self.n_features_in_  # refitting may change the dimension
-        x = self._to_tensor(X)
+        self._dtype = _compute_dtype(self.dtype)
+        x = self._to_tensor(X, reset=True)
         # Work on data centred on its mean: the same model, but float32 sums of squares no
         # longer cancel catastrophically when |x| is much larger than the spread.
-        self._shift = x.double().mean(0).to(x.dtype)
+        self._shift = x.mean(0, dtype=torch.float64).to(x.dtype)
         x = x - self._shift
-        n, d = x.shape
-        # x*x feeds every diag/spherical E- and M-step: compute it once per fit.
-        x2 = x * x if self.covariance_type in ("diag", "spherical") else None
-        if n < self.n_components:
-            raise ValueError(f"n_samples={n} should be >= n_components={self.n_components}")
-        self.n_features_in_ = d
+        if x.shape[0] < self.n_components:
+            raise ValueError(
+                f"n_samples={x.shape[0]} should be >= n_components={self.n_components}"
+            )
+        source = _StatisticsSource.from_tensor(self, x)
         rng = np.random.default_rng(self.random_state)
-        n_init = 1 if self._all_params_given() else self.n_init
         best = None
-        max_lower_bound = -math.inf
-        self.converged_ = False
-        for _ in range(n_init):
-            params = self._initialize(x, rng)
-            lower_bound = -math.inf
-            converged = False
-            n_iter = 0
-            for iteration in range(1, self.max_iter + 1):
-                n_iter = iteration
-                previous = lower_bound
-                log_norm, log_resp = self._e_step(x, params, x2)
-                lower_bound = float(log_norm)
-                params = self._m_step(x, log_resp, x2)
-                if abs(lower_bound - previous) < self.tol:
-                    converged = True
-                    break
-            if lower_bound > max_lower_bound or best is None:
-                max_lower_bound = lower_bound
-                best = (params, n_iter, converged)
+        for _ in range(1 if self._all_params_given() else self.n_init):
+            run = self._em(source, self._initialize(source, rng), max_iter)
+            if best is None or run[1] > best[1]:
+                best = run
         assert best is not None
-        params, self.n_iter_, self.converged_ = best
-        if not self.converged_ and self.max_iter > 0:
+        params, lower_bound, n_iter, converged = best
+        if warn and not converged and max_iter > 0:
             warnings.warn(
-                f"EM did not converge in {self.max_iter} iterations (tol={self.tol}); "
+                f"EM did not converge in {max_iter} iterations (tol={self.tol}); "
                 "increase max_iter or tol, or check the data",
                 ConvergenceWarning,
-                stacklevel=2,
+                stacklevel=3,
             )
-        self._params = params
-        self.lower_bound_ = max_lower_bound
-        self._export(params)
-        _, log_resp = self._e_step(x, params, x2)
-        return like(log_resp.argmax(1).cpu().numpy(), X)
-
-    @classmethod
-    def from_params(
-        cls,
-        weights: Any,
-        means: Any,
-        covariances: Any,
-        *,
-        covariance_type: str = "full",
-        device: str = "auto",
-        dtype: torch.dtype = torch.float64,
-        **kwargs: Any,
-    ) -> GaussianMixture:
-        """A fitted mixture from its parameters (e.g. ``weights_``, ``means_`` and
-        ``covariances_`` of a saved model) without running EM."""
-        weights = np.asarray(weights, dtype=np.float64)
-        self = cls(
-            len(weights), covariance_type=covariance_type, device=device, dtype=dtype, **kwargs
-        )
-        self._validate_params()
-        self.device_ = resolve_device(self.device)
-        means = np.asarray(means, dtype=np.float64)
-        if means.ndim != 2 or means.shape[0] != len(weights):
-            raise ValueError(f"means must have shape ({len(weights)}, d), got {means.shape}")
-        d = means.shape[1]
-        cov = np.asarray(covariances, dtype=np.float64)
-        if cov.shape != self._cov_shape(d):
-            raise ValueError(f"covariances must have shape {self._cov_shape(d)}, got {cov.shape}")
-        self.n_features_in_ = d
-        self._shift = torch.as_tensor(weights @ means, device=self.device_).to(self.dtype)
-        params = self._params_from(
-            torch.as_tensor(weights, device=self.device_),
-            torch.as_tensor(means, device=self.device_) - self._shift.double(),
-            torch.as_tensor(cov, device=self.device_),
-        )
-        self._params = params
-        self.n_iter_, self.converged_, self.lower_bound_ = 0, True, float("nan")
-        self._export(params)
-        return self
+        self._set_fitted(params, n_iter=n_iter, converged=converged, lower_bound=lower_bound)
+        return source
 
     def fit_stream(
         self,
@@ -222,120 +372,309 @@ class GaussianMixture:
         sufficient statistics (counts, sums, second moments in float64), so memory is one batch
         plus O(k d^2). The start is an in-memory fit on ``init_sample`` (a subset of the data)
         with ``init_max_iter`` iterations (default ``max_iter``), which also fixes the centring.
-        ``progress`` shows a bar of passes with the lower bound.
+        The passes go through the same EM loop and M-step as :meth:`fit`.
+
+        Parameters
+        ----------
+        batches
+            Called once per pass; yields (b, d) array-likes, torch tensors or CuPy arrays.
+        init_sample : (m, d)
+            The rows the start is fitted on.
+        init_max_iter
+            EM iterations on ``init_sample``; default ``max_iter``.
+        progress
+            Show a bar of passes with the lower bound.
+
+        Returns
+        -------
+        self
         """
-        saved = self.max_iter
-        if init_max_iter is not None:
-            self.max_iter = init_max_iter
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", ConvergenceWarning)
-                self.fit(init_sample)
-        finally:
-            self.max_iter = saved
-        params = self._params
-        k, d = self.n_components, self.n_features_in_
-        lower_bound = -math.inf
-        self.converged_ = False
-        self.n_iter_ = 0
+        max_iter = self.max_iter if init_max_iter is None else init_max_iter
+        self._fit_in_memory(init_sample, max_iter, warn=False)
+        source = _StatisticsSource.from_batches(self, batches)
         bar = progress_bar(self.max_iter, "gmm EM", "pass", enabled=progress)
-        for iteration in range(1, self.max_iter + 1):
-            self.n_iter_ = iteration
-            previous = lower_bound
-            nk = torch.zeros(k, dtype=torch.float64, device=self.device_)
-            sx = torch.zeros((k, d), dtype=torch.float64, device=self.device_)
-            if self.covariance_type == "full":
-                sxx = torch.zeros((k, d, d), dtype=torch.float64, device=self.device_)
-            elif self.covariance_type == "tied":
-                sxx = torch.zeros((d, d), dtype=torch.float64, device=self.device_)
-            else:
-                sxx = torch.zeros((k, d), dtype=torch.float64, device=self.device_)
-            total, log_sum = 0, 0.0
-            for batch in batches():
-                x = self._to_tensor(batch) - self._shift
-                log_prob = self._weighted_log_prob(x, params)
-                log_norm = torch.logsumexp(log_prob, 1)
-                resp = (log_prob - log_norm[:, None]).exp()
-                total += x.shape[0]
-                log_sum += float(log_norm.double().sum())
-                nk += resp.sum(0).double()
-                sx += (resp.T @ x).double()
-                if self.covariance_type == "full":
-                    for j in range(k):
-                        sxx[j] += ((resp[:, j, None] * x).T @ x).double()
-                elif self.covariance_type == "tied":
-                    sxx += (x.T @ x).double()
-                else:
-                    sxx += (resp.T @ (x * x)).double()
-            if total == 0:
-                raise ValueError("batches() yielded no data")
-            lower_bound = log_sum / total
-            bar.update(1)
-            bar.set_postfix(lower_bound=f"{lower_bound:.6g}")
-            params = self._params_from_stats(nk, sx, sxx, total)
-            if abs(lower_bound - previous) < self.tol:
-                self.converged_ = True
-                break
+        params, lower_bound, n_iter, converged = self._em(source, self._params, self.max_iter, bar)
         bar.close()
-        self._params = params
-        self.lower_bound_ = lower_bound
-        self._export(params)
+        self._set_fitted(params, n_iter=n_iter, converged=converged, lower_bound=lower_bound)
         return self
 
-    def _params_from_stats(
-        self, nk: torch.Tensor, sx: torch.Tensor, sxx: torch.Tensor, total: int
-    ) -> dict[str, torch.Tensor]:
-        nk = nk + 10 * torch.finfo(torch.float64).eps
-        means = sx / nk[:, None]
+    def _em(
+        self, source: _StatisticsSource, params: Params, max_iter: int, bar: Any = None
+    ) -> tuple[Params, float, int, bool]:
+        """The EM loop: (params, lower bound, iterations, converged) after at most ``max_iter``
+        iterations from ``params``; the lower bound is that of the last E-step, as in sklearn."""
+        lower_bound, n_iter, converged = -math.inf, 0, False
+        for n_iter in range(1, max_iter + 1):  # noqa: B007 - returned after the loop
+            previous = lower_bound
+            stats = source.statistics(params)
+            lower_bound = stats.log_likelihood / stats.n
+            params = self._m_step(stats, partial(source.statistics, params, float64=True))
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(lower_bound=f"{lower_bound:.6g}")
+            if abs(lower_bound - previous) < self.tol:
+                converged = True
+                break
+        return params, lower_bound, n_iter, converged
+
+    def _m_step(
+        self,
+        stats: _Statistics,
+        precise: Callable[[], _Statistics],
+        override: Callable[[tuple[torch.Tensor, ...]], tuple[torch.Tensor, ...]] | None = None,
+    ) -> Params:
+        """The M-step: parameters from ``stats``. When float32 rounding tips a nearly singular
+        covariance over, it is redone from ``precise()``, the same statistics with float64
+        products. ``override`` replaces some of the (weights, means, covariances) first."""
+        estimate = self._maximise(stats)
+        try:
+            return self._params_from(*(estimate if override is None else override(estimate)))
+        except ValueError:
+            if self._dtype == torch.float64:
+                raise
+        estimate = self._maximise(precise())
+        return self._params_from(*(estimate if override is None else override(estimate)))
+
+    def _maximise(self, s: _Statistics) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(weights, means, covariances) from sufficient statistics, in float64, with
+        ``reg_covar`` added."""
+        nk = s.nk + 10 * torch.finfo(torch.float64).eps
+        offset = s.sx / nk[:, None]
+        means = offset if s.shift is None else s.shift + offset
         d = means.shape[1]
-        eye = torch.eye(d, dtype=torch.float64, device=means.device)
         if self.covariance_type == "full":
-            cov = sxx / nk[:, None, None] - means[:, :, None] * means[:, None, :]
-            cov = cov + self.reg_covar * eye
+            cov = s.sxx / nk[:, None, None] - offset[:, :, None] * offset[:, None, :]
         elif self.covariance_type == "tied":
-            cov = (sxx - (nk[:, None] * means).T @ means) / nk.sum() + self.reg_covar * eye
+            cov = (s.sxx - (nk[:, None] * means).T @ means) / nk.sum()
         else:
             # E[x^2] - E[x]^2 of a feature that is constant within a component (a ReLU zero
             # where the other components are large) is 0 plus the rounding of float32
             # products, which can be below -reg_covar; a variance is never negative.
-            cov = (sxx / nk[:, None] - means**2).clamp_min(0) + self.reg_covar
+            cov = (s.sxx / nk[:, None] - means**2).clamp_min(0)
             if self.covariance_type == "spherical":
                 cov = cov.mean(1)
-        return self._params_from(nk / total, means, cov)
+        if self.covariance_type in ("full", "tied"):
+            cov = cov + self.reg_covar * torch.eye(d, dtype=torch.float64, device=cov.device)
+        else:
+            cov = cov + self.reg_covar
+        return nk / s.n, means, cov
 
+    @classmethod
+    def from_params(
+        cls,
+        weights: Any,
+        means: Any,
+        covariances: Any,
+        *,
+        covariance_type: str = "full",
+        device: str = "auto",
+        dtype: str | torch.dtype = "float64",
+        centre: Any = None,
+        **kwargs: Any,
+    ) -> GaussianMixture:
+        """A fitted mixture from its parameters (e.g. ``weights_``, ``means_`` and
+        ``covariances_`` of a saved model) without running EM.
+
+        Parameters
+        ----------
+        weights : (k,)
+        means : (k, d)
+        covariances : the layout of ``covariances_`` for ``covariance_type``
+        covariance_type, device, dtype, **kwargs
+            Settings of the new estimator.
+        centre : (d,), optional
+            The point subtracted from the data before evaluating the model (a fitted model's
+            data mean, as :meth:`to_state` saves it); default the weighted mean of the means.
+        """
+        weights = np.asarray(weights, dtype=np.float64)
+        if weights.ndim != 1:
+            raise ValueError(f"weights must have shape (k,), got {weights.shape}")
+        self = cls(
+            len(weights), covariance_type=covariance_type, device=device, dtype=dtype, **kwargs
+        )
+        self._check_settings()
+        self.device_ = resolve_device(self.device)
+        self._dtype = _compute_dtype(self.dtype)
+        means = np.asarray(means, dtype=np.float64)
+        if means.ndim != 2 or means.shape[0] != len(weights):
+            raise ValueError(f"means must have shape ({len(weights)}, d), got {means.shape}")
+        d = means.shape[1]
+        cov = np.asarray(covariances, dtype=np.float64)
+        if cov.shape != self._cov_shape(d):
+            raise ValueError(f"covariances must have shape {self._cov_shape(d)}, got {cov.shape}")
+        centre = weights @ means if centre is None else np.asarray(centre, dtype=np.float64)
+        if centre.shape != (d,):
+            raise ValueError(f"centre must have shape ({d},), got {centre.shape}")
+        self.n_features_in_ = d
+        self._shift = torch.as_tensor(centre, device=self.device_).to(self._dtype)
+        means_t = torch.as_tensor(means, device=self.device_)
+        params = self._params_from(
+            torch.as_tensor(weights, device=self.device_),
+            means_t - self._shift.double(),
+            torch.as_tensor(cov, device=self.device_),
+        )
+        self._set_fitted(params, means=means_t, n_iter=0, converged=True, lower_bound=math.nan)
+        return self
+
+    # -- save and load ----------------------------------------------------------------------
+    def to_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """The fitted model as JSON-ready parameters and numpy arrays (nothing pickled).
+
+        Returns
+        -------
+        params : dict
+            The settings (all but ``device``; ``dtype`` as a string) and the fitted scalars
+            ``n_features_in_``, ``n_iter_``, ``converged_``, ``lower_bound_`` (None when not
+            finite).
+        arrays : dict
+            ``weights`` (k,), ``means`` (k, d), ``covariances`` (layout of ``covariances_``),
+            ``centre`` (d,) in float64, and the ``*_init`` starting values that were given.
+        """
+        check_is_fitted(self)
+        settings = self.get_params()
+        del settings["device"]  # chosen again at load time
+        arrays = {
+            "weights": self.weights_.copy(),
+            "means": self.means_.copy(),
+            "covariances": self.covariances_.copy(),
+            "centre": self._shift.double().cpu().numpy(),
+        }
+        for name in ("weights_init", "means_init", "precisions_init"):
+            value = settings.pop(name)
+            if value is not None:
+                arrays[name] = np.asarray(value.cpu() if is_torch(value) else value, np.float64)
+        settings["dtype"] = "float32" if self._dtype == torch.float32 else "float64"
+        settings["random_state"] = json_seed(settings["random_state"])
+        lower_bound = float(self.lower_bound_)
+        params = {
+            **settings,
+            "n_features_in_": int(self.n_features_in_),
+            "n_iter_": int(self.n_iter_),
+            "converged_": bool(self.converged_),
+            "lower_bound_": lower_bound if math.isfinite(lower_bound) else None,
+        }
+        return params, arrays
+
+    @classmethod
+    def from_state(
+        cls, params: dict[str, Any], arrays: dict[str, np.ndarray], *, device: str = "auto"
+    ) -> GaussianMixture:
+        """Rebuild a fitted mixture from :meth:`to_state` output (through :meth:`from_params`);
+        on the same device and dtype it gives the saved model's predictions exactly.
+
+        Parameters
+        ----------
+        params, arrays
+            What :meth:`to_state` returned (after a JSON and ``.npz`` round trip, say).
+        device
+            ``"auto"``, ``"cpu"`` or ``"cuda"``.
+        """
+        settings = {k: v for k, v in params.items() if not k.endswith("_")}
+        n_components = settings.pop("n_components")
+        inits = {
+            name: arrays[name]
+            for name in ("weights_init", "means_init", "precisions_init")
+            if name in arrays
+        }
+        self = cls.from_params(
+            arrays["weights"],
+            arrays["means"],
+            arrays["covariances"],
+            device=device,
+            centre=arrays.get("centre"),
+            **settings,
+            **inits,
+        )
+        if self.n_components != n_components:
+            raise ValueError(
+                f"n_components={n_components} but the weights have {self.n_components} entries"
+            )
+        if self.n_features_in_ != params["n_features_in_"]:
+            raise ValueError(
+                f"n_features_in_={params['n_features_in_']} but the means have "
+                f"{self.n_features_in_} columns"
+            )
+        self.n_iter_ = int(params["n_iter_"])
+        self.converged_ = bool(params["converged_"])
+        lower_bound = params["lower_bound_"]
+        self.lower_bound_ = math.nan if lower_bound is None else float(lower_bound)
+        return self
+
+    # -- using the model --------------------------------------------------------------------
     def predict(self, X: Any) -> Any:
-        """(n,) index of the most likely component of each sample."""
+        """Most likely component of each sample.
+
+        Parameters
+        ----------
+        X : (n, d) array-like, torch tensor or CuPy array
+
+        Returns
+        -------
+        (n,) int64, the array type of ``X``
+        """
         return like(self._log_resp(X).argmax(1).cpu().numpy(), X)
 
     def predict_proba(self, X: Any) -> Any:
-        """(n, k) posterior probability of each component."""
+        """Posterior probability of each component.
+
+        Parameters
+        ----------
+        X : (n, d) array-like, torch tensor or CuPy array
+
+        Returns
+        -------
+        (n, k) in the compute dtype, the array type of ``X``
+        """
         return like(self._log_resp(X).exp().cpu().numpy(), X)
 
     def score_samples(self, X: Any) -> Any:
-        """(n,) log-likelihood of each sample."""
+        """Log-likelihood of each sample.
+
+        Parameters
+        ----------
+        X : (n, d) array-like, torch tensor or CuPy array
+
+        Returns
+        -------
+        (n,) in the compute dtype, the array type of ``X``
+        """
         return like(self._score_samples(X).cpu().numpy(), X)
 
     def score(self, X: Any, y: Any = None) -> float:
-        """Mean log-likelihood per sample."""
+        """Mean log-likelihood per sample of ``X`` : (n, d)."""
         return float(self._score_samples(X).mean())
 
     def bic(self, X: Any) -> float:
-        """Bayesian information criterion on ``X`` (lower is better)."""
+        """Bayesian information criterion on ``X`` : (n, d) (lower is better)."""
         scores = self._score_samples(X)
         n = scores.shape[0]
         return float(-2 * scores.sum()) + self._n_parameters() * math.log(n)
 
     def aic(self, X: Any) -> float:
-        """Akaike information criterion on ``X`` (lower is better)."""
+        """Akaike information criterion on ``X`` : (n, d) (lower is better)."""
         return float(-2 * self._score_samples(X).sum()) + 2 * self._n_parameters()
 
+    @property
+    def precisions_(self) -> np.ndarray:
+        """Inverse covariances (computed on access: d^3 work per component)."""
+        pc = self.precisions_cholesky_
+        if self.covariance_type == "full":
+            return pc @ pc.transpose(0, 2, 1)
+        if self.covariance_type == "tied":
+            return pc @ pc.T
+        return pc**2
+
     def _score_samples(self, X: Any) -> torch.Tensor:
-        self._check_fitted()
-        x = self._to_tensor(X) - self._shift
+        check_is_fitted(self)
+        x = self._to_tensor(X, reset=False) - self._shift
         return torch.logsumexp(self._weighted_log_prob(x, self._params), 1)
 
+    def _log_resp(self, X: Any) -> torch.Tensor:
+        check_is_fitted(self)
+        return self._e_step(self._to_tensor(X, reset=False) - self._shift, self._params)
+
     # -- validation and conversion ----------------------------------------------------------
-    def _validate_params(self) -> None:
+    def _check_settings(self) -> None:
         if self.covariance_type not in COVARIANCE_TYPES:
             raise ValueError(
                 f"unknown covariance_type {self.covariance_type!r}; choose one of "
@@ -349,27 +688,17 @@ class GaussianMixture:
             raise ValueError("n_components and n_init must be >= 1 and max_iter >= 0")
         if self.reg_covar < 0 or self.tol < 0:
             raise ValueError("reg_covar and tol must be non-negative")
-        if self.dtype not in (torch.float64, torch.float32):
-            raise ValueError("dtype must be torch.float64 or torch.float32")
+        _compute_dtype(self.dtype)
 
-    def _to_tensor(self, X: Any) -> torch.Tensor:
-        if is_torch(X):
-            check_matrix(X)
-            x = X.detach().to(self.device_, self.dtype)
-        elif is_cupy(X):  # a CuPy array becomes a CUDA tensor through DLPack, without a copy
-            check_matrix(X)
-            x = torch.from_dlpack(X).to(self.device_, self.dtype)
-        else:
-            x = torch.from_numpy(to_numpy(X, np.float64)).to(self.device_, self.dtype)
-        if hasattr(self, "n_features_in_") and x.shape[1] != self.n_features_in_:
-            raise ValueError(
-                f"X has {x.shape[1]} features, the mixture was fitted on {self.n_features_in_}"
-            )
-        return x
-
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "_params"):
-            raise ValueError("this GaussianMixture is not fitted yet; call fit first")
+    def _to_tensor(self, X: Any, *, reset: bool) -> torch.Tensor:
+        """``X`` checked (and ``n_features_in_`` set or compared), on the device, in the compute
+        dtype."""
+        x = check_input(self, X, reset=reset, dtype=[np.float64, np.float32])
+        if is_torch(x):
+            return x.detach().to(self.device_, self._dtype)
+        if is_cupy(x):  # a CuPy array becomes a CUDA tensor through DLPack, without a copy
+            return torch.from_dlpack(x).to(self.device_, self._dtype)
+        return tensor_of(x).to(self.device_, self._dtype)
 
     def _all_params_given(self) -> bool:
         return all(
@@ -379,25 +708,22 @@ class GaussianMixture:
     # -- initialisation ---------------------------------------------------------------------
     def _initial_resp(self, x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
         n, k = x.shape[0], self.n_components
-        resp = torch.zeros((n, k), dtype=self.dtype, device=x.device)
+        resp = torch.zeros((n, k), dtype=self._dtype, device=x.device)
         seed = int(rng.integers(0, 2**31 - 1))
         if self.init_params == "kmeans":
             from ctfp.cluster.kmeans import KMeans, gpu_kmeans_available
 
-            # The data goes to the host for the init anyway; its k-means runs on the GPU where
-            # a GPU k-means exists (cuML, faiss-gpu), else FAISS on the CPU: EM itself stays on
-            # CUDA, which plain torch provides without the ctfp[gpu] extras.
-            device = "cuda" if x.device.type == "cuda" and gpu_kmeans_available() else "cpu"
-            # Three k-means restarts: FAISS's k-means++ seeding is not the greedy variant
-            # scikit-learn uses, and one bad seeding can merge two clusters.
-            labels = (
-                KMeans(k, n_init=3, random_state=seed, device=device)
-                .fit(x.float().cpu().numpy())
-                .labels_
-            )
-            resp[torch.arange(n), torch.as_tensor(labels, device=x.device)] = 1
+            if x.device.type == "cuda" and not gpu_kmeans_available():
+                # Plain torch runs EM on CUDA without the ctfp[gpu] extras; so does the start.
+                labels = _torch_kmeans(x, k, np.random.default_rng(seed), n_init=3)
+            else:
+                # Three k-means restarts: FAISS's k-means++ seeding is not the greedy variant
+                # scikit-learn uses, and one bad seeding can merge two clusters.
+                km = KMeans(k, n_init=3, random_state=seed, device=x.device.type)
+                labels = torch.as_tensor(km.fit(x.float()).labels_, device=x.device)
+            resp[torch.arange(n, device=x.device), labels] = 1
         elif self.init_params == "random":
-            r = torch.as_tensor(rng.uniform(size=(n, k)), dtype=self.dtype, device=x.device)
+            r = torch.as_tensor(rng.uniform(size=(n, k)), dtype=self._dtype, device=x.device)
             resp = r / r.sum(1, keepdim=True)
         elif self.init_params == "random_from_data":
             idx = rng.choice(n, size=k, replace=False)
@@ -407,24 +733,31 @@ class GaussianMixture:
             resp[idx, torch.arange(k, device=x.device)] = 1
         return resp
 
-    def _initialize(self, x: torch.Tensor, rng: np.random.Generator) -> dict[str, torch.Tensor]:
+    def _initialize(self, source: _StatisticsSource, rng: np.random.Generator) -> Params:
+        ((x, _),) = source.chunks()
         k, d = self.n_components, x.shape[1]
         if self._all_params_given():
             weights = self._param(self.weights_init, (k,), "weights_init")
             means = self._param(self.means_init, (k, d), "means_init") - self._shift
             precisions = self._param(self.precisions_init, self._cov_shape(d), "precisions_init")
             return self._params_from(weights, means, precisions=precisions)
-        resp = self._initial_resp(x, rng)
-        weights, means, cov = self._estimate(x, resp)
-        weights = weights / x.shape[0]
+        # Given starting values replace the estimates from the initial responsibilities.
+        given: list[torch.Tensor | None] = [None, None, None]  # weights, means, covariances
         if self.weights_init is not None:
-            weights = self._param(self.weights_init, (k,), "weights_init")
+            given[0] = self._param(self.weights_init, (k,), "weights_init")
         if self.means_init is not None:
-            means = self._param(self.means_init, (k, d), "means_init") - self._shift
+            given[1] = self._param(self.means_init, (k, d), "means_init") - self._shift
         if self.precisions_init is not None:
             precisions = self._param(self.precisions_init, self._cov_shape(d), "precisions_init")
-            cov = _precisions_to_cov(precisions.double(), self.covariance_type)
-        return self._params_from(weights, means, cov)
+            given[2] = _precisions_to_cov(precisions.double(), self.covariance_type)
+        resp = self._initial_resp(x, rng)
+        return self._m_step(
+            source.statistics_of(resp),
+            partial(source.statistics_of, resp, float64=True),
+            lambda estimate: tuple(
+                e if g is None else g for e, g in zip(estimate, given, strict=True)
+            ),
+        )
 
     def _param(self, value: Any, shape: tuple[int, ...], name: str) -> torch.Tensor:
         t = torch.as_tensor(np.asarray(value.cpu() if is_torch(value) else value, dtype=np.float64))
@@ -438,42 +771,7 @@ class GaussianMixture:
             self.covariance_type
         ]
 
-    # -- EM ---------------------------------------------------------------------------------
-    def _estimate(
-        self, x: torch.Tensor, resp: torch.Tensor, x2: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """M-step statistics: (unnormalised weights nk, means, covariances)."""
-        eps = 10 * torch.finfo(resp.dtype).eps
-        nk = resp.sum(0) + eps
-        means = (resp.T @ x) / nk[:, None]
-        k, d = means.shape
-        # Data-sized products run in the compute dtype; covariances are kept in float64, where
-        # reg_covar and the Cholesky factorisation decide whether a component is usable.
-        if self.covariance_type == "full":
-            cov = torch.empty((k, d, d), dtype=torch.float64, device=x.device)
-            for j in range(k):
-                diff = x - means[j]
-                cov[j] = ((resp[:, j, None] * diff).T @ diff).double() / float(nk[j])
-        elif self.covariance_type == "tied":
-            diff_means = (nk[:, None] * means).double()
-            cov = ((x.T @ x).double() - diff_means.T @ means.double()) / float(nk.sum())
-        else:
-            # E[x^2] - E[x]^2 by matrix products (fit() centred x on its mean, which keeps the
-            # cancellation small); accumulate in float64.
-            avg_x2 = (resp.T @ (x * x if x2 is None else x2)).double() / nk[:, None].double()
-            m = means.double()
-            cov = avg_x2 - 2 * m * ((resp.T @ x).double() / nk[:, None].double()) + m * m
-            # Never negative: a feature constant within a component has variance 0, which
-            # float32 products can round below -reg_covar (a ReLU zero in one component).
-            cov = cov.clamp_min(0)
-            if self.covariance_type == "spherical":
-                cov = cov.mean(1)
-        if cov.dim() >= 2 and self.covariance_type in ("full", "tied"):
-            cov.diagonal(dim1=-2, dim2=-1).add_(self.reg_covar)
-        else:
-            cov += self.reg_covar
-        return nk, means, cov
-
+    # -- model evaluation -------------------------------------------------------------------
     def _params_from(
         self,
         weights: torch.Tensor,
@@ -481,7 +779,7 @@ class GaussianMixture:
         cov: torch.Tensor | None = None,
         *,
         precisions: torch.Tensor | None = None,
-    ) -> dict[str, torch.Tensor]:
+    ) -> Params:
         if cov is None:
             assert precisions is not None
             # A Cholesky factor of the precision serves as well as one of the inverse covariance.
@@ -491,28 +789,14 @@ class GaussianMixture:
             cov = cov.double()
             prec_chol = _precision_cholesky(cov, self.covariance_type)
         return {
-            "weights": weights.to(self.dtype),
-            "means": means.to(self.dtype),
+            "weights": weights.to(self._dtype),
+            "means": means.to(self._dtype),
             "covariances": cov,
-            "precisions_cholesky": prec_chol.to(self.dtype),
+            "precisions_cholesky": prec_chol.to(self._dtype),
         }
 
-    def _m_step(
-        self, x: torch.Tensor, log_resp: torch.Tensor, x2: torch.Tensor | None = None
-    ) -> dict[str, torch.Tensor]:
-        resp = log_resp.exp()
-        nk, means, cov = self._estimate(x, resp, x2)
-        try:
-            return self._params_from(nk / x.shape[0], means, cov)
-        except ValueError:
-            if x.dtype == torch.float64:
-                raise
-            # float32 rounding can tip a nearly singular covariance over: redo it in float64.
-            nk, means, cov = self._estimate(x.double(), resp.double())
-            return self._params_from(nk / x.shape[0], means, cov)
-
     def _weighted_log_prob(
-        self, x: torch.Tensor, params: dict[str, torch.Tensor], x2: torch.Tensor | None = None
+        self, x: torch.Tensor, params: Params, x2: torch.Tensor | None = None
     ) -> torch.Tensor:
         log_prob = _log_gaussian_prob(
             x, params["means"], params["precisions_cholesky"], self.covariance_type, x2
@@ -520,32 +804,35 @@ class GaussianMixture:
         return log_prob + torch.log(params["weights"])
 
     def _e_step(
-        self, x: torch.Tensor, params: dict[str, torch.Tensor], x2: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+        self, x: torch.Tensor, params: Params, x2: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """(n, k) log responsibilities of the centred ``x`` : (n, d)."""
         log_prob = self._weighted_log_prob(x, params, x2)
-        log_norm = torch.logsumexp(log_prob, 1)
-        return log_norm.mean(), log_prob - log_norm[:, None]
+        return log_prob - torch.logsumexp(log_prob, 1)[:, None]
 
-    def _log_resp(self, X: Any) -> torch.Tensor:
-        self._check_fitted()
-        return self._e_step(self._to_tensor(X) - self._shift, self._params)[1]
-
-    def _export(self, params: dict[str, torch.Tensor]) -> None:
-        out = {k: v.detach().cpu().numpy().astype(np.float64) for k, v in params.items()}
-        self.weights_ = out["weights"]
-        self.means_ = out["means"] + self._shift.double().cpu().numpy()
-        self.covariances_ = out["covariances"]
-        self.precisions_cholesky_ = out["precisions_cholesky"]
-
-    @property
-    def precisions_(self) -> np.ndarray:
-        """Inverse covariances (computed on access: d^3 work per component)."""
-        pc = self.precisions_cholesky_
-        if self.covariance_type == "full":
-            return pc @ pc.transpose(0, 2, 1)
-        if self.covariance_type == "tied":
-            return pc @ pc.T
-        return pc**2
+    def _set_fitted(
+        self,
+        params: Params,
+        *,
+        means: torch.Tensor | None = None,
+        n_iter: int,
+        converged: bool,
+        lower_bound: float,
+    ) -> None:
+        """Keep ``params`` and export them as the sklearn attributes; ``means`` (k, d) float64:
+        the exported means when they are given (from_params), rather than computed."""
+        shift = self._shift.double()
+        if means is None:
+            means = params["means"].double() + shift
+        # Evaluate with the means as exported (at most an ulp away), computed from them as
+        # from_params(..., centre=...) computes them: a rebuilt model answers bit for bit alike.
+        params = {**params, "means": (means - shift).to(self._dtype)}
+        self._params = params
+        self.weights_ = params["weights"].double().cpu().numpy()
+        self.means_ = means.cpu().numpy()
+        self.covariances_ = params["covariances"].cpu().numpy()
+        self.precisions_cholesky_ = params["precisions_cholesky"].double().cpu().numpy()
+        self.n_iter_, self.converged_, self.lower_bound_ = n_iter, converged, lower_bound
 
     def _n_parameters(self) -> int:
         k, d = self.n_components, self.n_features_in_
@@ -645,3 +932,30 @@ def _kmeans_plusplus(x: torch.Tensor, k: int, rng: np.random.Generator) -> torch
         chosen.append(nxt)
         closest = torch.minimum(closest, ((x - x[nxt]) ** 2).sum(1))
     return torch.as_tensor(chosen, device=x.device)
+
+
+def _torch_kmeans(
+    x: torch.Tensor, k: int, rng: np.random.Generator, *, n_init: int = 3, max_iter: int = 100
+) -> torch.Tensor:
+    """(n,) labels of Lloyd's k-means of ``x`` : (n, d) on x's device, k-means++ seeded, the
+    lowest inertia of ``n_init`` runs: the "kmeans" start on a GPU with no GPU k-means library."""
+    norms = (x * x).sum(1)
+    best, best_inertia = None, math.inf
+    for _ in range(n_init):
+        centres = x[_kmeans_plusplus(x, k, rng)].clone()
+        labels = None
+        for _ in range(max_iter):
+            d2 = norms[:, None] - 2 * x @ centres.T + (centres * centres).sum(1)
+            distances, assigned = d2.min(1)
+            if labels is not None and torch.equal(assigned, labels):
+                break
+            labels = assigned
+            sums = torch.zeros_like(centres).index_add_(0, labels, x)
+            counts = torch.bincount(labels, minlength=k).to(x.dtype)
+            filled = counts > 0  # an empty cluster keeps its centre
+            centres[filled] = sums[filled] / counts[filled, None]
+        inertia = float(distances.clamp_min(0).sum())
+        if inertia < best_inertia:
+            best, best_inertia = assigned, inertia
+    assert best is not None
+    return best

@@ -1,4 +1,4 @@
-"""K-means with the scikit-learn contract and backends: cuML, FAISS, scikit-learn."""
+"""K-means with the scikit-learn estimator contract and backends: cuML, FAISS, scikit-learn."""
 
 from __future__ import annotations
 
@@ -6,13 +6,27 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
+from sklearn.base import BaseEstimator, ClusterMixin
+from sklearn.utils.validation import check_is_fitted
 
-from ctfp._arrays import check_matrix, is_cupy, is_torch, like, to_numpy
+from ctfp._arrays import (
+    check_input,
+    check_matrix,
+    is_cupy,
+    is_torch,
+    json_seed,
+    like,
+    tensor_of,
+    to_numpy,
+)
 from ctfp.device import resolve_device
 from ctfp.exceptions import DeviceError
 
 BACKENDS = ("auto", "faiss", "cuml", "sklearn")
 INITS = ("k-means++", "random")
+
+# Rows per distance block when assigning on a GPU: bounds the (rows, k) temporaries.
+_ASSIGN_ROWS = 65_536
 
 
 def _cuml_available() -> bool:
@@ -30,7 +44,7 @@ def gpu_kmeans_available() -> bool:
     return _cuml_available() or faiss_has_gpu()
 
 
-class KMeans:
+class KMeans(ClusterMixin, BaseEstimator):
     """Lloyd's k-means.
 
     Parameters
@@ -48,7 +62,8 @@ class KMeans:
     random_state
         Seed; the same seed and data give the same clustering on one backend.
     device
-        ``"auto"``, ``"cpu"`` or ``"cuda"``, resolved once in :meth:`fit`.
+        ``"auto"``, ``"cpu"`` or ``"cuda"``, resolved once in :meth:`fit`. Fitting and
+        :meth:`predict` run there, or raise :class:`~ctfp.exceptions.DeviceError`.
     backend
         ``"auto"`` (cuML on CUDA when installed, else FAISS), ``"faiss"``, ``"cuml"``,
         ``"sklearn"`` (CPU only).
@@ -56,9 +71,12 @@ class KMeans:
     Attributes
     ----------
     cluster_centers_ : (n_clusters, d) float32
-    labels_ : (n,) int64
+    labels_ : (n,) int64, the array type of the data fitted (not kept by :meth:`fit_stream`)
     inertia_ : float, sum of squared distances to the closest centre
+    n_iter_ : int, Lloyd iterations of the run kept (:meth:`fit_stream`: the streamed passes)
+    n_features_in_ : int
     backend_ : str, the backend that ran
+    device_ : torch.device, where :meth:`predict` assigns
     """
 
     def __init__(
@@ -82,6 +100,9 @@ class KMeans:
         self.device = device
         self.backend = backend
 
+    def __sklearn_is_fitted__(self) -> bool:
+        return hasattr(self, "cluster_centers_")
+
     def _resolve_backend(self) -> tuple[str, Any]:
         if self.backend not in BACKENDS:
             raise ValueError(
@@ -100,34 +121,45 @@ class KMeans:
         return backend, device
 
     def fit(self, X: Any, y: Any = None) -> KMeans:
-        """Cluster ``X`` : (n, d)."""
+        """Cluster ``X``.
+
+        Parameters
+        ----------
+        X : (n, d) array-like, torch tensor or CuPy array
+        y
+            Ignored.
+
+        Returns
+        -------
+        self
+        """
         if self.init not in INITS:
             raise ValueError(f"unknown init {self.init!r}; choose one of {', '.join(INITS)}")
         if self.n_clusters < 1 or self.n_init < 1 or self.max_iter < 1:
             raise ValueError("n_clusters, n_init and max_iter must be at least 1")
         backend, device = self._resolve_backend()
-        on_gpu = is_cupy(X) or (is_torch(X) and X.is_cuda)
-        if backend == "cuml" and on_gpu:
+        x = check_input(self, X, reset=True, dtype=np.float32)
+        if backend == "cuml" and (is_cupy(x) or (is_torch(x) and x.is_cuda)):
             # Device arrays go to cuML as they are (DLPack, no copy to the host and back).
             import cupy
 
-            check_matrix(X)
-            x = cupy.ascontiguousarray(cupy.from_dlpack(X.detach() if is_torch(X) else X))
+            x = cupy.ascontiguousarray(cupy.from_dlpack(x.detach() if is_torch(x) else x))
             x = x.astype(cupy.float32, copy=False)
-        else:
-            x = to_numpy(X, np.float32)
+        elif not isinstance(x, np.ndarray):
+            x = to_numpy(x, np.float32)
         if x.shape[0] < self.n_clusters:
             raise ValueError(f"n_samples={x.shape[0]} should be >= n_clusters={self.n_clusters}")
         fit = {"faiss": self._fit_faiss, "cuml": self._fit_cuml, "sklearn": self._fit_sklearn}
-        centers, labels, inertia = fit[backend](x, device)
+        centers, labels, inertia, n_iter = fit[backend](x, device)
         self.cluster_centers_ = np.ascontiguousarray(centers, dtype=np.float32)
         self.labels_ = like(np.asarray(labels, dtype=np.int64), X)
         self.inertia_ = float(inertia)
-        self.n_features_in_ = x.shape[1]
+        self.n_iter_ = int(n_iter)
         self.backend_ = backend
+        self.device_ = device
         return self
 
-    def _fit_faiss(self, x: np.ndarray, device: Any) -> tuple[np.ndarray, np.ndarray, float]:
+    def _fit_faiss(self, x: np.ndarray, device: Any) -> tuple[np.ndarray, np.ndarray, float, int]:
         import faiss
 
         from ctfp.index.flat import faiss_has_gpu
@@ -154,9 +186,10 @@ class KMeans:
         )
         km.train(x)
         D, I = km.index.search(x, 1)  # noqa: E741
-        return km.centroids, I[:, 0], float(D[:, 0].astype(np.float64).sum())
+        # FAISS has no tolerance: every run does exactly niter iterations.
+        return km.centroids, I[:, 0], float(D[:, 0].astype(np.float64).sum()), self.max_iter
 
-    def _fit_cuml(self, x: Any, device: Any) -> tuple[np.ndarray, np.ndarray, float]:
+    def _fit_cuml(self, x: Any, device: Any) -> tuple[np.ndarray, np.ndarray, float, int]:
         from cuml.cluster import KMeans as CumlKMeans
 
         km = CumlKMeans(
@@ -169,9 +202,10 @@ class KMeans:
             output_type="numpy",
         )
         km.fit(x)
-        return np.asarray(km.cluster_centers_), np.asarray(km.labels_), float(km.inertia_)
+        n_iter = int(np.max(np.asarray(getattr(km, "n_iter_", self.max_iter))))
+        return np.asarray(km.cluster_centers_), np.asarray(km.labels_), float(km.inertia_), n_iter
 
-    def _fit_sklearn(self, x: np.ndarray, device: Any) -> tuple[np.ndarray, np.ndarray, float]:
+    def _fit_sklearn(self, x: np.ndarray, device: Any) -> tuple[np.ndarray, np.ndarray, float, int]:
         from sklearn.cluster import KMeans as SkKMeans
 
         km = SkKMeans(
@@ -182,7 +216,7 @@ class KMeans:
             tol=self.tol,
             random_state=self.random_state,
         ).fit(x)
-        return km.cluster_centers_, km.labels_, km.inertia_
+        return km.cluster_centers_, km.labels_, km.inertia_, km.n_iter_
 
     def fit_stream(
         self,
@@ -194,55 +228,215 @@ class KMeans:
     ) -> KMeans:
         """k-means over data larger than memory: fit on ``sample`` (a subset, any backend),
         then ``passes`` exact Lloyd iterations streamed over ``batches()`` (a fresh iterable of
-        (b, d) arrays per call), accumulating per-centre sums and counts in float64.
+        (b, d) arrays per call), accumulating per-centre sums and counts in float64 on the
+        fitted device.
 
         ``labels_`` is not kept (it would be as large as the data): use :meth:`predict` per
-        batch. ``inertia_`` is that of the final centres over all the data. ``progress`` shows a
-        bar of passes with the inertia.
+        batch. ``inertia_`` is that of the final centres over all the data.
+
+        Parameters
+        ----------
+        batches
+            Called once per pass; yields (b, d) array-likes, torch tensors or CuPy arrays.
+        sample : (m, d)
+            The rows the start is fitted on, with :meth:`fit`.
+        passes
+            Streamed Lloyd iterations after the start.
+        progress
+            Show a bar of passes with the inertia.
+
+        Returns
+        -------
+        self
         """
-        from ctfp.index.flat import FlatIndex
         from ctfp.progress import progress_bar
 
         self.fit(sample)
         del self.labels_
-        centres = self.cluster_centers_.astype(np.float64)
-        k, d = centres.shape
+        k, d = self.cluster_centers_.shape
+        on_gpu = self.device_.type == "cuda"
+        if on_gpu:
+            import torch
+
+            centres: Any = torch.as_tensor(self.cluster_centers_, device=self.device_).double()
+        else:
+            centres = self.cluster_centers_.astype(np.float64)
         bar = progress_bar(passes + 1, "k-means", "pass", enabled=progress)
-        for _ in range(passes + 1):  # the last pass only measures the inertia
-            index = FlatIndex(d, metric="l2", device="cpu").add(centres.astype(np.float32))
-            sums = np.zeros((k, d))
-            counts = np.zeros(k)
+        for done in range(passes + 1):  # the last pass only measures the inertia
+            self.cluster_centers_ = _host(centres).astype(np.float32)
+            if on_gpu:
+                sums: Any = torch.zeros((k, d), dtype=torch.float64, device=self.device_)
+                counts: Any = torch.zeros(k, dtype=torch.float64, device=self.device_)
+            else:
+                sums, counts = np.zeros((k, d)), np.zeros(k)
             inertia = 0.0
             for batch in batches():
-                x = to_numpy(batch, np.float32)
-                D, I = index.search(x, 1)  # noqa: E741
-                np.add.at(sums, I[:, 0], x.astype(np.float64))
-                counts += np.bincount(I[:, 0], minlength=k)
-                inertia += float(D.astype(np.float64).sum())
-            if counts.sum() == 0:
+                x = check_input(self, batch, reset=False, dtype=np.float32)
+                x = self._device_tensor(x) if on_gpu else _host_float32(x)
+                labels, distances = self._assign(x)
+                if on_gpu:
+                    sums.index_add_(0, labels, x.double())
+                    counts += torch.bincount(labels, minlength=k)
+                    inertia += float(distances.double().sum())
+                else:
+                    np.add.at(sums, labels, x.astype(np.float64))
+                    counts += np.bincount(labels, minlength=k)
+                    inertia += float(distances.astype(np.float64).sum())
+            if float(counts.sum()) == 0:
                 raise ValueError("batches() yielded no data")
             self.inertia_ = inertia
             bar.update(1)
             bar.set_postfix(inertia=f"{inertia:.6g}")
-            if _ == passes:
+            if done == passes:
                 break
             # An empty cluster keeps its centre rather than collapsing to the origin.
             filled = counts > 0
             centres[filled] = sums[filled] / counts[filled, None]
         bar.close()
-        self.cluster_centers_ = np.ascontiguousarray(centres, dtype=np.float32)
+        self.cluster_centers_ = np.ascontiguousarray(_host(centres), dtype=np.float32)
+        self.n_iter_ = passes
         return self
 
     def predict(self, X: Any) -> Any:
-        """Index of the closest centre (L2) of each row of ``X``."""
-        if not hasattr(self, "cluster_centers_"):
-            raise ValueError("this KMeans is not fitted yet; call fit first")
+        """Index of the closest centre (L2) of each row of ``X``.
+
+        Parameters
+        ----------
+        X : (n, d) array-like, torch tensor or CuPy array
+
+        Returns
+        -------
+        (n,) int64, the array type of ``X``
+        """
+        check_is_fitted(self)
+        x = check_input(self, X, reset=False, dtype=np.float32)
+        labels, _ = self._assign(x)
+        return _like_input(labels, X)
+
+    def fit_predict(self, X: Any, y: Any = None) -> Any:
+        """:meth:`fit` ``X`` : (n, d) and return ``labels_`` : (n,)."""
+        return self.fit(X).labels_
+
+    def _device_tensor(self, x: Any) -> Any:
+        import torch
+
+        if is_torch(x):
+            return x.detach().to(self.device_, torch.float32)
+        if is_cupy(x):
+            return torch.from_dlpack(x).to(self.device_, torch.float32)
+        return tensor_of(_host_float32(x)).to(self.device_)
+
+    def _assign(self, x: Any) -> tuple[Any, Any]:
+        """Closest centre and squared distance of each row of the checked ``x``: with FAISS on
+        the CPU (the index that labelled the training data), with torch on CUDA (which needs no
+        GPU build of FAISS)."""
+        if self.device_.type == "cuda":
+            import torch
+
+            centres = torch.as_tensor(self.cluster_centers_, device=self.device_)
+            return _nearest_centres(self._device_tensor(x), centres)
         from ctfp.index.flat import FlatIndex
 
         index = FlatIndex(self.n_features_in_, metric="l2", device="cpu")
         index.add(self.cluster_centers_)
-        _, I = index.search(to_numpy(X), 1)  # noqa: E741
-        return like(I[:, 0], X)
+        D, I = index.search_checked(_host_float32(x), 1)  # noqa: E741
+        return I[:, 0], D[:, 0]
 
-    def fit_predict(self, X: Any, y: Any = None) -> Any:
-        return self.fit(X).labels_
+    # -- save and load ----------------------------------------------------------------------
+    def to_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """The fitted model as JSON-ready parameters and numpy arrays (nothing pickled).
+
+        Returns
+        -------
+        params : dict
+            The settings (all but ``device``) and the fitted scalars ``inertia_``, ``n_iter_``,
+            ``n_features_in_``, ``backend_``.
+        arrays : dict
+            ``cluster_centers`` : (n_clusters, d) float32. ``labels_`` is not saved.
+        """
+        check_is_fitted(self)
+        settings = self.get_params()
+        del settings["device"]  # chosen again at load time
+        settings["random_state"] = json_seed(settings["random_state"])
+        params = {
+            **settings,
+            "inertia_": float(self.inertia_),
+            "n_iter_": int(self.n_iter_),
+            "n_features_in_": int(self.n_features_in_),
+            "backend_": str(self.backend_),
+        }
+        return params, {"cluster_centers": np.array(self.cluster_centers_, dtype=np.float32)}
+
+    @classmethod
+    def from_state(
+        cls, params: dict[str, Any], arrays: dict[str, np.ndarray], *, device: str = "auto"
+    ) -> KMeans:
+        """Rebuild a fitted model from :meth:`to_state` output; :meth:`predict` runs on
+        ``device`` and gives the labels the saved model gave there.
+
+        Parameters
+        ----------
+        params, arrays
+            What :meth:`to_state` returned (after a JSON and ``.npz`` round trip, say).
+        device
+            ``"auto"``, ``"cpu"`` or ``"cuda"``.
+        """
+        settings = {k: v for k, v in params.items() if not k.endswith("_")}
+        self = cls(**settings, device=device)
+        centres = np.asarray(arrays["cluster_centers"], dtype=np.float32)
+        check_matrix(centres, "cluster_centers")
+        expected = (self.n_clusters, int(params["n_features_in_"]))
+        if centres.shape != expected:
+            raise ValueError(f"cluster_centers must have shape {expected}, got {centres.shape}")
+        self.device_ = resolve_device(device)
+        self.cluster_centers_ = np.ascontiguousarray(centres)
+        self.inertia_ = float(params["inertia_"])
+        self.n_iter_ = int(params["n_iter_"])
+        self.n_features_in_ = expected[1]
+        self.backend_ = str(params["backend_"])
+        return self
+
+
+def _nearest_centres(x: Any, centres: Any) -> tuple[Any, Any]:
+    """Closest of ``centres`` (k, d) to each row of ``x`` (n, d), torch tensors on one device.
+
+    Returns
+    -------
+    labels : (n,) int64 tensor
+    distances : (n,) squared L2 distances, x's dtype
+    """
+    import torch
+
+    c2 = (centres * centres).sum(1)
+    labels = torch.empty(len(x), dtype=torch.int64, device=x.device)
+    distances = torch.empty(len(x), dtype=x.dtype, device=x.device)
+    for i in range(0, len(x), _ASSIGN_ROWS):
+        rows = x[i : i + _ASSIGN_ROWS]
+        d2 = (rows * rows).sum(1, keepdim=True) - 2 * rows @ centres.T + c2
+        distances[i : i + len(rows)], labels[i : i + len(rows)] = d2.min(1)
+    # |x|^2 - 2 x.c + |c|^2 can round below zero for a point on its centre.
+    return labels, distances.clamp_min(0)
+
+
+def _host_float32(x: Any) -> np.ndarray:
+    """A checked ``x`` as a C-contiguous float32 numpy array (no copy when it is one)."""
+    if isinstance(x, np.ndarray):
+        return np.ascontiguousarray(x, dtype=np.float32)
+    return to_numpy(x, np.float32)
+
+
+def _host(a: Any) -> np.ndarray:
+    return a.cpu().numpy() if is_torch(a) else np.asarray(a)
+
+
+def _like_input(result: Any, template: Any) -> Any:
+    """A numpy or torch ``result`` as the array type of ``template``, kept on its device."""
+    if is_torch(result):
+        if is_torch(template):
+            return result.to(template.device)
+        if is_cupy(template):
+            import cupy
+
+            return cupy.from_dlpack(result)
+        return result.cpu().numpy()
+    return like(result, template)

@@ -5,24 +5,27 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import numpy as np
-from sklearn.base import BaseEstimator
+from sklearn.base import BaseEstimator, ClassifierMixin
 
+from ctfp._arrays import check_input as check_input_
 from ctfp._arrays import to_numpy
 from ctfp.exceptions import InputError
 from ctfp.settings import Settings
 
 
-class MembershipMethod(BaseEstimator):
+class MembershipMethod(ClassifierMixin, BaseEstimator):
     """Was this real slice used to train the generator? The contract of a task 1 method.
 
-    A method is a scikit-learn estimator (settings stored unchanged in ``__init__``, validated
-    in ``fit``, fitted state ending in ``_``; ``sklearn.clone`` and ``get_params`` work) with:
+    A method is a scikit-learn binary classifier (settings stored unchanged in ``__init__``,
+    validated in ``fit``, fitted state ending in ``_``; ``sklearn.clone``, ``get_params`` and
+    ``score`` (accuracy) work) with:
 
-    - ``fit(train_x, train_y, generated=None)``: labelled training reals (1 = used, 0 = not
-      used) and, for methods that need them (``needs_generated``), the generated slices;
-      chooses ``threshold_``.
+    - ``fit(X, y, generated=None)``: labelled training reals ``X`` (n, d) with labels ``y``
+      (n,) (scikit-learn's names) and, for methods that
+      need them (``needs_generated``), the generated slices; chooses ``threshold_``. Labels are
+      1 = used, 0 = not used (any two labels work: the larger, ``classes_[1]``, is "used").
     - ``score_samples(x)``: (n,) float64, higher = more likely used.
-    - ``predict(x)``: (n,) int64, 1 where ``score_samples(x) >= threshold_``.
+    - ``predict(x)``: (n,) labels, ``classes_[1]`` where ``score_samples(x) >= threshold_``.
     - ``to_state()`` / ``from_state()``: the fitted model as JSON-ready values and numpy
       arrays, nothing pickled (:mod:`ctfp.runs.models` writes them).
 
@@ -43,7 +46,7 @@ class MembershipMethod(BaseEstimator):
     light_scoring: ClassVar[bool] = False
 
     # -- the interface ------------------------------------------------------------------------
-    def fit(self, train_x: Any, train_y: Any, generated: Any = None) -> MembershipMethod:
+    def fit(self, X: Any, y: Any, generated: Any = None) -> MembershipMethod:
         raise NotImplementedError
 
     def score_samples(self, x: Any, *, check_input: bool = True) -> np.ndarray:
@@ -55,9 +58,15 @@ class MembershipMethod(BaseEstimator):
         raise NotImplementedError
 
     def predict(self, x: Any) -> np.ndarray:
-        """(n,) 1 where the score reaches ``threshold_`` (predicted used), else 0."""
+        """(n,) ``classes_[1]`` (1: used) where the score reaches ``threshold_``, else
+        ``classes_[0]``."""
         self._check_fitted()
-        return (self.score_samples(x) >= self.threshold_).astype(np.int64)
+        return self.classes_[(self.score_samples(x) >= self.threshold_).astype(np.int64)]
+
+    def __sklearn_tags__(self) -> Any:
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.multi_class = False  # used / not used
+        return tags
 
     def to_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         """The fitted model: (JSON-ready parameters and fitted scalars, numpy arrays)."""
@@ -78,19 +87,25 @@ class MembershipMethod(BaseEstimator):
             raise NotFittedError(f"this {type(self).__name__} is not fitted yet; call fit first")
 
     def _fit_inputs(
-        self, train_x: Any, train_y: Any, generated: Any
+        self, X: Any, y: Any, generated: Any
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """Validated (x float32 (n, d), y int (n,) of 0/1, generated float32 (m, d) or None)."""
-        x = to_numpy(train_x, np.float32, "training embeddings")
-        y = np.asarray(train_y)
-        if y.ndim != 1 or len(y) != len(x):
+        """Validated (x float32 (n, d), y (n,) 1 = used / 0, generated float32 (m, d) or None);
+        sets ``classes_`` and ``n_features_in_``."""
+        from sklearn.utils.multiclass import check_classification_targets
+        from sklearn.utils.validation import validate_data
+
+        x, y = validate_data(self, X, y, dtype=np.float32, order="C", accept_sparse=False)
+        check_classification_targets(y)
+        classes = np.unique(y)
+        if len(classes) != 2:
             raise ValueError(
-                f"train_y must be one 0/1 label per training row: {len(x)} rows, labels of "
-                f"shape {y.shape}"
+                f"{type(self).__name__} needs used and not-used training slices: y holds "
+                f"{len(classes)} class{'es' if len(classes) != 1 else ''} "
+                f"({', '.join(map(str, classes[:5]))}). Only binary classification is supported "
+                "(1 = used, 0 = not used)."
             )
-        if not np.isin(y, (0, 1)).all():
-            raise ValueError("train_y must hold 1 (used) and 0 (not used) only")
-        y = y.astype(np.int64)
+        self.classes_ = classes
+        y = (y == classes[1]).astype(np.int64)
         g = None
         if generated is not None and len(generated):
             g = to_numpy(generated, np.float32, "generated embeddings")
@@ -102,6 +117,21 @@ class MembershipMethod(BaseEstimator):
         if self.needs_generated and g is None:
             raise InputError(f"method {self.name!r} needs generated slices (DATA/generated/)")
         return x, y, g
+
+    def _check_x(self, x: Any, check_input: bool = True) -> np.ndarray:
+        """``x`` for scoring: checked as in ``fit`` (feature count included), or, with
+        ``check_input=False`` and a C-contiguous float32 matrix, as it is."""
+        fast = isinstance(x, np.ndarray) and x.dtype == np.float32 and x.ndim == 2
+        if fast and not check_input and x.flags.c_contiguous:
+            return x
+        return np.asarray(check_input_(self, x, reset=False, dtype=np.float32))
+
+    def _state_classes(self) -> dict[str, Any]:
+        """``classes_`` as a saved model records it."""
+        return {"classes": self.classes_.tolist()}
+
+    def _restore_classes(self, params: dict[str, Any]) -> None:
+        self.classes_ = np.asarray(params.get("classes", [0, 1]))
 
 
 __all__ = ["MembershipMethod"]

@@ -49,12 +49,12 @@ class CentroidMembership(MembershipMethod):
         self.device = device
         self.backend = backend
 
-    def fit(self, train_x: Any, train_y: Any, generated: Any = None) -> CentroidMembership:
-        """Fit the centres on training reals ``train_x`` (n, d) with labels ``train_y`` (n,)
+    def fit(self, X: Any, y: Any, generated: Any = None) -> CentroidMembership:
+        """Fit the centres on training reals ``X`` (n, d) with labels ``y`` (n,)
         (1 = used, 0 = not used); ``generated`` is not used by this method."""
         if not isinstance(self.k, int | np.integer) or self.k < 1:
             raise ValueError(f"k must be a positive integer, got {self.k!r}")
-        x, y, _ = self._fit_inputs(train_x, train_y, None)
+        x, y, _ = self._fit_inputs(X, y, None)
         centres = []
         for name, part in (("used", x[y == 1]), ("not used", x[y == 0])):
             if part.shape[0] < self.k:
@@ -86,6 +86,8 @@ class CentroidMembership(MembershipMethod):
     def _set_centres(self, used: np.ndarray, not_used: np.ndarray) -> CentroidMembership:
         self.centers_used_, self.centers_not_used_ = used, not_used
         self.threshold_ = 0.0
+        if not hasattr(self, "classes_"):
+            self.classes_ = np.array([0, 1])
         d = used.shape[1]
         self.n_features_in_ = d
         self.index_ = FlatIndex(d, metric="l1", device=self.device).add(np.vstack([used, not_used]))
@@ -102,8 +104,7 @@ class CentroidMembership(MembershipMethod):
         caller refuses (:func:`ctfp.score_shards` does).
         """
         self._check_fitted()
-        fast = isinstance(x, np.ndarray) and x.dtype == np.float32 and x.ndim == 2
-        a = x if fast and not check_input and x.flags.c_contiguous else to_numpy(x, np.float32)
+        a = self._check_x(x, check_input)
         score = np.zeros(len(a))
         for sign, index in ((-1.0, self.index_used_), (1.0, self.index_not_used_)):
             D, I = index.search_checked(a, 1)  # noqa: E741
@@ -112,14 +113,16 @@ class CentroidMembership(MembershipMethod):
         return score
 
     def predict(self, x: Any) -> np.ndarray:
-        """(n,) 1 if the nearest of the 2k centres is a "used" centre, else 0 (the 1-NN label)."""
+        """(n,) ``classes_[1]`` (1: used) if the nearest of the 2k centres is a "used" centre,
+        else ``classes_[0]`` (the 1-NN label)."""
         self._check_fitted()
-        _, I = self.index_.search(to_numpy(x, np.float32), 1)  # noqa: E741
-        return (I[:, 0] < len(self.centers_used_)).astype(np.int64)
+        _, I = self.index_.search(self._check_x(x), 1)  # noqa: E741
+        return self.classes_[(I[:, 0] < len(self.centers_used_)).astype(np.int64)]
 
     def to_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         self._check_fitted()
-        params = {"k": int(len(self.centers_used_)), "threshold": self.threshold_}
+        params = {"k": len(self.centers_used_), "threshold": self.threshold_}
+        params.update(self._state_classes())
         arrays = {"centers_used": self.centers_used_, "centers_not_used": self.centers_not_used_}
         return params, arrays
 
@@ -127,7 +130,9 @@ class CentroidMembership(MembershipMethod):
     def from_state(
         cls, params: dict[str, Any], arrays: dict[str, np.ndarray], *, device: str = "auto"
     ) -> CentroidMembership:
-        return cls.from_centres(arrays["centers_used"], arrays["centers_not_used"], device=device)
+        model = cls.from_centres(arrays["centers_used"], arrays["centers_not_used"], device=device)
+        model._restore_classes(params)
+        return model
 
 
 __all__ = ["CentroidMembership"]

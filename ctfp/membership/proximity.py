@@ -14,7 +14,6 @@ from typing import Any
 
 import numpy as np
 
-from ctfp._arrays import to_numpy
 from ctfp.index import distance
 from ctfp.index.ann import KINDS, ApproximateIndex, make_index, recall_at_1
 from ctfp.index.flat import FlatIndex
@@ -120,9 +119,9 @@ class ProximityMembership(MembershipMethod):
         self.recall_target = recall_target
         self.device = device
 
-    def fit(self, train_x: Any, train_y: Any, generated: Any = None) -> ProximityMembership:
-        """Index ``generated`` (m, d); calibrate on training reals ``train_x`` (n, d) with labels
-        ``train_y`` (1 = used, 0 = not used)."""
+    def fit(self, X: Any, y: Any, generated: Any = None) -> ProximityMembership:
+        """Index ``generated`` (m, d); calibrate on training reals ``X`` (n, d) with labels
+        ``y`` (1 = used, 0 = not used)."""
         ProximitySettings(  # validates the options with the command line's own rules
             metric=self.metric,
             neighbours=self.neighbours,
@@ -131,7 +130,7 @@ class ProximityMembership(MembershipMethod):
             index=self.index,
             recall_target=self.recall_target,
         )
-        x, y, g = self._fit_inputs(train_x, train_y, generated)
+        x, y, g = self._fit_inputs(X, y, generated)
         assert g is not None
         if len(g) < self.neighbours:
             raise ValueError(f"{self.neighbours} neighbours need at least as many generated slices")
@@ -152,7 +151,6 @@ class ProximityMembership(MembershipMethod):
                 raise ValueError("the reference set needs at least 2 not-used training slices")
             self.reference_ = FlatIndex(g.shape[1], metric=searched, device=self._flat_device())
             self.reference_.add(x[ref_rows])
-        self.n_features_in_ = g.shape[1]
         self.train_scores_ = self._score(x, leave_out=ref_rows)
         self.threshold_ = choose_threshold(self.train_scores_, y, self.calibrate)
         return self
@@ -181,7 +179,7 @@ class ProximityMembership(MembershipMethod):
     def score_samples(self, x: Any, *, check_input: bool = True) -> np.ndarray:
         """(n,) membership score, higher = more likely used (closer to the generated set)."""
         self._check_fitted()
-        return self._score(distance.prepare(to_numpy(x, np.float32, "embeddings"), self.metric))
+        return self._score(distance.prepare(self._check_x(x, check_input), self.metric))
 
     def to_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         self._check_fitted()
@@ -194,6 +192,7 @@ class ProximityMembership(MembershipMethod):
             "recall_target": self.recall_target,
             "threshold": self.threshold_,
             "recall": self.recall_,
+            **self._state_classes(),
         }
         arrays = {
             "generated_index": self.index_.to_bytes(),
@@ -230,6 +229,7 @@ class ProximityMembership(MembershipMethod):
         model.recall_ = params["recall"]
         model.train_scores_ = arrays["train_scores"]
         model.n_features_in_ = model.index_.d
+        model._restore_classes(params)
         return model
 
 

@@ -43,15 +43,51 @@ def settings_section(
             '<div class="warning">The run folder has no embeddings (embeddings/part-*.parquet): '
             "the map and the thumbnails are left out.</div>"
         )
-    skip = {"model", "runs"}
-    settings = [(k, v) for k, v in summary.items() if k not in skip]
-    parts.append('<div class="figures"><div><h3>Settings (summary.json)</h3>')
-    parts.append(table(["setting", "value"], [(k, fmt(v)) for k, v in settings]))
+    recorded = summary.get("settings") or {}
+    # Runs since 0.2 record their settings objects; the flat keys beside them repeat them.
+    skip = {"model", "runs", "settings"} | (set(LEGACY_KEYS) if recorded else set())
+    outcome = [(k, v) for k, v in summary.items() if k not in skip]
+    parts.append('<div class="figures"><div><h3>The run (summary.json)</h3>')
+    parts.append(table(["field", "value"], [(k, fmt(v)) for k, v in outcome]))
+    if recorded:
+        rows_ = [
+            (stage, name, fmt(value))
+            for stage, values in recorded.items()
+            for name, value in _flat(values or {})
+        ]
+        parts.append("<h3>Settings that ran (one object per stage)</h3>")
+        parts.append(table(["stage", "setting", "value"], rows_))
     parts.append('</div><div class="wide"><h3>Model identity (shard metadata)</h3>')
     parts.append(table(["field", "value"], [(k, fmt(v)) for k, v in identity.items()]))
     parts.append("</div></div>")
     parts.append(f'<p class="note">Run folder: <code>{escape(run.resolve())}</code></p></section>')
     return "".join(parts)
+
+
+#: Flat summary keys of task runs that repeat the recorded settings objects.
+LEGACY_KEYS = (
+    "metric",
+    "neighbours",
+    "reference",
+    "calibrate",
+    "index",
+    "recall_target",
+    "seed",
+    "init",
+    "covariance_type",
+    "pca",
+)
+
+
+def _flat(values: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    """``{"options": {"metric": "l2"}}`` -> ``[("options.metric", "l2")]``."""
+    out: list[tuple[str, Any]] = []
+    for name, value in values.items():
+        if isinstance(value, Mapping):
+            out += _flat(value, f"{prefix}{name}.")
+        else:
+            out.append((f"{prefix}{name}", value))
+    return out
 
 
 def map_section(

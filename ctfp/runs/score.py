@@ -29,6 +29,7 @@ from ctfp.settings import Settings, option
 from ctfp.store.reader import check_compatible, count_rows, scan_batches, shard_paths
 from ctfp.store.writer import FolderLock, write_atomic
 
+
 @dataclass(frozen=True)
 class ScoreSettings(Settings):
     """Archive scoring through a saved model (``ctfp score``)."""
@@ -174,10 +175,10 @@ def _score_into(
     total_rows = count_rows(todo)
     start = time.perf_counter()
     rows = 0
-    # A light model's search (the seed method's few centres) costs about as much as reading a row: the
-    # prefetch thread reads and converts on one core and FAISS gets the others, and its scores,
-    # not its n x d inputs, are checked for finiteness (a NaN or infinity in a row makes the
-    # row's score NaN; every task 1 score is checked below). A search over a large generated
+    # A light model's search (the seed method's few centres) costs about as much as reading a
+    # row: the prefetch thread reads and converts on one core and FAISS gets the others, and its
+    # scores, not its n x d inputs, are checked for finiteness (a NaN or infinity in a row makes
+    # the row's score NaN; every task 1 score is checked below). A search over a large generated
     # set or a mixture outweighs reading, so those keep every core and check their inputs.
     import faiss
 

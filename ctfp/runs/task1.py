@@ -13,7 +13,6 @@ import numpy as np
 from ctfp.embed.settings import EmbedSettings
 from ctfp.engine.settings import EngineSettings
 from ctfp.evaluate import write_run
-from ctfp.exceptions import InputError
 from ctfp.membership.base import MembershipMethod
 from ctfp.membership.settings import Task1Settings
 from ctfp.progress import logger, progress_bar

@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 from sklearn.metrics import adjusted_rand_score
 
+from ctfp.attribution.shards import cluster_shards
 from ctfp.cli import main
 from ctfp.cluster.gmm import GaussianMixture
 from ctfp.store.reader import read_embeddings
 from ctfp.store.schema import make_metadata
 from ctfp.store.writer import ShardWriter
-from ctfp.attribution.shards import cluster_shards
 
 IDENTITY = {
     "model": "synthetic",

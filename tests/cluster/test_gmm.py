@@ -2,24 +2,26 @@
 
 from __future__ import annotations
 
+import io
+import json
+
 import numpy as np
 import pytest
+import scipy.sparse
 import torch
+from sklearn.base import clone
+from sklearn.exceptions import NotFittedError
 from sklearn.metrics import adjusted_rand_score
 from sklearn.mixture import GaussianMixture as SkGaussianMixture
+from sklearn.model_selection import GridSearchCV
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from ctfp.cluster import GaussianMixture
-from tests.conftest import cuda
-
-
-def blobs(n: int, d: int, k: int = 4, seed: int = 0, spread: float = 2.0) -> tuple:
-    rng = np.random.default_rng(seed)
-    centers = rng.normal(0, spread, (k, d))
-    scales = 1.0 + 0.3 * np.arange(k)
-    x = np.concatenate(
-        [rng.normal(c, s, (n // k, d)) for c, s in zip(centers, scales, strict=True)]
-    )
-    return x + 5.0, np.repeat(np.arange(k), n // k)
+from ctfp.cluster import gmm as gmm_module
+from ctfp.exceptions import DeviceError
+from tests.conftest import blobs, cuda
 
 
 def shared_start(x: np.ndarray, labels: np.ndarray, covariance_type: str, reg: float = 1e-6):
@@ -125,6 +127,12 @@ def test_errors() -> None:
         GaussianMixture(2, init_params="magic").fit(x)
     with pytest.raises(ValueError, match="not fitted"):
         GaussianMixture(2).predict(x)
+    with pytest.raises(NotFittedError):
+        GaussianMixture(2).score_samples(x)
+    with pytest.raises(TypeError, match="Sparse data"):
+        GaussianMixture(2, device="cpu").fit(scipy.sparse.csr_array(x))
+    with pytest.raises(ValueError, match="dtype must be"):
+        GaussianMixture(2, dtype="float16").fit(x)
     with pytest.raises(ValueError, match="n_samples=3"):
         GaussianMixture(4).fit(x[:3])
     bad = x.copy()
@@ -214,3 +222,164 @@ def test_float32_em_survives_a_feature_constant_within_a_component(covariance_ty
     for model in (memory, streamed):
         assert adjusted_rand_score(blob, model.predict(x)) > 0.99
         assert model.covariances_.min() >= model.reg_covar
+
+
+# Every scikit-learn check applies and passes: none is expected to fail.
+EXPECTED_FAILED_CHECKS: dict[str, str] = {}
+
+
+@parametrize_with_checks(
+    [
+        GaussianMixture(device="cpu"),
+        GaussianMixture(2, covariance_type="diag", dtype="float32", device="cpu"),
+    ],
+    expected_failed_checks=lambda est: EXPECTED_FAILED_CHECKS,
+)
+def test_sklearn_estimator_checks(estimator, check) -> None:
+    check(estimator)
+
+
+def test_clone_pipeline_and_grid_search() -> None:
+    start = np.zeros((2, 3))
+    gmm = GaussianMixture(2, dtype=torch.float32, means_init=start, random_state=4, device="cpu")
+    copy = clone(gmm)
+    assert copy is not gmm and copy.dtype is torch.float32 and copy.random_state == 4
+    np.testing.assert_array_equal(copy.means_init, start)
+    x = np.random.default_rng(0).permutation(blobs(400, 3, spread=6.0)[0])  # for the folds
+    pipe = make_pipeline(StandardScaler(), GaussianMixture(4, random_state=0, device="cpu"))
+    assert pipe.fit(x).predict(x).shape == (400,)
+    search = GridSearchCV(
+        GaussianMixture(random_state=0, device="cpu"), {"n_components": [1, 4]}, cv=2
+    ).fit(x)
+    assert search.best_params_ == {"n_components": 4}
+
+
+def test_dtype_strings_and_torch_dtypes_are_the_same_setting() -> None:
+    x, _ = blobs(400, 6, spread=3.0)
+    for name, dtype in (("float64", torch.float64), ("float32", torch.float32)):
+        by_name = GaussianMixture(3, dtype=name, random_state=0, device="cpu").fit(x)
+        by_dtype = GaussianMixture(3, dtype=dtype, random_state=0, device="cpu").fit(x)
+        np.testing.assert_array_equal(by_name.means_, by_dtype.means_)
+        assert by_name.predict_proba(x).dtype == np.dtype(name)
+
+
+def _json_npz_round_trip(params: dict, arrays: dict) -> tuple[dict, dict]:
+    """Through the formats a saved model uses: JSON and an .npz without pickles."""
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    buffer.seek(0)
+    with np.load(buffer, allow_pickle=False) as npz:
+        return json.loads(json.dumps(params)), {name: npz[name] for name in npz.files}
+
+
+@pytest.mark.parametrize(
+    ("covariance_type", "dtype"),
+    [("full", "float64"), ("tied", "float64"), ("diag", "float32"), ("spherical", "float64")],
+)
+def test_state_round_trip_gives_identical_answers(covariance_type: str, dtype: str) -> None:
+    x, _ = blobs(400, 5, spread=2.0)
+    gmm = GaussianMixture(
+        3, covariance_type=covariance_type, dtype=dtype, random_state=0, device="cpu"
+    ).fit(x)
+    loaded = GaussianMixture.from_state(*_json_npz_round_trip(*gmm.to_state()), device="cpu")
+    for method in ("predict", "predict_proba", "score_samples"):
+        np.testing.assert_array_equal(getattr(loaded, method)(x), getattr(gmm, method)(x))
+    for name in ("weights_", "means_", "covariances_", "precisions_cholesky_"):
+        np.testing.assert_array_equal(getattr(loaded, name), getattr(gmm, name))
+    assert loaded.get_params() == {**gmm.get_params(), "dtype": dtype}
+    assert (loaded.n_iter_, loaded.converged_) == (gmm.n_iter_, gmm.converged_)
+    assert loaded.lower_bound_ == gmm.lower_bound_
+    assert loaded.bic(x) == gmm.bic(x)
+
+
+def test_state_keeps_given_starts_and_a_model_from_params() -> None:
+    x, truth = blobs(400, 4, spread=3.0)
+    start = shared_start(x, truth, "diag")
+    gmm = GaussianMixture(4, covariance_type="diag", device="cpu", **start).fit(x)
+    params, arrays = _json_npz_round_trip(*gmm.to_state())
+    np.testing.assert_array_equal(arrays["means_init"], start["means_init"])
+    loaded = GaussianMixture.from_state(params, arrays, device="cpu")
+    np.testing.assert_array_equal(loaded.precisions_init, start["precisions_init"])
+    np.testing.assert_array_equal(loaded.predict_proba(x), gmm.predict_proba(x))
+    # A model built from its parameters (no EM, no lower bound) saves and loads too.
+    built = GaussianMixture.from_params(
+        gmm.weights_, gmm.means_, gmm.covariances_, covariance_type="diag", device="cpu"
+    )
+    params, arrays = _json_npz_round_trip(*built.to_state())
+    assert params["lower_bound_"] is None
+    again = GaussianMixture.from_state(params, arrays, device="cpu")
+    np.testing.assert_array_equal(again.score_samples(x), built.score_samples(x))
+    np.testing.assert_allclose(again.score_samples(x), gmm.score_samples(x), rtol=1e-12)
+
+
+def test_float32_m_step_is_redone_in_float64_when_a_covariance_is_not_pd(monkeypatch) -> None:
+    """The one M-step's fallback, in memory and streamed: when the covariance from float32
+    products is not positive definite, the same E-step's statistics are taken again with
+    float64 products (a float64 fit has no fallback and reports the error)."""
+    x, truth = blobs(800, 6, spread=3.0)
+    kw = dict(max_iter=3, tol=0.0, device="cpu", **shared_start(x, truth, "full"))
+    reference = GaussianMixture(4, dtype="float32", **kw).fit(x)
+    real_cholesky = gmm_module._precision_cholesky
+    real_statistics = gmm_module._StatisticsSource.statistics
+    factorised: list[bool] = []
+    products: list[bool] = []
+
+    def cholesky(cov, covariance_type):  # fails at the first two M-steps of each fit
+        factorised.append(True)
+        if len(factorised) in (1, 3):
+            raise ValueError("ill-defined empirical covariance")
+        return real_cholesky(cov, covariance_type)
+
+    def statistics(self, params, *, float64=False):
+        products.append(float64)
+        return real_statistics(self, params, float64=float64)
+
+    monkeypatch.setattr(gmm_module, "_precision_cholesky", cholesky)
+    monkeypatch.setattr(gmm_module._StatisticsSource, "statistics", statistics)
+    with pytest.warns(UserWarning, match="did not converge"):
+        refit = GaussianMixture(4, dtype="float32", **kw).fit(x)
+    assert products == [False, True, False, True, False]
+    factorised.clear()
+    products.clear()
+    streamed = GaussianMixture(4, dtype="float32", **kw)
+    streamed.fit_stream(lambda: np.array_split(x, 3), x, init_max_iter=0)
+    assert products == [False, True, False, True, False]
+    for model in (refit, streamed):
+        np.testing.assert_allclose(model.means_, reference.means_, rtol=1e-5)
+        np.testing.assert_allclose(model.covariances_, reference.covariances_, rtol=1e-5, atol=1e-6)
+    factorised.clear()
+    with pytest.raises(ValueError, match="ill-defined"):
+        GaussianMixture(4, dtype="float64", **kw).fit(x)
+
+
+def test_torch_kmeans_start_finds_the_clusters() -> None:
+    """The "kmeans" start used on CUDA when neither cuML nor faiss-gpu is installed."""
+    x, truth = blobs(800, 8, spread=4.0)
+    labels = gmm_module._torch_kmeans(torch.from_numpy(x), 4, np.random.default_rng(0))
+    assert labels.shape == (800,) and labels.dtype == torch.int64
+    assert adjusted_rand_score(truth, labels.numpy()) > 0.95
+
+
+def test_cuda_is_refused_not_ignored() -> None:
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    x, _ = blobs(40, 4)
+    with pytest.raises(DeviceError, match="CUDA is not available"):
+        GaussianMixture(2, device="cuda").fit(x)
+    gmm = GaussianMixture(2, random_state=0, device="cpu").fit(x)
+    with pytest.raises(DeviceError, match="CUDA is not available"):
+        GaussianMixture.from_state(*gmm.to_state(), device="cuda")
+
+
+@cuda
+@pytest.mark.gpu
+def test_kmeans_start_stays_on_cuda_without_a_gpu_kmeans(monkeypatch) -> None:
+    import ctfp.cluster.kmeans
+
+    monkeypatch.setattr(ctfp.cluster.kmeans, "gpu_kmeans_available", lambda: False)
+    x, truth = blobs(2000, 16, spread=3.0)
+    gmm = GaussianMixture(4, covariance_type="diag", random_state=0, device="cuda").fit(x)
+    assert gmm.device_.type == "cuda"
+    assert adjusted_rand_score(truth, gmm.predict(x)) > 0.95
+    loaded = GaussianMixture.from_state(*gmm.to_state(), device="cuda")
+    np.testing.assert_array_equal(loaded.predict_proba(x), gmm.predict_proba(x))

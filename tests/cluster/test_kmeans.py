@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+import io
+import json
+
 import numpy as np
 import pytest
+import scipy.sparse
 import torch
+from sklearn.base import clone
 from sklearn.cluster import KMeans as SkKMeans
+from sklearn.exceptions import NotFittedError
 from sklearn.metrics import adjusted_rand_score
+from sklearn.model_selection import GridSearchCV
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from ctfp.cluster import KMeans
+from ctfp.cluster.kmeans import _nearest_centres
 from ctfp.exceptions import DeviceError
-from tests.cluster.test_gmm import blobs
-from tests.conftest import cuda
+from tests.conftest import blobs, cuda
 
 
 @pytest.mark.parametrize("backend", ["faiss", "sklearn"])
@@ -45,8 +55,16 @@ def test_errors() -> None:
         KMeans(2, backend="magic").fit(x)
     with pytest.raises(ValueError, match="not fitted"):
         KMeans(2).predict(x)
-    with pytest.raises(ValueError, match="2-D"):
+    with pytest.raises(ValueError, match="2D array"):
         KMeans(2).fit(x[:, 0])
+    with pytest.raises(ValueError, match="2-D"):
+        KMeans(2).fit(torch.from_numpy(x[:, 0]))
+    with pytest.raises(TypeError, match="Sparse data"):
+        KMeans(2, device="cpu").fit(scipy.sparse.csr_array(x))
+    with pytest.raises(NotFittedError):
+        KMeans(2).predict(x)
+    with pytest.raises(ValueError, match="X has 3 features, but KMeans is expecting 4"):
+        KMeans(2, device="cpu").fit(x).predict(x[:, :3])
     if not torch.cuda.is_available():
         with pytest.raises(DeviceError, match="CUDA is not available"):
             KMeans(2, device="cuda").fit(x)
@@ -90,3 +108,93 @@ def test_cuml_takes_device_arrays() -> None:
     for arr in (cupy.asarray(x), torch.as_tensor(x, device="cuda")):
         km = KMeans(4, n_init=3, random_state=0, backend="cuml", device="cuda").fit(arr)
         assert adjusted_rand_score(truth, np.asarray(km.labels_.tolist())) > 0.99
+
+
+# Every scikit-learn check applies and passes: none is expected to fail.
+EXPECTED_FAILED_CHECKS: dict[str, str] = {}
+
+
+@parametrize_with_checks(
+    [KMeans(device="cpu")], expected_failed_checks=lambda est: EXPECTED_FAILED_CHECKS
+)
+def test_sklearn_estimator_checks(estimator, check) -> None:
+    check(estimator)
+
+
+def test_clone_pipeline_and_grid_search() -> None:
+    km = KMeans(3, n_init=2, random_state=5, device="cpu", backend="sklearn")
+    copy = clone(km)
+    assert copy is not km and copy.get_params() == km.get_params()
+    assert not hasattr(copy, "cluster_centers_")
+    x, truth = blobs(400, 4, spread=8.0)
+    pipe = make_pipeline(StandardScaler(), KMeans(4, device="cpu")).fit(x)
+    assert adjusted_rand_score(truth, pipe.predict(x)) > 0.95
+    assert pipe.set_params(kmeans__n_clusters=2).get_params()["kmeans__n_clusters"] == 2
+    search = GridSearchCV(
+        KMeans(device="cpu"), {"n_clusters": [2, 4]}, cv=2, scoring=lambda e, X, y=None: 0.0
+    ).fit(x)
+    assert search.best_estimator_.n_features_in_ == 4
+
+
+def test_state_round_trip_gives_the_same_labels() -> None:
+    x, _ = blobs(600, 8, spread=2.0)
+    km = KMeans(4, n_init=2, random_state=1, device="cpu").fit(x)
+    params, arrays = km.to_state()
+    # Through the formats a saved model uses: JSON and an .npz without pickles.
+    params = json.loads(json.dumps(params))
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    buffer.seek(0)
+    with np.load(buffer, allow_pickle=False) as npz:
+        arrays = {name: npz[name] for name in npz.files}
+    loaded = KMeans.from_state(params, arrays, device="cpu")
+    np.testing.assert_array_equal(loaded.predict(x), km.predict(x))
+    np.testing.assert_array_equal(loaded.cluster_centers_, km.cluster_centers_)
+    assert loaded.get_params() == km.get_params()
+    assert (loaded.inertia_, loaded.n_iter_, loaded.backend_) == (km.inertia_, 100, "faiss")
+    with pytest.raises(ValueError, match="cluster_centers must have shape"):
+        KMeans.from_state(params, {"cluster_centers": arrays["cluster_centers"][:2]})
+
+
+def test_torch_assignment_matches_faiss() -> None:
+    """The assignment predict and fit_stream use on CUDA, checked on the CPU against FAISS."""
+    x, _ = blobs(3000, 16, spread=1.0)
+    km = KMeans(6, random_state=0, device="cpu").fit(x)
+    labels, distances = _nearest_centres(
+        torch.from_numpy(x.astype(np.float32)), torch.from_numpy(km.cluster_centers_)
+    )
+    assert labels.dtype == torch.int64 and distances.min() >= 0
+    np.testing.assert_array_equal(labels.numpy(), km.labels_)
+    inertia = float(distances.double().sum())
+    assert inertia == pytest.approx(km.inertia_, rel=1e-5)
+
+
+@cuda
+@pytest.mark.gpu
+def test_predict_and_streaming_run_on_cuda() -> None:
+    x, truth = blobs(4000, 16, spread=3.0)
+    km = KMeans(4, n_init=3, random_state=0, device="cpu").fit(x)
+    state = km.to_state()
+    gpu = KMeans.from_state(*state, device="cuda")
+    xt = torch.as_tensor(x, device="cuda")
+    labels = gpu.predict(xt)
+    assert labels.is_cuda
+    assert adjusted_rand_score(km.predict(x), labels.cpu().numpy()) > 0.999
+    streamed = KMeans(4, n_init=3, random_state=0, device="cuda")
+    try:
+        streamed.fit_stream(lambda: np.array_split(x, 5), x[:500], passes=3)
+    except DeviceError:
+        pytest.skip("no GPU k-means here for the sample fit (pip install 'ctfp[gpu]')")
+    assert streamed.device_.type == "cuda"
+    assert adjusted_rand_score(truth, streamed.predict(x)) > 0.98
+
+
+def test_cuda_is_refused_not_ignored() -> None:
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    x, _ = blobs(40, 4)
+    km = KMeans(2, device="cpu").fit(x)
+    with pytest.raises(DeviceError, match="CUDA is not available"):
+        KMeans.from_state(*km.to_state(), device="cuda")
+    with pytest.raises(DeviceError):
+        KMeans(2, device="cuda", backend="sklearn").fit(x)

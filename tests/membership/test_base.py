@@ -72,14 +72,37 @@ def test_unfitted_and_bad_input_errors(name: str, memorised) -> None:
         make(name).score_samples(reals)
     with pytest.raises(NotFittedError, match="not fitted"):
         make(name).predict(reals)
-    with pytest.raises(ValueError, match="0/1 label per training row"):
+    with pytest.raises(ValueError, match="inconsistent numbers of samples"):
         make(name).fit(reals, y[:-1], generated)
-    with pytest.raises(ValueError, match="1 \\(used\\) and 0"):
-        make(name).fit(reals, y * 2, generated)
+    with pytest.raises(ValueError, match=r"needs used and not-used .* holds 3 classes"):
+        make(name).fit(reals, np.arange(len(y)) % 3, generated)
+    with pytest.raises(ValueError, match="holds 1 class"):
+        make(name).fit(reals, np.ones_like(y), generated)
+    with pytest.raises(ValueError, match="Unknown label type"):
+        make(name).fit(reals, y + 0.5, generated)
     bad = reals.copy()
     bad[3, 1] = np.nan
     with pytest.raises(ValueError, match="NaN"):
         make(name).fit(bad, y, generated)
+    fitted = make(name).fit(reals, y, generated)
+    with pytest.raises(ValueError, match=r"X has 31 features, but .* is expecting 32"):
+        fitted.score_samples(reals[:, :31])
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_any_two_labels_the_larger_is_used(name: str, memorised) -> None:
+    reals, y, generated = memorised()
+    numbers = make(name).fit(reals, y, generated)
+    words = make(name).fit(reals, np.where(y == 1, "used", "not_used"), generated)
+    assert words.classes_.tolist() == ["not_used", "used"]
+    np.testing.assert_array_equal(words.score_samples(reals), numbers.score_samples(reals))
+    np.testing.assert_array_equal(
+        words.predict(reals), np.where(numbers.predict(reals) == 1, "used", "not_used")
+    )
+    assert words.score(reals, np.where(y == 1, "used", "not_used")) == numbers.score(reals, y)
+    params, arrays = words.to_state()
+    again = type(words).from_state(params, arrays, device="cpu")
+    assert again.classes_.tolist() == ["not_used", "used"]
     if METHODS[name].needs_generated:
         with pytest.raises(InputError, match="generated"):
             make(name).fit(reals, y)

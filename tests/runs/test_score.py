@@ -10,11 +10,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from ctfp.exceptions import CtfpError, InputError
+from ctfp.membership.centroid import CentroidMembership
+from ctfp.runs.score import ScoreSettings, score_shards
 from ctfp.store.reader import read_embeddings
 from ctfp.store.schema import make_metadata
 from ctfp.store.writer import FolderLock, ShardWriter
-from ctfp.membership.centroid import CentroidMembership
-from ctfp.runs.score import ScoreSettings, score_shards
 
 IDENTITY = {
     "model": "synthetic",

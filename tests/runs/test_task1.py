@@ -5,11 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 from sklearn.metrics import (
     accuracy_score,
-    adjusted_rand_score,
     cohen_kappa_score,
     f1_score,
     roc_auc_score,

@@ -8,11 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from sklearn.metrics import (
-    accuracy_score,
     adjusted_rand_score,
-    cohen_kappa_score,
-    f1_score,
-    roc_auc_score,
 )
 
 from ctfp.attribution.settings import Task2Settings
