@@ -37,6 +37,7 @@ th, td { border: 1px solid #ddd; padding: 4px 8px; text-align: left; vertical-al
          overflow-wrap: anywhere; }
 th { background: #f4f4f4; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
+.stages td:first-child, .stages th:first-child { white-space: nowrap; }
 code, .mono { font-family: ui-monospace, "DejaVu Sans Mono", monospace; font-size: 13px;
               word-break: break-all; }
 .warning { background: #fff4e5; border: 1px solid #f0a020; padding: 10px 14px; margin: 12px 0; }

@@ -49,17 +49,16 @@ def settings_section(
     outcome = [(k, v) for k, v in summary.items() if k not in skip]
     parts.append('<div class="figures"><div><h3>The run (summary.json)</h3>')
     parts.append(table(["field", "value"], [(k, fmt(v)) for k, v in outcome]))
-    if recorded:
-        rows_ = [
-            (stage, name, fmt(value))
-            for stage, values in recorded.items()
-            for name, value in _flat(values or {})
-        ]
-        parts.append("<h3>Settings that ran (one object per stage)</h3>")
-        parts.append(table(["stage", "setting", "value"], rows_))
     parts.append('</div><div class="wide"><h3>Model identity (shard metadata)</h3>')
     parts.append(table(["field", "value"], [(k, fmt(v)) for k, v in identity.items()]))
     parts.append("</div></div>")
+    if recorded:
+        stages = [
+            (stage, ", ".join(f"{name}={fmt(value)}" for name, value in _flat(values or {})))
+            for stage, values in recorded.items()
+        ]
+        parts.append("<h3>Settings that ran (one object per stage)</h3>")
+        parts.append(f'<div class="stages">{table(["stage", "settings"], stages)}</div>')
     parts.append(f'<p class="note">Run folder: <code>{escape(run.resolve())}</code></p></section>')
     return "".join(parts)
 
