@@ -105,7 +105,10 @@ class _StatisticsSource:
             log_norm = torch.logsumexp(log_prob, 1)
             n += x.shape[0]
             log_likelihood += float(log_norm.double().sum())
-            part = self._moments(x, x2, (log_prob - log_norm[:, None]).exp(), shift, float64)
+            resp = (log_prob - log_norm[:, None]).exp()
+            if self.in_memory:  # kept for precise(): a float64 redo needs no second E-step
+                self._resp = resp
+            part = self._moments(x, x2, resp, shift, float64)
             if total is not None:  # the shift is the same for every chunk
                 part = part._replace(
                     nk=total.nk + part.nk, sx=total.sx + part.sx, sxx=total.sxx + part.sxx
@@ -114,6 +117,15 @@ class _StatisticsSource:
         if total is None or n == 0:
             raise ValueError("batches() yielded no data")
         return total._replace(n=n, log_likelihood=log_likelihood)
+
+    def precise(self, params: Params) -> _Statistics:
+        """The statistics of the last :meth:`statistics` call under ``params`` again, with
+        float64 products: in memory from that call's responsibilities (the E-step is the
+        expensive half), streamed by another pass."""
+        resp = getattr(self, "_resp", None)
+        if self.in_memory and resp is not None:
+            return self.statistics_of(resp, float64=True)
+        return self.statistics(params, float64=True)
 
     def statistics_of(self, resp: torch.Tensor, *, float64: bool = False) -> _Statistics:
         """The statistics of given responsibilities ``resp`` (n, k), for the start of EM; data in
@@ -408,7 +420,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             previous = lower_bound
             stats = source.statistics(params)
             lower_bound = stats.log_likelihood / stats.n
-            params = self._m_step(stats, partial(source.statistics, params, float64=True))
+            params = self._m_step(stats, partial(source.precise, params))
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(lower_bound=f"{lower_bound:.6g}")
@@ -441,9 +453,10 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         nk = s.nk + 10 * torch.finfo(torch.float64).eps
         offset = s.sx / nk[:, None]
         means = offset if s.shift is None else s.shift + offset
-        d = means.shape[1]
         if self.covariance_type == "full":
-            cov = s.sxx / nk[:, None, None] - offset[:, :, None] * offset[:, None, :]
+            # In place: (k, d, d) float64 temporaries cost more than the arithmetic in 2048-d.
+            cov = s.sxx / nk[:, None, None]
+            cov.baddbmm_(offset[:, :, None], offset[:, None, :], alpha=-1.0)
         elif self.covariance_type == "tied":
             cov = (s.sxx - (nk[:, None] * means).T @ means) / nk.sum()
         else:
@@ -454,7 +467,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             if self.covariance_type == "spherical":
                 cov = cov.mean(1)
         if self.covariance_type in ("full", "tied"):
-            cov = cov + self.reg_covar * torch.eye(d, dtype=torch.float64, device=cov.device)
+            cov.diagonal(dim1=-2, dim2=-1).add_(self.reg_covar)
         else:
             cov = cov + self.reg_covar
         return nk / s.n, means, cov

@@ -315,14 +315,17 @@ def test_state_keeps_given_starts_and_a_model_from_params() -> None:
 def test_float32_m_step_is_redone_in_float64_when_a_covariance_is_not_pd(monkeypatch) -> None:
     """The one M-step's fallback, in memory and streamed: when the covariance from float32
     products is not positive definite, the same E-step's statistics are taken again with
-    float64 products (a float64 fit has no fallback and reports the error)."""
+    float64 products (in memory from that E-step's responsibilities, without a second E-step;
+    streamed by another pass). A float64 fit has no fallback and reports the error."""
     x, truth = blobs(800, 6, spread=3.0)
     kw = dict(max_iter=3, tol=0.0, device="cpu", **shared_start(x, truth, "full"))
     reference = GaussianMixture(4, dtype="float32", **kw).fit(x)
     real_cholesky = gmm_module._precision_cholesky
     real_statistics = gmm_module._StatisticsSource.statistics
+    real_precise = gmm_module._StatisticsSource.precise
     factorised: list[bool] = []
     products: list[bool] = []
+    redone: list[bool] = []
 
     def cholesky(cov, covariance_type):  # fails at the first two M-steps of each fit
         factorised.append(True)
@@ -334,16 +337,22 @@ def test_float32_m_step_is_redone_in_float64_when_a_covariance_is_not_pd(monkeyp
         products.append(float64)
         return real_statistics(self, params, float64=float64)
 
+    def precise(self, params):
+        redone.append(True)
+        return real_precise(self, params)
+
     monkeypatch.setattr(gmm_module, "_precision_cholesky", cholesky)
     monkeypatch.setattr(gmm_module._StatisticsSource, "statistics", statistics)
+    monkeypatch.setattr(gmm_module._StatisticsSource, "precise", precise)
     with pytest.warns(UserWarning, match="did not converge"):
         refit = GaussianMixture(4, dtype="float32", **kw).fit(x)
-    assert products == [False, True, False, True, False]
+    assert products == [False, False, False] and len(redone) == 2  # no second E-step
     factorised.clear()
     products.clear()
+    redone.clear()
     streamed = GaussianMixture(4, dtype="float32", **kw)
     streamed.fit_stream(lambda: np.array_split(x, 3), x, init_max_iter=0)
-    assert products == [False, True, False, True, False]
+    assert products == [False, True, False, True, False] and len(redone) == 2
     for model in (refit, streamed):
         np.testing.assert_allclose(model.means_, reference.means_, rtol=1e-5)
         np.testing.assert_allclose(model.covariances_, reference.covariances_, rtol=1e-5, atol=1e-6)
