@@ -80,11 +80,72 @@ def attribution_metrics(y_true: Sequence[Any], y_pred: Sequence[int]) -> dict[st
 
 
 # -- run files ---------------------------------------------------------------------------------
+def quote_field(field: str) -> str:
+    """``field`` as one RFC 4180 CSV field: as it is when it can be, else in double quotes
+    (commas, quotes, line breaks, or spaces at its ends that a reader would strip)."""
+    if field and field == field.strip() and not any(c in field for c in ',"\r\n'):
+        return field
+    return '"' + field.replace('"', '""') + '"'
+
+
 def write_run(path: str | os.PathLike[str], ids: Iterable[str], values: Iterable[int]) -> None:
-    """Write an ImageCLEF run file: ``<id>,<value>`` per line, no header."""
+    """Write an ImageCLEF run file: ``<id>,<value>`` per line, no header. An id that a plain
+    line cannot hold (a comma, a quote, a line break, spaces at its ends) is quoted as CSV
+    does (RFC 4180), which :func:`validate_run` and :func:`read_run` read back."""
     from ctfp.store.writer import write_text_atomic
 
-    write_text_atomic(path, "".join(f"{i},{int(v)}\n" for i, v in zip(ids, values, strict=True)))
+    lines = "".join(f"{quote_field(i)},{int(v)}\n" for i, v in zip(ids, values, strict=True))
+    write_text_atomic(path, lines)
+
+
+def csv_records(text: str) -> list[tuple[int, list[tuple[str, bool]]]]:
+    """RFC 4180 records of ``text``: (line number where the record starts, [(field, quoted)]).
+
+    A quoted field may hold commas, doubled quotes and line breaks; whether a field was quoted
+    is kept so that a reader strips the spaces of unquoted fields only. An empty line is a
+    record with no fields. A quote left open is an error naming its line.
+    """
+    records: list[tuple[int, list[tuple[str, bool]]]] = []
+    fields: list[tuple[str, bool]] = []
+    field: list[str] = []
+    quoted = in_quotes = False
+    line = start = 1
+    i, n = 0, len(text)
+    while i < n:
+        c = text[i]
+        if in_quotes:
+            if c == '"':
+                if i + 1 < n and text[i + 1] == '"':
+                    field.append('"')
+                    i += 1
+                else:
+                    in_quotes = False
+            else:
+                line += c == "\n"
+                field.append(c)
+        elif c == '"' and not "".join(field).strip():
+            field, quoted, in_quotes = [], True, True
+        elif c == ",":
+            fields.append(("".join(field), quoted))
+            field, quoted = [], False
+        elif c == "\n" or c == "\r":
+            if c == "\r" and i + 1 < n and text[i + 1] == "\n":
+                i += 1
+            if fields or field or quoted:
+                fields.append(("".join(field), quoted))
+            records.append((start, fields))
+            fields, field, quoted = [], [], False
+            line += 1
+            start = line
+        else:
+            field.append(c)
+        i += 1
+    if in_quotes:
+        raise InputError(f"line {start}: a quoted field is never closed")
+    if fields or field or quoted:
+        fields.append(("".join(field), quoted))
+        records.append((start, fields))
+    return records
 
 
 def validate_run(
@@ -102,6 +163,14 @@ def validate_run(
     if task not in TASKS:
         raise InputError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
     name = str(path)
+    if Path(path).is_dir():
+        found = sorted(
+            str(p)
+            for pattern in ("run.csv", "clusters.csv", "k*/run.csv")
+            for p in Path(path).glob(pattern)
+        )
+        hint = f"; the run files in it: {', '.join(found[:4])}" if found else ""
+        raise InputError(f"{name!r} is a folder, not a run file{hint}")
     try:
         text = Path(path).read_text()
     except OSError as exc:
@@ -109,27 +178,28 @@ def validate_run(
     problems: list[Problem] = []
     known = None if ids is None else {i: n for n, i in enumerate(ids, start=1)}
     seen: dict[str, int] = {}
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines = lines[:-1]  # the newline that ends the last line
-    if not lines:
+    try:
+        records = csv_records(text)
+    except InputError as exc:
+        return [Problem(name, 0, str(exc))]
+    if not records:
         problems.append(Problem(name, 1, "the run file is empty"))
-    for number, line in enumerate(lines, start=1):
-        line = line.rstrip("\r")
-        if not line.strip():
+    for number, fields in records:
+        if not fields or (len(fields) == 1 and not fields[0][1] and not fields[0][0].strip()):
             problems.append(Problem(name, number, "empty line"))
             continue
-        fields = line.split(",")
         if len(fields) != 2:
+            shown = ",".join(quote_field(f) if q else f for f, q in fields)
             problems.append(
                 Problem(
                     name,
                     number,
-                    f"expected 2 comma-separated fields <id>,<value>, got {len(fields)}: {line!r}",
+                    f"expected 2 comma-separated fields <id>,<value>, got {len(fields)}: {shown!r}",
                 )
             )
             continue
-        run_id, value = fields[0].strip(), fields[1].strip()
+        (id_text, id_quoted), (value, _) = fields
+        run_id, value = (id_text if id_quoted else id_text.strip()), value.strip()
         if known is not None and run_id not in known:
             problems.append(Problem(name, number, f"id {run_id!r} is not in the id list"))
         if run_id in seen:
@@ -170,8 +240,10 @@ def read_run(path: str | os.PathLike[str], task: str) -> dict[str, int]:
         shown = "; ".join(map(str, problems[:5]))
         more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
         raise InputError(f"invalid {task} run file: {shown}{more}")
-    rows = [line.split(",") for line in Path(path).read_text().splitlines()]
-    return {r[0].strip(): int(r[1]) for r in rows}
+    run = {}
+    for _, ((run_id, quoted), (value, _)) in csv_records(Path(path).read_text()):
+        run[run_id if quoted else run_id.strip()] = int(value)
+    return run
 
 
 def read_table(path: str | os.PathLike[str], value_column: str) -> dict[str, str]:
@@ -187,6 +259,11 @@ def read_table(path: str | os.PathLike[str], value_column: str) -> dict[str, str
     if not rows:
         raise InputError(f"{str(path)!r} is empty")
     header = [c.strip() for c in rows[0]]
+    if "id" not in header and len(header) >= 2 and not _is_number(header[1]):
+        raise InputError(
+            f"{str(path)!r} starts with a header ({', '.join(header)}) without an 'id' column; "
+            f"name its columns id,{value_column} (or drop the header line)"
+        )
     if "id" in header:
         if value_column not in header:
             raise InputError(
@@ -202,6 +279,14 @@ def read_table(path: str | os.PathLike[str], value_column: str) -> dict[str, str
             raise InputError(f"{str(path)!r} line {n}: too few fields")
         table[r[i].strip()] = r[v].strip()
     return table
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def evaluate_run(

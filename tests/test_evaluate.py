@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from ctfp.cli import main
-from ctfp.evaluate import membership_metrics, validate_run, write_run
+from ctfp.evaluate import membership_metrics, read_run, read_table, validate_run, write_run
 from ctfp.exceptions import InputError
 
 IDS = ["a", "b", "c"]
@@ -92,3 +92,37 @@ def test_membership_metrics_and_the_all_used_baseline() -> None:
     assert m["accuracy"] == 0.5 and m["kappa"] == 0.0 and m["roc_auc"] == 1.0
     with pytest.raises(InputError):
         validate_run("/nonexistent/run.csv", "task1")
+
+
+def test_ids_with_commas_quotes_and_line_breaks_round_trip(tmp_path: Path) -> None:
+    ids = ["plain", "a,b", 'say "hi"', "two\nlines", " padded ", "last"]
+    write_run(tmp_path / "run.csv", ids, [1, 0, 1, 0, 1, 0])
+    assert validate_run(tmp_path / "run.csv", "task1", ids) == []
+    assert read_run(tmp_path / "run.csv", "task1") == dict(
+        zip(ids, [1, 0, 1, 0, 1, 0], strict=True)
+    )
+    # Ordinary ids are written as before: no quotes.
+    assert (tmp_path / "run.csv").read_text().startswith("plain,1\n")
+    # Hand-written files keep their leniency: spaces around unquoted fields are not the id's.
+    (tmp_path / "hand.csv").write_text(" a , 1\r\nb,0\n")
+    assert read_run(tmp_path / "hand.csv", "task1") == {"a": 1, "b": 0}
+    (tmp_path / "open.csv").write_text('"a,1\nb,0\n')
+    problems = validate_run(tmp_path / "open.csv", "task1")
+    assert len(problems) == 1 and "never closed" in str(problems[0])
+
+
+def test_a_truth_header_without_an_id_column_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "truth.csv").write_text("image,label\na,1\nb,0\n")
+    with pytest.raises(InputError, match=r"header .* without an 'id' column"):
+        read_table(tmp_path / "truth.csv", "label")
+    (tmp_path / "bare.csv").write_text("a,1\nb,0\n")
+    assert read_table(tmp_path / "bare.csv", "label") == {"a": "1", "b": "0"}
+
+
+def test_a_run_folder_given_as_a_run_file_points_at_its_run_files(tmp_path: Path) -> None:
+    for k in (1, 4):
+        write_run(tmp_path / f"k{k}" / "run.csv", ["a"], [1])
+    with pytest.raises(
+        InputError, match=r"is a folder, not a run file; the run files in it: .*k1/run.csv"
+    ):
+        validate_run(tmp_path, "task1")

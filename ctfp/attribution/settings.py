@@ -61,6 +61,11 @@ class Task2Settings(MixtureSettings):
     semi_supervised: bool = option(
         False, "start one component per train/<group>/ at the group's mean"
     )
+    allow_collapse: bool = option(
+        False,
+        "accept a fit that puts every test slice in one component although k > 1 (refused by "
+        "default: such a clustering attributes nothing)",
+    )
 
 
 @dataclass(frozen=True)

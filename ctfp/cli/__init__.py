@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from ctfp._version import __version__
 from ctfp.exceptions import CtfpError
 from ctfp.settings import Settings
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``ctfp: error: ...`` and where the options are listed,
+    not the whole usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,15 +33,17 @@ def build_parser() -> argparse.ArgumentParser:
     from ctfp.membership.settings import Task1Settings
     from ctfp.runs.score import ScoreSettings
 
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="ctfp",
         description="Find the fingerprints generative models leave in synthetic CT slices.",
     )
     parser.add_argument("--version", action="version", version=f"ctfp {__version__}")
-    common = argparse.ArgumentParser(add_help=False)
+    common = Parser(add_help=False)
     common.add_argument("--quiet", action="store_true", help="no progress bars or info lines")
     common.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=Parser
+    )
     shards = ("shards", "folder (or file) of embedding shards")
 
     def command(
@@ -71,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     run = sub.add_parser("run", help="run a task end to end on an ImageCLEF-style folder")
-    tasks = run.add_subparsers(dest="task", required=True, metavar="TASK")
+    tasks = run.add_subparsers(dest="task", required=True, metavar="TASK", parser_class=Parser)
     t1 = command(
         "task1",
         commands.run_task1,
@@ -200,6 +211,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("ctfp: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `ctfp validate ... | head`: the reader left; nothing is wrong
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so the exit-time flush does not fail again
+        return 0
 
 
 __all__ = ["build_parser", "main"]

@@ -96,9 +96,10 @@ def evaluate(args: argparse.Namespace) -> int:
     from ctfp.evaluate import evaluate_run, format_table
 
     metrics = evaluate_run(args.task, args.run, args.truth, args.scores)
-    if not args.json:  # the table for people; the JSON line (always last) for scripts
+    if args.json:  # one JSON line for scripts
+        print(json.dumps({"task": args.task, "run": args.run, **metrics}))
+    else:  # the table for people
         print(format_table(metrics))
-    print(json.dumps({"task": args.task, "run": args.run, **metrics}))
     return 0
 
 

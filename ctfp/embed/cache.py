@@ -15,6 +15,7 @@ from ctfp.embed.writer import EmbedResult
 from ctfp.engine import resolve_engine, run
 from ctfp.engine.settings import EngineSettings
 from ctfp.io.decode import parse_window
+from ctfp.io.sources import Unreadable
 from ctfp.store.schema import PIXELS_DTYPE
 
 PathLike = str | os.PathLike[str]
@@ -45,14 +46,17 @@ def build_cache(
     """
     settings = settings_with(CacheSettings, settings, overrides, "build_cache")
     engine_settings = resolve_engine(engine)
+    unreadable: list[Unreadable] = []
     job = Job(
-        files=find_inputs(sources, settings),
+        files=find_inputs(sources, settings, unreadable),
+        unreadable=unreadable,
         out=os.fspath(out),
         # The "model" is the identity on the resized slice: stored as it is, bit for bit.
         factory=functools.partial(SliceCache, settings.size),
         window=parse_window(settings.window),
         dtype=PIXELS_DTYPE,
         rows_per_shard=settings.rows_per_shard,
+        commit_seconds=settings.commit_seconds,
         # Copying bytes needs no GPU, and fp32 keeps every uint8 value exact.
         device="cpu",
         precision="fp32",

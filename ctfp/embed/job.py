@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ctfp.io.decode import Window
-from ctfp.io.sources import InputFile
+from ctfp.io.sources import InputFile, Unreadable
 from ctfp.settings import Settings, SettingsError
 from ctfp.store.schema import make_metadata
 
@@ -64,6 +64,7 @@ class Job:
     window: Window
     dtype: str
     rows_per_shard: int
+    commit_seconds: float = 30.0
     device: str = "auto"
     precision: str = "auto"
     batch_size: int | None = None
@@ -71,6 +72,7 @@ class Job:
     compile: bool = False
     progress: bool = True
     settings: dict[str, Any] = field(default_factory=dict)
+    unreadable: Sequence[Unreadable] = ()
 
     def metadata(self, identity: dict[str, Any]) -> dict[str, Any]:
         """The shard metadata of this job for a model of ``identity`` (the same for every

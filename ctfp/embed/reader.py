@@ -14,20 +14,30 @@ from torch.utils.data import DataLoader, Dataset
 from ctfp.embed.backbone import Preprocessing
 from ctfp.embed.settings import InputSettings
 from ctfp.io.decode import Window, decode_file
-from ctfp.io.sources import InputFile, discover
+from ctfp.io.sources import InputFile, Unreadable, discover
 from ctfp.store.cache import cache_rows
 
 PathLike = str | os.PathLike[str]
 
 
-def find_inputs(sources: Sequence[PathLike] | PathLike, settings: InputSettings) -> list[InputFile]:
+def find_inputs(
+    sources: Sequence[PathLike] | PathLike,
+    settings: InputSettings,
+    unreadable: list[Unreadable] | None = None,
+) -> list[InputFile]:
     """The inputs behind ``sources``: the rows of decoded-slice caches (``ctfp cache``) if the
     sources are caches, else the image files found there (see :func:`ctfp.io.sources.discover`;
-    ``settings`` gives the layout and whether folders are labels)."""
+    ``settings`` gives the layout and whether folders are labels; what could not be searched
+    goes to ``unreadable``)."""
     cached = cache_rows(sources)
     if cached is not None:
         return cached
-    return discover(sources, label_from_dirs=settings.label_from_dirs, layout=settings.layout)
+    return discover(
+        sources,
+        label_from_dirs=settings.label_from_dirs,
+        layout=settings.layout,
+        unreadable=unreadable,
+    )
 
 
 def default_workers(device: torch.device) -> int:

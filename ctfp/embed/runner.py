@@ -15,6 +15,7 @@ from ctfp.embed.writer import EmbedResult
 from ctfp.engine import resolve_engine, run
 from ctfp.engine.settings import EngineSettings
 from ctfp.io.decode import parse_window
+from ctfp.io.sources import Unreadable
 
 PathLike = str | os.PathLike[str]
 
@@ -77,13 +78,16 @@ def embed(
         seed=settings.weights_seed,
         image_size=settings.image_size,
     )
+    unreadable: list[Unreadable] = []
     job = Job(
-        files=find_inputs(sources, settings),
+        files=find_inputs(sources, settings, unreadable),
+        unreadable=unreadable,
         out=os.fspath(out),
         factory=factory,
         window=parse_window(settings.window),
         dtype=settings.dtype,
         rows_per_shard=settings.rows_per_shard,
+        commit_seconds=settings.commit_seconds,
         device=settings.device,
         precision=settings.precision,
         batch_size=settings.batch_size,

@@ -39,6 +39,11 @@ class InputSettings(Settings):
         None, "decoding processes (default: 0 on CPU, up to 8 on CUDA)", minimum=0
     )
     rows_per_shard: int = option(10_000, "rows per Parquet shard", minimum=1)
+    commit_seconds: float = option(
+        30.0,
+        "commit a shard at least this often (seconds), so a killed run loses little",
+        minimum=0.001,
+    )
     window: str | None = option(
         None,
         "DICOM/NIfTI window: LEVEL,WIDTH, lung (-600,1500, the CT default), mediastinum, bone, "
@@ -71,7 +76,7 @@ class EmbedSettings(InputSettings):
         "state-dict PATH",
     )
     weights_seed: int = option(0, "seed of --weights random (default 0)")
-    image_size: int = option(224, "network input side (default 224)", minimum=32)
+    image_size: int = option(224, "network input side (default 224)", minimum=32, maximum=4096)
     batch_size: int | None = option(
         None, "slices per forward pass (default: 16 on CPU, 128 on CUDA)", minimum=1
     )
@@ -100,7 +105,7 @@ class CacheSettings(InputSettings):
 
     stage = "cache"
 
-    size: int = option(256, "side of the cached slices (default 256)", minimum=8)
+    size: int = option(256, "side of the cached slices (default 256)", minimum=8, maximum=4096)
 
 
 __all__ = [

@@ -77,7 +77,14 @@ def write_pending(
     in it (resume; nothing is called when all are done) and close it, timing the final flush as
     ``write``. Returns the writer, the pending inputs and what ``run`` returned (else None)."""
     value = None
-    with ShardWriter(job.out, metadata=metadata, rows_per_shard=job.rows_per_shard) as writer:
+    with ShardWriter(
+        job.out,
+        metadata=metadata,
+        rows_per_shard=job.rows_per_shard,
+        commit_seconds=job.commit_seconds,
+    ) as writer:
+        for problem in job.unreadable:  # folders that could not be searched: on the record
+            writer.add_error(problem.id, problem.path, problem.reason)
         todo = writer.pending(f.id for f in job.files)
         pending = [f for f in job.files if f.id in todo]
         if not pending:

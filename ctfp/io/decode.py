@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from dataclasses import dataclass
@@ -73,6 +74,8 @@ def parse_window(text: str | None) -> Window:
             f"cannot read window {text!r}; give LEVEL,WIDTH (e.g. -600,1500), minmax, auto or one "
             f"of {', '.join(WINDOW_PRESETS)}"
         ) from None
+    if not (math.isfinite(level) and math.isfinite(width)):
+        raise DecodeError(f"window {text!r}: LEVEL and WIDTH must be finite numbers")
     if width <= 0:
         raise DecodeError(f"window width must be positive, got {width:g}")
     return Window(mode="hu", level=level, width=width)
@@ -164,7 +167,15 @@ def _pil_to_gray(img) -> np.ndarray:
 
 
 def _to_uint8(values: np.ndarray, window: Window, is_hu: bool) -> np.ndarray:
-    """Window stored values (HU for CT) to uint8, frame by frame along axis 0."""
+    """Window stored values (HU for CT) to uint8, frame by frame along axis 0. Non-finite
+    values are an error of the file: a window or min-max scaling would turn them into
+    plausible-looking gray (or black) without a word."""
+    bad = int(np.size(values) - np.count_nonzero(np.isfinite(values)))
+    if bad:
+        raise DecodeError(
+            f"{bad} of {np.size(values)} pixel values are NaN or infinite; ctfp does not guess "
+            "what they stand for"
+        )
     if window.mode == "hu" or (window.mode == "auto" and is_hu):
         lo = window.level - window.width / 2.0
         scaled = (np.clip(values, lo, lo + window.width) - lo) / window.width * 255.0
@@ -258,8 +269,5 @@ def _decode_nifti(path: str, window: Window) -> np.ndarray:
         raise DecodeError(f"NIfTI volume has shape {data.shape}; expected 3-D (x, y, z)")
     # Radiological display: rows run anterior -> posterior, columns patient right -> left.
     slices = np.ascontiguousarray(np.transpose(data, (2, 1, 0))[:, ::-1, ::-1])
-    finite = slices[np.isfinite(slices)]
-    is_hu = finite.size > 0 and float(finite.min()) < -500.0
-    return _to_uint8(
-        np.nan_to_num(slices, nan=float(finite.min()) if finite.size else 0.0), window, is_hu
-    )
+    is_hu = bool(np.isfinite(slices).all()) and float(slices.min()) < -500.0
+    return _to_uint8(slices, window, is_hu)

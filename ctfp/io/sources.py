@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,27 @@ class InputFile:
     cache: tuple[str, int, int] | None = None
 
 
+@dataclass(frozen=True)
+class Unreadable:
+    """Something under a source that could not be searched (a folder without permission, a
+    symlink loop): recorded in the errors table, never silently skipped."""
+
+    id: str
+    path: str
+    reason: str
+
+
+def safe_text(text: str) -> str:
+    """``text`` as valid UTF-8: a file name's undecodable bytes (which Python keeps as lone
+    surrogates, ``bad\udcffname``) become ``\\xff`` escapes (``bad\\xffname``). Parquet,
+    CSV and JSON need valid text; the file itself is still opened by its real name."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return text
+
+
 def suffix_of(path: str | Path) -> str:
     """The decodable suffix of ``path`` in lower case (``.nii.gz`` counts as one), or ``""``."""
     name = str(path).lower()
@@ -52,6 +74,7 @@ def discover(
     *,
     label_from_dirs: bool = False,
     layout: str = "auto",
+    unreadable: list[Unreadable] | None = None,
 ) -> list[InputFile]:
     """List the input files behind ``sources``, sorted by id.
 
@@ -60,7 +83,10 @@ def discover(
     are relative to the manifest) or a single file. Ids are the path relative to the source root
     without its suffix, in POSIX form. A folder in the ImageCLEF layout (``train/<label>/``,
     ``generated/``, ``test/``) gets labels from it when ``layout`` is ``auto`` or ``imageclef``;
-    ``label_from_dirs`` takes the parent folder name as the label for any source.
+    ``label_from_dirs`` takes the parent folder name as the label for any source. Folder
+    symlinks are followed (each real folder searched once); folders that cannot be read, and
+    links to a folder already searched, are appended to ``unreadable`` (the runs record them
+    in the errors table).
 
     Raises
     ------
@@ -74,13 +100,20 @@ def discover(
     if layout not in LAYOUTS:
         raise InputError(f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
     files: list[InputFile] = []
+    problems = unreadable if unreadable is not None else []
     for source in sources:
-        files.extend(_discover_one(str(source), label_from_dirs=label_from_dirs, layout=layout))
+        files.extend(
+            _discover_one(
+                str(source), label_from_dirs=label_from_dirs, layout=layout, problems=problems
+            )
+        )
     _check_unique(files)
     return sorted(files, key=lambda f: f.id)
 
 
-def _discover_one(source: str, *, label_from_dirs: bool, layout: str) -> list[InputFile]:
+def _discover_one(
+    source: str, *, label_from_dirs: bool, layout: str, problems: list[Unreadable]
+) -> list[InputFile]:
     if glob.has_magic(source):
         root = _glob_root(source)
         paths = [p for p in glob.glob(source, recursive=True) if os.path.isfile(p)]
@@ -91,7 +124,7 @@ def _discover_one(source: str, *, label_from_dirs: bool, layout: str) -> list[In
     if not path.exists():
         raise InputError(f"source {source!r} does not exist")
     if path.is_dir():
-        paths = sorted(_walk(path))
+        paths = sorted(_walk(path, problems))
         if not paths:
             raise InputError(
                 f"folder {source!r} holds no files ctfp can read (looked for {', '.join(SUFFIXES)})"
@@ -104,9 +137,31 @@ def _discover_one(source: str, *, label_from_dirs: bool, layout: str) -> list[In
     return _from_paths(str(path.parent), [str(path)], label_from_dirs)
 
 
-def _walk(root: Path) -> Iterable[str]:
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+def _walk(root: Path, problems: list[Unreadable]) -> Iterable[str]:
+    """The decodable files under ``root``, following folder symlinks; each real folder is
+    searched once (a link loop or a second link to a folder is recorded, not followed)."""
+    seen = {os.path.realpath(root)}
+
+    def record(folder: str, reason: str) -> None:
+        rel = Path(os.path.relpath(folder, root)).as_posix()
+        problems.append(Unreadable(safe_text(rel), safe_text(os.path.abspath(folder)), reason))
+
+    def failed(exc: OSError) -> None:
+        record(exc.filename or str(root), f"folder cannot be read: {exc.strerror or exc}")
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=failed, followlinks=True):
+        keep = []
+        for name in sorted(dirnames):
+            if name.startswith("."):
+                continue
+            folder = os.path.join(dirpath, name)
+            real = os.path.realpath(folder)
+            if real in seen:
+                record(folder, f"a link to {safe_text(real)}, which is searched already; skipped")
+                continue
+            seen.add(real)
+            keep.append(name)
+        dirnames[:] = keep
         for name in filenames:
             if not name.startswith(".") and suffix_of(name):
                 yield os.path.join(dirpath, name)
@@ -119,7 +174,7 @@ def _glob_root(pattern: str) -> str:
 
 
 def _relative_id(root: str, path: str) -> str:
-    return strip_suffix(Path(os.path.relpath(path, root)).as_posix())
+    return safe_text(strip_suffix(Path(os.path.relpath(path, root)).as_posix()))
 
 
 def _from_paths(root: str, paths: Iterable[str], label_from_dirs: bool) -> list[InputFile]:
@@ -127,7 +182,7 @@ def _from_paths(root: str, paths: Iterable[str], label_from_dirs: bool) -> list[
         InputFile(
             id=_relative_id(root, p),
             path=os.path.abspath(p),
-            label=Path(p).parent.name if label_from_dirs else None,
+            label=safe_text(Path(p).parent.name) if label_from_dirs else None,
         )
         for p in paths
     ]
@@ -145,7 +200,7 @@ def _imageclef(root: Path, paths: list[str]) -> list[InputFile]:
         parts = Path(os.path.relpath(p, root)).parts
         top = parts[0]
         if top == "train" and len(parts) >= 3:
-            label: str | None = parts[1]
+            label: str | None = safe_text(parts[1])
         elif top == "generated":
             label = "generated"
         elif top == "test":
@@ -199,13 +254,25 @@ def _manifest(path: Path) -> list[InputFile]:
     return files
 
 
+FRAME_ID = re.compile(r"^(.*)#(\d+)$")
+
+
 def _check_unique(files: list[InputFile]) -> None:
     seen: dict[str, str] = {}
     clashes = []
     for f in files:
         if f.id in seen:
-            clashes.append(f"{f.id!r}: {seen[f.id]} and {f.path}")
+            clashes.append(f"{f.id!r}: {seen[f.id]} and {safe_text(f.path)}")
         seen[f.id] = f.path
+    # The rows of a multi-frame file are "<id>#<frame>": a file whose id is another's plus
+    # "#<digits>" could give the same row id, and resuming could take one for the other.
+    for f in files:
+        match = FRAME_ID.match(f.id)
+        if match and match.group(1) in seen:
+            clashes.append(
+                f"{f.id!r} ({safe_text(f.path)}) looks like frame {match.group(2)} of "
+                f"{match.group(1)!r} ({safe_text(seen[match.group(1)])})"
+            )
     if clashes:
         more = f" (and {len(clashes) - 5} more)" if len(clashes) > 5 else ""
         raise InputError(

@@ -38,6 +38,8 @@ def settings_section(
             "only show that the pipeline runs. They are meaningless for auditing a real "
             "generator.</div>"
         )
+    for warning in summary.get("warnings") or []:
+        parts.append(f'<div class="warning"><b>Warning.</b> {escape(warning)}</div>')
     if shards is None:
         parts.append(
             '<div class="warning">The run folder has no embeddings (embeddings/part-*.parquet): '
@@ -45,7 +47,7 @@ def settings_section(
         )
     recorded = summary.get("settings") or {}
     # Runs since 0.2 record their settings objects; the flat keys beside them repeat them.
-    skip = {"model", "runs", "settings"} | (set(LEGACY_KEYS) if recorded else set())
+    skip = {"model", "runs", "settings", "warnings"} | (set(LEGACY_KEYS) if recorded else set())
     outcome = [(k, v) for k, v in summary.items() if k not in skip]
     parts.append('<div class="figures"><div><h3>The run (summary.json)</h3>')
     parts.append(table(["field", "value"], [(k, fmt(v)) for k, v in outcome]))

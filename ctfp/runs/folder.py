@@ -73,7 +73,11 @@ def split_test_rows(ids: Sequence[str]) -> tuple[np.ndarray, list[str]]:
 
 def write_scores(path: PathLike, ids: Sequence[str], score: np.ndarray, pred: np.ndarray) -> None:
     """``scores.csv``: ``id,score,label`` with a header."""
-    rows = "".join(f"{i},{s:.6f},{int(p)}\n" for i, s, p in zip(ids, score, pred, strict=True))
+    from ctfp.evaluate import quote_field
+
+    rows = "".join(
+        f"{quote_field(i)},{s:.6f},{int(p)}\n" for i, s, p in zip(ids, score, pred, strict=True)
+    )
     write_text_atomic(path, "id,score,label\n" + rows)
 
 

@@ -111,7 +111,7 @@ def load_model(path: PathLike, *, device: str = "auto") -> SavedModel:
         found = description.get("format") if isinstance(description, dict) else None
         raise InputError(f"{root / MODEL_FILE} has format {found!r}, not {MODEL_FORMAT!r}")
     kind = description.get("kind")
-    if kind not in KINDS:
+    if not isinstance(kind, str) or kind not in KINDS:
         raise InputError(f"{root / MODEL_FILE} holds an unknown model kind {kind!r}")
     try:
         with np.load(root / ARRAYS_FILE, allow_pickle=False) as npz:
@@ -120,14 +120,17 @@ def load_model(path: PathLike, *, device: str = "auto") -> SavedModel:
         raise InputError(f"{root / ARRAYS_FILE} cannot be read: {e}") from None
     try:
         model = KINDS[kind].from_state(description["params"], arrays, device=device)
-    except (KeyError, TypeError, ValueError) as e:  # a tampered or truncated model
+        return SavedModel(
+            model=model,
+            task=str(description["task"]),
+            kind=kind,
+            identity=dict(description["identity"]),
+            settings=description.get("settings", {}),
+        )
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:  # tampered or truncated
+        # RuntimeError: FAISS refusing corrupt index bytes.
+        what = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else e!r}"
         raise InputError(
-            f"{root} is not a complete {kind} model ({type(e).__name__}: {e}); save it again"
+            f"{root} is not a complete {kind} model ({what}); save it again with the command "
+            "that wrote it"
         ) from None
-    return SavedModel(
-        model=model,
-        task=description["task"],
-        kind=kind,
-        identity=description["identity"],
-        settings=description.get("settings", {}),
-    )

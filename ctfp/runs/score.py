@@ -27,7 +27,7 @@ from ctfp.progress import progress_bar
 from ctfp.runs.models import SavedModel
 from ctfp.settings import Settings, option
 from ctfp.store.reader import check_compatible, count_rows, scan_batches, shard_paths
-from ctfp.store.writer import FolderLock, write_atomic
+from ctfp.store.writer import FolderLock, remove_stale_temp_files, write_atomic
 
 
 @dataclass(frozen=True)
@@ -160,8 +160,7 @@ def _score_into(
     model: Any, paths: list[Path], out: Path, batch_size: int, progress: bool
 ) -> dict[str, Any]:
 
-    for stale in out.glob(".*.tmp"):
-        stale.unlink(missing_ok=True)
+    remove_stale_temp_files(out)
     if isinstance(model, GaussianMixture):  # a bare mixture: a clustering without projection
         model = Clustering(np.empty(0, np.int64), model.n_components, model)
     task = getattr(model, "task", None)

@@ -118,9 +118,11 @@ def run_task1(
         }
         calibrate = getattr(s.options, "calibrate", None)
         chosen = f" (threshold {model.threshold_:.4g}"
-        chosen += f" chosen for {calibrate} on train)" if calibrate else ")"
+        chosen += f" chosen for {calibrate} on train)" if calibrate else ", fixed)"
+        with_k = f" k={kk}" if "k" in model.get_params() else ""
+        n_used = int((pred == model.classes_[1]).sum())
         logger.info(
-            f"task1 {s.method} k={kk}: {int(pred.sum())}/{len(ids)} test slices labelled used"
+            f"task1 {s.method}{with_k}: {n_used}/{len(ids)} test slices labelled used"
             f"{chosen} -> {dest / RUN_FILE}"
         )
         if runs[kk]["recall_at_1"] is not None:

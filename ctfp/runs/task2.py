@@ -65,6 +65,16 @@ def run_task2(
         progress=progress,
     )
     labels = result.labels
+    sizes = np.bincount(labels, minlength=result.k).tolist()
+    warnings = fit_warnings(result, sizes, s, x.shape)
+    if result.k > 1 and max(sizes) == len(labels) and not s.allow_collapse:
+        raise InputError(
+            f"the {result.k}-component mixture put all {len(labels)} test slices in one component "
+            f"(sizes {sizes}): it attributes nothing. Try --covariance diag, --pca N or another "
+            "--init, or pass --allow-collapse to keep it"
+        )
+    for warning in warnings:
+        logger.warning(f"warning: {warning}")
     write_run(out / CLUSTERS_FILE, ids, labels)
     recorded = {"task2": s.to_dict(), "embed": embed_settings.to_dict()}
     save_model(result, out / MODEL_DIR, identity=emb.metadata, settings=recorded)
@@ -96,7 +106,8 @@ def run_task2(
         "n_test": len(ids),
         "converged": bool(result.model.converged_),
         "n_iter": int(result.model.n_iter_),
-        "cluster_sizes": np.bincount(labels, minlength=result.k).tolist(),
+        "cluster_sizes": sizes,
+        "warnings": warnings,
         "clusters": str(out / CLUSTERS_FILE),
         "model_dir": str(out / MODEL_DIR),
         "model": model_identity(emb.metadata),
@@ -109,4 +120,38 @@ def run_task2(
     return summary
 
 
-__all__ = ["run_task2"]
+def fit_warnings(
+    result: Any, sizes: list[int], settings: Task2Settings, shape: tuple[int, int]
+) -> list[str]:
+    """What makes a task 2 fit doubtful, in words: empty components, k at the edge of the
+    searched range, BIC and silhouette disagreeing, full covariances with fewer rows than
+    dimensions."""
+    found = []
+    empty = [j for j, n in enumerate(sizes) if n == 0]
+    if empty:
+        found.append(
+            f"{len(empty)} of {result.k} components hold no test slice (sizes {sizes}): the data "
+            "support fewer clusters than k"
+        )
+    if result.bics is not None:
+        low, high = min(result.bics), max(result.bics)
+        if result.k in (low, high) and low != high:
+            found.append(
+                f"k=auto chose k={result.k}, the edge of the range searched ({low}-{high}): the "
+                "best k may lie outside it; widen --k-range"
+            )
+        scored = {k: v for k, v in (result.silhouettes or {}).items() if np.isfinite(v)}
+        if scored and max(scored, key=scored.get) != result.k:
+            found.append(
+                f"BIC chose k={result.k} but the silhouette prefers k={max(scored, key=scored.get)}"
+            )
+    n, d = shape
+    if settings.covariance_type == "full" and n <= (settings.pca or d):
+        found.append(
+            f"full covariances from {n} slices in {settings.pca or d} dimensions are singular "
+            "(only reg_covar makes them usable); prefer --pca or --covariance diag"
+        )
+    return found
+
+
+__all__ = ["fit_warnings", "run_task2"]

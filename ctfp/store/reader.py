@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,31 @@ class Embeddings:
         return np.asarray(self.table.column("label").to_pylist(), dtype=object)
 
 
+@contextmanager
+def naming(path: PathLike) -> Iterator[None]:
+    """Arrow's errors on ``path`` (a truncated or foreign file: "Parquet magic bytes not found")
+    as an InputError that names the file and what to do."""
+    try:
+        yield
+    except (pa.ArrowException, OSError) as exc:
+        raise InputError(
+            f"{path} is not a readable Parquet shard ({exc}); delete it and rerun the command "
+            "that wrote it, or point at another folder"
+        ) from None
+
+
+def read_schema(path: PathLike) -> pa.Schema:
+    """The Arrow schema of one shard (its footer; no data read)."""
+    with naming(path):
+        return pq.read_schema(path)
+
+
+def read_table(path: PathLike, **kwargs: Any) -> pa.Table:
+    """One shard as an Arrow table (``kwargs``: :func:`pyarrow.parquet.read_table`'s)."""
+    with naming(path):
+        return pq.read_table(path, **kwargs)
+
+
 def shard_paths(paths: PathLike | Sequence[PathLike]) -> list[Path]:
     """The shard files behind a folder, a shard file, or a list of either, in a stable order."""
     if isinstance(paths, (str, os.PathLike)):
@@ -73,15 +99,20 @@ def shard_paths(paths: PathLike | Sequence[PathLike]) -> list[Path]:
 
 def count_rows(paths: Sequence[Path]) -> int:
     """Rows in the shard files ``paths``, from their Parquet footers (no data read)."""
-    return sum(pq.ParquetFile(p).metadata.num_rows for p in paths)
+    total = 0
+    for p in paths:
+        with naming(p):
+            total += pq.ParquetFile(p).metadata.num_rows
+    return total
 
 
 def check_compatible(paths: Sequence[Path]) -> dict[str, Any]:
     """Return the common metadata of ``paths``; refuse shards from different models or settings."""
     first: dict[str, Any] | None = None
     first_path: Path | None = None
+    footprints: dict[tuple[Any, ...], Path] = {}
     for path in paths:
-        meta = read_metadata(pq.read_schema(path))
+        meta = read_metadata(read_schema(path))
         if meta is None:
             raise ShardMismatchError(f"{path} has no ctfp metadata; it was not written by ctfp")
         if meta.get("format") == SLICES_FORMAT:
@@ -91,16 +122,43 @@ def check_compatible(paths: Sequence[Path]) -> dict[str, Any]:
             )
         if first is None:
             first, first_path = meta, path
-            continue
-        a, b = identity_of(first), identity_of(meta)
-        if a != b:
-            diffs = ", ".join(f"{k}: {a[k]!r} vs {b[k]!r}" for k in a if a[k] != b[k])
-            raise ShardMismatchError(
-                f"{first_path} and {path} hold embeddings that cannot be mixed ({diffs}); "
-                "embed all inputs with the same model, weights and preprocessing"
+        if first is not meta:
+            a, b = identity_of(first), identity_of(meta)
+            if a != b:
+                diffs = ", ".join(f"{k}: {a[k]!r} vs {b[k]!r}" for k in a if a[k] != b[k])
+                raise ShardMismatchError(
+                    f"{first_path} and {path} hold embeddings that cannot be mixed ({diffs}); "
+                    "embed all inputs with the same model, weights and preprocessing"
+                )
+        footprint = _id_footprint(path)
+        if footprint is not None and footprint in footprints:
+            raise InputError(
+                f"{path} holds the same ids as {footprints[footprint]} ({footprint[0]} rows, "
+                f"ids {footprint[1]!r} to {footprint[2]!r}): a copied shard would count every "
+                "row twice; remove one of them"
             )
+        if footprint is not None:
+            footprints[footprint] = path
     assert first is not None
     return first
+
+
+def _id_footprint(path: Path) -> tuple[Any, ...] | None:
+    """(rows, smallest id, largest id) of a shard from its footer statistics: two shards with
+    the same footprint hold the same rows (a copy), which the ids of one writer never do."""
+    with naming(path):
+        md = pq.ParquetFile(path).metadata
+    if md.num_rows == 0 or "id" not in md.schema.names:
+        return None
+    column = md.schema.names.index("id")
+    lows, highs = [], []
+    for g in range(md.num_row_groups):
+        stats = md.row_group(g).column(column).statistics
+        if stats is None or not stats.has_min_max:
+            return None
+        lows.append(stats.min)
+        highs.append(stats.max)
+    return md.num_rows, min(lows), max(highs)
 
 
 def _matrix(column: pa.ChunkedArray | pa.Array, dtype: np.dtype) -> np.ndarray:
@@ -129,7 +187,7 @@ def read_embeddings(paths: PathLike | Sequence[PathLike], *, dtype: Any = np.flo
     # Shard by shard into one preallocated matrix: no whole-archive Arrow column held beside it,
     # and shards whose embedding types differ only in nullability (older ctfp) mix freely.
     for path in files:
-        table = pq.read_table(path)
+        table = read_table(path)
         matrix[start : start + table.num_rows] = _matrix(table.column("embedding"), matrix.dtype)
         start += table.num_rows
         tables.append(table.drop_columns(["embedding"]))
@@ -169,15 +227,22 @@ def scan_batches(
     """
     import pyarrow.dataset as ds
 
-    batches = ds.dataset(path, format="parquet").to_batches(
-        columns=list(columns) if columns is not None else None,
-        batch_size=batch_size,
-        batch_readahead=1,
-        fragment_readahead=1,
-        use_threads=False,
-        memory_pool=reading_pool(),
-    )
-    return (b for b in batches if len(b))
+    with naming(path):
+        batches = ds.dataset(path, format="parquet").to_batches(
+            columns=list(columns) if columns is not None else None,
+            batch_size=batch_size,
+            batch_readahead=1,
+            fragment_readahead=1,
+            use_threads=False,
+            memory_pool=reading_pool(),
+        )
+    return _named_batches(path, batches)
+
+
+def _named_batches(path: PathLike, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    """The non-empty batches; a read error part-way (a corrupt page) names the shard."""
+    with naming(path):
+        yield from (b for b in batches if len(b))
 
 
 def reading_pool() -> pa.MemoryPool:
@@ -197,4 +262,4 @@ def read_errors(path: PathLike) -> pa.Table:
     errors = Path(path) / ERRORS_DIR / ERRORS_FILE
     if not errors.exists():
         return ERRORS_SCHEMA.empty_table()
-    return pq.read_table(errors)
+    return read_table(errors)

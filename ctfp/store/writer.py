@@ -6,6 +6,8 @@ import contextlib
 import fcntl
 import os
 import re
+import tempfile
+import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -15,6 +17,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ctfp.exceptions import CtfpError, ShardMismatchError
+from ctfp.io.sources import safe_text
+from ctfp.store.reader import read_schema, read_table
 from ctfp.store.schema import (
     ERRORS_DIR,
     ERRORS_FILE,
@@ -43,7 +47,13 @@ class FolderLock:
         key = str(folder.resolve())
         if key in _LOCKED_HERE:  # POSIX locks do not exclude the process that holds them
             raise CtfpError(f"another ctfp writer in this process is writing into {str(folder)!r}")
-        handle = open(folder / ".lock", "w")  # noqa: SIM115 - held until release()
+        # Append, never truncate: the lock file may be someone's file of that name (or a
+        # symlink planted to one); O_NOFOLLOW refuses the symlink.
+        try:
+            fd = os.open(folder / ".lock", os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW)
+        except OSError as exc:
+            raise CtfpError(f"cannot open the lock file {str(folder / '.lock')!r}: {exc}") from None
+        handle = open(fd, "a")  # noqa: SIM115 - held until release()
         try:
             # A POSIX record lock, not flock: forked DataLoader workers do not inherit it, so a
             # killed run's orphaned workers cannot keep the folder locked.
@@ -75,12 +85,24 @@ def frame_id(base: str, frame: int, n_frames: int) -> str:
     return base if n_frames == 1 else f"{base}#{frame}"
 
 
+# Temp files are ".<final name>.<pid>.<random>.tmp": unpredictable, created exclusively (no
+# planted file or symlink is followed), and removable later only when their process is gone.
+# Cleanup looks for those of shard folders' files only (earlier versions had no random part).
+_TEMP_RE = re.compile(r"^\.(part-\d+\.parquet|errors\.parquet)\.(\d+)(\.[A-Za-z0-9_]+)?\.tmp$")
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
+
 def _commit(path: Path, write: Callable[[BinaryIO], Any]) -> None:
-    """``write`` into a temp file beside ``path``, fsync, rename over ``path``, fsync the folder
-    (the rename itself durable): readers see all of the file or none of it."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    """``write`` into a new temp file beside ``path``, fsync, rename over ``path``, fsync the
+    folder (the rename itself durable): readers see all of the file or none of it."""
+    fd, name = tempfile.mkstemp(
+        dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp"
+    )
+    tmp = Path(name)
     try:
-        with open(tmp, "wb") as f:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; the result is an ordinary file
+        with open(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
@@ -88,11 +110,40 @@ def _commit(path: Path, write: Callable[[BinaryIO], Any]) -> None:
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
-    fd = os.open(path.parent, os.O_RDONLY)
+    folder = os.open(path.parent, os.O_RDONLY)
     try:
-        os.fsync(fd)
+        os.fsync(folder)
     finally:
-        os.close(fd)
+        os.close(folder)
+
+
+def remove_stale_temp_files(folder: Path) -> list[Path]:
+    """Remove ctfp's own temp files in ``folder`` whose process is gone (a killed run's), and
+    return them; any other file, and the temp files of a live process, are left alone."""
+    removed = []
+    if not folder.is_dir():
+        return removed
+    for tmp in folder.iterdir():
+        match = _TEMP_RE.match(tmp.name)
+        if match is None or not tmp.is_file() or tmp.is_symlink():
+            continue
+        if _alive(int(match.group(2))):
+            continue
+        tmp.unlink(missing_ok=True)
+        removed.append(tmp)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def write_atomic(table: pa.Table, path: Path, **kwargs: Any) -> None:
@@ -129,6 +180,9 @@ class ShardWriter:
         Shard metadata (see :func:`ctfp.store.schema.make_metadata`); existing shards must agree.
     rows_per_shard
         A shard is committed once it holds at least this many rows (at a file boundary).
+    commit_seconds
+        ... or once this many seconds have passed since the last commit (None: rows only), so
+        a killed run loses seconds of work, not a shard's worth of minutes.
     """
 
     def __init__(
@@ -137,10 +191,15 @@ class ShardWriter:
         *,
         metadata: dict[str, Any],
         rows_per_shard: int = 10_000,
+        commit_seconds: float | None = 30.0,
         compression: str = "zstd",
     ) -> None:
         if rows_per_shard < 1:
             raise CtfpError(f"rows per shard must be at least 1, got {rows_per_shard}")
+        if commit_seconds is not None and not commit_seconds > 0:
+            raise CtfpError(f"commit_seconds must be positive, got {commit_seconds}")
+        self.commit_seconds = commit_seconds
+        self._last_commit = time.monotonic()
         self.out_dir = Path(out_dir)
         self.metadata = metadata
         self.dim = int(metadata["dim"])
@@ -163,9 +222,7 @@ class ShardWriter:
     # -- resume state -------------------------------------------------------------------------
     def _remove_stale_temp_files(self) -> None:
         for folder in (self.out_dir, self.out_dir / ERRORS_DIR):
-            if folder.is_dir():
-                for tmp in folder.glob(".*.tmp"):
-                    tmp.unlink(missing_ok=True)  # left by a killed run; never a finished shard
+            remove_stale_temp_files(folder)  # left by a killed run; never a finished shard
 
     def _scan_existing(self) -> tuple[set[str], int, int]:
         done: set[str] = set()
@@ -176,7 +233,7 @@ class ShardWriter:
             if not match:
                 continue
             seq = max(seq, int(match.group(1)) + 1)
-            meta = read_metadata(pq.read_schema(path))
+            meta = read_metadata(read_schema(path))
             if meta is None:
                 raise ShardMismatchError(
                     f"{path} was not written by ctfp; use an empty folder for --out"
@@ -190,7 +247,7 @@ class ShardWriter:
                     f"{path} was written with other settings ({detail}); rerun with the same "
                     "settings to resume, or write into a new --out folder"
                 )
-            table = pq.read_table(path, columns=["id", "frame"])
+            table = read_table(path, columns=["id", "frame"])
             ids = table.column("id").to_pylist()
             frames = table.column("frame").to_pylist()
             rows += len(ids)
@@ -208,7 +265,7 @@ class ShardWriter:
         path = self._errors_path()
         if not path.exists():
             return []
-        return pq.read_table(path).to_pylist()
+        return read_table(path).to_pylist()
 
     def pending(self, ids: Iterable[str]) -> set[str]:
         """Those of ``ids`` (input-file ids) that are not yet in a finished shard."""
@@ -228,15 +285,21 @@ class ShardWriter:
         if embeddings.shape != (len(ids), self.dim):
             raise ValueError(f"embeddings of shape {embeddings.shape} for {len(ids)} ids")
         self._processed.add(file_id)
-        self._buffer.append((list(ids), source, list(frames), label, embeddings))
+        self._buffer.append((list(ids), safe_text(source), list(frames), label, embeddings))
         self._buffered_rows += len(ids)
-        if self._buffered_rows >= self.rows_per_shard:
+        overdue = (
+            self.commit_seconds is not None
+            and time.monotonic() - self._last_commit >= self.commit_seconds
+        )
+        if self._buffered_rows >= self.rows_per_shard or overdue:
             self.flush()
 
     def add_error(self, id: str, source: str, reason: str) -> None:
         """Record that input ``id`` could not be read; written with the next commit."""
         self._processed.add(id)
-        self._new_errors.append({"id": id, "source": source, "reason": reason})
+        self._new_errors.append(
+            {"id": safe_text(id), "source": safe_text(source), "reason": safe_text(reason)}
+        )
 
     def flush(self) -> None:
         """Commit buffered rows as one shard (all or nothing), then the errors table."""
@@ -259,6 +322,7 @@ class ShardWriter:
                 self.done_ids.update(ids)
             self._buffer.clear()
             self._buffered_rows = 0
+        self._last_commit = time.monotonic()
         self._write_errors()
 
     def _buffer_table(self) -> pa.Table:

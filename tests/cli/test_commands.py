@@ -130,3 +130,26 @@ def test_engine_options_and_the_cache_command(tmp_path: Path, capsys) -> None:
     code = main(["embed", str(cache), *out, "--weights", "random", "--image-size", "64", "--json",
                  "--quiet"])  # fmt: skip
     assert code == 0 and json.loads(capsys.readouterr().out)["rows"] == 2
+
+
+def test_usage_errors_are_one_line(capsys) -> None:
+    assert main(["run", "task2", "DATA", "--out", "o", "--k", "many"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("ctfp run task2: error: argument --k")
+    assert "(see ctfp run task2 --help)" in err[0]
+    assert main(["embed", "x", "--out", "o", "--image-size", "100000"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["ctfp: error: EmbedSettings.image_size must be at most 4096, got 100000"]
+
+
+def test_a_closed_pipe_is_not_a_traceback(tmp_path: Path) -> None:
+    (tmp_path / "run.csv").write_text("".join(f"x{i},7\n" for i in range(20_000)))
+    exe = Path(sys.executable).with_name("ctfp")
+    run = subprocess.run(
+        f"'{exe}' validate task1 '{tmp_path / 'run.csv'}' | head -1",
+        shell=True,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert run.stdout.count("\n") == 1 and "Traceback" not in run.stderr, run.stderr

@@ -160,3 +160,27 @@ def test_window_description_round_trips() -> None:
     for window in (Window(), Window(mode="minmax"), parse_window("40,400"), parse_window("bone")):
         assert Window.from_description(window.describe()) == window
     assert Window.from_description("not a window") == Window()
+
+
+@pytest.mark.parametrize("text", ["nan,nan", "0,nan", "inf,1", "-600,inf", "nan,1500"])
+def test_non_finite_windows_are_refused(text: str) -> None:
+    with pytest.raises(DecodeError, match="finite"):
+        parse_window(text)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_voxels_are_an_error_of_the_file(tmp_path: Path, bad: float) -> None:
+    volume = np.full((16, 16, 3), -800.0, dtype=np.float32)
+    volume[3, 4, 1] = bad
+    nib.save(nib.Nifti1Image(volume, np.eye(4)), tmp_path / "v.nii.gz")
+    with pytest.raises(DecodeError, match="1 of 768 pixel values are NaN or infinite"):
+        decode_file(tmp_path / "v.nii.gz")
+    nib.save(
+        nib.Nifti1Image(np.full((16, 16, 3), np.nan, np.float32), np.eye(4)), tmp_path / "n.nii"
+    )
+    with pytest.raises(DecodeError, match="768 of 768"):
+        decode_file(tmp_path / "n.nii")
+    # A finite volume still decodes.
+    volume[3, 4, 1] = -800.0
+    nib.save(nib.Nifti1Image(volume, np.eye(4)), tmp_path / "ok.nii.gz")
+    assert decode_file(tmp_path / "ok.nii.gz").shape == (3, 16, 16)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -102,3 +103,56 @@ def test_duplicate_ids_are_refused(tmp_path: Path) -> None:
     shutil.copy(png, tmp_path / "x.jpg")
     with pytest.raises(InputError, match="same id"):
         discover(tmp_path)
+
+
+def test_undecodable_file_names_get_escaped_valid_ids(tmp_path: Path) -> None:
+    png = sorted((LUNG / "png").glob("*.png"))[0]
+    raw = os.fsencode(tmp_path) + b"/bad\xffname.png"
+    shutil.copy(png, os.fsdecode(raw))
+    shutil.copy(png, tmp_path / "good.png")
+    files = discover(tmp_path)
+    assert [f.id for f in files] == ["bad\\xffname", "good"]
+    assert os.path.exists(files[0].path)  # opened by its real name
+    "".join(f.id for f in files).encode("utf-8")  # valid text
+
+
+def test_ids_that_look_like_frames_of_another_input_are_refused(tmp_path: Path) -> None:
+    png = sorted((LUNG / "png").glob("*.png"))[0]
+    shutil.copy(png, tmp_path / "y.png")
+    shutil.copy(png, tmp_path / "y#0.png")
+    with pytest.raises(InputError, match=r"'y#0' .* looks like frame 0 of 'y'"):
+        discover(tmp_path)
+    (tmp_path / "y.png").unlink()
+    assert [f.id for f in discover(tmp_path)] == ["y#0"]  # alone it clashes with nothing
+
+
+def test_folder_links_are_followed_once_and_loops_are_recorded(tmp_path: Path) -> None:
+    pngs = sorted((LUNG / "png").glob("*.png"))[:3]
+    real = tmp_path / "elsewhere" / "series"
+    real.mkdir(parents=True)
+    for p in pngs:
+        shutil.copy(p, real / p.name)
+    src = tmp_path / "src"
+    src.mkdir()
+    shutil.copy(pngs[0], src / "top.png")
+    (src / "linked").symlink_to(real, target_is_directory=True)
+    (real / "loop").symlink_to(src, target_is_directory=True)  # back to the top: a cycle
+    unreadable: list = []
+    files = discover(src, unreadable=unreadable)
+    assert sorted(f.id for f in files) == sorted(["top", *(f"linked/{p.stem}" for p in pngs)])
+    assert [u.id for u in unreadable] == ["linked/loop"]
+    assert "searched already; skipped" in unreadable[0].reason
+
+
+def test_what_could_not_be_searched_reaches_the_errors_table(tmp_path: Path) -> None:
+    from ctfp.embed.runner import embed
+    from ctfp.store.reader import read_errors
+
+    src = tmp_path / "src"
+    (src / "a").mkdir(parents=True)
+    shutil.copy(sorted((LUNG / "png").glob("*.png"))[0], src / "a" / "x.png")
+    (src / "a" / "again").symlink_to(src / "a", target_is_directory=True)
+    result = embed(src, tmp_path / "out", features="pixels", device="cpu", progress=False)
+    assert result.rows == 1
+    errors = read_errors(tmp_path / "out").to_pylist()
+    assert [e["id"] for e in errors] == ["a/again"] and "searched already" in errors[0]["reason"]

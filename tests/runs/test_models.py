@@ -13,6 +13,7 @@ import pytest
 from ctfp.cli import main
 from ctfp.cluster.gmm import GaussianMixture
 from ctfp.evaluate import read_table
+from ctfp.exceptions import InputError
 from ctfp.index.ann import ApproximateIndex
 from ctfp.index.flat import FlatIndex
 from ctfp.membership.proximity import ProximityMembership
@@ -127,3 +128,33 @@ def test_saved_proximity_model_with_an_ivf_index(tmp_path: Path) -> None:
     queries = rng.normal(size=(40, 16))
     np.testing.assert_allclose(saved.model.score_samples(queries), model.score_samples(queries))
     assert saved.model.threshold_ == model.threshold_ and saved.identity["dim"] == 16
+
+
+def test_tampered_models_are_refused_with_one_line(tmp_path: Path, memorised_model) -> None:
+    model, _ = memorised_model
+    save_model(model, tmp_path / "m", identity={"model": "x", "dim": 16})
+    description = json.loads((tmp_path / "m" / "model.json").read_text())
+    broken = dict(description)
+    del broken["params"]
+    (tmp_path / "m" / "model.json").write_text(json.dumps(broken))
+    with pytest.raises(InputError, match=r"is not a complete proximity model .*KeyError"):
+        load_model(tmp_path / "m", device="cpu")
+    (tmp_path / "m" / "model.json").write_text(json.dumps({**description, "kind": ["x"]}))
+    with pytest.raises(InputError, match="unknown model kind"):
+        load_model(tmp_path / "m", device="cpu")
+    # Corrupt FAISS bytes: FAISS's RuntimeError becomes the same one-line refusal.
+    (tmp_path / "m" / "model.json").write_text(json.dumps(description))
+    with np.load(tmp_path / "m" / "arrays.npz") as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    arrays["generated_index"] = arrays["generated_index"][:100]
+    np.savez(tmp_path / "m" / "arrays.npz", **arrays)
+    with pytest.raises(InputError, match=r"is not a complete proximity model .*RuntimeError"):
+        load_model(tmp_path / "m", device="cpu")
+
+
+@pytest.fixture
+def memorised_model():
+    rng = np.random.default_rng(0)
+    generated, train = rng.normal(size=(300, 16)), rng.normal(size=(60, 16))
+    model = ProximityMembership(metric="l2", index="hnsw", device="cpu")
+    return model.fit(train, np.arange(60) % 2, generated), train

@@ -41,13 +41,14 @@ def test_task1_end_to_end(task1_data: Path, tmp_path: Path, capsys) -> None:
     assert summary["n_used"] + summary["n_not_used"] + len(truth) == 188
 
     capsys.readouterr()
-    assert (
-        main(["evaluate", "task1", str(out / "run.csv"), "--truth", str(task1_data / "truth.csv")])
-        == 0
-    )
-    printed = capsys.readouterr().out.strip().splitlines()
-    metrics = json.loads(printed[-1])
-    assert any(line.startswith("f1 ") for line in printed[:-1])
+    evaluate = ["evaluate", "task1", str(out / "run.csv"), "--truth", str(task1_data / "truth.csv")]
+    assert main(evaluate) == 0
+    printed = capsys.readouterr().out.strip().splitlines()  # the table, for people
+    assert any(line.startswith("f1 ") for line in printed) and "{" not in printed[-1]
+    assert main([*evaluate, "--json"]) == 0
+    printed = capsys.readouterr().out.strip().splitlines()  # one JSON line, for scripts
+    assert len(printed) == 1
+    metrics = json.loads(printed[0])
     ids = sorted(truth)
     y = [int(truth[i]) for i in ids]
     p = [run[i] for i in ids]
@@ -121,11 +122,9 @@ def test_task1_beyond_the_seed(task1_data: Path, tmp_path: Path, method: str, ca
     )
     assert (out / "embeddings-pixels").is_dir()
     # The generated set holds noisy copies of the used slices: proximity must see it.
-    assert (
-        main(["evaluate", "task1", str(out / "run.csv"), "--truth", str(task1_data / "truth.csv")])
-        == 0
-    )
-    metrics = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    evaluate = ["evaluate", "task1", str(out / "run.csv"), "--truth", str(task1_data / "truth.csv")]
+    assert main([*evaluate, "--json"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
     assert metrics["roc_auc"] > 0.8 and metrics["kappa"] > 0.3
 
 

@@ -56,11 +56,12 @@ def test_task2_end_to_end(task2_data: Path, tmp_path: Path, capsys) -> None:
                 str(out / "clusters.csv"),
                 "--truth",
                 str(task2_data / "truth.csv"),
+                "--json",
             ]
         )
         == 0
     )
-    metrics = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    metrics = json.loads(capsys.readouterr().out)
     ids = sorted(truth)
     assert metrics["ari"] == pytest.approx(
         adjusted_rand_score([truth[i] for i in ids], [run[i] for i in ids])
@@ -165,3 +166,24 @@ def test_task2_python_api_records_its_settings(task2_data: Path, tmp_path: Path)
     assert Task2Settings.from_dict(recorded["task2"]) == settings
     assert EmbedSettings.from_dict(recorded["embed"]) == embed
     assert run_task2(task2_data, out, embed=embed, progress=False, **settings.to_dict())["k"] == 3
+
+
+def test_doubtful_fits_are_said_in_words() -> None:
+    from ctfp.attribution.clustering import cluster_slices
+    from ctfp.runs.task2 import fit_warnings
+    from tests.conftest import blobs
+
+    x, _ = blobs(200, 4, k=4, spread=6.0)
+    settings = Task2Settings(k="auto", k_range=(4, 6), covariance_type="diag", device="cpu")
+    result = cluster_slices(x, settings)
+    sizes = np.bincount(result.labels, minlength=result.k).tolist()
+    said = fit_warnings(result, [*sizes[:-1], 0], settings, x.shape)
+    assert any("hold no test slice" in w for w in said)
+    if result.k == 4:
+        assert any("the edge of the range searched (4-6)" in w for w in said)
+    full = Task2Settings(k=2, covariance_type="full", device="cpu")
+    assert any("singular" in w for w in fit_warnings(result, sizes, full, (50, 2048)))
+    fixed_settings = Task2Settings(k=4, covariance_type="diag", device="cpu")
+    fixed = cluster_slices(x, fixed_settings)
+    fixed_sizes = np.bincount(fixed.labels, minlength=4).tolist()
+    assert fit_warnings(fixed, fixed_sizes, fixed_settings, x.shape) == []

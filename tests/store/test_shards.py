@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +18,7 @@ import pytest
 from ctfp.exceptions import CtfpError, InputError, ShardMismatchError
 from ctfp.store.reader import iter_embeddings, read_embeddings, read_errors
 from ctfp.store.schema import make_metadata
-from ctfp.store.writer import ShardWriter, frame_id
+from ctfp.store.writer import ShardWriter, frame_id, write_text_atomic
 
 IDENTITY = {
     "model": "resnet50",
@@ -105,11 +106,13 @@ def test_reader_refuses_mixed_models(tmp_path: Path) -> None:
 
 
 def test_reader_refuses_duplicate_ids_and_missing_folders(tmp_path: Path) -> None:
-    for sub in ("a", "b"):
+    for sub, names in (("a", ["same"]), ("b", ["other", "same"]), ("c", ["same"])):
         with ShardWriter(tmp_path / sub, metadata=meta()) as w:
-            fill(w, ["same"])
+            fill(w, names)
     with pytest.raises(InputError, match="more than once"):
         read_embeddings([tmp_path / "a", tmp_path / "b"])
+    with pytest.raises(InputError, match="holds the same ids as"):  # a shard's exact twin
+        read_embeddings([tmp_path / "a", tmp_path / "c"])
     with pytest.raises(InputError, match="no ctfp shards"):
         read_embeddings(tmp_path)
     with pytest.raises(InputError, match="does not exist"):
@@ -134,11 +137,41 @@ def test_errors_table_tracks_latest_attempt(tmp_path: Path) -> None:
 
 
 def test_stale_temp_files_are_cleaned_and_never_read(tmp_path: Path) -> None:
-    (tmp_path / ".part-00000.parquet.123.tmp").write_bytes(b"half a shard")
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # a pid that no longer runs
+    stale = [f".part-00000.parquet.{dead.pid}.tmp", f".errors.parquet.{dead.pid}.x1y2.tmp"]
+    for name in stale:
+        (tmp_path / name).write_bytes(b"half a shard")
+    # Not ctfp's, or a live process's: left alone.
+    kept = [".notes.123.tmp", f".part-00001.parquet.{os.getpid()}.abc.tmp", ".part-9.parquet.tmp"]
+    for name in kept:
+        (tmp_path / name).write_bytes(b"someone else's")
     with ShardWriter(tmp_path, metadata=meta()) as w:
         fill(w, ["a"])
-    assert not list(tmp_path.glob(".*.tmp"))
+    assert sorted(p.name for p in tmp_path.glob(".*.tmp")) == sorted(kept)
     assert len(read_embeddings(tmp_path)) == 1
+
+
+def test_temp_files_are_new_files_a_planted_symlink_is_not_followed(tmp_path: Path) -> None:
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    out = tmp_path / "out"
+    out.mkdir()
+    # The old predictable temp name, and the lock file, planted as symlinks to the victim.
+    (out / f".run.csv.{os.getpid()}.tmp").symlink_to(victim)
+    (out / ".lock").symlink_to(victim)
+    write_text_atomic(out / "run.csv", "a,1\n")
+    assert (out / "run.csv").read_text() == "a,1\n" and victim.read_text() == "precious"
+    with pytest.raises(CtfpError, match="cannot open the lock file"):
+        ShardWriter(out, metadata=meta())
+    assert victim.read_text() == "precious"
+    # An ordinary lock file of that name is appended to, never truncated.
+    (out / ".lock").unlink()
+    (out / ".lock").write_text("mine")
+    with ShardWriter(out, metadata=meta()) as w:
+        fill(w, ["a"])
+    assert (out / ".lock").read_text() == "mine"
+    assert oct((out / "run.csv").stat().st_mode & 0o777) != oct(0o600)
 
 
 def test_one_writer_per_folder(tmp_path: Path) -> None:
@@ -186,3 +219,49 @@ def test_shards_with_nullable_elements_still_read(tmp_path: Path) -> None:
     np.testing.assert_array_equal(streamed, expected)
     query = f"SELECT count(*) FROM '{tmp_path}/*.parquet' WHERE len(embedding) = 8"
     assert duckdb.sql(query).fetchall()[0][0] == 8
+
+
+def test_a_truncated_shard_is_named(tmp_path: Path) -> None:
+    with ShardWriter(tmp_path, metadata=meta(), rows_per_shard=1) as w:
+        fill(w, ["a", "b"])
+    shard = tmp_path / "part-00001.parquet"
+    shard.write_bytes(shard.read_bytes()[:200])
+    for read in (read_embeddings, lambda p: list(iter_embeddings(p))):
+        with pytest.raises(InputError, match=r"part-00001.parquet is not a readable Parquet shard"):
+            read(tmp_path)
+    with pytest.raises(InputError, match=r"part-00001.parquet is not a readable Parquet shard"):
+        ShardWriter(tmp_path, metadata=meta())  # resuming into the folder names it too
+
+
+def test_shards_are_committed_by_time_as_well_as_by_rows(tmp_path: Path) -> None:
+    import time
+
+    with ShardWriter(tmp_path, metadata=meta(), rows_per_shard=1000, commit_seconds=0.2) as w:
+        fill(w, ["a"])
+        assert not list(tmp_path.glob("part-*.parquet"))  # neither enough rows nor time
+        time.sleep(0.25)
+        fill(w, ["b"])  # overdue: committed now, before the run ends
+        assert [p.name for p in tmp_path.glob("part-*.parquet")] == ["part-00000.parquet"]
+        fill(w, ["c"])
+    assert sorted(read_embeddings(tmp_path).ids) == ["a", "b", "c"]
+    with pytest.raises(CtfpError, match="commit_seconds must be positive"):
+        ShardWriter(tmp_path / "x", metadata=meta(), commit_seconds=0)
+
+
+def test_a_copied_shard_is_refused_by_every_reader(tmp_path: Path) -> None:
+    import shutil
+
+    from ctfp.store.reader import check_compatible, shard_paths
+
+    with ShardWriter(tmp_path, metadata=meta(), rows_per_shard=2) as w:
+        fill(w, ["a", "b", "c", "d"])
+    shutil.copy(tmp_path / "part-00001.parquet", tmp_path / "part-00008.parquet")
+    for read in (
+        read_embeddings,
+        lambda p: list(iter_embeddings(p)),
+        lambda p: check_compatible(shard_paths(p)),  # score_shards and cluster_shards
+    ):
+        with pytest.raises(
+            InputError, match=r"part-00008.parquet holds the same ids as .*part-00001"
+        ):
+            read(tmp_path)
