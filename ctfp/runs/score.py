@@ -7,6 +7,8 @@ killed at any moment and rerun skips what is done and ends with every row scored
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import time
 from collections.abc import Iterator
@@ -26,7 +28,14 @@ from ctfp.exceptions import InputError
 from ctfp.progress import progress_bar
 from ctfp.runs.models import SavedModel
 from ctfp.settings import Settings, option
-from ctfp.store.reader import check_compatible, count_rows, scan_batches, shard_paths
+from ctfp.store.reader import (
+    check_compatible,
+    count_rows,
+    id_footprint,
+    read_schema,
+    scan_batches,
+    shard_paths,
+)
 from ctfp.store.writer import FolderLock, remove_stale_temp_files, write_atomic
 
 
@@ -170,7 +179,9 @@ def _score_into(
             "a clustering (task 2), fitted, or a saved model"
         )
     task1 = task == "task1"
-    todo = [p for p in paths if not (out / p.name).exists()]
+    made_by = {"model": model_fingerprint(model)}
+    inputs = {p: {**made_by, "input": input_fingerprint(p)} for p in paths}
+    todo = [p for p in paths if not _scored_already(out / p.name, inputs[p])]
     total_rows = count_rows(todo)
     start = time.perf_counter()
     rows = 0
@@ -192,7 +203,9 @@ def _score_into(
         labels: list[np.ndarray] = []
         for path, batch_ids, x in _prefetch(_read_shards(todo, batch_size)):
             if x is None:  # the shard is done: write its scores
-                rows += _write_scores(out / path.name, ids, scores, labels, model, task1)
+                rows += _write_scores(
+                    out / path.name, ids, scores, labels, model, task1, inputs[path]
+                )
                 ids, scores, labels = [], [], []
                 continue
             if task1:
@@ -228,8 +241,10 @@ def _write_scores(
     labels: list[np.ndarray],
     model: Any,
     task1: bool,
+    made_by: dict[str, Any],
 ) -> int:
-    """Write one scored shard (``id, score, label``) atomically; returns its row count."""
+    """Write one scored shard (``id, score, label``) atomically, its metadata saying which
+    model scored which input shard; returns its row count."""
     score = np.concatenate(scores) if scores else np.empty(0, np.float32)
     label = (
         (score >= model.threshold_).astype(np.int32)
@@ -242,7 +257,55 @@ def _write_scores(
             pa.array(score, pa.float32()),
             pa.array(label, pa.int32()),
         ],
-        schema=SCORES_SCHEMA,
+        schema=SCORES_SCHEMA.with_metadata({SCORED_KEY: json.dumps(made_by, sort_keys=True)}),
     )
     write_atomic(table, path)
     return table.num_rows
+
+
+SCORED_KEY = b"ctfp_scored"
+
+
+def model_fingerprint(model: Any) -> str:
+    """sha256 of a fitted model's saved state (its parameters and arrays): equal fingerprints,
+    equal scores."""
+    params, arrays = model.to_state()
+    h = hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode())
+    for name in sorted(arrays):
+        a = np.ascontiguousarray(arrays[name])
+        h.update(f"{name}:{a.dtype}:{a.shape};".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def input_fingerprint(path: Path) -> dict[str, Any]:
+    """What a scored shard records of its input shard: name, rows, size, id range."""
+    footprint = id_footprint(path)
+    ids = None if footprint is None else [footprint[1], footprint[2]]
+    return {
+        "name": path.name,
+        "rows": count_rows([path]),
+        "bytes": path.stat().st_size,
+        "ids": ids,
+    }
+
+
+def _scored_already(output: Path, expected: dict[str, Any]) -> bool:
+    """Whether ``output`` holds the scores ``expected`` describes (resume); an output made by
+    another model or from another input shard is refused, never kept as if it were ours."""
+    if not output.exists():
+        return False
+    raw = (read_schema(output).metadata or {}).get(SCORED_KEY)
+    found = json.loads(raw) if raw else None
+    if found == expected:
+        return True
+    if found is None:
+        why = "it records no model or input (another program's, or an older ctfp's)"
+    elif found.get("model") != expected["model"]:
+        why = "another model scored it"
+    else:
+        why = f"it scored another input shard ({found.get('input')} vs {expected['input']})"
+    raise InputError(
+        f"{output} is not this run's to resume: {why}; score into an empty folder, or delete "
+        "the folder's part-*.parquet files to score them again"
+    )

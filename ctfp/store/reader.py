@@ -130,7 +130,7 @@ def check_compatible(paths: Sequence[Path]) -> dict[str, Any]:
                     f"{first_path} and {path} hold embeddings that cannot be mixed ({diffs}); "
                     "embed all inputs with the same model, weights and preprocessing"
                 )
-        footprint = _id_footprint(path)
+        footprint = id_footprint(path)
         if footprint is not None and footprint in footprints:
             raise InputError(
                 f"{path} holds the same ids as {footprints[footprint]} ({footprint[0]} rows, "
@@ -143,7 +143,7 @@ def check_compatible(paths: Sequence[Path]) -> dict[str, Any]:
     return first
 
 
-def _id_footprint(path: Path) -> tuple[Any, ...] | None:
+def id_footprint(path: Path) -> tuple[Any, ...] | None:
     """(rows, smallest id, largest id) of a shard from its footer statistics: two shards with
     the same footprint hold the same rows (a copy), which the ids of one writer never do."""
     with naming(path):

@@ -25,13 +25,15 @@ IDENTITY = {
 }
 
 
-def write_shards(out: Path, n: int = 3000, per_shard: int = 1000) -> None:
-    rng = np.random.default_rng(0)
+def write_shards(
+    out: Path, n: int = 3000, per_shard: int = 1000, seed: int = 0, prefix: str = "r"
+) -> None:
+    rng = np.random.default_rng(seed)
     x = rng.gamma(1.0, 1.0, (n, 64)).astype(np.float16)
     meta = make_metadata(IDENTITY, "float16", {})
     with ShardWriter(out, metadata=meta, rows_per_shard=per_shard) as w:
         for i in range(n):
-            w.add(f"r{i:05d}", [f"r{i:05d}"], "synthetic", [0], None, x[i : i + 1])
+            w.add(f"{prefix}{i:05d}", [f"{prefix}{i:05d}"], "synthetic", [0], None, x[i : i + 1])
 
 
 def fit_centroid(k: int, used: np.ndarray, not_used: np.ndarray) -> CentroidMembership:
@@ -134,3 +136,24 @@ def test_what_cannot_be_scored_is_refused(tmp_path: Path) -> None:
         score_shards({}, tmp_path / "emb", tmp_path / "scores", progress=False)
     with pytest.raises(ValueError, match="batch_size must be at least 1"):
         score_shards(None, tmp_path / "emb", tmp_path / "scores", batch_size=0, progress=False)
+
+
+def test_resume_only_what_this_model_scored_from_these_shards(tmp_path: Path) -> None:
+    write_shards(tmp_path / "emb", n=300, per_shard=100)
+    rng = np.random.default_rng(1)
+    first = fit_centroid(2, rng.gamma(1.0, 1.0, (50, 64)), rng.gamma(1.2, 1.0, (50, 64)))
+    other = fit_centroid(3, rng.gamma(1.0, 1.0, (50, 64)), rng.gamma(1.2, 1.0, (50, 64)))
+    score_shards(first, tmp_path / "emb", tmp_path / "scores", progress=False)
+    again = score_shards(first, tmp_path / "emb", tmp_path / "scores", progress=False)
+    assert again["shards_skipped"] == 3 and again["rows"] == 0
+    with pytest.raises(InputError, match="another model scored it"):
+        score_shards(other, tmp_path / "emb", tmp_path / "scores", progress=False)
+    # Another archive whose shards have the same names: refused, not kept as if scored.
+    write_shards(tmp_path / "emb2", n=300, per_shard=100, seed=7, prefix="s")
+    with pytest.raises(InputError, match="it scored another input shard"):
+        score_shards(first, tmp_path / "emb2", tmp_path / "scores", progress=False)
+    # An output without the record (another program's, or an older ctfp's) is refused too.
+    table = pq.read_table(tmp_path / "scores" / "part-00000.parquet")
+    pq.write_table(table.replace_schema_metadata(None), tmp_path / "scores" / "part-00000.parquet")
+    with pytest.raises(InputError, match="records no model or input"):
+        score_shards(first, tmp_path / "emb", tmp_path / "scores", progress=False)
