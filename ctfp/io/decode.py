@@ -14,6 +14,10 @@ from ctfp.io.sources import DICOM_SUFFIXES, IMAGE_SUFFIXES, NIFTI_SUFFIXES, suff
 
 # Smallest side accepted as a CT slice; anything smaller is almost surely not an image of one.
 MIN_SIDE = 8
+# Largest slice decoded (8192 x 8192), checked against the declared dimensions before any pixel
+# is decoded: a few hundred compressed bytes can declare gigabytes (a deflated 12000^2 DICOM
+# peaked at 4.4 GB). A file (volume, multi-frame DICOM) may hold 4x that in all.
+MAX_PIXELS = 8192 * 8192
 WINDOW_PRESETS = {
     "lung": (-600.0, 1500.0),
     "mediastinum": (40.0, 400.0),
@@ -81,7 +85,9 @@ def parse_window(text: str | None) -> Window:
     return Window(mode="hu", level=level, width=width)
 
 
-def decode_file(path: str | os.PathLike[str], window: Window | None = None) -> np.ndarray:
+def decode_file(
+    path: str | os.PathLike[str], window: Window | None = None, *, max_pixels: int = MAX_PIXELS
+) -> np.ndarray:
     """Decode one file into its slices.
 
     Returns
@@ -104,15 +110,17 @@ def decode_file(path: str | os.PathLike[str], window: Window | None = None) -> n
     if size == 0:
         raise DecodeError("empty file (0 bytes)")
     suffix = suffix_of(path)
+    limit = _Limit(max_pixels)
     try:
         if suffix in NIFTI_SUFFIXES:
-            frames = _decode_nifti(path, window)
+            frames = _decode_nifti(path, window, limit)
         elif suffix in DICOM_SUFFIXES or _has_dicm_magic(path):
-            frames = _decode_dicom(path, window)  # also a DICOM file named .png: trust the content
+            # Also a DICOM file named .png: trust the content.
+            frames = _decode_dicom(path, window, limit)
         elif suffix not in IMAGE_SUFFIXES:
-            frames = _decode_dicom(path, window)  # headless DICOM without a suffix
+            frames = _decode_dicom(path, window, limit)  # headless DICOM without a suffix
         else:
-            frames = _decode_image(path)
+            frames = _decode_image(path, limit)
     except DecodeError:
         raise
     except MemoryError:
@@ -120,6 +128,25 @@ def decode_file(path: str | os.PathLike[str], window: Window | None = None) -> n
     except Exception as exc:  # decoders raise anything from OSError to struct.error
         raise DecodeError(f"{type(exc).__name__}: {exc}") from exc
     return _check_frames(frames)
+
+
+@dataclass(frozen=True)
+class _Limit:
+    """The declared-size check every decoder runs before decoding pixels."""
+
+    max_pixels: int
+
+    def check(self, height: int, width: int, frames: int = 1) -> None:
+        if height * width > self.max_pixels:
+            raise DecodeError(
+                f"declares {width}x{height} pixels per slice, more than the limit of "
+                f"{self.max_pixels:,} (decoding would need {height * width * 8 / 2**30:.1f} GiB)"
+            )
+        if height * width * frames > 4 * self.max_pixels:
+            raise DecodeError(
+                f"declares {frames} slices of {width}x{height} pixels, more than the limit of "
+                f"{4 * self.max_pixels:,} pixels in one file"
+            )
 
 
 def _check_frames(frames: np.ndarray) -> np.ndarray:
@@ -141,11 +168,12 @@ def _has_dicm_magic(path: str) -> bool:
     return len(head) == 132 and head[128:132] == b"DICM"
 
 
-def _decode_image(path: str) -> np.ndarray:
+def _decode_image(path: str, limit: _Limit) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as img:
+        with Image.open(path) as img:  # reads the header only
+            limit.check(img.size[1], img.size[0], getattr(img, "n_frames", 1))
             img.load()  # raises on truncated data instead of returning a half-grey image
             return _pil_to_gray(img)[None]
     except UnidentifiedImageError:
@@ -192,7 +220,7 @@ def _minmax(a: np.ndarray) -> np.ndarray:
     return np.floor((a - lo) * (255.0 / (hi - lo))).astype(np.uint8)
 
 
-def _decode_dicom(path: str, window: Window) -> np.ndarray:
+def _decode_dicom(path: str, window: Window, limit: _Limit) -> np.ndarray:
     import pydicom
     from pydicom.dataset import FileMetaDataset
     from pydicom.errors import InvalidDicomError
@@ -220,6 +248,11 @@ def _decode_dicom(path: str, window: Window) -> np.ndarray:
     samples = int(ds.SamplesPerPixel)
     if "PhotometricInterpretation" not in ds:
         ds.PhotometricInterpretation = "MONOCHROME2" if samples == 1 else "RGB"
+    try:
+        declared = [int(ds.get(k, 0) or 0) for k in ("Rows", "Columns", "NumberOfFrames")]
+    except (TypeError, ValueError):
+        raise DecodeError("DICOM Rows, Columns or NumberOfFrames is not a number") from None
+    limit.check(declared[0], declared[1], max(declared[2], 1) * samples)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -252,13 +285,15 @@ def _minmax_or_8bit(gray: np.ndarray, bits: int) -> np.ndarray:
     return np.stack([_minmax(frame) for frame in gray])
 
 
-def _decode_nifti(path: str, window: Window) -> np.ndarray:
+def _decode_nifti(path: str, window: Window, limit: _Limit) -> np.ndarray:
     import nibabel as nib
 
     try:
         img = nib.load(path)
     except Exception as exc:
         raise DecodeError(f"not a readable NIfTI file: {exc}") from None
+    shape = (*(int(v) for v in img.shape), 1, 1)
+    limit.check(shape[0], shape[1], int(np.prod(shape[2:])))  # the header's, before any voxel
     img = nib.as_closest_canonical(img)  # RAS+, so axis 2 is axial (inferior -> superior)
     data = np.asanyarray(img.dataobj, dtype=np.float64)
     while data.ndim > 3 and data.shape[-1] == 1:

@@ -184,3 +184,22 @@ def test_non_finite_voxels_are_an_error_of_the_file(tmp_path: Path, bad: float) 
     volume[3, 4, 1] = -800.0
     nib.save(nib.Nifti1Image(volume, np.eye(4)), tmp_path / "ok.nii.gz")
     assert decode_file(tmp_path / "ok.nii.gz").shape == (3, 16, 16)
+
+
+def test_declared_sizes_past_the_limit_are_refused_before_decoding(tmp_path: Path) -> None:
+    # A 9000 x 9000 16-bit PNG compresses to little and would need GBs decoded.
+    Image.fromarray(np.zeros((9000, 9000), np.uint16)).save(tmp_path / "big.png")
+    with pytest.raises(DecodeError, match="declares 9000x9000 pixels per slice"):
+        decode_file(tmp_path / "big.png")
+    assert decode_file(tmp_path / "big.png", max_pixels=9000 * 9000).shape == (1, 9000, 9000)
+    # A DICOM whose header declares 12000 x 12000: refused from the header.
+    ds = pydicom.dcmread(sorted((LUNG / "dicom").rglob("*.dcm"))[0])
+    ds.Rows = ds.Columns = 12000
+    ds.save_as(tmp_path / "big.dcm")
+    with pytest.raises(DecodeError, match="declares 12000x12000"):
+        decode_file(tmp_path / "big.dcm")
+    # A NIfTI volume: per slice and in all.
+    nib.save(nib.Nifti1Image(np.zeros((64, 64, 40), np.int16), np.eye(4)), tmp_path / "v.nii.gz")
+    with pytest.raises(DecodeError, match="declares 40 slices of 64x64"):
+        decode_file(tmp_path / "v.nii.gz", max_pixels=64 * 64 * 2)
+    assert decode_file(tmp_path / "v.nii.gz", max_pixels=64 * 64 * 10).shape == (40, 64, 64)
