@@ -13,6 +13,7 @@ import numpy as np
 from ctfp.embed.settings import EmbedSettings
 from ctfp.engine.settings import EngineSettings
 from ctfp.evaluate import write_run
+from ctfp.exceptions import InputError
 from ctfp.membership.base import MembershipMethod
 from ctfp.membership.settings import Task1Settings
 from ctfp.progress import logger, progress_bar
@@ -41,6 +42,25 @@ def task1_settings(settings: Task1Settings | None, overrides: dict[str, Any]) ->
     options = settings.options.to_dict() if same_method else {}
     options.update(overrides)
     return Task1Settings.with_options(**values, **options)
+
+
+def check_k_before_embedding(data: Path, settings: Task1Settings) -> None:
+    """Refuse a k larger than a training class before embedding (which can take hours): when
+    every file of ``train/used/`` or ``train/not_used/`` is a 2-D image, its file count is its
+    slice count."""
+    from ctfp.io.sources import IMAGE_SUFFIXES, suffix_of
+    from ctfp.membership.registry import get_method, parameter_names
+
+    if "k" not in parameter_names(get_method(settings.method)):
+        return
+    k = max(settings.ks)
+    for folder, name in (("train/used", "used"), ("train/not_used", "not used")):
+        files = [p for p in (data / folder).rglob("*") if p.is_file() and suffix_of(p)]
+        if files and all(suffix_of(p) in IMAGE_SUFFIXES for p in files) and len(files) < k:
+            raise InputError(
+                f"k={k} needs at least {k} '{name}' training slices, but {data / folder}/ holds "
+                f"{len(files)} images; use a smaller --k"
+            )
 
 
 def fit_membership(
@@ -80,6 +100,7 @@ def run_task1(
     s = task1_settings(settings, dict(overrides))
     embed_settings = embed or EmbedSettings()
     out = Path(out)
+    check_k_before_embedding(Path(data), s)
     emb = embed_layout(
         data,
         out,

@@ -92,6 +92,7 @@ def test_task1_bad_layout_and_too_large_k(task1_data: Path, tmp_path: Path, caps
         == 2
     )
     assert "k=64 needs at least 64" in capsys.readouterr().err
+    assert not (tmp_path / "o" / "embeddings").exists()  # refused before embedding anything
 
 
 @pytest.mark.parametrize("method", ["proximity"])
