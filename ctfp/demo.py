@@ -186,7 +186,10 @@ def run_demo(
             "  (random weights: the pipeline is real, the numbers mean little; "
             "run with ImageNet weights for real features)"
         )
-    lines.append(f"  embeddings: duckdb -c \"SELECT id, label FROM '{shards}/*.parquet' LIMIT 5\"")
+    lines.append(
+        f'  embeddings (pip install duckdb): python -c "import duckdb; print(duckdb.sql('
+        f'\\"SELECT id, label FROM \'{shards}/*.parquet\' LIMIT 5\\"))"'
+    )
     lines.append(f"  score an archive later: ctfp score {out / 'task1-seed'} SHARDS --out SCORES")
     logger.info("\n".join(lines))
     return summary
