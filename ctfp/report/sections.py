@@ -47,7 +47,9 @@ def settings_section(
         )
     recorded = summary.get("settings") or {}
     # Runs since 0.2 record their settings objects; the flat keys beside them repeat them.
-    skip = {"model", "runs", "settings", "warnings"} | (set(LEGACY_KEYS) if recorded else set())
+    skip = {"model", "runs", "settings", "warnings", "files"}
+    if recorded:
+        skip |= set(LEGACY_KEYS)
     outcome = [(k, v) for k, v in summary.items() if k not in skip]
     parts.append('<div class="figures"><div><h3>The run (summary.json)</h3>')
     parts.append(table(["field", "value"], [(k, fmt(v)) for k, v in outcome]))

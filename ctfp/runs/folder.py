@@ -12,6 +12,7 @@ OUT/embeddings[-<features>]/  the embedding shards, reused by reruns
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
 from collections.abc import Sequence
@@ -97,20 +98,50 @@ def read_scores(path: PathLike) -> tuple[list[str], np.ndarray, np.ndarray]:
     return ids, scores, pred
 
 
-def write_summary(out: PathLike, summary: dict[str, Any]) -> Path:
-    """``summary.json``, written atomically."""
-    path = Path(out) / SUMMARY_FILE
-    write_text_atomic(path, json.dumps(summary, indent=2) + "\n")
+def begin_commit(out: PathLike) -> None:
+    """Withdraw the previous run's commit record before this run writes its files: a run killed
+    from here on leaves its files without a ``summary.json``, which every reader refuses as an
+    interrupted run instead of mixing the new files with the old ones."""
+    (Path(out) / SUMMARY_FILE).unlink(missing_ok=True)
+
+
+def fingerprint(path: Path) -> str:
+    """What the commit record keeps of one file: its sha256 (files up to 64 MiB), else its size
+    and modification time (a large saved index is not hashed at every load)."""
+    stat = path.stat()
+    if stat.st_size <= 64 * 2**20:
+        return "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
+    return f"stat:{stat.st_size}:{stat.st_mtime_ns}"
+
+
+def write_summary(out: PathLike, summary: dict[str, Any], files: Sequence[PathLike] = ()) -> Path:
+    """``summary.json``, written atomically and last: the run's commit record, with the
+    fingerprint of each of its ``files`` (run files, scores, the model)."""
+    root = Path(out)
+    listed = {}
+    for f in map(Path, files):
+        for part in sorted(f.rglob("*")) if f.is_dir() else [f]:
+            if part.is_file():
+                listed[part.relative_to(root).as_posix()] = fingerprint(part)
+    path = root / SUMMARY_FILE
+    write_text_atomic(path, json.dumps({**summary, "files": listed}, indent=2) + "\n")
     return path
 
 
 def read_summary(run_dir: PathLike) -> dict[str, Any]:
-    """The ``summary.json`` of a run folder; InputError when ``run_dir`` is not one."""
+    """The ``summary.json`` of a run folder, its listed files checked against their
+    fingerprints; InputError when ``run_dir`` is not a run folder, its run was interrupted, or
+    its files were changed after it."""
     run = Path(run_dir)
     if not run.is_dir():
         raise InputError(f"run folder {str(run)!r} does not exist")
     path = run / SUMMARY_FILE
     if not path.is_file():
+        if any((run / name).exists() for name in (RUN_FILE, CLUSTERS_FILE, MODEL_DIR)):
+            raise InputError(
+                f"the run in {str(run)!r} was interrupted before it finished (its files are there "
+                f"but no {SUMMARY_FILE}, written last); rerun the same `ctfp run` command"
+            )
         raise InputError(
             f"{str(run)!r} is not a ctfp run folder: it has no {SUMMARY_FILE} (written by "
             "`ctfp run task1|task2 DATA --out OUT`)"
@@ -121,6 +152,14 @@ def read_summary(run_dir: PathLike) -> dict[str, Any]:
         raise InputError(f"cannot read {str(path)!r}: {exc}") from None
     if not isinstance(summary, dict) or summary.get("task") not in TASKS:
         raise InputError(f"{str(path)!r} does not name a task (task1 or task2)")
+    for name, expected in (summary.get("files") or {}).items():
+        part = run / name
+        if not part.is_file() or fingerprint(part) != expected:
+            raise InputError(
+                f"{part} is not the file the run recorded in {path} (changed or removed after "
+                "it, or a later run was interrupted while writing it); rerun the same `ctfp run` "
+                "command"
+            )
     return summary
 
 
@@ -131,8 +170,10 @@ __all__ = [
     "SCORES_FILE",
     "SUMMARY_FILE",
     "TEST_PREFIX",
+    "begin_commit",
     "embeddings_dir",
     "find_embeddings",
+    "fingerprint",
     "read_scores",
     "read_summary",
     "split_test_rows",

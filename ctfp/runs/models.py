@@ -92,12 +92,27 @@ def save_model(
     return out
 
 
+def _check_run_commit(model_dir: Path) -> None:
+    """A model inside a run folder is used only if that run finished and its files are the
+    ones it recorded (:func:`ctfp.runs.folder.read_summary`); ``ctfp cluster`` models stand
+    alone."""
+    from ctfp.runs.folder import CLUSTERS_FILE, RUN_FILE, SUMMARY_FILE, read_summary
+
+    for run in (model_dir.parent, model_dir.parent.parent):  # OUT/model, OUT/k<k>/model
+        if (run / SUMMARY_FILE).is_file():
+            read_summary(run)
+            return
+    if any((model_dir.parent / name).is_file() for name in (RUN_FILE, CLUSTERS_FILE)):
+        read_summary(model_dir.parent)  # raises: the run was interrupted
+
+
 def load_model(path: PathLike, *, device: str = "auto") -> SavedModel:
     """Load a model folder written by :func:`save_model` (or ``ctfp run ... --out OUT``: the
     model is in ``OUT/model``)."""
     root = Path(path)
     if (root / "model" / MODEL_FILE).is_file() and not (root / MODEL_FILE).is_file():
         root = root / "model"  # a run folder
+    _check_run_commit(root)
     try:
         description = json.loads((root / MODEL_FILE).read_text())
     except FileNotFoundError:

@@ -21,6 +21,7 @@ from ctfp.runs.folder import (
     MODEL_DIR,
     RUN_FILE,
     SCORES_FILE,
+    begin_commit,
     task1_dir,
     write_scores,
     write_summary,
@@ -118,6 +119,8 @@ def run_task1(
     ids, x = test_part(emb)
     ks = s.ks
     runs: dict[int, dict[str, Any]] = {}
+    written: list[Path] = []
+    begin_commit(out)
     for kk in progress_bar(
         len(ks), "task1 fits", "k", enabled=len(ks) > 1 and progress, iterable=ks
     ):
@@ -129,6 +132,7 @@ def run_task1(
         write_scores(dest / SCORES_FILE, ids, score, pred)
         recorded = {"task1": s.replace(k=(kk,)).to_dict(), "embed": embed_settings.to_dict()}
         save_model(model, dest / MODEL_DIR, identity=emb.metadata, settings=recorded)
+        written += [dest / RUN_FILE, dest / SCORES_FILE, dest / MODEL_DIR]
         runs[kk] = {
             "run": str(dest / RUN_FILE),
             "scores": str(dest / SCORES_FILE),
@@ -175,7 +179,7 @@ def run_task1(
         "model": model_identity(emb.metadata),
         "seconds": round(time.perf_counter() - start, 2),
     }
-    write_summary(out, summary)
+    write_summary(out, summary, written)
     return summary
 
 

@@ -17,7 +17,7 @@ from ctfp.engine.settings import EngineSettings
 from ctfp.evaluate import attribution_metrics, write_run
 from ctfp.exceptions import InputError
 from ctfp.progress import logger
-from ctfp.runs.folder import CLUSTERS_FILE, MODEL_DIR, write_summary
+from ctfp.runs.folder import CLUSTERS_FILE, MODEL_DIR, begin_commit, write_summary
 from ctfp.runs.layout import embed_layout, model_identity, test_part
 from ctfp.runs.models import save_model
 
@@ -75,6 +75,7 @@ def run_task2(
         )
     for warning in warnings:
         logger.warning(f"warning: {warning}")
+    begin_commit(out)
     write_run(out / CLUSTERS_FILE, ids, labels)
     recorded = {"task2": s.to_dict(), "embed": embed_settings.to_dict()}
     save_model(result, out / MODEL_DIR, identity=emb.metadata, settings=recorded)
@@ -116,7 +117,7 @@ def run_task2(
         predicted = result.predict(emb.matrix[train])
         summary["train_check"] = attribution_metrics(groups[train].tolist(), predicted.tolist())
     summary["seconds"] = round(time.perf_counter() - start, 2)
-    write_summary(out, summary)
+    write_summary(out, summary, [out / CLUSTERS_FILE, out / MODEL_DIR])
     return summary
 
 

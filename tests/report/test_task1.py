@@ -134,7 +134,11 @@ def test_missing_files_and_escaping(task1_proximity: Path, tmp_path: Path) -> No
     run = tmp_path / "run"
     run.mkdir()
     summary = json.loads((task1_proximity / "summary.json").read_text())
-    summary["calibrate"] = "<script>alert(1)</script>"
+    summary["note"] = "<script>alert(1)</script>"
+    # A summary without its commit fingerprints (as before 0.2): the report still names what
+    # is missing. With them, read_summary names the first listed file that is gone.
+    listed = summary.pop("files")
+    assert "run.csv" in listed and "scores.csv" in listed
     (run / "summary.json").write_text(json.dumps(summary))
     with pytest.raises(InputError, match=r"scores\.csv"):
         write_report(run)
