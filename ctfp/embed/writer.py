@@ -83,6 +83,7 @@ def write_pending(
         rows_per_shard=job.rows_per_shard,
         commit_seconds=job.commit_seconds,
     ) as writer:
+        writer.forget_errors_except(f.id for f in job.files)
         for problem in job.unreadable:  # folders that could not be searched: on the record
             writer.add_error(problem.id, problem.path, problem.reason)
         todo = writer.pending(f.id for f in job.files)

@@ -261,6 +261,13 @@ class ShardWriter:
     def _errors_path(self) -> Path:
         return self.out_dir / ERRORS_DIR / ERRORS_FILE
 
+    def forget_errors_except(self, ids: Iterable[str]) -> None:
+        """Drop the recorded errors of inputs that are no longer among ``ids`` (deleted or
+        renamed since): the errors table describes the inputs of this run, not of every past
+        one."""
+        current = set(ids)
+        self._old_errors = [e for e in self._old_errors if e["id"] in current]
+
     def _read_old_errors(self) -> list[dict[str, str]]:
         path = self._errors_path()
         if not path.exists():

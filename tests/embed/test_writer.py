@@ -86,3 +86,21 @@ def test_result_summary_and_dict(ctfp_log) -> None:
     assert result.summary().startswith("embedded 10 rows from 3 files (0 errors, 1 files")
     log_result(result)
     assert [r.getMessage() for r in ctfp_log] == [result.summary()]
+
+
+def test_errors_of_inputs_deleted_since_leave_the_errors_table(tmp_path: Path, lung_pngs) -> None:
+    import shutil
+
+    from ctfp.embed.runner import embed
+    from ctfp.store.reader import read_errors
+
+    src = tmp_path / "src"
+    src.mkdir()
+    shutil.copy(lung_pngs[0], src / "good.png")
+    (src / "broken.png").write_bytes(b"not a png")
+    (src / "gone.png").write_bytes(b"not a png either")
+    embed(src, tmp_path / "out", features="pixels", device="cpu", progress=False)
+    assert sorted(e["id"] for e in read_errors(tmp_path / "out").to_pylist()) == ["broken", "gone"]
+    (src / "gone.png").unlink()  # deleted since: its old error must not stay on the record
+    embed(src, tmp_path / "out", features="pixels", device="cpu", progress=False)
+    assert [e["id"] for e in read_errors(tmp_path / "out").to_pylist()] == ["broken"]
