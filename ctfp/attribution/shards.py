@@ -50,6 +50,13 @@ def cluster_shards(
     parts, start = [], 0
     with progress_bar(rows, "sample", "row", enabled=progress) as bar:
         for batch in iter_embeddings(paths, batch_size=batch_size):
+            finite = np.isfinite(batch.matrix).all(axis=1)
+            if not finite.all():  # every row passes here once: EM would only say "NaN"
+                raise InputError(
+                    f"the shards in {str(shards)!r} hold non-finite embeddings (NaN or infinity), "
+                    f"e.g. the row with id {batch.ids[int(np.argmin(finite))]!r}; re-embed its "
+                    "input or remove the row"
+                )
             lo, hi = np.searchsorted(wanted, [start, start + len(batch)])
             parts.append(batch.matrix[wanted[lo:hi] - start])
             start += len(batch)

@@ -14,6 +14,7 @@ from sklearn.metrics import adjusted_rand_score
 from ctfp.attribution.shards import cluster_shards
 from ctfp.cli import main
 from ctfp.cluster.gmm import GaussianMixture
+from ctfp.exceptions import InputError
 from ctfp.store.reader import read_embeddings
 from ctfp.store.schema import make_metadata
 from ctfp.store.writer import ShardWriter
@@ -106,3 +107,18 @@ def test_k_auto_picks_the_lowest_bic_on_the_sample(tmp_path: Path, capsys) -> No
     assert saved["params"]["k"] == 3 and saved["settings"]["cluster"]["k"] == "auto"
     bad = ["cluster", str(tmp_path / "emb"), "--out", str(tmp_path / "x"), "--quiet"]
     assert main([*bad, "--k", "three"]) == 2
+
+
+def test_non_finite_rows_are_named_not_passed_to_em(tmp_path: Path, capsys) -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(50, 32)).astype(np.float16)
+    x[17, 3] = np.nan
+    meta = make_metadata(IDENTITY, "float16", {})
+    with ShardWriter(tmp_path / "emb", metadata=meta) as w:
+        w.add("all", [f"g{i:03d}" for i in range(50)], "synthetic", range(50), None, x)
+    with pytest.raises(InputError, match=r"non-finite embeddings .* id 'g017'"):
+        cluster_shards(tmp_path / "emb", k=2, pca=4, device="cpu")
+    args = ["cluster", str(tmp_path / "emb"), "--out", str(tmp_path / "m"), "--k", "2", "--quiet"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "g017" in err[0]
