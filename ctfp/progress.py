@@ -25,13 +25,38 @@ class _StderrHandler(logging.StreamHandler):
 
 
 def configure_logging(quiet: bool = False) -> None:
-    """Log ctfp messages to stderr as plain lines (``quiet``: warnings and errors only)."""
+    """Log ctfp messages to stderr as plain lines (``quiet``: warnings and errors only).
+
+    Python warnings of the libraries ctfp drives (PIL, nibabel, pydicom) go through the same
+    log as one line each, and ``quiet`` silences them as it silences the rest.
+    """
     if not logger.handlers:
         handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("%(message)s"))
         logger.addHandler(handler)
         logger.propagate = False
     logger.setLevel(logging.WARNING if quiet else logging.INFO)
+    # Off, then on: logging keeps the first showwarning it replaced, and a caller (a notebook,
+    # a test runner) may have put its own back since.
+    logging.captureWarnings(False)
+    logging.captureWarnings(True)
+    captured = logging.getLogger("py.warnings")
+    if not captured.handlers:
+        handler = _StderrHandler()
+        handler.setFormatter(_OneLine())
+        captured.addHandler(handler)
+        captured.propagate = False
+    captured.setLevel(logging.ERROR if quiet else logging.WARNING)
+
+
+class _OneLine(logging.Formatter):
+    """A captured warning (``file:line: Category: message`` plus its source line) as one
+    ``warning: Category: message`` line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        first = record.getMessage().strip().splitlines()[0] if record.getMessage() else ""
+        parts = first.split(": ", 1)
+        return "warning: " + (parts[1] if len(parts) == 2 else first)
 
 
 def progress_bar(total: int | None, desc: str, unit: str, enabled: bool = True, **kw: Any) -> tqdm:
