@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image, ImageFilter
+
+from ctfp.embed.features import PixelFeatures
+from ctfp.embed.job import Job
+from ctfp.io.decode import Window
+from ctfp.io.sources import InputFile
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 LUNG = SHARED / "lung-pet-ct-dx"
@@ -121,3 +128,26 @@ def task2_data(tmp_path_factory) -> Path:
             truth.append(f"{path.stem},{n % 3}")
     (root / "truth.csv").write_text("id,cluster\n" + "\n".join(truth) + "\n")
     return root
+
+
+@pytest.fixture
+def pixel_job() -> Callable[..., Job]:
+    """``pixel_job(files, out, **fields)``: a job whose model is 8x8 raw pixels (64-d, exact,
+    instant), stored as float32."""
+
+    def make(files: list[InputFile], out: Path, **fields: Any) -> Job:
+
+        options: dict[str, Any] = dict(
+            files=files,
+            out=str(out),
+            factory=lambda: PixelFeatures(8),
+            window=Window(),
+            dtype="float32",
+            rows_per_shard=4,
+            device="cpu",
+            precision="fp32",
+            progress=False,
+        )
+        return Job(**{**options, **fields})
+
+    return make

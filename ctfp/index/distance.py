@@ -66,10 +66,9 @@ def search(index: Any, x: np.ndarray, k: int, metric: str) -> tuple[np.ndarray, 
         q = x[lo : lo + 4096]
         _, I = index.search(q, k)  # noqa: E741
         I = np.asarray(I)  # noqa: E741
-        D = exact(q, index.reconstruct(I), metric)
-        order = np.argsort(D, axis=1, kind="stable")
-        D_all.append(np.take_along_axis(D, order, 1))
-        I_all.append(np.take_along_axis(I, order, 1))
+        D, I = _ranked(q, index.reconstruct(I), I, metric)  # noqa: E741
+        D_all.append(D)
+        I_all.append(I)
     return np.concatenate(D_all), np.concatenate(I_all)
 
 
@@ -83,9 +82,17 @@ def nearest(query: Any, base: Any, metric: str, k: int = 1) -> tuple[np.ndarray,
     q, b = prepare(query, metric), prepare(base, metric)
     _, I = faiss.knn(q, b, k, metric=faiss_metric(search_metric(metric)))  # noqa: E741
     vectors = np.where((I >= 0)[..., None], b[np.maximum(I, 0)], np.nan)
-    D = exact(q, vectors.astype(np.float32), metric)
+    return _ranked(q, vectors.astype(np.float32), I, metric)
+
+
+def _ranked(
+    q: np.ndarray, vectors: np.ndarray, ids: np.ndarray, metric: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact distances of ``q``'s found neighbours (``vectors``, ``ids``), re-sorted best first
+    (the exact distances may order near-ties differently from the search's)."""
+    D = exact(q, vectors, metric)
     order = np.argsort(D, axis=1, kind="stable")
-    return np.take_along_axis(D, order, 1), np.take_along_axis(I, order, 1)
+    return np.take_along_axis(D, order, 1), np.take_along_axis(ids, order, 1)
 
 
 __all__ = [

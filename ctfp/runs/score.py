@@ -32,6 +32,7 @@ from ctfp.store.reader import (
     check_compatible,
     count_rows,
     id_footprint,
+    read_footer,
     read_schema,
     scan_batches,
     shard_paths,
@@ -280,14 +281,10 @@ def model_fingerprint(model: Any) -> str:
 
 def input_fingerprint(path: Path) -> dict[str, Any]:
     """What a scored shard records of its input shard: name, rows, size, id range."""
-    footprint = id_footprint(path)
+    footer = read_footer(path)[1]
+    footprint = id_footprint(footer)
     ids = None if footprint is None else [footprint[1], footprint[2]]
-    return {
-        "name": path.name,
-        "rows": count_rows([path]),
-        "bytes": path.stat().st_size,
-        "ids": ids,
-    }
+    return {"name": path.name, "rows": footer.num_rows, "bytes": path.stat().st_size, "ids": ids}
 
 
 def _scored_already(output: Path, expected: dict[str, Any]) -> bool:

@@ -65,6 +65,14 @@ def naming(path: PathLike) -> Iterator[None]:
         ) from None
 
 
+def read_footer(path: PathLike) -> tuple[pa.Schema, pq.FileMetaData]:
+    """The Arrow schema (with ctfp's metadata) and the Parquet footer of one shard, from one
+    read of the footer (no data read)."""
+    with naming(path):
+        f = pq.ParquetFile(path)
+        return f.schema_arrow, f.metadata
+
+
 def read_schema(path: PathLike) -> pa.Schema:
     """The Arrow schema of one shard (its footer; no data read)."""
     with naming(path):
@@ -99,11 +107,7 @@ def shard_paths(paths: PathLike | Sequence[PathLike]) -> list[Path]:
 
 def count_rows(paths: Sequence[Path]) -> int:
     """Rows in the shard files ``paths``, from their Parquet footers (no data read)."""
-    total = 0
-    for p in paths:
-        with naming(p):
-            total += pq.ParquetFile(p).metadata.num_rows
-    return total
+    return sum(read_footer(p)[1].num_rows for p in paths)
 
 
 def check_compatible(paths: Sequence[Path]) -> dict[str, Any]:
@@ -112,7 +116,8 @@ def check_compatible(paths: Sequence[Path]) -> dict[str, Any]:
     first_path: Path | None = None
     footprints: dict[tuple[Any, ...], Path] = {}
     for path in paths:
-        meta = read_metadata(read_schema(path))
+        schema, footer = read_footer(path)
+        meta = read_metadata(schema)
         if meta is None:
             raise ShardMismatchError(f"{path} has no ctfp metadata; it was not written by ctfp")
         if meta.get("format") == SLICES_FORMAT:
@@ -130,7 +135,7 @@ def check_compatible(paths: Sequence[Path]) -> dict[str, Any]:
                     f"{first_path} and {path} hold embeddings that cannot be mixed ({diffs}); "
                     "embed all inputs with the same model, weights and preprocessing"
                 )
-        footprint = id_footprint(path)
+        footprint = id_footprint(footer)
         if footprint is not None and footprint in footprints:
             raise InputError(
                 f"{path} holds the same ids as {footprints[footprint]} ({footprint[0]} rows, "
@@ -143,11 +148,10 @@ def check_compatible(paths: Sequence[Path]) -> dict[str, Any]:
     return first
 
 
-def id_footprint(path: Path) -> tuple[Any, ...] | None:
-    """(rows, smallest id, largest id) of a shard from its footer statistics: two shards with
-    the same footprint hold the same rows (a copy), which the ids of one writer never do."""
-    with naming(path):
-        md = pq.ParquetFile(path).metadata
+def id_footprint(md: pq.FileMetaData) -> tuple[Any, ...] | None:
+    """(rows, smallest id, largest id) of a shard from its footer statistics (``md``: see
+    :func:`read_footer`): two shards with the same footprint hold the same rows (a copy),
+    which the ids of one writer never do."""
     if md.num_rows == 0 or "id" not in md.schema.names:
         return None
     column = md.schema.names.index("id")

@@ -11,11 +11,6 @@ from typing import Any
 
 import pytest
 
-from ctfp.embed.features import PixelFeatures
-from ctfp.embed.job import Job
-from ctfp.io.decode import Window
-from ctfp.io.sources import InputFile
-
 # Runs embed() in a child process (argv: sources, out, JSON options), so that a test can kill it.
 EMBED_SCRIPT = """
 import json, sys
@@ -50,25 +45,3 @@ def ctfp_log() -> Iterator[list[logging.LogRecord]]:
     yield records
     logger.removeHandler(handler)
     logger.setLevel(level)
-
-
-@pytest.fixture
-def pixel_job() -> Callable[..., Job]:
-    """``pixel_job(files, out, **fields)``: a job whose model is 8x8 raw pixels (64-d, exact,
-    instant), stored as float32."""
-
-    def make(files: list[InputFile], out: Path, **fields: Any) -> Job:
-        options: dict[str, Any] = dict(
-            files=files,
-            out=str(out),
-            factory=lambda: PixelFeatures(8),
-            window=Window(),
-            dtype="float32",
-            rows_per_shard=4,
-            device="cpu",
-            precision="fp32",
-            progress=False,
-        )
-        return Job(**{**options, **fields})
-
-    return make

@@ -9,28 +9,21 @@ import numpy as np
 import pytest
 
 from ctfp.embed.features import PixelFeatures
-from ctfp.embed.job import Job
 from ctfp.embed.runner import embed
 from ctfp.engine import local
-from ctfp.io.decode import Window
 from ctfp.io.sources import discover
 from ctfp.store.reader import read_embeddings
 from tests.conftest import copy_pngs
 
 
-def test_a_job_runs_with_the_cpu_defaults(tmp_path: Path, lung_pngs) -> None:
+def test_a_job_runs_with_the_cpu_defaults(tmp_path: Path, lung_pngs, pixel_job) -> None:
     src = copy_pngs(lung_pngs[:5], tmp_path / "src")
     (src / "broken.png").write_bytes(b"")
-    job = Job(
-        files=discover(src),
-        out=str(tmp_path / "out"),
+    job = pixel_job(
+        discover(src),
+        tmp_path / "out",
         factory=lambda: PixelFeatures(16),
-        window=Window(),
-        dtype="float32",
         rows_per_shard=2,
-        device="cpu",
-        precision="fp32",
-        progress=False,
         settings={"marker": 1},
     )
     result = local.run(job)
