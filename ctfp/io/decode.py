@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import re
+import sys
+import tempfile
+import threading
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -111,23 +117,75 @@ def decode_file(
         raise DecodeError("empty file (0 bytes)")
     suffix = suffix_of(path)
     limit = _Limit(max_pixels)
+    said: list[str] = []
     try:
-        if suffix in NIFTI_SUFFIXES:
-            frames = _decode_nifti(path, window, limit)
-        elif suffix in DICOM_SUFFIXES or _has_dicm_magic(path):
-            # Also a DICOM file named .png: trust the content.
-            frames = _decode_dicom(path, window, limit)
-        elif suffix not in IMAGE_SUFFIXES:
-            frames = _decode_dicom(path, window, limit)  # headless DICOM without a suffix
-        else:
-            frames = _decode_image(path, limit)
+        with _decoder_messages(said):
+            frames = _decode(path, suffix, window, limit)
     except DecodeError:
         raise
     except MemoryError:
         raise
     except Exception as exc:  # decoders raise anything from OSError to struct.error
         raise DecodeError(f"{type(exc).__name__}: {exc}") from exc
+    finally:
+        corrupt = [line for line in said if _CORRUPTION.search(line)]
+        for line in said:
+            if line not in corrupt:
+                warnings.warn(f"{path}: the decoder said: {line}", DecoderMessage, stacklevel=2)
+    if corrupt:
+        # libjpeg (inside GDCM for JPEG-compressed DICOM) only *prints* "Corrupt JPEG data" and
+        # returns whatever it reconstructed: most pixels of such a slice are wrong.
+        raise DecodeError(f"the decoder reported corrupt data: {corrupt[0]}")
     return _check_frames(frames)
+
+
+class DecoderMessage(UserWarning):
+    """A line a C decoder (libjpeg, GDCM, zlib) wrote to stderr while decoding a file that is
+    not a sign of corruption; it goes through ctfp's log like Python warnings."""
+
+
+# What C decoders print, instead of failing, when the data they reconstructed is wrong.
+_CORRUPTION = re.compile(
+    r"corrupt|premature end|bogus|invalid|overflow|truncat|not a jpeg|huffman|marker",
+    re.IGNORECASE,
+)
+_STDERR_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _decoder_messages(said: list[str]) -> Iterator[None]:
+    """Collect what C code writes to file descriptor 2 while decoding, into ``said`` (one entry
+    per non-empty line). Python never sees those lines otherwise: they bypass ``sys.stderr``,
+    ``warnings`` and ``--quiet``, and they are the only sign of some corrupt files."""
+    fd = 2  # C code writes to descriptor 2 whatever sys.stderr is (pytest, notebooks)
+    with _STDERR_LOCK, tempfile.TemporaryFile() as sink:
+        try:
+            saved = os.dup(fd)
+        except OSError:  # no stderr at all (a daemon): nothing to capture
+            yield
+            return
+        if sys.stderr is not None:
+            with contextlib.suppress(Exception):
+                sys.stderr.flush()
+        os.dup2(sink.fileno(), fd)
+        try:
+            yield
+        finally:
+            os.dup2(saved, fd)
+            os.close(saved)
+            sink.seek(0)
+            text = sink.read(64 * 1024).decode("utf-8", "replace")
+            said.extend(line.strip() for line in text.splitlines() if line.strip())
+
+
+def _decode(path: str, suffix: str, window: Window, limit: _Limit) -> np.ndarray:
+    if suffix in NIFTI_SUFFIXES:
+        return _decode_nifti(path, window, limit)
+    if suffix in DICOM_SUFFIXES or _has_dicm_magic(path):
+        return _decode_dicom(path, window, limit)  # also a DICOM file named .png: trust content
+    if suffix not in IMAGE_SUFFIXES:
+        return _decode_dicom(path, window, limit)  # headless DICOM without a suffix
+    return _decode_image(path, limit)
 
 
 @dataclass(frozen=True)

@@ -203,3 +203,42 @@ def test_declared_sizes_past_the_limit_are_refused_before_decoding(tmp_path: Pat
     with pytest.raises(DecodeError, match="declares 40 slices of 64x64"):
         decode_file(tmp_path / "v.nii.gz", max_pixels=64 * 64 * 2)
     assert decode_file(tmp_path / "v.nii.gz", max_pixels=64 * 64 * 10).shape == (40, 64, 64)
+
+
+def test_corrupt_jpeg_lossless_dicom_is_an_error_not_wrong_pixels(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    # libjpeg inside GDCM only prints "Corrupt JPEG data" on stderr and returns a slice with
+    # most pixels wrong; ctfp reads what it prints and refuses the file.
+    raw = bytearray((EDGE / "CT_JPEG70.dcm").read_bytes())
+    pos = len(raw) // 2
+    raw[pos : pos + 64] = bytes(64)
+    (tmp_path / "corrupt.dcm").write_bytes(bytes(raw))
+    with pytest.raises(DecodeError, match="decoder reported corrupt data: Corrupt JPEG data"):
+        decode_file(tmp_path / "corrupt.dcm")
+    assert "Corrupt JPEG" not in capfd.readouterr().err  # captured, not leaked to the terminal
+    assert decode_file(EDGE / "CT_JPEG70.dcm").shape == (1, 400, 512)  # the intact file still reads
+
+
+def test_other_decoder_output_becomes_a_warning_naming_the_file(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import os
+
+    from ctfp.io import decode
+
+    said: list[str] = []
+    with decode._decoder_messages(said):
+        os.write(2, b"libfoo: an unusual but harmless tag\n\n")
+    assert said == ["libfoo: an unusual but harmless tag"]
+    # Through decode_file: a decoder's harmless line is a DecoderMessage warning with the path
+    # (the log shows it, --quiet silences it), never a line on the terminal behind ctfp's back.
+    original = decode._decode_image
+
+    def chatty(path: str, limit: object) -> np.ndarray:
+        os.write(2, b"libpng warning: iCCP: known incorrect sRGB profile\n")
+        return original(path, limit)
+
+    monkeypatch.setattr(decode, "_decode_image", chatty)
+    with pytest.warns(decode.DecoderMessage, match=r"A0001_s2_030.png: the decoder said: libpng"):
+        assert decode_file(PNG).shape == (1, 256, 256)
