@@ -73,11 +73,19 @@ class Job:
     progress: bool = True
     settings: dict[str, Any] = field(default_factory=dict)
     unreadable: Sequence[Unreadable] = ()
+    # How the pixels were made, when not by decoding files with ``window`` here (cache rows).
+    decoding: dict[str, Any] | None = None
 
     def metadata(self, identity: dict[str, Any]) -> dict[str, Any]:
         """The shard metadata of this job for a model of ``identity`` (the same for every
         engine: shards of one engine resume on the other)."""
-        return make_metadata(identity, self.dtype, {"window": self.window.describe()})
+        decoding = dict(self.decoding or {"window": self.window.describe()})
+        size = (identity.get("preprocessing") or {}).get("image_size")
+        if decoding.get("cached_size") == size:
+            # Cached at the model's size: the same pixels as decoding the files here (tested),
+            # so these embeddings mix with, and are scored like, ones embedded from the files.
+            del decoding["cached_size"]
+        return make_metadata(identity, self.dtype, decoding)
 
 
 def settings_with(

@@ -16,6 +16,8 @@ from ctfp.engine import resolve_engine, run
 from ctfp.engine.settings import EngineSettings
 from ctfp.io.decode import parse_window
 from ctfp.io.sources import Unreadable
+from ctfp.settings import SettingsError
+from ctfp.store.cache import cache_decoding
 
 PathLike = str | os.PathLike[str]
 
@@ -79,9 +81,11 @@ def embed(
         image_size=settings.image_size,
     )
     unreadable: list[Unreadable] = []
+    files = find_inputs(sources, settings, unreadable)
     job = Job(
-        files=find_inputs(sources, settings, unreadable),
+        files=files,
         unreadable=unreadable,
+        decoding=cached_decoding(sources, settings) if files and files[0].cache else None,
         out=os.fspath(out),
         factory=factory,
         window=parse_window(settings.window),
@@ -97,6 +101,24 @@ def embed(
         settings=settings.to_dict(),
     )
     return run(job, engine_settings)
+
+
+def cached_decoding(
+    sources: Sequence[PathLike] | PathLike, settings: EmbedSettings
+) -> dict[str, Any]:
+    """How the cached slices in ``sources`` were decoded; a ``--window`` other than the cache's
+    is refused (cached slices are 8-bit already: they cannot be windowed again)."""
+    decoding = cache_decoding(sources)
+    assert decoding is not None
+    if settings.window is not None:
+        wanted = parse_window(settings.window).describe()
+        if wanted != decoding["window"]:
+            raise SettingsError(
+                f"window {settings.window!r} ({wanted}) differs from the window the cache was "
+                f"decoded with ({decoding['window']}); cached slices cannot be windowed again: "
+                "leave the window out, or build a cache with this window"
+            )
+    return decoding
 
 
 __all__ = ["EmbedResult", "EmbedSettings", "embed"]

@@ -45,12 +45,19 @@ class SavedModel:
 
     def check_embeddings(self, metadata: dict[str, Any], where: str = "the shards") -> None:
         """Refuse embeddings from another model, weights or preprocessing than the fit's."""
+        if "decode" not in self.identity:
+            raise ShardMismatchError(
+                "the model was saved by a ctfp before 0.2.1, which did not record how the "
+                "images were decoded (the DICOM/NIfTI window), so it cannot tell whether "
+                f"{where} are comparable; fit it again with `ctfp run` (its embeddings resume)"
+            )
         a, b = identity_of(self.identity), identity_of(metadata)
         if a != b:
             diffs = ", ".join(f"{k}: {a[k]!r} vs {b[k]!r}" for k in a if a[k] != b[k])
             raise ShardMismatchError(
                 f"the model was fitted on other embeddings than {where} ({diffs}); embed the "
-                "archive with the same model, weights and preprocessing as the training data"
+                "archive with the same model, weights, preprocessing and window as the training "
+                "data"
             )
 
 

@@ -132,7 +132,7 @@ def score_shards(
     :class:`ctfp.attribution.Clustering` (or anything with ``task = "task2"`` and
     ``predict_proba``); label is the most likely component and score its posterior probability.
     ``model`` may be a :class:`ctfp.runs.models.SavedModel`: the shards must then hold
-    embeddings from the model, weights and preprocessing it was fitted on. Writes
+    embeddings from the model, weights, preprocessing and window it was fitted on. Writes
     ``out/part-NNNNN.parquet`` with ``id, score, label`` for each input shard of the same name;
     input shards whose output exists are skipped (resume).
 

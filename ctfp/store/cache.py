@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pyarrow.parquet as pq
 
@@ -55,4 +56,32 @@ def cache_rows(sources: Sequence[PathLike] | PathLike) -> list[InputFile] | None
     return rows
 
 
-__all__ = ["cache_rows", "is_slice_cache"]
+def cache_decoding(sources: Sequence[PathLike] | PathLike) -> dict[str, Any] | None:
+    """How the slices of the caches in ``sources`` were decoded: the window and the cached
+    size, which are part of the identity of embeddings computed from them; None if the sources
+    are not caches. Caches decoded differently cannot feed one embedding run."""
+    if isinstance(sources, (str, os.PathLike)):
+        sources = [sources]
+    found: dict[str, Any] | None = None
+    first: Path | None = None
+    for source in sources:
+        if not is_slice_cache(source):
+            return None
+        shard = sorted(Path(source).glob(SHARD_GLOB))[0]
+        meta = read_metadata(pq.read_schema(shard)) or {}
+        preprocessing = meta.get("preprocessing") or {}
+        decoding = {
+            "window": (meta.get("decode") or {}).get("window"),
+            "cached_size": preprocessing.get("image_size"),
+        }
+        if found is None:
+            found, first = decoding, shard
+        elif decoding != found:
+            raise InputError(
+                f"the caches {str(first.parent)!r} and {str(source)!r} were decoded differently "
+                f"({found} vs {decoding}); embed them in separate runs"
+            )
+    return found
+
+
+__all__ = ["cache_decoding", "cache_rows", "is_slice_cache"]

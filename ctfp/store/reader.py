@@ -133,7 +133,7 @@ def check_compatible(paths: Sequence[Path]) -> dict[str, Any]:
                 diffs = ", ".join(f"{k}: {a[k]!r} vs {b[k]!r}" for k in a if a[k] != b[k])
                 raise ShardMismatchError(
                     f"{first_path} and {path} hold embeddings that cannot be mixed ({diffs}); "
-                    "embed all inputs with the same model, weights and preprocessing"
+                    "embed all inputs with the same model, weights, preprocessing and window"
                 )
         footprint = id_footprint(footer)
         if footprint is not None and footprint in footprints:

@@ -17,8 +17,9 @@ ERRORS_FILE = "errors.parquet"
 DTYPES = {"float16": pa.float16(), "float32": pa.float32()}
 PIXELS_DTYPE = "uint8"  # the decoded-slice cache (ctfp.store.cache)
 SLICES_FORMAT = "ctfp-slices/1"
-# Fields of the metadata that must agree for two shards' embeddings to be comparable.
-IDENTITY_FIELDS = ("model", "weights_sha256", "dim", "preprocessing")
+# Fields of the metadata that must agree for two shards' embeddings to be comparable: the model
+# and everything that made its input pixels (the DICOM/NIfTI window, a cache's size).
+IDENTITY_FIELDS = ("model", "weights_sha256", "dim", "preprocessing", "decode")
 
 ERRORS_SCHEMA = pa.schema([("id", pa.string()), ("source", pa.string()), ("reason", pa.string())])
 

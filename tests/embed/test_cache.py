@@ -12,7 +12,7 @@ import pytest
 from ctfp.embed.cache import build_cache
 from ctfp.embed.runner import embed
 from ctfp.embed.settings import CacheSettings
-from ctfp.exceptions import ShardMismatchError
+from ctfp.exceptions import InputError, ShardMismatchError
 from ctfp.settings import SettingsError
 from ctfp.store.cache import is_slice_cache
 from ctfp.store.reader import read_embeddings, read_errors
@@ -75,3 +75,25 @@ def test_cache_options_are_checked(tmp_path: Path, lung_pngs) -> None:
     with pytest.raises(SettingsError, match="takes CacheSettings settings"):
         build_cache(lung_pngs[0], tmp_path / "c", object())  # type: ignore[arg-type]
     assert not (tmp_path / "c").exists()
+
+
+def test_embeddings_from_a_cache_carry_its_decoding(
+    tmp_path: Path, lung_pngs, random_backbone_64
+) -> None:
+    src = copy_pngs(lung_pngs[:4], tmp_path / "src")
+    shutil.copy(EDGE / "CT_Explicit_Little.dcm", src / "ct.dcm")
+    build_cache(src, tmp_path / "bone", size=64, window="bone", progress=False)
+    build_cache(src, tmp_path / "big", size=128, progress=False)
+    options = dict(backbone_factory=random_backbone_64, progress=False)
+    embed(tmp_path / "bone", tmp_path / "e-bone", **options)
+    assert read_embeddings(tmp_path / "e-bone").metadata["decode"] == {"window": "hu:400,1800"}
+    # Cached at another size than the model's: other pixels, another identity.
+    embed(tmp_path / "big", tmp_path / "e-big", **options)
+    decode = read_embeddings(tmp_path / "e-big").metadata["decode"]
+    assert decode == {"window": "auto:-600,1500", "cached_size": 128}
+    # Cached slices are 8-bit already: another window cannot be applied to them.
+    with pytest.raises(SettingsError, match=r"differs from the window the cache was decoded"):
+        embed(tmp_path / "bone", tmp_path / "e-lung", window="lung", **options)
+    embed(tmp_path / "bone", tmp_path / "e-bone2", window="400,1800", **options)  # the same
+    with pytest.raises(InputError, match="were decoded differently"):
+        embed([tmp_path / "bone", tmp_path / "big"], tmp_path / "e-mixed", **options)

@@ -4,6 +4,7 @@ the same scores and labels as the run itself; mismatched embeddings and non-mode
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import duckdb
@@ -158,3 +159,44 @@ def memorised_model():
     generated, train = rng.normal(size=(300, 16)), rng.normal(size=(60, 16))
     model = ProximityMembership(metric="l2", index="hnsw", device="cpu")
     return model.fit(train, np.arange(60) % 2, generated), train
+
+
+def test_the_decoding_window_is_part_of_the_identity(tmp_path: Path, capsys) -> None:
+    # A lung-window model must not score bone-window shards, and the two never share a folder.
+    from tests.conftest import LUNG
+
+    dicoms = sorted((LUNG / "dicom" / "A0001" / "s2").glob("*.dcm"))[:16]
+    data = tmp_path / "data"
+    for n, path in enumerate(dicoms):
+        role = ["train/used", "train/not_used", "generated", "test"][n % 4]
+        (data / role).mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, data / role / path.name)
+    out = tmp_path / "run"
+    run = ["run", "task1", str(data), "--out", str(out), "--method", "centroid", "--k", "1"]
+    assert main([*run, "--window", "lung", *FAST]) == 0
+    test = str(data / "test")
+    for window in ("lung", "bone"):
+        assert main(["embed", test, "--out", str(tmp_path / window), "--window", window,
+                     *FAST]) == 0  # fmt: skip
+    capsys.readouterr()
+    score = ["score", str(out), "--quiet", "--out"]
+    assert main([*score, str(tmp_path / "s-lung"), str(tmp_path / "lung")]) == 0
+    assert main([*score, str(tmp_path / "s-bone"), str(tmp_path / "bone")]) == 2
+    err = capsys.readouterr().err
+    assert "fitted on other embeddings" in err and "decode" in err and "hu:400,1800" in err
+    assert not list((tmp_path / "s-bone").glob("*.parquet"))
+    # Lung and bone shards side by side (copied into one folder): refused, not mixed.
+    shutil.copy(tmp_path / "bone" / "part-00000.parquet", tmp_path / "lung" / "part-00001.parquet")
+    assert main(["cluster", str(tmp_path / "lung"), "--out", str(tmp_path / "c"), "--k", "2",
+                 "--quiet"]) == 2  # fmt: skip
+    assert "cannot be mixed (decode" in capsys.readouterr().err
+    # A model saved before the window was recorded cannot vouch for any shards.
+    description = json.loads((out / "model" / "model.json").read_text())
+    del description["identity"]["decode"]
+    saved = tmp_path / "old-model"
+    shutil.copytree(out / "model", saved)
+    (saved / "model.json").write_text(json.dumps(description))
+    (tmp_path / "lung" / "part-00001.parquet").unlink()
+    old = ["score", str(saved), str(tmp_path / "lung"), "--out", str(tmp_path / "s-old")]
+    assert main([*old, "--quiet"]) == 2
+    assert "did not record how the images were decoded" in capsys.readouterr().err
