@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -14,6 +15,7 @@ from ctfp.embed.settings import CacheSettings, EmbedSettings
 from ctfp.engine.settings import EngineSettings
 from ctfp.progress import logger
 from ctfp.settings import Settings
+from ctfp.store.schema import ERRORS_DIR, ERRORS_FILE
 
 
 def _print_json(args: argparse.Namespace, value: dict) -> None:
@@ -40,6 +42,13 @@ def _shards(args: argparse.Namespace, api: Callable[..., Any], settings: type[Se
         args.sources, args.out, from_args(settings, args), engine=engine, progress=not args.quiet
     )
     _print_json(args, result.to_dict())
+    if result.errors and result.rows == 0 and result.skipped_files == 0:
+        # Not one input readable: a pipeline must not go on with an empty folder as if fine.
+        logger.error(
+            f"error: none of the {result.files} input(s) could be read; the reasons are in "
+            f"{os.path.join(result.out, ERRORS_DIR, ERRORS_FILE)}"
+        )
+        return 1
     return 0
 
 

@@ -54,6 +54,7 @@ def build_cache(
         # The "model" is the identity on the resized slice: stored as it is, bit for bit.
         factory=functools.partial(SliceCache, settings.size),
         window=parse_window(settings.window),
+        max_pixels=settings.max_pixels,
         dtype=PIXELS_DTYPE,
         rows_per_shard=settings.rows_per_shard,
         commit_seconds=settings.commit_seconds,

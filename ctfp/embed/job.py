@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ctfp.io.decode import Window
+from ctfp.io.decode import MAX_PIXELS, Window
 from ctfp.io.sources import InputFile, Unreadable
 from ctfp.settings import Settings, SettingsError
 from ctfp.store.schema import make_metadata
@@ -75,6 +75,8 @@ class Job:
     unreadable: Sequence[Unreadable] = ()
     # How the pixels were made, when not by decoding files with ``window`` here (cache rows).
     decoding: dict[str, Any] | None = None
+    # Largest slice a decoder may produce (declared width x height), checked before decoding.
+    max_pixels: int = MAX_PIXELS
 
     def metadata(self, identity: dict[str, Any]) -> dict[str, Any]:
         """The shard metadata of this job for a model of ``identity`` (the same for every

@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ctfp.embed.backbone import Preprocessing
 from ctfp.embed.settings import InputSettings
-from ctfp.io.decode import Window, decode_file
+from ctfp.io.decode import MAX_PIXELS, Window, decode_file
 from ctfp.io.sources import InputFile, Unreadable, discover
 from ctfp.store.cache import cache_rows
 
@@ -82,18 +82,24 @@ class SliceDataset(Dataset[Decoded]):
     """
 
     def __init__(
-        self, files: Sequence[InputFile], window: Window, preprocessing: Preprocessing
+        self,
+        files: Sequence[InputFile],
+        window: Window,
+        preprocessing: Preprocessing,
+        *,
+        max_pixels: int = MAX_PIXELS,
     ) -> None:
         self.files = list(files)
         self.window = window
         self.preprocessing = preprocessing
+        self.max_pixels = max_pixels
 
     def __len__(self) -> int:
         return len(self.files)
 
     def __getitem__(self, index: int) -> Decoded:
         try:
-            frames = decode_file(self.files[index].path, self.window)
+            frames = decode_file(self.files[index].path, self.window, max_pixels=self.max_pixels)
             resized = np.stack([self.preprocessing.resize(f) for f in frames])
         except Exception as exc:  # corrupt input of any kind: record it, never stop the run
             return Decoded(index, None, str(exc) or type(exc).__name__)
@@ -144,17 +150,25 @@ class CacheDataset(Dataset[list[Decoded]]):
 
 
 def make_dataset(
-    files: Sequence[InputFile], window: Window, preprocessing: Preprocessing
+    files: Sequence[InputFile],
+    window: Window,
+    preprocessing: Preprocessing,
+    *,
+    max_pixels: int = MAX_PIXELS,
 ) -> SliceDataset | CacheDataset:
     """The dataset of ``files``: cache rows are read from their shards, image files decoded
     (all inputs of a run are of one kind: :func:`find_inputs` refuses a mix)."""
     if files and files[0].cache is not None:
         return CacheDataset(files, preprocessing)
-    return SliceDataset(files, window, preprocessing)
+    return SliceDataset(files, window, preprocessing, max_pixels=max_pixels)
 
 
 def decode_all(
-    files: Sequence[InputFile], window: Window, preprocessing: Preprocessing
+    files: Sequence[InputFile],
+    window: Window,
+    preprocessing: Preprocessing,
+    *,
+    max_pixels: int = MAX_PIXELS,
 ) -> list[Decoded]:
     """Every item of ``files`` decoded in this process: what an engine's decode task does with
     one block of inputs.
@@ -165,7 +179,7 @@ def decode_all(
         In input order (``Decoded.index`` is the position in ``files``): frames (n, 1, s, s)
         uint8 with ``s = preprocessing.image_size`` (n = 1 per cache row), or the error.
     """
-    dataset = make_dataset(files, window, preprocessing)
+    dataset = make_dataset(files, window, preprocessing, max_pixels=max_pixels)
     if isinstance(dataset, CacheDataset):
         decoded = [d for g in range(len(dataset)) for d in dataset[g]]
         return sorted(decoded, key=lambda d: d.index)

@@ -89,6 +89,7 @@ def embed(
         out=os.fspath(out),
         factory=factory,
         window=parse_window(settings.window),
+        max_pixels=settings.max_pixels,
         dtype=settings.dtype,
         rows_per_shard=settings.rows_per_shard,
         commit_seconds=settings.commit_seconds,

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from ctfp.device import DEVICES, PRECISIONS, check_device_name
-from ctfp.io.decode import parse_window
+from ctfp.io.decode import MAX_PIXELS, MIN_SIDE, parse_window
 from ctfp.io.sources import LAYOUTS
 from ctfp.settings import Settings, option
 
@@ -26,6 +27,18 @@ def check_features(spec: str) -> None:
 
 def _check_window(text: str) -> None:
     parse_window(text)
+
+
+def parse_pixels(text: str) -> int:
+    """A pixel count: ``67108864`` or ``WIDTHxHEIGHT`` (``8192x8192``)."""
+    parts = text.lower().replace("*", "x").split("x")
+    try:
+        values = [int(p.strip().replace("_", "").replace(",", "")) for p in parts]
+    except ValueError:
+        raise ValueError(f"{text!r} is not a pixel count (N or WIDTHxHEIGHT)") from None
+    if len(values) > 2 or any(v <= 0 for v in values):
+        raise ValueError(f"{text!r} is not a pixel count (N or WIDTHxHEIGHT)")
+    return math.prod(values)
 
 
 @dataclass(frozen=True)
@@ -49,6 +62,15 @@ class InputSettings(Settings):
         "DICOM/NIfTI window: LEVEL,WIDTH, lung (-600,1500, the CT default), mediastinum, bone, "
         "brain, minmax, or auto",
         check=_check_window,
+    )
+    max_pixels: int = option(
+        MAX_PIXELS,
+        "largest slice decoded, in pixels (width x height, e.g. 12000x12000), checked against each "
+        "file's declared size before decoding: larger files are errors of that file, not memory "
+        "bombs (a file may hold 4x this in all frames)",
+        minimum=MIN_SIDE * MIN_SIDE,
+        metavar="PIXELS",
+        parse=parse_pixels,
     )
     label_from_dirs: bool = option(False, "take each file's parent folder name as its label")
     layout: str = option(

@@ -39,7 +39,7 @@ def run(job: Job, settings: EngineSettings | None = None) -> EmbedResult:
         job.metadata(identity),
         timings,
         lambda todo, writer: _embed(
-            mapper, todo, writer, job.window, workers, job.progress, timings
+            mapper, todo, writer, job.window, job.max_pixels, workers, job.progress, timings
         ),
     )
     return finish_run(
@@ -62,13 +62,14 @@ def _embed(
     files: list[InputFile],
     writer: ShardWriter,
     window: Window,
+    max_pixels: int,
     workers: int,
     progress: bool,
     timings: dict[str, float],
 ) -> int:
     """Decode ``files`` in batches of ``mapper.batch_size`` files, embed and write them."""
     loader = make_loader(
-        make_dataset(files, window, mapper.preprocessing),
+        make_dataset(files, window, mapper.preprocessing, max_pixels=max_pixels),
         files_per_batch=mapper.batch_size,
         workers=workers,
         # Page-locked host memory lets the copies to the GPU run asynchronously.

@@ -21,7 +21,7 @@ from ctfp.embed.reader import decode_all
 from ctfp.embed.writer import EmbedResult, finish_run, write_file, write_pending
 from ctfp.engine.settings import EngineSettings
 from ctfp.exceptions import CtfpError, DeviceError
-from ctfp.io.decode import Window
+from ctfp.io.decode import MAX_PIXELS, Window
 from ctfp.io.sources import InputFile
 from ctfp.progress import logger, progress_bar
 from ctfp.store.schema import PIXELS_DTYPE
@@ -146,7 +146,9 @@ def run(job: Job, settings: EngineSettings) -> EmbedResult:
                 threads=threads,
                 dtype=job.dtype,
             ),
-            decode_kwargs=dict(window=job.window, preprocessing=preprocessing),
+            decode_kwargs=dict(
+                window=job.window, preprocessing=preprocessing, max_pixels=job.max_pixels
+            ),
             batch_size=batch_size,
             actors=actors,
             use_gpu=use_gpu,
@@ -305,7 +307,10 @@ def _record(index: int, f: InputFile) -> dict[str, Any]:
 
 
 def decode_files(
-    batch: dict[str, np.ndarray], window: Window, preprocessing: Preprocessing
+    batch: dict[str, np.ndarray],
+    window: Window,
+    preprocessing: Preprocessing,
+    max_pixels: int = MAX_PIXELS,
 ) -> dict[str, np.ndarray]:
     """Ray task: decode and resize a batch of input files with the local engine's reader.
 
@@ -327,7 +332,7 @@ def decode_files(
     ]
     s = preprocessing.image_size
     index, frame, count, error, pixels = [], [], [], [], []
-    for d in decode_all(files, window, preprocessing):
+    for d in decode_all(files, window, preprocessing, max_pixels=max_pixels):
         if d.frames is None:
             index.append(np.array([batch["index"][d.index]]))
             frame.append(np.zeros(1, np.int32))

@@ -198,12 +198,13 @@ class _Limit:
         if height * width > self.max_pixels:
             raise DecodeError(
                 f"declares {width}x{height} pixels per slice, more than the limit of "
-                f"{self.max_pixels:,} (decoding would need {height * width * 8 / 2**30:.1f} GiB)"
+                f"{self.max_pixels:,} (decoding would need {height * width * 8 / 2**30:.2g} GiB; "
+                "raise the limit with --max-pixels)"
             )
         if height * width * frames > 4 * self.max_pixels:
             raise DecodeError(
                 f"declares {frames} slices of {width}x{height} pixels, more than the limit of "
-                f"{4 * self.max_pixels:,} pixels in one file"
+                f"{4 * self.max_pixels:,} pixels in one file (raise the limit with --max-pixels)"
             )
 
 

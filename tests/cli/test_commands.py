@@ -77,6 +77,21 @@ def test_errors_exit_2_with_a_message(tmp_path: Path, capsys) -> None:
     assert "LEVEL,WIDTH" in capsys.readouterr().err
 
 
+def test_a_run_that_could_read_no_input_exits_1(tmp_path: Path, capsys) -> None:
+    png = str(LUNG / "png" / "A0001_s2_030.png")
+    out = str(tmp_path / "o")
+    args = ["embed", png, "--out", out, "--features", "pixels", "--quiet"]
+    assert main([*args, "--max-pixels", "64x64"]) == 1
+    err = capsys.readouterr().err
+    assert "declares 256x256 pixels per slice, more than the limit of 4,096" in err
+    assert "raise the limit with --max-pixels" in err
+    assert "none of the 1 input(s) could be read" in err
+    assert main([*args, "--max-pixels", "sixty"]) == 2
+    assert "'sixty' is not a pixel count" in capsys.readouterr().err
+    assert main(args) == 0  # the default limit: the failure is retried and embedded
+    assert main(args) == 0  # nothing left to do is not a failure
+
+
 def test_console_script_and_module_entry_point() -> None:
     exe = Path(sys.executable).with_name("ctfp")
     run = subprocess.run([str(exe), "--help"], capture_output=True, text=True, check=True)

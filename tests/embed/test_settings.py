@@ -69,6 +69,7 @@ def test_feature_specs_joined_by_plus() -> None:
         ("window", "-600", "cannot read window"),
         ("layout", "flat", "unknown layout 'flat'"),
         ("weights", None, "must not be None"),
+        ("max_pixels", 63, "must be at least 64"),
     ],
 )
 def test_bad_values_are_refused_naming_the_field(field: str, value: object, message: str) -> None:
@@ -83,3 +84,14 @@ def test_cache_settings_are_checked_too() -> None:
     with pytest.raises(SettingsError, match=r"CacheSettings\.window"):
         CacheSettings(window="nonsense")
     assert CacheSettings(size=64, workers=2).replace(size=32).size == 32
+
+
+def test_the_pixel_limit_reads_as_a_count_or_a_size() -> None:
+    from ctfp.embed.settings import parse_pixels
+
+    assert EmbedSettings().max_pixels == 8192 * 8192
+    assert parse_pixels("12000x12000") == parse_pixels("12000 X 12000") == 144_000_000
+    assert parse_pixels("67_108_864") == parse_pixels("67108864") == 8192 * 8192
+    for bad in ("abc", "0", "-5x5", "2x3x4", "", "1.5e6"):
+        with pytest.raises(ValueError, match="not a pixel count"):
+            parse_pixels(bad)

@@ -94,6 +94,10 @@ def test_corrupt_inputs_land_in_the_errors_table(
     # A rerun retries the failures, records them once and adds no rows.
     assert embed(src, out, engine="ray", **options).rows == 0
     assert len(read_errors(out)) == 4 and len(read_embeddings(out)) == 4
+    # The pixel limit reaches the decode tasks: every 256x256 slice is over 128x128.
+    small = embed(src, tmp_path / "small", engine=engine, max_pixels=128 * 128, **options)
+    assert small.rows == 0 and len(small.errors) == 8
+    assert all("more than the limit of 16,384" in e["reason"] for e in small.errors[:4])
 
 
 def test_kill_9_and_resume_gives_the_uninterrupted_ids(
