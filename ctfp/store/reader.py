@@ -114,7 +114,7 @@ def check_compatible(paths: Sequence[Path]) -> dict[str, Any]:
     """Return the common metadata of ``paths``; refuse shards from different models or settings."""
     first: dict[str, Any] | None = None
     first_path: Path | None = None
-    footprints: dict[tuple[Any, ...], Path] = {}
+    ranges: list[tuple[tuple[str, str] | None, Path]] = []
     for path in paths:
         schema, footer = read_footer(path)
         meta = read_metadata(schema)
@@ -136,16 +136,45 @@ def check_compatible(paths: Sequence[Path]) -> dict[str, Any]:
                     "embed all inputs with the same model, weights, preprocessing and window"
                 )
         footprint = id_footprint(footer)
-        if footprint is not None and footprint in footprints:
-            raise InputError(
-                f"{path} holds the same ids as {footprints[footprint]} ({footprint[0]} rows, "
-                f"ids {footprint[1]!r} to {footprint[2]!r}): a copied shard would count every "
-                "row twice; remove one of them"
-            )
-        if footprint is not None:
-            footprints[footprint] = path
+        ranges.append((footprint[1:] if footprint is not None else None, path))
     assert first is not None
+    check_unique_ids(ranges)
     return first
+
+
+def check_unique_ids(ranges: Sequence[tuple[tuple[str, str] | None, Path]]) -> None:
+    """Refuse shards that share an id (a copied shard, one folder embedded twice into another).
+
+    ``ranges`` are each shard's (smallest id, largest id) from its footer, or None where the
+    footer has no statistics. Only shards whose id ranges overlap are read (their id column
+    alone): one run's shards hold disjoint ranges, so a folder that is fine costs no reading.
+    """
+    unknown = [path for span, path in ranges if span is None]
+    spans = sorted((span, path) for span, path in ranges if span is not None)
+    groups: list[list[Path]] = []
+    high: str | None = None
+    for (low, top), path in spans:
+        if high is None or low > high:
+            groups.append([path])
+            high = top
+        else:
+            groups[-1].append(path)
+            high = max(high, top)
+    for group in groups if not unknown else [[path for _, path in spans] + unknown]:
+        if len(group) < 2:
+            continue
+        seen: dict[str, Path] = {}
+        for path in group:
+            ids = read_table(path, columns=["id"]).column("id").to_pylist()
+            for i in ids:
+                other = seen.setdefault(i, path)
+                if other is not path:
+                    shared = len(set(ids) & {k for k, v in seen.items() if v == other})
+                    raise InputError(
+                        f"{path} and {other} both hold the id {i!r} ({shared} ids in common): "
+                        "a copied or twice-embedded shard would count those rows twice; remove "
+                        "one of them"
+                    )
 
 
 def id_footprint(md: pq.FileMetaData) -> tuple[Any, ...] | None:

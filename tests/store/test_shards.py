@@ -109,10 +109,10 @@ def test_reader_refuses_duplicate_ids_and_missing_folders(tmp_path: Path) -> Non
     for sub, names in (("a", ["same"]), ("b", ["other", "same"]), ("c", ["same"])):
         with ShardWriter(tmp_path / sub, metadata=meta()) as w:
             fill(w, names)
-    with pytest.raises(InputError, match="more than once"):
+    with pytest.raises(InputError, match="both hold the id 'same'"):
         read_embeddings([tmp_path / "a", tmp_path / "b"])
-    with pytest.raises(InputError, match="holds the same ids as"):  # a shard's exact twin
-        read_embeddings([tmp_path / "a", tmp_path / "c"])
+    with pytest.raises(InputError, match=r"both hold the id 'same' \(1 ids in common\)"):
+        read_embeddings([tmp_path / "a", tmp_path / "c"])  # a shard's exact twin
     with pytest.raises(InputError, match="no ctfp shards"):
         read_embeddings(tmp_path)
     with pytest.raises(InputError, match="does not exist"):
@@ -248,20 +248,33 @@ def test_shards_are_committed_by_time_as_well_as_by_rows(tmp_path: Path) -> None
         ShardWriter(tmp_path / "x", metadata=meta(), commit_seconds=0)
 
 
-def test_a_copied_shard_is_refused_by_every_reader(tmp_path: Path) -> None:
+def test_shared_ids_are_refused_by_every_reader(tmp_path: Path) -> None:
     import shutil
 
     from ctfp.store.reader import check_compatible, shard_paths
 
     with ShardWriter(tmp_path, metadata=meta(), rows_per_shard=2) as w:
-        fill(w, ["a", "b", "c", "d"])
-    shutil.copy(tmp_path / "part-00001.parquet", tmp_path / "part-00008.parquet")
-    for read in (
+        fill(w, ["a", "c", "e", "g"])
+    readers = (
         read_embeddings,
         lambda p: list(iter_embeddings(p)),
         lambda p: check_compatible(shard_paths(p)),  # score_shards and cluster_shards
-    ):
-        with pytest.raises(
-            InputError, match=r"part-00008.parquet holds the same ids as .*part-00001"
-        ):
+    )
+    # Interleaved but distinct ids (files added to a folder between two runs): accepted.
+    with ShardWriter(tmp_path / "more", metadata=meta()) as w:
+        fill(w, ["b", "d"])
+    shutil.copy(tmp_path / "more" / "part-00000.parquet", tmp_path / "part-00005.parquet")
+    for read in readers:
+        read(tmp_path)
+    # A copied shard, and a shard sharing only some ids with another: refused everywhere.
+    shutil.copy(tmp_path / "part-00001.parquet", tmp_path / "part-00008.parquet")
+    for read in readers:
+        with pytest.raises(InputError, match=r"part-0000[18].parquet and .*part-0000[18].*'e'"):
+            read(tmp_path)
+    (tmp_path / "part-00008.parquet").unlink()
+    with ShardWriter(tmp_path / "twice", metadata=meta()) as w:
+        fill(w, ["f", "g", "h"])
+    shutil.copy(tmp_path / "twice" / "part-00000.parquet", tmp_path / "part-00009.parquet")
+    for read in readers:
+        with pytest.raises(InputError, match=r"both hold the id 'g' \(1 ids in common\)"):
             read(tmp_path)
