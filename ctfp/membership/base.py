@@ -46,6 +46,14 @@ class MembershipMethod(ClassifierMixin, BaseEstimator):
     light_scoring: ClassVar[bool] = False
 
     # -- the interface ------------------------------------------------------------------------
+    @property
+    def uses_labels(self) -> bool:
+        """Whether ``fit`` learns from the labels ``y`` beyond choosing the threshold (centres
+        per class, a reference set of known non-members). A method that does not scores every
+        training slice as it would score a new one, so its score of the training reals is
+        already an honest (out-of-sample) estimate; one that does must be cross-validated."""
+        return True
+
     def fit(self, X: Any, y: Any, generated: Any = None) -> MembershipMethod:
         raise NotImplementedError
 

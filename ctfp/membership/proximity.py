@@ -119,6 +119,10 @@ class ProximityMembership(MembershipMethod):
         self.recall_target = recall_target
         self.device = device
 
+    @property
+    def uses_labels(self) -> bool:
+        return bool(self.reference)  # the reference set is the known non-members
+
     def fit(self, X: Any, y: Any, generated: Any = None) -> ProximityMembership:
         """Index ``generated`` (m, d); calibrate on training reals ``X`` (n, d) with labels
         ``y`` (1 = used, 0 = not used)."""
