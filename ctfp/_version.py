@@ -1,3 +1,3 @@
 """The ctfp version, recorded in every shard's metadata."""
 
-__version__ = "0.2.1"
+__version__ = "0.3.0"

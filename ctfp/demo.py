@@ -145,9 +145,9 @@ def run_demo(
     folders = build_demo_data(out / "data")
     options = dict(embed=settings, progress=progress)
     runs: dict[str, dict[str, Any]] = {}
-    for name, method in (("task1-seed", "centroid"), ("task1-proximity", "proximity")):
+    for name, method, k in (("task1-seed", "centroid", (2,)), ("task1-proximity", "proximity", ())):
         dest = out / name
-        run_task1(folders["task1"], dest, k=2, method=method, **options)
+        run_task1(folders["task1"], dest, k=k, method=method, **options)
         metrics = evaluate_run("task1", dest / "run.csv", folders["task1"] / "truth.csv")
         report = write_report(dest, truth=folders["task1"] / "truth.csv")
         runs[name] = {"run": str(dest / "run.csv"), "report": str(report), "metrics": metrics}

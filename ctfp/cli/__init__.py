@@ -29,8 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     from ctfp.embed.settings import CacheSettings, EmbedSettings
     from ctfp.engine.settings import EngineSettings
     from ctfp.evaluate import TASKS
-    from ctfp.membership.registry import METHODS
-    from ctfp.membership.settings import Task1Settings
+    from ctfp.membership.settings import Task1Settings, option_classes
     from ctfp.runs.score import ScoreSettings
 
     parser = Parser(
@@ -87,16 +86,17 @@ def build_parser() -> argparse.ArgumentParser:
         "task1",
         commands.run_task1,
         "membership: was a real slice used to train the generator?",
-        "DATA holds train/used/, train/not_used/, generated/ (needed by proximity) and test/. "
-        "Writes OUT/run.csv (<id>,<0|1>), OUT/scores.csv and OUT/model/; with several --k, "
-        "OUT/k<k>/. Options of a method other than --method's are refused.",
+        "DATA holds train/used/, train/not_used/, generated/ and test/. By default (--method "
+        "auto, features auto) the features, method and settings are chosen by cross-validation "
+        "on the labelled training reals. Writes OUT/run.csv (<id>,<0|1>), OUT/scores.csv and "
+        "OUT/model/; with several --k, OUT/k<k>/. Options of a method other than --method's are "
+        "refused.",
         under=tasks,
     )
     seen: set[str] = set()
     add_settings(t1, Task1Settings, seen=seen)
-    for cls in METHODS.values():
-        if cls.settings_class is not None:
-            add_settings(t1, cls.settings_class, seen=seen)
+    for options_cls in option_classes():
+        add_settings(t1, options_cls, seen=seen)
     t2 = command(
         "task2",
         commands.run_task2,

@@ -53,24 +53,21 @@ def _shards(args: argparse.Namespace, api: Callable[..., Any], settings: type[Se
 
 
 def run_task1(args: argparse.Namespace) -> int:
-    from ctfp.membership.registry import METHODS
-    from ctfp.membership.settings import Task1Settings
+    from ctfp.membership.settings import AUTO, Task1Settings, option_classes
     from ctfp.runs.task1 import run_task1
 
-    options = {
-        name
-        for cls in METHODS.values()
-        if cls.settings_class is not None
-        for name in cls.settings_class.field_names()
-    }
+    options = {name for cls in option_classes() for name in cls.field_names()}
     settings = Task1Settings.with_options(
         **given(args, Task1Settings.field_names()), **given(args, options)
     )
+    embed = from_args(EmbedSettings, args)
+    if settings.method == AUTO and not given(args, ["features"]):
+        embed = embed.replace(features="auto")  # choose the features too
     summary = run_task1(
         args.data,
         args.out,
         settings,
-        embed=from_args(EmbedSettings, args),
+        embed=embed,
         engine=from_args(EngineSettings, args),
         progress=not args.quiet,
     )

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ctfp.embed.backbone import Backbone, Identity, Preprocessing, build_backbone
-from ctfp.embed.settings import FEATURES, check_features
+from ctfp.embed.settings import FEATURES, check_features, parse_feature
 from ctfp.exceptions import CtfpError
 
 GRAY = dict(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), channels="gray")
@@ -191,18 +191,20 @@ def build_features(
         check_features(spec)  # the one list of valid names: ctfp.embed.settings.FEATURES
     except ValueError as exc:
         raise CtfpError(str(exc)) from None
-    names = [s.strip() for s in spec.split("+")]
+    if spec.strip() == "auto":
+        raise CtfpError(
+            "features 'auto' choose among several feature types in `ctfp run`; embedding needs "
+            f"one: {', '.join(FEATURES)}"
+        )
+    names = [parse_feature(s) for s in spec.split("+")]
 
-    def one(name: str) -> nn.Module:
+    def one(name: str, size: int | None) -> nn.Module:
         if name == "resnet50":
             return build_backbone(weights, seed=seed, image_size=image_size)
-        return {
-            "pixels": PixelFeatures,
-            "spectrum": SpectrumFeatures,
-            "residual": ResidualFeatures,
-        }[name]().eval()
+        cls = {"pixels": PixelFeatures, "spectrum": SpectrumFeatures, "residual": ResidualFeatures}
+        return (cls[name]() if size is None else cls[name](size)).eval()
 
-    parts = [one(n) for n in names]
+    parts = [one(n, size) for n, size in names]
     return parts[0] if len(parts) == 1 else ConcatFeatures(parts).eval()
 
 

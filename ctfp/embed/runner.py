@@ -71,6 +71,11 @@ def embed(
     settings = settings_with(
         EmbedSettings, settings, overrides, "embed", ("engine", "progress", "backbone_factory")
     )
+    if settings.features.strip() == "auto":
+        raise SettingsError(
+            "features 'auto' let `ctfp run` choose among feature types by cross-validation; "
+            "embedding needs one (resnet50, pixels, spectrum, residual, or name:size)"
+        )
     # Before anything is read: an unknown engine or a missing Ray fails first.
     engine_settings = resolve_engine(engine)
     factory = backbone_factory or functools.partial(

@@ -16,13 +16,47 @@ FEATURES = ("resnet50", "pixels", "spectrum", "residual")
 EMBEDDING_DTYPES = ("float16", "float32")
 
 
+#: Features whose input side may be given as ``name:size`` (``pixels:32``): no learned weights.
+SIZED_FEATURES = ("pixels", "spectrum", "residual")
+
+
+def parse_feature(name: str) -> tuple[str, int | None]:
+    """``"pixels:32"`` -> ``("pixels", 32)``; ``"resnet50"`` -> ``("resnet50", None)``.
+
+    Raises
+    ------
+    ValueError
+        An unknown name, or a size on resnet50 (its side is ``image_size``) or outside 8..1024.
+    """
+    base, sep, size = name.strip().partition(":")
+    if base not in FEATURES:
+        raise ValueError(f"unknown feature {name.strip()!r}")
+    if not sep:
+        return base, None
+    if base not in SIZED_FEATURES:
+        raise ValueError(f"{base} takes no :size (its input side is --image-size)")
+    if not size.isdigit() or not 8 <= int(size) <= 1024:
+        raise ValueError(f"feature {name.strip()!r}: the size must be an integer from 8 to 1024")
+    return base, int(size)
+
+
 def check_features(spec: str) -> None:
-    """Refuse a feature spec that is not FEATURES names joined by ``+``."""
-    names = [s.strip() for s in spec.split("+")]
-    if not spec.strip() or any(n not in FEATURES for n in names):
+    """Refuse a feature spec that is not FEATURES names (``pixels``, or ``pixels:32`` with an
+    input side) joined by ``+``, nor ``auto`` (the run commands choose the features)."""
+    if spec.strip() == "auto":
+        return
+    names = spec.split("+")
+    try:
+        if not spec.strip():
+            raise ValueError("empty")
+        for name in names:
+            parse_feature(name)
+    except ValueError as exc:
         raise ValueError(
-            f"unknown features {spec!r}; choose from {', '.join(FEATURES)}, joined by +"
-        )
+            f"unknown features {spec!r} ({exc}); choose from {', '.join(FEATURES)} (pixels, "
+            "spectrum and residual also as name:size, e.g. pixels:32), joined by +, or auto in "
+            "ctfp run"
+        ) from None
 
 
 def _check_window(text: str) -> None:
@@ -133,8 +167,10 @@ class CacheSettings(InputSettings):
 __all__ = [
     "EMBEDDING_DTYPES",
     "FEATURES",
+    "SIZED_FEATURES",
     "CacheSettings",
     "EmbedSettings",
     "InputSettings",
     "check_features",
+    "parse_feature",
 ]

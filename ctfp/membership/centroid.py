@@ -28,7 +28,8 @@ class CentroidMembership(MembershipMethod):
     ----------
     centers_used_, centers_not_used_ : (k, d) float32
     index_ : FlatIndex over the 2k centres (used first)
-    threshold_ : 0.0 (score >= 0: at least as close to a "used" centre)
+    threshold_ : 0.0 (score >= 0: at least as close to a "used" centre; the 1-NN label), or
+        the threshold ``--method auto`` chose on out-of-fold scores
     """
 
     name = "centroid"
@@ -114,8 +115,11 @@ class CentroidMembership(MembershipMethod):
 
     def predict(self, x: Any) -> np.ndarray:
         """(n,) ``classes_[1]`` (1: used) if the nearest of the 2k centres is a "used" centre,
-        else ``classes_[0]`` (the 1-NN label)."""
+        else ``classes_[0]`` (the 1-NN label). With another ``threshold_`` than 0 (set by
+        ``--method auto`` from out-of-fold scores): ``score_samples(x) >= threshold_``."""
         self._check_fitted()
+        if self.threshold_ != 0.0:
+            return super().predict(x)
         _, I = self.index_.search(self._check_x(x), 1)  # noqa: E741
         return self.classes_[(I[:, 0] < len(self.centers_used_)).astype(np.int64)]
 
@@ -131,6 +135,7 @@ class CentroidMembership(MembershipMethod):
         cls, params: dict[str, Any], arrays: dict[str, np.ndarray], *, device: str = "auto"
     ) -> CentroidMembership:
         model = cls.from_centres(arrays["centers_used"], arrays["centers_not_used"], device=device)
+        model.threshold_ = float(params.get("threshold", 0.0))
         model._restore_classes(params)
         return model
 

@@ -18,6 +18,7 @@ from ctfp.index import distance
 from ctfp.index.ann import KINDS, ApproximateIndex, make_index, recall_at_1
 from ctfp.index.flat import FlatIndex
 from ctfp.membership.base import MembershipMethod
+from ctfp.membership.neighbours import neighbour_distances
 from ctfp.membership.threshold import CRITERIA, choose_threshold
 from ctfp.settings import Settings, option
 
@@ -164,19 +165,19 @@ class ProximityMembership(MembershipMethod):
         return self.device if self.index == "flat" else "cpu"
 
     def _score(self, x: np.ndarray, leave_out: np.ndarray | None = None) -> np.ndarray:
-        d_gen, _ = distance.search(self.index_, x, self.neighbours, self.metric)
+        d_gen, _ = neighbour_distances(self.index_, x, self.neighbours, self.metric)
         d_gen = d_gen.mean(1)
         if self.reference_ is None:
             return -d_gen
-        k = min(self.neighbours + 1, self.reference_.ntotal)
-        d_ref, I_ref = distance.search(self.reference_, x, k, self.metric)
-        use = np.ones_like(d_ref, dtype=bool)
-        if leave_out is not None and len(leave_out):
-            # A reference slice must not count itself: drop its own entry (position in ref set).
-            own = np.full(len(x), -1)
-            own[leave_out] = np.arange(len(leave_out))
-            use &= np.asarray(I_ref) != own[:, None]
-        use &= np.cumsum(use, axis=1) <= self.neighbours
+        # Always searched as deep as leave-one-out needs, so that a training slice outside the
+        # reference set scores the same in fit as in score_samples.
+        d_ref, use = neighbour_distances(
+            self.reference_,
+            x,
+            self.neighbours,
+            self.metric,
+            leave_out=np.empty(0, dtype=np.int64) if leave_out is None else leave_out,
+        )
         d_ref = np.where(use, d_ref, 0).sum(1) / np.maximum(use.sum(1), 1)
         return d_ref - d_gen
 

@@ -6,11 +6,17 @@ import inspect
 
 from ctfp.membership.base import MembershipMethod
 from ctfp.membership.centroid import CentroidMembership
+from ctfp.membership.counting import CountingMembership
+from ctfp.membership.density import DensityRatioMembership
 from ctfp.membership.proximity import ProximityMembership
+from ctfp.membership.reconstruction import ReconstructionMembership
 
 METHODS: dict[str, type[MembershipMethod]] = {
     CentroidMembership.name: CentroidMembership,
     ProximityMembership.name: ProximityMembership,
+    DensityRatioMembership.name: DensityRatioMembership,
+    CountingMembership.name: CountingMembership,
+    ReconstructionMembership.name: ReconstructionMembership,
 }
 
 

@@ -8,7 +8,30 @@ from typing import Any
 from ctfp.device import check_device_name
 from ctfp.membership.base import MembershipMethod
 from ctfp.membership.registry import METHODS, get_method, parameter_names
+from ctfp.membership.selection import SelectionSettings
 from ctfp.settings import Settings, SettingsError, option, parse_ints
+
+AUTO = "auto"
+#: The seed paper's best k, the centroid method's default.
+DEFAULT_K = 4
+
+
+def options_class(method: str) -> type[Settings] | None:
+    """The options class of ``method``: SelectionSettings for auto, else the method's own."""
+    return SelectionSettings if method == AUTO else get_method(method).settings_class
+
+
+def option_classes() -> list[type[Settings]]:
+    """Every options class a task 1 run may take (auto's and each method's), once each."""
+    classes: list[type[Settings]] = [SelectionSettings]
+    for cls in METHODS.values():
+        if cls.settings_class is not None and cls.settings_class not in classes:
+            classes.append(cls.settings_class)
+    return classes
+
+
+def takes_k(method: str) -> bool:
+    return method != AUTO and "k" in parameter_names(get_method(method))
 
 
 @dataclass(frozen=True)
@@ -21,14 +44,16 @@ class Task1Settings(Settings):
     stage = "task1"
 
     method: str = option(
-        "centroid",
-        "centroid: the seed paper (k-means centres per class, L1 1-NN); proximity: distance to "
-        "the generated set",
-        choices=tuple(METHODS),
+        "auto",
+        "auto: choose features, method and settings by cross-validation on the labelled "
+        "training reals; centroid: the seed paper (k-means centres per class, L1 1-NN); "
+        "proximity: distance to the generated set; density, counting, reconstruction: see README",
+        choices=(AUTO, *METHODS),
     )
     k: tuple[int, ...] = option(
-        (4,),
-        "centroid: clusters per class, or a list like 1,2,4,8,16,32",
+        (),
+        "centroid: clusters per class (default 4), or a list like 1,2,4,8,16,32 (one fit each); "
+        "auto: the k of the centroid candidates (default 1,4,16)",
         parse=parse_ints,
         metavar="K",
     )
@@ -37,12 +62,16 @@ class Task1Settings(Settings):
     options: Settings | None = option(None, "the method's options", cli=False)
 
     def validate(self) -> None:
-        cls = get_method(self.method)
-        if not self.k or any(not isinstance(v, int) or v < 1 for v in self.k):
+        if any(not isinstance(v, int) or v < 1 for v in self.k):
             raise SettingsError(f"Task1Settings.k must be positive integers, got {self.k!r}")
-        if "k" not in parameter_names(cls) and len(self.k) > 1:
+        if self.k and not takes_k(self.method) and self.method != AUTO:
+            raise SettingsError(
+                f"method {self.method!r} has no k; --k is for centroid (and the centroid "
+                "candidates of auto)"
+            )
+        if not takes_k(self.method) and len(self.k) > 1 and self.method != AUTO:
             raise SettingsError(f"method {self.method!r} has no k; a k sweep needs centroid")
-        wanted = cls.settings_class
+        wanted = options_class(self.method)
         if self.options is None:
             if wanted is not None:
                 object.__setattr__(self, "options", wanted())
@@ -56,15 +85,19 @@ class Task1Settings(Settings):
     @property
     def ks(self) -> list[int]:
         """The k of each fit: one (the first) for methods without a k."""
-        return list(self.k) if "k" in parameter_names(get_method(self.method)) else [self.k[0]]
+        if takes_k(self.method):
+            return list(self.k) or [DEFAULT_K]
+        return [DEFAULT_K]  # one fit; the number only names it in summary.json
 
     def build(self, k: int | None = None) -> MembershipMethod:
         """The (unfitted) method these settings describe, with ``k`` (default the first)."""
+        if self.method == AUTO:
+            raise SettingsError("method 'auto' is a selection among methods, not one to build")
         cls = get_method(self.method)
         names = parameter_names(cls)
         params: dict[str, Any] = dict(self.options.to_dict()) if self.options else {}
         if "k" in names:
-            params["k"] = self.k[0] if k is None else k
+            params["k"] = self.ks[0] if k is None else k
         if "random_state" in names:
             params["random_state"] = self.seed
         if "device" in names:
@@ -80,8 +113,8 @@ class Task1Settings(Settings):
     def from_dict(cls, values: dict[str, Any]) -> Task1Settings:
         values = dict(values)
         options = values.pop("options", None)
-        method = values.get("method", "centroid")
-        wanted = get_method(method).settings_class
+        method = values.get("method", AUTO)
+        wanted = options_class(method)
         if options is not None and wanted is not None:
             values["options"] = wanted.from_dict(options)
         return super().from_dict(values)
@@ -94,8 +127,8 @@ class Task1Settings(Settings):
         own = {n: values.pop(n) for n in list(values) if n in cls.field_names()}
         if "k" in own and isinstance(own["k"], int):
             own["k"] = (own["k"],)
-        method = own.get("method", "centroid")
-        wanted = get_method(method).settings_class
+        method = own.get("method", AUTO)
+        wanted = options_class(method)
         if values:
             valid = set(wanted.field_names()) if wanted is not None else set()
             wrong = sorted(set(values) - valid)
@@ -108,4 +141,4 @@ class Task1Settings(Settings):
         return cls(**own)
 
 
-__all__ = ["Task1Settings"]
+__all__ = ["AUTO", "Task1Settings", "option_classes", "options_class", "takes_k"]

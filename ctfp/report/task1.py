@@ -17,7 +17,7 @@ from ctfp.report.sections import map_section
 from ctfp.runs.folder import RUN_FILE, SCORES_FILE, TEST_PREFIX, read_scores, task1_dir
 
 PathLike = str | os.PathLike[str]
-NAV = ("settings", "map", "scores", "evaluation", "k-sweep", "evidence")
+NAV = ("selection", "settings", "map", "scores", "evaluation", "k-sweep", "evidence")
 COLOURS = {
     "used": "#d62728",
     "not_used": "#1f77b4",
@@ -59,6 +59,41 @@ def nearest_generated(
 def _run_files(run: Path, ks: list[int], k: int) -> tuple[Path, Path]:
     dest = task1_dir(run, ks, k)
     return dest / RUN_FILE, dest / SCORES_FILE
+
+
+def selection_section(summary: dict[str, Any]) -> str:
+    """``--method auto``: what was chosen and why, and every candidate's cross-validated
+    ROC-AUC on the training reals (best first; the table collapsed)."""
+    selection = summary.get("selection")
+    if not selection:
+        return ""
+    cv = selection.get("settings") or {}
+    parts = ['<section id="selection"><h2>Method selection</h2>']
+    parts.append(f'<p class="verdict">{escape(selection.get("reason", ""))}.</p>')
+    parts.append(
+        f'<p class="note">Each candidate was scored out of fold on the {selection.get("n_train")} '
+        f"labelled training reals ({cv.get('folds')}-fold stratified cross-validation, "
+        f"{cv.get('repeats')} repeats; methods that learn nothing from the labels fitted once). "
+        "Chosen: the simplest candidate within one standard error of the best. The winner's "
+        "estimate is optimistic (it is the best of many); the test set was never looked at.</p>"
+    )
+    for name, reason in (selection.get("skipped") or {}).items():
+        parts.append(f'<p class="note">{escape(name)} left out: {escape(reason)}</p>')
+    rows = []
+    for c in selection.get("candidates") or []:
+        interval = c.get("roc_auc_95") or [None, None]
+        ci = "-" if None in interval else f"{interval[0]:.3f}-{interval[1]:.3f}"
+        mark = "chosen" if c.get("chosen") else ("within 1 SE" if c.get("within_one_se") else "")
+        rows.append(
+            [c.get("label"), c.get("roc_auc"), c.get("roc_auc_se"), ci, mark, c.get("error") or ""]
+        )
+    count = len(rows)
+    parts.append(f"<details><summary>All {count} candidates</summary>")
+    parts.append(
+        table(["candidate", "CV ROC-AUC", "SE", "95 % interval", "", "could not run"], rows)
+    )
+    parts.append("</details></section>")
+    return "".join(parts)
 
 
 def task1_body(
@@ -104,7 +139,7 @@ def task1_body(
         truth_table = read_table(truth, "label")
         y = np.array([int(truth_table[i]) for i in ids], dtype=int)
 
-    sections = []
+    sections = [selection_section(summary)]
     # The map: train used / not used, generated and test rows.
     groups = []
     if rows is not None:

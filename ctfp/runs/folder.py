@@ -37,7 +37,8 @@ EMBEDDINGS_DIR = "embeddings"
 
 def embeddings_dir(out: PathLike, features: str = "resnet50") -> Path:
     """Where a run keeps its embeddings: one folder per feature type, reused on reruns."""
-    name = EMBEDDINGS_DIR if features == "resnet50" else f"{EMBEDDINGS_DIR}-{features}"
+    safe = features.replace(":", "")  # pixels:32 -> embeddings-pixels32 (portable names)
+    name = EMBEDDINGS_DIR if features == "resnet50" else f"{EMBEDDINGS_DIR}-{safe}"
     return Path(out) / name
 
 

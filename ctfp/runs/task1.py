@@ -3,6 +3,8 @@ write the run, score and model files of each k, and the summary."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import time
 from pathlib import Path
@@ -13,14 +15,15 @@ import numpy as np
 from ctfp.embed.settings import EmbedSettings
 from ctfp.engine.settings import EngineSettings
 from ctfp.evaluate import write_run
-from ctfp.exceptions import InputError
+from ctfp.exceptions import InputError, WeightsUnavailableError
 from ctfp.membership.base import MembershipMethod
-from ctfp.membership.settings import Task1Settings
+from ctfp.membership.settings import AUTO, Task1Settings, takes_k
 from ctfp.progress import logger, progress_bar
 from ctfp.runs.folder import (
     MODEL_DIR,
     RUN_FILE,
     SCORES_FILE,
+    TEST_PREFIX,
     begin_commit,
     task1_dir,
     write_scores,
@@ -28,8 +31,13 @@ from ctfp.runs.folder import (
 )
 from ctfp.runs.layout import embed_layout, model_identity, rows_of, test_part
 from ctfp.runs.models import save_model
+from ctfp.settings import SettingsError
 
 PathLike = str | os.PathLike[str]
+
+#: The feature types ``--method auto`` tries when the features are ``auto``: those that need no
+#: learned weights, at several resolutions, and ResNet50 when its weights can be loaded.
+AUTO_FEATURES = ("pixels:16", "pixels:32", "pixels", "residual", "spectrum", "resnet50")
 
 
 def task1_settings(settings: Task1Settings | None, overrides: dict[str, Any]) -> Task1Settings:
@@ -50,9 +58,8 @@ def check_k_before_embedding(data: Path, settings: Task1Settings) -> None:
     every file of ``train/used/`` or ``train/not_used/`` is a 2-D image, its file count is its
     slice count."""
     from ctfp.io.sources import IMAGE_SUFFIXES, suffix_of
-    from ctfp.membership.registry import get_method, parameter_names
 
-    if "k" not in parameter_names(get_method(settings.method)):
+    if not takes_k(settings.method):
         return
     k = max(settings.ks)
     for folder, name in (("train/used", "used"), ("train/not_used", "not used")):
@@ -99,7 +106,15 @@ def run_task1(
     """
     start = time.perf_counter()
     s = task1_settings(settings, dict(overrides))
+    if s.method == AUTO:
+        embed_settings = embed or EmbedSettings(features="auto")
+        return run_auto(data, out, s, embed_settings, engine, progress, start)
     embed_settings = embed or EmbedSettings()
+    if embed_settings.features == "auto":
+        raise SettingsError(
+            f"features 'auto' are chosen by --method auto; method {s.method!r} needs one feature "
+            "type (--features resnet50, pixels, ...)"
+        )
     out = Path(out)
     check_k_before_embedding(Path(data), s)
     emb = embed_layout(
@@ -130,7 +145,8 @@ def run_task1(
         dest = task1_dir(out, ks, kk)
         write_run(dest / RUN_FILE, ids, pred)
         write_scores(dest / SCORES_FILE, ids, score, pred)
-        recorded = {"task1": s.replace(k=(kk,)).to_dict(), "embed": embed_settings.to_dict()}
+        fitted = s.replace(k=(kk,)) if takes_k(s.method) else s
+        recorded = {"task1": fitted.to_dict(), "embed": embed_settings.to_dict()}
         save_model(model, dest / MODEL_DIR, identity=emb.metadata, settings=recorded)
         written += [dest / RUN_FILE, dest / SCORES_FILE, dest / MODEL_DIR]
         runs[kk] = {
@@ -183,9 +199,166 @@ def run_task1(
     return summary
 
 
+def auto_features(settings: EmbedSettings) -> tuple[list[str], dict[str, str]]:
+    """The feature types to try, and those left out with the reason: ResNet50 with ImageNet
+    weights only where they load (a local file or ``--weights random`` always do)."""
+    if settings.features != "auto":
+        return [settings.features], {}
+    features = [f for f in AUTO_FEATURES if f != "resnet50"]
+    if settings.weights == "imagenet":
+        from ctfp.embed.backbone import imagenet_state_dict
+
+        try:
+            with contextlib.redirect_stderr(io.StringIO()):  # torch.hub's "Downloading: ..."
+                imagenet_state_dict()
+        except WeightsUnavailableError as exc:
+            return features, {"resnet50": str(exc).split(". ")[0]}
+    return [*features, "resnet50"], {}
+
+
+def run_auto(
+    data: PathLike,
+    out: PathLike,
+    s: Task1Settings,
+    embed_settings: EmbedSettings,
+    engine: str | EngineSettings,
+    progress: bool,
+    start: float,
+) -> dict[str, Any]:
+    """``--method auto``: embed every candidate feature type, cross-validate every candidate
+    scorer on the training reals (:mod:`ctfp.membership.selection`), fit the winner on all of
+    them with the threshold from its out-of-fold scores, and write the run."""
+    from ctfp.membership.selection import SelectionSettings, default_candidates, select
+
+    out = Path(out)
+    features, skipped = auto_features(embed_settings)
+    for name, reason in skipped.items():
+        logger.warning(
+            f"auto: {name} left out: {reason} (pass --weights PATH or --weights random to try it)"
+        )
+    required = ["train/used", "train/not_used", "test"]
+    embedded = {}
+    for f in features:
+        settings_f = embed_settings.replace(features=f)
+        embedded[f] = embed_layout(
+            data, out, required, settings_f, engine=engine, progress=progress
+        )
+    first = embedded[features[0]]
+    labels = first.labels
+    rows_of(first, labels == "used", "train/used/")
+    rows_of(first, labels == "not_used", "train/not_used/")
+    train_ids = [i for i, lab in zip(first.ids, labels, strict=True) if lab in ("used", "not_used")]
+    gen_ids = [i for i, lab in zip(first.ids, labels, strict=True) if lab == "generated"]
+    ids, _ = test_part(first)
+    test_ids = [TEST_PREFIX + i for i in ids]
+    for f in features[1:]:  # the same files decode the same way: every type has the same rows
+        if set(embedded[f].ids) != set(first.ids):
+            raise InputError(
+                f"the {f} and {features[0]} embeddings hold different slices; remove "
+                f"{out}/embeddings-* and rerun"
+            )
+    train_y = np.array([1 if lab == "used" else 0 for lab in _labels_of(first, train_ids)])
+
+    def part(f: str, wanted: list[str]) -> np.ndarray:
+        emb = embedded[f]
+        where = {i: n for n, i in enumerate(emb.ids)}
+        return emb.matrix[[where[i] for i in wanted]] if wanted else emb.matrix[:0]
+
+    matrices = {f: (part(f, train_ids), part(f, gen_ids) if gen_ids else None) for f in features}
+    options = s.options if isinstance(s.options, SelectionSettings) else SelectionSettings()
+    n_small = int(min(train_y.sum(), (train_y == 0).sum()))
+    candidates = default_candidates(features, n_small, bool(gen_ids), s.k or (1, 4, 16))
+    logger.info(
+        f"auto: {len(candidates)} candidates ({len(features)} feature types) cross-validated "
+        f"on {len(train_y)} training reals, {options.folds} folds x {options.repeats} repeats"
+    )
+    begin_commit(out)
+    selection = select(
+        matrices,
+        train_y,
+        candidates,
+        options,
+        seed=s.seed,
+        device=s.device,
+        progress=lambda items: progress_bar(
+            len(items), "auto: candidates", "cand", enabled=progress, iterable=items
+        ),
+    )
+    best = selection.best.candidate
+    x_train, generated = matrices[best.features]
+    model = best.build(s.seed, s.device).fit(x_train, train_y, generated)
+    model.threshold_ = selection.threshold  # from out-of-fold scores, not in-sample ones
+    x = part(best.features, test_ids)
+    score = model.score_samples(x)
+    pred = model.predict(x)
+    write_run(out / RUN_FILE, ids, pred)
+    write_scores(out / SCORES_FILE, ids, score, pred)
+    winner = embedded[best.features]
+    recorded = {
+        "task1": s.to_dict(),
+        "embed": embed_settings.replace(features=best.features).to_dict(),
+        "chosen": {"features": best.features, "method": best.method, "params": dict(best.params)},
+    }
+    save_model(model, out / MODEL_DIR, identity=winner.metadata, settings=recorded)
+    n_used = int((pred == model.classes_[1]).sum())
+    logger.info(f"auto: chose {best.label}: {selection.reason()}")
+    logger.info(
+        f"task1 auto -> {best.method}: {n_used}/{len(ids)} test slices labelled used (threshold "
+        f"{selection.threshold:.4g} chosen for {options.calibrate} on out-of-fold scores) -> "
+        f"{out / RUN_FILE}"
+    )
+    runs = {
+        str(s.ks[0]): {
+            "run": str(out / RUN_FILE),
+            "scores": str(out / SCORES_FILE),
+            "model_dir": str(out / MODEL_DIR),
+            "predicted_used": n_used,
+            "threshold": selection.threshold,
+            "recall_at_1": None,
+        }
+    }
+    params = dict(best.params)
+    summary = {
+        "task": "task1",
+        "method": best.method,
+        "features": best.features,
+        "k": [int(params.get("k", s.ks[0]))],
+        "metric": params.get("metric", "l1" if best.method == "centroid" else "l2"),
+        "calibrate": options.calibrate,
+        "seed": s.seed,
+        "selection": {**selection.to_dict(), "features_tried": features, "skipped": skipped},
+        "settings": {
+            "task1": s.to_dict(),
+            "embed": embed_settings.to_dict(),
+            "engine": _engine_dict(engine),
+        },
+        "n_used": int(train_y.sum()),
+        "n_not_used": int((train_y == 0).sum()),
+        "n_generated": len(gen_ids),
+        "n_test": len(ids),
+        "runs": {str(params.get("k", s.ks[0])): runs[str(s.ks[0])]},
+        "model": model_identity(winner.metadata),
+        "seconds": round(time.perf_counter() - start, 2),
+    }
+    write_summary(out, summary, [out / RUN_FILE, out / SCORES_FILE, out / MODEL_DIR])
+    return summary
+
+
+def _labels_of(emb: Any, wanted: list[str]) -> list[str]:
+    where = {i: n for n, i in enumerate(emb.ids)}
+    return [str(emb.labels[where[i]]) for i in wanted]
+
+
 def _engine_dict(engine: str | EngineSettings) -> dict[str, Any]:
     settings = engine if isinstance(engine, EngineSettings) else EngineSettings(engine)
     return settings.to_dict()
 
 
-__all__ = ["fit_membership", "run_task1", "task1_settings"]
+__all__ = [
+    "AUTO_FEATURES",
+    "auto_features",
+    "fit_membership",
+    "run_auto",
+    "run_task1",
+    "task1_settings",
+]

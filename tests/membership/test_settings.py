@@ -12,9 +12,16 @@ from ctfp.membership.settings import Task1Settings
 from ctfp.settings import SettingsError
 
 
-def test_defaults_build_the_seed_method() -> None:
+def test_defaults_select_and_the_seed_method_builds() -> None:
+    from ctfp.membership.selection import SelectionSettings
+
     s = Task1Settings()
-    assert s.method == "centroid" and s.k == (4,) and s.options is None
+    assert s.method == "auto" and s.options == SelectionSettings() and s.ks == [4]
+    with pytest.raises(SettingsError, match="a selection among methods"):
+        s.build()
+    assert Task1Settings.with_options(folds=3).options == SelectionSettings(folds=3)
+    s = Task1Settings(method="centroid")
+    assert s.k == () and s.ks == [4] and s.options is None
     model = s.build()
     assert isinstance(model, CentroidMembership) and model.k == 4 and model.random_state == 0
 
@@ -30,11 +37,12 @@ def test_options_of_the_chosen_method() -> None:
 
 
 def test_k_sweep_and_what_is_refused() -> None:
-    assert Task1Settings(k=(1, 2, 4)).ks == [1, 2, 4]
+    assert Task1Settings(method="centroid", k=(1, 2, 4)).ks == [1, 2, 4]
+    assert Task1Settings(k=(1, 2)).ks == [4]  # auto: the k of its centroid candidates, one fit
     assert Task1Settings.with_options(method="centroid", k=8).k == (8,)
     with pytest.raises(SettingsError, match="not an option of method 'centroid'"):
         Task1Settings.with_options(method="centroid", metric="l2")
-    with pytest.raises(SettingsError, match="a k sweep needs centroid"):
+    with pytest.raises(SettingsError, match="method 'proximity' has no k"):
         Task1Settings.with_options(method="proximity", k=(1, 2))
     with pytest.raises(SettingsError, match="choose one of"):
         Task1Settings(method="ensemble")

@@ -22,7 +22,18 @@ def _run(args: list[str]) -> None:
 def task1_sweep(task1_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A centroid run over k = 1, 4 that wrote its report through `ctfp run ... --report`."""
     out = tmp_path_factory.mktemp("report") / "t1"
-    args = ["run", "task1", str(task1_data), "--out", str(out), "--k", "1,4", "--report"]
+    args = [
+        "run",
+        "task1",
+        str(task1_data),
+        "--out",
+        str(out),
+        "--method",
+        "centroid",
+        "--k",
+        "1,4",
+    ]
+    args += ["--report"]
     _run(args)
     return out
 

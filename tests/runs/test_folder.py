@@ -20,7 +20,7 @@ FAST = EmbedSettings(features="pixels", device="cpu")
 
 def test_a_run_is_committed_by_its_summary(task1_data: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
-    run_task1(task1_data, out, embed=FAST, k=(1, 2), progress=False)
+    run_task1(task1_data, out, embed=FAST, method="centroid", k=(1, 2), progress=False)
     files = json.loads((out / "summary.json").read_text())["files"]
     assert {"k1/run.csv", "k2/scores.csv", "k2/model/model.json", "k1/model/arrays.npz"} <= set(
         files

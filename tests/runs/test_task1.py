@@ -21,6 +21,7 @@ from ctfp.runs.task1 import run_task1
 from ctfp.settings import SettingsError
 
 EMBED = ["--weights", "random", "--image-size", "64", "--quiet"]
+SEED = ["--method", "centroid", *EMBED]  # the seed paper's method
 
 
 def read_run(path: Path) -> dict[str, int]:
@@ -29,7 +30,7 @@ def read_run(path: Path) -> dict[str, int]:
 
 def test_task1_end_to_end(task1_data: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "t1"
-    assert main(["run", "task1", str(task1_data), "--out", str(out), "--k", "4", *EMBED]) == 0
+    assert main(["run", "task1", str(task1_data), "--out", str(out), "--k", "4", *SEED]) == 0
     truth = read_table(task1_data / "truth.csv", "label")
     run = read_run(out / "run.csv")
     assert set(run) == set(truth) and set(run.values()) <= {0, 1}
@@ -65,11 +66,11 @@ def test_task1_end_to_end(task1_data: Path, tmp_path: Path, capsys) -> None:
 
 def test_task1_k_sweep_reuses_the_embeddings(task1_data: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "t1"
-    assert main(["run", "task1", str(task1_data), "--out", str(out), "--k", "2", *EMBED]) == 0
+    assert main(["run", "task1", str(task1_data), "--out", str(out), "--k", "2", *SEED]) == 0
     shards = sorted((out / "embeddings").glob("part-*.parquet"))
     mtimes = [p.stat().st_mtime_ns for p in shards]
     assert (
-        main(["run", "task1", str(task1_data), "--out", str(out), "--k", "1,2,4", *EMBED, "--json"])
+        main(["run", "task1", str(task1_data), "--out", str(out), "--k", "1,2,4", *SEED, "--json"])
         == 0
     )
     summary = json.loads(capsys.readouterr().out)
@@ -88,7 +89,7 @@ def test_task1_bad_layout_and_too_large_k(task1_data: Path, tmp_path: Path, caps
     )
     assert "train/used/" in capsys.readouterr().err
     assert (
-        main(["run", "task1", str(task1_data), "--out", str(tmp_path / "o"), "--k", "64", *EMBED])
+        main(["run", "task1", str(task1_data), "--out", str(tmp_path / "o"), "--k", "64", *SEED])
         == 2
     )
     assert "k=64 needs at least 64" in capsys.readouterr().err
@@ -148,15 +149,79 @@ def test_task1_python_api_with_settings_objects(task1_data: Path, tmp_path: Path
     )  # fmt: skip
     assert again["runs"] == summary["runs"]
     with pytest.raises(SettingsError, match="not an option of method 'centroid'"):
-        run_task1(task1_data, out, embed=embed, metric="l2", progress=False)
+        run_task1(task1_data, out, embed=embed, method="centroid", metric="l2", progress=False)
 
 
 def test_task1_cli_refuses_options_of_another_method(task1_data: Path, tmp_path: Path, capsys):
     args = ["run", "task1", str(task1_data), "--out", str(tmp_path / "o"), *EMBED]
-    assert main([*args, "--metric", "l2"]) == 2
+    assert main([*args, "--method", "centroid", "--metric", "l2"]) == 2
     assert "metric: not an option of method 'centroid'" in capsys.readouterr().err
+    assert main([*args, "--metric", "l2"]) == 2
+    assert "metric: not an option of method 'auto'" in capsys.readouterr().err
     assert main([*args, "--method", "proximity", "--k", "1,2"]) == 2
-    assert "k sweep needs centroid" in capsys.readouterr().err
+    assert "method 'proximity' has no k" in capsys.readouterr().err
     assert main([*args, "--method", "proximity", "--recall-target", "nan"]) == 2
     assert "recall_target must be a finite number" in capsys.readouterr().err
     assert not (tmp_path / "o" / "summary.json").exists()
+
+
+def test_task1_defaults_choose_by_cross_validation(task1_data: Path, tmp_path: Path, capsys):
+    # No --method, no --features: every feature type and candidate scorer is cross-validated
+    # on the training reals, and the winner writes the run.
+    out = tmp_path / "auto"
+    args = ["run", "task1", str(task1_data), "--out", str(out), *EMBED, "--json", "--report"]
+    assert main(args) == 0
+    summary = json.loads(capsys.readouterr().out)
+    selection = summary["selection"]
+    tried = selection["features_tried"]
+    assert tried == ["pixels:16", "pixels:32", "pixels", "residual", "spectrum", "resnet50"]
+    table = selection["candidates"]
+    assert {c["features"] for c in table} == set(tried)
+    assert {"centroid", "proximity", "density", "counting", "reconstruction"} <= {
+        c["method"] for c in table
+    }
+    chosen = [c for c in table if c["chosen"]]
+    assert len(chosen) == 1 and chosen[0] == selection["chosen"]
+    assert summary["method"] == chosen[0]["method"] and summary["features"] == chosen[0]["features"]
+    assert chosen[0]["roc_auc"] >= max(c["roc_auc"] or 0 for c in table) - chosen[0]["roc_auc_se"]
+    assert selection["reason"] and selection["settings"]["folds"] == 5
+    # The generated set holds noisy copies of the used slices: the chosen scorer sees it.
+    truth = str(task1_data / "truth.csv")
+    assert main(["evaluate", "task1", str(out / "run.csv"), "--truth", truth, "--json"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert metrics["roc_auc"] > 0.8 and metrics["kappa"] > 0.3
+    # The saved model is the winner, on the winner's embeddings: `ctfp score` reproduces the run.
+    model = json.loads((out / "model" / "model.json").read_text())
+    assert model["kind"] == summary["method"]
+    assert model["settings"]["chosen"]["features"] == summary["features"]
+    shards = out / ("embeddings-" + summary["features"].replace(":", ""))
+    if summary["features"] == "resnet50":
+        shards = out / "embeddings"
+    assert main(["score", str(out), str(shards), "--out", str(tmp_path / "s"), "--quiet"]) == 0
+    import duckdb
+
+    got = dict(duckdb.sql(f"SELECT id, label FROM '{tmp_path / 's'}/*.parquet'").fetchall())
+    assert all(got[f"test/{i}"] == v for i, v in read_run(out / "run.csv").items())
+    html = (out / "report.html").read_text()
+    assert '<section id="selection">' in html and "one standard error" in html
+
+
+def test_auto_leaves_out_resnet50_only_when_imagenet_weights_do_not_load() -> None:
+    from ctfp.runs.task1 import auto_features
+
+    assert auto_features(EmbedSettings(features="pixels")) == (["pixels"], {})
+    tried, skipped = auto_features(EmbedSettings(features="auto", weights="random"))
+    assert tried[-1] == "resnet50" and not skipped
+    tried, skipped = auto_features(EmbedSettings(features="auto"))  # imagenet: offline here
+    assert ("resnet50" in tried) != ("resnet50" in skipped)
+    if skipped:
+        assert "ImageNet" in skipped["resnet50"]
+
+
+def test_auto_features_need_auto_method(task1_data: Path, tmp_path: Path, capsys) -> None:
+    args = ["run", "task1", str(task1_data), "--out", str(tmp_path / "o"), "--quiet"]
+    assert main([*args, "--method", "proximity", "--features", "auto"]) == 2
+    assert "features 'auto' are chosen by --method auto" in capsys.readouterr().err
+    assert main(["embed", str(task1_data / "test"), "--out", str(tmp_path / "e"),
+                 "--features", "auto", "--quiet"]) == 2  # fmt: skip
+    assert "embedding needs one" in capsys.readouterr().err

@@ -1,0 +1,184 @@
+"""Membership benchmark over generator families and dataset seeds: does ``--method auto`` hold?
+
+For every generator family and dataset seed, a task 1 dataset is built by
+``benchmarks/quality_data.py`` (real lung CT slices of ``../shared/data/lung-pet-ct-dx``, used /
+not used interleaved by slice position, the generator trained here on the used ones, a balanced
+test set; datasets are cached under ``--out/data``). Then, on each:
+
+- ``ctfp run task1 DATA`` with its defaults (``--method auto``, features auto; no ImageNet
+  weights on this machine, so ResNet50 is left out as it would be for such a user);
+- every candidate scorer of the auto grid (feature type x method x settings) fitted on all the
+  training reals and scored on the test set (each method's own threshold), to show the best
+  single scorer in hindsight (an oracle, chosen on the test truth: an upper bound, not a method);
+- the seed method (centroid, L1 1-NN on k-means centres) at k = 4 and at its best k in
+  hindsight, on each feature type.
+
+Test labels are used for scoring only. Prints one JSON line and a markdown table of mean ± sd
+over seeds per family: ROC-AUC and kappa (F1 and accuracy in the JSON).
+
+    python benchmarks/membership.py [--out bench-out/membership] [--families pca,vae]
+        [--seeds 0,1,2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from quality_data import build_task1
+
+from ctfp.embed.settings import EmbedSettings
+from ctfp.evaluate import membership_metrics, read_table
+from ctfp.membership.selection import default_candidates
+from ctfp.membership.settings import Task1Settings
+from ctfp.runs.folder import embeddings_dir
+from ctfp.runs.task1 import run_task1
+from ctfp.store.reader import read_embeddings
+
+FAMILIES = ("pca", "vae", "vae64")
+
+
+def dataset(out: Path, family: str, seed: int) -> tuple[Path, dict[str, str]]:
+    """The cached task 1 dataset of ``family`` and ``seed`` (built on first use)."""
+    folder = out / "data" / f"{family}-seed{seed}"
+    root, truth = folder / "task1", folder / "task1_truth.csv"
+    if not truth.is_file():
+        build_task1(folder, seed=seed, generator=family)
+    return root, read_table(truth, "label")
+
+
+def metrics(y: np.ndarray, pred: np.ndarray, scores: np.ndarray) -> dict[str, float]:
+    m = membership_metrics(y, pred, scores)
+    return {k: round(float(m[k]), 4) for k in ("roc_auc", "kappa", "f1", "accuracy")}
+
+
+def one(out: Path, family: str, seed: int) -> dict[str, Any]:
+    root, truth = dataset(out, family, seed)
+    run = out / "runs" / f"{family}-seed{seed}"
+    start = time.perf_counter()
+    summary = run_task1(root, run, Task1Settings(seed=seed), progress=False)
+    seconds = time.perf_counter() - start
+    ids = read_table(run / "scores.csv", "score")
+    preds = read_table(run / "run.csv", "label")
+    order = sorted(ids)
+    y = np.array([int(truth[i]) for i in order])
+    auto = metrics(
+        y, np.array([int(preds[i]) for i in order]), np.array([float(ids[i]) for i in order])
+    )
+    chosen = summary["selection"]["chosen"]
+    row: dict[str, Any] = {
+        "auto": {**auto, "chosen": chosen["label"], "cv_auc": chosen["roc_auc"]},
+        "auto_seconds": round(seconds, 1),
+    }
+    # Every candidate, fitted on all training reals and scored on the test set.
+    features = summary["selection"]["features_tried"]
+    data = {}
+    for f in features:
+        emb = read_embeddings(embeddings_dir(run, f))
+        labels = emb.labels
+        train = (labels == "used") | (labels == "not_used")
+        test = np.array([i.startswith("test/") for i in emb.ids])
+        test_ids = [i[len("test/") :] for i in emb.ids[test]]
+        data[f] = (
+            emb.matrix[train],
+            (labels[train] == "used").astype(int),
+            emb.matrix[labels == "generated"],
+            emb.matrix[test],
+            np.array([int(truth[i]) for i in test_ids]),
+        )
+    n_small = min(int(d[1].sum()) for d in data.values())
+    candidates = default_candidates(features, n_small, True, ks=(1, 2, 4, 8, 16, 32))
+    scored = {}
+    for c in candidates:
+        tx, ty, g, x, yt = data[c.features]
+        try:
+            model = c.build(seed, "cpu").fit(tx, ty, g)
+            scored[c.label] = {
+                "features": c.features,
+                "method": c.method,
+                **metrics(yt, model.predict(x), model.score_samples(x)),
+            }
+        except Exception as exc:  # reported, as auto reports it
+            scored[c.label] = {"error": f"{type(exc).__name__}: {exc}"}
+    ok = {k: v for k, v in scored.items() if "error" not in v}
+    best = max(ok, key=lambda k: ok[k]["roc_auc"])
+    row["oracle_best"] = {"label": best, **ok[best]}
+    for method in sorted({v["method"] for v in ok.values()}):
+        name = max((k for k in ok if ok[k]["method"] == method), key=lambda k: ok[k]["roc_auc"])
+        row[f"best {method}"] = {"label": name, **ok[name]}
+    seed_k4 = {k: v for k, v in ok.items() if v["method"] == "centroid" and "(k=4)" in k}
+    row["seed k=4"] = max(seed_k4.values(), key=lambda v: v["roc_auc"]) if seed_k4 else None
+    row["seed k=4 by features"] = {v["features"]: v for v in seed_k4.values()}
+    row["candidates"] = scored
+    return row
+
+
+def mean_sd(values: list[float]) -> str:
+    a = np.asarray(values, dtype=float)
+    return f"{a.mean():.3f} ± {a.std(ddof=1) if len(a) > 1 else 0.0:.3f}"
+
+
+def markdown(results: dict[str, dict[int, dict[str, Any]]]) -> str:
+    rows = ["auto", "oracle_best", "seed k=4"]
+    methods = sorted(
+        {k for r in results.values() for s in r.values() for k in s if k.startswith("best ")}
+    )
+    lines = [
+        "| family | scorer | ROC-AUC | kappa |",
+        "| --- | --- | --- | --- |",
+    ]
+    for family, by_seed in results.items():
+        for name in rows + methods:
+            got = [s[name] for s in by_seed.values() if s.get(name)]
+            if not got:
+                continue
+            auc = mean_sd([g["roc_auc"] for g in got])
+            kappa = mean_sd([g["kappa"] for g in got])
+            lines.append(f"| {family} | {name} | {auc} | {kappa} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="bench-out/membership")
+    parser.add_argument("--families", default=",".join(FAMILIES))
+    parser.add_argument("--seeds", default="0,1,2")
+    args = parser.parse_args()
+    out = Path(args.out)
+    start = time.perf_counter()
+    results: dict[str, dict[int, dict[str, Any]]] = {}
+    for family in args.families.split(","):
+        for seed in (int(s) for s in args.seeds.split(",")):
+            print(f"{family} seed {seed} ...", file=sys.stderr, flush=True)
+            results.setdefault(family, {})[seed] = one(out, family, seed)
+            r = results[family][seed]
+            print(
+                f"  auto {r['auto']['roc_auc']} kappa {r['auto']['kappa']} ({r['auto']['chosen']}"
+                f"); oracle {r['oracle_best']['roc_auc']} ({r['oracle_best']['label']})",
+                file=sys.stderr,
+                flush=True,
+            )
+    line = {
+        "benchmark": "membership",
+        "embed": EmbedSettings(features="auto").to_dict(),
+        "results": {
+            f: {s: {k: v for k, v in r.items() if k != "candidates"} for s, r in by.items()}
+            for f, by in results.items()
+        },
+        "seconds": round(time.perf_counter() - start, 1),
+    }
+    print(json.dumps(line))
+    print()
+    print(markdown(results))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,182 @@
+"""Membership by counting generated slices near a real one (Monte-Carlo membership inference,
+Hilprecht et al. 2019).
+
+A generator that memorised a training slice samples near it more often than near a slice it never
+saw, so the fraction of generated slices within a radius of a real slice estimates how much mass
+the generator puts around it. The score looks at the generated slices only (no labels); the
+labels choose the decision threshold, nothing else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ctfp.index import distance
+from ctfp.index.flat import FlatIndex
+from ctfp.membership.base import MembershipMethod
+from ctfp.membership.neighbours import neighbour_distances
+from ctfp.membership.threshold import CRITERIA, choose_threshold
+from ctfp.settings import Settings, option
+
+#: Generated slices counted per real slice: the nearest this many (exact up to this many).
+MAX_COUNTED = 1024
+
+
+def _in_unit_interval(value: float) -> None:
+    if not 0 < value <= 1:
+        raise ValueError(f"must be in (0, 1], got {value!r}")
+
+
+@dataclass(frozen=True)
+class CountingSettings(Settings):
+    """The options of ``--method counting``."""
+
+    stage = "counting"
+
+    radius_quantile: float = option(
+        0.5,
+        "counting: the radius is this quantile, in (0, 1], of the training reals' distances to "
+        "their nearest generated slice",
+        check=_in_unit_interval,
+    )
+    metric: str = option(
+        "l2",
+        "counting distance: l1, l2, or cosine (L2 distance of unit vectors)",
+        choices=distance.METRICS,
+    )
+    calibrate: str = option(
+        "balanced",
+        "counting: criterion for the threshold chosen on the training reals",
+        choices=CRITERIA,
+    )
+
+
+_D = CountingSettings()
+
+
+class CountingMembership(MembershipMethod):
+    """Score real slices by the fraction of generated slices within a radius of them.
+
+    ``score(x) = #{g : d(x, g) <= radius_} / m`` over the ``m`` generated slices: Hilprecht et
+    al.'s plain Monte-Carlo estimate, kept as it is, so many slices share a score (ties are
+    part of the method; the threshold falls between distinct values). Only the nearest
+    ``min(m, 1024)`` generated slices of each real slice are counted: the score is exact when
+    ``m <= 1024`` and is capped at ``1024 / m`` beyond.
+
+    Parameters
+    ----------
+    radius_quantile
+        The radius ``radius_`` is this quantile of the training reals' distances to their
+        nearest generated slice (all of them, used or not: the labels are not looked at).
+    metric
+        ``l1``, ``l2`` or ``cosine`` (see :mod:`ctfp.index.distance`).
+    calibrate
+        Criterion for the threshold chosen on the training reals: f1, accuracy, balanced.
+    device
+        ``auto``, ``cpu`` or ``cuda`` for the flat index.
+
+    Attributes
+    ----------
+    index_ : FlatIndex of the (m) generated slices
+    radius_ : float, the counting radius in distance units
+    threshold_ : float, slices with ``score >= threshold_`` are predicted used
+    train_scores_ : (n_train,) scores of the training reals used to choose it
+    """
+
+    name = "counting"
+    needs_generated = True
+    settings_class = CountingSettings
+
+    def __init__(
+        self,
+        *,
+        radius_quantile: float = _D.radius_quantile,
+        metric: str = _D.metric,
+        calibrate: str = _D.calibrate,
+        device: str = "auto",
+    ) -> None:
+        self.radius_quantile = radius_quantile
+        self.metric = metric
+        self.calibrate = calibrate
+        self.device = device
+
+    @property
+    def uses_labels(self) -> bool:
+        return False  # the labels only choose the threshold
+
+    def fit(self, X: Any, y: Any, generated: Any = None) -> CountingMembership:
+        """Index ``generated`` (m, d); choose the radius on training reals ``X`` (n, d) and the
+        threshold with their labels ``y`` (1 = used, 0 = not used)."""
+        CountingSettings(  # validates the options with the command line's own rules
+            radius_quantile=self.radius_quantile,
+            metric=self.metric,
+            calibrate=self.calibrate,
+        )
+        x, y, g = self._fit_inputs(X, y, generated)
+        assert g is not None
+        g, x = distance.prepare(g, self.metric), distance.prepare(x, self.metric)
+        searched = distance.search_metric(self.metric)
+        self.index_ = FlatIndex(g.shape[1], metric=searched, device=self.device).add(g)
+        D = self._distances(x)
+        self.radius_ = float(np.quantile(D[:, 0], self.radius_quantile))
+        self.train_scores_ = self._count(D)
+        self.threshold_ = choose_threshold(self.train_scores_, y, self.calibrate)
+        return self
+
+    def _distances(self, x: np.ndarray) -> np.ndarray:
+        """(n, min(m, 1024)) distances to the nearest generated slices, best first."""
+        D, _ = neighbour_distances(
+            self.index_, x, min(self.index_.ntotal, MAX_COUNTED), self.metric
+        )
+        return D
+
+    def _count(self, distances: np.ndarray) -> np.ndarray:
+        """(n,) fraction of the generated slices within ``radius_`` (ties with it count)."""
+        return (distances <= self.radius_).sum(1) / self.index_.ntotal
+
+    def score_samples(self, x: Any, *, check_input: bool = True) -> np.ndarray:
+        """(n,) membership score in [0, 1]: the fraction of generated slices within
+        ``radius_``, higher = more likely used."""
+        self._check_fitted()
+        x = distance.prepare(self._check_x(x, check_input), self.metric)
+        return self._count(self._distances(x))
+
+    def to_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        self._check_fitted()
+        params = {
+            "radius_quantile": self.radius_quantile,
+            "metric": self.metric,
+            "calibrate": self.calibrate,
+            "radius": self.radius_,
+            "threshold": self.threshold_,
+            **self._state_classes(),
+        }
+        arrays = {
+            "generated_index": self.index_.to_bytes(),
+            "train_scores": np.asarray(self.train_scores_),
+        }
+        return params, arrays
+
+    @classmethod
+    def from_state(
+        cls, params: dict[str, Any], arrays: dict[str, np.ndarray], *, device: str = "auto"
+    ) -> CountingMembership:
+        model = cls(
+            radius_quantile=params["radius_quantile"],
+            metric=params["metric"],
+            calibrate=params["calibrate"],
+            device=device,
+        )
+        model.index_ = FlatIndex.from_bytes(arrays["generated_index"], device=device)
+        model.radius_ = float(params["radius"])
+        model.threshold_ = float(params["threshold"])
+        model.train_scores_ = arrays["train_scores"]
+        model.n_features_in_ = model.index_.d
+        model._restore_classes(params)
+        return model
+
+
+__all__ = ["CountingMembership", "CountingSettings"]

@@ -1,0 +1,275 @@
+"""Membership by density ratio: how much likelier a slice is under the generator than under real
+data it was not trained on (DOMIAS, van Breugel et al. 2023).
+
+A generator that memorised its training slices puts more mass near them than the real
+distribution does, so ``log p_gen(x) - log p_ref(x)`` is high for used slices. ``p_gen`` is
+estimated from the generated slices and ``p_ref`` from a reference set of known non-members (the
+training reals labelled not used); dividing by ``p_ref`` removes "this slice is simply typical"
+from the signal, as GAN-Leaks calibration does for distances (:mod:`ctfp.membership.proximity`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from scipy.special import logsumexp
+
+from ctfp.index import distance
+from ctfp.index.flat import FlatIndex
+from ctfp.membership.base import MembershipMethod
+from ctfp.membership.neighbours import neighbour_distances
+from ctfp.membership.threshold import CRITERIA, choose_threshold
+from ctfp.settings import Settings, option
+
+ESTIMATORS = ("knn", "kde")
+#: The kernel density sums over at most this many nearest slices of each set.
+KDE_NEIGHBOURS = 512
+#: A k-th neighbour distance below this counts as this (an exact copy: a large, finite score).
+DISTANCE_FLOOR = 1e-12
+
+
+def _positive(value: float) -> None:
+    if value <= 0:
+        raise ValueError(f"must be greater than 0, got {value!r}")
+
+
+@dataclass(frozen=True)
+class DensitySettings(Settings):
+    """The options of ``--method density``."""
+
+    stage = "density"
+
+    estimator: str = option(
+        "knn",
+        "density: knn (k-th neighbour distance) or kde (Gaussian kernel) density estimates",
+        choices=ESTIMATORS,
+    )
+    neighbours: int = option(5, "density knn: k of the k-th neighbour distance", minimum=1)
+    bandwidth: float = option(
+        1.0,
+        "density kde: kernel bandwidth as a multiple of the median distance of the generated "
+        "slices to their nearest other generated slice",
+        check=_positive,
+    )
+    metric: str = option(
+        "l2",
+        "density distance: l1, l2, or cosine (L2 distance of unit vectors)",
+        choices=distance.METRICS,
+    )
+    calibrate: str = option(
+        "balanced",
+        "density: criterion for the threshold chosen on the training reals",
+        choices=CRITERIA,
+    )
+
+
+_D = DensitySettings()
+
+
+class DensityRatioMembership(MembershipMethod):
+    """Score real slices by ``log p_gen(x) - log p_ref(x)`` (DOMIAS).
+
+    ``p_gen`` is estimated from the generated slices, ``p_ref`` from the reference set: the
+    training reals labelled not used. Training reference slices are scored leave-one-out (a
+    slice is not its own reference neighbour, and the reference set then has ``n_ref - 1``
+    slices).
+
+    Parameters
+    ----------
+    estimator
+        ``knn``: the k-nearest-neighbour estimate ``log p(x) = -dim log r_k(x) + const`` with
+        ``r_k`` the distance to the k-th nearest slice of the set. ctfp takes the intrinsic
+        dimension ``dim`` as 1: any common dimension gives the same ranking as
+        ``score = log r_k,ref(x) - log r_k,gen(x)``, which is the score; only the threshold
+        would scale. The set sizes' constant is dropped. A distance below 1e-12 counts as
+        1e-12, so an exact copy of a generated slice gets a large, finite score.
+
+        ``kde``: Gaussian kernels of bandwidth ``h = bandwidth_``,
+        ``score = [logsumexp_g(-d(x, g)^2 / 2h^2) - log m]
+        - [logsumexp_r(-d(x, r)^2 / 2h^2) - log n_ref]`` (the kernel's normalising constant is
+        the same for both sets and cancels). Each sum runs over the nearest
+        ``min(set size, 512)`` slices of the set found with its index: exact when the set has
+        at most 512 slices; beyond that the farthest kernels, the smallest terms, are dropped
+        (truncation), while ``log m`` and ``log n_ref`` still count the whole set.
+    neighbours
+        ``knn``: k. Needs at least k generated and k + 1 reference slices.
+    bandwidth
+        ``kde``: the bandwidth as a multiple of the median distance of the generated slices to
+        their nearest other generated slice (computed at fit; ``bandwidth_`` holds it in
+        distance units).
+    metric
+        ``l1``, ``l2`` or ``cosine`` (see :mod:`ctfp.index.distance`).
+    calibrate
+        Criterion for the threshold chosen on the training reals: f1, accuracy, balanced.
+    device
+        ``auto``, ``cpu`` or ``cuda`` for the flat indexes.
+
+    Attributes
+    ----------
+    index_ : FlatIndex of the (m) generated slices
+    reference_ : FlatIndex of the (n_ref) reference slices
+    bandwidth_ : float or None, the kde bandwidth in distance units (None for knn)
+    threshold_ : float, slices with ``score >= threshold_`` are predicted used
+    train_scores_ : (n_train,) scores of the training reals used to choose it
+    """
+
+    name = "density"
+    needs_generated = True
+    settings_class = DensitySettings
+
+    def __init__(
+        self,
+        *,
+        estimator: str = _D.estimator,
+        neighbours: int = _D.neighbours,
+        bandwidth: float = _D.bandwidth,
+        metric: str = _D.metric,
+        calibrate: str = _D.calibrate,
+        device: str = "auto",
+    ) -> None:
+        self.estimator = estimator
+        self.neighbours = neighbours
+        self.bandwidth = bandwidth
+        self.metric = metric
+        self.calibrate = calibrate
+        self.device = device
+
+    @property
+    def uses_labels(self) -> bool:
+        return True  # the reference set is the known non-members
+
+    def fit(self, X: Any, y: Any, generated: Any = None) -> DensityRatioMembership:
+        """Index ``generated`` (m, d) and the not-used training reals; calibrate on training
+        reals ``X`` (n, d) with labels ``y`` (1 = used, 0 = not used)."""
+        DensitySettings(  # validates the options with the command line's own rules
+            estimator=self.estimator,
+            neighbours=self.neighbours,
+            bandwidth=self.bandwidth,
+            metric=self.metric,
+            calibrate=self.calibrate,
+        )
+        x, y, g = self._fit_inputs(X, y, generated)
+        assert g is not None
+        ref_rows = np.flatnonzero(y == 0)
+        if self.estimator == "knn":
+            if len(g) < self.neighbours:
+                raise ValueError(
+                    f"{self.neighbours} neighbours need at least as many generated slices, got "
+                    f"{len(g)}"
+                )
+            if len(ref_rows) < self.neighbours + 1:
+                raise ValueError(
+                    f"{self.neighbours} neighbours need at least {self.neighbours + 1} not-used "
+                    f"training slices (the reference set, scored leave-one-out), got "
+                    f"{len(ref_rows)}"
+                )
+        elif len(g) < 2 or len(ref_rows) < 2:
+            raise ValueError(
+                "kde needs at least 2 generated and 2 not-used training slices, got "
+                f"{len(g)} and {len(ref_rows)}"
+            )
+        g, x = distance.prepare(g, self.metric), distance.prepare(x, self.metric)
+        searched = distance.search_metric(self.metric)
+        self.index_ = FlatIndex(g.shape[1], metric=searched, device=self.device).add(g)
+        self.reference_ = FlatIndex(g.shape[1], metric=searched, device=self.device)
+        self.reference_.add(x[ref_rows])
+        self.bandwidth_ = None
+        if self.estimator == "kde":
+            D, valid = neighbour_distances(
+                self.index_, g, 1, self.metric, leave_out=np.arange(len(g))
+            )
+            nearest = np.where(valid, D, np.inf).min(1)
+            median = float(np.median(nearest))
+            if not median > 0:
+                raise ValueError(
+                    "the kde bandwidth is a multiple of the median distance of the generated "
+                    "slices to their nearest other one, and it is 0: most generated slices have "
+                    "an exact copy among them; use estimator='knn'"
+                )
+            self.bandwidth_ = float(self.bandwidth) * median
+        self.train_scores_ = self._score(x, leave_out=ref_rows)
+        self.threshold_ = choose_threshold(self.train_scores_, y, self.calibrate)
+        return self
+
+    def _score(self, x: np.ndarray, leave_out: np.ndarray | None = None) -> np.ndarray:
+        # The reference set is always searched as deep as leave-one-out needs, so that a
+        # training slice outside it scores the same in fit as in score_samples.
+        leave_out = np.empty(0, dtype=np.int64) if leave_out is None else leave_out
+        if self.estimator == "knn":
+            return self._log_knn_radius(self.reference_, x, leave_out) - self._log_knn_radius(
+                self.index_, x, None
+            )
+        return self._log_kde(self.index_, x, None) - self._log_kde(self.reference_, x, leave_out)
+
+    def _log_knn_radius(
+        self, index: FlatIndex, x: np.ndarray, leave_out: np.ndarray | None
+    ) -> np.ndarray:
+        """(n,) log of the distance to the k-th nearest (other) row of ``index``."""
+        D, valid = neighbour_distances(index, x, self.neighbours, self.metric, leave_out=leave_out)
+        D = np.where(valid, D, np.inf)
+        D.sort(axis=1)
+        return np.log(np.maximum(D[:, self.neighbours - 1], DISTANCE_FLOOR))
+
+    def _log_kde(self, index: FlatIndex, x: np.ndarray, leave_out: np.ndarray | None) -> np.ndarray:
+        """(n,) log of the Gaussian kernel density of ``index``'s rows at ``x`` (without the
+        kernel's constant), over the nearest ``KDE_NEIGHBOURS`` (other) rows."""
+        assert self.bandwidth_ is not None
+        k = min(index.ntotal, KDE_NEIGHBOURS)
+        D, valid = neighbour_distances(index, x, k, self.metric, leave_out=leave_out)
+        logits = np.where(valid, -(D**2) / (2 * self.bandwidth_**2), -np.inf)
+        size = np.full(len(x), float(index.ntotal))
+        if leave_out is not None and len(leave_out):
+            size[np.asarray(leave_out)] -= 1  # a left-out slice is not in its own set
+        return logsumexp(logits, axis=1) - np.log(size)
+
+    def score_samples(self, x: Any, *, check_input: bool = True) -> np.ndarray:
+        """(n,) membership score, higher = more likely used (denser under the generator than
+        under the reference set)."""
+        self._check_fitted()
+        return self._score(distance.prepare(self._check_x(x, check_input), self.metric))
+
+    def to_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        self._check_fitted()
+        params = {
+            "estimator": self.estimator,
+            "neighbours": self.neighbours,
+            "bandwidth": self.bandwidth,
+            "metric": self.metric,
+            "calibrate": self.calibrate,
+            "fitted_bandwidth": self.bandwidth_,
+            "threshold": self.threshold_,
+            **self._state_classes(),
+        }
+        arrays = {
+            "generated_index": self.index_.to_bytes(),
+            "reference_index": self.reference_.to_bytes(),
+            "train_scores": np.asarray(self.train_scores_),
+        }
+        return params, arrays
+
+    @classmethod
+    def from_state(
+        cls, params: dict[str, Any], arrays: dict[str, np.ndarray], *, device: str = "auto"
+    ) -> DensityRatioMembership:
+        model = cls(
+            estimator=params["estimator"],
+            neighbours=params["neighbours"],
+            bandwidth=params["bandwidth"],
+            metric=params["metric"],
+            calibrate=params["calibrate"],
+            device=device,
+        )
+        model.index_ = FlatIndex.from_bytes(arrays["generated_index"], device=device)
+        model.reference_ = FlatIndex.from_bytes(arrays["reference_index"], device=device)
+        fitted = params["fitted_bandwidth"]
+        model.bandwidth_ = None if fitted is None else float(fitted)
+        model.threshold_ = float(params["threshold"])
+        model.train_scores_ = arrays["train_scores"]
+        model.n_features_in_ = model.index_.d
+        model._restore_classes(params)
+        return model
+
+
+__all__ = ["DensityRatioMembership", "DensitySettings"]

@@ -1,0 +1,75 @@
+"""Distances from real slices to their nearest rows of an index, leave-one-out: the search every
+distance-based membership method shares."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ctfp.index import distance
+
+#: Queries are searched in chunks whose (rows, k, d) neighbour vectors hold at most this many
+#: numbers (256 MB of float32), so a deep search (k = 1,024) of wide embeddings stays in memory.
+_CHUNK_NUMBERS = 1 << 26
+#: Rows per chunk when the chunk fits anyway (what :func:`ctfp.index.distance.search` takes).
+_CHUNK_ROWS = 4096
+
+
+def neighbour_distances(
+    index: Any,
+    x: np.ndarray,
+    k: int,
+    metric: str,
+    *,
+    leave_out: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact distances from queries ``x`` to their ``k`` nearest rows of ``index``, best first,
+    and which of them count.
+
+    Parameters
+    ----------
+    index
+        A :class:`ctfp.index.flat.FlatIndex` or :class:`ctfp.index.ann.ApproximateIndex`
+        searched with :func:`ctfp.index.distance.search_metric` of ``metric``.
+    x : (n, d) float32
+        Queries already :func:`ctfp.index.distance.prepare`-d for ``metric``.
+    k
+        Neighbours wanted per query; at most ``index.ntotal`` are found.
+    metric
+        ``l1``, ``l2`` or ``cosine`` (see :mod:`ctfp.index.distance`).
+    leave_out : (ntotal,) int, optional
+        Leave-one-out: row ``j`` of the index is query ``leave_out[j]`` itself, which must not
+        count as its own neighbour (the query gets its ``k`` nearest *other* rows). Whenever
+        ``leave_out`` is given, even empty, the search goes one row deeper, so every query,
+        left out or not, sees the same ``k`` nearest rows it would see in any other such call.
+
+    Returns
+    -------
+    D : (n, w) float64
+        Distances (:func:`ctfp.index.distance.search`), best first; ``w = min(k, ntotal)``, or
+        ``min(k + 1, ntotal)`` with ``leave_out``.
+    valid : (n, w) bool
+        The entries that count: at most the first ``k`` per query that are neither the query
+        itself nor missing (an approximate index may find fewer than ``w`` rows).
+    """
+    depth = min(k + (leave_out is not None), index.ntotal)
+    rows = _CHUNK_ROWS
+    if rows * depth * x.shape[1] > _CHUNK_NUMBERS:
+        rows = max(1, _CHUNK_NUMBERS // (depth * x.shape[1]))
+    D_all, I_all = [], []
+    for lo in range(0, max(len(x), 1), rows):
+        D, I = distance.search(index, x[lo : lo + rows], depth, metric)  # noqa: E741
+        D_all.append(D)
+        I_all.append(I)
+    D, I = np.concatenate(D_all), np.asarray(np.concatenate(I_all))  # noqa: E741
+    valid = I >= 0
+    if leave_out is not None and len(leave_out):
+        own = np.full(len(x), -1, dtype=np.int64)
+        own[np.asarray(leave_out)] = np.arange(len(leave_out))
+        valid &= own[:, None] != I
+    valid &= np.cumsum(valid, axis=1) <= k
+    return D, valid
+
+
+__all__ = ["neighbour_distances"]

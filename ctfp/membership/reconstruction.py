@@ -1,0 +1,232 @@
+"""Membership by how well a low-rank surrogate of the generator reconstructs a real slice.
+
+Black-box membership attacks on generative models (LOGAN, Hayes et al. 2019; the reconstruction
+attacks of Hilprecht et al. 2019 and GAN-Leaks, Chen et al. 2020) fit a model to what the
+generator produces and ask how well that model explains a real slice: a generator that memorised
+its training slices puts their directions into its output, so a surrogate fitted to the output
+reconstructs used slices better than slices it never saw. The surrogate here is the simplest
+one, a PCA of the generated embeddings; the score is the negated mean squared residual. The
+decision threshold is chosen on labelled training reals, which are not otherwise learned from.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ctfp.membership.base import MembershipMethod
+from ctfp.membership.threshold import CRITERIA, choose_threshold
+from ctfp.settings import Settings, option
+
+#: Rows per block of the covariance and the scores: a (4096, d) float64 block and its
+#: projection bound the memory whatever the number of slices.
+BLOCK = 4096
+
+
+@dataclass(frozen=True)
+class ReconstructionSettings(Settings):
+    """The options of ``--method reconstruction``."""
+
+    stage = "reconstruction"
+
+    components: int = option(
+        16,
+        "reconstruction: principal directions of the generated set kept by the surrogate "
+        "(at most generated slices - 1 and the dimension; fewer are used if so)",
+        minimum=1,
+    )
+    normalize: bool = option(
+        False,
+        "reconstruction: L2-normalise every slice first, so the residual compares directions",
+    )
+    calibrate: str = option(
+        "balanced",
+        "reconstruction: criterion for the threshold chosen on the training reals",
+        choices=CRITERIA,
+    )
+
+
+_D = ReconstructionSettings()
+
+
+def _rows(a: np.ndarray, normalize: bool) -> np.ndarray:
+    """Rows of ``a`` as float64, scaled to unit L2 norm if ``normalize`` (a zero row stays
+    zero)."""
+    a = a.astype(np.float64)
+    if normalize:
+        a /= np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
+    return a
+
+
+def _principal_directions(
+    g: np.ndarray, r: int, normalize: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean (d,), top ``r`` principal directions (r, d) and their explained variance ratios
+    (r,) of the rows of ``g`` (m, d) (L2-normalised first if ``normalize``), all float64.
+
+    Few rows (m <= d): SVD of the centred rows. Many rows: eigendecomposition of the d x d
+    scatter matrix, accumulated in blocks so a float64 copy of ``g`` is never made. Each
+    direction's largest-magnitude entry is made positive, so refits and saved models agree.
+    """
+    m, d = g.shape
+    mean = np.zeros(d)
+    for start in range(0, m, BLOCK):
+        mean += _rows(g[start : start + BLOCK], normalize).sum(0)
+    mean /= m
+    if m <= d:
+        _, s, vt = np.linalg.svd(_rows(g, normalize) - mean, full_matrices=False)
+        variance, directions = s**2, vt
+    else:
+        scatter = np.zeros((d, d))
+        for start in range(0, m, BLOCK):
+            c = _rows(g[start : start + BLOCK], normalize) - mean
+            scatter += c.T @ c
+        eigenvalues, eigenvectors = np.linalg.eigh(scatter)  # ascending
+        variance = np.maximum(eigenvalues[::-1], 0.0)
+        directions = eigenvectors[:, ::-1].T
+    total = variance.sum()
+    ratio = variance[:r] / total if total > 0 else np.zeros(r)
+    directions = np.ascontiguousarray(directions[:r])
+    biggest = np.argmax(np.abs(directions), axis=1)
+    directions *= np.sign(directions[np.arange(r), biggest])[:, None]
+    return mean, directions, ratio
+
+
+class ReconstructionMembership(MembershipMethod):
+    """Score real slices by how well a PCA of the generated slices reconstructs them.
+
+    ``fit`` learns the mean and the top principal directions V of the generated set only (a
+    surrogate of the generator); a slice x is reconstructed as
+    ``x_hat = mean + (x - mean) V^T V`` and scored ``-||x - x_hat||^2 / d``, so a slice lying
+    where the generator puts its output (one it memorised) scores high. The labels ``y`` only
+    choose the threshold (``uses_labels`` is False).
+
+    Parameters
+    ----------
+    components
+        Principal directions kept. More than the generated set supports (``m - 1`` for ``m``
+        generated slices, or the dimension ``d``) is not an error: ``min(m - 1, d)`` are kept
+        and ``n_components_`` records how many.
+    normalize
+        If true, every slice (generated, training, scored) is L2-normalised first, so the
+        residual compares directions and ignores norms.
+    calibrate
+        Criterion for the threshold chosen on the training reals: f1, accuracy, balanced.
+
+    Attributes
+    ----------
+    mean_ : (d,) float64, mean of the (normalised) generated slices
+    components_ : (n_components_, d) float64, orthonormal principal directions, largest first
+    n_components_ : int, directions kept (``components`` capped at ``min(m - 1, d)``)
+    explained_variance_ratio_ : (n_components_,) float64, share of the generated set's variance
+    threshold_ : float, slices with ``score >= threshold_`` are predicted used
+    train_scores_ : (n_train,) float64, scores of the training reals used to choose it
+    """
+
+    name = "reconstruction"
+    needs_generated = True
+    settings_class = ReconstructionSettings
+    light_scoring = True  # two (n, d) x (d, r) products per block: cheaper than reading a row
+
+    def __init__(
+        self,
+        *,
+        components: int = _D.components,
+        normalize: bool = _D.normalize,
+        calibrate: str = _D.calibrate,
+    ) -> None:
+        self.components = components
+        self.normalize = normalize
+        self.calibrate = calibrate
+
+    @property
+    def uses_labels(self) -> bool:
+        return False  # the surrogate sees the generated slices only
+
+    def fit(self, X: Any, y: Any, generated: Any = None) -> ReconstructionMembership:
+        """Fit the PCA to ``generated`` (m, d); choose the threshold on training reals ``X``
+        (n, d) with labels ``y`` (n,) (1 = used, 0 = not used)."""
+        ReconstructionSettings(  # validates the options with the command line's own rules
+            components=self.components, normalize=self.normalize, calibrate=self.calibrate
+        )
+        x, y, g = self._fit_inputs(X, y, generated)
+        assert g is not None
+        m, d = g.shape
+        if m < 2:
+            raise ValueError("the reconstruction surrogate needs at least 2 generated slices")
+        self.n_components_ = min(int(self.components), m - 1, d)
+        self.mean_, self.components_, self.explained_variance_ratio_ = _principal_directions(
+            g, self.n_components_, bool(self.normalize)
+        )
+        self.train_scores_ = self._score(x)
+        self.threshold_ = choose_threshold(self.train_scores_, y, self.calibrate)
+        return self
+
+    def _score(self, x: np.ndarray) -> np.ndarray:
+        """Negated mean squared residual of each row of ``x`` (n, d), in float64 blocks."""
+        V = self.components_
+        score = np.empty(len(x))
+        for start in range(0, len(x), BLOCK):
+            c = _rows(x[start : start + BLOCK], bool(self.normalize)) - self.mean_
+            # The residual itself, not ||c||^2 - ||c V^T||^2: that difference cancels the
+            # digits of a near-perfect reconstruction (the memorised slices). An unchecked
+            # non-finite row scores NaN, quietly: the caller refuses it.
+            with np.errstate(invalid="ignore", over="ignore"):
+                residual = c - (c @ V.T) @ V
+            score[start : start + BLOCK] = -np.einsum("ij,ij->i", residual, residual) / x.shape[1]
+        return score
+
+    def score_samples(self, x: Any, *, check_input: bool = True) -> np.ndarray:
+        """(n,) ``-||x - x_hat||^2 / d``, higher = better reconstructed = more likely used.
+
+        ``check_input=False`` skips the finiteness check of a C-contiguous float32 ``x``: a
+        non-finite row then scores NaN, which the caller refuses.
+        """
+        self._check_fitted()
+        return self._score(self._check_x(x, check_input))
+
+    def to_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        self._check_fitted()
+        params = {
+            "components": int(self.components),
+            "normalize": bool(self.normalize),
+            "calibrate": self.calibrate,
+            "n_components": int(self.n_components_),
+            "threshold": float(self.threshold_),
+            **self._state_classes(),
+        }
+        arrays = {
+            "mean": np.asarray(self.mean_),
+            "components": np.asarray(self.components_),
+            "explained_variance_ratio": np.asarray(self.explained_variance_ratio_),
+            "train_scores": np.asarray(self.train_scores_),
+        }
+        return params, arrays
+
+    @classmethod
+    def from_state(
+        cls, params: dict[str, Any], arrays: dict[str, np.ndarray], *, device: str = "auto"
+    ) -> ReconstructionMembership:
+        """The fitted model :meth:`to_state` described (numpy on the host: ``device`` is
+        accepted for the interface and not used)."""
+        model = cls(
+            components=params["components"],
+            normalize=params["normalize"],
+            calibrate=params["calibrate"],
+        )
+        model.mean_ = np.asarray(arrays["mean"], dtype=np.float64)
+        model.components_ = np.ascontiguousarray(arrays["components"], dtype=np.float64)
+        model.explained_variance_ratio_ = np.asarray(
+            arrays["explained_variance_ratio"], dtype=np.float64
+        )
+        model.train_scores_ = np.asarray(arrays["train_scores"], dtype=np.float64)
+        model.n_components_ = int(params["n_components"])
+        model.threshold_ = float(params["threshold"])
+        model.n_features_in_ = len(model.mean_)
+        model._restore_classes(params)
+        return model
+
+
+__all__ = ["ReconstructionMembership", "ReconstructionSettings"]

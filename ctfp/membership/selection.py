@@ -1,0 +1,384 @@
+"""``--method auto``: choose the membership scorer by cross-validation on the labelled reals.
+
+A default tuned on one benchmark is a guess on the next dataset. Here every run measures: each
+candidate scorer (a feature type x a method x a few of its settings) is scored out of fold on
+the run's own labelled training reals (repeated stratified k-fold; a method that learns nothing
+from the labels, :attr:`~ctfp.membership.base.MembershipMethod.uses_labels` false, is fitted
+once and its training scores are already out of sample), its ROC-AUC estimated with a
+bootstrap standard error and 95 % interval, and the winner chosen by the one-standard-error
+rule: the simplest candidate whose mean AUC is within one standard error of the best one's
+(Breiman et al. 1984; Hastie et al., *Elements of Statistical Learning*, 7.10). The decision
+threshold is then chosen on the winner's out-of-fold scores, never on scores of slices the
+model was fitted on. The whole table goes into ``summary.json`` and the report.
+
+The estimate of the winner is optimistic: it is the best of many noisy estimates (the winner's
+curse), more so with few labelled slices. The table shows how far ahead it was.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ctfp.membership.base import MembershipMethod
+from ctfp.membership.registry import get_method, parameter_names
+from ctfp.membership.threshold import CRITERIA, choose_threshold
+from ctfp.progress import logger
+from ctfp.settings import Settings, option
+
+
+@dataclass(frozen=True)
+class SelectionSettings(Settings):
+    """The options of ``--method auto``."""
+
+    stage = "auto"
+
+    folds: int = option(5, "auto: folds of the stratified cross-validation", minimum=2)
+    repeats: int = option(
+        3, "auto: repeats of the cross-validation, each with other folds", minimum=1
+    )
+    bootstrap: int = option(
+        200, "auto: bootstrap resamples for each candidate's AUC interval", minimum=20
+    )
+    calibrate: str = option(
+        "balanced",
+        "auto: criterion for the threshold chosen on the winner's out-of-fold scores",
+        choices=CRITERIA,
+    )
+
+
+#: How simple a method is (lower first), for the one-standard-error rule: label-free scorers of
+#: the distance to the generated set, then learned references and centres, then densities.
+COMPLEXITY = {
+    "proximity": 0,
+    "counting": 1,
+    "reconstruction": 2,
+    "centroid": 4,
+    "density": 5,
+}
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One scorer to try: a feature type (the embeddings it reads), a registered method and
+    its parameters (``__init__`` keywords)."""
+
+    features: str
+    method: str
+    params: Mapping[str, Any] = field(default_factory=dict, hash=False)
+
+    @property
+    def complexity(self) -> float:
+        """Rank for the one-standard-error rule; a reference set or more neighbours, centres
+        or components make a method less simple."""
+        base = COMPLEXITY.get(self.method, 9)
+        extra = 0.5 if self.params.get("reference") else 0.0
+        for name in ("k", "neighbours", "components"):
+            if name in self.params:
+                extra += 0.01 * math.log2(max(int(self.params[name]), 1))
+        if self.params.get("estimator") == "kde":
+            extra += 0.5
+        return base + extra
+
+    @property
+    def label(self) -> str:
+        """``features / method (param=value, ...)``, as the table shows it."""
+        shown = ", ".join(f"{k}={v}" for k, v in sorted(self.params.items()))
+        return f"{self.features} / {self.method}" + (f" ({shown})" if shown else "")
+
+    def build(self, seed: int, device: str) -> MembershipMethod:
+        cls = get_method(self.method)
+        params = dict(self.params)
+        names = parameter_names(cls)
+        if "random_state" in names:
+            params.setdefault("random_state", seed)
+        if "device" in names:
+            params.setdefault("device", device)
+        return cls(**params)
+
+
+def default_candidates(
+    features: Sequence[str],
+    n_small: int,
+    has_generated: bool,
+    ks: Sequence[int] = (1, 4, 16),
+) -> list[Candidate]:
+    """The candidate grid for each feature type: the seed method (``ks``, default 1, 4, 16,
+    where the smaller training class allows), distance to the generated set (L2 and cosine, with
+    and without the GAN-Leaks reference), the density ratio (kNN k = 1, 5; Gaussian KDE
+    bandwidth 0.5, 1, 2 x the generated set's median nearest-neighbour distance), Monte-Carlo
+    counting (radius at the 10 % and 50 % quantile) and the PCA surrogate (4, 16, 64
+    components). Methods that need the generated slices are left out without them."""
+    out: list[Candidate] = []
+    for f in features:
+        out += [Candidate(f, "centroid", {"k": k}) for k in ks if k <= n_small]
+        if not has_generated:
+            continue
+        for metric in ("l2", "cosine"):
+            for reference in (False, True):
+                out.append(Candidate(f, "proximity", {"metric": metric, "reference": reference}))
+        out += [Candidate(f, "counting", {"radius_quantile": q}) for q in (0.1, 0.5)]
+        out += [Candidate(f, "reconstruction", {"components": c}) for c in (4, 16, 64)]
+        out += [Candidate(f, "density", {"estimator": "knn", "neighbours": k}) for k in (1, 5)]
+        out += [
+            Candidate(f, "density", {"estimator": "kde", "bandwidth": b}) for b in (0.5, 1.0, 2.0)
+        ]
+    return [c for c in out if _registered(c.method)]
+
+
+def _registered(name: str) -> bool:
+    try:
+        get_method(name)
+    except ValueError:
+        return False
+    return True
+
+
+@dataclass
+class Trial:
+    """What cross-validation measured for one candidate."""
+
+    candidate: Candidate
+    auc: float = float("nan")  # mean over repeats of the pooled out-of-fold AUC
+    auc_sd: float = 0.0  # sd over repeats (0 for a label-free method: one fit)
+    auc_se: float = float("nan")  # bootstrap standard error
+    interval: tuple[float, float] = (float("nan"), float("nan"))  # bootstrap 95 %
+    oof: np.ndarray | None = None  # (n,) out-of-fold scores, mean over repeats
+    error: str | None = None
+    chosen: bool = False
+    within_one_se: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        c = self.candidate
+        return {
+            "features": c.features,
+            "method": c.method,
+            "params": dict(c.params),
+            "label": c.label,
+            "roc_auc": _round(self.auc),
+            "roc_auc_sd": _round(self.auc_sd),
+            "roc_auc_se": _round(self.auc_se),
+            "roc_auc_95": [_round(v) for v in self.interval],
+            "complexity": round(c.complexity, 3),
+            "within_one_se": self.within_one_se,
+            "chosen": self.chosen,
+            "error": self.error,
+        }
+
+
+def _round(v: float) -> float | None:
+    return None if not np.isfinite(v) else round(float(v), 4)
+
+
+@dataclass
+class Selection:
+    """The result of :func:`select`: every trial (best first), the winner and its threshold
+    on out-of-fold scores."""
+
+    trials: list[Trial]
+    best: Trial
+    threshold: float
+    settings: SelectionSettings
+    n_train: int
+    rule: str = "one-standard-error"
+
+    def reason(self) -> str:
+        """One sentence: why the winner won."""
+        top = max((t for t in self.trials if t.error is None), key=lambda t: t.auc)
+        b = self.best
+        if top is b:
+            return (
+                f"{b.candidate.label} had the highest cross-validated ROC-AUC, "
+                f"{b.auc:.3f} (95 % interval {b.interval[0]:.3f}-{b.interval[1]:.3f})"
+            )
+        return (
+            f"{b.candidate.label} (ROC-AUC {b.auc:.3f}) is the simplest candidate within one "
+            f"standard error ({top.auc_se:.3f}) of the best, {top.candidate.label} "
+            f"({top.auc:.3f})"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "rule": self.rule,
+            "settings": self.settings.to_dict(),
+            "n_train": self.n_train,
+            "chosen": self.best.to_dict(),
+            "threshold": self.threshold,
+            "reason": self.reason(),
+            "candidates": [t.to_dict() for t in self.trials],
+        }
+
+
+def stratified_folds(y: np.ndarray, folds: int, seed: int) -> np.ndarray:
+    """(n,) fold number of each row: each class shuffled (seeded) and dealt round-robin, so
+    every fold holds both classes in the training proportions."""
+    rng = np.random.default_rng(seed)
+    fold = np.empty(len(y), dtype=np.int64)
+    offset = 0
+    for value in np.unique(y):
+        rows = np.flatnonzero(y == value)
+        rng.shuffle(rows)
+        fold[rows] = (np.arange(len(rows)) + offset) % folds
+        offset += len(rows)
+    return fold
+
+
+def auc_of(y: np.ndarray, scores: np.ndarray) -> float:
+    """ROC-AUC (Mann-Whitney with mid-ranks for ties) of ``scores`` against ``y`` (1 = used)."""
+    return float(_aucs(y, scores[None])[0])
+
+
+def _aucs(y: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """AUC of each row of ``scores`` (b, n) against labels ``y`` (n,) or (b, n)."""
+    from scipy.stats import rankdata
+
+    y = np.broadcast_to(y, scores.shape).astype(bool)
+    ranks = rankdata(scores, axis=1)
+    pos = y.sum(1)
+    neg = y.shape[1] - pos
+    u = np.where(y, ranks, 0).sum(1) - pos * (pos + 1) / 2
+    return u / np.maximum(pos * neg, 1)
+
+
+def bootstrap_auc(
+    y: np.ndarray, scores: np.ndarray, resamples: int, seed: int
+) -> tuple[float, tuple[float, float]]:
+    """Standard error and 95 % percentile interval of the AUC, resampling rows with
+    replacement within each class (so every resample holds both)."""
+    rng = np.random.default_rng(seed)
+    pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
+    idx = np.concatenate(
+        [
+            rng.choice(pos, (resamples, len(pos)), replace=True),
+            rng.choice(neg, (resamples, len(neg)), replace=True),
+        ],
+        axis=1,
+    )
+    values = _aucs(y[idx], scores[idx])
+    lo, hi = np.percentile(values, [2.5, 97.5])
+    return float(values.std(ddof=1)), (float(lo), float(hi))
+
+
+def cross_validate(
+    candidate: Candidate,
+    x: np.ndarray,
+    y: np.ndarray,
+    generated: np.ndarray | None,
+    settings: SelectionSettings,
+    seed: int,
+    device: str,
+) -> Trial:
+    """Out-of-fold scores and AUC of one candidate (see the module docstring)."""
+    trial = Trial(candidate)
+    try:
+        probe = candidate.build(seed, device)
+        if not probe.uses_labels:
+            runs = [probe.fit(x, y, generated).score_samples(x)]
+        else:
+            runs = []
+            for r in range(settings.repeats):
+                fold = stratified_folds(y, settings.folds, seed + r)
+                oof = np.empty(len(y))
+                for f in range(settings.folds):
+                    test = fold == f
+                    model = candidate.build(seed, device).fit(x[~test], y[~test], generated)
+                    oof[test] = model.score_samples(x[test])
+                runs.append(oof)
+        scores = np.stack(runs)
+        if not np.isfinite(scores).all():
+            raise ValueError("non-finite out-of-fold scores")
+    except Exception as exc:  # a candidate that cannot run here is reported, not fatal
+        trial.error = f"{type(exc).__name__}: {exc}"
+        return trial
+    aucs = _aucs(y, scores)
+    trial.auc = float(aucs.mean())
+    trial.auc_sd = float(aucs.std(ddof=1)) if len(aucs) > 1 else 0.0
+    trial.oof = scores.mean(0)
+    trial.auc_se, trial.interval = bootstrap_auc(y, trial.oof, settings.bootstrap, seed)
+    return trial
+
+
+def select(
+    data: Mapping[str, tuple[np.ndarray, np.ndarray | None]],
+    y: Any,
+    candidates: Sequence[Candidate],
+    settings: SelectionSettings | None = None,
+    *,
+    seed: int = 0,
+    device: str = "auto",
+    progress: Callable[[Sequence[Any]], Any] | None = None,
+) -> Selection:
+    """Cross-validate every candidate and choose one by the one-standard-error rule.
+
+    Parameters
+    ----------
+    data
+        For each feature type: (training reals (n, d), generated slices (m, d) or None). The
+        training rows of every feature type are the same slices in the same order.
+    y
+        (n,) 1 = used, 0 = not used.
+    candidates
+        What to try (:func:`default_candidates`); a candidate whose features are not in
+        ``data`` is an error.
+    progress
+        Wraps the candidate list (a progress bar), or None.
+
+    Raises
+    ------
+    ValueError
+        No candidate could be evaluated, or a class has fewer rows than ``settings.folds``.
+    """
+    settings = settings or SelectionSettings()
+    y = np.asarray(y).astype(np.int64)
+    n_small = int(min((y == 1).sum(), (y == 0).sum()))
+    if n_small < settings.folds:
+        raise ValueError(
+            f"cross-validation with {settings.folds} folds needs at least {settings.folds} used "
+            f"and {settings.folds} not-used training slices; the smaller class has {n_small}"
+        )
+    missing = sorted({c.features for c in candidates} - set(data))
+    if missing:
+        raise ValueError(f"no embeddings given for the candidates' features {missing}")
+    trials = []
+    for c in progress(candidates) if progress else candidates:
+        x, generated = data[c.features]
+        trials.append(cross_validate(c, x, y, generated, settings, seed, device))
+    ok = [t for t in trials if t.error is None]
+    if not ok:
+        reasons = "; ".join(f"{t.candidate.label}: {t.error}" for t in trials[:3])
+        raise ValueError(f"no membership candidate could be evaluated ({reasons})")
+    top = max(ok, key=lambda t: t.auc)
+    bar = top.auc - (top.auc_se if np.isfinite(top.auc_se) else 0.0)
+    for t in ok:
+        t.within_one_se = t.auc >= bar
+    best = min((t for t in ok if t.within_one_se), key=lambda t: (t.candidate.complexity, -t.auc))
+    best.chosen = True
+    assert best.oof is not None
+    threshold = choose_threshold(best.oof, y, settings.calibrate)
+    order = sorted(trials, key=lambda t: (t.error is not None, -np.nan_to_num(t.auc, nan=-1)))
+    failed = [t for t in trials if t.error]
+    if failed:
+        logger.info(
+            f"auto: {len(failed)} of {len(trials)} candidates could not run, e.g. "
+            f"{failed[0].candidate.label}: {failed[0].error}"
+        )
+    return Selection(order, best, threshold, settings, len(y))
+
+
+__all__ = [
+    "COMPLEXITY",
+    "Candidate",
+    "Selection",
+    "SelectionSettings",
+    "Trial",
+    "auc_of",
+    "bootstrap_auc",
+    "cross_validate",
+    "default_candidates",
+    "select",
+    "stratified_folds",
+]

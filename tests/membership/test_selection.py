@@ -1,0 +1,119 @@
+"""``--method auto``: cross-validated choice among scorers, by the one-standard-error rule."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from ctfp.membership.selection import (
+    Candidate,
+    SelectionSettings,
+    auc_of,
+    bootstrap_auc,
+    default_candidates,
+    select,
+    stratified_folds,
+)
+from ctfp.membership.threshold import choose_threshold
+from ctfp.settings import SettingsError
+
+
+def memorised(seed: int = 0, n: int = 40, d: int = 12) -> tuple[dict, np.ndarray]:
+    """Two feature types of the same slices: in "signal" the generator copied the used reals
+    (noisy copies), in "noise" the features carry nothing about membership."""
+    rng = np.random.default_rng(seed)
+    y = np.repeat([1, 0], n // 2)
+    reals = rng.standard_normal((n, d))
+    generated = reals[y == 1][rng.integers(0, n // 2, 60)] + 0.05 * rng.standard_normal((60, d))
+    noise = rng.standard_normal((n, d)), rng.standard_normal((60, d))
+    return {"signal": (reals, generated), "noise": noise}, y
+
+
+def test_folds_are_stratified_and_seeded() -> None:
+    y = np.array([1] * 13 + [0] * 7)
+    fold = stratified_folds(y, 5, seed=3)
+    for f in range(5):
+        assert {int(v) for v in y[fold == f]} == {0, 1}
+        assert 3 <= (fold == f).sum() <= 5
+    np.testing.assert_array_equal(fold, stratified_folds(y, 5, seed=3))
+    assert not np.array_equal(fold, stratified_folds(y, 5, seed=4))
+
+
+def test_auc_with_ties_and_its_bootstrap() -> None:
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 200)
+    scores = np.round(y + rng.normal(0, 1.2, 200), 1)  # many ties
+    assert auc_of(y, scores) == pytest.approx(roc_auc_score(y, scores))
+    se, (lo, hi) = bootstrap_auc(y, scores, 300, seed=0)
+    assert 0.01 < se < 0.1 and lo < auc_of(y, scores) < hi
+    assert bootstrap_auc(y, scores, 300, seed=0) == (se, (lo, hi))
+
+
+def test_the_scorer_that_carries_the_signal_is_chosen() -> None:
+    data, y = memorised()
+    candidates = default_candidates(["noise", "signal"], n_small=20, has_generated=True)
+    selection = select(data, y, candidates, SelectionSettings(repeats=2, bootstrap=50))
+    best = selection.best
+    assert best.candidate.features == "signal" and best.auc > 0.9
+    # Every trial is in the table; the noise features sit near chance.
+    assert len(selection.trials) == len(candidates)
+    noise = [t.auc for t in selection.trials if t.candidate.features == "noise" and not t.error]
+    assert noise and np.median(noise) < 0.75
+    # The rule: the simplest candidate within one standard error of the best.
+    top = max((t for t in selection.trials if not t.error), key=lambda t: t.auc)
+    tied = [t for t in selection.trials if not t.error and t.auc >= top.auc - top.auc_se]
+    assert best.within_one_se and best.candidate.complexity == min(
+        t.candidate.complexity for t in tied
+    )
+    # The threshold comes from the winner's out-of-fold scores.
+    assert selection.threshold == choose_threshold(best.oof, y, "balanced")
+    table = selection.to_dict()
+    assert table["chosen"]["chosen"] and sum(c["chosen"] for c in table["candidates"]) == 1
+    assert "cross-validated" in table["reason"] or "standard error" in table["reason"]
+
+
+def test_label_free_scorers_are_fitted_once_label_users_cross_validated() -> None:
+    data, y = memorised(1)
+    settings = SelectionSettings(repeats=3, bootstrap=50)
+    free = Candidate("signal", "proximity", {"metric": "l2", "reference": False})
+    learned = Candidate("signal", "centroid", {"k": 2})
+    selection = select(data, y, [free, learned], settings)
+    by = {t.candidate: t for t in selection.trials}
+    assert by[free].auc_sd == 0.0  # one fit: the training scores are out of sample already
+    x, g = data["signal"]
+    from ctfp.membership.proximity import ProximityMembership
+
+    direct = ProximityMembership(metric="l2", reference=False).fit(x, y, g).score_samples(x)
+    np.testing.assert_allclose(by[free].oof, direct)
+    # The centroid fits saw no held-out slice: its out-of-fold scores differ from in-sample.
+    from ctfp.membership.centroid import CentroidMembership
+
+    in_sample = CentroidMembership(2).fit(x, y).score_samples(x)
+    assert not np.allclose(by[learned].oof, in_sample)
+
+
+def test_candidates_that_cannot_run_are_reported_not_fatal() -> None:
+    data, y = memorised(2)
+    bad = Candidate("signal", "centroid", {"k": 50})  # more centres than slices in a fold
+    good = Candidate("signal", "proximity", {"metric": "l2", "reference": False})
+    selection = select(data, y, [bad, good], SelectionSettings(repeats=1, bootstrap=20))
+    by = {t.candidate: t for t in selection.trials}
+    assert by[bad].error and "k=50" in by[bad].error and selection.best is by[good]
+    assert selection.trials[-1] is by[bad]  # failures last in the table
+    with pytest.raises(ValueError, match="no membership candidate could be evaluated"):
+        select(data, y, [bad], SelectionSettings(repeats=1, bootstrap=20))
+
+
+def test_what_selection_cannot_do_is_refused() -> None:
+    data, y = memorised(3)
+    few = np.array([1, 1, 1, 0, 0, 0] + [1] * 34)
+    with pytest.raises(ValueError, match="needs at least 5 used and 5 not-used"):
+        select(data, few, default_candidates(["signal"], 3, True))
+    with pytest.raises(ValueError, match="no embeddings given"):
+        select(data, y, [Candidate("resnet50", "centroid", {"k": 1})])
+    with pytest.raises(SettingsError, match="folds must be at least 2"):
+        SelectionSettings(folds=1)
+    # Without generated slices only the methods that do not need them are candidates.
+    assert {c.method for c in default_candidates(["pixels"], 20, False)} == {"centroid"}
+    assert [c.params["k"] for c in default_candidates(["pixels"], 3, False)] == [1]
