@@ -18,7 +18,7 @@ from ctfp.index import distance
 from ctfp.index.flat import FlatIndex
 from ctfp.membership.base import MembershipMethod
 from ctfp.membership.neighbours import neighbour_distances
-from ctfp.membership.threshold import CRITERIA, choose_threshold
+from ctfp.membership.threshold import check_criterion, choose_threshold
 from ctfp.settings import Settings, option
 
 #: Generated slices counted per real slice: the nearest this many (exact up to this many).
@@ -49,8 +49,9 @@ class CountingSettings(Settings):
     )
     calibrate: str = option(
         "balanced",
-        "counting: criterion for the threshold chosen on the training reals",
-        choices=CRITERIA,
+        "counting: threshold criterion on the training reals: balanced, f1, accuracy, or fpr:ALPHA",
+        check=check_criterion,
+        metavar="CRITERION",
     )
 
 

@@ -20,7 +20,7 @@ from ctfp.index import distance
 from ctfp.index.flat import FlatIndex
 from ctfp.membership.base import MembershipMethod
 from ctfp.membership.neighbours import neighbour_distances
-from ctfp.membership.threshold import CRITERIA, choose_threshold
+from ctfp.membership.threshold import check_criterion, choose_threshold
 from ctfp.settings import Settings, option
 
 ESTIMATORS = ("knn", "kde")
@@ -60,8 +60,9 @@ class DensitySettings(Settings):
     )
     calibrate: str = option(
         "balanced",
-        "density: criterion for the threshold chosen on the training reals",
-        choices=CRITERIA,
+        "density: threshold criterion on the training reals: balanced, f1, accuracy, or fpr:ALPHA",
+        check=check_criterion,
+        metavar="CRITERION",
     )
 
 

@@ -19,7 +19,7 @@ from ctfp.index.ann import KINDS, ApproximateIndex, make_index, recall_at_1
 from ctfp.index.flat import FlatIndex
 from ctfp.membership.base import MembershipMethod
 from ctfp.membership.neighbours import neighbour_distances
-from ctfp.membership.threshold import CRITERIA, choose_threshold
+from ctfp.membership.threshold import check_criterion, choose_threshold
 from ctfp.settings import Settings, option
 
 
@@ -45,8 +45,10 @@ class ProximitySettings(Settings):
     )
     calibrate: str = option(
         "balanced",
-        "proximity: criterion for the threshold chosen on the training reals",
-        choices=CRITERIA,
+        "proximity: threshold criterion on the training reals: balanced, f1, accuracy, or "
+        "fpr:ALPHA",
+        check=check_criterion,
+        metavar="CRITERION",
     )
     index: str = option(
         "flat",

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from ctfp.membership.base import MembershipMethod
-from ctfp.membership.threshold import CRITERIA, choose_threshold
+from ctfp.membership.threshold import check_criterion, choose_threshold
 from ctfp.settings import Settings, option
 
 #: Rows per block of the covariance and the scores: a (4096, d) float64 block and its
@@ -43,8 +43,10 @@ class ReconstructionSettings(Settings):
     )
     calibrate: str = option(
         "balanced",
-        "reconstruction: criterion for the threshold chosen on the training reals",
-        choices=CRITERIA,
+        "reconstruction: threshold criterion on the training reals: balanced, f1, accuracy, or "
+        "fpr:ALPHA",
+        check=check_criterion,
+        metavar="CRITERION",
     )
 
 

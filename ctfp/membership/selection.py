@@ -26,7 +26,7 @@ import numpy as np
 
 from ctfp.membership.base import MembershipMethod
 from ctfp.membership.registry import get_method, parameter_names
-from ctfp.membership.threshold import CRITERIA, choose_threshold
+from ctfp.membership.threshold import check_criterion, choose_threshold
 from ctfp.progress import logger
 from ctfp.settings import Settings, option
 
@@ -46,8 +46,10 @@ class SelectionSettings(Settings):
     )
     calibrate: str = option(
         "balanced",
-        "auto: criterion for the threshold chosen on the winner's out-of-fold scores",
-        choices=CRITERIA,
+        "auto: threshold criterion on the winner's out-of-fold scores: balanced, f1, accuracy, "
+        "or fpr:ALPHA (at most ALPHA of the known non-members flagged)",
+        check=check_criterion,
+        metavar="CRITERION",
     )
 
 

@@ -269,7 +269,8 @@ def run_auto(
     n_small = int(min(train_y.sum(), (train_y == 0).sum()))
     candidates = default_candidates(features, n_small, bool(gen_ids), s.k or (1, 4, 16))
     logger.info(
-        f"auto: {len(candidates)} candidates ({len(features)} feature types) cross-validated "
+        f"auto: {len(candidates)} candidates ({len(features)} feature type"
+        f"{'s' if len(features) > 1 else ''}) cross-validated "
         f"on {len(train_y)} training reals, {options.folds} folds x {options.repeats} repeats"
     )
     begin_commit(out)
@@ -301,7 +302,7 @@ def run_auto(
     }
     save_model(model, out / MODEL_DIR, identity=winner.metadata, settings=recorded)
     n_used = int((pred == model.classes_[1]).sum())
-    logger.info(f"auto: chose {best.label}: {selection.reason()}")
+    logger.info(f"auto: chose {selection.reason()}")
     logger.info(
         f"task1 auto -> {best.method}: {n_used}/{len(ids)} test slices labelled used (threshold "
         f"{selection.threshold:.4g} chosen for {options.calibrate} on out-of-fold scores) -> "

@@ -38,3 +38,45 @@ def test_threshold_is_the_brute_force_best_balanced_accuracy() -> None:
 
     best = max(balanced(c) for c in np.concatenate([scores, [scores.max() + 1]]))
     assert balanced(t) == pytest.approx(best)
+
+
+def test_fpr_calibration_reaches_the_stated_rate_on_held_out_non_members() -> None:
+    from ctfp.membership.threshold import parse_criterion
+
+    rng = np.random.default_rng(0)
+    rates = []
+    for _ in range(200):
+        train_neg = rng.normal(0, 1, 400)
+        held_out = rng.normal(0, 1, 2000)
+        y = np.zeros(400, dtype=int)
+        t = choose_threshold(train_neg, y, "fpr:0.05")  # non-members only: enough for fpr
+        assert (train_neg >= t).mean() <= 0.05  # never more than asked on the training side
+        rates.append((held_out >= t).mean())
+    # On fresh non-members the rate is 0.05 within sampling error (binomial sd on 400: 0.011).
+    assert abs(np.mean(rates) - 0.05) < 0.005 and np.std(rates) < 0.02
+    # Members are ignored by fpr; the threshold is the lowest one allowed.
+    scores = np.array([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 5.0, 6.0])
+    y = np.array([0] * 10 + [1, 1])
+    assert choose_threshold(scores, y, "fpr:0.1") == pytest.approx(0.95)  # 1 of 10 may pass
+    assert choose_threshold(scores, y, "fpr:0.05") == pytest.approx(2.0)  # none may pass
+    assert parse_criterion("fpr:0.05") == ("fpr", 0.05)
+    for bad in ("fpr:0", "fpr:1", "fpr:x", "fpr", "roc"):
+        with pytest.raises(ValueError, match="criterion"):
+            parse_criterion(bad)
+    with pytest.raises(ValueError, match="needs not-used"):
+        choose_threshold(scores[10:], y[10:], "fpr:0.05")
+
+
+def test_every_method_takes_an_fpr_criterion(memorised) -> None:
+    from ctfp.membership.registry import METHODS
+    from ctfp.settings import SettingsError
+
+    reals, y, generated = memorised()
+    for name, cls in METHODS.items():
+        if "calibrate" not in cls().get_params():
+            continue
+        model = cls(calibrate="fpr:0.1").fit(reals, y, generated)
+        train = model.train_scores_[y == 0]
+        assert (train >= model.threshold_).mean() <= 0.1, name
+        with pytest.raises((ValueError, SettingsError), match=r"calibrate|criterion"):
+            cls(calibrate="fpr:2").fit(reals, y, generated)
