@@ -160,6 +160,9 @@ def main() -> None:
             print(f"{family} seed {seed} ...", file=sys.stderr, flush=True)
             results.setdefault(family, {})[seed] = one(out, family, seed)
             r = results[family][seed]
+            saved = out / "results" / f"{family}-seed{seed}.json"  # every candidate's test AUC
+            saved.parent.mkdir(parents=True, exist_ok=True)
+            saved.write_text(json.dumps(r, indent=1))
             print(
                 f"  auto {r['auto']['roc_auc']} kappa {r['auto']['kappa']} ({r['auto']['chosen']}"
                 f"); oracle {r['oracle_best']['roc_auc']} ({r['oracle_best']['label']})",

@@ -83,7 +83,7 @@ class Job:
         engine: shards of one engine resume on the other)."""
         decoding = dict(self.decoding or {"window": self.window.describe()})
         size = (identity.get("preprocessing") or {}).get("image_size")
-        if decoding.get("cached_size") == size:
+        if "cached_size" in decoding and decoding["cached_size"] == size:
             # Cached at the model's size: the same pixels as decoding the files here (tested),
             # so these embeddings mix with, and are scored like, ones embedded from the files.
             del decoding["cached_size"]

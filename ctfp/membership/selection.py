@@ -5,9 +5,13 @@ candidate scorer (a feature type x a method x a few of its settings) is scored o
 the run's own labelled training reals (repeated stratified k-fold; a method that learns nothing
 from the labels, :attr:`~ctfp.membership.base.MembershipMethod.uses_labels` false, is fitted
 once and its training scores are already out of sample), its ROC-AUC estimated with a
-bootstrap standard error and 95 % interval, and the winner chosen by the one-standard-error
-rule: the simplest candidate whose mean AUC is within one standard error of the best one's
-(Breiman et al. 1984; Hastie et al., *Elements of Statistical Learning*, 7.10). The decision
+bootstrap standard error and 95 % interval. The winner is the candidate with the highest mean
+AUC, simplified by the one-standard-error rule within its family (same features and method):
+the simplest setting of that family whose mean AUC is within one standard error of the best
+(Breiman et al. 1984; Hastie et al., *Elements of Statistical Learning*, 7.10) — fewer
+components, neighbours or centres, no reference set. Across families there is no order of
+simplicity to trust (measured: ranking proximity before the PCA surrogate by hand chose the
+worse of two tied candidates on a PCA-Gaussian generator), so there the data decide. The decision
 threshold is then chosen on the winner's out-of-fold scores, never on scores of slices the
 model was fitted on. The whole table goes into ``summary.json`` and the report.
 
@@ -53,8 +57,8 @@ class SelectionSettings(Settings):
     )
 
 
-#: How simple a method is (lower first), for the one-standard-error rule: label-free scorers of
-#: the distance to the generated set, then learned references and centres, then densities.
+#: How simple a method is (lower first): shown in the table, and it breaks exact ties between
+#: families; the one-standard-error rule itself only compares settings within a family.
 COMPLEXITY = {
     "proximity": 0,
     "counting": 1,
@@ -75,8 +79,8 @@ class Candidate:
 
     @property
     def complexity(self) -> float:
-        """Rank for the one-standard-error rule; a reference set or more neighbours, centres
-        or components make a method less simple."""
+        """Rank within a family for the one-standard-error rule: a reference set, a kernel
+        estimate, or more neighbours, centres or components make a setting less simple."""
         base = COMPLEXITY.get(self.method, 9)
         extra = 0.5 if self.params.get("reference") else 0.0
         for name in ("k", "neighbours", "components"):
@@ -85,6 +89,11 @@ class Candidate:
         if self.params.get("estimator") == "kde":
             extra += 0.5
         return base + extra
+
+    @property
+    def family(self) -> tuple[str, str]:
+        """(features, method): candidates that differ only in their settings."""
+        return self.features, self.method
 
     @property
     def label(self) -> str:
@@ -198,9 +207,9 @@ class Selection:
                 f"{b.auc:.3f} (95 % interval {b.interval[0]:.3f}-{b.interval[1]:.3f})"
             )
         return (
-            f"{b.candidate.label} (ROC-AUC {b.auc:.3f}) is the simplest candidate within one "
-            f"standard error ({top.auc_se:.3f}) of the best, {top.candidate.label} "
-            f"({top.auc:.3f})"
+            f"{b.candidate.label} (ROC-AUC {b.auc:.3f}) is the simplest setting of the best "
+            f"family within one standard error ({top.auc_se:.3f}) of its best, "
+            f"{top.candidate.label} ({top.auc:.3f})"
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -314,7 +323,8 @@ def select(
     device: str = "auto",
     progress: Callable[[Sequence[Any]], Any] | None = None,
 ) -> Selection:
-    """Cross-validate every candidate and choose one by the one-standard-error rule.
+    """Cross-validate every candidate and choose the best, simplified within its family by the
+    one-standard-error rule.
 
     Parameters
     ----------
@@ -353,11 +363,12 @@ def select(
     if not ok:
         reasons = "; ".join(f"{t.candidate.label}: {t.error}" for t in trials[:3])
         raise ValueError(f"no membership candidate could be evaluated ({reasons})")
-    top = max(ok, key=lambda t: t.auc)
+    top = max(ok, key=lambda t: (t.auc, -t.candidate.complexity))
     bar = top.auc - (top.auc_se if np.isfinite(top.auc_se) else 0.0)
     for t in ok:
         t.within_one_se = t.auc >= bar
-    best = min((t for t in ok if t.within_one_se), key=lambda t: (t.candidate.complexity, -t.auc))
+    family = [t for t in ok if t.within_one_se and t.candidate.family == top.candidate.family]
+    best = min(family, key=lambda t: (t.candidate.complexity, -t.auc))
     best.chosen = True
     assert best.oof is not None
     threshold = choose_threshold(best.oof, y, settings.calibrate)

@@ -74,7 +74,8 @@ def selection_section(summary: dict[str, Any]) -> str:
         f'<p class="note">Each candidate was scored out of fold on the {selection.get("n_train")} '
         f"labelled training reals ({cv.get('folds')}-fold stratified cross-validation, "
         f"{cv.get('repeats')} repeats; methods that learn nothing from the labels fitted once). "
-        "Chosen: the simplest candidate within one standard error of the best. The winner's "
+        "Chosen: the highest mean ROC-AUC, simplified within its family (the same features and "
+        "method) by the one-standard-error rule. The winner's "
         "estimate is optimistic (it is the best of many); the test set was never looked at.</p>"
     )
     for name, reason in (selection.get("skipped") or {}).items():

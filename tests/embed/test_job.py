@@ -47,3 +47,15 @@ def test_unknown_and_moved_options_say_what_to_do() -> None:
         settings_with(CacheSettings, None, {"features": "pixels"}, "build_cache")
     with pytest.raises(SettingsError, match=r"embed\(\) takes EmbedSettings settings, got Cache"):
         settings_with(EmbedSettings, CacheSettings(), {}, "embed")
+
+
+def test_combined_features_embed(tmp_path, lung_pngs) -> None:
+    # A combination has no single input side: the decoding record must not trip over it.
+    from ctfp.embed.runner import embed
+    from ctfp.store.reader import read_embeddings
+
+    src = lung_pngs[:3]
+    result = embed(src, tmp_path / "o", features="pixels:16+residual:32", progress=False)
+    data = read_embeddings(tmp_path / "o")
+    assert result.rows == 3 and data.matrix.shape == (3, 16 * 16 + 16 + 4)
+    assert data.metadata["decode"] == {"window": "auto:-600,1500"}

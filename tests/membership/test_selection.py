@@ -60,12 +60,15 @@ def test_the_scorer_that_carries_the_signal_is_chosen() -> None:
     assert len(selection.trials) == len(candidates)
     noise = [t.auc for t in selection.trials if t.candidate.features == "noise" and not t.error]
     assert noise and np.median(noise) < 0.75
-    # The rule: the simplest candidate within one standard error of the best.
+    # The rule: the best family, and in it the simplest setting within one SE of the best.
     top = max((t for t in selection.trials if not t.error), key=lambda t: t.auc)
-    tied = [t for t in selection.trials if not t.error and t.auc >= top.auc - top.auc_se]
-    assert best.within_one_se and best.candidate.complexity == min(
-        t.candidate.complexity for t in tied
-    )
+    assert best.candidate.family == top.candidate.family and best.within_one_se
+    tied = [
+        t
+        for t in selection.trials
+        if not t.error and t.within_one_se and t.candidate.family == top.candidate.family
+    ]
+    assert best.candidate.complexity == min(t.candidate.complexity for t in tied)
     # The threshold comes from the winner's out-of-fold scores.
     assert selection.threshold == choose_threshold(best.oof, y, "balanced")
     table = selection.to_dict()
