@@ -52,8 +52,9 @@ class EmbedResult:
         )
 
 
-def write_file(writer: ShardWriter, f: InputFile, embeddings: np.ndarray) -> None:
-    """Add all rows of input ``f`` to ``writer``.
+def write_file(writer: ShardWriter, f: InputFile, embeddings: np.ndarray) -> int:
+    """Add all rows of input ``f`` to ``writer``; returns the rows added (0: refused, see
+    :meth:`ShardWriter.add`).
 
     Parameters
     ----------
@@ -64,7 +65,7 @@ def write_file(writer: ShardWriter, f: InputFile, embeddings: np.ndarray) -> Non
     ids = [frame_id(f.id, k, count) for k in range(count)]
     # A cache row is one frame of its original file: it keeps that frame number.
     frames = range(count) if f.frame is None else [f.frame]
-    writer.add(f.id, ids, f.path, frames, f.label, embeddings)
+    return writer.add(f.id, ids, f.path, frames, f.label, embeddings)
 
 
 def write_pending(
@@ -86,6 +87,7 @@ def write_pending(
         writer.forget_errors_except(f.id for f in job.files)
         for problem in job.unreadable:  # folders that could not be searched: on the record
             writer.add_error(problem.id, problem.path, problem.reason)
+        writer.check_sources((f.id, f.path) for f in job.files)
         todo = writer.pending(f.id for f in job.files)
         pending = [f for f in job.files if f.id in todo]
         if not pending:

@@ -87,11 +87,10 @@ def _embed(
             timings["infer"] += tick - now
             offset = 0
             for index, count in zip(batch.indices, batch.counts, strict=True):
-                write_file(writer, files[index], embeddings[offset : offset + count])
+                rows += write_file(writer, files[index], embeddings[offset : offset + count])
                 offset += count
             for index, reason in batch.errors:
                 writer.add_error(files[index].id, files[index].path, reason)
-            rows += offset
             done = time.perf_counter()
             timings["write"] += done - tick
             tick = done

@@ -279,8 +279,7 @@ def _collect(
                 order = np.argsort(k, kind="stable")
                 if not np.array_equal(k[order], np.arange(count)):
                     raise CtfpError(f"internal error: frames of {f.path} came back as {k}")
-                write_file(writer, f, np.concatenate([e for _, e in parts])[order])
-                rows += count
+                rows += write_file(writer, f, np.concatenate([e for _, e in parts])[order])
                 finished += 1
             tick = time.perf_counter()
             timings["write"] += tick - now

@@ -6,6 +6,7 @@ import contextlib
 import fcntl
 import os
 import re
+import stat
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -16,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ctfp.exceptions import CtfpError, ShardMismatchError
+from ctfp.exceptions import CtfpError, InputError, ShardMismatchError
 from ctfp.io.sources import safe_text
 from ctfp.store.reader import read_schema, read_table
 from ctfp.store.schema import (
@@ -49,10 +50,16 @@ class FolderLock:
             raise CtfpError(f"another ctfp writer in this process is writing into {str(folder)!r}")
         # Append, never truncate: the lock file may be someone's file of that name (or a
         # symlink planted to one); O_NOFOLLOW refuses the symlink.
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_NONBLOCK
         try:
-            fd = os.open(folder / ".lock", os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW)
+            fd = os.open(folder / ".lock", flags)  # O_NONBLOCK: a FIFO planted there never hangs
         except OSError as exc:
             raise CtfpError(f"cannot open the lock file {str(folder / '.lock')!r}: {exc}") from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise CtfpError(
+                f"the lock file {str(folder / '.lock')!r} is not a regular file; remove it"
+            )
         handle = open(fd, "a")  # noqa: SIM115 - held until release()
         try:
             # A POSIX record lock, not flock: forked DataLoader workers do not inherit it, so a
@@ -88,7 +95,8 @@ def frame_id(base: str, frame: int, n_frames: int) -> str:
 # Temp files are ".<final name>.<pid>.<random>.tmp": unpredictable, created exclusively (no
 # planted file or symlink is followed), and removable later only when their process is gone.
 # Cleanup looks for those of shard folders' files only (earlier versions had no random part).
-_TEMP_RE = re.compile(r"^\.(part-\d+\.parquet|errors\.parquet)\.(\d+)(\.[A-Za-z0-9_]+)?\.tmp$")
+# ctfp's temp names: "." + target + "." + pid + "." + mkstemp's 8 random characters + ".tmp".
+_TEMP_RE = re.compile(r"^\.(part-\d+\.parquet|errors\.parquet)\.(\d+)\.([a-z0-9_]{8})\.tmp$")
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
 
@@ -210,6 +218,8 @@ class ShardWriter:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self._lock: FolderLock | None = FolderLock(self.out_dir)
         self._remove_stale_temp_files()
+        self.done_sources: dict[str, str] = {}  # input-file id -> source, of finished shards
+        self._row_ids: set[str] = set()  # row ids of finished shards
         self.done_ids, self.existing_rows, self._next_seq = self._scan_existing()
         self._old_errors = self._read_old_errors()
         self._new_errors: list[dict[str, str]] = []
@@ -247,15 +257,19 @@ class ShardWriter:
                     f"{path} was written with other settings ({detail}); rerun with the same "
                     "settings to resume, or write into a new --out folder"
                 )
-            table = read_table(path, columns=["id", "frame"])
+            table = read_table(path, columns=["id", "frame", "source"])
             ids = table.column("id").to_pylist()
             frames = table.column("frame").to_pylist()
+            sources = table.column("source").to_pylist()
             rows += len(ids)
             done.update(ids)
-            # Volume rows are "<base>#<frame>"; their file is done under its base id.
-            done.update(
-                i[: -len(f"#{f}")] for i, f in zip(ids, frames, strict=True) if i.endswith(f"#{f}")
-            )
+            self._row_ids.update(ids)
+            for i, f, src in zip(ids, frames, sources, strict=True):
+                # Volume rows are "<base>#<frame>"; their file is done under its base id.
+                base = i[: -len(f"#{f}")] if i.endswith(f"#{f}") else i
+                done.add(base)
+                self.done_sources.setdefault(base, src)
+                self.done_sources.setdefault(i, src)
         return done, rows, seq
 
     def _errors_path(self) -> Path:
@@ -278,6 +292,18 @@ class ShardWriter:
         """Those of ``ids`` (input-file ids) that are not yet in a finished shard."""
         return set(ids) - self.done_ids
 
+    def check_sources(self, files: Iterable[tuple[str, str]]) -> None:
+        """Refuse inputs (``(id, source)`` pairs) whose id is done in this folder from another
+        source: resuming by id would skip them and keep the other file's rows."""
+        for file_id, source in files:
+            done = self.done_sources.get(file_id)
+            if done is not None and done != safe_text(source):
+                raise InputError(
+                    f"{str(self.out_dir)!r} already holds id {file_id!r}, embedded from {done!r}; "
+                    f"{safe_text(source)!r} has the same id and would be skipped. Embed other "
+                    "sources into another --out (or, if the files were moved, into a new one)"
+                )
+
     # -- writing ------------------------------------------------------------------------------
     def add(
         self,
@@ -287,10 +313,21 @@ class ShardWriter:
         frames: Sequence[int],
         label: str | None,
         embeddings: np.ndarray,
-    ) -> None:
-        """Add all rows of input file ``file_id``; ``embeddings`` is (n, dim)."""
+    ) -> int:
+        """Add all rows of input file ``file_id``; ``embeddings`` is (n, dim). Returns the rows
+        added: 0 when a row id is already in the folder (the file is recorded as an error)."""
         if embeddings.shape != (len(ids), self.dim):
             raise ValueError(f"embeddings of shape {embeddings.shape} for {len(ids)} ids")
+        clash = sorted(set(ids) & self._row_ids)
+        if clash:  # e.g. frame 3 of scan.dcm after a file scan#3.png was embedded here
+            self.add_error(
+                file_id,
+                source,
+                f"its row id {clash[0]!r} is already in {str(self.out_dir)!r} from "
+                f"{self.done_sources.get(clash[0], 'another input')!r}; embed it into another "
+                "--out",
+            )
+            return 0
         self._processed.add(file_id)
         self._buffer.append((list(ids), safe_text(source), list(frames), label, embeddings))
         self._buffered_rows += len(ids)
@@ -300,6 +337,7 @@ class ShardWriter:
         )
         if self._buffered_rows >= self.rows_per_shard or overdue:
             self.flush()
+        return len(ids)
 
     def add_error(self, id: str, source: str, reason: str) -> None:
         """Record that input ``id`` could not be read; written with the next commit."""

@@ -104,3 +104,36 @@ def test_errors_of_inputs_deleted_since_leave_the_errors_table(tmp_path: Path, l
     (src / "gone.png").unlink()  # deleted since: its old error must not stay on the record
     embed(src, tmp_path / "out", features="pixels", device="cpu", progress=False)
     assert [e["id"] for e in read_errors(tmp_path / "out").to_pylist()] == ["broken"]
+
+
+def test_a_second_source_with_the_same_ids_is_not_skipped_silently(tmp_path, lung_pngs) -> None:
+    import shutil
+
+    from ctfp.embed.runner import embed
+    from ctfp.exceptions import InputError
+    from ctfp.store.reader import read_embeddings, read_errors
+    from tests.conftest import EDGE
+
+    for folder, png in (("d1", lung_pngs[0]), ("d2", lung_pngs[1])):
+        (tmp_path / folder).mkdir()
+        shutil.copy(png, tmp_path / folder / "x.png")
+    opts = dict(features="pixels", progress=False)
+    embed(tmp_path / "d1", tmp_path / "o", **opts)
+    with pytest.raises(InputError, match=r"already holds id 'x', embedded from .*d1/x.png"):
+        embed(tmp_path / "d2", tmp_path / "o", **opts)
+    assert embed(tmp_path / "d1", tmp_path / "o", **opts).skipped_files == 1  # a true resume
+    # A file "scan#3.png" embedded first, then a 16-frame scan.dcm: its frame 3 would give a
+    # second row "scan#3". The volume is an error of its own; the folder stays readable.
+    (tmp_path / "d3").mkdir()
+    (tmp_path / "d4").mkdir()
+    shutil.copy(lung_pngs[0], tmp_path / "d3" / "scan#3.png")
+    shutil.copy(EDGE / "MR_Explicit_Little_MultiFrame.dcm", tmp_path / "d4" / "scan.dcm")
+    embed(tmp_path / "d3", tmp_path / "o2", **opts)
+    result = embed(tmp_path / "d4", tmp_path / "o2", **opts)
+    assert result.rows == 0 and "row id 'scan#3' is already in" in result.errors[0]["reason"]
+    assert list(read_embeddings(tmp_path / "o2").ids) == ["scan#3"]
+    assert read_errors(tmp_path / "o2").column("id").to_pylist() == ["scan"]
+    # And the other order: scan.dcm first, then a file scan#3.png is refused up front.
+    embed(tmp_path / "d4", tmp_path / "o3", **opts)
+    with pytest.raises(InputError, match="already holds id 'scan#3'"):
+        embed(tmp_path / "d3", tmp_path / "o3", **opts)

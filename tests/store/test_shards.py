@@ -139,11 +139,21 @@ def test_errors_table_tracks_latest_attempt(tmp_path: Path) -> None:
 def test_stale_temp_files_are_cleaned_and_never_read(tmp_path: Path) -> None:
     dead = subprocess.Popen(["true"])
     dead.wait()  # a pid that no longer runs
-    stale = [f".part-00000.parquet.{dead.pid}.tmp", f".errors.parquet.{dead.pid}.x1y2.tmp"]
+    # ctfp's names: target, pid, mkstemp's 8 random characters.
+    stale = [
+        f".part-00000.parquet.{dead.pid}.ab12cd_4.tmp",
+        f".errors.parquet.{dead.pid}.x1y2z3w4.tmp",
+    ]
     for name in stale:
         (tmp_path / name).write_bytes(b"half a shard")
     # Not ctfp's, or a live process's: left alone.
-    kept = [".notes.123.tmp", f".part-00001.parquet.{os.getpid()}.abc.tmp", ".part-9.parquet.tmp"]
+    kept = [
+        ".notes.123.tmp",
+        f".part-00001.parquet.{os.getpid()}.abcdefgh.tmp",  # a live process's
+        ".part-9.parquet.tmp",
+        f".part-00000.parquet.{dead.pid}.tmp",  # a user's files that only look alike
+        f".part-00003.parquet.{dead.pid}.myedit.tmp",
+    ]
     for name in kept:
         (tmp_path / name).write_bytes(b"someone else's")
     with ShardWriter(tmp_path, metadata=meta()) as w:
@@ -278,3 +288,9 @@ def test_shared_ids_are_refused_by_every_reader(tmp_path: Path) -> None:
     for read in readers:
         with pytest.raises(InputError, match=r"both hold the id 'g' \(1 ids in common\)"):
             read(tmp_path)
+
+
+def test_a_fifo_at_the_lock_file_is_refused_not_waited_on(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / ".lock")
+    with pytest.raises(CtfpError, match="lock file"):
+        ShardWriter(tmp_path, metadata=meta())
