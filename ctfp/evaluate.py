@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -26,6 +25,25 @@ class Problem:
 
     def __str__(self) -> str:
         return f"{self.file} line {self.line}: {self.reason}"
+
+
+def _read_text(path: str | os.PathLike[str], what: str) -> str:
+    """The UTF-8 text of ``path`` exactly as stored (as ``newline=""`` reads it: a carriage
+    return inside a quoted field stays one); errors name ``what`` and the file."""
+    name = str(path)
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as exc:
+        raise InputError(f"cannot read {what} {name!r}: {exc.strerror or exc}") from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise InputError(
+            f"{what} {name!r} line {line} is not UTF-8 text (byte 0x{data[exc.start]:02x} at "
+            f"offset {exc.start}); save it as UTF-8"
+        ) from None
 
 
 # -- metrics -----------------------------------------------------------------------------------
@@ -121,7 +139,7 @@ def csv_records(text: str) -> list[tuple[int, list[tuple[str, bool]]]]:
                 else:
                     in_quotes = False
             else:
-                line += c == "\n"
+                line += c == "\n" or (c == "\r" and text[i + 1 : i + 2] != "\n")
                 field.append(c)
         elif c == '"' and not "".join(field).strip():
             field, quoted, in_quotes = [], True, True
@@ -171,10 +189,7 @@ def validate_run(
         )
         hint = f"; the run files in it: {', '.join(found[:4])}" if found else ""
         raise InputError(f"{name!r} is a folder, not a run file{hint}")
-    try:
-        text = Path(path).read_text()
-    except OSError as exc:
-        raise InputError(f"cannot read run file {name!r}: {exc.strerror or exc}") from None
+    text = _read_text(path, "run file")
     problems: list[Problem] = []
     known = None if ids is None else {i: n for n, i in enumerate(ids, start=1)}
     seen: dict[str, int] = {}
@@ -226,11 +241,29 @@ def validate_run(
 
 
 def read_ids(path: str | os.PathLike[str]) -> list[str]:
-    """An id list: one id per line; blank lines are ignored."""
+    """An id list: one id per line; blank lines are ignored and the spaces around an id are
+    not its own. An id in double quotes (RFC 4180, as run files quote it) is exactly what the
+    quotes hold: commas, quotes, line breaks and spaces at its ends included."""
+    name = str(path)
+    text = _read_text(path, "id list")
     try:
-        return [line.strip() for line in Path(path).read_text().splitlines() if line.strip()]
-    except OSError as exc:
-        raise InputError(f"cannot read id list {str(path)!r}: {exc.strerror or exc}") from None
+        records = csv_records(text)
+    except InputError as exc:
+        raise InputError(f"id list {name!r} {exc}") from None
+    ids = []
+    for number, fields in records:
+        if not any(quoted for _, quoted in fields):
+            line = ",".join(field for field, _ in fields).strip()  # the line as it is
+            if line:
+                ids.append(line)
+        elif len(fields) == 1:
+            ids.append(fields[0][0])
+        else:
+            raise InputError(
+                f"id list {name!r} line {number}: expected one id, got {len(fields)} fields "
+                "(quote an id that holds a comma as a whole)"
+            )
+    return ids
 
 
 def read_run(path: str | os.PathLike[str], task: str) -> dict[str, int]:
@@ -241,7 +274,7 @@ def read_run(path: str | os.PathLike[str], task: str) -> dict[str, int]:
         more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
         raise InputError(f"invalid {task} run file: {shown}{more}")
     run = {}
-    for _, ((run_id, quoted), (value, _)) in csv_records(Path(path).read_text()):
+    for _, ((run_id, quoted), (value, _)) in csv_records(_read_text(path, "run file")):
         run[run_id if quoted else run_id.strip()] = int(value)
     return run
 
@@ -249,16 +282,26 @@ def read_run(path: str | os.PathLike[str], task: str) -> dict[str, int]:
 def read_table(path: str | os.PathLike[str], value_column: str) -> dict[str, str]:
     """``{id: value}`` from a CSV with a header naming ``id`` and ``value_column``.
 
-    A truth file may also be headerless ``<id>,<value>`` lines, like a run file.
+    A truth file may also be headerless ``<id>,<value>`` lines, like a run file. Fields are
+    RFC 4180 CSV: a quoted field is exactly what its quotes hold (carriage returns, line
+    breaks and spaces at its ends included); the spaces around an unquoted field are not its
+    own.
     """
+    name = str(path)
     try:
-        with open(path, newline="") as f:
-            rows = [r for r in csv.reader(f) if r and any(c.strip() for c in r)]
-    except OSError as exc:
-        raise InputError(f"cannot read {str(path)!r}: {exc.strerror or exc}") from None
-    if not rows:
-        raise InputError(f"{str(path)!r} is empty")
-    header = [c.strip() for c in rows[0]]
+        records = csv_records(_read_text(path, "file"))
+    except InputError as exc:
+        if str(exc).startswith("line "):  # csv_records' own: say which file
+            raise InputError(f"{name!r} {exc}") from None
+        raise
+    numbered = [
+        (number, [field if quoted else field.strip() for field, quoted in fields])
+        for number, fields in records
+        if any(quoted or field.strip() for field, quoted in fields)
+    ]
+    if not numbered:
+        raise InputError(f"{name!r} is empty")
+    header = numbered[0][1]
     if "id" not in header and len(header) >= 2 and not _is_number(header[1]):
         raise InputError(
             f"{str(path)!r} starts with a header ({', '.join(header)}) without an 'id' column; "
@@ -270,14 +313,14 @@ def read_table(path: str | os.PathLike[str], value_column: str) -> dict[str, str
                 f"{str(path)!r} has no {value_column!r} column (columns: {', '.join(header)})"
             )
         i, v = header.index("id"), header.index(value_column)
-        rows = rows[1:]
+        numbered = numbered[1:]
     else:
         i, v = 0, 1
     table = {}
-    for n, r in enumerate(rows, start=2):
+    for n, r in numbered:
         if len(r) <= max(i, v):
-            raise InputError(f"{str(path)!r} line {n}: too few fields")
-        table[r[i].strip()] = r[v].strip()
+            raise InputError(f"{name!r} line {n}: too few fields")
+        table[r[i]] = r[v]
     return table
 
 
@@ -312,16 +355,32 @@ def evaluate_run(
     ids = sorted(truth)
     if task == "task2":
         return attribution_metrics([truth[i] for i in ids], [run[i] for i in ids])
-    try:
-        y_true = [int(truth[i]) for i in ids]
-    except ValueError:
-        raise InputError("task 1 truth labels must be 0 or 1") from None
+    bad = [i for i in ids if truth[i] not in ("0", "1")]
+    if bad:
+        raise InputError(
+            f"task 1 truth labels must be 0 or 1; {str(truth_path)!r} gives id {bad[0]!r} the "
+            f"label {truth[bad[0]]!r}"
+        )
+    y_true = [int(truth[i]) for i in ids]
     if scores_path is None and (Path(run_path).parent / "scores.csv").exists():
         scores_path = Path(run_path).parent / "scores.csv"
     scores = None
     if scores_path is not None:
         table = read_table(scores_path, "score")
-        scores = [float(table[i]) for i in ids]
+        absent = [i for i in ids if i not in table]
+        if absent:
+            raise InputError(
+                f"{str(scores_path)!r} has no score for {len(absent)} id(s) of the truth "
+                f"(e.g. {absent[:3]})"
+            )
+        scores = []
+        for i in ids:
+            try:
+                scores.append(float(table[i]))
+            except ValueError:
+                raise InputError(
+                    f"{str(scores_path)!r}: the score {table[i]!r} of id {i!r} is not a number"
+                ) from None
     result = membership_metrics(y_true, [run[i] for i in ids], scores)
     result["scores"] = None if scores_path is None else str(scores_path)
     return result

@@ -126,3 +126,87 @@ def test_a_run_folder_given_as_a_run_file_points_at_its_run_files(tmp_path: Path
         InputError, match=r"is a folder, not a run file; the run files in it: .*k1/run.csv"
     ):
         validate_run(tmp_path, "task1")
+
+
+AWKWARD_IDS = ["a,b", 'q"x', "cr\rx", "nl\nx", " lead", "trail ", "crlf\r\nx", "plain"]
+
+
+def test_awkward_ids_ctfp_writes_validate_and_evaluate_exactly(tmp_path: Path, capsys) -> None:
+    import csv
+
+    from ctfp.evaluate import evaluate_run, quote_field, read_ids
+
+    labels = [1, 0, 1, 0, 1, 0, 1, 0]
+    run = tmp_path / "run.csv"
+    write_run(run, AWKWARD_IDS, labels)
+    assert validate_run(run, "task1", AWKWARD_IDS) == []
+    assert read_run(run, "task1") == dict(zip(AWKWARD_IDS, labels, strict=True))
+    # A truth file written by Python's csv module (which quotes only what must be; ids with
+    # spaces at their ends quoted, as a reader strips the spaces around unquoted fields).
+    truth = tmp_path / "truth.csv"
+    for quoting in (csv.QUOTE_ALL, csv.QUOTE_NONNUMERIC):
+        with open(truth, "w", newline="") as f:
+            writer = csv.writer(f, quoting=quoting)
+            writer.writerow(["id", "label"])
+            writer.writerows([i, str(v)] for i, v in zip(AWKWARD_IDS, labels, strict=True))
+        assert read_table(truth, "label") == {
+            i: str(v) for i, v in zip(AWKWARD_IDS, labels, strict=True)
+        }
+        metrics = evaluate_run("task1", run, truth)
+        assert metrics["n"] == 8 and metrics["accuracy"] == 1.0
+    # The csv module's minimal quoting (and "\r\n" lines): exact for every id it quotes.
+    quoted = [i for i in AWKWARD_IDS if i == i.strip()]
+    with open(truth, "w", newline="") as f:
+        csv.writer(f).writerows([[i, "1"] for i in quoted])
+    assert read_table(truth, "label") == dict.fromkeys(quoted, "1")
+    # An id list quoted like the run file: read back exactly, through the command too.
+    ids_file = tmp_path / "ids.txt"
+    ids_file.write_text("".join(f"{quote_field(i)}\n" for i in AWKWARD_IDS), newline="")
+    assert read_ids(ids_file) == AWKWARD_IDS
+    assert main(["validate", "task1", str(run), "--ids", str(ids_file)]) == 0
+    assert "valid task1 run" in capsys.readouterr().out
+    # A plain id list keeps its leniency: blank lines and the spaces around ids are not ids.
+    (tmp_path / "plain.txt").write_text(" a \n\nb,c\r\n")
+    assert read_ids(tmp_path / "plain.txt") == ["a", "b,c"]
+
+
+def test_a_file_that_is_not_utf8_is_named(tmp_path: Path, capsys) -> None:
+    from ctfp.evaluate import read_ids
+
+    bad = tmp_path / "latin1.csv"
+    bad.write_bytes("a,1\nb\xe9,0\n".encode("latin-1"))
+    expected = rf"'{bad}' line 2 is not UTF-8 text \(byte 0xe9"
+    with pytest.raises(InputError, match="run file " + expected):
+        validate_run(bad, "task1")
+    with pytest.raises(InputError, match=expected):
+        read_table(bad, "label")
+    with pytest.raises(InputError, match="id list " + expected):
+        read_ids(bad)
+    (tmp_path / "run.csv").write_text("a,1\nb,0\n")
+    for args in (
+        ["validate", "task1", str(bad)],
+        ["validate", "task1", str(tmp_path / "run.csv"), "--ids", str(bad)],
+        ["evaluate", "task1", str(tmp_path / "run.csv"), "--truth", str(bad)],
+    ):
+        assert main(args) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and str(bad) in err[0] and "not UTF-8" in err[0], err
+    # A UTF-8 byte order mark (spreadsheets write one) is not part of the first id or header.
+    (tmp_path / "bom.csv").write_bytes("\ufeffid,label\na,1\nb,0\n".encode())
+    assert read_table(tmp_path / "bom.csv", "label") == {"a": "1", "b": "0"}
+
+
+def test_bad_truth_labels_and_missing_scores_are_named(tmp_path: Path) -> None:
+    from ctfp.evaluate import evaluate_run
+
+    write_run(tmp_path / "run.csv", ["a", "b"], [1, 0])
+    (tmp_path / "truth.csv").write_text("id,label\na,1\nb,2\n")
+    with pytest.raises(InputError, match=r"truth.csv' gives id 'b' the label '2'"):
+        evaluate_run("task1", tmp_path / "run.csv", tmp_path / "truth.csv")
+    (tmp_path / "truth.csv").write_text("id,label\na,1\nb,0\n")
+    (tmp_path / "scores.csv").write_text("id,score,label\na,0.9,1\n")
+    with pytest.raises(InputError, match=r"scores.csv' has no score for 1 id\(s\)"):
+        evaluate_run("task1", tmp_path / "run.csv", tmp_path / "truth.csv")
+    (tmp_path / "scores.csv").write_text("id,score,label\na,0.9,1\nb,high,0\n")
+    with pytest.raises(InputError, match=r"the score 'high' of id 'b' is not a number"):
+        evaluate_run("task1", tmp_path / "run.csv", tmp_path / "truth.csv")

@@ -79,6 +79,11 @@ class ClusterSettings(MixtureSettings):
     passes: int = option(20, "most EM passes over the shards", minimum=1)
     tol: float = option(1e-3, "stop when the mean log-likelihood moves less", minimum=0.0)
     batch_size: int = option(65_536, "rows per batch (memory)", minimum=1)
+    allow_collapse: bool = option(
+        False,
+        "accept a fit that puts every sampled row in one component although k > 1 (refused by "
+        "default: such a clustering separates nothing)",
+    )
 
 
 __all__ = ["ClusterSettings", "MixtureSettings", "Task2Settings", "parse_k"]

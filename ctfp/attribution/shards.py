@@ -6,11 +6,14 @@ from typing import Any
 
 import numpy as np
 
-from ctfp.attribution.clustering import Clustering, LinearProjection, select_components
+from ctfp.attribution.clustering import Clustering, LinearProjection
 from ctfp.attribution.settings import ClusterSettings
 from ctfp.cluster.gmm import GaussianMixture
 from ctfp.exceptions import InputError
-from ctfp.progress import progress_bar
+from ctfp.progress import logger, progress_bar
+
+#: Rows of the sample the silhouette of each k is computed on (it costs O(n^2)).
+SILHOUETTE_ROWS = 2000
 
 
 def cluster_shards(
@@ -28,9 +31,17 @@ def cluster_shards(
     the shards, each accumulating the sufficient statistics batch by batch
     (:meth:`GaussianMixture.fit_stream`), until the mean log-likelihood moves less than
     ``tol``. Memory is one batch, the sample and O(k d^2). ``k="auto"`` picks the k of
-    ``k_range`` with the lowest BIC on the sample. Returns the clustering (``labels`` are the
-    sample's) and a summary: k (and the BICs for ``"auto"``), rows, sample size, passes,
-    convergence, mean log-likelihood, the shards' metadata. Save it with
+    ``k_range`` with the lowest BIC on the sample (the silhouette of each k, on at most
+    :data:`SILHOUETTE_ROWS` sampled rows, is reported as a check).
+
+    The fitted mixture then assigns the sample: a fit that puts every sampled row in one
+    component although k > 1 is refused (:class:`InputError`) unless ``allow_collapse``;
+    doubtful fits (empty components, k at the edge of ``k_range``, BIC and silhouette
+    disagreeing, full covariances from fewer rows than dimensions) are logged as warnings.
+
+    Returns the clustering (``labels`` are the sample's) and a summary: k (and the BICs and
+    silhouettes for ``"auto"``), rows, sample size, the sample's cluster sizes, warnings,
+    passes, convergence, mean log-likelihood, the shards' metadata. Save it with
     :func:`ctfp.save_model` and assign every row with :func:`ctfp.score_shards` (``ctfp
     cluster`` and ``ctfp score``).
     """
@@ -44,7 +55,7 @@ def cluster_shards(
     metadata = check_compatible(paths)
     rows = count_rows(paths)
     if rows < (min(k_range) if k == "auto" else k):
-        raise InputError(f"{rows} rows cannot make {k} clusters")
+        raise InputError(f"{rows} rows cannot make {min(k_range) if k == 'auto' else k} clusters")
     rng = np.random.default_rng(seed)
     wanted = np.sort(rng.choice(rows, size=min(sample_rows, rows), replace=False))
     parts, start = [], 0
@@ -72,11 +83,12 @@ def cluster_shards(
         projection = LinearProjection(fitted.mean_, fitted.components_)
         sample = projection.transform(sample)
 
-    bics = None
+    bics = silhouettes = None
     if k == "auto":
-        k, bics = select_components(
+        k, bics, silhouettes = _sweep(
             sample,
             k_range,
+            seed,
             covariance_type=covariance_type,
             reg_covar=reg_covar,
             init_params=init,
@@ -98,17 +110,104 @@ def cluster_shards(
         random_state=seed,
         device=device,
     ).fit_stream(batches, sample, progress=progress)
+    labels = np.asarray(gmm.predict(sample))
     clustering = Clustering(
-        labels=np.asarray(gmm.predict(sample)), k=k, model=gmm, projection=projection, bics=bics
+        labels=labels, k=k, model=gmm, projection=projection, bics=bics, silhouettes=silhouettes
     )
+    # The sizes are the sample's hard assignments: what `ctfp score` does to every row, and
+    # the weights cannot tell (k identical components share the rows softly).
+    sizes = np.bincount(labels, minlength=k).tolist()
+    if k > 1 and max(sizes) == len(labels) and not s.allow_collapse:
+        raise InputError(
+            f"the {k}-component mixture fitted on {str(shards)!r} put all {len(labels)} sampled "
+            f"rows in one component (sizes {sizes}): it separates nothing (are the rows nearly "
+            "identical?). Try a smaller --k, --covariance diag, --pca N or another --init, or "
+            "pass --allow-collapse to keep it"
+        )
+    warnings = stream_fit_warnings(
+        k, sizes, s, rows=rows, dim=sample.shape[1], bics=bics, silhouettes=silhouettes
+    )
+    for warning in warnings:
+        logger.warning(f"warning: {warning}")
     summary = {
         "k": k,
         "bics": bics,
+        "silhouettes": silhouettes,
         "rows": rows,
         "sample_rows": len(sample),
+        "sample_cluster_sizes": sizes,
+        "warnings": warnings,
         "passes": gmm.n_iter_,
         "converged": bool(gmm.converged_),
         "mean_log_likelihood": float(gmm.lower_bound_),
         "metadata": metadata,
     }
     return clustering, summary
+
+
+def _sweep(
+    sample: np.ndarray, k_range: range, seed: int, **gmm_kwargs: Any
+) -> tuple[int, dict[int, float], dict[int, float]]:
+    """One mixture per k of ``k_range`` on ``sample``: (the k with the lowest BIC, the BICs, the
+    silhouettes). As :func:`ctfp.attribution.clustering.select_components`, plus each k's
+    silhouette on at most :data:`SILHOUETTE_ROWS` seeded rows of the sample (NaN where fewer
+    than two clusters are found there)."""
+    from sklearn.metrics import silhouette_score
+
+    ks = [k for k in k_range if 1 <= k <= len(sample)]
+    if not ks:
+        raise ValueError(f"no k in {list(k_range)} fits {len(sample)} samples")
+    rng = np.random.default_rng(seed)
+    some = np.sort(rng.choice(len(sample), size=min(SILHOUETTE_ROWS, len(sample)), replace=False))
+    bics, silhouettes = {}, {}
+    for k in ks:
+        model = GaussianMixture(k, **gmm_kwargs).fit(sample)
+        bics[k] = float(model.bic(sample))
+        labels = np.asarray(model.predict(sample))[some]
+        found = len(np.unique(labels))
+        silhouettes[k] = (
+            float(silhouette_score(sample[some], labels)) if 1 < found < len(some) else float("nan")
+        )
+    return min(bics, key=bics.__getitem__), bics, silhouettes
+
+
+def stream_fit_warnings(
+    k: int,
+    sizes: list[int],
+    settings: ClusterSettings,
+    *,
+    rows: int,
+    dim: int,
+    bics: dict[int, float] | None = None,
+    silhouettes: dict[int, float] | None = None,
+) -> list[str]:
+    """What makes a streamed fit doubtful, in words: components no sampled row falls in (of the
+    sample's cluster ``sizes``), k at the edge of the searched range, BIC and silhouette
+    disagreeing, full covariances from fewer ``rows`` than ``dim`` dimensions (after PCA).
+
+    The checks of :func:`ctfp.runs.task2.fit_warnings`, worded for rows of shards."""
+    found = []
+    empty = [j for j, n in enumerate(sizes) if n == 0]
+    if empty:
+        found.append(
+            f"{len(empty)} of {k} components hold none of the {sum(sizes)} sampled rows (sizes "
+            f"{sizes}): the data support fewer clusters than k"
+        )
+    if bics is not None:
+        low, high = min(bics), max(bics)
+        if k in (low, high) and low != high:
+            found.append(
+                f"k=auto chose k={k}, the edge of the range searched ({low}-{high}): the best k "
+                "may lie outside it; widen --k-range"
+            )
+        scored = {j: v for j, v in (silhouettes or {}).items() if np.isfinite(v)}
+        if scored and max(scored, key=scored.get) != k:
+            found.append(
+                f"BIC chose k={k} but the silhouette prefers k={max(scored, key=scored.get)}"
+            )
+    if settings.covariance_type == "full" and rows <= dim:
+        found.append(
+            f"full covariances from {rows} rows in {dim} dimensions are singular (only "
+            "reg_covar makes them usable); prefer --pca or --covariance diag"
+        )
+    return found

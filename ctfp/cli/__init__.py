@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
@@ -12,10 +15,22 @@ from ctfp._version import __version__
 from ctfp.exceptions import CtfpError
 from ctfp.settings import Settings
 
+# A number, or a comma-separated list of them, that starts with '-': an option's value
+# (``--window -600,1500``, ``-1.5e3,400``), never an option name.
+_NUMBER = r"(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?"
+_NEGATIVE_NUMBERS = re.compile(rf"^-{_NUMBER}(?:,[-+]?{_NUMBER})*$")
+
 
 class Parser(argparse.ArgumentParser):
     """argparse with one-line errors: ``ctfp: error: ...`` and where the options are listed,
-    not the whole usage block."""
+    not the whole usage block. Negative numbers and lists of numbers (``-600,1500``) are taken
+    as values, as argparse takes ``-5``."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # argparse asks this matcher whether an argument that starts with '-' is a value; its
+        # own knows only single integers and decimals.
+        self._negative_number_matcher = _NEGATIVE_NUMBERS
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
@@ -195,7 +210,78 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Stdout:
+    """``sys.stdout`` while a command runs. A write that fails (the reader of a pipe left, the
+    disk is full) is kept in :attr:`failure` and later writes are dropped, so the command runs
+    to its end and its exit status (``validate``: 1 for an invalid run) is not lost."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+        self.failure: OSError | None = None
+
+    def write(self, text: str) -> int:
+        if self.failure is None:
+            try:
+                return self._stream.write(text)
+            except OSError as exc:
+                self.failure = exc
+        return len(text)
+
+    def writelines(self, lines: Any) -> None:
+        for line in lines:
+            self.write(line)
+
+    def flush(self) -> None:
+        if self.failure is None:
+            try:
+                self._stream.flush()
+            except OSError as exc:
+                self.failure = exc
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    real = sys.stdout
+    if real is None:  # no stdout at all (pythonw): nothing to guard
+        return _main(argv)
+    out = _Stdout(real)
+    sys.stdout = out
+    try:
+        status = _main(argv)
+        out.flush()
+    finally:
+        sys.stdout = real
+    if out.failure is None:
+        return status
+    return _stdout_failed(real, out.failure, status)
+
+
+def _stdout_failed(stream: Any, failure: OSError, status: int) -> int:
+    """The exit status once writing to standard output failed: the command's own when the
+    reader left (``ctfp validate ... | head -1``), else 2 with one line saying why."""
+    target = ""
+    try:
+        fd = stream.fileno()
+        with contextlib.suppress(OSError):
+            where = os.readlink(f"/proc/self/fd/{fd}")
+            target = f" ({where})" if where.startswith("/") else ""
+        # Whatever is still buffered goes nowhere at exit, instead of failing a second time
+        # (the "Exception ignored ... BrokenPipeError" traceback of the interpreter's flush).
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, fd)
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # not a real file (a test's capture)
+        pass
+    if isinstance(failure, BrokenPipeError) or failure.errno == errno.EPIPE:
+        return status
+    reason = failure.strerror or str(failure)
+    print(f"ctfp: error: cannot write to standard output{target}: {reason}", file=sys.stderr)
+    return 2
+
+
+def _main(argv: Sequence[str] | None) -> int:
     from ctfp.progress import configure_logging
 
     try:
@@ -211,10 +297,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("ctfp: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
-    except BrokenPipeError:  # `ctfp validate ... | head`: the reader left; nothing is wrong
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())  # so the exit-time flush does not fail again
-        return 0
+    except BrokenPipeError as exc:
+        # A pipe other than sys.stdout (which _Stdout guards) closed: the command did not
+        # finish, so it cannot have succeeded.
+        print(f"ctfp: error: {exc}", file=sys.stderr)
+        return 2
 
 
 __all__ = ["build_parser", "main"]

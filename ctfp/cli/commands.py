@@ -101,12 +101,31 @@ def _finish_run(args: argparse.Namespace, summary: dict) -> int:
 def evaluate(args: argparse.Namespace) -> int:
     from ctfp.evaluate import evaluate_run, format_table
 
+    check_run_file(args.run)
     metrics = evaluate_run(args.task, args.run, args.truth, args.scores)
     if args.json:  # one JSON line for scripts
         print(json.dumps({"task": args.task, "run": args.run, **metrics}))
     else:  # the table for people
         print(format_table(metrics))
     return 0
+
+
+def check_run_file(run: str) -> None:
+    """A run file inside a ctfp run folder is evaluated only if that run finished and the file
+    is the one it recorded (:func:`ctfp.runs.folder.read_summary`); a run file elsewhere (a
+    copy, another tool's) is taken as it is."""
+    import re
+    from pathlib import Path
+
+    from ctfp.runs.folder import MODEL_DIR, SCORES_FILE, SUMMARY_FILE, read_summary
+
+    folder = Path(run).parent
+    if re.fullmatch(r"k\d+", folder.name) and (folder.parent / SUMMARY_FILE).is_file():
+        read_summary(folder.parent)  # one k of a sweep
+    elif (folder / SUMMARY_FILE).is_file() or any(
+        (folder / name).exists() for name in (MODEL_DIR, SCORES_FILE)
+    ):
+        read_summary(folder)
 
 
 def validate(args: argparse.Namespace) -> int:
@@ -148,6 +167,8 @@ def score(args: argparse.Namespace) -> int:
 
 
 def cluster(args: argparse.Namespace) -> int:
+    import math
+
     from ctfp.attribution.settings import ClusterSettings
     from ctfp.attribution.shards import cluster_shards
     from ctfp.runs.models import save_model
@@ -157,11 +178,18 @@ def cluster(args: argparse.Namespace) -> int:
     clustering, summary = cluster_shards(args.shards, settings, progress=not args.quiet)
     recorded = {"cluster": settings.to_dict(), "shards": str(args.shards), "k": summary["k"]}
     path = save_model(clustering, args.out, identity=summary["metadata"], settings=recorded)
+    silhouettes = summary["silhouettes"]
     result = {
         "model": str(path),
         **{key: summary[key] for key in ("k", "bics", "rows", "sample_rows", "passes")},
+        # NaN (fewer than two clusters found) is not JSON: null.
+        "silhouettes": None
+        if silhouettes is None
+        else {k: v if math.isfinite(v) else None for k, v in silhouettes.items()},
+        "sample_cluster_sizes": summary["sample_cluster_sizes"],
         "converged": summary["converged"],
         "mean_log_likelihood": summary["mean_log_likelihood"],
+        "warnings": summary["warnings"],
         "seconds": time.perf_counter() - start,
     }
     logger.info(

@@ -12,6 +12,7 @@ import threading
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -88,6 +89,16 @@ def parse_window(text: str | None) -> Window:
         raise DecodeError(f"window {text!r}: LEVEL and WIDTH must be finite numbers")
     if width <= 0:
         raise DecodeError(f"window width must be positive, got {width:g}")
+    lo, hi = level - width / 2.0, level + width / 2.0
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        raise DecodeError(
+            f"window {text!r}: its edges LEVEL-WIDTH/2 and LEVEL+WIDTH/2 ({lo:g}, {hi:g}) must "
+            "be finite numbers"
+        )
+    if not math.isclose((lo + width) - lo, width, rel_tol=1e-3):
+        # The window is rendered as [lo, lo + width]: a width below the precision of lo would
+        # clip every value to one edge (or scale past 255).
+        raise DecodeError(f"window {text!r}: WIDTH {width:g} is too narrow for LEVEL {level:g}")
     return Window(mode="hu", level=level, width=width)
 
 
@@ -121,12 +132,14 @@ def decode_file(
     try:
         with _decoder_messages(said):
             frames = _decode(path, suffix, window, limit)
-    except DecodeError:
+    except DecodeError as exc:
+        if _one_line(str(exc)) != str(exc):
+            raise DecodeError(_one_line(str(exc))) from exc
         raise
     except MemoryError:
         raise
     except Exception as exc:  # decoders raise anything from OSError to struct.error
-        raise DecodeError(f"{type(exc).__name__}: {exc}") from exc
+        raise DecodeError(_one_line(f"{type(exc).__name__}: {exc}")) from exc
     finally:
         corrupt = [line for line in said if _CORRUPTION.search(line)]
         for line in said:
@@ -137,6 +150,13 @@ def decode_file(
         # returns whatever it reconstructed: most pixels of such a slice are wrong.
         raise DecodeError(f"the decoder reported corrupt data: {corrupt[0]}")
     return _check_frames(frames)
+
+
+def _one_line(text: str) -> str:
+    """A decoder's message on one line: its non-empty lines joined with "; "."""
+    if "\n" not in text and "\r" not in text:
+        return text
+    return "; ".join(line.strip() for line in text.splitlines() if line.strip())
 
 
 class DecoderMessage(UserWarning):
@@ -227,6 +247,42 @@ def _has_dicm_magic(path: str) -> bool:
     return len(head) == 132 and head[128:132] == b"DICM"
 
 
+# The first bytes of the image formats a file named like DICOM most often really is.
+_IMAGE_SIGNATURES = (
+    (b"\x89PNG\r\n\x1a\n", "PNG", ".png"),
+    (b"\xff\xd8\xff", "JPEG", ".jpg"),
+    (b"GIF87a", "GIF", None),
+    (b"GIF89a", "GIF", None),
+    (b"II*\x00", "TIFF", None),
+    (b"MM\x00*", "TIFF", None),
+)
+
+
+def _image_content(path: str) -> str | None:
+    """ "not a DICOM file: its content is a PNG image (...)" when the first bytes of ``path``
+    are an image format's signature and it has no DICOM preamble; else None."""
+    with open(path, "rb") as f:
+        head = f.read(132)
+    if head[128:132] == b"DICM":  # the preamble may be anything, a TIFF header included
+        return None
+    for signature, kind, suffix in _IMAGE_SIGNATURES:
+        if head.startswith(signature):
+            fix = f"rename it {suffix}" if suffix else "convert it to PNG"
+            return f"not a DICOM file: its content is a {kind} image ({fix})"
+    return None
+
+
+def _looks_like_dicom(ds: Any) -> bool:
+    """Whether a dataset pydicom read with ``force=True`` holds DICOM: a file meta header, or
+    a data element of the DICOM dictionary (forced reads of other bytes give stray tags)."""
+    from pydicom.datadict import dictionary_has_tag
+
+    if getattr(ds, "preamble", None) is not None or len(getattr(ds, "file_meta", None) or ()):
+        return True
+    # keys(), not the elements: turning stray bytes into elements can raise
+    return any(tag.group != 0 and dictionary_has_tag(tag) for tag in ds.keys())  # noqa: SIM118
+
+
 def _decode_image(path: str, limit: _Limit) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
@@ -292,11 +348,17 @@ def _decode_dicom(path: str, window: Window, limit: _Limit) -> np.ndarray:
             ds = pydicom.dcmread(path, force=True)
     except InvalidDicomError as exc:
         raise DecodeError(f"not a readable DICOM file: {exc}") from None
-    modality = str(ds.get("Modality", "unknown"))
+    except Exception:  # struct.error, OSError, ... : an image named .dcm is said to be one
+        image = _image_content(path)
+        if image is None:
+            raise
+        raise DecodeError(image) from None
     if not any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
-        if len(ds) == 0:
-            raise DecodeError("not a DICOM file (no data elements could be read)")
-        raise DecodeError(f"DICOM has no pixel data (Modality {modality})")
+        if not _looks_like_dicom(ds):
+            image = _image_content(path)
+            raise DecodeError(image or "not a DICOM file (no DICOM header or data elements)")
+        raise DecodeError(f"DICOM has no pixel data (Modality {ds.get('Modality', 'unknown')})")
+    modality = str(ds.get("Modality", "unknown"))
     if getattr(ds, "file_meta", None) is None:
         ds.file_meta = FileMetaDataset()
     if "TransferSyntaxUID" not in ds.file_meta:

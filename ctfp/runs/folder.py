@@ -15,6 +15,8 @@ import csv
 import hashlib
 import json
 import os
+import re
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,7 @@ RUN_FILE = "run.csv"
 SCORES_FILE = "scores.csv"
 CLUSTERS_FILE = "clusters.csv"
 MODEL_DIR = "model"
+REPORT_FILE = "report.html"
 EMBEDDINGS_DIR = "embeddings"
 
 
@@ -102,8 +105,20 @@ def read_scores(path: PathLike) -> tuple[list[str], np.ndarray, np.ndarray]:
 def begin_commit(out: PathLike) -> None:
     """Withdraw the previous run's commit record before this run writes its files: a run killed
     from here on leaves its files without a ``summary.json``, which every reader refuses as an
-    interrupted run instead of mixing the new files with the old ones."""
-    (Path(out) / SUMMARY_FILE).unlink(missing_ok=True)
+    interrupted run instead of mixing the new files with the old ones. The previous run's
+    results go too (run files, scores, model, a k sweep's ``k<k>/`` folders, the report), so a
+    rerun with other settings (one k after a sweep, or the reverse) leaves none of them behind
+    for ``score``, ``evaluate`` or ``report`` to pick up; the embeddings stay, to be reused."""
+    root = Path(out)
+    (root / SUMMARY_FILE).unlink(missing_ok=True)
+    for name in (RUN_FILE, SCORES_FILE, CLUSTERS_FILE, REPORT_FILE):
+        (root / name).unlink(missing_ok=True)
+    folders = [root / MODEL_DIR] + [p for p in root.glob("k*") if re.fullmatch(r"k\d+", p.name)]
+    for folder in folders:
+        if folder.is_dir() and not folder.is_symlink():
+            shutil.rmtree(folder)
+        elif folder.is_symlink():
+            folder.unlink()
 
 
 def fingerprint(path: Path) -> str:
@@ -138,6 +153,11 @@ def read_summary(run_dir: PathLike) -> dict[str, Any]:
         raise InputError(f"run folder {str(run)!r} does not exist")
     path = run / SUMMARY_FILE
     if not path.is_file():
+        if re.fullmatch(r"k\d+", run.name) and (run.parent / SUMMARY_FILE).is_file():
+            raise InputError(
+                f"{str(run)!r} is one k of the sweep in {str(run.parent)!r}: give the run folder "
+                f"({run.parent}; `ctfp report` takes --k {run.name[1:]})"
+            )
         if any((run / name).exists() for name in (RUN_FILE, CLUSTERS_FILE, MODEL_DIR)):
             raise InputError(
                 f"the run in {str(run)!r} was interrupted before it finished (its files are there "

@@ -42,7 +42,15 @@ def embed_layout(
         )
     shards = embeddings_dir(out, settings.features)
     embed(root, shards, settings.replace(layout="imageclef"), engine=engine, progress=progress)
-    return read_embeddings(shards)
+    data = read_embeddings(shards)
+    finite = np.isfinite(data.matrix).all(axis=1)
+    if not finite.all():  # a damaged shard: say which row, not scikit-learn's "Input X ..."
+        bad = np.flatnonzero(~finite)
+        raise InputError(
+            f"{shards} holds non-finite embeddings (NaN or infinity) in {len(bad)} row(s), e.g. "
+            f"id {data.ids[bad[0]]!r}; remove that folder and rerun to embed again"
+        )
+    return data
 
 
 def rows_of(data: Embeddings, mask: np.ndarray, what: str) -> np.ndarray:

@@ -105,6 +105,10 @@ def _check_run_commit(model_dir: Path) -> None:
     alone."""
     from ctfp.runs.folder import CLUSTERS_FILE, RUN_FILE, SUMMARY_FILE, read_summary
 
+    if (model_dir / SUMMARY_FILE).is_file() or any(
+        (model_dir / name).is_file() for name in (RUN_FILE, CLUSTERS_FILE)
+    ):
+        read_summary(model_dir)  # a run folder given as the model: its commit decides
     for run in (model_dir.parent, model_dir.parent.parent):  # OUT/model, OUT/k<k>/model
         if (run / SUMMARY_FILE).is_file():
             read_summary(run)
@@ -116,6 +120,9 @@ def _check_run_commit(model_dir: Path) -> None:
 def load_model(path: PathLike, *, device: str = "auto") -> SavedModel:
     """Load a model folder written by :func:`save_model` (or ``ctfp run ... --out OUT``: the
     model is in ``OUT/model``)."""
+    import zipfile
+    import zlib
+
     root = Path(path)
     if (root / "model" / MODEL_FILE).is_file() and not (root / MODEL_FILE).is_file():
         root = root / "model"  # a run folder
@@ -138,8 +145,10 @@ def load_model(path: PathLike, *, device: str = "auto") -> SavedModel:
     try:
         with np.load(root / ARRAYS_FILE, allow_pickle=False) as npz:
             arrays = {name: npz[name] for name in npz.files}
-    except (OSError, ValueError) as e:
-        raise InputError(f"{root / ARRAYS_FILE} cannot be read: {e}") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+        # BadZipFile, EOFError, zlib.error: a truncated or overwritten arrays.npz.
+        why = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise InputError(f"{root / ARRAYS_FILE} cannot be read: {why}") from None
     try:
         model = KINDS[kind].from_state(description["params"], arrays, device=device)
         return SavedModel(
@@ -149,8 +158,9 @@ def load_model(path: PathLike, *, device: str = "auto") -> SavedModel:
             identity=dict(description["identity"]),
             settings=description.get("settings", {}),
         )
-    except (KeyError, TypeError, ValueError, RuntimeError) as e:  # tampered or truncated
-        # RuntimeError: FAISS refusing corrupt index bytes.
+    except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as e:  # tampered
+        # RuntimeError: FAISS refusing corrupt index bytes. AttributeError: params (or another
+        # entry) of the wrong JSON type, e.g. a string where the parameters' object belongs.
         what = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else e!r}"
         raise InputError(
             f"{root} is not a complete {kind} model ({what}); save it again with the command "

@@ -37,6 +37,7 @@ from ctfp.store.reader import (
     scan_batches,
     shard_paths,
 )
+from ctfp.store.schema import SHARD_GLOB
 from ctfp.store.writer import FolderLock, remove_stale_temp_files, write_atomic
 
 
@@ -171,6 +172,16 @@ def _score_into(
 ) -> dict[str, Any]:
 
     remove_stale_temp_files(out)
+    names = {p.name for p in paths}
+    extra = sorted(p.name for p in out.glob(SHARD_GLOB) if p.name not in names)
+    if extra:
+        # Scores of shards the archive no longer has: kept, the folder would describe rows that
+        # are not there (more scores than the archive has rows).
+        raise InputError(
+            f"{str(out)!r} holds scores of {len(extra)} shard(s) that the shards being scored do "
+            f"not have (e.g. {extra[0]}); a scores folder matches one archive: score into a new "
+            "--out, or remove those files"
+        )
     if isinstance(model, GaussianMixture):  # a bare mixture: a clustering without projection
         model = Clustering(np.empty(0, np.int64), model.n_components, model)
     task = getattr(model, "task", None)

@@ -168,3 +168,85 @@ def test_a_closed_pipe_is_not_a_traceback(tmp_path: Path) -> None:
         check=False,
     )
     assert run.stdout.count("\n") == 1 and "Traceback" not in run.stderr, run.stderr
+
+
+def _invalid_run(tmp_path: Path) -> Path:
+    # Far more than a pipe holds: the writer is still writing when the reader leaves.
+    (tmp_path / "run.csv").write_text("".join(f"x{i},7\n" for i in range(20_000)))
+    return tmp_path / "run.csv"
+
+
+def test_a_closed_pipe_keeps_the_exit_status(tmp_path: Path) -> None:
+    exe = Path(sys.executable).with_name("ctfp")
+    run_file = _invalid_run(tmp_path)
+    for reader, extra in (("head -1", ""), ("head -c 100", " --json")):
+        command = f"'{exe}' validate task1 '{run_file}'{extra} | {reader}"
+        script = f'{command}; status="${{PIPESTATUS[0]}}"; echo; echo "status=$status"'
+        run = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=False)
+        assert run.stdout.rstrip().splitlines()[-1] == "status=1", (reader, run.stdout[-200:])
+        assert "Traceback" not in run.stderr and "Exception ignored" not in run.stderr, run.stderr
+
+
+class _FailingStdout:
+    """A stdout whose every write fails as ``error`` does."""
+
+    def __init__(self, error: OSError) -> None:
+        self.error = error
+
+    def write(self, text: str) -> int:
+        raise self.error
+
+    def flush(self) -> None:
+        raise self.error
+
+
+def test_a_closed_stdout_returns_the_commands_status(tmp_path: Path, monkeypatch, capsys) -> None:
+    run_file = _invalid_run(tmp_path)
+    (tmp_path / "good.csv").write_text("a,1\n")
+    monkeypatch.setattr(sys, "stdout", _FailingStdout(BrokenPipeError(32, "Broken pipe")))
+    assert main(["validate", "task1", str(run_file)]) == 1
+    assert main(["validate", "task1", str(run_file), "--json"]) == 1
+    assert main(["validate", "task1", str(tmp_path / "good.csv")]) == 0
+    assert "Broken pipe" not in capsys.readouterr().err  # the reader left: nothing is wrong
+
+
+def test_a_stdout_that_cannot_be_written_is_one_line_exit_2(
+    tmp_path: Path, monkeypatch, capsys
+) -> None:
+    import errno
+
+    (tmp_path / "good.csv").write_text("a,1\n")
+    full = OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(sys, "stdout", _FailingStdout(full))
+    assert main(["validate", "task1", str(tmp_path / "good.csv")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["ctfp: error: cannot write to standard output: No space left on device"]
+    monkeypatch.undo()
+    if not Path("/dev/full").exists():
+        return
+    exe = Path(sys.executable).with_name("ctfp")
+    for extra in ([], ["--json"]):
+        with open("/dev/full", "w") as stdout:
+            run = subprocess.run(
+                [str(exe), "validate", "task1", str(_invalid_run(tmp_path)), *extra],
+                stdout=stdout,
+                stderr=subprocess.PIPE,
+                text=True,
+                check=False,
+            )
+        assert run.returncode == 2, run.stderr
+        assert "Traceback" not in run.stderr and "Exception ignored" not in run.stderr
+        assert run.stderr.splitlines()[-1] == (
+            "ctfp: error: cannot write to standard output (/dev/full): No space left on device"
+        )
+
+
+def test_negative_numbers_are_option_values(tmp_path: Path, capsys) -> None:
+    png = str(LUNG / "png" / "A0001_s2_001.png")
+    for n, window in enumerate(("-600,1500", "-1.5e3,400")):
+        args = ["embed", png, "--out", str(tmp_path / f"o{n}"), "--features", "pixels"]
+        assert main([*args, "--quiet", "--window", window, "--json"]) == 0, capsys.readouterr()
+        assert json.loads(capsys.readouterr().out)["rows"] == 1
+    # What is not a number is still an option, and a missing value still an error.
+    assert main(["embed", png, "--out", str(tmp_path / "o"), "--window", "-x"]) == 2
+    assert "argument --window: expected one argument" in capsys.readouterr().err

@@ -242,3 +242,54 @@ def test_other_decoder_output_becomes_a_warning_naming_the_file(
     monkeypatch.setattr(decode, "_decode_image", chatty)
     with pytest.warns(decode.DecoderMessage, match=r"A0001_s2_030.png: the decoder said: libpng"):
         assert decode_file(PNG).shape == (1, 256, 256)
+
+
+@pytest.mark.parametrize("text", ["1.7e308,1.7e308", "-1e308,1.7e308", "1e308,1.7e308"])
+def test_windows_whose_edges_overflow_are_refused(text: str) -> None:
+    with pytest.raises(DecodeError, match=rf"window '{text}': its edges .* must be finite"):
+        parse_window(text)
+    with pytest.raises(DecodeError, match="too narrow"):
+        parse_window("-600,1e-20")  # lo + width == lo: every value would fall on one edge
+    assert parse_window("-1e307,1e307") == Window("hu", -1e307, 1e307)
+
+
+def test_an_image_named_like_dicom_says_what_it_is(tmp_path: Path) -> None:
+    shutil.copy(PNG, tmp_path / "slice.dcm")
+    with pytest.raises(
+        DecodeError, match=r"^not a DICOM file: its content is a PNG image \(rename it \.png\)$"
+    ):
+        decode_file(tmp_path / "slice.dcm")
+    Image.open(PNG).save(tmp_path / "slice.dicom", format="JPEG")
+    with pytest.raises(DecodeError, match=r"its content is a JPEG image \(rename it \.jpg\)"):
+        decode_file(tmp_path / "slice.dicom")
+    Image.open(PNG).save(tmp_path / "gif.dcm", format="GIF")
+    with pytest.raises(DecodeError, match=r"its content is a GIF image"):
+        decode_file(tmp_path / "gif.dcm")
+    (tmp_path / "noise.dcm").write_bytes(np.random.default_rng(0).bytes(5000))
+    with pytest.raises(
+        DecodeError, match=r"^not a DICOM file \(no DICOM header or data elements\)$"
+    ):
+        decode_file(tmp_path / "noise.dcm")
+
+
+def test_a_decoder_message_of_several_lines_is_one_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from ctfp.io import decode
+
+    def fails(error: Exception):
+        def _decode(*args: object) -> np.ndarray:
+            raise error
+
+        return _decode
+
+    monkeypatch.setattr(
+        decode, "_decode", fails(RuntimeError("Unable to decode\n\n  Missing: x\n"))
+    )
+    with pytest.raises(DecodeError) as info:
+        decode_file(PNG)
+    assert str(info.value) == "RuntimeError: Unable to decode; Missing: x"
+    monkeypatch.setattr(decode, "_decode", fails(DecodeError("cannot decode\r\nplugin y")))
+    with pytest.raises(DecodeError) as info:
+        decode_file(PNG)
+    assert str(info.value) == "cannot decode; plugin y"

@@ -47,3 +47,37 @@ def test_an_interrupted_rerun_is_refused_not_mixed(task1_data: Path, tmp_path: P
             read(out)
     run_task1(task1_data, out, embed=FAST, progress=False)  # the rerun finishes: usable again
     assert read_summary(out)["n_test"] > 0 and load_model(out, device="cpu").task == "task1"
+
+
+def test_a_rerun_with_other_settings_leaves_nothing_of_the_old_run(
+    task1_data: Path, tmp_path: Path
+) -> None:
+    from ctfp.runs.models import load_model
+
+    out = tmp_path / "run"
+    run_task1(task1_data, out, embed=FAST, method="centroid", k=(4,), progress=False)
+    assert (out / "run.csv").is_file() and (out / "model").is_dir()
+    run_task1(task1_data, out, embed=FAST, method="centroid", k=(1, 2), progress=False)
+    # The single-k files are gone: nothing but the sweep's k1/, k2/ can be scored or evaluated.
+    assert not (out / "run.csv").exists() and not (out / "model").exists()
+    assert (out / "k1" / "run.csv").is_file() and load_model(out / "k2", device="cpu")
+    with pytest.raises(InputError, match="one k of the sweep"):
+        read_summary(out / "k1")
+    run_task1(task1_data, out, embed=FAST, method="centroid", k=(4,), progress=False)
+    assert not (out / "k1").exists() and not (out / "k2").exists()
+    assert read_summary(out)["k"] == [4] and (out / "embeddings-pixels").is_dir()
+
+
+def test_evaluate_refuses_the_run_file_of_an_interrupted_run(
+    task1_data: Path, tmp_path: Path, capsys
+) -> None:
+    from ctfp.cli import main
+
+    out = tmp_path / "run"
+    run_task1(task1_data, out, embed=FAST, method="centroid", progress=False)
+    evaluate = ["evaluate", "task1", str(out / "run.csv"), "--truth", str(task1_data / "truth.csv")]
+    assert main(evaluate) == 0
+    (out / "summary.json").unlink()  # a rerun was killed after withdrawing the commit record
+    capsys.readouterr()
+    assert main(evaluate) == 2
+    assert "was interrupted before it finished" in capsys.readouterr().err

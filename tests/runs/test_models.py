@@ -200,3 +200,44 @@ def test_the_decoding_window_is_part_of_the_identity(tmp_path: Path, capsys) -> 
     old = ["score", str(saved), str(tmp_path / "lung"), "--out", str(tmp_path / "s-old")]
     assert main([*old, "--quiet"]) == 2
     assert "did not record how the images were decoded" in capsys.readouterr().err
+
+
+def copied_model(task1_data: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """A task 1 model folder copied out of its run folder (no run to vouch for it), and shards."""
+    out = tmp_path / "run"
+    args = ["run", "task1", str(task1_data), "--out", str(out), "--method", "centroid", *FAST]
+    assert main(args) == 0
+    model = tmp_path / "elsewhere" / "centroid-model"
+    shutil.copytree(out / "model", model)
+    return model, out / "embeddings-pixels"
+
+
+def test_a_truncated_arrays_file_is_refused_with_one_line(
+    task1_data: Path, tmp_path: Path, capsys
+) -> None:
+    model, shards = copied_model(task1_data, tmp_path)
+    whole = (model / "arrays.npz").read_bytes()
+    capsys.readouterr()
+    for size in (0, 10, len(whole) // 2, len(whole) - 1):
+        (model / "arrays.npz").write_bytes(whole[:size])
+        code = main(["score", str(model), str(shards), "--out", str(tmp_path / "s"), "--quiet"])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(err) == 1, (size, err)
+        assert str(model / "arrays.npz") in err[0] and "cannot be read" in err[0]
+    assert not list((tmp_path / "s").glob("*.parquet"))
+
+
+@pytest.mark.parametrize("params", ["oops", [1, 2], 3])
+def test_params_of_the_wrong_type_are_refused_with_one_line(
+    task1_data: Path, tmp_path: Path, capsys, params: object
+) -> None:
+    model, shards = copied_model(task1_data, tmp_path)
+    description = json.loads((model / "model.json").read_text())
+    (model / "model.json").write_text(json.dumps({**description, "params": params}))
+    capsys.readouterr()
+    code = main(["score", str(model), str(shards), "--out", str(tmp_path / "s"), "--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert f"{model} is not a complete centroid model" in err[0]
+    with pytest.raises(InputError, match="is not a complete centroid model"):
+        load_model(model, device="cpu")

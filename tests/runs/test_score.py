@@ -157,3 +157,18 @@ def test_resume_only_what_this_model_scored_from_these_shards(tmp_path: Path) ->
     pq.write_table(table.replace_schema_metadata(None), tmp_path / "scores" / "part-00000.parquet")
     with pytest.raises(InputError, match="records no model or input"):
         score_shards(first, tmp_path / "emb", tmp_path / "scores", progress=False)
+
+
+def test_scores_of_shards_the_archive_no_longer_has_are_refused(tmp_path: Path) -> None:
+    import shutil
+
+    write_shards(tmp_path / "emb", n=300, per_shard=100)
+    rng = np.random.default_rng(1)
+    model = fit_centroid(2, rng.gamma(1.0, 1.0, (50, 64)), rng.gamma(1.2, 1.0, (50, 64)))
+    score_shards(model, tmp_path / "emb", tmp_path / "scores", progress=False)
+    # The archive shrank to its first shard: the other two shards' scores would stay behind.
+    (tmp_path / "small").mkdir()
+    shutil.copy(tmp_path / "emb" / "part-00000.parquet", tmp_path / "small")
+    with pytest.raises(InputError, match=r"holds scores of 2 shard\(s\) .* part-00001.parquet"):
+        score_shards(model, tmp_path / "small", tmp_path / "scores", progress=False)
+    assert score_shards(model, tmp_path / "small", tmp_path / "new", progress=False)["rows"] == 100

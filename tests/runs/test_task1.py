@@ -205,7 +205,7 @@ def test_task1_defaults_choose_by_cross_validation(task1_data: Path, tmp_path: P
     got = dict(duckdb.sql(f"SELECT id, label FROM '{tmp_path / 's'}/*.parquet'").fetchall())
     assert all(got[f"test/{i}"] == v for i, v in read_run(out / "run.csv").items())
     html = (out / "report.html").read_text()
-    assert '<section id="selection">' in html and "one standard error" in html
+    assert '<section id="selection">' in html and "one-standard-error rule" in html
 
 
 def test_auto_leaves_out_resnet50_only_when_imagenet_weights_do_not_load() -> None:
@@ -227,3 +227,28 @@ def test_auto_features_need_auto_method(task1_data: Path, tmp_path: Path, capsys
     assert main(["embed", str(task1_data / "test"), "--out", str(tmp_path / "e"),
                  "--features", "auto", "--quiet"]) == 2  # fmt: skip
     assert "embedding needs one" in capsys.readouterr().err
+
+
+def test_non_finite_embeddings_in_the_run_folder_are_named(
+    task1_data: Path, tmp_path: Path, capsys
+):
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    out = tmp_path / "o"
+    args = ["run", "task1", str(task1_data), "--out", str(out), "--method", "centroid"]
+    args += ["--features", "pixels:16", "--quiet"]
+    assert main(args) == 0
+    shard = sorted((out / "embeddings-pixels16").glob("part-*.parquet"))[0]
+    table = pq.read_table(shard)
+    values = np.array(table.column("embedding").to_pylist(), dtype=np.float16)
+    values[3, 5] = np.nan
+    column = pa.array(list(values), type=table.schema.field("embedding").type)
+    damaged = table.set_column(table.schema.get_field_index("embedding"), "embedding", column)
+    pq.write_table(damaged.replace_schema_metadata(table.schema.metadata), shard)
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "non-finite embeddings" in err and repr(table.column("id")[3].as_py()) in err
+    assert len(err.strip().splitlines()) == 1
