@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -163,7 +165,9 @@ def imagenet_state_dict() -> dict[str, torch.Tensor]:
     from torchvision.models import ResNet50_Weights
 
     try:
-        return ResNet50_Weights.IMAGENET1K_V2.get_state_dict(progress=False, check_hash=True)
+        # torch.hub announces a download on stdout: keep stdout for results (--json).
+        with contextlib.redirect_stdout(sys.stderr):
+            return ResNet50_Weights.IMAGENET1K_V2.get_state_dict(progress=False, check_hash=True)
     except Exception as exc:  # URLError, socket errors, hash mismatch, a broken cache file
         raise WeightsUnavailableError(
             f"ImageNet ResNet50 weights (torchvision IMAGENET1K_V2) could not be loaded: {exc}. "

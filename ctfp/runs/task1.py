@@ -209,7 +209,8 @@ def auto_features(settings: EmbedSettings) -> tuple[list[str], dict[str, str]]:
         from ctfp.embed.backbone import imagenet_state_dict
 
         try:
-            with contextlib.redirect_stderr(io.StringIO()):  # torch.hub's "Downloading: ..."
+            quiet = io.StringIO()  # the probe's "Downloading: ..." lines, on both streams
+            with contextlib.redirect_stderr(quiet), contextlib.redirect_stdout(quiet):
                 imagenet_state_dict()
         except WeightsUnavailableError as exc:
             return features, {"resnet50": str(exc).split(". ")[0]}

@@ -208,7 +208,7 @@ def test_task1_defaults_choose_by_cross_validation(task1_data: Path, tmp_path: P
     assert '<section id="selection">' in html and "one-standard-error rule" in html
 
 
-def test_auto_leaves_out_resnet50_only_when_imagenet_weights_do_not_load() -> None:
+def test_auto_leaves_out_resnet50_only_when_imagenet_weights_do_not_load(capfd) -> None:
     from ctfp.runs.task1 import auto_features
 
     assert auto_features(EmbedSettings(features="pixels")) == (["pixels"], {})
@@ -218,6 +218,8 @@ def test_auto_leaves_out_resnet50_only_when_imagenet_weights_do_not_load() -> No
     assert ("resnet50" in tried) != ("resnet50" in skipped)
     if skipped:
         assert "ImageNet" in skipped["resnet50"]
+    # torch.hub announces downloads on stdout: nothing of the probe may reach it (--json).
+    assert capfd.readouterr().out == ""
 
 
 def test_auto_features_need_auto_method(task1_data: Path, tmp_path: Path, capsys) -> None:
