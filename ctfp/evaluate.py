@@ -84,6 +84,63 @@ def membership_metrics(
     }
 
 
+#: Resamples of the bootstrap intervals ``evaluate`` reports.
+BOOTSTRAP = 1000
+
+
+def bootstrap_indices(y_true: np.ndarray, resamples: int, seed: int) -> np.ndarray:
+    """(resamples, n) row numbers drawn with replacement within each truth class (so every
+    resample keeps the class counts, and an AUC exists in each)."""
+    rng = np.random.default_rng(seed)
+    parts = [
+        rng.choice(rows, (resamples, len(rows)), replace=True)
+        for rows in (np.flatnonzero(y_true == v) for v in np.unique(y_true))
+    ]
+    return np.concatenate(parts, axis=1)
+
+
+def membership_intervals(
+    y_true: Sequence[int],
+    y_pred: Sequence[int],
+    scores: Sequence[float] | None = None,
+    *,
+    resamples: int = BOOTSTRAP,
+    seed: int = 0,
+) -> dict[str, list[float] | None]:
+    """95 % bootstrap percentile intervals of F1, accuracy, kappa and ROC-AUC (resampling the
+    test slices within each truth class): how far the figures could move on another test set
+    of the same size. ``<metric>_ci95`` keys, ``[low, high]``; None where undefined."""
+    from scipy.stats import rankdata
+
+    t = np.asarray(y_true, dtype=int)
+    p = np.asarray(y_pred, dtype=int)
+    idx = bootstrap_indices(t, resamples, seed)
+    tb, pb = t[idx], p[idx]
+    tp = (tb & pb).sum(1).astype(float)
+    fp = ((1 - tb) & pb).sum(1).astype(float)
+    fn = (tb & (1 - pb)).sum(1).astype(float)
+    n = t.size
+    tn = n - tp - fp - fn
+    f1 = np.divide(2 * tp, 2 * tp + fp + fn, out=np.zeros_like(tp), where=(2 * tp + fp + fn) > 0)
+    accuracy = (tp + tn) / n
+    expected = ((tp + fp) * (tp + fn) + (tn + fn) * (tn + fp)) / n**2
+    kappa = np.divide(accuracy - expected, 1 - expected, out=np.zeros_like(tp), where=expected < 1)
+    values: dict[str, np.ndarray | None] = {"f1": f1, "accuracy": accuracy, "kappa": kappa}
+    values["roc_auc"] = None
+    if scores is not None and len(np.unique(t)) == 2:
+        sb = np.asarray(scores, dtype=float)[idx]
+        ranks = rankdata(sb, axis=1)
+        pos = tb.sum(1)
+        u = np.where(tb == 1, ranks, 0).sum(1) - pos * (pos + 1) / 2
+        values["roc_auc"] = u / (pos * (n - pos))
+    out: dict[str, list[float] | None] = {}
+    for name, v in values.items():
+        out[f"{name}_ci95"] = (
+            None if v is None else [round(float(q), 4) for q in np.percentile(v, [2.5, 97.5])]
+        )
+    return out
+
+
 def attribution_metrics(y_true: Sequence[Any], y_pred: Sequence[int]) -> dict[str, Any]:
     """Task 2 metrics: adjusted Rand index and normalised mutual information."""
     from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
@@ -340,7 +397,8 @@ def evaluate_run(
 ) -> dict[str, Any]:
     """Score a run file against a truth CSV (``id,label`` for task 1, ``id,cluster`` for task 2).
 
-    For task 1, ROC-AUC needs scores: ``scores_path`` (``id,score,...``), or the ``scores.csv``
+    Task 1 gives 95 % bootstrap intervals too (:func:`membership_intervals`). For task 1,
+    ROC-AUC needs scores: ``scores_path`` (``id,score,...``), or the ``scores.csv``
     next to the run file when there is one.
     """
     run = read_run(run_path, task)
@@ -381,8 +439,10 @@ def evaluate_run(
                 raise InputError(
                     f"{str(scores_path)!r}: the score {table[i]!r} of id {i!r} is not a number"
                 ) from None
-    result = membership_metrics(y_true, [run[i] for i in ids], scores)
+    predicted = [run[i] for i in ids]
+    result = membership_metrics(y_true, predicted, scores)
     result["scores"] = None if scores_path is None else str(scores_path)
+    result.update(membership_intervals(y_true, predicted, scores))
     return result
 
 
@@ -391,6 +451,11 @@ def format_table(metrics: dict[str, Any]) -> str:
     width = max(len(k) for k in metrics)
     lines = []
     for key, value in metrics.items():
-        shown = f"{value:.4f}" if isinstance(value, float) else ("-" if value is None else value)
+        if isinstance(value, list) and len(value) == 2:  # a 95 % interval
+            shown = f"[{value[0]:.4f}, {value[1]:.4f}]"
+        else:
+            shown = (
+                f"{value:.4f}" if isinstance(value, float) else ("-" if value is None else value)
+            )
         lines.append(f"{key:<{width}}  {shown}")
     return "\n".join(lines)

@@ -210,3 +210,31 @@ def test_bad_truth_labels_and_missing_scores_are_named(tmp_path: Path) -> None:
     (tmp_path / "scores.csv").write_text("id,score,label\na,0.9,1\nb,high,0\n")
     with pytest.raises(InputError, match=r"the score 'high' of id 'b' is not a number"):
         evaluate_run("task1", tmp_path / "run.csv", tmp_path / "truth.csv")
+
+
+def test_bootstrap_intervals_are_the_brute_force_percentiles() -> None:
+    import numpy as np
+    from sklearn.metrics import accuracy_score, cohen_kappa_score, f1_score, roc_auc_score
+
+    from ctfp.evaluate import bootstrap_indices, membership_intervals
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 90)
+    scores = y + rng.normal(0, 1.0, 90)
+    pred = (scores > 0.5).astype(int)
+    got = membership_intervals(y, pred, scores, resamples=200, seed=3)
+    idx = bootstrap_indices(y, 200, 3)
+    for name, metric, arg in (
+        ("f1", f1_score, pred),
+        ("accuracy", accuracy_score, pred),
+        ("kappa", cohen_kappa_score, pred),
+        ("roc_auc", roc_auc_score, scores),
+    ):
+        values = [metric(y[i], arg[i]) for i in idx]
+        want = np.percentile(values, [2.5, 97.5])
+        np.testing.assert_allclose(got[f"{name}_ci95"], want, atol=1e-4, err_msg=name)
+    point = roc_auc_score(y, scores)
+    low, high = got["roc_auc_ci95"]
+    assert low < point < high and 0.05 < high - low < 0.4
+    assert membership_intervals(y, pred, scores, resamples=200, seed=3) == got  # seeded
+    assert membership_intervals(y, pred, None)["roc_auc_ci95"] is None
