@@ -39,6 +39,9 @@ class MembershipMethod(ClassifierMixin, BaseEstimator):
     task: ClassVar[str] = "task1"
     #: Whether ``fit`` needs the generated slices.
     needs_generated: ClassVar[bool] = False
+    #: Whether ``fit`` needs known members (``y == 1``); the others fit on known non-members
+    #: alone (with an ``fpr:ALPHA`` threshold), for audits that have no member labels.
+    needs_members: ClassVar[bool] = False
     #: The options this method takes from the command line, or None.
     settings_class: ClassVar[type[Settings] | None] = None
     #: Scoring a row costs about as much as reading it (a few centres), so archive scoring gives
@@ -105,6 +108,8 @@ class MembershipMethod(ClassifierMixin, BaseEstimator):
         x, y = validate_data(self, X, y, dtype=np.float32, order="C", accept_sparse=False)
         check_classification_targets(y)
         classes = np.unique(y)
+        if len(classes) == 1 and classes[0] == 0 and not self.needs_members:
+            classes = np.array([0, 1])  # known non-members only: 1 stays "used"
         if len(classes) != 2:
             raise ValueError(
                 f"{type(self).__name__} needs used and not-used training slices: y holds "

@@ -33,6 +33,7 @@ class CentroidMembership(MembershipMethod):
     """
 
     name = "centroid"
+    needs_members = True
     light_scoring = True
 
     def __init__(

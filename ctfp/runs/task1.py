@@ -106,6 +106,9 @@ def run_task1(
     """
     start = time.perf_counter()
     s = task1_settings(settings, dict(overrides))
+    warnings: list[str] = []
+    if not (Path(data) / "train" / "used").is_dir() and (Path(data) / "train/not_used").is_dir():
+        s, embed, warnings = non_members_only(s, embed)
     if s.method == AUTO:
         embed_settings = embed or EmbedSettings(features="auto")
         return run_auto(data, out, s, embed_settings, engine, progress, start)
@@ -117,17 +120,12 @@ def run_task1(
         )
     out = Path(out)
     check_k_before_embedding(Path(data), s)
-    emb = embed_layout(
-        data,
-        out,
-        ["train/used", "train/not_used", "test"],
-        embed_settings,
-        engine=engine,
-        progress=progress,
-    )
+    required = ["train/not_used", "test"] if warnings else ["train/used", "train/not_used", "test"]
+    emb = embed_layout(data, out, required, embed_settings, engine=engine, progress=progress)
     labels = emb.labels
     train = (labels == "used") | (labels == "not_used")
-    rows_of(emb, labels == "used", "train/used/")
+    if not warnings:
+        rows_of(emb, labels == "used", "train/used/")
     rows_of(emb, labels == "not_used", "train/not_used/")
     train_x, train_y = emb.matrix[train], (labels[train] == "used").astype(int)
     generated = emb.matrix[labels == "generated"]
@@ -191,12 +189,60 @@ def run_task1(
         "n_not_used": int((train_y == 0).sum()),
         "n_generated": len(generated),
         "n_test": len(ids),
+        "mode": "non-members only" if warnings else "members and non-members",
+        "warnings": warnings,
         "runs": runs,
         "model": model_identity(emb.metadata),
         "seconds": round(time.perf_counter() - start, 2),
     }
     write_summary(out, summary, written)
     return summary
+
+
+#: What ``--method auto`` runs when there are no known members to cross-validate on: the
+#: GAN-Leaks calibrated distance (Chen et al. 2020), the literature's attack for this setting.
+NON_MEMBER_DEFAULT = {"method": "proximity", "metric": "l2", "reference": True}
+
+
+def non_members_only(
+    s: Task1Settings, embed: EmbedSettings | None
+) -> tuple[Task1Settings, EmbedSettings | None, list[str]]:
+    """Settings for a folder with ``train/not_used/`` but no ``train/used/``: no known members,
+    so nothing to cross-validate or to balance a threshold on. A method that needs members is
+    refused; ``auto`` runs :data:`NON_MEMBER_DEFAULT` on pixels (stated, not measured); the
+    threshold becomes ``fpr:0.05`` on the known non-members unless an ``fpr:`` one was given."""
+    from ctfp.membership.registry import get_method
+
+    notes = []
+    if s.method != AUTO and get_method(s.method).needs_members:
+        raise InputError(
+            f"method {s.method!r} needs known members (train/used/); with train/not_used/ only, "
+            "use proximity, density, counting or reconstruction"
+        )
+    options = s.options.to_dict() if s.options is not None else {}
+    if s.method == AUTO:
+        options = {k: v for k, v in NON_MEMBER_DEFAULT.items() if k != "method"}
+        method = NON_MEMBER_DEFAULT["method"]
+        if embed is None or embed.features == "auto":
+            embed = (embed or EmbedSettings()).replace(features="pixels")
+        notes.append(
+            "no train/used/: with no known members nothing can be cross-validated, so --method "
+            f"auto ran {method} (metric l2, reference = the known non-members) on "
+            f"{embed.features}; its accuracy on this data is not measured"
+        )
+    else:
+        method = s.method
+    calibrate = str(options.get("calibrate", "balanced"))
+    if not calibrate.startswith("fpr:"):
+        options["calibrate"] = "fpr:0.05"
+        notes.append(
+            "no train/used/: the threshold flags what at most 5 % of the known non-members reach "
+            f"(fpr:0.05) instead of {calibrate!r}, which needs known members"
+        )
+    for note in notes:
+        logger.warning(f"warning: {note}")
+    values = {n: getattr(s, n) for n in Task1Settings.field_names() if n not in ("options", "k")}
+    return Task1Settings.with_options(**{**values, "method": method}, **options), embed, notes
 
 
 def auto_features(settings: EmbedSettings) -> tuple[list[str], dict[str, str]]:

@@ -254,3 +254,32 @@ def test_non_finite_embeddings_in_the_run_folder_are_named(
     err = capsys.readouterr().err
     assert "non-finite embeddings" in err and repr(table.column("id")[3].as_py()) in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_known_non_members_only(task1_data: Path, tmp_path: Path, capsys) -> None:
+    # An audit with no member labels: train/not_used/ and generated/ only.
+    import shutil
+
+    data = tmp_path / "data"
+    for part in ("train/not_used", "generated", "test"):
+        shutil.copytree(task1_data / part, data / part)
+    out = tmp_path / "o"
+    assert main(["run", "task1", str(data), "--out", str(out), "--quiet", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["mode"] == "non-members only" and summary["n_used"] == 0
+    assert summary["method"] == "proximity" and summary["calibrate"] == "fpr:0.05"
+    assert any("not measured" in w for w in summary["warnings"])
+    model = json.loads((out / "model" / "model.json").read_text())
+    assert model["params"]["reference"] is True
+    # The threshold flags at most 5 % of the known non-members; the signal is still seen.
+    from ctfp.runs.models import load_model
+
+    saved = load_model(out, device="cpu").model
+    assert (saved.train_scores_ >= saved.threshold_).mean() <= 0.05
+    truth = str(task1_data / "truth.csv")
+    assert main(["evaluate", "task1", str(out / "run.csv"), "--truth", truth, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["roc_auc"] > 0.7
+    # A method that needs known members says so.
+    assert main(["run", "task1", str(data), "--out", str(tmp_path / "c"), "--method", "centroid",
+                 "--quiet"]) == 2  # fmt: skip
+    assert "needs known members (train/used/)" in capsys.readouterr().err
