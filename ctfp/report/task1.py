@@ -140,7 +140,12 @@ def task1_body(
         truth_table = read_table(truth, "label")
         y = np.array([int(truth_table[i]) for i in ids], dtype=int)
 
-    sections = [selection_section(summary)]
+    sections = []
+    if summary.get("verdict"):
+        sections.append(
+            f'<section id="verdict"><p class="verdict">{escape(summary["verdict"])}</p></section>'
+        )
+    sections.append(selection_section(summary))
     # The map: train used / not used, generated and test rows.
     groups = []
     if rows is not None:

@@ -195,6 +195,8 @@ def run_task1(
         "model": model_identity(emb.metadata),
         "seconds": round(time.perf_counter() - start, 2),
     }
+    summary["verdict"] = verdict(summary)
+    logger.info(f"verdict: {summary['verdict']}")
     write_summary(out, summary, written)
     return summary
 
@@ -243,6 +245,44 @@ def non_members_only(
         logger.warning(f"warning: {note}")
     values = {n: getattr(s, n) for n in Task1Settings.field_names() if n not in ("options", "k")}
     return Task1Settings.with_options(**{**values, "method": method}, **options), embed, notes
+
+
+def verdict(summary: dict[str, Any]) -> str:
+    """One sentence a non-expert can act on: the evidence (the cross-validated ROC-AUC of the
+    chosen scorer with its 95 % interval, or why there is none) and what the run flagged."""
+    n_test = summary["n_test"]
+    run = next(iter((summary.get("runs") or {}).values()), {})
+    flagged = run.get("predicted_used", 0)
+    calibrate = str(summary.get("calibrate") or "")
+    at = (
+        f" at a {float(calibrate[4:]):.0%} false-positive rate on known non-members"
+        if calibrate.startswith("fpr:")
+        else f" (threshold: {calibrate or 'the method' + chr(39) + 's own'})"
+    )
+    counts = f"{flagged} of {n_test} test slices flagged as used{at}"
+    selection = summary.get("selection")
+    if not selection:
+        why = (
+            "no known members to measure it on"
+            if summary.get("mode") == "non-members only"
+            else f"--method {summary.get('method')} is not cross-validated; --method auto is"
+        )
+        return f"Evidence not measured ({why}); {counts}."
+    chosen = selection["chosen"]
+    auc, (low, high) = chosen["roc_auc"], chosen["roc_auc_95"]
+    estimate = (
+        f"cross-validated ROC-AUC {auc:.2f} [{low:.2f}, {high:.2f}] on "
+        f"{selection['n_train']} labelled training slices"
+    )
+    if low is None or low <= 0.5:
+        return (
+            f"No evidence of memorisation distinguishable from chance: {estimate}; "
+            f"{counts} (read them as chance)."
+        )
+    return (
+        f"Evidence of memorisation: {estimate} (the best of {len(selection['candidates'])} "
+        f"candidates, so somewhat optimistic); {counts}."
+    )
 
 
 def auto_features(settings: EmbedSettings) -> tuple[list[str], dict[str, str]]:
@@ -388,6 +428,8 @@ def run_auto(
         "model": model_identity(winner.metadata),
         "seconds": round(time.perf_counter() - start, 2),
     }
+    summary["verdict"] = verdict(summary)
+    logger.info(f"verdict: {summary['verdict']}")
     write_summary(out, summary, [out / RUN_FILE, out / SCORES_FILE, out / MODEL_DIR])
     return summary
 

@@ -187,6 +187,7 @@ def test_task1_defaults_choose_by_cross_validation(task1_data: Path, tmp_path: P
     assert (chosen[0]["features"], chosen[0]["method"]) == (top["features"], top["method"])
     assert chosen[0]["roc_auc"] >= top["roc_auc"] - top["roc_auc_se"]
     assert selection["reason"] and selection["settings"]["folds"] == 5
+    assert summary["verdict"].startswith("Evidence of memorisation: cross-validated ROC-AUC")
     # The generated set holds noisy copies of the used slices: the chosen scorer sees it.
     truth = str(task1_data / "truth.csv")
     assert main(["evaluate", "task1", str(out / "run.csv"), "--truth", truth, "--json"]) == 0
@@ -269,6 +270,8 @@ def test_known_non_members_only(task1_data: Path, tmp_path: Path, capsys) -> Non
     assert summary["mode"] == "non-members only" and summary["n_used"] == 0
     assert summary["method"] == "proximity" and summary["calibrate"] == "fpr:0.05"
     assert any("not measured" in w for w in summary["warnings"])
+    assert summary["verdict"].startswith("Evidence not measured (no known members")
+    assert "at a 5% false-positive rate" in summary["verdict"]
     model = json.loads((out / "model" / "model.json").read_text())
     assert model["params"]["reference"] is True
     # The threshold flags at most 5 % of the known non-members; the signal is still seen.
@@ -283,3 +286,22 @@ def test_known_non_members_only(task1_data: Path, tmp_path: Path, capsys) -> Non
     assert main(["run", "task1", str(data), "--out", str(tmp_path / "c"), "--method", "centroid",
                  "--quiet"]) == 2  # fmt: skip
     assert "needs known members (train/used/)" in capsys.readouterr().err
+
+
+def test_the_verdict_says_chance_when_the_interval_reaches_it() -> None:
+    from ctfp.runs.task1 import verdict
+
+    chosen = {"roc_auc": 0.58, "roc_auc_95": [0.46, 0.7]}
+    summary = {
+        "n_test": 60,
+        "calibrate": "balanced",
+        "runs": {"4": {"predicted_used": 31}},
+        "selection": {"chosen": chosen, "n_train": 40, "candidates": [chosen] * 9},
+    }
+    text = verdict(summary)
+    assert text.startswith("No evidence of memorisation distinguishable from chance")
+    assert "0.58 [0.46, 0.70] on 40 labelled" in text and "31 of 60" in text
+    chosen["roc_auc_95"] = [0.61, 0.8]
+    assert verdict(summary).startswith("Evidence of memorisation") and "best of 9" in verdict(
+        summary
+    )
