@@ -179,16 +179,7 @@ def run_task1(
         "calibrate": options.get("calibrate"),
         "index": options.get("index"),
         "recall_target": options.get("recall_target") if options.get("index") != "flat" else None,
-        "seed": s.seed,
-        "settings": {
-            "task1": s.to_dict(),
-            "embed": embed_settings.to_dict(),
-            "engine": _engine_dict(engine),
-        },
-        "n_used": int(train_y.sum()),
-        "n_not_used": int((train_y == 0).sum()),
-        "n_generated": len(generated),
-        "n_test": len(ids),
+        **_run_record(s, embed_settings, engine, train_y, len(generated), len(ids)),
         "mode": "non-members only" if warnings else "members and non-members",
         "warnings": warnings,
         "runs": runs,
@@ -413,17 +404,10 @@ def run_auto(
         "k": [int(params.get("k", s.ks[0]))],
         "metric": params.get("metric", "l1" if best.method == "centroid" else "l2"),
         "calibrate": options.calibrate,
-        "seed": s.seed,
         "selection": {**selection.to_dict(), "features_tried": features, "skipped": skipped},
-        "settings": {
-            "task1": s.to_dict(),
-            "embed": embed_settings.to_dict(),
-            "engine": _engine_dict(engine),
-        },
-        "n_used": int(train_y.sum()),
-        "n_not_used": int((train_y == 0).sum()),
-        "n_generated": len(gen_ids),
-        "n_test": len(ids),
+        **_run_record(s, embed_settings, engine, train_y, len(gen_ids), len(ids)),
+        "mode": "members and non-members",
+        "warnings": [],
         "runs": {str(params.get("k", s.ks[0])): runs[str(s.ks[0])]},
         "model": model_identity(winner.metadata),
         "seconds": round(time.perf_counter() - start, 2),
@@ -437,6 +421,29 @@ def run_auto(
 def _labels_of(emb: Any, wanted: list[str]) -> list[str]:
     where = {i: n for n, i in enumerate(emb.ids)}
     return [str(emb.labels[where[i]]) for i in wanted]
+
+
+def _run_record(
+    s: Task1Settings,
+    embed_settings: EmbedSettings,
+    engine: str | EngineSettings,
+    train_y: np.ndarray,
+    n_generated: int,
+    n_test: int,
+) -> dict[str, Any]:
+    """What every task 1 summary records: the seed, the settings of each stage, the counts."""
+    return {
+        "seed": s.seed,
+        "settings": {
+            "task1": s.to_dict(),
+            "embed": embed_settings.to_dict(),
+            "engine": _engine_dict(engine),
+        },
+        "n_used": int(train_y.sum()),
+        "n_not_used": int((train_y == 0).sum()),
+        "n_generated": n_generated,
+        "n_test": n_test,
+    }
 
 
 def _engine_dict(engine: str | EngineSettings) -> dict[str, Any]:
