@@ -68,6 +68,10 @@ COMPLEXITY = {
 }
 
 
+#: The seed method's k among the candidates: log-spaced over the paper's sweep (1 to 32).
+CENTROID_KS = (1, 4, 16, 32)
+
+
 @dataclass(frozen=True)
 class Candidate:
     """One scorer to try: a feature type (the embeddings it reads), a registered method and
@@ -116,9 +120,9 @@ def default_candidates(
     features: Sequence[str],
     n_small: int,
     has_generated: bool,
-    ks: Sequence[int] = (1, 4, 16),
+    ks: Sequence[int] = CENTROID_KS,
 ) -> list[Candidate]:
-    """The candidate grid for each feature type: the seed method (``ks``, default 1, 4, 16,
+    """The candidate grid for each feature type: the seed method (``ks``, default 1, 4, 16, 32,
     where the smaller training class allows), distance to the generated set (L2 and cosine, with
     and without the GAN-Leaks reference), the density ratio (kNN k = 1, 5; Gaussian KDE
     bandwidth 0.5, 1, 2 x the generated set's median nearest-neighbour distance), Monte-Carlo
@@ -383,6 +387,7 @@ def select(
 
 
 __all__ = [
+    "CENTROID_KS",
     "COMPLEXITY",
     "Candidate",
     "Selection",

@@ -53,7 +53,7 @@ class Task1Settings(Settings):
     k: tuple[int, ...] = option(
         (),
         "centroid: clusters per class (default 4), or a list like 1,2,4,8,16,32 (one fit each); "
-        "auto: the k of the centroid candidates (default 1,4,16)",
+        "auto: the k of the centroid candidates (default 1,4,16,32)",
         parse=parse_ints,
         metavar="K",
     )

@@ -306,7 +306,12 @@ def run_auto(
     """``--method auto``: embed every candidate feature type, cross-validate every candidate
     scorer on the training reals (:mod:`ctfp.membership.selection`), fit the winner on all of
     them with the threshold from its out-of-fold scores, and write the run."""
-    from ctfp.membership.selection import SelectionSettings, default_candidates, select
+    from ctfp.membership.selection import (
+        CENTROID_KS,
+        SelectionSettings,
+        default_candidates,
+        select,
+    )
 
     out = Path(out)
     features, skipped = auto_features(embed_settings)
@@ -345,7 +350,7 @@ def run_auto(
     matrices = {f: (part(f, train_ids), part(f, gen_ids) if gen_ids else None) for f in features}
     options = s.options if isinstance(s.options, SelectionSettings) else SelectionSettings()
     n_small = int(min(train_y.sum(), (train_y == 0).sum()))
-    candidates = default_candidates(features, n_small, bool(gen_ids), s.k or (1, 4, 16))
+    candidates = default_candidates(features, n_small, bool(gen_ids), s.k or CENTROID_KS)
     logger.info(
         f"auto: {len(candidates)} candidates ({len(features)} feature type"
         f"{'s' if len(features) > 1 else ''}) cross-validated "
