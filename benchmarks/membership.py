@@ -1,6 +1,8 @@
 """Membership benchmark over generator families and dataset seeds: does ``--method auto`` hold?
 
-For every generator family and dataset seed, a task 1 dataset is built by
+For every generator family (pca, vae, vae64, vae-up, gan; see ``make_generator``), memorisation
+strength (``normal``, or ``strong``: the generator trained to memorise more) and dataset seed, a
+task 1 dataset is built by
 ``benchmarks/quality_data.py`` (real lung CT slices of ``../shared/data/lung-pet-ct-dx``, used /
 not used interleaved by slice position, the generator trained here on the used ones, a balanced
 test set; datasets are cached under ``--out/data``). Then, on each:
@@ -14,10 +16,12 @@ test set; datasets are cached under ``--out/data``). Then, on each:
   hindsight, on each feature type.
 
 Test labels are used for scoring only. Prints one JSON line and a markdown table of mean ± sd
-over seeds per family: ROC-AUC and kappa (F1 and accuracy in the JSON).
+over seeds per family and strength (keyed ``family`` for normal, ``family/strong`` otherwise):
+ROC-AUC and kappa (F1 and accuracy in the JSON). Datasets, runs and per-seed results are named
+``{family}-seed{seed}`` for normal strength and ``{family}-{strength}-seed{seed}`` otherwise.
 
     python benchmarks/membership.py [--out bench-out/membership] [--families pca,vae]
-        [--seeds 0,1,2]
+        [--strengths normal,strong] [--seeds 0,1,2]
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from quality_data import build_task1
+from quality_data import STRENGTHS, build_task1
 
 from ctfp.embed.settings import EmbedSettings
 from ctfp.evaluate import membership_metrics, read_table
@@ -43,15 +47,27 @@ from ctfp.runs.folder import embeddings_dir
 from ctfp.runs.task1 import run_task1
 from ctfp.store.reader import read_embeddings
 
-FAMILIES = ("pca", "vae", "vae64")
+FAMILIES = ("pca", "vae", "vae64", "vae-up", "gan")
 
 
-def dataset(out: Path, family: str, seed: int) -> tuple[Path, dict[str, str]]:
-    """The cached task 1 dataset of ``family`` and ``seed`` (built on first use)."""
-    folder = out / "data" / f"{family}-seed{seed}"
+def key(family: str, strength: str) -> str:
+    """Results key: ``family`` for normal strength, ``family/strength`` otherwise."""
+    return family if strength == "normal" else f"{family}/{strength}"
+
+
+def stem(family: str, strength: str, seed: int) -> str:
+    """Folder and file stem: ``{family}-seed{seed}``, or ``{family}-{strength}-seed{seed}``."""
+    return f"{family}-seed{seed}" if strength == "normal" else f"{family}-{strength}-seed{seed}"
+
+
+def dataset(
+    out: Path, family: str, seed: int, strength: str = "normal"
+) -> tuple[Path, dict[str, str]]:
+    """The cached task 1 dataset of ``family``, ``strength`` and ``seed`` (built on first use)."""
+    folder = out / "data" / stem(family, strength, seed)
     root, truth = folder / "task1", folder / "task1_truth.csv"
     if not truth.is_file():
-        build_task1(folder, seed=seed, generator=family)
+        build_task1(folder, seed=seed, generator=family, strength=strength)
     return root, read_table(truth, "label")
 
 
@@ -60,9 +76,9 @@ def metrics(y: np.ndarray, pred: np.ndarray, scores: np.ndarray) -> dict[str, fl
     return {k: round(float(m[k]), 4) for k in ("roc_auc", "kappa", "f1", "accuracy")}
 
 
-def one(out: Path, family: str, seed: int) -> dict[str, Any]:
-    root, truth = dataset(out, family, seed)
-    run = out / "runs" / f"{family}-seed{seed}"
+def one(out: Path, family: str, seed: int, strength: str = "normal") -> dict[str, Any]:
+    root, truth = dataset(out, family, seed, strength)
+    run = out / "runs" / stem(family, strength, seed)
     start = time.perf_counter()
     summary = run_task1(root, run, Task1Settings(seed=seed), progress=False)
     seconds = time.perf_counter() - start
@@ -150,25 +166,32 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="bench-out/membership")
     parser.add_argument("--families", default=",".join(FAMILIES))
+    parser.add_argument("--strengths", default="normal", help=f"of {', '.join(STRENGTHS)}")
     parser.add_argument("--seeds", default="0,1,2")
     args = parser.parse_args()
+    strengths = args.strengths.split(",")
+    bad = sorted(set(strengths) - set(STRENGTHS))
+    if bad:
+        parser.error(f"unknown strength {', '.join(bad)}; choose from {', '.join(STRENGTHS)}")
     out = Path(args.out)
     start = time.perf_counter()
     results: dict[str, dict[int, dict[str, Any]]] = {}
     for family in args.families.split(","):
-        for seed in (int(s) for s in args.seeds.split(",")):
-            print(f"{family} seed {seed} ...", file=sys.stderr, flush=True)
-            results.setdefault(family, {})[seed] = one(out, family, seed)
-            r = results[family][seed]
-            saved = out / "results" / f"{family}-seed{seed}.json"  # every candidate's test AUC
-            saved.parent.mkdir(parents=True, exist_ok=True)
-            saved.write_text(json.dumps(r, indent=1))
-            print(
-                f"  auto {r['auto']['roc_auc']} kappa {r['auto']['kappa']} ({r['auto']['chosen']}"
-                f"); oracle {r['oracle_best']['roc_auc']} ({r['oracle_best']['label']})",
-                file=sys.stderr,
-                flush=True,
-            )
+        for strength in strengths:
+            for seed in (int(s) for s in args.seeds.split(",")):
+                print(f"{family} {strength} seed {seed} ...", file=sys.stderr, flush=True)
+                r = one(out, family, seed, strength)
+                results.setdefault(key(family, strength), {})[seed] = r
+                saved = out / "results" / f"{stem(family, strength, seed)}.json"  # all candidates
+                saved.parent.mkdir(parents=True, exist_ok=True)
+                saved.write_text(json.dumps(r, indent=1))
+                print(
+                    f"  auto {r['auto']['roc_auc']} kappa {r['auto']['kappa']}"
+                    f" ({r['auto']['chosen']}); oracle {r['oracle_best']['roc_auc']}"
+                    f" ({r['oracle_best']['label']})",
+                    file=sys.stderr,
+                    flush=True,
+                )
     line = {
         "benchmark": "membership",
         "embed": EmbedSettings(features="auto").to_dict(),

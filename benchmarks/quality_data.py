@@ -1,8 +1,9 @@
 """ImageCLEFmedical-GANs-style benchmark data from generators trained here, on the CPU.
 
 The real slices are the 188 axial chest CT PNGs (256x256, 8-bit) of ``lung-pet-ct-dx``: patient
-A0001 (series s2 and s3, 64 slices each) and A0002 (series s2 and s3, 30 slices each). Two kinds
-of generator are trained on them from scratch, deterministically (fixed seeds, two CPU threads):
+A0001 (series s2 and s3, 64 slices each) and A0002 (series s2 and s3, 30 slices each). Three
+kinds of generator are trained on them from scratch, deterministically (fixed seeds, two CPU
+threads); :func:`make_generator` names five settings of them (pca, vae, vae64, vae-up, gan):
 
 - :class:`PCAGaussian`: PCA (numpy SVD) of the slices at 128x128, a diagonal Gaussian on the
   PCA coefficients; samples are mean + sum of components with Gaussian coefficients. Samples
@@ -10,11 +11,15 @@ of generator are trained on them from scratch, deterministically (fixed seeds, t
 - :class:`ConvVAE`: a small convolutional VAE (stride-2 convs down, transposed convs up) at 128x128
   or 64x64, trained with Adam for a fixed number of epochs; samples decode ``z ~ N(0, I)``.
   Samples are blurry slices (body outline, table, lungs, heart or liver), some of them
-  memorised training slices, some blends of two with mottled lungs.
+  memorised training slices, some blends of two with mottled lungs. ``vae-up`` is the 64x64 one
+  with a decoder of nearest-neighbour 2x upsampling + 3x3 convs instead of transposed convs.
+- :class:`DCGAN`: a small DCGAN at 64x64 (transposed convs with BatchNorm up from 4x4, a
+  spectral-norm conv discriminator), non-saturating loss, Adam, a fixed number of epochs.
 
-Both work at their internal size and upsample every output to 256x256 with PIL bilinear, so the
+All work at their internal size and upsample every output to 256x256 with PIL bilinear, so the
 upsampling is part of each generator's fingerprint (128 -> 256 and 64 -> 256 leave different
-ones). Two datasets are written:
+ones). ``strength="strong"`` trains each to memorise more (twice the epochs; more PCA
+components, full temperature). Two datasets are written:
 
 - task 1 (membership): ``task1/train/used``, ``task1/train/not_used``, ``task1/generated``,
   ``task1/test`` and ``task1_truth.csv`` (``id,label``, 1 = used for training), with a 128x128
@@ -185,10 +190,26 @@ class PCAGaussian:
         return _to_uint8_256(x.reshape(n, self.size, self.size).astype(np.float32))
 
 
-class _VAENet(nn.Module):
-    """Stride-2 4x4 convs down to a small map, a linear bottleneck, transposed convs up."""
+def _up(decoder: str, c_in: int, c_out: int) -> nn.Module:
+    """One 2x upsampling layer of a VAE decoder (see :class:`_VAENet`)."""
+    if decoder == "transpose":
+        return nn.ConvTranspose2d(c_in, c_out, 4, 2, 1)
+    if decoder in ("nearest", "bilinear"):
+        up = nn.Upsample(scale_factor=2, mode=decoder)
+        return nn.Sequential(up, nn.Conv2d(c_in, c_out, 3, 1, 1))
+    raise ValueError(f"unknown decoder {decoder!r}; choose transpose, nearest or bilinear")
 
-    def __init__(self, size: int, latent: int, channels: Sequence[int]) -> None:
+
+class _VAENet(nn.Module):
+    """Stride-2 4x4 convs down to a small map, a linear bottleneck, then up again.
+
+    ``decoder="transpose"`` goes up with stride-2 4x4 transposed convs; ``"nearest"`` or
+    ``"bilinear"`` with ``nn.Upsample(scale_factor=2)`` of that mode, each followed by a 3x3 conv.
+    """
+
+    def __init__(
+        self, size: int, latent: int, channels: Sequence[int], decoder: str = "transpose"
+    ) -> None:
         super().__init__()
         self.channels = list(channels)
         self.grid = size // 2 ** len(self.channels)
@@ -204,10 +225,9 @@ class _VAENet(nn.Module):
         dec: list[nn.Module] = []
         rev = self.channels[::-1]
         for c, c_out in zip(rev, [*rev[1:], 0], strict=True):
+            dec.append(_up(decoder, c, c_out or 1))
             if c_out:
-                dec += [nn.ConvTranspose2d(c, c_out, 4, 2, 1), nn.LeakyReLU(0.2)]
-            else:
-                dec += [nn.ConvTranspose2d(c, 1, 4, 2, 1)]
+                dec.append(nn.LeakyReLU(0.2))
         self.decoder = nn.Sequential(*dec)
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -223,15 +243,16 @@ class ConvVAE:
     """A small convolutional VAE trained from scratch on the CPU.
 
     The encoder has one stride-2 4x4 conv (LeakyReLU) per entry of ``channels``, then a linear
-    layer to the latent mean and log-variance; the decoder mirrors it with transposed convs and
-    a sigmoid. Training minimises the pixel-summed squared error (images in [0, 1]) plus
-    ``beta`` times the KL divergence, with Adam (one-cycle schedule peaking at ``lr``) and
-    batches of ``batch``, for ``epochs`` epochs; it partly memorises a small training set (the
-    reconstruction error of training slices is lower than that of their neighbours). ``sample``
-    decodes ``z ~ N(0, temperature^2 I)``, scales to [0, 255] and upsamples to 256x256 (PIL
-    bilinear). ``beta=4`` gives smoother, more varied prior samples than ``beta=1``;
-    ``temperature < 1`` was tried and gives blurrier blends (the training codes lie away from
-    the prior's centre), so it defaults to 1.
+    layer to the latent mean and log-variance; the decoder mirrors it with transposed convs (or,
+    with ``decoder="nearest"`` / ``"bilinear"``, 2x ``nn.Upsample`` + 3x3 convs, which leave no
+    transposed-conv checkerboard) and a sigmoid. Training minimises the pixel-summed squared
+    error (images in [0, 1]) plus ``beta`` times the KL divergence, with Adam (one-cycle schedule
+    peaking at ``lr``) and batches of ``batch``, for ``epochs`` epochs; it partly memorises a
+    small training set (the reconstruction error of training slices is lower than that of their
+    neighbours). ``sample`` decodes ``z ~ N(0, temperature^2 I)``, scales to [0, 255] and
+    upsamples to 256x256 (PIL bilinear). ``beta=4`` gives smoother, more varied prior samples
+    than ``beta=1``; ``temperature < 1`` was tried and gives blurrier blends (the training codes
+    lie away from the prior's centre), so it defaults to 1.
 
     Parameters
     ----------
@@ -243,6 +264,8 @@ class ConvVAE:
         Encoder widths, one per stride-2 layer.
     epochs, batch, lr, beta, temperature
         Training and sampling settings, see above.
+    decoder : str
+        ``"transpose"`` (transposed convs), ``"nearest"`` or ``"bilinear"`` (upsample + conv).
     """
 
     def __init__(
@@ -255,6 +278,7 @@ class ConvVAE:
         lr: float = 2e-3,
         beta: float = 4.0,
         temperature: float = 1.0,
+        decoder: str = "transpose",
     ) -> None:
         if size % 2 ** len(channels):
             raise ValueError(f"size {size} is not a multiple of 2**{len(channels)}")
@@ -266,6 +290,7 @@ class ConvVAE:
         self.lr = lr
         self.beta = beta
         self.temperature = temperature
+        self.decoder = decoder
 
     def fit(self, images: np.ndarray, seed: int = 0, log: Log = _no_log) -> ConvVAE:
         """Train on ``images``, (n, 256, 256) uint8, from weights and batches seeded by ``seed``.
@@ -288,7 +313,7 @@ class ConvVAE:
         start = time.perf_counter()
         x = torch.from_numpy(_resize(images, self.size) / 255.0).unsqueeze(1)
         torch.manual_seed(seed)
-        net = _VAENet(self.size, self.latent, self.channels)
+        net = _VAENet(self.size, self.latent, self.channels, self.decoder)
         opt = torch.optim.Adam(net.parameters(), lr=self.lr)
         steps = self.epochs * -(-len(x) // self.batch)
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, self.lr, total_steps=steps)
@@ -339,10 +364,195 @@ class ConvVAE:
         return _to_uint8_256(self.net_.decode(mu)[:, 0].numpy() * 255.0)
 
 
-GenerativeModel = PCAGaussian | ConvVAE
+def spread(samples: np.ndarray) -> float:
+    """Mean over pixels of the standard deviation over ``samples`` (n, h, w), in grey levels.
+
+    0 when all samples are identical (full mode collapse); the 96 used real slices give about 45.
+    """
+    return float(np.asarray(samples, dtype=np.float64).std(0).mean())
 
 
-def make_generator(name: str) -> GenerativeModel:
+class _DCGenerator(nn.Module):
+    """DCGAN generator: linear to a 4x4 map, stride-2 transposed convs (BatchNorm, ReLU), tanh."""
+
+    def __init__(self, latent: int, channels: Sequence[int]) -> None:
+        super().__init__()
+        self.c0 = channels[0]
+        self.project = nn.Sequential(
+            nn.Linear(latent, self.c0 * 16, bias=False), nn.BatchNorm1d(self.c0 * 16), nn.ReLU()
+        )
+        layers: list[nn.Module] = []
+        for c, c_out in zip(channels, [*channels[1:], 1], strict=True):
+            layers.append(nn.ConvTranspose2d(c, c_out, 4, 2, 1, bias=c_out == 1))
+            layers += [nn.BatchNorm2d(c_out), nn.ReLU()] if c_out != 1 else [nn.Tanh()]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(self.project(z).view(len(z), self.c0, 4, 4))
+
+
+class _DCDiscriminator(nn.Module):
+    """DCGAN discriminator: stride-2 4x4 convs with LeakyReLU down to 4x4, a linear logit."""
+
+    def __init__(self, size: int, channels: Sequence[int], spectral: bool) -> None:
+        super().__init__()
+        norm = nn.utils.parametrizations.spectral_norm if spectral else (lambda m: m)
+        layers: list[nn.Module] = []
+        c_in = 1
+        for c in channels:
+            layers += [norm(nn.Conv2d(c_in, c, 4, 2, 1)), nn.LeakyReLU(0.2)]
+            c_in = c
+        grid = size // 2 ** len(channels)
+        self.net = nn.Sequential(*layers, nn.Flatten(), norm(nn.Linear(c_in * grid * grid, 1)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).squeeze(1)
+
+
+class DCGAN:
+    """A small DCGAN trained from scratch on the CPU.
+
+    The generator maps ``z ~ N(0, I)`` by a linear layer to a 4x4 map of ``channels[0]``
+    channels, then doubles the side with stride-2 4x4 transposed convs (BatchNorm, ReLU) through
+    ``channels`` and a last one to one channel with tanh, so ``size = 4 * 2 ** len(channels)``.
+    The discriminator mirrors it with stride-2 4x4 convs and LeakyReLU(0.2) (spectral norm on
+    every layer if ``spectral``) and a linear logit. Both train with Adam (``lr``, betas 0.5,
+    0.999) on the non-saturating loss (D: ``softplus(-D(x)) + softplus(D(G(z)))``, G:
+    ``softplus(-D(G(z)))``), one D and one G step per batch of ``batch`` real slices (images in
+    [-1, 1]), for ``epochs`` epochs. Batches of 8 rather than 16 (twice the steps for the same
+    compute) bring the samples much closer to training slices in the same time. On a hundred
+    slices it memorises and may partly mode-collapse. ``sample`` runs the generator in eval mode
+    (BatchNorm running statistics, so a sample does not depend on its batch; train-mode samples
+    were checked to look the same), scales to [0, 255] and upsamples to 256x256 (PIL bilinear).
+
+    Parameters
+    ----------
+    size : int
+        Internal image side, ``4 * 2 ** len(channels)``.
+    latent : int
+        Latent dimension.
+    channels : sequence of int
+        Generator widths from the 4x4 map up; the discriminator uses them reversed.
+    epochs, batch, lr : int, int, float
+        Training settings, see above.
+    spectral : bool
+        Spectral norm on the discriminator's layers.
+    """
+
+    def __init__(
+        self,
+        size: int = 64,
+        latent: int = 64,
+        channels: Sequence[int] = (128, 64, 32, 16),
+        epochs: int = 300,
+        batch: int = 8,
+        lr: float = 2e-4,
+        spectral: bool = True,
+    ) -> None:
+        if size != 4 * 2 ** len(channels):
+            raise ValueError(f"size {size} != 4 * 2**{len(channels)}")
+        self.size = size
+        self.latent = latent
+        self.channels = tuple(channels)
+        self.epochs = epochs
+        self.batch = batch
+        self.lr = lr
+        self.spectral = spectral
+
+    def fit(self, images: np.ndarray, seed: int = 0, log: Log = _no_log) -> DCGAN:
+        """Train on ``images``, (n, 256, 256) uint8, from weights and batches seeded by ``seed``.
+
+        Returns
+        -------
+        DCGAN
+            ``self``, with ``net_`` (the generator), ``d_losses_`` and ``g_losses_`` (mean per
+            batch, per epoch), ``spread_`` (mean over pixels of the std over 16 samples, in
+            grey levels) and ``train_seconds_``.
+        """
+        threads = torch.get_num_threads()
+        torch.set_num_threads(THREADS)
+        try:
+            self._train(images, seed, log)
+        finally:
+            torch.set_num_threads(threads)
+        return self
+
+    def _train(self, images: np.ndarray, seed: int, log: Log) -> None:
+        start = time.perf_counter()
+        x = torch.from_numpy(_resize(images, self.size) / 127.5 - 1.0).unsqueeze(1)
+        torch.manual_seed(seed)
+        g_net = _DCGenerator(self.latent, self.channels)
+        d_net = _DCDiscriminator(self.size, self.channels[::-1], self.spectral)
+        betas = (0.5, 0.999)
+        g_opt = torch.optim.Adam(g_net.parameters(), lr=self.lr, betas=betas)
+        d_opt = torch.optim.Adam(d_net.parameters(), lr=self.lr, betas=betas)
+        gen = torch.Generator().manual_seed(seed)
+        softplus = nn.functional.softplus
+        self.d_losses_: list[float] = []
+        self.g_losses_: list[float] = []
+        g_net.train()
+        d_net.train()
+        for epoch in range(self.epochs):
+            order = torch.randperm(len(x), generator=gen)
+            d_total = g_total = 0.0
+            n_batches = 0
+            for i in range(0, len(x), self.batch):
+                xb = x[order[i : i + self.batch]]
+                if len(xb) < 2:  # BatchNorm needs two samples
+                    continue
+                z = torch.randn((len(xb), self.latent), generator=gen)
+                fake = g_net(z)
+                d_loss = softplus(-d_net(xb)).mean() + softplus(d_net(fake.detach())).mean()
+                d_opt.zero_grad(set_to_none=True)
+                d_loss.backward()
+                d_opt.step()
+                g_loss = softplus(-d_net(fake)).mean()
+                g_opt.zero_grad(set_to_none=True)
+                g_loss.backward()
+                g_opt.step()
+                d_total += float(d_loss.detach())
+                g_total += float(g_loss.detach())
+                n_batches += 1
+            self.d_losses_.append(d_total / max(n_batches, 1))
+            self.g_losses_.append(g_total / max(n_batches, 1))
+            if (epoch + 1) % 25 == 0 or epoch + 1 == self.epochs:
+                log(
+                    f"  gan epoch {epoch + 1}/{self.epochs} d {self.d_losses_[-1]:.3f}"
+                    f" g {self.g_losses_[-1]:.3f}"
+                )
+        g_net.eval()
+        self.net_ = g_net
+        self.train_seconds_ = time.perf_counter() - start
+        self.spread_ = spread(self._decode(torch.randn((16, self.latent), generator=gen)).numpy())
+        log(f"  gan: mean pixel std over 16 samples {self.spread_:.1f} grey levels")
+
+    @torch.no_grad()
+    def _decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Generator outputs for ``z`` in eval mode, (n, size, size) in [0, 255]."""
+        return torch.cat([(self.net_(zb)[:, 0] + 1.0) * 127.5 for zb in z.split(64)])
+
+    def sample(self, n: int, seed: int) -> np.ndarray:
+        """``n`` samples, (n, 256, 256) uint8, reproducible from ``seed``."""
+        gen = torch.Generator().manual_seed(seed)
+        z = torch.randn((n, self.latent), generator=gen)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(THREADS)
+        try:
+            out = self._decode(z)
+        finally:
+            torch.set_num_threads(threads)
+        return _to_uint8_256(out.numpy())
+
+
+GenerativeModel = PCAGaussian | ConvVAE | DCGAN
+
+
+#: memorisation strengths of :func:`make_generator`.
+STRENGTHS = ("normal", "strong")
+GENERATORS = ("pca", "vae", "vae64", "vae-up", "gan")
+
+
+def make_generator(name: str, strength: str = "normal") -> GenerativeModel:
     """A generator by name.
 
     ``"pca"``: :class:`PCAGaussian` at 128x128, 95% of the variance, temperature 0.8.
@@ -350,19 +560,45 @@ def make_generator(name: str) -> GenerativeModel:
     down to 4x4), latent 32, beta 4, 150 epochs (about 1M parameters).
     ``"vae64"``: :class:`ConvVAE` at 64x64, four stride-2 layers (32, 64, 128, 128 channels, down
     to 4x4), latent 16, beta 2, 150 epochs.
+    ``"vae-up"``: :class:`ConvVAE` as ``"vae64"`` (64x64, same encoder, latent, beta and epochs)
+    but whose decoder upsamples with 2x nearest ``nn.Upsample`` + 3x3 convs ("resize-conv")
+    instead of transposed convs. (At 128x128 that decoder costs about 2.5 times the transposed
+    one, over two minutes for 150 epochs on two cores.)
+    ``"gan"``: :class:`DCGAN` at 64x64 (generator 128, 64, 32, 16 channels from 4x4, latent 64;
+    discriminator 16, 32, 64, 128 with spectral norm), batches of 8, 300 epochs.
+
+    ``strength="strong"`` makes each memorise more: twice the epochs for the VAEs and the GAN;
+    99% of the variance and temperature 1.0 for the PCA.
 
     Returns
     -------
-    PCAGaussian or ConvVAE
+    PCAGaussian, ConvVAE or DCGAN
         Unfitted.
     """
+    if strength not in STRENGTHS:
+        raise ValueError(f"unknown strength {strength!r}; choose {' or '.join(STRENGTHS)}")
+    strong = strength == "strong"
+    epochs = 2 if strong else 1
     if name == "pca":
-        return PCAGaussian()
+        return PCAGaussian(variance=0.99, temperature=1.0) if strong else PCAGaussian()
     if name == "vae":
-        return ConvVAE()
+        return ConvVAE(epochs=150 * epochs)
     if name == "vae64":
-        return ConvVAE(size=64, latent=16, channels=(32, 64, 128, 128), epochs=150, beta=2.0)
-    raise ValueError(f"unknown generator {name!r}; choose pca, vae or vae64")
+        return ConvVAE(
+            size=64, latent=16, channels=(32, 64, 128, 128), epochs=150 * epochs, beta=2.0
+        )
+    if name == "vae-up":
+        return ConvVAE(
+            size=64,
+            latent=16,
+            channels=(32, 64, 128, 128),
+            epochs=150 * epochs,
+            beta=2.0,
+            decoder="nearest",
+        )
+    if name == "gan":
+        return DCGAN(epochs=300 * epochs)
+    raise ValueError(f"unknown generator {name!r}; choose {', '.join(GENERATORS)}")
 
 
 # -- writing -----------------------------------------------------------------------------------
@@ -454,6 +690,7 @@ def build_task1(
     log: Log = _no_log,
     n_generated: int = N_GENERATED,
     block: int = BLOCK,
+    strength: str = "normal",
 ) -> Path:
     """Write ``out/task1`` (membership) and ``out/task1_truth.csv``.
 
@@ -474,20 +711,22 @@ def build_task1(
     seed : int
         Seeds the generator's training, its samples and the test draw.
     generator : str
-        ``"vae"``, ``"vae64"`` or ``"pca"``.
+        ``"vae"``, ``"vae64"``, ``"vae-up"``, ``"gan"`` or ``"pca"``.
     log : callable
         Receives progress lines.
     n_generated : int
         Samples written to ``generated/``.
     block : int
         Block length of the used / not-used interleave.
+    strength : str
+        ``"normal"`` or ``"strong"`` (the generator memorises more, see :func:`make_generator`).
 
     Returns
     -------
     Path
         ``out/task1``.
     """
-    return _task1(out, data_root, seed, generator, log, n_generated, block)[0]
+    return _task1(out, data_root, seed, generator, log, n_generated, block, strength)[0]
 
 
 def _task1(
@@ -498,6 +737,7 @@ def _task1(
     log: Log,
     n_generated: int,
     block: int,
+    strength: str = "normal",
 ) -> tuple[Path, dict[str, Any]]:
     """:func:`build_task1`, also returning the training seconds, counts and preview rows."""
     out = Path(out)
@@ -509,9 +749,11 @@ def _task1(
     test_used, test_not = _pick_test(slices, used, rng)
     n_test = len(test_used)
 
-    log(f"task1: training {generator} on {len(used_idx)} used slices")
-    gen = make_generator(generator).fit(_stack([slices[i] for i in used_idx]), seed, log)
-    log(f"task1: {generator} trained in {gen.train_seconds_:.1f} s")
+    label = generator if strength == "normal" else f"{generator} ({strength})"
+    log(f"task1: training {label} on {len(used_idx)} used slices")
+    model = make_generator(generator, strength)
+    gen = model.fit(_stack([slices[i] for i in used_idx]), seed, log)
+    log(f"task1: {label} trained in {gen.train_seconds_:.1f} s")
     samples = gen.sample(n_generated, seed + 1)
     _write_images(root / "generated", samples, [f"g{i:03d}" for i in range(n_generated)])
 
@@ -534,6 +776,7 @@ def _task1(
     )
     info = {
         "generator": generator,
+        "strength": strength,
         "train_seconds": round(gen.train_seconds_, 2),
         "n_used_train": len(used_idx) - n_test,
         "n_not_used_train": len(not_idx) - n_test,
@@ -541,7 +784,7 @@ def _task1(
         "n_generated": n_generated,
         "preview": {
             "real (used)": _stack([slices[i] for i in used_idx[:: max(len(used_idx) // 8, 1)][:8]]),
-            f"task1 {generator}": samples[:8],
+            f"task1 {label}": samples[:8],
         },
     }
     return root, info
