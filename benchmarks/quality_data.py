@@ -567,8 +567,12 @@ def make_generator(name: str, strength: str = "normal") -> GenerativeModel:
     ``"gan"``: :class:`DCGAN` at 64x64 (generator 128, 64, 32, 16 channels from 4x4, latent 64;
     discriminator 16, 32, 64, 128 with spectral norm), batches of 8, 300 epochs.
 
-    ``strength="strong"`` makes each memorise more: twice the epochs for the VAEs and the GAN;
-    99% of the variance and temperature 1.0 for the PCA.
+    On two idle CPU cores (96 used slices) ``"vae-up"`` trains in about 56 s and ``"gan"`` in
+    about 77 s; with other work on the cores, two torch threads slow down far more than the load
+    suggests (the GAN took over ten minutes at a load of 5).
+
+    ``strength="strong"`` makes each memorise more: twice the epochs (so twice the time) for the
+    VAEs and the GAN; 99% of the variance and temperature 1.0 for the PCA.
 
     Returns
     -------
