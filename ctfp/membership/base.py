@@ -101,10 +101,14 @@ class MembershipMethod(ClassifierMixin, BaseEstimator):
         self, X: Any, y: Any, generated: Any
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """Validated (x float32 (n, d), y (n,) 1 = used / 0, generated float32 (m, d) or None);
-        sets ``classes_`` and ``n_features_in_``."""
+        checks the options through ``settings_class``; sets ``classes_`` and
+        ``n_features_in_``."""
         from sklearn.utils.multiclass import check_classification_targets
         from sklearn.utils.validation import validate_data
 
+        if self.settings_class is not None:  # the options, by the command line's own rules
+            fields = self.settings_class.field_names()
+            self.settings_class(**{name: getattr(self, name) for name in fields})
         x, y = validate_data(self, X, y, dtype=np.float32, order="C", accept_sparse=False)
         check_classification_targets(y)
         classes = np.unique(y)

@@ -111,11 +111,6 @@ class CountingMembership(MembershipMethod):
     def fit(self, X: Any, y: Any, generated: Any = None) -> CountingMembership:
         """Index ``generated`` (m, d); choose the radius on training reals ``X`` (n, d) and the
         threshold with their labels ``y`` (1 = used, 0 = not used)."""
-        CountingSettings(  # validates the options with the command line's own rules
-            radius_quantile=self.radius_quantile,
-            metric=self.metric,
-            calibrate=self.calibrate,
-        )
         x, y, g = self._fit_inputs(X, y, generated)
         assert g is not None
         g, x = distance.prepare(g, self.metric), distance.prepare(x, self.metric)

@@ -144,13 +144,6 @@ class DensityRatioMembership(MembershipMethod):
     def fit(self, X: Any, y: Any, generated: Any = None) -> DensityRatioMembership:
         """Index ``generated`` (m, d) and the not-used training reals; calibrate on training
         reals ``X`` (n, d) with labels ``y`` (1 = used, 0 = not used)."""
-        DensitySettings(  # validates the options with the command line's own rules
-            estimator=self.estimator,
-            neighbours=self.neighbours,
-            bandwidth=self.bandwidth,
-            metric=self.metric,
-            calibrate=self.calibrate,
-        )
         x, y, g = self._fit_inputs(X, y, generated)
         assert g is not None
         ref_rows = np.flatnonzero(y == 0)

@@ -129,14 +129,6 @@ class ProximityMembership(MembershipMethod):
     def fit(self, X: Any, y: Any, generated: Any = None) -> ProximityMembership:
         """Index ``generated`` (m, d); calibrate on training reals ``X`` (n, d) with labels
         ``y`` (1 = used, 0 = not used)."""
-        ProximitySettings(  # validates the options with the command line's own rules
-            metric=self.metric,
-            neighbours=self.neighbours,
-            reference=self.reference,
-            calibrate=self.calibrate,
-            index=self.index,
-            recall_target=self.recall_target,
-        )
         x, y, g = self._fit_inputs(X, y, generated)
         assert g is not None
         if len(g) < self.neighbours:

@@ -150,9 +150,6 @@ class ReconstructionMembership(MembershipMethod):
     def fit(self, X: Any, y: Any, generated: Any = None) -> ReconstructionMembership:
         """Fit the PCA to ``generated`` (m, d); choose the threshold on training reals ``X``
         (n, d) with labels ``y`` (n,) (1 = used, 0 = not used)."""
-        ReconstructionSettings(  # validates the options with the command line's own rules
-            components=self.components, normalize=self.normalize, calibrate=self.calibrate
-        )
         x, y, g = self._fit_inputs(X, y, generated)
         assert g is not None
         m, d = g.shape
