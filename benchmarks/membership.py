@@ -162,6 +162,66 @@ def markdown(results: dict[str, dict[int, dict[str, Any]]]) -> str:
     return "\n".join(lines)
 
 
+def fixed_best(by_seed: dict[int, dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
+    """The single candidate (one fixed setting) with the best mean test AUC over the seeds,
+    and its per-seed results: the best scorer a user could have fixed in hindsight."""
+    runs = list(by_seed.values())
+    common = set.intersection(
+        *({k for k, v in r["candidates"].items() if "error" not in v} for r in runs)
+    )
+    label = max(
+        sorted(common), key=lambda k: np.mean([r["candidates"][k]["roc_auc"] for r in runs])
+    )
+    return label, [r["candidates"][label] for r in runs]
+
+
+def verdict(results: dict[str, dict[int, dict[str, Any]]]) -> str:
+    """Per family: auto against the best fixed scorer and the seed method; then the average
+    over families, which decides whether the default is justified."""
+    lines = [
+        "| family | best fixed scorer (hindsight) | its ROC-AUC | auto ROC-AUC | auto kappa | "
+        "auto within 1 sd | seed k=4 ROC-AUC | seed k=4 kappa | auto chose |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    means: dict[str, list[float]] = {}
+    for family, by_seed in results.items():
+        label, got = fixed_best(by_seed)
+        fixed = np.array([g["roc_auc"] for g in got])
+        auto = [s["auto"] for s in by_seed.values()]
+        seed = [s["seed k=4"] for s in by_seed.values()]
+        auc = np.array([a["roc_auc"] for a in auto])
+        sd = fixed.std(ddof=1) if len(fixed) > 1 else 0.0
+        within = (
+            "yes"
+            if auc.mean() >= fixed.mean() - max(sd, auc.std(ddof=1) if len(auc) > 1 else 0.0)
+            else "**no**"
+        )
+        chose = sorted({a["chosen"] for a in auto})
+        lines.append(
+            f"| {family} | {label} | {mean_sd(list(fixed))} | {mean_sd(list(auc))} | "
+            f"{mean_sd([a['kappa'] for a in auto])} | {within} | "
+            f"{mean_sd([x['roc_auc'] for x in seed])} | {mean_sd([x['kappa'] for x in seed])} | "
+            f"{'; '.join(chose)} |"
+        )
+        for name, values in (
+            ("auto AUC", auc),
+            ("auto kappa", [a["kappa"] for a in auto]),
+            ("seed k=4 AUC", [x["roc_auc"] for x in seed]),
+            ("seed k=4 kappa", [x["kappa"] for x in seed]),
+            ("best fixed AUC", fixed),
+        ):
+            means.setdefault(name, []).append(float(np.mean(values)))
+    lines.append("")
+    lines.append(
+        "Average over the "
+        + str(len(results))
+        + " families (each the mean over its seeds): "
+        + ", ".join(f"{k} {np.mean(v):.3f}" for k, v in means.items())
+        + "."
+    )
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="bench-out/membership")
@@ -204,6 +264,8 @@ def main() -> None:
     print(json.dumps(line))
     print()
     print(markdown(results))
+    print()
+    print(verdict(results))
 
 
 if __name__ == "__main__":

@@ -75,7 +75,8 @@ def selection_section(summary: dict[str, Any]) -> str:
         f"labelled training reals ({cv.get('folds')}-fold stratified cross-validation, "
         f"{cv.get('repeats')} repeats; methods that learn nothing from the labels fitted once). "
         "Chosen: the highest mean ROC-AUC, simplified within its family (the same features and "
-        "method) by the one-standard-error rule. The winner's "
+        "method) by the one-standard-error rule on the paired gap to the best (the same "
+        "bootstrap resamples for both). The winner's "
         "estimate is optimistic (it is the best of many); the test set was never looked at.</p>"
     )
     for name, reason in (selection.get("skipped") or {}).items():
@@ -86,12 +87,23 @@ def selection_section(summary: dict[str, Any]) -> str:
         ci = "-" if None in interval else f"{interval[0]:.3f}-{interval[1]:.3f}"
         mark = "chosen" if c.get("chosen") else ("within 1 SE" if c.get("within_one_se") else "")
         rows.append(
-            [c.get("label"), c.get("roc_auc"), c.get("roc_auc_se"), ci, mark, c.get("error") or ""]
+            [
+                c.get("label"),
+                c.get("roc_auc"),
+                c.get("roc_auc_se"),
+                ci,
+                c.get("gap_se"),
+                mark,
+                c.get("error") or "",
+            ]
         )
     count = len(rows)
     parts.append(f"<details><summary>All {count} candidates</summary>")
     parts.append(
-        table(["candidate", "CV ROC-AUC", "SE", "95 % interval", "", "could not run"], rows)
+        table(
+            ["candidate", "CV ROC-AUC", "SE", "95 % interval", "SE of gap to best", "", "error"],
+            rows,
+        )
     )
     parts.append("</details></section>")
     return "".join(parts)

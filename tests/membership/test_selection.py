@@ -6,12 +6,15 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
+from ctfp.evaluate import bootstrap_indices
 from ctfp.membership.selection import (
     Candidate,
     SelectionSettings,
+    Trial,
     auc_of,
     bootstrap_auc,
     default_candidates,
+    paired_gaps,
     select,
     stratified_folds,
 )
@@ -74,6 +77,33 @@ def test_the_scorer_that_carries_the_signal_is_chosen() -> None:
     table = selection.to_dict()
     assert table["chosen"]["chosen"] and sum(c["chosen"] for c in table["candidates"]) == 1
     assert "cross-validated" in table["reason"] or "standard error" in table["reason"]
+
+
+def test_the_rule_compares_settings_on_the_same_resamples() -> None:
+    """Two settings scored on the same slices share their noise: a setting that loses by a
+    little on every resample is behind, though each AUC alone has a wide interval."""
+    rng = np.random.default_rng(0)
+    y = np.repeat([1, 0], 50)
+    better = y + rng.standard_normal(100)
+    worse = better.copy()
+    pos = np.flatnonzero(y == 1)
+    worse[pos[np.argsort(better[pos])[-30:-25]]] -= 1.0  # five used slices ranked lower
+    trials = []
+    for scores in (better, worse):
+        t = Trial(Candidate("pixels", "reconstruction", {"components": 4}))
+        t.auc, t.oof = auc_of(y, scores), scores
+        t.auc_se, t.interval = bootstrap_auc(y, scores, 200, seed=0)
+        trials.append(t)
+    top, other = trials
+    gap = top.auc - other.auc
+    paired_gaps(top, trials, y, 200, seed=0)
+    assert top.diff_se == 0.0
+    # Alone, each estimate's error is wider than the gap; paired, the gap is two errors or more.
+    assert top.auc_se > gap > 2 * other.diff_se > 0
+    # The reference: the gap's sd over the same resamples, computed here row by row.
+    idx = bootstrap_indices(y, 200, 0)
+    gaps = [roc_auc_score(y[i], better[i]) - roc_auc_score(y[i], worse[i]) for i in idx]
+    assert other.diff_se == pytest.approx(np.std(gaps, ddof=1))
 
 
 def test_label_free_scorers_are_fitted_once_label_users_cross_validated() -> None:
