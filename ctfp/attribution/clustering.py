@@ -58,6 +58,7 @@ class Clustering:
     projection: Any = None
     bics: dict[int, float] | None = None
     silhouettes: dict[int, float] | None = None
+    groups: list[str] | None = None  # the labelled group each component stands for, if named
 
     def to_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         """The mixture and its projection: (JSON-ready parameters, numpy arrays)."""
@@ -65,6 +66,8 @@ class Clustering:
         gmm_params, arrays = gmm.to_state()
         # k and covariance_type at the top level: what models saved before 0.2 hold.
         params = {"k": self.k, "covariance_type": gmm.covariance_type, "gmm": gmm_params}
+        if self.groups is not None:
+            params["groups"] = list(self.groups)
         if self.projection is not None:  # a scikit-learn PCA or a LinearProjection
             mean = getattr(self.projection, "mean_", None)
             comps = getattr(self.projection, "components_", None)
@@ -95,7 +98,12 @@ class Clustering:
                 arrays["projection_mean"], arrays["projection_components"]
             )
         labels = np.empty(0, dtype=np.int64)
-        return cls(labels=labels, k=int(params["k"]), model=gmm, projection=projection)
+        groups = params.get("groups")
+        if groups is not None and len(groups) != int(params["k"]):
+            raise InputError(f"a saved mixture of {params['k']} components names {len(groups)}")
+        return cls(
+            labels=labels, k=int(params["k"]), model=gmm, projection=projection, groups=groups
+        )
 
     def transform(self, x: np.ndarray) -> np.ndarray:
         return x if self.projection is None else self.projection.transform(x)

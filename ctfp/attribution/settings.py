@@ -51,21 +51,66 @@ class MixtureSettings(Settings):
         return range(self.k_range[0], self.k_range[1] + 1)
 
 
+#: ``--method``: ``auto`` (labels in train/<group>/: choose by cross-validation; none: the
+#: blind mixture), ``classify`` (a linear classifier of the group), ``semi`` (the mixture
+#: started from the labelled groups), ``gmm`` (the blind mixture of the test slices).
+TASK2_METHODS = ("auto", "classify", "semi", "gmm")
+
+
 @dataclass(frozen=True)
-class Task2Settings(MixtureSettings):
+class SelectionSettings(Settings):
+    """How task 2 chooses with labels (cross-validation) and when it says "unknown"."""
+
+    stage = "auto"
+
+    folds: int = option(5, "folds of the stratified cross-validation on train/", minimum=2)
+    repeats: int = option(2, "repeats of the cross-validation, each with other folds", minimum=1)
+    bootstrap: int = option(200, "bootstrap resamples for the ARI intervals", minimum=20)
+    reject: float = option(
+        0.05,
+        "open set: the fraction of held-out labelled slices that would be called unknown; test "
+        "slices less likely than that under every known group get cluster -1 in "
+        "open_set.csv (0: off)",
+        minimum=0.0,
+        maximum=0.5,
+    )
+
+
+@dataclass(frozen=True)
+class Task2Settings(MixtureSettings, SelectionSettings):
     """A task 2 run on test slices in memory."""
 
     stage = "task2"
 
+    method: str = option(
+        "auto",
+        "auto (train/<group>/ present: cross-validated choice of classify or semi and of the "
+        "features; absent: gmm), classify, semi, gmm",
+        choices=TASK2_METHODS,
+    )
+    classifier: str = option("lr", "--method classify: lr (logistic) or lda", choices=("lr", "lda"))
+    k: int | str = option(
+        "auto",
+        "number of components, or auto (labels: the number of groups; none: lowest BIC)",
+        parse=parse_k,
+    )
+
     n_init: int = option(1, "GMM initialisations (best kept)", minimum=1)
     semi_supervised: bool = option(
-        False, "start one component per train/<group>/ at the group's mean"
+        False, "start one component per train/<group>/ at the group's mean (--method semi)"
     )
     allow_collapse: bool = option(
         False,
         "accept a fit that puts every test slice in one component although k > 1 (refused by "
         "default: such a clustering attributes nothing)",
     )
+
+    @property
+    def selection(self) -> SelectionSettings:
+        """The cross-validation and open-set part of these settings."""
+        return SelectionSettings(
+            folds=self.folds, repeats=self.repeats, bootstrap=self.bootstrap, reject=self.reject
+        )
 
 
 @dataclass(frozen=True)
@@ -86,4 +131,11 @@ class ClusterSettings(MixtureSettings):
     )
 
 
-__all__ = ["ClusterSettings", "MixtureSettings", "Task2Settings", "parse_k"]
+__all__ = [
+    "TASK2_METHODS",
+    "ClusterSettings",
+    "MixtureSettings",
+    "SelectionSettings",
+    "Task2Settings",
+    "parse_k",
+]

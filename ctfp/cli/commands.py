@@ -78,11 +78,15 @@ def run_task2(args: argparse.Namespace) -> int:
     from ctfp.attribution.settings import Task2Settings
     from ctfp.runs.task2 import run_task2
 
+    settings = from_args(Task2Settings, args)
+    embed = from_args(EmbedSettings, args)
+    if not given(args, ["features"]):
+        embed = embed.replace(features="auto")  # labels: choose them; none: the blind default
     summary = run_task2(
         args.data,
         args.out,
-        from_args(Task2Settings, args),
-        embed=from_args(EmbedSettings, args),
+        settings,
+        embed=embed,
         engine=from_args(EngineSettings, args),
         progress=not args.quiet,
     )

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from ctfp._version import __version__
+from ctfp.attribution.classify import GroupClassifier
 from ctfp.attribution.clustering import Clustering
 from ctfp.exceptions import InputError, ShardMismatchError
 from ctfp.membership.registry import METHODS
@@ -30,7 +31,11 @@ ARRAYS_FILE = "arrays.npz"
 PathLike = str | os.PathLike[str]
 
 #: Every kind of saved model, by the name it records: the membership methods and the clustering.
-KINDS: dict[str, Any] = {**METHODS, Clustering.name: Clustering}
+KINDS: dict[str, Any] = {
+    **METHODS,
+    Clustering.name: Clustering,
+    GroupClassifier.name: GroupClassifier,
+}
 
 
 @dataclass
@@ -77,7 +82,7 @@ def save_model(
     if kind not in KINDS or not isinstance(model, KINDS[kind]):
         raise InputError(
             f"cannot save a {type(model).__name__}; saved models are the membership methods "
-            f"({', '.join(METHODS)}) and Gaussian-mixture clusterings (task 2)"
+            f"({', '.join(METHODS)}), Gaussian-mixture clusterings and group classifiers (task 2)"
         )
     params, arrays = model.to_state()
     out = Path(path)

@@ -7,6 +7,7 @@ import contextlib
 import io
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -276,12 +277,17 @@ def verdict(summary: dict[str, Any]) -> str:
     )
 
 
-def auto_features(settings: EmbedSettings) -> tuple[list[str], dict[str, str]]:
-    """The feature types to try, and those left out with the reason: ResNet50 with ImageNet
-    weights only where they load (a local file or ``--weights random`` always do)."""
+def auto_features(
+    settings: EmbedSettings, candidates: Sequence[str] = AUTO_FEATURES
+) -> tuple[list[str], dict[str, str]]:
+    """The feature types of ``candidates`` to try, and those left out with the reason: ResNet50
+    with ImageNet weights only where they load (a local file or ``--weights random`` always
+    do)."""
     if settings.features != "auto":
         return [settings.features], {}
-    features = [f for f in AUTO_FEATURES if f != "resnet50"]
+    features = [f for f in candidates if f != "resnet50"]
+    if "resnet50" not in candidates:
+        return features, {}
     if settings.weights == "imagenet":
         from ctfp.embed.backbone import imagenet_state_dict
 

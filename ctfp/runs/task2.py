@@ -10,18 +10,51 @@ from typing import Any
 
 import numpy as np
 
+from ctfp.attribution.classify import GroupClassifier
 from ctfp.attribution.clustering import cluster_slices
 from ctfp.attribution.settings import Task2Settings
 from ctfp.embed.settings import EmbedSettings
 from ctfp.engine.settings import EngineSettings
 from ctfp.evaluate import attribution_metrics, write_run
 from ctfp.exceptions import InputError
-from ctfp.progress import logger
-from ctfp.runs.folder import CLUSTERS_FILE, MODEL_DIR, begin_commit, write_summary
+from ctfp.progress import logger, progress_bar
+from ctfp.runs.folder import (
+    CLUSTERS_FILE,
+    MODEL_DIR,
+    TEST_PREFIX,
+    begin_commit,
+    write_summary,
+)
 from ctfp.runs.layout import embed_layout, model_identity, test_part
 from ctfp.runs.models import save_model
 
 PathLike = str | os.PathLike[str]
+
+
+#: Feature types ``--method auto`` tries with labels (ResNet50 too where its weights load).
+TASK2_FEATURES = (
+    "pixels:32",
+    "residual",
+    "spectrum",
+    "pixels:32+residual",
+    "residual+spectrum",
+    "resnet50",
+)
+#: Features of the blind mixture when none are given: with no labels there is nothing to
+#: cross-validate a choice on, so this is a stated default (the fingerprint features carry the
+#: generator's trace; ``benchmarks/attribution.py`` measures it over seeds).
+BLIND_FEATURES = "residual"
+OPEN_SET_FILE = "open_set.csv"
+
+
+def labelled_groups(data: PathLike) -> list[str]:
+    """The ``train/<group>/`` folders of ``data`` that hold at least one file."""
+    train = Path(data) / "train"
+    if not train.is_dir():
+        return []
+    return sorted(
+        p.name for p in train.iterdir() if p.is_dir() and any(q.is_file() for q in p.rglob("*"))
+    )
 
 
 def run_task2(
@@ -34,36 +67,63 @@ def run_task2(
     progress: bool = True,
     **overrides: Any,
 ) -> dict[str, Any]:
-    """Task 2: embed ``data``, fit a Gaussian mixture on the test slices, write clusters.csv.
+    """Task 2: embed ``data``, attribute each test slice to a generator, write clusters.csv.
 
-    ``settings`` (``overrides``: its fields, e.g. ``k=3, pca=8``): ``k="auto"`` picks the number
-    of components with the lowest BIC over ``k_range`` (the silhouette of each k is reported as
-    a check). ``pca`` projects the embeddings first (full covariances in 2048-d are ill-posed
-    with a few hundred slices). ``semi_supervised`` starts the mixture from the class means of
-    ``data/train/<group>/`` (one component per group). With labelled examples present, the
-    summary also reports how the fitted mixture clusters them. ``embed`` says how the slices
-    become embeddings (reused from ``out`` on reruns with the same settings).
+    ``settings.method`` (``overrides``: Task2Settings fields, e.g. ``method="classify"``):
+
+    - ``auto`` (default): with labelled examples in ``data/train/<group>/``, choose the way to
+      attribute (a linear classifier or the semi-supervised mixture), its settings and the
+      features by cross-validation on them (:mod:`ctfp.attribution.selection`), and mark test
+      slices that fit no known group in ``open_set.csv``; without, the blind mixture;
+    - ``classify`` / ``semi``: that way, on the given features, cross-validated once for its
+      estimate and the open set;
+    - ``gmm``: the blind Gaussian mixture of the test slices (``k="auto"``: lowest BIC over
+      ``k_range``; ``pca`` projects first).
+
+    With labels, cluster ``j`` is the ``j``-th group in sorted order (the summary names them).
+    ``embed`` says how the slices become embeddings (reused from ``out`` on reruns with the
+    same settings); its ``features="auto"`` lets the run choose.
     """
     start = time.perf_counter()
     s = (settings or Task2Settings()).replace(**overrides)
     embed_settings = embed or EmbedSettings()
+    method = s.method
+    if s.semi_supervised:
+        if method not in ("auto", "semi"):
+            raise InputError(
+                f"--semi-supervised is --method semi; it contradicts --method {method}"
+            )
+        method = "semi"
+    groups_found = labelled_groups(data)
+    if method in ("classify", "semi") and not groups_found:
+        raise InputError(
+            f"--method {method} needs labelled examples in {Path(data) / 'train'}/<group>/"
+        )
+    if method == "auto":
+        method = "select" if groups_found else "gmm"
+    if method == "gmm":
+        if embed_settings.features == "auto":
+            embed_settings = embed_settings.replace(features=BLIND_FEATURES)
+        return _run_blind(data, out, s, embed_settings, engine, progress, start)
+    return _run_labelled(data, out, s, method, embed_settings, engine, progress, start)
+
+
+def _run_blind(
+    data: PathLike,
+    out: PathLike,
+    s: Task2Settings,
+    embed_settings: EmbedSettings,
+    engine: str | EngineSettings,
+    progress: bool,
+    start: float,
+) -> dict[str, Any]:
+    """The blind Gaussian mixture of the test slices."""
     out = Path(out)
     emb = embed_layout(data, out, ["test"], embed_settings, engine=engine, progress=progress)
     ids, x = test_part(emb)
     groups = emb.labels
-    train = np.array(
-        [i.startswith("train/") and g is not None for i, g in zip(emb.ids, groups, strict=True)],
-        dtype=bool,
-    )
-    if s.semi_supervised and not train.any():
-        raise InputError("--semi-supervised needs labelled examples in DATA/train/<group>/")
-    result = cluster_slices(
-        x,
-        s,
-        train_x=emb.matrix[train] if s.semi_supervised else None,
-        train_groups=groups[train] if s.semi_supervised else None,
-        progress=progress,
-    )
+    train = _train_rows(emb)
+    result = cluster_slices(x, s.replace(method="gmm"), progress=progress)
     labels = result.labels
     sizes = np.bincount(labels, minlength=result.k).tolist()
     warnings = fit_warnings(result, sizes, s, x.shape)
@@ -86,38 +146,252 @@ def run_task2(
             + ")"
         )
     logger.info(f"task2: {len(ids)} test slices in {result.k} clusters -> {out / CLUSTERS_FILE}")
+    summary = _summary_base(s, "gmm", embed_settings, engine, out, emb, len(ids))
+    summary.update(
+        {
+            "mode": "blind",
+            "features": embed_settings.features,
+            "k": result.k,
+            "k_auto_bic": None
+            if result.bics is None
+            else {str(a): b for a, b in result.bics.items()},
+            "k_auto_silhouette": None
+            if result.silhouettes is None
+            else {str(a): b for a, b in result.silhouettes.items()},
+            "init": s.init,
+            "covariance_type": s.covariance_type,
+            "pca": s.pca,
+            "converged": bool(result.model.converged_),
+            "n_iter": int(result.model.n_iter_),
+            "cluster_sizes": sizes,
+            "warnings": warnings,
+            "verdict": f"{len(ids)} test slices clustered blind into {result.k} groups (no "
+            "labelled examples in train/<group>/, so no estimate of how right they are)",
+        }
+    )
+    if train.any():
+        predicted = result.predict(emb.matrix[train])
+        summary["train_check"] = attribution_metrics(groups[train].tolist(), predicted.tolist())
+    logger.info(f"task2: {summary['verdict']}")
+    summary["seconds"] = round(time.perf_counter() - start, 2)
+    write_summary(out, summary, [out / CLUSTERS_FILE, out / MODEL_DIR])
+    return summary
+
+
+def _train_rows(emb: Any) -> np.ndarray:
+    return np.array(
+        [
+            i.startswith("train/") and g is not None
+            for i, g in zip(emb.ids, emb.labels, strict=True)
+        ],
+        dtype=bool,
+    )
+
+
+def _summary_base(
+    s: Task2Settings,
+    method: str,
+    embed_settings: EmbedSettings,
+    engine: str | EngineSettings,
+    out: Path,
+    emb: Any,
+    n_test: int,
+) -> dict[str, Any]:
     engine_settings = engine if isinstance(engine, EngineSettings) else EngineSettings(engine)
-    summary: dict[str, Any] = {
+    return {
         "task": "task2",
-        "method": "gmm",
-        "k": result.k,
-        "k_auto_bic": None if result.bics is None else {str(a): b for a, b in result.bics.items()},
-        "k_auto_silhouette": None
-        if result.silhouettes is None
-        else {str(a): b for a, b in result.silhouettes.items()},
-        "init": "train-group means" if s.semi_supervised else s.init,
-        "covariance_type": s.covariance_type,
-        "pca": s.pca,
+        "method": method,
         "seed": s.seed,
         "settings": {
             "task2": s.to_dict(),
             "embed": embed_settings.to_dict(),
             "engine": engine_settings.to_dict(),
         },
-        "n_test": len(ids),
-        "converged": bool(result.model.converged_),
-        "n_iter": int(result.model.n_iter_),
-        "cluster_sizes": sizes,
-        "warnings": warnings,
+        "n_test": n_test,
         "clusters": str(out / CLUSTERS_FILE),
         "model_dir": str(out / MODEL_DIR),
         "model": model_identity(emb.metadata),
     }
-    if train.any():
-        predicted = result.predict(emb.matrix[train])
-        summary["train_check"] = attribution_metrics(groups[train].tolist(), predicted.tolist())
+
+
+def _run_labelled(
+    data: PathLike,
+    out: PathLike,
+    s: Task2Settings,
+    method: str,
+    embed_settings: EmbedSettings,
+    engine: str | EngineSettings,
+    progress: bool,
+    start: float,
+) -> dict[str, Any]:
+    """Attribution with labels: cross-validated choice (``select``) or one way (``classify``,
+    ``semi``), then the open set."""
+    from scipy.stats import binom
+
+    from ctfp.attribution.selection import Candidate, default_candidates, select
+    from ctfp.runs.task1 import auto_features
+
+    out = Path(out)
+    if embed_settings.features == "auto":
+        features, skipped = auto_features(embed_settings, TASK2_FEATURES)
+    else:
+        features, skipped = [embed_settings.features], {}
+    for name, reason in skipped.items():
+        logger.warning(
+            f"auto: {name} left out: {reason} (pass --weights PATH or --weights random to try it)"
+        )
+    embedded = {
+        f: embed_layout(
+            data,
+            out,
+            ["test"],
+            embed_settings.replace(features=f),
+            engine=engine,
+            progress=progress,
+        )
+        for f in features
+    }
+    first = embedded[features[0]]
+    for f in features[1:]:
+        if set(embedded[f].ids) != set(first.ids):
+            raise InputError(
+                f"the {f} and {features[0]} embeddings hold different slices; remove "
+                f"{out}/embeddings-* and rerun"
+            )
+    train = _train_rows(first)
+    train_ids = [i for i, t in zip(first.ids, train, strict=True) if t]
+    groups = np.asarray([str(g) for g in first.labels[train]], dtype=object)
+    names = sorted(set(groups.tolist()))
+    if len(names) < 2:
+        raise InputError(
+            f"attribution with labels needs examples of at least 2 groups in train/<group>/; "
+            f"found {names or 'none readable'}"
+        )
+    if isinstance(s.k, int) and s.k != len(names):
+        raise InputError(
+            f"--k {s.k} but train/ holds {len(names)} labelled groups ({', '.join(names)}): with "
+            "labels k is the number of groups; drop --k, or --method gmm to cluster blind"
+        )
+    ids, _ = test_part(first)
+    test_ids = [TEST_PREFIX + i for i in ids]
+
+    def part(f: str, wanted: list[str]) -> np.ndarray:
+        emb = embedded[f]
+        where = {i: n for n, i in enumerate(emb.ids)}
+        return emb.matrix[[where[i] for i in wanted]]
+
+    matrices = {f: (part(f, train_ids), part(f, test_ids)) for f in features}
+    if method == "select":
+        candidates = default_candidates(features, len(groups))
+    elif embed_settings.features == "auto":  # the way is given; its settings and features not
+        candidates = [c for c in default_candidates(features, len(groups)) if c.way == method]
+    elif method == "classify":
+        candidates = [Candidate(features[0], "classify", {"model": s.classifier, "pca": s.pca})]
+    else:
+        candidates = [
+            Candidate(features[0], "semi", {"pca": s.pca, "covariance": s.covariance_type})
+        ]
+    cv = s.selection
+    logger.info(
+        f"task2: {len(candidates)} candidate(s) ({len(features)} feature type"
+        f"{'s' if len(features) > 1 else ''}) cross-validated on {len(groups)} labelled slices "
+        f"of {len(names)} groups, {cv.folds} folds x {cv.repeats} repeats"
+    )
+    begin_commit(out)
+    selection = select(
+        matrices,
+        groups,
+        candidates,
+        cv,
+        seed=s.seed,
+        device=s.device,
+        progress=lambda items: progress_bar(
+            len(items), "task2: candidates", "cand", enabled=progress, iterable=items
+        ),
+    )
+    best = selection.best.candidate
+    x_train, x_test = matrices[best.features]
+    attributor = best.fit(x_train, groups, x_test, s.seed, s.device)
+    predicted = attributor.predict_groups(x_test)
+    clusters = np.searchsorted(names, predicted.astype(str))
+    pvalues = selection.open_set_pvalues()
+    unknown = pvalues <= cv.reject if pvalues is not None else np.zeros(len(ids), bool)
+    n_unknown = int(unknown.sum())
+    # More unknowns than the false-rejection rate explains (binomial tail, 0.1 %): a generator
+    # nobody labelled. With --k auto they become a cluster of their own in clusters.csv.
+    tail = float(binom.sf(n_unknown - 1, len(ids), cv.reject)) if cv.reject > 0 else 1.0
+    extra = n_unknown >= 5 and tail < 1e-3
+    k = len(names)
+    if extra and s.k == "auto":
+        clusters = np.where(unknown, len(names), clusters)
+        k += 1
+    write_run(out / CLUSTERS_FILE, ids, clusters)
+    write_run(out / OPEN_SET_FILE, ids, np.where(unknown, -1, clusters))
+    winner = embedded[best.features]
+    recorded = {
+        "task2": s.to_dict(),
+        "embed": embed_settings.replace(features=best.features).to_dict(),
+        "chosen": {"features": best.features, "method": best.way, "params": dict(best.params)},
+        "groups": names,
+        "open_set_reject": cv.reject,
+    }
+    model = attributor.model
+    if not isinstance(model, GroupClassifier):
+        model.groups = attributor.groups
+    save_model(model, out / MODEL_DIR, identity=winner.metadata, settings=recorded)
+    sizes = np.bincount(clusters, minlength=k).tolist()
+    table = selection.to_dict()
+    b = selection.best
+    verdict = (
+        f"{len(ids)} test slices attributed to {len(names)} labelled generators by "
+        f"{best.label}: cross-validated ARI {b.ari:.2f} [{b.interval[0]:.2f}, "
+        f"{b.interval[1]:.2f}], accuracy {b.accuracy:.2f}, on {len(groups)} labelled slices"
+    )
+    if pvalues is not None:
+        verdict += f"; {n_unknown} fit no known generator ({cv.reject:.0%} expected by chance)" + (
+            ", more than chance: likely a generator not in train/" if extra else ""
+        )
+    logger.info(f"task2: {verdict}")
+    summary = _summary_base(s, best.way, embed_settings, engine, out, winner, len(ids))
+    summary.update(
+        {
+            "mode": "auto" if method == "select" else method,
+            "features": best.features,
+            "params": dict(best.params),
+            "pca": best.params.get("pca"),
+            "init": "train-group means" if best.way == "semi" else None,
+            "covariance_type": best.params.get("covariance", s.covariance_type)
+            if best.way == "semi"
+            else None,
+            "k": k,
+            "groups": names,
+            "cluster_groups": {str(j): n for j, n in enumerate(names)}
+            | ({str(len(names)): "unknown"} if k > len(names) else {}),
+            "selection": table,
+            "open_set": {
+                "reject": cv.reject,
+                "rule": "cross-conformal p-value <= reject",
+                "min_pvalue": round(1.0 / (len(groups) + 1), 4),
+                "unknown": n_unknown,
+                "expected_by_chance": round(cv.reject * len(ids), 1),
+                "binomial_tail": tail,
+                "extra_group": extra,
+                "file": str(out / OPEN_SET_FILE),
+            },
+            "k_auto_bic": None,
+            "k_auto_silhouette": None,
+            "cluster_sizes": sizes,
+            "warnings": [],
+            "verdict": verdict,
+            "train_check": attribution_metrics(
+                groups.tolist(), attributor.predict_groups(x_train).tolist()
+            ),
+        }
+    )
+    if skipped:
+        summary["selection"]["skipped"] = skipped
     summary["seconds"] = round(time.perf_counter() - start, 2)
-    write_summary(out, summary, [out / CLUSTERS_FILE, out / MODEL_DIR])
+    write_summary(out, summary, [out / CLUSTERS_FILE, out / OPEN_SET_FILE, out / MODEL_DIR])
     return summary
 
 
@@ -155,4 +429,11 @@ def fit_warnings(
     return found
 
 
-__all__ = ["fit_warnings", "run_task2"]
+__all__ = [
+    "BLIND_FEATURES",
+    "OPEN_SET_FILE",
+    "TASK2_FEATURES",
+    "fit_warnings",
+    "labelled_groups",
+    "run_task2",
+]

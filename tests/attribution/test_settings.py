@@ -11,7 +11,8 @@ from ctfp.settings import SettingsError
 
 def test_defaults_and_round_trip() -> None:
     s = Task2Settings()
-    assert (s.k, s.covariance_type, s.init, s.pca, s.n_init) == (4, "full", "kmeans", None, 1)
+    assert (s.k, s.covariance_type, s.init, s.pca, s.n_init) == ("auto", "full", "kmeans", None, 1)
+    assert (s.method, s.classifier, s.folds, s.reject) == ("auto", "lr", 5, 0.05)
     assert list(s.ks) == list(range(2, 9))
     assert Task2Settings.from_dict(s.to_dict()) == s
     c = ClusterSettings(k="auto", k_range=(2, 5), sample=100)

@@ -32,6 +32,8 @@ def test_task2_end_to_end(task2_data: Path, tmp_path: Path, capsys) -> None:
         str(task2_data),
         "--out",
         str(out),
+        "--method",
+        "gmm",
         "--k",
         "3",
         "--init",
@@ -81,6 +83,8 @@ def test_task2_other_inits(task2_data: Path, tmp_path: Path, init: str) -> None:
                 str(task2_data),
                 "--out",
                 str(out),
+                "--method",
+                "gmm",
                 "--k",
                 "3",
                 "--init",
@@ -105,6 +109,8 @@ def test_task2_k_auto_says_what_it_chose(task2_data: Path, tmp_path: Path, capsy
                 str(task2_data),
                 "--out",
                 str(out),
+                "--method",
+                "gmm",
                 "--k",
                 "auto",
                 "--k-range",
@@ -158,7 +164,7 @@ def test_task2_semi_supervised_with_pca(task2_data: Path, tmp_path: Path, capsys
 
 def test_task2_python_api_records_its_settings(task2_data: Path, tmp_path: Path) -> None:
     out = tmp_path / "api"
-    settings = Task2Settings(k=3, pca=4, covariance_type="diag", device="cpu")
+    settings = Task2Settings(method="gmm", k=3, pca=4, covariance_type="diag", device="cpu")
     embed = EmbedSettings(features="residual", device="cpu")
     summary = run_task2(task2_data, out, settings, embed=embed, progress=False)
     assert summary["k"] == 3 and summary["pca"] == 4
