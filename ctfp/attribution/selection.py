@@ -86,7 +86,8 @@ class Candidate:
                 covariance_type=self.params.get("covariance", "full"),
                 pca=self.params.get("pca"),
             )
-            return Attributor(clustering, name_components(clustering, x, groups))
+            density = GroupClassifier(random_state=seed).fit(x, groups)  # for the open set
+            return Attributor(clustering, name_components(clustering, x, groups), density)
         raise ValueError(f"unknown way to attribute {self.way!r}; choose from {', '.join(WAYS)}")
 
 
@@ -96,16 +97,20 @@ class Attributor:
 
     model: GroupClassifier | Clustering
     groups: list[str]
+    density: GroupClassifier | None = None  # the open set's group densities, if not ``model``
 
     def predict_groups(self, x: np.ndarray) -> np.ndarray:
         """(n,) group name of each row."""
         return np.asarray(self.groups, dtype=object)[self.model.predict(x)]
 
     def log_density(self, x: np.ndarray) -> np.ndarray:
-        """(n,) log density under the most likely known group (mixture: the mixture's)."""
-        if isinstance(self.model, GroupClassifier):
-            return self.model.log_density(x)
-        return np.asarray(self.model.model.score_samples(self.model.transform(x)), np.float64)
+        """(n,) log density under the most likely known group, each group a Gaussian fitted
+        on its labelled slices only (:meth:`GroupClassifier.log_density`; never the mixture's
+        density, which is fitted on the test slices and so explains an unknown generator's
+        slices too)."""
+        model = self.density or self.model
+        assert isinstance(model, GroupClassifier)
+        return model.log_density(x)
 
 
 def name_components(model: Clustering, x: np.ndarray, groups: np.ndarray) -> list[str]:

@@ -347,10 +347,22 @@ def _run_labelled(
         f"{best.label}: cross-validated ARI {b.ari:.2f} [{b.interval[0]:.2f}, "
         f"{b.interval[1]:.2f}], accuracy {b.accuracy:.2f}, on {len(groups)} labelled slices"
     )
-    if pvalues is not None:
-        verdict += f"; {n_unknown} fit no known generator ({cv.reject:.0%} expected by chance)" + (
-            ", more than chance: likely a generator not in train/" if extra else ""
+    blind_spot = pvalues is not None and 1.0 / (len(groups) + 1) > cv.reject
+    if blind_spot:
+        verdict += f"; too few labelled slices for the open set to flag any at {cv.reject:.0%}"
+    elif pvalues is not None:
+        verdict += f"; {n_unknown} fit no known generator ({cv.reject:.0%} expected by chance)"
+        if extra:
+            verdict += ", more than chance: likely a generator not in train/"
+    warnings = []
+    if blind_spot:
+        warnings.append(
+            f"with {len(groups)} labelled slices the smallest open-set p-value is "
+            f"1/{len(groups) + 1} = {1.0 / (len(groups) + 1):.3f}, above --reject {cv.reject}: "
+            "no test slice can be called unknown; label more slices or raise --reject"
         )
+    for warning in warnings:
+        logger.warning(f"warning: {warning}")
     logger.info(f"task2: {verdict}")
     summary = _summary_base(s, best.way, embed_settings, engine, out, winner, len(ids))
     summary.update(
@@ -381,7 +393,7 @@ def _run_labelled(
             "k_auto_bic": None,
             "k_auto_silhouette": None,
             "cluster_sizes": sizes,
-            "warnings": [],
+            "warnings": warnings,
             "verdict": verdict,
             "train_check": attribution_metrics(
                 groups.tolist(), attributor.predict_groups(x_train).tolist()

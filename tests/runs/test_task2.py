@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ from ctfp.cli import main
 from ctfp.embed.settings import EmbedSettings
 from ctfp.evaluate import read_table, validate_run
 from ctfp.runs.task2 import run_task2
+from tests.conftest import GENERATORS
 
 EMBED = ["--weights", "random", "--image-size", "64", "--quiet"]
 
@@ -160,6 +162,86 @@ def test_task2_semi_supervised_with_pca(task2_data: Path, tmp_path: Path, capsys
     summary = json.loads(capsys.readouterr().out)
     assert summary["k"] == 3 and summary["init"] == "train-group means" and summary["pca"] == 8
     assert validate_run(out / "clusters.csv", "task2") == []
+
+
+def test_task2_defaults_use_the_labels(task2_data: Path, tmp_path: Path, capsys) -> None:
+    """No flags: train/<group>/ is there, so the way to attribute and the features are chosen
+    by cross-validation on it, and the table says what was tried."""
+    out = tmp_path / "labels"
+    assert main(["run", "task2", str(task2_data), "--out", str(out), "--quiet", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    table = summary["selection"]["candidates"]
+    assert {c["method"] for c in table} == {"classify", "semi"}
+    assert {"residual", "spectrum", "pixels:32"} <= {c["features"] for c in table}
+    chosen = [c for c in table if c["chosen"]]
+    assert len(chosen) == 1 and chosen[0]["features"] == summary["features"]
+    assert summary["mode"] == "auto" and summary["groups"] == sorted(GENERATORS)
+    assert summary["cluster_groups"] == {str(j): g for j, g in enumerate(sorted(GENERATORS))}
+    truth = read_table(task2_data / "truth.csv", "cluster")
+    assert chosen[0]["ari"] > 0.9
+    assert summary["verdict"].startswith(f"{len(truth)} test slices attributed to 3 labelled")
+    # 12 labelled slices: no p-value is small enough for the 5 % open set, and it says so.
+    assert any("no test slice can be called unknown" in w for w in summary["warnings"])
+    assert "too few labelled slices for the open set" in summary["verdict"]
+    run = read_run(out / "clusters.csv")
+    ids = sorted(truth)
+    assert adjusted_rand_score([truth[i] for i in ids], [run[i] for i in ids]) > 0.9
+    assert validate_run(out / "clusters.csv", "task2", ids) == []
+    assert read_run(out / "open_set.csv") == run  # nothing unknown
+    # The saved classifier scores an archive like any model.
+    from ctfp.runs.models import load_model
+
+    saved = load_model(out)
+    assert saved.task == "task2" and saved.kind in ("classify", "gmm")
+
+
+@pytest.fixture(scope="module")
+def open_set_data(tmp_path_factory) -> tuple[Path, dict[str, int]]:
+    """Every lung PNG through one of the three "generators"; 20 labelled slices of blur and of
+    noise in train/, none of poster (the generator nobody labelled); the rest are test/."""
+    from PIL import Image
+
+    from tests.conftest import LUNG
+
+    root = tmp_path_factory.mktemp("open_set")
+    rng = np.random.default_rng(1)
+    truth, labelled = {}, dict.fromkeys(GENERATORS, 0)
+    for n, path in enumerate(sorted((LUNG / "png").glob("*.png"))):
+        g = list(GENERATORS)[n % 3]
+        img = GENERATORS[g](Image.open(path), rng)
+        if g != "poster" and labelled[g] < 20:
+            labelled[g] += 1
+            folder = root / "train" / g
+        else:
+            folder = root / "test"
+            truth[path.stem] = n % 3
+        folder.mkdir(parents=True, exist_ok=True)
+        img.save(folder / f"{path.stem}.png")
+    return root, truth
+
+
+def test_task2_a_generator_nobody_labelled_is_unknown(
+    open_set_data: tuple[Path, dict[str, int]], tmp_path: Path, capsys
+) -> None:
+    """The open set, tested by leaving one generator out of train/: its test slices get -1
+    in open_set.csv, more than chance explains, so with --k auto they form a cluster."""
+    data, truth = open_set_data
+    out = tmp_path / "open"
+    args = ["run", "task2", str(data), "--out", str(out), "--quiet", "--json"]
+    assert main([*args, "--features", "residual", "--method", "classify"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    open_set = read_run(out / "open_set.csv")
+    new = [i for i in truth if truth[i] == 2]  # poster
+    known = [i for i in truth if truth[i] != 2]
+    assert np.mean([open_set[i] == -1 for i in new]) > 0.8
+    assert np.mean([open_set[i] == -1 for i in known]) < 0.15
+    assert summary["open_set"]["unknown"] == sum(v == -1 for v in open_set.values())
+    assert summary["open_set"]["extra_group"] and summary["k"] == 3
+    clusters = read_run(out / "clusters.csv")
+    assert {clusters[i] for i in open_set if open_set[i] == -1} == {2}
+    assert summary["cluster_groups"] == {"0": "blur", "1": "noise", "2": "unknown"}
+    assert "likely a generator not in train/" in summary["verdict"]
+    assert validate_run(out / "clusters.csv", "task2", sorted(truth)) == []
 
 
 def test_task2_python_api_records_its_settings(task2_data: Path, tmp_path: Path) -> None:
