@@ -904,6 +904,121 @@ def _task2(
     return root, {"train_seconds": seconds, "preview": preview}
 
 
+# -- task 2 benchmark sets ---------------------------------------------------------------------
+#: The attribution benchmark's sets: (generator kind, training subset) per generator.
+#: ``architectures``: four architectures, each trained on the same real slices (every other
+#: block of two, as task 1's used half), so only the architecture tells them apart.
+#: ``same-arch``: the 64x64 VAE three times, same settings, other seeds, trained on disjoint
+#: thirds of the slices (every third block of two): which training subset made an image (the
+#: 2025 edition of the challenge).
+TASK2_SETS: dict[str, tuple[tuple[str, str], ...]] = {
+    "architectures": (
+        ("pca", "half"),
+        ("vae", "half"),
+        ("vae-up", "half"),
+        ("gan", "half"),
+    ),
+    "same-arch": (("vae64", "third0"), ("vae64", "third1"), ("vae64", "third2")),
+}
+
+
+def _subset(slices: Sequence[Slice], name: str) -> list[Slice]:
+    """``half``: task 1's used half; ``thirdK``: blocks of two slices dealt to three subsets
+    in turn within each series, subset K."""
+    if name == "half":
+        return [s for s, u in zip(slices, split_used(slices), strict=True) if u]
+    k = int(name.removeprefix("third"))
+    position: dict[tuple[str, str], int] = {}
+    out = []
+    for s in slices:
+        i = position.get((s.patient, s.series), 0)
+        position[(s.patient, s.series)] = i + 1
+        if (i // 2) % 3 == k:
+            out.append(s)
+    return out
+
+
+def build_task2_set(
+    out: Path,
+    name: str,
+    seed: int = 0,
+    data_root: Path | None = None,
+    log: Log = _no_log,
+    n_test_each: int = 150,
+    n_train_each: int = 60,
+) -> dict[str, Any]:
+    """Write ``out/task2`` and ``out/task2_truth.csv`` for the set ``name`` of
+    :data:`TASK2_SETS`: each generator trained (seeded by ``seed`` and its place) on its
+    subset, ``n_test_each`` test images and ``n_train_each`` labelled ones in
+    ``train/g<index>_<kind>/``; test images pooled and shuffled. Returns the training seconds."""
+    out = Path(out)
+    root = _fresh(out / "task2")
+    slices = load_slices(data_root)
+    tests, labels, seconds = [], [], {}
+    for g, (kind, subset_name) in enumerate(TASK2_SETS[name]):
+        subset = _subset(slices, subset_name)
+        group = f"g{g}_{kind}"
+        log(f"{name}: training {group} on {len(subset)} slices ({subset_name})")
+        gen = make_generator(kind).fit(_stack(subset), seed * 1000 + 10 * (g + 1), log)
+        seconds[group] = round(gen.train_seconds_, 2)
+        samples = gen.sample(n_test_each + n_train_each, seed * 1000 + 10 * (g + 1) + 1)
+        _write_images(
+            root / "train" / group,
+            samples[n_test_each:],
+            [f"{group}_{i:03d}" for i in range(n_train_each)],
+        )
+        tests.append(samples[:n_test_each])
+        labels += [g] * n_test_each
+    images = np.concatenate(tests)
+    order = np.random.default_rng(seed).permutation(len(images))
+    names = [f"s{i:04d}" for i in range(len(order))]
+    _write_images(root / "test", images[order], names)
+    _write_truth(
+        out / "task2_truth.csv",
+        "cluster",
+        [(n, labels[i]) for n, i in zip(names, order, strict=True)],
+    )
+    return {"train_seconds": seconds}
+
+
+def degrade(pixels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """What a data lake does to an image (uint8 (h, w)), seeded: a gamma change in
+    [0.9, 1.1], a rescale by [0.75, 1.25] and back (bilinear), JPEG re-encoding at quality
+    70-95, decoded again."""
+    import io
+
+    gamma = rng.uniform(0.9, 1.1)
+    scale = rng.uniform(0.75, 1.25)
+    quality = int(rng.integers(70, 96))
+    x = 255.0 * (pixels.astype(np.float64) / 255.0) ** gamma
+    im = Image.fromarray(np.clip(np.rint(x), 0, 255).astype(np.uint8), mode="L")
+    h, w = pixels.shape
+    im = im.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.BILINEAR)
+    im = im.resize((w, h), Image.Resampling.BILINEAR)
+    buffer = io.BytesIO()
+    im.save(buffer, format="JPEG", quality=quality)
+    buffer.seek(0)
+    with Image.open(buffer) as back:
+        return np.asarray(back.convert("L"), dtype=np.uint8)
+
+
+def degrade_task2(source: Path, out: Path, seed: int = 0) -> Path:
+    """A degraded copy of a task 2 folder ``source`` (``task2/`` and ``task2_truth.csv``) in
+    ``out``: every image (labelled and test) through :func:`degrade` with its own seeded draw,
+    saved as PNG under the same name; the truth copied."""
+    source, out = Path(source), Path(out)
+    root = _fresh(out / "task2")
+    rng = np.random.default_rng(seed + 7919)
+    for path in sorted((source / "task2").rglob("*.png")):
+        target = root / path.relative_to(source / "task2")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with Image.open(path) as im:
+            pixels = np.asarray(im.convert("L"), dtype=np.uint8)
+        _save_png(target, degrade(pixels, rng))
+    shutil.copyfile(source / "task2_truth.csv", out / "task2_truth.csv")
+    return root
+
+
 # -- all ---------------------------------------------------------------------------------------
 def build_all(
     out: Path, data_root: Path | None = None, seed: int = 0, log: Log = _no_log

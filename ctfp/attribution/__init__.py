@@ -1,5 +1,7 @@
-"""Task 2, attribution: which generator made a synthetic slice (Gaussian mixture clustering)."""
+"""Task 2, attribution: which generator made a synthetic slice (a classifier of the labelled
+generators, or Gaussian mixture clustering)."""
 
+from ctfp.attribution.classify import GroupClassifier
 from ctfp.attribution.clustering import (
     Clustering,
     LinearProjection,
@@ -12,6 +14,7 @@ from ctfp.attribution.shards import cluster_shards
 __all__ = [
     "ClusterSettings",
     "Clustering",
+    "GroupClassifier",
     "LinearProjection",
     "MixtureSettings",
     "Task2Settings",

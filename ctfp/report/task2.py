@@ -16,8 +16,68 @@ from ctfp.report.sections import map_section
 from ctfp.runs.folder import CLUSTERS_FILE, TEST_PREFIX
 
 PathLike = str | os.PathLike[str]
-NAV = ("settings", "map", "clusters", "evaluation", "thumbnails")
+NAV = ("selection", "settings", "map", "clusters", "evaluation", "thumbnails")
 GREYS = ("#444444", "#888888", "#bbbbbb", "#222222", "#666666", "#aaaaaa")
+
+
+def selection_section(summary: dict[str, Any]) -> str:
+    """Attribution with labels: what was chosen and why, the open set, and every candidate's
+    cross-validated ARI on the labelled slices (best first; the table collapsed)."""
+    selection = summary.get("selection")
+    if not selection:
+        return ""
+    cv = selection.get("settings") or {}
+    parts = ['<section id="selection"><h2>Method selection</h2>']
+    parts.append(f'<p class="verdict">{escape(selection.get("reason", ""))}.</p>')
+    parts.append(
+        f'<p class="note">Each candidate was scored out of fold on the '
+        f"{selection.get('n_labelled')} labelled slices of train/&lt;group&gt;/ "
+        f"({cv.get('folds')}-fold cross-validation stratified by group, {cv.get('repeats')} "
+        "repeats). Chosen: the highest mean ARI, simplified within its family (same features "
+        "and way) by the one-standard-error rule on the paired gap to the best. The winner's "
+        "estimate is optimistic (it is the best of many); the test truth was never looked at.</p>"
+    )
+    open_set = summary.get("open_set") or {}
+    if open_set:
+        parts.append(
+            f'<p class="note">Open set: {open_set.get("unknown")} of {summary.get("n_test")} '
+            "test slices fit no labelled generator (cross-conformal p-value at most "
+            f"{open_set.get('reject')}; about {open_set.get('expected_by_chance')} expected by "
+            "chance). "
+            + (
+                "More than chance explains: likely a generator that train/ does not hold."
+                if open_set.get("extra_group")
+                else ""
+            )
+            + " They are -1 in open_set.csv.</p>"
+        )
+    for name, reason in (selection.get("skipped") or {}).items():
+        parts.append(f'<p class="note">{escape(name)} left out: {escape(reason)}</p>')
+    rows = []
+    for c in selection.get("candidates") or []:
+        interval = c.get("ari_95") or [None, None]
+        ci = "-" if None in interval else f"{interval[0]:.3f}-{interval[1]:.3f}"
+        mark = "chosen" if c.get("chosen") else ("within 1 SE" if c.get("within_one_se") else "")
+        rows.append(
+            [
+                c.get("label"),
+                c.get("ari"),
+                c.get("accuracy"),
+                ci,
+                c.get("gap_se"),
+                mark,
+                c.get("error") or "",
+            ]
+        )
+    parts.append(f"<details><summary>All {len(rows)} candidates</summary>")
+    parts.append(
+        table(
+            ["candidate", "CV ARI", "accuracy", "95 % interval", "SE of gap to best", "", "error"],
+            rows,
+        )
+    )
+    parts.append("</details></section>")
+    return "".join(parts)
 
 
 def task2_body(
@@ -48,6 +108,16 @@ def task2_body(
     if shards is not None:
         rows = read_rows(shards, wanted, generated=False, vectors=False, seed=seed)
     sections = []
+    if summary.get("verdict"):
+        sections.append(
+            f'<section id="verdict"><p class="verdict">{escape(summary["verdict"])}</p></section>'
+        )
+    sections.append(selection_section(summary))
+    named = summary.get("cluster_groups") or {}
+
+    def title(c: int) -> str:
+        """``cluster 2 (g2_vae)``: the labelled group a cluster stands for, where known."""
+        return f"cluster {c}" + (f" ({named[str(c)]})" if str(c) in named else "")
 
     colours = cluster_colours(names)
     groups: list[str] = []
@@ -81,15 +151,26 @@ def task2_body(
         caption = "k chosen by the lowest BIC; the silhouette as a check."
         figures.append(figure(uri, caption, "BIC sweep"))
     parts = ['<section id="clusters"><h2>Clusters</h2>']
-    parts.append(table(["cluster", "test slices"], list(zip(names, sizes, strict=True))))
+    parts.append(
+        table(
+            ["cluster", "test slices"], [(title(c), n) for c, n in zip(names, sizes, strict=True)]
+        )
+    )
     parts.append('<div class="figures">' + "".join(figures) + "</div>")
     check = summary.get("train_check")
     if check:
-        parts.append(
-            '<h3>Labelled training examples</h3><p class="note">How the fitted mixture clusters '
-            "the train/&lt;group&gt;/ examples (they were not used for the fit unless "
-            "semi-supervised).</p>"
-        )
+        if summary.get("selection"):
+            note = (
+                "How the final model attributes the train/&lt;group&gt;/ examples it was fitted "
+                "on: in sample, so optimistic; the cross-validated figures above are the honest "
+                "estimate."
+            )
+        else:
+            note = (
+                "How the fitted mixture clusters the train/&lt;group&gt;/ examples (not used for "
+                "the fit)."
+            )
+        parts.append(f'<h3>Labelled training examples</h3><p class="note">{note}</p>')
         parts.append(table(["metric", "value"], list(check.items())))
     parts.append("</section>")
     sections.append("".join(parts))
@@ -99,7 +180,7 @@ def task2_body(
         truth_table = read_table(truth, "cluster")
         groups_t = sorted(set(truth_table.values()))
         contingency = [
-            [f"cluster {c}", *(sum(truth_table.get(i) == g for i in members[c]) for g in groups_t)]
+            [title(c), *(sum(truth_table.get(i) == g for i in members[c]) for g in groups_t)]
             for c in names
         ]
         sections.append(
@@ -131,7 +212,8 @@ def task2_body(
         thumbs = Thumbnails(window_of(rows.metadata), side=THUMB_SIDE)
         for c in names:
             parts.append(
-                f"<h3>Cluster {escape(c)} ({len(members[c])} slices, {len(shown[c])} shown)</h3>"
+                f"<h3>{escape('C' + title(c)[1:])} ({len(members[c])} slices, "
+                f"{len(shown[c])} shown)</h3>"
             )
             cells = [thumbs.html(rows.where.get(TEST_PREFIX + i), i) for i in shown[c]]
             parts.append('<div class="grid">' + "".join(cells) + "</div>")

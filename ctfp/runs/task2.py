@@ -351,7 +351,10 @@ def _run_labelled(
     if blind_spot:
         verdict += f"; too few labelled slices for the open set to flag any at {cv.reject:.0%}"
     elif pvalues is not None:
-        verdict += f"; {n_unknown} fit no known generator ({cv.reject:.0%} expected by chance)"
+        verdict += (
+            f"; {n_unknown} fit no known generator (about {cv.reject * len(ids):.0f} expected "
+            f"by chance at {cv.reject:.0%})"
+        )
         if extra:
             verdict += ", more than chance: likely a generator not in train/"
     warnings = []

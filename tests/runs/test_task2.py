@@ -192,6 +192,15 @@ def test_task2_defaults_use_the_labels(task2_data: Path, tmp_path: Path, capsys)
 
     saved = load_model(out)
     assert saved.task == "task2" and saved.kind in ("classify", "gmm")
+    from ctfp.runs.folder import embeddings_dir
+
+    shards = embeddings_dir(out, summary["features"])
+    assert main(["score", str(out), str(shards), "--out", str(tmp_path / "s"), "--quiet"]) == 0
+    import pyarrow.parquet as pq
+
+    scored = pq.read_table(tmp_path / "s").to_pylist()
+    by_id = {r["id"][len("test/") :]: r["label"] for r in scored if r["id"].startswith("test/")}
+    assert by_id == run  # the archive scored as the run attributed its test slices
 
 
 @pytest.fixture(scope="module")
