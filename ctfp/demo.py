@@ -152,7 +152,7 @@ def run_demo(
         report = write_report(dest, truth=folders["task1"] / "truth.csv")
         runs[name] = {"run": str(dest / "run.csv"), "report": str(report), "metrics": metrics}
     dest = out / "task2"
-    run_task2(folders["task2"], dest, k=3, pca=8, **options)
+    run_task2(folders["task2"], dest, **options)  # the labelled examples choose the way
     metrics = evaluate_run("task2", dest / "clusters.csv", folders["task2"] / "truth.csv")
     report = write_report(dest, truth=folders["task2"] / "truth.csv")
     runs["task2"] = {"run": str(dest / "clusters.csv"), "report": str(report), "metrics": metrics}

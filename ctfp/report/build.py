@@ -74,7 +74,7 @@ def write_report(
     else:
         body, rows = task2_body(run, summary, shards, truth, max_items, seed)
         nav = TASK2_NAV
-    body = settings_section(run, summary, rows, shards) + body
+    body = body + settings_section(run, summary, rows, shards)  # the answer first, settings last
     title = f"ctfp {task} report: {run.resolve().name}"
     dest = Path(out_html) if out_html is not None else run / "report.html"
     write_text_atomic(dest, page(title, task, nav, body, __version__))

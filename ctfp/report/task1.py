@@ -17,7 +17,7 @@ from ctfp.report.sections import map_section
 from ctfp.runs.folder import RUN_FILE, SCORES_FILE, TEST_PREFIX, read_scores, task1_dir
 
 PathLike = str | os.PathLike[str]
-NAV = ("selection", "settings", "map", "scores", "evaluation", "k-sweep", "evidence")
+NAV = ("selection", "map", "scores", "evaluation", "k-sweep", "evidence", "settings")
 COLOURS = {
     "used": "#d62728",
     "not_used": "#1f77b4",

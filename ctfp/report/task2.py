@@ -16,7 +16,7 @@ from ctfp.report.sections import map_section
 from ctfp.runs.folder import CLUSTERS_FILE, TEST_PREFIX
 
 PathLike = str | os.PathLike[str]
-NAV = ("selection", "settings", "map", "clusters", "evaluation", "thumbnails")
+NAV = ("selection", "map", "clusters", "evaluation", "thumbnails", "settings")
 GREYS = ("#444444", "#888888", "#bbbbbb", "#222222", "#666666", "#aaaaaa")
 
 

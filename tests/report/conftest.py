@@ -55,7 +55,7 @@ def task2_auto(task2_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
     """A Gaussian-mixture run with k chosen by BIC in 2-4."""
     out = tmp_path_factory.mktemp("report") / "t2"
     args = ["run", "task2", str(task2_data), "--out", str(out)]
-    args += ["--k", "auto", "--k-range", "2-4", "--pca", "8"]
+    args += ["--method", "gmm", "--k", "auto", "--k-range", "2-4", "--pca", "8"]
     _run(args)
     return out
 

@@ -47,3 +47,24 @@ def test_task2_report_through_the_cli(
         cells = re.search(rf"<td>cluster {c}</td>((?:<td[^>]*>\d+</td>)+)", table)
         assert cells is not None
         assert sum(map(int, re.findall(r">(\d+)<", cells.group(1)))) == size
+
+
+def test_task2_report_of_a_run_that_used_the_labels(
+    task2_data: Path, tmp_path: Path, assert_self_contained: Callable[[str], None]
+) -> None:
+    """With train/<group>/ the page opens with the verdict and the selection table, and the
+    clusters carry the names of the groups they stand for."""
+    out = tmp_path / "labels"
+    run = ["run", "task2", str(task2_data), "--out", str(out), "--features", "residual"]
+    assert main([*run, "--quiet", "--report"]) == 0
+    page = (out / "report.html").read_text()
+    assert_self_contained(page)
+    summary = json.loads((out / "summary.json").read_text())
+    for section in ("verdict", "selection", "settings", "clusters", "thumbnails"):
+        assert f'<section id="{section}">' in page
+    order = [page.index(f'id="{s}"') for s in ("verdict", "selection", "clusters", "settings")]
+    assert order == sorted(order)  # the answer first, the settings last
+    n = len(summary["selection"]["candidates"])
+    assert "cross-validated ARI" in page and f"All {n} candidates" in page and n >= 3
+    for j, group in summary["cluster_groups"].items():
+        assert f"<td>cluster {j} ({group})</td>" in page and f"Cluster {j} ({group})" in page
