@@ -228,6 +228,12 @@ def main() -> None:
     parser.add_argument("--families", default=",".join(FAMILIES))
     parser.add_argument("--strengths", default="normal", help=f"of {', '.join(STRENGTHS)}")
     parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="reuse the per-dataset results already in --out/results (from this code: remove "
+        "them after changing ctfp)",
+    )
     args = parser.parse_args()
     strengths = args.strengths.split(",")
     bad = sorted(set(strengths) - set(STRENGTHS))
@@ -239,10 +245,15 @@ def main() -> None:
     for family in args.families.split(","):
         for strength in strengths:
             for seed in (int(s) for s in args.seeds.split(",")):
+                saved = out / "results" / f"{stem(family, strength, seed)}.json"  # all candidates
+                if args.resume and saved.is_file():
+                    results.setdefault(key(family, strength), {})[seed] = json.loads(
+                        saved.read_text()
+                    )
+                    continue
                 print(f"{family} {strength} seed {seed} ...", file=sys.stderr, flush=True)
                 r = one(out, family, seed, strength)
                 results.setdefault(key(family, strength), {})[seed] = r
-                saved = out / "results" / f"{stem(family, strength, seed)}.json"  # all candidates
                 saved.parent.mkdir(parents=True, exist_ok=True)
                 saved.write_text(json.dumps(r, indent=1))
                 print(

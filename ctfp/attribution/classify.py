@@ -63,8 +63,10 @@ class GroupClassifier:
         self.random_state = random_state
 
     # -- fitting --------------------------------------------------------------------------------
-    def fit(self, X: Any, y: Sequence[Any]) -> GroupClassifier:
-        """Fit on labelled slices ``X`` (n, d) of groups ``y`` (n,) (names, any hashable)."""
+    def fit(self, X: Any, y: Sequence[Any], *, density_only: bool = False) -> GroupClassifier:
+        """Fit on labelled slices ``X`` (n, d) of groups ``y`` (n,) (names, any hashable).
+        ``density_only``: only the open set's group densities (:meth:`log_density`), not the
+        classifier (for another model's open set)."""
         if self.model not in MODELS:
             raise ValueError(f"model must be one of {', '.join(MODELS)}, got {self.model!r}")
         if self.pca is not None and int(self.pca) < 1:
@@ -89,6 +91,9 @@ class GroupClassifier:
         scale = x.std(0)
         self.scale_ = np.where(scale > 0, scale, 1.0)
         z = (x - self.mean_) / self.scale_
+        self._fit_density(z, target, len(names))
+        if density_only:
+            return self
         self.components_ = self._pca(z, self.pca)
         zp = z if self.components_ is None else z @ self.components_.T
         if self.model == "lr":
@@ -104,7 +109,6 @@ class GroupClassifier:
             coef = np.vstack([np.zeros_like(coef), coef])
             intercept = np.concatenate([[0.0], intercept])
         self.coef_, self.intercept_ = coef, intercept
-        self._fit_density(z, target, len(names))
         return self
 
     def _pca(self, z: np.ndarray, n: int | None) -> np.ndarray | None:
@@ -132,7 +136,8 @@ class GroupClassifier:
 
     # -- prediction -----------------------------------------------------------------------------
     def _standardised(self, X: Any) -> np.ndarray:
-        self._check_fitted()
+        if not hasattr(self, "mean_"):
+            raise ValueError("this GroupClassifier is not fitted yet; call fit first")
         x = _matrix(X)
         if x.shape[1] != len(self.mean_):
             raise InputError(
@@ -142,6 +147,7 @@ class GroupClassifier:
 
     def decision_function(self, X: Any) -> np.ndarray:
         """(n, k) linear scores of each group."""
+        self._check_fitted()
         z = self._standardised(X)
         if self.components_ is not None:
             z = z @ self.components_.T

@@ -86,7 +86,7 @@ class Candidate:
                 covariance_type=self.params.get("covariance", "full"),
                 pca=self.params.get("pca"),
             )
-            density = GroupClassifier(random_state=seed).fit(x, groups)  # for the open set
+            density = GroupClassifier(random_state=seed).fit(x, groups, density_only=True)
             return Attributor(clustering, name_components(clustering, x, groups), density)
         raise ValueError(f"unknown way to attribute {self.way!r}; choose from {', '.join(WAYS)}")
 

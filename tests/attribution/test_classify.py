@@ -64,6 +64,11 @@ def test_open_set_density_is_the_best_groups_gaussian() -> None:
     # A slice far from every group is far less likely than the groups' own slices.
     far = x[:1] + 50.0
     assert fitted.log_density(far)[0] < np.quantile(fitted.log_density(x), 0.01) - 100
+    # The densities alone (another model's open set): the same, and no classifier.
+    alone = GroupClassifier(density_components=5).fit(x, y, density_only=True)
+    np.testing.assert_array_equal(alone.log_density(new), fitted.log_density(new))
+    with pytest.raises(ValueError, match="not fitted"):
+        alone.predict(x)
 
 
 def test_saved_and_loaded_it_predicts_the_same() -> None:
