@@ -93,9 +93,16 @@ class GroupClassifier:
         z = (x - self.mean_) / self.scale_
         self._fit_density(z, target, len(names))
         if density_only:
+            self._svd_of = self._axes = None
             return self
         self.components_ = self._pca(z, self.pca)
         zp = z if self.components_ is None else z @ self.components_.T
+        if self.components_ is not None and self.model == "lr":
+            # Unit variance per axis, as the features before the PCA: the leading axes' large
+            # variances otherwise make L-BFGS crawl (seconds per fit instead of milliseconds).
+            sd = zp.std(0)
+            sd = np.where(sd > 0, sd, 1.0)
+            self.components_, zp = self.components_ / sd[:, None], zp / sd
         if self.model == "lr":
             from sklearn.linear_model import LogisticRegression
 
@@ -109,17 +116,24 @@ class GroupClassifier:
             coef = np.vstack([np.zeros_like(coef), coef])
             intercept = np.concatenate([[0.0], intercept])
         self.coef_, self.intercept_ = coef, intercept
+        self._svd_of = self._axes = None  # not state: drop the fit's temporaries
         return self
 
     def _pca(self, z: np.ndarray, n: int | None) -> np.ndarray | None:
+        """The top ``n`` principal axes (rows) of the centred ``z``: an exact SVD, computed
+        once per fit and shared by the classifier's and the densities' projections (a few
+        hundred labelled rows: exact is cheaper than scikit-learn's randomised solver)."""
         if n is None:
             return None
         n = min(int(n), len(z) - 1, z.shape[1])
         if n < 1:
             raise InputError("a PCA needs at least 2 labelled slices")
-        from sklearn.decomposition import PCA
-
-        return PCA(n, random_state=self.random_state).fit(z).components_
+        if getattr(self, "_svd_of", None) is not z:
+            _, _, vt = np.linalg.svd(z - z.mean(0), full_matrices=False)
+            # scikit-learn's sign convention: the largest loading of each axis is positive.
+            signs = np.sign(vt[np.arange(len(vt)), np.abs(vt).argmax(1)])
+            self._svd_of, self._axes = z, vt * np.where(signs == 0, 1.0, signs)[:, None]
+        return self._axes[:n].copy()
 
     def _fit_density(self, z: np.ndarray, target: np.ndarray, k: int) -> None:
         from sklearn.covariance import ledoit_wolf

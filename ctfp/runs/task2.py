@@ -33,10 +33,10 @@ PathLike = str | os.PathLike[str]
 
 #: Feature types ``--method auto`` tries with labels (ResNet50 too where its weights load).
 TASK2_FEATURES = (
-    "pixels:32",
+    "pixels:16",
     "residual",
     "spectrum",
-    "pixels:32+residual",
+    "pixels:16+residual",
     "residual+spectrum",
     "resnet50",
 )

@@ -171,7 +171,7 @@ def test_task2_defaults_use_the_labels(task2_data: Path, tmp_path: Path, capsys)
     summary = json.loads(capsys.readouterr().out)
     table = summary["selection"]["candidates"]
     assert {c["method"] for c in table} == {"classify", "semi"}
-    assert {"residual", "spectrum", "pixels:32"} <= {c["features"] for c in table}
+    assert {"residual", "spectrum", "pixels:16"} <= {c["features"] for c in table}
     chosen = [c for c in table if c["chosen"]]
     assert len(chosen) == 1 and chosen[0]["features"] == summary["features"]
     assert summary["mode"] == "auto" and summary["groups"] == sorted(GENERATORS)
