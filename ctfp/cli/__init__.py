@@ -115,9 +115,12 @@ def build_parser() -> argparse.ArgumentParser:
     t2 = command(
         "task2",
         commands.run_task2,
-        "attribution: Gaussian mixture clustering of the test slices",
-        "DATA holds test/ and optionally train/<group>/. Writes OUT/clusters.csv "
-        "(<id>,<cluster>) and OUT/model/.",
+        "attribution: which generator made each test slice",
+        "DATA holds test/ and optionally train/<group>/ (labelled examples of each known "
+        "generator). With them, the way to attribute (a classifier or the semi-supervised "
+        "mixture) and the features are chosen by cross-validation on them, and slices no known "
+        "generator explains are -1 in OUT/open_set.csv; without, the blind Gaussian mixture. "
+        "Writes OUT/clusters.csv (<id>,<cluster>), OUT/model/ and OUT/summary.json.",
         under=tasks,
     )
     add_settings(t2, Task2Settings, seen=(seen2 := set()))
