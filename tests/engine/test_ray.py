@@ -52,7 +52,9 @@ def test_ray_gives_the_local_rows_for_pngs_dicoms_and_volumes(
     vol = np.random.default_rng(0).integers(-1000, 400, (48, 40, 5)).astype(np.int16)
     nib.save(nib.Nifti1Image(vol, np.eye(4)), src / "ct.nii.gz")  # 5 frames, not square
     # Batches of 4 rows split the volumes across actor calls; shards of 10 rows hold whole files.
-    options = dict(SMALL, batch_size=4, rows_per_shard=10)
+    # No time-based commits: on a loaded machine a 30 s commit cuts one run's shards and not
+    # the other's (measured: an extra part-00002 under a load of 4 on 2 cores).
+    options = dict(SMALL, batch_size=4, rows_per_shard=10, commit_seconds=3600.0)
     local = embed(src, tmp_path / "local", **options)
     remote = embed(src, tmp_path / "ray", engine="ray", **options)
     assert remote.rows == local.rows == 10 + 16 + 5 and not remote.errors
