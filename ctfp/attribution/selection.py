@@ -37,7 +37,7 @@ from ctfp.attribution.clustering import Clustering, cluster_slices
 from ctfp.attribution.settings import SelectionSettings
 from ctfp.evaluate import bootstrap_indices
 from ctfp.exceptions import InputError
-from ctfp.membership.selection import stratified_folds
+from ctfp.membership.selection import simplest_within_one_se, stratified_folds
 from ctfp.progress import logger
 
 #: The ways to attribute with labels, simplest first (it breaks exact ties between families).
@@ -342,10 +342,7 @@ def select(
     top = max(ok, key=lambda t: (t.ari, -t.candidate.complexity))
     for t in ok:
         t.gap_se = float((boot[id(top)] - boot[id(t)]).std(ddof=1))
-        t.within_one_se = t.ari >= top.ari - t.gap_se
-    family = [t for t in ok if t.within_one_se and t.candidate.family == top.candidate.family]
-    best = min(family, key=lambda t: (t.candidate.complexity, -t.ari))
-    best.chosen = True
+    best = simplest_within_one_se(ok, top, lambda t: t.ari, lambda t: t.gap_se)
     order = sorted(trials, key=lambda t: (t.error is not None, -np.nan_to_num(t.ari, nan=-9)))
     return Selection(order, best, settings, len(g), names)
 

@@ -330,6 +330,25 @@ def paired_gaps(
         t.diff_se = float(gap.std(ddof=1))
 
 
+def simplest_within_one_se(
+    trials: Sequence[Any],
+    top: Any,
+    score: Callable[[Any], float],
+    gap_se: Callable[[Any], float],
+) -> Any:
+    """The one-standard-error rule, for task 1 and task 2 alike: mark each trial whose score is
+    within its paired standard error (``gap_se``, of the gap to ``top``) of ``top``'s, and
+    return the simplest of those in ``top``'s family (marked ``chosen``). Trials need
+    ``candidate.family``, ``candidate.complexity``, ``within_one_se`` and ``chosen``."""
+    for t in trials:
+        se = gap_se(t)
+        t.within_one_se = score(t) >= score(top) - (se if np.isfinite(se) else 0.0)
+    family = [t for t in trials if t.within_one_se and t.candidate.family == top.candidate.family]
+    best = min(family, key=lambda t: (t.candidate.complexity, -score(t)))
+    best.chosen = True
+    return best
+
+
 def select(
     data: Mapping[str, tuple[np.ndarray, np.ndarray | None]],
     y: Any,
@@ -382,11 +401,7 @@ def select(
         raise ValueError(f"no membership candidate could be evaluated ({reasons})")
     top = max(ok, key=lambda t: (t.auc, -t.candidate.complexity))
     paired_gaps(top, ok, y, settings.bootstrap, seed)
-    for t in ok:
-        t.within_one_se = t.auc >= top.auc - (t.diff_se if np.isfinite(t.diff_se) else 0.0)
-    family = [t for t in ok if t.within_one_se and t.candidate.family == top.candidate.family]
-    best = min(family, key=lambda t: (t.candidate.complexity, -t.auc))
-    best.chosen = True
+    best = simplest_within_one_se(ok, top, lambda t: t.auc, lambda t: t.diff_se)
     assert best.oof is not None
     threshold = choose_threshold(best.oof, y, settings.calibrate)
     order = sorted(trials, key=lambda t: (t.error is not None, -np.nan_to_num(t.auc, nan=-1)))
@@ -412,5 +427,6 @@ __all__ = [
     "default_candidates",
     "paired_gaps",
     "select",
+    "simplest_within_one_se",
     "stratified_folds",
 ]
