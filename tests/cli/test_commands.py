@@ -114,7 +114,7 @@ def test_demo_runs_on_the_bundled_sample(tmp_path: Path, capsys) -> None:
         assert Path(run["run"]).is_file() and Path(run["report"]).stat().st_size > 10_000
         assert (tmp_path / name / "model" / "model.json").is_file()
     seed = summary["runs"]["task1-seed"]["metrics"]
-    assert seed["n"] == 4 and 0 <= seed["f1"] <= 1 and seed["roc_auc"] is not None
+    assert seed["n"] == 8 and 0 <= seed["f1"] <= 1 and seed["roc_auc"] is not None
     assert summary["runs"]["task2"]["metrics"]["n"] == 27
     # The noisy copies in generated/ are of the used slices: proximity must find them.
     assert summary["runs"]["task1-proximity"]["metrics"]["roc_auc"] >= 0.75
