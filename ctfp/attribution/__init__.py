@@ -1,15 +1,34 @@
 """Task 2, attribution: which generator made a synthetic slice (a classifier of the labelled
-generators, or Gaussian mixture clustering)."""
+generators, or Gaussian mixture clustering).
 
-from ctfp.attribution.classify import GroupClassifier
-from ctfp.attribution.clustering import (
-    Clustering,
-    LinearProjection,
-    cluster_slices,
-    select_components,
-)
-from ctfp.attribution.settings import ClusterSettings, MixtureSettings, Task2Settings
-from ctfp.attribution.shards import cluster_shards
+The estimators load torch, so they are imported on first use: the settings (which the command
+line's parser reads) stay light.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+_LAZY = {
+    "GroupClassifier": "ctfp.attribution.classify",
+    "Clustering": "ctfp.attribution.clustering",
+    "LinearProjection": "ctfp.attribution.clustering",
+    "cluster_slices": "ctfp.attribution.clustering",
+    "select_components": "ctfp.attribution.clustering",
+    "ClusterSettings": "ctfp.attribution.settings",
+    "MixtureSettings": "ctfp.attribution.settings",
+    "Task2Settings": "ctfp.attribution.settings",
+    "cluster_shards": "ctfp.attribution.shards",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'ctfp.attribution' has no attribute {name!r}")
+
 
 __all__ = [
     "ClusterSettings",

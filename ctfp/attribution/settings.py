@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ctfp.cluster.gmm import COVARIANCE_TYPES, INIT_PARAMS
+from ctfp.cluster.options import COVARIANCE_TYPES, INIT_PARAMS
 from ctfp.device import check_device_name
 from ctfp.settings import Settings, SettingsError, option, parse_ints, parse_range
 

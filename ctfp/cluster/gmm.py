@@ -15,11 +15,10 @@ from sklearn.base import BaseEstimator, DensityMixin
 from sklearn.utils.validation import check_is_fitted
 
 from ctfp._arrays import check_input, is_cupy, is_torch, json_seed, like, tensor_of
+from ctfp.cluster.options import COVARIANCE_TYPES, INIT_PARAMS
 from ctfp.device import resolve_device
 from ctfp.progress import progress_bar
 
-COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
-INIT_PARAMS = ("kmeans", "k-means++", "random", "random_from_data")
 _DTYPES = {"float64": torch.float64, "float32": torch.float32}
 
 Params = dict[str, torch.Tensor]

@@ -21,12 +21,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from ctfp.attribution.clustering import Clustering
-from ctfp.cluster.gmm import GaussianMixture
 from ctfp.device import check_device_name
 from ctfp.exceptions import InputError
 from ctfp.progress import progress_bar
-from ctfp.runs.models import SavedModel
 from ctfp.settings import Settings, option
 from ctfp.store.reader import (
     check_compatible,
@@ -153,6 +150,8 @@ def score_shards(
     batch_size = (settings or ScoreSettings()).replace(**overrides).batch_size
     paths = shard_paths(shards)
     metadata = check_compatible(paths)
+    from ctfp.runs.models import SavedModel
+
     if isinstance(model, SavedModel):
         model.check_embeddings(metadata, str(shards))
         model = model.model
@@ -170,6 +169,8 @@ def score_shards(
 def _score_into(
     model: Any, paths: list[Path], out: Path, batch_size: int, progress: bool
 ) -> dict[str, Any]:
+    from ctfp.attribution.clustering import Clustering
+    from ctfp.cluster.gmm import GaussianMixture
 
     remove_stale_temp_files(out)
     names = {p.name for p in paths}
