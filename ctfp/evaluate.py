@@ -99,6 +99,20 @@ def bootstrap_indices(y_true: np.ndarray, resamples: int, seed: int) -> np.ndarr
     return np.concatenate(parts, axis=1)
 
 
+def stratified_folds(y: np.ndarray, folds: int, seed: int) -> np.ndarray:
+    """(n,) fold number of each row: each class shuffled (seeded) and dealt round-robin, so
+    every fold holds both classes in the training proportions."""
+    rng = np.random.default_rng(seed)
+    fold = np.empty(len(y), dtype=np.int64)
+    offset = 0
+    for value in np.unique(y):
+        rows = np.flatnonzero(y == value)
+        rng.shuffle(rows)
+        fold[rows] = (np.arange(len(rows)) + offset) % folds
+        offset += len(rows)
+    return fold
+
+
 def membership_intervals(
     y_true: Sequence[int],
     y_pred: Sequence[int],

@@ -33,12 +33,16 @@ from typing import Any
 
 import numpy as np
 
-from ctfp.evaluate import bootstrap_indices
+from ctfp.evaluate import bootstrap_indices, stratified_folds
 from ctfp.membership.base import MembershipMethod
+from ctfp.membership.ensemble import EnsembleMembership, robust_scale
 from ctfp.membership.registry import get_method, parameter_names
 from ctfp.membership.threshold import check_criterion, choose_threshold
 from ctfp.progress import logger
 from ctfp.settings import Settings, option
+
+#: How ``--method auto`` answers when several candidates are tied with the best.
+COMBINE = ("tied", "simplest")
 
 
 @dataclass(frozen=True)
@@ -60,6 +64,13 @@ class SelectionSettings(Settings):
         "or fpr:ALPHA (at most ALPHA of the known non-members flagged)",
         check=check_criterion,
         metavar="CRITERION",
+    )
+    combine: str = option(
+        "tied",
+        "auto: tied = answer with the mean of the standardised scores of every candidate on the "
+        "best's features within one paired standard error of it; simplest = the simplest such "
+        "setting of the best's method alone",
+        choices=COMBINE,
     )
 
 
@@ -107,12 +118,20 @@ class Candidate:
 
     @property
     def label(self) -> str:
-        """``features / method (param=value, ...)``, as the table shows it."""
+        """``features / method (param=value, ...)``, as the table shows it; an ensemble lists
+        its members' methods and settings."""
+        if self.method == EnsembleMembership.name:
+            members = [
+                Candidate(self.features, m["method"], m.get("params") or {}).label.split(" / ")[1]
+                for m in self.params.get("members", ())
+            ]
+            return f"{self.features} / mean of {len(members)}: " + "; ".join(members)
         shown = ", ".join(f"{k}={v}" for k, v in sorted(self.params.items()))
         return f"{self.features} / {self.method}" + (f" ({shown})" if shown else "")
 
     def build(self, seed: int, device: str) -> MembershipMethod:
-        cls = get_method(self.method)
+        ensemble = self.method == EnsembleMembership.name
+        cls = EnsembleMembership if ensemble else get_method(self.method)
         params = dict(self.params)
         names = parameter_names(cls)
         if "random_state" in names:
@@ -211,8 +230,19 @@ class Selection:
 
     def reason(self) -> str:
         """One sentence: why the winner won."""
-        top = max((t for t in self.trials if t.error is None), key=lambda t: t.auc)
         b = self.best
+        singles = [t for t in self.trials if t.error is None and t is not b]
+        top = max((t for t in self.trials if t.error is None), key=lambda t: t.auc)
+        if b.candidate.method == EnsembleMembership.name:
+            top = max(singles, key=lambda t: t.auc)
+            n = len(b.candidate.params["members"])
+            return (
+                f"{n} candidates on {b.candidate.features} were within one paired standard "
+                f"error of the best, {top.candidate.label} (ROC-AUC {top.auc:.3f}): no one of "
+                f"them is measurably better, so the answer is the mean of their standardised "
+                f"scores (out-of-fold ROC-AUC {b.auc:.3f}, optimistic: measured on the slices "
+                "that chose the members)"
+            )
         if top is b:
             return (
                 f"{b.candidate.label} had the highest cross-validated ROC-AUC, "
@@ -234,20 +264,6 @@ class Selection:
             "reason": self.reason(),
             "candidates": [t.to_dict() for t in self.trials],
         }
-
-
-def stratified_folds(y: np.ndarray, folds: int, seed: int) -> np.ndarray:
-    """(n,) fold number of each row: each class shuffled (seeded) and dealt round-robin, so
-    every fold holds both classes in the training proportions."""
-    rng = np.random.default_rng(seed)
-    fold = np.empty(len(y), dtype=np.int64)
-    offset = 0
-    for value in np.unique(y):
-        rows = np.flatnonzero(y == value)
-        rng.shuffle(rows)
-        fold[rows] = (np.arange(len(rows)) + offset) % folds
-        offset += len(rows)
-    return fold
 
 
 def auc_of(y: np.ndarray, scores: np.ndarray) -> float:
@@ -349,6 +365,41 @@ def simplest_within_one_se(
     return best
 
 
+def combine(
+    tied: Sequence[Trial], top: Trial, y: np.ndarray, settings: SelectionSettings, seed: int
+) -> Trial:
+    """The trial of the mean of ``tied``'s standardised out-of-fold scores
+    (:class:`~ctfp.membership.ensemble.EnsembleMembership`): each member's scores centred on
+    their median and divided by their interquartile range, which the candidate records so that
+    the fitted ensemble scores on the scale its threshold is chosen on. Its AUC is measured on
+    the same out-of-fold scores that chose the members, so it is optimistic; the gap to
+    ``top`` is paired as for the others."""
+    members, parts = [], []
+    for t in sorted(tied, key=lambda t: (-t.auc, t.candidate.complexity)):
+        assert t.oof is not None
+        center, scale = robust_scale(t.oof)
+        members.append(
+            {
+                "method": t.candidate.method,
+                "params": dict(t.candidate.params),
+                "center": center,
+                "scale": scale,
+            }
+        )
+        parts.append((t.oof - center) / scale)
+    candidate = Candidate(top.candidate.features, EnsembleMembership.name, {"members": members})
+    trial = Trial(candidate, within_one_se=True)
+    trial.oof = np.mean(parts, axis=0)
+    trial.auc = auc_of(y, trial.oof)
+    trial.auc_sd = float("nan")
+    trial.auc_se, trial.interval = bootstrap_auc(y, trial.oof, settings.bootstrap, seed)
+    idx = bootstrap_indices(y, settings.bootstrap, seed)
+    assert top.oof is not None
+    gap = _aucs(y[idx], top.oof[idx]) - _aucs(y[idx], trial.oof[idx])
+    trial.diff_se = float(gap.std(ddof=1))
+    return trial
+
+
 def select(
     data: Mapping[str, tuple[np.ndarray, np.ndarray | None]],
     y: Any,
@@ -402,6 +453,12 @@ def select(
     top = max(ok, key=lambda t: (t.auc, -t.candidate.complexity))
     paired_gaps(top, ok, y, settings.bootstrap, seed)
     best = simplest_within_one_se(ok, top, lambda t: t.auc, lambda t: t.diff_se)
+    tied = [t for t in ok if t.within_one_se and t.candidate.features == top.candidate.features]
+    if settings.combine == "tied" and len(tied) > 1:
+        best.chosen = False
+        best = combine(tied, top, y, settings, seed)
+        best.chosen = True
+        trials.append(best)
     assert best.oof is not None
     threshold = choose_threshold(best.oof, y, settings.calibrate)
     order = sorted(trials, key=lambda t: (t.error is not None, -np.nan_to_num(t.auc, nan=-1)))
@@ -416,6 +473,7 @@ def select(
 
 __all__ = [
     "CENTROID_KS",
+    "COMBINE",
     "COMPLEXITY",
     "Candidate",
     "Selection",
@@ -423,6 +481,7 @@ __all__ = [
     "Trial",
     "auc_of",
     "bootstrap_auc",
+    "combine",
     "cross_validate",
     "default_candidates",
     "paired_gaps",

@@ -74,10 +74,13 @@ def selection_section(summary: dict[str, Any]) -> str:
         f'<p class="note">Each candidate was scored out of fold on the {selection.get("n_train")} '
         f"labelled training reals ({cv.get('folds')}-fold stratified cross-validation, "
         f"{cv.get('repeats')} repeats; methods that learn nothing from the labels fitted once). "
-        "Chosen: the highest mean ROC-AUC, simplified within its family (the same features and "
-        "method) by the one-standard-error rule on the paired gap to the best (the same "
-        "bootstrap resamples for both). The winner's "
-        "estimate is optimistic (it is the best of many); the test set was never looked at.</p>"
+        "Candidates within one standard error of the best (on the paired gap: the same "
+        "bootstrap resamples for both) are tied with it. Chosen: with the default "
+        "<code>--combine tied</code>, the mean of the standardised scores of the tied candidates "
+        "on the best's features (one of them alone when it is the only one); with "
+        "<code>--combine simplest</code>, the simplest tied setting of the best's method. The "
+        "winner's estimate is optimistic (it is the best of many); the test set was never "
+        "looked at.</p>"
     )
     for name, reason in (selection.get("skipped") or {}).items():
         parts.append(f'<p class="note">{escape(name)} left out: {escape(reason)}</p>')

@@ -21,6 +21,7 @@ from ctfp._version import __version__
 from ctfp.attribution.classify import GroupClassifier
 from ctfp.attribution.clustering import Clustering
 from ctfp.exceptions import InputError, ShardMismatchError
+from ctfp.membership.ensemble import EnsembleMembership
 from ctfp.membership.registry import METHODS
 from ctfp.store.schema import identity_of
 from ctfp.store.writer import write_bytes_atomic, write_text_atomic
@@ -33,6 +34,7 @@ PathLike = str | os.PathLike[str]
 #: Every kind of saved model, by the name it records: the membership methods and the clustering.
 KINDS: dict[str, Any] = {
     **METHODS,
+    EnsembleMembership.name: EnsembleMembership,
     Clustering.name: Clustering,
     GroupClassifier.name: GroupClassifier,
 }

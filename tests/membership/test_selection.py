@@ -56,7 +56,8 @@ def test_auc_with_ties_and_its_bootstrap() -> None:
 def test_the_scorer_that_carries_the_signal_is_chosen() -> None:
     data, y = memorised()
     candidates = default_candidates(["noise", "signal"], n_small=20, has_generated=True)
-    selection = select(data, y, candidates, SelectionSettings(repeats=2, bootstrap=50))
+    settings = SelectionSettings(repeats=2, bootstrap=50, combine="simplest")
+    selection = select(data, y, candidates, settings)
     best = selection.best
     assert best.candidate.features == "signal" and best.auc > 0.9
     # Every trial is in the table; the noise features sit near chance.
@@ -150,3 +151,53 @@ def test_what_selection_cannot_do_is_refused() -> None:
     # Without generated slices only the methods that do not need them are candidates.
     assert {c.method for c in default_candidates(["pixels"], 20, False)} == {"centroid"}
     assert [c.params["k"] for c in default_candidates(["pixels"], 3, False)] == [1]
+
+
+def test_tied_candidates_answer_together() -> None:
+    """combine="tied" (the default): the candidates on the best's features within one paired
+    standard error of it answer as the mean of their standardised out-of-fold scores; the
+    threshold is chosen on those, and the fitted ensemble scores on the same scale."""
+    data, y = memorised()
+    candidates = default_candidates(["noise", "signal"], n_small=20, has_generated=True)
+    selection = select(data, y, candidates, SelectionSettings(repeats=2, bootstrap=50))
+    best = selection.best
+    singles = [t for t in selection.trials if t is not best and not t.error]
+    top = max(singles, key=lambda t: t.auc)
+    tied = [t for t in singles if t.within_one_se and t.candidate.features == "signal"]
+    assert len(tied) > 1, "the memorised data should tie several scorers"
+    assert best.candidate.method == "ensemble" and best.candidate.features == "signal"
+    members = best.candidate.params["members"]
+    assert [(m["method"], m["params"]) for m in members] == [
+        (t.candidate.method, dict(t.candidate.params))
+        for t in sorted(tied, key=lambda t: (-t.auc, t.candidate.complexity))
+    ]
+    # Brute force: each member's out-of-fold scores minus their median over their IQR, averaged.
+    by_label = {t.candidate.label: t for t in tied}
+    parts = []
+    for m in members:
+        oof = by_label[Candidate("signal", m["method"], m["params"]).label].oof
+        q1, med, q3 = np.percentile(oof, [25, 50, 75])
+        assert (m["center"], m["scale"]) == pytest.approx((med, q3 - q1))
+        parts.append((oof - med) / (q3 - q1))
+    np.testing.assert_allclose(best.oof, np.mean(parts, axis=0))
+    assert best.auc == pytest.approx(roc_auc_score(y, best.oof))
+    assert selection.threshold == choose_threshold(best.oof, y, "balanced")
+    assert sum(t.chosen for t in selection.trials) == 1 and best.chosen
+    assert "mean of their standardised scores" in selection.reason()
+    assert top.candidate.label in selection.reason()
+    # The fitted ensemble: each member fitted on all slices, scored on the recorded scale.
+    x, generated = data["signal"]
+    model = best.candidate.build(0, "cpu").fit(x, y, generated)
+    fitted = [
+        Candidate("signal", m["method"], m["params"]).build(0, "cpu").fit(x, y, generated)
+        for m in members
+    ]
+    expect = np.mean(
+        [
+            (f.score_samples(x) - m["center"]) / m["scale"]
+            for f, m in zip(fitted, members, strict=True)
+        ],
+        axis=0,
+    )
+    np.testing.assert_allclose(model.score_samples(x), expect, rtol=1e-6, atol=1e-9)
+    assert selection.to_dict()["chosen"]["label"].startswith("signal / mean of ")

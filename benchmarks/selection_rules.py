@@ -1,0 +1,185 @@
+"""Which rule should ``--method auto`` use to turn its candidate table into one answer?
+
+Reads the membership benchmark's cached runs (``benchmarks/membership.py --out OUT``: each run
+folder holds the embeddings of every feature type) and, per dataset, cross-validates every
+candidate of the auto grid on the training reals (the out-of-fold scores auto sees) and fits it
+on all of them to score the test slices. Both are cached under ``OUT/rules/`` so that the rules
+below are compared on exactly the same scores; the test truth only measures.
+
+Rules (each sees the out-of-fold table only; "tied": within one paired standard error of the
+best, as in :func:`ctfp.membership.selection.simplest_within_one_se`):
+
+- ``top``: the highest cross-validated AUC alone;
+- ``one-se``: the simplest tied setting of the top's method alone (auto's rule until 0.3.0);
+- ``tied (default)``: the mean of the standardised scores of every tied candidate on the top's
+  feature type (:func:`ctfp.membership.selection.combine`: each member's scores minus the
+  median of its out-of-fold scores, over their interquartile range; one embedding at scoring
+  time); ``tied, best N``: at most the N best of those;
+- ``tied, any features``: the same over every tied candidate (several embeddings to score);
+- ``top N, ...``: the N best by cross-validated AUC, tied or not.
+
+Prints per family mean ± sd over seeds of each rule's test AUC, and over all datasets the paired
+difference of each rule to ``one-se`` with its standard error.
+
+    python benchmarks/selection_rules.py --out bench-out/membership
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pickle
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ctfp.evaluate import read_table
+from ctfp.membership.selection import (
+    CENTROID_KS,
+    SelectionSettings,
+    Trial,
+    auc_of,
+    combine,
+    cross_validate,
+    default_candidates,
+    paired_gaps,
+    simplest_within_one_se,
+)
+from ctfp.runs.folder import embeddings_dir
+from ctfp.store.reader import read_embeddings
+
+
+def scores_of(run: Path, truth: dict[str, str], seed: int) -> dict[str, Any]:
+    """Out-of-fold and test scores of every candidate on one cached run."""
+    summary = json.loads((run / "summary.json").read_text())
+    features = summary["selection"]["features_tried"]
+    data = {}
+    for f in features:
+        emb = read_embeddings(embeddings_dir(run, f))
+        order = np.argsort(emb.ids)
+        ids, labels, matrix = emb.ids[order], emb.labels[order], emb.matrix[order]
+        train = (labels == "used") | (labels == "not_used")
+        test = np.array([i.startswith("test/") for i in ids])
+        data[f] = (
+            matrix[train],
+            (labels[train] == "used").astype(int),
+            matrix[labels == "generated"],
+            matrix[test],
+            np.array([int(truth[i[len("test/") :]]) for i in ids[test]]),
+        )
+    y = next(iter(data.values()))[1]
+    n_small = int(min(y.sum(), (y == 0).sum()))
+    settings = SelectionSettings()
+    out: dict[str, Any] = {"y": y, "truth": next(iter(data.values()))[4], "candidates": {}}
+    for c in default_candidates(features, n_small, True, CENTROID_KS):
+        tx, ty, g, x, _ = data[c.features]
+        trial = cross_validate(c, tx, ty, g, settings, seed, "cpu")
+        if trial.error is not None:
+            continue
+        model = c.build(seed, "cpu").fit(tx, ty, g)
+        out["candidates"][c.label] = {
+            "trial": trial,
+            "train": model.score_samples(tx),
+            "test": model.score_samples(x),
+        }
+    return out
+
+
+def rules(cached: dict[str, Any], seed: int) -> dict[str, float]:
+    """Test AUC of each rule on one dataset."""
+    y, truth, cands = cached["y"], cached["truth"], cached["candidates"]
+    trials: list[Trial] = [v["trial"] for v in cands.values()]
+    settings = SelectionSettings()
+    top = max(trials, key=lambda t: (t.auc, -t.candidate.complexity))
+    paired_gaps(top, trials, y, settings.bootstrap, seed)
+    for t in trials:
+        t.chosen = t.within_one_se = False
+    one_se = simplest_within_one_se(trials, top, lambda t: t.auc, lambda t: t.diff_se)
+    tied = [t for t in trials if t.within_one_se]
+    ranked = sorted(trials, key=lambda t: -t.auc)
+    same = [t for t in ranked if t.candidate.features == top.candidate.features]
+
+    def test_auc(members: list[Trial]) -> float:
+        """The ensemble of ``members`` as auto builds it (:func:`combine`: each member's test
+        scores standardised by the median and IQR of its out-of-fold scores), on the test set."""
+        if len(members) == 1:
+            return auc_of(truth, cands[members[0].candidate.label]["test"])
+        ordered = sorted(members, key=lambda t: (-t.auc, t.candidate.complexity))
+        spec = combine(members, ordered[0], y, settings, seed).candidate.params["members"]
+        parts = [
+            (cands[t.candidate.label]["test"] - m["center"]) / m["scale"]
+            for t, m in zip(ordered, spec, strict=True)
+        ]
+        return auc_of(truth, np.mean(parts, axis=0))
+
+    got = {
+        "top": test_auc([top]),
+        "one-se": test_auc([one_se]),
+        "tied (default)": test_auc([t for t in same if t.within_one_se]),
+        "tied, any features": test_auc(tied),
+    }
+    for n in (3, 10):
+        got[f"tied, best {n}"] = test_auc([t for t in same if t.within_one_se][:n])
+    for n in (3, 5):
+        got[f"top {n}, any features"] = test_auc(ranked[:n])
+        got[f"top {n}, same features"] = test_auc(same[:n])
+    got["oracle"] = max(auc_of(truth, v["test"]) for v in cands.values())
+    got["n-tied"] = float(sum(t.within_one_se for t in same))
+    return got
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="bench-out/membership")
+    args = parser.parse_args()
+    out = Path(args.out)
+    start = time.perf_counter()
+    per: dict[str, dict[int, dict[str, float]]] = {}
+    for run in sorted((out / "runs").iterdir()):
+        stem = run.name
+        family, seed_s = stem.rsplit("-seed", 1)
+        seed = int(seed_s)
+        truth_file = out / "data" / stem / "task1_truth.csv"
+        if not (run / "summary.json").is_file() or not truth_file.is_file():
+            continue
+        cache = out / "rules" / f"{stem}.pkl"
+        if cache.is_file():
+            cached = pickle.loads(cache.read_bytes())
+        else:
+            print(f"{stem} ...", file=sys.stderr, flush=True)
+            cached = scores_of(run, read_table(truth_file, "label"), seed)
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            cache.write_bytes(pickle.dumps(cached))
+        per.setdefault(family, {})[seed] = rules(cached, seed)
+    names = [k for k in next(iter(next(iter(per.values())).values())) if k != "n-tied"]
+    print("| family | " + " | ".join(names) + " | tied |")
+    print("| --- " * (len(names) + 2) + "|")
+    for family, by_seed in per.items():
+        cells = []
+        for n in [*names, "n-tied"]:
+            v = np.array([r[n] for r in by_seed.values()])
+            cells.append(f"{v.mean():.3f} ± {v.std(ddof=1) if len(v) > 1 else 0:.3f}")
+        print(f"| {family} | " + " | ".join(cells) + " |")
+    flat = [r for by_seed in per.values() for r in by_seed.values()]
+    print(f"\nOver {len(flat)} datasets, paired difference to one-se (mean ± sd, wins/losses):")
+    base = np.array([r["one-se"] for r in flat])
+    for n in names:
+        d = np.array([r[n] for r in flat]) - base
+        print(
+            f"  {n:26s} {np.mean([r[n] for r in flat]):.3f}  diff {d.mean():+.3f} ± "
+            f"{d.std(ddof=1):.3f} (se {d.std(ddof=1) / np.sqrt(len(d)):.3f}), "
+            f"better on {(d > 1e-9).sum()}, worse on {(d < -1e-9).sum()}"
+        )
+    print("\nAverage over the families (each the mean over its seeds):")
+    for n in names:
+        print(
+            f"  {n:26s} {np.mean([np.mean([r[n] for r in b.values()]) for b in per.values()]):.3f}"
+        )
+    print(f"\n{time.perf_counter() - start:.0f} s", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,239 @@
+"""Membership by the mean of several scorers' standardised scores (what ``--method auto``
+answers with when several candidates are tied with the best).
+
+Candidates whose cross-validated AUCs are within one paired standard error of the best are
+equally good as far as the labelled slices can tell; choosing one of them is a coin toss
+between estimates that differ by their noise. Averaging them keeps what they share and
+cancels part of what they do not (model averaging; Caruana et al. 2004, "Ensemble selection
+from libraries of models"). Scores of different methods live on different scales (distances,
+log density ratios, fractions), so each member's score is first standardised by the median
+and interquartile range of its scores on the training reals — out of fold for a member that
+learns from the labels, so that a new slice and a training slice are on the same footing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from ctfp.evaluate import stratified_folds
+from ctfp.membership.base import MembershipMethod
+from ctfp.membership.threshold import choose_threshold
+
+#: Folds of the out-of-fold scores that standardise a label-using member (when the caller
+#: gives no centre and scale).
+FOLDS = 5
+
+
+def robust_scale(scores: np.ndarray) -> tuple[float, float]:
+    """(median, interquartile range) of ``scores``; the range falls back to the standard
+    deviation, then 1, when the scores are (nearly) constant."""
+    q1, median, q3 = np.percentile(np.asarray(scores, dtype=np.float64), [25, 50, 75])
+    scale = float(q3 - q1)
+    if not scale > 0:
+        scale = float(np.std(scores))
+    return float(median), scale if scale > 0 else 1.0
+
+
+class EnsembleMembership(MembershipMethod):
+    """The mean of the standardised scores of several membership methods on the same
+    features.
+
+    Parameters
+    ----------
+    members
+        One mapping per member: ``method`` (a registered name), ``params`` (its ``__init__``
+        keywords) and optionally ``center`` and ``scale``, the standardisation of its scores
+        (``--method auto`` passes those of the out-of-fold scores it selected on, so that its
+        threshold fits the fitted ensemble's scale). Without them ``fit`` computes them: the
+        median and interquartile range of the member's scores on the training reals, out of
+        fold (stratified, ``FOLDS`` folds, seeded) when the member learns from the labels.
+    calibrate
+        Threshold criterion on the combined training scores (out of fold where a member learns
+        from the labels): balanced, f1, accuracy or fpr:ALPHA.
+    random_state
+        Seed of the members that take one, and of the folds.
+    device
+        ``auto``, ``cpu`` or ``cuda``, passed to the members that take it.
+
+    Attributes
+    ----------
+    members_ : list of fitted MembershipMethod
+    centers_, scales_ : (n_members,) float64, the standardisation of each member's score
+    train_scores_ : (n_train,) the combined scores the threshold was chosen on
+    threshold_ : float
+    """
+
+    name = "ensemble"
+
+    def __init__(
+        self,
+        *,
+        members: Sequence[Mapping[str, Any]] = (),
+        calibrate: str = "balanced",
+        random_state: int = 0,
+        device: str = "auto",
+    ) -> None:
+        self.members = members
+        self.calibrate = calibrate
+        self.random_state = random_state
+        self.device = device
+
+    @property
+    def needs_generated(self) -> bool:  # type: ignore[override]
+        return any(self._member_class(m).needs_generated for m in self.members)
+
+    @property
+    def needs_members(self) -> bool:  # type: ignore[override]
+        return any(self._member_class(m).needs_members for m in self.members)
+
+    @property
+    def uses_labels(self) -> bool:
+        return any(self._build(m).uses_labels for m in self.members)
+
+    @staticmethod
+    def _member_class(member: Mapping[str, Any]) -> type[MembershipMethod]:
+        from ctfp.membership.registry import get_method
+
+        if not isinstance(member, Mapping) or "method" not in member:
+            raise ValueError(f"an ensemble member is a mapping with a 'method', got {member!r}")
+        if member["method"] == EnsembleMembership.name:
+            raise ValueError("an ensemble member cannot itself be an ensemble")
+        return get_method(str(member["method"]))
+
+    def _build(self, member: Mapping[str, Any]) -> MembershipMethod:
+        from ctfp.membership.registry import parameter_names
+
+        cls = self._member_class(member)
+        params = dict(member.get("params") or {})
+        names = parameter_names(cls)
+        if "random_state" in names:
+            params.setdefault("random_state", self.random_state)
+        if "device" in names:
+            params.setdefault("device", self.device)
+        return cls(**params)
+
+    def fit(self, X: Any, y: Any, generated: Any = None) -> EnsembleMembership:
+        """Fit every member on all of ``X`` (n, d), ``y``, ``generated``; standardise and
+        combine their scores; choose the threshold on the combined training scores."""
+        if not self.members:
+            raise ValueError("an ensemble needs at least one member")
+        x, y, g = self._fit_inputs(X, y, generated)
+        given = [("center" in m) + ("scale" in m) for m in self.members]
+        if any(n == 1 for n in given):
+            raise ValueError("an ensemble member gives both 'center' and 'scale', or neither")
+        members, centers, scales, train = [], [], [], []
+        for member in self.members:
+            model = self._build(member).fit(x, y, g)
+            if "center" in member:
+                center, scale = float(member["center"]), float(member["scale"])
+                if not (np.isfinite(center) and np.isfinite(scale) and scale > 0):
+                    raise ValueError(
+                        f"ensemble member {member['method']}: center and scale must be finite "
+                        f"and the scale positive, got {center!r}, {scale!r}"
+                    )
+                scores = model.score_samples(x)
+            else:
+                scores = self._out_of_fold(member, model, x, y, g)
+                center, scale = robust_scale(scores)
+            members.append(model)
+            centers.append(center)
+            scales.append(scale)
+            train.append((scores - center) / scale)
+        self.members_ = members
+        self.centers_ = np.asarray(centers, dtype=np.float64)
+        self.scales_ = np.asarray(scales, dtype=np.float64)
+        self.train_scores_ = np.mean(train, axis=0)
+        self.threshold_ = choose_threshold(self.train_scores_, y, self.calibrate)
+        return self
+
+    def _out_of_fold(
+        self,
+        member: Mapping[str, Any],
+        model: MembershipMethod,
+        x: np.ndarray,
+        y: np.ndarray,
+        g: np.ndarray | None,
+    ) -> np.ndarray:
+        """The member's training scores, out of fold when it learns from the labels."""
+        if not model.uses_labels:
+            return model.score_samples(x)
+        folds = min(FOLDS, int(min(y.sum(), (y == 0).sum())))
+        if folds < 2:
+            return model.score_samples(x)
+        fold = stratified_folds(y, folds, self.random_state)
+        oof = np.empty(len(y))
+        for f in range(folds):
+            test = fold == f
+            part = self._build(member).fit(x[~test], y[~test], g)
+            oof[test] = part.score_samples(x[test])
+        return oof
+
+    def score_samples(self, x: Any, *, check_input: bool = True) -> np.ndarray:
+        self._check_fitted()
+        x = self._check_x(x, check_input)
+        parts = [
+            (m.score_samples(x, check_input=False) - c) / s
+            for m, c, s in zip(self.members_, self.centers_, self.scales_, strict=True)
+        ]
+        return np.mean(parts, axis=0)
+
+    def to_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        self._check_fitted()
+        saved, arrays = [], {}
+        for i, (spec, model) in enumerate(zip(self.members, self.members_, strict=True)):
+            params, member_arrays = model.to_state()
+            saved.append(
+                {
+                    "method": str(spec["method"]),
+                    "params": params,
+                    "center": float(self.centers_[i]),
+                    "scale": float(self.scales_[i]),
+                }
+            )
+            arrays.update({f"member{i}/{k}": v for k, v in member_arrays.items()})
+        params = {
+            "members": saved,
+            "specs": [
+                {"method": str(m["method"]), "params": dict(m.get("params") or {})}
+                for m in self.members
+            ],
+            "calibrate": self.calibrate,
+            "random_state": self.random_state,
+            "threshold": float(self.threshold_),
+            "n_features_in": int(self.n_features_in_),
+            **self._state_classes(),
+        }
+        return params, arrays
+
+    @classmethod
+    def from_state(
+        cls, params: dict[str, Any], arrays: dict[str, np.ndarray], *, device: str = "auto"
+    ) -> EnsembleMembership:
+        from ctfp.membership.registry import get_method
+
+        self = cls(
+            members=params["specs"],
+            calibrate=params["calibrate"],
+            random_state=params["random_state"],
+            device=device,
+        )
+        models = []
+        for i, saved in enumerate(params["members"]):
+            prefix = f"member{i}/"
+            own = {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)}
+            models.append(
+                get_method(saved["method"]).from_state(saved["params"], own, device=device)
+            )
+        self.members_ = models
+        self.centers_ = np.array([m["center"] for m in params["members"]], dtype=np.float64)
+        self.scales_ = np.array([m["scale"] for m in params["members"]], dtype=np.float64)
+        self.threshold_ = float(params["threshold"])
+        self.n_features_in_ = int(params["n_features_in"])
+        self._restore_classes(params)
+        return self
+
+
+__all__ = ["FOLDS", "EnsembleMembership", "robust_scale"]
