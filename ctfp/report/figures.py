@@ -13,6 +13,23 @@ from ctfp.report.html import png_uri
 
 DPI = 100
 
+#: The report's one palette: Okabe & Ito's eight colours, distinguishable with the common
+#: colour-vision deficiencies (Wong, "Points of view: Color blindness", Nature Methods 2011).
+PALETTE = (
+    "#0072B2",  # blue
+    "#E69F00",  # orange
+    "#009E73",  # bluish green
+    "#CC79A7",  # reddish purple
+    "#56B4E9",  # sky blue
+    "#D55E00",  # vermillion
+    "#F0E442",  # yellow
+    "#000000",  # black
+)
+#: Markers that tell groups apart where colours repeat (more than eight groups).
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+#: Task 1's groups, the same colour in every figure of a report.
+MEMBER, NON_MEMBER, GENERATED, TEST = PALETTE[5], PALETTE[0], PALETTE[1], "#777777"
+
 
 def new_figure(width: float = 6.4, height: float = 4.0) -> Any:
     """A matplotlib ``Figure`` with a constrained layout."""
@@ -22,8 +39,31 @@ def new_figure(width: float = 6.4, height: float = 4.0) -> Any:
     return Figure(figsize=(width, height), layout="constrained")
 
 
+def check_labels(fig: Any) -> None:
+    """Every axes of ``fig`` names what its axes show (a non-empty x and y label), so that no
+    figure of a report reads as bare numbers.
+
+    Raises
+    ------
+    ValueError
+        An axes without an x or y label (named by its title).
+    """
+    for ax in fig.get_axes():
+        if not ax.get_visible() or ax.get_label() == "<colorbar>":
+            continue
+        twin = [o for o in fig.get_axes() if o is not ax and o.bbox.bounds == ax.bbox.bounds]
+        x = ax.get_xlabel() or any(o.get_xlabel() for o in twin)
+        y = ax.get_ylabel() or any(o.get_ylabel() for o in twin)
+        if not (x and y):
+            raise ValueError(
+                f"report figure {ax.get_title() or '(untitled)'!r} has an axes without "
+                f"{'an x' if not x else 'a y'} label"
+            )
+
+
 def to_uri(fig: Any) -> str:
-    """``fig`` rendered as a PNG data URI."""
+    """``fig`` rendered as a PNG data URI (after :func:`check_labels`)."""
+    check_labels(fig)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=DPI)
     return png_uri(buf.getvalue())
@@ -37,13 +77,49 @@ def score_histogram(
     fig = new_figure()
     ax = fig.subplots()
     bins = np.histogram_bin_edges(scores, bins=min(40, max(10, len(scores) // 4)))
-    for value, name, colour in ((0, names[0], "#1f77b4"), (1, names[1], "#d62728")):
+    for value, name, colour in ((0, names[0], NON_MEMBER), (1, names[1], MEMBER)):
         part = scores[split == value]
         ax.hist(part, bins=bins, alpha=0.6, color=colour, label=f"{name} ({len(part)})")
     if threshold is not None:
         ax.axvline(threshold, color="k", linestyle="--", label=f"threshold {threshold:.4g}")
     ax.set_xlabel("score (higher = more likely used)")
     ax.set_ylabel("test slices")
+    ax.legend(fontsize=8)
+    return to_uri(fig)
+
+
+def score_distributions(
+    test: np.ndarray,
+    members: np.ndarray,
+    non_members: np.ndarray,
+    threshold: float | None,
+) -> str:
+    """The chosen score of the known members, the known non-members (both out of fold) and
+    the test slices, as overlaid outlines of their densities, with the threshold."""
+    fig = new_figure(6.8, 4.0)
+    ax = fig.subplots()
+    everything = np.concatenate([test, members, non_members])
+    bins = np.histogram_bin_edges(everything, bins=min(40, max(10, len(everything) // 6)))
+    for part, name, colour, style in (
+        (non_members, "known non-members (train/not_used)", NON_MEMBER, "-"),
+        (members, "known members (train/used)", MEMBER, "-"),
+        (test, "test slices", TEST, "--"),
+    ):
+        if len(part):
+            ax.hist(
+                part,
+                bins=bins,
+                density=True,
+                histtype="step",
+                linewidth=2,
+                linestyle=style,
+                color=colour,
+                label=f"{name} ({len(part)})",
+            )
+    if threshold is not None:
+        ax.axvline(threshold, color="k", linestyle=":", label=f"threshold {threshold:.4g}")
+    ax.set_xlabel("score of the chosen scorer (higher = more likely used)")
+    ax.set_ylabel("density (each group sums to 1)")
     ax.legend(fontsize=8)
     return to_uri(fig)
 
@@ -55,7 +131,7 @@ def roc_plot(y: np.ndarray, scores: np.ndarray, auc: float | None) -> str:
     fpr, tpr, _ = roc_curve(y, scores)
     fig = new_figure(4.6, 4.2)
     ax = fig.subplots()
-    ax.plot(fpr, tpr, color="#d62728", label=f"ROC (AUC {auc:.3f})" if auc is not None else "ROC")
+    ax.plot(fpr, tpr, color=MEMBER, label=f"ROC (AUC {auc:.3f})" if auc is not None else "ROC")
     ax.plot([0, 1], [0, 1], color="#999", linestyle=":", label="chance")
     ax.set_xlabel("false positive rate")
     ax.set_ylabel("true positive rate")
@@ -110,12 +186,9 @@ def k_sweep_plot(
 
 
 def cluster_colours(clusters: Sequence[Any]) -> dict[str, str]:
-    """A distinct colour for each ``"cluster <c>"``."""
-    from matplotlib import colormaps
-    from matplotlib.colors import to_hex
-
-    cmap = colormaps["tab10" if len(clusters) <= 10 else "tab20"]
-    return {f"cluster {c}": to_hex(cmap(n % cmap.N)) for n, c in enumerate(clusters)}
+    """A colour of :data:`PALETTE` for each ``"cluster <c>"`` (in order; beyond eight they
+    repeat, and :func:`map_plot` tells them apart by marker)."""
+    return {f"cluster {c}": PALETTE[n % len(PALETTE)] for n, c in enumerate(clusters)}
 
 
 def cluster_sizes_plot(names: Sequence[Any], sizes: Sequence[int], colours: Sequence[str]) -> str:
@@ -133,9 +206,9 @@ def bic_plot(bic: dict[str, float], silhouette: dict[str, float] | None, chosen:
     ks = sorted(int(k) for k in bic)
     fig = new_figure(5.8, 3.4)
     ax = fig.subplots()
-    ax.plot(ks, [bic[str(k)] for k in ks], marker="o", color="#1f77b4", label="BIC")
+    ax.plot(ks, [bic[str(k)] for k in ks], marker="o", color=PALETTE[0], label="BIC")
     ax.set_xlabel("components k")
-    ax.set_ylabel("BIC (lower is better)", color="#1f77b4")
+    ax.set_ylabel("BIC (lower is better)", color=PALETTE[0])
     if isinstance(chosen, int):
         ax.axvline(chosen, color="k", linestyle="--", label=f"chosen k={chosen}")
     lines, labels = ax.get_legend_handles_labels()
@@ -145,10 +218,10 @@ def bic_plot(bic: dict[str, float], silhouette: dict[str, float] | None, chosen:
             ks,
             [silhouette.get(str(k), np.nan) for k in ks],
             marker="s",
-            color="#2ca02c",
+            color=PALETTE[2],
             label="silhouette",
         )
-        ax2.set_ylabel("silhouette (higher is better)", color="#2ca02c")
+        ax2.set_ylabel("silhouette (higher is better)", color=PALETTE[2])
         more = ax2.get_legend_handles_labels()
         lines, labels = lines + more[0], labels + more[1]
     ax.set_xticks(ks)
@@ -174,29 +247,66 @@ def projections(x: np.ndarray, seed: int) -> list[tuple[str, np.ndarray]]:
 
 
 def map_plot(
-    xy: np.ndarray, groups: Sequence[str], colour_of: Mapping[str, str], title: str
+    xy: np.ndarray,
+    groups: Sequence[str],
+    colour_of: Mapping[str, str],
+    title: str,
+    axis: str = "component",
+    marker_of: Mapping[str, str] | None = None,
 ) -> str:
     """Scatter of the 2-D points ``xy``, coloured by their group; the legend in ``colour_of``'s
-    order, with only the groups present."""
+    order, with only the groups present. The largest group is drawn first and the smallest
+    last, so that a few points are never hidden under many; dense groups are drawn
+    translucent, and groups whose colour repeats get another marker. ``axis`` names the axes
+    (``"PCA component"`` -> "PCA component 1", "... 2"); ``marker_of`` gives groups a marker
+    of their own (e.g. the labelled examples of a group, in their cluster's colour)."""
     fig = new_figure(6.4, 5.2)
     ax = fig.subplots()
     g = np.asarray(groups, dtype=object)
-    present = set(groups)
-    for name in (n for n in colour_of if n in present):
+    present = [n for n in colour_of if n in set(groups)]
+    sizes = {n: int((g == n).sum()) for n in present}
+    handles = {}
+    for z, name in enumerate(sorted(present, key=lambda n: (-sizes[n], present.index(n)))):
         m = g == name
-        ax.scatter(
-            xy[m, 0], xy[m, 1], s=12, alpha=0.75, c=colour_of[name], label=f"{name} ({m.sum()})"
+        handles[name] = ax.scatter(
+            xy[m, 0],
+            xy[m, 1],
+            s=14,
+            alpha=0.85 if sizes[name] <= 200 else 0.45,
+            c=colour_of[name],
+            marker=(marker_of or {}).get(
+                name, MARKERS[(present.index(name) // len(PALETTE)) % len(MARKERS)]
+            ),
+            edgecolors="white",
+            linewidths=0.3,
+            label=f"{name} ({sizes[name]})",
+            zorder=2 + z,
         )
     ax.set_title(title)
+    ax.set_xlabel(f"{axis} 1 (arbitrary units)")
+    ax.set_ylabel(f"{axis} 2 (arbitrary units)")
     ax.set_xticks([])
     ax.set_yticks([])
-    ax.legend(fontsize=8, loc="best", markerscale=1.5)
+    ax.legend(
+        [handles[n] for n in present],
+        [handles[n].get_label() for n in present],
+        fontsize=8,
+        loc="best",
+        markerscale=1.5,
+    )
     return to_uri(fig)
 
 
 __all__ = [
     "DPI",
+    "GENERATED",
+    "MARKERS",
+    "MEMBER",
+    "NON_MEMBER",
+    "PALETTE",
+    "TEST",
     "bic_plot",
+    "check_labels",
     "cluster_colours",
     "cluster_sizes_plot",
     "confusion_plot",
@@ -205,6 +315,7 @@ __all__ = [
     "new_figure",
     "projections",
     "roc_plot",
+    "score_distributions",
     "score_histogram",
     "to_uri",
 ]

@@ -154,6 +154,38 @@ class Thumbnails:
         uri = png_uri(buf.getvalue())
         return f'<figure><img class="thumb" src="{uri}" alt="{tip}" title="{tip}">{cap}</figure>'
 
+    def difference_html(
+        self, a: tuple[str, int] | None, b: tuple[str, int] | None, caption: str
+    ) -> str:
+        """A ``<figure>`` with ``|a - b|`` of two slices (each resized to the thumbnail side,
+        bright = different), or a grey box saying why there is none."""
+        from PIL import Image
+
+        cap = f"<figcaption>{escape(caption)}</figcaption>" if caption else ""
+        try:
+            if a is None or b is None:
+                raise InputError("no embedding row")
+            images = []
+            for source, frame in (a, b):
+                frames = self._decode(source)
+                if not 0 <= frame < len(frames):
+                    raise InputError(f"{source} has {len(frames)} frames, not frame {frame}")
+                img = Image.fromarray(frames[frame]).convert("L")
+                images.append(
+                    np.asarray(img.resize((self.side, self.side), Image.BILINEAR), np.int16)
+                )
+        except (CtfpError, OSError) as exc:
+            why = escape(f"no difference image: {exc}")
+            return f'<figure><div class="missing" title="{why}">no difference</div>{cap}</figure>'
+        diff = np.abs(images[0] - images[1]).astype(np.uint8)
+        buf = io.BytesIO()
+        Image.fromarray(diff).save(buf, format="PNG", optimize=True)
+        tip = "absolute difference of the two slices (bright = different)"
+        return (
+            f'<figure><img class="thumb" src="{png_uri(buf.getvalue())}" alt="{tip}" '
+            f'title="{tip}">{cap}</figure>'
+        )
+
 
 def page(title: str, task: str, nav: Sequence[str], body: str, version: str) -> str:
     """The whole HTML document: style, title, links to the sections of ``nav`` that ``body``

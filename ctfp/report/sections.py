@@ -99,8 +99,10 @@ def map_section(
     colour_of: Mapping[str, str],
     caption: str,
     seed: int,
+    marker_of: Mapping[str, str] | None = None,
 ) -> str:
-    """Scatter of the 2-D projections; ``groups[i]`` names the colour group of map row i."""
+    """Scatter of the 2-D projections; ``groups[i]`` names the colour group of map row i
+    (``marker_of``: groups drawn with a marker of their own)."""
     head = '<section id="map"><h2>Map of the embeddings</h2>'
     if rows is None or not rows.map_ids:
         return head + '<p class="note">No embeddings to draw.</p></section>'
@@ -111,7 +113,16 @@ def map_section(
     note = f" A random sample of {len(rows.map_ids)} of {rows.n_rows} rows." if sampled else ""
     figures = [
         figure(
-            map_plot(xy, groups, colour_of, title), caption + note, f"{title} map of the embeddings"
+            map_plot(
+                xy,
+                groups,
+                colour_of,
+                title,
+                "UMAP dimension" if title.startswith("UMAP") else "principal component",
+                marker_of,
+            ),
+            caption + note,
+            f"{title} map of the embeddings",
         )
         for title, xy in projected
     ]

@@ -10,19 +10,36 @@ import numpy as np
 
 from ctfp.exceptions import InputError
 from ctfp.index.distance import METRICS, nearest
-from ctfp.report.figures import confusion_plot, k_sweep_plot, roc_plot, score_histogram
+from ctfp.report.figures import (
+    GENERATED,
+    MEMBER,
+    NON_MEMBER,
+    TEST,
+    confusion_plot,
+    k_sweep_plot,
+    roc_plot,
+    score_distributions,
+    score_histogram,
+)
 from ctfp.report.html import Thumbnails, escape, figure, table, window_of
 from ctfp.report.rows import Rows, read_rows
 from ctfp.report.sections import map_section
-from ctfp.runs.folder import RUN_FILE, SCORES_FILE, TEST_PREFIX, read_scores, task1_dir
+from ctfp.runs.folder import (
+    RUN_FILE,
+    SCORES_FILE,
+    TEST_PREFIX,
+    TRAIN_SCORES_FILE,
+    read_scores,
+    task1_dir,
+)
 
 PathLike = str | os.PathLike[str]
 NAV = ("selection", "map", "scores", "evaluation", "k-sweep", "evidence", "settings")
 COLOURS = {
-    "used": "#d62728",
-    "not_used": "#1f77b4",
-    "generated": "#ff7f0e",
-    "test": "#7f7f7f",
+    "used": MEMBER,
+    "not_used": NON_MEMBER,
+    "generated": GENERATED,
+    "test": TEST,
 }
 METRIC_ROWS = (
     ("F1 (used = positive)", "f1"),
@@ -193,6 +210,32 @@ def task1_body(
         f"threshold chosen on the training slices ({summary.get('calibrate', '-')}). The run does "
         "not store the training slices' scores."
     )
+    train = _train_scores(run)
+    non_members = None
+    if train is not None:
+        train_scores, train_y = train
+        members, non_members = train_scores[train_y == 1], train_scores[train_y == 0]
+        implied = ""
+        if threshold is not None and len(non_members):
+            fpr = float((non_members >= threshold).mean())
+            tpr = float((members >= threshold).mean()) if len(members) else float("nan")
+            implied = (
+                f" At the threshold, {fpr:.0%} of the known non-members would be flagged (the "
+                "false-positive rate it implies)"
+                + (f" and {tpr:.0%} of the known members found" if np.isfinite(tpr) else "")
+                + "."
+            )
+        parts.append(
+            figure(
+                score_distributions(scores, members, non_members, threshold),
+                "The chosen scorer's scores of the labelled training reals (out of fold: each "
+                "scored by a model that did not see it) and of the test slices. Where the "
+                "member and non-member curves separate, the score carries the signal; the "
+                f"test slices should look like a mixture of the two.{implied}",
+                "score distributions of known members, known non-members and test slices",
+            )
+        )
+        caption = caption.replace(" The run does not store the training slices' scores.", "")
     parts.append(figure(uri, caption, "histogram of the test scores"))
     parts.append(
         f'<p class="note">{int(pred.sum())} of {len(ids)} test slices predicted used.</p></section>'
@@ -230,9 +273,20 @@ def task1_body(
 
     # Evidence: highest scores next to their nearest generated slice.
     sections.append(
-        evidence_section(rows, top, scores[order], pred[order], truth_table, metric, max_items)
+        evidence_section(
+            rows, top, scores[order], pred[order], truth_table, metric, max_items, non_members
+        )
     )
     return "".join(sections), rows
+
+
+def _train_scores(run: Path) -> tuple[np.ndarray, np.ndarray] | None:
+    """The out-of-fold scores and known classes of the training reals (auto runs), or None."""
+    path = run / TRAIN_SCORES_FILE
+    if not path.is_file():
+        return None
+    _, scores, known = read_scores(path)
+    return scores, known
 
 
 def k_sweep_section(
@@ -284,9 +338,11 @@ def evidence_section(
     truth: dict[str, str] | None,
     metric: str,
     max_items: int,
+    non_members: np.ndarray | None = None,
 ) -> str:
     """The ``top`` test slices (best first) with their thumbnails, each next to its nearest
-    generated slice and the distance between them."""
+    generated slice, the difference of the two images and the distance between them; with the
+    known non-members' out-of-fold scores, where each score falls among them (percentile)."""
     label = DISTANCE_LABELS[metric]
     parts = [
         '<section id="evidence"><h2>Evidence: the highest-scoring test slices</h2>',
@@ -306,8 +362,15 @@ def evidence_section(
         parts.append('<p class="note">The run has no generated slices to compare with.</p>')
     position = {key: n for n, key in enumerate(have)}
     header = ["rank", "test slice", "score", "predicted"]
+    if non_members is not None and len(non_members):
+        header.append("above this share of known non-members")
+        parts.append(
+            '<p class="note">The percentile column says where each score falls among the known '
+            "non-members' (out-of-fold) scores: 99 % means higher than 99 % of slices known not "
+            "to be in the training set.</p>"
+        )
     header += ["truth"] if truth is not None else []
-    header += ["nearest generated slice", label]
+    header += ["nearest generated slice", "difference |test - generated|", label]
     cells_of_rows = []
     for rank, (run_id, key) in enumerate(zip(top, keys, strict=True)):
         cells: list[Any] = [
@@ -316,6 +379,9 @@ def evidence_section(
             escape(f"{top_scores[rank]:.4g}"),
             "used" if top_pred[rank] else "not used",
         ]
+        if non_members is not None and len(non_members):
+            below = float((non_members < top_scores[rank]).mean())
+            cells.append(escape(f"{below:.0%}"))
         if truth is not None:
             t = truth.get(run_id)
             cells.append("-" if t is None else ("used" if t == "1" else "not used"))
@@ -323,9 +389,10 @@ def evidence_section(
             j = int(found[1][position[key]])
             gid = rows.generated_ids[j]
             cells.append(thumbs.html(rows.generated_where[j], gid))
+            cells.append(thumbs.difference_html(rows.where.get(key), rows.generated_where[j], ""))
             cells.append(escape(f"{float(found[0][position[key]]):.4g}"))
         else:
-            cells += ["-", "-"]
+            cells += ["-", "-", "-"]
         cells_of_rows.append(cells)
     parts.append(table(header, cells_of_rows, raw=True))
     return "".join(parts) + "</section>"

@@ -119,31 +119,40 @@ def task2_body(
         """``cluster 2 (g2_vae)``: the labelled group a cluster stands for, where known."""
         return f"cluster {c}" + (f" ({named[str(c)]})" if str(c) in named else "")
 
-    colours = cluster_colours(names)
+    palette = cluster_colours(names)
+    colours = {title(c): palette[f"cluster {c}"] for c in names}
+    group_colour = {named[str(c)]: colours[title(c)] for c in names if str(c) in named}
     groups: list[str] = []
     if rows is not None:
         for row_id, label in zip(rows.map_ids, rows.map_labels, strict=True):
             test_id = row_id[len(TEST_PREFIX) :] if row_id.startswith(TEST_PREFIX) else None
             if test_id is not None and test_id in clusters:
-                groups.append(f"cluster {clusters[test_id]}")
+                groups.append(title(clusters[test_id]))
             else:
-                groups.append(f"train: {label}" if label is not None else "other")
+                groups.append(f"train/{label}" if label is not None else "other")
+    # Labelled examples: their cluster's colour, crosses; groups no cluster stands for: grey.
+    markers = {}
     for n, name in enumerate(sorted({g for g in groups if not g.startswith("cluster ")})):
-        colours[name] = GREYS[n % len(GREYS)]
+        colours[name] = group_colour.get(name[len("train/") :], GREYS[n % len(GREYS)])
+        markers[name] = "X"
     sections.append(
         map_section(
             rows,
             groups,
             colours,
-            "Every embedded slice projected to 2-D: test slices coloured by their cluster, "
-            "labelled training examples in grey.",
+            "Every embedded slice projected to 2-D: test slices (dots) coloured by their "
+            "cluster, labelled training examples (crosses) in the colour of the cluster their "
+            "group was matched to (grey: no cluster stands for it).",
             seed,
+            markers,
         )
     )
 
     # Cluster sizes and the k sweep.
     sizes = [len(members[c]) for c in names]
-    uri = cluster_sizes_plot(names, sizes, [colours[f"cluster {c}"] for c in names])
+    uri = cluster_sizes_plot(
+        [title(c)[len("cluster ") :] for c in names], sizes, [colours[title(c)] for c in names]
+    )
     figures = [figure(uri, "Test slices per cluster.", "cluster sizes")]
     bic = summary.get("k_auto_bic")
     if bic:
@@ -196,7 +205,7 @@ def task2_body(
                 ],
             )
             + "<h3>Clusters against the true groups (test slices)</h3>"
-            + table(["", *(f"group {g}" for g in groups_t)], contingency)
+            + table(["cluster (matched group)", *(f"true {g}" for g in groups_t)], contingency)
             + "</section>"
         )
 

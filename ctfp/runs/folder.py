@@ -32,6 +32,10 @@ TEST_PREFIX = "test/"
 SUMMARY_FILE = "summary.json"
 RUN_FILE = "run.csv"
 SCORES_FILE = "scores.csv"
+#: Task 1 auto: ``id,score,label`` of the labelled training reals, the chosen scorer's
+#: out-of-fold scores and their known class (1 = train/used): what the report compares the
+#: test scores with.
+TRAIN_SCORES_FILE = "train_scores.csv"
 CLUSTERS_FILE = "clusters.csv"
 MODEL_DIR = "model"
 REPORT_FILE = "report.html"

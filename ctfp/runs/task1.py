@@ -25,6 +25,7 @@ from ctfp.runs.folder import (
     RUN_FILE,
     SCORES_FILE,
     TEST_PREFIX,
+    TRAIN_SCORES_FILE,
     begin_commit,
     task1_dir,
     write_scores,
@@ -383,6 +384,8 @@ def run_auto(
     pred = model.predict(x)
     write_run(out / RUN_FILE, ids, pred)
     write_scores(out / SCORES_FILE, ids, score, pred)
+    assert selection.best.oof is not None
+    write_scores(out / TRAIN_SCORES_FILE, train_ids, selection.best.oof, train_y)
     winner = embedded[best.features]
     recorded = {
         "task1": s.to_dict(),
@@ -425,7 +428,9 @@ def run_auto(
     }
     summary["verdict"] = verdict(summary)
     logger.info(f"verdict: {summary['verdict']}")
-    write_summary(out, summary, [out / RUN_FILE, out / SCORES_FILE, out / MODEL_DIR])
+    write_summary(
+        out, summary, [out / RUN_FILE, out / SCORES_FILE, out / TRAIN_SCORES_FILE, out / MODEL_DIR]
+    )
     return summary
 
 

@@ -28,7 +28,8 @@ def evidence_rows(page: str) -> list[tuple[str, str, float]]:
     section = page.split('id="evidence"')[1].split("</section>")[0]
     row = re.compile(
         r"<tr><td>\d+</td><td><figure>.*?<figcaption>([^<]*)</figcaption></figure></td>"
-        r".*?<figcaption>([^<]*)</figcaption></figure></td><td>([^<]*)</td></tr>"
+        r".*?<figcaption>([^<]*)</figcaption></figure></td>"
+        r'<td><figure><img class="thumb" [^>]*></figure></td><td>([^<]*)</td></tr>'  # difference
     )
     return [(html.unescape(a), html.unescape(b), float(c)) for a, b, c in row.findall(section)]
 
@@ -51,8 +52,9 @@ def test_run_report_flag_writes_a_self_contained_task1_report(
     assert 'id="evaluation"' not in page  # no truth given
     assert "Random weights" in page and summary["model"]["weights_sha256"] in page
     assert "bilinear-antialias" in page  # the preprocessing, from the shard metadata
-    # map + score histogram + k sweep plot, then a test and a generated thumbnail per evidence row.
-    assert page.count(PNG) == 3 + 2 * min(12, n_test)
+    # map + score histogram + k sweep plot, then per evidence row a test and a generated
+    # thumbnail and their difference image.
+    assert page.count(PNG) == 3 + 3 * min(12, n_test)
     # The detail is the first k; the evidence rows are its highest scores, best first.
     assert "Test scores for k=1" in page
     rows = evidence_rows(page)
@@ -74,8 +76,8 @@ def test_task1_report_with_truth(
     page = dest.read_text()
     assert_self_contained(page)
     assert 'alt="ROC curve"' in page and 'alt="confusion matrix"' in page
-    # map, histogram, ROC, confusion matrix, 5 evidence rows of two thumbnails; no k sweep.
-    assert page.count(PNG) == 4 + 2 * 5 and 'id="k-sweep"' not in page
+    # map, histogram, ROC, confusion matrix, 5 evidence rows of three images; no k sweep.
+    assert page.count(PNG) == 4 + 3 * 5 and 'id="k-sweep"' not in page
     metrics = evaluate_run("task1", task1_proximity / "run.csv", truth)
     section = page.split('id="evaluation"')[1].split("</section>")[0]
     for key in ("f1", "accuracy", "kappa", "roc_auc", "baseline_all_used_f1"):

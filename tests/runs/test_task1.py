@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from sklearn.metrics import (
     accuracy_score,
@@ -214,6 +215,23 @@ def test_task1_defaults_choose_by_cross_validation(task1_data: Path, tmp_path: P
     assert all(got[f"test/{i}"] == v for i, v in read_run(out / "run.csv").items())
     html = (out / "report.html").read_text()
     assert '<section id="selection">' in html and "within one standard error" in html
+    # The chosen scorer's out-of-fold scores of the training reals, and what the report makes
+    # of them: the three distributions, and each evidence score's percentile among the known
+    # non-members.
+    train = [r.split(",") for r in (out / "train_scores.csv").read_text().splitlines()[1:]]
+    assert sum(r[2] == "1" for r in train) == summary["n_used"]
+    assert sum(r[2] == "0" for r in train) == summary["n_not_used"]
+    assert all(r[0].startswith("train/") for r in train)
+    assert 'alt="score distributions of known members, known non-members and test slices"' in html
+    non_members = np.array([float(r[1]) for r in train if r[2] == "0"])
+    test_scores = [
+        float(r.split(",")[1]) for r in (out / "scores.csv").read_text().splitlines()[1:]
+    ]
+    evidence = html.split('id="evidence"')[1]
+    assert "above this share of known non-members" in evidence
+    share = (non_members < max(test_scores)).mean()
+    first_row = evidence.split("<tr><td>1</td>")[1].split("</tr>")[0]
+    assert f"<td>{share:.0%}</td>" in first_row
 
 
 def test_auto_leaves_out_resnet50_only_when_imagenet_weights_do_not_load(capfd) -> None:
