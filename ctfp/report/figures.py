@@ -28,7 +28,7 @@ PALETTE = (
 #: Markers that tell groups apart where colours repeat (more than eight groups).
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 #: Task 1's groups, the same colour in every figure of a report.
-MEMBER, NON_MEMBER, GENERATED, TEST = PALETTE[5], PALETTE[0], PALETTE[1], "#777777"
+MEMBER, NON_MEMBER, GENERATED, TEST = PALETTE[5], PALETTE[0], PALETTE[3], "#777777"
 
 
 def new_figure(width: float = 6.4, height: float = 4.0) -> Any:

@@ -40,6 +40,11 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; }
 .stages td:first-child, .stages th:first-child { white-space: nowrap; }
 code, .mono { font-family: ui-monospace, "DejaVu Sans Mono", monospace; font-size: 13px;
               word-break: break-all; }
+.verdict-box { border: 3px solid #0072B2; background: #eef6fb; padding: 6px 20px 10px;
+               border-radius: 8px; margin: 12px 0 8px; }
+.verdict-box h2 { border: none; margin: 8px 0 4px; }
+.verdict-box .verdict { font-size: 19px; font-weight: 600; margin: 6px 0; }
+.verdict-box .why { font-size: 14px; color: #333; margin: 6px 0; }
 .warning { background: #fff4e5; border: 1px solid #f0a020; padding: 10px 14px; margin: 12px 0; }
 .note { color: #555; font-size: 14px; }
 .figures { display: flex; flex-wrap: wrap; gap: 16px; align-items: flex-start; }

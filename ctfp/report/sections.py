@@ -11,6 +11,33 @@ from ctfp.report.html import escape, figure, fmt, table
 from ctfp.report.rows import Rows
 
 
+def verdict_box(summary: dict[str, Any]) -> str:
+    """The top of every page: the answer in one sentence with its uncertainty
+    (``summary["verdict"]``), and the method that gave it and why."""
+    text = summary.get("verdict") or (
+        f"{summary.get('task', 'this')} run of ctfp before the verdict was recorded: see the "
+        "sections below."
+    )
+    parts = [
+        '<section id="verdict" class="verdict-box"><h2>Answer</h2>',
+        f'<p class="verdict">{escape(text)}</p>',
+    ]
+    selection = summary.get("selection") or {}
+    chosen = (selection.get("chosen") or {}).get("label")
+    if chosen:
+        parts.append(
+            f'<p class="why"><b>Method:</b> {escape(chosen)}, chosen by cross-validation on the '
+            f"labelled training data: {escape(selection.get('reason', ''))}. "
+            '<a href="#selection">All candidates</a>.</p>'
+        )
+    elif summary.get("method"):
+        parts.append(
+            f'<p class="why"><b>Method:</b> {escape(summary["method"])}, as asked (not '
+            "chosen by cross-validation).</p>"
+        )
+    return "".join(parts) + "</section>"
+
+
 def settings_section(
     run: Path, summary: dict[str, Any], rows: Rows | None, shards: Path | None
 ) -> str:
@@ -129,4 +156,4 @@ def map_section(
     return head + '<div class="figures">' + "".join(figures) + "</div></section>"
 
 
-__all__ = ["map_section", "settings_section"]
+__all__ = ["map_section", "settings_section", "verdict_box"]

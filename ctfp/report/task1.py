@@ -23,7 +23,7 @@ from ctfp.report.figures import (
 )
 from ctfp.report.html import Thumbnails, escape, figure, table, window_of
 from ctfp.report.rows import Rows, read_rows
-from ctfp.report.sections import map_section
+from ctfp.report.sections import map_section, verdict_box
 from ctfp.runs.folder import (
     RUN_FILE,
     SCORES_FILE,
@@ -86,7 +86,7 @@ def selection_section(summary: dict[str, Any]) -> str:
         return ""
     cv = selection.get("settings") or {}
     parts = ['<section id="selection"><h2>Method selection</h2>']
-    parts.append(f'<p class="verdict">{escape(selection.get("reason", ""))}.</p>')
+    parts.append(f'<p class="reason">{escape(selection.get("reason", ""))}.</p>')
     parts.append(
         f'<p class="note">Each candidate was scored out of fold on the {selection.get("n_train")} '
         f"labelled training reals ({cv.get('folds')}-fold stratified cross-validation, "
@@ -173,10 +173,7 @@ def task1_body(
         y = np.array([int(truth_table[i]) for i in ids], dtype=int)
 
     sections = []
-    if summary.get("verdict"):
-        sections.append(
-            f'<section id="verdict"><p class="verdict">{escape(summary["verdict"])}</p></section>'
-        )
+    sections.append(verdict_box(summary))
     sections.append(selection_section(summary))
     # The map: train used / not used, generated and test rows.
     groups = []

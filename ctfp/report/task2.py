@@ -12,7 +12,7 @@ from ctfp.exceptions import InputError
 from ctfp.report.figures import bic_plot, cluster_colours, cluster_sizes_plot
 from ctfp.report.html import THUMB_SIDE, Thumbnails, escape, figure, table, window_of
 from ctfp.report.rows import Rows, read_rows
-from ctfp.report.sections import map_section
+from ctfp.report.sections import map_section, verdict_box
 from ctfp.runs.folder import CLUSTERS_FILE, TEST_PREFIX
 
 PathLike = str | os.PathLike[str]
@@ -28,7 +28,7 @@ def selection_section(summary: dict[str, Any]) -> str:
         return ""
     cv = selection.get("settings") or {}
     parts = ['<section id="selection"><h2>Method selection</h2>']
-    parts.append(f'<p class="verdict">{escape(selection.get("reason", ""))}.</p>')
+    parts.append(f'<p class="reason">{escape(selection.get("reason", ""))}.</p>')
     parts.append(
         f'<p class="note">Each candidate was scored out of fold on the '
         f"{selection.get('n_labelled')} labelled slices of train/&lt;group&gt;/ "
@@ -108,10 +108,7 @@ def task2_body(
     if shards is not None:
         rows = read_rows(shards, wanted, generated=False, vectors=False, seed=seed)
     sections = []
-    if summary.get("verdict"):
-        sections.append(
-            f'<section id="verdict"><p class="verdict">{escape(summary["verdict"])}</p></section>'
-        )
+    sections.append(verdict_box(summary))
     sections.append(selection_section(summary))
     named = summary.get("cluster_groups") or {}
 

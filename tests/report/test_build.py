@@ -95,3 +95,62 @@ def test_reports_render_in_headless_chromium(
     # A blank or unstyled page is nearly all white (no dark pixels, std near 0); this one
     # carries tables, plots and text: about 4 % of the first screen is dark.
     assert gray.std() > 25 and (gray < 200).mean() > 0.02
+
+
+def screenshot(page: Path, tmp: Path, height: int = 900) -> np.ndarray:
+    """The first ``height`` pixels of ``page`` at 1200 px wide, as an RGB array."""
+    from PIL import Image
+
+    shot = tmp / f"{page.parent.name}-{page.stem}.png"
+    chromium(
+        f"--screenshot={shot}",
+        f"--window-size=1200,{height}",
+        "--hide-scrollbars",
+        page.resolve().as_uri(),
+        tmp=tmp,
+    )
+    return np.asarray(Image.open(shot).convert("RGB"), dtype=np.int16)
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(CHROMIUM is None, reason="no chromium binary (apt-get install chromium)")
+def test_reports_open_with_the_verdict_above_the_fold(
+    task1_data: Path, task2_data: Path, tmp_path: Path
+) -> None:
+    """Task 1 (auto) and task 2 (with train/<group>/) reports as a reader first sees them: the
+    verdict box is on the first screen, before the evidence and the settings, and the clusters
+    carry the names of the labelled groups."""
+    import json
+
+    from ctfp.report.figures import check_labels, new_figure
+
+    embed = ["--weights", "random", "--image-size", "32", "--quiet", "--report"]
+    t1, t2 = tmp_path / "t1", tmp_path / "t2"
+    task1 = ["run", "task1", str(task1_data), "--out", str(t1), "--features", "pixels:16"]
+    assert main([*task1, *embed]) == 0
+    task2 = ["run", "task2", str(task2_data), "--out", str(t2), "--features", "residual"]
+    assert main([*task2, *embed]) == 0
+    for run in (t1, t2):
+        page = run / "report.html"
+        dom = chromium("--dump-dom", page.resolve().as_uri(), tmp=tmp_path).stdout
+        summary = json.loads((run / "summary.json").read_text())
+        # The verdict, then the method's candidates, then the evidence, the settings last.
+        order = [dom.index(f'id="{s}"') for s in ("verdict", "selection", "map", "settings")]
+        assert order == sorted(order), order
+        box = dom.split('id="verdict"')[1].split("</section>")[0]
+        assert summary["verdict"].split(":")[0] in box.replace("&amp;", "&")
+        assert summary["selection"]["chosen"]["label"] in box.replace("&amp;", "&")
+        # Above the fold: the box's border colour (#0072B2) is drawn on the first 900 px, and
+        # nowhere in the figures (they use it for lines only, never as wide as the box).
+        rgb = screenshot(page, tmp_path)
+        border = (np.abs(rgb - np.array([0, 114, 178])).sum(axis=2) < 30).sum(axis=1)
+        rows = np.flatnonzero(border > 600)  # a horizontal edge of the box, >= 600 px wide
+        assert len(rows) >= 2 and rows.max() < 900, rows
+    dom = chromium("--dump-dom", (t2 / "report.html").resolve().as_uri(), tmp=tmp_path).stdout
+    for j, group in json.loads((t2 / "summary.json").read_text())["cluster_groups"].items():
+        assert f"cluster {j} ({group})" in dom
+    # Figures without axis labels are refused, so every figure on these pages has them.
+    fig = new_figure()
+    fig.subplots().plot([0, 1], [0, 1])
+    with pytest.raises(ValueError, match="without an x label"):
+        check_labels(fig)

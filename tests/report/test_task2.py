@@ -60,7 +60,8 @@ def test_task2_report_of_a_run_that_used_the_labels(
     page = (out / "report.html").read_text()
     assert_self_contained(page)
     summary = json.loads((out / "summary.json").read_text())
-    for section in ("verdict", "selection", "settings", "clusters", "thumbnails"):
+    assert '<section id="verdict" class="verdict-box">' in page
+    for section in ("selection", "settings", "clusters", "thumbnails"):
         assert f'<section id="{section}">' in page
     order = [page.index(f'id="{s}"') for s in ("verdict", "selection", "clusters", "settings")]
     assert order == sorted(order)  # the answer first, the settings last
