@@ -145,8 +145,9 @@ def task1_body(
     ks = [int(v) for v in summary.get("k") or []]
     if not ks:
         raise InputError("summary.json lists no k for this task1 run")
+    k_selection = summary.get("k_selection") or {}
     if k is None:
-        k = ks[0]
+        k = int(k_selection.get("chosen", ks[0]))
     elif k not in ks:
         raise InputError(f"k={k} is not one of this run's k: {', '.join(map(str, ks))}")
     run_csv, scores_csv = _run_files(run, ks, k)
@@ -293,7 +294,11 @@ def k_sweep_section(
     from ctfp.evaluate import evaluate_run
 
     runs = summary.get("runs") or {}
+    k_selection = summary.get("k_selection") or {}
+    cv = k_selection.get("cv") or {}
     header = ["k", "predicted used", "threshold"]
+    if cv:
+        header += ["CV ROC-AUC (train)", "SE", "chosen"]
     if truth is not None:
         header += ["F1", "accuracy", "kappa", "ROC-AUC", "baseline F1"]
     rows = []
@@ -303,6 +308,10 @@ def k_sweep_section(
     for kk in ks:
         info = runs.get(str(kk)) or {}
         row: list[Any] = [kk, info.get("predicted_used"), info.get("threshold")]
+        if cv:
+            c = cv.get(str(kk)) or {}
+            mark = "chosen" if kk == k_selection.get("chosen") else ""
+            row += [c.get("roc_auc"), c.get("roc_auc_se"), mark]
         used.append(info.get("predicted_used"))
         if truth is not None:
             run_csv, scores_csv = _run_files(run, ks, kk)
@@ -319,8 +328,16 @@ def k_sweep_section(
     else:
         uri = k_sweep_plot(ks, used)
         caption = "Test slices predicted used for each k."
+    rule = k_selection.get("rule")
+    note = (
+        f'<p class="note">k={k_selection.get("chosen")} is shown in detail above: {escape(rule)}'
+        "; the test truth, where given, only measures.</p>"
+        if rule
+        else ""
+    )
     return (
         '<section id="k-sweep"><h2>k sweep</h2>'
+        + note
         + table(header, rows)
         + figure(uri, caption, "k sweep plot")
         + "</section>"

@@ -85,6 +85,73 @@ def fit_membership(
     return model.fit(train_x, train_y, generated)
 
 
+def choose_k(
+    s: Task1Settings,
+    train_x: np.ndarray,
+    train_y: np.ndarray,
+    generated: np.ndarray | None,
+    ks: Sequence[int],
+    features: str,
+) -> dict[str, Any]:
+    """The k of a sweep to show and trust, chosen on the training reals only: each k's
+    cross-validated ROC-AUC (stratified folds, repeats and bootstrap of ``--method auto``), the
+    smallest k within one paired standard error of the best (the test truth is never looked
+    at). Returns ``{"chosen", "rule", "cv": {k: {"roc_auc", "roc_auc_se", "within_one_se"}}}``;
+    with too few training slices for the folds, the first k and the reason."""
+    from ctfp.evaluate import stratified_folds
+    from ctfp.membership.selection import (
+        Candidate,
+        SelectionSettings,
+        Trial,
+        auc_of,
+        bootstrap_auc,
+        paired_gaps,
+        simplest_within_one_se,
+    )
+
+    cv = SelectionSettings()
+    n_small = int(min(train_y.sum(), (train_y == 0).sum()))
+    if n_small < cv.folds:
+        return {
+            "chosen": int(ks[0]),
+            "rule": f"first k: {n_small} slices in the smaller training class, too few for "
+            f"{cv.folds}-fold cross-validation",
+            "cv": {},
+        }
+    trials = []
+    for kk in ks:
+        trial = Trial(Candidate(features, s.method, {"k": int(kk)}))
+        runs = []
+        for r in range(cv.repeats):
+            fold = stratified_folds(train_y, cv.folds, s.seed + r)
+            oof = np.empty(len(train_y))
+            for f in range(cv.folds):
+                test = fold == f
+                model = fit_membership(s, train_x[~test], train_y[~test], generated, kk)
+                oof[test] = model.score_samples(train_x[test])
+            runs.append(oof)
+        aucs = [auc_of(train_y, o) for o in runs]
+        trial.auc, trial.oof = float(np.mean(aucs)), np.mean(runs, axis=0)
+        trial.auc_se, trial.interval = bootstrap_auc(train_y, trial.oof, cv.bootstrap, s.seed)
+        trials.append(trial)
+    top = max(trials, key=lambda t: (t.auc, -t.candidate.complexity))
+    paired_gaps(top, trials, train_y, cv.bootstrap, s.seed)
+    best = simplest_within_one_se(trials, top, lambda t: t.auc, lambda t: t.diff_se)
+    return {
+        "chosen": int(best.candidate.params["k"]),
+        "rule": "the smallest k within one paired standard error of the best cross-validated "
+        f"ROC-AUC on the training reals ({cv.folds} folds x {cv.repeats} repeats)",
+        "cv": {
+            str(t.candidate.params["k"]): {
+                "roc_auc": round(t.auc, 4),
+                "roc_auc_se": round(t.auc_se, 4),
+                "within_one_se": t.within_one_se,
+            }
+            for t in trials
+        },
+    }
+
+
 def run_task1(
     data: PathLike,
     out: PathLike,
@@ -170,10 +237,15 @@ def run_task1(
             index = getattr(s.options, "index", "")
             logger.info(f"task1 {index} index recall@1 vs exact: {runs[kk]['recall_at_1']:.4f}")
     options = s.options.to_dict() if s.options is not None else {}
+    k_selection = None
+    if len(ks) > 1 and not warnings:
+        k_selection = choose_k(s, train_x, train_y, generated, ks, embed_settings.features)
+        logger.info(f"task1 k sweep: k={k_selection['chosen']} chosen: {k_selection['rule']}")
     summary = {
         "task": "task1",
         "method": s.method,
         "k": ks,
+        "k_selection": k_selection,
         # The flat keys of earlier versions, kept for readers of summary.json.
         "metric": options.get("metric", "l1" if s.method == "centroid" else None),
         "neighbours": options.get("neighbours"),

@@ -55,10 +55,17 @@ def test_run_report_flag_writes_a_self_contained_task1_report(
     # map + score histogram + k sweep plot, then per evidence row a test and a generated
     # thumbnail and their difference image.
     assert page.count(PNG) == 3 + 3 * min(12, n_test)
-    # The detail is the first k; the evidence rows are its highest scores, best first.
-    assert "Test scores for k=1" in page
+    # The detail is the k chosen on the training reals (cross-validated, the smallest within
+    # one paired SE of the best); the evidence rows are its highest scores, best first.
+    chosen = summary["k_selection"]["chosen"]
+    cv = summary["k_selection"]["cv"]
+    assert set(cv) == {"1", "4"} and cv[str(chosen)]["within_one_se"]
+    best = max(cv, key=lambda k: cv[k]["roc_auc"])
+    assert cv[best]["within_one_se"]  # the best is always tied with itself
+    assert chosen == min(int(k) for k, c in cv.items() if c["within_one_se"])
+    assert f"Test scores for k={chosen}" in page and "is shown in detail above" in page
     rows = evidence_rows(page)
-    assert [r[0] for r in rows] == top_scores(task1_sweep / "k1" / "scores.csv", 12)
+    assert [r[0] for r in rows] == top_scores(task1_sweep / f"k{chosen}" / "scores.csv", 12)
     # The k sweep table lists each k's predicted-used count.
     sweep = page.split('id="k-sweep"')[1].split("</table>")[0]
     for k in (1, 4):
