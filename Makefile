@@ -21,13 +21,13 @@ demo: $(VENV)/.installed
 	$(BIN)/ctfp demo --out demo-out
 
 test: $(VENV)/.installed-dev
-	$(BIN)/ruff check ctfp tests benchmarks
-	$(BIN)/ruff format --check ctfp tests benchmarks
+	$(BIN)/ruff check ctfp tests benchmarks examples
+	$(BIN)/ruff format --check ctfp tests benchmarks examples
 	$(BIN)/python -m pytest -q
 
 format: $(VENV)/.installed-dev
-	$(BIN)/ruff format ctfp tests benchmarks
-	$(BIN)/ruff check --fix ctfp tests benchmarks
+	$(BIN)/ruff format ctfp tests benchmarks examples
+	$(BIN)/ruff check --fix ctfp tests benchmarks examples
 
 clean:
 	rm -rf $(VENV) demo-out build *.egg-info

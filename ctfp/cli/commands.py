@@ -98,6 +98,7 @@ def _finish_run(args: argparse.Namespace, summary: dict) -> int:
         from ctfp.report import write_report
 
         summary["report"] = str(write_report(args.out))
+        summary["audit"] = os.path.join(args.out, "audit.json")
     _print_json(args, summary)
     return 0
 
@@ -213,7 +214,11 @@ def report(args: argparse.Namespace) -> int:
     path = write_report(
         args.run_dir, args.out, truth=args.truth, max_items=args.max_items, k=args.k
     )
-    _print_json(args, {"run": args.run_dir, "report": str(path), "bytes": path.stat().st_size})
+    audit = os.path.join(args.run_dir, "audit.json")
+    _print_json(
+        args,
+        {"run": args.run_dir, "report": str(path), "bytes": path.stat().st_size, "audit": audit},
+    )
     return 0
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from ctfp import __version__
 from ctfp.exceptions import InputError
 from ctfp.progress import logger
+from ctfp.report.audit import write_audit
 from ctfp.report.html import page
 from ctfp.report.sections import settings_section
 from ctfp.report.task1 import NAV as TASK1_NAV
@@ -35,7 +36,9 @@ def write_report(
     score histogram with the threshold, the highest-scoring test slices next to their nearest
     generated slice and the k sweep; for task 2, the cluster sizes, the BIC/silhouette sweep and
     thumbnails per cluster. With ``truth`` (the CSV ``ctfp evaluate`` takes) it adds the
-    metrics, and for task 1 the ROC curve and the confusion matrix.
+    metrics, and for task 1 the ROC curve and the confusion matrix. It also writes the audit
+    summary, ``run_dir/audit.json`` and ``run_dir/audit.md``
+    (:func:`ctfp.report.audit.write_audit`), with the test metrics when ``truth`` is given.
 
     Parameters
     ----------
@@ -79,6 +82,8 @@ def write_report(
     dest = Path(out_html) if out_html is not None else run / "report.html"
     write_text_atomic(dest, page(title, task, nav, body, __version__))
     logger.info(f"report -> {dest}")
+    audit_json, audit_md = write_audit(run, truth, report=dest)
+    logger.info(f"audit -> {audit_json}, {audit_md}")
     return dest
 
 

@@ -1,0 +1,686 @@
+"""The audit summary of a run folder: ``OUT/audit.json`` and a one-paragraph ``OUT/audit.md``.
+
+``audit.json`` (schema ``ctfp-audit/1``, :data:`SCHEMA_FILE`) gathers what a privacy officer
+files about one run: the verdict, the numbers behind it, the data counts, the method and why it
+was chosen, the model identity, the ctfp version, the run folder and when it was written.
+``audit.md`` says the same in one paragraph of plain words. Both are written beside the HTML
+report (:func:`ctfp.report.write_report` calls :func:`write_audit`), so ``ctfp report OUT``
+regenerates them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import re
+from datetime import UTC, datetime
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from ctfp import __version__
+from ctfp.exceptions import InputError
+from ctfp.runs.folder import (
+    CLUSTERS_FILE,
+    REPORT_FILE,
+    RUN_FILE,
+    SCORES_FILE,
+    SUMMARY_FILE,
+    find_embeddings,
+    read_summary,
+    task1_dir,
+)
+
+PathLike = str | os.PathLike[str]
+
+#: The ``schema`` value of every audit record this version writes.
+AUDIT_SCHEMA = "ctfp-audit/1"
+AUDIT_JSON = "audit.json"
+AUDIT_MD = "audit.md"
+#: The JSON Schema (draft 2020-12) of ``audit.json``, shipped in the package.
+SCHEMA_FILE = "audit.schema.json"
+OPEN_SET_FILE = "open_set.csv"  # ctfp.runs.task2.OPEN_SET_FILE, without importing the runner
+
+QUESTIONS = {
+    "task1": "membership: was each real test slice used to train the generator?",
+    "task2": "attribution: which generator made each synthetic test slice?",
+}
+#: Task 1 membership scorers, in plain words.
+SCORERS = {
+    "centroid": "the distance to the nearest class centre (the seed paper's method)",
+    "proximity": "the distance to the nearest generated slice",
+    "density": "how densely the generated slices crowd around a slice",
+    "counting": "how many generated slices lie close to a slice",
+    "reconstruction": "how well the generated slices' main patterns rebuild a slice",
+}
+#: Task 2 ways of attributing, in plain words.
+WAYS = {
+    "classify": "a linear classifier trained on the labelled slices",
+    "semi": "a Gaussian mixture started from the labelled groups",
+    "gmm": "a Gaussian mixture fitted blind to the test slices",
+}
+FEATURES = {
+    "pixels": "the slice itself shrunk to a thumbnail",
+    "residual": "the fine noise left after smoothing the slice, a generator's fingerprint",
+    "spectrum": "the slice's frequency spectrum",
+    "resnet50": "the features of a ResNet50 image network",
+}
+
+
+def audit_schema() -> dict[str, Any]:
+    """The JSON Schema of ``audit.json`` (draft 2020-12), read from the package."""
+    text = (resources.files("ctfp.report") / SCHEMA_FILE).read_text(encoding="utf-8")
+    return json.loads(text)
+
+
+def audit_record(
+    run_dir: PathLike, truth: PathLike | None = None, *, report: PathLike | None = None
+) -> dict[str, Any]:
+    """The audit record of a ``ctfp run`` output folder: what ``audit.json`` holds.
+
+    Everything comes from the run's ``summary.json`` (checked against the files it lists) and
+    the metadata of its embedding shards; nothing is refitted. A task 1 k sweep is described
+    at the k it chose on the training reals (``k_selection``, the one the report shows in
+    detail), else at its first k.
+
+    Parameters
+    ----------
+    run_dir
+        The ``--out`` folder of ``ctfp run task1|task2``.
+    truth
+        ``id,label`` (task 1) or ``id,cluster`` (task 2) CSV: adds the test metrics
+        (:func:`ctfp.evaluate.evaluate_run`; task 1 with 95 % bootstrap intervals).
+    report
+        The HTML report this record goes with (default ``run_dir/report.html`` where it
+        exists).
+
+    Returns
+    -------
+    dict
+        JSON-ready (a NaN or infinite number is None); valid against :func:`audit_schema`
+        (``schema`` = :data:`AUDIT_SCHEMA`).
+
+    Raises
+    ------
+    InputError
+        ``run_dir`` is not a run folder, its run was interrupted or its files changed after it
+        (:func:`ctfp.runs.folder.read_summary`), or the truth does not cover the run's ids.
+    """
+    run = Path(run_dir)
+    summary = read_summary(run)
+    task = summary["task"]
+    files = _files(run, summary, report)
+    if task == "task1":
+        evidence, counts, method = _task1(summary)
+    else:
+        evidence, counts, method = _task2(summary)
+    record = {
+        "schema": AUDIT_SCHEMA,
+        "task": task,
+        "question": QUESTIONS[task],
+        "verdict": str(summary.get("verdict") or "The run recorded no verdict."),
+        "evidence": evidence,
+        "test_metrics": _test_metrics(run, summary, files, truth),
+        "counts": counts,
+        "method": method,
+        "model": _model(run, summary),
+        "warnings": [str(w) for w in summary.get("warnings") or []],
+        "truth": None
+        if truth is None
+        else {"file": str(Path(truth).resolve()), "sha256": _sha256(Path(truth))},
+        "files": files,
+        "run_dir": str(run.resolve()),
+        "summary_sha256": _sha256(run / SUMMARY_FILE),
+        "ctfp_version": __version__,
+        "written_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    return _finite(record)  # NaN and infinity are not JSON: null
+
+
+def write_audit(
+    run_dir: PathLike, truth: PathLike | None = None, *, report: PathLike | None = None
+) -> tuple[Path, Path]:
+    """Write ``run_dir/audit.json`` and ``run_dir/audit.md`` (atomically).
+
+    Parameters
+    ----------
+    run_dir
+        The ``--out`` folder of ``ctfp run task1|task2``.
+    truth
+        ``id,label`` (task 1) or ``id,cluster`` (task 2) CSV: adds the test metrics.
+    report
+        The HTML report the audit goes with (default ``run_dir/report.html`` where it exists).
+
+    Returns
+    -------
+    tuple of Path
+        The paths of ``audit.json`` and ``audit.md``.
+
+    Raises
+    ------
+    InputError
+        As :func:`audit_record`.
+    """
+    from ctfp.store.writer import write_text_atomic
+
+    record = audit_record(run_dir, truth, report=report)
+    run = Path(run_dir)
+    json_path, md_path = run / AUDIT_JSON, run / AUDIT_MD
+    write_text_atomic(json_path, json.dumps(record, indent=2, allow_nan=False) + "\n")
+    write_text_atomic(md_path, audit_paragraph(record) + "\n")
+    return json_path, md_path
+
+
+# -- the record, part by part -------------------------------------------------------------------
+def _task1(summary: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """Task 1: the evidence, the counts and the method of the record."""
+    selection = summary.get("selection") or {}
+    chosen = selection.get("chosen") or {}
+    k = shown_k(summary)
+    runs = summary.get("runs") or {}
+    first = runs.get(str(k)) if k is not None else next(iter(runs.values()), None)
+    first = first or {}
+    interval = chosen.get("roc_auc_95")
+    interval = list(interval) if interval and None not in interval else None
+    n_used, n_not_used = _int(summary.get("n_used")), _int(summary.get("n_not_used"))
+    labelled = selection.get("n_train", (n_used or 0) + (n_not_used or 0))
+    if selection:
+        why_not = None
+    elif summary.get("mode") == "non-members only":
+        why_not = "there are no known members in train/used/ to measure it on"
+    else:
+        why_not = f"the named method {summary.get('method')!r} is not cross-validated"
+    evidence = {
+        "measured": bool(selection),
+        "why_not_measured": why_not,
+        "cv_roc_auc": chosen.get("roc_auc"),
+        "cv_roc_auc_se": chosen.get("roc_auc_se"),
+        "cv_roc_auc_95": interval,
+        "distinguishable_from_chance": None if interval is None else bool(interval[0] > 0.5),
+        "n_labelled": _int(labelled),
+        "n_candidates": len(selection["candidates"]) if selection.get("candidates") else None,
+        "k": k,
+        "k_rule": (summary.get("k_selection") or {}).get("rule"),
+        "test_flagged_used": _int(first.get("predicted_used")),
+        "n_test": _int(summary.get("n_test")),
+        "threshold": first.get("threshold"),
+        "criterion": summary.get("calibrate"),
+        "criterion_meaning": criterion_meaning(summary.get("calibrate")),
+    }
+    counts = {
+        "train_used": n_used,
+        "train_not_used": n_not_used,
+        "labelled": _int(labelled),
+        "generated": _int(summary.get("n_generated")),
+        "test": _int(summary.get("n_test")),
+    }
+    requested = ((summary.get("settings") or {}).get("task1") or {}).get("method")
+    cv = selection.get("settings") or {}
+    warnings = [str(w) for w in summary.get("warnings") or []]
+    if selection:
+        chosen_by, reason = "cross-validation", str(selection.get("reason") or "")
+    elif summary.get("mode") == "non-members only":
+        # Without known members --method auto runs a stated default (its warning says so) and
+        # records the method it ran as the one asked for.
+        by_auto = any("--method auto ran" in w for w in warnings)
+        chosen_by, requested = ("default", "auto") if by_auto else ("given", requested)
+        reason = "; ".join(warnings) or "no known members"
+    else:
+        chosen_by, reason = "given", f"--method {summary.get('method')} was named"
+    method = {
+        "requested": requested,
+        "name": summary.get("method"),
+        "features": summary.get("features") or _embed_features(summary),
+        "label": chosen.get("label"),
+        "members": len((chosen.get("params") or {}).get("members") or []) or None,
+        "chosen_by": chosen_by,
+        "reason": reason,
+        "rule": selection.get("rule"),
+        "cross_validation": {"folds": cv.get("folds"), "repeats": cv.get("repeats")}
+        if selection
+        else None,
+        "features_tried": selection.get("features_tried"),
+        "left_out": selection.get("skipped") or {},
+        "mode": summary.get("mode"),
+    }
+    return evidence, counts, method
+
+
+def _task2(summary: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """Task 2: the evidence, the counts and the method of the record."""
+    selection = summary.get("selection") or {}
+    chosen = selection.get("chosen") or {}
+    interval = chosen.get("ari_95")
+    interval = list(interval) if interval and None not in interval else None
+    groups = [str(g) for g in summary.get("groups") or selection.get("groups") or []]
+    open_set = summary.get("open_set") or None
+    labelled = selection.get("n_labelled", (summary.get("train_check") or {}).get("n"))
+    evidence = {
+        "measured": bool(selection),
+        "why_not_measured": None
+        if selection
+        else "no labelled examples in train/<group>/ were used: the grouping is blind",
+        "cv_ari": chosen.get("ari"),
+        "cv_ari_se": chosen.get("ari_se"),
+        "cv_ari_95": interval,
+        "cv_accuracy": chosen.get("accuracy"),
+        "n_labelled": _int(labelled),
+        "n_candidates": len(selection["candidates"]) if selection.get("candidates") else None,
+        "n_clusters": _int(summary.get("k")),
+        "groups": groups,
+        "cluster_groups": {
+            str(k): str(v) for k, v in (summary.get("cluster_groups") or {}).items()
+        },
+        "cluster_sizes": [int(s) for s in summary.get("cluster_sizes") or []],
+        "n_test": _int(summary.get("n_test")),
+        "unknown": None if open_set is None else _int(open_set.get("unknown")),
+        "open_set": None
+        if open_set is None
+        else {
+            "unknown": _int(open_set.get("unknown")),
+            "reject": open_set.get("reject"),
+            "expected_by_chance": open_set.get("expected_by_chance"),
+            "can_flag": open_set.get("min_pvalue") is None
+            or float(open_set["min_pvalue"]) <= float(open_set.get("reject") or 0),
+            "extra_group": bool(open_set.get("extra_group")),
+            "file": OPEN_SET_FILE,
+        },
+    }
+    counts = {
+        "labelled": _int(labelled),
+        "groups": len(groups),
+        "test": _int(summary.get("n_test")),
+    }
+    requested = ((summary.get("settings") or {}).get("task2") or {}).get("method")
+    cv = selection.get("settings") or {}
+    mode = summary.get("mode")
+    if selection and mode == "auto":
+        chosen_by = "cross-validation"
+    elif selection or requested not in (None, "auto"):
+        chosen_by = "given"
+    else:
+        chosen_by = "default"
+    if selection:
+        reason = str(selection.get("reason") or "")
+    elif chosen_by == "default":
+        reason = "no labelled examples in train/<group>/: the blind Gaussian mixture"
+    else:
+        reason = f"--method {requested} was named"
+    features = [c.get("features") for c in selection.get("candidates") or []]
+    method = {
+        "requested": requested,
+        "name": summary.get("method"),
+        "features": summary.get("features") or _embed_features(summary),
+        "label": chosen.get("label"),
+        "members": None,
+        "chosen_by": chosen_by,
+        "reason": reason,
+        "rule": selection.get("rule"),
+        "cross_validation": {"folds": cv.get("folds"), "repeats": cv.get("repeats")}
+        if selection
+        else None,
+        "features_tried": list(dict.fromkeys(features)) if features else None,
+        "left_out": selection.get("skipped") or {},
+        "mode": mode,
+    }
+    return evidence, counts, method
+
+
+def shown_k(summary: dict[str, Any]) -> int | None:
+    """The k of a task 1 run the audit describes: the one a k sweep chose on the training reals
+    (``k_selection``, the one the report shows in detail), else the first."""
+    ks = [int(k) for k in summary.get("k") or []]
+    chosen = (summary.get("k_selection") or {}).get("chosen")
+    if chosen is not None and int(chosen) in ks:
+        return int(chosen)
+    return ks[0] if ks else None
+
+
+def _embed_features(summary: dict[str, Any]) -> str | None:
+    return ((summary.get("settings") or {}).get("embed") or {}).get("features")
+
+
+def _model(run: Path, summary: dict[str, Any]) -> dict[str, Any]:
+    """The model identity: the summary's, completed by the metadata of the run's shards (as the
+    report's settings section shows it)."""
+    model = dict(summary.get("model") or {})
+    shards = find_embeddings(run, summary)
+    meta: dict[str, Any] = {}
+    if shards is not None:
+        import pyarrow.parquet as pq
+
+        from ctfp.store.schema import SHARD_GLOB, read_metadata
+
+        meta = read_metadata(pq.read_schema(sorted(shards.glob(SHARD_GLOB))[0])) or {}
+    weights = meta.get("weights", model.get("weights"))
+    text = str(weights or "")
+    return {
+        "model": meta.get("model", model.get("model")),
+        "weights": weights,
+        "weights_sha256": meta.get("weights_sha256", model.get("weights_sha256")),
+        "random_weights": bool(re.search(r"(^|\+)random(:|$)", text)),
+        "learned_weights": bool(re.search(r"(^|\+)(imagenet|file):", text)),
+        "dim": meta.get("dim"),
+        "dtype": meta.get("dtype"),
+        "preprocessing": meta.get("preprocessing"),
+        "decode_window": (meta.get("decode") or {}).get("window"),
+        "embeddings_ctfp_version": meta.get("ctfp_version"),
+        "embeddings": None if shards is None else _relative(shards, run),
+    }
+
+
+def _files(run: Path, summary: dict[str, Any], report: PathLike | None) -> dict[str, Any]:
+    """The run's files a reader of the audit opens, relative to the run folder where inside."""
+    if summary["task"] == "task1":
+        ks = [int(k) for k in summary.get("k") or []]
+        k = shown_k(summary)
+        dest = task1_dir(run, ks, k) if k is not None else run
+        answers: dict[str, Any] = {
+            "run": _relative(dest / RUN_FILE, run),
+            "scores": _relative(dest / SCORES_FILE, run),
+            "open_set": None,
+        }
+    else:
+        answers = {
+            "run": CLUSTERS_FILE,
+            "scores": None,
+            "open_set": OPEN_SET_FILE if (run / OPEN_SET_FILE).is_file() else None,
+        }
+    page = Path(report) if report is not None else run / REPORT_FILE
+    return {
+        "summary": SUMMARY_FILE,
+        **answers,
+        "report": _relative(page, run) if page.is_file() else None,
+        "audit_json": AUDIT_JSON,
+        "audit_md": AUDIT_MD,
+    }
+
+
+def _test_metrics(
+    run: Path, summary: dict[str, Any], files: dict[str, Any], truth: PathLike | None
+) -> dict[str, Any] | None:
+    """The metrics against the truth of the run file the audit describes (None without)."""
+    if truth is None:
+        return None
+    from ctfp.evaluate import evaluate_run
+
+    task = summary["task"]
+    run_file = run / files["run"]
+    scores = run / files["scores"] if files.get("scores") else None
+    metrics = evaluate_run(task, run_file, truth, scores)
+    metrics.pop("scores", None)  # the path of the scores file: in "files"
+    return metrics
+
+
+def _relative(path: Path, run: Path) -> str:
+    try:
+        return path.resolve().relative_to(run.resolve()).as_posix()
+    except ValueError:
+        return str(path.resolve())
+
+
+def _sha256(path: Path) -> str:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError as exc:
+        raise InputError(f"cannot read {str(path)!r}: {exc.strerror or exc}") from None
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every NaN or infinity (which JSON cannot hold) replaced by None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _int(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
+# -- the paragraph ------------------------------------------------------------------------------
+def criterion_meaning(criterion: str | None) -> str:
+    """How a task 1 threshold criterion (``--calibrate``) chose the threshold, in words."""
+    text = str(criterion or "")
+    if text.startswith("fpr:"):
+        try:
+            share = f"{float(text[4:]):.0%}"
+        except ValueError:
+            share = text[4:]
+        return f"so that at most {share} of the known not-used slices would be wrongly flagged"
+    return {
+        "balanced": "to separate the known used and not-used slices best, counting both kinds "
+        "of mistake equally",
+        "f1": "to give the best F1 score on the known slices (F1 balances missed members "
+        "against false alarms)",
+        "accuracy": "to classify the most known slices correctly",
+    }.get(text, "by the method's own fixed rule (not tuned on the known slices)")
+
+
+def _num(value: Any, digits: int = 2) -> str:
+    return "-" if value is None else f"{float(value):.{digits}f}"
+
+
+def _interval(values: Any) -> str:
+    if not values or None in values:
+        return ""
+    return f" (95 % interval {_num(values[0])} to {_num(values[1])})"
+
+
+def _features_plain(features: str | None) -> str:
+    """``pixels:16+residual`` -> what each block looks at, in words."""
+    if not features:
+        return "unrecorded features"
+    parts = []
+    for block in str(features).split("+"):
+        name, _, size = block.partition(":")
+        plain = FEATURES.get(name, name)
+        if name == "pixels":
+            plain = f"the slice itself shrunk to {size or 64}x{size or 64} pixels"
+        parts.append(plain)
+    return f"{features} ({'; '.join(parts)})"
+
+
+#: The sentence audit.md opens with when the network's weights were random.
+RANDOM_WARNING = (
+    "WARNING: the network had random, untrained weights, so this run only shows that the "
+    "software works; it must not be used to audit a real generator."
+)
+
+
+def _model_sentence(model: dict[str, Any], features: str | None) -> str:
+    if model["random_weights"]:
+        weights, hashed = "with random, untrained network weights", "its random weights"
+    elif model["learned_weights"]:
+        weights, hashed = f"with the trained network weights {model['weights']}", "the weights"
+    else:
+        weights = "computed directly from the pixels, with no trained network"
+        hashed = "the feature settings"
+    pre = model.get("preprocessing") or {}
+    size = pre.get("image_size")
+    decoded = []
+    if model.get("decode_window"):
+        decoded.append(f"CT window {model['decode_window']}")
+    if size:
+        decoded.append(f"resized to {size} px")
+    how = f", decoded with {' and '.join(decoded)}" if decoded else ""
+    return (
+        f"The slices were described by {_features_plain(features)}, {weights}{how}; the "
+        f"sha256 of {hashed} is {model.get('weights_sha256') or 'unrecorded'}."
+    )
+
+
+def _task1_paragraph(record: dict[str, Any]) -> list[str]:
+    e, c, m = record["evidence"], record["counts"], record["method"]
+    known = (
+        f"{c['labelled']} real training slices whose status is known ({c['train_used']} used "
+        f"to train the generator, {c['train_not_used']} not used)"
+        if c.get("train_used")
+        else f"{c['train_not_used']} real training slices known not to have been used"
+    )
+    if m.get("name") == "ensemble" and m.get("members"):
+        scorer = f"the average of {m['members']} scoring methods that tied with the best"
+    else:
+        scorer = SCORERS.get(str(m.get("name")), str(m.get("name")))
+    made = (
+        f"{c['generated']} slices the generator made"
+        if c.get("generated")
+        else "no slices from the generator (none were given)"
+    )
+    sentences = []
+    if e["measured"]:
+        cv = m.get("cross_validation") or {}
+        sentences.append(
+            f"How it was measured: ctfp compared {known} with {made}, trying "
+            f"{e['n_candidates']} ways of scoring them and judging each "
+            f"only on slices it had not been fitted on ({cv.get('folds')}-fold cross-validation, "
+            f"{cv.get('repeats')} repeats). The chosen one, {scorer}, separates used from "
+            f"not-used slices with a ROC-AUC of {_num(e['cv_roc_auc'])}"
+            f"{_interval(e['cv_roc_auc_95'])}; ROC-AUC is the chance that a used slice scores "
+            "higher than a not-used one (0.5 is guessing, 1.0 is perfect), and as the best of "
+            "many tries it is somewhat optimistic."
+        )
+        if e["distinguishable_from_chance"] is False:
+            sentences.append("That is not distinguishable from guessing.")
+    else:
+        sentences.append(
+            f"How it was measured: with {made} and {known}, ctfp scored the test slices by "
+            f"{scorer}; how accurate this is on this data was "
+            f"not measured ({e['why_not_measured']})."
+        )
+    sweep = ""
+    if e.get("k_rule"):
+        sweep = f" (at k={e['k']}, the setting of the k sweep chosen as {e['k_rule']})"
+    sentences.append(
+        f"Of the {e['n_test']} test slices, {e['test_flagged_used']} were flagged as used to "
+        f"train the generator{sweep}, at a threshold chosen {e['criterion_meaning']}."
+    )
+    t = record.get("test_metrics")
+    if t:
+
+        def ci(name: str) -> str:
+            values = t.get(f"{name}_ci95")
+            return (
+                "" if not values or None in values else f" [{_num(values[0])}, {_num(values[1])}]"
+            )
+
+        sentences.append(
+            f"Checked against the true answers for the {t['n']} test slices: accuracy "
+            f"{_num(t['accuracy'])}{ci('accuracy')}, Cohen's kappa {_num(t['kappa'])}"
+            f"{ci('kappa')} (agreement beyond chance: 0 is chance, 1 is perfect), ROC-AUC "
+            f"{_num(t['roc_auc'])}{ci('roc_auc')} and F1 {_num(t['f1'])}{ci('f1')} (flagging "
+            f"every slice would score F1 {_num(t['baseline_all_used_f1'])}); the brackets are "
+            "95 % bootstrap intervals."
+        )
+    return sentences
+
+
+def _task2_paragraph(record: dict[str, Any]) -> list[str]:
+    e, c, m = record["evidence"], record["counts"], record["method"]
+    way = WAYS.get(str(m.get("name")), str(m.get("name")))
+    sentences = []
+    if e["measured"]:
+        cv = m.get("cross_validation") or {}
+        accuracy = e.get("cv_accuracy")
+        right = (
+            ""
+            if accuracy is None
+            else f", and assigned {accuracy:.0%} of the held-out labelled slices to the right "
+            "generator"
+        )
+        sentences.append(
+            f"How it was measured: {c['labelled']} synthetic slices whose generator is known "
+            f"({c['groups']} generators: {', '.join(e['groups'])}) were used to try "
+            f"{e['n_candidates']} ways of telling the generators apart, each judged only on "
+            f"labelled slices it had not been fitted on ({cv.get('folds')}-fold "
+            f"cross-validation, {cv.get('repeats')} repeats). The chosen way, {way}, recovered "
+            f"the known grouping with an adjusted Rand index (ARI) of {_num(e['cv_ari'])}"
+            f"{_interval(e['cv_ari_95'])}{right}; ARI is 0 for a random grouping and 1 for the "
+            "exact one, and as the best of several tries it is somewhat optimistic."
+        )
+    else:
+        sentences.append(
+            f"How it was measured: no slices of known origin were used, so the test slices "
+            f"were grouped by {way} with no estimate of how right the grouping is."
+        )
+    names = e.get("cluster_groups") or {}
+    sizes = e.get("cluster_sizes") or []
+    shown = ", ".join(f"{names.get(str(j), f'group {j}')}: {n}" for j, n in enumerate(sizes))
+    result = f"The {e['n_test']} test slices were put into {e['n_clusters']} groups"
+    result += f" ({shown})" if shown else ""
+    o = e.get("open_set")
+    if o is not None and not o["can_flag"]:
+        result += (
+            "; there were too few labelled slices for ctfp to flag any test slice as made by a "
+            "generator it does not know"
+        )
+    elif o is not None:
+        result += (
+            f"; {o['unknown']} fit none of the known generators (about "
+            f"{o['expected_by_chance']} would by chance)"
+        )
+        if o["extra_group"]:
+            result += ", more than chance explains: likely a generator not among the labelled ones"
+    sentences.append(result + ".")
+    t = record.get("test_metrics")
+    if t:
+        sentences.append(
+            f"Checked against the true generators of the {t['n']} test slices: ARI "
+            f"{_num(t['ari'])}, normalised mutual information {_num(t['nmi'])} (0 is no "
+            "relation, 1 is the true grouping)."
+        )
+    return sentences
+
+
+def audit_paragraph(record: dict[str, Any]) -> str:
+    """``audit.md``: the audit record as one paragraph a privacy officer can file.
+
+    Parameters
+    ----------
+    record
+        What :func:`audit_record` returns.
+
+    Returns
+    -------
+    str
+        One Markdown paragraph (no trailing newline).
+    """
+    task = record["task"]
+    number = task[-1]
+    sentences = [
+        f"**ctfp audit of a task {number} run** ({record['question']}).",
+        f"Verdict: {record['verdict'].rstrip('.')}.",
+    ]
+    if record["model"]["random_weights"]:
+        sentences.append(RANDOM_WARNING)
+    sentences += _task1_paragraph(record) if task == "task1" else _task2_paragraph(record)
+    sentences.append(_model_sentence(record["model"], record["method"].get("features")))
+    if record["warnings"]:
+        sentences.append("Warnings: " + "; ".join(w.rstrip(".") for w in record["warnings"]) + ".")
+    report = record["files"].get("report")
+    where = "audit.json" + (f" and {report}" if report else "")
+    sentences.append(
+        f"Written by ctfp {record['ctfp_version']} at {record['written_at']} from the run "
+        f"folder {record['run_dir']}; the numbers are in {where}."
+    )
+    return " ".join(sentences)
+
+
+__all__ = [
+    "AUDIT_JSON",
+    "AUDIT_MD",
+    "AUDIT_SCHEMA",
+    "RANDOM_WARNING",
+    "SCHEMA_FILE",
+    "audit_paragraph",
+    "audit_record",
+    "audit_schema",
+    "criterion_meaning",
+    "shown_k",
+    "write_audit",
+]
