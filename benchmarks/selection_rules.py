@@ -15,7 +15,10 @@ best, as in :func:`ctfp.membership.selection.simplest_within_one_se`):
   feature type (:func:`ctfp.membership.selection.combine`: each member's scores minus the
   median of its out-of-fold scores, over their interquartile range; one embedding at scoring
   time); ``tied, best N``: at most the N best of those;
+- ``tied, same method``: the mean of the tied settings of the top's method only;
 - ``tied, any features``: the same over every tied candidate (several embeddings to score);
+- ``nested``: the default's mean or the top alone, whichever does better on held-out halves of
+  the out-of-fold scores (:func:`nested_prefers_mean`: the choice itself cross-validated);
 - ``top N, ...``: the N best by cross-validated AUC, tied or not.
 
 Prints per family mean ± sd over seeds of each rule's test AUC, and over all datasets the paired
@@ -88,6 +91,40 @@ def scores_of(run: Path, truth: dict[str, str], seed: int) -> dict[str, Any]:
     return out
 
 
+def nested_prefers_mean(trials: list[Trial], y: np.ndarray, seed: int) -> bool:
+    """The ``nested`` rule's decision: on 5 repeats of a stratified 2-fold split of the
+    training rows, find the top and its tied set on one half (AUCs and paired SEs of the
+    out-of-fold scores there) and score, on the other half, the top alone against the mean of
+    the tied ones (standardised on the first half). True when the mean does at least as well."""
+    from ctfp.evaluate import bootstrap_indices, stratified_folds
+    from ctfp.membership.ensemble import robust_scale
+
+    alone, mean = [], []
+    for r in range(5):
+        fold = stratified_folds(y, 2, seed + 100 + r)
+        for f in range(2):
+            a, b = np.flatnonzero(fold != f), np.flatnonzero(fold == f)
+            aucs = [auc_of(y[a], t.oof[a]) for t in trials]
+            i = max(range(len(trials)), key=lambda j: (aucs[j], -trials[j].candidate.complexity))
+            top = trials[i]
+            idx = bootstrap_indices(y[a], 200, seed)
+            ref = np.array([auc_of(y[a][row], top.oof[a][row]) for row in idx])
+            tied = []
+            for j, t in enumerate(trials):
+                if t.candidate.features != top.candidate.features:
+                    continue
+                gap = ref - np.array([auc_of(y[a][row], t.oof[a][row]) for row in idx])
+                if aucs[j] >= aucs[i] - gap.std(ddof=1):
+                    tied.append(t)
+            alone.append(auc_of(y[b], top.oof[b]))
+            parts = []
+            for t in tied:
+                center, scale = robust_scale(t.oof[a])
+                parts.append((t.oof[b] - center) / scale)
+            mean.append(auc_of(y[b], np.mean(parts, axis=0)))
+    return float(np.mean(mean)) >= float(np.mean(alone))
+
+
 def rules(cached: dict[str, Any], seed: int) -> dict[str, float]:
     """Test AUC of each rule on one dataset."""
     y, truth, cands = cached["y"], cached["truth"], cached["candidates"]
@@ -115,11 +152,16 @@ def rules(cached: dict[str, Any], seed: int) -> dict[str, float]:
         ]
         return auc_of(truth, np.mean(parts, axis=0))
 
+    family = [t for t in same if t.within_one_se and t.candidate.method == top.candidate.method]
     got = {
         "top": test_auc([top]),
         "one-se": test_auc([one_se]),
         "tied (default)": test_auc([t for t in same if t.within_one_se]),
+        "tied, same method": test_auc(family),
         "tied, any features": test_auc(tied),
+        "nested": test_auc(
+            [t for t in same if t.within_one_se] if nested_prefers_mean(trials, y, seed) else [top]
+        ),
     }
     for n in (3, 10):
         got[f"tied, best {n}"] = test_auc([t for t in same if t.within_one_se][:n])
@@ -143,16 +185,16 @@ def main() -> None:
         family, seed_s = stem.rsplit("-seed", 1)
         seed = int(seed_s)
         truth_file = out / "data" / stem / "task1_truth.csv"
-        if not (run / "summary.json").is_file() or not truth_file.is_file():
-            continue
         cache = out / "rules" / f"{stem}.pkl"
-        if cache.is_file():
+        if cache.is_file():  # the scores of an earlier pass (the run folder may be rerunning)
             cached = pickle.loads(cache.read_bytes())
-        else:
+        elif (run / "summary.json").is_file() and truth_file.is_file():
             print(f"{stem} ...", file=sys.stderr, flush=True)
             cached = scores_of(run, read_table(truth_file, "label"), seed)
             cache.parent.mkdir(parents=True, exist_ok=True)
             cache.write_bytes(pickle.dumps(cached))
+        else:
+            continue
         per.setdefault(family, {})[seed] = rules(cached, seed)
     names = [k for k in next(iter(next(iter(per.values())).values())) if k != "n-tied"]
     print("| family | " + " | ".join(names) + " | tied |")
