@@ -23,7 +23,9 @@ from typing import Any
 from ctfp import __version__
 from ctfp.exceptions import InputError
 from ctfp.runs.folder import (
+    AUDIT_FILES,
     CLUSTERS_FILE,
+    OPEN_SET_FILE,
     REPORT_FILE,
     RUN_FILE,
     SCORES_FILE,
@@ -37,11 +39,9 @@ PathLike = str | os.PathLike[str]
 
 #: The ``schema`` value of every audit record this version writes.
 AUDIT_SCHEMA = "ctfp-audit/1"
-AUDIT_JSON = "audit.json"
-AUDIT_MD = "audit.md"
+AUDIT_JSON, AUDIT_MD = AUDIT_FILES
 #: The JSON Schema (draft 2020-12) of ``audit.json``, shipped in the package.
 SCHEMA_FILE = "audit.schema.json"
-OPEN_SET_FILE = "open_set.csv"  # ctfp.runs.task2.OPEN_SET_FILE, without importing the runner
 
 QUESTIONS = {
     "task1": "membership: was each real test slice used to train the generator?",

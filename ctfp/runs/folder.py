@@ -39,6 +39,9 @@ TRAIN_SCORES_FILE = "train_scores.csv"
 CLUSTERS_FILE = "clusters.csv"
 MODEL_DIR = "model"
 REPORT_FILE = "report.html"
+#: Task 2's open-set file and the audit files the report writes beside it.
+OPEN_SET_FILE = "open_set.csv"
+AUDIT_FILES = ("audit.json", "audit.md")
 EMBEDDINGS_DIR = "embeddings"
 
 
@@ -110,12 +113,14 @@ def begin_commit(out: PathLike) -> None:
     """Withdraw the previous run's commit record before this run writes its files: a run killed
     from here on leaves its files without a ``summary.json``, which every reader refuses as an
     interrupted run instead of mixing the new files with the old ones. The previous run's
-    results go too (run files, scores, model, a k sweep's ``k<k>/`` folders, the report), so a
+    results go too (run files, scores, model, a k sweep's ``k<k>/`` folders, the report and its
+    audit files), so a
     rerun with other settings (one k after a sweep, or the reverse) leaves none of them behind
     for ``score``, ``evaluate`` or ``report`` to pick up; the embeddings stay, to be reused."""
     root = Path(out)
     (root / SUMMARY_FILE).unlink(missing_ok=True)
-    for name in (RUN_FILE, SCORES_FILE, CLUSTERS_FILE, REPORT_FILE):
+    stale = (RUN_FILE, SCORES_FILE, TRAIN_SCORES_FILE, CLUSTERS_FILE, OPEN_SET_FILE, REPORT_FILE)
+    for name in (*stale, *AUDIT_FILES):
         (root / name).unlink(missing_ok=True)
     folders = [root / MODEL_DIR] + [p for p in root.glob("k*") if re.fullmatch(r"k\d+", p.name)]
     for folder in folders:

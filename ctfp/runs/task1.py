@@ -316,7 +316,11 @@ def verdict(summary: dict[str, Any]) -> str:
     """One sentence a non-expert can act on: the evidence (the cross-validated ROC-AUC of the
     chosen scorer with its 95 % interval, or why there is none) and what the run flagged."""
     n_test = summary["n_test"]
-    run = next(iter((summary.get("runs") or {}).values()), {})
+    runs = summary.get("runs") or {}
+    run = next(iter(runs.values()), {})
+    chosen_k = (summary.get("k_selection") or {}).get("chosen")
+    if chosen_k is not None:  # a k sweep: the k chosen on the training reals
+        run = runs.get(chosen_k, runs.get(str(chosen_k), run))
     flagged = run.get("predicted_used", 0)
     calibrate = str(summary.get("calibrate") or "")
     at = (
@@ -325,6 +329,8 @@ def verdict(summary: dict[str, Any]) -> str:
         else f" (threshold: {calibrate or 'the method' + chr(39) + 's own'})"
     )
     counts = f"{flagged} of {n_test} test slices flagged as used{at}"
+    if chosen_k is not None:
+        counts += f" by k={chosen_k}, chosen on the training reals"
     selection = summary.get("selection")
     if not selection:
         why = (

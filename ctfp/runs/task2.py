@@ -21,6 +21,7 @@ from ctfp.progress import logger, progress_bar
 from ctfp.runs.folder import (
     CLUSTERS_FILE,
     MODEL_DIR,
+    OPEN_SET_FILE,
     TEST_PREFIX,
     begin_commit,
     write_summary,
@@ -44,7 +45,6 @@ TASK2_FEATURES = (
 #: cross-validate a choice on, so this is a stated default (the fingerprint features carry the
 #: generator's trace; ``benchmarks/attribution.py`` measures it over seeds).
 BLIND_FEATURES = "residual"
-OPEN_SET_FILE = "open_set.csv"
 
 
 def labelled_groups(data: PathLike) -> list[str]:

@@ -81,3 +81,19 @@ def test_evaluate_refuses_the_run_file_of_an_interrupted_run(
     capsys.readouterr()
     assert main(evaluate) == 2
     assert "was interrupted before it finished" in capsys.readouterr().err
+
+
+def test_a_rerun_withdraws_the_old_report_audit_and_training_scores(
+    task1_data: Path, tmp_path: Path
+) -> None:
+    """An audit of the previous run must not survive a rerun without --report: a privacy
+    officer would file numbers of a run that no longer exists."""
+    from ctfp.runs.folder import AUDIT_FILES, REPORT_FILE, TRAIN_SCORES_FILE
+
+    out = tmp_path / "run"
+    run_task1(task1_data, out, embed=FAST, progress=False)  # auto: writes train_scores.csv
+    write_report(out)
+    old = [REPORT_FILE, TRAIN_SCORES_FILE, *AUDIT_FILES]
+    assert all((out / name).is_file() for name in old)
+    run_task1(task1_data, out, embed=FAST, method="centroid", k=(4,), progress=False)
+    assert not any((out / name).exists() for name in old)
