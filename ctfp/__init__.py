@@ -9,6 +9,7 @@ from ctfp._version import __version__
 # Lazy so that `import ctfp` does not pay for importing torch, FAISS and scikit-learn.
 _LAZY = {
     "embed": "ctfp.embed.runner",
+    "embed_batch": "ctfp.embed.batch",
     "read_embeddings": "ctfp.store.reader",
     "iter_embeddings": "ctfp.store.reader",
     "read_errors": "ctfp.store.reader",

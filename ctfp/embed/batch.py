@@ -1,0 +1,164 @@
+"""``embed_batch``: Arrow in, Arrow out, so that other engines embed CT slices in their own jobs.
+
+Spark's ``mapInArrow``, Ray Data's ``map_batches`` or a DuckDB Python UDF hand a function a
+batch of rows and want a batch back. ``embed_batch`` is that function for ctfp: a table of file
+paths in, a table of embedding rows out, decoded and embedded exactly as ``ctfp embed`` does it
+(the same reader, the same model factory and mapper; the rows equal the shards' rows). The model
+is built once per process and settings, then reused by every later batch of that process.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import threading
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from ctfp.embed.settings import EmbedSettings
+from ctfp.exceptions import InputError
+from ctfp.settings import SettingsError
+
+_MAPPERS: dict[str, Any] = {}
+_LOCK = threading.Lock()
+
+
+def batch_schema(dim: int, dtype: str, metadata: dict[str, Any]) -> pa.Schema:
+    """The shard schema (``id, source, frame, label, embedding``) with the embedding nullable
+    and an ``error`` column: a file that cannot be read is one row with its reason and no
+    embedding, never a failed batch (the caller's engine would retry it for ever)."""
+    from ctfp.store.schema import shard_schema
+
+    base = shard_schema(dim, dtype, metadata)
+    fields = [f.with_nullable(True) if f.name == "embedding" else f for f in base]
+    return pa.schema([*fields, pa.field("error", pa.string())], metadata=base.metadata)
+
+
+def _mapper(settings: EmbedSettings) -> Any:
+    """The model of ``settings`` on its device, built once per process (thread-safe)."""
+    from ctfp.device import resolve_device
+    from ctfp.embed.features import build_features
+    from ctfp.embed.mapper import Mapper, default_batch_size
+
+    key = json.dumps(settings.to_dict(), sort_keys=True)
+    with _LOCK:
+        if key not in _MAPPERS:
+            device = resolve_device(settings.device)
+            factory = functools.partial(
+                build_features,
+                settings.features,
+                weights=settings.weights,
+                seed=settings.weights_seed,
+                image_size=settings.image_size,
+            )
+            batch = settings.batch_size or default_batch_size(device)
+            _MAPPERS[key] = Mapper.build(factory, device, settings.precision, batch)
+        return _MAPPERS[key]
+
+
+def embed_batch(
+    batch: pa.Table | pa.RecordBatch, settings: EmbedSettings | None = None, **overrides: Any
+) -> pa.Table:
+    """Embed the CT files a batch of rows names.
+
+    Parameters
+    ----------
+    batch
+        A ``pyarrow.Table`` or ``RecordBatch`` with a ``path`` column (strings: PNG/JPEG,
+        DICOM or NIfTI files) and optional ``id`` (default: the path) and ``label`` columns.
+    settings
+        :class:`~ctfp.embed.settings.EmbedSettings` (features, weights, window, image size,
+        storage dtype, device, precision, batch size); ``**overrides`` are its fields.
+        ``features="auto"`` is refused: choose one feature type.
+
+    Returns
+    -------
+    pyarrow.Table
+        :func:`batch_schema`: one row per slice (a volume's rows get ids ``id#k``), in input
+        order, with ``embedding`` as ``fixed_size_list<dtype, dim>``; an unreadable file is one
+        row with ``frame`` -1, a null ``embedding`` and its reason in ``error``. The schema
+        metadata is the shards' (model identity, weights sha256, preprocessing, decode window,
+        ctfp version), so written out these rows score with ``ctfp score`` like shards.
+
+    Raises
+    ------
+    ctfp.exceptions.InputError
+        No ``path`` column, a null path or id, or ids that repeat within the batch.
+    ctfp.settings.SettingsError
+        An unknown option or an invalid value.
+    """
+    from ctfp.embed.job import settings_with
+    from ctfp.embed.reader import decode_all
+    from ctfp.io.decode import parse_window
+    from ctfp.io.sources import InputFile
+    from ctfp.store.schema import make_metadata
+    from ctfp.store.writer import frame_id
+
+    settings = settings_with(EmbedSettings, settings, overrides, "embed_batch", ())
+    if settings.features.strip() == "auto":
+        raise SettingsError("embed_batch needs one feature type (resnet50, pixels, ...), not auto")
+    table = batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch])
+    if "path" not in table.column_names:
+        raise InputError(f"embed_batch needs a 'path' column; the batch has {table.column_names}")
+    paths = table.column("path").to_pylist()
+    ids = table.column("id").to_pylist() if "id" in table.column_names else list(paths)
+    labels = table.column("label").to_pylist() if "label" in table.column_names else None
+    for n, (path, row_id) in enumerate(zip(paths, ids, strict=True)):
+        if path is None or row_id is None:
+            raise InputError(f"embed_batch: row {n} has no {'path' if path is None else 'id'}")
+    if len(set(ids)) != len(ids):
+        seen: set[str] = set()
+        dup = next(i for i in ids if i in seen or seen.add(i))  # type: ignore[func-returns-value]
+        raise InputError(f"embed_batch: id {dup!r} appears twice in the batch")
+    mapper = _mapper(settings)
+    window = parse_window(settings.window)
+    files = [
+        InputFile(id=str(i), path=str(p), label=None if labels is None else labels[n])
+        for n, (i, p) in enumerate(zip(ids, paths, strict=True))
+    ]
+    decoded = decode_all(files, window, mapper.preprocessing, max_pixels=settings.max_pixels)
+    storage = {"float16": np.float16, "float32": np.float32}[settings.dtype]
+    dim = mapper.identity.dim
+    good = [d for d in decoded if d.frames is not None]
+    import torch
+
+    frames = torch.cat([d.frames for d in good]) if good else None
+    vectors = mapper(frames).astype(storage) if frames is not None else np.empty((0, dim))
+    out: dict[str, list[Any]] = {k: [] for k in ("id", "source", "frame", "label", "error")}
+    embeddings: list[np.ndarray | None] = []
+    start = 0
+    for d in decoded:
+        f = files[d.index]
+        if d.frames is None:
+            rows = [(f.id, -1, None, d.error or "unknown error")]
+        else:
+            count = int(d.frames.shape[0])
+            rows = [(frame_id(f.id, k, count), k, vectors[start + k], None) for k in range(count)]
+            start += count
+        for row_id, frame, vector, error in rows:
+            out["id"].append(row_id)
+            out["source"].append(f.path)
+            out["frame"].append(frame)
+            out["label"].append(f.label)
+            out["error"].append(error)
+            embeddings.append(vector)
+    metadata = make_metadata(
+        mapper.identity.to_dict(), settings.dtype, {"window": window.describe()}
+    )
+    schema = batch_schema(dim, settings.dtype, metadata)
+    flat = np.zeros((len(embeddings), dim), dtype=storage)
+    valid = np.array([v is not None for v in embeddings], dtype=bool)
+    for n, v in enumerate(embeddings):
+        if v is not None:
+            flat[n] = v
+    values = pa.array(flat.reshape(-1), type=schema.field("embedding").type.value_type)
+    column = pa.FixedSizeListArray.from_arrays(values, dim, mask=pa.array(~valid))
+    arrays = [pa.array(out[name], type=schema.field(name).type) for name in ("id", "source")]
+    arrays += [pa.array(out["frame"], type=pa.int32()), pa.array(out["label"], type=pa.string())]
+    arrays += [column, pa.array(out["error"], type=pa.string())]
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+__all__ = ["batch_schema", "embed_batch"]
