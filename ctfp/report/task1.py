@@ -208,7 +208,7 @@ def task1_body(
         f"threshold chosen on the training slices ({summary.get('calibrate', '-')}). The run does "
         "not store the training slices' scores."
     )
-    train = _train_scores(run)
+    train = _train_scores(run_csv.parent)  # the shown k's folder (the run folder for one k)
     non_members = None
     if train is not None:
         train_scores, train_y = train
@@ -279,7 +279,8 @@ def task1_body(
 
 
 def _train_scores(run: Path) -> tuple[np.ndarray, np.ndarray] | None:
-    """The out-of-fold scores and known classes of the training reals (auto runs), or None."""
+    """The out-of-fold scores and known classes of the training reals, or None (a run of an
+    earlier ctfp, or one without known members)."""
     path = run / TRAIN_SCORES_FILE
     if not path.is_file():
         return None

@@ -85,20 +85,49 @@ def fit_membership(
     return model.fit(train_x, train_y, generated)
 
 
-def choose_k(
+def out_of_fold(
     s: Task1Settings,
     train_x: np.ndarray,
     train_y: np.ndarray,
     generated: np.ndarray | None,
-    ks: Sequence[int],
+    k: int,
+) -> np.ndarray | None:
+    """The method's scores of the training reals, each from a model that did not see it:
+    stratified folds and repeats of ``--method auto`` (mean over repeats), or the fitted
+    model's own scores for a method that learns nothing from the labels. None with too few
+    slices in the smaller class for the folds."""
+    from ctfp.evaluate import stratified_folds
+    from ctfp.membership.selection import SelectionSettings
+
+    cv = SelectionSettings()
+    probe = s.build(k)
+    if not probe.uses_labels:
+        return fit_membership(s, train_x, train_y, generated, k).score_samples(train_x)
+    if int(min(train_y.sum(), (train_y == 0).sum())) < cv.folds:
+        return None
+    runs = []
+    for r in range(cv.repeats):
+        fold = stratified_folds(train_y, cv.folds, s.seed + r)
+        oof = np.empty(len(train_y))
+        for f in range(cv.folds):
+            test = fold == f
+            model = fit_membership(s, train_x[~test], train_y[~test], generated, k)
+            oof[test] = model.score_samples(train_x[test])
+        runs.append(oof)
+    return np.mean(runs, axis=0)
+
+
+def choose_k(
+    s: Task1Settings,
+    train_y: np.ndarray,
+    oof: dict[int, np.ndarray],
     features: str,
 ) -> dict[str, Any]:
-    """The k of a sweep to show and trust, chosen on the training reals only: each k's
-    cross-validated ROC-AUC (stratified folds, repeats and bootstrap of ``--method auto``), the
-    smallest k within one paired standard error of the best (the test truth is never looked
-    at). Returns ``{"chosen", "rule", "cv": {k: {"roc_auc", "roc_auc_se", "within_one_se"}}}``;
-    with too few training slices for the folds, the first k and the reason."""
-    from ctfp.evaluate import stratified_folds
+    """The k of a sweep to show and trust, chosen on the training reals only: each k's ROC-AUC
+    on its out-of-fold scores (``oof``, :func:`out_of_fold`), the smallest k within one paired
+    standard error of the best (the test truth is never looked at). Returns ``{"chosen",
+    "rule", "cv": {k: {"roc_auc", "roc_auc_se", "within_one_se"}}}``; without out-of-fold
+    scores (too few training slices for the folds), the first k and the reason."""
     from ctfp.membership.selection import (
         Candidate,
         SelectionSettings,
@@ -110,10 +139,11 @@ def choose_k(
     )
 
     cv = SelectionSettings()
-    n_small = int(min(train_y.sum(), (train_y == 0).sum()))
-    if n_small < cv.folds:
+    ks = list(oof)
+    if not oof or any(v is None for v in oof.values()):
+        n_small = int(min(train_y.sum(), (train_y == 0).sum()))
         return {
-            "chosen": int(ks[0]),
+            "chosen": int(s.ks[0]),
             "rule": f"first k: {n_small} slices in the smaller training class, too few for "
             f"{cv.folds}-fold cross-validation",
             "cv": {},
@@ -121,17 +151,8 @@ def choose_k(
     trials = []
     for kk in ks:
         trial = Trial(Candidate(features, s.method, {"k": int(kk)}))
-        runs = []
-        for r in range(cv.repeats):
-            fold = stratified_folds(train_y, cv.folds, s.seed + r)
-            oof = np.empty(len(train_y))
-            for f in range(cv.folds):
-                test = fold == f
-                model = fit_membership(s, train_x[~test], train_y[~test], generated, kk)
-                oof[test] = model.score_samples(train_x[test])
-            runs.append(oof)
-        aucs = [auc_of(train_y, o) for o in runs]
-        trial.auc, trial.oof = float(np.mean(aucs)), np.mean(runs, axis=0)
+        trial.oof = oof[kk]
+        trial.auc = auc_of(train_y, trial.oof)
         trial.auc_se, trial.interval = bootstrap_auc(train_y, trial.oof, cv.bootstrap, s.seed)
         trials.append(trial)
     top = max(trials, key=lambda t: (t.auc, -t.candidate.complexity))
@@ -139,8 +160,8 @@ def choose_k(
     best = simplest_within_one_se(trials, top, lambda t: t.auc, lambda t: t.diff_se)
     return {
         "chosen": int(best.candidate.params["k"]),
-        "rule": "the smallest k within one paired standard error of the best cross-validated "
-        f"ROC-AUC on the training reals ({cv.folds} folds x {cv.repeats} repeats)",
+        "rule": "the smallest k within one paired standard error of the best ROC-AUC on "
+        f"out-of-fold scores of the training reals ({cv.folds} folds x {cv.repeats} repeats)",
         "cv": {
             str(t.candidate.params["k"]): {
                 "roc_auc": round(t.auc, 4),
@@ -202,6 +223,8 @@ def run_task1(
     ks = s.ks
     runs: dict[int, dict[str, Any]] = {}
     written: list[Path] = []
+    oof: dict[int, np.ndarray | None] = {}
+    train_ids = [i for i, lab in zip(emb.ids, labels, strict=True) if lab in ("used", "not_used")]
     begin_commit(out)
     for kk in progress_bar(
         len(ks), "task1 fits", "k", enabled=len(ks) > 1 and progress, iterable=ks
@@ -212,6 +235,10 @@ def run_task1(
         dest = task1_dir(out, ks, kk)
         write_run(dest / RUN_FILE, ids, pred)
         write_scores(dest / SCORES_FILE, ids, score, pred)
+        oof[kk] = None if warnings else out_of_fold(s, train_x, train_y, generated, kk)
+        if oof[kk] is not None:  # what the report compares the test scores with
+            write_scores(dest / TRAIN_SCORES_FILE, train_ids, oof[kk], train_y)
+            written.append(dest / TRAIN_SCORES_FILE)
         fitted = s.replace(k=(kk,)) if takes_k(s.method) else s
         recorded = {"task1": fitted.to_dict(), "embed": embed_settings.to_dict()}
         save_model(model, dest / MODEL_DIR, identity=emb.metadata, settings=recorded)
@@ -239,7 +266,7 @@ def run_task1(
     options = s.options.to_dict() if s.options is not None else {}
     k_selection = None
     if len(ks) > 1 and not warnings:
-        k_selection = choose_k(s, train_x, train_y, generated, ks, embed_settings.features)
+        k_selection = choose_k(s, train_y, oof, embed_settings.features)
         logger.info(f"task1 k sweep: k={k_selection['chosen']} chosen: {k_selection['rule']}")
     summary = {
         "task": "task1",

@@ -54,7 +54,8 @@ def test_run_report_flag_writes_a_self_contained_task1_report(
     assert "bilinear-antialias" in page  # the preprocessing, from the shard metadata
     # map + score histogram + k sweep plot, then per evidence row a test and a generated
     # thumbnail and their difference image.
-    assert page.count(PNG) == 3 + 3 * min(12, n_test)
+    # ... and the out-of-fold score distributions of the shown k.
+    assert page.count(PNG) == 4 + 3 * min(12, n_test)
     # The detail is the k chosen on the training reals (cross-validated, the smallest within
     # one paired SE of the best); the evidence rows are its highest scores, best first.
     chosen = summary["k_selection"]["chosen"]
@@ -83,8 +84,8 @@ def test_task1_report_with_truth(
     page = dest.read_text()
     assert_self_contained(page)
     assert 'alt="ROC curve"' in page and 'alt="confusion matrix"' in page
-    # map, histogram, ROC, confusion matrix, 5 evidence rows of three images; no k sweep.
-    assert page.count(PNG) == 4 + 3 * 5 and 'id="k-sweep"' not in page
+    # map, distributions, histogram, ROC, confusion matrix, 5 evidence rows of three images.
+    assert page.count(PNG) == 5 + 3 * 5 and 'id="k-sweep"' not in page
     metrics = evaluate_run("task1", task1_proximity / "run.csv", truth)
     section = page.split('id="evaluation"')[1].split("</section>")[0]
     for key in ("f1", "accuracy", "kappa", "roc_auc", "baseline_all_used_f1"):
@@ -154,7 +155,8 @@ def test_missing_files_and_escaping(task1_proximity: Path, tmp_path: Path) -> No
     for name in ("run.csv", "scores.csv"):
         shutil.copy(task1_proximity / name, run / name)
     page = write_report(run).read_text()  # no embeddings: said so, no map or thumbnails
-    assert "has no embeddings" in page and page.count(PNG) == 1  # the score histogram
+    # The score histogram only (train_scores.csv not copied: no distributions either).
+    assert "has no embeddings" in page and page.count(PNG) == 1
     assert "<script>alert(1)</script>" not in page and "&lt;script&gt;alert(1)" in page
     with pytest.raises(InputError, match="k=3 is not one of"):
         write_report(run, k=3)

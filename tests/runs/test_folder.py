@@ -95,5 +95,7 @@ def test_a_rerun_withdraws_the_old_report_audit_and_training_scores(
     write_report(out)
     old = [REPORT_FILE, TRAIN_SCORES_FILE, *AUDIT_FILES]
     assert all((out / name).is_file() for name in old)
-    run_task1(task1_data, out, embed=FAST, method="centroid", k=(4,), progress=False)
+    # A sweep writes its files under k<k>/: nothing of the old run may be left at the top.
+    run_task1(task1_data, out, embed=FAST, method="centroid", k=(1, 2), progress=False)
     assert not any((out / name).exists() for name in old)
+    assert (out / "k2" / TRAIN_SCORES_FILE).is_file()  # each k's out-of-fold scores
