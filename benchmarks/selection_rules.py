@@ -11,7 +11,11 @@ best, as in :func:`ctfp.membership.selection.simplest_within_one_se`):
 
 - ``top``: the highest cross-validated AUC alone;
 - ``one-se``: the simplest tied setting of the top's method alone (auto's rule until 0.3.0);
-- ``tied (default)``: the mean of the standardised scores of every tied candidate on the top's
+- ``forward (default)``: forward selection with replacement from the top over every candidate
+  on its feature type (:func:`ctfp.membership.selection.forward_select`, Caruana et al. 2004):
+  add the candidate that most raises the out-of-fold AUC of the weighted mean of standardised
+  scores until none does;
+- ``tied``: the mean of the standardised scores of every tied candidate on the top's
   feature type (:func:`ctfp.membership.selection.combine`: each member's scores minus the
   median of its out-of-fold scores, over their interquartile range; one embedding at scoring
   time); ``tied, best N``: at most the N best of those;
@@ -48,6 +52,7 @@ from ctfp.membership.selection import (
     combine,
     cross_validate,
     default_candidates,
+    forward_select,
     paired_gaps,
     simplest_within_one_se,
 )
@@ -139,24 +144,33 @@ def rules(cached: dict[str, Any], seed: int) -> dict[str, float]:
     ranked = sorted(trials, key=lambda t: -t.auc)
     same = [t for t in ranked if t.candidate.features == top.candidate.features]
 
+    def ensemble_test_auc(trial: Trial) -> float:
+        """An ensemble trial's members' test scores, standardised as it recorded them
+        (median and IQR of their out-of-fold scores) and weighted, on the test set."""
+        if trial.candidate.method != "ensemble":
+            return auc_of(truth, cands[trial.candidate.label]["test"])
+        features = trial.candidate.features
+        parts, weights = [], []
+        for m in trial.candidate.params["members"]:
+            label = type(trial.candidate)(features, m["method"], m["params"]).label
+            parts.append((cands[label]["test"] - m["center"]) / m["scale"])
+            weights.append(m["weight"])
+        return auc_of(truth, np.asarray(weights) @ np.asarray(parts))
+
     def test_auc(members: list[Trial]) -> float:
-        """The ensemble of ``members`` as auto builds it (:func:`combine`: each member's test
-        scores standardised by the median and IQR of its out-of-fold scores), on the test set."""
+        """The equal mean of ``members`` as auto builds it (:func:`combine`)."""
         if len(members) == 1:
             return auc_of(truth, cands[members[0].candidate.label]["test"])
         ordered = sorted(members, key=lambda t: (-t.auc, t.candidate.complexity))
-        spec = combine(members, ordered[0], y, settings, seed).candidate.params["members"]
-        parts = [
-            (cands[t.candidate.label]["test"] - m["center"]) / m["scale"]
-            for t, m in zip(ordered, spec, strict=True)
-        ]
-        return auc_of(truth, np.mean(parts, axis=0))
+        return ensemble_test_auc(combine(members, ordered[0], y, settings, seed))
 
     family = [t for t in same if t.within_one_se and t.candidate.method == top.candidate.method]
+    forward = forward_select(same, top, y, settings, seed)
     got = {
         "top": test_auc([top]),
         "one-se": test_auc([one_se]),
-        "tied (default)": test_auc([t for t in same if t.within_one_se]),
+        "forward (default)": ensemble_test_auc(forward if forward is not top else one_se),
+        "tied": test_auc([t for t in same if t.within_one_se]),
         "tied, same method": test_auc(family),
         "tied, any features": test_auc(tied),
         "nested": test_auc(
@@ -170,6 +184,10 @@ def rules(cached: dict[str, Any], seed: int) -> dict[str, float]:
         got[f"top {n}, same features"] = test_auc(same[:n])
     got["oracle"] = max(auc_of(truth, v["test"]) for v in cands.values())
     got["n-tied"] = float(sum(t.within_one_se for t in same))
+    members = forward.candidate.params.get("members") if forward is not top else None
+    got["n-forward"] = float(len(members) if members else 1)
+    got["forward in-sample"] = forward.auc if forward is not top else one_se.auc
+    got["forward held-out"] = forward.heldout_auc if forward is not top else one_se.auc
     return got
 
 
@@ -196,12 +214,13 @@ def main() -> None:
         else:
             continue
         per.setdefault(family, {})[seed] = rules(cached, seed)
-    names = [k for k in next(iter(next(iter(per.values())).values())) if k != "n-tied"]
-    print("| family | " + " | ".join(names) + " | tied |")
-    print("| --- " * (len(names) + 2) + "|")
+    counts = ("n-tied", "n-forward")
+    names = [k for k in next(iter(next(iter(per.values())).values())) if k not in counts]
+    print("| family | " + " | ".join(names) + " | tied | forward members |")
+    print("| --- " * (len(names) + 3) + "|")
     for family, by_seed in per.items():
         cells = []
-        for n in [*names, "n-tied"]:
+        for n in [*names, *counts]:
             v = np.array([r[n] for r in by_seed.values()])
             cells.append(f"{v.mean():.3f} ± {v.std(ddof=1) if len(v) > 1 else 0:.3f}")
         print(f"| {family} | " + " | ".join(cells) + " |")

@@ -1,14 +1,15 @@
-"""Membership by the mean of several scorers' standardised scores (what ``--method auto``
-answers with when several candidates are tied with the best).
+"""Membership by the weighted mean of several scorers' standardised scores (what
+``--method auto`` answers with when other scorers add to the best).
 
-Candidates whose cross-validated AUCs are within one paired standard error of the best are
-equally good as far as the labelled slices can tell; choosing one of them is a coin toss
-between estimates that differ by their noise. Averaging them keeps what they share and
-cancels part of what they do not (model averaging; Caruana et al. 2004, "Ensemble selection
-from libraries of models"). Scores of different methods live on different scales (distances,
-log density ratios, fractions), so each member's score is first standardised by the median
-and interquartile range of its scores on the training reals — out of fold for a member that
-learns from the labels, so that a new slice and a training slice are on the same footing.
+Scorers that see different traces of memorisation (distance to the nearest generated slice, a
+density ratio, how well a surrogate of the generator reconstructs the slice) err on different
+slices; a weighted mean keeps what they share and cancels part of what they do not (Caruana
+et al. 2004, "Ensemble selection from libraries of models"; the weights are chosen by
+:func:`ctfp.membership.selection.forward_select`). Scores of different methods live on
+different scales (distances, log density ratios, fractions), so each member's score is first
+standardised by the median and interquartile range of its scores on the training reals — out
+of fold for a member that learns from the labels, so that a new slice and a training slice are
+on the same footing.
 """
 
 from __future__ import annotations
@@ -38,14 +39,15 @@ def robust_scale(scores: np.ndarray) -> tuple[float, float]:
 
 
 class EnsembleMembership(MembershipMethod):
-    """The mean of the standardised scores of several membership methods on the same
+    """The weighted mean of the standardised scores of several membership methods on the same
     features.
 
     Parameters
     ----------
     members
         One mapping per member: ``method`` (a registered name), ``params`` (its ``__init__``
-        keywords) and optionally ``center`` and ``scale``, the standardisation of its scores
+        keywords), optionally ``weight`` (positive, default 1; the weights are normalised to
+        sum to 1) and optionally ``center`` and ``scale``, the standardisation of its scores
         (``--method auto`` passes those of the out-of-fold scores it selected on, so that its
         threshold fits the fitted ensemble's scale). Without them ``fit`` computes them: the
         median and interquartile range of the member's scores on the training reals, out of
@@ -62,6 +64,7 @@ class EnsembleMembership(MembershipMethod):
     ----------
     members_ : list of fitted MembershipMethod
     centers_, scales_ : (n_members,) float64, the standardisation of each member's score
+    weights_ : (n_members,) float64, the members' weights, summing to 1
     train_scores_ : (n_train,) the combined scores the threshold was chosen on
     threshold_ : float
     """
@@ -124,6 +127,7 @@ class EnsembleMembership(MembershipMethod):
         given = [("center" in m) + ("scale" in m) for m in self.members]
         if any(n == 1 for n in given):
             raise ValueError("an ensemble member gives both 'center' and 'scale', or neither")
+        weights = self._weights()
         members, centers, scales, train = [], [], [], []
         for member in self.members:
             model = self._build(member).fit(x, y, g)
@@ -145,9 +149,28 @@ class EnsembleMembership(MembershipMethod):
         self.members_ = members
         self.centers_ = np.asarray(centers, dtype=np.float64)
         self.scales_ = np.asarray(scales, dtype=np.float64)
-        self.train_scores_ = np.mean(train, axis=0)
+        self.weights_ = weights
+        self.train_scores_ = weights @ np.asarray(train)
         self.threshold_ = choose_threshold(self.train_scores_, y, self.calibrate)
         return self
+
+    def _weights(self) -> np.ndarray:
+        """The members' weights (``weight``, default 1), normalised to sum to 1."""
+        weights = []
+        for member in self.members:
+            w = member.get("weight", 1.0)
+            try:
+                w = float(w)
+            except (TypeError, ValueError):
+                w = float("nan")
+            if not (np.isfinite(w) and w > 0):
+                raise ValueError(
+                    f"ensemble member {member.get('method')}: weight must be a finite positive "
+                    f"number, got {member.get('weight')!r}"
+                )
+            weights.append(w)
+        out = np.asarray(weights, dtype=np.float64)
+        return out / out.sum()
 
     def _out_of_fold(
         self,
@@ -178,7 +201,7 @@ class EnsembleMembership(MembershipMethod):
             (m.score_samples(x, check_input=False) - c) / s
             for m, c, s in zip(self.members_, self.centers_, self.scales_, strict=True)
         ]
-        return np.mean(parts, axis=0)
+        return self.weights_ @ np.asarray(parts)
 
     def to_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         self._check_fitted()
@@ -191,14 +214,19 @@ class EnsembleMembership(MembershipMethod):
                     "params": params,
                     "center": float(self.centers_[i]),
                     "scale": float(self.scales_[i]),
+                    "weight": float(self.weights_[i]),
                 }
             )
             arrays.update({f"member{i}/{k}": v for k, v in member_arrays.items()})
         params = {
             "members": saved,
             "specs": [
-                {"method": str(m["method"]), "params": dict(m.get("params") or {})}
-                for m in self.members
+                {
+                    "method": str(m["method"]),
+                    "params": dict(m.get("params") or {}),
+                    "weight": float(w),
+                }
+                for m, w in zip(self.members, self.weights_, strict=True)
             ],
             "calibrate": self.calibrate,
             "random_state": self.random_state,
@@ -230,6 +258,9 @@ class EnsembleMembership(MembershipMethod):
         self.members_ = models
         self.centers_ = np.array([m["center"] for m in params["members"]], dtype=np.float64)
         self.scales_ = np.array([m["scale"] for m in params["members"]], dtype=np.float64)
+        # models saved before weights existed weighted their members equally
+        weights = np.array([m.get("weight", 1.0) for m in params["members"]], dtype=np.float64)
+        self.weights_ = weights / weights.sum()
         self.threshold_ = float(params["threshold"])
         self.n_features_in_ = int(params["n_features_in"])
         self._restore_classes(params)

@@ -198,6 +198,7 @@ def _task1(summary: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], dic
         "cv_roc_auc": chosen.get("roc_auc"),
         "cv_roc_auc_se": chosen.get("roc_auc_se"),
         "cv_roc_auc_95": interval,
+        "heldout_roc_auc": chosen.get("heldout_roc_auc"),
         "distinguishable_from_chance": None if interval is None else bool(interval[0] > 0.5),
         "n_labelled": _int(labelled),
         "n_candidates": len(selection["candidates"]) if selection.get("candidates") else None,
@@ -524,7 +525,8 @@ def _task1_paragraph(record: dict[str, Any]) -> list[str]:
         else f"{c['train_not_used']} real training slices known not to have been used"
     )
     if m.get("name") == "ensemble" and m.get("members"):
-        scorer = f"the average of {m['members']} scoring methods that tied with the best"
+        how = "a weighted average of" if m.get("rule") == "forward selection" else "the average of"
+        scorer = f"{how} {m['members']} scoring methods chosen on the labelled slices"
     else:
         scorer = SCORERS.get(str(m.get("name")), str(m.get("name")))
     made = (
@@ -544,6 +546,13 @@ def _task1_paragraph(record: dict[str, Any]) -> list[str]:
             f"{_interval(e['cv_roc_auc_95'])}; ROC-AUC is the chance that a used slice scores "
             "higher than a not-used one (0.5 is guessing, 1.0 is perfect), and as the best of "
             "many tries it is somewhat optimistic."
+            + (
+                f" Repeating the whole choice on one half of the labelled slices and scoring the "
+                f"other half gives {_num(e['heldout_roc_auc'])}, an estimate without that "
+                "optimism."
+                if e.get("heldout_roc_auc") is not None
+                else ""
+            )
         )
         if e["distinguishable_from_chance"] is False:
             sentences.append("That is not distinguishable from guessing.")

@@ -93,10 +93,14 @@ def selection_section(summary: dict[str, Any]) -> str:
         f"{cv.get('repeats')} repeats; methods that learn nothing from the labels fitted once). "
         "Candidates within one standard error of the best (on the paired gap: the same "
         "bootstrap resamples for both) are tied with it. Chosen: with the default "
-        "<code>--combine tied</code>, the mean of the standardised scores of the tied candidates "
-        "on the best's features (one of them alone when it is the only one); with "
-        "<code>--combine simplest</code>, the simplest tied setting of the best's method. The "
-        "winner's estimate is optimistic (it is the best of many); the test set was never "
+        "<code>--combine forward</code>, forward selection from the best (Caruana et al. 2004): "
+        "the candidate on its features that most raises the out-of-fold ROC-AUC of the weighted "
+        "mean of standardised scores is added, with replacement, until none raises it (the best "
+        "alone, simplified by the one-standard-error rule, when none does); with "
+        "<code>--combine tied</code>, the equal mean of the tied candidates on the best's "
+        "features; with <code>--combine simplest</code>, the simplest tied setting of the best's "
+        "method. The winner's estimate is optimistic (it is the best of many; forward selection "
+        "also reports the whole choice repeated on held-out halves); the test set was never "
         "looked at.</p>"
     )
     for name, reason in (selection.get("skipped") or {}).items():

@@ -368,9 +368,11 @@ def verdict(summary: dict[str, Any]) -> str:
         return f"Evidence not measured ({why}); {counts}."
     chosen = selection["chosen"]
     auc, (low, high) = chosen["roc_auc"], chosen["roc_auc_95"]
+    held = chosen.get("heldout_roc_auc")
     estimate = (
         f"cross-validated ROC-AUC {auc:.2f} [{low:.2f}, {high:.2f}] on "
         f"{selection['n_train']} labelled training slices"
+        + (f" ({held:.2f} with the choice itself held out)" if held is not None else "")
     )
     if low is None or low <= 0.5:
         return (

@@ -70,6 +70,26 @@ def test_given_scales_are_used_and_the_saved_model_scores_the_same(tmp_path) -> 
     assert loaded.threshold_ == model.threshold_
 
 
+def test_weights_weigh_the_members_and_are_saved(tmp_path) -> None:
+    x, y, g = data()
+    members = [
+        {**m, "center": 0.5 * i, "scale": 2.0 + i, "weight": w}
+        for i, (m, w) in enumerate(zip(MEMBERS, (3, 1), strict=True))
+    ]
+    model = EnsembleMembership(members=members, random_state=0).fit(x, y, g)
+    np.testing.assert_allclose(model.weights_, [0.75, 0.25])
+    new = data(seed=2)[0]
+    parts = [
+        (m.score_samples(new) - c) / s
+        for m, c, s in zip(model.members_, (0.0, 0.5), (2.0, 3.0), strict=True)
+    ]
+    np.testing.assert_allclose(model.score_samples(new), 0.75 * parts[0] + 0.25 * parts[1])
+    save_model(model, tmp_path / "m", identity={"decode": {}})
+    loaded = load_model(tmp_path / "m", device="cpu").model
+    np.testing.assert_allclose(loaded.weights_, [0.75, 0.25])
+    np.testing.assert_allclose(loaded.score_samples(new), model.score_samples(new), rtol=1e-6)
+
+
 @pytest.mark.parametrize(
     ("members", "message"),
     [
@@ -80,6 +100,9 @@ def test_given_scales_are_used_and_the_saved_model_scores_the_same(tmp_path) -> 
         ([{"method": "proximity", "center": 1.0}], "both 'center' and 'scale'"),
         ([{"method": "proximity", "center": 0.0, "scale": 0.0}], "scale positive"),
         ([{"method": "proximity", "center": float("nan"), "scale": 1.0}], "must be finite"),
+        ([{"method": "proximity", "weight": 0}], "weight must be a finite positive"),
+        ([{"method": "proximity", "weight": float("inf")}], "weight must be a finite positive"),
+        ([{"method": "proximity", "weight": "heavy"}], "weight must be a finite positive"),
     ],
 )
 def test_bad_members_are_refused(members: list, message: str) -> None:

@@ -14,6 +14,8 @@ from ctfp.membership.selection import (
     auc_of,
     bootstrap_auc,
     default_candidates,
+    forward_select,
+    forward_weights,
     paired_gaps,
     select,
     stratified_folds,
@@ -154,12 +156,13 @@ def test_what_selection_cannot_do_is_refused() -> None:
 
 
 def test_tied_candidates_answer_together() -> None:
-    """combine="tied" (the default): the candidates on the best's features within one paired
+    """combine="tied": the candidates on the best's features within one paired
     standard error of it answer as the mean of their standardised out-of-fold scores; the
     threshold is chosen on those, and the fitted ensemble scores on the same scale."""
     data, y = memorised()
     candidates = default_candidates(["noise", "signal"], n_small=20, has_generated=True)
-    selection = select(data, y, candidates, SelectionSettings(repeats=2, bootstrap=50))
+    settings = SelectionSettings(repeats=2, bootstrap=50, combine="tied")
+    selection = select(data, y, candidates, settings)
     best = selection.best
     singles = [t for t in selection.trials if t is not best and not t.error]
     top = max(singles, key=lambda t: t.auc)
@@ -201,3 +204,111 @@ def test_tied_candidates_answer_together() -> None:
     )
     np.testing.assert_allclose(model.score_samples(x), expect, rtol=1e-6, atol=1e-9)
     assert selection.to_dict()["chosen"]["label"].startswith("signal / mean of ")
+
+
+def brute_forward(z: np.ndarray, y: np.ndarray, start: int, steps: int) -> np.ndarray:
+    """Forward selection with replacement written out with scikit-learn's AUC."""
+    counts = np.zeros(len(z))
+    counts[start] = 1
+    for _ in range(steps):
+        now = roc_auc_score(y, counts @ z)
+        gains = []
+        for j in range(len(z)):
+            trial = counts.copy()
+            trial[j] += 1
+            gains.append(roc_auc_score(y, trial @ z))
+        j = int(np.argmax(gains))  # the first on an exact tie
+        if not gains[j] > now:
+            break
+        counts[j] += 1
+    return counts
+
+
+def test_forward_weights_match_a_brute_force_computation() -> None:
+    rng = np.random.default_rng(3)
+    y = np.repeat([1, 0], 30)
+    z = rng.standard_normal((6, 60)) + np.outer(rng.uniform(0, 1.2, 6), y)
+    for start in range(6):
+        for steps in (1, 3, 30):
+            np.testing.assert_array_equal(
+                forward_weights(z, y, start, steps), brute_forward(z, y, start, steps)
+            )
+
+
+def complementary(seed: int = 0, n: int = 80) -> tuple[list[Trial], np.ndarray]:
+    """Out-of-fold scores of four scorers: "a" sees half of the members, "b" the other half,
+    "c" and "d" see nothing. Neither a nor b alone reaches what their sum reaches."""
+    rng = np.random.default_rng(seed)
+    y = np.repeat([1, 0], n // 2)
+    half = np.zeros(n, bool)
+    half[: n // 4] = True  # the first half of the members
+    scores = {
+        "a": rng.standard_normal(n) + 2.5 * half,
+        "b": rng.standard_normal(n) + 2.5 * ((y == 1) & ~half),
+        "c": rng.standard_normal(n),
+        "d": rng.standard_normal(n),
+    }
+    trials = []
+    for i, (name, oof) in enumerate(scores.items()):
+        t = Trial(Candidate("signal", "proximity", {"metric": name}))
+        t.oof, t.auc = oof, auc_of(y, oof) + (1e-6 if i == 0 else 0.0)
+        trials.append(t)
+    return trials, y
+
+
+def test_forward_selection_adds_the_scorer_that_sees_other_members() -> None:
+    trials, y = complementary()
+    top = max(trials, key=lambda t: t.auc)
+    other = next(t for t in trials if t.candidate.params["metric"] in "ab" and t is not top)
+    found = forward_select(trials, top, y, SelectionSettings(bootstrap=50), seed=0)
+    members = found.candidate.params["members"]
+    assert found.candidate.method == "ensemble"
+    assert members[0]["params"] == top.candidate.params  # the best first
+    names = [m["params"]["metric"] for m in members]
+    assert other.candidate.params["metric"] in names
+    assert found.auc > top.auc + 0.1 > other.auc + 0.1
+    # The trial's scores are the weighted mean of the standardised members' scores.
+    by_name = {t.candidate.params["metric"]: t for t in trials}
+    weights = np.array([m["weight"] for m in members])
+    parts = [(by_name[m["params"]["metric"]].oof - m["center"]) / m["scale"] for m in members]
+    np.testing.assert_allclose(found.oof, weights @ np.array(parts) / weights.sum())
+    # The held-out estimate repeats the selection on halves: finite, below the in-sample one.
+    assert 0.5 < found.heldout_auc <= found.auc
+    shown = "mean of" if len(set(weights)) == 1 else "weighted mean of"
+    assert found.candidate.label.startswith(f"signal / {shown} {len(members)}: ")
+    # Nothing to add: the best alone comes back.
+    alone = [t for t in trials if t.candidate.params["metric"] in ("a", "c")]
+    assert forward_select(alone, alone[0], y, SelectionSettings(bootstrap=50), 0) is alone[0]
+
+
+def test_forward_selection_is_the_default_and_its_ensemble_scores_as_selected() -> None:
+    data, y = memorised()
+    candidates = default_candidates(["noise", "signal"], n_small=20, has_generated=True)
+    settings = SelectionSettings(repeats=2, bootstrap=50)
+    assert settings.combine == "forward"
+    selection = select(data, y, candidates, settings)
+    best = selection.best
+    assert best.candidate.features == "signal" and best.chosen
+    assert sum(t.chosen for t in selection.trials) == 1
+    assert selection.threshold == choose_threshold(best.oof, y, "balanced")
+    if best.candidate.method != "ensemble":  # nothing added to the best: the one-SE rule
+        assert selection.rule == "one-standard-error"
+        return
+    assert selection.rule == "forward selection"
+    assert "forward selection" in selection.reason()
+    members = best.candidate.params["members"]
+    x, generated = data["signal"]
+    model = best.candidate.build(0, "cpu").fit(x, y, generated)
+    weights = np.array([m["weight"] for m in members]) / sum(m["weight"] for m in members)
+    fitted = [
+        Candidate("signal", m["method"], m["params"]).build(0, "cpu").fit(x, y, generated)
+        for m in members
+    ]
+    expect = weights @ np.array(
+        [
+            (f.score_samples(x) - m["center"]) / m["scale"]
+            for f, m in zip(fitted, members, strict=True)
+        ]
+    )
+    np.testing.assert_allclose(model.score_samples(x), expect, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(model.weights_, weights)
