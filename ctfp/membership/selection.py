@@ -410,24 +410,21 @@ def ensemble_trial(
     interquartile range, which the candidate records so that the fitted ensemble scores on the
     scale its threshold is chosen on. Its AUC is measured on the same out-of-fold scores that
     chose the members, so it is optimistic; the gap to ``top`` is paired as for the others."""
-    specs, parts, weights = [], [], []
-    for t, w in members:
-        assert t.oof is not None
-        center, scale = robust_scale(t.oof)
-        specs.append(
-            {
-                "method": t.candidate.method,
-                "params": dict(t.candidate.params),
-                "weight": float(w),
-                "center": center,
-                "scale": scale,
-            }
-        )
-        parts.append((t.oof - center) / scale)
-        weights.append(float(w))
+    parts, centers, scales = _standardised([t for t, _ in members])
+    weights = [float(w) for _, w in members]
+    specs = [
+        {
+            "method": t.candidate.method,
+            "params": dict(t.candidate.params),
+            "weight": w,
+            "center": c,
+            "scale": sc,
+        }
+        for (t, _), w, c, sc in zip(members, weights, centers, scales, strict=True)
+    ]
     candidate = Candidate(top.candidate.features, EnsembleMembership.name, {"members": specs})
     trial = Trial(candidate, within_one_se=True)
-    trial.oof = np.asarray(weights) @ np.asarray(parts) / sum(weights)
+    trial.oof = np.asarray(weights) @ parts / sum(weights)
     trial.auc = auc_of(y, trial.oof)
     trial.auc_sd = float("nan")
     trial.auc_se, trial.interval = bootstrap_auc(y, trial.oof, settings.bootstrap, seed)
@@ -447,14 +444,17 @@ def combine(
     return ensemble_trial([(t, 1.0) for t in ordered], top, y, settings, seed)
 
 
-def _standardised(trials: Sequence[Trial]) -> np.ndarray:
-    """(len(trials), n): each trial's out-of-fold scores minus their median, over their IQR."""
-    rows = []
+def _standardised(trials: Sequence[Trial]) -> tuple[np.ndarray, list[float], list[float]]:
+    """(len(trials), n): each trial's out-of-fold scores minus their median, over their IQR
+    (:func:`~ctfp.membership.ensemble.robust_scale`); and those medians and ranges."""
+    rows, centers, scales = [], [], []
     for t in trials:
         assert t.oof is not None
         center, scale = robust_scale(t.oof)
         rows.append((t.oof - center) / scale)
-    return np.asarray(rows)
+        centers.append(center)
+        scales.append(scale)
+    return np.asarray(rows), centers, scales
 
 
 def forward_weights(
@@ -489,7 +489,7 @@ def forward_select(
     without its optimism: on 5 repeats of a stratified split of the slices into halves, the
     best and the weights are chosen on one half and the weighted mean scored on the other."""
     ordered = sorted(pool, key=lambda t: (-t.auc, t.candidate.complexity))
-    z = _standardised(ordered)
+    z = _standardised(ordered)[0]
     start = ordered.index(top)
     counts = forward_weights(z, y, start)
     if counts.sum() == counts[start]:
