@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
-from collections.abc import Callable
+import socket
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,51 @@ def pytest_configure(config: pytest.Config) -> None:
     # CI and developers have the data; a device machine running only `-m gpu` may not.
     if not LUNG.is_dir() and not os.environ.get("CTFP_ALLOW_MISSING_DATA"):
         raise pytest.UsageError(f"the shared CT data is missing: expected {LUNG}")
+
+
+AWS_ENV = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")
+_BUCKETS = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[Any]:
+    """A local S3-compatible server (moto's) on a free port of 127.0.0.1, configured for the
+    session through the standard AWS environment variables only (child processes inherit
+    them); yields a boto3 client. Skipped, with the reason, where it cannot start."""
+    server_module = pytest.importorskip(
+        "moto.server", reason="moto is not installed (pip install 'moto[server]')"
+    )
+    boto3 = pytest.importorskip("boto3")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = server_module.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    try:
+        server.start()
+    except OSError as exc:  # pragma: no cover - a sandbox without sockets
+        pytest.skip(f"the local S3 server could not start: {exc}")
+    saved = {k: os.environ.get(k) for k in AWS_ENV}
+    os.environ.update(
+        AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}",
+        AWS_ACCESS_KEY_ID="ctfp-test-key",
+        AWS_SECRET_ACCESS_KEY="ctfp-test-secret",
+        AWS_DEFAULT_REGION="us-east-1",
+    )
+    yield boto3.client("s3")
+    server.stop()
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+@pytest.fixture
+def s3(s3_server: Any) -> str:
+    """A new, empty bucket on the local S3 server (its name)."""
+    name = f"ctfp-{next(_BUCKETS)}"
+    s3_server.create_bucket(Bucket=name)
+    return name
 
 
 @pytest.fixture(scope="session")

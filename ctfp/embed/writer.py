@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -13,6 +12,7 @@ import numpy as np
 from ctfp.embed.job import Job
 from ctfp.io.sources import InputFile
 from ctfp.progress import logger
+from ctfp.store.fs import child
 from ctfp.store.schema import ERRORS_DIR, ERRORS_FILE
 from ctfp.store.writer import ShardWriter, frame_id
 
@@ -131,7 +131,7 @@ def log_result(result: EmbedResult) -> None:
     if result.errors:
         logger.warning(
             f"warning: {len(result.errors)} input(s) could not be read and were skipped; reasons "
-            f"in {Path(result.out) / ERRORS_DIR / ERRORS_FILE}, e.g. "
+            f"in {child(child(result.out, ERRORS_DIR), ERRORS_FILE)}, e.g. "
             f"{result.errors[0]['source']}: {result.errors[0]['reason']}"
         )
     logger.info(result.summary())

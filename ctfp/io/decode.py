@@ -120,6 +120,11 @@ def decode_file(
     """
     window = window or Window()
     path = os.fspath(path)
+    from ctfp.store.fs import is_remote
+
+    if is_remote(path):
+        with _fetched(path) as local:
+            return decode_file(local, window, max_pixels=max_pixels)
     try:
         size = os.path.getsize(path)
     except OSError as exc:
@@ -150,6 +155,27 @@ def decode_file(
         # returns whatever it reconstructed: most pixels of such a slice are wrong.
         raise DecodeError(f"the decoder reported corrupt data: {corrupt[0]}")
     return _check_frames(frames)
+
+
+@contextlib.contextmanager
+def _fetched(uri: str) -> Iterator[str]:
+    """A local temporary copy of the object ``uri`` (same suffix: the decoders go by it), for
+    decoders that read files; removed afterwards."""
+    from ctfp.store.fs import read_bytes
+
+    try:
+        data = read_bytes(uri)
+    except (OSError, ValueError) as exc:
+        raise DecodeError(f"cannot read object: {exc}") from exc
+    if data is None:
+        raise DecodeError("cannot read object: it does not exist")
+    fd, name = tempfile.mkstemp(prefix="ctfp-", suffix=suffix_of(uri) or ".bin")
+    try:
+        with open(fd, "wb") as f:
+            f.write(data)
+        yield name
+    finally:
+        os.unlink(name)
 
 
 def _one_line(text: str) -> str:

@@ -114,6 +114,10 @@ def discover(
 def _discover_one(
     source: str, *, label_from_dirs: bool, layout: str, problems: list[Unreadable]
 ) -> list[InputFile]:
+    from ctfp.store.fs import is_remote
+
+    if is_remote(source):
+        return _discover_remote(source, label_from_dirs=label_from_dirs, layout=layout)
     if glob.has_magic(source):
         root = _glob_root(source)
         paths = [p for p in glob.glob(source, recursive=True) if os.path.isfile(p)]
@@ -188,26 +192,89 @@ def _from_paths(root: str, paths: Iterable[str], label_from_dirs: bool) -> list[
     ]
 
 
-def _is_imageclef(root: Path) -> bool:
-    subdirs = {p.name for p in root.iterdir() if p.is_dir()}
+def _discover_remote(source: str, *, label_from_dirs: bool, layout: str) -> list[InputFile]:
+    """The decodable objects under an object-store prefix (or one object), listed once; ids
+    and labels as for a local folder; hidden names (``.x``) are left out, as locally."""
+    import pyarrow.fs as pafs
+
+    from ctfp.store.fs import resolve
+
+    loc = resolve(source)
+    fs = loc.filesystem
+    kind = fs.get_file_info(loc.path).type
+    root = source.rstrip("/")
+    if kind == pafs.FileType.File:
+        name = root.rsplit("/", 1)[-1]
+        if not suffix_of(name):
+            raise InputError(f"{source!r} is not a file ctfp can read ({', '.join(SUFFIXES)})")
+        return [InputFile(id=safe_text(strip_suffix(name)), path=root, label=None)]
+    if kind != pafs.FileType.Directory:
+        raise InputError(f"source {source!r} does not exist")
+    prefix = loc.path.rstrip("/") + "/"
+    rels = sorted(
+        info.path[len(prefix) :]
+        for info in fs.get_file_info(pafs.FileSelector(loc.path, recursive=True))
+        if info.type == pafs.FileType.File
+        and info.path.startswith(prefix)
+        and suffix_of(info.base_name)
+        and not any(part.startswith(".") for part in info.path[len(prefix) :].split("/"))
+    )
+    if not rels:
+        raise InputError(
+            f"{source!r} holds no objects ctfp can read (looked for {', '.join(SUFFIXES)})"
+        )
+    tops = {r.split("/", 1)[0] for r in rels if "/" in r}
+    if layout == "imageclef" or (layout == "auto" and _imageclef_tops(tops)):
+        files = []
+        for rel in rels:
+            keep, label = _imageclef_label(rel.split("/"))
+            if keep:
+                files.append(InputFile(safe_text(strip_suffix(rel)), f"{root}/{rel}", label))
+        if not files:
+            raise InputError(f"{source!r} has the ImageCLEF layout but no images in it")
+        return files
+    return [
+        InputFile(
+            id=safe_text(strip_suffix(rel)),
+            path=f"{root}/{rel}",
+            label=safe_text(rel.split("/")[-2] if "/" in rel else root.rsplit("/", 1)[-1])
+            if label_from_dirs
+            else None,
+        )
+        for rel in rels
+    ]
+
+
+def _imageclef_tops(subdirs: set[str]) -> bool:
     return "train" in subdirs and ("test" in subdirs or "generated" in subdirs)
+
+
+def _imageclef_label(parts: Sequence[str]) -> tuple[bool, str | None]:
+    """Whether a file at relative path ``parts`` belongs to the ImageCLEF layout, and its
+    label: ``train/<label>/x`` has ``<label>``, ``generated/x`` "generated", ``test/x`` none."""
+    top = parts[0]
+    if top == "train" and len(parts) >= 3:
+        return True, safe_text(parts[1])
+    if top == "generated":
+        return True, "generated"
+    if top == "test":
+        return True, None
+    return False, None  # README files, previews, anything outside the layout
+
+
+def _is_imageclef(root: Path) -> bool:
+    return _imageclef_tops({p.name for p in root.iterdir() if p.is_dir()})
 
 
 def _imageclef(root: Path, paths: list[str]) -> list[InputFile]:
     """ImageCLEF layout: ``train/<label>/x`` has label ``<label>``, ``generated/x`` "generated"."""
     files = []
     for p in paths:
-        parts = Path(os.path.relpath(p, root)).parts
-        top = parts[0]
-        if top == "train" and len(parts) >= 3:
-            label: str | None = safe_text(parts[1])
-        elif top == "generated":
-            label = "generated"
-        elif top == "test":
-            label = None
-        else:
-            continue  # README files, previews, anything outside the layout
-        files.append(InputFile(id=_relative_id(str(root), p), path=os.path.abspath(p), label=label))
+        keep, label = _imageclef_label(Path(os.path.relpath(p, root)).parts)
+        if keep:
+            files.append(
+                InputFile(id=_relative_id(str(root), p), path=os.path.abspath(p), label=label)
+            )
     if not files:
         raise InputError(f"folder {str(root)!r} has the ImageCLEF layout but no images in it")
     return files

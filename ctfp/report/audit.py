@@ -350,11 +350,11 @@ def _model(run: Path, summary: dict[str, Any]) -> dict[str, Any]:
     shards = find_embeddings(run, summary)
     meta: dict[str, Any] = {}
     if shards is not None:
-        import pyarrow.parquet as pq
+        from ctfp.store.manifest import committed_shards
+        from ctfp.store.reader import read_schema
+        from ctfp.store.schema import read_metadata
 
-        from ctfp.store.schema import SHARD_GLOB, read_metadata
-
-        meta = read_metadata(pq.read_schema(sorted(shards.glob(SHARD_GLOB))[0])) or {}
+        meta = read_metadata(read_schema(committed_shards(shards)[0])) or {}
     weights = meta.get("weights", model.get("weights"))
     text = str(weights or "")
     return {

@@ -55,18 +55,18 @@ def embeddings_dir(out: PathLike, features: str = "resnet50") -> Path:
 def find_embeddings(run_dir: PathLike, summary: dict[str, Any]) -> Path | None:
     """The run's embeddings folder, or None; with several, the one whose model identity matches
     the summary's."""
-    import pyarrow.parquet as pq
-
-    from ctfp.store.schema import SHARD_GLOB, read_metadata
+    from ctfp.store.manifest import committed_shards, has_shards
+    from ctfp.store.reader import read_schema
+    from ctfp.store.schema import read_metadata
 
     run = Path(run_dir)
     folders = [run / EMBEDDINGS_DIR, *sorted(run.glob(f"{EMBEDDINGS_DIR}-*"))]
-    found = [f for f in folders if f.is_dir() and any(f.glob(SHARD_GLOB))]
+    found = [f for f in folders if f.is_dir() and has_shards(f)]
     if len(found) <= 1:
         return found[0] if found else None
     model = summary.get("model") or {}
     for folder in found:
-        meta = read_metadata(pq.read_schema(sorted(folder.glob(SHARD_GLOB))[0])) or {}
+        meta = read_metadata(read_schema(committed_shards(folder)[0])) or {}
         if all(meta.get(k) == model.get(k) for k in ("model", "weights_sha256")):
             return folder
     return found[0]

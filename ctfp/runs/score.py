@@ -25,7 +25,11 @@ from ctfp.device import check_device_name
 from ctfp.exceptions import InputError
 from ctfp.progress import progress_bar
 from ctfp.settings import Settings, option
+from ctfp.store.fs import child, is_remote
+from ctfp.store.lease import Lease
+from ctfp.store.manifest import MANIFEST_FILE, Part, file_sizes, list_parts, manifest_bytes
 from ctfp.store.reader import (
+    ShardPath,
     check_compatible,
     count_rows,
     id_footprint,
@@ -34,8 +38,12 @@ from ctfp.store.reader import (
     scan_batches,
     shard_paths,
 )
-from ctfp.store.schema import SHARD_GLOB
-from ctfp.store.writer import FolderLock, remove_stale_temp_files, write_atomic
+from ctfp.store.writer import (
+    FolderLock,
+    remove_stale_temp_files,
+    write_atomic,
+    write_bytes_atomic,
+)
 
 
 @dataclass(frozen=True)
@@ -72,9 +80,21 @@ def _prefetch(iterator: Iterator[Any]) -> Iterator[Any]:
             yield item
 
 
+def _name(path: ShardPath) -> str:
+    """The file name of a shard, local or on a store."""
+    return os.fspath(path).rstrip("/").rsplit("/", 1)[-1]
+
+
+def _parent(path: ShardPath) -> str:
+    """The folder of a shard, as a comparable string (resolved locally)."""
+    if is_remote(path):
+        return os.fspath(path).rstrip("/").rsplit("/", 1)[0]
+    return str(Path(path).parent.resolve())
+
+
 def _read_shards(
-    paths: list[Path], batch_size: int
-) -> Iterator[tuple[Path, pa.Array | None, np.ndarray | None]]:
+    paths: list[ShardPath], batch_size: int
+) -> Iterator[tuple[ShardPath, pa.Array | None, np.ndarray | None]]:
     """``(path, ids, float32 matrix)`` per batch of each shard in turn, then ``(path, None,
     None)`` when that shard is done (so an empty shard still gets its output).
 
@@ -155,26 +175,39 @@ def score_shards(
     if isinstance(model, SavedModel):
         model.check_embeddings(metadata, str(shards))
         model = model.model
-    out = Path(out)
-    if out.resolve() in {p.parent.resolve() for p in paths}:
+    remote = is_remote(out)
+    out = os.fspath(out).rstrip("/") if remote else Path(out)
+    if (os.fspath(out) if remote else str(out.resolve())) in {_parent(p) for p in paths}:
         raise InputError(
             f"{str(out)!r} holds the embedding shards being scored; write the scores to a folder "
             "of their own (they take the input shards' names)"
         )
-    out.mkdir(parents=True, exist_ok=True)
-    with FolderLock(out):  # one scoring run per folder: a second would delete our temp files
-        return _score_into(model, paths, out, batch_size, progress)
+    if remote:
+        lock: Lease | FolderLock = Lease(str(out))
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        lock = FolderLock(out)  # one scoring run per folder: a second would delete our temps
+    try:
+        return _score_into(model, paths, out, batch_size, progress, lock)
+    finally:
+        lock.release()
 
 
 def _score_into(
-    model: Any, paths: list[Path], out: Path, batch_size: int, progress: bool
+    model: Any,
+    paths: list[ShardPath],
+    out: Path | str,
+    batch_size: int,
+    progress: bool,
+    lock: Lease | FolderLock,
 ) -> dict[str, Any]:
     from ctfp.attribution.clustering import Clustering
     from ctfp.cluster.gmm import GaussianMixture
 
-    remove_stale_temp_files(out)
-    names = {p.name for p in paths}
-    extra = sorted(p.name for p in out.glob(SHARD_GLOB) if p.name not in names)
+    if not is_remote(out):
+        remove_stale_temp_files(Path(out))
+    names = {_name(p) for p in paths}
+    extra = sorted(n for n in list_parts(out) if n not in names)
     if extra:
         # Scores of shards the archive no longer has: kept, the folder would describe rows that
         # are not there (more scores than the archive has rows).
@@ -194,7 +227,21 @@ def _score_into(
     task1 = task == "task1"
     made_by = {"model": model_fingerprint(model)}
     inputs = {p: {**made_by, "input": input_fingerprint(p)} for p in paths}
-    todo = [p for p in paths if not _scored_already(out / p.name, inputs[p])]
+    done = [p for p in paths if _scored_already(child(out, _name(p)), inputs[p])]
+    todo = [p for p in paths if p not in done]
+    # The scores folder's commit record names every scored shard, as an embedding folder's
+    # does: rewritten after each one, so readers of a store never list-and-trust.
+    sizes = file_sizes(out, [_name(p) for p in done])
+    parts = [Part(_name(p), inputs[p]["input"]["rows"], sizes[_name(p)] or 0) for p in done]
+
+    def commit(path: ShardPath, rows: int, size: int) -> None:
+        if isinstance(lock, Lease):
+            lock.check()
+        parts.append(Part(_name(path), rows, size))
+        write_bytes_atomic(child(out, MANIFEST_FILE), manifest_bytes(parts))
+
+    if not todo:
+        write_bytes_atomic(child(out, MANIFEST_FILE), manifest_bytes(parts))
     total_rows = count_rows(todo)
     start = time.perf_counter()
     rows = 0
@@ -215,10 +262,14 @@ def _score_into(
         scores: list[np.ndarray] = []
         labels: list[np.ndarray] = []
         for path, batch_ids, x in _prefetch(_read_shards(todo, batch_size)):
-            if x is None:  # the shard is done: write its scores
-                rows += _write_scores(
-                    out / path.name, ids, scores, labels, model, task1, inputs[path]
+            if x is None:  # the shard is done: write its scores, then record them
+                if isinstance(lock, Lease):
+                    lock.check()
+                written, size = _write_scores(
+                    child(out, _name(path)), ids, scores, labels, model, task1, inputs[path]
                 )
+                commit(path, written, size)
+                rows += written
                 ids, scores, labels = [], [], []
                 continue
             if task1:
@@ -248,16 +299,16 @@ def _score_into(
 
 
 def _write_scores(
-    path: Path,
+    path: ShardPath,
     ids: list[pa.Array],
     scores: list[np.ndarray],
     labels: list[np.ndarray],
     model: Any,
     task1: bool,
     made_by: dict[str, Any],
-) -> int:
+) -> tuple[int, int]:
     """Write one scored shard (``id, score, label``) atomically, its metadata saying which
-    model scored which input shard; returns its row count."""
+    model scored which input shard; returns its row count and size in bytes."""
     score = np.concatenate(scores) if scores else np.empty(0, np.float32)
     label = (
         (score >= model.threshold_).astype(np.int32)
@@ -272,8 +323,8 @@ def _write_scores(
         ],
         schema=SCORES_SCHEMA.with_metadata({SCORED_KEY: json.dumps(made_by, sort_keys=True)}),
     )
-    write_atomic(table, path)
-    return table.num_rows
+    size = write_atomic(table, path)
+    return table.num_rows, size
 
 
 SCORED_KEY = b"ctfp_scored"
@@ -291,18 +342,24 @@ def model_fingerprint(model: Any) -> str:
     return h.hexdigest()
 
 
-def input_fingerprint(path: Path) -> dict[str, Any]:
+def input_fingerprint(path: ShardPath) -> dict[str, Any]:
     """What a scored shard records of its input shard: name, rows, size, id range."""
     footer = read_footer(path)[1]
     footprint = id_footprint(footer)
     ids = None if footprint is None else [footprint[1], footprint[2]]
-    return {"name": path.name, "rows": footer.num_rows, "bytes": path.stat().st_size, "ids": ids}
+    folder, name = _parent_of(path), _name(path)
+    size = file_sizes(folder, [name])[name]
+    return {"name": name, "rows": footer.num_rows, "bytes": size, "ids": ids}
 
 
-def _scored_already(output: Path, expected: dict[str, Any]) -> bool:
+def _parent_of(path: ShardPath) -> ShardPath:
+    return os.fspath(path).rstrip("/").rsplit("/", 1)[0] if is_remote(path) else Path(path).parent
+
+
+def _scored_already(output: ShardPath, expected: dict[str, Any]) -> bool:
     """Whether ``output`` holds the scores ``expected`` describes (resume); an output made by
     another model or from another input shard is refused, never kept as if it were ours."""
-    if not output.exists():
+    if file_sizes(_parent_of(output), [_name(output)])[_name(output)] is None:
         return False
     raw = (read_schema(output).metadata or {}).get(SCORED_KEY)
     found = json.loads(raw) if raw else None

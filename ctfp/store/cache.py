@@ -17,7 +17,9 @@ import pyarrow.parquet as pq
 
 from ctfp.exceptions import InputError
 from ctfp.io.sources import InputFile
-from ctfp.store.schema import SHARD_GLOB, SLICES_FORMAT, read_metadata
+from ctfp.store.manifest import committed_shards, has_shards
+from ctfp.store.reader import read_schema
+from ctfp.store.schema import SLICES_FORMAT, read_metadata
 
 PathLike = str | os.PathLike[str]
 
@@ -25,12 +27,9 @@ PathLike = str | os.PathLike[str]
 def is_slice_cache(path: PathLike) -> bool:
     """True when ``path`` is a folder of ctfp decoded-slice shards."""
     p = Path(path)
-    if not p.is_dir():
+    if not p.is_dir() or not has_shards(p):
         return False
-    first = next(iter(sorted(p.glob(SHARD_GLOB))), None)
-    if first is None:
-        return False
-    meta = read_metadata(pq.read_schema(first))
+    meta = read_metadata(read_schema(committed_shards(p)[0]))
     return meta is not None and meta.get("format") == SLICES_FORMAT
 
 
@@ -46,7 +45,7 @@ def cache_rows(sources: Sequence[PathLike] | PathLike) -> list[InputFile] | None
         raise InputError("give either decoded-slice caches or image sources, not both")
     rows: list[InputFile] = []
     for source in sources:
-        for shard in sorted(Path(source).glob(SHARD_GLOB)):
+        for shard in committed_shards(source):
             with pq.ParquetFile(shard) as f:
                 for group in range(f.num_row_groups):
                     table = f.read_row_group(group, columns=["id", "source", "frame", "label"])
@@ -63,12 +62,12 @@ def cache_decoding(sources: Sequence[PathLike] | PathLike) -> dict[str, Any] | N
     if isinstance(sources, (str, os.PathLike)):
         sources = [sources]
     found: dict[str, Any] | None = None
-    first: Path | None = None
+    first: Path | str | None = None
     for source in sources:
         if not is_slice_cache(source):
             return None
-        shard = sorted(Path(source).glob(SHARD_GLOB))[0]
-        meta = read_metadata(pq.read_schema(shard)) or {}
+        shard = committed_shards(source)[0]
+        meta = read_metadata(read_schema(shard)) or {}
         preprocessing = meta.get("preprocessing") or {}
         decoding = {
             "window": (meta.get("decode") or {}).get("window"),
@@ -78,8 +77,8 @@ def cache_decoding(sources: Sequence[PathLike] | PathLike) -> dict[str, Any] | N
             found, first = decoding, shard
         elif decoding != found:
             raise InputError(
-                f"the caches {str(first.parent)!r} and {str(source)!r} were decoded differently "
-                f"({found} vs {decoding}); embed them in separate runs"
+                f"the caches {str(Path(first).parent)!r} and {str(source)!r} were decoded "
+                f"differently ({found} vs {decoding}); embed them in separate runs"
             )
     return found
 

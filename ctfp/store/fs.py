@@ -1,9 +1,10 @@
 """Where a path lives: a local folder or an object store, as a ``pyarrow.fs`` filesystem.
 
-Every place ctfp takes a path will go through :func:`resolve` (issue 18; so far the shard
-readers of the object-store tests use it). Local paths and ``file://`` URIs are the local
-filesystem; ``s3://``, ``gs://`` (``gcs://``), ``abfs://`` (``abfss://``, ``az://``) and
-``hdfs://`` are pyarrow's native filesystems; any other scheme goes through fsspec when it is
+Shard folders (the writer, the readers, the commit record) and embedding sources take
+object-store URIs through :func:`resolve` and :func:`filesystem_of`; the rest of ctfp's paths
+follow (issue 18). Local paths and ``file://`` URIs are the local filesystem; ``s3://``,
+``gs://`` (``gcs://``), ``abfs://`` (``abfss://``, ``az://``) and ``hdfs://`` are pyarrow's
+native filesystems; any other scheme goes through fsspec when it is
 installed and knows it. Credentials and endpoints come from each store's standard environment
 and configuration chain (for S3: ``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``,
 ``AWS_SECRET_ACCESS_KEY``, ``AWS_REGION``, ``~/.aws/config``), so any S3-compatible store works
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,6 +66,57 @@ def is_remote(location: str | os.PathLike[str]) -> bool:
     return scheme_of(location) not in (None, "file")
 
 
+# Remote filesystems by (scheme, authority, the environment that configures them): opening an
+# S3 filesystem per file would cost a client each time; a changed endpoint or key opens anew.
+_FILESYSTEMS: dict[tuple[str, ...], Any] = {}
+_FILESYSTEMS_LOCK = threading.Lock()
+_CONFIG_ENV = (
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_S3",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+    "AWS_PROFILE",
+    "GOOGLE_APPLICATION_CREDENTIALS",
+    "AZURE_STORAGE_ACCOUNT_NAME",
+    "AZURE_STORAGE_ACCOUNT_KEY",
+)
+_CACHED_SCHEMES = ("s3", "gs", "gcs")  # where the filesystem path is "<authority>/<key>"
+
+
+def filesystem_of(location: str | os.PathLike[str]) -> tuple[Any | None, str]:
+    """``(filesystem, path)`` for pyarrow's readers and writers: ``(None, location)`` for a
+    local path (pyarrow opens it itself), the store's filesystem and ``bucket/key`` for a
+    remote URI (see :func:`resolve`)."""
+    if not is_remote(location):
+        text = os.fspath(location)
+        if scheme_of(text) == "file":
+            loc = resolve(text)
+            return None, loc.path
+        return None, text
+    loc = resolve(location)
+    return loc.filesystem, loc.path
+
+
+def _native(text: str, scheme: str) -> tuple[Any, str]:
+    import pyarrow.fs as pafs
+
+    rest = text.split("://", 1)[1]
+    authority, _, key = rest.partition("/")
+    if scheme not in _CACHED_SCHEMES or not authority:
+        return pafs.FileSystem.from_uri(text)
+    # Per process too: a client made before a fork (DataLoader workers) is not used after it.
+    cache_key = (str(os.getpid()), scheme, authority, *(os.environ.get(k, "") for k in _CONFIG_ENV))
+    with _FILESYSTEMS_LOCK:
+        fs = _FILESYSTEMS.get(cache_key)
+        if fs is None:
+            fs, _ = pafs.FileSystem.from_uri(f"{scheme}://{authority}/")
+            _FILESYSTEMS[cache_key] = fs
+    return fs, f"{authority}/{key}".rstrip("/")
+
+
 def resolve(location: str | os.PathLike[str]) -> Location:
     """The filesystem and path of ``location``.
 
@@ -88,7 +141,7 @@ def resolve(location: str | os.PathLike[str]) -> Location:
         return Location(text, path, fs, True)
     if scheme in NATIVE:
         try:
-            fs, path = pafs.FileSystem.from_uri(text)
+            fs, path = _native(text, scheme)
         except (OSError, ValueError) as exc:  # pyarrow's reason, without secrets
             raise InputError(f"cannot open {text!r}: {exc}") from None
         return Location(text, path, fs, False)
@@ -109,4 +162,60 @@ def resolve(location: str | os.PathLike[str]) -> Location:
     )
 
 
-__all__ = ["NATIVE", "Location", "is_remote", "resolve", "scheme_of"]
+def child(folder: str | os.PathLike[str], name: str) -> str | Path:
+    """``name`` inside ``folder``: a :class:`~pathlib.Path` locally, a URI on an object store."""
+    if is_remote(folder):
+        return os.fspath(folder).rstrip("/") + "/" + name
+    return Path(folder) / name
+
+
+def read_bytes(path: str | os.PathLike[str]) -> bytes | None:
+    """The content of the file or object ``path``, or None where there is none."""
+    fs, p = filesystem_of(path)
+    if fs is None:
+        try:
+            return Path(p).read_bytes()
+        except FileNotFoundError:
+            return None
+    import pyarrow.fs as pafs
+
+    if fs.get_file_info(p).type != pafs.FileType.File:
+        return None
+    with fs.open_input_stream(p) as f:
+        return f.read()
+
+
+def put_object(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write ``data`` as the object ``path`` (a remote URI) in one request: an object store
+    shows all of it or none of it, the atomicity that a rename gives a local file."""
+    fs, p = filesystem_of(path)
+    if fs is None:
+        raise ValueError(f"{os.fspath(path)!r} is a local path; write it with a rename")
+    with fs.open_output_stream(p) as f:
+        f.write(data)
+
+
+def delete_file(path: str | os.PathLike[str]) -> None:
+    """Delete the file or object ``path`` if it is there."""
+    fs, p = filesystem_of(path)
+    if fs is None:
+        Path(p).unlink(missing_ok=True)
+        return
+    import pyarrow.fs as pafs
+
+    if fs.get_file_info(p).type == pafs.FileType.File:
+        fs.delete_file(p)
+
+
+__all__ = [
+    "NATIVE",
+    "Location",
+    "child",
+    "delete_file",
+    "filesystem_of",
+    "is_remote",
+    "put_object",
+    "read_bytes",
+    "resolve",
+    "scheme_of",
+]

@@ -14,16 +14,19 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ctfp.exceptions import InputError, ShardMismatchError
+from ctfp.store.fs import child, filesystem_of, is_remote, read_bytes, resolve
+from ctfp.store.manifest import committed_shards
 from ctfp.store.schema import (
     ERRORS_DIR,
     ERRORS_FILE,
-    SHARD_GLOB,
     SLICES_FORMAT,
     identity_of,
     read_metadata,
 )
 
 PathLike = str | os.PathLike[str]
+#: A shard file: a Path locally, a URI string on an object store.
+ShardPath = Path | str
 
 
 @dataclass
@@ -68,34 +71,49 @@ def naming(path: PathLike) -> Iterator[None]:
 def read_footer(path: PathLike) -> tuple[pa.Schema, pq.FileMetaData]:
     """The Arrow schema (with ctfp's metadata) and the Parquet footer of one shard, from one
     read of the footer (no data read)."""
+    fs, source = filesystem_of(path)
     with naming(path):
-        f = pq.ParquetFile(path)
+        f = pq.ParquetFile(source, filesystem=fs)
         return f.schema_arrow, f.metadata
 
 
 def read_schema(path: PathLike) -> pa.Schema:
     """The Arrow schema of one shard (its footer; no data read)."""
+    fs, source = filesystem_of(path)
     with naming(path):
-        return pq.read_schema(path)
+        return pq.read_schema(source, filesystem=fs)
 
 
 def read_table(path: PathLike, **kwargs: Any) -> pa.Table:
     """One shard as an Arrow table (``kwargs``: :func:`pyarrow.parquet.read_table`'s)."""
+    fs, source = filesystem_of(path)
     with naming(path):
-        return pq.read_table(path, **kwargs)
+        return pq.read_table(source, filesystem=fs, **kwargs)
 
 
-def shard_paths(paths: PathLike | Sequence[PathLike]) -> list[Path]:
-    """The shard files behind a folder, a shard file, or a list of either, in a stable order."""
+def shard_paths(paths: PathLike | Sequence[PathLike]) -> list[ShardPath]:
+    """The shard files behind a folder, a shard file, or a list of either, in a stable order:
+    a folder's finished shards as its commit record names them (see
+    :mod:`ctfp.store.manifest`); a local folder from before records, by listing."""
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
-    found: list[Path] = []
-    for p in map(Path, paths):
+    found: list[ShardPath] = []
+    for given in paths:
+        if is_remote(given):
+            import pyarrow.fs as pafs
+
+            loc = resolve(given)
+            kind = loc.filesystem.get_file_info(loc.path).type
+            if kind == pafs.FileType.Directory:
+                found.extend(committed_shards(os.fspath(given)))
+            elif kind == pafs.FileType.File:
+                found.append(os.fspath(given))
+            else:
+                raise InputError(f"{os.fspath(given)!r} does not exist")
+            continue
+        p = Path(given)
         if p.is_dir():
-            shards = sorted(p.glob(SHARD_GLOB))
-            if not shards:
-                raise InputError(f"no ctfp shards ({SHARD_GLOB}) in {str(p)!r}")
-            found.extend(shards)
+            found.extend(committed_shards(p))
         elif p.is_file():
             found.append(p)
         else:
@@ -105,12 +123,12 @@ def shard_paths(paths: PathLike | Sequence[PathLike]) -> list[Path]:
     return found
 
 
-def count_rows(paths: Sequence[Path]) -> int:
+def count_rows(paths: Sequence[ShardPath]) -> int:
     """Rows in the shard files ``paths``, from their Parquet footers (no data read)."""
     return sum(read_footer(p)[1].num_rows for p in paths)
 
 
-def check_compatible(paths: Sequence[Path]) -> dict[str, Any]:
+def check_compatible(paths: Sequence[ShardPath]) -> dict[str, Any]:
     """Return the common metadata of ``paths``; refuse shards from different models or settings."""
     first: dict[str, Any] | None = None
     first_path: Path | None = None
@@ -260,8 +278,9 @@ def scan_batches(
     """
     import pyarrow.dataset as ds
 
+    fs, source = filesystem_of(path)
     with naming(path):
-        batches = ds.dataset(path, format="parquet").to_batches(
+        batches = ds.dataset(source, format="parquet", filesystem=fs).to_batches(
             columns=list(columns) if columns is not None else None,
             batch_size=batch_size,
             batch_readahead=1,
@@ -292,7 +311,7 @@ def read_errors(path: PathLike) -> pa.Table:
     """The errors table (``id, source, reason``) of an output folder; empty when nothing failed."""
     from ctfp.store.schema import ERRORS_SCHEMA
 
-    errors = Path(path) / ERRORS_DIR / ERRORS_FILE
-    if not errors.exists():
+    errors = child(child(path, ERRORS_DIR), ERRORS_FILE)
+    if (read_bytes(errors) is None) if is_remote(path) else not Path(errors).exists():
         return ERRORS_SCHEMA.empty_table()
     return read_table(errors)

@@ -19,13 +19,16 @@ import pyarrow.parquet as pq
 
 from ctfp.exceptions import CtfpError, InputError, ShardMismatchError
 from ctfp.io.sources import safe_text
+from ctfp.progress import logger
+from ctfp.store.fs import child, delete_file, is_remote, put_object, read_bytes
+from ctfp.store.lease import Lease
+from ctfp.store.manifest import MANIFEST_FILE, Part, list_parts, manifest_bytes, read_manifest
 from ctfp.store.reader import read_schema, read_table
 from ctfp.store.schema import (
     ERRORS_DIR,
     ERRORS_FILE,
     ERRORS_SCHEMA,
     PIXELS_DTYPE,
-    SHARD_GLOB,
     read_metadata,
     shard_schema,
 )
@@ -96,14 +99,17 @@ def frame_id(base: str, frame: int, n_frames: int) -> str:
 # planted file or symlink is followed), and removable later only when their process is gone.
 # Cleanup looks for those of shard folders' files only (earlier versions had no random part).
 # ctfp's temp names: "." + target + "." + pid + "." + mkstemp's 8 random characters + ".tmp".
-_TEMP_RE = re.compile(r"^\.(part-\d+\.parquet|errors\.parquet)\.(\d+)\.([a-z0-9_]{8})\.tmp$")
+_TEMP_RE = re.compile(
+    r"^\.(part-[A-Za-z0-9_-]+\.parquet|errors\.parquet|_manifest\.json)\.(\d+)\.([a-z0-9_]{8})\.tmp$"
+)
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
 
 
-def _commit(path: Path, write: Callable[[BinaryIO], Any]) -> None:
+def _commit(path: Path, write: Callable[[BinaryIO], Any]) -> int:
     """``write`` into a new temp file beside ``path``, fsync, rename over ``path``, fsync the
-    folder (the rename itself durable): readers see all of the file or none of it."""
+    folder (the rename itself durable): readers see all of the file or none of it. Returns
+    the size written."""
     fd, name = tempfile.mkstemp(
         dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp"
     )
@@ -114,6 +120,7 @@ def _commit(path: Path, write: Callable[[BinaryIO], Any]) -> None:
             write(f)
             f.flush()
             os.fsync(f.fileno())
+            size = os.fstat(f.fileno()).st_size
         os.replace(tmp, path)
     finally:
         with contextlib.suppress(FileNotFoundError):
@@ -123,6 +130,7 @@ def _commit(path: Path, write: Callable[[BinaryIO], Any]) -> None:
         os.fsync(folder)
     finally:
         os.close(folder)
+    return size
 
 
 def remove_stale_temp_files(folder: Path) -> list[Path]:
@@ -154,14 +162,26 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def write_atomic(table: pa.Table, path: Path, **kwargs: Any) -> None:
-    """Write ``table`` to the Parquet file ``path`` atomically (temp file, fsync, rename)."""
-    _commit(path, lambda f: pq.write_table(table, f, **kwargs))
+def write_atomic(table: pa.Table, path: str | os.PathLike[str], **kwargs: Any) -> int:
+    """Write ``table`` to the Parquet file ``path`` atomically (locally: temp file, fsync,
+    rename; on an object store: the whole file in one PUT) and return its size in bytes."""
+    if is_remote(path):
+        # Built in memory first: a write that fails half-way must not leave a half object,
+        # which closing a streaming upload would commit.
+        sink = pa.BufferOutputStream()
+        pq.write_table(table, sink, **kwargs)
+        data = sink.getvalue().to_pybytes()
+        put_object(path, data)
+        return len(data)
+    return _commit(Path(path), lambda f: pq.write_table(table, f, **kwargs))
 
 
 def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (creating the folder): readers never see half a
-    file."""
+    """Write ``data`` to ``path`` atomically (creating the folder; one PUT on an object
+    store): readers never see half a file."""
+    if is_remote(path):
+        put_object(path, data)
+        return
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     _commit(path, lambda f: f.write(data))
@@ -208,25 +228,38 @@ class ShardWriter:
             raise CtfpError(f"commit_seconds must be positive, got {commit_seconds}")
         self.commit_seconds = commit_seconds
         self._last_commit = time.monotonic()
-        self.out_dir = Path(out_dir)
+        #: The folder: a Path locally, a URI string on an object store.
+        self.out_dir: Path | str = os.fspath(out_dir) if is_remote(out_dir) else Path(out_dir)
+        self.remote = is_remote(out_dir)
         self.metadata = metadata
         self.dim = int(metadata["dim"])
         self.dtype = str(metadata["dtype"])
         self.rows_per_shard = rows_per_shard
         self.compression = compression
         self.schema = shard_schema(self.dim, self.dtype, metadata)
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        self._lock: FolderLock | None = FolderLock(self.out_dir)
-        self._remove_stale_temp_files()
-        self.done_sources: dict[str, str] = {}  # input-file id -> source, of finished shards
-        self._row_ids: set[str] = set()  # row ids of finished shards
-        self.done_ids, self.existing_rows, self._next_seq = self._scan_existing()
-        self._old_errors = self._read_old_errors()
+        self._lock: FolderLock | Lease | None
+        if self.remote:
+            self._lock = Lease(str(self.out_dir))
+        else:
+            assert isinstance(self.out_dir, Path)
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            self._lock = FolderLock(self.out_dir)
+        try:
+            if not self.remote:
+                self._remove_stale_temp_files()
+            self.done_sources: dict[str, str] = {}  # input-file id -> source, of finished shards
+            self._row_ids: set[str] = set()  # row ids of finished shards
+            self._parts: list[Part] = []  # what the folder's commit record names
+            self.done_ids, self.existing_rows, self._next_seq = self._scan_existing()
+            self._old_errors = self._read_old_errors()
+        except BaseException:
+            self.release()  # a folder that cannot be resumed is not left locked
+            raise
         self._new_errors: list[dict[str, str]] = []
         self._buffer: list[tuple[list[str], str, list[int], str | None, np.ndarray]] = []
         self._buffered_rows = 0
         self.rows_written = 0
-        self.shards_written: list[Path] = []
+        self.shards_written: list[Path | str] = []
         self._processed: set[str] = set()
 
     # -- resume state -------------------------------------------------------------------------
@@ -235,14 +268,40 @@ class ShardWriter:
             remove_stale_temp_files(folder)  # left by a killed run; never a finished shard
 
     def _scan_existing(self) -> tuple[set[str], int, int]:
+        """Resume state from the folder's commit record: the parts it names (each checked to
+        be there with its size), plus orphans (parts a killed run wrote but did not record),
+        which are checked like the rest and adopted."""
+        recorded = read_manifest(self.out_dir)
+        listed = list_parts(self.out_dir)
+        changed = recorded is None and bool(listed)  # a folder from before commit records
+        parts: list[Part] = []
+        for part in recorded or []:
+            size = listed.get(part.name)
+            if size is None:
+                logger.warning(
+                    f"warning: {child(self.out_dir, part.name)}, named by the folder's commit "
+                    f"record, is missing; its {part.rows} rows' inputs are embedded again"
+                )
+                changed = True
+            elif size != part.bytes:
+                raise ShardMismatchError(
+                    f"{child(self.out_dir, part.name)} has {size} bytes where the folder's "
+                    f"commit record says {part.bytes}: it was replaced since it was written; "
+                    "restore it, or delete it and rerun to embed its inputs again"
+                )
+            else:
+                parts.append(part)
+        named = {p.name for p in parts} | {p.name for p in recorded or []}
+        orphans = sorted(n for n in listed if n not in named)
         done: set[str] = set()
         rows = 0
         seq = 0
-        for path in sorted(self.out_dir.glob(SHARD_GLOB)):
-            match = _SHARD_RE.match(path.name)
-            if not match:
-                continue
-            seq = max(seq, int(match.group(1)) + 1)
+        for name in [p.name for p in parts] + orphans:
+            match = _SHARD_RE.match(name)
+            if match:
+                seq = max(seq, int(match.group(1)) + 1)
+        for name in [p.name for p in parts] + orphans:
+            path = child(self.out_dir, name)
             meta = read_metadata(read_schema(path))
             if meta is None:
                 raise ShardMismatchError(
@@ -259,6 +318,17 @@ class ShardWriter:
                 )
             table = read_table(path, columns=["id", "frame", "source"])
             ids = table.column("id").to_pylist()
+            if name in orphans:
+                clash = sorted(set(ids) & self._row_ids)
+                if clash:
+                    raise ShardMismatchError(
+                        f"{path} is not named by the folder's commit record and holds rows that "
+                        f"committed shards hold too (e.g. {clash[0]!r}): not a part of this "
+                        "run; remove it"
+                    )
+                parts.append(Part(name, len(ids), listed[name]))
+                changed = True
+                logger.info(f"adopted {path}: a finished part the last run did not record")
             frames = table.column("frame").to_pylist()
             sources = table.column("source").to_pylist()
             rows += len(ids)
@@ -270,10 +340,18 @@ class ShardWriter:
                 done.add(base)
                 self.done_sources.setdefault(base, src)
                 self.done_sources.setdefault(i, src)
+        self._parts = parts
+        if changed:
+            self._write_manifest()
         return done, rows, seq
 
-    def _errors_path(self) -> Path:
-        return self.out_dir / ERRORS_DIR / ERRORS_FILE
+    def _write_manifest(self) -> None:
+        if isinstance(self._lock, Lease):
+            self._lock.check()  # a second writer took the folder over: commit nothing more
+        write_bytes_atomic(child(self.out_dir, MANIFEST_FILE), manifest_bytes(self._parts))
+
+    def _errors_path(self) -> Path | str:
+        return child(child(self.out_dir, ERRORS_DIR), ERRORS_FILE)
 
     def forget_errors_except(self, ids: Iterable[str]) -> None:
         """Drop the recorded errors of inputs that are no longer among ``ids`` (deleted or
@@ -284,7 +362,7 @@ class ShardWriter:
 
     def _read_old_errors(self) -> list[dict[str, str]]:
         path = self._errors_path()
-        if not path.exists():
+        if read_bytes(path) is None if self.remote else not Path(path).exists():
             return []
         return read_table(path).to_pylist()
 
@@ -350,16 +428,22 @@ class ShardWriter:
         """Commit buffered rows as one shard (all or nothing), then the errors table."""
         if self._buffer:
             table = self._buffer_table()
-            path = self.out_dir / f"part-{self._next_seq:05d}.parquet"
+            name = f"part-{self._next_seq:05d}.parquet"
+            path = child(self.out_dir, name)
+            if isinstance(self._lock, Lease):
+                self._lock.check()
             # Small row groups let readers stream a shard without decoding it whole; dictionary
             # encoding never pays for float vectors and makes reading them 3x slower.
-            write_atomic(
+            size = write_atomic(
                 table,
                 path,
                 compression=self.compression,
                 row_group_size=ROW_GROUP_ROWS,
                 use_dictionary=["source", "label"],
             )
+            # The commit: the part is there for readers once the record names it.
+            self._parts.append(Part(name, table.num_rows, size))
+            self._write_manifest()
             self._next_seq += 1
             self.rows_written += table.num_rows
             self.shards_written.append(path)
@@ -406,10 +490,10 @@ class ShardWriter:
         errors = keep + self._new_errors
         path = self._errors_path()
         if not errors:
-            if path.exists():
-                path.unlink()
+            delete_file(path)
             return
-        path.parent.mkdir(exist_ok=True)
+        if not self.remote:
+            Path(path).parent.mkdir(exist_ok=True)
         write_atomic(pa.Table.from_pylist(errors, schema=ERRORS_SCHEMA), path)
 
     @property

@@ -106,9 +106,10 @@ def test_an_empty_shard_gets_an_empty_output(tmp_path: Path) -> None:
     write_shards(tmp_path / "emb", n=1500)
     first = pq.read_table(tmp_path / "emb" / "part-00000.parquet")
     pq.write_table(first.slice(0, 0), tmp_path / "emb" / "part-00002.parquet")
+    shards = sorted((tmp_path / "emb").glob("part-*.parquet"))  # the record names two
     rng = np.random.default_rng(1)
     model = fit_centroid(2, rng.gamma(1.0, 1.0, (50, 64)), rng.gamma(1.2, 1.0, (50, 64)))
-    summary = score_shards(model, tmp_path / "emb", tmp_path / "scores", progress=False)
+    summary = score_shards(model, shards, tmp_path / "scores", progress=False)
     assert summary["rows"] == 1500 and summary["shards_written"] == 3
     assert pq.read_table(tmp_path / "scores" / "part-00002.parquet").num_rows == 0
 

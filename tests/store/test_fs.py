@@ -3,9 +3,6 @@ endpoint on 127.0.0.1 (moto's server)."""
 
 from __future__ import annotations
 
-import os
-import socket
-from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
@@ -14,41 +11,6 @@ import pytest
 
 from ctfp.exceptions import InputError
 from ctfp.store.fs import is_remote, resolve, scheme_of
-
-ENV = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")
-
-
-@pytest.fixture(scope="module")
-def s3() -> Iterator[str]:
-    """A local S3-compatible server (moto) on a free port, configured for this module through
-    the standard AWS environment variables only; yields a bucket name."""
-    server_module = pytest.importorskip(
-        "moto.server", reason="moto is not installed (pip install 'moto[server]')"
-    )
-    boto3 = pytest.importorskip("boto3")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = server_module.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    try:
-        server.start()
-    except OSError as exc:  # pragma: no cover - a sandbox without sockets
-        pytest.skip(f"the local S3 server could not start: {exc}")
-    saved = {k: os.environ.get(k) for k in ENV}
-    os.environ.update(
-        AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}",
-        AWS_ACCESS_KEY_ID="ctfp-test-key",
-        AWS_SECRET_ACCESS_KEY="ctfp-test-secret",
-        AWS_DEFAULT_REGION="us-east-1",
-    )
-    boto3.client("s3").create_bucket(Bucket="ctfp")
-    yield "ctfp"
-    server.stop()
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
 
 
 def test_local_paths_and_file_uris(tmp_path: Path) -> None:
@@ -68,7 +30,7 @@ def test_what_cannot_be_resolved() -> None:
         resolve("nope://bucket/key")
 
 
-def test_s3_through_the_standard_environment(s3: str) -> None:
+def test_s3_through_the_standard_environment(s3: str) -> None:  # s3: a fresh bucket
     """Write and read a Parquet file and list a prefix on s3:// with no ctfp setting at all:
     the endpoint and keys come from AWS_* variables; the location never shows the secret."""
     loc = resolve(f"s3://{s3}/shards")

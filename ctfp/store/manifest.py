@@ -1,0 +1,199 @@
+"""The commit record of a shard folder: which parts are finished, so readers never list-and-trust.
+
+A shard folder (local or on an object store) holds ``part-*.parquet`` files and one
+``_manifest.json`` naming the finished ones with their row count and size::
+
+    {"format": "ctfp-manifest/1", "parts": [{"name": "part-00000.parquet", "rows": 4096,
+     "bytes": 8520311}, ...]}
+
+Writers put a part first (an atomic rename locally; one PUT on an object store, which shows all
+of the object or none of it) and then rewrite the record (atomically, the same way): a part the
+record does not name is not there for readers. A run killed between the two leaves an orphan,
+which the next writer checks and adopts (or refuses, naming it); a named part that is missing
+or has another size is an error, never a silent gap. Folders written before ctfp kept a
+record are read by listing, locally only, and get a record from their next writer.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from ctfp.exceptions import InputError, ShardMismatchError
+from ctfp.progress import logger
+from ctfp.store.fs import child, filesystem_of, is_remote, read_bytes
+
+PathLike = str | os.PathLike[str]
+
+MANIFEST_FILE = "_manifest.json"
+MANIFEST_FORMAT = "ctfp-manifest/1"
+PART_RE = re.compile(r"^part-[A-Za-z0-9_-]+\.parquet$")  # what writers name their parts
+# What a record may name: a plain file name in the folder (a scores folder takes its input
+# shards' names, which need not be ctfp's).
+NAME_RE = re.compile(r"^[^/\\.][^/\\]*\.parquet$")
+
+
+@dataclass(frozen=True)
+class Part:
+    """One finished part: its file name in the folder, rows and size in bytes."""
+
+    name: str
+    rows: int
+    bytes: int
+
+
+def file_sizes(folder: PathLike, names: list[str]) -> dict[str, int | None]:
+    """The size of each of ``names`` in ``folder`` (None: missing), in one request on a store."""
+    fs, p = filesystem_of(folder)
+    if fs is None:
+        sizes: dict[str, int | None] = {}
+        for name in names:
+            try:
+                st = os.stat(Path(p) / name)
+            except FileNotFoundError:
+                sizes[name] = None
+            else:
+                sizes[name] = st.st_size if os.path.isfile(Path(p) / name) else None
+        return sizes
+    import pyarrow.fs as pafs
+
+    infos = fs.get_file_info([f"{p.rstrip('/')}/{n}" for n in names]) if names else []
+    return {
+        n: (i.size if i.type == pafs.FileType.File else None)
+        for n, i in zip(names, infos, strict=True)
+    }
+
+
+def list_parts(folder: PathLike) -> dict[str, int]:
+    """Every ``part-*.parquet`` file in ``folder`` by name, with its size: what a writer checks
+    for orphans (readers go by the record, not by this)."""
+    fs, p = filesystem_of(folder)
+    if fs is None:
+        root = Path(p)
+        if not root.is_dir():
+            return {}
+        return {
+            f.name: f.stat().st_size
+            for f in root.iterdir()
+            if PART_RE.match(f.name) and f.is_file() and not f.is_symlink()
+        }
+    import pyarrow.fs as pafs
+
+    if fs.get_file_info(p).type != pafs.FileType.Directory:
+        return {}
+    infos = fs.get_file_info(pafs.FileSelector(p, allow_not_found=True))
+    return {
+        i.base_name: i.size
+        for i in infos
+        if i.type == pafs.FileType.File and PART_RE.match(i.base_name)
+    }
+
+
+def read_manifest(folder: PathLike) -> list[Part] | None:
+    """The finished parts ``folder``'s record names, in name order; None without a record.
+
+    Raises
+    ------
+    ShardMismatchError
+        The record is not ctfp's or cannot be read (the message names it).
+    """
+    path = child(folder, MANIFEST_FILE)
+    raw = read_bytes(path)
+    if raw is None:
+        return None
+    try:
+        doc = json.loads(raw)
+        if doc.get("format") != MANIFEST_FORMAT:
+            raise ValueError(f"format {doc.get('format')!r}, expected {MANIFEST_FORMAT!r}")
+        parts = [Part(str(e["name"]), int(e["rows"]), int(e["bytes"])) for e in doc["parts"]]
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ShardMismatchError(
+            f"{path} is not a ctfp commit record ({exc}); it names a folder's finished shards: "
+            "restore it or write into a new --out"
+        ) from None
+    bad = [p.name for p in parts if not NAME_RE.match(p.name)]
+    if bad:
+        raise ShardMismatchError(f"{path} names {bad[0]!r}, which is not a shard file name")
+    return sorted(parts, key=lambda p: p.name)
+
+
+def manifest_bytes(parts: list[Part]) -> bytes:
+    """The record naming ``parts`` (sorted by name), as written."""
+    doc = {
+        "format": MANIFEST_FORMAT,
+        "parts": [asdict(p) for p in sorted(parts, key=lambda p: p.name)],
+    }
+    return (json.dumps(doc, indent=1) + "\n").encode("utf-8")
+
+
+def has_shards(folder: PathLike) -> bool:
+    """Whether ``folder`` is a shard folder: it has a commit record, or (from before records,
+    locally) part files."""
+    if read_bytes(child(folder, MANIFEST_FILE)) is not None:
+        return True
+    return not is_remote(folder) and bool(list_parts(folder))
+
+
+def committed_shards(folder: PathLike) -> list[str | Path]:
+    """The finished shard files of ``folder`` in name order: those its record names, each
+    checked to be there with its recorded size.
+
+    Raises
+    ------
+    InputError
+        A named part is missing, no part is finished, or an object-store folder has no record.
+    ShardMismatchError
+        A named part has another size than recorded (replaced since it was committed).
+    """
+    parts = read_manifest(folder)
+    if parts is None:
+        if is_remote(folder):
+            raise InputError(
+                f"no ctfp shards in {os.fspath(folder)!r}: it has no commit record "
+                f"({MANIFEST_FILE}); ctfp reads only the parts a record names"
+            )
+        listed = sorted(list_parts(folder))  # a folder from before commit records: listed
+        if not listed:
+            raise InputError(f"no ctfp shards (part-*.parquet) in {os.fspath(folder)!r}")
+        return [child(folder, name) for name in listed]
+    if not parts:
+        raise InputError(f"no finished ctfp shards in {os.fspath(folder)!r} (its record is empty)")
+    sizes = file_sizes(folder, [p.name for p in parts])
+    for part in parts:
+        size = sizes[part.name]
+        if size is None:
+            raise InputError(
+                f"{child(folder, part.name)} is missing: the folder's commit record names it "
+                f"({part.rows} rows); it was deleted outside ctfp. Rerun the embed command "
+                "into this folder to embed its inputs again"
+            )
+        if size != part.bytes:
+            raise ShardMismatchError(
+                f"{child(folder, part.name)} has {size} bytes where the folder's commit record "
+                f"says {part.bytes}: it was replaced since it was written; restore it, or "
+                "delete it and rerun the embed command"
+            )
+    if not is_remote(folder):
+        stray = sorted(set(list_parts(folder)) - {p.name for p in parts})
+        if stray:
+            logger.warning(
+                f"warning: {os.fspath(folder)!r} holds {len(stray)} shard file(s) its commit "
+                f"record does not name (e.g. {stray[0]}), left out: a killed run's part (the "
+                "next embed run into the folder checks and adopts it) or a file copied in"
+            )
+    return [child(folder, p.name) for p in parts]
+
+
+__all__ = [
+    "MANIFEST_FILE",
+    "MANIFEST_FORMAT",
+    "Part",
+    "committed_shards",
+    "has_shards",
+    "list_parts",
+    "manifest_bytes",
+    "read_manifest",
+]

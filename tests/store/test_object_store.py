@@ -1,0 +1,232 @@
+"""Shard folders and sources on an object store, through the same code as local paths, against
+a real S3 endpoint on 127.0.0.1 (moto's server; the endpoint and keys come from AWS_*
+variables only): embedding from and to s3://, the commit record, the write lease, kill -9."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+import pytest
+
+from ctfp.cli import main
+from ctfp.embed.runner import embed
+from ctfp.exceptions import CtfpError, InputError
+from ctfp.store.lease import LEASE_FILE, Lease
+from ctfp.store.reader import read_embeddings, read_errors
+from ctfp.store.writer import ShardWriter
+from tests.conftest import LUNG
+from tests.store.test_shards import fill, meta
+
+EMBED_SCRIPT = """
+import json, sys
+from ctfp.cli import main
+from ctfp.embed.runner import embed
+embed(sys.argv[1], sys.argv[2], progress=False, **json.loads(sys.argv[3]))
+"""
+
+
+def upload(client: Any, bucket: str, files: dict[str, Path | bytes]) -> None:
+    for key, content in files.items():
+        body = content if isinstance(content, bytes) else content.read_bytes()
+        client.put_object(Bucket=bucket, Key=key, Body=body)
+
+
+def keys(client: Any, bucket: str, prefix: str) -> list[str]:
+    """The objects under ``prefix``, less the empty folder marker pyarrow leaves at it."""
+    listed = client.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])
+    return sorted(o["Key"][len(prefix) :] for o in listed if o["Key"] != prefix)
+
+
+def external_s3() -> pafs.S3FileSystem:
+    """The store as another reader (a data-lake job) would open it: endpoint given outright."""
+    return pafs.S3FileSystem(
+        endpoint_override=os.environ["AWS_ENDPOINT_URL"],
+        access_key=os.environ["AWS_ACCESS_KEY_ID"],
+        secret_key=os.environ["AWS_SECRET_ACCESS_KEY"],
+        region="us-east-1",
+    )
+
+
+def test_embed_from_s3_to_s3_gives_the_rows_of_a_local_run(
+    tmp_path: Path, s3: str, s3_server: Any, lung_pngs: list[Path]
+) -> None:
+    dicom = sorted((LUNG / "dicom").rglob("*.dcm"))[:2]
+    files: dict[str, Path | bytes] = {f"ct/png/{p.name}": p for p in lung_pngs[:6]}
+    files.update({f"ct/dicom/{k}.dcm": p for k, p in enumerate(dicom)})
+    files["ct/png/broken.png"] = b"not a png"
+    upload(s3_server, s3, files)
+    local = tmp_path / "ct"
+    for key, content in files.items():
+        path = tmp_path / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content if isinstance(content, bytes) else content.read_bytes())
+    options = dict(features="pixels", dtype="float32", rows_per_shard=3, progress=False)
+    ref = embed(local, tmp_path / "ref", **options)
+    assert ref.rows == 8
+    flags = ["--features", "pixels", "--dtype", "float32", "--rows-per-shard", "3", "--quiet"]
+    assert main(["embed", f"s3://{s3}/ct", "--out", f"s3://{s3}/shards", *flags]) == 0
+    stored = keys(s3_server, s3, "shards/")
+    assert stored == [
+        "_errors/errors.parquet",
+        "_manifest.json",
+        "part-00000.parquet",
+        "part-00001.parquet",
+        "part-00002.parquet",
+    ]  # the lease is gone, no temporary keys are left
+    a, b = read_embeddings(tmp_path / "ref"), read_embeddings(f"s3://{s3}/shards")
+    assert a.ids.tolist() == b.ids.tolist()
+    np.testing.assert_array_equal(a.matrix, b.matrix)
+    assert b.table.column("source").to_pylist()[0].startswith(f"s3://{s3}/ct/")
+    errors = read_errors(f"s3://{s3}/shards").to_pylist()
+    assert [(e["id"], e["source"]) for e in errors] == [
+        ("png/broken", f"s3://{s3}/ct/png/broken.png")
+    ]
+    # Another reader, with the endpoint given outright: the record names the parts.
+    fs = external_s3()
+    with fs.open_input_stream(f"{s3}/shards/_manifest.json") as f:
+        names = [p["name"] for p in json.loads(f.read())["parts"]]
+    table = pq.read_table([f"{s3}/shards/{n}" for n in names], filesystem=fs)
+    assert sorted(table.column("id").to_pylist()) == sorted(a.ids.tolist())
+    # A rerun resumes from the record: nothing to do, the failure tried again.
+    again = embed(f"s3://{s3}/ct", f"s3://{s3}/shards", **options)
+    assert again.rows == 0 and again.skipped_files == 8 and len(again.errors) == 1
+
+
+def test_a_folder_on_a_store_is_read_only_through_its_record(s3: str, s3_server: Any) -> None:
+    with ShardWriter(f"s3://{s3}/x", metadata=meta(), rows_per_shard=1) as w:
+        fill(w, ["a", "b"])
+    # A part someone put beside them is not read; a folder with no record has no shards.
+    body = s3_server.get_object(Bucket=s3, Key="x/part-00000.parquet")["Body"].read()
+    upload(s3_server, s3, {"x/part-00009.parquet": body, "y/part-00000.parquet": body})
+    assert sorted(read_embeddings(f"s3://{s3}/x").ids) == ["a", "b"]
+    with pytest.raises(InputError, match="no commit record"):
+        read_embeddings(f"s3://{s3}/y")
+    with pytest.raises(InputError, match="does not exist"):
+        read_embeddings(f"s3://{s3}/nothing")
+    s3_server.delete_object(Bucket=s3, Key="x/part-00001.parquet")
+    with pytest.raises(InputError, match=r"part-00001.parquet is missing"):
+        read_embeddings(f"s3://{s3}/x")
+
+
+def test_one_writer_per_store_folder_by_lease(s3: str, s3_server: Any) -> None:
+    folder = f"s3://{s3}/leased"
+    first = ShardWriter(folder, metadata=meta())
+    with pytest.raises(CtfpError, match=r"another ctfp process .* lease .*_lease.json runs until"):
+        ShardWriter(folder, metadata=meta())
+    # Another writer that took the lease over (two started at once): the first stops.
+    lease = json.loads(s3_server.get_object(Bucket=s3, Key=f"leased/{LEASE_FILE}")["Body"].read())
+    taken = {**lease, "owner": "someone-else", "pid": 1, "host": "elsewhere"}
+    upload(s3_server, s3, {f"leased/{LEASE_FILE}": json.dumps(taken).encode()})
+    fill(first, ["a"])
+    with pytest.raises(
+        CtfpError, match=r"lost the write lease .*\(elsewhere, pid 1\) took it over"
+    ):
+        first.flush()
+    first.release()
+    assert keys(s3_server, s3, "leased/") == [LEASE_FILE]  # nothing committed after the loss
+    # An expired lease, or one of a process gone from this host, is taken over.
+    upload(s3_server, s3, {f"leased/{LEASE_FILE}": json.dumps({**taken, "expires": 0}).encode()})
+    Lease(folder).release()
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    gone = {**taken, "host": lease["host"], "pid": dead.pid, "expires": time.time() + 600}
+    upload(s3_server, s3, {f"leased/{LEASE_FILE}": json.dumps(gone).encode()})
+    with ShardWriter(folder, metadata=meta()) as w:
+        fill(w, ["a"])
+    assert keys(s3_server, s3, "leased/") == ["_manifest.json", "part-00000.parquet"]
+
+
+def test_kill_9_during_an_s3_embed_and_resume_gives_the_uninterrupted_rows(
+    tmp_path: Path, s3: str, s3_server: Any, lung_pngs: list[Path]
+) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    for p in lung_pngs[:120]:
+        shutil.copy(p, src / p.name)
+    common = dict(
+        weights="random",
+        image_size=96,
+        batch_size=4,
+        rows_per_shard=8,
+        precision="fp32",
+        dtype="float32",
+        workers=1,
+    )
+
+    def command(out: str) -> list[str]:
+        return [sys.executable, "-c", EMBED_SCRIPT, str(src), out, json.dumps(common)]
+
+    subprocess.run(command(str(tmp_path / "ref")), check=True)
+    out = f"s3://{s3}/shards"
+
+    def committed() -> int:
+        try:
+            body = s3_server.get_object(Bucket=s3, Key="shards/_manifest.json")["Body"].read()
+        except s3_server.exceptions.NoSuchKey:
+            return 0
+        return len(json.loads(body)["parts"])
+
+    kills = 0
+    for wait_for_parts in (1, 4, 9):
+        proc = subprocess.Popen(command(out))
+        deadline = time.monotonic() + 180
+        while committed() < wait_for_parts and proc.poll() is None:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+            kills += 1
+        proc.wait()
+    assert kills >= 2, "the run finished before it could be killed; make it slower"
+    subprocess.run(command(out), check=True)  # takes over the killed run's lease
+    ref, got = read_embeddings(tmp_path / "ref"), read_embeddings(out)  # refuses duplicate ids
+    assert len(got) == 120 and sorted(got.ids) == sorted(ref.ids)
+    order = np.argsort(got.ids)
+    np.testing.assert_allclose(
+        got.matrix[order], ref.matrix[np.argsort(ref.ids)], rtol=1e-3, atol=1e-3
+    )
+    assert LEASE_FILE not in keys(s3_server, s3, "shards/")
+
+
+def test_score_from_s3_shards_into_s3_gives_the_local_scores(
+    tmp_path: Path, s3: str, s3_server: Any
+) -> None:
+    from ctfp.runs.score import score_shards
+    from tests.runs.test_score import fit_centroid, write_shards
+
+    write_shards(tmp_path / "emb", n=600, per_shard=200)
+    write_shards(f"s3://{s3}/emb", n=600, per_shard=200)
+    rng = np.random.default_rng(1)
+    model = fit_centroid(4, rng.gamma(1.0, 1.0, (200, 64)), rng.gamma(1.2, 1.0, (200, 64)))
+    local = score_shards(model, tmp_path / "emb", tmp_path / "scores", progress=False)
+    remote = score_shards(model, f"s3://{s3}/emb", f"s3://{s3}/scores", progress=False)
+    assert local["rows"] == remote["rows"] == 600 and remote["shards_written"] == 3
+    assert keys(s3_server, s3, "scores/") == [
+        "_manifest.json",
+        "part-00000.parquet",
+        "part-00001.parquet",
+        "part-00002.parquet",
+    ]
+    fs = external_s3()
+    with fs.open_input_stream(f"{s3}/scores/_manifest.json") as f:
+        names = [p["name"] for p in json.loads(f.read())["parts"]]
+    got = pq.read_table([f"{s3}/scores/{n}" for n in names], filesystem=fs).sort_by("id")
+    want = pq.read_table(sorted((tmp_path / "scores").glob("part-*.parquet"))).sort_by("id")
+    assert got.select(["id", "score", "label"]).equals(want.select(["id", "score", "label"]))
+    # Resume: an output lost from the store is scored again, the rest skipped.
+    s3_server.delete_object(Bucket=s3, Key="scores/part-00001.parquet")
+    again = score_shards(model, f"s3://{s3}/emb", f"s3://{s3}/scores", progress=False)
+    assert (again["shards_written"], again["shards_skipped"]) == (1, 2)
+    with pytest.raises(InputError, match="holds the embedding shards being scored"):
+        score_shards(model, f"s3://{s3}/emb", f"s3://{s3}/emb/", progress=False)
