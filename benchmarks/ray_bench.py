@@ -1,4 +1,4 @@
-"""Embedding throughput: the local engine vs the Ray Data engine, same inputs, same run.
+"""Embedding throughput: the local engine vs the Ray engine, same inputs, same run.
 
 Prints JSON lines: one per engine run, then one comparison line (best of ``--rounds``) with
 the ratio. Each run embeds the same files into a fresh folder with the same model factory
@@ -8,6 +8,10 @@ Ray started (and timed) up front; each Ray run still starts its own actor pool, 
 
     python benchmarks/ray_bench.py [--images DIR] [--image-size 224] [--actors 1,2]
         [--repeat N] [--rounds N] [--ray-address ADDR]
+
+Ray lines also give the driver's CPU seconds and the bytes it received from the workers
+(``driver_bytes``; older ctfp, whose driver collected every embedding, has none: compare with
+``embedding_bytes``, what the embeddings alone weigh).
 
 ``--repeat N`` lists every image N times under distinct ids (a manifest), to see the steady
 state once the actor start-up is amortised. A quick check that it runs (figures meaningless):
@@ -74,6 +78,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--precision", default="auto")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--dtype", default="float16")
     parser.add_argument("--actors", default="1", help="Ray actor counts to run, e.g. 1,2")
     parser.add_argument("--repeat", type=int, default=1, help="list every image this many times")
     parser.add_argument("--ray-address", default=None, help="join a running Ray cluster")
@@ -96,6 +101,7 @@ def main() -> None:
         batch_size=args.batch_size,
         precision=args.precision,
         device=args.device,
+        dtype=args.dtype,
         progress=False,
     )
     common = {
@@ -129,8 +135,11 @@ def main() -> None:
                 out = Path(tmp) / f"ray{actors}-{round_}"
                 t = time.perf_counter()
                 engine = EngineSettings(engine="ray", actors=actors)
+                cpu = time.process_time()
                 result = embed(sources, out, engine=engine, **options)
                 wall = time.perf_counter() - t
+                cpu = time.process_time() - cpu  # this process: the driver's CPU
+                dim = int(result.identity.get("dim", 0))
                 startup = result.timings["startup"]
                 line = _line(
                     "ray",
@@ -139,6 +148,12 @@ def main() -> None:
                     round=round_,
                     actors=actors,
                     ray_init_s=round(ray_init, 3),
+                    driver_cpu_s=round(cpu, 3),
+                    # What the driver received from the workers (ctfp >= the worker-written
+                    # parts; absent before), and what the embeddings alone weigh: what a
+                    # driver that collects them receives at the least.
+                    driver_bytes=getattr(result, "driver_bytes", None),
+                    embedding_bytes=result.rows * dim * (2 if options["dtype"] == "float16" else 4),
                     # Throughput after the first batch (about batch_size rows) is out: the
                     # actor start-up excluded.
                     after_startup_images_per_s=round(
@@ -174,6 +189,16 @@ def main() -> None:
                     for a, lines in ray_lines.items()
                 },
                 "ray_init_s": round(ray_init, 3),
+                "driver_cpu_s": {
+                    str(a): min(line["driver_cpu_s"] for line in lines)
+                    for a, lines in ray_lines.items()
+                },
+                "driver_bytes": {
+                    str(a): lines[0]["driver_bytes"] for a, lines in ray_lines.items()
+                },
+                "embedding_bytes": local_lines[0]["images"]
+                * int(local.identity.get("dim", 0))
+                * (2 if args.dtype == "float16" else 4),
             }
         )
     )

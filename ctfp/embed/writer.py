@@ -37,6 +37,9 @@ class EmbedResult:
     identity: dict[str, Any] = field(default_factory=dict)
     engine: str = "local"
     actors: int = 0
+    #: Bytes the driver received from Ray workers (0 for the local engine): part summaries,
+    #: O(files); embeddings stay with the workers that write them.
+    driver_bytes: int = 0
     #: The stage settings that ran (``EmbedSettings`` or ``CacheSettings``, as ``to_dict``).
     settings: dict[str, Any] = field(default_factory=dict)
 
@@ -61,11 +64,17 @@ def write_file(writer: ShardWriter, f: InputFile, embeddings: np.ndarray) -> int
     embeddings
         (n, d), one row per frame of ``f`` in frame order; a volume's rows get ids ``id#k``.
     """
-    count = len(embeddings)
-    ids = [frame_id(f.id, k, count) for k in range(count)]
-    # A cache row is one frame of its original file: it keeps that frame number.
-    frames = range(count) if f.frame is None else [f.frame]
+    ids, frames = file_rows(f, len(embeddings))
     return writer.add(f.id, ids, f.path, frames, f.label, embeddings)
+
+
+def file_rows(f: InputFile, count: int) -> tuple[list[str], list[int]]:
+    """The row ids and frame numbers of input ``f`` when it decoded to ``count`` slices: its
+    id for one slice, ``id#k`` for the frames of a volume; a cache row (one frame of its
+    original file) keeps that frame's number."""
+    ids = [frame_id(f.id, k, count) for k in range(count)]
+    frames = list(range(count)) if f.frame is None else [f.frame]
+    return ids, frames
 
 
 def write_pending(
@@ -137,4 +146,11 @@ def log_result(result: EmbedResult) -> None:
     logger.info(result.summary())
 
 
-__all__ = ["EmbedResult", "finish_run", "log_result", "write_file", "write_pending"]
+__all__ = [
+    "EmbedResult",
+    "file_rows",
+    "finish_run",
+    "log_result",
+    "write_file",
+    "write_pending",
+]

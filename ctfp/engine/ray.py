@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import logging
-import math
 import os
+import pickle
 import re
 import time
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -18,14 +19,15 @@ from ctfp.embed.backbone import Preprocessing
 from ctfp.embed.job import Job, ModelFactory
 from ctfp.embed.mapper import Mapper, default_batch_size
 from ctfp.embed.reader import decode_all
-from ctfp.embed.writer import EmbedResult, finish_run, write_file, write_pending
+from ctfp.embed.writer import EmbedResult, file_rows, finish_run, write_pending
 from ctfp.engine.settings import EngineSettings
 from ctfp.exceptions import CtfpError, DeviceError
 from ctfp.io.decode import MAX_PIXELS, Window
-from ctfp.io.sources import InputFile
+from ctfp.io.sources import InputFile, safe_text
 from ctfp.progress import logger, progress_bar
-from ctfp.store.schema import PIXELS_DTYPE
-from ctfp.store.writer import ShardWriter
+from ctfp.store.fs import child
+from ctfp.store.schema import PIXELS_DTYPE, shard_schema
+from ctfp.store.writer import ShardWriter, rows_table, write_part
 
 RAY_INSTALL = "pip install 'ctfp[ray]'"
 # What the actors send back: the storage dtype, so that float16 runs ship half the bytes.
@@ -62,27 +64,29 @@ def run(job: Job, settings: EngineSettings) -> EmbedResult:
     -----
     Data path::
 
-        pending inputs ─► ray.data.from_items ─► map_batches(decode_files)       CPU tasks
-                       ─► map_batches(EmbedActor, ActorPoolStrategy(size=actors),
-                                      num_gpus=1 per actor when the cluster has GPUs)
-                       ─► driver: iter_batches in input order ─► ShardWriter
+        driver: plan the pending inputs into blocks (consecutive whole files, at most
+                rows_per_shard files, at most BLOCK_BYTES of decoded slices), name their parts
+        block ─► decode_block (a Ray task, any CPU; in the actor itself when the actors run
+                 on CPUs, which would otherwise hold the CPUs the tasks need)
+              ─► decoded slices in Ray's object store
+              ─► PartWriter.write (an actor: one model, one GPU or a share of the CPUs)
+                 embeds the block and writes it as one part, atomically, into --out
+              ─► driver: a summary (name, rows, bytes, each file's slice count, errors)
+                 ─► the part is checked and named in the folder's commit record
 
-    The driver writes the shards, through the very ShardWriter of the local engine: same schema and
-    metadata, atomic ``part-NNNNN.parquet`` commits, the folder lock, resume by finished ids and the
-    errors table. The price is that every embedding crosses the network to the driver (actors send
-    the storage dtype: 4 KiB per float16 2048-d row, ~40 MB/s at 10k img/s) and one process
-    compresses and writes all shards: fine for a handful of GPUs, the first thing to measure (with
-    ``benchmarks/ray_bench.py``) before going far beyond. Workers writing shards themselves would
-    need a filesystem shared by all nodes and a shard naming scheme that survives reruns with a
-    different split; the driver-side writer needs neither and keeps one code path for resume.
+    The embeddings never reach the driver: it receives O(files) bytes (``driver_bytes`` in the
+    result) and writes only the record and the errors table, through the local engine's
+    ShardWriter (same schema and metadata, the folder lock or lease, resume by finished ids).
+    Parts are numbered in input order after the folder's existing parts, so reading a folder
+    gives the rows in the local engine's order; a local run cuts parts by rows, a Ray run by
+    files (the driver never opens an input to count its slices), so with multi-slice inputs
+    the two cut in other places. A part written but not recorded (a driver killed in between)
+    is checked and adopted by the next run into the folder.
 
-    The decode tasks open the inputs at the paths the driver discovered (absolute paths): on a
-    cluster of several machines the inputs must be on a filesystem every node mounts at the same
-    path, and ctfp (same version) must be installed on every node. Ray needs no other setup.
-
-    When the actors need only CPUs (no GPU in the cluster), Ray fuses the decode step into the actor
-    (same resources), which on a small machine is what the local engine does too: decode and model
-    in one process, no object-store hop. With GPU actors the decode tasks run apart, on any CPU.
+    Every node must reach ``--out`` at the same path: an object store (``s3://...``) or a
+    filesystem all nodes mount at the same path. The decode tasks open the inputs at the
+    paths the driver discovered (absolute paths or object-store URIs), and ctfp (same
+    version) must be installed on every node. Ray needs no other setup.
     """
     ray = require_ray()
     if job.compile:
@@ -129,15 +133,17 @@ def run(job: Job, settings: EngineSettings) -> EmbedResult:
 
     start = time.perf_counter()
     timings = {"ray_init": ray_init, "startup": 0.0, "wait": 0.0, "write": 0.0}
+    metadata = job.metadata(identity)
+    decode_kwargs = dict(window=job.window, preprocessing=preprocessing, max_pixels=job.max_pixels)
     writer, pending, ran = write_pending(
         job,
-        job.metadata(identity),
+        metadata,
         timings,
         lambda todo, writer: _run(
             ray,
             todo,
             writer,
-            embed_actor_kwargs=dict(
+            actor_kwargs=dict(
                 factory=job.factory,
                 identity=identity,
                 use_gpu=use_gpu,
@@ -145,18 +151,21 @@ def run(job: Job, settings: EngineSettings) -> EmbedResult:
                 batch_size=batch_size,
                 threads=threads,
                 dtype=job.dtype,
+                # Absolute: the actors' working folder is not the driver's.
+                out=writer.out_dir if writer.remote else str(Path(writer.out_dir).resolve()),
+                metadata=metadata,
+                decode_kwargs=decode_kwargs,
             ),
-            decode_kwargs=dict(
-                window=job.window, preprocessing=preprocessing, max_pixels=job.max_pixels
-            ),
-            batch_size=batch_size,
+            decode_kwargs=decode_kwargs,
+            rows_per_shard=job.rows_per_shard,
             actors=actors,
+            cpus=cpus,
             use_gpu=use_gpu,
             progress=job.progress,
             timings=timings,
         ),
     )
-    rows, used_precision = ran or (0, job.precision)
+    rows, used_precision, received = ran or (0, job.precision, 0)
     return finish_run(
         writer,
         job,
@@ -171,6 +180,7 @@ def run(job: Job, settings: EngineSettings) -> EmbedResult:
         identity=identity,
         engine="ray",
         actors=actors,
+        driver_bytes=received,
     )
 
 
@@ -185,118 +195,142 @@ def _connect(ray: Any, address: str | None) -> None:
         ray.init(include_dashboard=False, logging_level=logging.WARNING)
 
 
+#: At most this many bytes of decoded 2-D slices per block (one Ray object, one part): at
+#: 224 px a block holds ~1,300 files. A block also holds at most ``rows_per_shard`` files.
+BLOCK_BYTES = 64 * 2**20
+
+
+def plan_blocks(n: int, rows_per_shard: int, image_size: int) -> list[range]:
+    """The blocks of ``n`` pending inputs (in input order): consecutive runs of whole files,
+    each decoded by one task and embedded and written as one part by one actor."""
+    per = max(1, min(rows_per_shard, BLOCK_BYTES // max(1, image_size * image_size)))
+    return [range(i, min(i + per, n)) for i in range(0, n, per)]
+
+
 def _run(
     ray: Any,
     pending: list[InputFile],
     writer: ShardWriter,
     *,
-    embed_actor_kwargs: dict[str, Any],
+    actor_kwargs: dict[str, Any],
     decode_kwargs: dict[str, Any],
-    batch_size: int,
+    rows_per_shard: int,
     actors: int,
+    cpus: int,
     use_gpu: bool,
     progress: bool,
     timings: dict[str, float],
-) -> tuple[int, str]:
-    """Stream ``pending`` through Ray and hand whole files, in input order, to ``writer``."""
-    context = ray.data.DataContext.get_current()
-    saved = (context.execution_options.preserve_order, context.enable_progress_bars)
-    # Input order in, input order out: shards hold the same rows as a local run's.
-    context.execution_options.preserve_order = True
-    context.enable_progress_bars = False  # ctfp's own bar counts files
-    # Ray Data's per-dataset INFO lines and its "progress bars disabled" notice are noise here.
-    quiet = {"ray.data": logging.WARNING, "ray.data._internal.progress": logging.ERROR}
-    saved_levels = {name: logging.getLogger(name).level for name in quiet}
-    for name, level in quiet.items():
-        logging.getLogger(name).setLevel(level)
+) -> tuple[int, str, int]:
+    """Plan ``pending`` into blocks, have Ray decode each (a task) and embed and write it as a
+    part (an actor), and commit each part in ``writer``'s record as its summary comes back.
+
+    Returns the rows written, the precision the actors ran at and the bytes the driver
+    received (pickled summaries: O(files), never the embeddings)."""
     try:
-        records = [_record(i, f) for i, f in enumerate(pending)]
-        ds = ray.data.from_items(records, override_num_blocks=math.ceil(len(records) / batch_size))
-        ds = ds.map_batches(
-            decode_files,
-            batch_size=batch_size,
-            batch_format="numpy",
-            fn_kwargs=decode_kwargs,
-            num_cpus=1,
+        return _run_blocks(
+            ray,
+            pending,
+            writer,
+            actor_kwargs=actor_kwargs,
+            decode_kwargs=decode_kwargs,
+            rows_per_shard=rows_per_shard,
+            actors=actors,
+            cpus=cpus,
+            use_gpu=use_gpu,
+            progress=progress,
+            timings=timings,
         )
-        ds = ds.map_batches(
-            EmbedActor,
-            batch_size=batch_size,
-            batch_format="numpy",
-            compute=ray.data.ActorPoolStrategy(size=actors),
-            fn_constructor_kwargs=embed_actor_kwargs,
-            num_cpus=1,
-            num_gpus=1 if use_gpu else 0,
-        )
-        return _collect(ds, pending, writer, progress, timings)
     except Exception as exc:
         cause = _ctfp_cause(exc)
         if cause is not None:  # e.g. an actor whose weights differ from the driver's
             raise cause from None
         raise
-    finally:
-        context.execution_options.preserve_order, context.enable_progress_bars = saved
-        for name, level in saved_levels.items():
-            logging.getLogger(name).setLevel(level)
 
 
-def _collect(
-    ds: Any,
+def _run_blocks(
+    ray: Any,
     pending: list[InputFile],
     writer: ShardWriter,
+    *,
+    actor_kwargs: dict[str, Any],
+    decode_kwargs: dict[str, Any],
+    rows_per_shard: int,
+    actors: int,
+    cpus: int,
+    use_gpu: bool,
     progress: bool,
     timings: dict[str, float],
-) -> tuple[int, str]:
-    rows = 0
-    precision = ""
-    # Frames of one file may arrive in several batches (a volume split by batch_size).
-    partial: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}
-    bar = progress_bar(len(pending), "embed (ray)", "file", enabled=progress)
+) -> tuple[int, str, int]:
+    from ray.util import ActorPool
+
+    blocks = plan_blocks(len(pending), rows_per_shard, decode_kwargs["preprocessing"].image_size)
+    names = writer.reserve_names(len(blocks))
+    decode = ray.remote(num_cpus=1)(decode_block)
+    if use_gpu:
+        # GPU actors: decoding in separate tasks on any CPU, ahead of the actors (every CPU
+        # busy, a bounded number of decoded blocks waiting in the object store). An actor takes
+        # a CPU of its own only where that leaves CPUs to decode on.
+        actor = ray.remote(num_cpus=1 if cpus > actors else 0, num_gpus=1)(PartWriter)
+        ahead = max(2, cpus + actors)
+    else:
+        # CPU actors decode their own blocks (as Ray Data fuses a CPU-only pipeline): actors
+        # holding every CPU would leave none for separate decode tasks.
+        actor = ray.remote(num_cpus=1)(PartWriter)
+        ahead = 2 * actors
+    pool = ActorPool([actor.remote(**actor_kwargs) for _ in range(actors)])
+    todo = iter(range(len(blocks)))
+
+    def submit() -> bool:
+        k = next(todo, None)
+        if k is None:
+            return False
+        files = [pending[i] for i in blocks[k]]
+        records = [_record(f) for f in files]
+        decoded = decode.remote(records, **decode_kwargs) if use_gpu else records
+        meta = {
+            "block": k,
+            "name": names[k],
+            "files": [(f.id, f.path, f.label, f.frame, writer.clashes(f.id)) for f in files],
+        }
+        pool.submit(lambda a, v: a.write.remote(*v), (meta, decoded))
+        return True
+
+    rows, received, precision = 0, 0, ""
     start = tick = time.perf_counter()
-    with bar:
-        for batch in ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=2):
+    with progress_bar(len(pending), "embed (ray)", "file", enabled=progress) as bar:
+        for _ in range(ahead):
+            if not submit():
+                break
+        while pool.has_next():
+            summary = pool.get_next_unordered()
             now = time.perf_counter()
             timings["wait"] += now - tick
             timings["startup"] = timings["startup"] or now - start
-            index, errors = batch["index"], batch["error"]
-            precision = precision or str(batch["precision"][0])
-            bounds = np.flatnonzero(np.diff(index)) + 1
-            finished = 0
-            for lo, hi in zip([0, *bounds], [*bounds, len(index)], strict=True):
-                i = int(index[lo])
-                f = pending[i]
-                if errors[lo]:
-                    writer.add_error(f.id, f.path, str(errors[lo]))
-                    finished += 1
-                    continue
-                parts = partial.setdefault(i, [])
-                parts.append((batch["frame"][lo:hi], batch["embedding"][lo:hi]))
-                count = int(batch["count"][lo])
-                if sum(len(k) for k, _ in parts) < count:
-                    continue
-                del partial[i]
-                k = np.concatenate([k for k, _ in parts])
-                order = np.argsort(k, kind="stable")
-                if not np.array_equal(k[order], np.arange(count)):
-                    raise CtfpError(f"internal error: frames of {f.path} came back as {k}")
-                rows += write_file(writer, f, np.concatenate([e for _, e in parts])[order])
-                finished += 1
+            received += len(pickle.dumps(summary))
+            precision = precision or summary["precision"]
+            files = [pending[i] for i in blocks[summary["block"]]]
+            for i, reason in summary["errors"]:
+                writer.add_error(files[i].id, files[i].path, reason)
+            done = []
+            for i, count in summary["files"]:
+                ids, _ = file_rows(files[i], count)
+                done.append((files[i].id, ids, files[i].path))
+            if summary["rows"]:
+                writer.commit_part(summary["name"], summary["rows"], summary["bytes"], done)
+            rows += summary["rows"]
+            submit()
             tick = time.perf_counter()
             timings["write"] += tick - now
-            bar.update(finished)
+            bar.update(len(files))
             bar.set_postfix(
                 img_s=f"{rows / max(tick - start, 1e-9):.1f}", errors=len(writer.errors)
             )
-    if partial:
-        missing = ", ".join(pending[i].path for i in list(partial)[:3])
-        raise CtfpError(f"internal error: Ray returned only part of the frames of {missing}")
-    return rows, precision
+    return rows, precision, received
 
 
-def _record(index: int, f: InputFile) -> dict[str, Any]:
+def _record(f: InputFile) -> dict[str, Any]:
     shard, group, row = f.cache if f.cache is not None else ("", -1, -1)
     return {
-        "index": index,
         "path": f.path,
         "frame": -1 if f.frame is None else f.frame,
         "shard": shard,
@@ -305,58 +339,39 @@ def _record(index: int, f: InputFile) -> dict[str, Any]:
     }
 
 
-def decode_files(
-    batch: dict[str, np.ndarray],
+def decode_block(
+    records: list[dict[str, Any]],
     window: Window,
     preprocessing: Preprocessing,
     max_pixels: int = MAX_PIXELS,
-) -> dict[str, np.ndarray]:
-    """Ray task: decode and resize a batch of input files with the local engine's reader.
+) -> list[np.ndarray | str]:
+    """Ray task: decode and resize one block of input files with the local engine's reader.
 
-    Returns one row per slice (``index`` of the file in the run, ``frame`` position within the
-    file, ``count`` slices in the file, ``pixels`` (s, s) uint8) and one row per unreadable file
-    (``error`` set, blank pixels), so that a bad file becomes a row of the errors table, never a
-    failed task.
+    Returns one item per file, in order: its slices as (n, s, s) uint8, or the reason it
+    could not be read (a bad file becomes a row of the errors table, never a failed task).
     """
     files = [
         InputFile(
             id="",
-            path=str(path),
-            frame=None if frame < 0 else int(frame),
-            cache=(str(shard), int(group), int(row)) if shard else None,
+            path=str(r["path"]),
+            frame=None if r["frame"] < 0 else int(r["frame"]),
+            cache=(str(r["shard"]), int(r["group"]), int(r["row"])) if r["shard"] else None,
         )
-        for path, frame, shard, group, row in zip(
-            batch["path"], batch["frame"], batch["shard"], batch["group"], batch["row"], strict=True
-        )
+        for r in records
     ]
-    s = preprocessing.image_size
-    index, frame, count, error, pixels = [], [], [], [], []
-    for d in decode_all(files, window, preprocessing, max_pixels=max_pixels):
-        if d.frames is None:
-            index.append(np.array([batch["index"][d.index]]))
-            frame.append(np.zeros(1, np.int32))
-            count.append(np.ones(1, np.int32))
-            error.append(d.error or "unknown error")
-            pixels.append(np.zeros((1, s, s), np.uint8))
-            continue
-        n = int(d.frames.shape[0])
-        index.append(np.full(n, batch["index"][d.index]))
-        frame.append(np.arange(n, dtype=np.int32))
-        count.append(np.full(n, n, np.int32))
-        error.extend([""] * n)
-        pixels.append(d.frames[:, 0].numpy())
-    return {
-        "index": np.concatenate(index).astype(np.int64),
-        "frame": np.concatenate(frame),
-        "count": np.concatenate(count),
-        "error": np.array(error, dtype=object),
-        "pixels": np.concatenate(pixels),
-    }
+    return [
+        (d.error or "unknown error") if d.frames is None else d.frames[:, 0].numpy()
+        for d in decode_all(files, window, preprocessing, max_pixels=max_pixels)
+    ]
 
 
-class EmbedActor:
-    """Ray actor: one model per actor, built by the same factory and run by the same mapper as
-    the local engine's."""
+class PartWriter:
+    """Ray actor: one model per actor (built by the local engine's factory and run by its
+    mapper), which embeds each decoded block and writes it as one part of the output folder.
+
+    Only a summary goes back to the driver: the part's name, rows and size, each file's
+    slice count and each failure's reason.
+    """
 
     def __init__(
         self,
@@ -367,6 +382,9 @@ class EmbedActor:
         batch_size: int,
         threads: int,
         dtype: str,
+        out: str,
+        metadata: dict[str, Any],
+        decode_kwargs: dict[str, Any],
     ) -> None:
         # Ray hands each GPU actor one device through CUDA_VISIBLE_DEVICES: it is cuda:0 here.
         dev = torch.device("cuda" if use_gpu else "cpu")
@@ -382,22 +400,56 @@ class EmbedActor:
                 "give every node the same weights file"
             )
         self.storage = _STORAGE[dtype]
+        self.out = out
+        self.schema = shard_schema(int(metadata["dim"]), dtype, metadata)
+        self.decode_kwargs = decode_kwargs
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        ok = batch["error"] == ""
-        x = torch.from_numpy(np.ascontiguousarray(batch["pixels"][ok])[:, None])
-        if self.mapper.device.type == "cuda":
-            x = x.pin_memory()
-        y = self.mapper(x)
-        embedding = np.zeros((len(ok), y.shape[1]), dtype=self.storage)
-        embedding[ok] = y.astype(self.storage, copy=False)
+    def write(
+        self, block: dict[str, Any], decoded: list[np.ndarray | str] | list[dict[str, Any]]
+    ) -> dict[str, Any]:
+        """Embed and write one block: ``decoded`` from :func:`decode_block`, or the block's
+        records for this actor to decode itself (CPU actors)."""
+        if decoded and isinstance(decoded[0], dict):
+            decoded = decode_block(decoded, **self.decode_kwargs)
+        errors: list[tuple[int, str]] = []
+        good = [(i, d) for i, d in enumerate(decoded) if not isinstance(d, str)]
+        errors.extend((i, d) for i, d in enumerate(decoded) if isinstance(d, str))
+        slices = [d for _, d in good]
+        if slices:
+            x = torch.from_numpy(np.ascontiguousarray(np.concatenate(slices))[:, None])
+            if self.mapper.device.type == "cuda":
+                x = x.pin_memory()
+            embedding = self.mapper(x).astype(self.storage, copy=False)
+        files, rows, start = [], [], 0
+        for i, d in good:
+            file_id, path, label, frame, clashes = block["files"][i]
+            f = InputFile(file_id, path, label, frame)
+            ids, frames = file_rows(f, len(d))
+            values = embedding[start : start + len(d)]
+            start += len(d)
+            clash = sorted(set(ids) & set(clashes))
+            if clash:  # as the local writer: frame k of scan.dcm after a file scan#k.png
+                errors.append(
+                    (
+                        i,
+                        f"its row id {clash[0]!r} is already in {self.out!r}; embed it into "
+                        "another --out",
+                    )
+                )
+                continue
+            files.append((i, len(d)))
+            rows.append((ids, safe_text(path), frames, label, values))
+        size = 0
+        if rows:
+            size = write_part(child(self.out, block["name"]), rows_table(self.schema, rows))
         return {
-            "index": batch["index"],
-            "frame": batch["frame"],
-            "count": batch["count"],
-            "error": batch["error"],
-            "precision": np.full(len(ok), self.mapper.precision, dtype=object),
-            "embedding": embedding,
+            "block": block["block"],
+            "name": block["name"],
+            "rows": sum(len(r[0]) for r in rows),
+            "bytes": size,
+            "files": files,
+            "errors": sorted(errors),
+            "precision": self.mapper.precision,
         }
 
 
@@ -425,4 +477,4 @@ def _ctfp_cause(exc: BaseException) -> CtfpError | None:
     return None
 
 
-__all__ = ["RAY_INSTALL", "EmbedActor", "decode_files", "require_ray", "run"]
+__all__ = ["RAY_INSTALL", "PartWriter", "decode_block", "plan_blocks", "require_ray", "run"]

@@ -22,13 +22,19 @@ from ctfp.io.sources import safe_text
 from ctfp.progress import logger
 from ctfp.store.fs import child, delete_file, is_remote, put_object, read_bytes
 from ctfp.store.lease import Lease
-from ctfp.store.manifest import MANIFEST_FILE, Part, list_parts, manifest_bytes, read_manifest
+from ctfp.store.manifest import (
+    MANIFEST_FILE,
+    Part,
+    file_sizes,
+    list_parts,
+    manifest_bytes,
+    read_manifest,
+)
 from ctfp.store.reader import read_schema, read_table
 from ctfp.store.schema import (
     ERRORS_DIR,
     ERRORS_FILE,
     ERRORS_SCHEMA,
-    PIXELS_DTYPE,
     read_metadata,
     shard_schema,
 )
@@ -190,6 +196,59 @@ def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
     """:func:`write_bytes_atomic` for run files, score tables, summaries and reports (UTF-8)."""
     write_bytes_atomic(path, text.encode("utf-8"))
+
+
+#: The rows of one input file for a part: row ids, source, frames, label, (n, dim) values.
+BufferedFile = tuple[list[str], str, list[int], "str | None", np.ndarray]
+
+
+def rows_table(schema: pa.Schema, files: Sequence[BufferedFile]) -> pa.Table:
+    """The shard table of whole input files' rows in ``schema`` (see
+    :func:`~ctfp.store.schema.shard_schema`): what the parts of every engine hold."""
+    ids: list[str] = []
+    sources: list[str] = []
+    frames: list[int] = []
+    labels: list[str | None] = []
+    blocks = []
+    for file_ids, source, file_frames, label, emb in files:
+        ids.extend(file_ids)
+        sources.extend([source] * len(file_ids))
+        frames.extend(file_frames)
+        labels.extend([label] * len(file_ids))
+        blocks.append(emb)
+    payload = schema.field(4).type
+    if pa.types.is_fixed_size_binary(payload):  # the decoded-slice cache: uint8 pixels
+        data = np.ascontiguousarray(np.concatenate(blocks), dtype=np.uint8)
+        embedding = pa.FixedSizeBinaryArray.from_buffers(
+            payload, len(ids), [None, pa.py_buffer(data.tobytes())]
+        )
+    else:
+        dtype = payload.value_type.to_pandas_dtype()
+        flat = np.concatenate(blocks).astype(dtype, copy=False).reshape(-1)
+        embedding = pa.FixedSizeListArray.from_arrays(pa.array(flat), payload.list_size)
+    columns = [
+        pa.array(ids, pa.string()),
+        pa.array(sources, pa.string()),
+        pa.array(frames, pa.int32()),
+        pa.array(labels, pa.string()),
+        embedding,
+    ]
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def write_part(path: str | os.PathLike[str], table: pa.Table, compression: str = "zstd") -> int:
+    """Write one part atomically (see :func:`write_atomic`); returns its size in bytes.
+
+    Small row groups let readers stream a shard without decoding it whole; dictionary encoding
+    never pays for float vectors and makes reading them 3x slower.
+    """
+    return write_atomic(
+        table,
+        path,
+        compression=compression,
+        row_group_size=ROW_GROUP_ROWS,
+        use_dictionary=["source", "label"],
+    )
 
 
 class ShardWriter:
@@ -427,58 +486,67 @@ class ShardWriter:
     def flush(self) -> None:
         """Commit buffered rows as one shard (all or nothing), then the errors table."""
         if self._buffer:
-            table = self._buffer_table()
+            table = rows_table(self.schema, self._buffer)
             name = f"part-{self._next_seq:05d}.parquet"
-            path = child(self.out_dir, name)
             if isinstance(self._lock, Lease):
                 self._lock.check()
-            # Small row groups let readers stream a shard without decoding it whole; dictionary
-            # encoding never pays for float vectors and makes reading them 3x slower.
-            size = write_atomic(
-                table,
-                path,
-                compression=self.compression,
-                row_group_size=ROW_GROUP_ROWS,
-                use_dictionary=["source", "label"],
-            )
-            # The commit: the part is there for readers once the record names it.
-            self._parts.append(Part(name, table.num_rows, size))
-            self._write_manifest()
+            size = write_part(child(self.out_dir, name), table, self.compression)
             self._next_seq += 1
-            self.rows_written += table.num_rows
-            self.shards_written.append(path)
-            for ids, *_ in self._buffer:
-                self.done_ids.update(ids)
+            self._record(name, table.num_rows, size, [ids for ids, *_ in self._buffer])
             self._buffer.clear()
             self._buffered_rows = 0
         self._last_commit = time.monotonic()
         self._write_errors()
 
-    def _buffer_table(self) -> pa.Table:
-        ids, sources, frames, labels, blocks = [], [], [], [], []
-        for file_ids, source, file_frames, label, emb in self._buffer:
-            ids.extend(file_ids)
-            sources.extend([source] * len(file_ids))
-            frames.extend(file_frames)
-            labels.extend([label] * len(file_ids))
-            blocks.append(emb)
-        if self.dtype == PIXELS_DTYPE:
-            data = np.ascontiguousarray(np.concatenate(blocks), dtype=np.uint8)
-            buffer = pa.py_buffer(data.tobytes())
-            embedding = pa.FixedSizeBinaryArray.from_buffers(
-                pa.binary(self.dim), len(ids), [None, buffer]
+    def _record(self, name: str, rows: int, size: int, files: Sequence[Sequence[str]]) -> None:
+        """The commit: the part ``name`` (``files``: its inputs' row ids) is there for readers
+        once the record names it."""
+        self._parts.append(Part(name, rows, size))
+        self._write_manifest()
+        self.rows_written += rows
+        self.shards_written.append(child(self.out_dir, name))
+        for ids in files:
+            self.done_ids.update(ids)
+
+    # -- parts written elsewhere (the Ray engine's workers) -----------------------------------
+    def reserve_names(self, n: int) -> list[str]:
+        """Names for ``n`` parts that other processes write into the folder, numbered after
+        this folder's parts: the blocks of one plan get consecutive numbers, in input order."""
+        names = [f"part-{self._next_seq + k:05d}.parquet" for k in range(n)]
+        self._next_seq += n
+        return names
+
+    def clashes(self, file_id: str) -> list[str]:
+        """Row ids already in the folder that a volume with id ``file_id`` could produce
+        (``<file_id>#<frame>``): what a worker checks before writing that file's frames."""
+        prefix = f"{file_id}#"
+        return sorted(i for i in self._row_ids if i.startswith(prefix))
+
+    def commit_part(
+        self, name: str, rows: int, size: int, files: Sequence[tuple[str, Sequence[str], str]]
+    ) -> None:
+        """Record a part that another process wrote as ``name`` (see :meth:`reserve_names`);
+        ``files`` are its inputs as ``(file id, row ids, source)``. The part is checked to be
+        there with ``size`` bytes first: the record never names what is not there."""
+        if isinstance(self._lock, Lease):
+            self._lock.check()
+        found = file_sizes(self.out_dir, [name])[name]
+        if found != size:
+            raise CtfpError(
+                f"{child(self.out_dir, name)} should hold {size} bytes as its worker wrote it, "
+                f"but {'is missing' if found is None else f'has {found}'}: is --out a folder "
+                "every node sees (a shared filesystem or an object store)? Nothing was recorded "
+                "for it; rerun to embed its inputs again"
             )
-        else:
-            flat = np.concatenate(blocks).astype(self.dtype, copy=False).reshape(-1)
-            embedding = pa.FixedSizeListArray.from_arrays(pa.array(flat), self.dim)
-        columns = [
-            pa.array(ids, pa.string()),
-            pa.array(sources, pa.string()),
-            pa.array(frames, pa.int32()),
-            pa.array(labels, pa.string()),
-            embedding,
-        ]
-        return pa.Table.from_arrays(columns, schema=self.schema)
+        for file_id, ids, source in files:
+            self._processed.add(file_id)
+            self.done_ids.add(file_id)
+            self._row_ids.update(ids)
+            self.done_sources.setdefault(file_id, safe_text(source))
+            for i in ids:
+                self.done_sources.setdefault(i, safe_text(source))
+        self._record(name, rows, size, [ids for _, ids, _ in files])
+        self._write_errors()
 
     def _write_errors(self) -> None:
         # An old error stands until its file is tried again in this run (or is found done).

@@ -51,9 +51,9 @@ def test_ray_gives_the_local_rows_for_pngs_dicoms_and_volumes(
     shutil.copy(EDGE / "MR_Explicit_Little_MultiFrame.dcm", src / "mr.dcm")  # 16 frames
     vol = np.random.default_rng(0).integers(-1000, 400, (48, 40, 5)).astype(np.int16)
     nib.save(nib.Nifti1Image(vol, np.eye(4)), src / "ct.nii.gz")  # 5 frames, not square
-    # Batches of 4 rows split the volumes across actor calls; shards of 10 rows hold whole files.
-    # No time-based commits: on a loaded machine a 30 s commit cuts one run's shards and not
-    # the other's (measured: an extra part-00002 under a load of 4 on 2 cores).
+    # Batches of 4 rows split the volumes across forward passes; parts hold whole files: the
+    # local engine cuts them after 10 rows, the Ray planner after 10 files (it never opens an
+    # input to count its slices), so the rows are the same, in the same order, in other parts.
     options = dict(SMALL, batch_size=4, rows_per_shard=10, commit_seconds=3600.0)
     local = embed(src, tmp_path / "local", **options)
     remote = embed(src, tmp_path / "ray", engine="ray", **options)
@@ -62,7 +62,12 @@ def test_ray_gives_the_local_rows_for_pngs_dicoms_and_volumes(
     assert remote.precision == "fp32" and remote.identity == local.identity
     assert remote.settings == local.settings
     assert set(remote.timings) == {"ray_init", "startup", "wait", "write"}
-    assert_same_rows(tmp_path / "local", tmp_path / "ray")
+    assert_same_rows(tmp_path / "local", tmp_path / "ray", same_parts=False)
+    parts = sorted(p.name for p in (tmp_path / "ray").glob("part-*.parquet"))
+    assert parts == ["part-00000.parquet", "part-00001.parquet"]  # 10 files, then 2
+    # The embeddings stayed with the actor that wrote them: the driver got O(files) bytes.
+    assert 0 < remote.driver_bytes < 300 * remote.files
+    assert remote.driver_bytes < remote.rows * 2048 * 4 / 20
     data = read_embeddings(tmp_path / "ray")
     frames = dict(zip(data.ids, data.table.column("frame").to_pylist(), strict=True))
     assert frames["mr#15"] == 15 and frames["ct#4"] == 4 and frames["d010"] == 0
