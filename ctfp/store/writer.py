@@ -308,6 +308,7 @@ class ShardWriter:
                 self._remove_stale_temp_files()
             self.done_sources: dict[str, str] = {}  # input-file id -> source, of finished shards
             self._row_ids: set[str] = set()  # row ids of finished shards
+            self._frame_ids: dict[str, list[str]] | None = None  # see clashes()
             self._parts: list[Part] = []  # what the folder's commit record names
             self.done_ids, self.existing_rows, self._next_seq = self._scan_existing()
             self._old_errors = self._read_old_errors()
@@ -519,8 +520,15 @@ class ShardWriter:
     def clashes(self, file_id: str) -> list[str]:
         """Row ids already in the folder that a volume with id ``file_id`` could produce
         (``<file_id>#<frame>``): what a worker checks before writing that file's frames."""
-        prefix = f"{file_id}#"
-        return sorted(i for i in self._row_ids if i.startswith(prefix))
+        # Built once per plan, not once per file; parts committed since hold this run's
+        # inputs, whose ids discovery keeps apart from one another's frame ids.
+        if self._frame_ids is None:
+            self._frame_ids = {}
+            for i in self._row_ids:
+                base, sep, frame = i.rpartition("#")
+                if sep and frame.isdigit():
+                    self._frame_ids.setdefault(base, []).append(i)
+        return sorted(self._frame_ids.get(file_id, []))
 
     def commit_part(
         self, name: str, rows: int, size: int, files: Sequence[tuple[str, Sequence[str], str]]

@@ -299,3 +299,18 @@ def test_a_fifo_at_the_lock_file_is_refused_not_waited_on(tmp_path: Path) -> Non
     os.mkfifo(tmp_path / ".lock")
     with pytest.raises(CtfpError, match="lock file"):
         ShardWriter(tmp_path, metadata=meta())
+
+
+def test_clashes_name_the_frame_ids_a_volume_would_take(tmp_path: Path) -> None:
+    """What a Ray worker checks before writing a volume's frames (the local writer checks in
+    add): rows already in the folder with the ids that volume would produce."""
+    with ShardWriter(tmp_path, metadata=meta()) as w:
+        fill(w, ["scan#1", "scan#x", "a#b"])
+        fill(w, ["vol"], frames=2)
+    w = ShardWriter(tmp_path, metadata=meta())
+    assert w.clashes("scan") == ["scan#1"]
+    assert w.clashes("vol") == ["vol#0", "vol#1"] and w.clashes("a") == []
+    assert w.clashes("sc") == [] and w.clashes("scan#1") == []
+    names = w.reserve_names(2)
+    assert names == ["part-00001.parquet", "part-00002.parquet"]
+    w.release()
