@@ -185,9 +185,12 @@ def test_the_decoding_window_is_part_of_the_identity(tmp_path: Path, capsys) -> 
     err = capsys.readouterr().err
     assert "fitted on other embeddings" in err and "decode" in err and "hu:400,1800" in err
     assert not list((tmp_path / "s-bone").glob("*.parquet"))
-    # Lung and bone shards side by side (copied into one folder): refused, not mixed.
-    shutil.copy(tmp_path / "bone" / "part-00000.parquet", tmp_path / "lung" / "part-00001.parquet")
-    assert main(["cluster", str(tmp_path / "lung"), "--out", str(tmp_path / "c"), "--k", "2",
+    # Lung and bone shards side by side (copied into one folder by hand, no commit record):
+    # refused, not mixed.
+    (tmp_path / "mixed").mkdir()
+    shutil.copy(tmp_path / "lung" / "part-00000.parquet", tmp_path / "mixed" / "part-00000.parquet")
+    shutil.copy(tmp_path / "bone" / "part-00000.parquet", tmp_path / "mixed" / "part-00001.parquet")
+    assert main(["cluster", str(tmp_path / "mixed"), "--out", str(tmp_path / "c"), "--k", "2",
                  "--quiet"]) == 2  # fmt: skip
     assert "cannot be mixed (decode" in capsys.readouterr().err
     # A model saved before the window was recorded cannot vouch for any shards.
@@ -196,7 +199,6 @@ def test_the_decoding_window_is_part_of_the_identity(tmp_path: Path, capsys) -> 
     saved = tmp_path / "old-model"
     shutil.copytree(out / "model", saved)
     (saved / "model.json").write_text(json.dumps(description))
-    (tmp_path / "lung" / "part-00001.parquet").unlink()
     old = ["score", str(saved), str(tmp_path / "lung"), "--out", str(tmp_path / "s-old")]
     assert main([*old, "--quiet"]) == 2
     assert "did not record how the images were decoded" in capsys.readouterr().err
