@@ -10,9 +10,9 @@ from typing import Any
 import numpy as np
 
 from ctfp.embed.job import Job
+from ctfp.io.fs import child
 from ctfp.io.sources import InputFile
 from ctfp.progress import logger
-from ctfp.store.fs import child
 from ctfp.store.schema import ERRORS_DIR, ERRORS_FILE
 from ctfp.store.writer import ShardWriter, frame_id
 

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from ctfp.exceptions import DecodeError
+from ctfp.io.fs import is_remote, read_bytes
 from ctfp.io.sources import DICOM_SUFFIXES, IMAGE_SUFFIXES, NIFTI_SUFFIXES, suffix_of
 
 # Smallest side accepted as a CT slice; anything smaller is almost surely not an image of one.
@@ -120,8 +121,6 @@ def decode_file(
     """
     window = window or Window()
     path = os.fspath(path)
-    from ctfp.store.fs import is_remote
-
     if is_remote(path):
         with _fetched(path) as local:
             return decode_file(local, window, max_pixels=max_pixels)
@@ -161,8 +160,6 @@ def decode_file(
 def _fetched(uri: str) -> Iterator[str]:
     """A local temporary copy of the object ``uri`` (same suffix: the decoders go by it), for
     decoders that read files; removed afterwards."""
-    from ctfp.store.fs import read_bytes
-
     try:
         data = read_bytes(uri)
     except (OSError, ValueError) as exc:

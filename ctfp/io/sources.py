@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ctfp.exceptions import InputError
+from ctfp.io.fs import is_remote, resolve
 
 # Lower-case suffixes ctfp decodes; ".nii.gz" is checked as a double suffix.
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -114,8 +115,6 @@ def discover(
 def _discover_one(
     source: str, *, label_from_dirs: bool, layout: str, problems: list[Unreadable]
 ) -> list[InputFile]:
-    from ctfp.store.fs import is_remote
-
     if is_remote(source):
         return _discover_remote(source, label_from_dirs=label_from_dirs, layout=layout)
     if glob.has_magic(source):
@@ -196,8 +195,6 @@ def _discover_remote(source: str, *, label_from_dirs: bool, layout: str) -> list
     """The decodable objects under an object-store prefix (or one object), listed once; ids
     and labels as for a local folder; hidden names (``.x``) are left out, as locally."""
     import pyarrow.fs as pafs
-
-    from ctfp.store.fs import resolve
 
     loc = resolve(source)
     fs = loc.filesystem

@@ -23,9 +23,9 @@ import pyarrow as pa
 
 from ctfp.device import check_device_name
 from ctfp.exceptions import InputError
+from ctfp.io.fs import child, is_remote
 from ctfp.progress import progress_bar
 from ctfp.settings import Settings, option
-from ctfp.store.fs import child, is_remote
 from ctfp.store.lease import Lease
 from ctfp.store.manifest import MANIFEST_FILE, Part, file_sizes, list_parts, manifest_bytes
 from ctfp.store.reader import (

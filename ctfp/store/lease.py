@@ -22,7 +22,7 @@ import uuid
 from typing import Any
 
 from ctfp.exceptions import CtfpError
-from ctfp.store.fs import child, delete_file, put_object, read_bytes
+from ctfp.io.fs import child, delete_file, put_object, read_bytes
 
 LEASE_FILE = "_lease.json"
 LEASE_SECONDS = 120.0

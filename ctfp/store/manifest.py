@@ -23,8 +23,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ctfp.exceptions import InputError, ShardMismatchError
+from ctfp.io.fs import child, filesystem_of, is_remote, read_bytes
 from ctfp.progress import logger
-from ctfp.store.fs import child, filesystem_of, is_remote, read_bytes
 
 PathLike = str | os.PathLike[str]
 

@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ctfp.exceptions import InputError, ShardMismatchError
-from ctfp.store.fs import child, filesystem_of, is_remote, read_bytes, resolve
+from ctfp.io.fs import child, filesystem_of, is_remote, read_bytes, resolve
 from ctfp.store.manifest import committed_shards
 from ctfp.store.schema import (
     ERRORS_DIR,

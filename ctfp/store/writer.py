@@ -18,9 +18,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ctfp.exceptions import CtfpError, InputError, ShardMismatchError
+from ctfp.io.fs import child, delete_file, is_remote, put_object, read_bytes
 from ctfp.io.sources import safe_text
 from ctfp.progress import logger
-from ctfp.store.fs import child, delete_file, is_remote, put_object, read_bytes
 from ctfp.store.lease import Lease
 from ctfp.store.manifest import (
     MANIFEST_FILE,

@@ -1,8 +1,8 @@
 """Where a path lives: a local folder or an object store, as a ``pyarrow.fs`` filesystem.
 
-Shard folders (the writer, the readers, the commit record) and embedding sources take
-object-store URIs through :func:`resolve` and :func:`filesystem_of`; the rest of ctfp's paths
-follow (issue 18). Local paths and ``file://`` URIs are the local filesystem; ``s3://``,
+Embedding sources, shard folders (the writer, the readers, the commit record) and score
+folders take object-store URIs through :func:`resolve` and :func:`filesystem_of`; the rest of
+ctfp's paths follow (issue 18). Local paths and ``file://`` URIs are the local filesystem; ``s3://``,
 ``gs://`` (``gcs://``), ``abfs://`` (``abfss://``, ``az://``) and ``hdfs://`` are pyarrow's
 native filesystems; any other scheme goes through fsspec when it is
 installed and knows it. Credentials and endpoints come from each store's standard environment

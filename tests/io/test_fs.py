@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from ctfp.exceptions import InputError
-from ctfp.store.fs import is_remote, resolve, scheme_of
+from ctfp.io.fs import is_remote, resolve, scheme_of
 
 
 def test_local_paths_and_file_uris(tmp_path: Path) -> None:
