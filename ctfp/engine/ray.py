@@ -65,7 +65,8 @@ def run(job: Job, settings: EngineSettings) -> EmbedResult:
     Data path::
 
         driver: plan the pending inputs into blocks (consecutive whole files, at most
-                rows_per_shard files, at most BLOCK_BYTES of decoded slices), name their parts
+                rows_per_shard files and BLOCK_BYTES of decoded slices, at least two blocks
+                per actor), name their parts
         block ─► decode_block (a Ray task, any CPU; in the actor itself when the actors run
                  on CPUs, which would otherwise hold the CPUs the tasks need)
               ─► decoded slices in Ray's object store
@@ -200,10 +201,20 @@ def _connect(ray: Any, address: str | None) -> None:
 BLOCK_BYTES = 64 * 2**20
 
 
-def plan_blocks(n: int, rows_per_shard: int, image_size: int) -> list[range]:
+def plan_blocks(
+    n: int, rows_per_shard: int, image_size: int, *, actors: int = 1, batch_size: int = 1
+) -> list[range]:
     """The blocks of ``n`` pending inputs (in input order): consecutive runs of whole files,
-    each decoded by one task and embedded and written as one part by one actor."""
-    per = max(1, min(rows_per_shard, BLOCK_BYTES // max(1, image_size * image_size)))
+    each decoded by one task and embedded and written as one part by one actor.
+
+    A block holds at most ``rows_per_shard`` files and ``BLOCK_BYTES`` of decoded 2-D slices;
+    a small run is cut into at least two blocks per actor (of at least ``batch_size`` files),
+    so that every actor has work and decoding overlaps embedding.
+    """
+    if n <= 0:
+        return []
+    share = max(batch_size, -(-n // (2 * max(1, actors))))
+    per = max(1, min(rows_per_shard, BLOCK_BYTES // max(1, image_size * image_size), share))
     return [range(i, min(i + per, n)) for i in range(0, n, per)]
 
 
@@ -263,7 +274,13 @@ def _run_blocks(
 ) -> tuple[int, str, int]:
     from ray.util import ActorPool
 
-    blocks = plan_blocks(len(pending), rows_per_shard, decode_kwargs["preprocessing"].image_size)
+    blocks = plan_blocks(
+        len(pending),
+        rows_per_shard,
+        decode_kwargs["preprocessing"].image_size,
+        actors=actors,
+        batch_size=actor_kwargs["batch_size"],
+    )
     names = writer.reserve_names(len(blocks))
     decode = ray.remote(num_cpus=1)(decode_block)
     if use_gpu:

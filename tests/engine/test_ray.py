@@ -52,8 +52,8 @@ def test_ray_gives_the_local_rows_for_pngs_dicoms_and_volumes(
     vol = np.random.default_rng(0).integers(-1000, 400, (48, 40, 5)).astype(np.int16)
     nib.save(nib.Nifti1Image(vol, np.eye(4)), src / "ct.nii.gz")  # 5 frames, not square
     # Batches of 4 rows split the volumes across forward passes; parts hold whole files: the
-    # local engine cuts them after 10 rows, the Ray planner after 10 files (it never opens an
-    # input to count its slices), so the rows are the same, in the same order, in other parts.
+    # local engine cuts them after 10 rows, the Ray planner by files (at least two blocks per
+    # actor; it never opens an input to count its slices): same rows, same order, other parts.
     options = dict(SMALL, batch_size=4, rows_per_shard=10, commit_seconds=3600.0)
     local = embed(src, tmp_path / "local", **options)
     remote = embed(src, tmp_path / "ray", engine="ray", **options)
@@ -64,7 +64,7 @@ def test_ray_gives_the_local_rows_for_pngs_dicoms_and_volumes(
     assert set(remote.timings) == {"ray_init", "startup", "wait", "write"}
     assert_same_rows(tmp_path / "local", tmp_path / "ray", same_parts=False)
     parts = sorted(p.name for p in (tmp_path / "ray").glob("part-*.parquet"))
-    assert parts == ["part-00000.parquet", "part-00001.parquet"]  # 10 files, then 2
+    assert parts == ["part-00000.parquet", "part-00001.parquet"]  # two blocks of 6 files
     # The embeddings stayed with the actor that wrote them: the driver got O(files) bytes.
     assert 0 < remote.driver_bytes < 300 * remote.files
     assert remote.driver_bytes < remote.rows * 2048 * 4 / 20
@@ -211,3 +211,20 @@ def test_gpu_actors_match_the_local_gpu_run(
     result = embed(src, tmp_path / "ray", engine="ray", **options)
     assert result.device == "ray:1xcuda" and torch.cuda.is_available()
     assert_same_rows(tmp_path / "local", tmp_path / "ray")
+
+
+def test_blocks_are_whole_consecutive_files_within_the_limits() -> None:
+    from ctfp.engine.ray import BLOCK_BYTES, plan_blocks
+
+    def sizes(*args, **kwargs) -> list[int]:
+        blocks = plan_blocks(*args, **kwargs)
+        assert [i for b in blocks for i in b] == list(range(args[0]))  # all, in order, once
+        return [len(b) for b in blocks]
+
+    assert sizes(12, 10, 64, actors=1, batch_size=4) == [6, 6]  # two blocks per actor
+    assert sizes(4, 4, 64, actors=2, batch_size=2) == [2, 2]
+    assert sizes(48, 4, 128, actors=1, batch_size=4) == [4] * 12  # rows_per_shard caps
+    assert sizes(10, 100, 64, actors=8, batch_size=4) == [4, 4, 2]  # not below a batch
+    per = BLOCK_BYTES // (224 * 224)  # decoded bytes cap: ~1,300 files at 224 px
+    assert sizes(100_000, 10_000, 224, actors=2, batch_size=64)[:2] == [per, per]
+    assert plan_blocks(0, 10, 64) == []
