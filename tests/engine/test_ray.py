@@ -156,7 +156,8 @@ def test_decoded_slice_cache_on_ray(
     # Embedding from the cache (no image decoding) on Ray equals the local engine's.
     embed(tmp_path / "cache-ray", tmp_path / "local", batch_size=4, **SMALL)
     embed(tmp_path / "cache-ray", tmp_path / "ray", batch_size=4, engine="ray", **SMALL)
-    assert_same_rows(tmp_path / "local", tmp_path / "ray")
+    # 21 rows: one local part; Ray cuts a small run into two blocks per actor.
+    assert_same_rows(tmp_path / "local", tmp_path / "ray", same_parts=False)
 
 
 def test_the_engines_resume_each_other(tmp_path: Path, lung_pngs, ray_address: str) -> None:
