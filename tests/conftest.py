@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import shutil
 import socket
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -87,6 +89,24 @@ def lung_pngs() -> list[Path]:
     return paths
 
 
+# Runs embed() in a child process (argv: sources, out, JSON options), so that a test can kill it.
+EMBED_SCRIPT = """
+import json, sys
+from ctfp.embed.runner import embed
+embed(sys.argv[1], sys.argv[2], progress=False, **json.loads(sys.argv[3]))
+"""
+
+
+@pytest.fixture
+def embed_command() -> Callable[..., list[str]]:
+    """``embed_command(src, out, **options)``: the command line of a child ``embed()`` run."""
+
+    def command(src: Path, out: Path | str, **options: Any) -> list[str]:
+        return [sys.executable, "-c", EMBED_SCRIPT, str(src), str(out), json.dumps(options)]
+
+    return command
+
+
 @pytest.fixture(scope="session")
 def random_backbone_64():
     """ResNet50 with seeded random weights at 64 px: fast enough for many tests on 2 cores."""
@@ -106,6 +126,41 @@ def blobs(n: int, d: int, k: int = 4, seed: int = 0, spread: float = 2.0) -> tup
         [rng.normal(c, s, (n // k, d)) for c, s in zip(centers, scales, strict=True)]
     )
     return x + 5.0, np.repeat(np.arange(k), n // k)
+
+
+def kill_9_while_running(
+    command: list[str], done: Callable[[], int], waits=(1, 4, 9), timeout: float = 180.0
+) -> int:
+    """Run ``command`` once per wait in ``waits`` and SIGKILL it as soon as ``done()`` (e.g.
+    the parts committed so far) reaches that wait; returns how many runs were killed (a run
+    that finished first was not)."""
+    import signal
+    import subprocess
+    import time
+
+    kills = 0
+    for wait in waits:
+        proc = subprocess.Popen(command)
+        deadline = time.monotonic() + timeout
+        while done() < wait and proc.poll() is None:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+            kills += 1
+        proc.wait()
+    return kills
+
+
+def assert_same_embeddings(reference: Any, got: Any) -> None:
+    """The same ids (none twice) and, row by row, the same embeddings (to float32 rounding)."""
+    assert len(got.ids) == len(set(got.ids)) and sorted(got.ids) == sorted(reference.ids)
+    np.testing.assert_allclose(
+        got.matrix[np.argsort(got.ids)],
+        reference.matrix[np.argsort(reference.ids)],
+        rtol=1e-3,
+        atol=1e-3,
+    )
 
 
 def copy_pngs(paths: list[Path], dest: Path) -> Path:

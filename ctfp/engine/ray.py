@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import pickle
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -30,6 +32,7 @@ from ctfp.store.schema import PIXELS_DTYPE, shard_schema
 from ctfp.store.writer import ShardWriter, rows_table, write_part
 
 RAY_INSTALL = "pip install 'ctfp[ray]'"
+T = TypeVar("T")
 # What the actors send back: the storage dtype, so that float16 runs ship half the bytes.
 _STORAGE = {"float16": np.float16, "float32": np.float32, PIXELS_DTYPE: np.uint8}
 
@@ -218,6 +221,24 @@ def plan_blocks(
     return [range(i, min(i + per, n)) for i in range(0, n, per)]
 
 
+def _ctfp_errors(run: Callable[..., T]) -> Callable[..., T]:
+    """``run``, raising the CtfpError behind Ray's wrappers (e.g. an actor whose weights
+    differ from the driver's) instead of the wrappers."""
+
+    @functools.wraps(run)
+    def wrapped(*args: Any, **kwargs: Any) -> T:
+        try:
+            return run(*args, **kwargs)
+        except Exception as exc:
+            cause = _ctfp_cause(exc)
+            if cause is not None:
+                raise cause from None
+            raise
+
+    return wrapped
+
+
+@_ctfp_errors
 def _run(
     ray: Any,
     pending: list[InputFile],
@@ -237,41 +258,6 @@ def _run(
 
     Returns the rows written, the precision the actors ran at and the bytes the driver
     received (pickled summaries: O(files), never the embeddings)."""
-    try:
-        return _run_blocks(
-            ray,
-            pending,
-            writer,
-            actor_kwargs=actor_kwargs,
-            decode_kwargs=decode_kwargs,
-            rows_per_shard=rows_per_shard,
-            actors=actors,
-            cpus=cpus,
-            use_gpu=use_gpu,
-            progress=progress,
-            timings=timings,
-        )
-    except Exception as exc:
-        cause = _ctfp_cause(exc)
-        if cause is not None:  # e.g. an actor whose weights differ from the driver's
-            raise cause from None
-        raise
-
-
-def _run_blocks(
-    ray: Any,
-    pending: list[InputFile],
-    writer: ShardWriter,
-    *,
-    actor_kwargs: dict[str, Any],
-    decode_kwargs: dict[str, Any],
-    rows_per_shard: int,
-    actors: int,
-    cpus: int,
-    use_gpu: bool,
-    progress: bool,
-    timings: dict[str, float],
-) -> tuple[int, str, int]:
     from ray.util import ActorPool
 
     blocks = plan_blocks(

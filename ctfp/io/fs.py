@@ -185,6 +185,16 @@ def read_bytes(path: str | os.PathLike[str]) -> bytes | None:
         return f.read()
 
 
+def exists(path: str | os.PathLike[str]) -> bool:
+    """Whether the file or object ``path`` is there (one metadata request on a store)."""
+    fs, p = filesystem_of(path)
+    if fs is None:
+        return Path(p).is_file()
+    import pyarrow.fs as pafs
+
+    return fs.get_file_info(p).type == pafs.FileType.File
+
+
 def put_object(path: str | os.PathLike[str], data: bytes) -> None:
     """Write ``data`` as the object ``path`` (a remote URI) in one request: an object store
     shows all of it or none of it, the atomicity that a rename gives a local file."""
@@ -212,6 +222,7 @@ __all__ = [
     "Location",
     "child",
     "delete_file",
+    "exists",
     "filesystem_of",
     "is_remote",
     "put_object",

@@ -87,9 +87,8 @@ def _name(path: ShardPath) -> str:
 
 def _parent(path: ShardPath) -> str:
     """The folder of a shard, as a comparable string (resolved locally)."""
-    if is_remote(path):
-        return os.fspath(path).rstrip("/").rsplit("/", 1)[0]
-    return str(Path(path).parent.resolve())
+    folder = _parent_of(path)
+    return folder if isinstance(folder, str) else str(folder.resolve())
 
 
 def _read_shards(

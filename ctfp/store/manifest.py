@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ctfp.exceptions import InputError, ShardMismatchError
-from ctfp.io.fs import child, filesystem_of, is_remote, read_bytes
+from ctfp.io.fs import child, exists, filesystem_of, is_remote, read_bytes
 from ctfp.progress import logger
 
 PathLike = str | os.PathLike[str]
@@ -132,7 +132,7 @@ def manifest_bytes(parts: list[Part]) -> bytes:
 def has_shards(folder: PathLike) -> bool:
     """Whether ``folder`` is a shard folder: it has a commit record, or (from before records,
     locally) part files."""
-    if read_bytes(child(folder, MANIFEST_FILE)) is not None:
+    if exists(child(folder, MANIFEST_FILE)):
         return True
     return not is_remote(folder) and bool(list_parts(folder))
 

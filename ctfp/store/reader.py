@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ctfp.exceptions import InputError, ShardMismatchError
-from ctfp.io.fs import child, filesystem_of, is_remote, read_bytes, resolve
+from ctfp.io.fs import child, exists, filesystem_of, is_remote, resolve
 from ctfp.store.manifest import committed_shards
 from ctfp.store.schema import (
     ERRORS_DIR,
@@ -312,6 +312,6 @@ def read_errors(path: PathLike) -> pa.Table:
     from ctfp.store.schema import ERRORS_SCHEMA
 
     errors = child(child(path, ERRORS_DIR), ERRORS_FILE)
-    if (read_bytes(errors) is None) if is_remote(path) else not Path(errors).exists():
+    if not exists(errors):
         return ERRORS_SCHEMA.empty_table()
     return read_table(errors)

@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ctfp.exceptions import CtfpError, InputError, ShardMismatchError
-from ctfp.io.fs import child, delete_file, is_remote, put_object, read_bytes
+from ctfp.io.fs import child, delete_file, exists, is_remote, put_object
 from ctfp.io.sources import safe_text
 from ctfp.progress import logger
 from ctfp.store.lease import Lease
@@ -422,7 +422,7 @@ class ShardWriter:
 
     def _read_old_errors(self) -> list[dict[str, str]]:
         path = self._errors_path()
-        if read_bytes(path) is None if self.remote else not Path(path).exists():
+        if not exists(path):
             return []
         return read_table(path).to_pylist()
 
@@ -535,9 +535,8 @@ class ShardWriter:
     ) -> None:
         """Record a part that another process wrote as ``name`` (see :meth:`reserve_names`);
         ``files`` are its inputs as ``(file id, row ids, source)``. The part is checked to be
-        there with ``size`` bytes first: the record never names what is not there."""
-        if isinstance(self._lock, Lease):
-            self._lock.check()
+        there with ``size`` bytes first: the record never names what is not there (and, on a
+        store, the lease is checked before the record is written)."""
         found = file_sizes(self.out_dir, [name])[name]
         if found != size:
             raise CtfpError(

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
 import subprocess
-import time
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +17,14 @@ from ctfp.embed.settings import CacheSettings, EmbedSettings
 from ctfp.exceptions import DeviceError
 from ctfp.settings import SettingsError
 from ctfp.store.reader import read_embeddings, read_errors
-from tests.conftest import EDGE, LUNG, copy_pngs, cuda
+from tests.conftest import (
+    EDGE,
+    LUNG,
+    assert_same_embeddings,
+    copy_pngs,
+    cuda,
+    kill_9_while_running,
+)
 
 SAMPLE = Path(ctfp.__file__).parent / "data" / "sample"  # ships with the package
 
@@ -104,25 +108,16 @@ def test_kill_9_and_resume_gives_the_uninterrupted_rows(
     reference = tmp_path / "ref"
     subprocess.run(embed_command(src, reference, **common), check=True)
     out = tmp_path / "out"
-    kills = 0
-    for wait_for_shards in (1, 4, 9):
-        proc = subprocess.Popen(embed_command(src, out, **common))
-        deadline = time.monotonic() + 120
-        while len(list(out.glob("part-*.parquet"))) < wait_for_shards and proc.poll() is None:
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGKILL)
-            kills += 1
-        proc.wait()
+    kills = kill_9_while_running(
+        embed_command(src, out, **common),
+        lambda: len(list(out.glob("part-*.parquet"))),
+        timeout=120.0,
+    )
     assert kills >= 2, "the run finished before it could be killed; make it slower"
     subprocess.run(embed_command(src, out, **common), check=True)
     ref, got = read_embeddings(reference), read_embeddings(out)  # refuses duplicate ids
-    assert len(got) == 120 and sorted(got.ids) == sorted(ref.ids)
-    order = np.argsort(got.ids)
-    np.testing.assert_allclose(
-        got.matrix[order], ref.matrix[np.argsort(ref.ids)], rtol=1e-3, atol=1e-3
-    )
+    assert len(got) == 120
+    assert_same_embeddings(ref, got)
     assert not list(out.glob(".*.tmp"))
 
 

@@ -6,10 +6,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -25,15 +22,8 @@ from ctfp.exceptions import CtfpError, InputError
 from ctfp.store.lease import LEASE_FILE, Lease
 from ctfp.store.reader import read_embeddings, read_errors
 from ctfp.store.writer import ShardWriter
-from tests.conftest import LUNG
+from tests.conftest import LUNG, assert_same_embeddings, copy_pngs, kill_9_while_running
 from tests.store.test_shards import fill, meta
-
-EMBED_SCRIPT = """
-import json, sys
-from ctfp.cli import main
-from ctfp.embed.runner import embed
-embed(sys.argv[1], sys.argv[2], progress=False, **json.loads(sys.argv[3]))
-"""
 
 
 def upload(client: Any, bucket: str, files: dict[str, Path | bytes]) -> None:
@@ -148,12 +138,9 @@ def test_one_writer_per_store_folder_by_lease(s3: str, s3_server: Any) -> None:
 
 
 def test_kill_9_during_an_s3_embed_and_resume_gives_the_uninterrupted_rows(
-    tmp_path: Path, s3: str, s3_server: Any, lung_pngs: list[Path]
+    tmp_path: Path, s3: str, s3_server: Any, lung_pngs: list[Path], embed_command
 ) -> None:
-    src = tmp_path / "src"
-    src.mkdir()
-    for p in lung_pngs[:120]:
-        shutil.copy(p, src / p.name)
+    src = copy_pngs(lung_pngs[:120], tmp_path / "src")
     common = dict(
         weights="random",
         image_size=96,
@@ -164,10 +151,7 @@ def test_kill_9_during_an_s3_embed_and_resume_gives_the_uninterrupted_rows(
         workers=1,
     )
 
-    def command(out: str) -> list[str]:
-        return [sys.executable, "-c", EMBED_SCRIPT, str(src), out, json.dumps(common)]
-
-    subprocess.run(command(str(tmp_path / "ref")), check=True)
+    subprocess.run(embed_command(src, tmp_path / "ref", **common), check=True)
     out = f"s3://{s3}/shards"
 
     def committed() -> int:
@@ -177,25 +161,12 @@ def test_kill_9_during_an_s3_embed_and_resume_gives_the_uninterrupted_rows(
             return 0
         return len(json.loads(body)["parts"])
 
-    kills = 0
-    for wait_for_parts in (1, 4, 9):
-        proc = subprocess.Popen(command(out))
-        deadline = time.monotonic() + 180
-        while committed() < wait_for_parts and proc.poll() is None:
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGKILL)
-            kills += 1
-        proc.wait()
+    kills = kill_9_while_running(embed_command(src, out, **common), committed)
     assert kills >= 2, "the run finished before it could be killed; make it slower"
-    subprocess.run(command(out), check=True)  # takes over the killed run's lease
+    subprocess.run(embed_command(src, out, **common), check=True)  # takes over the lease
     ref, got = read_embeddings(tmp_path / "ref"), read_embeddings(out)  # refuses duplicate ids
-    assert len(got) == 120 and sorted(got.ids) == sorted(ref.ids)
-    order = np.argsort(got.ids)
-    np.testing.assert_allclose(
-        got.matrix[order], ref.matrix[np.argsort(ref.ids)], rtol=1e-3, atol=1e-3
-    )
+    assert len(got) == 120
+    assert_same_embeddings(ref, got)
     assert LEASE_FILE not in keys(s3_server, s3, "shards/")
 
 
