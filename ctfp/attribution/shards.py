@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -9,6 +11,8 @@ import numpy as np
 from ctfp.attribution.clustering import Clustering, LinearProjection
 from ctfp.attribution.settings import ClusterSettings
 from ctfp.cluster.gmm import GaussianMixture
+from ctfp.device import resolve_device
+from ctfp.engine.settings import EngineSettings
 from ctfp.exceptions import InputError
 from ctfp.progress import logger, progress_bar
 
@@ -20,6 +24,7 @@ def cluster_shards(
     shards: Any,
     settings: ClusterSettings | None = None,
     *,
+    engine: str | EngineSettings = "local",
     progress: bool = False,
     **overrides: Any,
 ) -> tuple[Clustering, dict[str, Any]]:
@@ -28,11 +33,17 @@ def cluster_shards(
     ``settings`` (``overrides``: ClusterSettings fields to change, e.g. ``k=4, passes=5``): a
     seeded uniform sample of ``sample`` rows (one streamed pass) fits the optional PCA (``pca``
     components) and the mixture's start (``init``); then EM runs up to ``passes`` passes over
-    the shards, each accumulating the sufficient statistics batch by batch
-    (:meth:`GaussianMixture.fit_stream`), until the mean log-likelihood moves less than
-    ``tol``. Memory is one batch, the sample and O(k d^2). ``k="auto"`` picks the k of
-    ``k_range`` with the lowest BIC on the sample (the silhouette of each k, on at most
-    :data:`SILHOUETTE_ROWS` sampled rows, is reported as a check).
+    the shards, each accumulating the sufficient statistics shard by shard
+    (:meth:`GaussianMixture.fit_stream` with one partition per shard), until the mean
+    log-likelihood moves less than ``tol``. Memory is one batch, the sample and O(k d^2).
+    ``k="auto"`` picks the k of ``k_range`` with the lowest BIC on the sample (the silhouette of
+    each k, on at most :data:`SILHOUETTE_ROWS` sampled rows, is reported as a check).
+
+    ``engine``: where the passes run. ``local``: here, shard after shard. ``ray``: each pass is
+    a map over the shards on Ray (:func:`ctfp.engine.parallel_map`): a task reads one shard and
+    returns its sampled rows (the sampling pass) or its sufficient statistics under the pass's
+    parameters (O(k d^2) bytes, never its rows), and the driver sums them in shard order, so
+    both engines fit the same mixture (equal up to float rounding of the per-shard sums).
 
     The fitted mixture then assigns the sample: a fit that puts every sampled row in one
     component although k > 1 is refused (:class:`InputError`) unless ``allow_collapse``;
@@ -41,37 +52,43 @@ def cluster_shards(
 
     Returns the clustering (``labels`` are the sample's) and a summary: k (and the BICs and
     silhouettes for ``"auto"``), rows, sample size, the sample's cluster sizes, warnings,
-    passes, convergence, mean log-likelihood, the shards' metadata. Save it with
+    passes, convergence, mean log-likelihood, the shards' metadata, the engine. Save it with
     :func:`ctfp.save_model` and assign every row with :func:`ctfp.score_shards` (``ctfp
     cluster`` and ``ctfp score``).
     """
-    from ctfp.store.reader import check_compatible, count_rows, iter_embeddings, shard_paths
+    from ctfp.engine import parallel_map, resolve_engine
+    from ctfp.store.reader import check_compatible, count_rows, shard_paths
 
     s = (settings or ClusterSettings()).replace(**overrides)
+    engine = resolve_engine(engine)
     k, k_range, pca, seed, device = s.k, s.ks, s.pca, s.seed, s.device
     covariance_type, init, reg_covar = s.covariance_type, s.init, s.reg_covar
     sample_rows, passes, tol, batch_size = s.sample, s.passes, s.tol, s.batch_size
     paths = shard_paths(shards)
     metadata = check_compatible(paths)
-    rows = count_rows(paths)
+    counts = [count_rows([p]) for p in paths]
+    rows = sum(counts)
     if rows < (min(k_range) if k == "auto" else k):
         raise InputError(f"{rows} rows cannot make {min(k_range) if k == 'auto' else k} clusters")
     rng = np.random.default_rng(seed)
     wanted = np.sort(rng.choice(rows, size=min(sample_rows, rows), replace=False))
-    parts, start = [], 0
+    starts = np.cumsum([0, *counts])
+    items = [
+        (path, wanted[np.searchsorted(wanted, lo) : np.searchsorted(wanted, hi)] - lo)
+        for path, lo, hi in zip(paths, starts[:-1], starts[1:], strict=True)
+    ]
+    parts = []
     with progress_bar(rows, "sample", "row", enabled=progress) as bar:
-        for batch in iter_embeddings(paths, batch_size=batch_size):
-            finite = np.isfinite(batch.matrix).all(axis=1)
-            if not finite.all():  # every row passes here once: EM would only say "NaN"
+        for (path, _), n, (found, bad) in zip(
+            items, counts, parallel_map(ShardSample(batch_size), items, engine), strict=True
+        ):
+            if bad is not None:  # every row passes here once: EM would only say "NaN"
                 raise InputError(
                     f"the shards in {str(shards)!r} hold non-finite embeddings (NaN or infinity), "
-                    f"e.g. the row with id {batch.ids[int(np.argmin(finite))]!r}; re-embed its "
-                    "input or remove the row"
+                    f"e.g. the row with id {bad!r} in {path}; re-embed its input or remove the row"
                 )
-            lo, hi = np.searchsorted(wanted, [start, start + len(batch)])
-            parts.append(batch.matrix[wanted[lo:hi] - start])
-            start += len(batch)
-            bar.update(len(batch))
+            parts.append(found)
+            bar.update(n)
     sample = np.concatenate(parts)
     projection = None
     if pca is not None:
@@ -96,10 +113,6 @@ def cluster_shards(
             device=device,
         )
 
-    def batches() -> Any:
-        for batch in iter_embeddings(paths, batch_size=batch_size):
-            yield batch.matrix if projection is None else projection.transform(batch.matrix)
-
     gmm = GaussianMixture(
         k,
         covariance_type=covariance_type,
@@ -109,7 +122,15 @@ def cluster_shards(
         init_params=init,
         random_state=seed,
         device=device,
-    ).fit_stream(batches, sample, progress=progress)
+    )
+    partitions = [ShardBatches(p, batch_size, projection) for p in paths]
+    on_gpu = engine.engine == "ray" and resolve_device(device).type == "cuda"
+    gmm.fit_stream(
+        partitions,
+        sample,
+        progress=progress,
+        map_fn=lambda function, items: parallel_map(function, items, engine, gpu=on_gpu),
+    )
     labels = np.asarray(gmm.predict(sample))
     clustering = Clustering(
         labels=labels, k=k, model=gmm, projection=projection, bics=bics, silhouettes=silhouettes
@@ -141,8 +162,52 @@ def cluster_shards(
         "converged": bool(gmm.converged_),
         "mean_log_likelihood": float(gmm.lower_bound_),
         "metadata": metadata,
+        "engine": engine.engine,
     }
     return clustering, summary
+
+
+@dataclass(frozen=True)
+class ShardSample:
+    """The sampling pass over one shard (picklable: an engine runs it where the shard is):
+    ``(path, row numbers within the shard)`` -> (those rows as float32, the id of the shard's
+    first row with a non-finite value or None). Every row of the shard is checked."""
+
+    batch_size: int
+
+    def __call__(self, item: tuple[Any, np.ndarray]) -> tuple[np.ndarray, str | None]:
+        from ctfp.store.reader import iter_embeddings
+
+        path, wanted = item
+        found, start, dim = [], 0, 0
+        for batch in iter_embeddings([path], batch_size=self.batch_size):
+            finite = np.isfinite(batch.matrix).all(axis=1)
+            if not finite.all():
+                return np.empty((0, batch.matrix.shape[1]), np.float32), str(
+                    batch.ids[int(np.argmin(finite))]
+                )
+            lo, hi = np.searchsorted(wanted, [start, start + len(batch)])
+            found.append(batch.matrix[wanted[lo:hi] - start])
+            start += len(batch)
+            dim = batch.matrix.shape[1]
+        return (np.concatenate(found) if found else np.empty((0, dim), np.float32)), None
+
+
+@dataclass(frozen=True)
+class ShardBatches:
+    """One shard's embeddings batch by batch (projected when ``projection``): a partition of
+    the streamed fit, picklable so that an engine reads it where it runs."""
+
+    path: Any
+    batch_size: int
+    projection: LinearProjection | None = None
+
+    def __call__(self) -> Iterator[np.ndarray]:
+        from ctfp.store.reader import iter_embeddings
+
+        for batch in iter_embeddings([self.path], batch_size=self.batch_size):
+            m = batch.matrix
+            yield m if self.projection is None else self.projection.transform(m)
 
 
 def _sweep(

@@ -154,10 +154,11 @@ def build_parser() -> argparse.ArgumentParser:
         "Stream every row of the embedding shards in SHARDS through the model saved by "
         "`ctfp run` (OUT/model, or OUT itself) or `ctfp cluster` and write OUT/part-NNNNN.parquet "
         "with id, score, label (task 1: 1 = used; task 2: the cluster and its posterior). "
-        "Memory stays bounded; rerun to resume.",
+        "Memory stays bounded; rerun to resume. --engine ray scores the shards on Ray actors "
+        "that write their own parts.",
         positionals=(("model", "a saved model folder, or a run folder"), shards),
         out="output folder of scored shards",
-        settings=(ScoreSettings,),
+        settings=(ScoreSettings, EngineSettings),
     )
 
     command(
@@ -167,10 +168,11 @@ def build_parser() -> argparse.ArgumentParser:
         "Task 2 at archive scale: fit a Gaussian mixture over every row of the embedding shards "
         "in SHARDS without holding them in memory (a seeded sample starts it, then each EM pass "
         "streams the shards) and save it as a model in --out. `ctfp score OUT SHARDS --out "
-        "CLUSTERS` then writes each row's cluster.",
+        "CLUSTERS` then writes each row's cluster. --engine ray runs each pass as a map over "
+        "the shards on Ray (sufficient statistics summed on the driver).",
         positionals=(shards,),
         out="model folder to write",
-        settings=(ClusterSettings,),
+        settings=(ClusterSettings, EngineSettings),
     )
 
     command(

@@ -160,7 +160,10 @@ def score(args: argparse.Namespace) -> int:
 
     settings = from_args(ScoreSettings, args)
     saved = load_model(args.model, device=settings.device)
-    result = score_shards(saved, args.shards, args.out, settings, progress=not args.quiet)
+    engine = from_args(EngineSettings, args)
+    result = score_shards(
+        saved, args.shards, args.out, settings, engine=engine, progress=not args.quiet
+    )
     result = {"task": saved.task, "kind": saved.kind, **result}
     logger.info(
         f"scored {result['rows']} rows with the {saved.kind} model ({saved.task}) in "
@@ -180,13 +183,16 @@ def cluster(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     settings = from_args(ClusterSettings, args)
-    clustering, summary = cluster_shards(args.shards, settings, progress=not args.quiet)
+    engine = from_args(EngineSettings, args)
+    clustering, summary = cluster_shards(
+        args.shards, settings, engine=engine, progress=not args.quiet
+    )
     recorded = {"cluster": settings.to_dict(), "shards": str(args.shards), "k": summary["k"]}
     path = save_model(clustering, args.out, identity=summary["metadata"], settings=recorded)
     silhouettes = summary["silhouettes"]
     result = {
         "model": str(path),
-        **{key: summary[key] for key in ("k", "bics", "rows", "sample_rows", "passes")},
+        **{key: summary[key] for key in ("k", "bics", "rows", "sample_rows", "passes", "engine")},
         # NaN (fewer than two clusters found) is not JSON: null.
         "silhouettes": None
         if silhouettes is None

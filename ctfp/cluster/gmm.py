@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import warnings
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from functools import partial
 from typing import Any, NamedTuple
 
@@ -95,11 +96,20 @@ class _StatisticsSource:
     def statistics(self, params: Params, *, float64: bool = False) -> _Statistics:
         """E-step under ``params`` and the statistics it gives; ``float64``: the data products
         in float64 (the responsibilities still come from the compute dtype)."""
+        total = self.accumulate(params, float64=float64)
+        if total is None:
+            raise ValueError("batches() yielded no data")
+        return total
+
+    def accumulate(self, params: Params, *, float64: bool = False) -> _Statistics | None:
+        """:meth:`statistics`, or None where the data has no rows (an empty partition)."""
         gmm = self.gmm
         # One pass cannot centre on means it has not computed yet: use the current ones.
         shift = None if self.in_memory else params["means"]
         total, n, log_likelihood = None, 0, 0.0
         for x, x2 in self.chunks():
+            if x.shape[0] == 0:
+                continue
             log_prob = gmm._weighted_log_prob(x, params, x2)
             log_norm = torch.logsumexp(log_prob, 1)
             n += x.shape[0]
@@ -108,13 +118,9 @@ class _StatisticsSource:
             if self.in_memory:  # kept for precise(): a float64 redo needs no second E-step
                 self._resp = resp
             part = self._moments(x, x2, resp, shift, float64)
-            if total is not None:  # the shift is the same for every chunk
-                part = part._replace(
-                    nk=total.nk + part.nk, sx=total.sx + part.sx, sxx=total.sxx + part.sxx
-                )
-            total = part
+            total = part if total is None else _add(total, part)
         if total is None or n == 0:
-            raise ValueError("batches() yielded no data")
+            return None
         return total._replace(n=n, log_likelihood=log_likelihood)
 
     def precise(self, params: Params) -> _Statistics:
@@ -160,6 +166,66 @@ class _StatisticsSource:
         assert self.in_memory
         ((x, x2),) = self.chunks()
         return self.gmm._e_step(x, params, x2)
+
+
+def _add(a: _Statistics, b: _Statistics) -> _Statistics:
+    """The statistics of two disjoint parts of the data, taken about the same shift."""
+    nk = b.nk.to(a.nk.device)
+    return a._replace(
+        n=a.n + b.n,
+        log_likelihood=a.log_likelihood + b.log_likelihood,
+        nk=a.nk + nk,
+        sx=a.sx + b.sx.to(a.sx.device),
+        sxx=a.sxx + b.sxx.to(a.sxx.device),
+    )
+
+
+class PartitionStatistics:
+    """The E-step of one partition of the data under given parameters: the function a streamed
+    fit maps over its partitions. Picklable, so that an engine (Ray) runs it where the data is;
+    it returns the partition's sufficient statistics (O(k d^2), never its rows), or None for a
+    partition without rows."""
+
+    def __init__(self, gmm: GaussianMixture, params: Params, float64: bool = False) -> None:
+        # What an E-step reads, and no more: shipped to every worker once per pass, so the
+        # exported sklearn attributes and the covariances (k d^2 each) stay behind.
+        light = copy.copy(gmm)
+        for name in ("_params", "weights_", "means_", "covariances_", "precisions_cholesky_"):
+            light.__dict__.pop(name, None)
+        self.gmm, self.float64 = light, float64
+        self.params = {k: params[k] for k in ("weights", "means", "precisions_cholesky")}
+
+    def __call__(self, partition: Callable[[], Iterable[Any]]) -> _Statistics | None:
+        source = _StatisticsSource.from_batches(self.gmm, partition)
+        return source.accumulate(self.params, float64=self.float64)
+
+
+class _PartitionedSource:
+    """Streamed data in partitions: each pass maps :class:`PartitionStatistics` over them with
+    ``map_`` and sums the results in partition order, so any ordered map (the builtin one, or
+    Ray's) gives the same statistics, bit for bit where the partitions' arithmetic is alike."""
+
+    in_memory = False
+
+    def __init__(
+        self,
+        gmm: GaussianMixture,
+        partitions: Sequence[Callable[[], Iterable[Any]]],
+        map_: Callable[[Callable[[Any], Any], Iterable[Any]], Iterable[Any]],
+    ) -> None:
+        self.gmm, self.partitions, self.map = gmm, list(partitions), map_
+
+    def statistics(self, params: Params, *, float64: bool = False) -> _Statistics:
+        total = None
+        for part in self.map(PartitionStatistics(self.gmm, params, float64), self.partitions):
+            if part is not None:
+                total = part if total is None else _add(total, part)
+        if total is None:
+            raise ValueError("the partitions hold no data")
+        return total
+
+    def precise(self, params: Params) -> _Statistics:
+        return self.statistics(params, float64=True)
 
 
 def _component_means(x: torch.Tensor, resp: torch.Tensor) -> torch.Tensor:
@@ -370,11 +436,12 @@ class GaussianMixture(DensityMixin, BaseEstimator):
 
     def fit_stream(
         self,
-        batches: Callable[[], Iterable[Any]],
+        batches: Callable[[], Iterable[Any]] | Sequence[Callable[[], Iterable[Any]]],
         init_sample: Any,
         *,
         init_max_iter: int | None = None,
         progress: bool = False,
+        map_fn: Callable[[Callable[[Any], Any], Iterable[Any]], Iterable[Any]] | None = None,
     ) -> GaussianMixture:
         """EM over data too large for memory: one pass over ``batches()`` per iteration.
 
@@ -385,24 +452,41 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         with ``init_max_iter`` iterations (default ``max_iter``), which also fixes the centring.
         The passes go through the same EM loop and M-step as :meth:`fit`.
 
+        ``batches`` may also be a sequence of such callables, the data's partitions (one per
+        shard): each pass then maps :class:`PartitionStatistics` over them with ``map_fn`` (the
+        builtin one by default; an engine's ordered map runs them where the data is, e.g.
+        :func:`ctfp.engine.parallel_map`) and sums the statistics in partition order, so the
+        fit does not depend on where the partitions ran.
+
         Parameters
         ----------
         batches
-            Called once per pass; yields (b, d) array-likes, torch tensors or CuPy arrays.
+            Called once per pass; yields (b, d) array-likes, torch tensors or CuPy arrays. Or
+            a sequence of them (partitions); picklable when ``map_fn`` ships them elsewhere.
         init_sample : (m, d)
             The rows the start is fitted on.
         init_max_iter
             EM iterations on ``init_sample``; default ``max_iter``.
         progress
             Show a bar of passes with the lower bound.
+        map_fn
+            ``map_fn(function, partitions)``: the results in partition order (lazily is best:
+            they are summed as they come). Only with partitions.
 
         Returns
         -------
         self
         """
         max_iter = self.max_iter if init_max_iter is None else init_max_iter
+        partitioned = not callable(batches)
+        if map_fn is not None and not partitioned:
+            raise TypeError("map_fn needs batches as a sequence of partitions")
         self._fit_in_memory(init_sample, max_iter, warn=False)
-        source = _StatisticsSource.from_batches(self, batches)
+        source: _StatisticsSource | _PartitionedSource
+        if partitioned:
+            source = _PartitionedSource(self, batches, map if map_fn is None else map_fn)
+        else:
+            source = _StatisticsSource.from_batches(self, batches)
         bar = progress_bar(self.max_iter, "gmm EM", "pass", enabled=progress)
         params, lower_bound, n_iter, converged = self._em(source, self._params, self.max_iter, bar)
         bar.close()
@@ -410,7 +494,11 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         return self
 
     def _em(
-        self, source: _StatisticsSource, params: Params, max_iter: int, bar: Any = None
+        self,
+        source: _StatisticsSource | _PartitionedSource,
+        params: Params,
+        max_iter: int,
+        bar: Any = None,
     ) -> tuple[Params, float, int, bool]:
         """The EM loop: (params, lower bound, iterations, converged) after at most ``max_iter``
         iterations from ``params``; the lower bound is that of the last E-step, as in sklearn."""

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ctfp.engine.settings import ENGINES, EngineSettings
 from ctfp.settings import SettingsError
@@ -11,6 +12,8 @@ from ctfp.settings import SettingsError
 if TYPE_CHECKING:
     from ctfp.embed.job import Job
     from ctfp.embed.writer import EmbedResult
+
+T = TypeVar("T")
 
 
 def resolve_engine(engine: str | EngineSettings = "local") -> EngineSettings:
@@ -39,4 +42,27 @@ def run(job: Job, engine: str | EngineSettings = "local") -> EmbedResult:
     return module.run(job, settings)
 
 
-__all__ = ["ENGINES", "EngineSettings", "resolve_engine", "run"]
+def parallel_map(
+    function: Callable[[Any], T],
+    items: Iterable[Any],
+    engine: str | EngineSettings = "local",
+    *,
+    stateful: bool = False,
+    gpu: bool | None = False,
+) -> Iterator[T]:
+    """``function(item)`` for each item, in item order, where the engine runs work: here
+    (``local``: the builtin map, lazily), or on Ray (:func:`ctfp.engine.ray.ordered_map`:
+    ``function`` shipped once, Ray tasks or, ``stateful``, actors that keep it; ``gpu``: one
+    GPU per worker, None: where the cluster has GPUs). Items should be small (shard paths): the workers read the data.
+
+    What maps over shards (``ctfp score``, the passes of ``ctfp cluster``) goes through here,
+    so a result never depends on the engine that computed it."""
+    settings = resolve_engine(engine)
+    if settings.engine == "local":
+        return map(function, items)
+    from ctfp.engine.ray import ordered_map
+
+    return ordered_map(function, items, settings, stateful=stateful, gpu=gpu)
+
+
+__all__ = ["ENGINES", "EngineSettings", "parallel_map", "resolve_engine", "run"]

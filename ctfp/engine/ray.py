@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import collections
 import functools
 import logging
 import os
 import pickle
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any, TypeVar
@@ -456,6 +457,96 @@ class PartWriter:
         }
 
 
+def ordered_map(
+    function: Callable[[Any], T],
+    items: Iterable[Any],
+    settings: EngineSettings,
+    *,
+    stateful: bool = False,
+    gpu: bool | None = False,
+) -> Iterator[T]:
+    """``function(item)`` for each item, on Ray, yielded in item order as they finish.
+
+    ``function`` is shipped once (``ray.put``), never with each item, and only what it returns
+    comes back (a shard's scores summary, a partition's sufficient statistics), so items are
+    small descriptions of data the workers read themselves (shard paths). ``stateful``: a pool
+    of actors, each deserialising ``function`` once and calling it for every item it gets (for
+    a function that builds a model on its first call); else Ray tasks, for a function as cheap
+    to ship as its results (one EM pass's parameters). At most a window of items is in flight
+    (workers x 2), so the driver holds a bounded number of results whatever the item count.
+
+    Workers: ``settings.actors``, default one per GPU (``gpu``; None: where the cluster has
+    GPUs) or, stateful, one per node with the node's CPUs as threads, or, stateless, one task
+    per CPU.
+    """
+    ray = require_ray()
+    _connect(ray, settings.ray_address)
+    resources = ray.cluster_resources()
+    cpus, gpus = int(resources.get("CPU", 1)), int(resources.get("GPU", 0))
+    gpu = gpus > 0 if gpu is None else gpu
+    if gpu and gpus == 0:
+        raise DeviceError("a CUDA device was asked for but the Ray cluster has no GPU")
+    nodes = max(1, sum(1 for n in ray.nodes() if n.get("Alive")))
+    workers = settings.actors or (gpus if gpu else nodes if stateful else cpus)
+    threads = max(1, cpus // workers) if stateful and not gpu else 1
+    window = 2 * workers
+    ref = ray.put(function)
+    pending: collections.deque[Any] = collections.deque()
+    if stateful:
+        actor = ray.remote(num_cpus=0 if gpu else threads, num_gpus=1 if gpu else 0)(MapWorker)
+        pool = [actor.remote(ref, threads) for _ in range(workers)]
+        calls = (pool[i % workers].call.remote(item) for i, item in enumerate(items))
+    else:
+        task = ray.remote(num_cpus=1, num_gpus=1 if gpu else 0)(_call)
+        calls = (task.remote(ref, item) for item in items)
+    try:
+        for call in calls:
+            pending.append(call)
+            if len(pending) >= window:
+                yield _get(ray, pending.popleft())
+        while pending:
+            yield _get(ray, pending.popleft())
+    finally:
+        for call in pending:
+            ray.cancel(call)
+        if stateful:
+            for a in pool:
+                ray.kill(a)
+
+
+def _call(function: Callable[[Any], T], item: Any) -> T:
+    return function(item)
+
+
+def _get(ray: Any, ref: Any) -> Any:
+    """``ray.get``, raising the CtfpError behind Ray's wrappers."""
+    try:
+        return ray.get(ref)
+    except Exception as exc:
+        cause = _ctfp_cause(exc)
+        if cause is not None:
+            raise cause from None
+        raise
+
+
+class MapWorker:
+    """Ray actor of :func:`ordered_map` (stateful): one deserialised function, called per item,
+    with ``threads`` torch and FAISS threads (Ray would give it one)."""
+
+    def __init__(self, function: Callable[[Any], Any], threads: int) -> None:
+        torch.set_num_threads(max(1, min(threads, os.cpu_count() or 1)))
+        try:
+            import faiss
+
+            faiss.omp_set_num_threads(max(1, min(threads, os.cpu_count() or 1)))
+        except ImportError:  # pragma: no cover - faiss is a dependency
+            pass
+        self.function = function
+
+    def call(self, item: Any) -> Any:
+        return self.function(item)
+
+
 def _ctfp_cause(exc: BaseException) -> CtfpError | None:
     """The CtfpError behind Ray's wrappers (RayTaskError, UserCodeException), if any."""
     seen: set[int] = set()
@@ -465,9 +556,14 @@ def _ctfp_cause(exc: BaseException) -> CtfpError | None:
         if e is None or id(e) in seen:
             continue
         seen.add(id(e))
+        cause = getattr(e, "cause", None)
+        if isinstance(cause, BaseException) and id(cause) not in seen:
+            # A RayTaskError is also an instance of its cause's class, with Ray's traceback
+            # as its text: the cause is the error to raise.
+            stack.append(cause)
+            continue
         if isinstance(e, CtfpError):
             return e
-        cause = getattr(e, "cause", None)
         stack.extend(
             [e.__cause__, e.__context__, cause if isinstance(cause, BaseException) else None]
         )
@@ -480,4 +576,13 @@ def _ctfp_cause(exc: BaseException) -> CtfpError | None:
     return None
 
 
-__all__ = ["RAY_INSTALL", "PartWriter", "decode_block", "plan_blocks", "require_ray", "run"]
+__all__ = [
+    "RAY_INSTALL",
+    "MapWorker",
+    "PartWriter",
+    "decode_block",
+    "ordered_map",
+    "plan_blocks",
+    "require_ray",
+    "run",
+]

@@ -17,12 +17,17 @@ class EngineSettings(Settings):
 
     engine: str = option(
         "local",
-        "local: this process (default); ray: Ray Data, decoding in CPU tasks and the model in an "
-        "actor pool (pip install 'ctfp[ray]')",
+        "local: this process (default); ray: a Ray cluster (embed: decoding in CPU tasks, the "
+        "model in an actor pool; score: actors that write their own parts; cluster: each EM "
+        "pass mapped over the shards) (pip install 'ctfp[ray]')",
         choices=ENGINES,
     )
     actors: int | None = option(
-        None, "--engine ray: model actors (default: one per GPU of the cluster, else 1)", minimum=1
+        None,
+        "--engine ray: workers (embed: model actors, default one per GPU of the cluster, else 1; "
+        "score: actors, default one per GPU, else one per node; cluster: tasks at a time, "
+        "default one per CPU)",
+        minimum=1,
     )
     ray_address: str | None = option(
         None,

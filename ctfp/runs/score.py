@@ -22,6 +22,8 @@ import numpy as np
 import pyarrow as pa
 
 from ctfp.device import check_device_name
+from ctfp.engine import resolve_engine
+from ctfp.engine.settings import EngineSettings
 from ctfp.exceptions import InputError
 from ctfp.io.fs import child, is_remote
 from ctfp.progress import progress_bar
@@ -139,6 +141,7 @@ def score_shards(
     out: str | os.PathLike[str],
     settings: ScoreSettings | None = None,
     *,
+    engine: str | EngineSettings = "local",
     progress: bool = True,
     **overrides: Any,
 ) -> dict[str, Any]:
@@ -157,6 +160,16 @@ def score_shards(
     ``batch_size=4096``); ``settings.device`` applies where the model is loaded
     (:func:`ctfp.runs.models.load_model`), not here.
 
+    ``engine``: ``local`` scores here, reading the next shard while scoring this one. ``ray``
+    maps the shards over Ray actors (:func:`ctfp.engine.parallel_map`, stateful): the model's
+    saved state is shipped once, each actor rebuilds it once (and checks its fingerprint), then
+    reads a shard, scores it and writes its output part itself; the driver receives each
+    part's rows and size and names it in the folder's commit record, in input order. The
+    outputs are those of the local engine (same batches, same arithmetic). On Ray every
+    worker must reach ``shards`` and ``out`` (an object store, or a filesystem every node
+    mounts at the same path); the actors use a GPU each where the cluster has GPUs, unless
+    ``settings.device`` is ``cpu``.
+
     Returns a summary: rows scored, shards written and skipped, seconds, rows per second.
 
     Raises
@@ -166,7 +179,9 @@ def score_shards(
     CtfpError
         Another run is writing into ``out``.
     """
-    batch_size = (settings or ScoreSettings()).replace(**overrides).batch_size
+    chosen = (settings or ScoreSettings()).replace(**overrides)
+    batch_size = chosen.batch_size
+    engine = resolve_engine(engine)
     paths = shard_paths(shards)
     metadata = check_compatible(paths)
     from ctfp.runs.models import SavedModel
@@ -187,7 +202,11 @@ def score_shards(
         out.mkdir(parents=True, exist_ok=True)
         lock = FolderLock(out)  # one scoring run per folder: a second would delete our temps
     try:
-        return _score_into(model, paths, out, batch_size, progress, lock)
+        if engine.engine != "local":  # workers elsewhere: absolute paths
+            paths = [p if is_remote(p) else Path(p).resolve() for p in paths]
+            out = out if remote else Path(out).resolve()
+        where = (engine, chosen.device)
+        return _score_into(model, paths, out, batch_size, progress, lock, where)
     finally:
         lock.release()
 
@@ -199,6 +218,7 @@ def _score_into(
     batch_size: int,
     progress: bool,
     lock: Lease | FolderLock,
+    where: tuple[EngineSettings, str],
 ) -> dict[str, Any]:
     from ctfp.attribution.clustering import Clustering
     from ctfp.cluster.gmm import GaussianMixture
@@ -249,6 +269,20 @@ def _score_into(
     # scores, not its n x d inputs, are checked for finiteness (a NaN or infinity in a row makes
     # the row's score NaN; every task 1 score is checked below). A search over a large generated
     # set or a mixture outweighs reading, so those keep every core and check their inputs.
+    engine, device = where
+    if engine.engine != "local":
+        return _score_elsewhere(
+            model,
+            todo,
+            out,
+            inputs,
+            batch_size,
+            commit,
+            engine,
+            device,
+            {"shards_skipped": len(paths) - len(todo), "progress": progress, "rows": total_rows},
+        )
+
     import faiss
 
     light = task1 and model.light_scoring
@@ -271,19 +305,10 @@ def _score_into(
                 rows += written
                 ids, scores, labels = [], [], []
                 continue
-            if task1:
-                score = np.asarray(model.score_samples(x, check_input=not light), np.float32)
-                if not np.isfinite(score).all():
-                    raise InputError(
-                        f"{path} holds non-finite embeddings (NaN or infinity) near row "
-                        f"{sum(len(s) for s in scores) + int(np.argmin(np.isfinite(score)))}"
-                    )
-                scores.append(score)
-            else:
-                # Task 2: the cluster, scored by its posterior probability.
-                proba = np.asarray(model.predict_proba(x))
-                labels.append(proba.argmax(1).astype(np.int32))
-                scores.append(proba.max(1).astype(np.float32))
+            score, label = _score_batch(model, x, task1, light, path, sum(map(len, scores)))
+            scores.append(score)
+            if label is not None:
+                labels.append(label)
             ids.append(batch_ids)
             bar.update(len(x))
     seconds = time.perf_counter() - start
@@ -294,6 +319,109 @@ def _score_into(
         "seconds": seconds,
         "rows_per_second": rows / seconds if seconds > 0 else 0.0,
         "out": str(out),
+    }
+
+
+def _score_batch(
+    model: Any, x: np.ndarray, task1: bool, light: bool, path: ShardPath, offset: int
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """One batch's float32 scores and (task 2) int32 clusters; ``offset``: the batch's first
+    row in the shard, for the error naming a non-finite row."""
+    if task1:
+        score = np.asarray(model.score_samples(x, check_input=not light), np.float32)
+        if not np.isfinite(score).all():
+            raise InputError(
+                f"{path} holds non-finite embeddings (NaN or infinity) near row "
+                f"{offset + int(np.argmin(np.isfinite(score)))}"
+            )
+        return score, None
+    # Task 2: the cluster, scored by its posterior probability.
+    proba = np.asarray(model.predict_proba(x))
+    return proba.max(1).astype(np.float32), proba.argmax(1).astype(np.int32)
+
+
+class ShardScorer:
+    """Scores one shard into its output part: what ``score_shards(..., engine="ray")`` maps
+    over the shards. Holds the model's saved state (``to_state()``, the form a saved model has
+    on disk, so it pickles whatever the model's indexes are) and rebuilds the model on its
+    first call, checking that the rebuilt model has the driver's fingerprint.
+
+    An item is ``(input shard, output part, what the part records)``; the result is the part's
+    ``(rows, bytes)``."""
+
+    def __init__(self, model: Any, batch_size: int, device: str) -> None:
+        params, arrays = model.to_state()
+        self.kind = type(model)
+        self.params = json.loads(json.dumps(params))  # as saved: JSON types only
+        self.arrays = arrays
+        self.fingerprint = model_fingerprint(model)
+        self.batch_size, self.device = batch_size, device
+        self.model: Any = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "model": None}  # shipped as state, rebuilt where it runs
+
+    def __call__(self, item: tuple[ShardPath, ShardPath, dict[str, Any]]) -> tuple[int, int]:
+        if self.model is None:
+            model = self.kind.from_state(self.params, self.arrays, device=self.device)
+            if model_fingerprint(model) != self.fingerprint:
+                raise InputError(
+                    f"the {self.kind.__name__} rebuilt on worker {os.uname().nodename} is not the "
+                    "driver's model (another ctfp version on that node?)"
+                )
+            self.model = model
+        path, output, made_by = item
+        task1 = self.model.task == "task1"
+        light = task1 and self.model.light_scoring
+        ids: list[pa.Array] = []
+        scores: list[np.ndarray] = []
+        labels: list[np.ndarray] = []
+        for _, batch_ids, x in _read_shards([path], self.batch_size):
+            if x is None:
+                break
+            score, label = _score_batch(self.model, x, task1, light, path, sum(map(len, scores)))
+            scores.append(score)
+            if label is not None:
+                labels.append(label)
+            ids.append(batch_ids)
+        return _write_scores(output, ids, scores, labels, self.model, task1, made_by)
+
+
+def _score_elsewhere(
+    model: Any,
+    todo: list[ShardPath],
+    out: Path | str,
+    inputs: dict[ShardPath, dict[str, Any]],
+    batch_size: int,
+    commit: Any,
+    engine: EngineSettings,
+    device: str,
+    about: dict[str, Any],
+) -> dict[str, Any]:
+    """The shards in ``todo`` scored by :class:`ShardScorer` on ``engine``'s workers, each
+    part committed as its result comes back (in input order)."""
+    from ctfp.engine import parallel_map
+
+    start = time.perf_counter()
+    rows = 0
+    scorer = ShardScorer(model, batch_size, "cpu" if device == "cpu" else "auto")
+    items = [(p, child(out, _name(p)), inputs[p]) for p in todo]
+    gpu = None if device != "cpu" else False
+    with progress_bar(about["rows"], "score", "row", enabled=about["progress"]) as bar:
+        results = parallel_map(scorer, items, engine, stateful=True, gpu=gpu)
+        for path, (written, size) in zip(todo, results, strict=True):
+            commit(path, written, size)
+            rows += written
+            bar.update(written)
+    seconds = time.perf_counter() - start
+    return {
+        "rows": rows,
+        "shards_written": len(todo),
+        "shards_skipped": about["shards_skipped"],
+        "seconds": seconds,
+        "rows_per_second": rows / seconds if seconds > 0 else 0.0,
+        "out": str(out),
+        "engine": engine.engine,
     }
 
 
