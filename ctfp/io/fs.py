@@ -217,6 +217,30 @@ def delete_file(path: str | os.PathLike[str]) -> None:
         fs.delete_file(p)
 
 
+def list_files(folder: str | os.PathLike[str]) -> dict[str, int]:
+    """Every file (object) under ``folder``, recursively: its path relative to ``folder``
+    (``/``-separated) and its size; empty where there is no such folder."""
+    fs, p = filesystem_of(folder)
+    if fs is None:
+        root = Path(p)
+        if not root.is_dir():
+            return {}
+        return {
+            f.relative_to(root).as_posix(): f.stat().st_size
+            for f in sorted(root.rglob("*"))
+            if f.is_file()
+        }
+    import pyarrow.fs as pafs
+
+    infos = fs.get_file_info(pafs.FileSelector(p.rstrip("/"), allow_not_found=True, recursive=True))
+    base = p.rstrip("/") + "/"
+    return {
+        i.path[len(base) :]: i.size
+        for i in sorted(infos, key=lambda i: i.path)
+        if i.type == pafs.FileType.File and i.path.startswith(base)
+    }
+
+
 __all__ = [
     "NATIVE",
     "Location",
@@ -225,6 +249,7 @@ __all__ = [
     "exists",
     "filesystem_of",
     "is_remote",
+    "list_files",
     "put_object",
     "read_bytes",
     "resolve",

@@ -76,7 +76,11 @@ def audit_schema() -> dict[str, Any]:
 
 
 def audit_record(
-    run_dir: PathLike, truth: PathLike | None = None, *, report: PathLike | None = None
+    run_dir: PathLike,
+    truth: PathLike | None = None,
+    *,
+    report: PathLike | None = None,
+    origin: PathLike | None = None,
 ) -> dict[str, Any]:
     """The audit record of a ``ctfp run`` output folder: what ``audit.json`` holds.
 
@@ -95,6 +99,10 @@ def audit_record(
     report
         The HTML report this record goes with (default ``run_dir/report.html`` where it
         exists).
+    origin
+        Where the run lives when ``run_dir`` is a local copy of a run on an object store
+        (:func:`ctfp.runs.remote.local_run`): its embeddings are read there and the record
+        names it as the run folder.
 
     Returns
     -------
@@ -125,13 +133,13 @@ def audit_record(
         "test_metrics": _test_metrics(run, summary, files, truth),
         "counts": counts,
         "method": method,
-        "model": _model(run, summary),
+        "model": _model(run, summary, origin),
         "warnings": [str(w) for w in summary.get("warnings") or []],
         "truth": None
         if truth is None
         else {"file": str(Path(truth).resolve()), "sha256": _sha256(Path(truth))},
         "files": files,
-        "run_dir": str(run.resolve()),
+        "run_dir": str(run.resolve()) if origin is None else os.fspath(origin),
         "summary_sha256": _sha256(run / SUMMARY_FILE),
         "ctfp_version": __version__,
         "written_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -140,7 +148,11 @@ def audit_record(
 
 
 def write_audit(
-    run_dir: PathLike, truth: PathLike | None = None, *, report: PathLike | None = None
+    run_dir: PathLike,
+    truth: PathLike | None = None,
+    *,
+    report: PathLike | None = None,
+    origin: PathLike | None = None,
 ) -> tuple[Path, Path]:
     """Write ``run_dir/audit.json`` and ``run_dir/audit.md`` (atomically).
 
@@ -152,6 +164,8 @@ def write_audit(
         ``id,label`` (task 1) or ``id,cluster`` (task 2) CSV: adds the test metrics.
     report
         The HTML report the audit goes with (default ``run_dir/report.html`` where it exists).
+    origin
+        As :func:`audit_record`.
 
     Returns
     -------
@@ -165,7 +179,7 @@ def write_audit(
     """
     from ctfp.store.writer import write_text_atomic
 
-    record = audit_record(run_dir, truth, report=report)
+    record = audit_record(run_dir, truth, report=report, origin=origin)
     run = Path(run_dir)
     json_path, md_path = run / AUDIT_JSON, run / AUDIT_MD
     write_text_atomic(json_path, json.dumps(record, indent=2, allow_nan=False) + "\n")
@@ -343,11 +357,11 @@ def _embed_features(summary: dict[str, Any]) -> str | None:
     return ((summary.get("settings") or {}).get("embed") or {}).get("features")
 
 
-def _model(run: Path, summary: dict[str, Any]) -> dict[str, Any]:
+def _model(run: Path, summary: dict[str, Any], origin: PathLike | None) -> dict[str, Any]:
     """The model identity: the summary's, completed by the metadata of the run's shards (as the
     report's settings section shows it)."""
     model = dict(summary.get("model") or {})
-    shards = find_embeddings(run, summary)
+    shards = find_embeddings(run, summary, origin)
     meta: dict[str, Any] = {}
     if shards is not None:
         from ctfp.store.manifest import committed_shards
@@ -415,7 +429,9 @@ def _test_metrics(
     return metrics
 
 
-def _relative(path: Path, run: Path) -> str:
+def _relative(path: Path | str, run: Path) -> str:
+    if isinstance(path, str):  # a URI: the run's embeddings on an object store
+        return path
     try:
         return path.resolve().relative_to(run.resolve()).as_posix()
     except ValueError:

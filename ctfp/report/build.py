@@ -43,7 +43,8 @@ def write_report(
     Parameters
     ----------
     run_dir
-        The ``--out`` folder of ``ctfp run task1|task2``.
+        The ``--out`` folder of ``ctfp run task1|task2``, local or on an object store (the
+        report and the audit files are then put beside the run there).
     out_html
         Where to write; default ``run_dir/report.html``.
     truth
@@ -61,16 +62,34 @@ def write_report(
         ``run_dir`` is not a run folder (no summary.json), a run file is missing, or the truth
         does not cover the run's ids.
     """
-    from ctfp.store.writer import write_text_atomic
+    from ctfp.runs.remote import local_run
 
     if max_items < 1:
         raise InputError(f"max_items must be positive, got {max_items}")
-    run = Path(run_dir)
+    with local_run(run_dir) as (run, origin):
+        return _write_report(run, origin, out_html, truth, max_items, k, seed)
+
+
+def _write_report(
+    run: Path,
+    origin: PathLike,
+    out_html: PathLike | None,
+    truth: PathLike | None,
+    max_items: int,
+    k: int | None,
+    seed: int,
+) -> Path | str:
+    """:func:`write_report` of the run folder ``run`` (a local copy where ``origin`` is on an
+    object store: the report and the audit files are then put there)."""
+    from ctfp.io.fs import child, is_remote, put_object
+    from ctfp.store.writer import write_text_atomic
+
+    remote = is_remote(origin)
     summary = read_summary(run)
     task = summary["task"]
     if task == "task2" and k is not None:
         raise InputError("k chooses one k of a task 1 k sweep; this is a task2 run")
-    shards = find_embeddings(run, summary)
+    shards = find_embeddings(run, summary, origin if remote else None)
     if task == "task1":
         body, rows = task1_body(run, summary, shards, truth, k, max_items, seed)
         nav = TASK1_NAV
@@ -78,11 +97,29 @@ def write_report(
         body, rows = task2_body(run, summary, shards, truth, max_items, seed)
         nav = TASK2_NAV
     body = body + settings_section(run, summary, rows, shards)  # the answer first, settings last
-    title = f"ctfp {task} report: {run.resolve().name}"
-    dest = Path(out_html) if out_html is not None else run / "report.html"
-    write_text_atomic(dest, page(title, task, nav, body, __version__))
+    name = os.fspath(origin).rstrip("/").rsplit("/", 1)[-1] if remote else run.resolve().name
+    title = f"ctfp {task} report: {name}"
+    html = page(title, task, nav, body, __version__)
+    if out_html is not None and is_remote(out_html):
+        dest: Path | str = os.fspath(out_html)
+        put_object(dest, html.encode("utf-8"))
+        local_dest = None
+    else:
+        dest = local_dest = Path(out_html) if out_html is not None else run / "report.html"
+        write_text_atomic(local_dest, html)
+    audit_json, audit_md = write_audit(
+        run, truth, report=local_dest, origin=origin if remote else None
+    )
+    if remote:  # the report and the audit go beside the run on the store
+        staged = [audit_json, audit_md] + (
+            [local_dest] if local_dest == run / "report.html" else []
+        )
+        for path in staged:
+            put_object(child(origin, path.name), path.read_bytes())
+        if local_dest == run / "report.html":
+            dest = child(origin, "report.html")
+        audit_json, audit_md = child(origin, audit_json.name), child(origin, audit_md.name)
     logger.info(f"report -> {dest}")
-    audit_json, audit_md = write_audit(run, truth, report=dest)
     logger.info(f"audit -> {audit_json}, {audit_md}")
     return dest
 

@@ -45,23 +45,37 @@ AUDIT_FILES = ("audit.json", "audit.md")
 EMBEDDINGS_DIR = "embeddings"
 
 
-def embeddings_dir(out: PathLike, features: str = "resnet50") -> Path:
-    """Where a run keeps its embeddings: one folder per feature type, reused on reruns."""
+def embeddings_dir(out: PathLike, features: str = "resnet50") -> Path | str:
+    """Where a run keeps its embeddings: one folder per feature type, reused on reruns (a URI
+    where ``out`` is on an object store)."""
+    from ctfp.io.fs import child
+
     safe = features.replace(":", "")  # pixels:32 -> embeddings-pixels32 (portable names)
     name = EMBEDDINGS_DIR if features == "resnet50" else f"{EMBEDDINGS_DIR}-{safe}"
-    return Path(out) / name
+    return child(out, name)
 
 
-def find_embeddings(run_dir: PathLike, summary: dict[str, Any]) -> Path | None:
+def find_embeddings(
+    run_dir: PathLike, summary: dict[str, Any], origin: PathLike | None = None
+) -> Path | str | None:
     """The run's embeddings folder, or None; with several, the one whose model identity matches
-    the summary's."""
-    from ctfp.store.manifest import committed_shards, has_shards
+    the summary's. ``origin``: where the run lives when ``run_dir`` is a local copy of a run on
+    an object store (:func:`ctfp.runs.remote.local_run`), whose embeddings stay there."""
+    from ctfp.io.fs import child, is_remote, list_files
+    from ctfp.store.manifest import MANIFEST_FILE, committed_shards, has_shards
     from ctfp.store.reader import read_schema
     from ctfp.store.schema import read_metadata
 
-    run = Path(run_dir)
-    folders = [run / EMBEDDINGS_DIR, *sorted(run.glob(f"{EMBEDDINGS_DIR}-*"))]
-    found = [f for f in folders if f.is_dir() and has_shards(f)]
+    where = run_dir if origin is None else origin
+    if is_remote(where):
+        records = [n for n in list_files(where) if n.endswith("/" + MANIFEST_FILE)]
+        names = sorted({n.split("/", 1)[0] for n in records if n.count("/") == 1})
+        names = [n for n in names if n == EMBEDDINGS_DIR or n.startswith(EMBEDDINGS_DIR + "-")]
+        found: list[Path | str] = [child(where, n) for n in names]
+    else:
+        run = Path(where)
+        folders = [run / EMBEDDINGS_DIR, *sorted(run.glob(f"{EMBEDDINGS_DIR}-*"))]
+        found = [f for f in folders if f.is_dir() and has_shards(f)]
     if len(found) <= 1:
         return found[0] if found else None
     model = summary.get("model") or {}

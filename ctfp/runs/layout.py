@@ -13,6 +13,7 @@ from ctfp.embed.runner import embed
 from ctfp.embed.settings import EmbedSettings
 from ctfp.engine.settings import EngineSettings
 from ctfp.exceptions import InputError
+from ctfp.io.fs import is_remote
 from ctfp.runs.folder import embeddings_dir, split_test_rows
 from ctfp.store.reader import Embeddings, read_embeddings
 
@@ -29,7 +30,9 @@ def embed_layout(
     progress: bool = True,
 ) -> Embeddings:
     """Embed the ImageCLEF folder ``data`` into ``out``'s embeddings folder (resuming what is
-    there) and read it back; ``required`` sub-folders must exist."""
+    there; ``out`` may be on an object store) and read it back; ``required`` sub-folders must
+    exist."""
+    check_local_data(data)
     root = Path(data)
     if not root.is_dir():
         raise InputError(f"data folder {str(root)!r} does not exist")
@@ -53,6 +56,18 @@ def embed_layout(
     return data
 
 
+def check_local_data(data: PathLike) -> None:
+    """A run's labelled ImageCLEF folder is read from a local or mounted path: refuse a store
+    URI up front, saying what works."""
+    if is_remote(data):
+        raise InputError(
+            f"ctfp run reads its labelled data folder from a local or mounted path, not "
+            f"{os.fspath(data)!r}; copy the labelled set here (its run folder, --out, may be on "
+            "the store), or embed the archive with `ctfp embed URI --out URI` and score it with "
+            "`ctfp score`"
+        )
+
+
 def rows_of(data: Embeddings, mask: np.ndarray, what: str) -> np.ndarray:
     """The embeddings of the rows in ``mask``; InputError naming ``what`` when there are none."""
     if not mask.any():
@@ -71,4 +86,4 @@ def model_identity(metadata: dict[str, Any]) -> dict[str, Any]:
     return {key: metadata.get(key) for key in ("model", "weights", "weights_sha256")}
 
 
-__all__ = ["embed_layout", "model_identity", "rows_of", "test_part"]
+__all__ = ["check_local_data", "embed_layout", "model_identity", "rows_of", "test_part"]

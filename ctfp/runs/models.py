@@ -74,13 +74,25 @@ def save_model(
     *,
     identity: dict[str, Any],
     settings: dict[str, Any] | None = None,
-) -> Path:
-    """Save a fitted model (a membership method or a task 2 clustering) to folder ``path``.
+) -> Path | str:
+    """Save a fitted model (a membership method or a task 2 clustering) to folder ``path``
+    (local, or on an object store: staged here, then put there with ``model.json`` last).
 
     The model describes itself (``name``, ``task``, ``to_state()``); ``identity`` is the
     metadata of the embeddings it was fitted on, ``settings`` what the run was asked to do.
     """
+    from ctfp.io.fs import is_remote
+
     kind = getattr(model, "name", None)
+    if is_remote(path):  # staged here, then put there with model.json last
+        import tempfile
+
+        from ctfp.runs.remote import publish
+
+        with tempfile.TemporaryDirectory(prefix="ctfp-model-") as tmp:
+            save_model(model, tmp, identity=identity, settings=settings)
+            publish(Path(tmp), os.fspath(path).rstrip("/"), commit=MODEL_FILE)
+        return os.fspath(path).rstrip("/")
     if kind not in KINDS or not isinstance(model, KINDS[kind]):
         raise InputError(
             f"cannot save a {type(model).__name__}; saved models are the membership methods "
@@ -126,11 +138,18 @@ def _check_run_commit(model_dir: Path) -> None:
 
 def load_model(path: PathLike, *, device: str = "auto") -> SavedModel:
     """Load a model folder written by :func:`save_model` (or ``ctfp run ... --out OUT``: the
-    model is in ``OUT/model``)."""
+    model is in ``OUT/model``), local or on an object store (fetched with the run's record and
+    checked as a local one, :func:`ctfp.runs.remote.local_run`)."""
+    from ctfp.runs.remote import local_run
+
+    with local_run(path) as (local, _):
+        return _load_model(local, path, device)
+
+
+def _load_model(root: Path, path: PathLike, device: str) -> SavedModel:
     import zipfile
     import zlib
 
-    root = Path(path)
     if (root / "model" / MODEL_FILE).is_file() and not (root / MODEL_FILE).is_file():
         root = root / "model"  # a run folder
     _check_run_commit(root)

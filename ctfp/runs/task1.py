@@ -31,8 +31,9 @@ from ctfp.runs.folder import (
     write_scores,
     write_summary,
 )
-from ctfp.runs.layout import embed_layout, model_identity, rows_of, test_part
+from ctfp.runs.layout import check_local_data, embed_layout, model_identity, rows_of, test_part
 from ctfp.runs.models import save_model
+from ctfp.runs.remote import in_run_folder
 from ctfp.settings import SettingsError
 
 PathLike = str | os.PathLike[str]
@@ -192,26 +193,47 @@ def run_task1(
     slices become embeddings (reused from ``out`` on reruns with the same settings). One k
     writes ``out/run.csv`` (``<id>,<0|1>``), ``out/scores.csv`` (``id,score,label``) and
     ``out/model/``; several write ``out/k<k>/``. ``out/summary.json`` records the settings that
-    ran and the chosen threshold.
+    ran and the chosen threshold. ``out`` may be on an object store (``s3://...``): the
+    embeddings are written there directly, the run's files are published there when it ends,
+    its ``summary.json`` last (:mod:`ctfp.runs.remote`); ``data`` is a local or mounted folder.
     """
+    check_local_data(data)
+    return in_run_folder(
+        out,
+        lambda local, root: _run_task1(
+            data, local, root, settings, embed, engine, progress, dict(overrides)
+        ),
+    )
+
+
+def _run_task1(
+    data: PathLike,
+    out: Path,
+    root: PathLike,
+    settings: Task1Settings | None,
+    embed: EmbedSettings | None,
+    engine: str | EngineSettings,
+    progress: bool,
+    overrides: dict[str, Any],
+) -> dict[str, Any]:
+    """:func:`run_task1` writing its files into ``out`` and its embeddings under ``root``."""
     start = time.perf_counter()
-    s = task1_settings(settings, dict(overrides))
+    s = task1_settings(settings, overrides)
     warnings: list[str] = []
     if not (Path(data) / "train" / "used").is_dir() and (Path(data) / "train/not_used").is_dir():
         s, embed, warnings = non_members_only(s, embed)
     if s.method == AUTO:
         embed_settings = embed or EmbedSettings(features="auto")
-        return run_auto(data, out, s, embed_settings, engine, progress, start)
+        return run_auto(data, out, s, embed_settings, engine, progress, start, root=root)
     embed_settings = embed or EmbedSettings()
     if embed_settings.features == "auto":
         raise SettingsError(
             f"features 'auto' are chosen by --method auto; method {s.method!r} needs one feature "
             "type (--features resnet50, pixels, ...)"
         )
-    out = Path(out)
     check_k_before_embedding(Path(data), s)
     required = ["train/not_used", "test"] if warnings else ["train/used", "train/not_used", "test"]
-    emb = embed_layout(data, out, required, embed_settings, engine=engine, progress=progress)
+    emb = embed_layout(data, root, required, embed_settings, engine=engine, progress=progress)
     labels = emb.labels
     train = (labels == "used") | (labels == "not_used")
     if not warnings:
@@ -416,10 +438,13 @@ def run_auto(
     engine: str | EngineSettings,
     progress: bool,
     start: float,
+    *,
+    root: PathLike | None = None,
 ) -> dict[str, Any]:
     """``--method auto``: embed every candidate feature type, cross-validate every candidate
     scorer on the training reals (:mod:`ctfp.membership.selection`), fit the winner on all of
-    them with the threshold from its out-of-fold scores, and write the run."""
+    them with the threshold from its out-of-fold scores, and write the run (its embeddings
+    under ``root``, default ``out``)."""
     from ctfp.membership.selection import (
         CENTROID_KS,
         SelectionSettings,
@@ -438,7 +463,12 @@ def run_auto(
     for f in features:
         settings_f = embed_settings.replace(features=f)
         embedded[f] = embed_layout(
-            data, out, required, settings_f, engine=engine, progress=progress
+            data,
+            out if root is None else root,
+            required,
+            settings_f,
+            engine=engine,
+            progress=progress,
         )
     first = embedded[features[0]]
     labels = first.labels
@@ -452,7 +482,7 @@ def run_auto(
         if set(embedded[f].ids) != set(first.ids):
             raise InputError(
                 f"the {f} and {features[0]} embeddings hold different slices; remove "
-                f"{out}/embeddings-* and rerun"
+                f"{out if root is None else root}/embeddings-* and rerun"
             )
     train_y = np.array([1 if lab == "used" else 0 for lab in _labels_of(first, train_ids)])
 

@@ -26,8 +26,9 @@ from ctfp.runs.folder import (
     begin_commit,
     write_summary,
 )
-from ctfp.runs.layout import embed_layout, model_identity, test_part
+from ctfp.runs.layout import check_local_data, embed_layout, model_identity, test_part
 from ctfp.runs.models import save_model
+from ctfp.runs.remote import in_run_folder
 
 PathLike = str | os.PathLike[str]
 
@@ -82,8 +83,30 @@ def run_task2(
 
     With labels, cluster ``j`` is the ``j``-th group in sorted order (the summary names them).
     ``embed`` says how the slices become embeddings (reused from ``out`` on reruns with the
-    same settings); its ``features="auto"`` lets the run choose.
+    same settings); its ``features="auto"`` lets the run choose. ``out`` may be on an object
+    store (``s3://...``): embeddings written there, the run's files published there at the
+    end, ``summary.json`` last (:mod:`ctfp.runs.remote`); ``data`` is a local or mounted folder.
     """
+    check_local_data(data)
+    return in_run_folder(
+        out,
+        lambda local, root: _run_task2(
+            data, local, root, settings, embed, engine, progress, dict(overrides)
+        ),
+    )
+
+
+def _run_task2(
+    data: PathLike,
+    out: Path,
+    root: PathLike,
+    settings: Task2Settings | None,
+    embed: EmbedSettings | None,
+    engine: str | EngineSettings,
+    progress: bool,
+    overrides: dict[str, Any],
+) -> dict[str, Any]:
+    """:func:`run_task2` writing its files into ``out`` and its embeddings under ``root``."""
     start = time.perf_counter()
     s = (settings or Task2Settings()).replace(**overrides)
     embed_settings = embed or EmbedSettings()
@@ -104,13 +127,14 @@ def run_task2(
     if method == "gmm":
         if embed_settings.features == "auto":
             embed_settings = embed_settings.replace(features=BLIND_FEATURES)
-        return _run_blind(data, out, s, embed_settings, engine, progress, start)
-    return _run_labelled(data, out, s, method, embed_settings, engine, progress, start)
+        return _run_blind(data, out, root, s, embed_settings, engine, progress, start)
+    return _run_labelled(data, out, root, s, method, embed_settings, engine, progress, start)
 
 
 def _run_blind(
     data: PathLike,
     out: PathLike,
+    root: PathLike,
     s: Task2Settings,
     embed_settings: EmbedSettings,
     engine: str | EngineSettings,
@@ -119,7 +143,7 @@ def _run_blind(
 ) -> dict[str, Any]:
     """The blind Gaussian mixture of the test slices."""
     out = Path(out)
-    emb = embed_layout(data, out, ["test"], embed_settings, engine=engine, progress=progress)
+    emb = embed_layout(data, root, ["test"], embed_settings, engine=engine, progress=progress)
     ids, x = test_part(emb)
     groups = emb.labels
     train = _train_rows(emb)
@@ -217,6 +241,7 @@ def _summary_base(
 def _run_labelled(
     data: PathLike,
     out: PathLike,
+    root: PathLike,
     s: Task2Settings,
     method: str,
     embed_settings: EmbedSettings,
@@ -243,7 +268,7 @@ def _run_labelled(
     embedded = {
         f: embed_layout(
             data,
-            out,
+            root,
             ["test"],
             embed_settings.replace(features=f),
             engine=engine,
@@ -256,7 +281,7 @@ def _run_labelled(
         if set(embedded[f].ids) != set(first.ids):
             raise InputError(
                 f"the {f} and {features[0]} embeddings hold different slices; remove "
-                f"{out}/embeddings-* and rerun"
+                f"{root}/embeddings-* and rerun"
             )
     train = _train_rows(first)
     train_ids = [i for i, t in zip(first.ids, train, strict=True) if t]

@@ -1,0 +1,155 @@
+"""Run folders and saved models on an object store, against a real S3 endpoint on 127.0.0.1
+(moto's server, configured through AWS_* only): embed -> run -> score -> report on s3://, the
+same files as local runs, the previous run kept whole until a new one publishes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from ctfp.cli import main
+from ctfp.exceptions import InputError
+from ctfp.runs.models import load_model
+from tests.store.test_object_store import external_s3, keys, upload
+
+PIXELS = ["--features", "pixels:16", "--dtype", "float32", "--quiet"]
+TASK1 = ["--method", "centroid", "--k", "2", *PIXELS]
+
+
+def _get(client: Any, bucket: str, key: str) -> bytes:
+    return client.get_object(Bucket=bucket, Key=key)["Body"].read()
+
+
+def test_embed_run_score_report_on_s3(
+    tmp_path: Path, s3: str, s3_server: Any, task1_data: Path, capsys
+) -> None:
+    run, shards, scores = f"s3://{s3}/run", f"s3://{s3}/archive-shards", f"s3://{s3}/scores"
+    # The archive to score: the test slices, on the store.
+    tests = sorted((task1_data / "test").glob("*.png"))
+    upload(s3_server, s3, {f"archive/{p.name}": p for p in tests})
+    assert main(["embed", f"s3://{s3}/archive", "--out", shards, *PIXELS]) == 0
+
+    # The run: local labelled data, run folder on the store; and the same run locally.
+    assert main(["run", "task1", str(task1_data), "--out", run, *TASK1, "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert main(["run", "task1", str(task1_data), "--out", str(tmp_path / "local"), *TASK1]) == 0
+    stored = keys(s3_server, s3, "run/")
+    assert {"summary.json", "run.csv", "scores.csv", "model/model.json", "model/arrays.npz"} <= set(
+        stored
+    )
+    assert "embeddings-pixels16/_manifest.json" in stored and "_lease.json" not in stored
+    assert not [k for k in stored if "tmp" in k or k.startswith("ctfp-")]
+    for name in ("run.csv", "scores.csv", "model/arrays.npz", "model/model.json"):
+        assert _get(s3_server, s3, f"run/{name}") == (tmp_path / "local" / name).read_bytes()
+    # The summary names the store, not the staging folder it was written in.
+    record = json.loads(_get(s3_server, s3, "run/summary.json"))
+    assert record["runs"]["2"]["run"] == f"{run}/run.csv"
+    assert summary["runs"]["2"]["run"] == f"{run}/run.csv"
+    local_record = json.loads((tmp_path / "local" / "summary.json").read_text())
+    assert record["files"] == local_record["files"]
+    # Another reader opens the run's embeddings through the endpoint.
+    parts = [k for k in stored if k.startswith("embeddings-pixels16/part-")]
+    table = pq.read_table(f"{s3}/run/{parts[0]}", filesystem=external_s3())
+    assert table.num_rows > 0 and "embedding" in table.column_names
+
+    # Score the archive on the store with the model on the store.
+    assert main(["score", run, shards, "--out", scores, "--quiet"]) == 0
+    assert main(["score", str(tmp_path / "local"), shards, "--out", str(tmp_path / "sc")]) == 0
+    got = pq.read_table(f"{s3}/scores/part-00000.parquet", filesystem=external_s3())
+    ref = pq.read_table(tmp_path / "sc" / "part-00000.parquet")
+    assert got.column("id").equals(ref.column("id")) and got.num_rows == len(tests)
+    np.testing.assert_array_equal(got.column("score").to_numpy(), ref.column("score").to_numpy())
+    # The archive's scores agree with the run's own test scores (same model, same slices).
+    run_scores = dict(
+        duckdb.sql(f"SELECT id, score FROM read_csv('{tmp_path}/local/scores.csv')").fetchall()
+    )
+    by_id = dict(zip(got.column("id").to_pylist(), got.column("score").to_pylist(), strict=True))
+    assert sorted(by_id) == sorted(run_scores)
+    assert all(abs(by_id[i] - run_scores[i]) < 1e-5 for i in by_id)
+
+    # The report and the audit go beside the run on the store.
+    capsys.readouterr()
+    assert main(["report", run, "--json", "--quiet"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["report"] == f"{run}/report.html"
+    html = _get(s3_server, s3, "run/report.html").decode()
+    assert html.startswith("<!DOCTYPE html>") and "ctfp task1 report: run" in html
+    audit = json.loads(_get(s3_server, s3, "run/audit.json"))
+    assert audit["run_dir"] == run
+    assert audit["model"]["embeddings"] == f"{run}/embeddings-pixels16"
+
+
+def test_a_failed_rerun_keeps_the_previous_run_and_a_new_one_replaces_it(
+    tmp_path: Path, s3: str, s3_server: Any, task1_data: Path
+) -> None:
+    run = f"s3://{s3}/run"
+    assert main(["run", "task1", str(task1_data), "--out", run, *TASK1, "--report"]) == 0
+    assert "report.html" in keys(s3_server, s3, "run/")
+    before = _get(s3_server, s3, "run/summary.json")
+    # A rerun that fails after embedding publishes nothing: the previous run stays whole.
+    bad = ["run", "task1", str(task1_data), "--out", run, *PIXELS, "--method", "centroid"]
+    assert main([*bad, "--k", "500"]) != 0
+    assert _get(s3_server, s3, "run/summary.json") == before
+    assert load_model(run, device="cpu").kind == "centroid"
+    # A sweep replaces it: k<k>/ folders, and the single-k files and the old report are gone.
+    assert main([*bad, "--k", "2,3"]) == 0
+    stored = keys(s3_server, s3, "run/")
+    assert "k2/run.csv" in stored and "k3/model/model.json" in stored
+    assert not {"run.csv", "scores.csv", "report.html", "model/model.json"} & set(stored)
+    assert [k for k in stored if k.startswith("embeddings-pixels16/part-")]  # reused, kept
+    assert load_model(f"{run}/k3", device="cpu").kind == "centroid"
+
+
+def test_damaged_or_missing_runs_on_a_store_are_named(
+    s3: str, s3_server: Any, task1_data: Path
+) -> None:
+    run = f"s3://{s3}/run"
+    with pytest.raises(InputError, match=r"does not exist"):
+        load_model(run)
+    assert main(["run", "task1", str(task1_data), "--out", run, *TASK1]) == 0
+    s3_server.put_object(Bucket=s3, Key="run/model/arrays.npz", Body=b"changed")
+    with pytest.raises(InputError, match=rf"{run}/model/arrays.npz is not the file the run"):
+        load_model(run)
+    s3_server.delete_object(Bucket=s3, Key="run/model/arrays.npz")
+    with pytest.raises(InputError, match=rf"{run}/model/arrays.npz is missing"):
+        load_model(run)
+    s3_server.delete_object(Bucket=s3, Key="run/summary.json")  # as a run killed publishing
+    with pytest.raises(InputError, match=r"not a finished ctfp run or saved model"):
+        load_model(run)
+    with pytest.raises(InputError, match=r"local or mounted path"):
+        main_api_run(f"s3://{s3}/data", run)
+
+
+def main_api_run(data: str, out: str) -> None:
+    from ctfp.runs.task1 import run_task1
+
+    run_task1(data, out, method="centroid", k=2, progress=False)
+
+
+def test_cluster_model_and_task2_run_on_s3(
+    tmp_path: Path, s3: str, s3_server: Any, task2_data: Path, capsys
+) -> None:
+    run = f"s3://{s3}/t2"
+    flags = ["--features", "pixels:16", "--quiet"]
+    assert (
+        main(["run", "task2", str(task2_data), "--out", run, "--method", "gmm", "--k", "3", *flags])
+        == 0
+    )
+    assert main(["run", "task2", str(task2_data), "--out", str(tmp_path / "t2"), "--method", "gmm", "--k", "3", *flags]) == 0  # fmt: skip
+    assert _get(s3_server, s3, "t2/clusters.csv") == (tmp_path / "t2" / "clusters.csv").read_bytes()
+    shards = f"{run}/embeddings-pixels16"
+    # A model fitted over shards on the store, saved on the store, used from the store.
+    fit = ["cluster", shards, "--k", "3", "--sample", "100", "--device", "cpu", "--quiet"]
+    assert main([*fit, "--out", f"s3://{s3}/gmm"]) == 0
+    assert keys(s3_server, s3, "gmm/") == ["arrays.npz", "model.json"]
+    assert main(["score", f"s3://{s3}/gmm", shards, "--out", f"s3://{s3}/clusters", "--quiet"]) == 0
+    assert main([*fit, "--out", str(tmp_path / "gmm")]) == 0
+    assert _get(s3_server, s3, "gmm/arrays.npz") == (tmp_path / "gmm" / "arrays.npz").read_bytes()
+    rows = pq.read_table(f"{s3}/clusters/part-00000.parquet", filesystem=external_s3())
+    assert rows.num_rows > 0 and set(rows.column("label").to_pylist()) <= {0, 1, 2}
