@@ -53,7 +53,8 @@ def parallel_map(
     """``function(item)`` for each item, in item order, where the engine runs work: here
     (``local``: the builtin map, lazily), or on Ray (:func:`ctfp.engine.ray.ordered_map`:
     ``function`` shipped once, Ray tasks or, ``stateful``, actors that keep it; ``gpu``: one
-    GPU per worker, None: where the cluster has GPUs). Items should be small (shard paths): the workers read the data.
+    GPU per worker, None: where the cluster has GPUs). Items should be small (shard paths):
+    the workers read the data.
 
     What maps over shards (``ctfp score``, the passes of ``ctfp cluster``) goes through here,
     so a result never depends on the engine that computed it."""

@@ -136,12 +136,9 @@ def test_cluster_model_and_task2_run_on_s3(
     tmp_path: Path, s3: str, s3_server: Any, task2_data: Path, capsys
 ) -> None:
     run = f"s3://{s3}/t2"
-    flags = ["--features", "pixels:16", "--quiet"]
-    assert (
-        main(["run", "task2", str(task2_data), "--out", run, "--method", "gmm", "--k", "3", *flags])
-        == 0
-    )
-    assert main(["run", "task2", str(task2_data), "--out", str(tmp_path / "t2"), "--method", "gmm", "--k", "3", *flags]) == 0  # fmt: skip
+    flags = ["--method", "gmm", "--k", "3", "--features", "pixels:16", "--quiet"]
+    assert main(["run", "task2", str(task2_data), "--out", run, *flags]) == 0
+    assert main(["run", "task2", str(task2_data), "--out", str(tmp_path / "t2"), *flags]) == 0
     assert _get(s3_server, s3, "t2/clusters.csv") == (tmp_path / "t2" / "clusters.csv").read_bytes()
     shards = f"{run}/embeddings-pixels16"
     # A model fitted over shards on the store, saved on the store, used from the store.
