@@ -506,12 +506,13 @@ def ordered_map(
                 yield _get(ray, pending.popleft())
         while pending:
             yield _get(ray, pending.popleft())
-    finally:
-        for call in pending:
-            ray.cancel(call)
+    finally:  # stopped early (an error, or a consumer that stopped): nothing left running
         if stateful:
             for a in pool:
                 ray.kill(a)
+        else:
+            for call in pending:
+                ray.cancel(call)
 
 
 def _call(function: Callable[[Any], T], item: Any) -> T:
