@@ -38,6 +38,9 @@ SCORES_FILE = "scores.csv"
 TRAIN_SCORES_FILE = "train_scores.csv"
 CLUSTERS_FILE = "clusters.csv"
 MODEL_DIR = "model"
+#: A saved model folder (:mod:`ctfp.runs.models`): its description, written last, and arrays.
+MODEL_FILE = "model.json"
+ARRAYS_FILE = "arrays.npz"
 REPORT_FILE = "report.html"
 #: Task 2's open-set file and the audit files the report writes beside it.
 OPEN_SET_FILE = "open_set.csv"
@@ -208,8 +211,10 @@ def read_summary(run_dir: PathLike) -> dict[str, Any]:
 
 
 __all__ = [
+    "ARRAYS_FILE",
     "CLUSTERS_FILE",
     "MODEL_DIR",
+    "MODEL_FILE",
     "RUN_FILE",
     "SCORES_FILE",
     "SUMMARY_FILE",

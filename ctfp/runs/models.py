@@ -23,12 +23,11 @@ from ctfp.attribution.clustering import Clustering
 from ctfp.exceptions import InputError, ShardMismatchError
 from ctfp.membership.ensemble import EnsembleMembership
 from ctfp.membership.registry import METHODS
+from ctfp.runs.folder import ARRAYS_FILE, MODEL_FILE
 from ctfp.store.schema import identity_of
 from ctfp.store.writer import write_bytes_atomic, write_text_atomic
 
 MODEL_FORMAT = "ctfp-model/1"
-MODEL_FILE = "model.json"
-ARRAYS_FILE = "arrays.npz"
 PathLike = str | os.PathLike[str]
 
 #: Every kind of saved model, by the name it records: the membership methods and the clustering.

@@ -103,8 +103,7 @@ def local_run(location: PathLike) -> Iterator[tuple[Path, PathLike]]:
     itself; on a store, a temporary copy of its commit record and the files that record names
     (a run's ``summary.json``, or a model's ``model.json`` and ``arrays.npz``), checked by
     the readers as a local folder is. The copy is removed on leaving."""
-    from ctfp.runs.folder import SUMMARY_FILE, fingerprint
-    from ctfp.runs.models import ARRAYS_FILE, MODEL_FILE
+    from ctfp.runs.folder import ARRAYS_FILE, MODEL_FILE, SUMMARY_FILE, fingerprint
 
     if not is_remote(location):
         yield Path(location), Path(location)

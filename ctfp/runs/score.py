@@ -264,25 +264,25 @@ def _score_into(
     total_rows = count_rows(todo)
     start = time.perf_counter()
     rows = 0
+    engine, device = where
+    if engine.engine != "local":
+        return _score_elsewhere(
+            model,
+            [(p, child(out, _name(p)), inputs[p]) for p in todo],
+            commit,
+            engine,
+            batch_size=batch_size,
+            device=device,
+            skipped=len(paths) - len(todo),
+            total_rows=total_rows,
+            progress=progress,
+            out=out,
+        )
     # A light model's search (the seed method's few centres) costs about as much as reading a
     # row: the prefetch thread reads and converts on one core and FAISS gets the others, and its
     # scores, not its n x d inputs, are checked for finiteness (a NaN or infinity in a row makes
     # the row's score NaN; every task 1 score is checked below). A search over a large generated
     # set or a mixture outweighs reading, so those keep every core and check their inputs.
-    engine, device = where
-    if engine.engine != "local":
-        return _score_elsewhere(
-            model,
-            todo,
-            out,
-            inputs,
-            batch_size,
-            commit,
-            engine,
-            device,
-            {"shards_skipped": len(paths) - len(todo), "progress": progress, "rows": total_rows},
-        )
-
     import faiss
 
     light = task1 and model.light_scoring
@@ -389,35 +389,36 @@ class ShardScorer:
 
 def _score_elsewhere(
     model: Any,
-    todo: list[ShardPath],
-    out: Path | str,
-    inputs: dict[ShardPath, dict[str, Any]],
-    batch_size: int,
+    items: list[tuple[ShardPath, ShardPath, dict[str, Any]]],
     commit: Any,
     engine: EngineSettings,
+    *,
+    batch_size: int,
     device: str,
-    about: dict[str, Any],
+    skipped: int,
+    total_rows: int,
+    progress: bool,
+    out: Path | str,
 ) -> dict[str, Any]:
-    """The shards in ``todo`` scored by :class:`ShardScorer` on ``engine``'s workers, each
-    part committed as its result comes back (in input order)."""
+    """Each ``(input, output, record)`` of ``items`` scored by :class:`ShardScorer` on
+    ``engine``'s workers, each part committed as its result comes back (in input order)."""
     from ctfp.engine import parallel_map
 
     start = time.perf_counter()
     rows = 0
     scorer = ShardScorer(model, batch_size, "cpu" if device == "cpu" else "auto")
-    items = [(p, child(out, _name(p)), inputs[p]) for p in todo]
     gpu = None if device != "cpu" else False
-    with progress_bar(about["rows"], "score", "row", enabled=about["progress"]) as bar:
+    with progress_bar(total_rows, "score", "row", enabled=progress) as bar:
         results = parallel_map(scorer, items, engine, stateful=True, gpu=gpu)
-        for path, (written, size) in zip(todo, results, strict=True):
+        for (path, _, _), (written, size) in zip(items, results, strict=True):
             commit(path, written, size)
             rows += written
             bar.update(written)
     seconds = time.perf_counter() - start
     return {
         "rows": rows,
-        "shards_written": len(todo),
-        "shards_skipped": about["shards_skipped"],
+        "shards_written": len(items),
+        "shards_skipped": skipped,
         "seconds": seconds,
         "rows_per_second": rows / seconds if seconds > 0 else 0.0,
         "out": str(out),
