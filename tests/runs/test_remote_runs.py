@@ -150,3 +150,34 @@ def test_cluster_model_and_task2_run_on_s3(
     assert _get(s3_server, s3, "gmm/arrays.npz") == (tmp_path / "gmm" / "arrays.npz").read_bytes()
     rows = pq.read_table(f"{s3}/clusters/part-00000.parquet", filesystem=external_s3())
     assert rows.num_rows > 0 and set(rows.column("label").to_pylist()) <= {0, 1, 2}
+
+
+def test_kill_9_during_a_run_on_s3_then_rerun_gives_the_uninterrupted_run(
+    tmp_path: Path, s3: str, s3_server: Any, task1_data: Path
+) -> None:
+    import sys
+
+    from tests.conftest import kill_9_while_running
+
+    flags = [*TASK1, "--rows-per-shard", "8"]
+    command = [sys.executable, "-m", "ctfp", "run", "task1", str(task1_data)]
+
+    def committed() -> int:
+        try:
+            key = "run/embeddings-pixels16/_manifest.json"
+            body = s3_server.get_object(Bucket=s3, Key=key)["Body"].read()
+        except s3_server.exceptions.NoSuchKey:
+            return 0
+        return len(json.loads(body)["parts"])
+
+    kills = kill_9_while_running(
+        [*command, "--out", f"s3://{s3}/run", *flags], committed, (2, 9, 18)
+    )
+    assert kills >= 2, "the run finished before it could be killed; make it slower"
+    assert "summary.json" not in keys(s3_server, s3, "run/")  # nothing published yet
+    assert main(["run", "task1", str(task1_data), "--out", f"s3://{s3}/run", *flags]) == 0
+    assert main(["run", "task1", str(task1_data), "--out", str(tmp_path / "ref"), *flags]) == 0
+    for name in ("run.csv", "scores.csv", "model/arrays.npz"):
+        assert _get(s3_server, s3, f"run/{name}") == (tmp_path / "ref" / name).read_bytes()
+    stored = keys(s3_server, s3, "run/")
+    assert not [k for k in stored if k.endswith("_lease.json")]  # taken over, then released
