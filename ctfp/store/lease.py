@@ -56,6 +56,7 @@ class Lease:
         self.owner = uuid.uuid4().hex
         self.host = socket.gethostname()
         self._lost: str | None = None
+        self._error: str | None = None  # the renewal thread's last store error
         held = self._read()
         if held is not None and held.get("owner") != self.owner and not self._stale(held):
             raise CtfpError(
@@ -96,6 +97,7 @@ class Lease:
             "expires": time.time() + self.seconds,
         }
         put_object(self.path, json.dumps(doc).encode("utf-8"))
+        self._renewed = time.time()
 
     def _renew(self) -> None:
         while not self._stop.wait(self.seconds / 3):
@@ -105,8 +107,10 @@ class Lease:
                     self._lost = self._describe(held)
                     return
                 self._write()
-            except OSError:  # a store hiccup (pyarrow raises OSError): try again next round
-                continue
+                self._error = None
+            except OSError as exc:  # a store hiccup (pyarrow raises OSError): next round, and
+                self._error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                continue  # check() renews itself once the lease is half gone
 
     @staticmethod
     def _describe(held: dict[str, Any] | None) -> str:
@@ -115,8 +119,19 @@ class Lease:
         return f"another process ({held.get('host')}, pid {held.get('pid')}) took it over"
 
     def check(self) -> None:
-        """Stop (CtfpError) if this writer no longer holds the folder: called before commits."""
-        held = self._read()
+        """Stop (CtfpError) if this writer no longer holds the folder: called before commits.
+
+        Also where failed renewals surface: once half the lease has passed since the last
+        renewal that reached the store, the lease is renewed here, and a store that still
+        refuses stops the writer (with the store's error) before its lease can expire and
+        another writer take the folder."""
+        try:
+            held = self._read()
+        except OSError as exc:
+            raise CtfpError(
+                f"cannot read the write lease {self.path}: {str(exc).splitlines()[0]}; this "
+                "writer stops without committing more (rerun to finish)"
+            ) from None
         if self._lost is None and (held is None or held.get("owner") != self.owner):
             self._lost = self._describe(held)
         if self._lost is not None:
@@ -125,6 +140,16 @@ class Lease:
                 "writing into one folder; this one stops without committing more (rerun it "
                 "alone to finish)"
             )
+        age = time.time() - self._renewed
+        if age > self.seconds / 2:
+            try:
+                self._write()
+            except OSError as exc:
+                raise CtfpError(
+                    f"could not renew the write lease of {self.folder!r} for {age:.0f} s "
+                    f"({self._error or str(exc).splitlines()[0]}); this writer stops before "
+                    "the lease expires (rerun to finish)"
+                ) from None
 
     def release(self) -> None:
         """Stop renewing and delete the lease if it is still this writer's."""
@@ -133,9 +158,17 @@ class Lease:
         self._stop.set()
         self._thread.join()
         self._thread = None
-        held = self._read()
-        if held is not None and held.get("owner") == self.owner:
-            delete_file(self.path)
+        try:
+            held = self._read()
+            if held is not None and held.get("owner") == self.owner:
+                delete_file(self.path)
+        except OSError as exc:  # the store is away: the lease expires by itself
+            from ctfp.progress import logger
+
+            logger.warning(
+                f"warning: could not delete the write lease {self.path} "
+                f"({str(exc).splitlines()[0]}); it expires within {self.seconds:.0f} s"
+            )
 
 
 __all__ = ["LEASE_FILE", "LEASE_SECONDS", "Lease"]

@@ -201,3 +201,29 @@ def test_score_from_s3_shards_into_s3_gives_the_local_scores(
     assert (again["shards_written"], again["shards_skipped"]) == (1, 2)
     with pytest.raises(InputError, match="holds the embedding shards being scored"):
         score_shards(model, f"s3://{s3}/emb", f"s3://{s3}/emb/", progress=False)
+
+
+def test_a_store_that_stops_answering_stops_the_writer_with_its_lease_named(
+    s3_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import socket
+
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    with socket.socket() as s:  # a store of this test's own, to stop
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
+        boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}").create_bucket(Bucket="gone")
+        lease = Lease("s3://gone/shards", seconds=1.5)
+        lease.check()  # held, fresh
+    finally:
+        server.stop()
+    time.sleep(1.0)  # the renewal thread now fails; half the lease has passed
+    with pytest.raises(CtfpError, match=r"(cannot read|could not renew) the write lease"):
+        lease.check()
+    lease.release()  # the store is gone: a warning, not an error hiding the first one
