@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -220,16 +220,23 @@ class KMeans(ClusterMixin, BaseEstimator):
 
     def fit_stream(
         self,
-        batches: Callable[[], Iterable[Any]],
+        batches: Callable[[], Iterable[Any]] | Sequence[Callable[[], Iterable[Any]]],
         sample: Any,
         *,
         passes: int = 3,
         progress: bool = False,
+        map_fn: Callable[[Callable[[Any], Any], Iterable[Any]], Iterable[Any]] | None = None,
     ) -> KMeans:
         """k-means over data larger than memory: fit on ``sample`` (a subset, any backend),
         then ``passes`` exact Lloyd iterations streamed over ``batches()`` (a fresh iterable of
         (b, d) arrays per call), accumulating per-centre sums and counts in float64 on the
         fitted device.
+
+        ``batches`` may also be a sequence of such callables, the data's partitions (one per
+        shard): each pass then maps :class:`LloydStatistics` over them with ``map_fn`` (the
+        builtin map by default; :func:`ctfp.engine.parallel_map` runs them on Ray) and sums the
+        per-partition sums, counts and inertia in partition order, as
+        :meth:`ctfp.cluster.GaussianMixture.fit_stream` does.
 
         ``labels_`` is not kept (it would be as large as the data): use :meth:`predict` per
         batch. ``inertia_`` is that of the final centres over all the data.
@@ -237,13 +244,17 @@ class KMeans(ClusterMixin, BaseEstimator):
         Parameters
         ----------
         batches
-            Called once per pass; yields (b, d) array-likes, torch tensors or CuPy arrays.
+            Called once per pass; yields (b, d) array-likes, torch tensors or CuPy arrays. Or
+            a sequence of them (partitions); picklable when ``map_fn`` ships them elsewhere.
         sample : (m, d)
             The rows the start is fitted on, with :meth:`fit`.
         passes
             Streamed Lloyd iterations after the start.
         progress
             Show a bar of passes with the inertia.
+        map_fn
+            ``map_fn(function, partitions)``: the results in partition order. Only with
+            partitions.
 
         Returns
         -------
@@ -251,38 +262,21 @@ class KMeans(ClusterMixin, BaseEstimator):
         """
         from ctfp.progress import progress_bar
 
+        partitioned = not callable(batches)
+        if map_fn is not None and not partitioned:
+            raise TypeError("map_fn needs batches as a sequence of partitions")
+        partitions = list(batches) if partitioned else [batches]  # type: ignore[arg-type]
+        run = map if map_fn is None else map_fn
         self.fit(sample)
         del self.labels_
-        k, d = self.cluster_centers_.shape
-        on_gpu = self.device_.type == "cuda"
-        if on_gpu:
-            import torch
-
-            centres: Any = torch.as_tensor(self.cluster_centers_, device=self.device_).double()
-        else:
-            centres = self.cluster_centers_.astype(np.float64)
+        centres = self.cluster_centers_.astype(np.float64)
         bar = progress_bar(passes + 1, "k-means", "pass", enabled=progress)
         for done in range(passes + 1):  # the last pass only measures the inertia
-            self.cluster_centers_ = _host(centres).astype(np.float32)
-            if on_gpu:
-                sums: Any = torch.zeros((k, d), dtype=torch.float64, device=self.device_)
-                counts: Any = torch.zeros(k, dtype=torch.float64, device=self.device_)
-            else:
-                sums, counts = np.zeros((k, d)), np.zeros(k)
-            inertia = 0.0
-            for batch in batches():
-                x = check_input(self, batch, reset=False, dtype=np.float32)
-                x = self._device_tensor(x) if on_gpu else _host_float32(x)
-                labels, distances = self._assign(x)
-                if on_gpu:
-                    sums.index_add_(0, labels, x.double())
-                    counts += torch.bincount(labels, minlength=k)
-                    inertia += float(distances.double().sum())
-                else:
-                    np.add.at(sums, labels, x.astype(np.float64))
-                    counts += np.bincount(labels, minlength=k)
-                    inertia += float(distances.astype(np.float64).sum())
-            if float(counts.sum()) == 0:
+            self.cluster_centers_ = centres.astype(np.float32)
+            sums, counts, inertia = 0.0, 0.0, 0.0
+            for part in run(LloydStatistics(self), partitions):
+                sums, counts, inertia = sums + part[0], counts + part[1], inertia + part[2]
+            if float(np.sum(counts)) == 0:
                 raise ValueError("batches() yielded no data")
             self.inertia_ = inertia
             bar.update(1)
@@ -293,7 +287,7 @@ class KMeans(ClusterMixin, BaseEstimator):
             filled = counts > 0
             centres[filled] = sums[filled] / counts[filled, None]
         bar.close()
-        self.cluster_centers_ = np.ascontiguousarray(_host(centres), dtype=np.float32)
+        self.cluster_centers_ = np.ascontiguousarray(centres, dtype=np.float32)
         self.n_iter_ = passes
         return self
 
@@ -395,6 +389,44 @@ class KMeans(ClusterMixin, BaseEstimator):
         self.n_features_in_ = expected[1]
         self.backend_ = str(params["backend_"])
         return self
+
+
+class LloydStatistics:
+    """One partition's Lloyd step under a fitted model's current centres: (k, d) float64
+    per-centre sums, (k,) counts and the inertia, on the host. What a streamed k-means maps over
+    its partitions; picklable (the model's centres and settings, no index), so that an engine
+    runs it where the data is."""
+
+    def __init__(self, model: KMeans) -> None:
+        self.model = model
+
+    def __call__(
+        self, partition: Callable[[], Iterable[Any]]
+    ) -> tuple[np.ndarray, np.ndarray, float]:
+        model = self.model
+        k, d = model.cluster_centers_.shape
+        on_gpu = model.device_.type == "cuda"
+        if on_gpu:
+            import torch
+
+            sums: Any = torch.zeros((k, d), dtype=torch.float64, device=model.device_)
+            counts: Any = torch.zeros(k, dtype=torch.float64, device=model.device_)
+        else:
+            sums, counts = np.zeros((k, d)), np.zeros(k)
+        inertia = 0.0
+        for batch in partition():
+            x = check_input(model, batch, reset=False, dtype=np.float32)
+            x = model._device_tensor(x) if on_gpu else _host_float32(x)
+            labels, distances = model._assign(x)
+            if on_gpu:
+                sums.index_add_(0, labels, x.double())
+                counts += torch.bincount(labels, minlength=k)
+                inertia += float(distances.double().sum())
+            else:
+                np.add.at(sums, labels, x.astype(np.float64))
+                counts += np.bincount(labels, minlength=k)
+                inertia += float(distances.astype(np.float64).sum())
+        return _host(sums).astype(np.float64), _host(counts).astype(np.float64), inertia
 
 
 def _nearest_centres(x: Any, centres: Any) -> tuple[Any, Any]:

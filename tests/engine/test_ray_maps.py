@@ -138,3 +138,29 @@ def test_a_bad_shard_is_named_from_the_ray_workers(tmp_path: Path, ray_address: 
     assert [p.name for p in read_manifest(tmp_path / "scores")] == ["part-00000.parquet"]
     with pytest.raises(InputError, match=r"non-finite embeddings .* id 'r047'"):
         cluster_shards(tmp_path / "emb", k=2, device="cpu", engine=RAY)
+
+
+def test_streamed_kmeans_over_partitions_on_ray_equals_local(
+    tmp_path: Path, ray_address: str
+) -> None:
+    from ctfp.attribution.shards import ShardBatches
+    from ctfp.cluster.kmeans import KMeans
+    from ctfp.store.reader import read_embeddings, shard_paths
+
+    write_blobs(tmp_path / "emb")
+    partitions = [ShardBatches(p, 256) for p in shard_paths(tmp_path / "emb")]
+    sample = read_embeddings(tmp_path / "emb").matrix[::10]
+    fits = {}
+    for name, map_fn in {
+        "local": None,
+        "ray": lambda f, items: parallel_map(f, items, RAY),
+    }.items():
+        fits[name] = KMeans(3, random_state=0, device="cpu").fit_stream(
+            partitions, sample, passes=3, map_fn=map_fn
+        )
+    whole = KMeans(3, random_state=0, device="cpu").fit_stream(
+        lambda: (b for p in partitions for b in p()), sample, passes=3
+    )
+    np.testing.assert_allclose(fits["local"].cluster_centers_, fits["ray"].cluster_centers_)
+    np.testing.assert_allclose(fits["local"].cluster_centers_, whole.cluster_centers_, rtol=1e-6)
+    assert fits["local"].inertia_ == pytest.approx(fits["ray"].inertia_, rel=1e-12)
