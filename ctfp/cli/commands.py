@@ -105,9 +105,18 @@ def _finish_run(args: argparse.Namespace, summary: dict) -> int:
 
 def evaluate(args: argparse.Namespace) -> int:
     from ctfp.evaluate import evaluate_run, format_table
+    from ctfp.io.fs import is_remote
 
-    check_run_file(args.run)
-    metrics = evaluate_run(args.task, args.run, args.truth, args.scores)
+    if is_remote(args.run):  # a run file in a run folder on a store: its checked local copy
+        from ctfp.runs.remote import local_run
+
+        folder, name = args.run.rstrip("/").rsplit("/", 1)
+        with local_run(folder) as (local, _):
+            check_run_file(str(local / name))
+            metrics = evaluate_run(args.task, local / name, args.truth, args.scores)
+    else:
+        check_run_file(args.run)
+        metrics = evaluate_run(args.task, args.run, args.truth, args.scores)
     if args.json:  # one JSON line for scripts
         print(json.dumps({"task": args.task, "run": args.run, **metrics}))
     else:  # the table for people

@@ -73,6 +73,17 @@ def test_embed_run_score_report_on_s3(
     assert sorted(by_id) == sorted(run_scores)
     assert all(abs(by_id[i] - run_scores[i]) < 1e-5 for i in by_id)
 
+    # The run file is evaluated from the store as from the local folder.
+    capsys.readouterr()
+    truth = str(task1_data / "truth.csv")
+    assert main(["evaluate", "task1", f"{run}/run.csv", "--truth", truth, "--json"]) == 0
+    remote_metrics = json.loads(capsys.readouterr().out)
+    local_run_file = str(tmp_path / "local" / "run.csv")
+    assert main(["evaluate", "task1", local_run_file, "--truth", truth, "--json"]) == 0
+    local_metrics = json.loads(capsys.readouterr().out)
+    assert remote_metrics["roc_auc"] == local_metrics["roc_auc"] is not None
+    assert remote_metrics["f1"] == local_metrics["f1"]
+
     # The report and the audit go beside the run on the store.
     capsys.readouterr()
     assert main(["report", run, "--json", "--quiet"]) == 0
