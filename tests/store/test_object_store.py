@@ -227,3 +227,42 @@ def test_a_store_that_stops_answering_stops_the_writer_with_its_lease_named(
     with pytest.raises(CtfpError, match=r"(cannot read|could not renew) the write lease"):
         lease.check()
     lease.release()  # the store is gone: a warning, not an error hiding the first one
+
+
+def test_kill_9_during_an_s3_score_and_rerun_gives_every_score_once(
+    tmp_path: Path, s3: str, s3_server: Any
+) -> None:
+    import sys
+
+    from ctfp.runs.models import save_model
+    from ctfp.runs.score import score_shards
+    from tests.runs.test_score import IDENTITY, fit_centroid, write_shards
+
+    write_shards(tmp_path / "emb", n=3000, per_shard=40)  # 75 shards
+    rng = np.random.default_rng(1)
+    model = fit_centroid(4, rng.gamma(1.0, 1.0, (200, 64)), rng.gamma(1.2, 1.0, (200, 64)))
+    save_model(model, tmp_path / "model", identity={**IDENTITY, "decode": {}})
+    score_shards(model, tmp_path / "emb", tmp_path / "ref", progress=False)
+    out = f"s3://{s3}/scores"
+    command = [sys.executable, "-m", "ctfp", "score", str(tmp_path / "model")]
+    command += [str(tmp_path / "emb"), "--out", out, "--quiet"]
+
+    def committed() -> int:
+        try:
+            body = s3_server.get_object(Bucket=s3, Key="scores/_manifest.json")["Body"].read()
+        except s3_server.exceptions.NoSuchKey:
+            return 0
+        return len(json.loads(body)["parts"])
+
+    kills = kill_9_while_running(command, committed, (5, 25, 50))
+    assert kills >= 2, "the run finished before it could be killed; make it slower"
+    assert main(command[3:]) == 0  # takes over the lease, scores what is left
+    fs = external_s3()
+    with fs.open_input_stream(f"{s3}/scores/_manifest.json") as f:
+        names = [p["name"] for p in json.loads(f.read())["parts"]]
+    assert len(names) == 75
+    got = pq.read_table([f"{s3}/scores/{n}" for n in names], filesystem=fs).sort_by("id")
+    want = pq.read_table(sorted((tmp_path / "ref").glob("part-*.parquet"))).sort_by("id")
+    assert got.num_rows == 3000  # every row once
+    assert got.select(["id", "score", "label"]).equals(want.select(["id", "score", "label"]))
+    assert LEASE_FILE not in keys(s3_server, s3, "scores/")
