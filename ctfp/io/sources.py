@@ -8,6 +8,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ctfp.exceptions import InputError
 from ctfp.io.fs import is_remote, resolve
@@ -202,6 +203,8 @@ def _discover_remote(source: str, *, label_from_dirs: bool, layout: str) -> list
     root = source.rstrip("/")
     if kind == pafs.FileType.File:
         name = root.rsplit("/", 1)[-1]
+        if Path(name).suffix.lower() in MANIFEST_SUFFIXES:
+            return _manifest(root)
         if not suffix_of(name):
             raise InputError(f"{source!r} is not a file ctfp can read ({', '.join(SUFFIXES)})")
         return [InputFile(id=safe_text(strip_suffix(name)), path=root, label=None)]
@@ -277,41 +280,55 @@ def _imageclef(root: Path, paths: list[str]) -> list[InputFile]:
     return files
 
 
-def _manifest(path: Path) -> list[InputFile]:
+def _manifest(path: Path | str) -> list[InputFile]:
+    """The files a manifest (``.csv`` or ``.parquet``, local or an object) lists: a ``path``
+    column (relative to the manifest's folder, absolute, or object-store URIs), optional
+    ``id`` and ``label``."""
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
 
+    remote = is_remote(path)
+    shown = str(path)
     try:
-        if path.suffix.lower() == ".csv":
+        loc = resolve(path) if remote else None
+        source: Any = loc.filesystem.open_input_file(loc.path) if loc is not None else path
+        if shown.lower().endswith(".csv"):
             table = pacsv.read_csv(
-                path, convert_options=pacsv.ConvertOptions(strings_can_be_null=True)
+                source, convert_options=pacsv.ConvertOptions(strings_can_be_null=True)
             )
         else:
-            table = pq.read_table(path)
+            table = pq.read_table(source)
     except Exception as exc:
-        raise InputError(f"cannot read manifest {str(path)!r}: {exc}") from exc
+        raise InputError(f"cannot read manifest {shown!r}: {exc}") from exc
     if "path" not in table.column_names:
         raise InputError(
-            f"manifest {str(path)!r} has no 'path' column "
-            f"(columns: {', '.join(table.column_names)})"
+            f"manifest {shown!r} has no 'path' column (columns: {', '.join(table.column_names)})"
         )
-    root = path.parent
+    root = shown.rsplit("/", 1)[0] if remote else str(Path(path).parent)
     rows = table.to_pylist()
     if not rows:
-        raise InputError(f"manifest {str(path)!r} lists no files")
+        raise InputError(f"manifest {shown!r} lists no files")
     files = []
     for line, row in enumerate(rows, start=2):
         raw = row["path"]
         if raw is None or str(raw).strip() == "":
-            raise InputError(f"manifest {str(path)!r} line {line}: empty path")
-        p = Path(str(raw))
-        full = p if p.is_absolute() else root / p
+            raise InputError(f"manifest {shown!r} line {line}: empty path")
+        text = str(raw)
+        if is_remote(text) or remote:
+            # An object: a URI as given, or a key relative to the manifest's prefix.
+            full = text if is_remote(text) else f"{root}/{text.lstrip('/')}"
+            inside = full.startswith(root + "/")
+            default_id = safe_text(strip_suffix(full[len(root) + 1 :] if inside else full))
+        else:
+            p = Path(text)
+            full = os.path.abspath(p if p.is_absolute() else Path(root) / p)
+            default_id = _relative_id(root, full)
         row_id = row.get("id")
         label = row.get("label")
         files.append(
             InputFile(
-                id=str(row_id) if row_id not in (None, "") else _relative_id(str(root), str(full)),
-                path=os.path.abspath(full),
+                id=str(row_id) if row_id not in (None, "") else default_id,
+                path=full,
                 label=None if label in (None, "") else str(label),
             )
         )

@@ -266,3 +266,32 @@ def test_kill_9_during_an_s3_score_and_rerun_gives_every_score_once(
     assert got.num_rows == 3000  # every row once
     assert got.select(["id", "score", "label"]).equals(want.select(["id", "score", "label"]))
     assert LEASE_FILE not in keys(s3_server, s3, "scores/")
+
+
+def test_manifests_on_a_store_and_uris_in_manifests(
+    tmp_path: Path, s3: str, s3_server: Any, lung_pngs: list[Path]
+) -> None:
+    pngs = lung_pngs[:4]
+    upload(s3_server, s3, {f"ct/{p.name}": p for p in pngs})
+    names = [p.name for p in pngs]
+    # On the store: keys relative to the manifest's prefix, and a URI elsewhere in the bucket.
+    rows = "path,label\n" + "".join(f"{n},lung\n" for n in names[:3])
+    upload(s3_server, s3, {"lists/other.png": pngs[3]})
+    rows += f"s3://{s3}/lists/other.png,\n"
+    upload(s3_server, s3, {"ct/list.csv": rows.encode()})
+    options = dict(features="pixels", dtype="float32", progress=False)
+    got = embed([f"s3://{s3}/ct/list.csv"], tmp_path / "a", **options)
+    assert got.rows == 4 and not got.errors
+    data = read_embeddings(tmp_path / "a")
+    assert sorted(data.ids) == sorted([n[:-4] for n in names[:3]] + [f"s3://{s3}/lists/other"])
+    assert data.table.column("label").to_pylist().count("lung") == 3
+    # A local manifest naming objects: the same rows.
+    local_list = tmp_path / "list.csv"
+    local_list.write_text("path,id\n" + "".join(f"s3://{s3}/ct/{n},{n[:-4]}\n" for n in names))
+    assert embed([local_list], tmp_path / "b", **options).rows == 4
+    ref = embed(copy_pngs(pngs, tmp_path / "src"), tmp_path / "ref", **options)
+    assert ref.rows == 4
+    assert_same_embeddings(read_embeddings(tmp_path / "ref"), read_embeddings(tmp_path / "b"))
+    upload(s3_server, s3, {"ct/bad.csv": b"file\nx.png\n"})
+    with pytest.raises(InputError, match=r"manifest 's3://.*/ct/bad.csv' has no 'path' column"):
+        embed([f"s3://{s3}/ct/bad.csv"], tmp_path / "c", **options)
