@@ -15,6 +15,7 @@ from ctfp.embed.writer import EmbedResult
 from ctfp.engine import resolve_engine, run
 from ctfp.engine.settings import EngineSettings
 from ctfp.io.decode import parse_window
+from ctfp.io.fs import as_local
 from ctfp.io.sources import Unreadable
 from ctfp.settings import SettingsError
 from ctfp.store.cache import cache_decoding
@@ -91,7 +92,7 @@ def embed(
         files=files,
         unreadable=unreadable,
         decoding=cached_decoding(sources, settings) if files and files[0].cache else None,
-        out=os.fspath(out),
+        out=os.fspath(as_local(out)),
         factory=factory,
         window=parse_window(settings.window),
         max_pixels=settings.max_pixels,

@@ -61,6 +61,23 @@ def scheme_of(location: str | os.PathLike[str]) -> str | None:
     return m.group(1).lower() if m else None
 
 
+def as_local(location: str | os.PathLike[str]) -> str | os.PathLike[str]:
+    """``location`` with a ``file://`` URI turned into its local path (``file:///data/x`` ->
+    ``/data/x``), so that code taking local paths never reads the URI as a relative folder
+    named ``file:``; other locations as given."""
+    if scheme_of(location) != "file":
+        return location
+    from urllib.parse import unquote, urlparse
+
+    parsed = urlparse(os.fspath(location))
+    if parsed.netloc not in ("", "localhost"):
+        raise InputError(
+            f"{os.fspath(location)!r}: a file:// URI names this machine's files (file:///path), "
+            f"not host {parsed.netloc!r}"
+        )
+    return Path(unquote(parsed.path))
+
+
 def is_remote(location: str | os.PathLike[str]) -> bool:
     """Whether ``location`` names something outside the local filesystem."""
     return scheme_of(location) not in (None, "file")
@@ -244,6 +261,7 @@ def list_files(folder: str | os.PathLike[str]) -> dict[str, int]:
 __all__ = [
     "NATIVE",
     "Location",
+    "as_local",
     "child",
     "delete_file",
     "exists",

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ctfp.exceptions import InputError
-from ctfp.io.fs import is_remote, resolve
+from ctfp.io.fs import as_local, is_remote, resolve
 
 # Lower-case suffixes ctfp decodes; ".nii.gz" is checked as a double suffix.
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -116,6 +116,7 @@ def discover(
 def _discover_one(
     source: str, *, label_from_dirs: bool, layout: str, problems: list[Unreadable]
 ) -> list[InputFile]:
+    source = os.fspath(as_local(source))
     if is_remote(source):
         return _discover_remote(source, label_from_dirs=label_from_dirs, layout=layout)
     if glob.has_magic(source):

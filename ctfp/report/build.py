@@ -66,6 +66,9 @@ def write_report(
 
     if max_items < 1:
         raise InputError(f"max_items must be positive, got {max_items}")
+    from ctfp.io.fs import as_local
+
+    out_html = None if out_html is None else as_local(out_html)
     with local_run(run_dir) as (run, origin):
         return _write_report(run, origin, out_html, truth, max_items, k, seed)
 

@@ -80,8 +80,9 @@ def save_model(
     The model describes itself (``name``, ``task``, ``to_state()``); ``identity`` is the
     metadata of the embeddings it was fitted on, ``settings`` what the run was asked to do.
     """
-    from ctfp.io.fs import is_remote
+    from ctfp.io.fs import as_local, is_remote
 
+    path = as_local(path)
     kind = getattr(model, "name", None)
     if is_remote(path):  # staged here, then put there with model.json last
         import tempfile

@@ -26,7 +26,16 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ctfp.exceptions import InputError
-from ctfp.io.fs import child, delete_file, exists, is_remote, list_files, put_object, read_bytes
+from ctfp.io.fs import (
+    as_local,
+    child,
+    delete_file,
+    exists,
+    is_remote,
+    list_files,
+    put_object,
+    read_bytes,
+)
 
 PathLike = str | os.PathLike[str]
 T = TypeVar("T")
@@ -40,6 +49,7 @@ def in_run_folder(out: PathLike, body: Callable[[Path, PathLike], T]) -> T:
     ``root``. Locally both are ``out``; on a store ``local`` is a staging folder, published to
     ``out`` when ``body`` returns (the summary it returned names ``out``, not the staging
     folder)."""
+    out = as_local(out)
     if not is_remote(out):
         return body(Path(out), Path(out))
     uri = os.fspath(out).rstrip("/")
@@ -105,6 +115,7 @@ def local_run(location: PathLike) -> Iterator[tuple[Path, PathLike]]:
     the readers as a local folder is. The copy is removed on leaving."""
     from ctfp.runs.folder import ARRAYS_FILE, MODEL_FILE, SUMMARY_FILE, fingerprint
 
+    location = as_local(location)
     if not is_remote(location):
         yield Path(location), Path(location)
         return

@@ -25,7 +25,7 @@ from ctfp.device import check_device_name
 from ctfp.engine import resolve_engine
 from ctfp.engine.settings import EngineSettings
 from ctfp.exceptions import InputError
-from ctfp.io.fs import child, is_remote
+from ctfp.io.fs import as_local, child, is_remote
 from ctfp.progress import progress_bar
 from ctfp.settings import Settings, option
 from ctfp.store.lease import Lease
@@ -180,6 +180,7 @@ def score_shards(
         Another run is writing into ``out``.
     """
     chosen = (settings or ScoreSettings()).replace(**overrides)
+    shards, out = as_local(shards), as_local(out)
     batch_size = chosen.batch_size
     engine = resolve_engine(engine)
     paths = shard_paths(shards)

@@ -17,6 +17,7 @@ from ctfp.embed.settings import EmbedSettings
 from ctfp.engine.settings import EngineSettings
 from ctfp.evaluate import write_run
 from ctfp.exceptions import InputError, WeightsUnavailableError
+from ctfp.io.fs import as_local
 from ctfp.membership.base import MembershipMethod
 from ctfp.membership.settings import AUTO, Task1Settings, takes_k
 from ctfp.progress import logger, progress_bar
@@ -197,6 +198,7 @@ def run_task1(
     embeddings are written there directly, the run's files are published there when it ends,
     its ``summary.json`` last (:mod:`ctfp.runs.remote`); ``data`` is a local or mounted folder.
     """
+    data = as_local(data)
     check_local_data(data)
     return in_run_folder(
         out,

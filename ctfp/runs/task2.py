@@ -17,6 +17,7 @@ from ctfp.embed.settings import EmbedSettings
 from ctfp.engine.settings import EngineSettings
 from ctfp.evaluate import attribution_metrics, write_run
 from ctfp.exceptions import InputError
+from ctfp.io.fs import as_local
 from ctfp.progress import logger, progress_bar
 from ctfp.runs.folder import (
     CLUSTERS_FILE,
@@ -87,6 +88,7 @@ def run_task2(
     store (``s3://...``): embeddings written there, the run's files published there at the
     end, ``summary.json`` last (:mod:`ctfp.runs.remote`); ``data`` is a local or mounted folder.
     """
+    data = as_local(data)
     check_local_data(data)
     return in_run_folder(
         out,

@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ctfp.exceptions import InputError, ShardMismatchError
-from ctfp.io.fs import child, exists, filesystem_of, is_remote, resolve
+from ctfp.io.fs import as_local, child, exists, filesystem_of, is_remote, resolve
 from ctfp.store.manifest import committed_shards
 from ctfp.store.schema import (
     ERRORS_DIR,
@@ -98,7 +98,7 @@ def shard_paths(paths: PathLike | Sequence[PathLike]) -> list[ShardPath]:
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     found: list[ShardPath] = []
-    for given in paths:
+    for given in map(as_local, paths):
         if is_remote(given):
             import pyarrow.fs as pafs
 

@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ctfp.exceptions import CtfpError, InputError, ShardMismatchError
-from ctfp.io.fs import child, delete_file, exists, is_remote, put_object
+from ctfp.io.fs import as_local, child, delete_file, exists, is_remote, put_object
 from ctfp.io.sources import safe_text
 from ctfp.progress import logger
 from ctfp.store.lease import Lease
@@ -287,6 +287,7 @@ class ShardWriter:
             raise CtfpError(f"commit_seconds must be positive, got {commit_seconds}")
         self.commit_seconds = commit_seconds
         self._last_commit = time.monotonic()
+        out_dir = as_local(out_dir)
         #: The folder: a Path locally, a URI string on an object store.
         self.out_dir: Path | str = os.fspath(out_dir) if is_remote(out_dir) else Path(out_dir)
         self.remote = is_remote(out_dir)

@@ -192,3 +192,22 @@ def test_kill_9_during_a_run_on_s3_then_rerun_gives_the_uninterrupted_run(
         assert _get(s3_server, s3, f"run/{name}") == (tmp_path / "ref" / name).read_bytes()
     stored = keys(s3_server, s3, "run/")
     assert not [k for k in stored if k.endswith("_lease.json")]  # taken over, then released
+
+
+def test_file_uris_are_local_paths_everywhere(
+    tmp_path: Path, task1_data: Path, monkeypatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # a file:// URI read as a path would make ./file:/...
+    uri = f"file://{tmp_path}"
+    tests = f"file://{task1_data}/test"
+    assert main(["embed", tests, "--out", f"{uri}/shards", *PIXELS]) == 0
+    assert main(["run", "task1", f"file://{task1_data}", "--out", f"{uri}/run", *TASK1]) == 0
+    assert main(["score", f"{uri}/run", f"{uri}/shards", "--out", f"{uri}/scores", "--quiet"]) == 0
+    assert main(["report", f"{uri}/run", "--quiet"]) == 0
+    fit = ["cluster", f"{uri}/shards", "--k", "2", "--sample", "50", "--device", "cpu"]
+    assert main([*fit, "--out", f"{uri}/gmm", "--quiet"]) == 0
+    assert main(["cache", tests, "--out", f"{uri}/cache", "--quiet"]) == 0
+    for made in ("shards/_manifest.json", "run/summary.json", "run/report.html",
+                 "scores/_manifest.json", "gmm/model.json", "cache/_manifest.json"):  # fmt: skip
+        assert (tmp_path / made).is_file(), made
+    assert not (tmp_path / "file:").exists()
