@@ -126,25 +126,48 @@ def read_scores(path: PathLike) -> tuple[list[str], np.ndarray, np.ndarray]:
     return ids, scores, pred
 
 
+#: What a run writes besides its embeddings: the names a new run replaces (top-level names
+#: of the run folder; ``k<k>/`` folders too).
+RESULTS = (
+    SUMMARY_FILE,
+    RUN_FILE,
+    SCORES_FILE,
+    TRAIN_SCORES_FILE,
+    CLUSTERS_FILE,
+    OPEN_SET_FILE,
+    REPORT_FILE,
+    *AUDIT_FILES,
+    MODEL_DIR,
+)
+
+
+def is_result(name: str) -> bool:
+    """Whether ``name`` (``/``-separated, relative to a run folder) is a file of a run's
+    results, which the next run replaces (:func:`begin_commit`); the embeddings and anything
+    else in the folder are not."""
+    top = name.split("/", 1)[0]
+    return top in RESULTS or re.fullmatch(r"k\d+", top) is not None
+
+
 def begin_commit(out: PathLike) -> None:
     """Withdraw the previous run's commit record before this run writes its files: a run killed
     from here on leaves its files without a ``summary.json``, which every reader refuses as an
     interrupted run instead of mixing the new files with the old ones. The previous run's
-    results go too (run files, scores, model, a k sweep's ``k<k>/`` folders, the report and its
-    audit files), so a
-    rerun with other settings (one k after a sweep, or the reverse) leaves none of them behind
-    for ``score``, ``evaluate`` or ``report`` to pick up; the embeddings stay, to be reused."""
+    results go too (:func:`is_result`: run files, scores, model, a k sweep's ``k<k>/``
+    folders, the report and its audit files), so a rerun with other settings (one k after a
+    sweep, or the reverse) leaves none of them behind for ``score``, ``evaluate`` or ``report``
+    to pick up; the embeddings stay, to be reused."""
     root = Path(out)
     (root / SUMMARY_FILE).unlink(missing_ok=True)
-    stale = (RUN_FILE, SCORES_FILE, TRAIN_SCORES_FILE, CLUSTERS_FILE, OPEN_SET_FILE, REPORT_FILE)
-    for name in (*stale, *AUDIT_FILES):
-        (root / name).unlink(missing_ok=True)
-    folders = [root / MODEL_DIR] + [p for p in root.glob("k*") if re.fullmatch(r"k\d+", p.name)]
-    for folder in folders:
-        if folder.is_dir() and not folder.is_symlink():
-            shutil.rmtree(folder)
-        elif folder.is_symlink():
-            folder.unlink()
+    if not root.is_dir():
+        return
+    for entry in sorted(root.iterdir()):
+        if not is_result(entry.name):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink(missing_ok=True)
 
 
 def fingerprint(path: Path) -> str:
@@ -223,6 +246,7 @@ __all__ = [
     "embeddings_dir",
     "find_embeddings",
     "fingerprint",
+    "is_result",
     "read_scores",
     "read_summary",
     "split_test_rows",

@@ -91,7 +91,12 @@ def save_model(
 
         with tempfile.TemporaryDirectory(prefix="ctfp-model-") as tmp:
             save_model(model, tmp, identity=identity, settings=settings)
-            publish(Path(tmp), os.fspath(path).rstrip("/"), commit=MODEL_FILE)
+            publish(
+                Path(tmp),
+                os.fspath(path).rstrip("/"),
+                commit=MODEL_FILE,
+                replaces=lambda name: name in (MODEL_FILE, ARRAYS_FILE),
+            )
         return os.fspath(path).rstrip("/")
     if kind not in KINDS or not isinstance(model, KINDS[kind]):
         raise InputError(

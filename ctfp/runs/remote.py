@@ -39,8 +39,6 @@ from ctfp.io.fs import (
 
 PathLike = str | os.PathLike[str]
 T = TypeVar("T")
-#: Folders of a run that publishing leaves alone: the embeddings (their own records).
-KEPT_PREFIX = "embeddings"
 LEASE_FILE = "_lease.json"
 
 
@@ -71,25 +69,33 @@ def relocate(value: Any, local: str, uri: str) -> Any:
     return value
 
 
-def publish(local: Path, uri: str, *, commit: str | None = "summary.json") -> None:
+def publish(
+    local: Path,
+    uri: str,
+    *,
+    commit: str = "summary.json",
+    replaces: Callable[[str], bool] | None = None,
+) -> None:
     """Put the files of ``local`` under ``uri``, ``commit`` (the commit record) last and the
-    previous one withdrawn first; the store's other files, except the embeddings, deleted."""
+    previous one withdrawn first. The previous files that ``replaces(name)`` says the new ones
+    replace and that are not among them are deleted (default: a run's results,
+    :func:`ctfp.runs.folder.is_result`; the embeddings and other objects stay)."""
+    from ctfp.runs.folder import is_result
     from ctfp.store.lease import Lease
 
+    replaced = is_result if replaces is None else replaces
     lease = Lease(uri)
     try:
-        if commit is not None:
-            delete_file(child(uri, commit))
+        delete_file(child(uri, commit))
         new = list_files(local)
         for name in list_files(uri):
-            stale = name not in new and name != LEASE_FILE
-            if stale and not name.split("/", 1)[0].startswith(KEPT_PREFIX):
+            if name not in new and name != LEASE_FILE and replaced(name):
                 delete_file(child(uri, name))
         for name in new:
             if name != commit:
                 lease.check()
                 put_object(child(uri, name), (local / name).read_bytes())
-        if commit is not None and commit in new:
+        if commit in new:
             lease.check()
             put_object(child(uri, commit), _relocated(local / commit, local, uri))
     finally:

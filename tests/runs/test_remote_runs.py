@@ -108,9 +108,12 @@ def test_a_failed_rerun_keeps_the_previous_run_and_a_new_one_replaces_it(
     assert main([*bad, "--k", "500"]) != 0
     assert _get(s3_server, s3, "run/summary.json") == before
     assert load_model(run, device="cpu").kind == "centroid"
-    # A sweep replaces it: k<k>/ folders, and the single-k files and the old report are gone.
+    # A sweep replaces it: k<k>/ folders, and the single-k files and the old report are gone;
+    # what is not a run's (a note beside it) stays.
+    upload(s3_server, s3, {"run/notes.txt": b"kept"})
     assert main([*bad, "--k", "2,3"]) == 0
     stored = keys(s3_server, s3, "run/")
+    assert "notes.txt" in stored
     assert "k2/run.csv" in stored and "k3/model/model.json" in stored
     assert not {"run.csv", "scores.csv", "report.html", "model/model.json"} & set(stored)
     assert [k for k in stored if k.startswith("embeddings-pixels16/part-")]  # reused, kept
