@@ -180,7 +180,7 @@ def score_shards(
         Another run is writing into ``out``.
     """
     chosen = (settings or ScoreSettings()).replace(**overrides)
-    shards, out = as_local(shards), as_local(out)
+    out = as_local(out)  # the shards: per path, in shard_paths
     batch_size = chosen.batch_size
     engine = resolve_engine(engine)
     paths = shard_paths(shards)
