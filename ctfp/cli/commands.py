@@ -98,7 +98,7 @@ def _finish_run(args: argparse.Namespace, summary: dict) -> int:
         from ctfp.report import write_report
 
         summary["report"] = str(write_report(args.out))
-        summary["audit"] = os.path.join(args.out, "audit.json").replace(os.sep, "/")
+        summary["audit"] = os.path.join(args.out, "audit.json")
     _print_json(args, summary)
     return 0
 
@@ -229,15 +229,8 @@ def report(args: argparse.Namespace) -> int:
     path = write_report(
         args.run_dir, args.out, truth=args.truth, max_items=args.max_items, k=args.k
     )
-    from ctfp.io.fs import is_remote
-
-    remote = is_remote(args.run_dir)
-    audit = (
-        f"{args.run_dir.rstrip('/')}/audit.json"
-        if remote
-        else os.path.join(args.run_dir, "audit.json")
-    )
-    size = path.stat().st_size if isinstance(path, os.PathLike) else None
+    audit = os.path.join(args.run_dir, "audit.json")  # a store URI too ("/"-joined here)
+    size = path.stat().st_size if isinstance(path, os.PathLike) else None  # None: on a store
     _print_json(args, {"run": args.run_dir, "report": str(path), "bytes": size, "audit": audit})
     return 0
 

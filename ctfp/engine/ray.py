@@ -519,15 +519,10 @@ def _call(function: Callable[[Any], T], item: Any) -> T:
     return function(item)
 
 
+@_ctfp_errors
 def _get(ray: Any, ref: Any) -> Any:
     """``ray.get``, raising the CtfpError behind Ray's wrappers."""
-    try:
-        return ray.get(ref)
-    except Exception as exc:
-        cause = _ctfp_cause(exc)
-        if cause is not None:
-            raise cause from None
-        raise
+    return ray.get(ref)
 
 
 class MapWorker:

@@ -8,10 +8,9 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from ctfp.exceptions import InputError
-from ctfp.io.fs import as_local, is_remote, resolve
+from ctfp.io.fs import as_local, filesystem_of, is_remote, resolve
 
 # Lower-case suffixes ctfp decodes; ".nii.gz" is checked as a double suffix.
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -291,14 +290,13 @@ def _manifest(path: Path | str) -> list[InputFile]:
     remote = is_remote(path)
     shown = str(path)
     try:
-        loc = resolve(path) if remote else None
-        source: Any = loc.filesystem.open_input_file(loc.path) if loc is not None else path
-        if shown.lower().endswith(".csv"):
-            table = pacsv.read_csv(
-                source, convert_options=pacsv.ConvertOptions(strings_can_be_null=True)
-            )
-        else:
-            table = pq.read_table(source)
+        fs, where = filesystem_of(path)
+        with fs.open_input_file(where) if fs is not None else open(where, "rb") as source:
+            if shown.lower().endswith(".csv"):
+                options = pacsv.ConvertOptions(strings_can_be_null=True)
+                table = pacsv.read_csv(source, convert_options=options)
+            else:
+                table = pq.read_table(source)
     except Exception as exc:
         raise InputError(f"cannot read manifest {shown!r}: {exc}") from exc
     if "path" not in table.column_names:

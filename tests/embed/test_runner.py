@@ -19,6 +19,7 @@ from ctfp.settings import SettingsError
 from ctfp.store.reader import read_embeddings, read_errors
 from tests.conftest import (
     EDGE,
+    KILLABLE_EMBED,
     LUNG,
     assert_same_embeddings,
     copy_pngs,
@@ -96,15 +97,7 @@ def test_kill_9_and_resume_gives_the_uninterrupted_rows(
     tmp_path: Path, lung_pngs, embed_command
 ) -> None:
     src = copy_pngs(lung_pngs[:120], tmp_path / "src")
-    common = dict(
-        weights="random",
-        image_size=96,
-        batch_size=4,
-        rows_per_shard=8,
-        precision="fp32",
-        dtype="float32",
-        workers=1,
-    )
+    common = KILLABLE_EMBED
     reference = tmp_path / "ref"
     subprocess.run(embed_command(src, reference, **common), check=True)
     out = tmp_path / "out"

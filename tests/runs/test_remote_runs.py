@@ -16,7 +16,8 @@ import pytest
 from ctfp.cli import main
 from ctfp.exceptions import InputError
 from ctfp.runs.models import load_model
-from tests.store.test_object_store import external_s3, keys, upload
+from ctfp.runs.task1 import run_task1
+from tests.store.test_object_store import committed_parts, external_s3, keys, upload
 
 PIXELS = ["--features", "pixels:16", "--dtype", "float32", "--quiet"]
 TASK1 = ["--method", "centroid", "--k", "2", *PIXELS]
@@ -137,13 +138,7 @@ def test_damaged_or_missing_runs_on_a_store_are_named(
     with pytest.raises(InputError, match=r"not a finished ctfp run or saved model"):
         load_model(run)
     with pytest.raises(InputError, match=r"local or mounted path"):
-        main_api_run(f"s3://{s3}/data", run)
-
-
-def main_api_run(data: str, out: str) -> None:
-    from ctfp.runs.task1 import run_task1
-
-    run_task1(data, out, method="centroid", k=2, progress=False)
+        run_task1(f"s3://{s3}/data", run, method="centroid", k=2, progress=False)
 
 
 def test_cluster_model_and_task2_run_on_s3(
@@ -176,13 +171,7 @@ def test_kill_9_during_a_run_on_s3_then_rerun_gives_the_uninterrupted_run(
     flags = [*TASK1, "--rows-per-shard", "8"]
     command = [sys.executable, "-m", "ctfp", "run", "task1", str(task1_data)]
 
-    def committed() -> int:
-        try:
-            key = "run/embeddings-pixels16/_manifest.json"
-            body = s3_server.get_object(Bucket=s3, Key=key)["Body"].read()
-        except s3_server.exceptions.NoSuchKey:
-            return 0
-        return len(json.loads(body)["parts"])
+    committed = committed_parts(s3_server, s3, "run/embeddings-pixels16")
 
     kills = kill_9_while_running(
         [*command, "--out", f"s3://{s3}/run", *flags], committed, (2, 9, 18)

@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,13 @@ from ctfp.exceptions import CtfpError, InputError
 from ctfp.store.lease import LEASE_FILE, Lease
 from ctfp.store.reader import read_embeddings, read_errors
 from ctfp.store.writer import ShardWriter
-from tests.conftest import LUNG, assert_same_embeddings, copy_pngs, kill_9_while_running
+from tests.conftest import (
+    KILLABLE_EMBED,
+    LUNG,
+    assert_same_embeddings,
+    copy_pngs,
+    kill_9_while_running,
+)
 from tests.store.test_shards import fill, meta
 
 
@@ -36,6 +43,21 @@ def keys(client: Any, bucket: str, prefix: str) -> list[str]:
     """The objects under ``prefix``, less the empty folder marker pyarrow leaves at it."""
     listed = client.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])
     return sorted(o["Key"][len(prefix) :] for o in listed if o["Key"] != prefix)
+
+
+def committed_parts(client: Any, bucket: str, folder: str) -> Callable[[], int]:
+    """``() -> int``: how many parts the commit record of ``folder`` names now (0 before it
+    exists): what a kill -9 test waits on."""
+
+    def count() -> int:
+        try:
+            key = f"{folder}/_manifest.json"
+            body = client.get_object(Bucket=bucket, Key=key)["Body"].read()
+        except client.exceptions.NoSuchKey:
+            return 0
+        return len(json.loads(body)["parts"])
+
+    return count
 
 
 def external_s3() -> pafs.S3FileSystem:
@@ -141,26 +163,11 @@ def test_kill_9_during_an_s3_embed_and_resume_gives_the_uninterrupted_rows(
     tmp_path: Path, s3: str, s3_server: Any, lung_pngs: list[Path], embed_command
 ) -> None:
     src = copy_pngs(lung_pngs[:120], tmp_path / "src")
-    common = dict(
-        weights="random",
-        image_size=96,
-        batch_size=4,
-        rows_per_shard=8,
-        precision="fp32",
-        dtype="float32",
-        workers=1,
-    )
-
+    common = KILLABLE_EMBED
     subprocess.run(embed_command(src, tmp_path / "ref", **common), check=True)
     out = f"s3://{s3}/shards"
 
-    def committed() -> int:
-        try:
-            body = s3_server.get_object(Bucket=s3, Key="shards/_manifest.json")["Body"].read()
-        except s3_server.exceptions.NoSuchKey:
-            return 0
-        return len(json.loads(body)["parts"])
-
+    committed = committed_parts(s3_server, s3, "shards")
     kills = kill_9_while_running(embed_command(src, out, **common), committed)
     assert kills >= 2, "the run finished before it could be killed; make it slower"
     subprocess.run(embed_command(src, out, **common), check=True)  # takes over the lease
@@ -247,13 +254,7 @@ def test_kill_9_during_an_s3_score_and_rerun_gives_every_score_once(
     command = [sys.executable, "-m", "ctfp", "score", str(tmp_path / "model")]
     command += [str(tmp_path / "emb"), "--out", out, "--quiet"]
 
-    def committed() -> int:
-        try:
-            body = s3_server.get_object(Bucket=s3, Key="scores/_manifest.json")["Body"].read()
-        except s3_server.exceptions.NoSuchKey:
-            return 0
-        return len(json.loads(body)["parts"])
-
+    committed = committed_parts(s3_server, s3, "scores")
     kills = kill_9_while_running(command, committed, (5, 25, 50))
     assert kills >= 2, "the run finished before it could be killed; make it slower"
     assert main(command[3:]) == 0  # takes over the lease, scores what is left
