@@ -11,8 +11,7 @@ from typing import Any
 import numpy as np
 
 from ctfp.exceptions import InputError
-
-TASKS = ("task1", "task2")
+from ctfp.runs.settings import TASKS
 
 
 @dataclass(frozen=True)

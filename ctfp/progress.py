@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from tqdm.auto import tqdm
+if TYPE_CHECKING:
+    from tqdm.auto import tqdm
 
 logger = logging.getLogger("ctfp")
 
@@ -61,6 +62,8 @@ class _OneLine(logging.Formatter):
 
 def progress_bar(total: int | None, desc: str, unit: str, enabled: bool = True, **kw: Any) -> tqdm:
     """A tqdm bar on stderr that shows rate and ETA; a no-op bar when ``enabled`` is false."""
+    from tqdm.auto import tqdm
+
     return tqdm(
         total=total,
         desc=desc,

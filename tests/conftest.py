@@ -19,8 +19,8 @@ from PIL import Image, ImageFilter
 
 from ctfp.embed.features import PixelFeatures
 from ctfp.embed.job import Job
-from ctfp.io.decode import Window
 from ctfp.io.sources import InputFile
+from ctfp.io.window import Window
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 LUNG = SHARED / "lung-pet-ct-dx"

@@ -36,6 +36,37 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+#: ``--features`` of ``ctfp run``: its default is not EmbedSettings' (one type) but a choice.
+RUN_FEATURES_HELP = (
+    "auto (default): several feature types are embedded and the best is chosen by "
+    "cross-validation on the labelled slices (resnet50 only where its weights load; task 2 "
+    "without labels: residual); or one of resnet50, pixels, spectrum, residual, name:size, "
+    "several joined by +"
+)
+
+
+def deprecated_alias(flag: str, new: str, dest: str, type: Callable[[str], Any]) -> dict[str, Any]:
+    """``add_argument`` keywords of an old spelling of an option, kept for a release: it sets
+    ``dest`` as ``new`` does and warns once on stderr (hidden from ``--help``)."""
+
+    class Alias(argparse.Action):
+        def __call__(self, parser: Any, namespace: Any, values: Any, option: Any = None) -> None:
+            print(
+                f"ctfp: warning: {flag} is deprecated and will be removed in the next release; "
+                f"use {new}",
+                file=sys.stderr,
+            )
+            setattr(namespace, self.dest, values)
+
+    return {
+        "dest": dest,
+        "type": type,
+        "action": Alias,
+        "help": argparse.SUPPRESS,
+        "default": argparse.SUPPRESS,
+    }
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The parser of every command; each command's options come from its settings objects."""
     from ctfp.attribution.settings import ClusterSettings, Task2Settings
@@ -43,15 +74,14 @@ def build_parser() -> argparse.ArgumentParser:
     from ctfp.cli.options import add_settings
     from ctfp.embed.settings import CacheSettings, EmbedSettings
     from ctfp.engine.settings import EngineSettings
-    from ctfp.evaluate import TASKS
     from ctfp.membership.settings import Task1Settings, option_classes
-    from ctfp.runs.score import ScoreSettings
+    from ctfp.runs.settings import TASKS, ScoreSettings
 
     parser = Parser(
         prog="ctfp",
         description="Find the fingerprints generative models leave in synthetic CT slices.",
     )
-    parser.add_argument("--version", action="version", version=f"ctfp {__version__}")
+    parser.add_argument("-V", "--version", action="version", version=f"ctfp {__version__}")
     common = Parser(add_help=False)
     common.add_argument("--quiet", action="store_true", help="no progress bars or info lines")
     common.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
@@ -93,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
         sources=True,
         out="output folder of part-NNNNN.parquet shards",
         settings=(EmbedSettings, EngineSettings),
-    )
+    ).add_argument("--seed", **deprecated_alias("--seed", "--weights-seed", "weights_seed", int))
 
     run = sub.add_parser("run", help="run a task end to end on an ImageCLEF-style folder")
     tasks = run.add_subparsers(dest="task", required=True, metavar="TASK", parser_class=Parser)
@@ -130,8 +160,15 @@ def build_parser() -> argparse.ArgumentParser:
         tp.add_argument(
             "--report", action="store_true", help="also write OUT/report.html (see `ctfp report`)"
         )
-        # The run lays out its inputs itself (train/, generated/, test/).
-        add_settings(tp, EmbedSettings, exclude=("layout", "label_from_dirs"), seen=taken)
+        # The run lays out its inputs itself (train/, generated/, test/), and without
+        # --features tries several feature types.
+        add_settings(
+            tp,
+            EmbedSettings,
+            exclude=("layout", "label_from_dirs"),
+            seen=taken,
+            help={"features": RUN_FEATURES_HELP},
+        )
         add_settings(tp, EngineSettings, seen=taken)
 
     p = command("evaluate", commands.evaluate, "score a run file against the truth")

@@ -15,7 +15,6 @@ from ctfp.embed.settings import CacheSettings, EmbedSettings
 from ctfp.engine.settings import EngineSettings
 from ctfp.progress import logger
 from ctfp.settings import Settings
-from ctfp.store.schema import ERRORS_DIR, ERRORS_FILE
 
 
 def _print_json(args: argparse.Namespace, value: dict) -> None:
@@ -37,6 +36,8 @@ def cache(args: argparse.Namespace) -> int:
 
 def _shards(args: argparse.Namespace, api: Callable[..., Any], settings: type[Settings]) -> int:
     """`embed` and `cache`: SOURCES -> shards in --out, on the chosen engine."""
+    from ctfp.store.schema import ERRORS_DIR, ERRORS_FILE
+
     engine = from_args(EngineSettings, args)
     result = api(
         args.sources, args.out, from_args(settings, args), engine=engine, progress=not args.quiet
@@ -165,7 +166,8 @@ def validate(args: argparse.Namespace) -> int:
 
 def score(args: argparse.Namespace) -> int:
     from ctfp.runs.models import load_model
-    from ctfp.runs.score import ScoreSettings, score_shards
+    from ctfp.runs.score import score_shards
+    from ctfp.runs.settings import ScoreSettings
 
     settings = from_args(ScoreSettings, args)
     saved = load_model(args.model, device=settings.device)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import typing
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 from ctfp.settings import Settings, SettingsError, field_types
@@ -42,12 +42,15 @@ def add_settings(
     *,
     exclude: Iterable[str] = (),
     seen: set[str] | None = None,
+    help: Mapping[str, str] | None = None,
 ) -> list[str]:
     """Add one option per command-line field of ``cls`` to ``parser`` and return their names.
 
     Options are added with ``default=SUPPRESS``: the namespace holds only what the user typed,
     so :func:`from_args` can tell a given option from a default (and refuse one that does not
     apply). ``seen`` collects the names already added, so settings sharing a field add it once.
+    ``help`` replaces the help of some fields (where the command's default differs from the
+    field's).
     """
     hints = typing.get_type_hints(cls)
     excluded = set(exclude)
@@ -71,7 +74,8 @@ def add_settings(
                 kwargs["choices"] = meta["choices"]
             if meta.get("metavar"):
                 kwargs["metavar"] = meta["metavar"]
-        parser.add_argument(flag, help=_help(meta, f.default), **kwargs)
+        text = (help or {}).get(f.name) or _help(meta, f.default)
+        parser.add_argument(flag, help=text, **kwargs)
         added.append(f.name)
     return added
 

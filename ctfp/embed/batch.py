@@ -91,8 +91,8 @@ def embed_batch(
     """
     from ctfp.embed.job import settings_with
     from ctfp.embed.reader import decode_all
-    from ctfp.io.decode import parse_window
     from ctfp.io.sources import InputFile
+    from ctfp.io.window import parse_window
     from ctfp.store.schema import make_metadata
     from ctfp.store.writer import frame_id
 

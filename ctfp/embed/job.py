@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ctfp.io.decode import MAX_PIXELS, Window
 from ctfp.io.sources import InputFile, Unreadable
+from ctfp.io.window import MAX_PIXELS, Window
 from ctfp.settings import Settings, SettingsError
 from ctfp.store.schema import make_metadata
 
@@ -20,9 +21,10 @@ ModelFactory = Callable[[], "torch.nn.Module"]
 
 S = TypeVar("S", bound=Settings)
 
+# Keyword arguments renamed in 0.3: still taken, with a warning, until the next release.
+_RENAMED = {"seed": "weights_seed"}
 # Keyword arguments of the old embed() that moved: the error says where they went.
 _MOVED = {
-    "seed": "weights_seed (the seed of weights='random')",
     "actors": "engine=EngineSettings(engine='ray', actors=...)",
     "ray_address": "engine=EngineSettings(engine='ray', ray_address=...)",
     "size": "build_cache (ctfp.embed.cache) for the decoded-slice cache",
@@ -106,6 +108,16 @@ def settings_with(
         raise SettingsError(
             f"{caller}() takes {cls.__name__} settings, got {type(settings).__name__}"
         )
+    overrides = dict(overrides)
+    for old, new in _RENAMED.items():
+        if old in overrides and new in cls.field_names() and old not in cls.field_names():
+            warnings.warn(
+                f"{caller}(): {old}= is deprecated and will be removed in the next release; "
+                f"use {new}=",
+                FutureWarning,
+                stacklevel=3,
+            )
+            overrides.setdefault(new, overrides.pop(old))
     unknown = sorted(set(overrides) - set(cls.field_names()))
     if unknown:
         name = unknown[0]

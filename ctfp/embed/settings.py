@@ -6,8 +6,8 @@ import math
 from dataclasses import dataclass
 
 from ctfp.device import DEVICES, PRECISIONS, check_device_name
-from ctfp.io.decode import MAX_PIXELS, MIN_SIDE, parse_window
 from ctfp.io.sources import LAYOUTS
+from ctfp.io.window import MAX_PIXELS, MIN_SIDE, parse_window
 from ctfp.settings import Settings, option
 
 #: Feature extractors (:mod:`ctfp.embed.features`); several may be joined by ``+``.

@@ -10,8 +10,8 @@ from ctfp.embed.mapper import Mapper, default_batch_size
 from ctfp.embed.reader import default_workers, make_dataset, make_loader
 from ctfp.embed.writer import EmbedResult, finish_run, write_file, write_pending
 from ctfp.engine.settings import EngineSettings
-from ctfp.io.decode import Window
 from ctfp.io.sources import InputFile
+from ctfp.io.window import Window
 from ctfp.progress import progress_bar
 from ctfp.store.writer import ShardWriter
 

@@ -25,9 +25,9 @@ from ctfp.embed.reader import decode_all
 from ctfp.embed.writer import EmbedResult, file_rows, finish_run, write_pending
 from ctfp.engine.settings import EngineSettings
 from ctfp.exceptions import CtfpError, DeviceError
-from ctfp.io.decode import MAX_PIXELS, Window
 from ctfp.io.fs import child
 from ctfp.io.sources import InputFile, safe_text
+from ctfp.io.window import MAX_PIXELS, Window
 from ctfp.progress import logger, progress_bar
 from ctfp.store.schema import PIXELS_DTYPE, shard_schema
 from ctfp.store.writer import ShardWriter, rows_table, write_part

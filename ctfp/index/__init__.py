@@ -1,5 +1,28 @@
-"""Nearest-neighbour search with FAISS: exact flat indexes (L1, L2, inner product) on CPU or GPU."""
+"""Nearest-neighbour search with FAISS: exact flat indexes (L1, L2, inner product) on CPU or GPU,
+and approximate ones (IVF, HNSW).
 
-from ctfp.index.flat import FlatIndex
+The names of the distances and index kinds live here, importable without NumPy or FAISS (the
+command line's options read them); the indexes are imported on first use.
+"""
 
-__all__ = ["FlatIndex"]
+from __future__ import annotations
+
+from typing import Any
+
+#: The distances ctfp reports (:mod:`ctfp.index.distance` defines each).
+METRICS = ("l1", "l2", "cosine")
+#: Exact (``flat``) or approximate (``ivf``, ``hnsw``) search.
+KINDS = ("flat", "ivf", "hnsw")
+
+_LAZY = {"FlatIndex": "ctfp.index.flat", "ApproximateIndex": "ctfp.index.ann"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'ctfp.index' has no attribute {name!r}")
+
+
+__all__ = ["KINDS", "METRICS", "ApproximateIndex", "FlatIndex"]

@@ -8,10 +8,9 @@ import numpy as np
 
 from ctfp._arrays import to_numpy
 from ctfp.exceptions import DeviceError
+from ctfp.index import KINDS
 from ctfp.index.flat import FlatIndex, faiss_metric, metric_name, reconstruct
 from ctfp.progress import logger
-
-KINDS = ("flat", "ivf", "hnsw")
 
 
 class ApproximateIndex:

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-METRICS = ("l1", "l2", "cosine")
+from ctfp.index import METRICS
 
 
 def check_metric(metric: str) -> str:

@@ -9,7 +9,6 @@ labels choose the decision threshold, nothing else.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -18,41 +17,11 @@ from ctfp.index import distance
 from ctfp.index.flat import FlatIndex
 from ctfp.membership.base import MembershipMethod
 from ctfp.membership.neighbours import neighbour_distances
-from ctfp.membership.threshold import check_criterion, choose_threshold
-from ctfp.settings import Settings, option
+from ctfp.membership.options import CountingSettings
+from ctfp.membership.threshold import choose_threshold
 
 #: Generated slices counted per real slice: the nearest this many (exact up to this many).
 MAX_COUNTED = 1024
-
-
-def _in_unit_interval(value: float) -> None:
-    if not 0 < value <= 1:
-        raise ValueError(f"must be in (0, 1], got {value!r}")
-
-
-@dataclass(frozen=True)
-class CountingSettings(Settings):
-    """The options of ``--method counting``."""
-
-    stage = "counting"
-
-    radius_quantile: float = option(
-        0.5,
-        "counting: the radius is this quantile, in (0, 1], of the training reals' distances to "
-        "their nearest generated slice",
-        check=_in_unit_interval,
-    )
-    metric: str = option(
-        "l2",
-        "counting distance: l1, l2, or cosine (L2 distance of unit vectors)",
-        choices=distance.METRICS,
-    )
-    calibrate: str = option(
-        "balanced",
-        "counting: threshold criterion on the training reals: balanced, f1, accuracy, or fpr:ALPHA",
-        check=check_criterion,
-        metavar="CRITERION",
-    )
 
 
 _D = CountingSettings()

@@ -10,7 +10,6 @@ from the signal, as GAN-Leaks calibration does for distances (:mod:`ctfp.members
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -20,50 +19,13 @@ from ctfp.index import distance
 from ctfp.index.flat import FlatIndex
 from ctfp.membership.base import MembershipMethod
 from ctfp.membership.neighbours import neighbour_distances
-from ctfp.membership.threshold import check_criterion, choose_threshold
-from ctfp.settings import Settings, option
+from ctfp.membership.options import DensitySettings
+from ctfp.membership.threshold import choose_threshold
 
-ESTIMATORS = ("knn", "kde")
 #: The kernel density sums over at most this many nearest slices of each set.
 KDE_NEIGHBOURS = 512
 #: A k-th neighbour distance below this counts as this (an exact copy: a large, finite score).
 DISTANCE_FLOOR = 1e-12
-
-
-def _positive(value: float) -> None:
-    if value <= 0:
-        raise ValueError(f"must be greater than 0, got {value!r}")
-
-
-@dataclass(frozen=True)
-class DensitySettings(Settings):
-    """The options of ``--method density``."""
-
-    stage = "density"
-
-    estimator: str = option(
-        "knn",
-        "density: knn (k-th neighbour distance) or kde (Gaussian kernel) density estimates",
-        choices=ESTIMATORS,
-    )
-    neighbours: int = option(5, "density knn: k of the k-th neighbour distance", minimum=1)
-    bandwidth: float = option(
-        1.0,
-        "density kde: kernel bandwidth as a multiple of the median distance of the generated "
-        "slices to their nearest other generated slice",
-        check=_positive,
-    )
-    metric: str = option(
-        "l2",
-        "density distance: l1, l2, or cosine (L2 distance of unit vectors)",
-        choices=distance.METRICS,
-    )
-    calibrate: str = option(
-        "balanced",
-        "density: threshold criterion on the training reals: balanced, f1, accuracy, or fpr:ALPHA",
-        check=check_criterion,
-        metavar="CRITERION",
-    )
 
 
 _D = DensitySettings()

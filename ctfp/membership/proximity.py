@@ -9,60 +9,17 @@ typical" from the signal. The decision threshold is chosen on labelled training 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from ctfp.index import distance
-from ctfp.index.ann import KINDS, ApproximateIndex, make_index, recall_at_1
+from ctfp.index.ann import ApproximateIndex, make_index, recall_at_1
 from ctfp.index.flat import FlatIndex
 from ctfp.membership.base import MembershipMethod
 from ctfp.membership.neighbours import neighbour_distances
-from ctfp.membership.threshold import check_criterion, choose_threshold
-from ctfp.settings import Settings, option
-
-
-@dataclass(frozen=True)
-class ProximitySettings(Settings):
-    """The options of ``--method proximity``."""
-
-    stage = "proximity"
-
-    metric: str = option(
-        "cosine",
-        "proximity distance: l1, l2, or cosine (L2 distance of unit vectors)",
-        choices=distance.METRICS,
-    )
-    neighbours: int = option(
-        1, "proximity: mean over this many nearest generated slices", minimum=1
-    )
-    reference: bool = option(
-        True,
-        "proximity: the score subtracts the distance to the not-used reference set (GAN-Leaks "
-        "calibration); --no-reference turns it off",
-        flag="--no-reference",
-    )
-    calibrate: str = option(
-        "balanced",
-        "proximity: threshold criterion on the training reals: balanced, f1, accuracy, or "
-        "fpr:ALPHA",
-        check=check_criterion,
-        metavar="CRITERION",
-    )
-    index: str = option(
-        "flat",
-        "proximity: exact (flat) or approximate (ivf, hnsw; CPU) search over the generated set",
-        choices=KINDS,
-    )
-    recall_target: float | None = option(
-        0.99,
-        "ivf/hnsw: tune nprobe/efSearch to the least effort reaching this recall@1 on the "
-        "training reals (default 0.99)",
-        minimum=0.0,
-        maximum=1.0,
-    )
-
+from ctfp.membership.options import ProximitySettings
+from ctfp.membership.threshold import choose_threshold
 
 _D = ProximitySettings()
 

@@ -11,44 +11,17 @@ decision threshold is chosen on labelled training reals, which are not otherwise
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from ctfp.membership.base import MembershipMethod
-from ctfp.membership.threshold import check_criterion, choose_threshold
-from ctfp.settings import Settings, option
+from ctfp.membership.options import ReconstructionSettings
+from ctfp.membership.threshold import choose_threshold
 
 #: Rows per block of the covariance and the scores: a (4096, d) float64 block and its
 #: projection bound the memory whatever the number of slices.
 BLOCK = 4096
-
-
-@dataclass(frozen=True)
-class ReconstructionSettings(Settings):
-    """The options of ``--method reconstruction``."""
-
-    stage = "reconstruction"
-
-    components: int = option(
-        16,
-        "reconstruction: principal directions of the generated set kept by the surrogate "
-        "(at most generated slices - 1 and the dimension; fewer are used if so)",
-        minimum=1,
-    )
-    normalize: bool = option(
-        False,
-        "reconstruction: L2-normalise every slice first, so the residual compares directions",
-    )
-    calibrate: str = option(
-        "balanced",
-        "reconstruction: threshold criterion on the training reals: balanced, f1, accuracy, or "
-        "fpr:ALPHA",
-        check=check_criterion,
-        metavar="CRITERION",
-    )
-
 
 _D = ReconstructionSettings()
 

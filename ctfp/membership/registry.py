@@ -1,33 +1,73 @@
-"""The membership methods by name: adding one is a module and a line here."""
+"""The membership methods by name: adding one is a module and a line here.
+
+Each line names the method's class (``module:Class``, imported on first use, so that listing
+the methods or building the command line imports neither scikit-learn nor FAISS) and its
+options class (:mod:`ctfp.membership.options`, or None for a method without options).
+"""
 
 from __future__ import annotations
 
+import importlib
 import inspect
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING
 
-from ctfp.membership.base import MembershipMethod
-from ctfp.membership.centroid import CentroidMembership
-from ctfp.membership.counting import CountingMembership
-from ctfp.membership.density import DensityRatioMembership
-from ctfp.membership.proximity import ProximityMembership
-from ctfp.membership.reconstruction import ReconstructionMembership
+from ctfp.membership.options import (
+    CountingSettings,
+    DensitySettings,
+    ProximitySettings,
+    ReconstructionSettings,
+)
+from ctfp.settings import Settings
 
-METHODS: dict[str, type[MembershipMethod]] = {
-    CentroidMembership.name: CentroidMembership,
-    ProximityMembership.name: ProximityMembership,
-    DensityRatioMembership.name: DensityRatioMembership,
-    CountingMembership.name: CountingMembership,
-    ReconstructionMembership.name: ReconstructionMembership,
+if TYPE_CHECKING:
+    from ctfp.membership.base import MembershipMethod
+
+#: name -> (its class as ``module:Class``, its options class or None)
+REGISTRY: dict[str, tuple[str, type[Settings] | None]] = {
+    "centroid": ("ctfp.membership.centroid:CentroidMembership", None),
+    "proximity": ("ctfp.membership.proximity:ProximityMembership", ProximitySettings),
+    "density": ("ctfp.membership.density:DensityRatioMembership", DensitySettings),
+    "counting": ("ctfp.membership.counting:CountingMembership", CountingSettings),
+    "reconstruction": (
+        "ctfp.membership.reconstruction:ReconstructionMembership",
+        ReconstructionSettings,
+    ),
 }
+
+
+class _Methods(Mapping[str, "type[MembershipMethod]"]):
+    """The registered classes by name; a class is imported when it is first looked up."""
+
+    def __getitem__(self, name: str) -> type[MembershipMethod]:
+        module, _, attr = REGISTRY[name][0].partition(":")
+        return getattr(importlib.import_module(module), attr)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(REGISTRY)
+
+    def __len__(self) -> int:
+        return len(REGISTRY)
+
+    def __repr__(self) -> str:
+        return f"METHODS({', '.join(REGISTRY)})"
+
+
+METHODS: Mapping[str, type[MembershipMethod]] = _Methods()
 
 
 def get_method(name: str) -> type[MembershipMethod]:
     """The method class registered as ``name``; an unknown name lists the valid ones."""
-    try:
-        return METHODS[name]
-    except KeyError:
-        raise ValueError(
-            f"unknown membership method {name!r}; choose one of {', '.join(METHODS)}"
-        ) from None
+    if name not in REGISTRY:
+        raise ValueError(f"unknown membership method {name!r}; choose one of {', '.join(REGISTRY)}")
+    return METHODS[name]
+
+
+def options_of(name: str) -> type[Settings] | None:
+    """The options class of method ``name`` (None: it has no options), without importing it."""
+    if name not in REGISTRY:
+        get_method(name)  # the error that lists the valid names
+    return REGISTRY[name][1]
 
 
 def parameter_names(cls: type[MembershipMethod]) -> set[str]:
@@ -36,4 +76,4 @@ def parameter_names(cls: type[MembershipMethod]) -> set[str]:
     return {n for n, p in signature.parameters.items() if n != "self" and p.kind != p.VAR_KEYWORD}
 
 
-__all__ = ["METHODS", "get_method", "parameter_names"]
+__all__ = ["METHODS", "REGISTRY", "get_method", "options_of", "parameter_names"]

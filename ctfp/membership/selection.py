@@ -36,48 +36,14 @@ import numpy as np
 from ctfp.evaluate import bootstrap_indices, stratified_folds
 from ctfp.membership.base import MembershipMethod
 from ctfp.membership.ensemble import EnsembleMembership, robust_scale
+from ctfp.membership.options import COMBINE, SelectionSettings
 from ctfp.membership.registry import get_method, parameter_names
-from ctfp.membership.threshold import check_criterion, choose_threshold
+from ctfp.membership.threshold import choose_threshold
 from ctfp.progress import logger
-from ctfp.settings import Settings, option
-
-#: How ``--method auto`` turns its table into one answer (see :class:`SelectionSettings`).
-COMBINE = ("forward", "tied", "simplest")
 
 #: At most this many additions in forward selection (each raises the out-of-fold AUC; in the
 #: benchmark it stopped after at most a few, and 3, 10 and 30 gave the same answers).
 FORWARD_STEPS = 30
-
-
-@dataclass(frozen=True)
-class SelectionSettings(Settings):
-    """The options of ``--method auto``."""
-
-    stage = "auto"
-
-    folds: int = option(5, "auto: folds of the stratified cross-validation", minimum=2)
-    repeats: int = option(
-        3, "auto: repeats of the cross-validation, each with other folds", minimum=1
-    )
-    bootstrap: int = option(
-        200, "auto: bootstrap resamples for each candidate's AUC interval", minimum=20
-    )
-    calibrate: str = option(
-        "balanced",
-        "auto: threshold criterion on the winner's out-of-fold scores: balanced, f1, accuracy, "
-        "or fpr:ALPHA (at most ALPHA of the known non-members flagged)",
-        check=check_criterion,
-        metavar="CRITERION",
-    )
-    combine: str = option(
-        "forward",
-        "auto: forward = start from the best and add, with replacement, the candidate on its "
-        "features that most raises the out-of-fold ROC-AUC of the weighted mean of standardised "
-        "scores, until none raises it (Caruana et al. 2004); tied = the equal mean of every "
-        "candidate on the best's features within one paired standard error of it; simplest = "
-        "the simplest such setting of the best's method alone",
-        choices=COMBINE,
-    )
 
 
 #: How simple a method is (lower first): shown in the table, and it breaks exact ties between

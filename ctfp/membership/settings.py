@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ctfp.device import check_device_name
-from ctfp.membership.base import MembershipMethod
-from ctfp.membership.registry import METHODS, get_method, parameter_names
-from ctfp.membership.selection import SelectionSettings
+from ctfp.membership.options import SelectionSettings
+from ctfp.membership.registry import REGISTRY, get_method, options_of, parameter_names
 from ctfp.settings import Settings, SettingsError, option, parse_ints
+
+if TYPE_CHECKING:
+    from ctfp.membership.base import MembershipMethod
 
 AUTO = "auto"
 #: The seed paper's best k, the centroid method's default.
@@ -18,15 +20,15 @@ DEFAULT_K = 4
 
 def options_class(method: str) -> type[Settings] | None:
     """The options class of ``method``: SelectionSettings for auto, else the method's own."""
-    return SelectionSettings if method == AUTO else get_method(method).settings_class
+    return SelectionSettings if method == AUTO else options_of(method)
 
 
 def option_classes() -> list[type[Settings]]:
     """Every options class a task 1 run may take (auto's and each method's), once each."""
     classes: list[type[Settings]] = [SelectionSettings]
-    for cls in METHODS.values():
-        if cls.settings_class is not None and cls.settings_class not in classes:
-            classes.append(cls.settings_class)
+    for _, options in REGISTRY.values():
+        if options is not None and options not in classes:
+            classes.append(options)
     return classes
 
 
@@ -36,7 +38,7 @@ def takes_k(method: str) -> bool:
 
 @dataclass(frozen=True)
 class Task1Settings(Settings):
-    """A task 1 run: ``method`` (a name of :data:`ctfp.membership.registry.METHODS`) with its
+    """A task 1 run: ``method`` (a name of :data:`ctfp.membership.registry.REGISTRY`) with its
     ``options`` (an instance of that method's ``settings_class``; None: its defaults), the k
     values of methods that take a ``k`` (several: one fit per k), and the seed and device of
     the fit."""
@@ -48,7 +50,7 @@ class Task1Settings(Settings):
         "auto: choose features, method and settings by cross-validation on the labelled "
         "training reals; centroid: the seed paper (k-means centres per class, L1 1-NN); "
         "proximity: distance to the generated set; density, counting, reconstruction: see README",
-        choices=(AUTO, *METHODS),
+        choices=(AUTO, *REGISTRY),
     )
     k: tuple[int, ...] = option(
         (),

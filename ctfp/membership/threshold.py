@@ -4,38 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-CRITERIA = ("f1", "accuracy", "balanced")
-#: How the command line describes a criterion: one of CRITERIA, or ``fpr:ALPHA``.
-CRITERIA_HELP = (
-    "balanced, f1, accuracy, or fpr:ALPHA (flag what fewer than ALPHA of non-members reach)"
-)
-
-
-def parse_criterion(criterion: str) -> tuple[str, float | None]:
-    """``"balanced"`` -> ``("balanced", None)``; ``"fpr:0.05"`` -> ``("fpr", 0.05)``.
-
-    Raises
-    ------
-    ValueError
-        Anything else, or an ALPHA outside (0, 1).
-    """
-    if criterion in CRITERIA:
-        return criterion, None
-    name, sep, value = str(criterion).partition(":")
-    if name == "fpr" and sep:
-        try:
-            alpha = float(value)
-        except ValueError:
-            alpha = float("nan")
-        if 0.0 < alpha < 1.0:
-            return "fpr", alpha
-        raise ValueError(f"criterion {criterion!r}: fpr:ALPHA needs 0 < ALPHA < 1")
-    raise ValueError(f"unknown criterion {criterion!r}; choose one of {CRITERIA_HELP}")
-
-
-def check_criterion(criterion: str) -> None:
-    """The ``check`` of the settings' ``calibrate`` options."""
-    parse_criterion(criterion)
+from ctfp.membership.options import CRITERIA, CRITERIA_HELP, check_criterion, parse_criterion
 
 
 def choose_threshold(scores: np.ndarray, y: np.ndarray, criterion: str = "balanced") -> float:

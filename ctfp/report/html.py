@@ -107,7 +107,7 @@ def figure(uri: str, caption: str, alt: str) -> str:
 
 def window_of(metadata: dict[str, Any]) -> Any:
     """The decoding window the shards were embedded with."""
-    from ctfp.io.decode import Window
+    from ctfp.io.window import Window
 
     return Window.from_description(str((metadata.get("decode") or {}).get("window", "auto")))
 

@@ -24,10 +24,10 @@ from typing import Any
 import numpy as np
 
 from ctfp.exceptions import InputError
+from ctfp.runs.settings import TASKS
 from ctfp.store.writer import write_text_atomic
 
 PathLike = str | os.PathLike[str]
-TASKS = ("task1", "task2")
 TEST_PREFIX = "test/"
 SUMMARY_FILE = "summary.json"
 RUN_FILE = "run.csv"

@@ -14,20 +14,18 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
-from ctfp.device import check_device_name
 from ctfp.engine import resolve_engine
 from ctfp.engine.settings import EngineSettings
 from ctfp.exceptions import InputError
 from ctfp.io.fs import as_local, child, is_remote
 from ctfp.progress import progress_bar
-from ctfp.settings import Settings, option
+from ctfp.runs.settings import ScoreSettings
 from ctfp.store.lease import Lease
 from ctfp.store.manifest import MANIFEST_FILE, Part, file_sizes, list_parts, manifest_bytes
 from ctfp.store.reader import (
@@ -46,19 +44,6 @@ from ctfp.store.writer import (
     write_atomic,
     write_bytes_atomic,
 )
-
-
-@dataclass(frozen=True)
-class ScoreSettings(Settings):
-    """Archive scoring through a saved model (``ctfp score``)."""
-
-    stage = "score"
-
-    batch_size: int = option(16_384, "rows per batch (memory)", minimum=1)
-    device: str = option(
-        "auto", "auto|cpu|cuda or cuda:N for the model's indexes", check=check_device_name
-    )
-
 
 SCORES_SCHEMA = pa.schema(
     [

@@ -8,7 +8,7 @@ import pytest
 
 from ctfp.embed.job import Job, settings_with
 from ctfp.embed.settings import CacheSettings, EmbedSettings
-from ctfp.io.decode import parse_window
+from ctfp.io.window import parse_window
 from ctfp.settings import SettingsError
 
 
@@ -39,8 +39,9 @@ def test_overrides_apply_to_the_defaults_or_to_given_settings() -> None:
 def test_unknown_and_moved_options_say_what_to_do() -> None:
     with pytest.raises(SettingsError, match=r"embed\(\) got an unknown option 'colour'.*weights"):
         settings_with(EmbedSettings, None, {"colour": 1}, "embed")
-    with pytest.raises(SettingsError, match="use weights_seed"):
-        settings_with(EmbedSettings, None, {"seed": 1}, "embed")
+    with pytest.warns(FutureWarning, match=r"seed= is deprecated.*use weights_seed="):
+        renamed = settings_with(EmbedSettings, None, {"seed": 3}, "embed")
+    assert renamed == EmbedSettings(weights_seed=3)  # the old spelling still works, for a release
     with pytest.raises(SettingsError, match=r"EngineSettings\(engine='ray', actors=\.\.\.\)"):
         settings_with(EmbedSettings, None, {"actors": 2}, "embed")
     with pytest.raises(SettingsError, match=r"build_cache\(\) got an unknown option 'features'"):

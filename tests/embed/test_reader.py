@@ -24,7 +24,7 @@ from ctfp.embed.reader import (
 )
 from ctfp.embed.settings import InputSettings
 from ctfp.exceptions import InputError
-from ctfp.io.decode import Window
+from ctfp.io.window import Window
 from tests.conftest import EDGE, copy_pngs
 
 PRE = Preprocessing(image_size=32)

@@ -216,8 +216,11 @@ def test_unknown_options_and_bad_values_are_refused_before_anything_runs(
     out = tmp_path / "out"
     with pytest.raises(SettingsError, match=r"embed\(\) got an unknown option 'unknown_option'"):
         embed(lung_pngs[0], out, unknown_option=1)
-    with pytest.raises(SettingsError, match="use weights_seed"):
-        embed(lung_pngs[0], out, weights="random", seed=1)
+    with (  # renamed in 0.3: the old spelling warns and still works for a release
+        pytest.warns(FutureWarning, match="use weights_seed="),
+        pytest.raises(SettingsError, match="image_size must be at least 32"),
+    ):
+        embed(lung_pngs[0], out, weights="random", seed=1, image_size=8)
     with pytest.raises(SettingsError, match=r"EngineSettings\(engine='ray', actors"):
         embed(lung_pngs[0], out, weights="random", actors=2)
     with pytest.raises(SettingsError, match=r"EmbedSettings\.batch_size must be at least 1"):

@@ -12,7 +12,8 @@ import pytest
 from PIL import Image
 
 from ctfp.exceptions import DecodeError
-from ctfp.io.decode import Window, decode_file, parse_window
+from ctfp.io.decode import decode_file
+from ctfp.io.window import Window, parse_window
 from tests.conftest import EDGE, LUNG
 
 PNG = LUNG / "png" / "A0001_s2_030.png"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ctfp.io.decode import Window
+from ctfp.io.window import Window
 from ctfp.report.html import Thumbnails, fmt, page, table
 
 PNG = "data:image/png;base64,"
