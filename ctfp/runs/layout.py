@@ -20,18 +20,9 @@ from ctfp.store.reader import Embeddings, read_embeddings
 PathLike = str | os.PathLike[str]
 
 
-def embed_layout(
-    data: PathLike,
-    out: PathLike,
-    required: Sequence[str],
-    settings: EmbedSettings,
-    *,
-    engine: str | EngineSettings = "local",
-    progress: bool = True,
-) -> Embeddings:
-    """Embed the ImageCLEF folder ``data`` into ``out``'s embeddings folder (resuming what is
-    there; ``out`` may be on an object store) and read it back; ``required`` sub-folders must
-    exist."""
+def check_layout(data: PathLike, required: Sequence[str]) -> Path:
+    """``data`` as a local folder holding the ``required`` sub-folders: checked before anything
+    slow (fetching weights, embedding), with what the layout should be."""
     check_local_data(data)
     root = Path(data)
     if not root.is_dir():
@@ -43,8 +34,65 @@ def embed_layout(
             "train/used/, train/not_used/, generated/ and test/ (task 1) or test/ with optional "
             "train/<group>/ (task 2)"
         )
-    shards = embeddings_dir(out, settings.features)
-    embed(root, shards, settings.replace(layout="imageclef"), engine=engine, progress=progress)
+    return root
+
+
+def embed_features(
+    data: PathLike,
+    out: PathLike,
+    required: Sequence[str],
+    settings: EmbedSettings,
+    features: Sequence[str],
+    *,
+    engine: str | EngineSettings = "local",
+    progress: bool = True,
+) -> dict[str, Embeddings]:
+    """Embed the ImageCLEF folder ``data`` with each feature type of ``features`` into ``out``'s
+    embeddings folder of that type (:func:`~ctfp.runs.folder.embeddings_dir`; what is there is
+    resumed; ``out`` may be on an object store) and read each back. Every type holds the same
+    slices (an InputError otherwise; callers align rows by id); ``required`` sub-folders must
+    exist.
+    """
+    root = check_layout(data, required)
+    found: dict[str, Embeddings] = {}
+    for f in features:
+        shards = embeddings_dir(out, f)
+        embed(
+            root,
+            shards,
+            settings.replace(layout="imageclef", features=f),
+            engine=engine,
+            progress=progress,
+        )
+        found[f] = _read_finite(shards)
+    first = next(iter(found.values()), None)
+    for f, emb in found.items():
+        if first is not None and set(emb.ids.tolist()) != set(first.ids.tolist()):
+            raise InputError(
+                f"the {f} and {features[0]} embeddings hold different slices; remove "
+                f"{embeddings_dir(out, f)} and rerun"
+            )
+    return found
+
+
+def embed_layout(
+    data: PathLike,
+    out: PathLike,
+    required: Sequence[str],
+    settings: EmbedSettings,
+    *,
+    engine: str | EngineSettings = "local",
+    progress: bool = True,
+) -> Embeddings:
+    """:func:`embed_features` of the one feature type of ``settings``."""
+    found = embed_features(
+        data, out, required, settings, [settings.features], engine=engine, progress=progress
+    )
+    return found[settings.features]
+
+
+def _read_finite(shards: PathLike) -> Embeddings:
+    """The embeddings of ``shards``; an InputError naming a row that is not finite."""
     data = read_embeddings(shards)
     finite = np.isfinite(data.matrix).all(axis=1)
     if not finite.all():  # a damaged shard: say which row, not scikit-learn's "Input X ..."
@@ -86,4 +134,12 @@ def model_identity(metadata: dict[str, Any]) -> dict[str, Any]:
     return {key: metadata.get(key) for key in ("model", "weights", "weights_sha256")}
 
 
-__all__ = ["check_local_data", "embed_layout", "model_identity", "rows_of", "test_part"]
+__all__ = [
+    "check_layout",
+    "check_local_data",
+    "embed_features",
+    "embed_layout",
+    "model_identity",
+    "rows_of",
+    "test_part",
+]
