@@ -20,8 +20,8 @@ from pathlib import Path
 from ctfp.embed.backbone import Preprocessing
 from ctfp.embed.cache import build_cache
 from ctfp.embed.reader import CacheDataset, SliceDataset, make_loader
-from ctfp.io.decode import Window
 from ctfp.io.sources import discover
+from ctfp.io.window import Window
 from ctfp.store.cache import cache_rows
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "lung-pet-ct-dx"

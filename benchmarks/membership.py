@@ -41,7 +41,7 @@ from quality_data import STRENGTHS, build_task1
 
 from ctfp.embed.settings import EmbedSettings
 from ctfp.evaluate import membership_metrics, read_table
-from ctfp.membership.selection import default_candidates
+from ctfp.membership.selection import build, default_candidates
 from ctfp.membership.settings import Task1Settings
 from ctfp.runs.folder import embeddings_dir
 from ctfp.runs.task1 import run_task1
@@ -131,7 +131,7 @@ def one(out: Path, family: str, seed: int, strength: str = "normal") -> dict[str
     for c in candidates:
         tx, ty, g, x, yt = data[c.features]
         try:
-            model = c.build(seed, "cpu").fit(tx, ty, g)
+            model = build(c, seed, "cpu").fit(tx, ty, g)
             scored[c.label] = {
                 "features": c.features,
                 "method": c.method,

@@ -3,11 +3,11 @@
 Reads the membership benchmark's cached runs (``benchmarks/membership.py --out OUT``: each run
 folder holds the embeddings of every feature type) and, per dataset, cross-validates every
 candidate of the auto grid on the training reals (the out-of-fold scores auto sees) and fits it
-on all of them to score the test slices. Both are cached under ``OUT/rules/`` so that the rules
+on all of them to score the test slices. Both are cached under ``OUT/rules-v2/`` so that the rules
 below are compared on exactly the same scores; the test truth only measures.
 
 Rules (each sees the out-of-fold table only; "tied": within one paired standard error of the
-best, as in :func:`ctfp.membership.selection.simplest_within_one_se`):
+best, as in :func:`ctfp.selection.simplest_within_one_se`):
 
 - ``top``: the highest cross-validated AUC alone;
 - ``one-se``: the simplest tied setting of the top's method alone (auto's rule until 0.3.0);
@@ -16,7 +16,7 @@ best, as in :func:`ctfp.membership.selection.simplest_within_one_se`):
   add the candidate that most raises the out-of-fold AUC of the weighted mean of standardised
   scores until none does;
 - ``tied``: the mean of the standardised scores of every tied candidate on the top's
-  feature type (:func:`ctfp.membership.selection.combine`: each member's scores minus the
+  feature type (:func:`ctfp.membership.selection.ensemble_trial`: each member's scores minus the
   median of its out-of-fold scores, over their interquartile range; one embedding at scoring
   time); ``tied, best N``: at most the N best of those;
 - ``tied, same method``: the mean of the tied settings of the top's method only;
@@ -44,19 +44,18 @@ from typing import Any
 import numpy as np
 
 from ctfp.evaluate import read_table
+from ctfp.membership.options import SelectionSettings
 from ctfp.membership.selection import (
     CENTROID_KS,
-    SelectionSettings,
-    Trial,
-    auc_of,
-    combine,
-    cross_validate,
+    build,
+    candidate,
     default_candidates,
+    ensemble_trial,
+    evaluator,
     forward_select,
-    paired_gaps,
-    simplest_within_one_se,
 )
 from ctfp.runs.folder import embeddings_dir
+from ctfp.selection import ROC_AUC, Trial, auc_of, aucs, measure, simplest_within_one_se
 from ctfp.store.reader import read_embeddings
 
 
@@ -84,10 +83,10 @@ def scores_of(run: Path, truth: dict[str, str], seed: int) -> dict[str, Any]:
     out: dict[str, Any] = {"y": y, "truth": next(iter(data.values()))[4], "candidates": {}}
     for c in default_candidates(features, n_small, True, CENTROID_KS):
         tx, ty, g, x, _ = data[c.features]
-        trial = cross_validate(c, tx, ty, g, settings, seed, "cpu")
+        trial = measure(c, evaluator({c.features: (tx, g)}, ty, settings, seed, "cpu"), ty, ROC_AUC)
         if trial.error is not None:
             continue
-        model = c.build(seed, "cpu").fit(tx, ty, g)
+        model = build(c, seed, "cpu").fit(tx, ty, g)
         out["candidates"][c.label] = {
             "trial": trial,
             "train": model.score_samples(tx),
@@ -130,18 +129,29 @@ def nested_prefers_mean(trials: list[Trial], y: np.ndarray, seed: int) -> bool:
     return float(np.mean(mean)) >= float(np.mean(alone))
 
 
+def paired_gaps(top: Trial, trials: list[Trial], y: np.ndarray, resamples: int, seed: int) -> None:
+    """Each trial's ``gap_se``: the bootstrap standard error of ``top``'s AUC minus its own on
+    the same class-stratified resamples (as :func:`ctfp.selection.select` measures it)."""
+    from ctfp.evaluate import bootstrap_indices
+
+    idx = bootstrap_indices(y, resamples, seed)
+    ref = aucs(y[idx], top.oof[idx])
+    for t in trials:
+        t.gap_se = float((ref - aucs(y[idx], t.oof[idx])).std(ddof=1))
+
+
 def rules(cached: dict[str, Any], seed: int) -> dict[str, float]:
     """Test AUC of each rule on one dataset."""
     y, truth, cands = cached["y"], cached["truth"], cached["candidates"]
     trials: list[Trial] = [v["trial"] for v in cands.values()]
     settings = SelectionSettings()
-    top = max(trials, key=lambda t: (t.auc, -t.candidate.complexity))
+    top = max(trials, key=lambda t: (t.score, -t.candidate.complexity))
     paired_gaps(top, trials, y, settings.bootstrap, seed)
     for t in trials:
         t.chosen = t.within_one_se = False
-    one_se = simplest_within_one_se(trials, top, lambda t: t.auc, lambda t: t.diff_se)
+    one_se = simplest_within_one_se(trials, top)
     tied = [t for t in trials if t.within_one_se]
-    ranked = sorted(trials, key=lambda t: -t.auc)
+    ranked = sorted(trials, key=lambda t: -t.score)
     same = [t for t in ranked if t.candidate.features == top.candidate.features]
 
     def ensemble_test_auc(trial: Trial) -> float:
@@ -152,20 +162,20 @@ def rules(cached: dict[str, Any], seed: int) -> dict[str, float]:
         features = trial.candidate.features
         parts, weights = [], []
         for m in trial.candidate.params["members"]:
-            label = type(trial.candidate)(features, m["method"], m["params"]).label
+            label = candidate(features, m["method"], m["params"]).label
             parts.append((cands[label]["test"] - m["center"]) / m["scale"])
             weights.append(m["weight"])
         return auc_of(truth, np.asarray(weights) @ np.asarray(parts))
 
     def test_auc(members: list[Trial]) -> float:
-        """The equal mean of ``members`` as auto builds it (:func:`combine`)."""
+        """The equal mean of ``members`` as ``--combine tied`` builds it."""
         if len(members) == 1:
             return auc_of(truth, cands[members[0].candidate.label]["test"])
-        ordered = sorted(members, key=lambda t: (-t.auc, t.candidate.complexity))
-        return ensemble_test_auc(combine(members, ordered[0], y, settings, seed))
+        ordered = sorted(members, key=lambda t: (-t.score, t.candidate.complexity))
+        return ensemble_test_auc(ensemble_trial([(t, 1.0) for t in ordered], ordered[0], y))
 
     family = [t for t in same if t.within_one_se and t.candidate.method == top.candidate.method]
-    forward = forward_select(same, top, y, settings, seed)
+    forward = forward_select(same, top, y, seed) or top
     got = {
         "top": test_auc([top]),
         "one-se": test_auc([one_se]),
@@ -186,8 +196,8 @@ def rules(cached: dict[str, Any], seed: int) -> dict[str, float]:
     got["n-tied"] = float(sum(t.within_one_se for t in same))
     members = forward.candidate.params.get("members") if forward is not top else None
     got["n-forward"] = float(len(members) if members else 1)
-    got["forward in-sample"] = forward.auc if forward is not top else one_se.auc
-    got["forward held-out"] = forward.heldout_auc if forward is not top else one_se.auc
+    got["forward in-sample"] = forward.score if forward is not top else one_se.score
+    got["forward held-out"] = forward.heldout if forward is not top else one_se.score
     return got
 
 
@@ -203,7 +213,7 @@ def main() -> None:
         family, seed_s = stem.rsplit("-seed", 1)
         seed = int(seed_s)
         truth_file = out / "data" / stem / "task1_truth.csv"
-        cache = out / "rules" / f"{stem}.pkl"
+        cache = out / "rules-v2" / f"{stem}.pkl"  # v2: trials of the selection core (0.4)
         if cache.is_file():  # the scores of an earlier pass (the run folder may be rerunning)
             cached = pickle.loads(cache.read_bytes())
         elif (run / "summary.json").is_file() and truth_file.is_file():

@@ -1,4 +1,5 @@
-"""``ctfp run task2 --method auto``: choose how to attribute by cross-validation on the labels.
+"""Task 2's side of the selection core (:mod:`ctfp.selection`): the ways to attribute with
+labels, how a candidate is measured, and the open set.
 
 When ``train/<group>/`` holds labelled samples of each known generator, every candidate (a
 feature type x a way to attribute x its few settings) is scored on them out of fold: repeated
@@ -11,9 +12,8 @@ and a generator's samples are never only in the held-out fold. The ways to attri
   means (the paper's GMM, semi-supervised), its components named by the training part.
 
 Each is measured by the adjusted Rand index (ARI) of its out-of-fold predictions against the
-groups (mean over repeats), with a bootstrap interval. The winner: the best mean ARI,
-simplified within its family (same features and way) by the one-standard-error rule on the
-paired gap to the best, as for task 1 (:mod:`ctfp.membership.selection`).
+groups (mean over repeats), with a bootstrap interval; the core chooses, as for task 1. A new
+way is a fit function and one line in :data:`WAYS`.
 
 The open set is cross-conformal (Vovk 2015): in each fold the winner's model gives the
 held-out labelled slices and every test slice a log density under its best known group; a test
@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -35,60 +35,10 @@ import numpy as np
 from ctfp.attribution.classify import GroupClassifier
 from ctfp.attribution.clustering import Clustering, cluster_slices
 from ctfp.attribution.settings import SelectionSettings
-from ctfp.evaluate import bootstrap_indices
 from ctfp.exceptions import InputError
-from ctfp.membership.selection import simplest_within_one_se, stratified_folds
 from ctfp.progress import logger
-
-#: The ways to attribute with labels, simplest first (it breaks exact ties between families).
-WAYS = ("classify", "semi")
-
-
-@dataclass(frozen=True)
-class Candidate:
-    """One way to attribute: a feature type, ``classify`` or ``semi``, and its settings."""
-
-    features: str
-    way: str
-    params: Mapping[str, Any] = field(default_factory=dict, hash=False)
-
-    @property
-    def family(self) -> tuple[str, str]:
-        return self.features, self.way
-
-    @property
-    def complexity(self) -> float:
-        """Within a family: fewer PCA components first, none (every feature) last; LDA before
-        logistic regression."""
-        pca = self.params.get("pca")
-        rank = 0.5 * (self.params.get("model") == "lr")
-        return WAYS.index(self.way) + rank + (1.0 if pca is None else 0.01 * math.log2(pca))
-
-    @property
-    def label(self) -> str:
-        shown = ", ".join(f"{k}={v}" for k, v in sorted(self.params.items()))
-        return f"{self.features} / {self.way}" + (f" ({shown})" if shown else "")
-
-    def fit(
-        self, x: np.ndarray, groups: np.ndarray, test: np.ndarray, seed: int, device: str
-    ) -> Attributor:
-        """Fit on labelled rows ``x`` of ``groups`` (and, for ``semi``, the test slices)."""
-        if self.way == "classify":
-            model = GroupClassifier(random_state=seed, **self.params).fit(x, groups)
-            return Attributor(model, [str(c) for c in model.classes_])
-        if self.way == "semi":
-            clustering = cluster_slices(
-                test,
-                train_x=x,
-                train_groups=groups,
-                seed=seed,
-                device=device,
-                covariance_type=self.params.get("covariance", "full"),
-                pca=self.params.get("pca"),
-            )
-            density = GroupClassifier(random_state=seed).fit(x, groups, density_only=True)
-            return Attributor(clustering, name_components(clustering, x, groups), density)
-        raise ValueError(f"unknown way to attribute {self.way!r}; choose from {', '.join(WAYS)}")
+from ctfp.selection import ARI, Candidate, Measured, Selection, out_of_fold
+from ctfp.selection import select as select_among
 
 
 @dataclass
@@ -113,6 +63,90 @@ class Attributor:
         return model.log_density(x)
 
 
+def fit_classifier(
+    params: Mapping[str, Any],
+    x: np.ndarray,
+    groups: np.ndarray,
+    test: np.ndarray,
+    seed: int,
+    device: str,
+) -> Attributor:
+    """``classify``: a linear classifier of the group (:class:`GroupClassifier`)."""
+    model = GroupClassifier(random_state=seed, **params).fit(x, groups)
+    return Attributor(model, [str(c) for c in model.classes_])
+
+
+def fit_mixture(
+    params: Mapping[str, Any],
+    x: np.ndarray,
+    groups: np.ndarray,
+    test: np.ndarray,
+    seed: int,
+    device: str,
+) -> Attributor:
+    """``semi``: the mixture of the test slices started from the labelled groups' means, its
+    components named by the labelled slices (:func:`name_components`)."""
+    clustering = cluster_slices(
+        test,
+        train_x=x,
+        train_groups=groups,
+        seed=seed,
+        device=device,
+        covariance_type=params.get("covariance", "full"),
+        pca=params.get("pca"),
+    )
+    density = GroupClassifier(random_state=seed).fit(x, groups, density_only=True)
+    return Attributor(clustering, name_components(clustering, x, groups), density)
+
+
+@dataclass(frozen=True)
+class Way:
+    """A way to attribute with labels: how a candidate is fitted (``fit(params, x, groups,
+    test, seed, device)``), the settings ``--method auto`` tries, and how simple it is beside
+    the others (``rank``, lower first: it breaks exact ties between families)."""
+
+    fit: Callable[..., Attributor]
+    grid: tuple[Mapping[str, Any], ...]
+    rank: float
+
+
+#: The ways to attribute with labels, in the order ``--method auto`` tries them.
+WAYS: dict[str, Way] = {
+    "classify": Way(
+        fit_classifier,
+        tuple({"model": m, "pca": p} for m in ("lda", "lr") for p in (32, None)),
+        rank=0,
+    ),
+    "semi": Way(fit_mixture, tuple({"pca": p} for p in (8, 16)), rank=1),
+}
+
+
+def complexity(way: str, params: Mapping[str, Any]) -> float:
+    """Within a family: fewer PCA components first, none (every feature) last; LDA before
+    logistic regression."""
+    pca = params.get("pca")
+    rank = 0.5 * (params.get("model") == "lr")
+    return WAYS[way].rank + rank + (1.0 if pca is None else 0.01 * math.log2(pca))
+
+
+def candidate(features: str, way: str, params: Mapping[str, Any] | None = None) -> Candidate:
+    """The candidate of ``way`` with ``params`` on ``features``."""
+    if way not in WAYS:
+        raise ValueError(f"unknown way to attribute {way!r}; choose from {', '.join(WAYS)}")
+    params = dict(params or {})
+    return Candidate(features, way, params, complexity(way, params))
+
+
+def fit(
+    c: Candidate, x: np.ndarray, groups: np.ndarray, test: np.ndarray, seed: int, device: str
+) -> Attributor:
+    """Fit candidate ``c`` on labelled rows ``x`` of ``groups`` (and, for ``semi``, the test
+    slices)."""
+    if c.method not in WAYS:
+        raise ValueError(f"unknown way to attribute {c.method!r}; choose from {', '.join(WAYS)}")
+    return WAYS[c.method].fit(c.params, x, groups, test, seed, device)
+
+
 def name_components(model: Clustering, x: np.ndarray, groups: np.ndarray) -> list[str]:
     """The group each mixture component stands for: the assignment of components to groups
     that agrees with most labelled rows (Hungarian); a component no group matches keeps its
@@ -132,156 +166,55 @@ def name_components(model: Clustering, x: np.ndarray, groups: np.ndarray) -> lis
 
 
 def default_candidates(features: Sequence[str], n_labelled: int) -> list[Candidate]:
-    """For each feature type: logistic regression (PCA 32, every feature), shrunk LDA (PCA 32,
-    every feature) and the semi-supervised mixture (PCA 8 and 16, full covariances), where the
+    """For each feature type, every way's grid: logistic regression and shrunk LDA (PCA 32,
+    every feature), the semi-supervised mixture (PCA 8 and 16, full covariances), where the
     labelled slices allow the PCA."""
-    out: list[Candidate] = []
-    for f in features:
-        for model in ("lda", "lr"):
-            out += [Candidate(f, "classify", {"model": model, "pca": p}) for p in (32, None)]
-        out += [Candidate(f, "semi", {"pca": p}) for p in (8, 16)]
+    out = [
+        candidate(f, name, params)
+        for f in features
+        for name, way in WAYS.items()
+        for params in way.grid
+    ]
     return [c for c in out if c.params.get("pca") is None or c.params["pca"] < n_labelled]
 
 
-@dataclass
-class Trial:
-    """What cross-validation measured for one candidate."""
-
-    candidate: Candidate
-    ari: float = float("nan")  # mean over repeats of the pooled out-of-fold ARI
-    ari_sd: float = 0.0
-    accuracy: float = float("nan")
-    ari_se: float = float("nan")
-    interval: tuple[float, float] = (float("nan"), float("nan"))
-    gap_se: float = float("nan")
-    oof: np.ndarray | None = None  # (n,) out-of-fold group names, first repeat
-    oof_density: np.ndarray | None = None  # (n,) out-of-fold log densities, first repeat
-    test_counts: np.ndarray | None = None  # (m,) held-out slices at most as likely (module doc)
-    error: str | None = None
-    chosen: bool = False
-    within_one_se: bool = False
-
-    def to_dict(self) -> dict[str, Any]:
-        c = self.candidate
-        return {
-            "features": c.features,
-            "method": c.way,
-            "params": dict(c.params),
-            "label": c.label,
-            "ari": _round(self.ari),
-            "ari_sd": _round(self.ari_sd),
-            "accuracy": _round(self.accuracy),
-            "ari_se": _round(self.ari_se),
-            "ari_95": [_round(v) for v in self.interval],
-            "gap_se": _round(self.gap_se),
-            "complexity": round(c.complexity, 3),
-            "within_one_se": self.within_one_se,
-            "chosen": self.chosen,
-            "error": self.error,
-        }
-
-
-def _round(v: float) -> float | None:
-    return None if not np.isfinite(v) else round(float(v), 4)
-
-
-@dataclass
-class Selection:
-    """Every trial (best first) and the winner, whose fold models give the open set."""
-
-    trials: list[Trial]
-    best: Trial
-    settings: SelectionSettings
-    n_labelled: int
-    groups: list[str]
-    rule: str = "one-standard-error (paired)"
-
-    def open_set_pvalues(self) -> np.ndarray | None:
-        """(m,) conformal p-value of each test slice under the winner: the fraction of held-out
-        labelled slices (pooled over the folds of the first repeat, each against its fold's
-        model) at most as likely under their best known group as the test slice; small means
-        it fits no known group. None when the open set is off (``reject`` 0)."""
-        counts = self.best.test_counts
-        if counts is None:
-            return None
-        return (1.0 + counts) / (self.n_labelled + 1.0)
-
-    def reason(self) -> str:
-        top = max((t for t in self.trials if t.error is None), key=lambda t: t.ari)
-        b = self.best
-        if top is b:
-            return (
-                f"{b.candidate.label} had the highest cross-validated ARI, {b.ari:.3f} "
-                f"(95 % interval {b.interval[0]:.3f}-{b.interval[1]:.3f}; accuracy "
-                f"{b.accuracy:.3f})"
-            )
-        return (
-            f"{b.candidate.label} (ARI {b.ari:.3f}) is the simplest setting of the best family "
-            f"within one paired standard error ({b.gap_se:.3f}) of its best, "
-            f"{top.candidate.label} ({top.ari:.3f})"
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "rule": self.rule,
-            "settings": self.settings.to_dict(),
-            "n_labelled": self.n_labelled,
-            "groups": self.groups,
-            "chosen": self.best.to_dict(),
-            "reason": self.reason(),
-            "candidates": [t.to_dict() for t in self.trials],
-        }
-
-
-def _ari(truth: np.ndarray, pred: np.ndarray) -> float:
-    from sklearn.metrics import adjusted_rand_score
-
-    return float(adjusted_rand_score(truth, pred))
-
-
-def cross_validate(
-    candidate: Candidate,
-    x: np.ndarray,
+def evaluator(
+    data: Mapping[str, tuple[np.ndarray, np.ndarray]],
     groups: np.ndarray,
-    test: np.ndarray,
+    codes: np.ndarray,
     settings: SelectionSettings,
     seed: int,
     device: str,
-) -> Trial:
-    """Out-of-fold group predictions and ARI of one candidate (see the module docstring)."""
-    trial = Trial(candidate)
-    names = sorted(set(groups.tolist()))
-    codes = np.searchsorted(names, groups.astype(str))
-    try:
-        aris, accs, first, density = [], [], None, None
+) -> Callable[[Candidate], Measured]:
+    """How a candidate is measured: its out-of-fold group names of the labelled slices, its
+    accuracy, and (the open set) the out-of-fold log densities and, per test slice, how many
+    held-out slices of the first repeat are at most as likely under their fold's model."""
+
+    def evaluate(c: Candidate) -> Measured:
+        x, test = data[c.features]
+        density = np.empty(len(groups))
         counts = np.zeros(len(test), dtype=np.int64)
-        for r in range(settings.repeats):
-            fold = stratified_folds(codes, settings.folds, seed + r)
-            oof = np.empty(len(groups), dtype=object)
-            dens = np.empty(len(groups))
-            for f in range(settings.folds):
-                held = fold == f
-                model = candidate.fit(x[~held], groups[~held], test, seed, device)
-                oof[held] = model.predict_groups(x[held])
-                dens[held] = model.log_density(x[held])
-                if r == 0 and settings.reject > 0:  # the open set: cross-conformal counts
+
+        def fit_predict(train: np.ndarray, held: np.ndarray, repeat: int) -> np.ndarray:
+            model = fit(c, x[train], groups[train], test, seed, device)
+            dens = model.log_density(x[held])
+            if repeat == 0:
+                density[held] = dens
+                if settings.reject > 0:  # the open set: cross-conformal counts
                     on_test = model.log_density(test)
-                    counts += np.searchsorted(np.sort(dens[held]), on_test, side="right")
-            if not np.isfinite(dens).all():
+                    counts[:] += np.searchsorted(np.sort(dens), on_test, side="right")
+            elif not np.isfinite(dens).all():
                 raise ValueError("non-finite out-of-fold log densities")
-            aris.append(_ari(groups, oof))
-            accs.append(float((oof == groups).mean()))
-            if first is None:
-                first, density = oof, dens
-    except Exception as exc:  # a candidate that cannot run here is reported, not fatal
-        trial.error = f"{type(exc).__name__}: {exc}"
-        return trial
-    trial.ari = float(np.mean(aris))
-    trial.ari_sd = float(np.std(aris, ddof=1)) if len(aris) > 1 else 0.0
-    trial.accuracy = float(np.mean(accs))
-    trial.oof, trial.oof_density = first, density
-    trial.test_counts = counts if settings.reject > 0 else None
-    return trial
+            return model.predict_groups(x[held])
+
+        runs = out_of_fold(fit_predict, codes, settings.folds, settings.repeats, seed, object)
+        if not np.isfinite(density).all():
+            raise ValueError("non-finite out-of-fold log densities")
+        accuracy = float(np.mean([(r == groups).mean() for r in runs]))
+        state = {"density": density, "test_counts": counts if settings.reject > 0 else None}
+        return Measured(runs, {"accuracy": accuracy}, state)
+
+    return evaluate
 
 
 def select(
@@ -294,7 +227,7 @@ def select(
     device: str = "auto",
     progress: Callable[[Sequence[Any]], Any] | None = None,
 ) -> Selection:
-    """Cross-validate every candidate on the labelled slices and choose (module docstring).
+    """Cross-validate every candidate on the labelled slices and choose (the core's rule).
 
     Parameters
     ----------
@@ -324,37 +257,43 @@ def select(
     missing = sorted({c.features for c in candidates} - set(data))
     if missing:
         raise ValueError(f"no embeddings given for the candidates' features {missing}")
-    trials = []
-    for c in progress(candidates) if progress else candidates:
-        x, test = data[c.features]
-        trials.append(cross_validate(c, x, g, test, settings, seed, device))
-    ok = [t for t in trials if t.error is None]
-    if not ok:
-        reasons = "; ".join(f"{t.candidate.label}: {t.error}" for t in trials[:3])
-        raise ValueError(f"no attribution candidate could be evaluated ({reasons})")
-    idx = bootstrap_indices(np.searchsorted(names, g.astype(str)), settings.bootstrap, seed)
-    boot = {id(t): np.array([_ari(g[i], t.oof[i]) for i in idx]) for t in ok}  # type: ignore[index]
-    for t in ok:
-        values = boot[id(t)]
-        t.ari_se = float(values.std(ddof=1))
-        lo, hi = np.percentile(values, [2.5, 97.5])
-        t.interval = (float(lo), float(hi))
-    top = max(ok, key=lambda t: (t.ari, -t.candidate.complexity))
-    for t in ok:
-        t.gap_se = float((boot[id(top)] - boot[id(t)]).std(ddof=1))
-    best = simplest_within_one_se(ok, top, lambda t: t.ari, lambda t: t.gap_se)
-    order = sorted(trials, key=lambda t: (t.error is not None, -np.nan_to_num(t.ari, nan=-9)))
-    return Selection(order, best, settings, len(g), names)
+    codes = np.searchsorted(names, g.astype(str))
+    selection = select_among(
+        candidates,
+        evaluator(data, g, codes, settings, seed, device),
+        g,
+        ARI,
+        settings,
+        codes=codes,
+        seed=seed,
+        progress=progress,
+        what="attribution candidate",
+    )
+    selection.extra["groups"] = names
+    return selection
+
+
+def open_set_pvalues(selection: Selection) -> np.ndarray | None:
+    """(m,) conformal p-value of each test slice under the winner: the fraction of held-out
+    labelled slices (pooled over the folds of the first repeat, each against its fold's model)
+    at most as likely under their best known group as the test slice; small means it fits no
+    known group. None when the open set is off (``reject`` 0)."""
+    counts = selection.best.state.get("test_counts")
+    if counts is None:
+        return None
+    return (1.0 + counts) / (selection.n_labelled + 1.0)
 
 
 __all__ = [
     "WAYS",
     "Attributor",
-    "Candidate",
-    "Selection",
-    "Trial",
-    "cross_validate",
+    "Way",
+    "candidate",
+    "complexity",
     "default_candidates",
+    "evaluator",
+    "fit",
     "name_components",
+    "open_set_pvalues",
     "select",
 ]

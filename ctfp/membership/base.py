@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -47,6 +48,15 @@ class MembershipMethod(ClassifierMixin, BaseEstimator):
     #: Scoring a row costs about as much as reading it (a few centres), so archive scoring gives
     #: the reader a core of its own; heavy methods (large searches) keep every core.
     light_scoring: ClassVar[bool] = False
+    #: How simple the method is beside the others (lower first): shown in the candidate table,
+    #: and it breaks exact ties between methods (:func:`ctfp.membership.selection.complexity`).
+    rank: ClassVar[float] = 9.0
+
+    @classmethod
+    def grid(cls, n_small: int, ks: Sequence[int]) -> list[dict[str, Any]]:
+        """The settings ``--method auto`` tries (``__init__`` keywords): ``n_small`` is the
+        smaller training class, ``ks`` the k of the methods that take one."""
+        return [{}]
 
     # -- the interface ------------------------------------------------------------------------
     @property

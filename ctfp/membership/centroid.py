@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -35,6 +36,12 @@ class CentroidMembership(MembershipMethod):
     name = "centroid"
     needs_members = True
     light_scoring = True
+    rank = 4
+
+    @classmethod
+    def grid(cls, n_small: int, ks: Sequence[int]) -> list[dict[str, Any]]:
+        """The seed method at each k the smaller training class allows."""
+        return [{"k": k} for k in ks if k <= n_small]
 
     def __init__(
         self,

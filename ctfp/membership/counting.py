@@ -9,6 +9,7 @@ labels choose the decision threshold, nothing else.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -59,6 +60,12 @@ class CountingMembership(MembershipMethod):
     name = "counting"
     needs_generated = True
     settings_class = CountingSettings
+    rank = 1
+
+    @classmethod
+    def grid(cls, n_small: int, ks: Sequence[int]) -> list[dict[str, Any]]:
+        """The radius at the 10 % and the 50 % quantile."""
+        return [{"radius_quantile": q} for q in (0.1, 0.5)]
 
     def __init__(
         self,

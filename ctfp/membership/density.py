@@ -10,6 +10,7 @@ from the signal, as GAN-Leaks calibration does for distances (:mod:`ctfp.members
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -81,6 +82,14 @@ class DensityRatioMembership(MembershipMethod):
     name = "density"
     needs_generated = True
     settings_class = DensitySettings
+    rank = 5
+
+    @classmethod
+    def grid(cls, n_small: int, ks: Sequence[int]) -> list[dict[str, Any]]:
+        """kNN (k = 1, 5) and a Gaussian KDE (bandwidth 0.5, 1, 2 x the generated set's
+        median nearest-neighbour distance)."""
+        knn = [{"estimator": "knn", "neighbours": k} for k in (1, 5)]
+        return knn + [{"estimator": "kde", "bandwidth": b} for b in (0.5, 1.0, 2.0)]
 
     def __init__(
         self,

@@ -9,6 +9,7 @@ typical" from the signal. The decision threshold is chosen on labelled training 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -59,6 +60,12 @@ class ProximityMembership(MembershipMethod):
     name = "proximity"
     needs_generated = True
     settings_class = ProximitySettings
+    rank = 0
+
+    @classmethod
+    def grid(cls, n_small: int, ks: Sequence[int]) -> list[dict[str, Any]]:
+        """L2 and cosine, with and without the GAN-Leaks reference."""
+        return [{"metric": m, "reference": r} for m in ("l2", "cosine") for r in (False, True)]
 
     def __init__(
         self,

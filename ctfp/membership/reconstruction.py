@@ -11,6 +11,7 @@ decision threshold is chosen on labelled training reals, which are not otherwise
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -103,6 +104,13 @@ class ReconstructionMembership(MembershipMethod):
     name = "reconstruction"
     needs_generated = True
     settings_class = ReconstructionSettings
+    rank = 2
+
+    @classmethod
+    def grid(cls, n_small: int, ks: Sequence[int]) -> list[dict[str, Any]]:
+        """4, 16 and 64 principal components of the generated set."""
+        return [{"components": c} for c in (4, 16, 64)]
+
     light_scoring = True  # two (n, d) x (d, r) products per block: cheaper than reading a row
 
     def __init__(

@@ -23,16 +23,17 @@ from ctfp.settings import Settings
 if TYPE_CHECKING:
     from ctfp.membership.base import MembershipMethod
 
-#: name -> (its class as ``module:Class``, its options class or None)
+#: name -> (its class as ``module:Class``, its options class or None), in the order
+#: ``--method auto`` tries them (each with its ``grid()`` of settings)
 REGISTRY: dict[str, tuple[str, type[Settings] | None]] = {
     "centroid": ("ctfp.membership.centroid:CentroidMembership", None),
     "proximity": ("ctfp.membership.proximity:ProximityMembership", ProximitySettings),
-    "density": ("ctfp.membership.density:DensityRatioMembership", DensitySettings),
     "counting": ("ctfp.membership.counting:CountingMembership", CountingSettings),
     "reconstruction": (
         "ctfp.membership.reconstruction:ReconstructionMembership",
         ReconstructionSettings,
     ),
+    "density": ("ctfp.membership.density:DensityRatioMembership", DensitySettings),
 }
 
 

@@ -30,6 +30,7 @@ from ctfp.runs.folder import (
     RUN_FILE,
     SCORES_FILE,
     SUMMARY_FILE,
+    chosen_k,
     find_embeddings,
     read_summary,
     task1_dir,
@@ -86,8 +87,8 @@ def audit_record(
 
     Everything comes from the run's ``summary.json`` (checked against the files it lists) and
     the metadata of its embedding shards; nothing is refitted. A task 1 k sweep is described
-    at the k it chose on the training reals (``k_selection``, the one the report shows in
-    detail), else at its first k.
+    at the k it chose on the training reals (the one the report shows in detail), else at its
+    first k.
 
     Parameters
     ----------
@@ -199,13 +200,13 @@ def _task1(summary: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], dic
     interval = chosen.get("roc_auc_95")
     interval = list(interval) if interval and None not in interval else None
     n_used, n_not_used = _int(summary.get("n_used")), _int(summary.get("n_not_used"))
-    labelled = selection.get("n_train", (n_used or 0) + (n_not_used or 0))
+    labelled = selection.get("n_labelled", (n_used or 0) + (n_not_used or 0))
     if selection:
         why_not = None
     elif summary.get("mode") == "non-members only":
         why_not = "there are no known members in train/used/ to measure it on"
     else:
-        why_not = f"the named method {summary.get('method')!r} is not cross-validated"
+        why_not = "too few labelled slices in a training class for cross-validation"
     evidence = {
         "measured": bool(selection),
         "why_not_measured": why_not,
@@ -217,7 +218,7 @@ def _task1(summary: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], dic
         "n_labelled": _int(labelled),
         "n_candidates": len(selection["candidates"]) if selection.get("candidates") else None,
         "k": k,
-        "k_rule": (summary.get("k_selection") or {}).get("rule"),
+        "k_rule": K_RULE if chosen_k(summary) is not None else None,
         "test_flagged_used": _int(first.get("predicted_used")),
         "n_test": _int(summary.get("n_test")),
         "threshold": first.get("threshold"),
@@ -234,7 +235,7 @@ def _task1(summary: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], dic
     requested = ((summary.get("settings") or {}).get("task1") or {}).get("method")
     cv = selection.get("settings") or {}
     warnings = [str(w) for w in summary.get("warnings") or []]
-    if selection:
+    if selection and requested == "auto":
         chosen_by, reason = "cross-validation", str(selection.get("reason") or "")
     elif summary.get("mode") == "non-members only":
         # Without known members --method auto runs a stated default (its warning says so) and
@@ -343,13 +344,21 @@ def _task2(summary: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], dic
     return evidence, counts, method
 
 
+#: How a k sweep chooses its k (:func:`ctfp.membership.selection.select` among one candidate
+#: per k, by the one-standard-error rule).
+K_RULE = (
+    "the smallest k within one paired standard error of the best ROC-AUC on out-of-fold scores "
+    "of the training reals"
+)
+
+
 def shown_k(summary: dict[str, Any]) -> int | None:
     """The k of a task 1 run the audit describes: the one a k sweep chose on the training reals
-    (``k_selection``, the one the report shows in detail), else the first."""
+    (the one the report shows in detail), else the first."""
     ks = [int(k) for k in summary.get("k") or []]
-    chosen = (summary.get("k_selection") or {}).get("chosen")
-    if chosen is not None and int(chosen) in ks:
-        return int(chosen)
+    chosen = chosen_k(summary)
+    if chosen is not None and chosen in ks:
+        return chosen
     return ks[0] if ks else None
 
 
@@ -553,15 +562,21 @@ def _task1_paragraph(record: dict[str, Any]) -> list[str]:
     sentences = []
     if e["measured"]:
         cv = m.get("cross_validation") or {}
+        n = e["n_candidates"] or 1
+        tried = (
+            f"trying {n} ways of scoring them and judging each"
+            if n > 1
+            else f"scoring them by {scorer} (named) and judging it"
+        )
+        chosen = f"The chosen one, {scorer}," if n > 1 else "It"
+        optimism = ", and as the best of many tries it is somewhat optimistic" if n > 1 else ""
         sentences.append(
-            f"How it was measured: ctfp compared {known} with {made}, trying "
-            f"{e['n_candidates']} ways of scoring them and judging each "
-            f"only on slices it had not been fitted on ({cv.get('folds')}-fold cross-validation, "
-            f"{cv.get('repeats')} repeats). The chosen one, {scorer}, separates used from "
-            f"not-used slices with a ROC-AUC of {_num(e['cv_roc_auc'])}"
-            f"{_interval(e['cv_roc_auc_95'])}; ROC-AUC is the chance that a used slice scores "
-            "higher than a not-used one (0.5 is guessing, 1.0 is perfect), and as the best of "
-            "many tries it is somewhat optimistic."
+            f"How it was measured: ctfp compared {known} with {made}, {tried} only on slices it "
+            f"had not been fitted on ({cv.get('folds')}-fold cross-validation, {cv.get('repeats')} "
+            f"repeats). {chosen} separates used from not-used slices with a ROC-AUC of "
+            f"{_num(e['cv_roc_auc'])}{_interval(e['cv_roc_auc_95'])}; ROC-AUC is the chance that "
+            "a used slice scores higher than a not-used one (0.5 is guessing, 1.0 is perfect)"
+            f"{optimism}."
             + (
                 f" Repeating the whole choice on one half of the labelled slices and scoring the "
                 f"other half gives {_num(e['heldout_roc_auc'])}, an estimate without that "

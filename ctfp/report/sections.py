@@ -38,6 +38,66 @@ def verdict_box(summary: dict[str, Any]) -> str:
     return "".join(parts) + "</section>"
 
 
+#: How each selection metric is named on the page.
+METRIC_LABELS = {"roc_auc": "ROC-AUC", "ari": "ARI"}
+#: What each rule did, in words (the default: the one-standard-error rule alone).
+RULES = {
+    "forward selection": "forward selection from the best (Caruana et al. 2004): the candidate "
+    "on its features that most raises the out-of-fold ROC-AUC of the weighted mean of "
+    "standardised scores was added, with replacement, until none raised it; the whole choice "
+    "was also repeated on held-out halves of the slices",
+    "tied mean": "the equal mean of the standardised scores of the candidates on the best's "
+    "features that are tied with it",
+}
+
+
+def selection_section(summary: dict[str, Any], notes: Sequence[str] = ()) -> str:
+    """What was chosen and why, and every candidate's cross-validated score on the labelled
+    slices (best first; the table collapsed): the same section for both tasks. ``notes``:
+    task-specific paragraphs (HTML) after the method note."""
+    selection = summary.get("selection")
+    if not selection:
+        return ""
+    metric = selection.get("metric") or ("roc_auc" if summary.get("task") == "task1" else "ari")
+    name = METRIC_LABELS.get(metric, metric)
+    cv = selection.get("settings") or {}
+    n = selection.get("n_labelled", selection.get("n_train"))
+    rule = RULES.get(
+        str(selection.get("rule")),
+        "the best, simplified within its family (same features and method) by the "
+        "one-standard-error rule",
+    )
+    parts = ['<section id="selection"><h2>Method selection</h2>']
+    parts.append(f'<p class="reason">{escape(selection.get("reason", ""))}.</p>')
+    parts.append(
+        f'<p class="note">Each candidate was scored out of fold on the {n} labelled slices '
+        f"({cv.get('folds')}-fold cross-validation stratified by class, {cv.get('repeats')} "
+        "repeats; methods that learn nothing from the labels fitted once), by its "
+        f"{escape(name)}. Candidates within one standard error of the best (on the paired gap: "
+        f"the same bootstrap resamples for both) are tied with it. Chosen: {escape(rule)}. The "
+        "winner's estimate is optimistic (it is the best of many); the test truth was never "
+        "looked at.</p>"
+    )
+    parts += list(notes)
+    for left_out, reason in (selection.get("skipped") or {}).items():
+        parts.append(f'<p class="note">{escape(left_out)} left out: {escape(reason)}</p>')
+    candidates = selection.get("candidates") or []
+    accuracy = any(c.get("accuracy") is not None for c in candidates)
+    rows = []
+    for c in candidates:
+        interval = c.get(f"{metric}_95") or [None, None]
+        ci = "-" if None in interval else f"{interval[0]:.3f}-{interval[1]:.3f}"
+        mark = "chosen" if c.get("chosen") else ("within 1 SE" if c.get("within_one_se") else "")
+        row = [c.get("label"), c.get(metric), c.get(f"{metric}_se"), ci, c.get("gap_se")]
+        rows.append([*row, *([c.get("accuracy")] if accuracy else []), mark, c.get("error") or ""])
+    header = ["candidate", f"CV {name}", "SE", "95 % interval", "SE of gap to best"]
+    header += ["accuracy"] if accuracy else []
+    parts.append(f"<details><summary>All {len(rows)} candidates</summary>")
+    parts.append(table([*header, "", "error"], rows))
+    parts.append("</details></section>")
+    return "".join(parts)
+
+
 def settings_section(
     run: Path, summary: dict[str, Any], rows: Rows | None, shards: Path | None
 ) -> str:
@@ -73,10 +133,7 @@ def settings_section(
             "the map and the thumbnails are left out.</div>"
         )
     recorded = summary.get("settings") or {}
-    # Runs since 0.2 record their settings objects; the flat keys beside them repeat them.
     skip = {"model", "runs", "settings", "warnings", "files"}
-    if recorded:
-        skip |= set(LEGACY_KEYS)
     outcome = [(k, v) for k, v in summary.items() if k not in skip]
     parts.append('<div class="figures"><div><h3>The run (summary.json)</h3>')
     parts.append(table(["field", "value"], [(k, fmt(v)) for k, v in outcome]))
@@ -92,21 +149,6 @@ def settings_section(
         parts.append(f'<div class="stages">{table(["stage", "settings"], stages)}</div>')
     parts.append(f'<p class="note">Run folder: <code>{escape(run.resolve())}</code></p></section>')
     return "".join(parts)
-
-
-#: Flat summary keys of task runs that repeat the recorded settings objects.
-LEGACY_KEYS = (
-    "metric",
-    "neighbours",
-    "reference",
-    "calibrate",
-    "index",
-    "recall_target",
-    "seed",
-    "init",
-    "covariance_type",
-    "pca",
-)
 
 
 def _flat(values: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Any]]:

@@ -23,12 +23,13 @@ from ctfp.report.figures import (
 )
 from ctfp.report.html import Thumbnails, escape, figure, table, window_of
 from ctfp.report.rows import Rows, read_rows
-from ctfp.report.sections import map_section, verdict_box
+from ctfp.report.sections import map_section, selection_section, verdict_box
 from ctfp.runs.folder import (
     RUN_FILE,
     SCORES_FILE,
     TEST_PREFIX,
     TRAIN_SCORES_FILE,
+    chosen_k,
     read_scores,
     task1_dir,
 )
@@ -78,61 +79,6 @@ def _run_files(run: Path, ks: list[int], k: int) -> tuple[Path, Path]:
     return dest / RUN_FILE, dest / SCORES_FILE
 
 
-def selection_section(summary: dict[str, Any]) -> str:
-    """``--method auto``: what was chosen and why, and every candidate's cross-validated
-    ROC-AUC on the training reals (best first; the table collapsed)."""
-    selection = summary.get("selection")
-    if not selection:
-        return ""
-    cv = selection.get("settings") or {}
-    parts = ['<section id="selection"><h2>Method selection</h2>']
-    parts.append(f'<p class="reason">{escape(selection.get("reason", ""))}.</p>')
-    parts.append(
-        f'<p class="note">Each candidate was scored out of fold on the {selection.get("n_train")} '
-        f"labelled training reals ({cv.get('folds')}-fold stratified cross-validation, "
-        f"{cv.get('repeats')} repeats; methods that learn nothing from the labels fitted once). "
-        "Candidates within one standard error of the best (on the paired gap: the same "
-        "bootstrap resamples for both) are tied with it. Chosen: with the default "
-        "<code>--combine forward</code>, forward selection from the best (Caruana et al. 2004): "
-        "the candidate on its features that most raises the out-of-fold ROC-AUC of the weighted "
-        "mean of standardised scores is added, with replacement, until none raises it (the best "
-        "alone, simplified by the one-standard-error rule, when none does); with "
-        "<code>--combine tied</code>, the equal mean of the tied candidates on the best's "
-        "features; with <code>--combine simplest</code>, the simplest tied setting of the best's "
-        "method. The winner's estimate is optimistic (it is the best of many; forward selection "
-        "also reports the whole choice repeated on held-out halves); the test set was never "
-        "looked at.</p>"
-    )
-    for name, reason in (selection.get("skipped") or {}).items():
-        parts.append(f'<p class="note">{escape(name)} left out: {escape(reason)}</p>')
-    rows = []
-    for c in selection.get("candidates") or []:
-        interval = c.get("roc_auc_95") or [None, None]
-        ci = "-" if None in interval else f"{interval[0]:.3f}-{interval[1]:.3f}"
-        mark = "chosen" if c.get("chosen") else ("within 1 SE" if c.get("within_one_se") else "")
-        rows.append(
-            [
-                c.get("label"),
-                c.get("roc_auc"),
-                c.get("roc_auc_se"),
-                ci,
-                c.get("gap_se"),
-                mark,
-                c.get("error") or "",
-            ]
-        )
-    count = len(rows)
-    parts.append(f"<details><summary>All {count} candidates</summary>")
-    parts.append(
-        table(
-            ["candidate", "CV ROC-AUC", "SE", "95 % interval", "SE of gap to best", "", "error"],
-            rows,
-        )
-    )
-    parts.append("</details></section>")
-    return "".join(parts)
-
-
 def task1_body(
     run: Path,
     summary: dict[str, Any],
@@ -149,9 +95,8 @@ def task1_body(
     ks = [int(v) for v in summary.get("k") or []]
     if not ks:
         raise InputError("summary.json lists no k for this task1 run")
-    k_selection = summary.get("k_selection") or {}
     if k is None:
-        k = int(k_selection.get("chosen", ks[0]))
+        k = chosen_k(summary) or ks[0]
     elif k not in ks:
         raise InputError(f"k={k} is not one of this run's k: {', '.join(map(str, ks))}")
     run_csv, scores_csv = _run_files(run, ks, k)
@@ -299,8 +244,13 @@ def k_sweep_section(
     from ctfp.evaluate import evaluate_run
 
     runs = summary.get("runs") or {}
-    k_selection = summary.get("k_selection") or {}
-    cv = k_selection.get("cv") or {}
+    selection = summary.get("selection") or {}
+    cv = {
+        str((c.get("params") or {}).get("k")): c
+        for c in selection.get("candidates") or []
+        if c.get("error") is None
+    }
+    chosen = chosen_k(summary)
     header = ["k", "predicted used", "threshold"]
     if cv:
         header += ["CV ROC-AUC (train)", "SE", "chosen"]
@@ -315,7 +265,7 @@ def k_sweep_section(
         row: list[Any] = [kk, info.get("predicted_used"), info.get("threshold")]
         if cv:
             c = cv.get(str(kk)) or {}
-            mark = "chosen" if kk == k_selection.get("chosen") else ""
+            mark = "chosen" if kk == chosen else ""
             row += [c.get("roc_auc"), c.get("roc_auc_se"), mark]
         used.append(info.get("predicted_used"))
         if truth is not None:
@@ -333,11 +283,11 @@ def k_sweep_section(
     else:
         uri = k_sweep_plot(ks, used)
         caption = "Test slices predicted used for each k."
-    rule = k_selection.get("rule")
     note = (
-        f'<p class="note">k={k_selection.get("chosen")} is shown in detail above: {escape(rule)}'
-        "; the test truth, where given, only measures.</p>"
-        if rule
+        f'<p class="note">k={chosen} is shown in detail above: the smallest k within one paired '
+        "standard error of the best cross-validated ROC-AUC of the training reals; the test "
+        "truth, where given, only measures.</p>"
+        if chosen is not None
         else ""
     )
     return (

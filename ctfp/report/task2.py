@@ -12,7 +12,7 @@ from ctfp.exceptions import InputError
 from ctfp.report.figures import bic_plot, cluster_colours, cluster_sizes_plot
 from ctfp.report.html import THUMB_SIDE, Thumbnails, escape, figure, table, window_of
 from ctfp.report.rows import Rows, read_rows
-from ctfp.report.sections import map_section, verdict_box
+from ctfp.report.sections import map_section, selection_section, verdict_box
 from ctfp.runs.folder import CLUSTERS_FILE, TEST_PREFIX
 
 PathLike = str | os.PathLike[str]
@@ -20,64 +20,23 @@ NAV = ("selection", "map", "clusters", "evaluation", "thumbnails", "settings")
 GREYS = ("#444444", "#888888", "#bbbbbb", "#222222", "#666666", "#aaaaaa")
 
 
-def selection_section(summary: dict[str, Any]) -> str:
-    """Attribution with labels: what was chosen and why, the open set, and every candidate's
-    cross-validated ARI on the labelled slices (best first; the table collapsed)."""
-    selection = summary.get("selection")
-    if not selection:
-        return ""
-    cv = selection.get("settings") or {}
-    parts = ['<section id="selection"><h2>Method selection</h2>']
-    parts.append(f'<p class="reason">{escape(selection.get("reason", ""))}.</p>')
-    parts.append(
-        f'<p class="note">Each candidate was scored out of fold on the '
-        f"{selection.get('n_labelled')} labelled slices of train/&lt;group&gt;/ "
-        f"({cv.get('folds')}-fold cross-validation stratified by group, {cv.get('repeats')} "
-        "repeats). Chosen: the highest mean ARI, simplified within its family (same features "
-        "and way) by the one-standard-error rule on the paired gap to the best. The winner's "
-        "estimate is optimistic (it is the best of many); the test truth was never looked at.</p>"
-    )
+def open_set_note(summary: dict[str, Any]) -> str:
+    """How many test slices fit no labelled generator, in a paragraph (HTML), or ``""``."""
     open_set = summary.get("open_set") or {}
-    if open_set:
-        parts.append(
-            f'<p class="note">Open set: {open_set.get("unknown")} of {summary.get("n_test")} '
-            "test slices fit no labelled generator (cross-conformal p-value at most "
-            f"{open_set.get('reject')}; about {open_set.get('expected_by_chance')} expected by "
-            "chance). "
-            + (
-                "More than chance explains: likely a generator that train/ does not hold."
-                if open_set.get("extra_group")
-                else ""
-            )
-            + " They are -1 in open_set.csv.</p>"
+    if not open_set:
+        return ""
+    return (
+        f'<p class="note">Open set: {open_set.get("unknown")} of {summary.get("n_test")} test '
+        "slices fit no labelled generator (cross-conformal p-value at most "
+        f"{open_set.get('reject')}; about {open_set.get('expected_by_chance')} expected by "
+        "chance). "
+        + (
+            "More than chance explains: likely a generator that train/ does not hold."
+            if open_set.get("extra_group")
+            else ""
         )
-    for name, reason in (selection.get("skipped") or {}).items():
-        parts.append(f'<p class="note">{escape(name)} left out: {escape(reason)}</p>')
-    rows = []
-    for c in selection.get("candidates") or []:
-        interval = c.get("ari_95") or [None, None]
-        ci = "-" if None in interval else f"{interval[0]:.3f}-{interval[1]:.3f}"
-        mark = "chosen" if c.get("chosen") else ("within 1 SE" if c.get("within_one_se") else "")
-        rows.append(
-            [
-                c.get("label"),
-                c.get("ari"),
-                c.get("accuracy"),
-                ci,
-                c.get("gap_se"),
-                mark,
-                c.get("error") or "",
-            ]
-        )
-    parts.append(f"<details><summary>All {len(rows)} candidates</summary>")
-    parts.append(
-        table(
-            ["candidate", "CV ARI", "accuracy", "95 % interval", "SE of gap to best", "", "error"],
-            rows,
-        )
+        + " They are -1 in open_set.csv.</p>"
     )
-    parts.append("</details></section>")
-    return "".join(parts)
 
 
 def task2_body(
@@ -109,7 +68,7 @@ def task2_body(
         rows = read_rows(shards, wanted, generated=False, vectors=False, seed=seed)
     sections = []
     sections.append(verdict_box(summary))
-    sections.append(selection_section(summary))
+    sections.append(selection_section(summary, [open_set_note(summary)]))
     named = summary.get("cluster_groups") or {}
 
     def title(c: int) -> str:

@@ -94,6 +94,14 @@ def task1_dir(out: PathLike, ks: Sequence[int], k: int) -> Path:
     return Path(out) if len(ks) == 1 else Path(out) / f"k{k}"
 
 
+def chosen_k(summary: dict[str, Any]) -> int | None:
+    """The k a k sweep chose on the training reals (the one shown in detail), or None."""
+    if len(summary.get("k") or []) < 2:
+        return None
+    k = (((summary.get("selection") or {}).get("chosen") or {}).get("params") or {}).get("k")
+    return None if k is None else int(k)
+
+
 def split_test_rows(ids: Sequence[str]) -> tuple[np.ndarray, list[str]]:
     """Mask of the rows under ``test/`` and their run-file ids (relative, without the prefix)."""
     mask = np.array([i.startswith(TEST_PREFIX) for i in ids], dtype=bool)
@@ -243,6 +251,7 @@ __all__ = [
     "SUMMARY_FILE",
     "TEST_PREFIX",
     "begin_commit",
+    "chosen_k",
     "embeddings_dir",
     "find_embeddings",
     "fingerprint",

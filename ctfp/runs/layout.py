@@ -129,6 +129,13 @@ def test_part(data: Embeddings) -> tuple[list[str], np.ndarray]:
     return ids, rows_of(data, mask, "test/")
 
 
+def rows_by_id(data: Embeddings, ids: Sequence[str]) -> np.ndarray:
+    """(len(ids), d) the embeddings of ``ids``, in that order (feature types of one run hold
+    the same slices, not always in the same order)."""
+    where = {i: n for n, i in enumerate(data.ids)}
+    return data.matrix[[where[i] for i in ids]] if len(ids) else data.matrix[:0]
+
+
 def model_identity(metadata: dict[str, Any]) -> dict[str, Any]:
     """What a summary records of the embedding model."""
     return {key: metadata.get(key) for key in ("model", "weights", "weights_sha256")}
@@ -140,6 +147,7 @@ __all__ = [
     "embed_features",
     "embed_layout",
     "model_identity",
+    "rows_by_id",
     "rows_of",
     "test_part",
 ]

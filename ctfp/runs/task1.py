@@ -1,5 +1,13 @@
-"""Task 1 end to end: embed an ImageCLEF-style folder (resumable), fit the membership method,
-write the run, score and model files of each k, and the summary."""
+"""Task 1 end to end: embed an ImageCLEF-style folder (resumable), choose and fit the
+membership scorer, write the run, score and model files and the summary.
+
+One path for every method: ``--method auto`` is a selection among many candidates, a named
+method a selection among one (a k sweep: one per k) through the same core
+(:mod:`ctfp.membership.selection`), so every run measures what it answers with, where the
+labelled slices allow, and records it in one shape. A named method keeps its own threshold
+(the seed paper's 1-NN label for ``centroid``); ``auto`` sets it on its answer's out-of-fold
+scores.
+"""
 
 from __future__ import annotations
 
@@ -18,7 +26,7 @@ from ctfp.engine.settings import EngineSettings
 from ctfp.evaluate import write_run
 from ctfp.exceptions import InputError, WeightsUnavailableError
 from ctfp.io.fs import as_local
-from ctfp.membership.base import MembershipMethod
+from ctfp.membership.options import SelectionSettings
 from ctfp.membership.settings import AUTO, Task1Settings, takes_k
 from ctfp.progress import logger, progress_bar
 from ctfp.runs.folder import (
@@ -32,7 +40,15 @@ from ctfp.runs.folder import (
     write_scores,
     write_summary,
 )
-from ctfp.runs.layout import check_local_data, embed_layout, model_identity, rows_of, test_part
+from ctfp.runs.layout import (
+    check_layout,
+    check_local_data,
+    embed_features,
+    model_identity,
+    rows_by_id,
+    rows_of,
+    test_part,
+)
 from ctfp.runs.models import save_model
 from ctfp.runs.remote import in_run_folder
 from ctfp.settings import SettingsError
@@ -75,106 +91,6 @@ def check_k_before_embedding(data: Path, settings: Task1Settings) -> None:
             )
 
 
-def fit_membership(
-    settings: Task1Settings,
-    train_x: np.ndarray,
-    train_y: np.ndarray,
-    generated: np.ndarray | None = None,
-    k: int | None = None,
-) -> MembershipMethod:
-    """Build and fit the method ``settings`` names (with ``k``, default the first)."""
-    model = settings.build(k)
-    return model.fit(train_x, train_y, generated)
-
-
-def out_of_fold(
-    s: Task1Settings,
-    train_x: np.ndarray,
-    train_y: np.ndarray,
-    generated: np.ndarray | None,
-    k: int,
-) -> np.ndarray | None:
-    """The method's scores of the training reals, each from a model that did not see it:
-    stratified folds and repeats of ``--method auto`` (mean over repeats), or the fitted
-    model's own scores for a method that learns nothing from the labels. None with too few
-    slices in the smaller class for the folds."""
-    from ctfp.evaluate import stratified_folds
-    from ctfp.membership.selection import SelectionSettings
-
-    cv = SelectionSettings()
-    probe = s.build(k)
-    if not probe.uses_labels:
-        return fit_membership(s, train_x, train_y, generated, k).score_samples(train_x)
-    if int(min(train_y.sum(), (train_y == 0).sum())) < cv.folds:
-        return None
-    runs = []
-    for r in range(cv.repeats):
-        fold = stratified_folds(train_y, cv.folds, s.seed + r)
-        oof = np.empty(len(train_y))
-        for f in range(cv.folds):
-            test = fold == f
-            model = fit_membership(s, train_x[~test], train_y[~test], generated, k)
-            oof[test] = model.score_samples(train_x[test])
-        runs.append(oof)
-    return np.mean(runs, axis=0)
-
-
-def choose_k(
-    s: Task1Settings,
-    train_y: np.ndarray,
-    oof: dict[int, np.ndarray],
-    features: str,
-) -> dict[str, Any]:
-    """The k of a sweep to show and trust, chosen on the training reals only: each k's ROC-AUC
-    on its out-of-fold scores (``oof``, :func:`out_of_fold`), the smallest k within one paired
-    standard error of the best (the test truth is never looked at). Returns ``{"chosen",
-    "rule", "cv": {k: {"roc_auc", "roc_auc_se", "within_one_se"}}}``; without out-of-fold
-    scores (too few training slices for the folds), the first k and the reason."""
-    from ctfp.membership.selection import (
-        Candidate,
-        SelectionSettings,
-        Trial,
-        auc_of,
-        bootstrap_auc,
-        paired_gaps,
-        simplest_within_one_se,
-    )
-
-    cv = SelectionSettings()
-    ks = list(oof)
-    if not oof or any(v is None for v in oof.values()):
-        n_small = int(min(train_y.sum(), (train_y == 0).sum()))
-        return {
-            "chosen": int(s.ks[0]),
-            "rule": f"first k: {n_small} slices in the smaller training class, too few for "
-            f"{cv.folds}-fold cross-validation",
-            "cv": {},
-        }
-    trials = []
-    for kk in ks:
-        trial = Trial(Candidate(features, s.method, {"k": int(kk)}))
-        trial.oof = oof[kk]
-        trial.auc = auc_of(train_y, trial.oof)
-        trial.auc_se, trial.interval = bootstrap_auc(train_y, trial.oof, cv.bootstrap, s.seed)
-        trials.append(trial)
-    top = max(trials, key=lambda t: (t.auc, -t.candidate.complexity))
-    paired_gaps(top, trials, train_y, cv.bootstrap, s.seed)
-    best = simplest_within_one_se(trials, top, lambda t: t.auc, lambda t: t.diff_se)
-    return {
-        "chosen": int(best.candidate.params["k"]),
-        "rule": "the smallest k within one paired standard error of the best ROC-AUC on "
-        f"out-of-fold scores of the training reals ({cv.folds} folds x {cv.repeats} repeats)",
-        "cv": {
-            str(t.candidate.params["k"]): {
-                "roc_auc": round(t.auc, 4),
-                "roc_auc_se": round(t.auc_se, 4),
-                "within_one_se": t.within_one_se,
-            }
-            for t in trials
-        },
-    }
-
-
 def run_task1(
     data: PathLike,
     out: PathLike,
@@ -185,31 +101,33 @@ def run_task1(
     progress: bool = True,
     **overrides: Any,
 ) -> dict[str, Any]:
-    """Task 1: embed ``data``, fit the membership model, write run and score files.
+    """Task 1: embed ``data``, choose and fit the membership scorer, write run and score files.
 
     ``settings`` (``overrides``: its fields and its method's options, e.g. ``method="proximity",
-    metric="l2"``) chooses the method: ``centroid`` (the seed paper: k-means centres per class,
-    L1 1-NN) or ``proximity`` (distance to the nearest generated slices, calibrated on the
-    training reals); see :data:`ctfp.membership.registry.METHODS`. ``embed`` says how the
-    slices become embeddings (reused from ``out`` on reruns with the same settings). One k
-    writes ``out/run.csv`` (``<id>,<0|1>``), ``out/scores.csv`` (``id,score,label``) and
-    ``out/model/``; several write ``out/k<k>/``. ``out/summary.json`` records the settings that
-    ran and the chosen threshold. ``out`` may be on an object store (``s3://...``): the
-    embeddings are written there directly, the run's files are published there when it ends,
-    its ``summary.json`` last (:mod:`ctfp.runs.remote`); ``data`` is a local or mounted folder.
+    metric="l2"``) chooses the method: ``auto`` (default: features, method and settings chosen
+    by cross-validation on the labelled training reals), ``centroid`` (the seed paper: k-means
+    centres per class, L1 1-NN), ``proximity`` (distance to the nearest generated slices,
+    calibrated on the training reals), ...; see :data:`ctfp.membership.registry.REGISTRY`.
+    ``embed`` says how the slices become embeddings (reused from ``out`` on reruns with the
+    same settings). One k writes ``out/run.csv`` (``<id>,<0|1>``), ``out/scores.csv``
+    (``id,score,label``) and ``out/model/``; a k sweep writes ``out/k<k>/`` for each. ``out/
+    summary.json`` records the settings that ran, the candidates measured and the threshold.
+    ``out`` may be on an object store (``s3://...``): the embeddings are written there
+    directly, the run's files are published there when it ends, its ``summary.json`` last
+    (:mod:`ctfp.runs.remote`); ``data`` is a local or mounted folder.
     """
     data = as_local(data)
     check_local_data(data)
     return in_run_folder(
         out,
         lambda local, root: _run_task1(
-            data, local, root, settings, embed, engine, progress, dict(overrides)
+            Path(data), local, root, settings, embed, engine, progress, dict(overrides)
         ),
     )
 
 
 def _run_task1(
-    data: PathLike,
+    data: Path,
     out: Path,
     root: PathLike,
     settings: Task1Settings | None,
@@ -222,99 +140,243 @@ def _run_task1(
     start = time.perf_counter()
     s = task1_settings(settings, overrides)
     warnings: list[str] = []
-    if not (Path(data) / "train" / "used").is_dir() and (Path(data) / "train/not_used").is_dir():
+    if not (data / "train" / "used").is_dir() and (data / "train" / "not_used").is_dir():
         s, embed, warnings = non_members_only(s, embed)
-    if s.method == AUTO:
-        embed_settings = embed or EmbedSettings(features="auto")
-        return run_auto(data, out, s, embed_settings, engine, progress, start, root=root)
-    embed_settings = embed or EmbedSettings()
-    if embed_settings.features == "auto":
+    members = not warnings
+    required = ["train/used", "train/not_used", "test"] if members else ["train/not_used", "test"]
+    check_layout(data, required)  # before weights are fetched or anything is embedded
+    auto = s.method == AUTO
+    embed_settings = embed or EmbedSettings(features="auto" if auto else "resnet50")
+    if not auto and embed_settings.features == "auto":
         raise SettingsError(
             f"features 'auto' are chosen by --method auto; method {s.method!r} needs one feature "
             "type (--features resnet50, pixels, ...)"
         )
-    check_k_before_embedding(Path(data), s)
-    required = ["train/not_used", "test"] if warnings else ["train/used", "train/not_used", "test"]
-    emb = embed_layout(data, root, required, embed_settings, engine=engine, progress=progress)
-    labels = emb.labels
-    train = (labels == "used") | (labels == "not_used")
-    if not warnings:
-        rows_of(emb, labels == "used", "train/used/")
-    rows_of(emb, labels == "not_used", "train/not_used/")
-    train_x, train_y = emb.matrix[train], (labels[train] == "used").astype(int)
-    generated = emb.matrix[labels == "generated"]
-    ids, x = test_part(emb)
-    ks = s.ks
-    runs: dict[int, dict[str, Any]] = {}
-    written: list[Path] = []
-    oof: dict[int, np.ndarray | None] = {}
-    train_ids = [i for i, lab in zip(emb.ids, labels, strict=True) if lab in ("used", "not_used")]
+    check_k_before_embedding(data, s)
+    features, skipped = auto_features(embed_settings)
+    for name, reason in skipped.items():
+        logger.warning(
+            f"auto: {name} left out: {reason} (pass --weights PATH or --weights random to try it)"
+        )
+    embedded = embed_features(
+        data, root, required, embed_settings, features, engine=engine, progress=progress
+    )
+    first = embedded[features[0]]
+    labels = first.labels
+    if members:
+        rows_of(first, labels == "used", "train/used/")
+    rows_of(first, labels == "not_used", "train/not_used/")
+    train_ids = [i for i, lab in zip(first.ids, labels, strict=True) if lab in ("used", "not_used")]
+    gen_ids = [i for i, lab in zip(first.ids, labels, strict=True) if lab == "generated"]
+    ids, _ = test_part(first)
+    test_ids = [TEST_PREFIX + i for i in ids]
+    where = {i: n for n, i in enumerate(first.ids)}
+    y = np.array([1 if labels[where[i]] == "used" else 0 for i in train_ids], dtype=np.int64)
+    data_of = {
+        f: (rows_by_id(e, train_ids), rows_by_id(e, gen_ids) if gen_ids else None)
+        for f, e in embedded.items()
+    }
+    selection = _select(s, features, data_of, y, bool(gen_ids), progress)
+    # The answer: auto's winner; a named method at each k (a sweep) or at the k it has.
+    ks = s.ks if not auto and len(s.ks) > 1 else [None]
+    chosen = selection.best.candidate if selection is not None else None
     begin_commit(out)
-    for kk in progress_bar(
-        len(ks), "task1 fits", "k", enabled=len(ks) > 1 and progress, iterable=ks
-    ):
-        model = fit_membership(s, train_x, train_y, generated, kk)
-        score = model.score_samples(x)
-        pred = model.predict(x)
-        dest = task1_dir(out, ks, kk)
+    runs: dict[str, dict[str, Any]] = {}
+    written: list[Path] = []
+    for k in ks:
+        fitted, candidate = _fit(s, chosen, k, features, data_of, y, selection)
+        x = rows_by_id(embedded[candidate.features], test_ids)
+        score = fitted.score_samples(x)
+        pred = fitted.predict(x)
+        kk = candidate.params.get("k", s.ks[0])
+        dest = task1_dir(out, [int(v) for v in ks], kk) if k is not None else out
         write_run(dest / RUN_FILE, ids, pred)
         write_scores(dest / SCORES_FILE, ids, score, pred)
-        oof[kk] = None if warnings else out_of_fold(s, train_x, train_y, generated, kk)
-        if oof[kk] is not None:  # what the report compares the test scores with
-            write_scores(dest / TRAIN_SCORES_FILE, train_ids, oof[kk], train_y)
-            written.append(dest / TRAIN_SCORES_FILE)
-        fitted = s.replace(k=(kk,)) if takes_k(s.method) else s
-        recorded = {"task1": fitted.to_dict(), "embed": embed_settings.to_dict()}
-        save_model(model, dest / MODEL_DIR, identity=emb.metadata, settings=recorded)
         written += [dest / RUN_FILE, dest / SCORES_FILE, dest / MODEL_DIR]
-        runs[kk] = {
+        trial = _trial_of(selection, candidate)
+        if trial is not None and trial.oof is not None:  # what the report compares test scores with
+            write_scores(dest / TRAIN_SCORES_FILE, train_ids, trial.oof, y)
+            written.append(dest / TRAIN_SCORES_FILE)
+        recorded = {
+            "task1": (s.replace(k=(int(kk),)) if takes_k(s.method) else s).to_dict(),
+            "embed": embed_settings.replace(features=candidate.features).to_dict(),
+            "chosen": {
+                "features": candidate.features,
+                "method": candidate.method,
+                "params": dict(candidate.params),
+            },
+        }
+        identity = embedded[candidate.features].metadata
+        save_model(fitted, dest / MODEL_DIR, identity=identity, settings=recorded)
+        n_used = int((pred == fitted.classes_[1]).sum())
+        runs[str(kk)] = {
             "run": str(dest / RUN_FILE),
             "scores": str(dest / SCORES_FILE),
             "model_dir": str(dest / MODEL_DIR),
-            "predicted_used": int(pred.sum()),
-            "threshold": model.threshold_,
-            "recall_at_1": getattr(model, "recall_", None),
+            "predicted_used": n_used,
+            "threshold": fitted.threshold_,
+            "recall_at_1": getattr(fitted, "recall_", None),
         }
-        calibrate = getattr(s.options, "calibrate", None)
-        chosen = f" (threshold {model.threshold_:.4g}"
-        chosen += f" chosen for {calibrate} on train)" if calibrate else ", fixed)"
-        with_k = f" k={kk}" if "k" in model.get_params() else ""
-        n_used = int((pred == model.classes_[1]).sum())
-        logger.info(
-            f"task1 {s.method}{with_k}: {n_used}/{len(ids)} test slices labelled used"
-            f"{chosen} -> {dest / RUN_FILE}"
+        how = (
+            f"chosen for {_criterion(s, candidate)} on out-of-fold scores"
+            if auto
+            else _own_threshold(s)
         )
-        if runs[kk]["recall_at_1"] is not None:
-            index = getattr(s.options, "index", "")
-            logger.info(f"task1 {index} index recall@1 vs exact: {runs[kk]['recall_at_1']:.4f}")
-    options = s.options.to_dict() if s.options is not None else {}
-    k_selection = None
-    if len(ks) > 1 and not warnings:
-        k_selection = choose_k(s, train_y, oof, embed_settings.features)
-        logger.info(f"task1 k sweep: k={k_selection['chosen']} chosen: {k_selection['rule']}")
+        logger.info(
+            f"task1 {candidate.label}: {n_used}/{len(ids)} test slices labelled used (threshold "
+            f"{fitted.threshold_:.4g} {how}) -> {dest / RUN_FILE}"
+        )
+        if runs[str(kk)]["recall_at_1"] is not None:
+            logger.info(
+                f"task1 {candidate.params.get('index')} index recall@1 vs exact: "
+                f"{runs[str(kk)]['recall_at_1']:.4f}"
+            )
+    shown = chosen if chosen is not None else candidate
+    if selection is not None:
+        logger.info(f"task1: chose {selection.reason}")
+    elif members and not auto:
+        warnings.append(
+            f"{int(min(y.sum(), (y == 0).sum()))} slices in the smaller training class, too few "
+            f"for {SelectionSettings().folds}-fold cross-validation: the run is not measured"
+        )
+    params = dict(shown.params)
     summary = {
         "task": "task1",
-        "method": s.method,
-        "k": ks,
-        "k_selection": k_selection,
-        # The flat keys of earlier versions, kept for readers of summary.json.
-        "metric": options.get("metric", "l1" if s.method == "centroid" else None),
-        "neighbours": options.get("neighbours"),
-        "reference": options.get("reference"),
-        "calibrate": options.get("calibrate"),
-        "index": options.get("index"),
-        "recall_target": options.get("recall_target") if options.get("index") != "flat" else None,
-        **_run_record(s, embed_settings, engine, train_y, len(generated), len(ids)),
-        "mode": "non-members only" if warnings else "members and non-members",
+        "method": shown.method,
+        "features": shown.features,
+        "k": [int(v) for v in s.ks] if len(ks) > 1 else [int(params.get("k", s.ks[0]))],
+        "metric": _metric(shown, s),
+        "calibrate": _criterion(s, shown) if auto else getattr(s.options, "calibrate", None),
+        "selection": None
+        if selection is None
+        else {**selection.to_dict(), "features_tried": features, "skipped": skipped},
+        **_run_record(s, embed_settings, engine, y, len(gen_ids), len(ids)),
+        "mode": "members and non-members" if members else "non-members only",
         "warnings": warnings,
         "runs": runs,
-        "model": model_identity(emb.metadata),
+        "model": model_identity(embedded[shown.features].metadata),
         "seconds": round(time.perf_counter() - start, 2),
     }
     summary["verdict"] = verdict(summary)
     logger.info(f"verdict: {summary['verdict']}")
     write_summary(out, summary, written)
     return summary
+
+
+def _select(
+    s: Task1Settings,
+    features: Sequence[str],
+    data: dict[str, tuple[np.ndarray, np.ndarray | None]],
+    y: np.ndarray,
+    has_generated: bool,
+    progress: bool,
+) -> Any:
+    """The selection that answers the run: auto's among its grid; a named method's among its
+    k (or its one setting), measured only where both classes allow the folds (else None)."""
+    from ctfp.membership.selection import CENTROID_KS, candidate, default_candidates, select
+
+    n_small = int(min(y.sum(), (y == 0).sum()))
+    if s.method == AUTO:
+        options = s.options if isinstance(s.options, SelectionSettings) else SelectionSettings()
+        candidates = default_candidates(features, n_small, has_generated, s.k or CENTROID_KS)
+    else:
+        options = SelectionSettings(combine="simplest")  # a named method is measured, not mixed
+        if n_small < options.folds:
+            return None
+        given = _given_options(s)
+        ks = s.ks if takes_k(s.method) else [None]
+        candidates = [
+            candidate(f, s.method, {**given, **({"k": k} if k is not None else {})})
+            for f in features
+            for k in ks
+        ]
+    logger.info(
+        f"task1: {len(candidates)} candidate(s) ({len(features)} feature type"
+        f"{'s' if len(features) > 1 else ''}) cross-validated on {len(y)} training reals, "
+        f"{options.folds} folds x {options.repeats} repeats"
+    )
+    return select(
+        data,
+        y,
+        candidates,
+        options,
+        seed=s.seed,
+        device=s.device,
+        progress=lambda items: progress_bar(
+            len(items),
+            "task1: candidates",
+            "cand",
+            enabled=progress and len(items) > 1,
+            iterable=items,
+        ),
+    )
+
+
+def _fit(
+    s: Task1Settings,
+    chosen: Any,
+    k: int | None,
+    features: Sequence[str],
+    data: dict[str, tuple[np.ndarray, np.ndarray | None]],
+    y: np.ndarray,
+    selection: Any,
+) -> tuple[Any, Any]:
+    """The fitted model of the answer (``chosen``, or the named method at ``k``) on every
+    training real, and its candidate: auto's threshold from the answer's out-of-fold scores,
+    a named method's its own."""
+    from ctfp.membership.selection import build, candidate
+
+    if s.method == AUTO:
+        c = chosen
+    else:
+        given = _given_options(s)
+        c = candidate(
+            chosen.features if chosen is not None else features[0],
+            s.method,
+            {**given, **({"k": k if k is not None else s.ks[0]} if takes_k(s.method) else {})},
+        )
+    x, generated = data[c.features]
+    model = build(c, s.seed, s.device).fit(x, y, generated)
+    if s.method == AUTO:
+        model.threshold_ = selection.extra["threshold"]  # not in-sample scores
+    return model, c
+
+
+def _given_options(s: Task1Settings) -> dict[str, Any]:
+    """The named method's options that differ from their defaults (the candidate's
+    parameters; the defaults apply to the rest)."""
+    if s.options is None:
+        return {}
+    defaults = type(s.options)().to_dict()
+    return {k: v for k, v in s.options.to_dict().items() if v != defaults[k]}
+
+
+def _trial_of(selection: Any, candidate: Any) -> Any:
+    """The trial of ``candidate`` in ``selection`` (the answer, or one k of a sweep)."""
+    if selection is None:
+        return None
+    if selection.best.candidate == candidate:
+        return selection.best
+    return next((t for t in selection.trials if t.candidate == candidate), None)
+
+
+def _metric(c: Any, s: Task1Settings) -> str:
+    """The distance the answer scores by (its parameters with their defaults; L1 for the seed
+    method, L2 where it has none: the evidence table's distance)."""
+    from ctfp.membership.selection import build
+
+    metric = build(c, s.seed, "cpu").get_params().get("metric")
+    return str(metric or ("l1" if c.method == "centroid" else "l2"))
+
+
+def _criterion(s: Task1Settings, candidate: Any) -> str:
+    options = s.options if isinstance(s.options, SelectionSettings) else SelectionSettings()
+    return options.calibrate
+
+
+def _own_threshold(s: Task1Settings) -> str:
+    calibrate = getattr(s.options, "calibrate", None)
+    return f"chosen for {calibrate} on train" if calibrate else "fixed"
 
 
 #: What ``--method auto`` runs when there are no known members to cross-validate on: the
@@ -365,13 +427,15 @@ def non_members_only(
 
 def verdict(summary: dict[str, Any]) -> str:
     """One sentence a non-expert can act on: the evidence (the cross-validated ROC-AUC of the
-    chosen scorer with its 95 % interval, or why there is none) and what the run flagged."""
+    answer with its 95 % interval, or why there is none) and what the run flagged."""
     n_test = summary["n_test"]
     runs = summary.get("runs") or {}
     run = next(iter(runs.values()), {})
-    chosen_k = (summary.get("k_selection") or {}).get("chosen")
+    selection = summary.get("selection") or {}
+    sweep = len(runs) > 1
+    chosen_k = (selection.get("chosen") or {}).get("params", {}).get("k") if sweep else None
     if chosen_k is not None:  # a k sweep: the k chosen on the training reals
-        run = runs.get(chosen_k, runs.get(str(chosen_k), run))
+        run = runs.get(str(chosen_k), run)
     flagged = run.get("predicted_used", 0)
     calibrate = str(summary.get("calibrate") or "")
     at = (
@@ -382,12 +446,11 @@ def verdict(summary: dict[str, Any]) -> str:
     counts = f"{flagged} of {n_test} test slices flagged as used{at}"
     if chosen_k is not None:
         counts += f" by k={chosen_k}, chosen on the training reals"
-    selection = summary.get("selection")
     if not selection:
         why = (
             "no known members to measure it on"
             if summary.get("mode") == "non-members only"
-            else f"--method {summary.get('method')} is not cross-validated; --method auto is"
+            else "too few labelled slices for cross-validation"
         )
         return f"Evidence not measured ({why}); {counts}."
     chosen = selection["chosen"]
@@ -395,7 +458,7 @@ def verdict(summary: dict[str, Any]) -> str:
     held = chosen.get("heldout_roc_auc")
     estimate = (
         f"cross-validated ROC-AUC {auc:.2f} [{low:.2f}, {high:.2f}] on "
-        f"{selection['n_train']} labelled training slices"
+        f"{selection['n_labelled']} labelled training slices"
         + (f" ({held:.2f} with the choice itself held out)" if held is not None else "")
     )
     if low is None or low <= 0.5:
@@ -403,10 +466,9 @@ def verdict(summary: dict[str, Any]) -> str:
             f"No evidence of memorisation distinguishable from chance: {estimate}; "
             f"{counts} (read them as chance)."
         )
-    return (
-        f"Evidence of memorisation: {estimate} (the best of {len(selection['candidates'])} "
-        f"candidates, so somewhat optimistic); {counts}."
-    )
+    n = len(selection["candidates"])
+    best_of = f" (the best of {n} candidates, so somewhat optimistic)" if n > 1 else ""
+    return f"Evidence of memorisation: {estimate}{best_of}; {counts}."
 
 
 def auto_features(
@@ -432,152 +494,6 @@ def auto_features(
     return [*features, "resnet50"], {}
 
 
-def run_auto(
-    data: PathLike,
-    out: PathLike,
-    s: Task1Settings,
-    embed_settings: EmbedSettings,
-    engine: str | EngineSettings,
-    progress: bool,
-    start: float,
-    *,
-    root: PathLike | None = None,
-) -> dict[str, Any]:
-    """``--method auto``: embed every candidate feature type, cross-validate every candidate
-    scorer on the training reals (:mod:`ctfp.membership.selection`), fit the winner on all of
-    them with the threshold from its out-of-fold scores, and write the run (its embeddings
-    under ``root``, default ``out``)."""
-    from ctfp.membership.selection import (
-        CENTROID_KS,
-        SelectionSettings,
-        default_candidates,
-        select,
-    )
-
-    out = Path(out)
-    features, skipped = auto_features(embed_settings)
-    for name, reason in skipped.items():
-        logger.warning(
-            f"auto: {name} left out: {reason} (pass --weights PATH or --weights random to try it)"
-        )
-    required = ["train/used", "train/not_used", "test"]
-    embedded = {}
-    for f in features:
-        settings_f = embed_settings.replace(features=f)
-        embedded[f] = embed_layout(
-            data,
-            out if root is None else root,
-            required,
-            settings_f,
-            engine=engine,
-            progress=progress,
-        )
-    first = embedded[features[0]]
-    labels = first.labels
-    rows_of(first, labels == "used", "train/used/")
-    rows_of(first, labels == "not_used", "train/not_used/")
-    train_ids = [i for i, lab in zip(first.ids, labels, strict=True) if lab in ("used", "not_used")]
-    gen_ids = [i for i, lab in zip(first.ids, labels, strict=True) if lab == "generated"]
-    ids, _ = test_part(first)
-    test_ids = [TEST_PREFIX + i for i in ids]
-    for f in features[1:]:  # the same files decode the same way: every type has the same rows
-        if set(embedded[f].ids) != set(first.ids):
-            raise InputError(
-                f"the {f} and {features[0]} embeddings hold different slices; remove "
-                f"{out if root is None else root}/embeddings-* and rerun"
-            )
-    train_y = np.array([1 if lab == "used" else 0 for lab in _labels_of(first, train_ids)])
-
-    def part(f: str, wanted: list[str]) -> np.ndarray:
-        emb = embedded[f]
-        where = {i: n for n, i in enumerate(emb.ids)}
-        return emb.matrix[[where[i] for i in wanted]] if wanted else emb.matrix[:0]
-
-    matrices = {f: (part(f, train_ids), part(f, gen_ids) if gen_ids else None) for f in features}
-    options = s.options if isinstance(s.options, SelectionSettings) else SelectionSettings()
-    n_small = int(min(train_y.sum(), (train_y == 0).sum()))
-    candidates = default_candidates(features, n_small, bool(gen_ids), s.k or CENTROID_KS)
-    logger.info(
-        f"auto: {len(candidates)} candidates ({len(features)} feature type"
-        f"{'s' if len(features) > 1 else ''}) cross-validated "
-        f"on {len(train_y)} training reals, {options.folds} folds x {options.repeats} repeats"
-    )
-    begin_commit(out)
-    selection = select(
-        matrices,
-        train_y,
-        candidates,
-        options,
-        seed=s.seed,
-        device=s.device,
-        progress=lambda items: progress_bar(
-            len(items), "auto: candidates", "cand", enabled=progress, iterable=items
-        ),
-    )
-    best = selection.best.candidate
-    x_train, generated = matrices[best.features]
-    model = best.build(s.seed, s.device).fit(x_train, train_y, generated)
-    model.threshold_ = selection.threshold  # from out-of-fold scores, not in-sample ones
-    x = part(best.features, test_ids)
-    score = model.score_samples(x)
-    pred = model.predict(x)
-    write_run(out / RUN_FILE, ids, pred)
-    write_scores(out / SCORES_FILE, ids, score, pred)
-    assert selection.best.oof is not None
-    write_scores(out / TRAIN_SCORES_FILE, train_ids, selection.best.oof, train_y)
-    winner = embedded[best.features]
-    recorded = {
-        "task1": s.to_dict(),
-        "embed": embed_settings.replace(features=best.features).to_dict(),
-        "chosen": {"features": best.features, "method": best.method, "params": dict(best.params)},
-    }
-    save_model(model, out / MODEL_DIR, identity=winner.metadata, settings=recorded)
-    n_used = int((pred == model.classes_[1]).sum())
-    logger.info(f"auto: chose {selection.reason()}")
-    logger.info(
-        f"task1 auto -> {best.method}: {n_used}/{len(ids)} test slices labelled used (threshold "
-        f"{selection.threshold:.4g} chosen for {options.calibrate} on out-of-fold scores) -> "
-        f"{out / RUN_FILE}"
-    )
-    runs = {
-        str(s.ks[0]): {
-            "run": str(out / RUN_FILE),
-            "scores": str(out / SCORES_FILE),
-            "model_dir": str(out / MODEL_DIR),
-            "predicted_used": n_used,
-            "threshold": selection.threshold,
-            "recall_at_1": None,
-        }
-    }
-    params = dict(best.params)
-    summary = {
-        "task": "task1",
-        "method": best.method,
-        "features": best.features,
-        "k": [int(params.get("k", s.ks[0]))],
-        "metric": params.get("metric", "l1" if best.method == "centroid" else "l2"),
-        "calibrate": options.calibrate,
-        "selection": {**selection.to_dict(), "features_tried": features, "skipped": skipped},
-        **_run_record(s, embed_settings, engine, train_y, len(gen_ids), len(ids)),
-        "mode": "members and non-members",
-        "warnings": [],
-        "runs": {str(params.get("k", s.ks[0])): runs[str(s.ks[0])]},
-        "model": model_identity(winner.metadata),
-        "seconds": round(time.perf_counter() - start, 2),
-    }
-    summary["verdict"] = verdict(summary)
-    logger.info(f"verdict: {summary['verdict']}")
-    write_summary(
-        out, summary, [out / RUN_FILE, out / SCORES_FILE, out / TRAIN_SCORES_FILE, out / MODEL_DIR]
-    )
-    return summary
-
-
-def _labels_of(emb: Any, wanted: list[str]) -> list[str]:
-    where = {i: n for n, i in enumerate(emb.ids)}
-    return [str(emb.labels[where[i]]) for i in wanted]
-
-
 def _run_record(
     s: Task1Settings,
     embed_settings: EmbedSettings,
@@ -587,12 +503,13 @@ def _run_record(
     n_test: int,
 ) -> dict[str, Any]:
     """What every task 1 summary records: the seed, the settings of each stage, the counts."""
+    engine_settings = engine if isinstance(engine, EngineSettings) else EngineSettings(engine)
     return {
         "seed": s.seed,
         "settings": {
             "task1": s.to_dict(),
             "embed": embed_settings.to_dict(),
-            "engine": _engine_dict(engine),
+            "engine": engine_settings.to_dict(),
         },
         "n_used": int(train_y.sum()),
         "n_not_used": int((train_y == 0).sum()),
@@ -601,16 +518,10 @@ def _run_record(
     }
 
 
-def _engine_dict(engine: str | EngineSettings) -> dict[str, Any]:
-    settings = engine if isinstance(engine, EngineSettings) else EngineSettings(engine)
-    return settings.to_dict()
-
-
 __all__ = [
     "AUTO_FEATURES",
     "auto_features",
-    "fit_membership",
-    "run_auto",
     "run_task1",
     "task1_settings",
+    "verdict",
 ]

@@ -27,7 +27,15 @@ from ctfp.runs.folder import (
     begin_commit,
     write_summary,
 )
-from ctfp.runs.layout import check_local_data, embed_layout, model_identity, test_part
+from ctfp.runs.layout import (
+    check_layout,
+    check_local_data,
+    embed_features,
+    embed_layout,
+    model_identity,
+    rows_by_id,
+    test_part,
+)
 from ctfp.runs.models import save_model
 from ctfp.runs.remote import in_run_folder
 
@@ -119,6 +127,7 @@ def _run_task2(
                 f"--semi-supervised is --method semi; it contradicts --method {method}"
             )
         method = "semi"
+    check_layout(data, ["test"])  # before weights are fetched or anything is embedded
     groups_found = labelled_groups(data)
     if method in ("classify", "semi") and not groups_found:
         raise InputError(
@@ -255,7 +264,13 @@ def _run_labelled(
     ``semi``), then the open set."""
     from scipy.stats import binom
 
-    from ctfp.attribution.selection import Candidate, default_candidates, select
+    from ctfp.attribution.selection import (
+        candidate,
+        default_candidates,
+        fit,
+        open_set_pvalues,
+        select,
+    )
     from ctfp.runs.task1 import auto_features
 
     out = Path(out)
@@ -267,24 +282,10 @@ def _run_labelled(
         logger.warning(
             f"auto: {name} left out: {reason} (pass --weights PATH or --weights random to try it)"
         )
-    embedded = {
-        f: embed_layout(
-            data,
-            root,
-            ["test"],
-            embed_settings.replace(features=f),
-            engine=engine,
-            progress=progress,
-        )
-        for f in features
-    }
+    embedded = embed_features(
+        data, root, ["test"], embed_settings, features, engine=engine, progress=progress
+    )
     first = embedded[features[0]]
-    for f in features[1:]:
-        if set(embedded[f].ids) != set(first.ids):
-            raise InputError(
-                f"the {f} and {features[0]} embeddings hold different slices; remove "
-                f"{root}/embeddings-* and rerun"
-            )
     train = _train_rows(first)
     train_ids = [i for i, t in zip(first.ids, train, strict=True) if t]
     groups = np.asarray([str(g) for g in first.labels[train]], dtype=object)
@@ -302,21 +303,16 @@ def _run_labelled(
     ids, _ = test_part(first)
     test_ids = [TEST_PREFIX + i for i in ids]
 
-    def part(f: str, wanted: list[str]) -> np.ndarray:
-        emb = embedded[f]
-        where = {i: n for n, i in enumerate(emb.ids)}
-        return emb.matrix[[where[i] for i in wanted]]
-
-    matrices = {f: (part(f, train_ids), part(f, test_ids)) for f in features}
+    matrices = {f: (rows_by_id(e, train_ids), rows_by_id(e, test_ids)) for f, e in embedded.items()}
     if method == "select":
         candidates = default_candidates(features, len(groups))
     elif embed_settings.features == "auto":  # the way is given; its settings and features not
-        candidates = [c for c in default_candidates(features, len(groups)) if c.way == method]
+        candidates = [c for c in default_candidates(features, len(groups)) if c.method == method]
     elif method == "classify":
-        candidates = [Candidate(features[0], "classify", {"model": s.classifier, "pca": s.pca})]
+        candidates = [candidate(features[0], "classify", {"model": s.classifier, "pca": s.pca})]
     else:
         candidates = [
-            Candidate(features[0], "semi", {"pca": s.pca, "covariance": s.covariance_type})
+            candidate(features[0], "semi", {"pca": s.pca, "covariance": s.covariance_type})
         ]
     cv = s.selection
     logger.info(
@@ -338,10 +334,10 @@ def _run_labelled(
     )
     best = selection.best.candidate
     x_train, x_test = matrices[best.features]
-    attributor = best.fit(x_train, groups, x_test, s.seed, s.device)
+    attributor = fit(best, x_train, groups, x_test, s.seed, s.device)
     predicted = attributor.predict_groups(x_test)
     clusters = np.searchsorted(names, predicted.astype(str))
-    pvalues = selection.open_set_pvalues()
+    pvalues = open_set_pvalues(selection)
     unknown = pvalues <= cv.reject if pvalues is not None else np.zeros(len(ids), bool)
     n_unknown = int(unknown.sum())
     # More unknowns than the false-rejection rate explains (binomial tail, 0.1 %): a generator
@@ -361,7 +357,7 @@ def _run_labelled(
     recorded = {
         "task2": s.to_dict(),
         "embed": embed_settings.replace(features=best.features).to_dict(),
-        "chosen": {"features": best.features, "method": best.way, "params": dict(best.params)},
+        "chosen": {"features": best.features, "method": best.method, "params": dict(best.params)},
         "groups": names,
         "open_set_reject": cv.reject,
     }
@@ -374,8 +370,9 @@ def _run_labelled(
     b = selection.best
     verdict = (
         f"{len(ids)} test slices attributed to {len(names)} labelled generators by "
-        f"{best.label}: cross-validated ARI {b.ari:.2f} [{b.interval[0]:.2f}, "
-        f"{b.interval[1]:.2f}], accuracy {b.accuracy:.2f}, on {len(groups)} labelled slices"
+        f"{best.label}: cross-validated ARI {b.score:.2f} [{b.interval[0]:.2f}, "
+        f"{b.interval[1]:.2f}], accuracy {b.extra['accuracy']:.2f}, on {len(groups)} labelled "
+        "slices"
     )
     blind_spot = pvalues is not None and 1.0 / (len(groups) + 1) > cv.reject
     if blind_spot:
@@ -397,16 +394,16 @@ def _run_labelled(
     for warning in warnings:
         logger.warning(f"warning: {warning}")
     logger.info(f"task2: {verdict}")
-    summary = _summary_base(s, best.way, embed_settings, engine, out, winner, len(ids))
+    summary = _summary_base(s, best.method, embed_settings, engine, out, winner, len(ids))
     summary.update(
         {
             "mode": "auto" if method == "select" else method,
             "features": best.features,
             "params": dict(best.params),
             "pca": best.params.get("pca"),
-            "init": "train-group means" if best.way == "semi" else None,
+            "init": "train-group means" if best.method == "semi" else None,
             "covariance_type": best.params.get("covariance", s.covariance_type)
-            if best.way == "semi"
+            if best.method == "semi"
             else None,
             "k": k,
             "groups": names,
@@ -434,6 +431,7 @@ def _run_labelled(
             ),
         }
     )
+    summary["selection"]["features_tried"] = features
     if skipped:
         summary["selection"]["skipped"] = skipped
     summary["seconds"] = round(time.perf_counter() - start, 2)

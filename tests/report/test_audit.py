@@ -131,7 +131,7 @@ def test_task1_numbers_are_the_summary_s(runs: dict[str, Path]) -> None:
     assert e["cv_roc_auc"] == chosen["roc_auc"] and e["cv_roc_auc_se"] == chosen["roc_auc_se"]
     assert e["cv_roc_auc_95"] == chosen["roc_auc_95"]
     assert e["distinguishable_from_chance"] == (chosen["roc_auc_95"][0] > 0.5)
-    assert e["n_labelled"] == selection["n_train"] == c["labelled"]
+    assert e["n_labelled"] == selection["n_labelled"] == c["labelled"]
     assert e["n_candidates"] == len(selection["candidates"])
     assert e["test_flagged_used"] == run["predicted_used"] and e["threshold"] == run["threshold"]
     assert e["n_test"] == summary["n_test"] == c["test"]
@@ -156,21 +156,24 @@ def test_task1_numbers_are_the_summary_s(runs: dict[str, Path]) -> None:
     assert f"{summary['n_used']} used to train the generator" in md
 
 
-def test_task1_without_cross_validation_says_so(runs: dict[str, Path]) -> None:
+def test_a_named_method_is_measured_and_said_to_be_named(runs: dict[str, Path]) -> None:
     audit, md, summary = read(runs["task1-sweep"])
     e, m = audit["evidence"], audit["method"]
-    assert not e["measured"] and "not cross-validated" in e["why_not_measured"]
-    assert e["cv_roc_auc"] is None and e["distinguishable_from_chance"] is None
+    # A named method is a selection among its k: measured, but not chosen by cross-validation.
+    chosen = summary["selection"]["chosen"]
+    assert e["measured"] and e["why_not_measured"] is None
+    assert e["cv_roc_auc"] == chosen["roc_auc"] and e["n_candidates"] == len(summary["k"])
     # The k the sweep chose on the training reals, the one the report shows in detail.
-    k = summary["k_selection"]["chosen"]
-    assert e["k"] == k in summary["k"] and e["k_rule"] == summary["k_selection"]["rule"]
+    k = chosen["params"]["k"]
+    assert e["k"] == k in summary["k"] and "one paired standard error" in e["k_rule"]
     assert e["test_flagged_used"] == summary["runs"][str(k)]["predicted_used"]
     assert e["threshold"] == summary["runs"][str(k)]["threshold"]
     assert audit["files"]["run"] == f"k{k}/run.csv"
     assert audit["files"]["scores"] == f"k{k}/scores.csv"
     assert f"at k={k}, the setting of the k sweep chosen as" in md
-    assert m["chosen_by"] == "given" and m["name"] == "centroid" and m["cross_validation"] is None
-    assert "was not measured" in md
+    assert m["chosen_by"] == "given" and m["name"] == "centroid"
+    assert m["cross_validation"] == {"folds": 5, "repeats": 3}
+    assert "was not measured" not in md and "trying 2 ways of scoring them" in md
 
     audit, md, summary = read(runs["task1-non-members"])
     e, c, m = audit["evidence"], audit["counts"], audit["method"]

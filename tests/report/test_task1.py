@@ -58,8 +58,8 @@ def test_run_report_flag_writes_a_self_contained_task1_report(
     assert page.count(PNG) == 4 + 3 * min(12, n_test)
     # The detail is the k chosen on the training reals (cross-validated, the smallest within
     # one paired SE of the best); the evidence rows are its highest scores, best first.
-    chosen = summary["k_selection"]["chosen"]
-    cv = summary["k_selection"]["cv"]
+    chosen = summary["selection"]["chosen"]["params"]["k"]
+    cv = {str(c["params"]["k"]): c for c in summary["selection"]["candidates"]}
     assert set(cv) == {"1", "4"} and cv[str(chosen)]["within_one_se"]
     best = max(cv, key=lambda k: cv[k]["roc_auc"])
     assert cv[best]["within_one_se"]  # the best is always tied with itself

@@ -327,7 +327,7 @@ def test_the_verdict_says_chance_when_the_interval_reaches_it() -> None:
         "n_test": 60,
         "calibrate": "balanced",
         "runs": {"4": {"predicted_used": 31}},
-        "selection": {"chosen": chosen, "n_train": 40, "candidates": [chosen] * 9},
+        "selection": {"chosen": chosen, "n_labelled": 40, "candidates": [chosen] * 9},
     }
     text = verdict(summary)
     assert text.startswith("No evidence of memorisation distinguishable from chance")
