@@ -22,13 +22,15 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import numpy as np
+from sklearn.base import BaseEstimator
 
+from ctfp._state import SavedState
 from ctfp.exceptions import InputError
 
 MODELS = ("lr", "lda")
 
 
-class GroupClassifier:
+class GroupClassifier(SavedState, BaseEstimator):
     """Predict the labelled group (generator) of each slice.
 
     Parameters
@@ -47,6 +49,18 @@ class GroupClassifier:
 
     name: ClassVar[str] = "classify"
     task: ClassVar[str] = "task2"
+    saved_state: ClassVar[dict[str, str]] = {
+        "classes_": "classes",
+        "mean_": "mean",
+        "scale_": "scale",
+        "components_": "components",
+        "coef_": "coef",
+        "intercept_": "intercept",
+        "density_basis_": "density_basis",
+        "density_means_": "density_means",
+        "density_precision_": "density_precision",
+        "density_logdet_": "density_logdet",
+    }
 
     def __init__(
         self,
@@ -201,57 +215,16 @@ class GroupClassifier:
             raise ValueError("this GroupClassifier is not fitted yet; call fit first")
 
     # -- saving ---------------------------------------------------------------------------------
-    def to_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        """(JSON-ready parameters, arrays): the linear model, its scaling and projections."""
+    def _check_saveable(self) -> None:
         self._check_fitted()
-        params = {
-            "model": self.model,
-            "pca": self.pca,
-            "C": self.C,
-            "density_components": self.density_components,
-            "random_state": self.random_state,
-            "classes": [str(c) for c in self.classes_],
-            "density_logdet": self.density_logdet_,
-            "k": len(self.classes_),
-        }
-        arrays = {
-            "mean": self.mean_,
-            "scale": self.scale_,
-            "coef": self.coef_,
-            "intercept": self.intercept_,
-            "density_basis": self.density_basis_,
-            "density_means": self.density_means_,
-            "density_precision": self.density_precision_,
-        }
-        if self.components_ is not None:
-            arrays["components"] = self.components_
-        return params, arrays
 
-    @classmethod
-    def from_state(
-        cls, params: dict[str, Any], arrays: dict[str, np.ndarray], *, device: str = "auto"
-    ) -> GroupClassifier:
-        """The classifier :meth:`to_state` described (``device`` unused: numpy on the CPU)."""
-        del device
-        model = cls(
-            model=params["model"],
-            pca=params["pca"],
-            C=float(params["C"]),
-            density_components=int(params["density_components"]),
-            random_state=int(params["random_state"]),
-        )
-        model.classes_ = np.asarray(params["classes"], dtype=object)
-        model.density_logdet_ = float(params["density_logdet"])
-        model.mean_, model.scale_ = arrays["mean"], arrays["scale"]
-        model.coef_, model.intercept_ = arrays["coef"], arrays["intercept"]
-        model.components_ = arrays.get("components")
-        model.density_basis_ = arrays["density_basis"]
-        model.density_means_ = arrays["density_means"]
-        model.density_precision_ = arrays["density_precision"]
-        k = len(model.classes_)
-        if model.coef_.shape[0] != k or model.intercept_.shape != (k,):
-            raise InputError(f"a saved classifier of {k} groups holds {model.coef_.shape[0]} rows")
-        return model
+    def _restore(self, device: str) -> None:
+        """numpy on the host: ``device`` is taken for the interface and not used."""
+        self.classes_ = np.asarray(self.classes_, dtype=object)
+        self.density_logdet_ = float(self.density_logdet_)
+        k = len(self.classes_)
+        if self.coef_.shape[0] != k or self.intercept_.shape != (k,):
+            raise InputError(f"a saved classifier of {k} groups holds {self.coef_.shape[0]} rows")
 
     @property
     def k(self) -> int:

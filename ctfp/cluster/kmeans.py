@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClusterMixin
@@ -14,11 +14,11 @@ from ctfp._arrays import (
     check_matrix,
     is_cupy,
     is_torch,
-    json_seed,
     like,
     tensor_of,
     to_numpy,
 )
+from ctfp._state import SavedState
 from ctfp.device import resolve_device
 from ctfp.exceptions import DeviceError
 
@@ -44,7 +44,7 @@ def gpu_kmeans_available() -> bool:
     return _cuml_available() or faiss_has_gpu()
 
 
-class KMeans(ClusterMixin, BaseEstimator):
+class KMeans(SavedState, ClusterMixin, BaseEstimator):
     """Lloyd's k-means.
 
     Parameters
@@ -78,6 +78,14 @@ class KMeans(ClusterMixin, BaseEstimator):
     backend_ : str, the backend that ran
     device_ : torch.device, where :meth:`predict` assigns
     """
+
+    saved_state: ClassVar[dict[str, str]] = {
+        "cluster_centers_": "cluster_centers",
+        "inertia_": "inertia_",
+        "n_iter_": "n_iter_",
+        "n_features_in_": "n_features_in_",
+        "backend_": "backend_",
+    }
 
     def __init__(
         self,
@@ -337,58 +345,23 @@ class KMeans(ClusterMixin, BaseEstimator):
         return I[:, 0], D[:, 0]
 
     # -- save and load ----------------------------------------------------------------------
-    def to_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        """The fitted model as JSON-ready parameters and numpy arrays (nothing pickled).
-
-        Returns
-        -------
-        params : dict
-            The settings (all but ``device``) and the fitted scalars ``inertia_``, ``n_iter_``,
-            ``n_features_in_``, ``backend_``.
-        arrays : dict
-            ``cluster_centers`` : (n_clusters, d) float32. ``labels_`` is not saved.
-        """
+    def _check_saveable(self) -> None:
         check_is_fitted(self)
-        settings = self.get_params()
-        del settings["device"]  # chosen again at load time
-        settings["random_state"] = json_seed(settings["random_state"])
-        params = {
-            **settings,
-            "inertia_": float(self.inertia_),
-            "n_iter_": int(self.n_iter_),
-            "n_features_in_": int(self.n_features_in_),
-            "backend_": str(self.backend_),
-        }
-        return params, {"cluster_centers": np.array(self.cluster_centers_, dtype=np.float32)}
 
-    @classmethod
-    def from_state(
-        cls, params: dict[str, Any], arrays: dict[str, np.ndarray], *, device: str = "auto"
-    ) -> KMeans:
-        """Rebuild a fitted model from :meth:`to_state` output; :meth:`predict` runs on
-        ``device`` and gives the labels the saved model gave there.
-
-        Parameters
-        ----------
-        params, arrays
-            What :meth:`to_state` returned (after a JSON and ``.npz`` round trip, say).
-        device
-            ``"auto"``, ``"cpu"`` or ``"cuda"``.
-        """
-        settings = {k: v for k, v in params.items() if not k.endswith("_")}
-        self = cls(**settings, device=device)
-        centres = np.asarray(arrays["cluster_centers"], dtype=np.float32)
+    def _restore(self, device: str) -> None:
+        """The saved centres, checked, with :meth:`predict` on ``device`` (it gives the labels
+        the saved model gave there). ``labels_`` is not saved."""
+        centres = np.asarray(self.cluster_centers_, dtype=np.float32)
         check_matrix(centres, "cluster_centers")
-        expected = (self.n_clusters, int(params["n_features_in_"]))
+        expected = (self.n_clusters, int(self.n_features_in_))
         if centres.shape != expected:
             raise ValueError(f"cluster_centers must have shape {expected}, got {centres.shape}")
         self.device_ = resolve_device(device)
         self.cluster_centers_ = np.ascontiguousarray(centres)
-        self.inertia_ = float(params["inertia_"])
-        self.n_iter_ = int(params["n_iter_"])
+        self.inertia_ = float(self.inertia_)
+        self.n_iter_ = int(self.n_iter_)
         self.n_features_in_ = expected[1]
-        self.backend_ = str(params["backend_"])
-        return self
+        self.backend_ = str(self.backend_)
 
 
 class LloydStatistics:

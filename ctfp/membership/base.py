@@ -10,11 +10,12 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 
 from ctfp._arrays import check_input as check_input_
 from ctfp._arrays import to_numpy
+from ctfp._state import SavedState
 from ctfp.exceptions import InputError
 from ctfp.settings import Settings
 
 
-class MembershipMethod(ClassifierMixin, BaseEstimator):
+class MembershipMethod(SavedState, ClassifierMixin, BaseEstimator):
     """Was this real slice used to train the generator? The contract of a task 1 method.
 
     A method is a scikit-learn binary classifier (settings stored unchanged in ``__init__``,
@@ -28,7 +29,8 @@ class MembershipMethod(ClassifierMixin, BaseEstimator):
     - ``score_samples(x)``: (n,) float64, higher = more likely used.
     - ``predict(x)``: (n,) labels, ``classes_[1]`` where ``score_samples(x) >= threshold_``.
     - ``to_state()`` / ``from_state()``: the fitted model as JSON-ready values and numpy
-      arrays, nothing pickled (:mod:`ctfp.runs.models` writes them).
+      arrays, nothing pickled (:mod:`ctfp.runs.models` writes them), from its parameters and
+      its declared ``saved_state`` (:class:`ctfp._state.SavedState`).
 
     A new method is one module with a subclass and one line in :mod:`ctfp.membership.registry`;
     its user-facing options are the fields of its ``settings_class`` (the command line offers
@@ -89,17 +91,6 @@ class MembershipMethod(ClassifierMixin, BaseEstimator):
         tags.classifier_tags.multi_class = False  # used / not used
         return tags
 
-    def to_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        """The fitted model: (JSON-ready parameters and fitted scalars, numpy arrays)."""
-        raise NotImplementedError
-
-    @classmethod
-    def from_state(
-        cls, params: dict[str, Any], arrays: dict[str, np.ndarray], *, device: str = "auto"
-    ) -> MembershipMethod:
-        """The fitted model :meth:`to_state` described, with its indexes on ``device``."""
-        raise NotImplementedError
-
     # -- shared plumbing ----------------------------------------------------------------------
     def _check_fitted(self) -> None:
         if not hasattr(self, "threshold_"):
@@ -153,12 +144,16 @@ class MembershipMethod(ClassifierMixin, BaseEstimator):
             return x
         return np.asarray(check_input_(self, x, reset=False, dtype=np.float32))
 
-    def _state_classes(self) -> dict[str, Any]:
-        """``classes_`` as a saved model records it."""
-        return {"classes": self.classes_.tolist()}
+    def _check_saveable(self) -> None:
+        self._check_fitted()
 
-    def _restore_classes(self, params: dict[str, Any]) -> None:
-        self.classes_ = np.asarray(params.get("classes", [0, 1]))
+    def _restore(self, device: str) -> None:
+        """What every saved method holds, back to its live form: the threshold, the classes
+        (``[0, 1]`` in files that predate them) and the training scores."""
+        self.threshold_ = float(self.threshold_ if self.threshold_ is not None else 0.0)
+        self.classes_ = np.asarray(self.classes_ if self.classes_ is not None else [0, 1])
+        if getattr(self, "train_scores_", None) is not None:
+            self.train_scores_ = np.asarray(self.train_scores_, dtype=np.float64)
 
 
 __all__ = ["MembershipMethod"]

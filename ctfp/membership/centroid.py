@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -37,6 +37,12 @@ class CentroidMembership(MembershipMethod):
     needs_members = True
     light_scoring = True
     rank = 4
+    saved_state: ClassVar[dict[str, str]] = {
+        "centers_used_": "centers_used",
+        "centers_not_used_": "centers_not_used",
+        "threshold_": "threshold",
+        "classes_": "classes",
+    }
 
     @classmethod
     def grid(cls, n_small: int, ks: Sequence[int]) -> list[dict[str, Any]]:
@@ -131,21 +137,14 @@ class CentroidMembership(MembershipMethod):
         _, I = self.index_.search(self._check_x(x), 1)  # noqa: E741
         return self.classes_[(I[:, 0] < len(self.centers_used_)).astype(np.int64)]
 
-    def to_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        self._check_fitted()
-        params = {"k": len(self.centers_used_), "threshold": self.threshold_}
-        params.update(self._state_classes())
-        arrays = {"centers_used": self.centers_used_, "centers_not_used": self.centers_not_used_}
-        return params, arrays
-
-    @classmethod
-    def from_state(
-        cls, params: dict[str, Any], arrays: dict[str, np.ndarray], *, device: str = "auto"
-    ) -> CentroidMembership:
-        model = cls.from_centres(arrays["centers_used"], arrays["centers_not_used"], device=device)
-        model.threshold_ = float(params.get("threshold", 0.0))
-        model._restore_classes(params)
-        return model
+    def _restore(self, device: str) -> None:
+        threshold, classes = self.threshold_, self.classes_
+        self._set_centres(
+            to_numpy(self.centers_used_, np.float32, "used centres"),
+            to_numpy(self.centers_not_used_, np.float32, "not-used centres"),
+        )
+        self.threshold_, self.classes_ = threshold, classes
+        super()._restore(device)
 
 
 __all__ = ["CentroidMembership"]

@@ -10,7 +10,7 @@ labels choose the decision threshold, nothing else.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -61,6 +61,13 @@ class CountingMembership(MembershipMethod):
     needs_generated = True
     settings_class = CountingSettings
     rank = 1
+    saved_state: ClassVar[dict[str, str]] = {
+        "index_": "generated_index",
+        "train_scores_": "train_scores",
+        "radius_": "radius",
+        "threshold_": "threshold",
+        "classes_": "classes",
+    }
 
     @classmethod
     def grid(cls, n_small: int, ks: Sequence[int]) -> list[dict[str, Any]]:
@@ -116,39 +123,11 @@ class CountingMembership(MembershipMethod):
         x = distance.prepare(self._check_x(x, check_input), self.metric)
         return self._count(self._distances(x))
 
-    def to_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        self._check_fitted()
-        params = {
-            "radius_quantile": self.radius_quantile,
-            "metric": self.metric,
-            "calibrate": self.calibrate,
-            "radius": self.radius_,
-            "threshold": self.threshold_,
-            **self._state_classes(),
-        }
-        arrays = {
-            "generated_index": self.index_.to_bytes(),
-            "train_scores": np.asarray(self.train_scores_),
-        }
-        return params, arrays
-
-    @classmethod
-    def from_state(
-        cls, params: dict[str, Any], arrays: dict[str, np.ndarray], *, device: str = "auto"
-    ) -> CountingMembership:
-        model = cls(
-            radius_quantile=params["radius_quantile"],
-            metric=params["metric"],
-            calibrate=params["calibrate"],
-            device=device,
-        )
-        model.index_ = FlatIndex.from_bytes(arrays["generated_index"], device=device)
-        model.radius_ = float(params["radius"])
-        model.threshold_ = float(params["threshold"])
-        model.train_scores_ = arrays["train_scores"]
-        model.n_features_in_ = model.index_.d
-        model._restore_classes(params)
-        return model
+    def _restore(self, device: str) -> None:
+        self.index_ = FlatIndex.from_bytes(self.index_, device=device)
+        self.radius_ = float(self.radius_)
+        self.n_features_in_ = self.index_.d
+        super()._restore(device)
 
 
 __all__ = ["CountingMembership", "CountingSettings"]

@@ -11,7 +11,7 @@ from the signal, as GAN-Leaks calibration does for distances (:mod:`ctfp.members
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from scipy.special import logsumexp
@@ -83,6 +83,14 @@ class DensityRatioMembership(MembershipMethod):
     needs_generated = True
     settings_class = DensitySettings
     rank = 5
+    saved_state: ClassVar[dict[str, str]] = {
+        "index_": "generated_index",
+        "reference_": "reference_index",
+        "train_scores_": "train_scores",
+        "bandwidth_": "fitted_bandwidth",
+        "threshold_": "threshold",
+        "classes_": "classes",
+    }
 
     @classmethod
     def grid(cls, n_small: int, ks: Sequence[int]) -> list[dict[str, Any]]:
@@ -195,46 +203,12 @@ class DensityRatioMembership(MembershipMethod):
         self._check_fitted()
         return self._score(distance.prepare(self._check_x(x, check_input), self.metric))
 
-    def to_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        self._check_fitted()
-        params = {
-            "estimator": self.estimator,
-            "neighbours": self.neighbours,
-            "bandwidth": self.bandwidth,
-            "metric": self.metric,
-            "calibrate": self.calibrate,
-            "fitted_bandwidth": self.bandwidth_,
-            "threshold": self.threshold_,
-            **self._state_classes(),
-        }
-        arrays = {
-            "generated_index": self.index_.to_bytes(),
-            "reference_index": self.reference_.to_bytes(),
-            "train_scores": np.asarray(self.train_scores_),
-        }
-        return params, arrays
-
-    @classmethod
-    def from_state(
-        cls, params: dict[str, Any], arrays: dict[str, np.ndarray], *, device: str = "auto"
-    ) -> DensityRatioMembership:
-        model = cls(
-            estimator=params["estimator"],
-            neighbours=params["neighbours"],
-            bandwidth=params["bandwidth"],
-            metric=params["metric"],
-            calibrate=params["calibrate"],
-            device=device,
-        )
-        model.index_ = FlatIndex.from_bytes(arrays["generated_index"], device=device)
-        model.reference_ = FlatIndex.from_bytes(arrays["reference_index"], device=device)
-        fitted = params["fitted_bandwidth"]
-        model.bandwidth_ = None if fitted is None else float(fitted)
-        model.threshold_ = float(params["threshold"])
-        model.train_scores_ = arrays["train_scores"]
-        model.n_features_in_ = model.index_.d
-        model._restore_classes(params)
-        return model
+    def _restore(self, device: str) -> None:
+        self.index_ = FlatIndex.from_bytes(self.index_, device=device)
+        self.reference_ = FlatIndex.from_bytes(self.reference_, device=device)
+        self.bandwidth_ = None if self.bandwidth_ is None else float(self.bandwidth_)
+        self.n_features_in_ = self.index_.d
+        super()._restore(device)
 
 
 __all__ = ["DensityRatioMembership", "DensitySettings"]

@@ -232,7 +232,7 @@ class EnsembleMembership(MembershipMethod):
             "random_state": self.random_state,
             "threshold": float(self.threshold_),
             "n_features_in": int(self.n_features_in_),
-            **self._state_classes(),
+            "classes": self.classes_.tolist(),
         }
         return params, arrays
 
@@ -263,7 +263,7 @@ class EnsembleMembership(MembershipMethod):
         self.weights_ = weights / weights.sum()
         self.threshold_ = float(params["threshold"])
         self.n_features_in_ = int(params["n_features_in"])
-        self._restore_classes(params)
+        self.classes_ = np.asarray(params.get("classes", [0, 1]))
         return self
 
 

@@ -10,7 +10,7 @@ typical" from the signal. The decision threshold is chosen on labelled training 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -61,6 +61,14 @@ class ProximityMembership(MembershipMethod):
     needs_generated = True
     settings_class = ProximitySettings
     rank = 0
+    saved_state: ClassVar[dict[str, str]] = {
+        "index_": "generated_index",
+        "reference_": "reference_index",
+        "train_scores_": "train_scores",
+        "threshold_": "threshold",
+        "recall_": "recall",
+        "classes_": "classes",
+    }
 
     @classmethod
     def grid(cls, n_small: int, ks: Sequence[int]) -> list[dict[str, Any]]:
@@ -144,56 +152,15 @@ class ProximityMembership(MembershipMethod):
         self._check_fitted()
         return self._score(distance.prepare(self._check_x(x, check_input), self.metric))
 
-    def to_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        self._check_fitted()
-        params = {
-            "metric": self.metric,
-            "neighbours": self.neighbours,
-            "reference": self.reference,
-            "calibrate": self.calibrate,
-            "index": self.index,
-            "recall_target": self.recall_target,
-            "threshold": self.threshold_,
-            "recall": self.recall_,
-            **self._state_classes(),
-        }
-        arrays = {
-            "generated_index": self.index_.to_bytes(),
-            "train_scores": np.asarray(self.train_scores_),
-        }
-        if self.reference_ is not None:
-            arrays["reference_index"] = self.reference_.to_bytes()
-        return params, arrays
-
-    @classmethod
-    def from_state(
-        cls, params: dict[str, Any], arrays: dict[str, np.ndarray], *, device: str = "auto"
-    ) -> ProximityMembership:
-        model = cls(
-            metric=params["metric"],
-            neighbours=params["neighbours"],
-            reference=params["reference"],
-            calibrate=params["calibrate"],
-            index=params["index"],
-            recall_target=params.get("recall_target", _D.recall_target),
-            device=device,
-        )
-        data = arrays["generated_index"]
-        if params["index"] == "flat":
-            model.index_ = FlatIndex.from_bytes(data, device=device)
+    def _restore(self, device: str) -> None:
+        if self.index == "flat":
+            self.index_ = FlatIndex.from_bytes(self.index_, device=device)
         else:
-            model.index_ = ApproximateIndex.from_bytes(data, device=device)
-        model.reference_ = None
-        if "reference_index" in arrays:
-            model.reference_ = FlatIndex.from_bytes(
-                arrays["reference_index"], device=model._flat_device()
-            )
-        model.threshold_ = float(params["threshold"])
-        model.recall_ = params["recall"]
-        model.train_scores_ = arrays["train_scores"]
-        model.n_features_in_ = model.index_.d
-        model._restore_classes(params)
-        return model
+            self.index_ = ApproximateIndex.from_bytes(self.index_, device=device)
+        if self.reference_ is not None:
+            self.reference_ = FlatIndex.from_bytes(self.reference_, device=self._flat_device())
+        self.n_features_in_ = self.index_.d
+        super()._restore(device)
 
 
 __all__ = ["ProximityMembership", "ProximitySettings"]

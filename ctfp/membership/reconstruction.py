@@ -12,7 +12,7 @@ decision threshold is chosen on labelled training reals, which are not otherwise
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -105,6 +105,15 @@ class ReconstructionMembership(MembershipMethod):
     needs_generated = True
     settings_class = ReconstructionSettings
     rank = 2
+    saved_state: ClassVar[dict[str, str]] = {
+        "mean_": "mean",
+        "components_": "components",
+        "explained_variance_ratio_": "explained_variance_ratio",
+        "train_scores_": "train_scores",
+        "n_components_": "n_components",
+        "threshold_": "threshold",
+        "classes_": "classes",
+    }
 
     @classmethod
     def grid(cls, n_small: int, ks: Sequence[int]) -> list[dict[str, Any]]:
@@ -167,46 +176,15 @@ class ReconstructionMembership(MembershipMethod):
         self._check_fitted()
         return self._score(self._check_x(x, check_input))
 
-    def to_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        self._check_fitted()
-        params = {
-            "components": int(self.components),
-            "normalize": bool(self.normalize),
-            "calibrate": self.calibrate,
-            "n_components": int(self.n_components_),
-            "threshold": float(self.threshold_),
-            **self._state_classes(),
-        }
-        arrays = {
-            "mean": np.asarray(self.mean_),
-            "components": np.asarray(self.components_),
-            "explained_variance_ratio": np.asarray(self.explained_variance_ratio_),
-            "train_scores": np.asarray(self.train_scores_),
-        }
-        return params, arrays
-
-    @classmethod
-    def from_state(
-        cls, params: dict[str, Any], arrays: dict[str, np.ndarray], *, device: str = "auto"
-    ) -> ReconstructionMembership:
-        """The fitted model :meth:`to_state` described (numpy on the host: ``device`` is
-        accepted for the interface and not used)."""
-        model = cls(
-            components=params["components"],
-            normalize=params["normalize"],
-            calibrate=params["calibrate"],
-        )
-        model.mean_ = np.asarray(arrays["mean"], dtype=np.float64)
-        model.components_ = np.ascontiguousarray(arrays["components"], dtype=np.float64)
-        model.explained_variance_ratio_ = np.asarray(
-            arrays["explained_variance_ratio"], dtype=np.float64
-        )
-        model.train_scores_ = np.asarray(arrays["train_scores"], dtype=np.float64)
-        model.n_components_ = int(params["n_components"])
-        model.threshold_ = float(params["threshold"])
-        model.n_features_in_ = len(model.mean_)
-        model._restore_classes(params)
-        return model
+    def _restore(self, device: str) -> None:
+        """numpy on the host: ``device`` is taken for the interface and not used."""
+        self.mean_ = np.asarray(self.mean_, dtype=np.float64)
+        self.components_ = np.ascontiguousarray(self.components_, dtype=np.float64)
+        ratio = self.explained_variance_ratio_
+        self.explained_variance_ratio_ = np.asarray(ratio, dtype=np.float64)
+        self.n_components_ = int(self.n_components_)
+        self.n_features_in_ = len(self.mean_)
+        super()._restore(device)
 
 
 __all__ = ["ReconstructionMembership", "ReconstructionSettings"]
