@@ -11,9 +11,11 @@ from typing import Any
 # the runner, the engines or the other stages.
 _LAZY = {
     "embed": "ctfp.embed.runner",
+    "embed_many": "ctfp.embed.runner",
     "build_cache": "ctfp.embed.cache",
     "EmbedResult": "ctfp.embed.writer",
     "Job": "ctfp.embed.job",
+    "Output": "ctfp.embed.job",
     "Mapper": "ctfp.embed.mapper",
     "forward": "ctfp.embed.mapper",
     "build_features": "ctfp.embed.features",

@@ -118,23 +118,23 @@ def embed_batch(
         InputFile(id=str(i), path=str(p), label=None if labels is None else labels[n])
         for n, (i, p) in enumerate(zip(ids, paths, strict=True))
     ]
-    decoded = decode_all(files, window, mapper.preprocessing, max_pixels=settings.max_pixels)
+    decoded = decode_all(files, window, mapper.views, max_pixels=settings.max_pixels)
     storage = {"float16": np.float16, "float32": np.float32}[settings.dtype]
     dim = mapper.identity.dim
-    good = [d for d in decoded if d.frames is not None]
+    good = [d.views for d in decoded if d.views is not None]
     import torch
 
-    frames = torch.cat([d.frames for d in good]) if good else None
-    vectors = mapper(frames).astype(storage) if frames is not None else np.empty((0, dim))
+    views = [torch.cat(v) for v in zip(*good, strict=True)]
+    vectors = mapper(views)[0].astype(storage) if good else np.empty((0, dim))
     out: dict[str, list[Any]] = {k: [] for k in ("id", "source", "frame", "label", "error")}
     embeddings: list[np.ndarray | None] = []
     start = 0
     for d in decoded:
         f = files[d.index]
-        if d.frames is None:
+        if d.views is None:
             rows = [(f.id, -1, None, d.error or "unknown error")]
         else:
-            count = int(d.frames.shape[0])
+            count = d.count
             rows = [(frame_id(f.id, k, count), k, vectors[start + k], None) for k in range(count)]
             start += count
         for row_id, frame, vector, error in rows:

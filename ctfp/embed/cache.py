@@ -65,7 +65,8 @@ def build_cache(
         progress=progress,
         settings=settings.to_dict(),
     )
-    return run(job, engine_settings)
+    [result] = run(job, engine_settings)
+    return result
 
 
 __all__ = ["CacheSettings", "build_cache"]

@@ -32,6 +32,16 @@ _MOVED = {
 
 
 @dataclass(frozen=True)
+class Output:
+    """One shard folder of a job and the model whose rows go there."""
+
+    out: str
+    factory: ModelFactory
+    #: The stage settings that made this output (kept in its result).
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Job:
     """Everything an engine needs to run: the inputs (reader), how to build the model (mapper)
     and where and how rows are stored (writer). Engines fill in the ``None`` defaults for the
@@ -58,6 +68,10 @@ class Job:
     settings
         The stage settings that made this job (:meth:`ctfp.settings.Settings.to_dict`), kept in
         the result.
+    also
+        Further outputs filled from the same decoded slices, each by its own model into its own
+        folder, exactly as a job of that output alone would fill it (every feature type of a
+        run from one decode: :func:`ctfp.embed.runner.embed_many`).
     """
 
     files: Sequence[InputFile]
@@ -79,6 +93,12 @@ class Job:
     decoding: dict[str, Any] | None = None
     # Largest slice a decoder may produce (declared width x height), checked before decoding.
     max_pixels: int = MAX_PIXELS
+    also: Sequence[Output] = ()
+
+    @property
+    def outputs(self) -> list[Output]:
+        """Every output of the job: ``(out, factory, settings)`` first, then :attr:`also`."""
+        return [Output(self.out, self.factory, self.settings), *self.also]
 
     def metadata(self, identity: dict[str, Any]) -> dict[str, Any]:
         """The shard metadata of this job for a model of ``identity`` (the same for every
@@ -129,4 +149,4 @@ def settings_with(
     return settings.replace(**overrides) if overrides else settings
 
 
-__all__ = ["Job", "ModelFactory", "settings_with"]
+__all__ = ["Job", "ModelFactory", "Output", "settings_with"]

@@ -1,15 +1,17 @@
-"""The mapper: a feature extractor on its device, uint8 slices in, float32 embeddings out."""
+"""The mapper: feature extractors on their device, uint8 slices in, float32 embeddings out."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
 from ctfp.device import autocast, resolve_precision
-from ctfp.embed.backbone import Identity, Preprocessing
+from ctfp.embed.backbone import Backbone, Identity, Preprocessing
+from ctfp.embed.features import ConcatFeatures, join
 from ctfp.embed.job import ModelFactory
 
 
@@ -19,6 +21,31 @@ def default_batch_size(device: torch.device) -> int:
     Measured on 2 cores (bf16, 224 px): batch 8-16 gives 46-55 img/s, batch 64 gives 36 img/s.
     """
     return 128 if device.type == "cuda" else 16
+
+
+def view_key(preprocessing: Preprocessing) -> tuple[int, str, str]:
+    """What :meth:`Preprocessing.resize` depends on: models whose preprocessing agrees on it
+    (ResNet50 and ``pixels:224``: same side, other normalisation) share one resized batch."""
+    return (preprocessing.image_size, preprocessing.pad, preprocessing.interpolation)
+
+
+def _forward(
+    model: torch.nn.Module,
+    frames: torch.Tensor,
+    device: torch.device,
+    amp: Callable[[], Any],
+    batch_size: int,
+) -> torch.Tensor:
+    """:func:`forward`, leaving the (n, d) float32 result on ``device``."""
+    outputs = []
+    for chunk in frames.split(batch_size):
+        x = chunk.to(device, non_blocking=True)
+        with amp():
+            y = model(x)
+        outputs.append(y.float())
+    if not outputs:
+        return torch.empty((0, model.identity.dim), dtype=torch.float32, device=device)
+    return torch.cat(outputs) if len(outputs) > 1 else outputs[0]
 
 
 def forward(
@@ -44,65 +71,132 @@ def forward(
     np.ndarray
         (n, d) float32; (0, d) for no frames.
     """
-    outputs = []
-    for chunk in frames.split(batch_size):
-        x = chunk.to(device, non_blocking=True)
-        with amp():
-            y = model(x)
-        outputs.append(y.float())
-    if not outputs:
-        return np.empty((0, model.identity.dim), dtype=np.float32)
-    return torch.cat(outputs).cpu().numpy()
+    return _forward(model, frames, device, amp, batch_size).cpu().numpy()
 
 
 class Mapper:
-    """A model on its device with its precision; ``mapper(frames)`` embeds a batch.
+    """Models on a device with its precision; ``mapper(views)`` embeds a batch for each of them.
+
+    One model per output of a job (a shard folder). What the models have in common is computed
+    once per batch: a joined model (``residual+spectrum``) is split into its parts, a part that
+    several outputs use (``residual`` alone and in ``residual+spectrum``) runs once, and the
+    joined output is :func:`~ctfp.embed.features.join` of its parts. The reader resizes each
+    decoded slice once per distinct input side (:attr:`views`).
 
     The same object runs in the local engine's process and in every Ray actor, so both compute
     rows the same way.
     """
 
     def __init__(
-        self, model: torch.nn.Module, device: torch.device, precision: str, batch_size: int
+        self,
+        models: torch.nn.Module | Sequence[torch.nn.Module],
+        device: torch.device,
+        precision: str,
+        batch_size: int,
     ) -> None:
-        self.model = model
+        self.models = [models] if isinstance(models, torch.nn.Module) else list(models)
         self.device = device
         self.precision = resolve_precision(precision, device)
         self.amp = autocast(self.precision, device)
         self.batch_size = batch_size
+        #: The distinct extractors the models are made of, each run once per batch.
+        self.parts: list[torch.nn.Module] = []
+        #: The preprocessing of each distinct resize the parts need, in first-use order.
+        self.views: tuple[Preprocessing, ...] = ()
+        self._part_view: list[int] = []
+        self._uses: list[list[int]] = []  # per model, the parts it is made of
+        seen: dict[str, int] = {}
+        views: dict[tuple[int, str, str], int] = {}
+        for model in self.models:
+            uses = []
+            for part in model.parts if isinstance(model, ConcatFeatures) else [model]:
+                key = json.dumps(part.identity.to_dict(), sort_keys=True)
+                if key not in seen:
+                    seen[key] = len(self.parts)
+                    self.parts.append(part)
+                    view = views.setdefault(view_key(part.preprocessing), len(views))
+                    if view == len(self.views):
+                        self.views = (*self.views, part.preprocessing)
+                    self._part_view.append(view)
+                uses.append(seen[key])
+            self._uses.append(uses)
 
     @classmethod
     def build(
         cls,
-        factory: ModelFactory,
+        factory: ModelFactory | Sequence[ModelFactory],
         device: torch.device,
         precision: str,
         batch_size: int,
         *,
         compile: bool = False,
     ) -> Mapper:
-        """Build the model with ``factory`` and move it to ``device`` (``compile``: through
-        ``torch.compile``, which forwards ``preprocessing`` and ``identity`` to the model)."""
-        model = factory().to(device)
+        """Build the model of each factory and move it to ``device`` (``compile``: each part
+        through ``torch.compile``, which forwards ``preprocessing`` and ``identity``)."""
+        factories = [factory] if callable(factory) else list(factory)
+        mapper = cls([f().to(device) for f in factories], device, precision, batch_size)
         if compile:
-            model = torch.compile(model)
-        return cls(model, device, precision, batch_size)
+            mapper.parts = [torch.compile(p) for p in mapper.parts]
+        return mapper
+
+    @property
+    def model(self) -> torch.nn.Module:
+        """The first (for a one-output job, the only) model."""
+        return self.models[0]
 
     @property
     def identity(self) -> Identity:
-        return self.model.identity
+        """The identity of the first (for a one-output job, the only) model."""
+        return self.models[0].identity
 
     @property
-    def preprocessing(self) -> Preprocessing:
-        return self.model.preprocessing
+    def identities(self) -> list[Identity]:
+        """The identity of each model, in output order."""
+        return [m.identity for m in self.models]
 
-    def __call__(self, frames: torch.Tensor) -> np.ndarray:
-        """(n, 1, s, s) uint8 on the host -> (n, d) float32 numpy, finished on the device."""
+    @property
+    def decode_bound(self) -> bool:
+        """Whether decoding costs more than the models (no network among the parts: pixels,
+        spectrum, residual, the slice cache), so every core should decode."""
+        return not any(isinstance(p, Backbone) for p in self.parts)
+
+    def __call__(
+        self,
+        views: torch.Tensor | Sequence[torch.Tensor],
+        outputs: Sequence[int] | None = None,
+    ) -> list[np.ndarray | None]:
+        """Embed one batch for each model.
+
+        Parameters
+        ----------
+        views
+            (n, 1, s_v, s_v) uint8 on the host, one batch per :attr:`views` entry (the same n
+            slices resized to each side; a tensor for a single view).
+        outputs
+            The models to run (default all).
+
+        Returns
+        -------
+        list
+            Per model, in output order: its (n, d) float32 numpy embeddings, None for a model
+            not in ``outputs``.
+        """
+        views = [views] if isinstance(views, torch.Tensor) else list(views)
+        wanted = range(len(self.models)) if outputs is None else outputs
         with torch.inference_mode():
-            embeddings = forward(self.model, frames, self.device, self.amp, self.batch_size)
+            got: dict[int, torch.Tensor] = {}
+            found: list[np.ndarray | None] = [None] * len(self.models)
+            for o in wanted:
+                for p in self._uses[o]:
+                    if p not in got:
+                        x = views[self._part_view[p]]
+                        got[p] = _forward(self.parts[p], x, self.device, self.amp, self.batch_size)
+                blocks = [got[p] for p in self._uses[o]]
+                y = join(blocks) if isinstance(self.models[o], ConcatFeatures) else blocks[0]
+                found[o] = y.cpu().numpy()
         if self.device.type == "cuda":  # so that timings charge the work to the model
             torch.cuda.synchronize(self.device)
-        return embeddings
+        return found
 
 
-__all__ = ["Mapper", "default_batch_size", "forward"]
+__all__ = ["Mapper", "default_batch_size", "forward", "view_key"]

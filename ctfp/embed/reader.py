@@ -41,42 +41,85 @@ def find_inputs(
     )
 
 
-def default_workers(device: torch.device) -> int:
-    """Loader processes: enough to feed a GPU; none on a CPU, where a worker only takes a core
-    from the network (2-core VM, bf16: 54.6 img/s with 0 workers, 46.0 with 1, 44.4 with 2;
-    decoding is 5 % of the time)."""
+def default_workers(device: torch.device, *, decode_bound: bool = False, files: int = 0) -> int:
+    """Loader processes.
+
+    On a GPU: enough to feed it. On a CPU it depends on what dominates. Behind ResNet50 none,
+    where a worker only takes a core from the network (2-core VM, bf16: 54.6 img/s with 0
+    workers, 46.0 with 1, 44.4 with 2; decoding is 5 % of the time). Behind the fingerprint
+    features (``decode_bound``: pixels, spectrum, residual, the slice cache) decoding is most
+    of the work, so every core decodes: one worker per core, the main process doing the cheap
+    models between with one thread (2-core VM, 3,008 PNGs of 256 px: residual 656 slices/s
+    with 0 workers, 1,269 with 1, 1,330 with 2; pixels:16 1,044, 1,109, 2,009). A job of
+    fewer than ``MIN_FILES_FOR_WORKERS`` ``files`` decodes here: starting workers (about 0.2 s
+    of CPU each) costs more than they save.
+    """
     cores = os.cpu_count() or 1
     if device.type == "cuda":
         return max(1, min(8, cores - 1))
-    return 0
+    if not decode_bound or files < MIN_FILES_FOR_WORKERS:
+        return 0
+    return cores
+
+
+#: Fewest files for which decode-bound CPU jobs start loader workers (see default_workers).
+MIN_FILES_FOR_WORKERS = 256
+
+
+def as_views(preprocessing: Preprocessing | Sequence[Preprocessing]) -> tuple[Preprocessing, ...]:
+    """The preprocessings a reader resizes each slice for, one batch per entry (a mapper's
+    :attr:`~ctfp.embed.mapper.Mapper.views`; a single one is a one-entry tuple)."""
+    if isinstance(preprocessing, Preprocessing):
+        return (preprocessing,)
+    return tuple(preprocessing)
 
 
 @dataclass
 class Decoded:
-    """One input file after decoding: its frames (n, 1, s, s) uint8, or the reason it failed."""
+    """One input file after decoding: its frames resized for each view, (n, 1, s_v, s_v) uint8
+    per view, or the reason it failed."""
 
     index: int
-    frames: torch.Tensor | None
+    views: tuple[torch.Tensor, ...] | None
     error: str | None = None
+
+    @property
+    def count(self) -> int:
+        """Its slices (frames): 0 for a failure."""
+        return 0 if self.views is None else int(self.views[0].shape[0])
 
 
 @dataclass
 class Batch:
-    """Several decoded files; ``frames`` holds all their slices back to back."""
+    """Several decoded files; ``views[v]`` holds all their slices back to back at view ``v``."""
 
     indices: list[int]
     counts: list[int]
-    frames: torch.Tensor
+    views: tuple[torch.Tensor, ...]
     errors: list[tuple[int, str]] = field(default_factory=list)
+
+    @property
+    def frames(self) -> torch.Tensor:
+        """The slices at the first view (all of them for a one-view job)."""
+        return self.views[0]
 
     def pin_memory(self) -> Batch:
         # Called by the DataLoader's pin thread: page-locked memory allows async host->GPU copies.
-        self.frames = self.frames.pin_memory()
+        self.views = tuple(v.pin_memory() for v in self.views)
         return self
 
 
+def resize_views(frames: np.ndarray, views: Sequence[Preprocessing]) -> tuple[torch.Tensor, ...]:
+    """(n, h, w) uint8 decoded frames -> one (n, 1, s, s) uint8 tensor per view: each view
+    pads and resizes the decoded frame itself (never another view's result)."""
+    return tuple(
+        torch.from_numpy(np.stack([view.resize(f) for f in frames])[:, None]) for view in views
+    )
+
+
 class SliceDataset(Dataset[Decoded]):
-    """Map-style dataset over input files: item ``i`` is file ``i`` decoded and resized.
+    """Map-style dataset over input files: item ``i`` is file ``i`` decoded once and resized
+    for each view.
 
     Any failure is returned as ``Decoded.error`` instead of raised, so one bad file never stops
     a run and the main process decides where the reason goes.
@@ -86,13 +129,13 @@ class SliceDataset(Dataset[Decoded]):
         self,
         files: Sequence[InputFile],
         window: Window,
-        preprocessing: Preprocessing,
+        views: Preprocessing | Sequence[Preprocessing],
         *,
         max_pixels: int = MAX_PIXELS,
     ) -> None:
         self.files = list(files)
         self.window = window
-        self.preprocessing = preprocessing
+        self.views = as_views(views)
         self.max_pixels = max_pixels
 
     def __len__(self) -> int:
@@ -101,28 +144,30 @@ class SliceDataset(Dataset[Decoded]):
     def __getitem__(self, index: int) -> Decoded:
         try:
             frames = decode_file(self.files[index].path, self.window, max_pixels=self.max_pixels)
-            resized = np.stack([self.preprocessing.resize(f) for f in frames])
+            resized = resize_views(frames, self.views)
         except Exception as exc:  # corrupt input of any kind: record it, never stop the run
             return Decoded(index, None, str(exc) or type(exc).__name__)
-        return Decoded(index, torch.from_numpy(resized[:, None]))
+        return Decoded(index, resized)
 
 
 class CacheDataset(Dataset[list[Decoded]]):
     """Rows of a decoded-slice cache (``ctfp cache``), read a Parquet row group at a time.
 
     Item ``g`` is one row group: its pending rows as ``Decoded`` (one frame each), straight from
-    the fixed-size binary column — no image decoding. Slices cached at another size than the
-    model's are resized (bilinear, antialiased).
+    the fixed-size binary column — no image decoding. Slices cached at another size than a
+    view's are resized (bilinear, antialiased).
     """
 
-    def __init__(self, files: Sequence[InputFile], preprocessing: Preprocessing) -> None:
+    def __init__(
+        self, files: Sequence[InputFile], views: Preprocessing | Sequence[Preprocessing]
+    ) -> None:
         groups: dict[tuple[str, int], list[tuple[int, int]]] = {}
         for index, f in enumerate(files):
             assert f.cache is not None
             shard, group, row = f.cache
             groups.setdefault((shard, group), []).append((index, row))
         self.groups = list(groups.items())
-        self.size = preprocessing.image_size
+        self.sizes = [v.image_size for v in as_views(views)]
 
     def __len__(self) -> int:
         return len(self.groups)
@@ -142,32 +187,37 @@ class CacheDataset(Dataset[list[Decoded]]):
             offset=column.offset * width,
         )
         frames = torch.from_numpy(pixels.reshape(-1, 1, side, side)[[r for _, r in rows]])
-        if side != self.size:
-            frames = torch.nn.functional.interpolate(
-                frames.float(), size=(self.size, self.size), mode="bilinear", antialias=True
-            )
-            frames = frames.round_().clamp_(0, 255).to(torch.uint8)
-        return [Decoded(index, frames[k : k + 1]) for k, (index, _) in enumerate(rows)]
+        views = [frames if size == side else _resized(frames, size) for size in self.sizes]
+        return [
+            Decoded(index, tuple(v[k : k + 1] for v in views)) for k, (index, _) in enumerate(rows)
+        ]
+
+
+def _resized(frames: torch.Tensor, size: int) -> torch.Tensor:
+    x = torch.nn.functional.interpolate(
+        frames.float(), size=(size, size), mode="bilinear", antialias=True
+    )
+    return x.round_().clamp_(0, 255).to(torch.uint8)
 
 
 def make_dataset(
     files: Sequence[InputFile],
     window: Window,
-    preprocessing: Preprocessing,
+    views: Preprocessing | Sequence[Preprocessing],
     *,
     max_pixels: int = MAX_PIXELS,
 ) -> SliceDataset | CacheDataset:
     """The dataset of ``files``: cache rows are read from their shards, image files decoded
     (all inputs of a run are of one kind: :func:`find_inputs` refuses a mix)."""
     if files and files[0].cache is not None:
-        return CacheDataset(files, preprocessing)
-    return SliceDataset(files, window, preprocessing, max_pixels=max_pixels)
+        return CacheDataset(files, views)
+    return SliceDataset(files, window, views, max_pixels=max_pixels)
 
 
 def decode_all(
     files: Sequence[InputFile],
     window: Window,
-    preprocessing: Preprocessing,
+    views: Preprocessing | Sequence[Preprocessing],
     *,
     max_pixels: int = MAX_PIXELS,
 ) -> list[Decoded]:
@@ -177,10 +227,11 @@ def decode_all(
     Returns
     -------
     list[Decoded]
-        In input order (``Decoded.index`` is the position in ``files``): frames (n, 1, s, s)
-        uint8 with ``s = preprocessing.image_size`` (n = 1 per cache row), or the error.
+        In input order (``Decoded.index`` is the position in ``files``): per view, frames
+        (n, 1, s, s) uint8 with ``s`` that view's ``image_size`` (n = 1 per cache row), or the
+        error.
     """
-    dataset = make_dataset(files, window, preprocessing, max_pixels=max_pixels)
+    dataset = make_dataset(files, window, views, max_pixels=max_pixels)
     if isinstance(dataset, CacheDataset):
         decoded = [d for g in range(len(dataset)) for d in dataset[g]]
         return sorted(decoded, key=lambda d: d.index)
@@ -193,19 +244,15 @@ def collate_groups(items: list[list[Decoded]]) -> Batch:
 
 
 def collate(items: list[Decoded]) -> Batch:
-    """Concatenate the frames of the decoded files; keep failures aside."""
-    good = [d for d in items if d.frames is not None]
-    s = None if not good else good[0].frames.shape[-1]
-    frames = (
-        torch.cat([d.frames for d in good])
-        if good
-        else torch.empty((0, 1, s or 1, s or 1), dtype=torch.uint8)
-    )
+    """Concatenate the frames of the decoded files, view by view; keep failures aside (a batch
+    of failures only has no views)."""
+    good = [d for d in items if d.views is not None]
+    views = tuple(torch.cat(v) for v in zip(*(d.views for d in good), strict=True))
     return Batch(
         indices=[d.index for d in good],
-        counts=[int(d.frames.shape[0]) for d in good],
-        frames=frames,
-        errors=[(d.index, d.error or "unknown error") for d in items if d.frames is None],
+        counts=[d.count for d in good],
+        views=views,
+        errors=[(d.index, d.error or "unknown error") for d in items if d.views is None],
     )
 
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ctfp.embed.features import build_features
-from ctfp.embed.job import Job, ModelFactory, settings_with
+from ctfp.embed.job import Job, ModelFactory, Output, settings_with
 from ctfp.embed.reader import find_inputs
 from ctfp.embed.settings import EmbedSettings
 from ctfp.embed.writer import EmbedResult
@@ -77,23 +77,87 @@ def embed(
             "features 'auto' let `ctfp run` choose among feature types by cross-validation; "
             "embedding needs one (resnet50, pixels, spectrum, residual, or name:size)"
         )
-    # Before anything is read: an unknown engine or a missing Ray fails first.
-    engine_settings = resolve_engine(engine)
-    factory = backbone_factory or functools.partial(
+    factory = backbone_factory or _factory(settings.features, settings)
+    output = Output(os.fspath(as_local(out)), factory, settings.to_dict())
+    [result] = _run(sources, [output], settings, engine, progress)
+    return result
+
+
+def embed_many(
+    sources: Sequence[PathLike] | PathLike,
+    outs: Mapping[str, PathLike],
+    settings: EmbedSettings | None = None,
+    *,
+    engine: str | EngineSettings = "local",
+    progress: bool = True,
+    **overrides: Any,
+) -> dict[str, EmbedResult]:
+    """Embed every CT slice behind ``sources`` with several feature types, each slice decoded
+    once: ``outs`` maps a feature type (``residual``, ``pixels:16``, ``residual+spectrum``) to
+    its shard folder.
+
+    Each folder gets exactly what :func:`embed` with ``features=`` that type writes there (the
+    same rows, ids, order, parts, metadata and errors table) and resumes the same way: a
+    folder already complete is left alone, a partial one gets what it lacks. Each type resizes
+    the decoded slice to its own input side; a joined type is its parts joined, each part
+    computed once however many types use it. ``settings.features`` is not used; the other
+    settings (and ``overrides``, its fields) apply to every type. With ``engine="ray"`` each
+    type is a run of its own (the same rows; the inputs are decoded once per type).
+
+    Returns
+    -------
+    dict
+        The result of each type, keyed as ``outs``.
+    """
+    if isinstance(overrides.get("weights"), os.PathLike):
+        overrides["weights"] = os.fspath(overrides["weights"])
+    settings = settings_with(EmbedSettings, settings, overrides, "embed_many")
+    if not outs:
+        raise SettingsError("embed_many() needs at least one feature type and its folder")
+    outputs = []
+    for features, out in outs.items():
+        if features.strip() == "auto":
+            raise SettingsError(
+                "embed_many() needs the feature types to embed, not auto (which lets `ctfp run` "
+                "choose among them)"
+            )
+        typed = settings.replace(features=features)  # validated: an unknown type is refused
+        outputs.append(Output(os.fspath(as_local(out)), _factory(features, typed), typed.to_dict()))
+    results = _run(sources, outputs, settings, engine, progress)
+    return dict(zip(outs, results, strict=True))
+
+
+def _factory(features: str, settings: EmbedSettings) -> ModelFactory:
+    """The extractor of ``features`` with the weights and input side of ``settings``."""
+    return functools.partial(
         build_features,
-        settings.features,
+        features,
         weights=settings.weights,
         seed=settings.weights_seed,
         image_size=settings.image_size,
     )
+
+
+def _run(
+    sources: Sequence[PathLike] | PathLike,
+    outputs: list[Output],
+    settings: EmbedSettings,
+    engine: str | EngineSettings,
+    progress: bool,
+) -> list[EmbedResult]:
+    """The job of ``outputs`` over the inputs behind ``sources``, run on ``engine``."""
+    # Before anything is read: an unknown engine or a missing Ray fails first.
+    engine_settings = resolve_engine(engine)
     unreadable: list[Unreadable] = []
     files = find_inputs(sources, settings, unreadable)
+    first, *also = outputs
     job = Job(
         files=files,
         unreadable=unreadable,
         decoding=cached_decoding(sources, settings) if files and files[0].cache else None,
-        out=os.fspath(as_local(out)),
-        factory=factory,
+        out=first.out,
+        factory=first.factory,
+        also=also,
         window=parse_window(settings.window),
         max_pixels=settings.max_pixels,
         dtype=settings.dtype,
@@ -105,7 +169,7 @@ def embed(
         workers=settings.workers,
         compile=settings.compile,
         progress=progress,
-        settings=settings.to_dict(),
+        settings=first.settings,
     )
     return run(job, engine_settings)
 
@@ -128,4 +192,4 @@ def cached_decoding(
     return decoding
 
 
-__all__ = ["EmbedResult", "EmbedSettings", "embed"]
+__all__ = ["EmbedResult", "EmbedSettings", "embed", "embed_many"]

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -79,33 +80,48 @@ def file_rows(f: InputFile, count: int) -> tuple[list[str], list[int]]:
 
 def write_pending(
     job: Job,
-    metadata: dict[str, Any],
+    metadata: Sequence[dict[str, Any]],
     timings: dict[str, float],
-    run: Callable[[list[InputFile], ShardWriter], Any],
-) -> tuple[ShardWriter, list[InputFile], Any]:
-    """Open the shard writer of ``job.out``, call ``run(pending, writer)`` on the inputs not yet
-    in it (resume; nothing is called when all are done) and close it, timing the final flush as
-    ``write``. Returns the writer, the pending inputs and what ``run`` returned (else None)."""
+    run: Callable[[list[InputFile], list[ShardWriter], list[set[str]]], Any],
+) -> tuple[list[ShardWriter], list[list[InputFile]], Any]:
+    """Open the shard writer of each output of ``job`` (``metadata[k]``: output ``k``'s), call
+    ``run(pending, writers, todo)`` and close them, timing the final flush as ``write``.
+
+    ``pending`` are the inputs some output still needs (resume; nothing is called when every
+    folder holds them all), ``todo[k]`` the ids of those output ``k`` needs: a folder complete
+    for its type gets nothing, a partial one only what it lacks. Returns the writers, each
+    output's pending inputs and what ``run`` returned (else None).
+    """
     value = None
-    with ShardWriter(
-        job.out,
-        metadata=metadata,
-        rows_per_shard=job.rows_per_shard,
-        commit_seconds=job.commit_seconds,
-    ) as writer:
-        writer.forget_errors_except(f.id for f in job.files)
-        for problem in job.unreadable:  # folders that could not be searched: on the record
-            writer.add_error(problem.id, problem.path, problem.reason)
-        writer.check_sources((f.id, f.path) for f in job.files)
-        todo = writer.pending(f.id for f in job.files)
-        pending = [f for f in job.files if f.id in todo]
+    with contextlib.ExitStack() as stack:
+        writers = [
+            stack.enter_context(
+                ShardWriter(
+                    output.out,
+                    metadata=meta,
+                    rows_per_shard=job.rows_per_shard,
+                    commit_seconds=job.commit_seconds,
+                )
+            )
+            for output, meta in zip(job.outputs, metadata, strict=True)
+        ]
+        todo = []
+        for writer in writers:
+            writer.forget_errors_except(f.id for f in job.files)
+            for problem in job.unreadable:  # folders that could not be searched: on the record
+                writer.add_error(problem.id, problem.path, problem.reason)
+            writer.check_sources((f.id, f.path) for f in job.files)
+            todo.append(writer.pending(f.id for f in job.files))
+        needed = set().union(*todo)
+        pending = [f for f in job.files if f.id in needed]
         if not pending:
-            logger.info(f"nothing to do: all {len(job.files)} inputs are already in {job.out}")
+            where = ", ".join(o.out for o in job.outputs)
+            logger.info(f"nothing to do: all {len(job.files)} inputs are already in {where}")
         else:
-            value = run(pending, writer)
+            value = run(pending, writers, todo)
         write_start = time.perf_counter()
     timings["write"] += time.perf_counter() - write_start
-    return writer, pending, value
+    return writers, [[f for f in pending if f.id in ids] for ids in todo], value
 
 
 def finish_run(
@@ -114,13 +130,17 @@ def finish_run(
     pending: list[InputFile],
     rows: int,
     start: float,
+    *,
+    output: int = 0,
     **fields: Any,
 ) -> EmbedResult:
-    """The result of a run (either engine) from its writer and counts, logged as it closes;
-    ``fields`` are the engine's (device, precision, batch_size, timings, ...)."""
+    """The result of output ``output`` of a run (either engine) from its writer and counts,
+    logged as it closes; ``fields`` are the engine's (device, precision, batch_size, timings,
+    ...)."""
     seconds = time.perf_counter() - start
+    target = job.outputs[output]
     result = EmbedResult(
-        out=str(job.out),
+        out=str(target.out),
         rows=rows,
         files=len(job.files),
         skipped_files=len(job.files) - len(pending),
@@ -128,7 +148,7 @@ def finish_run(
         seconds=seconds,
         images_per_second=rows / seconds if seconds > 0 else 0.0,
         shards=[str(p) for p in writer.shards_written],
-        settings=job.settings,
+        settings=target.settings,
         **fields,
     )
     log_result(result)

@@ -33,10 +33,11 @@ def resolve_engine(engine: str | EngineSettings = "local") -> EngineSettings:
     return engine
 
 
-def run(job: Job, engine: str | EngineSettings = "local") -> EmbedResult:
+def run(job: Job, engine: str | EngineSettings = "local") -> list[EmbedResult]:
     """Run ``job`` on the engine ``engine`` names: the one place that chooses. An engine's
     module is imported only when it is chosen (a local run never imports Ray), and provides
-    ``run(job, settings) -> EmbedResult``."""
+    ``run(job, settings) -> list[EmbedResult]``, one result per output of the job
+    (:attr:`~ctfp.embed.job.Job.outputs`)."""
     settings = resolve_engine(engine)
     module = importlib.import_module(f"ctfp.engine.{settings.engine}")
     return module.run(job, settings)

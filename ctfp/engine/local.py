@@ -1,8 +1,12 @@
-"""The local engine: a job in this process, decoding in DataLoader workers, the model here."""
+"""The local engine: a job in this process, decoding in DataLoader workers, the models here."""
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
+
+import torch
 
 from ctfp.device import resolve_device, resolve_precision
 from ctfp.embed.job import Job
@@ -16,87 +20,147 @@ from ctfp.progress import progress_bar
 from ctfp.store.writer import ShardWriter
 
 
-def run(job: Job, settings: EngineSettings | None = None) -> EmbedResult:
-    """Run ``job`` here: ``job.workers`` loader processes decode (default: 0 on a CPU, up to 8
-    on CUDA), one model embeds on ``job.device``, the shard writer stores.
+def run(job: Job, settings: EngineSettings | None = None) -> list[EmbedResult]:
+    """Run ``job`` here: ``job.workers`` loader processes decode (default:
+    :func:`~ctfp.embed.reader.default_workers`), the models embed on ``job.device``, one shard
+    writer per output stores. Each input is decoded once for all the outputs of the job.
 
-    The result's timings are ``decode_wait`` (the model waiting for decoded batches),
-    ``infer`` and ``write``. ``job.compile`` pays a one-off ``torch.compile`` (about 80 s for
-    ResNet50 on 2 CPU cores, needs a C compiler) for faster batches: worth it on a GPU for large
-    archives, not for a few thousand slices.
+    Returns one result per output (``job.outputs``), with the run's timings: ``decode_wait``
+    (the models waiting for decoded batches), ``infer`` and ``write``, shared by the outputs.
+    ``job.compile`` pays a one-off ``torch.compile`` (about 80 s for ResNet50 on 2 CPU cores,
+    needs a C compiler) for faster batches: worth it on a GPU for large archives, not for a few
+    thousand slices.
     """
     dev = resolve_device(job.device)
     precision = resolve_precision(job.precision, dev)
-    workers = default_workers(dev) if job.workers is None else job.workers
     batch_size = default_batch_size(dev) if job.batch_size is None else job.batch_size
-    mapper = Mapper.build(job.factory, dev, precision, batch_size, compile=job.compile)
-    identity = mapper.identity.to_dict()
+    mapper = Mapper.build(
+        [o.factory for o in job.outputs], dev, precision, batch_size, compile=job.compile
+    )
+    identities = [i.to_dict() for i in mapper.identities]
+    timings = {"decode_wait": 0.0, "infer": 0.0, "write": 0.0}
+    chosen: dict[str, int] = {}  # the loader workers, once the pending inputs are known
+
+    def embed_pending(todo: list[InputFile], writers: list[ShardWriter], ids: list[set[str]]):
+        workers = job.workers
+        if workers is None:
+            workers = default_workers(dev, decode_bound=mapper.decode_bound, files=len(todo))
+        chosen["workers"] = workers
+        with _model_threads(dev, mapper.decode_bound):
+            return _embed(
+                mapper,
+                todo,
+                writers,
+                ids,
+                job.window,
+                job.max_pixels,
+                workers,
+                job.progress,
+                timings,
+            )
 
     start = time.perf_counter()
-    timings = {"decode_wait": 0.0, "infer": 0.0, "write": 0.0}
-    writer, pending, rows = write_pending(
-        job,
-        job.metadata(identity),
-        timings,
-        lambda todo, writer: _embed(
-            mapper, todo, writer, job.window, job.max_pixels, workers, job.progress, timings
-        ),
+    writers, pending, rows = write_pending(
+        job, [job.metadata(i) for i in identities], timings, embed_pending
     )
-    return finish_run(
-        writer,
-        job,
-        pending,
-        rows or 0,
-        start,
-        device=str(dev),
-        precision=mapper.precision,
-        batch_size=batch_size,
-        workers=workers,
-        timings=timings,
-        identity=identity,
-    )
+    workers = chosen.get("workers", 0 if job.workers is None else job.workers)
+    return [
+        finish_run(
+            writer,
+            job,
+            pending[k],
+            rows[k] if rows else 0,
+            start,
+            output=k,
+            device=str(dev),
+            precision=mapper.precision,
+            batch_size=batch_size,
+            workers=workers,
+            timings=dict(timings),
+            identity=identities[k],
+        )
+        for k, writer in enumerate(writers)
+    ]
+
+
+@contextlib.contextmanager
+def _model_threads(device: torch.device, decode_bound: bool) -> Iterator[None]:
+    """One torch thread, while they run, for models lighter than decoding on a CPU (the
+    fingerprint features): their operations are too small to share, and the cores are for
+    decoding. OpenMP threads spinning on cores that others need ruin such a run: on a 2-core
+    VM, residual with 2 threads gave 143 slices/s beside 2 loader workers (1,330 with one
+    thread), and 59 slices/s without workers while other processes kept the machine busy.
+    (A network keeps every thread: without workers, the default there, it has the cores.)
+    """
+    threads = torch.get_num_threads()
+    if device.type != "cpu" or not decode_bound or threads == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _embed(
     mapper: Mapper,
     files: list[InputFile],
-    writer: ShardWriter,
+    writers: list[ShardWriter],
+    todo: list[set[str]],
     window: Window,
     max_pixels: int,
     workers: int,
     progress: bool,
     timings: dict[str, float],
-) -> int:
-    """Decode ``files`` in batches of ``mapper.batch_size`` files, embed and write them."""
+) -> list[int]:
+    """Decode ``files`` once, in batches of ``mapper.batch_size`` files, embed them with every
+    model whose output (``writers[k]``) still needs one of them (``todo[k]``: ids), write each
+    output's rows; returns the rows written per output."""
     loader = make_loader(
-        make_dataset(files, window, mapper.preprocessing, max_pixels=max_pixels),
+        make_dataset(files, window, mapper.views, max_pixels=max_pixels),
         files_per_batch=mapper.batch_size,
         workers=workers,
         # Page-locked host memory lets the copies to the GPU run asynchronously.
         pin_memory=mapper.device.type == "cuda",
     )
-    rows = 0
+    everywhere = [len(ids) == len(files) for ids in todo]  # skips the per-file look-ups
+    rows = [0] * len(writers)
+    slices = 0
     bar = progress_bar(len(files), "embed", "file", enabled=progress)
     start = tick = time.perf_counter()
     with bar:
         for batch in loader:
             now = time.perf_counter()
             timings["decode_wait"] += now - tick
-            embeddings = mapper(batch.frames)
+            ids = [files[i].id for i in batch.indices]
+            wanted = [
+                k for k in range(len(writers)) if everywhere[k] or any(i in todo[k] for i in ids)
+            ]
+            embeddings = mapper(batch.views, wanted) if ids else []
             tick = time.perf_counter()
             timings["infer"] += tick - now
-            offset = 0
-            for index, count in zip(batch.indices, batch.counts, strict=True):
-                rows += write_file(writer, files[index], embeddings[offset : offset + count])
-                offset += count
+            for k in wanted:
+                offset = 0
+                for index, count in zip(batch.indices, batch.counts, strict=True):
+                    f = files[index]
+                    if everywhere[k] or f.id in todo[k]:
+                        part = embeddings[k][offset : offset + count]
+                        rows[k] += write_file(writers[k], f, part)
+                    offset += count
             for index, reason in batch.errors:
-                writer.add_error(files[index].id, files[index].path, reason)
+                f = files[index]
+                for k, writer in enumerate(writers):
+                    if everywhere[k] or f.id in todo[k]:
+                        writer.add_error(f.id, f.path, reason)
+            slices += sum(batch.counts)
             done = time.perf_counter()
             timings["write"] += done - tick
             tick = done
             bar.update(len(batch.indices) + len(batch.errors))
             bar.set_postfix(
-                img_s=f"{rows / max(done - start, 1e-9):.1f}", errors=len(writer.errors)
+                img_s=f"{slices / max(done - start, 1e-9):.1f}",
+                errors=max(len(w.errors) for w in writers),
             )
     return rows
 

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import collections
+import dataclasses
 import functools
 import logging
+import math
 import os
 import pickle
 import re
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any, TypeVar
@@ -51,8 +53,12 @@ def require_ray() -> ModuleType:
     return ray
 
 
-def run(job: Job, settings: EngineSettings) -> EmbedResult:
+def run(job: Job, settings: EngineSettings) -> list[EmbedResult]:
     """Run ``job`` on Ray: decode tasks on CPUs, the model in ``settings.actors`` actors.
+
+    A job of several outputs (``job.also``: several feature types) runs as one job per output,
+    one after the other: the same rows in each folder as the local engine writes, but each
+    input is decoded once per output, not once for all.
 
     ``job.device``: ``auto`` gives one GPU per actor if the Ray cluster has GPUs, else CPU
     actors; ``cuda`` requires GPUs; ``cpu`` gives CPU actors. ``settings.actors`` defaults to one
@@ -94,6 +100,17 @@ def run(job: Job, settings: EngineSettings) -> EmbedResult:
     version) must be installed on every node. Ray needs no other setup.
     """
     ray = require_ray()
+    if job.also:
+        return [
+            result
+            for o in job.outputs
+            for result in run(
+                dataclasses.replace(
+                    job, out=o.out, factory=o.factory, settings=o.settings, also=()
+                ),
+                settings,
+            )
+        ]
     if job.compile:
         raise CtfpError(
             "compile (--compile) is an option of the local engine; drop it or use --engine local"
@@ -126,10 +143,11 @@ def run(job: Job, settings: EngineSettings) -> EmbedResult:
     # A CPU actor gets its share of the cores as torch threads (Ray would pin it to one).
     threads = max(1, cpus // actors)
 
-    # Built here only for what goes into the metadata; the actors build their own copy.
-    model = job.factory()
+    # Built here only for what goes into the metadata and what the reader resizes to; the
+    # actors build their own copy.
+    model = Mapper([job.factory()], torch.device("cpu"), "fp32", 1)
     identity = model.identity.to_dict()
-    preprocessing = model.preprocessing
+    views = model.views
     del model
     logger.info(
         f"ray: {cpus} CPUs, {gpus} GPUs; {actors} model actor(s) on "
@@ -139,12 +157,13 @@ def run(job: Job, settings: EngineSettings) -> EmbedResult:
     start = time.perf_counter()
     timings = {"ray_init": ray_init, "startup": 0.0, "wait": 0.0, "write": 0.0}
     metadata = job.metadata(identity)
-    decode_kwargs = dict(window=job.window, preprocessing=preprocessing, max_pixels=job.max_pixels)
-    writer, pending, ran = write_pending(
-        job,
-        metadata,
-        timings,
-        lambda todo, writer: _run(
+    decode_kwargs = dict(window=job.window, views=views, max_pixels=job.max_pixels)
+
+    def embed_pending(
+        todo: list[InputFile], writers: list[ShardWriter], _: list[set[str]]
+    ) -> tuple[int, str, int]:
+        [writer] = writers
+        return _run(
             ray,
             todo,
             writer,
@@ -168,10 +187,11 @@ def run(job: Job, settings: EngineSettings) -> EmbedResult:
             use_gpu=use_gpu,
             progress=job.progress,
             timings=timings,
-        ),
-    )
+        )
+
+    [writer], [pending], ran = write_pending(job, [metadata], timings, embed_pending)
     rows, used_precision, received = ran or (0, job.precision, 0)
-    return finish_run(
+    result = finish_run(
         writer,
         job,
         pending,
@@ -187,6 +207,7 @@ def run(job: Job, settings: EngineSettings) -> EmbedResult:
         actors=actors,
         driver_bytes=received,
     )
+    return [result]
 
 
 def _connect(ray: Any, address: str | None) -> None:
@@ -261,10 +282,12 @@ def _run(
     received (pickled summaries: O(files), never the embeddings)."""
     from ray.util import ActorPool
 
+    # The side of a square holding one slice at every view: what a file's pixels weigh.
+    side = math.isqrt(sum(v.image_size**2 for v in decode_kwargs["views"]))
     blocks = plan_blocks(
         len(pending),
         rows_per_shard,
-        decode_kwargs["preprocessing"].image_size,
+        side,
         actors=actors,
         batch_size=actor_kwargs["batch_size"],
     )
@@ -346,13 +369,13 @@ def _record(f: InputFile) -> dict[str, Any]:
 def decode_block(
     records: list[dict[str, Any]],
     window: Window,
-    preprocessing: Preprocessing,
+    views: Sequence[Preprocessing],
     max_pixels: int = MAX_PIXELS,
-) -> list[np.ndarray | str]:
+) -> list[tuple[np.ndarray, ...] | str]:
     """Ray task: decode and resize one block of input files with the local engine's reader.
 
-    Returns one item per file, in order: its slices as (n, s, s) uint8, or the reason it
-    could not be read (a bad file becomes a row of the errors table, never a failed task).
+    Returns one item per file, in order: its slices as (n, s, s) uint8 per view, or the reason
+    it could not be read (a bad file becomes a row of the errors table, never a failed task).
     """
     files = [
         InputFile(
@@ -364,8 +387,8 @@ def decode_block(
         for r in records
     ]
     return [
-        (d.error or "unknown error") if d.frames is None else d.frames[:, 0].numpy()
-        for d in decode_all(files, window, preprocessing, max_pixels=max_pixels)
+        (d.error or "unknown error") if d.views is None else tuple(v[:, 0].numpy() for v in d.views)
+        for d in decode_all(files, window, views, max_pixels=max_pixels)
     ]
 
 
@@ -409,7 +432,9 @@ class PartWriter:
         self.decode_kwargs = decode_kwargs
 
     def write(
-        self, block: dict[str, Any], decoded: list[np.ndarray | str] | list[dict[str, Any]]
+        self,
+        block: dict[str, Any],
+        decoded: list[tuple[np.ndarray, ...] | str] | list[dict[str, Any]],
     ) -> dict[str, Any]:
         """Embed and write one block: ``decoded`` from :func:`decode_block`, or the block's
         records for this actor to decode itself (CPU actors)."""
@@ -418,19 +443,20 @@ class PartWriter:
         errors: list[tuple[int, str]] = []
         good = [(i, d) for i, d in enumerate(decoded) if not isinstance(d, str)]
         errors.extend((i, d) for i, d in enumerate(decoded) if isinstance(d, str))
-        slices = [d for _, d in good]
-        if slices:
-            x = torch.from_numpy(np.ascontiguousarray(np.concatenate(slices))[:, None])
-            if self.mapper.device.type == "cuda":
-                x = x.pin_memory()
-            embedding = self.mapper(x).astype(self.storage, copy=False)
+        if good:
+            views = []
+            for slices in zip(*(d for _, d in good), strict=True):
+                x = torch.from_numpy(np.ascontiguousarray(np.concatenate(slices))[:, None])
+                views.append(x.pin_memory() if self.mapper.device.type == "cuda" else x)
+            embedding = self.mapper(views)[0].astype(self.storage, copy=False)
         files, rows, start = [], [], 0
         for i, d in good:
             file_id, path, label, frame, clashes = block["files"][i]
             f = InputFile(file_id, path, label, frame)
-            ids, frames = file_rows(f, len(d))
-            values = embedding[start : start + len(d)]
-            start += len(d)
+            count = len(d[0])
+            ids, frames = file_rows(f, count)
+            values = embedding[start : start + count]
+            start += count
             clash = sorted(set(ids) & set(clashes))
             if clash:  # as the local writer: frame k of scan.dcm after a file scan#k.png
                 errors.append(
@@ -441,7 +467,7 @@ class PartWriter:
                     )
                 )
                 continue
-            files.append((i, len(d)))
+            files.append((i, count))
             rows.append((ids, safe_text(path), frames, label, values))
         size = 0
         if rows:

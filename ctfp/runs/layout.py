@@ -9,10 +9,10 @@ from typing import Any
 
 import numpy as np
 
-from ctfp.embed.runner import embed
+from ctfp.embed.runner import embed_many
 from ctfp.embed.settings import EmbedSettings
 from ctfp.engine.settings import EngineSettings
-from ctfp.exceptions import InputError
+from ctfp.exceptions import InputError, ShardMismatchError
 from ctfp.io.fs import is_remote
 from ctfp.runs.folder import embeddings_dir, split_test_rows
 from ctfp.store.reader import Embeddings, read_embeddings
@@ -52,19 +52,23 @@ def embed_features(
     resumed; ``out`` may be on an object store) and read each back. Every type holds the same
     slices (an InputError otherwise; callers align rows by id); ``required`` sub-folders must
     exist.
+
+    Each slice is decoded once for all the types (:func:`~ctfp.embed.runner.embed_many`), and
+    each folder holds what embedding that type alone writes; a joined type joins parts
+    computed once (``residual``, ``spectrum`` and ``residual+spectrum``: two extractors run).
     """
     root = check_layout(data, required)
-    found: dict[str, Embeddings] = {}
-    for f in features:
-        shards = embeddings_dir(out, f)
-        embed(
-            root,
-            shards,
-            settings.replace(layout="imageclef", features=f),
-            engine=engine,
-            progress=progress,
+    folders = {f: embeddings_dir(out, f) for f in dict.fromkeys(features)}
+    try:
+        embed_many(
+            root, folders, settings.replace(layout="imageclef"), engine=engine, progress=progress
         )
-        found[f] = _read_finite(shards)
+    except ShardMismatchError as exc:
+        raise ShardMismatchError(
+            f"{exc} (a run keeps each feature type in its own folder: remove the one named to "
+            "embed that type again)"
+        ) from None
+    found = {f: _read_finite(shards) for f, shards in folders.items()}
     first = next(iter(found.values()), None)
     for f, emb in found.items():
         if first is not None and set(emb.ids.tolist()) != set(first.ids.tolist()):

@@ -7,10 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image, ImageFilter
 
 from ctfp.embed import features, settings
-from ctfp.embed.features import build_features
+from ctfp.embed.features import ConcatFeatures, build_features, join
 from ctfp.embed.runner import embed
 from ctfp.exceptions import CtfpError, ShardMismatchError
 from ctfp.store.reader import read_embeddings
@@ -20,12 +21,16 @@ SLICE = np.asarray(Image.open(LUNG / "png" / "A0001_s2_030.png"))
 
 
 def run(spec: str, images: list[np.ndarray]) -> torch.Tensor:
+    """The features of ``spec`` for ``images``: each part fed the slices resized to its own side."""
     f = build_features(spec, weights="random", image_size=64)
-    s = f.preprocessing.image_size
-    x = torch.stack([torch.from_numpy(f.preprocessing.resize(i)) for i in images])[:, None]
-    assert x.shape[-1] == s
+    parts = f.parts if isinstance(f, ConcatFeatures) else [f]
+    views = [
+        torch.stack([torch.from_numpy(p.preprocessing.resize(i).copy()) for i in images])[:, None]
+        for p in parts
+    ]
+    assert all(v.shape[-1] == p.preprocessing.image_size for v, p in zip(views, parts, strict=True))
     with torch.inference_mode():
-        return f(x)
+        return f(views) if isinstance(f, ConcatFeatures) else f(views[0])
 
 
 @pytest.mark.parametrize(
@@ -70,6 +75,67 @@ def test_residual_ignores_anatomy_more_than_pixels_do() -> None:
         return float(torch.dist(f[1], f[2]) / torch.dist(f[0], f[1]))
 
     assert ratio("residual") < 0.5 * ratio("pixels")
+
+
+def test_a_joined_type_joins_its_parts_each_from_the_decoded_slice() -> None:
+    images = [SLICE, SLICE[::-1]]
+    joined = run("pixels:16+residual:64", images)
+    parts = [run("pixels:16", images), run("residual:64", images)]
+    np.testing.assert_array_equal(joined.numpy(), join(parts).numpy())
+    expected = torch.cat([F.normalize(p, dim=1) for p in parts], 1)
+    np.testing.assert_allclose(joined.numpy(), expected.numpy(), rtol=1e-6, atol=1e-7)
+    # Joined shards made the older way (every part from the largest part's side) have another
+    # identity: they are never mixed with these.
+    identity = build_features("pixels:16+residual:64").identity
+    assert identity.preprocessing["resize"] == "per-part"
+    assert [p["image_size"] for p in identity.preprocessing["parts"]] == [16, 64]
+
+
+def _textbook(x: torch.Tensor, model: torch.nn.Module, residual: bool) -> torch.Tensor:
+    """The spectrum / residual features as first written: a 2-D convolution for the blur, the
+    full complex FFT and every frequency added into its radial bin (float32)."""
+    x = x.float() / 255.0
+    if residual:
+        k = torch.tensor(model.taps)
+        pad = (model.radius,) * 4
+        blurred = F.conv2d(F.pad(x, pad, mode="reflect"), k.view(1, 1, 1, -1))
+        x = x - F.conv2d(blurred, k.view(1, 1, -1, 1))
+    r = x[:, 0]
+    s = r.shape[-1]
+    f = torch.fft.fftfreq(s) * s
+    bins = torch.sqrt(f[:, None] ** 2 + f[None, :] ** 2).round().long().clamp(max=s // 2)
+    counts = torch.bincount(bins.flatten(), minlength=s // 2 + 1).clamp(min=1)
+    centred = (r - r.mean(dim=(-2, -1), keepdim=True)) * model.window
+    power = torch.fft.fft2(centred).abs().square().flatten(1)
+    sums = torch.zeros((len(r), s // 2 + 1)).index_add_(1, bins.flatten(), power)
+    spectrum = torch.log(sums / counts + 1e-10)[:, 1:]
+    if not residual:
+        return spectrum
+    flat = r.flatten(1)
+    centred = flat - flat.mean(1, keepdim=True)
+    std = centred.square().mean(1).sqrt().clamp_min(1e-8)
+    skew = (centred**3).mean(1) / std**3
+    kurt = (centred**4).mean(1) / std**4 - 3.0
+    moments = torch.stack([torch.log(std), torch.log(flat.abs().mean(1) + 1e-8), skew, kurt], 1)
+    return torch.cat([spectrum, moments], 1)
+
+
+@pytest.mark.parametrize("spec", ["spectrum", "residual", "spectrum:33", "residual:64"])
+def test_the_fast_paths_equal_the_textbook_definitions(spec: str, lung_pngs) -> None:
+    """Half the spectrum (rfft2) weighted by its mirror, the blur as shifted adds: the same
+    features as the full FFT and the convolution, to float32 rounding (odd sides too)."""
+    model = build_features(spec)
+    size = model.preprocessing.image_size
+    x = torch.stack(
+        [
+            torch.from_numpy(model.preprocessing.resize(np.asarray(Image.open(p))).copy())
+            for p in lung_pngs[:24]
+        ]
+    )[:, None]
+    assert x.shape[-1] == size
+    with torch.inference_mode():
+        got, expected = model(x), _textbook(x, model, spec.startswith("residual"))
+    np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=1e-5, atol=2e-5)
 
 
 def test_shards_carry_their_own_identity(tmp_path: Path, lung_pngs) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import subprocess
 import sys
 
@@ -9,7 +10,7 @@ import numpy as np
 import torch
 
 from ctfp.device import autocast
-from ctfp.embed.features import PixelFeatures
+from ctfp.embed.features import PixelFeatures, build_features, join
 from ctfp.embed.mapper import Mapper, default_batch_size, forward
 
 CPU = torch.device("cpu")
@@ -36,11 +37,40 @@ def test_forward_in_chunks_equals_one_pass() -> None:
 def test_mapper_builds_the_model_and_embeds() -> None:
     mapper = Mapper.build(lambda: PixelFeatures(8), CPU, "fp32", batch_size=4)
     assert mapper.precision == "fp32" and mapper.batch_size == 4
-    assert mapper.identity.dim == 64 and mapper.preprocessing.image_size == 8
+    assert mapper.identity.dim == 64 and [v.image_size for v in mapper.views] == [8]
     x = frames(6)
-    np.testing.assert_array_equal(mapper(x), forward(mapper.model, x, CPU, mapper.amp, 64))
+    [y] = mapper(x)
+    np.testing.assert_array_equal(y, forward(mapper.model, x, CPU, mapper.amp, 64))
     # "auto" is resolved once, to what this CPU runs.
     assert Mapper.build(lambda: PixelFeatures(8), CPU, "auto", 4).precision in ("fp32", "bf16")
+
+
+def test_several_models_share_their_parts_and_the_resized_batches() -> None:
+    """residual:16, spectrum:16, residual:16+spectrum:16 and pixels:8: two sides to resize to,
+    three extractors run, the joined output the join of the two it shares."""
+    specs = ["residual:16", "spectrum:16", "residual:16+spectrum:16", "pixels:8"]
+    mapper = Mapper.build([functools.partial(build_features, s) for s in specs], CPU, "fp32", 4)
+    assert [v.image_size for v in mapper.views] == [16, 8] and len(mapper.parts) == 3
+    assert [i.model for i in mapper.identities] == [
+        "residual",
+        "spectrum",
+        "residual+spectrum",
+        "pixels",
+    ]
+    assert mapper.decode_bound  # no network among them
+    views = [frames(5, 16), frames(5, 8)]
+    residual, spectrum, joined, pixels = mapper(views)
+    alone = [Mapper.build(functools.partial(build_features, s), CPU, "fp32", 4) for s in specs]
+    np.testing.assert_array_equal(residual, alone[0](views[0])[0])
+    np.testing.assert_array_equal(spectrum, alone[1](views[0])[0])
+    np.testing.assert_array_equal(joined, alone[2](views[0])[0])
+    np.testing.assert_array_equal(pixels, alone[3](views[1])[0])
+    expected = join([torch.from_numpy(residual), torch.from_numpy(spectrum)]).numpy()
+    np.testing.assert_array_equal(joined, expected)
+    # Only the models asked for run.
+    got = mapper(views, [1])
+    assert got[0] is None and got[2] is None and got[3] is None
+    np.testing.assert_array_equal(got[1], spectrum)
 
 
 def test_default_batch_size() -> None:

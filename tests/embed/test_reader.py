@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import torch
 from ctfp.embed.backbone import Preprocessing
 from ctfp.embed.cache import build_cache
 from ctfp.embed.reader import (
+    MIN_FILES_FOR_WORKERS,
     CacheDataset,
     Decoded,
     SliceDataset,
@@ -56,18 +58,36 @@ def test_a_bad_file_is_a_reason_not_an_exception(folder: Path) -> None:
     dataset = SliceDataset(files, Window(), PRE)
     ids = [f.id for f in files]
     good, volume, bad = dataset[0], dataset[ids.index("mr")], dataset[ids.index("broken")]
-    assert good.frames.shape == (1, 1, 32, 32) and good.frames.dtype == torch.uint8
-    assert volume.frames.shape == (16, 1, 32, 32)
-    assert bad.frames is None and "not an image" in bad.error
+    assert good.views[0].shape == (1, 1, 32, 32) and good.views[0].dtype == torch.uint8
+    assert volume.views[0].shape == (16, 1, 32, 32) and volume.count == 16
+    assert bad.views is None and "not an image" in bad.error and bad.count == 0
 
 
 def test_collate_keeps_failures_aside() -> None:
     frames = torch.zeros((2, 1, 8, 8), dtype=torch.uint8)
-    batch = collate([Decoded(0, frames), Decoded(1, None, "broken"), Decoded(2, frames[:1])])
-    assert batch.indices == [0, 2] and batch.counts == [2, 1] and batch.frames.shape[0] == 3
-    assert batch.errors == [(1, "broken")]
+    small = torch.zeros((2, 1, 4, 4), dtype=torch.uint8)
+    batch = collate(
+        [
+            Decoded(0, (frames, small)),
+            Decoded(1, None, "broken"),
+            Decoded(2, (frames[:1], small[:1])),
+        ]
+    )
+    assert batch.indices == [0, 2] and batch.counts == [2, 1]
+    assert [v.shape for v in batch.views] == [(3, 1, 8, 8), (3, 1, 4, 4)]
+    assert batch.errors == [(1, "broken")] and batch.frames is batch.views[0]
     empty = collate([Decoded(0, None, "")])
-    assert empty.frames.shape == (0, 1, 1, 1) and empty.errors == [(0, "unknown error")]
+    assert empty.views == () and empty.errors == [(0, "unknown error")]
+
+
+def test_each_file_is_decoded_once_and_resized_for_each_view(folder: Path) -> None:
+    files = find_inputs(folder, InputSettings())
+    views = (PRE, Preprocessing(image_size=16), Preprocessing(image_size=32, channels="gray"))
+    (one,) = [d for d in decode_all(files[:1], Window(), views)]
+    assert [v.shape for v in one.views] == [(1, 1, 32, 32), (1, 1, 16, 16), (1, 1, 32, 32)]
+    # Each view is its own resize of the decoded slice, the same as a one-view reader's.
+    for v, view in zip(one.views, views, strict=True):
+        assert torch.equal(v, decode_all(files[:1], Window(), view)[0].views[0])
 
 
 def test_loader_batches_keep_input_order_with_workers(folder: Path) -> None:
@@ -95,18 +115,23 @@ def test_cache_rows_read_back_the_decoded_slices(folder: Path, tmp_path: Path) -
     assert [d.index for d in cached] == list(range(len(rows)))
     # The very slices of decoding the images (cached at the model's size: no resize).
     files = find_inputs(folder, InputSettings())
-    direct = [d.frames for d in decode_all(files, Window(), PRE) if d.frames is not None]
-    assert torch.equal(torch.cat([d.frames for d in cached]), torch.cat(direct))
+    direct = [d.views[0] for d in decode_all(files, Window(), PRE) if d.views is not None]
+    assert torch.equal(torch.cat([d.views[0] for d in cached]), torch.cat(direct))
 
 
 def test_default_workers() -> None:
-    assert default_workers(torch.device("cpu")) == 0  # a worker takes a core from the model
+    cpu = torch.device("cpu")
+    assert default_workers(cpu, files=10_000) == 0  # a worker takes a core from the network
+    # Fingerprint features: every core decodes, unless the job is too small to pay for them.
+    assert default_workers(cpu, decode_bound=True, files=10_000) == os.cpu_count()
+    assert default_workers(cpu, decode_bound=True, files=MIN_FILES_FOR_WORKERS - 1) == 0
     assert 1 <= default_workers(torch.device("cuda")) <= 8
 
 
 def test_cache_at_another_size_is_resized(folder: Path, tmp_path: Path) -> None:
     build_cache(folder, tmp_path / "cache", size=48, progress=False)
     rows = find_inputs(tmp_path / "cache", InputSettings())
-    items = CacheDataset(rows, PRE)[0]
-    assert items[0].frames.shape == (1, 1, 32, 32) and items[0].frames.dtype == torch.uint8
-    assert np.ptp(items[0].frames.numpy()) > 0
+    items = CacheDataset(rows, [PRE, Preprocessing(image_size=48)])[0]
+    assert items[0].views[0].shape == (1, 1, 32, 32) and items[0].views[0].dtype == torch.uint8
+    assert np.ptp(items[0].views[0].numpy()) > 0
+    assert items[0].views[1].shape == (1, 1, 48, 48)  # the cache's own side: as stored

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import ctfp
-from ctfp.embed.runner import embed
+from ctfp.embed.runner import embed, embed_many
 from ctfp.embed.settings import CacheSettings, EmbedSettings
 from ctfp.exceptions import DeviceError
 from ctfp.settings import SettingsError
@@ -265,3 +265,35 @@ def test_cuda_matches_cpu(tmp_path: Path, random_backbone_64) -> None:
     a, b = read_embeddings(tmp_path / "cpu").matrix, read_embeddings(tmp_path / "cuda").matrix
     cos = np.sum(a * b, 1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
     assert cos.min() > 0.999
+
+
+def test_embed_many_writes_what_each_type_alone_writes(tmp_path: Path, lung_pngs) -> None:
+    """Several types from one decode, in two loader workers, a volume and a broken file among
+    the inputs: each folder as embed() of that type alone (no workers) writes it."""
+    src = copy_pngs(lung_pngs[:4], tmp_path / "src")
+    shutil.copy(EDGE / "MR_Explicit_Little_MultiFrame.dcm", src / "mr.dcm")
+    (src / "broken.png").write_bytes(b"not a png")
+    types = ["pixels:16", "residual:32+pixels:16", "spectrum:32"]
+    options = dict(dtype="float32", rows_per_shard=8, batch_size=3, progress=False)
+    threads = torch.get_num_threads()
+    results = embed_many(src, {f: tmp_path / f for f in types}, workers=2, **options)
+    assert list(results) == types
+    assert torch.get_num_threads() == threads  # one thread for the models while they ran
+    for f in types:
+        alone = embed(src, tmp_path / "alone" / f, features=f, workers=0, **options)
+        result = results[f]
+        assert (result.rows, result.files, result.workers) == (4 + 16, 6, 2)
+        assert {**result.settings, "workers": 0} == alone.settings
+        assert result.identity == alone.identity
+        a, b = read_embeddings(tmp_path / "alone" / f), read_embeddings(tmp_path / f)
+        assert a.table.equals(b.table) and a.metadata == b.metadata
+        np.testing.assert_array_equal(a.matrix, b.matrix)
+        parts = [
+            sorted(p.name for p in d.glob("part-*")) for d in (tmp_path / "alone" / f, tmp_path / f)
+        ]
+        assert parts[0] == parts[1]
+        assert read_errors(tmp_path / f).equals(read_errors(tmp_path / "alone" / f))
+    with pytest.raises(SettingsError, match="not auto"):
+        embed_many(src, {"auto": tmp_path / "auto"})
+    with pytest.raises(SettingsError, match="unknown features 'sift'"):
+        embed_many(src, {"sift": tmp_path / "sift"})

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ctfp.embed.job import Output
 from ctfp.embed.writer import EmbedResult, finish_run, log_result, write_file, write_pending
 from ctfp.exceptions import CtfpError
 from ctfp.io.sources import InputFile
@@ -21,8 +22,9 @@ def rows(n: int, value: float = 1.0) -> np.ndarray:
     return np.full((n, 64), value, dtype=np.float32)
 
 
-def fake_run(todo: list[InputFile], writer: ShardWriter) -> int:
-    """Two frames for ``vol``, one for the others; ``c`` fails."""
+def fake_run(todo: list[InputFile], writers: list[ShardWriter], _: list[set[str]]) -> int:
+    """Two frames for ``vol``, one for the others; ``c`` fails (one output)."""
+    [writer] = writers
     n = 0
     for f in todo:
         if f.id == "c":
@@ -39,7 +41,7 @@ def test_pending_inputs_are_run_and_the_rest_resumed(pixel_job, tmp_path: Path, 
     meta = job.metadata(job.factory().identity.to_dict())
     timings = {"write": 0.0}
     start = time.perf_counter()
-    writer, pending, n = write_pending(job, meta, timings, fake_run)
+    [writer], [pending], n = write_pending(job, [meta], timings, fake_run)
     assert pending == FILES and n == 3 and timings["write"] > 0
     result = finish_run(writer, job, pending, n, start, device="cpu", precision="fp32")
     assert (result.rows, result.files, result.skipped_files) == (3, 3, 0)
@@ -53,12 +55,12 @@ def test_pending_inputs_are_run_and_the_rest_resumed(pixel_job, tmp_path: Path, 
 
     # A rerun calls the run with the failed input only; its reason stands until it is retried.
     seen = []
-    _, pending, _ = write_pending(job, meta, timings, lambda todo, w: seen.extend(todo))
+    _, [pending], _ = write_pending(job, [meta], timings, lambda todo, w, ids: seen.extend(todo))
     assert [f.id for f in seen] == ["c"] and len(read_errors(tmp_path / "out")) == 1
     # Nothing left: the run is not called at all.
     called = []
     done = pixel_job(FILES[:2], tmp_path / "out")
-    _, pending, value = write_pending(done, meta, timings, lambda *a: called.append(a))
+    _, [pending], value = write_pending(done, [meta], timings, lambda *a: called.append(a))
     assert pending == [] and value is None and not called
     assert any("nothing to do" in r.getMessage() for r in ctfp_log)
 
@@ -67,7 +69,9 @@ def test_a_cache_row_keeps_its_frame(pixel_job, tmp_path: Path) -> None:
     row = InputFile("vol#3", "/in/vol.nii.gz", None, 3, ("shard", 0, 3))
     job = pixel_job([row], tmp_path / "out")
     meta = job.metadata(job.factory().identity.to_dict())
-    write_pending(job, meta, {"write": 0.0}, lambda todo, w: write_file(w, todo[0], rows(1)))
+    write_pending(
+        job, [meta], {"write": 0.0}, lambda todo, w, _: write_file(w[0], todo[0], rows(1))
+    )
     data = read_embeddings(tmp_path / "out")
     assert data.ids.tolist() == ["vol#3"] and data.table.column("frame").to_pylist() == [3]
 
@@ -77,7 +81,34 @@ def test_one_writer_per_folder(pixel_job, tmp_path: Path) -> None:
     meta = job.metadata(job.factory().identity.to_dict())
     (tmp_path / "out").mkdir()
     with FolderLock(tmp_path / "out"), pytest.raises(CtfpError, match="another ctfp writer"):
-        write_pending(job, meta, {"write": 0.0}, fake_run)
+        write_pending(job, [meta], {"write": 0.0}, fake_run)
+
+
+def test_each_output_gets_what_its_folder_lacks(pixel_job, tmp_path: Path) -> None:
+    """Two outputs: the first already holds ``a``, the second nothing; the run is called with
+    every input some output needs, and each output's own ids; each writer is its folder's."""
+    one = pixel_job(FILES[:1], tmp_path / "one")
+    meta = one.metadata(one.factory().identity.to_dict())
+    write_pending(
+        one, [meta], {"write": 0.0}, lambda todo, w, _: write_file(w[0], todo[0], rows(1))
+    )
+    job = pixel_job(FILES, tmp_path / "one", also=[Output(str(tmp_path / "two"), one.factory)])
+    seen = {}
+
+    def run(todo, writers, ids):
+        seen.update(todo=[f.id for f in todo], ids=ids, outs=[w.out_dir for w in writers])
+        return 0
+
+    writers, pending, _ = write_pending(job, [meta, meta], {"write": 0.0}, run)
+    assert seen["todo"] == ["a", "vol", "c"] and seen["ids"] == [{"vol", "c"}, {"a", "vol", "c"}]
+    assert seen["outs"] == [tmp_path / "one", tmp_path / "two"]
+    assert [[f.id for f in p] for p in pending] == [["vol", "c"], ["a", "vol", "c"]]
+    # The result of each output: its folder, its settings, its skipped files.
+    kw = dict(device="cpu", precision="fp32")
+    second = finish_run(writers[1], job, pending[1], 0, time.perf_counter(), output=1, **kw)
+    assert second.out == str(tmp_path / "two") and second.skipped_files == 0
+    first = finish_run(writers[0], job, pending[0], 0, time.perf_counter(), output=0, **kw)
+    assert first.out == str(tmp_path / "one") and first.skipped_files == 1
 
 
 def test_result_summary_and_dict(ctfp_log) -> None:

@@ -26,7 +26,7 @@ def test_a_job_runs_with_the_cpu_defaults(tmp_path: Path, lung_pngs, pixel_job) 
         rows_per_shard=2,
         settings={"marker": 1},
     )
-    result = local.run(job)
+    [result] = local.run(job)
     assert (result.rows, result.files, len(result.errors), len(result.shards)) == (5, 6, 1, 3)
     assert result.engine == "local" and result.actors == 0 and result.device == "cpu"
     assert (result.batch_size, result.workers) == (16, 0)  # the CPU defaults

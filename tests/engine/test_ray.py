@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from ctfp.embed.cache import build_cache
-from ctfp.embed.runner import embed
+from ctfp.embed.runner import embed, embed_many
 from ctfp.engine.settings import EngineSettings
 from ctfp.exceptions import CtfpError, DeviceError
 from ctfp.store.reader import read_embeddings, read_errors
@@ -74,6 +74,23 @@ def test_ray_gives_the_local_rows_for_pngs_dicoms_and_volumes(
     # A second run has nothing left to do.
     again = embed(src, tmp_path / "ray", engine="ray", **options)
     assert again.rows == 0 and again.skipped_files == again.files == 12
+
+
+def test_several_types_run_as_one_job_each_with_the_local_rows(
+    tmp_path: Path, lung_pngs, ray_address: str, assert_same_rows
+) -> None:
+    """embed_many on Ray: one job per type (a joined one's parts resized each to its side,
+    a volume among the inputs), the folders the local engine's decode-once job writes."""
+    src = copy_pngs(lung_pngs[:4], tmp_path / "src")
+    shutil.copy(EDGE / "MR_Explicit_Little_MultiFrame.dcm", src / "mr.dcm")
+    types = ["pixels:16", "pixels:16+residual:32"]
+    options = dict(dtype="float32", rows_per_shard=100, progress=False)
+    local = embed_many(src, {f: tmp_path / "local" / f for f in types}, **options)
+    remote = embed_many(src, {f: tmp_path / "ray" / f for f in types}, engine="ray", **options)
+    for f in types:
+        assert remote[f].engine == "ray" and remote[f].rows == local[f].rows == 4 + 16
+        assert remote[f].settings == local[f].settings and remote[f].settings["features"] == f
+        assert_same_rows(tmp_path / "local" / f, tmp_path / "ray" / f, same_parts=False)
 
 
 def test_corrupt_inputs_land_in_the_errors_table(
