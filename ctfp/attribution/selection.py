@@ -241,7 +241,10 @@ def select(
     g = np.asarray([str(v) for v in groups], dtype=object)
     names = sorted(set(g.tolist()))
     if len(names) < 2:
-        raise InputError(f"attribution with labels needs at least 2 groups in train/, got {names}")
+        raise InputError(
+            "attribution with labels needs readable examples of at least 2 groups in "
+            f"train/<group>/, found {names or 'none'}"
+        )
     small = min(int((g == n).sum()) for n in names)
     if small < 2:
         raise InputError(

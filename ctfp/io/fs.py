@@ -22,6 +22,9 @@ from typing import Any
 
 from ctfp.exceptions import InputError
 
+#: A local path or a URI, as every path-taking function of ctfp accepts it.
+PathLike = str | os.PathLike[str]
+
 #: Schemes pyarrow opens natively (``pyarrow.fs.FileSystem.from_uri``).
 NATIVE = ("s3", "gs", "gcs", "abfs", "abfss", "az", "hdfs", "viewfs")
 _SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
@@ -261,6 +264,7 @@ def list_files(folder: str | os.PathLike[str]) -> dict[str, int]:
 __all__ = [
     "NATIVE",
     "Location",
+    "PathLike",
     "as_local",
     "child",
     "delete_file",

@@ -22,6 +22,7 @@ from typing import Any
 
 from ctfp import __version__
 from ctfp.exceptions import InputError
+from ctfp.io.fs import PathLike
 from ctfp.runs.folder import (
     AUDIT_FILES,
     CLUSTERS_FILE,
@@ -35,8 +36,6 @@ from ctfp.runs.folder import (
     read_summary,
     task1_dir,
 )
-
-PathLike = str | os.PathLike[str]
 
 #: The ``schema`` value of every audit record this version writes.
 AUDIT_SCHEMA = "ctfp-audit/1"

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ctfp import __version__
 from ctfp.exceptions import InputError
+from ctfp.io.fs import PathLike
 from ctfp.progress import logger
 from ctfp.report.audit import write_audit
 from ctfp.report.html import page
@@ -16,8 +17,6 @@ from ctfp.report.task1 import task1_body
 from ctfp.report.task2 import NAV as TASK2_NAV
 from ctfp.report.task2 import task2_body
 from ctfp.runs.folder import find_embeddings, read_summary
-
-PathLike = str | os.PathLike[str]
 
 
 def write_report(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +9,7 @@ import numpy as np
 
 from ctfp.exceptions import InputError
 from ctfp.index.distance import METRICS, nearest
+from ctfp.io.fs import PathLike
 from ctfp.report.figures import (
     GENERATED,
     MEMBER,
@@ -34,7 +34,6 @@ from ctfp.runs.folder import (
     task1_dir,
 )
 
-PathLike = str | os.PathLike[str]
 NAV = ("selection", "map", "scores", "evaluation", "k-sweep", "evidence", "settings")
 COLOURS = {
     "used": MEMBER,

@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ctfp.exceptions import InputError
+from ctfp.io.fs import PathLike
 from ctfp.report.figures import bic_plot, cluster_colours, cluster_sizes_plot
 from ctfp.report.html import THUMB_SIDE, Thumbnails, escape, figure, table, window_of
 from ctfp.report.rows import Rows, read_rows
 from ctfp.report.sections import map_section, selection_section, verdict_box
 from ctfp.runs.folder import CLUSTERS_FILE, TEST_PREFIX
 
-PathLike = str | os.PathLike[str]
 NAV = ("selection", "map", "clusters", "evaluation", "thumbnails", "settings")
 GREYS = ("#444444", "#888888", "#bbbbbb", "#222222", "#666666", "#aaaaaa")
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import os
 import re
 import shutil
 from collections.abc import Sequence
@@ -24,10 +23,10 @@ from typing import Any
 import numpy as np
 
 from ctfp.exceptions import InputError
+from ctfp.io.fs import PathLike
 from ctfp.runs.settings import TASKS
 from ctfp.store.writer import write_text_atomic
 
-PathLike = str | os.PathLike[str]
 TEST_PREFIX = "test/"
 SUMMARY_FILE = "summary.json"
 RUN_FILE = "run.csv"

@@ -21,6 +21,7 @@ from ctfp._version import __version__
 from ctfp.attribution.classify import GroupClassifier
 from ctfp.attribution.clustering import Clustering
 from ctfp.exceptions import InputError, ShardMismatchError
+from ctfp.io.fs import PathLike
 from ctfp.membership.ensemble import EnsembleMembership
 from ctfp.membership.registry import METHODS
 from ctfp.runs.folder import ARRAYS_FILE, MODEL_FILE
@@ -28,7 +29,6 @@ from ctfp.store.schema import identity_of
 from ctfp.store.writer import write_bytes_atomic, write_text_atomic
 
 MODEL_FORMAT = "ctfp-model/1"
-PathLike = str | os.PathLike[str]
 
 #: Every kind of saved model, by the name it records: the membership methods and the clustering.
 KINDS: dict[str, Any] = {

@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 
 from ctfp.exceptions import InputError
 from ctfp.io.fs import (
+    PathLike,
     as_local,
     child,
     delete_file,
@@ -37,7 +38,6 @@ from ctfp.io.fs import (
     read_bytes,
 )
 
-PathLike = str | os.PathLike[str]
 T = TypeVar("T")
 LEASE_FILE = "_lease.json"
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,7 +24,7 @@ from ctfp.embed.settings import EmbedSettings
 from ctfp.engine.settings import EngineSettings
 from ctfp.evaluate import write_run
 from ctfp.exceptions import InputError, WeightsUnavailableError
-from ctfp.io.fs import as_local
+from ctfp.io.fs import PathLike, as_local
 from ctfp.membership.options import SelectionSettings
 from ctfp.membership.settings import AUTO, Task1Settings, takes_k
 from ctfp.progress import logger, progress_bar
@@ -52,8 +51,6 @@ from ctfp.runs.layout import (
 from ctfp.runs.models import save_model
 from ctfp.runs.remote import in_run_folder
 from ctfp.settings import SettingsError
-
-PathLike = str | os.PathLike[str]
 
 #: The feature types ``--method auto`` tries when the features are ``auto``: those that need no
 #: learned weights, at several resolutions, and ResNet50 when its weights can be loaded.

@@ -3,7 +3,6 @@ the test slices, write clusters.csv, the model and the summary."""
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from ctfp.embed.settings import EmbedSettings
 from ctfp.engine.settings import EngineSettings
 from ctfp.evaluate import attribution_metrics, write_run
 from ctfp.exceptions import InputError
-from ctfp.io.fs import as_local
+from ctfp.io.fs import PathLike, as_local
 from ctfp.progress import logger, progress_bar
 from ctfp.runs.folder import (
     CLUSTERS_FILE,
@@ -38,9 +37,6 @@ from ctfp.runs.layout import (
 )
 from ctfp.runs.models import save_model
 from ctfp.runs.remote import in_run_folder
-
-PathLike = str | os.PathLike[str]
-
 
 #: Feature types ``--method auto`` tries with labels (ResNet50 too where its weights load).
 TASK2_FEATURES = (
@@ -290,11 +286,6 @@ def _run_labelled(
     train_ids = [i for i, t in zip(first.ids, train, strict=True) if t]
     groups = np.asarray([str(g) for g in first.labels[train]], dtype=object)
     names = sorted(set(groups.tolist()))
-    if len(names) < 2:
-        raise InputError(
-            f"attribution with labels needs examples of at least 2 groups in train/<group>/; "
-            f"found {names or 'none readable'}"
-        )
     if isinstance(s.k, int) and s.k != len(names):
         raise InputError(
             f"--k {s.k} but train/ holds {len(names)} labelled groups ({', '.join(names)}): with "
@@ -320,7 +311,6 @@ def _run_labelled(
         f"{'s' if len(features) > 1 else ''}) cross-validated on {len(groups)} labelled slices "
         f"of {len(names)} groups, {cv.folds} folds x {cv.repeats} repeats"
     )
-    begin_commit(out)
     selection = select(
         matrices,
         groups,
@@ -332,6 +322,7 @@ def _run_labelled(
             len(items), "task2: candidates", "cand", enabled=progress, iterable=items
         ),
     )
+    begin_commit(out)  # the previous run's results withdrawn, now that this one can write
     best = selection.best.candidate
     x_train, x_test = matrices[best.features]
     attributor = fit(best, x_train, groups, x_test, s.seed, s.device)

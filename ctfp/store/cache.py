@@ -16,12 +16,11 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from ctfp.exceptions import InputError
+from ctfp.io.fs import PathLike
 from ctfp.io.sources import InputFile
 from ctfp.store.manifest import committed_shards, has_shards
 from ctfp.store.reader import read_schema
 from ctfp.store.schema import SLICES_FORMAT, read_metadata
-
-PathLike = str | os.PathLike[str]
 
 
 def is_slice_cache(path: PathLike) -> bool:

@@ -23,10 +23,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ctfp.exceptions import InputError, ShardMismatchError
-from ctfp.io.fs import child, exists, filesystem_of, is_remote, read_bytes
+from ctfp.io.fs import PathLike, child, exists, filesystem_of, is_remote, read_bytes
 from ctfp.progress import logger
-
-PathLike = str | os.PathLike[str]
 
 MANIFEST_FILE = "_manifest.json"
 MANIFEST_FORMAT = "ctfp-manifest/1"

@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ctfp.exceptions import InputError, ShardMismatchError
-from ctfp.io.fs import as_local, child, exists, filesystem_of, is_remote, resolve
+from ctfp.io.fs import PathLike, as_local, child, exists, filesystem_of, is_remote, resolve
 from ctfp.store.manifest import committed_shards
 from ctfp.store.schema import (
     ERRORS_DIR,
@@ -24,7 +24,6 @@ from ctfp.store.schema import (
     read_metadata,
 )
 
-PathLike = str | os.PathLike[str]
 #: A shard file: a Path locally, a URI string on an object store.
 ShardPath = Path | str
 
