@@ -302,7 +302,7 @@ def test_a_missing_or_broken_summary_is_the_report_s_input_error(
 
 
 def test_random_weights_open_the_paragraph_with_a_warning(runs: dict[str, Path]) -> None:
-    from ctfp.report.audit import RANDOM_WARNING, audit_paragraph
+    from ctfp.report.audit_md import RANDOM_WARNING, audit_paragraph
 
     record = json.loads((runs["task1-auto"] / "audit.json").read_text())
     assert "WARNING" not in audit_paragraph(record)
