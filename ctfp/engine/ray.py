@@ -24,20 +24,18 @@ from ctfp.embed.backbone import Preprocessing
 from ctfp.embed.job import Job, ModelFactory
 from ctfp.embed.mapper import Mapper, default_batch_size
 from ctfp.embed.reader import decode_all
-from ctfp.embed.writer import EmbedResult, file_rows, finish_run, write_pending
+from ctfp.embed.writer import EmbedResult, file_rows, finish_run, stored, write_pending
 from ctfp.engine.settings import EngineSettings
 from ctfp.exceptions import CtfpError, DeviceError
 from ctfp.io.fs import child
 from ctfp.io.sources import InputFile, safe_text
 from ctfp.io.window import MAX_PIXELS, Window
 from ctfp.progress import logger, progress_bar
-from ctfp.store.schema import PIXELS_DTYPE, shard_schema
+from ctfp.store.schema import shard_schema
 from ctfp.store.writer import ShardWriter, rows_table, write_part
 
 RAY_INSTALL = "pip install 'ctfp[ray]'"
 T = TypeVar("T")
-# What the actors send back: the storage dtype, so that float16 runs ship half the bytes.
-_STORAGE = {"float16": np.float16, "float32": np.float32, PIXELS_DTYPE: np.uint8}
 
 
 def require_ray() -> ModuleType:
@@ -426,7 +424,7 @@ class PartWriter:
                 f"{identity.get('weights')!r} sha256 {identity.get('weights_sha256', '')[:12]}); "
                 "give every node the same weights file"
             )
-        self.storage = _STORAGE[dtype]
+        self.dtype = dtype
         self.out = out
         self.schema = shard_schema(int(metadata["dim"]), dtype, metadata)
         self.decode_kwargs = decode_kwargs
@@ -448,7 +446,7 @@ class PartWriter:
             for slices in zip(*(d for _, d in good), strict=True):
                 x = torch.from_numpy(np.ascontiguousarray(np.concatenate(slices))[:, None])
                 views.append(x.pin_memory() if self.mapper.device.type == "cuda" else x)
-            embedding = self.mapper(views)[0].astype(self.storage, copy=False)
+            embedding = stored(self.mapper(views)[0], self.dtype)
         files, rows, start = [], [], 0
         for i, d in good:
             file_id, path, label, frame, clashes = block["files"][i]

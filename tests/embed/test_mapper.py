@@ -85,3 +85,14 @@ def test_importing_a_stage_does_not_import_the_runner_or_the_engines() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_a_mapper_pickles_for_spawned_loader_workers() -> None:
+    """Its autocast factory (a lambda under bf16) is rebuilt where it is unpickled."""
+    import pickle
+
+    mapper = Mapper.build(functools.partial(build_features, "residual:16"), CPU, "bf16", 4)
+    copy = pickle.loads(pickle.dumps(mapper))
+    assert copy.precision == "bf16" and [v.image_size for v in copy.views] == [16]
+    x = frames(3, 16)
+    np.testing.assert_array_equal(copy(x)[0], mapper(x)[0])
