@@ -145,8 +145,9 @@ def _embed(
     model whose output (``writers[k]``) still needs one of them (``todo[k]``: ids), write each
     output's rows; returns the rows written per output."""
     models = _Models(mapper, files, todo, job.dtype)
-    # Beside the decoder: models lighter than decoding, on the CPU (a GPU stays here).
-    beside = mapper.device.type == "cpu" and mapper.decode_bound
+    # Beside the decoder: models lighter than decoding, on the CPU (a GPU stays here, and so
+    # does a compiled model: its compiler's state is not for forked workers).
+    beside = mapper.device.type == "cpu" and mapper.decode_bound and not job.compile
     loader = make_loader(
         make_dataset(files, job.window, mapper.views, max_pixels=job.max_pixels),
         files_per_batch=mapper.batch_size,
