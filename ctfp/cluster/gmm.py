@@ -976,7 +976,10 @@ def _cholesky_of_precisions(precisions: torch.Tensor, covariance_type: str) -> t
 
 def _precisions_to_cov(precisions: torch.Tensor, covariance_type: str) -> torch.Tensor:
     if covariance_type in ("full", "tied"):
-        return torch.linalg.inv(precisions)
+        # Through the Cholesky factor, as befits a positive definite matrix: a general LU
+        # inverse of a 2048-d precision failed in MKL's threaded path ("pivots given to
+        # lu_solve must all be >= 1") once the torch thread count had been set.
+        return torch.cholesky_inverse(_cholesky_of_precisions(precisions, covariance_type))
     return 1.0 / precisions
 
 
