@@ -9,7 +9,6 @@ from typing import Any
 
 import numpy as np
 
-from ctfp.exceptions import WeightsUnavailableError
 from ctfp.progress import logger
 
 
@@ -21,17 +20,15 @@ def sample_dir() -> Path:
 def _choose_weights(weights: str | None) -> str:
     if weights is not None:
         return weights
-    from ctfp.embed.backbone import imagenet_state_dict
+    from ctfp.embed.backbone import imagenet_unavailable
 
-    try:
-        imagenet_state_dict()
+    if imagenet_unavailable() is None:
         return "imagenet"
-    except WeightsUnavailableError:
-        logger.info(
-            "ImageNet weights cannot be had here (no internet or cache); using seeded random "
-            "weights (--weights random --weights-seed 0) instead"
-        )
-        return "random"
+    logger.info(
+        "ImageNet weights cannot be had here (no internet or cache); using seeded random "
+        "weights (--weights random --weights-seed 0) instead"
+    )
+    return "random"
 
 
 # Three stand-ins for generators, each with its own fingerprint (as in the test set-up).
@@ -105,9 +102,9 @@ def run_demo(
     out: str | os.PathLike[str] = "demo-out", *, weights: str | None = None, progress: bool = True
 ) -> dict[str, Any]:
     """Every stage on the bundled sample: embed it (PNG and DICOM of one slice side by side),
-    build small task 1 and task 2 datasets, run the seed method and proximity (task 1) and the
-    labelled attribution (task 2), evaluate against the truth, write an HTML report per run.
-    Returns a summary."""
+    build small task 1 and task 2 datasets, run the seed method (ResNet50) and proximity
+    (pixels) for task 1 and the labelled attribution (residual) for task 2, evaluate against
+    the truth, write an HTML report per run. Returns a summary."""
     import time
 
     from ctfp.embed.runner import embed
@@ -148,11 +145,16 @@ def run_demo(
         )
 
     folders = build_demo_data(out / "data")
-    options = dict(embed=settings, progress=progress)
     runs: dict[str, dict[str, Any]] = {}
-    for name, method, k in (("task1-seed", "centroid", (2,)), ("task1-proximity", "proximity", ())):
+    # The seed paper's method on ResNet50; proximity on the pixels, where copies of training
+    # slices show first (and each slice goes through ResNet50 once).
+    for name, method, k, features in (
+        ("task1-seed", "centroid", (2,), settings.features),
+        ("task1-proximity", "proximity", (), "pixels"),
+    ):
         dest = out / name
-        run_task1(folders["task1"], dest, k=k, method=method, **options)
+        run_embed = settings.replace(features=features)
+        run_task1(folders["task1"], dest, k=k, method=method, embed=run_embed, progress=progress)
         metrics = evaluate_run("task1", dest / "run.csv", folders["task1"] / "truth.csv")
         report = write_report(dest, truth=folders["task1"] / "truth.csv")
         runs[name] = {"run": str(dest / "run.csv"), "report": str(report), "metrics": metrics}

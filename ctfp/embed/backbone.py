@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import copy
+import functools
 import hashlib
+import io
 import os
 import sys
 from dataclasses import asdict, dataclass, field
@@ -110,8 +113,6 @@ def build_backbone(
     image_size
         Side of the square network input.
     """
-    import torchvision
-
     if arch not in ARCHITECTURES:
         raise WeightsUnavailableError(
             f"unknown architecture {arch!r}; choose one of {', '.join(ARCHITECTURES)}"
@@ -119,6 +120,29 @@ def build_backbone(
     if image_size < 32:
         raise WeightsUnavailableError(f"image size {image_size} is too small; use at least 32")
     weights_text = os.fspath(weights)
+    key = weights_text
+    if weights_text not in ("random", "imagenet"):  # a file: its content may change
+        try:
+            stat = os.stat(weights_text)
+            key = f"{weights_text}:{stat.st_size}:{stat.st_mtime_ns}"
+        except OSError:
+            key = None  # the build below says what is wrong with the path
+    if key is None:
+        return _build(arch, weights_text, seed, image_size)
+    # A copy of the one built for the same weights: a run that embeds several feature types,
+    # or the demo's runs one after another, build ResNet50 once (random init and the weights'
+    # hash cost about a second on 2 cores).
+    return copy.deepcopy(_built(arch, weights_text, key, seed, image_size))
+
+
+@functools.lru_cache(maxsize=2)
+def _built(arch: str, weights: str, key: str, seed: int, image_size: int) -> Backbone:
+    return _build(arch, weights, seed, image_size)
+
+
+def _build(arch: str, weights_text: str, seed: int, image_size: int) -> Backbone:
+    import torchvision
+
     if weights_text == "random":
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
@@ -157,6 +181,19 @@ def build_backbone(
         preprocessing=asdict(preprocessing),
     )
     return Backbone(net, preprocessing, identity).eval()
+
+
+def imagenet_unavailable() -> str | None:
+    """Why ImageNet's ResNet50 weights cannot be had here (the first sentence of the reason),
+    or None when they load; the probe prints nothing (torch.hub announces a download on both
+    streams)."""
+    try:
+        quiet = io.StringIO()
+        with contextlib.redirect_stderr(quiet), contextlib.redirect_stdout(quiet):
+            imagenet_state_dict()
+    except WeightsUnavailableError as exc:
+        return str(exc).split(". ")[0]
+    return None
 
 
 def imagenet_state_dict() -> dict[str, torch.Tensor]:

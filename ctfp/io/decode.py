@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import io
 import os
 import re
 import sys
@@ -17,7 +19,7 @@ import numpy as np
 
 from ctfp.exceptions import DecodeError
 from ctfp.io.fs import is_remote, read_bytes
-from ctfp.io.sources import DICOM_SUFFIXES, IMAGE_SUFFIXES, NIFTI_SUFFIXES, suffix_of
+from ctfp.io.sources import IMAGE_SUFFIXES, NIFTI_SUFFIXES, suffix_of
 from ctfp.io.window import MAX_PIXELS, MIN_SIDE, Window
 
 
@@ -119,7 +121,8 @@ def _decoder_messages(said: list[str]) -> Iterator[None]:
     per non-empty line). Python never sees those lines otherwise: they bypass ``sys.stderr``,
     ``warnings`` and ``--quiet``, and they are the only sign of some corrupt files."""
     fd = 2  # C code writes to descriptor 2 whatever sys.stderr is (pytest, notebooks)
-    with _STDERR_LOCK, tempfile.TemporaryFile() as sink:
+    with _STDERR_LOCK:
+        sink = _sink()
         try:
             saved = os.dup(fd)
         except OSError:  # no stderr at all (a daemon): nothing to capture
@@ -134,19 +137,37 @@ def _decoder_messages(said: list[str]) -> Iterator[None]:
         finally:
             os.dup2(saved, fd)
             os.close(saved)
-            sink.seek(0)
-            text = sink.read(64 * 1024).decode("utf-8", "replace")
-            said.extend(line.strip() for line in text.splitlines() if line.strip())
+            if os.fstat(sink.fileno()).st_size:
+                sink.seek(0)
+                text = sink.read(64 * 1024).decode("utf-8", "replace")
+                said.extend(line.strip() for line in text.splitlines() if line.strip())
+                sink.seek(0)
+                sink.truncate()
+
+
+_SINKS: dict[int, Any] = {}
+
+
+def _sink() -> Any:
+    """This process's file that catches the decoders' stderr, made once (a new temporary file
+    per decoded slice cost about a tenth of a PNG's decoding); emptied after each use."""
+    sink = _SINKS.get(os.getpid())  # a forked loader worker makes its own
+    if sink is None:
+        sink = _SINKS[os.getpid()] = tempfile.TemporaryFile()  # noqa: SIM115 (kept open)
+        atexit.register(sink.close)
+    return sink
 
 
 def _decode(path: str, suffix: str, window: Window, limit: _Limit) -> np.ndarray:
     if suffix in NIFTI_SUFFIXES:
         return _decode_nifti(path, window, limit)
-    if suffix in DICOM_SUFFIXES or _has_dicm_magic(path):
-        return _decode_dicom(path, window, limit)  # also a DICOM file named .png: trust content
     if suffix not in IMAGE_SUFFIXES:
-        return _decode_dicom(path, window, limit)  # headless DICOM without a suffix
-    return _decode_image(path, limit)
+        return _decode_dicom(path, window, limit)  # DICOM, or headless DICOM without a suffix
+    with open(path, "rb") as f:  # read once: the DICOM check and the image decoder share it
+        data = f.read()
+    if len(data) >= 132 and data[128:132] == b"DICM":
+        return _decode_dicom(path, window, limit)  # a DICOM file named .png: trust content
+    return _decode_image(io.BytesIO(data), limit)
 
 
 @dataclass(frozen=True)
@@ -180,12 +201,6 @@ def _check_frames(frames: np.ndarray) -> np.ndarray:
             f"slice is {h}x{w} pixels; expected a 2-D image at least {MIN_SIDE}x{MIN_SIDE}"
         )
     return np.ascontiguousarray(frames, dtype=np.uint8)
-
-
-def _has_dicm_magic(path: str) -> bool:
-    with open(path, "rb") as f:
-        head = f.read(132)
-    return len(head) == 132 and head[128:132] == b"DICM"
 
 
 # The first bytes of the image formats a file named like DICOM most often really is.
@@ -224,7 +239,7 @@ def _looks_like_dicom(ds: Any) -> bool:
     return any(tag.group != 0 and dictionary_has_tag(tag) for tag in ds.keys())  # noqa: SIM118
 
 
-def _decode_image(path: str, limit: _Limit) -> np.ndarray:
+def _decode_image(path: str | io.BytesIO, limit: _Limit) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
     try:

@@ -11,8 +11,6 @@ scores.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,7 +21,7 @@ import numpy as np
 from ctfp.embed.settings import EmbedSettings
 from ctfp.engine.settings import EngineSettings
 from ctfp.evaluate import write_run
-from ctfp.exceptions import InputError, WeightsUnavailableError
+from ctfp.exceptions import InputError
 from ctfp.io.fs import PathLike, as_local
 from ctfp.membership.options import SelectionSettings
 from ctfp.membership.settings import AUTO, Task1Settings, takes_k
@@ -480,14 +478,11 @@ def auto_features(
     if "resnet50" not in candidates:
         return features, {}
     if settings.weights == "imagenet":
-        from ctfp.embed.backbone import imagenet_state_dict
+        from ctfp.embed.backbone import imagenet_unavailable
 
-        try:
-            quiet = io.StringIO()  # the probe's "Downloading: ..." lines, on both streams
-            with contextlib.redirect_stderr(quiet), contextlib.redirect_stdout(quiet):
-                imagenet_state_dict()
-        except WeightsUnavailableError as exc:
-            return features, {"resnet50": str(exc).split(". ")[0]}
+        reason = imagenet_unavailable()
+        if reason is not None:
+            return features, {"resnet50": reason}
     return [*features, "resnet50"], {}
 
 
