@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint format clean
+.PHONY: demo test test-fast lint format clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,11 @@ test: $(VENV)/.installed-dev
 	$(BIN)/ruff check ctfp tests benchmarks examples
 	$(BIN)/ruff format --check ctfp tests benchmarks examples
 	$(BIN)/python -m pytest -q
+
+# The edit loop: everything but the tests marked slow (Ray, S3, kill -9, the end-to-end tours).
+test-fast: $(VENV)/.installed-dev
+	$(BIN)/ruff check ctfp tests benchmarks examples
+	$(BIN)/python -m pytest -q -m "not slow"
 
 format: $(VENV)/.installed-dev
 	$(BIN)/ruff format ctfp tests benchmarks examples

@@ -113,3 +113,27 @@ def test_what_selection_cannot_do_is_refused() -> None:
         select(data, few, candidates)
     with pytest.raises(ValueError, match="no embeddings"):
         select(data, groups, default_candidates(["resnet50"], len(groups)))
+
+
+def test_the_documented_new_way_is_a_fit_function_and_one_line(monkeypatch) -> None:
+    """docs/development.md's example way to attribute: a fit function and a line in WAYS."""
+    import re
+    from pathlib import Path
+
+    from ctfp.attribution import selection as module
+
+    doc = (Path(__file__).parents[2] / "docs" / "development.md").read_text()
+    section = doc.split("An attribution way is", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    namespace = {"Attributor": module.Attributor, "GroupClassifier": module.GroupClassifier}
+    namespace |= {"Way": module.Way, "WAYS": dict(module.WAYS)}
+    exec(compile(code, "docs/development.md", "exec"), namespace)
+    monkeypatch.setattr(module, "WAYS", namespace["WAYS"])
+    data, groups, truth = dataset()
+    candidates = [c for c in default_candidates(["signal"], len(groups)) if c.method == "nearest"]
+    assert [c.params for c in candidates] == [{"pca": 16}]
+    selection = select(data, groups, candidates, SelectionSettings(repeats=1, bootstrap=20))
+    assert selection.best.candidate.method == "nearest" and selection.best.score > 0.9
+    x, test = data["signal"]
+    model = fit(selection.best.candidate, x, groups, test, 0, "cpu")
+    assert adjusted_rand_score(truth, model.predict_groups(test)) > 0.9

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from ctfp.cli import main
 from tests.conftest import LUNG
 
@@ -102,6 +104,7 @@ def test_console_script_and_module_entry_point() -> None:
     assert run.stdout.startswith("ctfp ")
 
 
+@pytest.mark.slow
 def test_demo_runs_on_the_bundled_sample(tmp_path: Path, capsys) -> None:
     assert main(["demo", "--out", str(tmp_path), "--weights", "random", "--json", "--quiet"]) == 0
     summary = json.loads(capsys.readouterr().out)

@@ -67,6 +67,7 @@ def test_parity_with_sklearn_from_the_same_start(covariance_type: str, n: int, d
     np.testing.assert_allclose(ours.predict_proba(x), sk.predict_proba(x), atol=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore::ctfp.cluster.gmm.ConvergenceWarning")
 def test_parity_in_2048_dimensions_with_fewer_samples_than_dimensions() -> None:
     x, truth = blobs(600, 2048, spread=0.3)

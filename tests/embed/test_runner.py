@@ -93,6 +93,7 @@ def test_png_and_dicom_of_a_slice_agree(tmp_path: Path, random_backbone_64) -> N
         assert cos > 0.999
 
 
+@pytest.mark.slow
 def test_kill_9_and_resume_gives_the_uninterrupted_rows(
     tmp_path: Path, lung_pngs, embed_command
 ) -> None:

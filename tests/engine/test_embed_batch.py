@@ -6,8 +6,12 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pytest
 
 from ctfp.embed.batch import embed_batch
+
+# Ray Data in a local cluster: outside `make test-fast`.
+pytestmark = pytest.mark.slow
 
 OPTIONS = {"features": "pixels:16", "dtype": "float32"}
 

@@ -29,7 +29,11 @@ pytest.importorskip(
 )
 
 # Ray Data's own DataContext still reads its deprecated fields.
-pytestmark = pytest.mark.filterwarnings("ignore:.*deprecated.*:DeprecationWarning")
+# Ray starts in seconds and its tests run tens of them: outside `make test-fast`.
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:.*deprecated.*:DeprecationWarning"),
+    pytest.mark.slow,
+]
 
 # Small and exact: random weights at 64 px, fp32 compute, float32 storage.
 SMALL = dict(weights="random", image_size=64, precision="fp32", dtype="float32", progress=False)

@@ -23,7 +23,11 @@ from tests.attribution.test_shards import write_blobs
 from tests.runs.test_score import IDENTITY, fit_centroid, write_shards
 
 ray = pytest.importorskip("ray", reason="ray is not installed (pip install 'ctfp[ray]')")
-pytestmark = pytest.mark.filterwarnings("ignore:.*deprecated.*:DeprecationWarning")
+# Ray starts in seconds and its tests run tens of them: outside `make test-fast`.
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:.*deprecated.*:DeprecationWarning"),
+    pytest.mark.slow,
+]
 
 RAY = EngineSettings(engine="ray")
 

@@ -23,7 +23,11 @@ from tests.runs.test_score import fit_centroid
 from tests.store.test_object_store import keys
 
 ray = pytest.importorskip("ray", reason="ray is not installed (pip install 'ctfp[ray]')")
-pytestmark = pytest.mark.filterwarnings("ignore:.*deprecated.*:DeprecationWarning")
+# Ray starts in seconds and its tests run tens of them: outside `make test-fast`.
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:.*deprecated.*:DeprecationWarning"),
+    pytest.mark.slow,
+]
 
 OPTIONS = dict(features="pixels", dtype="float32", rows_per_shard=4, progress=False)
 

@@ -187,6 +187,7 @@ def test_non_finite_voxels_are_an_error_of_the_file(tmp_path: Path, bad: float) 
     assert decode_file(tmp_path / "ok.nii.gz").shape == (3, 16, 16)
 
 
+@pytest.mark.slow
 def test_declared_sizes_past_the_limit_are_refused_before_decoding(tmp_path: Path) -> None:
     # A 9000 x 9000 16-bit PNG compresses to little and would need GBs decoded.
     Image.fromarray(np.zeros((9000, 9000), np.uint16)).save(tmp_path / "big.png")

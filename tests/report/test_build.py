@@ -60,6 +60,7 @@ def page_check(path: Path, tmp: Path) -> tuple[dict[str, str], list[str]]:
     return attributes, console
 
 
+@pytest.mark.slow
 @pytest.mark.browser
 @pytest.mark.skipif(CHROMIUM is None, reason="no chromium binary (apt-get install chromium)")
 def test_reports_render_in_headless_chromium(
@@ -112,6 +113,7 @@ def screenshot(page: Path, tmp: Path, height: int = 900) -> np.ndarray:
     return np.asarray(Image.open(shot).convert("RGB"), dtype=np.int16)
 
 
+@pytest.mark.slow
 @pytest.mark.browser
 @pytest.mark.skipif(CHROMIUM is None, reason="no chromium binary (apt-get install chromium)")
 def test_reports_open_with_the_verdict_above_the_fold(

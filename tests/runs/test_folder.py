@@ -15,7 +15,7 @@ from ctfp.runs.folder import begin_commit, read_summary
 from ctfp.runs.models import load_model
 from ctfp.runs.task1 import run_task1
 
-FAST = EmbedSettings(features="pixels", device="cpu")
+FAST = EmbedSettings(features="pixels:16", device="cpu")
 
 
 def test_a_run_is_committed_by_its_summary(task1_data: Path, tmp_path: Path) -> None:
@@ -39,13 +39,13 @@ def test_a_run_is_committed_by_its_summary(task1_data: Path, tmp_path: Path) -> 
 
 def test_an_interrupted_rerun_is_refused_not_mixed(task1_data: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
-    run_task1(task1_data, out, embed=FAST, progress=False)
+    run_task1(task1_data, out, embed=FAST, method="proximity", progress=False)
     begin_commit(out)  # what a rerun does before it writes its files; then it is killed
     (out / "run.csv").write_text("x,1\n")
     for read in (read_summary, lambda o: load_model(o, device="cpu"), write_report):
         with pytest.raises(InputError, match="was interrupted before it finished"):
             read(out)
-    run_task1(task1_data, out, embed=FAST, progress=False)  # the rerun finishes: usable again
+    run_task1(task1_data, out, embed=FAST, method="proximity", progress=False)  # usable again
     assert read_summary(out)["n_test"] > 0 and load_model(out, device="cpu").task == "task1"
 
 
@@ -65,7 +65,7 @@ def test_a_rerun_with_other_settings_leaves_nothing_of_the_old_run(
         read_summary(out / "k1")
     run_task1(task1_data, out, embed=FAST, method="centroid", k=(4,), progress=False)
     assert not (out / "k1").exists() and not (out / "k2").exists()
-    assert read_summary(out)["k"] == [4] and (out / "embeddings-pixels").is_dir()
+    assert read_summary(out)["k"] == [4] and (out / "embeddings-pixels16").is_dir()
 
 
 def test_evaluate_refuses_the_run_file_of_an_interrupted_run(
@@ -91,7 +91,7 @@ def test_a_rerun_withdraws_the_old_report_audit_and_training_scores(
     from ctfp.runs.folder import AUDIT_FILES, REPORT_FILE, TRAIN_SCORES_FILE
 
     out = tmp_path / "run"
-    run_task1(task1_data, out, embed=FAST, progress=False)  # auto: writes train_scores.csv
+    run_task1(task1_data, out, embed=FAST, method="proximity", progress=False)  # measured
     write_report(out)
     old = [REPORT_FILE, TRAIN_SCORES_FILE, *AUDIT_FILES]
     assert all((out / name).is_file() for name in old)

@@ -57,6 +57,7 @@ def summary_generated(out: Path) -> int:
     return json.loads((out / "summary.json").read_text())["n_generated"]
 
 
+@pytest.mark.slow
 def test_score_reproduces_the_task2_clusters(task2_data: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "run"
     args = ["run", "task2", str(task2_data), "--out", str(out), "--pca", "8", "--k", "3", *FAST]
@@ -69,6 +70,7 @@ def test_score_reproduces_the_task2_clusters(task2_data: Path, tmp_path: Path, c
     assert all(1 / 3 - 1e-6 <= s <= 1 + 1e-6 for s, _ in got.values())
 
 
+@pytest.mark.slow
 def test_score_refuses_other_embeddings_and_non_models(
     task1_data: Path, tmp_path: Path, capsys
 ) -> None:

@@ -166,11 +166,14 @@ def test_task1_cli_refuses_options_of_another_method(task1_data: Path, tmp_path:
     assert not (tmp_path / "o" / "summary.json").exists()
 
 
+@pytest.mark.slow
 def test_task1_defaults_choose_by_cross_validation(task1_data: Path, tmp_path: Path, capsys):
     # No --method, no --features: every feature type and candidate scorer is cross-validated
-    # on the training reals, and the winner writes the run.
+    # on the training reals, and the winner writes the run (one repeat of the folds: the
+    # grid's 108 candidates x 15 fits are the test's cost, and the rule is the same).
     out = tmp_path / "auto"
     args = ["run", "task1", str(task1_data), "--out", str(out), *EMBED, "--json", "--report"]
+    args += ["--repeats", "1"]
     assert main(args) == 0
     summary = json.loads(capsys.readouterr().out)
     selection = summary["selection"]
@@ -195,6 +198,7 @@ def test_task1_defaults_choose_by_cross_validation(task1_data: Path, tmp_path: P
         assert (chosen[0]["features"], chosen[0]["method"]) == (top["features"], top["method"])
         assert chosen[0]["roc_auc"] >= top["roc_auc"] - chosen[0]["gap_se"]
     assert selection["reason"] and selection["settings"]["folds"] == 5
+    assert selection["settings"]["repeats"] == 1
     assert summary["verdict"].startswith("Evidence of memorisation: cross-validated ROC-AUC")
     # The generated set holds noisy copies of the used slices: the chosen scorer sees it.
     truth = str(task1_data / "truth.csv")
