@@ -13,14 +13,18 @@ with no ctfp-specific setting; ctfp never prints them (a :class:`Location` shows
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import tempfile
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from ctfp.exceptions import InputError
+from ctfp.io.locks import alive
 
 #: A local path or a URI, as every path-taking function of ctfp accepts it.
 PathLike = str | os.PathLike[str]
@@ -56,6 +60,144 @@ class Location:
 
     def __str__(self) -> str:
         return self.uri
+
+    # -- what every path-taking function does with a location, written once -----------------
+    def read_bytes(self) -> bytes | None:
+        """The content of this file or object, or None where there is none."""
+        if self.local:
+            try:
+                return Path(self.path).read_bytes()
+            except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+                return None
+        import pyarrow.fs as pafs
+
+        if self.filesystem.get_file_info(self.path).type != pafs.FileType.File:
+            return None
+        with self.filesystem.open_input_stream(self.path) as f:
+            return f.read()
+
+    def exists(self) -> bool:
+        """Whether this file or object is there (one metadata request on a store)."""
+        if self.local:
+            return Path(self.path).is_file()
+        import pyarrow.fs as pafs
+
+        return self.filesystem.get_file_info(self.path).type == pafs.FileType.File
+
+    def put(self, data: bytes | Callable[[BinaryIO], Any]) -> int:
+        """Write this file atomically and return its size: readers see all of it or none of
+        it. Locally a temp file beside it, fsynced and renamed over it (the folder made if
+        missing); on a store one request (built in memory first, so that a write that fails
+        half-way leaves no half object). ``data``: bytes, or a function writing to a file."""
+        if self.local:
+            path = Path(self.path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            return commit(path, data if callable(data) else lambda f: f.write(data))
+        if callable(data):
+            import pyarrow as pa
+
+            sink = pa.BufferOutputStream()
+            data(sink)
+            data = sink.getvalue().to_pybytes()
+        with self.filesystem.open_output_stream(self.path) as f:
+            f.write(data)
+        return len(data)
+
+    def delete(self) -> None:
+        """Delete this file or object if it is there."""
+        if self.local:
+            Path(self.path).unlink(missing_ok=True)
+        elif self.exists():
+            self.filesystem.delete_file(self.path)
+
+    def list_files(self) -> dict[str, int]:
+        """Every file (object) under this folder, recursively: its path relative to the
+        folder (``/``-separated) and its size; empty where there is no such folder."""
+        if self.local:
+            root = Path(self.path)
+            if not root.is_dir():
+                return {}
+            return {
+                f.relative_to(root).as_posix(): f.stat().st_size
+                for f in sorted(root.rglob("*"))
+                if f.is_file()
+            }
+        import pyarrow.fs as pafs
+
+        base = self.path.rstrip("/")
+        infos = self.filesystem.get_file_info(
+            pafs.FileSelector(base, allow_not_found=True, recursive=True)
+        )
+        return {
+            i.path[len(base) + 1 :]: i.size
+            for i in sorted(infos, key=lambda i: i.path)
+            if i.type == pafs.FileType.File and i.path.startswith(base + "/")
+        }
+
+    def lock(self) -> Any:
+        """Keep every other writer out of this folder until the returned lock's ``release()``:
+        a :class:`~ctfp.io.locks.FolderLock` locally (the folder made if missing), the
+        :class:`~ctfp.io.locks.Lease` on a store, which has no file locks."""
+        from ctfp.io.locks import FolderLock, Lease
+
+        if not self.local:
+            return Lease(self)
+        Path(self.path).mkdir(parents=True, exist_ok=True)
+        return FolderLock(self.path)
+
+
+# Temp files are ".<final name>.<pid>.<random>.tmp": unpredictable, created exclusively (no
+# planted file or symlink is followed), and removable later only when their process is gone.
+# Cleanup looks for those of shard folders' files only (earlier versions had no random part).
+_TEMP_RE = re.compile(
+    r"^\.(part-[A-Za-z0-9_-]+\.parquet|errors\.parquet|_manifest\.json)\.(\d+)\.([a-z0-9_]{8})\.tmp$"
+)
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
+
+def commit(path: Path, write: Callable[[BinaryIO], Any]) -> int:
+    """``write`` into a new temp file beside ``path``, fsync, rename over ``path``, fsync the
+    folder (the rename itself durable): readers see all of the file or none of it. Returns
+    the size written."""
+    fd, name = tempfile.mkstemp(
+        dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp"
+    )
+    tmp = Path(name)
+    try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; the result is an ordinary file
+        with open(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+            size = os.fstat(f.fileno()).st_size
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+    folder = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
+    return size
+
+
+def remove_stale_temp_files(folder: Path) -> list[Path]:
+    """Remove ctfp's own temp files in ``folder`` whose process is gone (a killed run's), and
+    return them; any other file, and the temp files of a live process, are left alone."""
+    removed = []
+    if not folder.is_dir():
+        return removed
+    for tmp in folder.iterdir():
+        match = _TEMP_RE.match(tmp.name)
+        if match is None or not tmp.is_file() or tmp.is_symlink():
+            continue
+        if alive(int(match.group(2))):
+            continue
+        tmp.unlink(missing_ok=True)
+        removed.append(tmp)
+    return removed
 
 
 def scheme_of(location: str | os.PathLike[str]) -> str | None:
@@ -191,74 +333,27 @@ def child(folder: str | os.PathLike[str], name: str) -> str | Path:
 
 def read_bytes(path: str | os.PathLike[str]) -> bytes | None:
     """The content of the file or object ``path``, or None where there is none."""
-    fs, p = filesystem_of(path)
-    if fs is None:
-        try:
-            return Path(p).read_bytes()
-        except FileNotFoundError:
-            return None
-    import pyarrow.fs as pafs
-
-    if fs.get_file_info(p).type != pafs.FileType.File:
-        return None
-    with fs.open_input_stream(p) as f:
-        return f.read()
+    return resolve(path).read_bytes()
 
 
 def exists(path: str | os.PathLike[str]) -> bool:
     """Whether the file or object ``path`` is there (one metadata request on a store)."""
-    fs, p = filesystem_of(path)
-    if fs is None:
-        return Path(p).is_file()
-    import pyarrow.fs as pafs
-
-    return fs.get_file_info(p).type == pafs.FileType.File
+    return resolve(path).exists()
 
 
 def put_object(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write ``data`` as the object ``path`` (a remote URI) in one request: an object store
-    shows all of it or none of it, the atomicity that a rename gives a local file."""
-    fs, p = filesystem_of(path)
-    if fs is None:
-        raise ValueError(f"{os.fspath(path)!r} is a local path; write it with a rename")
-    with fs.open_output_stream(p) as f:
-        f.write(data)
+    """Write ``data`` as the file or object ``path`` atomically (:meth:`Location.put`)."""
+    resolve(path).put(data)
 
 
 def delete_file(path: str | os.PathLike[str]) -> None:
     """Delete the file or object ``path`` if it is there."""
-    fs, p = filesystem_of(path)
-    if fs is None:
-        Path(p).unlink(missing_ok=True)
-        return
-    import pyarrow.fs as pafs
-
-    if fs.get_file_info(p).type == pafs.FileType.File:
-        fs.delete_file(p)
+    resolve(path).delete()
 
 
 def list_files(folder: str | os.PathLike[str]) -> dict[str, int]:
-    """Every file (object) under ``folder``, recursively: its path relative to ``folder``
-    (``/``-separated) and its size; empty where there is no such folder."""
-    fs, p = filesystem_of(folder)
-    if fs is None:
-        root = Path(p)
-        if not root.is_dir():
-            return {}
-        return {
-            f.relative_to(root).as_posix(): f.stat().st_size
-            for f in sorted(root.rglob("*"))
-            if f.is_file()
-        }
-    import pyarrow.fs as pafs
-
-    infos = fs.get_file_info(pafs.FileSelector(p.rstrip("/"), allow_not_found=True, recursive=True))
-    base = p.rstrip("/") + "/"
-    return {
-        i.path[len(base) :]: i.size
-        for i in sorted(infos, key=lambda i: i.path)
-        if i.type == pafs.FileType.File and i.path.startswith(base)
-    }
+    """Every file (object) under ``folder`` (:meth:`Location.list_files`)."""
+    return resolve(folder).list_files()
 
 
 __all__ = [
@@ -267,6 +362,7 @@ __all__ = [
     "PathLike",
     "as_local",
     "child",
+    "commit",
     "delete_file",
     "exists",
     "filesystem_of",
@@ -274,6 +370,7 @@ __all__ = [
     "list_files",
     "put_object",
     "read_bytes",
+    "remove_stale_temp_files",
     "resolve",
     "scheme_of",
 ]

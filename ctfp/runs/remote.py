@@ -36,10 +36,11 @@ from ctfp.io.fs import (
     list_files,
     put_object,
     read_bytes,
+    resolve,
 )
+from ctfp.io.locks import LEASE_FILE
 
 T = TypeVar("T")
-LEASE_FILE = "_lease.json"
 
 
 def in_run_folder(out: PathLike, body: Callable[[Path, PathLike], T]) -> T:
@@ -81,10 +82,9 @@ def publish(
     replace and that are not among them are deleted (default: a run's results,
     :func:`ctfp.runs.folder.is_result`; the embeddings and other objects stay)."""
     from ctfp.runs.folder import is_result
-    from ctfp.store.lease import Lease
 
     replaced = is_result if replaces is None else replaces
-    lease = Lease(uri)
+    lease = resolve(uri).lock()
     try:
         delete_file(child(uri, commit))
         new = list_files(local)

@@ -23,10 +23,10 @@ import pyarrow as pa
 from ctfp.engine import resolve_engine
 from ctfp.engine.settings import EngineSettings
 from ctfp.exceptions import InputError
-from ctfp.io.fs import as_local, child, is_remote
+from ctfp.io.fs import as_local, child, is_remote, remove_stale_temp_files, resolve
+from ctfp.io.locks import FolderLock, Lease
 from ctfp.progress import progress_bar
 from ctfp.runs.settings import ScoreSettings
-from ctfp.store.lease import Lease
 from ctfp.store.manifest import MANIFEST_FILE, Part, file_sizes, list_parts, manifest_bytes
 from ctfp.store.reader import (
     ShardPath,
@@ -39,8 +39,6 @@ from ctfp.store.reader import (
     shard_paths,
 )
 from ctfp.store.writer import (
-    FolderLock,
-    remove_stale_temp_files,
     write_atomic,
     write_bytes_atomic,
 )
@@ -182,11 +180,7 @@ def score_shards(
             f"{str(out)!r} holds the embedding shards being scored; write the scores to a folder "
             "of their own (they take the input shards' names)"
         )
-    if remote:
-        lock: Lease | FolderLock = Lease(str(out))
-    else:
-        out.mkdir(parents=True, exist_ok=True)
-        lock = FolderLock(out)  # one scoring run per folder: a second would delete our temps
+    lock = resolve(out).lock()  # one scoring run per folder: a second would delete our temps
     try:
         if engine.engine != "local":  # workers elsewhere: absolute paths
             paths = [p if is_remote(p) else Path(p).resolve() for p in paths]

@@ -3,25 +3,30 @@
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import re
-import stat
-import tempfile
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ctfp.exceptions import CtfpError, InputError, ShardMismatchError
-from ctfp.io.fs import as_local, child, delete_file, exists, is_remote, put_object
+from ctfp.io.fs import (
+    as_local,
+    child,
+    delete_file,
+    exists,
+    is_remote,
+    remove_stale_temp_files,
+    resolve,
+)
+from ctfp.io.locks import FolderLock, Lease
 from ctfp.io.sources import safe_text
 from ctfp.progress import logger
-from ctfp.store.lease import Lease
 from ctfp.store.manifest import (
     MANIFEST_FILE,
     Part,
@@ -42,58 +47,7 @@ from ctfp.store.schema import (
 _SHARD_RE = re.compile(r"^part-(\d+)\.parquet$")
 # Metadata fields that must match for a run to add shards to an existing output folder.
 ROW_GROUP_ROWS = 4096  # 16 MiB of float16 2048-d embeddings per row group
-# Output folders locked by writers of this process (see FolderLock).
-_LOCKED_HERE: set[str] = set()
 RESUME_FIELDS = ("format", "model", "weights_sha256", "dim", "preprocessing", "dtype", "decode")
-
-
-class FolderLock:
-    """One writer at a time in an output folder: an exclusive lock on ``folder/.lock``, held
-    until :meth:`release` (or the end of a ``with`` block). Taken by embedding, caching and
-    scoring runs alike; a second one, in another process or this one, gets a clear error."""
-
-    def __init__(self, folder: str | os.PathLike[str]) -> None:
-        folder = Path(folder)
-        key = str(folder.resolve())
-        if key in _LOCKED_HERE:  # POSIX locks do not exclude the process that holds them
-            raise CtfpError(f"another ctfp writer in this process is writing into {str(folder)!r}")
-        # Append, never truncate: the lock file may be someone's file of that name (or a
-        # symlink planted to one); O_NOFOLLOW refuses the symlink.
-        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_NONBLOCK
-        try:
-            fd = os.open(folder / ".lock", flags)  # O_NONBLOCK: a FIFO planted there never hangs
-        except OSError as exc:
-            raise CtfpError(f"cannot open the lock file {str(folder / '.lock')!r}: {exc}") from None
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            os.close(fd)
-            raise CtfpError(
-                f"the lock file {str(folder / '.lock')!r} is not a regular file; remove it"
-            )
-        handle = open(fd, "a")  # noqa: SIM115 - held until release()
-        try:
-            # A POSIX record lock, not flock: forked DataLoader workers do not inherit it, so a
-            # killed run's orphaned workers cannot keep the folder locked.
-            fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            handle.close()
-            raise CtfpError(
-                f"another ctfp process is writing into {str(folder)!r}; wait for it or use "
-                "another --out"
-            ) from None
-        _LOCKED_HERE.add(key)
-        self._key, self._handle = key, handle
-
-    def release(self) -> None:
-        if self._handle is not None:
-            self._handle.close()
-            self._handle = None
-            _LOCKED_HERE.discard(self._key)
-
-    def __enter__(self) -> FolderLock:
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.release()
 
 
 def frame_id(base: str, frame: int, n_frames: int) -> str:
@@ -101,101 +55,20 @@ def frame_id(base: str, frame: int, n_frames: int) -> str:
     return base if n_frames == 1 else f"{base}#{frame}"
 
 
-# Temp files are ".<final name>.<pid>.<random>.tmp": unpredictable, created exclusively (no
-# planted file or symlink is followed), and removable later only when their process is gone.
-# Cleanup looks for those of shard folders' files only (earlier versions had no random part).
-# ctfp's temp names: "." + target + "." + pid + "." + mkstemp's 8 random characters + ".tmp".
-_TEMP_RE = re.compile(
-    r"^\.(part-[A-Za-z0-9_-]+\.parquet|errors\.parquet|_manifest\.json)\.(\d+)\.([a-z0-9_]{8})\.tmp$"
-)
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
-
-
-def _commit(path: Path, write: Callable[[BinaryIO], Any]) -> int:
-    """``write`` into a new temp file beside ``path``, fsync, rename over ``path``, fsync the
-    folder (the rename itself durable): readers see all of the file or none of it. Returns
-    the size written."""
-    fd, name = tempfile.mkstemp(
-        dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp"
-    )
-    tmp = Path(name)
-    try:
-        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; the result is an ordinary file
-        with open(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-            size = os.fstat(f.fileno()).st_size
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-    folder = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(folder)
-    finally:
-        os.close(folder)
-    return size
-
-
-def remove_stale_temp_files(folder: Path) -> list[Path]:
-    """Remove ctfp's own temp files in ``folder`` whose process is gone (a killed run's), and
-    return them; any other file, and the temp files of a live process, are left alone."""
-    removed = []
-    if not folder.is_dir():
-        return removed
-    for tmp in folder.iterdir():
-        match = _TEMP_RE.match(tmp.name)
-        if match is None or not tmp.is_file() or tmp.is_symlink():
-            continue
-        if _alive(int(match.group(2))):
-            continue
-        tmp.unlink(missing_ok=True)
-        removed.append(tmp)
-    return removed
-
-
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
-
-
 def write_atomic(table: pa.Table, path: str | os.PathLike[str], **kwargs: Any) -> int:
-    """Write ``table`` to the Parquet file ``path`` atomically (locally: temp file, fsync,
-    rename; on an object store: the whole file in one PUT) and return its size in bytes."""
-    if is_remote(path):
-        # Built in memory first: a write that fails half-way must not leave a half object,
-        # which closing a streaming upload would commit.
-        sink = pa.BufferOutputStream()
-        pq.write_table(table, sink, **kwargs)
-        data = sink.getvalue().to_pybytes()
-        put_object(path, data)
-        return len(data)
-    return _commit(Path(path), lambda f: pq.write_table(table, f, **kwargs))
+    """Write ``table`` to the Parquet file ``path`` atomically (:meth:`Location.put
+    <ctfp.io.fs.Location.put>`) and return its size in bytes."""
+    return resolve(path).put(lambda f: pq.write_table(table, f, **kwargs))
 
 
 def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (creating the folder; one PUT on an object
-    store): readers never see half a file."""
-    if is_remote(path):
-        put_object(path, data)
-        return
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _commit(path, lambda f: f.write(data))
+    """Write ``data`` to ``path`` atomically: readers never see half a file."""
+    resolve(path).put(data)
 
 
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
     """:func:`write_bytes_atomic` for run files, score tables, summaries and reports (UTF-8)."""
-    write_bytes_atomic(path, text.encode("utf-8"))
+    resolve(path).put(text.encode("utf-8"))
 
 
 #: The rows of one input file for a part: row ids, source, frames, label, (n, dim) values.
@@ -297,13 +170,7 @@ class ShardWriter:
         self.rows_per_shard = rows_per_shard
         self.compression = compression
         self.schema = shard_schema(self.dim, self.dtype, metadata)
-        self._lock: FolderLock | Lease | None
-        if self.remote:
-            self._lock = Lease(str(self.out_dir))
-        else:
-            assert isinstance(self.out_dir, Path)
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-            self._lock = FolderLock(self.out_dir)
+        self._lock: FolderLock | Lease | None = resolve(out_dir).lock()
         try:
             if not self.remote:
                 self._remove_stale_temp_files()

@@ -11,9 +11,10 @@ import pytest
 from ctfp.embed.job import Output
 from ctfp.embed.writer import EmbedResult, finish_run, log_result, write_file, write_pending
 from ctfp.exceptions import CtfpError
+from ctfp.io.locks import FolderLock
 from ctfp.io.sources import InputFile
 from ctfp.store.reader import read_embeddings, read_errors
-from ctfp.store.writer import FolderLock, ShardWriter
+from ctfp.store.writer import ShardWriter
 
 FILES = [InputFile("a", "/in/a.png"), InputFile("vol", "/in/vol.nii.gz", "x"), InputFile("c", "/c")]
 

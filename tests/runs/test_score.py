@@ -10,11 +10,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from ctfp.exceptions import CtfpError, InputError
+from ctfp.io.locks import FolderLock
 from ctfp.membership.centroid import CentroidMembership
 from ctfp.runs.score import ScoreSettings, score_shards
 from ctfp.store.reader import read_embeddings
 from ctfp.store.schema import make_metadata
-from ctfp.store.writer import FolderLock, ShardWriter
+from ctfp.store.writer import ShardWriter
 
 IDENTITY = {
     "model": "synthetic",

@@ -20,7 +20,8 @@ import pytest
 from ctfp.cli import main
 from ctfp.embed.runner import embed
 from ctfp.exceptions import CtfpError, InputError
-from ctfp.store.lease import LEASE_FILE, Lease
+from ctfp.io.fs import resolve
+from ctfp.io.locks import LEASE_FILE, Lease
 from ctfp.store.reader import read_embeddings, read_errors
 from ctfp.store.writer import ShardWriter
 from tests.conftest import (
@@ -152,7 +153,7 @@ def test_one_writer_per_store_folder_by_lease(s3: str, s3_server: Any) -> None:
     assert keys(s3_server, s3, "leased/") == [LEASE_FILE]  # nothing committed after the loss
     # An expired lease, or one of a process gone from this host, is taken over.
     upload(s3_server, s3, {f"leased/{LEASE_FILE}": json.dumps({**taken, "expires": 0}).encode()})
-    Lease(folder).release()
+    resolve(folder).lock().release()
     dead = subprocess.Popen(["true"])
     dead.wait()
     gone = {**taken, "host": lease["host"], "pid": dead.pid, "expires": time.time() + 600}
@@ -229,7 +230,7 @@ def test_a_store_that_stops_answering_stops_the_writer_with_its_lease_named(
     try:
         monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
         boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}").create_bucket(Bucket="gone")
-        lease = Lease("s3://gone/shards", seconds=1.5)
+        lease = Lease(resolve("s3://gone/shards"), seconds=1.5)
         lease.check()  # held, fresh
     finally:
         server.stop()

@@ -1,45 +1,106 @@
-"""One writer per object-store folder: a lease object with an owner and an expiry.
+"""One writer per output folder: a lock file locally, a lease object on an object store.
 
+A local folder is locked with a POSIX record lock on ``folder/.lock`` (:class:`FolderLock`).
 Object stores have no file locks. A writer of ``s3://bucket/shards`` puts
 ``s3://bucket/shards/_lease.json`` (``{"owner", "host", "pid", "expires"}``), renews it from a
-background thread while it runs and deletes it when done. A second writer that finds a lease
-held by someone else and not expired stops with a clear error; one whose owner's process is
-gone (same host) or whose expiry has passed (a killed run elsewhere) is taken over. Stores
-without conditional writes cannot make two writers starting in the same instant exclude each
-other; the lease detects it instead: each writer reads the lease back after writing it and
+background thread while it runs and deletes it when done (:class:`Lease`). A second writer that
+finds a lease held by someone else and not expired stops with a clear error; one whose owner's
+process is gone (same host) or whose expiry has passed (a killed run elsewhere) is taken over.
+Stores without conditional writes cannot make two writers starting in the same instant exclude
+each other; the lease detects it instead: each writer reads the lease back after writing it and
 before every commit, and stops if another owner's lease replaced its own. This is the
 single-writer rule, enforced where the store allows and detected where it does not.
+:meth:`ctfp.io.fs.Location.lock` takes the one a folder needs.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import socket
+import stat
 import threading
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 from ctfp.exceptions import CtfpError
-from ctfp.io.fs import child, delete_file, put_object, read_bytes
 
 LEASE_FILE = "_lease.json"
 LEASE_SECONDS = 120.0
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` of this host runs (this process, or another user's, counts)."""
+    if pid == os.getpid():
+        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
+    except PermissionError:  # another user's process
         return True
     return True
 
 
+# Output folders locked by writers of this process (see FolderLock).
+_LOCKED_HERE: set[str] = set()
+
+
+class FolderLock:
+    """One writer at a time in an output folder: an exclusive lock on ``folder/.lock``, held
+    until :meth:`release` (or the end of a ``with`` block). Taken by embedding, caching and
+    scoring runs alike; a second one, in another process or this one, gets a clear error."""
+
+    def __init__(self, folder: str | os.PathLike[str]) -> None:
+        folder = Path(folder)
+        key = str(folder.resolve())
+        if key in _LOCKED_HERE:  # POSIX locks do not exclude the process that holds them
+            raise CtfpError(f"another ctfp writer in this process is writing into {str(folder)!r}")
+        # Append, never truncate: the lock file may be someone's file of that name (or a
+        # symlink planted to one); O_NOFOLLOW refuses the symlink.
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_NONBLOCK
+        try:
+            fd = os.open(folder / ".lock", flags)  # O_NONBLOCK: a FIFO planted there never hangs
+        except OSError as exc:
+            raise CtfpError(f"cannot open the lock file {str(folder / '.lock')!r}: {exc}") from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise CtfpError(
+                f"the lock file {str(folder / '.lock')!r} is not a regular file; remove it"
+            )
+        handle = open(fd, "a")  # noqa: SIM115 - held until release()
+        try:
+            # A POSIX record lock, not flock: forked DataLoader workers do not inherit it, so a
+            # killed run's orphaned workers cannot keep the folder locked.
+            fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            raise CtfpError(
+                f"another ctfp process is writing into {str(folder)!r}; wait for it or use "
+                "another --out"
+            ) from None
+        _LOCKED_HERE.add(key)
+        self._key, self._handle = key, handle
+
+    def release(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+            _LOCKED_HERE.discard(self._key)
+
+    def __enter__(self) -> FolderLock:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.release()
+
+
 class Lease:
-    """The write lease of ``folder`` (an object-store URI), held until :meth:`release`.
+    """The write lease of ``folder`` (an object-store :class:`~ctfp.io.fs.Location`), held
+    until :meth:`release`.
 
     Raises
     ------
@@ -47,11 +108,12 @@ class Lease:
         Another writer holds the folder (the message names it and when its lease expires).
     """
 
-    def __init__(self, folder: str, *, seconds: float = LEASE_SECONDS) -> None:
+    def __init__(self, folder: Any, *, seconds: float = LEASE_SECONDS) -> None:
         if not seconds > 0:
             raise CtfpError(f"a lease must last a positive time, got {seconds}")
-        self.folder = folder
-        self.path = str(child(folder, LEASE_FILE))
+        self.folder = str(folder)
+        self._lease = folder.join(LEASE_FILE)  # a ctfp.io.fs.Location
+        self.path = str(self._lease)
         self.seconds = seconds
         self.owner = uuid.uuid4().hex
         self.host = socket.gethostname()
@@ -61,7 +123,7 @@ class Lease:
         if held is not None and held.get("owner") != self.owner and not self._stale(held):
             raise CtfpError(
                 f"another ctfp process ({held.get('host')}, pid {held.get('pid')}) is writing "
-                f"into {folder!r}; its lease {self.path} runs until "
+                f"into {self.folder!r}; its lease {self.path} runs until "
                 f"{time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(held['expires']))}. Wait "
                 "for it or use another --out (if that process is gone for good, delete the lease)"
             )
@@ -72,7 +134,7 @@ class Lease:
         self._thread.start()
 
     def _read(self) -> dict[str, Any] | None:
-        raw = read_bytes(self.path)
+        raw = self._lease.read_bytes()
         if raw is None:
             return None
         try:
@@ -87,7 +149,7 @@ class Lease:
             return True
         same_host = held.get("host") == self.host
         pid = held.get("pid")
-        return same_host and isinstance(pid, int) and pid != os.getpid() and not _alive(pid)
+        return same_host and isinstance(pid, int) and pid != os.getpid() and not alive(pid)
 
     def _write(self) -> None:
         doc = {
@@ -96,7 +158,7 @@ class Lease:
             "pid": os.getpid(),
             "expires": time.time() + self.seconds,
         }
-        put_object(self.path, json.dumps(doc).encode("utf-8"))
+        self._lease.put(json.dumps(doc).encode("utf-8"))
         self._renewed = time.time()
 
     def _renew(self) -> None:
@@ -161,7 +223,7 @@ class Lease:
         try:
             held = self._read()
             if held is not None and held.get("owner") == self.owner:
-                delete_file(self.path)
+                self._lease.delete()
         except OSError as exc:  # the store is away: the lease expires by itself
             from ctfp.progress import logger
 
@@ -171,4 +233,4 @@ class Lease:
             )
 
 
-__all__ = ["LEASE_FILE", "LEASE_SECONDS", "Lease"]
+__all__ = ["LEASE_FILE", "LEASE_SECONDS", "FolderLock", "Lease", "alive"]
