@@ -340,3 +340,19 @@ def test_the_verdict_says_chance_when_the_interval_reaches_it() -> None:
     assert verdict(summary).startswith("Evidence of memorisation") and "best of 9" in verdict(
         summary
     )
+
+
+def test_a_wrong_layout_is_refused_before_any_weights_are_fetched(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ctfp.embed import backbone
+    from ctfp.exceptions import InputError
+
+    def fetched() -> None:
+        raise AssertionError("the ImageNet weights were probed before the layout was checked")
+
+    monkeypatch.setattr(backbone, "imagenet_unavailable", fetched)
+    (tmp_path / "data" / "train" / "used").mkdir(parents=True)
+    with pytest.raises(InputError, match=r"lacks train/not_used/, test/"):
+        run_task1(tmp_path / "data", tmp_path / "out", progress=False)  # features auto
+    assert not (tmp_path / "out").exists()
