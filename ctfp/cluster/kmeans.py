@@ -1,8 +1,8 @@
-"""K-means with the scikit-learn estimator contract and backends: cuML, FAISS, scikit-learn."""
+"""K-means with the scikit-learn estimator contract; backends cuML, FAISS, scikit-learn, torch."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -19,10 +19,11 @@ from ctfp._arrays import (
     to_numpy,
 )
 from ctfp._state import SavedState
+from ctfp.cluster.partitions import MapFn, Partition, Partitions
 from ctfp.device import resolve_device
 from ctfp.exceptions import DeviceError
 
-BACKENDS = ("auto", "faiss", "cuml", "sklearn")
+BACKENDS = ("auto", "faiss", "cuml", "sklearn", "torch")
 INITS = ("k-means++", "random")
 
 # Rows per distance block when assigning on a GPU: bounds the (rows, k) temporaries.
@@ -56,7 +57,8 @@ class KMeans(SavedState, ClusterMixin, BaseEstimator):
     n_init
         Runs with different seeds; the one with the lowest inertia is kept.
     max_iter
-        Iterations per run (FAISS runs exactly this many; cuML and scikit-learn stop at ``tol``).
+        Iterations per run (FAISS runs exactly this many; cuML and scikit-learn stop at ``tol``,
+        torch when no assignment changes).
     tol
         Relative tolerance of the cuML and scikit-learn backends.
     random_state
@@ -66,7 +68,8 @@ class KMeans(SavedState, ClusterMixin, BaseEstimator):
         :meth:`predict` run there, or raise :class:`~ctfp.exceptions.DeviceError`.
     backend
         ``"auto"`` (cuML on CUDA when installed, else FAISS), ``"faiss"``, ``"cuml"``,
-        ``"sklearn"`` (CPU only).
+        ``"sklearn"`` (CPU only) or ``"torch"`` (k-means++ seeding and Lloyd in plain torch, on
+        the device: CUDA without the ``ctfp[gpu]`` extras).
 
     Attributes
     ----------
@@ -153,14 +156,22 @@ class KMeans(SavedState, ClusterMixin, BaseEstimator):
 
             x = cupy.ascontiguousarray(cupy.from_dlpack(x.detach() if is_torch(x) else x))
             x = x.astype(cupy.float32, copy=False)
+        elif backend == "torch":
+            self.device_ = device
+            x = self._device_tensor(x)
         elif not isinstance(x, np.ndarray):
             x = to_numpy(x, np.float32)
         if x.shape[0] < self.n_clusters:
             raise ValueError(f"n_samples={x.shape[0]} should be >= n_clusters={self.n_clusters}")
-        fit = {"faiss": self._fit_faiss, "cuml": self._fit_cuml, "sklearn": self._fit_sklearn}
+        fit = {
+            "faiss": self._fit_faiss,
+            "cuml": self._fit_cuml,
+            "sklearn": self._fit_sklearn,
+            "torch": self._fit_torch,
+        }
         centers, labels, inertia, n_iter = fit[backend](x, device)
-        self.cluster_centers_ = np.ascontiguousarray(centers, dtype=np.float32)
-        self.labels_ = like(np.asarray(labels, dtype=np.int64), X)
+        self.cluster_centers_ = np.ascontiguousarray(_host(centers), dtype=np.float32)
+        self.labels_ = _like_input(labels if is_torch(labels) else np.asarray(labels, np.int64), X)
         self.inertia_ = float(inertia)
         self.n_iter_ = int(n_iter)
         self.backend_ = backend
@@ -226,14 +237,43 @@ class KMeans(SavedState, ClusterMixin, BaseEstimator):
         ).fit(x)
         return km.cluster_centers_, km.labels_, km.inertia_, km.n_iter_
 
+    def _fit_torch(self, x: Any, device: Any) -> tuple[Any, Any, float, int]:
+        """The lowest inertia of ``n_init`` k-means++ seeded Lloyd runs on x's device, each
+        stopped when no assignment changes."""
+        import torch
+
+        rng = np.random.default_rng(self.random_state)
+        best: tuple[Any, Any, float, int] | None = None
+        for _ in range(self.n_init):
+            if self.init == "k-means++":
+                centres = x[kmeans_plusplus(x, self.n_clusters, rng)]
+            else:
+                chosen = rng.choice(len(x), self.n_clusters, replace=False)
+                centres = x[torch.as_tensor(chosen, device=x.device)]
+            labels, n_iter = None, 0
+            for n_iter in range(1, self.max_iter + 1):  # noqa: B007 - kept after the loop
+                assigned, distances = _nearest_centres(x, centres)
+                if labels is not None and torch.equal(assigned, labels):
+                    break
+                labels = assigned
+                sums = torch.zeros_like(centres).index_add_(0, labels, x)
+                counts = torch.bincount(labels, minlength=self.n_clusters).to(x.dtype)
+                filled = counts > 0  # an empty cluster keeps its centre
+                centres[filled] = sums[filled] / counts[filled, None]
+            inertia = float(distances.double().sum())
+            if best is None or inertia < best[2]:
+                best = (centres, assigned, inertia, n_iter)
+        assert best is not None
+        return best
+
     def fit_stream(
         self,
-        batches: Callable[[], Iterable[Any]] | Sequence[Callable[[], Iterable[Any]]],
+        batches: Partition | Sequence[Partition],
         sample: Any,
         *,
         passes: int = 3,
         progress: bool = False,
-        map_fn: Callable[[Callable[[Any], Any], Iterable[Any]], Iterable[Any]] | None = None,
+        map_fn: MapFn | None = None,
     ) -> KMeans:
         """k-means over data larger than memory: fit on ``sample`` (a subset, any backend),
         then ``passes`` exact Lloyd iterations streamed over ``batches()`` (a fresh iterable of
@@ -241,10 +281,10 @@ class KMeans(SavedState, ClusterMixin, BaseEstimator):
         fitted device.
 
         ``batches`` may also be a sequence of such callables, the data's partitions (one per
-        shard): each pass then maps :class:`LloydStatistics` over them with ``map_fn`` (the
-        builtin map by default; :func:`ctfp.engine.parallel_map` runs them on Ray) and sums the
-        per-partition sums, counts and inertia in partition order, as
-        :meth:`ctfp.cluster.GaussianMixture.fit_stream` does.
+        shard): each pass maps :class:`LloydStatistics` over them with ``map_fn`` (the builtin
+        map by default; :func:`ctfp.engine.parallel_map` runs them on Ray) and sums the
+        per-partition sums, counts and inertia in partition order
+        (:class:`ctfp.cluster.partitions.Partitions`, as the mixture's EM does).
 
         ``labels_`` is not kept (it would be as large as the data): use :meth:`predict` per
         batch. ``inertia_`` is that of the final centres over all the data.
@@ -270,22 +310,14 @@ class KMeans(SavedState, ClusterMixin, BaseEstimator):
         """
         from ctfp.progress import progress_bar
 
-        partitioned = not callable(batches)
-        if map_fn is not None and not partitioned:
-            raise TypeError("map_fn needs batches as a sequence of partitions")
-        partitions = list(batches) if partitioned else [batches]  # type: ignore[arg-type]
-        run = map if map_fn is None else map_fn
+        data = Partitions.of(batches, map_fn)
         self.fit(sample)
         del self.labels_
         centres = self.cluster_centers_.astype(np.float64)
         bar = progress_bar(passes + 1, "k-means", "pass", enabled=progress)
         for done in range(passes + 1):  # the last pass only measures the inertia
             self.cluster_centers_ = centres.astype(np.float32)
-            sums, counts, inertia = 0.0, 0.0, 0.0
-            for part in run(LloydStatistics(self), partitions):
-                sums, counts, inertia = sums + part[0], counts + part[1], inertia + part[2]
-            if float(np.sum(counts)) == 0:
-                raise ValueError("batches() yielded no data")
+            sums, counts, inertia = data.reduce(LloydStatistics(self), _add_lloyd)
             self.inertia_ = inertia
             bar.update(1)
             bar.set_postfix(inertia=f"{inertia:.6g}")
@@ -366,16 +398,14 @@ class KMeans(SavedState, ClusterMixin, BaseEstimator):
 
 class LloydStatistics:
     """One partition's Lloyd step under a fitted model's current centres: (k, d) float64
-    per-centre sums, (k,) counts and the inertia, on the host. What a streamed k-means maps over
-    its partitions; picklable (the model's centres and settings, no index), so that an engine
-    runs it where the data is."""
+    per-centre sums, (k,) counts and the inertia, on the host, or None for a partition without
+    rows. What a streamed k-means maps over its partitions; picklable (the model's centres and
+    settings, no index), so that an engine runs it where the data is."""
 
     def __init__(self, model: KMeans) -> None:
         self.model = model
 
-    def __call__(
-        self, partition: Callable[[], Iterable[Any]]
-    ) -> tuple[np.ndarray, np.ndarray, float]:
+    def __call__(self, partition: Partition) -> tuple[np.ndarray, np.ndarray, float] | None:
         model = self.model
         k, d = model.cluster_centers_.shape
         on_gpu = model.device_.type == "cuda"
@@ -386,11 +416,12 @@ class LloydStatistics:
             counts: Any = torch.zeros(k, dtype=torch.float64, device=model.device_)
         else:
             sums, counts = np.zeros((k, d)), np.zeros(k)
-        inertia = 0.0
+        inertia, rows = 0.0, 0
         for batch in partition():
             x = check_input(model, batch, reset=False, dtype=np.float32)
             x = model._device_tensor(x) if on_gpu else _host_float32(x)
             labels, distances = model._assign(x)
+            rows += len(x)
             if on_gpu:
                 sums.index_add_(0, labels, x.double())
                 counts += torch.bincount(labels, minlength=k)
@@ -399,7 +430,32 @@ class LloydStatistics:
                 np.add.at(sums, labels, x.astype(np.float64))
                 counts += np.bincount(labels, minlength=k)
                 inertia += float(distances.astype(np.float64).sum())
+        if rows == 0:
+            return None
         return _host(sums).astype(np.float64), _host(counts).astype(np.float64), inertia
+
+
+def _add_lloyd(a: tuple[Any, ...], b: tuple[Any, ...]) -> tuple[Any, ...]:
+    """The Lloyd statistics of two disjoint parts of the data."""
+    return tuple(x + y for x, y in zip(a, b, strict=True))
+
+
+def kmeans_plusplus(x: Any, k: int, rng: np.random.Generator) -> Any:
+    """Indices of ``k`` seeds of ``x`` : (n, d), a torch tensor, chosen by k-means++ (D^2
+    sampling, not scikit-learn's greedy variant) with ``rng``; a (k,) int64 tensor on x's
+    device."""
+    import torch
+
+    n = x.shape[0]
+    chosen = [int(rng.integers(n))]
+    closest = ((x - x[chosen[0]]) ** 2).sum(1)
+    for _ in range(1, k):
+        p = closest.clamp_min(0).cpu().numpy()
+        total = p.sum()
+        nxt = int(rng.choice(n, p=p / total)) if total > 0 else int(rng.integers(n))
+        chosen.append(nxt)
+        closest = torch.minimum(closest, ((x - x[nxt]) ** 2).sum(1))
+    return torch.as_tensor(chosen, device=x.device)
 
 
 def _nearest_centres(x: Any, centres: Any) -> tuple[Any, Any]:

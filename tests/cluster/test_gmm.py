@@ -18,8 +18,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from ctfp.cluster import GaussianMixture
-from ctfp.cluster import gmm as gmm_module
+from ctfp.cluster import GaussianMixture, em
 from ctfp.exceptions import DeviceError
 from tests.conftest import blobs, cuda
 
@@ -321,9 +320,9 @@ def test_float32_m_step_is_redone_in_float64_when_a_covariance_is_not_pd(monkeyp
     x, truth = blobs(800, 6, spread=3.0)
     kw = dict(max_iter=3, tol=0.0, device="cpu", **shared_start(x, truth, "full"))
     reference = GaussianMixture(4, dtype="float32", **kw).fit(x)
-    real_cholesky = gmm_module._precision_cholesky
-    real_statistics = gmm_module._StatisticsSource.statistics
-    real_precise = gmm_module._StatisticsSource.precise
+    real_cholesky = em.precision_cholesky
+    real_e_step = em.PartitionStatistics.__call__
+    real_precise = em.PartitionStatistics.precise
     factorised: list[bool] = []
     products: list[bool] = []
     redone: list[bool] = []
@@ -334,17 +333,17 @@ def test_float32_m_step_is_redone_in_float64_when_a_covariance_is_not_pd(monkeyp
             raise ValueError("ill-defined empirical covariance")
         return real_cholesky(cov, covariance_type)
 
-    def statistics(self, params, *, float64=False):
-        products.append(float64)
-        return real_statistics(self, params, float64=float64)
+    def e_step(self, partition):
+        products.append(self.float64)
+        return real_e_step(self, partition)
 
-    def precise(self, params):
+    def precise(self, data):
         redone.append(True)
-        return real_precise(self, params)
+        return real_precise(self, data)
 
-    monkeypatch.setattr(gmm_module, "_precision_cholesky", cholesky)
-    monkeypatch.setattr(gmm_module._StatisticsSource, "statistics", statistics)
-    monkeypatch.setattr(gmm_module._StatisticsSource, "precise", precise)
+    monkeypatch.setattr(em, "precision_cholesky", cholesky)
+    monkeypatch.setattr(em.PartitionStatistics, "__call__", e_step)
+    monkeypatch.setattr(em.PartitionStatistics, "precise", precise)
     with pytest.warns(UserWarning, match="did not converge"):
         refit = GaussianMixture(4, dtype="float32", **kw).fit(x)
     assert products == [False, False, False] and len(redone) == 2  # no second E-step
@@ -360,14 +359,6 @@ def test_float32_m_step_is_redone_in_float64_when_a_covariance_is_not_pd(monkeyp
     factorised.clear()
     with pytest.raises(ValueError, match="ill-defined"):
         GaussianMixture(4, dtype="float64", **kw).fit(x)
-
-
-def test_torch_kmeans_start_finds_the_clusters() -> None:
-    """The "kmeans" start used on CUDA when neither cuML nor faiss-gpu is installed."""
-    x, truth = blobs(800, 8, spread=4.0)
-    labels = gmm_module._torch_kmeans(torch.from_numpy(x), 4, np.random.default_rng(0))
-    assert labels.shape == (800,) and labels.dtype == torch.int64
-    assert adjusted_rand_score(truth, labels.numpy()) > 0.95
 
 
 def test_cuda_is_refused_not_ignored() -> None:

@@ -36,6 +36,24 @@ def test_backends_find_the_clusters(backend: str) -> None:
     assert km.inertia_ == pytest.approx(reference.inertia_, rel=1e-4)
 
 
+def test_torch_backend_finds_the_clusters_on_the_input_device() -> None:
+    """Lloyd in plain torch: the mixture's "kmeans" start on CUDA without cuML or faiss-gpu."""
+    x, truth = blobs(800, 8, spread=4.0)
+    km = KMeans(4, n_init=3, random_state=0, backend="torch", device="cpu")
+    labels = km.fit(torch.from_numpy(x)).labels_
+    assert km.backend_ == "torch" and km.cluster_centers_.dtype == np.float32
+    assert labels.shape == (800,) and labels.dtype == torch.int64
+    assert adjusted_rand_score(truth, labels.numpy()) == 1.0
+    np.testing.assert_array_equal(km.predict(x), labels.numpy())
+    reference = SkKMeans(4, n_init=3, random_state=0).fit(x)
+    assert km.inertia_ == pytest.approx(reference.inertia_, rel=1e-4)
+    again = KMeans(4, n_init=3, random_state=0, backend="torch", device="cpu").fit(x)
+    assert isinstance(again.labels_, np.ndarray)
+    np.testing.assert_array_equal(again.cluster_centers_, km.cluster_centers_)
+    random = KMeans(4, init="random", n_init=3, random_state=0, backend="torch", device="cpu")
+    assert adjusted_rand_score(truth, random.fit(x).labels_) == 1.0
+
+
 def test_same_seed_same_result_and_type_follows_input() -> None:
     x, _ = blobs(600, 8, spread=1.0)
     a = KMeans(5, random_state=3).fit(x)
