@@ -97,10 +97,8 @@ class PartitionStatistics:
         # One pass cannot centre on means it has not computed yet: use the current ones.
         shift = None if in_memory else self.params["means"]
         total, n, log_likelihood = None, 0, 0.0
-        for batch in partition():
+        for batch in partition():  # a streamed batch without rows is refused by prepare
             x, x2 = batch if self.prepare is None else self.prepare(batch)
-            if x.shape[0] == 0:
-                continue
             log_prob = weighted_log_prob(x, self.params, self.covariance_type, x2)
             log_norm = torch.logsumexp(log_prob, 1)
             n += x.shape[0]
