@@ -14,11 +14,10 @@ from ctfp.embed.settings import CacheSettings
 from ctfp.embed.writer import EmbedResult
 from ctfp.engine import resolve_engine, run
 from ctfp.engine.settings import EngineSettings
+from ctfp.io.fs import PathLike
 from ctfp.io.sources import Unreadable
 from ctfp.io.window import parse_window
 from ctfp.store.schema import PIXELS_DTYPE
-
-PathLike = str | os.PathLike[str]
 
 
 def build_cache(

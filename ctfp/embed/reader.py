@@ -15,11 +15,10 @@ from torch.utils.data import DataLoader, Dataset
 from ctfp.embed.backbone import Preprocessing
 from ctfp.embed.settings import InputSettings
 from ctfp.io.decode import decode_file
+from ctfp.io.fs import PathLike
 from ctfp.io.sources import InputFile, Unreadable, discover
 from ctfp.io.window import MAX_PIXELS, Window
 from ctfp.store.cache import cache_rows
-
-PathLike = str | os.PathLike[str]
 
 
 def find_inputs(

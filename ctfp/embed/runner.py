@@ -14,13 +14,11 @@ from ctfp.embed.settings import EmbedSettings
 from ctfp.embed.writer import EmbedResult
 from ctfp.engine import resolve_engine, run
 from ctfp.engine.settings import EngineSettings
-from ctfp.io.fs import as_local
+from ctfp.io.fs import PathLike, as_local
 from ctfp.io.sources import Unreadable
 from ctfp.io.window import parse_window
 from ctfp.settings import SettingsError
 from ctfp.store.cache import cache_decoding
-
-PathLike = str | os.PathLike[str]
 
 
 def embed(

@@ -92,19 +92,17 @@ class Task1Settings(Settings):
         return [DEFAULT_K]  # one fit; the number only names it in summary.json
 
     def build(self, k: int | None = None) -> MembershipMethod:
-        """The (unfitted) method these settings describe, with ``k`` (default the first)."""
+        """The (unfitted) method these settings describe, with ``k`` (default the first),
+        seeded and on the device (:func:`ctfp.membership.selection.build`, as a run builds
+        it)."""
+        from ctfp.membership.selection import build, candidate
+
         if self.method == AUTO:
             raise SettingsError("method 'auto' is a selection among methods, not one to build")
-        cls = get_method(self.method)
-        names = parameter_names(cls)
         params: dict[str, Any] = dict(self.options.to_dict()) if self.options else {}
-        if "k" in names:
+        if takes_k(self.method):
             params["k"] = self.ks[0] if k is None else k
-        if "random_state" in names:
-            params["random_state"] = self.seed
-        if "device" in names:
-            params["device"] = self.device
-        return cls(**params)
+        return build(candidate("", self.method, params), self.seed, self.device)
 
     def to_dict(self) -> dict[str, Any]:
         values = super().to_dict()

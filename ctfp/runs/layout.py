@@ -13,11 +13,9 @@ from ctfp.embed.runner import embed_many
 from ctfp.embed.settings import EmbedSettings
 from ctfp.engine.settings import EngineSettings
 from ctfp.exceptions import InputError, ShardMismatchError
-from ctfp.io.fs import is_remote
+from ctfp.io.fs import PathLike, is_remote
 from ctfp.runs.folder import embeddings_dir, split_test_rows
 from ctfp.store.reader import Embeddings, read_embeddings
-
-PathLike = str | os.PathLike[str]
 
 
 def check_layout(data: PathLike, required: Sequence[str]) -> Path:
