@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
-
+from ctfp._lazy import lazy
 from ctfp._version import __version__
 
 # Lazy so that `import ctfp` does not pay for importing torch, FAISS and scikit-learn.
@@ -47,9 +46,4 @@ _LAZY = {
 __all__ = ["__version__", *sorted(_LAZY)]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'ctfp' has no attribute {name!r}")
+__getattr__ = lazy(__name__, _LAZY)

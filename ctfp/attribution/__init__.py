@@ -7,7 +7,7 @@ line's parser reads) stay light.
 
 from __future__ import annotations
 
-from typing import Any
+from ctfp._lazy import lazy
 
 _LAZY = {
     "GroupClassifier": "ctfp.attribution.classify",
@@ -22,12 +22,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'ctfp.attribution' has no attribute {name!r}")
+__getattr__ = lazy(__name__, _LAZY)
 
 
 __all__ = [

@@ -6,7 +6,7 @@ command line's choices) stays light.
 
 from __future__ import annotations
 
-from typing import Any
+from ctfp._lazy import lazy
 
 _LAZY = {
     "ConvergenceWarning": "ctfp.cluster.gmm",
@@ -16,12 +16,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'ctfp.cluster' has no attribute {name!r}")
+__getattr__ = lazy(__name__, _LAZY)
 
 
 __all__ = ["ConvergenceWarning", "GaussianMixture", "KMeans", "gpu_kmeans_available"]

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import importlib
 import sys
 import types
 from typing import Any
+
+from ctfp._lazy import lazy
 
 # Lazy, so that importing one stage (ctfp.embed.mapper in a Ray actor, say) does not import
 # the runner, the engines or the other stages.
@@ -31,10 +32,7 @@ _LAZY = {
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy(__name__, _LAZY)
 
 
 def __dir__() -> list[str]:

@@ -7,7 +7,7 @@ command line's options read them); the indexes are imported on first use.
 
 from __future__ import annotations
 
-from typing import Any
+from ctfp._lazy import lazy
 
 #: The distances ctfp reports (:mod:`ctfp.index.distance` defines each).
 METRICS = ("l1", "l2", "cosine")
@@ -17,12 +17,7 @@ KINDS = ("flat", "ivf", "hnsw")
 _LAZY = {"FlatIndex": "ctfp.index.flat", "ApproximateIndex": "ctfp.index.ann"}
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'ctfp.index' has no attribute {name!r}")
+__getattr__ = lazy(__name__, _LAZY)
 
 
 __all__ = ["KINDS", "METRICS", "ApproximateIndex", "FlatIndex"]

@@ -3,7 +3,7 @@ and decoding (imported on first use: it loads NumPy and the image decoders)."""
 
 from __future__ import annotations
 
-from typing import Any
+from ctfp._lazy import lazy
 
 _LAZY = {
     "InputFile": "ctfp.io.sources",
@@ -14,12 +14,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'ctfp.io' has no attribute {name!r}")
+__getattr__ = lazy(__name__, _LAZY)
 
 
 __all__ = ["InputFile", "Window", "decode_file", "discover", "parse_window"]

@@ -6,7 +6,7 @@ options (which the command line's parser reads) stay light.
 
 from __future__ import annotations
 
-from typing import Any
+from ctfp._lazy import lazy
 
 _LAZY = {
     "CRITERIA": "ctfp.membership.options",
@@ -21,12 +21,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'ctfp.membership' has no attribute {name!r}")
+__getattr__ = lazy(__name__, _LAZY)
 
 
 __all__ = sorted(_LAZY)
