@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 
 from ctfp.embed.runner import embed
-from ctfp.engine.ray import require_ray
+from ctfp.engine.ray_map import require_ray
 from ctfp.engine.settings import EngineSettings
 from ctfp.io.sources import discover
 

@@ -28,7 +28,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from ctfp.attribution.shards import cluster_shards
-from ctfp.engine.ray import require_ray
+from ctfp.engine.ray_map import require_ray
 from ctfp.engine.settings import EngineSettings
 from ctfp.membership.centroid import CentroidMembership
 from ctfp.runs.score import score_shards

@@ -27,7 +27,7 @@ def resolve_engine(engine: str | EngineSettings = "local") -> EngineSettings:
             f"engine must be one of {', '.join(ENGINES)} or an EngineSettings, got {engine!r}"
         )
     if engine.engine == "ray":
-        from ctfp.engine.ray import require_ray
+        from ctfp.engine.ray_map import require_ray
 
         require_ray()
     return engine
@@ -52,7 +52,7 @@ def parallel_map(
     gpu: bool | None = False,
 ) -> Iterator[T]:
     """``function(item)`` for each item, in item order, where the engine runs work: here
-    (``local``: the builtin map, lazily), or on Ray (:func:`ctfp.engine.ray.ordered_map`:
+    (``local``: the builtin map, lazily), or on Ray (:func:`ctfp.engine.ray_map.ordered_map`:
     ``function`` shipped once, Ray tasks or, ``stateful``, actors that keep it; ``gpu``: one
     GPU per worker, None: where the cluster has GPUs). Items should be small (shard paths):
     the workers read the data.
@@ -62,7 +62,7 @@ def parallel_map(
     settings = resolve_engine(engine)
     if settings.engine == "local":
         return map(function, items)
-    from ctfp.engine.ray import ordered_map
+    from ctfp.engine.ray_map import ordered_map
 
     return ordered_map(function, items, settings, stateful=stateful, gpu=gpu)
 

@@ -1,30 +1,26 @@
-"""The Ray Data engine: the local engine's job, decoded in Ray tasks, embedded in actors."""
+"""The Ray Data engine: the local engine's job, decoded in Ray tasks, embedded in actors (the
+connection and the ordered map over shards: :mod:`ctfp.engine.ray_map`)."""
 
 from __future__ import annotations
 
-import collections
 import dataclasses
-import functools
-import logging
 import math
 import os
 import pickle
-import re
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from types import ModuleType
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 import torch
 
-from ctfp import exceptions
 from ctfp.embed.backbone import Preprocessing
 from ctfp.embed.job import Job, ModelFactory
 from ctfp.embed.mapper import Mapper, default_batch_size
 from ctfp.embed.reader import decode_all
 from ctfp.embed.writer import EmbedResult, file_rows, finish_run, stored, write_pending
+from ctfp.engine.ray_map import RAY_INSTALL, _connect, _ctfp_errors, require_ray
 from ctfp.engine.settings import EngineSettings
 from ctfp.exceptions import CtfpError, DeviceError
 from ctfp.io.fs import child
@@ -33,22 +29,6 @@ from ctfp.io.window import MAX_PIXELS, Window
 from ctfp.progress import logger, progress_bar
 from ctfp.store.schema import shard_schema
 from ctfp.store.writer import ShardWriter, rows_table, write_part
-
-RAY_INSTALL = "pip install 'ctfp[ray]'"
-T = TypeVar("T")
-
-
-def require_ray() -> ModuleType:
-    """Import Ray (with Ray Data), or raise a CtfpError naming the install command."""
-    try:
-        import ray
-        import ray.data  # the part of Ray the engine needs
-    except ImportError as exc:
-        raise CtfpError(
-            f"--engine ray needs Ray Data, which cannot be imported here ({exc}); install it with "
-            f"{RAY_INSTALL} (or pip install 'ray[data]'), or use --engine local"
-        ) from None
-    return ray
 
 
 def run(job: Job, settings: EngineSettings) -> list[EmbedResult]:
@@ -208,17 +188,6 @@ def run(job: Job, settings: EngineSettings) -> list[EmbedResult]:
     return [result]
 
 
-def _connect(ray: Any, address: str | None) -> None:
-    if ray.is_initialized():
-        if address:
-            logger.info(f"this process is already connected to Ray; using that, not {address!r}")
-        return
-    if address:
-        ray.init(address=address, logging_level=logging.WARNING)
-    else:
-        ray.init(include_dashboard=False, logging_level=logging.WARNING)
-
-
 #: At most this many bytes of decoded 2-D slices per block (one Ray object, one part): at
 #: 224 px a block holds ~1,300 files. A block also holds at most ``rows_per_shard`` files.
 BLOCK_BYTES = 64 * 2**20
@@ -239,23 +208,6 @@ def plan_blocks(
     share = max(batch_size, -(-n // (2 * max(1, actors))))
     per = max(1, min(rows_per_shard, BLOCK_BYTES // max(1, image_size * image_size), share))
     return [range(i, min(i + per, n)) for i in range(0, n, per)]
-
-
-def _ctfp_errors(run: Callable[..., T]) -> Callable[..., T]:
-    """``run``, raising the CtfpError behind Ray's wrappers (e.g. an actor whose weights
-    differ from the driver's) instead of the wrappers."""
-
-    @functools.wraps(run)
-    def wrapped(*args: Any, **kwargs: Any) -> T:
-        try:
-            return run(*args, **kwargs)
-        except Exception as exc:
-            cause = _ctfp_cause(exc)
-            if cause is not None:
-                raise cause from None
-            raise
-
-    return wrapped
 
 
 @_ctfp_errors
@@ -481,127 +433,10 @@ class PartWriter:
         }
 
 
-def ordered_map(
-    function: Callable[[Any], T],
-    items: Iterable[Any],
-    settings: EngineSettings,
-    *,
-    stateful: bool = False,
-    gpu: bool | None = False,
-) -> Iterator[T]:
-    """``function(item)`` for each item, on Ray, yielded in item order as they finish.
-
-    ``function`` is shipped once (``ray.put``), never with each item, and only what it returns
-    comes back (a shard's scores summary, a partition's sufficient statistics), so items are
-    small descriptions of data the workers read themselves (shard paths). ``stateful``: a pool
-    of actors, each deserialising ``function`` once and calling it for every item it gets (for
-    a function that builds a model on its first call); else Ray tasks, for a function as cheap
-    to ship as its results (one EM pass's parameters). At most a window of items is in flight
-    (workers x 2), so the driver holds a bounded number of results whatever the item count.
-
-    Workers: ``settings.actors``, default one per GPU (``gpu``; None: where the cluster has
-    GPUs) or, stateful, one per node with the node's CPUs as threads, or, stateless, one task
-    per CPU.
-    """
-    ray = require_ray()
-    _connect(ray, settings.ray_address)
-    resources = ray.cluster_resources()
-    cpus, gpus = int(resources.get("CPU", 1)), int(resources.get("GPU", 0))
-    gpu = gpus > 0 if gpu is None else gpu
-    if gpu and gpus == 0:
-        raise DeviceError("a CUDA device was asked for but the Ray cluster has no GPU")
-    nodes = max(1, sum(1 for n in ray.nodes() if n.get("Alive")))
-    workers = settings.actors or (gpus if gpu else nodes if stateful else cpus)
-    threads = max(1, cpus // workers) if stateful and not gpu else 1
-    window = 2 * workers
-    ref = ray.put(function)
-    pending: collections.deque[Any] = collections.deque()
-    if stateful:
-        actor = ray.remote(num_cpus=0 if gpu else threads, num_gpus=1 if gpu else 0)(MapWorker)
-        pool = [actor.remote(ref, threads) for _ in range(workers)]
-        calls = (pool[i % workers].call.remote(item) for i, item in enumerate(items))
-    else:
-        task = ray.remote(num_cpus=1, num_gpus=1 if gpu else 0)(_call)
-        calls = (task.remote(ref, item) for item in items)
-    try:
-        for call in calls:
-            pending.append(call)
-            if len(pending) >= window:
-                yield _get(ray, pending.popleft())
-        while pending:
-            yield _get(ray, pending.popleft())
-    finally:  # stopped early (an error, or a consumer that stopped): nothing left running
-        if stateful:
-            for a in pool:
-                ray.kill(a)
-        else:
-            for call in pending:
-                ray.cancel(call)
-
-
-def _call(function: Callable[[Any], T], item: Any) -> T:
-    return function(item)
-
-
-@_ctfp_errors
-def _get(ray: Any, ref: Any) -> Any:
-    """``ray.get``, raising the CtfpError behind Ray's wrappers."""
-    return ray.get(ref)
-
-
-class MapWorker:
-    """Ray actor of :func:`ordered_map` (stateful): one deserialised function, called per item,
-    with ``threads`` torch and FAISS threads (Ray would give it one)."""
-
-    def __init__(self, function: Callable[[Any], Any], threads: int) -> None:
-        torch.set_num_threads(max(1, min(threads, os.cpu_count() or 1)))
-        try:
-            import faiss
-
-            faiss.omp_set_num_threads(max(1, min(threads, os.cpu_count() or 1)))
-        except ImportError:  # pragma: no cover - faiss is a dependency
-            pass
-        self.function = function
-
-    def call(self, item: Any) -> Any:
-        return self.function(item)
-
-
-def _ctfp_cause(exc: BaseException) -> CtfpError | None:
-    """The CtfpError behind Ray's wrappers (RayTaskError, UserCodeException), if any."""
-    seen: set[int] = set()
-    stack: list[BaseException | None] = [exc]
-    while stack:
-        e = stack.pop()
-        if e is None or id(e) in seen:
-            continue
-        seen.add(id(e))
-        cause = getattr(e, "cause", None)
-        if isinstance(cause, BaseException) and id(cause) not in seen:
-            # A RayTaskError is also an instance of its cause's class, with Ray's traceback
-            # as its text: the cause is the error to raise.
-            stack.append(cause)
-            continue
-        if isinstance(e, CtfpError):
-            return e
-        stack.extend(
-            [e.__cause__, e.__context__, cause if isinstance(cause, BaseException) else None]
-        )
-    # An actor that failed in __init__ surfaces as ActorDiedError, which keeps only the text.
-    found = re.findall(r"ctfp\.exceptions\.(\w+): ([^\n]+)", str(exc))
-    if found:
-        name, message = found[-1]
-        cls = getattr(exceptions, name, CtfpError)
-        return cls(message) if isinstance(cls, type) and issubclass(cls, CtfpError) else None
-    return None
-
-
 __all__ = [
     "RAY_INSTALL",
-    "MapWorker",
     "PartWriter",
     "decode_block",
-    "ordered_map",
     "plan_blocks",
     "require_ray",
     "run",
