@@ -48,17 +48,20 @@ def check_matrix(a: Any, name: str = "X") -> None:
         raise ValueError(f"{name} contains NaN or infinite values")
 
 
-def like(result: np.ndarray, template: Any) -> Any:
-    """``result`` as the array type of ``template`` (numpy in, numpy out; torch in, torch out)."""
+def like(result: Any, template: Any) -> Any:
+    """``result`` (numpy, or a torch tensor) as the array type of ``template``: numpy in, numpy
+    out; torch in, torch out on template's device; CuPy in, CuPy out."""
     if is_torch(template):
         import torch
 
-        return torch.from_numpy(np.asarray(result)).to(template.device)
+        if not is_torch(result):
+            result = torch.from_numpy(np.asarray(result))
+        return result.to(template.device)
     if is_cupy(template):
         import cupy
 
-        return cupy.asarray(result)
-    return result
+        return cupy.from_dlpack(result) if is_torch(result) else cupy.asarray(result)
+    return result.cpu().numpy() if is_torch(result) else result
 
 
 def check_input(estimator: Any, X: Any, *, reset: bool, dtype: Any) -> Any:
@@ -118,6 +121,16 @@ def tensor_of(a: np.ndarray) -> torch.Tensor:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "The given NumPy array is not writable")
         return torch.from_numpy(a)
+
+
+def device_tensor(x: Any, device: Any, dtype: torch.dtype) -> torch.Tensor:
+    """A checked ``x`` (numpy, torch or CuPy) as a ``dtype`` tensor on ``device``; a CuPy array
+    becomes a CUDA tensor through DLPack, without a copy."""
+    import torch
+
+    if is_cupy(x):
+        x = torch.from_dlpack(x)
+    return (x.detach() if is_torch(x) else tensor_of(x)).to(device, dtype)
 
 
 def json_seed(random_state: Any) -> int | None:

@@ -99,11 +99,10 @@ class PartitionStatistics:
         total, n, log_likelihood = None, 0, 0.0
         for batch in partition():  # a streamed batch without rows is refused by prepare
             x, x2 = batch if self.prepare is None else self.prepare(batch)
-            log_prob = weighted_log_prob(x, self.params, self.covariance_type, x2)
-            log_norm = torch.logsumexp(log_prob, 1)
+            log_resp, log_norm = e_step(x, self.params, self.covariance_type, x2)
             n += x.shape[0]
             log_likelihood += float(log_norm.double().sum())
-            resp = (log_prob - log_norm[:, None]).exp()
+            resp = log_resp.exp()
             if in_memory:
                 self.kept = (x, x2, resp)
             part = statistics(x, x2, resp, self.covariance_type, shift, float64=self.float64)
@@ -377,25 +376,22 @@ def precisions_to_cov(precisions: torch.Tensor, covariance_type: str) -> torch.T
     return 1.0 / precisions
 
 
-def weighted_log_prob(
+def e_step(
     x: torch.Tensor, params: Params, covariance_type: str, x2: torch.Tensor | None = None
-) -> torch.Tensor:
-    """(n, k) log (w_k N(x | mean_k, cov_k)) of ``x`` (n, d) about the fit's centre."""
-    log_prob = log_gaussian_prob(
-        x, params["means"], params["precisions_cholesky"], covariance_type, x2
-    )
-    return log_prob + torch.log(params["weights"])
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(n, k) log responsibilities and (n,) log p(x) of ``x`` (n, d) about the fit's centre,
+    from log (w_k N(x | mean_k, cov_k))."""
+    log_prob = log_gaussian_prob(x, params, covariance_type, x2) + torch.log(params["weights"])
+    log_norm = torch.logsumexp(log_prob, 1)
+    return log_prob - log_norm[:, None], log_norm
 
 
 def log_gaussian_prob(
-    x: torch.Tensor,
-    means: torch.Tensor,
-    prec_chol: torch.Tensor,
-    covariance_type: str,
-    x2: torch.Tensor | None = None,
+    x: torch.Tensor, params: Params, covariance_type: str, x2: torch.Tensor | None = None
 ) -> torch.Tensor:
     """(n, k) log N(x | mean_k, cov_k), through the Cholesky factors of the precisions;
     ``x2``: x * x when the caller has it (diag and spherical reuse it every iteration)."""
+    means, prec_chol = params["means"], params["precisions_cholesky"]
     n, d = x.shape
     k = means.shape[0]
     if covariance_type == "full":

@@ -15,13 +15,16 @@ import torch
 from sklearn.base import BaseEstimator, DensityMixin
 from sklearn.utils.validation import check_is_fitted
 
-from ctfp._arrays import check_input, is_cupy, is_torch, json_seed, like, tensor_of
+from ctfp._arrays import check_input, device_tensor, is_torch, json_seed, like
 from ctfp.cluster import em
 from ctfp.cluster.em import Params
 from ctfp.cluster.options import COVARIANCE_TYPES, INIT_PARAMS
 from ctfp.cluster.partitions import MapFn, Partition, Partitions
 from ctfp.device import resolve_device
 from ctfp.progress import progress_bar
+
+#: The optional starting parameters, in the order of :meth:`GaussianMixture.__init__`.
+INITS = ("weights_init", "means_init", "precisions_init")
 
 
 class ConvergenceWarning(sklearn.exceptions.ConvergenceWarning):
@@ -128,45 +131,25 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         return hasattr(self, "_params")
 
     # -- fitting ----------------------------------------------------------------------------
+    # X, in every method that takes it: (n, d) array-like, torch tensor or CuPy array; what
+    # comes back per sample is in the array type of X (on its device). y is ignored.
     def fit(self, X: Any, y: Any = None) -> GaussianMixture:
-        """Estimate the parameters with EM.
-
-        Parameters
-        ----------
-        X : (n, d) array-like, torch tensor or CuPy array
-        y
-            Ignored.
-
-        Returns
-        -------
-        self
-        """
+        """Estimate the parameters with EM."""
         self._fit_in_memory(X, self.max_iter, warn=True)
         return self
 
     def fit_predict(self, X: Any, y: Any = None) -> Any:
-        """Fit and return the component of each sample (after a final E-step, as sklearn does).
-
-        Parameters
-        ----------
-        X : (n, d) array-like, torch tensor or CuPy array
-        y
-            Ignored.
-
-        Returns
-        -------
-        (n,) int64, the array type of ``X``
-        """
+        """Fit and return the (n,) int64 component of each sample (after a final E-step, as
+        sklearn does)."""
         x, x2 = self._fit_in_memory(X, self.max_iter, warn=True)
-        return like(self._e_step(x, x2, self._params).argmax(1).cpu().numpy(), X)
+        log_resp, _ = em.e_step(x, self._params, self.covariance_type, x2)
+        return like(log_resp.argmax(1).cpu().numpy(), X)
 
     def _fit_in_memory(
         self, X: Any, max_iter: int, *, warn: bool
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Fit on ``X`` in memory; returns it as the fit saw it, centred, with its square."""
-        self._check_settings()
-        self.device_ = resolve_device(self.device)
-        self._dtype = em.compute_dtype(self.dtype)
+        self._setup()
         x, x2 = self._centred(X, reset=True)
         if x.shape[0] < self.n_components:
             raise ValueError(
@@ -175,7 +158,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         data = Partitions.in_memory((x, x2))
         rng = np.random.default_rng(self.random_state)
         best = None
-        for _ in range(1 if self._all_params_given() else self.n_init):
+        all_given = all(getattr(self, name) is not None for name in INITS)
+        for _ in range(1 if all_given else self.n_init):
             run = self._em(data, self._initialize(x, x2, rng), max_iter, in_memory=True)
             if best is None or run[1] > best[1]:
                 best = run
@@ -202,38 +186,26 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     ) -> GaussianMixture:
         """EM over data too large for memory: one pass over ``batches()`` per iteration.
 
-        ``batches`` returns a fresh iterable of (b, d) arrays on every call (e.g.
-        ``lambda: (e.matrix for e in ctfp.iter_embeddings(dir))``); each pass accumulates the
-        sufficient statistics (counts, sums, second moments in float64), so memory is one batch
-        plus O(k d^2). The start is an in-memory fit on ``init_sample`` (a subset of the data)
-        with ``init_max_iter`` iterations (default ``max_iter``), which also fixes the centring.
-        The passes go through the same EM loop, E-step and M-step as :meth:`fit`.
-
-        ``batches`` may also be a sequence of such callables, the data's partitions (one per
-        shard): each pass then maps :class:`ctfp.cluster.em.PartitionStatistics` over them
-        with ``map_fn`` (the builtin one by default; an engine's ordered map runs them where
-        the data is, e.g. :func:`ctfp.engine.parallel_map`) and sums the statistics in
-        partition order (:class:`ctfp.cluster.partitions.Partitions`), so the fit does not
-        depend on where the partitions ran.
+        Each pass accumulates the sufficient statistics (counts, sums, second moments in
+        float64), so memory is one batch plus O(k d^2). The start is an in-memory fit on
+        ``init_sample`` (m, d), a subset of the data, with ``init_max_iter`` iterations (default
+        ``max_iter``), which also fixes the centring. The passes go through the same EM loop,
+        E-step and M-step as :meth:`fit`; ``progress`` shows a bar of them.
 
         Parameters
         ----------
         batches
-            Called once per pass; yields (b, d) array-likes, torch tensors or CuPy arrays. Or
-            a sequence of them (partitions); picklable when ``map_fn`` ships them elsewhere.
-        init_sample : (m, d)
-            The rows the start is fitted on.
-        init_max_iter
-            EM iterations on ``init_sample``; default ``max_iter``.
-        progress
-            Show a bar of passes with the lower bound.
+            Called once per pass, returns a fresh iterable of (b, d) array-likes, torch tensors
+            or CuPy arrays (e.g. ``lambda: (e.matrix for e in ctfp.iter_embeddings(dir))``).
+            Or a sequence of such callables, the data's partitions (one per shard; picklable
+            when ``map_fn`` ships them elsewhere): each pass maps
+            :class:`ctfp.cluster.em.PartitionStatistics` over them and sums the statistics in
+            partition order (:class:`ctfp.cluster.partitions.Partitions`), so the fit does not
+            depend on where the partitions ran.
         map_fn
-            ``map_fn(function, partitions)``: the results in partition order (lazily is best:
-            they are summed as they come). Only with partitions.
-
-        Returns
-        -------
-        self
+            ``map_fn(function, partitions)``: the results in partition order, lazily at best
+            (the builtin map by default; :func:`ctfp.engine.parallel_map` runs them where the
+            data is). Only with partitions.
         """
         data = Partitions.of(batches, map_fn)
         max_iter = self.max_iter if init_max_iter is None else init_max_iter
@@ -311,20 +283,13 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         self = cls(
             len(weights), covariance_type=covariance_type, device=device, dtype=dtype, **kwargs
         )
-        self._check_settings()
-        self.device_ = resolve_device(self.device)
-        self._dtype = em.compute_dtype(self.dtype)
+        self._setup()
         means = np.asarray(means, dtype=np.float64)
         if means.ndim != 2 or means.shape[0] != len(weights):
             raise ValueError(f"means must have shape ({len(weights)}, d), got {means.shape}")
         d = means.shape[1]
-        cov = np.asarray(covariances, dtype=np.float64)
-        shape = em.cov_shape(covariance_type, len(weights), d)
-        if cov.shape != shape:
-            raise ValueError(f"covariances must have shape {shape}, got {cov.shape}")
-        centre = weights @ means if centre is None else np.asarray(centre, dtype=np.float64)
-        if centre.shape != (d,):
-            raise ValueError(f"centre must have shape ({d},), got {centre.shape}")
+        cov = _shaped(covariances, em.cov_shape(covariance_type, len(weights), d), "covariances")
+        centre = weights @ means if centre is None else _shaped(centre, (d,), "centre")
         self.n_features_in_ = d
         self._shift = torch.as_tensor(centre, device=self.device_).to(self._dtype)
         means_t = torch.as_tensor(means, device=self.device_)
@@ -361,10 +326,10 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             "covariances": self.covariances_.copy(),
             "centre": self._shift.double().cpu().numpy(),
         }
-        for name in ("weights_init", "means_init", "precisions_init"):
+        for name in INITS:
             value = settings.pop(name)
             if value is not None:
-                arrays[name] = np.asarray(value.cpu() if is_torch(value) else value, np.float64)
+                arrays[name] = _float64(value)
         settings["dtype"] = "float32" if self._dtype == torch.float32 else "float64"
         settings["random_state"] = json_seed(settings["random_state"])
         lower_bound = float(self.lower_bound_)
@@ -393,11 +358,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         """
         settings = {k: v for k, v in params.items() if not k.endswith("_")}
         n_components = settings.pop("n_components")
-        inits = {
-            name: arrays[name]
-            for name in ("weights_init", "means_init", "precisions_init")
-            if name in arrays
-        }
+        inits = {name: arrays[name] for name in INITS if name in arrays}
         self = cls.from_params(
             arrays["weights"],
             arrays["means"],
@@ -424,42 +385,15 @@ class GaussianMixture(DensityMixin, BaseEstimator):
 
     # -- using the model --------------------------------------------------------------------
     def predict(self, X: Any) -> Any:
-        """Most likely component of each sample.
-
-        Parameters
-        ----------
-        X : (n, d) array-like, torch tensor or CuPy array
-
-        Returns
-        -------
-        (n,) int64, the array type of ``X``
-        """
-        return like(self._log_resp(X).argmax(1).cpu().numpy(), X)
+        """(n,) int64 most likely component of each sample."""
+        return like(self._e_step(X)[0].argmax(1).cpu().numpy(), X)
 
     def predict_proba(self, X: Any) -> Any:
-        """Posterior probability of each component.
-
-        Parameters
-        ----------
-        X : (n, d) array-like, torch tensor or CuPy array
-
-        Returns
-        -------
-        (n, k) in the compute dtype, the array type of ``X``
-        """
-        return like(self._log_resp(X).exp().cpu().numpy(), X)
+        """(n, k) posterior probability of each component, in the compute dtype."""
+        return like(self._e_step(X)[0].exp().cpu().numpy(), X)
 
     def score_samples(self, X: Any) -> Any:
-        """Log-likelihood of each sample.
-
-        Parameters
-        ----------
-        X : (n, d) array-like, torch tensor or CuPy array
-
-        Returns
-        -------
-        (n,) in the compute dtype, the array type of ``X``
-        """
+        """(n,) log-likelihood of each sample, in the compute dtype."""
         return like(self._score_samples(X).cpu().numpy(), X)
 
     def score(self, X: Any, y: Any = None) -> float:
@@ -489,16 +423,21 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         return pc**2
 
     def _score_samples(self, X: Any) -> torch.Tensor:
+        return self._e_step(X)[1]
+
+    def _e_step(self, X: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """:func:`ctfp.cluster.em.e_step` of ``X`` under the fitted model."""
         check_is_fitted(self)
         x, x2 = self._centred(X)
-        log_prob = em.weighted_log_prob(x, self._params, self.covariance_type, x2)
-        return torch.logsumexp(log_prob, 1)
-
-    def _log_resp(self, X: Any) -> torch.Tensor:
-        check_is_fitted(self)
-        return self._e_step(*self._centred(X), self._params)
+        return em.e_step(x, self._params, self.covariance_type, x2)
 
     # -- validation and conversion ----------------------------------------------------------
+    def _setup(self) -> None:
+        """Check the settings, resolve the device and the compute dtype."""
+        self._check_settings()
+        self.device_ = resolve_device(self.device)
+        self._dtype = em.compute_dtype(self.dtype)
+
     def _check_settings(self) -> None:
         if self.covariance_type not in COVARIANCE_TYPES:
             raise ValueError(
@@ -520,20 +459,13 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         in the compute dtype, less the fit's centre (``reset``: ``X``'s mean becomes the
         centre); and its square for the diagonal and spherical models (else None)."""
         x = check_input(self, X, reset=reset, dtype=[np.float64, np.float32])
-        if is_cupy(x):  # a CuPy array becomes a CUDA tensor through DLPack, without a copy
-            x = torch.from_dlpack(x)
-        x = (x.detach() if is_torch(x) else tensor_of(x)).to(self.device_, self._dtype)
+        x = device_tensor(x, self.device_, self._dtype)
         if reset:
             # Work on data centred on its mean: the same model, but float32 sums of squares no
             # longer cancel catastrophically when |x| is much larger than the spread.
             self._shift = x.mean(0, dtype=torch.float64).to(x.dtype)
         x = x - self._shift
         return x, (x * x if self.covariance_type in ("diag", "spherical") else None)
-
-    def _all_params_given(self) -> bool:
-        return all(
-            p is not None for p in (self.weights_init, self.means_init, self.precisions_init)
-        )
 
     def _light(self) -> GaussianMixture:
         """A shallow copy that reads and centres batches, without the fitted parameters: what
@@ -556,7 +488,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             "precisions_init": em.cov_shape(self.covariance_type, k, d),
         }
         given = {
-            name: self._param(getattr(self, name), shape, name)
+            name: torch.as_tensor(_shaped(getattr(self, name), shape, name), device=self.device_)
             for name, shape in shapes.items()
             if getattr(self, name) is not None
         }
@@ -569,18 +501,6 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             )
         resp = em.initial_resp(self.init_params, x, k, rng, self._dtype)
         return em.start(x, x2, resp, given, self.covariance_type, self.reg_covar, self._dtype)
-
-    def _param(self, value: Any, shape: tuple[int, ...], name: str) -> torch.Tensor:
-        t = torch.as_tensor(np.asarray(value.cpu() if is_torch(value) else value, dtype=np.float64))
-        if tuple(t.shape) != shape:
-            raise ValueError(f"{name} must have shape {shape}, got {tuple(t.shape)}")
-        return t.to(self.device_, torch.float64)
-
-    # -- model evaluation -------------------------------------------------------------------
-    def _e_step(self, x: torch.Tensor, x2: torch.Tensor | None, params: Params) -> torch.Tensor:
-        """(n, k) log responsibilities of the centred ``x`` : (n, d)."""
-        log_prob = em.weighted_log_prob(x, params, self.covariance_type, x2)
-        return log_prob - torch.logsumexp(log_prob, 1)[:, None]
 
     def _set_fitted(
         self,
@@ -605,3 +525,16 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         self.covariances_ = params["covariances"].cpu().numpy()
         self.precisions_cholesky_ = params["precisions_cholesky"].double().cpu().numpy()
         self.n_iter_, self.converged_, self.lower_bound_ = n_iter, converged, lower_bound
+
+
+def _float64(value: Any) -> np.ndarray:
+    """An array-like or torch tensor (on any device) as a float64 numpy array."""
+    return np.asarray(value.cpu() if is_torch(value) else value, dtype=np.float64)
+
+
+def _shaped(value: Any, shape: tuple[int, ...], name: str) -> np.ndarray:
+    """:func:`_float64` of ``value``, or ValueError unless it has ``shape``."""
+    a = _float64(value)
+    if a.shape != shape:
+        raise ValueError(f"{name} must have shape {shape}, got {a.shape}")
+    return a

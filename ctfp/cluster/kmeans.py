@@ -9,15 +9,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClusterMixin
 from sklearn.utils.validation import check_is_fitted
 
-from ctfp._arrays import (
-    check_input,
-    check_matrix,
-    is_cupy,
-    is_torch,
-    like,
-    tensor_of,
-    to_numpy,
-)
+from ctfp._arrays import check_input, check_matrix, device_tensor, is_cupy, is_torch, like, to_numpy
 from ctfp._state import SavedState
 from ctfp.cluster.partitions import MapFn, Partition, Partitions
 from ctfp.device import resolve_device
@@ -132,18 +124,7 @@ class KMeans(SavedState, ClusterMixin, BaseEstimator):
         return backend, device
 
     def fit(self, X: Any, y: Any = None) -> KMeans:
-        """Cluster ``X``.
-
-        Parameters
-        ----------
-        X : (n, d) array-like, torch tensor or CuPy array
-        y
-            Ignored.
-
-        Returns
-        -------
-        self
-        """
+        """Cluster ``X`` : (n, d) array-like, torch tensor or CuPy array (``y`` is ignored)."""
         if self.init not in INITS:
             raise ValueError(f"unknown init {self.init!r}; choose one of {', '.join(INITS)}")
         if self.n_clusters < 1 or self.n_init < 1 or self.max_iter < 1:
@@ -163,15 +144,9 @@ class KMeans(SavedState, ClusterMixin, BaseEstimator):
             x = to_numpy(x, np.float32)
         if x.shape[0] < self.n_clusters:
             raise ValueError(f"n_samples={x.shape[0]} should be >= n_clusters={self.n_clusters}")
-        fit = {
-            "faiss": self._fit_faiss,
-            "cuml": self._fit_cuml,
-            "sklearn": self._fit_sklearn,
-            "torch": self._fit_torch,
-        }
-        centers, labels, inertia, n_iter = fit[backend](x, device)
+        centers, labels, inertia, n_iter = getattr(self, f"_fit_{backend}")(x, device)
         self.cluster_centers_ = np.ascontiguousarray(_host(centers), dtype=np.float32)
-        self.labels_ = _like_input(labels if is_torch(labels) else np.asarray(labels, np.int64), X)
+        self.labels_ = like(labels if is_torch(labels) else np.asarray(labels, np.int64), X)
         self.inertia_ = float(inertia)
         self.n_iter_ = int(n_iter)
         self.backend_ = backend
@@ -275,38 +250,16 @@ class KMeans(SavedState, ClusterMixin, BaseEstimator):
         progress: bool = False,
         map_fn: MapFn | None = None,
     ) -> KMeans:
-        """k-means over data larger than memory: fit on ``sample`` (a subset, any backend),
-        then ``passes`` exact Lloyd iterations streamed over ``batches()`` (a fresh iterable of
-        (b, d) arrays per call), accumulating per-centre sums and counts in float64 on the
-        fitted device.
+        """k-means over data larger than memory: :meth:`fit` on ``sample`` (m, d), a subset,
+        then ``passes`` exact Lloyd iterations, one pass over the data each, accumulating
+        per-centre sums and counts in float64 on the fitted device.
 
-        ``batches`` may also be a sequence of such callables, the data's partitions (one per
-        shard): each pass maps :class:`LloydStatistics` over them with ``map_fn`` (the builtin
-        map by default; :func:`ctfp.engine.parallel_map` runs them on Ray) and sums the
-        per-partition sums, counts and inertia in partition order
-        (:class:`ctfp.cluster.partitions.Partitions`, as the mixture's EM does).
-
-        ``labels_`` is not kept (it would be as large as the data): use :meth:`predict` per
-        batch. ``inertia_`` is that of the final centres over all the data.
-
-        Parameters
-        ----------
-        batches
-            Called once per pass; yields (b, d) array-likes, torch tensors or CuPy arrays. Or
-            a sequence of them (partitions); picklable when ``map_fn`` ships them elsewhere.
-        sample : (m, d)
-            The rows the start is fitted on, with :meth:`fit`.
-        passes
-            Streamed Lloyd iterations after the start.
-        progress
-            Show a bar of passes with the inertia.
-        map_fn
-            ``map_fn(function, partitions)``: the results in partition order. Only with
-            partitions.
-
-        Returns
-        -------
-        self
+        ``batches`` and ``map_fn`` are those of :meth:`GaussianMixture.fit_stream
+        <ctfp.cluster.gmm.GaussianMixture.fit_stream>`: one partition (a callable returning a
+        fresh iterable of (b, d) arrays per call) or a sequence of them, over which each pass
+        maps :class:`LloydStatistics`. ``labels_`` is not kept (it would be as large as the
+        data): use :meth:`predict` per batch. ``inertia_`` is that of the final centres over
+        all the data; ``progress`` shows a bar of passes.
         """
         from ctfp.progress import progress_bar
 
@@ -332,20 +285,11 @@ class KMeans(SavedState, ClusterMixin, BaseEstimator):
         return self
 
     def predict(self, X: Any) -> Any:
-        """Index of the closest centre (L2) of each row of ``X``.
-
-        Parameters
-        ----------
-        X : (n, d) array-like, torch tensor or CuPy array
-
-        Returns
-        -------
-        (n,) int64, the array type of ``X``
-        """
+        """(n,) int64 index of the closest centre (L2) of each row of ``X`` : (n, d), in the
+        array type of ``X``."""
         check_is_fitted(self)
-        x = check_input(self, X, reset=False, dtype=np.float32)
-        labels, _ = self._assign(x)
-        return _like_input(labels, X)
+        labels, _ = self._assign(check_input(self, X, reset=False, dtype=np.float32))
+        return like(labels, X)
 
     def fit_predict(self, X: Any, y: Any = None) -> Any:
         """:meth:`fit` ``X`` : (n, d) and return ``labels_`` : (n,)."""
@@ -354,11 +298,7 @@ class KMeans(SavedState, ClusterMixin, BaseEstimator):
     def _device_tensor(self, x: Any) -> Any:
         import torch
 
-        if is_torch(x):
-            return x.detach().to(self.device_, torch.float32)
-        if is_cupy(x):
-            return torch.from_dlpack(x).to(self.device_, torch.float32)
-        return tensor_of(_host_float32(x)).to(self.device_)
+        return device_tensor(x, self.device_, torch.float32)
 
     def _assign(self, x: Any) -> tuple[Any, Any]:
         """Closest centre and squared distance of each row of the checked ``x``: with FAISS on
@@ -488,16 +428,3 @@ def _host_float32(x: Any) -> np.ndarray:
 
 def _host(a: Any) -> np.ndarray:
     return a.cpu().numpy() if is_torch(a) else np.asarray(a)
-
-
-def _like_input(result: Any, template: Any) -> Any:
-    """A numpy or torch ``result`` as the array type of ``template``, kept on its device."""
-    if is_torch(result):
-        if is_torch(template):
-            return result.to(template.device)
-        if is_cupy(template):
-            import cupy
-
-            return cupy.from_dlpack(result)
-        return result.cpu().numpy()
-    return like(result, template)
