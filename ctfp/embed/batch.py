@@ -9,7 +9,6 @@ is built once per process and settings, then reused by every later batch of that
 
 from __future__ import annotations
 
-import functools
 import json
 import threading
 from typing import Any
@@ -19,7 +18,6 @@ import pyarrow as pa
 
 from ctfp.embed.settings import EmbedSettings
 from ctfp.exceptions import InputError
-from ctfp.settings import SettingsError
 
 _MAPPERS: dict[str, Any] = {}
 _LOCK = threading.Lock()
@@ -39,21 +37,15 @@ def batch_schema(dim: int, dtype: str, metadata: dict[str, Any]) -> pa.Schema:
 def _mapper(settings: EmbedSettings) -> Any:
     """The model of ``settings`` on its device, built once per process (thread-safe)."""
     from ctfp.device import resolve_device
-    from ctfp.embed.features import build_features
+    from ctfp.embed.features import features_factory
     from ctfp.embed.mapper import Mapper, default_batch_size
 
     key = json.dumps(settings.to_dict(), sort_keys=True)
     with _LOCK:
         if key not in _MAPPERS:
             device = resolve_device(settings.device)
-            factory = functools.partial(
-                build_features,
-                settings.features,
-                weights=settings.weights,
-                seed=settings.weights_seed,
-                image_size=settings.image_size,
-            )
             batch = settings.batch_size or default_batch_size(device)
+            factory = features_factory(settings)
             _MAPPERS[key] = Mapper.build(factory, device, settings.precision, batch)
         return _MAPPERS[key]
 
@@ -89,16 +81,18 @@ def embed_batch(
     ctfp.settings.SettingsError
         An unknown option or an invalid value.
     """
+    import torch
+
     from ctfp.embed.job import settings_with
     from ctfp.embed.reader import decode_all
+    from ctfp.embed.settings import refuse_auto
+    from ctfp.embed.writer import file_rows
     from ctfp.io.sources import InputFile
     from ctfp.io.window import parse_window
     from ctfp.store.schema import make_metadata
-    from ctfp.store.writer import frame_id
 
     settings = settings_with(EmbedSettings, settings, overrides, "embed_batch", ())
-    if settings.features.strip() == "auto":
-        raise SettingsError("embed_batch needs one feature type (resnet50, pixels, ...), not auto")
+    refuse_auto(settings.features)
     table = batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch])
     if "path" not in table.column_names:
         raise InputError(f"embed_batch needs a 'path' column; the batch has {table.column_names}")
@@ -122,42 +116,27 @@ def embed_batch(
     storage = {"float16": np.float16, "float32": np.float32}[settings.dtype]
     dim = mapper.identity.dim
     good = [d.views for d in decoded if d.views is not None]
-    import torch
-
     views = [torch.cat(v) for v in zip(*good, strict=True)]
-    vectors = mapper(views)[0].astype(storage) if good else np.empty((0, dim))
-    out: dict[str, list[Any]] = {k: [] for k in ("id", "source", "frame", "label", "error")}
-    embeddings: list[np.ndarray | None] = []
-    start = 0
+    rows: list[tuple[Any, ...]] = []  # (id, source, frame, label, error): a slice or a failure
     for d in decoded:
         f = files[d.index]
         if d.views is None:
-            rows = [(f.id, -1, None, d.error or "unknown error")]
+            rows.append((f.id, f.path, -1, f.label, d.error or "unknown error"))
         else:
-            count = d.count
-            rows = [(frame_id(f.id, k, count), k, vectors[start + k], None) for k in range(count)]
-            start += count
-        for row_id, frame, vector, error in rows:
-            out["id"].append(row_id)
-            out["source"].append(f.path)
-            out["frame"].append(frame)
-            out["label"].append(f.label)
-            out["error"].append(error)
-            embeddings.append(vector)
+            row_ids, frames = file_rows(f, d.count)
+            rows += [(i, f.path, k, f.label, None) for i, k in zip(row_ids, frames, strict=True)]
     metadata = make_metadata(
         mapper.identity.to_dict(), settings.dtype, {"window": window.describe()}
     )
     schema = batch_schema(dim, settings.dtype, metadata)
-    flat = np.zeros((len(embeddings), dim), dtype=storage)
-    valid = np.array([v is not None for v in embeddings], dtype=bool)
-    for n, v in enumerate(embeddings):
-        if v is not None:
-            flat[n] = v
+    valid = np.array([r[4] is None for r in rows], dtype=bool)
+    flat = np.zeros((len(rows), dim), dtype=storage)
+    if good:
+        flat[valid] = mapper(views)[0].astype(storage)
     values = pa.array(flat.reshape(-1), type=schema.field("embedding").type.value_type)
-    column = pa.FixedSizeListArray.from_arrays(values, dim, mask=pa.array(~valid))
-    arrays = [pa.array(out[name], type=schema.field(name).type) for name in ("id", "source")]
-    arrays += [pa.array(out["frame"], type=pa.int32()), pa.array(out["label"], type=pa.string())]
-    arrays += [column, pa.array(out["error"], type=pa.string())]
+    names = ("id", "source", "frame", "label", "error")
+    arrays = [pa.array([r[c] for r in rows], schema.field(n).type) for c, n in enumerate(names)]
+    arrays.insert(4, pa.FixedSizeListArray.from_arrays(values, dim, mask=pa.array(~valid)))
     return pa.Table.from_arrays(arrays, schema=schema)
 
 

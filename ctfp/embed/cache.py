@@ -8,15 +8,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from ctfp.embed.features import SliceCache
-from ctfp.embed.job import Job, settings_with
-from ctfp.embed.reader import find_inputs
+from ctfp.embed.job import Output, input_job, settings_with
 from ctfp.embed.settings import CacheSettings
 from ctfp.embed.writer import EmbedResult
 from ctfp.engine import resolve_engine, run
 from ctfp.engine.settings import EngineSettings
 from ctfp.io.fs import PathLike
-from ctfp.io.sources import Unreadable
-from ctfp.io.window import parse_window
 from ctfp.store.schema import PIXELS_DTYPE
 
 
@@ -44,25 +41,18 @@ def build_cache(
         ``"local"``, ``"ray"`` (decoding on a Ray cluster) or an ``EngineSettings``.
     """
     settings = settings_with(CacheSettings, settings, overrides, "build_cache")
+    # The "model" is the identity on the resized slice: stored as it is, bit for bit.
+    factory = functools.partial(SliceCache, settings.size)
     engine_settings = resolve_engine(engine)
-    unreadable: list[Unreadable] = []
-    job = Job(
-        files=find_inputs(sources, settings, unreadable),
-        unreadable=unreadable,
-        out=os.fspath(out),
-        # The "model" is the identity on the resized slice: stored as it is, bit for bit.
-        factory=functools.partial(SliceCache, settings.size),
-        window=parse_window(settings.window),
-        max_pixels=settings.max_pixels,
+    job = input_job(
+        sources,
+        settings,
+        [Output(os.fspath(out), factory, settings.to_dict())],
         dtype=PIXELS_DTYPE,
-        rows_per_shard=settings.rows_per_shard,
-        commit_seconds=settings.commit_seconds,
         # Copying bytes needs no GPU, and fp32 keeps every uint8 value exact.
         device="cpu",
         precision="fp32",
-        workers=settings.workers,
         progress=progress,
-        settings=settings.to_dict(),
     )
     [result] = run(job, engine_settings)
     return result

@@ -10,11 +10,12 @@ and never mixed with another.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from typing import Any
 
@@ -23,7 +24,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from ctfp.embed.backbone import Backbone, Identity, Preprocessing, build_backbone
-from ctfp.embed.settings import FEATURES, check_features, parse_feature
+from ctfp.embed.settings import (
+    FEATURES,
+    EmbedSettings,
+    check_features,
+    parse_feature,
+    refuse_auto,
+)
 from ctfp.exceptions import CtfpError
 
 GRAY = dict(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), channels="gray")
@@ -40,10 +47,13 @@ def _full_precision(forward):
     return wrapped
 
 
-def _identity(model: str, config: dict[str, Any], dim: int, pre: Preprocessing) -> Identity:
-    # No learned weights: the configuration is the identity.
+def _describe(module: nn.Module, model: str, config: dict[str, Any], dim: int) -> None:
+    """Give an extractor without learned weights its gray preprocessing at ``config["size"]``
+    and its identity, whose weights are its configuration."""
+    module.preprocessing = pre = Preprocessing(image_size=config["size"], **GRAY)
     digest = hashlib.sha256(json.dumps({model: config}, sort_keys=True).encode()).hexdigest()
-    return Identity(model, f"none:{json.dumps(config, sort_keys=True)}", digest, dim, asdict(pre))
+    weights = f"none:{json.dumps(config, sort_keys=True)}"
+    module.identity = Identity(model, weights, digest, dim, asdict(pre))
 
 
 _SCRATCH = threading.local()
@@ -131,14 +141,29 @@ class _Spectral(nn.Module):
 class PixelFeatures(nn.Module):
     """Downsampled raw intensities in [0, 1]: (b, size*size)."""
 
+    model = "pixels"
+
     def __init__(self, size: int = 64) -> None:
         super().__init__()
-        self.preprocessing = Preprocessing(image_size=size, **GRAY)
-        self.identity = _identity("pixels", {"size": size}, size * size, self.preprocessing)
+        _describe(self, self.model, {"size": size}, size * size)
 
     @_full_precision
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x.flatten(1).to(torch.float32, copy=True).div_(255.0)
+
+
+class SliceCache(PixelFeatures):
+    """The identity "extractor" behind ``ctfp cache``: the padded, resized uint8 slice itself,
+    flattened (b, size*size), stored as fixed-size binary so that embedding can skip decoding."""
+
+    model = "slices"
+
+    def __init__(self, size: int = 256) -> None:
+        super().__init__(size)
+
+    @_full_precision
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(1).float()
 
 
 class SpectrumFeatures(_Spectral):
@@ -146,8 +171,7 @@ class SpectrumFeatures(_Spectral):
 
     def __init__(self, size: int = 256) -> None:
         super().__init__(size)
-        self.preprocessing = Preprocessing(image_size=size, **GRAY)
-        self.identity = _identity("spectrum", {"size": size}, self.n_bins, self.preprocessing)
+        _describe(self, "spectrum", {"size": size}, self.n_bins)
 
     @_full_precision
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -167,9 +191,8 @@ class ResidualFeatures(_Spectral):
         # The taps as Python numbers (float32 values): the blur is a few shifted adds.
         self.taps = (g / g.sum()).tolist()
         self.radius = radius
-        self.preprocessing = Preprocessing(image_size=size, **GRAY)
         config = {"size": size, "sigma": sigma, "denoise": "gaussian"}
-        self.identity = _identity("residual", config, self.n_bins + 4, self.preprocessing)
+        _describe(self, "residual", config, self.n_bins + 4)
 
     def blur(self, p: torch.Tensor, s: int) -> torch.Tensor:
         """The separable Gaussian blur, edges reflected, of the (b, s, s) slices in the middle
@@ -214,20 +237,6 @@ class ResidualFeatures(_Spectral):
         kurt = square.square_().mean(1) / std**4 - 3.0
         moments = torch.stack([torch.log(std), torch.log(mean_abs + 1e-8), skew, kurt], 1)
         return torch.cat([self.log_power(res), moments], 1)
-
-
-class SliceCache(nn.Module):
-    """The identity "extractor" behind ``ctfp cache``: the padded, resized uint8 slice itself,
-    flattened (b, size*size), stored as fixed-size binary so that embedding can skip decoding."""
-
-    def __init__(self, size: int = 256) -> None:
-        super().__init__()
-        self.preprocessing = Preprocessing(image_size=size, **GRAY)
-        self.identity = _identity("slices", {"size": size}, size * size, self.preprocessing)
-
-    @_full_precision
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.flatten(1).float()
 
 
 def join(blocks: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -280,12 +289,7 @@ def build_features(
         check_features(spec)  # the one list of valid names: ctfp.embed.settings.FEATURES
     except ValueError as exc:
         raise CtfpError(str(exc)) from None
-    if spec.strip() == "auto":
-        raise CtfpError(
-            "features 'auto' choose among several feature types in `ctfp run`; embedding needs "
-            f"one: {', '.join(FEATURES)}"
-        )
-    names = [parse_feature(s) for s in spec.split("+")]
+    refuse_auto(spec)
 
     def one(name: str, size: int | None) -> nn.Module:
         if name == "resnet50":
@@ -293,8 +297,19 @@ def build_features(
         cls = {"pixels": PixelFeatures, "spectrum": SpectrumFeatures, "residual": ResidualFeatures}
         return (cls[name]() if size is None else cls[name](size)).eval()
 
-    parts = [one(n, size) for n, size in names]
+    parts = [one(*parse_feature(s)) for s in spec.split("+")]
     return parts[0] if len(parts) == 1 else ConcatFeatures(parts).eval()
+
+
+def features_factory(settings: EmbedSettings) -> Callable[[], nn.Module]:
+    """The factory of ``settings.features`` with the weights and input side of ``settings``."""
+    return functools.partial(
+        build_features,
+        settings.features,
+        weights=settings.weights,
+        seed=settings.weights_seed,
+        image_size=settings.image_size,
+    )
 
 
 __all__ = [
@@ -305,5 +320,6 @@ __all__ = [
     "ResidualFeatures",
     "SpectrumFeatures",
     "build_features",
+    "features_factory",
     "join",
 ]

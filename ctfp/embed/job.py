@@ -7,13 +7,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from ctfp.io.fs import PathLike
 from ctfp.io.sources import InputFile, Unreadable
-from ctfp.io.window import MAX_PIXELS, Window
+from ctfp.io.window import MAX_PIXELS, Window, parse_window
 from ctfp.settings import Settings, SettingsError
 from ctfp.store.schema import make_metadata
 
 if TYPE_CHECKING:
     import torch
+
+    from ctfp.embed.settings import InputSettings
 
 # Builds a feature extractor: (b, 1, s, s) uint8 -> (b, dim), with .preprocessing and .identity.
 # Called once per process that runs the model (the driver, every Ray actor): it must pickle.
@@ -112,6 +115,34 @@ class Job:
         return make_metadata(identity, self.dtype, decoding)
 
 
+def input_job(
+    sources: Sequence[PathLike] | PathLike,
+    settings: InputSettings,
+    outputs: Sequence[Output],
+    **fields: Any,
+) -> Job:
+    """The job of ``outputs`` over the inputs behind ``sources``, found, decoded and sharded as
+    ``settings`` says; ``fields`` are the other fields of the :class:`Job`."""
+    from ctfp.embed.reader import find_inputs  # torch: not for importing the job alone
+
+    unreadable: list[Unreadable] = []
+    first, *also = outputs
+    return Job(
+        files=find_inputs(sources, settings, unreadable),
+        unreadable=unreadable,
+        out=first.out,
+        factory=first.factory,
+        settings=first.settings,
+        also=also,
+        window=parse_window(settings.window),
+        max_pixels=settings.max_pixels,
+        rows_per_shard=settings.rows_per_shard,
+        commit_seconds=settings.commit_seconds,
+        workers=settings.workers,
+        **fields,
+    )
+
+
 def settings_with(
     cls: type[S],
     settings: S | None,
@@ -149,4 +180,4 @@ def settings_with(
     return settings.replace(**overrides) if overrides else settings
 
 
-__all__ = ["Job", "ModelFactory", "Output", "settings_with"]
+__all__ = ["Job", "ModelFactory", "Output", "input_job", "settings_with"]

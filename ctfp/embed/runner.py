@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import functools
+import dataclasses
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ctfp.embed.features import build_features
-from ctfp.embed.job import Job, ModelFactory, Output, settings_with
-from ctfp.embed.reader import find_inputs
-from ctfp.embed.settings import EmbedSettings
+from ctfp.embed.features import features_factory
+from ctfp.embed.job import ModelFactory, Output, input_job, settings_with
+from ctfp.embed.settings import EmbedSettings, refuse_auto
 from ctfp.embed.writer import EmbedResult
 from ctfp.engine import resolve_engine, run
 from ctfp.engine.settings import EngineSettings
 from ctfp.io.fs import PathLike, as_local
-from ctfp.io.sources import Unreadable
 from ctfp.io.window import parse_window
 from ctfp.settings import SettingsError
 from ctfp.store.cache import cache_decoding
@@ -65,19 +63,9 @@ def embed(
     ctfp.settings.SettingsError
         An unknown option or an invalid value (the message names the field).
     """
-    if isinstance(overrides.get("weights"), os.PathLike):  # a state-dict path given as a Path
-        overrides["weights"] = os.fspath(overrides["weights"])
-    settings = settings_with(
-        EmbedSettings, settings, overrides, "embed", ("engine", "progress", "backbone_factory")
-    )
-    if settings.features.strip() == "auto":
-        raise SettingsError(
-            "features 'auto' let `ctfp run` choose among feature types by cross-validation; "
-            "embedding needs one (resnet50, pixels, spectrum, residual, or name:size)"
-        )
-    factory = backbone_factory or _factory(settings.features, settings)
-    output = Output(os.fspath(as_local(out)), factory, settings.to_dict())
-    [result] = _run(sources, [output], settings, engine, progress)
+    settings = _settings(settings, overrides, "embed", ("engine", "progress", "backbone_factory"))
+    outs = {settings.features: out}
+    [result] = _embed(sources, outs, settings, engine, progress, backbone_factory)
     return result
 
 
@@ -107,68 +95,54 @@ def embed_many(
     dict
         The result of each type, keyed as ``outs``.
     """
-    if isinstance(overrides.get("weights"), os.PathLike):
-        overrides["weights"] = os.fspath(overrides["weights"])
-    settings = settings_with(EmbedSettings, settings, overrides, "embed_many")
+    settings = _settings(settings, overrides, "embed_many", ("engine", "progress"))
     if not outs:
         raise SettingsError("embed_many() needs at least one feature type and its folder")
-    outputs = []
-    for features, out in outs.items():
-        if features.strip() == "auto":
-            raise SettingsError(
-                "embed_many() needs the feature types to embed, not auto (which lets `ctfp run` "
-                "choose among them)"
-            )
-        typed = settings.replace(features=features)  # validated: an unknown type is refused
-        outputs.append(Output(os.fspath(as_local(out)), _factory(features, typed), typed.to_dict()))
-    results = _run(sources, outputs, settings, engine, progress)
-    return dict(zip(outs, results, strict=True))
+    return dict(zip(outs, _embed(sources, outs, settings, engine, progress), strict=True))
 
 
-def _factory(features: str, settings: EmbedSettings) -> ModelFactory:
-    """The extractor of ``features`` with the weights and input side of ``settings``."""
-    return functools.partial(
-        build_features,
-        features,
-        weights=settings.weights,
-        seed=settings.weights_seed,
-        image_size=settings.image_size,
-    )
+def _settings(
+    settings: EmbedSettings | None,
+    overrides: dict[str, Any],
+    caller: str,
+    keywords: tuple[str, ...],
+) -> EmbedSettings:
+    if isinstance(overrides.get("weights"), os.PathLike):  # a state-dict path given as a Path
+        overrides["weights"] = os.fspath(overrides["weights"])
+    return settings_with(EmbedSettings, settings, overrides, caller, keywords)
 
 
-def _run(
+def _embed(
     sources: Sequence[PathLike] | PathLike,
-    outputs: list[Output],
+    outs: Mapping[str, PathLike],
     settings: EmbedSettings,
     engine: str | EngineSettings,
     progress: bool,
+    factory: ModelFactory | None = None,
 ) -> list[EmbedResult]:
-    """The job of ``outputs`` over the inputs behind ``sources``, run on ``engine``."""
+    """One job: each feature type of ``outs`` into its folder (``factory``: the model of a
+    one-type job), every input decoded once, run on ``engine``."""
+    outputs = []
+    for features, out in outs.items():
+        refuse_auto(features)
+        typed = settings.replace(features=features)  # validated: an unknown type is refused
+        model = factory or features_factory(typed)
+        outputs.append(Output(os.fspath(as_local(out)), model, typed.to_dict()))
     # Before anything is read: an unknown engine or a missing Ray fails first.
     engine_settings = resolve_engine(engine)
-    unreadable: list[Unreadable] = []
-    files = find_inputs(sources, settings, unreadable)
-    first, *also = outputs
-    job = Job(
-        files=files,
-        unreadable=unreadable,
-        decoding=cached_decoding(sources, settings) if files and files[0].cache else None,
-        out=first.out,
-        factory=first.factory,
-        also=also,
-        window=parse_window(settings.window),
-        max_pixels=settings.max_pixels,
+    job = input_job(
+        sources,
+        settings,
+        outputs,
         dtype=settings.dtype,
-        rows_per_shard=settings.rows_per_shard,
-        commit_seconds=settings.commit_seconds,
         device=settings.device,
         precision=settings.precision,
         batch_size=settings.batch_size,
-        workers=settings.workers,
         compile=settings.compile,
         progress=progress,
-        settings=first.settings,
     )
+    if job.files and job.files[0].cache:
+        job = dataclasses.replace(job, decoding=cached_decoding(sources, settings))
     return run(job, engine_settings)
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from ctfp.device import DEVICES, PRECISIONS, check_device_name
 from ctfp.io.sources import LAYOUTS
 from ctfp.io.window import MAX_PIXELS, MIN_SIDE, parse_window
-from ctfp.settings import Settings, option
+from ctfp.settings import Settings, SettingsError, option
 
 #: Feature extractors (:mod:`ctfp.embed.features`); several may be joined by ``+``.
 FEATURES = ("resnet50", "pixels", "spectrum", "residual")
@@ -57,6 +57,15 @@ def check_features(spec: str) -> None:
             "spectrum and residual also as name:size, e.g. pixels:32), joined by +, or auto in "
             "ctfp run"
         ) from None
+
+
+def refuse_auto(features: str) -> None:
+    """Refuse ``auto`` where slices are embedded: it lets ``ctfp run`` choose the features."""
+    if features.strip() == "auto":
+        raise SettingsError(
+            "features 'auto' let `ctfp run` choose among feature types by cross-validation; "
+            f"embedding needs one of {', '.join(FEATURES)} (or name:size), not auto"
+        )
 
 
 def _check_window(text: str) -> None:
@@ -176,4 +185,5 @@ __all__ = [
     "InputSettings",
     "check_features",
     "parse_feature",
+    "refuse_auto",
 ]

@@ -48,34 +48,16 @@ def run(job: Job, settings: EngineSettings) -> list[EmbedResult]:
     The result's timings are ``ray_init``, ``startup`` (until the first embeddings arrive:
     actor start, model build, first batch), ``wait`` and ``write``.
 
-    Notes
-    -----
-    Data path::
-
-        driver: plan the pending inputs into blocks (consecutive whole files, at most
-                rows_per_shard files and BLOCK_BYTES of decoded slices, at least two blocks
-                per actor), name their parts
-        block ─► decode_block (a Ray task, any CPU; in the actor itself when the actors run
-                 on CPUs, which would otherwise hold the CPUs the tasks need)
-              ─► decoded slices in Ray's object store
-              ─► PartWriter.write (an actor: one model, one GPU or a share of the CPUs)
-                 embeds the block and writes it as one part, atomically, into --out
-              ─► driver: a summary (name, rows, bytes, each file's slice count, errors)
-                 ─► the part is checked and named in the folder's commit record
-
-    The embeddings never reach the driver: it receives O(files) bytes (``driver_bytes`` in the
-    result) and writes only the record and the errors table, through the local engine's
-    ShardWriter (same schema and metadata, the folder lock or lease, resume by finished ids).
-    Parts are numbered in input order after the folder's existing parts, so reading a folder
-    gives the rows in the local engine's order; a local run cuts parts by rows, a Ray run by
-    files (the driver never opens an input to count its slices), so with multi-slice inputs
-    the two cut in other places. A part written but not recorded (a driver killed in between)
-    is checked and adopted by the next run into the folder.
-
-    Every node must reach ``--out`` at the same path: an object store (``s3://...``) or a
-    filesystem all nodes mount at the same path. The decode tasks open the inputs at the
-    paths the driver discovered (absolute paths or object-store URIs), and ctfp (same
-    version) must be installed on every node. Ray needs no other setup.
+    Data path (see docs/scale.md): the driver plans the pending inputs into blocks of whole
+    files (:func:`plan_blocks`) and reserves a part name for each; a Ray task decodes a block
+    (:func:`decode_block`; in the actor itself when the actors run on CPUs, which would
+    otherwise hold the CPUs the tasks need), an actor (:class:`PartWriter`) embeds it and
+    writes it as one part, and the driver gets a summary back and names the part in the
+    folder's commit record, through the local engine's ShardWriter (same schema, metadata,
+    lock or lease, resume by finished ids). The embeddings never reach the driver: it receives
+    O(files) bytes (``driver_bytes``). Parts are numbered in input order, so a folder reads in
+    the local engine's row order; a Ray run cuts parts by files, a local one by rows. Every
+    node must reach ``--out`` and the inputs at the same paths, with the same ctfp installed.
     """
     ray = require_ray()
     if job.also:
@@ -124,8 +106,7 @@ def run(job: Job, settings: EngineSettings) -> list[EmbedResult]:
     # Built here only for what goes into the metadata and what the reader resizes to; the
     # actors build their own copy.
     model = Mapper([job.factory()], torch.device("cpu"), "fp32", 1)
-    identity = model.identity.to_dict()
-    views = model.views
+    identity, views = model.identity.to_dict(), model.views
     del model
     logger.info(
         f"ray: {cpus} CPUs, {gpus} GPUs; {actors} model actor(s) on "
@@ -135,37 +116,25 @@ def run(job: Job, settings: EngineSettings) -> list[EmbedResult]:
     start = time.perf_counter()
     timings = {"ray_init": ray_init, "startup": 0.0, "wait": 0.0, "write": 0.0}
     metadata = job.metadata(identity)
-    decode_kwargs = dict(window=job.window, views=views, max_pixels=job.max_pixels)
 
     def embed_pending(
         todo: list[InputFile], writers: list[ShardWriter], _: list[set[str]]
     ) -> tuple[int, str, int]:
         [writer] = writers
-        return _run(
-            ray,
-            todo,
-            writer,
-            actor_kwargs=dict(
-                factory=job.factory,
-                identity=identity,
-                use_gpu=use_gpu,
-                precision=job.precision,
-                batch_size=batch_size,
-                threads=threads,
-                dtype=job.dtype,
-                # Absolute: the actors' working folder is not the driver's.
-                out=writer.out_dir if writer.remote else str(Path(writer.out_dir).resolve()),
-                metadata=metadata,
-                decode_kwargs=decode_kwargs,
-            ),
-            decode_kwargs=decode_kwargs,
-            rows_per_shard=job.rows_per_shard,
-            actors=actors,
-            cpus=cpus,
+        actor_kwargs = dict(
+            factory=job.factory,
+            identity=identity,
             use_gpu=use_gpu,
-            progress=job.progress,
-            timings=timings,
+            precision=job.precision,
+            batch_size=batch_size,
+            threads=threads,
+            dtype=job.dtype,
+            # Absolute: the actors' working folder is not the driver's.
+            out=writer.out_dir if writer.remote else str(Path(writer.out_dir).resolve()),
+            metadata=metadata,
+            decode_kwargs=dict(window=job.window, views=views, max_pixels=job.max_pixels),
         )
+        return _run(ray, job, todo, writer, actor_kwargs, actors, cpus, timings)
 
     [writer], [pending], ran = write_pending(job, [metadata], timings, embed_pending)
     rows, used_precision, received = ran or (0, job.precision, 0)
@@ -213,16 +182,12 @@ def plan_blocks(
 @_ctfp_errors
 def _run(
     ray: Any,
+    job: Job,
     pending: list[InputFile],
     writer: ShardWriter,
-    *,
     actor_kwargs: dict[str, Any],
-    decode_kwargs: dict[str, Any],
-    rows_per_shard: int,
     actors: int,
     cpus: int,
-    use_gpu: bool,
-    progress: bool,
     timings: dict[str, float],
 ) -> tuple[int, str, int]:
     """Plan ``pending`` into blocks, have Ray decode each (a task) and embed and write it as a
@@ -232,14 +197,11 @@ def _run(
     received (pickled summaries: O(files), never the embeddings)."""
     from ray.util import ActorPool
 
+    use_gpu, decode_kwargs = actor_kwargs["use_gpu"], actor_kwargs["decode_kwargs"]
     # The side of a square holding one slice at every view: what a file's pixels weigh.
     side = math.isqrt(sum(v.image_size**2 for v in decode_kwargs["views"]))
     blocks = plan_blocks(
-        len(pending),
-        rows_per_shard,
-        side,
-        actors=actors,
-        batch_size=actor_kwargs["batch_size"],
+        len(pending), job.rows_per_shard, side, actors=actors, batch_size=actor_kwargs["batch_size"]
     )
     names = writer.reserve_names(len(blocks))
     decode = ray.remote(num_cpus=1)(decode_block)
@@ -262,19 +224,15 @@ def _run(
         if k is None:
             return False
         files = [pending[i] for i in blocks[k]]
-        records = [_record(f) for f in files]
-        decoded = decode.remote(records, **decode_kwargs) if use_gpu else records
-        meta = {
-            "block": k,
-            "name": names[k],
-            "files": [(f.id, f.path, f.label, f.frame, writer.clashes(f.id)) for f in files],
-        }
-        pool.submit(lambda a, v: a.write.remote(*v), (meta, decoded))
+        clashes = [writer.clashes(f.id) for f in files]
+        block = {"block": k, "name": names[k], "files": files, "clashes": clashes}
+        decoded = decode.remote(files, **decode_kwargs) if use_gpu else None
+        pool.submit(lambda a, v: a.write.remote(*v), (block, decoded))
         return True
 
     rows, received, precision = 0, 0, ""
     start = tick = time.perf_counter()
-    with progress_bar(len(pending), "embed (ray)", "file", enabled=progress) as bar:
+    with progress_bar(len(pending), "embed (ray)", "file", enabled=job.progress) as bar:
         for _ in range(ahead):
             if not submit():
                 break
@@ -288,10 +246,9 @@ def _run(
             files = [pending[i] for i in blocks[summary["block"]]]
             for i, reason in summary["errors"]:
                 writer.add_error(files[i].id, files[i].path, reason)
-            done = []
-            for i, count in summary["files"]:
-                ids, _ = file_rows(files[i], count)
-                done.append((files[i].id, ids, files[i].path))
+            done = [
+                (files[i].id, file_rows(files[i], n)[0], files[i].path) for i, n in summary["files"]
+            ]
             if summary["rows"]:
                 writer.commit_part(summary["name"], summary["rows"], summary["bytes"], done)
             rows += summary["rows"]
@@ -305,19 +262,8 @@ def _run(
     return rows, precision, received
 
 
-def _record(f: InputFile) -> dict[str, Any]:
-    shard, group, row = f.cache if f.cache is not None else ("", -1, -1)
-    return {
-        "path": f.path,
-        "frame": -1 if f.frame is None else f.frame,
-        "shard": shard,
-        "group": group,
-        "row": row,
-    }
-
-
 def decode_block(
-    records: list[dict[str, Any]],
+    files: Sequence[InputFile],
     window: Window,
     views: Sequence[Preprocessing],
     max_pixels: int = MAX_PIXELS,
@@ -327,15 +273,6 @@ def decode_block(
     Returns one item per file, in order: its slices as (n, s, s) uint8 per view, or the reason
     it could not be read (a bad file becomes a row of the errors table, never a failed task).
     """
-    files = [
-        InputFile(
-            id="",
-            path=str(r["path"]),
-            frame=None if r["frame"] < 0 else int(r["frame"]),
-            cache=(str(r["shard"]), int(r["group"]), int(r["row"])) if r["shard"] else None,
-        )
-        for r in records
-    ]
     return [
         (d.error or "unknown error") if d.views is None else tuple(v[:, 0].numpy() for v in d.views)
         for d in decode_all(files, window, views, max_pixels=max_pixels)
@@ -382,17 +319,14 @@ class PartWriter:
         self.decode_kwargs = decode_kwargs
 
     def write(
-        self,
-        block: dict[str, Any],
-        decoded: list[tuple[np.ndarray, ...] | str] | list[dict[str, Any]],
+        self, block: dict[str, Any], decoded: list[tuple[np.ndarray, ...] | str] | None
     ) -> dict[str, Any]:
-        """Embed and write one block: ``decoded`` from :func:`decode_block`, or the block's
-        records for this actor to decode itself (CPU actors)."""
-        if decoded and isinstance(decoded[0], dict):
-            decoded = decode_block(decoded, **self.decode_kwargs)
-        errors: list[tuple[int, str]] = []
+        """Embed and write one block: ``decoded`` from :func:`decode_block`, or None for this
+        actor to decode the block itself (CPU actors)."""
+        if decoded is None:
+            decoded = decode_block(block["files"], **self.decode_kwargs)
+        errors = [(i, d) for i, d in enumerate(decoded) if isinstance(d, str)]
         good = [(i, d) for i, d in enumerate(decoded) if not isinstance(d, str)]
-        errors.extend((i, d) for i, d in enumerate(decoded) if isinstance(d, str))
         if good:
             views = []
             for slices in zip(*(d for _, d in good), strict=True):
@@ -401,24 +335,18 @@ class PartWriter:
             embedding = stored(self.mapper(views)[0], self.dtype)
         files, rows, start = [], [], 0
         for i, d in good:
-            file_id, path, label, frame, clashes = block["files"][i]
-            f = InputFile(file_id, path, label, frame)
+            f: InputFile = block["files"][i]
             count = len(d[0])
             ids, frames = file_rows(f, count)
             values = embedding[start : start + count]
             start += count
-            clash = sorted(set(ids) & set(clashes))
+            clash = sorted(set(ids) & set(block["clashes"][i]))
             if clash:  # as the local writer: frame k of scan.dcm after a file scan#k.png
-                errors.append(
-                    (
-                        i,
-                        f"its row id {clash[0]!r} is already in {self.out!r}; embed it into "
-                        "another --out",
-                    )
-                )
+                where = f"{clash[0]!r} is already in {self.out!r}"
+                errors.append((i, f"its row id {where}; embed it into another --out"))
                 continue
             files.append((i, count))
-            rows.append((ids, safe_text(path), frames, label, values))
+            rows.append((ids, safe_text(f.path), frames, f.label, values))
         size = 0
         if rows:
             size = write_part(child(self.out, block["name"]), rows_table(self.schema, rows))
