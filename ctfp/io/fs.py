@@ -1,14 +1,14 @@
 """Where a path lives: a local folder or an object store, as a ``pyarrow.fs`` filesystem.
 
-Embedding sources, shard folders (the writer, the readers, the commit record) and score
-folders take object-store URIs through :func:`resolve` and :func:`filesystem_of`; the rest of
-ctfp's paths follow (issue 18). Local paths and ``file://`` URIs are the local filesystem; ``s3://``,
+Every path-taking function of ctfp takes a local path or a URI and resolves it once
+(:func:`resolve`) into a :class:`Location`, which reads, lists, writes atomically and locks the
+same way wherever it lives. Local paths and ``file://`` URIs are the local filesystem; ``s3://``,
 ``gs://`` (``gcs://``), ``abfs://`` (``abfss://``, ``az://``) and ``hdfs://`` are pyarrow's
-native filesystems; any other scheme goes through fsspec when it is
-installed and knows it. Credentials and endpoints come from each store's standard environment
-and configuration chain (for S3: ``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``,
-``AWS_SECRET_ACCESS_KEY``, ``AWS_REGION``, ``~/.aws/config``), so any S3-compatible store works
-with no ctfp-specific setting; ctfp never prints them (a :class:`Location` shows its URI only).
+native filesystems; any other scheme goes through fsspec when it is installed and knows it.
+Credentials and endpoints come from each store's standard environment and configuration chain
+(for S3: ``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_REGION``,
+``~/.aws/config``), so any S3-compatible store works with no ctfp-specific setting; ctfp never
+prints them (a :class:`Location` shows its URI only).
 """
 
 from __future__ import annotations
@@ -62,71 +62,82 @@ class Location:
         return self.uri
 
     # -- what every path-taking function does with a location, written once -----------------
-    def read_bytes(self) -> bytes | None:
-        """The content of this file or object, or None where there is none."""
-        if self.local:
-            try:
-                return Path(self.path).read_bytes()
-            except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
-                return None
-        import pyarrow.fs as pafs
-
-        if self.filesystem.get_file_info(self.path).type != pafs.FileType.File:
-            return None
-        with self.filesystem.open_input_stream(self.path) as f:
-            return f.read()
-
     def exists(self) -> bool:
         """Whether this file or object is there (one metadata request on a store)."""
-        if self.local:
-            return Path(self.path).is_file()
         import pyarrow.fs as pafs
 
         return self.filesystem.get_file_info(self.path).type == pafs.FileType.File
 
+    def read_bytes(self) -> bytes | None:
+        """The content of this file or object, or None where there is none."""
+        if not self.exists():
+            return None
+        with self.filesystem.open_input_stream(self.path) as f:
+            return f.read()
+
     def put(self, data: bytes | Callable[[BinaryIO], Any]) -> int:
         """Write this file atomically and return its size: readers see all of it or none of
-        it. Locally a temp file beside it, fsynced and renamed over it (the folder made if
-        missing); on a store one request (built in memory first, so that a write that fails
-        half-way leaves no half object). ``data``: bytes, or a function writing to a file."""
-        if self.local:
-            path = Path(self.path)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            return commit(path, data if callable(data) else lambda f: f.write(data))
-        if callable(data):
-            import pyarrow as pa
+        it. Locally a new temp file beside it, fsynced, renamed over it, the folder fsynced
+        (the folder made if missing); on a store one request (built in memory first, so that
+        a write that fails half-way leaves no half object). ``data``: bytes, or a function
+        writing to a file."""
+        if not self.local:
+            if callable(data):
+                import pyarrow as pa
 
-            sink = pa.BufferOutputStream()
-            data(sink)
-            data = sink.getvalue().to_pybytes()
-        with self.filesystem.open_output_stream(self.path) as f:
-            f.write(data)
-        return len(data)
+                sink = pa.BufferOutputStream()
+                data(sink)
+                data = sink.getvalue()
+            with self.filesystem.open_output_stream(self.path) as f:
+                f.write(data)
+            return len(data)
+        write = data if callable(data) else lambda f: f.write(data)
+        path = Path(self.path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(
+            dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp"
+        )
+        try:
+            os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; the result is an ordinary file
+            with open(fd, "wb") as f:
+                write(f)
+                f.flush()
+                os.fsync(f.fileno())
+                size = os.fstat(f.fileno()).st_size
+            os.replace(name, path)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(name)
+        folder = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
+        return size
 
     def delete(self) -> None:
         """Delete this file or object if it is there."""
-        if self.local:
-            Path(self.path).unlink(missing_ok=True)
-        elif self.exists():
+        if self.exists():
             self.filesystem.delete_file(self.path)
 
-    def list_files(self) -> dict[str, int]:
-        """Every file (object) under this folder, recursively: its path relative to the
-        folder (``/``-separated) and its size; empty where there is no such folder."""
+    def list_files(self, recursive: bool = True) -> dict[str, int]:
+        """Every file (object) under this folder (``recursive``) or in it: its path relative
+        to the folder (``/``-separated) and its size; empty where there is no such folder.
+        Locally, links are left out (and not followed)."""
         if self.local:
             root = Path(self.path)
             if not root.is_dir():
                 return {}
             return {
                 f.relative_to(root).as_posix(): f.stat().st_size
-                for f in sorted(root.rglob("*"))
-                if f.is_file()
+                for f in sorted(root.rglob("*") if recursive else root.iterdir())
+                if f.is_file() and not f.is_symlink()
             }
         import pyarrow.fs as pafs
 
         base = self.path.rstrip("/")
         infos = self.filesystem.get_file_info(
-            pafs.FileSelector(base, allow_not_found=True, recursive=True)
+            pafs.FileSelector(base, allow_not_found=True, recursive=recursive)
         )
         return {
             i.path[len(base) + 1 :]: i.size
@@ -156,47 +167,15 @@ _UMASK = os.umask(0o022)
 os.umask(_UMASK)
 
 
-def commit(path: Path, write: Callable[[BinaryIO], Any]) -> int:
-    """``write`` into a new temp file beside ``path``, fsync, rename over ``path``, fsync the
-    folder (the rename itself durable): readers see all of the file or none of it. Returns
-    the size written."""
-    fd, name = tempfile.mkstemp(
-        dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp"
-    )
-    tmp = Path(name)
-    try:
-        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; the result is an ordinary file
-        with open(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-            size = os.fstat(f.fileno()).st_size
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-    folder = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(folder)
-    finally:
-        os.close(folder)
-    return size
-
-
 def remove_stale_temp_files(folder: Path) -> list[Path]:
     """Remove ctfp's own temp files in ``folder`` whose process is gone (a killed run's), and
     return them; any other file, and the temp files of a live process, are left alone."""
-    removed = []
-    if not folder.is_dir():
-        return removed
-    for tmp in folder.iterdir():
+    removed: list[Path] = []
+    for tmp in folder.iterdir() if folder.is_dir() else ():
         match = _TEMP_RE.match(tmp.name)
-        if match is None or not tmp.is_file() or tmp.is_symlink():
-            continue
-        if alive(int(match.group(2))):
-            continue
-        tmp.unlink(missing_ok=True)
-        removed.append(tmp)
+        if match and tmp.is_file() and not tmp.is_symlink() and not alive(int(match.group(2))):
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
     return removed
 
 
@@ -248,20 +227,6 @@ _CONFIG_ENV = (
 _CACHED_SCHEMES = ("s3", "gs", "gcs")  # where the filesystem path is "<authority>/<key>"
 
 
-def filesystem_of(location: str | os.PathLike[str]) -> tuple[Any | None, str]:
-    """``(filesystem, path)`` for pyarrow's readers and writers: ``(None, location)`` for a
-    local path (pyarrow opens it itself), the store's filesystem and ``bucket/key`` for a
-    remote URI (see :func:`resolve`)."""
-    if not is_remote(location):
-        text = os.fspath(location)
-        if scheme_of(text) == "file":
-            loc = resolve(text)
-            return None, loc.path
-        return None, text
-    loc = resolve(location)
-    return loc.filesystem, loc.path
-
-
 def _native(text: str, scheme: str) -> tuple[Any, str]:
     import pyarrow.fs as pafs
 
@@ -279,8 +244,8 @@ def _native(text: str, scheme: str) -> tuple[Any, str]:
     return fs, f"{authority}/{key}".rstrip("/")
 
 
-def resolve(location: str | os.PathLike[str]) -> Location:
-    """The filesystem and path of ``location``.
+def resolve(location: str | os.PathLike[str] | Location) -> Location:
+    """The filesystem and path of ``location`` (a :class:`Location` as it is).
 
     Raises
     ------
@@ -291,6 +256,8 @@ def resolve(location: str | os.PathLike[str]) -> Location:
     """
     import pyarrow.fs as pafs
 
+    if isinstance(location, Location):
+        return location
     text = os.fspath(location)
     if not text:
         raise InputError("an empty path or URI")
@@ -362,10 +329,8 @@ __all__ = [
     "PathLike",
     "as_local",
     "child",
-    "commit",
     "delete_file",
     "exists",
-    "filesystem_of",
     "is_remote",
     "list_files",
     "put_object",

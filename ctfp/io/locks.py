@@ -1,15 +1,13 @@
 """One writer per output folder: a lock file locally, a lease object on an object store.
 
 A local folder is locked with a POSIX record lock on ``folder/.lock`` (:class:`FolderLock`).
-Object stores have no file locks. A writer of ``s3://bucket/shards`` puts
+Object stores have no file locks: a writer of ``s3://bucket/shards`` puts
 ``s3://bucket/shards/_lease.json`` (``{"owner", "host", "pid", "expires"}``), renews it from a
-background thread while it runs and deletes it when done (:class:`Lease`). A second writer that
-finds a lease held by someone else and not expired stops with a clear error; one whose owner's
-process is gone (same host) or whose expiry has passed (a killed run elsewhere) is taken over.
-Stores without conditional writes cannot make two writers starting in the same instant exclude
-each other; the lease detects it instead: each writer reads the lease back after writing it and
-before every commit, and stops if another owner's lease replaced its own. This is the
-single-writer rule, enforced where the store allows and detected where it does not.
+background thread and deletes it when done (:class:`Lease`). A second writer stops with a clear
+error at a lease that is someone else's and not expired, and takes over one whose process is
+gone (same host) or whose expiry has passed. Where a store has no conditional writes, two
+writers starting in the same instant are detected instead of excluded: each reads the lease
+back after writing it and before every commit, and stops if another owner's replaced its own.
 :meth:`ctfp.io.fs.Location.lock` takes the one a folder needs.
 """
 
@@ -45,6 +43,11 @@ def alive(pid: int) -> bool:
     return True
 
 
+def _first_line(exc: BaseException) -> str:
+    """The first line of a store's error (pyarrow's run on), or its type where it says none."""
+    return str(exc).splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
 # Output folders locked by writers of this process (see FolderLock).
 _LOCKED_HERE: set[str] = set()
 
@@ -55,7 +58,7 @@ class FolderLock:
     scoring runs alike; a second one, in another process or this one, gets a clear error."""
 
     def __init__(self, folder: str | os.PathLike[str]) -> None:
-        folder = Path(folder)
+        folder, path = Path(folder), str(Path(folder) / ".lock")
         key = str(folder.resolve())
         if key in _LOCKED_HERE:  # POSIX locks do not exclude the process that holds them
             raise CtfpError(f"another ctfp writer in this process is writing into {str(folder)!r}")
@@ -63,14 +66,12 @@ class FolderLock:
         # symlink planted to one); O_NOFOLLOW refuses the symlink.
         flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_NONBLOCK
         try:
-            fd = os.open(folder / ".lock", flags)  # O_NONBLOCK: a FIFO planted there never hangs
+            fd = os.open(path, flags)  # O_NONBLOCK: a FIFO planted there never hangs
         except OSError as exc:
-            raise CtfpError(f"cannot open the lock file {str(folder / '.lock')!r}: {exc}") from None
+            raise CtfpError(f"cannot open the lock file {path!r}: {exc}") from None
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             os.close(fd)
-            raise CtfpError(
-                f"the lock file {str(folder / '.lock')!r} is not a regular file; remove it"
-            )
+            raise CtfpError(f"the lock file {path!r} is not a regular file; remove it")
         handle = open(fd, "a")  # noqa: SIM115 - held until release()
         try:
             # A POSIX record lock, not flock: forked DataLoader workers do not inherit it, so a
@@ -84,6 +85,9 @@ class FolderLock:
             ) from None
         _LOCKED_HERE.add(key)
         self._key, self._handle = key, handle
+
+    def check(self) -> None:
+        """Nothing to check: unlike a :class:`Lease`, a held lock cannot be taken over."""
 
     def release(self) -> None:
         if self._handle is not None:
@@ -119,8 +123,8 @@ class Lease:
         self.host = socket.gethostname()
         self._lost: str | None = None
         self._error: str | None = None  # the renewal thread's last store error
-        held = self._read()
-        if held is not None and held.get("owner") != self.owner and not self._stale(held):
+        held = self._read()  # never this writer's: its owner id is new
+        if held is not None and not self._stale(held):
             raise CtfpError(
                 f"another ctfp process ({held.get('host')}, pid {held.get('pid')}) is writing "
                 f"into {self.folder!r}; its lease {self.path} runs until "
@@ -134,15 +138,20 @@ class Lease:
         self._thread.start()
 
     def _read(self) -> dict[str, Any] | None:
-        raw = self._lease.read_bytes()
-        if raw is None:
-            return None
         try:
-            doc = json.loads(raw)
+            doc = json.loads(self._lease.read_bytes())  # TypeError where there is none
             float(doc["expires"])
             return doc
         except (ValueError, KeyError, TypeError):
-            return None  # not a lease ctfp can read: treated as none, and replaced
+            return None  # none, or not a lease ctfp can read: treated as none, and replaced
+
+    def _loss(self, held: dict[str, Any] | None) -> str | None:
+        """How this writer lost the lease, if ``held`` is not its own (None: it holds it)."""
+        if held is None:
+            return "the lease was deleted"
+        if held.get("owner") != self.owner:
+            return f"another process ({held.get('host')}, pid {held.get('pid')}) took it over"
+        return None
 
     def _stale(self, held: dict[str, Any]) -> bool:
         if float(held["expires"]) < time.time():
@@ -164,21 +173,14 @@ class Lease:
     def _renew(self) -> None:
         while not self._stop.wait(self.seconds / 3):
             try:
-                held = self._read()
-                if held is None or held.get("owner") != self.owner:
-                    self._lost = self._describe(held)
+                lost = self._loss(self._read())
+                if lost:
+                    self._lost = lost
                     return
                 self._write()
                 self._error = None
-            except OSError as exc:  # a store hiccup (pyarrow raises OSError): next round, and
-                self._error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-                continue  # check() renews itself once the lease is half gone
-
-    @staticmethod
-    def _describe(held: dict[str, Any] | None) -> str:
-        if held is None:
-            return "the lease was deleted"
-        return f"another process ({held.get('host')}, pid {held.get('pid')}) took it over"
+            except OSError as exc:  # a store hiccup: next round (check() renews the lease
+                self._error = _first_line(exc)  # itself once half of it has passed)
 
     def check(self) -> None:
         """Stop (CtfpError) if this writer no longer holds the folder: called before commits.
@@ -191,11 +193,10 @@ class Lease:
             held = self._read()
         except OSError as exc:
             raise CtfpError(
-                f"cannot read the write lease {self.path}: {str(exc).splitlines()[0]}; this "
+                f"cannot read the write lease {self.path}: {_first_line(exc)}; this "
                 "writer stops without committing more (rerun to finish)"
             ) from None
-        if self._lost is None and (held is None or held.get("owner") != self.owner):
-            self._lost = self._describe(held)
+        self._lost = self._lost or self._loss(held)
         if self._lost is not None:
             raise CtfpError(
                 f"lost the write lease of {self.folder!r}: {self._lost}. Two writers were "
@@ -209,7 +210,7 @@ class Lease:
             except OSError as exc:
                 raise CtfpError(
                     f"could not renew the write lease of {self.folder!r} for {age:.0f} s "
-                    f"({self._error or str(exc).splitlines()[0]}); this writer stops before "
+                    f"({self._error or _first_line(exc)}); this writer stops before "
                     "the lease expires (rerun to finish)"
                 ) from None
 
@@ -221,15 +222,14 @@ class Lease:
         self._thread.join()
         self._thread = None
         try:
-            held = self._read()
-            if held is not None and held.get("owner") == self.owner:
+            if self._loss(self._read()) is None:
                 self._lease.delete()
         except OSError as exc:  # the store is away: the lease expires by itself
             from ctfp.progress import logger
 
             logger.warning(
                 f"warning: could not delete the write lease {self.path} "
-                f"({str(exc).splitlines()[0]}); it expires within {self.seconds:.0f} s"
+                f"({_first_line(exc)}); it expires within {self.seconds:.0f} s"
             )
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ctfp.exceptions import InputError
-from ctfp.io.fs import as_local, filesystem_of, is_remote, resolve
+from ctfp.io.fs import as_local, is_remote, resolve
 
 # Lower-case suffixes ctfp decodes; ".nii.gz" is checked as a double suffix.
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -123,7 +123,7 @@ def _discover_one(
         paths = [p for p in glob.glob(source, recursive=True) if os.path.isfile(p)]
         if not paths:
             raise InputError(f"glob {source!r} matched no files")
-        return _from_paths(root, sorted(paths), label_from_dirs)
+        return _inputs(_local(root, sorted(paths)), Path(root).name, label_from_dirs, False)
     path = Path(source)
     if not path.exists():
         raise InputError(f"source {source!r} does not exist")
@@ -133,12 +133,15 @@ def _discover_one(
             raise InputError(
                 f"folder {source!r} holds no files ctfp can read (looked for {', '.join(SUFFIXES)})"
             )
-        if layout == "imageclef" or (layout == "auto" and _is_imageclef(path)):
-            return _imageclef(path, paths)
-        return _from_paths(str(path), paths, label_from_dirs)
+        tops = {p.name for p in path.iterdir() if p.is_dir()}
+        imageclef = layout == "imageclef" or (layout == "auto" and _imageclef_tops(tops))
+        files = _inputs(_local(str(path), paths), path.name, label_from_dirs, imageclef)
+        if imageclef and not files:
+            raise InputError(f"folder {str(path)!r} has the ImageCLEF layout but no images in it")
+        return files
     if path.suffix.lower() in MANIFEST_SUFFIXES:
         return _manifest(path)
-    return _from_paths(str(path.parent), [str(path)], label_from_dirs)
+    return _inputs(_local(str(path.parent), [str(path)]), path.parent.name, label_from_dirs, False)
 
 
 def _walk(root: Path, problems: list[Unreadable]) -> Iterable[str]:
@@ -177,19 +180,29 @@ def _glob_root(pattern: str) -> str:
     return str(Path(*fixed)) if fixed else "."
 
 
-def _relative_id(root: str, path: str) -> str:
-    return safe_text(strip_suffix(Path(os.path.relpath(path, root)).as_posix()))
+def _local(root: str, paths: Iterable[str]) -> list[tuple[str, str]]:
+    """``(path relative to root, /-separated; absolute path)`` of each local file."""
+    return [(Path(os.path.relpath(p, root)).as_posix(), os.path.abspath(p)) for p in paths]
 
 
-def _from_paths(root: str, paths: Iterable[str], label_from_dirs: bool) -> list[InputFile]:
-    return [
-        InputFile(
-            id=_relative_id(root, p),
-            path=os.path.abspath(p),
-            label=safe_text(Path(p).parent.name) if label_from_dirs else None,
-        )
-        for p in paths
-    ]
+def _inputs(
+    found: Iterable[tuple[str, str]], top: str, label_from_dirs: bool, imageclef: bool
+) -> list[InputFile]:
+    """Inputs from ``(relative path, path)`` pairs, local or objects alike: the id is the
+    relative path without its suffix; the label comes from the ImageCLEF layout (files outside
+    it are left out) or, with ``label_from_dirs``, is the parent folder's name (``top`` at the
+    root)."""
+    files = []
+    for rel, path in found:
+        parts = rel.split("/")
+        if imageclef:
+            keep, label = _imageclef_label(parts)
+        else:
+            folder = parts[-2] if len(parts) > 1 else top
+            keep, label = True, safe_text(folder) if label_from_dirs else None
+        if keep:
+            files.append(InputFile(safe_text(strip_suffix(rel)), path, label))
+    return files
 
 
 def _discover_remote(source: str, *, label_from_dirs: bool, layout: str) -> list[InputFile]:
@@ -198,8 +211,7 @@ def _discover_remote(source: str, *, label_from_dirs: bool, layout: str) -> list
     import pyarrow.fs as pafs
 
     loc = resolve(source)
-    fs = loc.filesystem
-    kind = fs.get_file_info(loc.path).type
+    kind = loc.filesystem.get_file_info(loc.path).type
     root = source.rstrip("/")
     if kind == pafs.FileType.File:
         name = root.rsplit("/", 1)[-1]
@@ -210,39 +222,22 @@ def _discover_remote(source: str, *, label_from_dirs: bool, layout: str) -> list
         return [InputFile(id=safe_text(strip_suffix(name)), path=root, label=None)]
     if kind != pafs.FileType.Directory:
         raise InputError(f"source {source!r} does not exist")
-    prefix = loc.path.rstrip("/") + "/"
-    rels = sorted(
-        info.path[len(prefix) :]
-        for info in fs.get_file_info(pafs.FileSelector(loc.path, recursive=True))
-        if info.type == pafs.FileType.File
-        and info.path.startswith(prefix)
-        and suffix_of(info.base_name)
-        and not any(part.startswith(".") for part in info.path[len(prefix) :].split("/"))
-    )
+    rels = [
+        rel
+        for rel in loc.list_files()
+        if suffix_of(rel) and not any(part.startswith(".") for part in rel.split("/"))
+    ]
     if not rels:
         raise InputError(
             f"{source!r} holds no objects ctfp can read (looked for {', '.join(SUFFIXES)})"
         )
     tops = {r.split("/", 1)[0] for r in rels if "/" in r}
-    if layout == "imageclef" or (layout == "auto" and _imageclef_tops(tops)):
-        files = []
-        for rel in rels:
-            keep, label = _imageclef_label(rel.split("/"))
-            if keep:
-                files.append(InputFile(safe_text(strip_suffix(rel)), f"{root}/{rel}", label))
-        if not files:
-            raise InputError(f"{source!r} has the ImageCLEF layout but no images in it")
-        return files
-    return [
-        InputFile(
-            id=safe_text(strip_suffix(rel)),
-            path=f"{root}/{rel}",
-            label=safe_text(rel.split("/")[-2] if "/" in rel else root.rsplit("/", 1)[-1])
-            if label_from_dirs
-            else None,
-        )
-        for rel in rels
-    ]
+    imageclef = layout == "imageclef" or (layout == "auto" and _imageclef_tops(tops))
+    found = [(rel, f"{root}/{rel}") for rel in rels]
+    files = _inputs(found, root.rsplit("/", 1)[-1], label_from_dirs, imageclef)
+    if imageclef and not files:
+        raise InputError(f"{source!r} has the ImageCLEF layout but no images in it")
+    return files
 
 
 def _imageclef_tops(subdirs: set[str]) -> bool:
@@ -262,24 +257,6 @@ def _imageclef_label(parts: Sequence[str]) -> tuple[bool, str | None]:
     return False, None  # README files, previews, anything outside the layout
 
 
-def _is_imageclef(root: Path) -> bool:
-    return _imageclef_tops({p.name for p in root.iterdir() if p.is_dir()})
-
-
-def _imageclef(root: Path, paths: list[str]) -> list[InputFile]:
-    """ImageCLEF layout: ``train/<label>/x`` has label ``<label>``, ``generated/x`` "generated"."""
-    files = []
-    for p in paths:
-        keep, label = _imageclef_label(Path(os.path.relpath(p, root)).parts)
-        if keep:
-            files.append(
-                InputFile(id=_relative_id(str(root), p), path=os.path.abspath(p), label=label)
-            )
-    if not files:
-        raise InputError(f"folder {str(root)!r} has the ImageCLEF layout but no images in it")
-    return files
-
-
 def _manifest(path: Path | str) -> list[InputFile]:
     """The files a manifest (``.csv`` or ``.parquet``, local or an object) lists: a ``path``
     column (relative to the manifest's folder, absolute, or object-store URIs), optional
@@ -290,8 +267,8 @@ def _manifest(path: Path | str) -> list[InputFile]:
     remote = is_remote(path)
     shown = str(path)
     try:
-        fs, where = filesystem_of(path)
-        with fs.open_input_file(where) if fs is not None else open(where, "rb") as source:
+        loc = resolve(path)
+        with loc.filesystem.open_input_file(loc.path) as source:
             if shown.lower().endswith(".csv"):
                 options = pacsv.ConvertOptions(strings_can_be_null=True)
                 table = pacsv.read_csv(source, convert_options=options)
@@ -321,7 +298,7 @@ def _manifest(path: Path | str) -> list[InputFile]:
         else:
             p = Path(text)
             full = os.path.abspath(p if p.is_absolute() else Path(root) / p)
-            default_id = _relative_id(root, full)
+            default_id = safe_text(strip_suffix(Path(os.path.relpath(full, root)).as_posix()))
         row_id = row.get("id")
         label = row.get("label")
         files.append(

@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ctfp.exceptions import InputError, ShardMismatchError
-from ctfp.io.fs import PathLike, child, exists, filesystem_of, is_remote, read_bytes
+from ctfp.io.fs import Location, PathLike, child, is_remote, resolve
 from ctfp.progress import logger
 
 MANIFEST_FILE = "_manifest.json"
@@ -43,51 +43,23 @@ class Part:
     bytes: int
 
 
-def file_sizes(folder: PathLike, names: list[str]) -> dict[str, int | None]:
+def file_sizes(folder: PathLike | Location, names: list[str]) -> dict[str, int | None]:
     """The size of each of ``names`` in ``folder`` (None: missing), in one request on a store."""
-    fs, p = filesystem_of(folder)
-    if fs is None:
-        sizes: dict[str, int | None] = {}
-        for name in names:
-            try:
-                st = os.stat(Path(p) / name)
-            except FileNotFoundError:
-                sizes[name] = None
-            else:
-                sizes[name] = st.st_size if os.path.isfile(Path(p) / name) else None
-        return sizes
     import pyarrow.fs as pafs
 
-    infos = fs.get_file_info([f"{p.rstrip('/')}/{n}" for n in names]) if names else []
+    loc = resolve(folder)
+    infos = loc.filesystem.get_file_info([loc.join(n).path for n in names]) if names else []
     return {
         n: (i.size if i.type == pafs.FileType.File else None)
         for n, i in zip(names, infos, strict=True)
     }
 
 
-def list_parts(folder: PathLike) -> dict[str, int]:
+def list_parts(folder: PathLike | Location) -> dict[str, int]:
     """Every ``part-*.parquet`` file in ``folder`` by name, with its size: what a writer checks
     for orphans (readers go by the record, not by this)."""
-    fs, p = filesystem_of(folder)
-    if fs is None:
-        root = Path(p)
-        if not root.is_dir():
-            return {}
-        return {
-            f.name: f.stat().st_size
-            for f in root.iterdir()
-            if PART_RE.match(f.name) and f.is_file() and not f.is_symlink()
-        }
-    import pyarrow.fs as pafs
-
-    if fs.get_file_info(p).type != pafs.FileType.Directory:
-        return {}
-    infos = fs.get_file_info(pafs.FileSelector(p, allow_not_found=True))
-    return {
-        i.base_name: i.size
-        for i in infos
-        if i.type == pafs.FileType.File and PART_RE.match(i.base_name)
-    }
+    files = resolve(folder).list_files(recursive=False)
+    return {name: size for name, size in files.items() if PART_RE.match(name)}
 
 
 def read_manifest(folder: PathLike) -> list[Part] | None:
@@ -99,7 +71,7 @@ def read_manifest(folder: PathLike) -> list[Part] | None:
         The record is not ctfp's or cannot be read (the message names it).
     """
     path = child(folder, MANIFEST_FILE)
-    raw = read_bytes(path)
+    raw = resolve(path).read_bytes()
     if raw is None:
         return None
     try:
@@ -130,9 +102,8 @@ def manifest_bytes(parts: list[Part]) -> bytes:
 def has_shards(folder: PathLike) -> bool:
     """Whether ``folder`` is a shard folder: it has a commit record, or (from before records,
     locally) part files."""
-    if exists(child(folder, MANIFEST_FILE)):
-        return True
-    return not is_remote(folder) and bool(list_parts(folder))
+    loc = resolve(folder)
+    return loc.join(MANIFEST_FILE).exists() or (loc.local and bool(list_parts(loc)))
 
 
 def committed_shards(folder: PathLike) -> list[str | Path]:

@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ctfp.exceptions import InputError, ShardMismatchError
-from ctfp.io.fs import PathLike, as_local, child, exists, filesystem_of, is_remote, resolve
+from ctfp.io.fs import PathLike, as_local, resolve
 from ctfp.store.manifest import committed_shards
 from ctfp.store.schema import (
     ERRORS_DIR,
@@ -70,24 +70,21 @@ def naming(path: PathLike) -> Iterator[None]:
 def read_footer(path: PathLike) -> tuple[pa.Schema, pq.FileMetaData]:
     """The Arrow schema (with ctfp's metadata) and the Parquet footer of one shard, from one
     read of the footer (no data read)."""
-    fs, source = filesystem_of(path)
-    with naming(path):
-        f = pq.ParquetFile(source, filesystem=fs)
+    loc = resolve(path)
+    with naming(path), pq.ParquetFile(loc.path, filesystem=loc.filesystem) as f:
         return f.schema_arrow, f.metadata
 
 
 def read_schema(path: PathLike) -> pa.Schema:
     """The Arrow schema of one shard (its footer; no data read)."""
-    fs, source = filesystem_of(path)
-    with naming(path):
-        return pq.read_schema(source, filesystem=fs)
+    return read_footer(path)[0]
 
 
 def read_table(path: PathLike, **kwargs: Any) -> pa.Table:
     """One shard as an Arrow table (``kwargs``: :func:`pyarrow.parquet.read_table`'s)."""
-    fs, source = filesystem_of(path)
+    loc = resolve(path)
     with naming(path):
-        return pq.read_table(source, filesystem=fs, **kwargs)
+        return pq.read_table(loc.path, filesystem=loc.filesystem, **kwargs)
 
 
 def shard_paths(paths: PathLike | Sequence[PathLike]) -> list[ShardPath]:
@@ -96,27 +93,19 @@ def shard_paths(paths: PathLike | Sequence[PathLike]) -> list[ShardPath]:
     :mod:`ctfp.store.manifest`); a local folder from before records, by listing."""
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
+    import pyarrow.fs as pafs
+
     found: list[ShardPath] = []
     for given in map(as_local, paths):
-        if is_remote(given):
-            import pyarrow.fs as pafs
-
-            loc = resolve(given)
-            kind = loc.filesystem.get_file_info(loc.path).type
-            if kind == pafs.FileType.Directory:
-                found.extend(committed_shards(os.fspath(given)))
-            elif kind == pafs.FileType.File:
-                found.append(os.fspath(given))
-            else:
-                raise InputError(f"{os.fspath(given)!r} does not exist")
-            continue
-        p = Path(given)
-        if p.is_dir():
-            found.extend(committed_shards(p))
-        elif p.is_file():
-            found.append(p)
+        loc = resolve(given)
+        path = Path(given) if loc.local else os.fspath(given)
+        kind = loc.filesystem.get_file_info(loc.path).type
+        if kind == pafs.FileType.Directory:
+            found.extend(committed_shards(path))
+        elif kind == pafs.FileType.File:
+            found.append(path)
         else:
-            raise InputError(f"{str(p)!r} does not exist")
+            raise InputError(f"{str(path)!r} does not exist")
     if not found:
         raise InputError("no shard paths given")
     return found
@@ -277,9 +266,9 @@ def scan_batches(
     """
     import pyarrow.dataset as ds
 
-    fs, source = filesystem_of(path)
+    loc = resolve(path)
     with naming(path):
-        batches = ds.dataset(source, format="parquet", filesystem=fs).to_batches(
+        batches = ds.dataset(loc.path, format="parquet", filesystem=loc.filesystem).to_batches(
             columns=list(columns) if columns is not None else None,
             batch_size=batch_size,
             batch_readahead=1,
@@ -310,7 +299,7 @@ def read_errors(path: PathLike) -> pa.Table:
     """The errors table (``id, source, reason``) of an output folder; empty when nothing failed."""
     from ctfp.store.schema import ERRORS_SCHEMA
 
-    errors = child(child(path, ERRORS_DIR), ERRORS_FILE)
-    if not exists(errors):
+    errors = resolve(path).join(ERRORS_DIR, ERRORS_FILE)
+    if not errors.exists():
         return ERRORS_SCHEMA.empty_table()
     return read_table(errors)

@@ -15,16 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ctfp.exceptions import CtfpError, InputError, ShardMismatchError
-from ctfp.io.fs import (
-    as_local,
-    child,
-    delete_file,
-    exists,
-    is_remote,
-    remove_stale_temp_files,
-    resolve,
-)
-from ctfp.io.locks import FolderLock, Lease
+from ctfp.io.fs import Location, PathLike, as_local, child, remove_stale_temp_files, resolve
 from ctfp.io.sources import safe_text
 from ctfp.progress import logger
 from ctfp.store.manifest import (
@@ -45,8 +36,8 @@ from ctfp.store.schema import (
 )
 
 _SHARD_RE = re.compile(r"^part-(\d+)\.parquet$")
-# Metadata fields that must match for a run to add shards to an existing output folder.
 ROW_GROUP_ROWS = 4096  # 16 MiB of float16 2048-d embeddings per row group
+# Metadata fields that must match for a run to add shards to an existing output folder.
 RESUME_FIELDS = ("format", "model", "weights_sha256", "dim", "preprocessing", "dtype", "decode")
 
 
@@ -55,18 +46,18 @@ def frame_id(base: str, frame: int, n_frames: int) -> str:
     return base if n_frames == 1 else f"{base}#{frame}"
 
 
-def write_atomic(table: pa.Table, path: str | os.PathLike[str], **kwargs: Any) -> int:
+def write_atomic(table: pa.Table, path: PathLike | Location, **kwargs: Any) -> int:
     """Write ``table`` to the Parquet file ``path`` atomically (:meth:`Location.put
     <ctfp.io.fs.Location.put>`) and return its size in bytes."""
     return resolve(path).put(lambda f: pq.write_table(table, f, **kwargs))
 
 
-def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:
+def write_bytes_atomic(path: PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically: readers never see half a file."""
     resolve(path).put(data)
 
 
-def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
+def write_text_atomic(path: PathLike, text: str) -> None:
     """:func:`write_bytes_atomic` for run files, score tables, summaries and reports (UTF-8)."""
     resolve(path).put(text.encode("utf-8"))
 
@@ -109,7 +100,7 @@ def rows_table(schema: pa.Schema, files: Sequence[BufferedFile]) -> pa.Table:
     return pa.Table.from_arrays(columns, schema=schema)
 
 
-def write_part(path: str | os.PathLike[str], table: pa.Table, compression: str = "zstd") -> int:
+def write_part(path: PathLike, table: pa.Table, compression: str = "zstd") -> int:
     """Write one part atomically (see :func:`write_atomic`); returns its size in bytes.
 
     Small row groups let readers stream a shard without decoding it whole; dictionary encoding
@@ -147,7 +138,7 @@ class ShardWriter:
 
     def __init__(
         self,
-        out_dir: str | os.PathLike[str],
+        out_dir: PathLike,
         *,
         metadata: dict[str, Any],
         rows_per_shard: int = 10_000,
@@ -161,25 +152,28 @@ class ShardWriter:
         self.commit_seconds = commit_seconds
         self._last_commit = time.monotonic()
         out_dir = as_local(out_dir)
+        self._loc = resolve(out_dir)
+        self._errors = self._loc.join(ERRORS_DIR, ERRORS_FILE)
+        self.remote = not self._loc.local
         #: The folder: a Path locally, a URI string on an object store.
-        self.out_dir: Path | str = os.fspath(out_dir) if is_remote(out_dir) else Path(out_dir)
-        self.remote = is_remote(out_dir)
+        self.out_dir: Path | str = os.fspath(out_dir) if self.remote else Path(out_dir)
         self.metadata = metadata
         self.dim = int(metadata["dim"])
         self.dtype = str(metadata["dtype"])
         self.rows_per_shard = rows_per_shard
         self.compression = compression
         self.schema = shard_schema(self.dim, self.dtype, metadata)
-        self._lock: FolderLock | Lease | None = resolve(out_dir).lock()
+        self._lock = self._loc.lock()  # released by release(), also after an error
         try:
-            if not self.remote:
-                self._remove_stale_temp_files()
+            if not self.remote:  # a killed run's temp files; never a finished shard
+                for folder in (self.out_dir, self.out_dir / ERRORS_DIR):
+                    remove_stale_temp_files(folder)
             self.done_sources: dict[str, str] = {}  # input-file id -> source, of finished shards
             self._row_ids: set[str] = set()  # row ids of finished shards
             self._frame_ids: dict[str, list[str]] | None = None  # see clashes()
             self._parts: list[Part] = []  # what the folder's commit record names
             self.done_ids, self.existing_rows, self._next_seq = self._scan_existing()
-            self._old_errors = self._read_old_errors()
+            self._old_errors = read_table(self._errors).to_pylist() if self._errors.exists() else []
         except BaseException:
             self.release()  # a folder that cannot be resumed is not left locked
             raise
@@ -191,16 +185,12 @@ class ShardWriter:
         self._processed: set[str] = set()
 
     # -- resume state -------------------------------------------------------------------------
-    def _remove_stale_temp_files(self) -> None:
-        for folder in (self.out_dir, self.out_dir / ERRORS_DIR):
-            remove_stale_temp_files(folder)  # left by a killed run; never a finished shard
-
     def _scan_existing(self) -> tuple[set[str], int, int]:
         """Resume state from the folder's commit record: the parts it names (each checked to
         be there with its size), plus orphans (parts a killed run wrote but did not record),
         which are checked like the rest and adopted."""
         recorded = read_manifest(self.out_dir)
-        listed = list_parts(self.out_dir)
+        listed = list_parts(self._loc)
         changed = recorded is None and bool(listed)  # a folder from before commit records
         parts: list[Part] = []
         for part in recorded or []:
@@ -219,16 +209,12 @@ class ShardWriter:
                 )
             else:
                 parts.append(part)
-        named = {p.name for p in parts} | {p.name for p in recorded or []}
-        orphans = sorted(n for n in listed if n not in named)
+        orphans = sorted(set(listed) - {p.name for p in recorded or []})
+        names = [p.name for p in parts] + orphans
+        seq = max((int(m.group(1)) + 1 for m in map(_SHARD_RE.match, names) if m), default=0)
         done: set[str] = set()
         rows = 0
-        seq = 0
-        for name in [p.name for p in parts] + orphans:
-            match = _SHARD_RE.match(name)
-            if match:
-                seq = max(seq, int(match.group(1)) + 1)
-        for name in [p.name for p in parts] + orphans:
+        for name in names:
             path = child(self.out_dir, name)
             meta = read_metadata(read_schema(path))
             if meta is None:
@@ -274,12 +260,8 @@ class ShardWriter:
         return done, rows, seq
 
     def _write_manifest(self) -> None:
-        if isinstance(self._lock, Lease):
-            self._lock.check()  # a second writer took the folder over: commit nothing more
-        write_bytes_atomic(child(self.out_dir, MANIFEST_FILE), manifest_bytes(self._parts))
-
-    def _errors_path(self) -> Path | str:
-        return child(child(self.out_dir, ERRORS_DIR), ERRORS_FILE)
+        self._lock.check()  # a second writer took the folder over: commit nothing more
+        self._loc.join(MANIFEST_FILE).put(manifest_bytes(self._parts))
 
     def forget_errors_except(self, ids: Iterable[str]) -> None:
         """Drop the recorded errors of inputs that are no longer among ``ids`` (deleted or
@@ -287,12 +269,6 @@ class ShardWriter:
         one."""
         current = set(ids)
         self._old_errors = [e for e in self._old_errors if e["id"] in current]
-
-    def _read_old_errors(self) -> list[dict[str, str]]:
-        path = self._errors_path()
-        if not exists(path):
-            return []
-        return read_table(path).to_pylist()
 
     def pending(self, ids: Iterable[str]) -> set[str]:
         """Those of ``ids`` (input-file ids) that are not yet in a finished shard."""
@@ -357,8 +333,7 @@ class ShardWriter:
         if self._buffer:
             table = rows_table(self.schema, self._buffer)
             name = f"part-{self._next_seq:05d}.parquet"
-            if isinstance(self._lock, Lease):
-                self._lock.check()
+            self._lock.check()
             size = write_part(child(self.out_dir, name), table, self.compression)
             self._next_seq += 1
             self._record(name, table.num_rows, size, [ids for ids, *_ in self._buffer])
@@ -405,7 +380,7 @@ class ShardWriter:
         ``files`` are its inputs as ``(file id, row ids, source)``. The part is checked to be
         there with ``size`` bytes first: the record never names what is not there (and, on a
         store, the lease is checked before the record is written)."""
-        found = file_sizes(self.out_dir, [name])[name]
+        found = file_sizes(self._loc, [name])[name]
         if found != size:
             raise CtfpError(
                 f"{child(self.out_dir, name)} should hold {size} bytes as its worker wrote it, "
@@ -431,13 +406,10 @@ class ShardWriter:
             if e["id"] not in self._processed and e["id"] not in self.done_ids
         ]
         errors = keep + self._new_errors
-        path = self._errors_path()
-        if not errors:
-            delete_file(path)
-            return
-        if not self.remote:
-            Path(path).parent.mkdir(exist_ok=True)
-        write_atomic(pa.Table.from_pylist(errors, schema=ERRORS_SCHEMA), path)
+        if errors:
+            write_atomic(pa.Table.from_pylist(errors, schema=ERRORS_SCHEMA), self._errors)
+        else:
+            self._errors.delete()
 
     @property
     def errors(self) -> list[dict[str, str]]:
@@ -453,9 +425,7 @@ class ShardWriter:
 
     def release(self) -> None:
         """Release the folder lock without committing (after an exception)."""
-        if self._lock is not None:
-            self._lock.release()
-            self._lock = None
+        self._lock.release()
 
     def __enter__(self) -> ShardWriter:
         return self
