@@ -101,10 +101,7 @@ def audit_record(
     summary = read_summary(run)
     task = summary["task"]
     files = _files(run, summary, report)
-    if task == "task1":
-        evidence, counts, method = _task1(summary)
-    else:
-        evidence, counts, method = _task2(summary)
+    evidence, counts, method = (_task1 if task == "task1" else _task2)(summary)
     record = {
         "schema": AUDIT_SCHEMA,
         "task": task,
@@ -135,29 +132,9 @@ def write_audit(
     report: PathLike | None = None,
     origin: PathLike | None = None,
 ) -> tuple[Path, Path]:
-    """Write ``run_dir/audit.json`` and ``run_dir/audit.md`` (atomically).
-
-    Parameters
-    ----------
-    run_dir
-        The ``--out`` folder of ``ctfp run task1|task2``.
-    truth
-        ``id,label`` (task 1) or ``id,cluster`` (task 2) CSV: adds the test metrics.
-    report
-        The HTML report the audit goes with (default ``run_dir/report.html`` where it exists).
-    origin
-        As :func:`audit_record`.
-
-    Returns
-    -------
-    tuple of Path
-        The paths of ``audit.json`` and ``audit.md``.
-
-    Raises
-    ------
-    InputError
-        As :func:`audit_record`.
-    """
+    """Write ``run_dir/audit.json`` and ``run_dir/audit.md`` (atomically): the
+    :func:`audit_record` of the same arguments, and its paragraph. Returns their paths; raises
+    as :func:`audit_record`."""
     from ctfp.store.writer import write_text_atomic
 
     record = audit_record(run_dir, truth, report=report, origin=origin)
@@ -169,33 +146,71 @@ def write_audit(
 
 
 # -- the record, part by part -------------------------------------------------------------------
-def _task1(summary: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
-    """Task 1: the evidence, the counts and the method of the record."""
+def _measured(
+    summary: dict[str, Any], metric: str, why_not: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The selection record and the evidence's opening: whether the method was measured by
+    cross-validation and its ``metric`` there."""
     selection = summary.get("selection") or {}
     chosen = selection.get("chosen") or {}
-    k = shown_k(summary)
-    runs = summary.get("runs") or {}
-    first = runs.get(str(k)) if k is not None else next(iter(runs.values()), None)
-    first = first or {}
-    interval = chosen.get("roc_auc_95")
-    interval = list(interval) if interval and None not in interval else None
-    n_used, n_not_used = _int(summary.get("n_used")), _int(summary.get("n_not_used"))
-    labelled = selection.get("n_labelled", (n_used or 0) + (n_not_used or 0))
-    if selection:
-        why_not = None
-    elif summary.get("mode") == "non-members only":
+    interval = chosen.get(f"{metric}_95")
+    evidence = {
+        "measured": bool(selection),
+        "why_not_measured": None if selection else why_not,
+        f"cv_{metric}": chosen.get(metric),
+        f"cv_{metric}_se": chosen.get(f"{metric}_se"),
+        f"cv_{metric}_95": list(interval) if interval and None not in interval else None,
+    }
+    return selection, evidence
+
+
+def _method(
+    summary: dict[str, Any],
+    requested: Any,
+    chosen_by: str,
+    reason: str,
+    members: int | None,
+    features_tried: Any,
+) -> dict[str, Any]:
+    """The method part of the record."""
+    selection = summary.get("selection") or {}
+    cv = selection.get("settings") or {}
+    return {
+        "requested": requested,
+        "name": summary.get("method"),
+        "features": summary.get("features") or _setting(summary, "embed", "features"),
+        "label": (selection.get("chosen") or {}).get("label"),
+        "members": members,
+        "chosen_by": chosen_by,
+        "reason": reason,
+        "rule": selection.get("rule"),
+        "cross_validation": {"folds": cv.get("folds"), "repeats": cv.get("repeats")}
+        if selection
+        else None,
+        "features_tried": features_tried,
+        "left_out": selection.get("skipped") or {},
+        "mode": summary.get("mode"),
+    }
+
+
+def _task1(summary: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """Task 1: the evidence, the counts and the method of the record."""
+    if summary.get("mode") == "non-members only":
         why_not = "there are no known members in train/used/ to measure it on"
     else:
         why_not = "too few labelled slices in a training class for cross-validation"
-    evidence = {
-        "measured": bool(selection),
-        "why_not_measured": why_not,
-        "cv_roc_auc": chosen.get("roc_auc"),
-        "cv_roc_auc_se": chosen.get("roc_auc_se"),
-        "cv_roc_auc_95": interval,
+    selection, evidence = _measured(summary, "roc_auc", why_not)
+    chosen = selection.get("chosen") or {}
+    k = shown_k(summary)
+    runs = summary.get("runs") or {}
+    first = (runs.get(str(k)) if k is not None else next(iter(runs.values()), None)) or {}
+    interval = evidence["cv_roc_auc_95"]
+    n_used, n_not_used = _int(summary.get("n_used")), _int(summary.get("n_not_used"))
+    labelled = _int(selection.get("n_labelled", (n_used or 0) + (n_not_used or 0)))
+    evidence |= {
         "heldout_roc_auc": chosen.get("heldout_roc_auc"),
         "distinguishable_from_chance": None if interval is None else bool(interval[0] > 0.5),
-        "n_labelled": _int(labelled),
+        "n_labelled": labelled,
         "n_candidates": len(selection["candidates"]) if selection.get("candidates") else None,
         "k": k,
         "k_rule": K_RULE if chosen_k(summary) is not None else None,
@@ -208,12 +223,11 @@ def _task1(summary: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], dic
     counts = {
         "train_used": n_used,
         "train_not_used": n_not_used,
-        "labelled": _int(labelled),
+        "labelled": labelled,
         "generated": _int(summary.get("n_generated")),
         "test": _int(summary.get("n_test")),
     }
-    requested = ((summary.get("settings") or {}).get("task1") or {}).get("method")
-    cv = selection.get("settings") or {}
+    requested = _setting(summary, "task1", "method")
     warnings = [str(w) for w in summary.get("warnings") or []]
     if selection and requested == "auto":
         chosen_by, reason = "cross-validation", str(selection.get("reason") or "")
@@ -225,44 +239,22 @@ def _task1(summary: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], dic
         reason = "; ".join(warnings) or "no known members"
     else:
         chosen_by, reason = "given", f"--method {summary.get('method')} was named"
-    method = {
-        "requested": requested,
-        "name": summary.get("method"),
-        "features": summary.get("features") or _embed_features(summary),
-        "label": chosen.get("label"),
-        "members": len((chosen.get("params") or {}).get("members") or []) or None,
-        "chosen_by": chosen_by,
-        "reason": reason,
-        "rule": selection.get("rule"),
-        "cross_validation": {"folds": cv.get("folds"), "repeats": cv.get("repeats")}
-        if selection
-        else None,
-        "features_tried": selection.get("features_tried"),
-        "left_out": selection.get("skipped") or {},
-        "mode": summary.get("mode"),
-    }
+    members = len((chosen.get("params") or {}).get("members") or []) or None
+    tried = selection.get("features_tried")
+    method = _method(summary, requested, chosen_by, reason, members, tried)
     return evidence, counts, method
 
 
 def _task2(summary: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     """Task 2: the evidence, the counts and the method of the record."""
-    selection = summary.get("selection") or {}
-    chosen = selection.get("chosen") or {}
-    interval = chosen.get("ari_95")
-    interval = list(interval) if interval and None not in interval else None
+    why_not = "no labelled examples in train/<group>/ were used: the grouping is blind"
+    selection, evidence = _measured(summary, "ari", why_not)
     groups = [str(g) for g in summary.get("groups") or selection.get("groups") or []]
     open_set = summary.get("open_set") or None
-    labelled = selection.get("n_labelled", (summary.get("train_check") or {}).get("n"))
-    evidence = {
-        "measured": bool(selection),
-        "why_not_measured": None
-        if selection
-        else "no labelled examples in train/<group>/ were used: the grouping is blind",
-        "cv_ari": chosen.get("ari"),
-        "cv_ari_se": chosen.get("ari_se"),
-        "cv_ari_95": interval,
-        "cv_accuracy": chosen.get("accuracy"),
-        "n_labelled": _int(labelled),
+    labelled = _int(selection.get("n_labelled", (summary.get("train_check") or {}).get("n")))
+    evidence |= {
+        "cv_accuracy": (selection.get("chosen") or {}).get("accuracy"),
+        "n_labelled": labelled,
         "n_candidates": len(selection["candidates"]) if selection.get("candidates") else None,
         "n_clusters": _int(summary.get("k")),
         "groups": groups,
@@ -284,15 +276,9 @@ def _task2(summary: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], dic
             "file": OPEN_SET_FILE,
         },
     }
-    counts = {
-        "labelled": _int(labelled),
-        "groups": len(groups),
-        "test": _int(summary.get("n_test")),
-    }
-    requested = ((summary.get("settings") or {}).get("task2") or {}).get("method")
-    cv = selection.get("settings") or {}
-    mode = summary.get("mode")
-    if selection and mode == "auto":
+    counts = {"labelled": labelled, "groups": len(groups), "test": _int(summary.get("n_test"))}
+    requested = _setting(summary, "task2", "method")
+    if selection and summary.get("mode") == "auto":
         chosen_by = "cross-validation"
     elif selection or requested not in (None, "auto"):
         chosen_by = "given"
@@ -305,22 +291,8 @@ def _task2(summary: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], dic
     else:
         reason = f"--method {requested} was named"
     features = [c.get("features") for c in selection.get("candidates") or []]
-    method = {
-        "requested": requested,
-        "name": summary.get("method"),
-        "features": summary.get("features") or _embed_features(summary),
-        "label": chosen.get("label"),
-        "members": None,
-        "chosen_by": chosen_by,
-        "reason": reason,
-        "rule": selection.get("rule"),
-        "cross_validation": {"folds": cv.get("folds"), "repeats": cv.get("repeats")}
-        if selection
-        else None,
-        "features_tried": list(dict.fromkeys(features)) if features else None,
-        "left_out": selection.get("skipped") or {},
-        "mode": mode,
-    }
+    tried = list(dict.fromkeys(features)) if features else None
+    method = _method(summary, requested, chosen_by, reason, None, tried)
     return evidence, counts, method
 
 
@@ -342,8 +314,9 @@ def shown_k(summary: dict[str, Any]) -> int | None:
     return ks[0] if ks else None
 
 
-def _embed_features(summary: dict[str, Any]) -> str | None:
-    return ((summary.get("settings") or {}).get("embed") or {}).get("features")
+def _setting(summary: dict[str, Any], stage: str, name: str) -> Any:
+    """The setting ``name`` of the run's stage ``stage`` (None where not recorded)."""
+    return ((summary.get("settings") or {}).get(stage) or {}).get(name)
 
 
 def _model(run: Path, summary: dict[str, Any], origin: PathLike | None) -> dict[str, Any]:

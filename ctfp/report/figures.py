@@ -69,59 +69,59 @@ def to_uri(fig: Any) -> str:
     return png_uri(buf.getvalue())
 
 
+def _score_plot(
+    size: tuple[float, float],
+    groups: Sequence[tuple[np.ndarray, str, str, str]],
+    bins: np.ndarray,
+    threshold: float | None,
+    line: str,
+    labels: tuple[str, str],
+    **style: Any,
+) -> str:
+    """Histograms of the ``(scores, name, colour, linestyle)`` groups, drawn in ``style`` over
+    one set of ``bins``, with the threshold as a black ``line`` and the axis ``labels``."""
+    fig = new_figure(*size)
+    ax = fig.subplots()
+    for part, name, colour, linestyle in groups:
+        label = f"{name} ({len(part)})"
+        ax.hist(part, bins=bins, color=colour, linestyle=linestyle, label=label, **style)
+    if threshold is not None:
+        ax.axvline(threshold, color="k", linestyle=line, label=f"threshold {threshold:.4g}")
+    ax.set(xlabel=labels[0], ylabel=labels[1])
+    ax.legend(fontsize=8)
+    return to_uri(fig)
+
+
 def score_histogram(
     scores: np.ndarray, split: np.ndarray, names: tuple[str, str], threshold: float | None
 ) -> str:
     """Histogram of ``scores``, split by ``split`` (0 = ``names[0]``, 1 = ``names[1]``), with the
     threshold as a dashed line."""
-    fig = new_figure()
-    ax = fig.subplots()
+    groups = [(scores[split == v], names[v], c, "-") for v, c in ((0, NON_MEMBER), (1, MEMBER))]
     bins = np.histogram_bin_edges(scores, bins=min(40, max(10, len(scores) // 4)))
-    for value, name, colour in ((0, names[0], NON_MEMBER), (1, names[1], MEMBER)):
-        part = scores[split == value]
-        ax.hist(part, bins=bins, alpha=0.6, color=colour, label=f"{name} ({len(part)})")
-    if threshold is not None:
-        ax.axvline(threshold, color="k", linestyle="--", label=f"threshold {threshold:.4g}")
-    ax.set_xlabel("score (higher = more likely used)")
-    ax.set_ylabel("test slices")
-    ax.legend(fontsize=8)
-    return to_uri(fig)
+    labels = ("score (higher = more likely used)", "test slices")
+    return _score_plot((6.4, 4.0), groups, bins, threshold, "--", labels, alpha=0.6)
 
 
 def score_distributions(
-    test: np.ndarray,
-    members: np.ndarray,
-    non_members: np.ndarray,
-    threshold: float | None,
+    test: np.ndarray, members: np.ndarray, non_members: np.ndarray, threshold: float | None
 ) -> str:
     """The chosen score of the known members, the known non-members (both out of fold) and
     the test slices, as overlaid outlines of their densities, with the threshold."""
-    fig = new_figure(6.8, 4.0)
-    ax = fig.subplots()
-    everything = np.concatenate([test, members, non_members])
-    bins = np.histogram_bin_edges(everything, bins=min(40, max(10, len(everything) // 6)))
-    for part, name, colour, style in (
+    groups = [
         (non_members, "known non-members (train/not_used)", NON_MEMBER, "-"),
         (members, "known members (train/used)", MEMBER, "-"),
         (test, "test slices", TEST, "--"),
-    ):
-        if len(part):
-            ax.hist(
-                part,
-                bins=bins,
-                density=True,
-                histtype="step",
-                linewidth=2,
-                linestyle=style,
-                color=colour,
-                label=f"{name} ({len(part)})",
-            )
-    if threshold is not None:
-        ax.axvline(threshold, color="k", linestyle=":", label=f"threshold {threshold:.4g}")
-    ax.set_xlabel("score of the chosen scorer (higher = more likely used)")
-    ax.set_ylabel("density (each group sums to 1)")
-    ax.legend(fontsize=8)
-    return to_uri(fig)
+    ]
+    everything = np.concatenate([test, members, non_members])
+    bins = np.histogram_bin_edges(everything, bins=min(40, max(10, len(everything) // 6)))
+    labels = (
+        "score of the chosen scorer (higher = more likely used)",
+        "density (each group sums to 1)",
+    )
+    style = {"density": True, "histtype": "step", "linewidth": 2}
+    groups = [g for g in groups if len(g[0])]
+    return _score_plot((6.8, 4.0), groups, bins, threshold, ":", labels, **style)
 
 
 def roc_plot(y: np.ndarray, scores: np.ndarray, auc: float | None) -> str:
@@ -133,10 +133,7 @@ def roc_plot(y: np.ndarray, scores: np.ndarray, auc: float | None) -> str:
     ax = fig.subplots()
     ax.plot(fpr, tpr, color=MEMBER, label=f"ROC (AUC {auc:.3f})" if auc is not None else "ROC")
     ax.plot([0, 1], [0, 1], color="#999", linestyle=":", label="chance")
-    ax.set_xlabel("false positive rate")
-    ax.set_ylabel("true positive rate")
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1.01)
+    ax.set(xlabel="false positive rate", ylabel="true positive rate", xlim=(0, 1), ylim=(0, 1.01))
     ax.legend(fontsize=8, loc="lower right")
     return to_uri(fig)
 
@@ -155,8 +152,7 @@ def confusion_plot(y: np.ndarray, pred: np.ndarray) -> str:
     ticks = ["not used (0)", "used (1)"]
     ax.set_xticks([0, 1], ticks)
     ax.set_yticks([0, 1], ticks)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("truth")
+    ax.set(xlabel="predicted", ylabel="truth")
     return to_uri(fig)
 
 
@@ -196,8 +192,7 @@ def cluster_sizes_plot(names: Sequence[Any], sizes: Sequence[int], colours: Sequ
     fig = new_figure(5.0, 3.4)
     ax = fig.subplots()
     ax.bar([str(c) for c in names], sizes, color=list(colours))
-    ax.set_xlabel("cluster")
-    ax.set_ylabel("test slices")
+    ax.set(xlabel="cluster", ylabel="test slices")
     return to_uri(fig)
 
 
@@ -282,11 +277,8 @@ def map_plot(
             label=f"{name} ({sizes[name]})",
             zorder=2 + z,
         )
-    ax.set_title(title)
-    ax.set_xlabel(f"{axis} 1 (arbitrary units)")
-    ax.set_ylabel(f"{axis} 2 (arbitrary units)")
-    ax.set_xticks([])
-    ax.set_yticks([])
+    ax.set(title=title, xlabel=f"{axis} 1 (arbitrary units)", ylabel=f"{axis} 2 (arbitrary units)")
+    ax.set(xticks=[], yticks=[])
     ax.legend(
         [handles[n] for n in present],
         [handles[n].get_label() for n in present],

@@ -131,33 +131,29 @@ class Thumbnails:
             self._frames[source] = decode_file(source, self.window)
         return self._frames[source]
 
-    def html(self, where: tuple[str, int] | None, caption: str, title: str = "") -> str:
-        """A ``<figure>`` with the thumbnail, or a grey box saying why there is none."""
+    def _image(self, where: tuple[str, int], subject: str) -> Any:
+        """Frame ``where`` of its source as a PIL image; InputError naming ``subject`` (the
+        source file, or "it") where the file has no such frame."""
         from PIL import Image
 
-        tip = escape(title or caption)
-        cap = f"<figcaption>{escape(caption)}</figcaption>" if caption else ""
-        if where is None:
-            return (
-                f'<figure><div class="missing" title="{tip}">no embedding row</div>{cap}</figure>'
-            )
         source, frame = where
+        frames = self._decode(source)
+        if not 0 <= frame < len(frames):
+            raise InputError(f"{subject or source} has {len(frames)} frames, not frame {frame}")
+        return Image.fromarray(frames[frame])
+
+    def html(self, where: tuple[str, int] | None, caption: str, title: str = "") -> str:
+        """A ``<figure>`` with the thumbnail, or a grey box saying why there is none."""
+        tip = escape(title or caption)
+        if where is None:
+            return _figure(f'<div class="missing" title="{tip}">no embedding row</div>', caption)
         try:
-            frames = self._decode(source)
-            if not 0 <= frame < len(frames):
-                raise InputError(f"it has {len(frames)} frames, not frame {frame}")
-            img = Image.fromarray(frames[frame])
+            img = self._image(where, "it")
         except (CtfpError, OSError) as exc:
-            why = escape(f"cannot show frame {frame} of {source}: {exc}")
-            return (
-                f'<figure><div class="missing" title="{why}">source not readable</div>{cap}'
-                "</figure>"
-            )
+            why = escape(f"cannot show frame {where[1]} of {where[0]}: {exc}")
+            return _figure(f'<div class="missing" title="{why}">source not readable</div>', caption)
         img.thumbnail((self.side, self.side))
-        buf = io.BytesIO()
-        img.save(buf, format="PNG", optimize=True)
-        uri = png_uri(buf.getvalue())
-        return f'<figure><img class="thumb" src="{uri}" alt="{tip}" title="{tip}">{cap}</figure>'
+        return _figure(f'<img class="thumb" src="{_png(img)}" alt="{tip}" title="{tip}">', caption)
 
     def difference_html(
         self, a: tuple[str, int] | None, b: tuple[str, int] | None, caption: str
@@ -166,30 +162,29 @@ class Thumbnails:
         bright = different), or a grey box saying why there is none."""
         from PIL import Image
 
-        cap = f"<figcaption>{escape(caption)}</figcaption>" if caption else ""
         try:
             if a is None or b is None:
                 raise InputError("no embedding row")
-            images = []
-            for source, frame in (a, b):
-                frames = self._decode(source)
-                if not 0 <= frame < len(frames):
-                    raise InputError(f"{source} has {len(frames)} frames, not frame {frame}")
-                img = Image.fromarray(frames[frame]).convert("L")
-                images.append(
-                    np.asarray(img.resize((self.side, self.side), Image.BILINEAR), np.int16)
-                )
+            size = (self.side, self.side)
+            x, y = (self._image(w, "").convert("L").resize(size, Image.BILINEAR) for w in (a, b))
         except (CtfpError, OSError) as exc:
             why = escape(f"no difference image: {exc}")
-            return f'<figure><div class="missing" title="{why}">no difference</div>{cap}</figure>'
-        diff = np.abs(images[0] - images[1]).astype(np.uint8)
-        buf = io.BytesIO()
-        Image.fromarray(diff).save(buf, format="PNG", optimize=True)
+            return _figure(f'<div class="missing" title="{why}">no difference</div>', caption)
+        diff = np.abs(np.asarray(x, np.int16) - np.asarray(y, np.int16)).astype(np.uint8)
+        uri = _png(Image.fromarray(diff))
         tip = "absolute difference of the two slices (bright = different)"
-        return (
-            f'<figure><img class="thumb" src="{png_uri(buf.getvalue())}" alt="{tip}" '
-            f'title="{tip}">{cap}</figure>'
-        )
+        return _figure(f'<img class="thumb" src="{uri}" alt="{tip}" title="{tip}">', caption)
+
+
+def _figure(content: str, caption: str) -> str:
+    cap = f"<figcaption>{escape(caption)}</figcaption>" if caption else ""
+    return f"<figure>{content}{cap}</figure>"
+
+
+def _png(img: Any) -> str:
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", optimize=True)
+    return png_uri(buf.getvalue())
 
 
 def page(title: str, task: str, nav: Sequence[str], body: str, version: str) -> str:
