@@ -23,21 +23,32 @@ def select_components(
 
 
 def _sweep(
-    x: Any, k_range: Sequence[int], gmm_kwargs: dict[str, Any], progress: bool = False
+    x: Any,
+    k_range: Sequence[int],
+    gmm_kwargs: dict[str, Any],
+    *,
+    progress: bool = False,
+    rows: np.ndarray | None = None,
 ) -> tuple[int, dict[int, float], dict[int, float]]:
+    """One mixture per k of ``k_range`` on ``x``: (the k with the lowest BIC, the BICs, the
+    silhouettes). Each silhouette is that of ``rows`` of ``x`` (default all: it costs O(n^2)),
+    NaN where fewer than two clusters are found there."""
     from sklearn.metrics import silhouette_score
 
     ks = [k for k in k_range if 1 <= k <= len(x)]
     if not ks:
         raise ValueError(f"no k in {list(k_range)} fits {len(x)} samples")
+    some = x if rows is None else x[rows]
     bics, silhouettes = {}, {}
     for k in progress_bar(len(ks), "gmm k sweep", "k", enabled=progress, iterable=ks):
         model = GaussianMixture(k, **gmm_kwargs).fit(x)
-        bics[k] = model.bic(x)
-        labels = model.predict(x)
-        n_labels = len(np.unique(labels))
+        bics[k] = float(model.bic(x))
+        labels = np.asarray(model.predict(x))
+        if rows is not None:
+            labels = labels[rows]
+        found = len(np.unique(labels))
         silhouettes[k] = (
-            float(silhouette_score(x, labels)) if 1 < n_labels < len(x) else float("nan")
+            float(silhouette_score(some, labels)) if 1 < found < len(labels) else float("nan")
         )
     return min(bics, key=bics.__getitem__), bics, silhouettes
 
@@ -163,14 +174,7 @@ def cluster_slices(
             raise InputError(f"PCA to {pca} components needs at least 2 slices")
         projection = PCA(n_comp, random_state=seed).fit(x)
     z = x if projection is None else projection.transform(x)
-    gmm_kwargs: dict[str, Any] = dict(
-        covariance_type=s.covariance_type,
-        init_params=s.init,
-        n_init=s.n_init,
-        reg_covar=s.reg_covar,
-        random_state=seed,
-        device=s.device,
-    )
+    gmm_kwargs = {**s.gmm_kwargs, "n_init": s.n_init}
     bics = silhouettes = None
     if train_x is not None and train_groups is not None:
         groups = np.asarray(train_groups, dtype=object)
@@ -180,7 +184,7 @@ def cluster_slices(
         k = len(names)
         gmm_kwargs.update(_start_from_groups(z, means, s.covariance_type, s.reg_covar))
     elif k == "auto":
-        k, bics, silhouettes = _sweep(z, s.ks, gmm_kwargs, progress)
+        k, bics, silhouettes = _sweep(z, s.ks, gmm_kwargs, progress=progress)
     k = int(k)
     if not 1 <= k <= len(z):
         raise InputError(f"k must be between 1 and the {len(z)} slices, got {k}")

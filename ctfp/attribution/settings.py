@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from ctfp.cluster.options import COVARIANCE_TYPES, INIT_PARAMS
 from ctfp.device import check_device_name
@@ -49,6 +50,17 @@ class MixtureSettings(Settings):
     def ks(self) -> range:
         """The k tried by ``k="auto"``."""
         return range(self.k_range[0], self.k_range[1] + 1)
+
+    @property
+    def gmm_kwargs(self) -> dict[str, Any]:
+        """The :class:`~ctfp.cluster.GaussianMixture` settings these hold."""
+        return dict(
+            covariance_type=self.covariance_type,
+            init_params=self.init,
+            reg_covar=self.reg_covar,
+            random_state=self.seed,
+            device=self.device,
+        )
 
 
 #: ``--method``: ``auto`` (labels in train/<group>/: choose by cross-validation; none: the

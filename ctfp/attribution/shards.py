@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from ctfp.attribution.clustering import Clustering, LinearProjection
+from ctfp.attribution.clustering import Clustering, LinearProjection, _sweep
 from ctfp.attribution.settings import ClusterSettings
 from ctfp.cluster.gmm import GaussianMixture
 from ctfp.device import resolve_device
@@ -61,9 +61,7 @@ def cluster_shards(
 
     s = (settings or ClusterSettings()).replace(**overrides)
     engine = resolve_engine(engine)
-    k, k_range, pca, seed, device = s.k, s.ks, s.pca, s.seed, s.device
-    covariance_type, init, reg_covar = s.covariance_type, s.init, s.reg_covar
-    sample_rows, passes, tol, batch_size = s.sample, s.passes, s.tol, s.batch_size
+    k, k_range, pca, seed, batch_size = s.k, s.ks, s.pca, s.seed, s.batch_size
     paths = shard_paths(shards)
     metadata = check_compatible(paths)
     counts = [count_rows([p]) for p in paths]
@@ -71,7 +69,7 @@ def cluster_shards(
     if rows < (min(k_range) if k == "auto" else k):
         raise InputError(f"{rows} rows cannot make {min(k_range) if k == 'auto' else k} clusters")
     rng = np.random.default_rng(seed)
-    wanted = np.sort(rng.choice(rows, size=min(sample_rows, rows), replace=False))
+    wanted = np.sort(rng.choice(rows, size=min(s.sample, rows), replace=False))
     starts = np.cumsum([0, *counts])
     items = [
         (path, wanted[np.searchsorted(wanted, lo) : np.searchsorted(wanted, hi)] - lo)
@@ -101,30 +99,15 @@ def cluster_shards(
         sample = projection.transform(sample)
 
     bics = silhouettes = None
-    if k == "auto":
-        k, bics, silhouettes = _sweep(
-            sample,
-            k_range,
-            seed,
-            covariance_type=covariance_type,
-            reg_covar=reg_covar,
-            init_params=init,
-            random_state=seed,
-            device=device,
+    if k == "auto":  # each k's silhouette on at most SILHOUETTE_ROWS seeded rows of the sample
+        some = np.random.default_rng(seed).choice(
+            len(sample), size=min(SILHOUETTE_ROWS, len(sample)), replace=False
         )
+        k, bics, silhouettes = _sweep(sample, k_range, s.gmm_kwargs, rows=np.sort(some))
 
-    gmm = GaussianMixture(
-        k,
-        covariance_type=covariance_type,
-        tol=tol,
-        reg_covar=reg_covar,
-        max_iter=passes,
-        init_params=init,
-        random_state=seed,
-        device=device,
-    )
+    gmm = GaussianMixture(k, tol=s.tol, max_iter=s.passes, **s.gmm_kwargs)
     partitions = [ShardBatches(p, batch_size, projection) for p in paths]
-    on_gpu = engine.engine == "ray" and resolve_device(device).type == "cuda"
+    on_gpu = engine.engine == "ray" and resolve_device(s.device).type == "cuda"
     gmm.fit_stream(
         partitions,
         sample,
@@ -208,32 +191,6 @@ class ShardBatches:
         for batch in iter_embeddings([self.path], batch_size=self.batch_size):
             m = batch.matrix
             yield m if self.projection is None else self.projection.transform(m)
-
-
-def _sweep(
-    sample: np.ndarray, k_range: range, seed: int, **gmm_kwargs: Any
-) -> tuple[int, dict[int, float], dict[int, float]]:
-    """One mixture per k of ``k_range`` on ``sample``: (the k with the lowest BIC, the BICs, the
-    silhouettes). As :func:`ctfp.attribution.clustering.select_components`, plus each k's
-    silhouette on at most :data:`SILHOUETTE_ROWS` seeded rows of the sample (NaN where fewer
-    than two clusters are found there)."""
-    from sklearn.metrics import silhouette_score
-
-    ks = [k for k in k_range if 1 <= k <= len(sample)]
-    if not ks:
-        raise ValueError(f"no k in {list(k_range)} fits {len(sample)} samples")
-    rng = np.random.default_rng(seed)
-    some = np.sort(rng.choice(len(sample), size=min(SILHOUETTE_ROWS, len(sample)), replace=False))
-    bics, silhouettes = {}, {}
-    for k in ks:
-        model = GaussianMixture(k, **gmm_kwargs).fit(sample)
-        bics[k] = float(model.bic(sample))
-        labels = np.asarray(model.predict(sample))[some]
-        found = len(np.unique(labels))
-        silhouettes[k] = (
-            float(silhouette_score(sample[some], labels)) if 1 < found < len(some) else float("nan")
-        )
-    return min(bics, key=bics.__getitem__), bics, silhouettes
 
 
 def stream_fit_warnings(

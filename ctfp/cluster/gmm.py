@@ -210,9 +210,10 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         data = Partitions.of(batches, map_fn)
         max_iter = self.max_iter if init_max_iter is None else init_max_iter
         self._fit_in_memory(init_sample, max_iter, warn=False)
-        bar = progress_bar(self.max_iter, "gmm EM", "pass", enabled=progress)
-        params, lower_bound, n_iter, converged = self._em(data, self._params, self.max_iter, bar)
-        bar.close()
+        with progress_bar(self.max_iter, "gmm EM", "pass", enabled=progress) as bar:
+            params, lower_bound, n_iter, converged = self._em(
+                data, self._params, self.max_iter, bar
+            )
         self._set_fitted(params, n_iter=n_iter, converged=converged, lower_bound=lower_bound)
         return self
 
