@@ -345,7 +345,9 @@ def _decode_dicom(path: str, window: Window, limit: _Limit) -> np.ndarray:
             pixels = pixels[None]
         rgb = pixels.astype(np.float64)
         gray = rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114
-        return _minmax_or_8bit(gray, int(ds.get("BitsStored", 8)))
+        if int(ds.get("BitsStored", 8)) <= 8:
+            return np.floor(np.clip(gray, 0, 255)).astype(np.uint8)
+        return np.stack([_minmax(frame) for frame in gray])
     values = apply_modality_lut(pixels, ds).astype(np.float64)
     if frames == 1:
         values = values[None]
@@ -354,12 +356,6 @@ def _decode_dicom(path: str, window: Window, limit: _Limit) -> np.ndarray:
     if str(ds.PhotometricInterpretation).upper() == "MONOCHROME1":
         out = 255 - out  # MONOCHROME1: low values are white
     return out
-
-
-def _minmax_or_8bit(gray: np.ndarray, bits: int) -> np.ndarray:
-    if bits <= 8:
-        return np.floor(np.clip(gray, 0, 255)).astype(np.uint8)
-    return np.stack([_minmax(frame) for frame in gray])
 
 
 def _decode_nifti(path: str, window: Window, limit: _Limit) -> np.ndarray:

@@ -211,19 +211,7 @@ def is_remote(location: str | os.PathLike[str]) -> bool:
 # S3 filesystem per file would cost a client each time; a changed endpoint or key opens anew.
 _FILESYSTEMS: dict[tuple[str, ...], Any] = {}
 _FILESYSTEMS_LOCK = threading.Lock()
-_CONFIG_ENV = (
-    "AWS_ENDPOINT_URL",
-    "AWS_ENDPOINT_URL_S3",
-    "AWS_ACCESS_KEY_ID",
-    "AWS_SECRET_ACCESS_KEY",
-    "AWS_SESSION_TOKEN",
-    "AWS_REGION",
-    "AWS_DEFAULT_REGION",
-    "AWS_PROFILE",
-    "GOOGLE_APPLICATION_CREDENTIALS",
-    "AZURE_STORAGE_ACCOUNT_NAME",
-    "AZURE_STORAGE_ACCOUNT_KEY",
-)
+_CONFIG = ("AWS_", "GOOGLE_", "AZURE_")  # the environment that configures a store
 _CACHED_SCHEMES = ("s3", "gs", "gcs")  # where the filesystem path is "<authority>/<key>"
 
 
@@ -235,7 +223,8 @@ def _native(text: str, scheme: str) -> tuple[Any, str]:
     if scheme not in _CACHED_SCHEMES or not authority:
         return pafs.FileSystem.from_uri(text)
     # Per process too: a client made before a fork (DataLoader workers) is not used after it.
-    cache_key = (str(os.getpid()), scheme, authority, *(os.environ.get(k, "") for k in _CONFIG_ENV))
+    config = sorted(f"{k}={v}" for k, v in os.environ.items() if k.startswith(_CONFIG))
+    cache_key = (str(os.getpid()), scheme, authority, *config)
     with _FILESYSTEMS_LOCK:
         fs = _FILESYSTEMS.get(cache_key)
         if fs is None:

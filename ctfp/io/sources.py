@@ -19,8 +19,6 @@ NIFTI_SUFFIXES = (".nii", ".nii.gz")
 SUFFIXES = IMAGE_SUFFIXES + DICOM_SUFFIXES + NIFTI_SUFFIXES
 MANIFEST_SUFFIXES = (".csv", ".parquet")
 LAYOUTS = ("auto", "plain", "imageclef")
-# ImageCLEFmedical GANs folders: train/<label>/, generated/, test/.
-IMAGECLEF_DIRS = ("train", "generated", "test")
 
 
 @dataclass(frozen=True)

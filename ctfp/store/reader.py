@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ctfp.exceptions import InputError, ShardMismatchError
-from ctfp.io.fs import PathLike, as_local, resolve
+from ctfp.io.fs import Location, PathLike, as_local, resolve
 from ctfp.store.manifest import committed_shards
 from ctfp.store.schema import (
     ERRORS_DIR,
@@ -55,11 +55,12 @@ class Embeddings:
 
 
 @contextmanager
-def naming(path: PathLike) -> Iterator[None]:
-    """Arrow's errors on ``path`` (a truncated or foreign file: "Parquet magic bytes not found")
-    as an InputError that names the file and what to do."""
+def naming(path: PathLike) -> Iterator[Location]:
+    """``path`` resolved, and Arrow's errors on it (a truncated or foreign file: "Parquet magic
+    bytes not found") as an InputError that names the file and what to do."""
+    loc = resolve(path)
     try:
-        yield
+        yield loc
     except (pa.ArrowException, OSError) as exc:
         raise InputError(
             f"{path} is not a readable Parquet shard ({exc}); delete it and rerun the command "
@@ -70,8 +71,7 @@ def naming(path: PathLike) -> Iterator[None]:
 def read_footer(path: PathLike) -> tuple[pa.Schema, pq.FileMetaData]:
     """The Arrow schema (with ctfp's metadata) and the Parquet footer of one shard, from one
     read of the footer (no data read)."""
-    loc = resolve(path)
-    with naming(path), pq.ParquetFile(loc.path, filesystem=loc.filesystem) as f:
+    with naming(path) as loc, pq.ParquetFile(loc.path, filesystem=loc.filesystem) as f:
         return f.schema_arrow, f.metadata
 
 
@@ -82,8 +82,7 @@ def read_schema(path: PathLike) -> pa.Schema:
 
 def read_table(path: PathLike, **kwargs: Any) -> pa.Table:
     """One shard as an Arrow table (``kwargs``: :func:`pyarrow.parquet.read_table`'s)."""
-    loc = resolve(path)
-    with naming(path):
+    with naming(path) as loc:
         return pq.read_table(loc.path, filesystem=loc.filesystem, **kwargs)
 
 
@@ -266,8 +265,7 @@ def scan_batches(
     """
     import pyarrow.dataset as ds
 
-    loc = resolve(path)
-    with naming(path):
+    with naming(path) as loc:
         batches = ds.dataset(loc.path, format="parquet", filesystem=loc.filesystem).to_batches(
             columns=list(columns) if columns is not None else None,
             batch_size=batch_size,

@@ -69,26 +69,20 @@ BufferedFile = tuple[list[str], str, list[int], "str | None", np.ndarray]
 def rows_table(schema: pa.Schema, files: Sequence[BufferedFile]) -> pa.Table:
     """The shard table of whole input files' rows in ``schema`` (see
     :func:`~ctfp.store.schema.shard_schema`): what the parts of every engine hold."""
-    ids: list[str] = []
-    sources: list[str] = []
-    frames: list[int] = []
-    labels: list[str | None] = []
-    blocks = []
-    for file_ids, source, file_frames, label, emb in files:
-        ids.extend(file_ids)
-        sources.extend([source] * len(file_ids))
-        frames.extend(file_frames)
-        labels.extend([label] * len(file_ids))
-        blocks.append(emb)
+    ids = [i for file_ids, *_ in files for i in file_ids]
+    sources = [source for file_ids, source, *_ in files for _ in file_ids]
+    frames = [f for _, _, file_frames, _, _ in files for f in file_frames]
+    labels = [label for file_ids, _, _, label, _ in files for _ in file_ids]
+    values = np.concatenate([emb for *_, emb in files])
     payload = schema.field(4).type
     if pa.types.is_fixed_size_binary(payload):  # the decoded-slice cache: uint8 pixels
-        data = np.ascontiguousarray(np.concatenate(blocks), dtype=np.uint8)
+        data = np.ascontiguousarray(values, dtype=np.uint8)
         embedding = pa.FixedSizeBinaryArray.from_buffers(
             payload, len(ids), [None, pa.py_buffer(data.tobytes())]
         )
     else:
         dtype = payload.value_type.to_pandas_dtype()
-        flat = np.concatenate(blocks).astype(dtype, copy=False).reshape(-1)
+        flat = values.astype(dtype, copy=False).reshape(-1)
         embedding = pa.FixedSizeListArray.from_arrays(pa.array(flat), payload.list_size)
     columns = [
         pa.array(ids, pa.string()),
