@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, ClassVar
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar, Self
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
@@ -12,6 +12,7 @@ from ctfp._arrays import check_input as check_input_
 from ctfp._arrays import to_numpy
 from ctfp._state import SavedState
 from ctfp.exceptions import InputError
+from ctfp.membership.threshold import choose_threshold
 from ctfp.settings import Settings
 
 
@@ -60,6 +61,15 @@ class MembershipMethod(SavedState, ClassifierMixin, BaseEstimator):
         smaller training class, ``ks`` the k of the methods that take one."""
         return [{}]
 
+    #: What a fitted method saves besides its own state (``train_scores_`` where it has them).
+    saved_state: ClassVar[Mapping[str, str]] = {
+        "train_scores_": "train_scores",
+        "threshold_": "threshold",
+        "classes_": "classes",
+    }
+    #: The threshold criterion on the training reals (:func:`_calibrate`), where a method has one.
+    calibrate: str
+
     # -- the interface ------------------------------------------------------------------------
     @property
     def uses_labels(self) -> bool:
@@ -76,8 +86,13 @@ class MembershipMethod(SavedState, ClassifierMixin, BaseEstimator):
         """(n,) membership score of each row of ``x`` (n, d), higher = more likely used.
 
         ``check_input=False``: ``x`` is a C-contiguous float32 matrix the caller has checked
-        (or whose non-finite scores the caller refuses); methods may skip their own checks.
+        (or whose non-finite scores the caller refuses: such a row may then score NaN).
         """
+        self._check_fitted()
+        return self._score(self._check_x(x, check_input))
+
+    def _score(self, x: np.ndarray) -> np.ndarray:
+        """(n,) scores of rows ``x`` as :meth:`_check_x` returns them."""
         raise NotImplementedError
 
     def predict(self, x: Any) -> np.ndarray:
@@ -143,6 +158,13 @@ class MembershipMethod(SavedState, ClassifierMixin, BaseEstimator):
         if fast and not check_input and x.flags.c_contiguous:
             return x
         return np.asarray(check_input_(self, x, reset=False, dtype=np.float32))
+
+    def _calibrate(self, scores: np.ndarray, y: np.ndarray) -> Self:
+        """Keep the training reals' ``scores`` as ``train_scores_`` and choose ``threshold_`` on
+        them with their labels ``y`` by ``calibrate``."""
+        self.train_scores_ = scores
+        self.threshold_ = choose_threshold(scores, y, self.calibrate)
+        return self
 
     def _check_saveable(self) -> None:
         self._check_fitted()

@@ -111,15 +111,9 @@ class CentroidMembership(MembershipMethod):
         self.index_not_used_ = FlatIndex(d, metric="l1", device=self.device).add(not_used)
         return self
 
-    def score_samples(self, x: Any, *, check_input: bool = True) -> np.ndarray:
-        """(n,) L1 distance to the nearest not-used centre minus that to the nearest used one.
-
-        Positive means closer to a "used" centre. ``check_input=False`` skips the finiteness
-        check of a C-contiguous float32 ``x``: a non-finite row then scores NaN, which the
-        caller refuses (:func:`ctfp.score_shards` does).
-        """
-        self._check_fitted()
-        a = self._check_x(x, check_input)
+    def _score(self, a: np.ndarray) -> np.ndarray:
+        """L1 distance to the nearest not-used centre minus that to the nearest used one
+        (positive: closer to a "used" centre); a non-finite row scores NaN."""
         score = np.zeros(len(a))
         for sign, index in ((-1.0, self.index_used_), (1.0, self.index_not_used_)):
             D, I = index.search_checked(a, 1)  # noqa: E741

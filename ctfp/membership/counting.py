@@ -14,12 +14,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ctfp.index import distance
-from ctfp.index.flat import FlatIndex
 from ctfp.membership.base import MembershipMethod
-from ctfp.membership.neighbours import neighbour_distances
+from ctfp.membership.neighbours import NeighbourMethod, neighbour_distances
 from ctfp.membership.options import CountingSettings
-from ctfp.membership.threshold import choose_threshold
 
 #: Generated slices counted per real slice: the nearest this many (exact up to this many).
 MAX_COUNTED = 1024
@@ -28,7 +25,7 @@ MAX_COUNTED = 1024
 _D = CountingSettings()
 
 
-class CountingMembership(MembershipMethod):
+class CountingMembership(NeighbourMethod):
     """Score real slices by the fraction of generated slices within a radius of them.
 
     ``score(x) = #{g : d(x, g) <= radius_} / m`` over the ``m`` generated slices: Hilprecht et
@@ -58,15 +55,12 @@ class CountingMembership(MembershipMethod):
     """
 
     name = "counting"
-    needs_generated = True
     settings_class = CountingSettings
     rank = 1
     saved_state: ClassVar[dict[str, str]] = {
         "index_": "generated_index",
-        "train_scores_": "train_scores",
         "radius_": "radius",
-        "threshold_": "threshold",
-        "classes_": "classes",
+        **MembershipMethod.saved_state,
     }
 
     @classmethod
@@ -95,15 +89,10 @@ class CountingMembership(MembershipMethod):
         """Index ``generated`` (m, d); choose the radius on training reals ``X`` (n, d) and the
         threshold with their labels ``y`` (1 = used, 0 = not used)."""
         x, y, g = self._fit_inputs(X, y, generated)
-        assert g is not None
-        g, x = distance.prepare(g, self.metric), distance.prepare(x, self.metric)
-        searched = distance.search_metric(self.metric)
-        self.index_ = FlatIndex(g.shape[1], metric=searched, device=self.device).add(g)
+        x, g = self._index_generated(x, g)
         D = self._distances(x)
         self.radius_ = float(np.quantile(D[:, 0], self.radius_quantile))
-        self.train_scores_ = self._count(D)
-        self.threshold_ = choose_threshold(self.train_scores_, y, self.calibrate)
-        return self
+        return self._calibrate(self._count(D), y)
 
     def _distances(self, x: np.ndarray) -> np.ndarray:
         """(n, min(m, 1024)) distances to the nearest generated slices, best first."""
@@ -116,17 +105,11 @@ class CountingMembership(MembershipMethod):
         """(n,) fraction of the generated slices within ``radius_`` (ties with it count)."""
         return (distances <= self.radius_).sum(1) / self.index_.ntotal
 
-    def score_samples(self, x: Any, *, check_input: bool = True) -> np.ndarray:
-        """(n,) membership score in [0, 1]: the fraction of generated slices within
-        ``radius_``, higher = more likely used."""
-        self._check_fitted()
-        x = distance.prepare(self._check_x(x, check_input), self.metric)
+    def _score(self, x: np.ndarray) -> np.ndarray:
         return self._count(self._distances(x))
 
     def _restore(self, device: str) -> None:
-        self.index_ = FlatIndex.from_bytes(self.index_, device=device)
         self.radius_ = float(self.radius_)
-        self.n_features_in_ = self.index_.d
         super()._restore(device)
 
 

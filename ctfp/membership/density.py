@@ -16,12 +16,10 @@ from typing import Any, ClassVar
 import numpy as np
 from scipy.special import logsumexp
 
-from ctfp.index import distance
 from ctfp.index.flat import FlatIndex
 from ctfp.membership.base import MembershipMethod
-from ctfp.membership.neighbours import neighbour_distances
+from ctfp.membership.neighbours import NeighbourMethod, neighbour_distances
 from ctfp.membership.options import DensitySettings
-from ctfp.membership.threshold import choose_threshold
 
 #: The kernel density sums over at most this many nearest slices of each set.
 KDE_NEIGHBOURS = 512
@@ -32,7 +30,7 @@ DISTANCE_FLOOR = 1e-12
 _D = DensitySettings()
 
 
-class DensityRatioMembership(MembershipMethod):
+class DensityRatioMembership(NeighbourMethod):
     """Score real slices by ``log p_gen(x) - log p_ref(x)`` (DOMIAS).
 
     ``p_gen`` is estimated from the generated slices, ``p_ref`` from the reference set: the
@@ -80,16 +78,13 @@ class DensityRatioMembership(MembershipMethod):
     """
 
     name = "density"
-    needs_generated = True
     settings_class = DensitySettings
     rank = 5
     saved_state: ClassVar[dict[str, str]] = {
         "index_": "generated_index",
         "reference_": "reference_index",
-        "train_scores_": "train_scores",
         "bandwidth_": "fitted_bandwidth",
-        "threshold_": "threshold",
-        "classes_": "classes",
+        **MembershipMethod.saved_state,
     }
 
     @classmethod
@@ -143,11 +138,8 @@ class DensityRatioMembership(MembershipMethod):
                 "kde needs at least 2 generated and 2 not-used training slices, got "
                 f"{len(g)} and {len(ref_rows)}"
             )
-        g, x = distance.prepare(g, self.metric), distance.prepare(x, self.metric)
-        searched = distance.search_metric(self.metric)
-        self.index_ = FlatIndex(g.shape[1], metric=searched, device=self.device).add(g)
-        self.reference_ = FlatIndex(g.shape[1], metric=searched, device=self.device)
-        self.reference_.add(x[ref_rows])
+        x, g = self._index_generated(x, g)
+        self.reference_ = self._index_reference(x[ref_rows])
         self.bandwidth_ = None
         if self.estimator == "kde":
             D, valid = neighbour_distances(
@@ -162,9 +154,7 @@ class DensityRatioMembership(MembershipMethod):
                     "an exact copy among them; use estimator='knn'"
                 )
             self.bandwidth_ = float(self.bandwidth) * median
-        self.train_scores_ = self._score(x, leave_out=ref_rows)
-        self.threshold_ = choose_threshold(self.train_scores_, y, self.calibrate)
-        return self
+        return self._calibrate(self._score(x, leave_out=ref_rows), y)
 
     def _score(self, x: np.ndarray, leave_out: np.ndarray | None = None) -> np.ndarray:
         # The reference set is always searched as deep as leave-one-out needs, so that a
@@ -197,17 +187,8 @@ class DensityRatioMembership(MembershipMethod):
             size[np.asarray(leave_out)] -= 1  # a left-out slice is not in its own set
         return logsumexp(logits, axis=1) - np.log(size)
 
-    def score_samples(self, x: Any, *, check_input: bool = True) -> np.ndarray:
-        """(n,) membership score, higher = more likely used (denser under the generator than
-        under the reference set)."""
-        self._check_fitted()
-        return self._score(distance.prepare(self._check_x(x, check_input), self.metric))
-
     def _restore(self, device: str) -> None:
-        self.index_ = FlatIndex.from_bytes(self.index_, device=device)
-        self.reference_ = FlatIndex.from_bytes(self.reference_, device=device)
         self.bandwidth_ = None if self.bandwidth_ is None else float(self.bandwidth_)
-        self.n_features_in_ = self.index_.d
         super()._restore(device)
 
 

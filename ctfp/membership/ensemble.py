@@ -21,7 +21,6 @@ import numpy as np
 
 from ctfp.evaluate import stratified_folds
 from ctfp.membership.base import MembershipMethod
-from ctfp.membership.threshold import choose_threshold
 
 #: Folds of the out-of-fold scores that standardise a label-using member (when the caller
 #: gives no centre and scale).
@@ -107,16 +106,10 @@ class EnsembleMembership(MembershipMethod):
         return get_method(str(member["method"]))
 
     def _build(self, member: Mapping[str, Any]) -> MembershipMethod:
-        from ctfp.membership.registry import parameter_names
+        from ctfp.membership.registry import instantiate
 
         cls = self._member_class(member)
-        params = dict(member.get("params") or {})
-        names = parameter_names(cls)
-        if "random_state" in names:
-            params.setdefault("random_state", self.random_state)
-        if "device" in names:
-            params.setdefault("device", self.device)
-        return cls(**params)
+        return instantiate(cls, member.get("params") or {}, self.random_state, self.device)
 
     def fit(self, X: Any, y: Any, generated: Any = None) -> EnsembleMembership:
         """Fit every member on all of ``X`` (n, d), ``y``, ``generated``; standardise and
@@ -150,9 +143,7 @@ class EnsembleMembership(MembershipMethod):
         self.centers_ = np.asarray(centers, dtype=np.float64)
         self.scales_ = np.asarray(scales, dtype=np.float64)
         self.weights_ = weights
-        self.train_scores_ = weights @ np.asarray(train)
-        self.threshold_ = choose_threshold(self.train_scores_, y, self.calibrate)
-        return self
+        return self._calibrate(weights @ np.asarray(train), y)
 
     def _weights(self) -> np.ndarray:
         """The members' weights (``weight``, default 1), normalised to sum to 1."""
@@ -194,9 +185,7 @@ class EnsembleMembership(MembershipMethod):
             oof[test] = part.score_samples(x[test])
         return oof
 
-    def score_samples(self, x: Any, *, check_input: bool = True) -> np.ndarray:
-        self._check_fitted()
-        x = self._check_x(x, check_input)
+    def _score(self, x: np.ndarray) -> np.ndarray:
         parts = [
             (m.score_samples(x, check_input=False) - c) / s
             for m, c, s in zip(self.members_, self.centers_, self.scales_, strict=True)

@@ -1,5 +1,6 @@
-"""Distances from real slices to their nearest rows of an index, leave-one-out: the search every
-distance-based membership method shares."""
+"""What every distance-based membership method shares: its indexes of the generated slices and
+of the known non-members, and the distances from real slices to their nearest rows,
+leave-one-out."""
 
 from __future__ import annotations
 
@@ -8,6 +9,9 @@ from typing import Any
 import numpy as np
 
 from ctfp.index import distance
+from ctfp.index.ann import ApproximateIndex, make_index
+from ctfp.index.flat import FlatIndex
+from ctfp.membership.base import MembershipMethod
 
 #: Queries are searched in chunks whose (rows, k, d) neighbour vectors hold at most this many
 #: numbers (256 MB of float32), so a deep search (k = 1,024) of wide embeddings stays in memory.
@@ -72,4 +76,48 @@ def neighbour_distances(
     return D, valid
 
 
-__all__ = ["neighbour_distances"]
+class NeighbourMethod(MembershipMethod):
+    """A method that scores by distances to an index of the generated slices (``index_``, of
+    kind ``index``) and maybe to a flat index of the known non-members (``reference_``), both
+    searched by its ``metric`` on its ``device``. Every row it fits on or scores is
+    :func:`~ctfp.index.distance.prepare`-d for ``metric``."""
+
+    needs_generated = True
+    #: The kind of ``index_`` (:func:`~ctfp.index.ann.make_index`; proximity's option).
+    index: str = "flat"
+    metric: str
+    device: str
+
+    def _index_generated(
+        self, x: np.ndarray, g: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(x, g) prepared for ``metric``, with ``index_`` holding ``g``."""
+        assert g is not None  # needs_generated: _fit_inputs refuses a fit without
+        g, x = distance.prepare(g, self.metric), distance.prepare(x, self.metric)
+        searched = distance.search_metric(self.metric)
+        self.index_ = make_index(g.shape[1], kind=self.index, metric=searched, device=self.device)
+        self.index_.add(g)
+        return x, g
+
+    def _index_reference(self, rows: np.ndarray) -> FlatIndex:
+        """A flat index of (prepared) ``rows``, beside ``index_``."""
+        searched = distance.search_metric(self.metric)
+        return FlatIndex(rows.shape[1], metric=searched, device=self._flat_device()).add(rows)
+
+    def _flat_device(self) -> str:
+        """The reference index's device: the generated index's (a flat index honours cuda)."""
+        return self.device if self.index == "flat" else "cpu"
+
+    def _check_x(self, x: Any, check_input: bool = True) -> np.ndarray:
+        return distance.prepare(super()._check_x(x, check_input), self.metric)
+
+    def _restore(self, device: str) -> None:
+        kind = FlatIndex if self.index == "flat" else ApproximateIndex
+        self.index_ = kind.from_bytes(self.index_, device=device)
+        if getattr(self, "reference_", None) is not None:
+            self.reference_ = FlatIndex.from_bytes(self.reference_, device=self._flat_device())
+        self.n_features_in_ = self.index_.d
+        super()._restore(device)
+
+
+__all__ = ["NeighbourMethod", "neighbour_distances"]

@@ -5,6 +5,7 @@ scikit-learn or FAISS: the command line builds its options from these classes, a
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from ctfp.index import KINDS, METRICS
 from ctfp.settings import Settings, option
@@ -55,6 +56,18 @@ def _positive(value: float) -> None:
         raise ValueError(f"must be greater than 0, got {value!r}")
 
 
+def _metric(method: str, default: str) -> Any:
+    """A method's ``metric`` option."""
+    help = f"{method} distance: l1, l2, or cosine (L2 distance of unit vectors)"
+    return option(default, help, choices=METRICS)
+
+
+def _calibrate(method: str) -> Any:
+    """A method's ``calibrate`` option: its threshold criterion on the training reals."""
+    help = f"{method}: threshold criterion on the training reals: balanced, f1, accuracy, or "
+    return option("balanced", help + "fpr:ALPHA", check=check_criterion, metavar="CRITERION")
+
+
 #: How ``--method auto`` turns its table into one answer (see :class:`SelectionSettings`).
 COMBINE = ("forward", "tied", "simplest")
 
@@ -96,11 +109,7 @@ class ProximitySettings(Settings):
 
     stage = "proximity"
 
-    metric: str = option(
-        "cosine",
-        "proximity distance: l1, l2, or cosine (L2 distance of unit vectors)",
-        choices=METRICS,
-    )
+    metric: str = _metric("proximity", "cosine")
     neighbours: int = option(
         1, "proximity: mean over this many nearest generated slices", minimum=1
     )
@@ -110,13 +119,7 @@ class ProximitySettings(Settings):
         "calibration); --no-reference turns it off",
         flag="--no-reference",
     )
-    calibrate: str = option(
-        "balanced",
-        "proximity: threshold criterion on the training reals: balanced, f1, accuracy, or "
-        "fpr:ALPHA",
-        check=check_criterion,
-        metavar="CRITERION",
-    )
+    calibrate: str = _calibrate("proximity")
     index: str = option(
         "flat",
         "proximity: exact (flat) or approximate (ivf, hnsw; CPU) search over the generated set",
@@ -149,17 +152,8 @@ class DensitySettings(Settings):
         "slices to their nearest other generated slice",
         check=_positive,
     )
-    metric: str = option(
-        "l2",
-        "density distance: l1, l2, or cosine (L2 distance of unit vectors)",
-        choices=METRICS,
-    )
-    calibrate: str = option(
-        "balanced",
-        "density: threshold criterion on the training reals: balanced, f1, accuracy, or fpr:ALPHA",
-        check=check_criterion,
-        metavar="CRITERION",
-    )
+    metric: str = _metric("density", "l2")
+    calibrate: str = _calibrate("density")
 
 
 @dataclass(frozen=True)
@@ -174,17 +168,8 @@ class CountingSettings(Settings):
         "their nearest generated slice",
         check=_in_unit_interval,
     )
-    metric: str = option(
-        "l2",
-        "counting distance: l1, l2, or cosine (L2 distance of unit vectors)",
-        choices=METRICS,
-    )
-    calibrate: str = option(
-        "balanced",
-        "counting: threshold criterion on the training reals: balanced, f1, accuracy, or fpr:ALPHA",
-        check=check_criterion,
-        metavar="CRITERION",
-    )
+    metric: str = _metric("counting", "l2")
+    calibrate: str = _calibrate("counting")
 
 
 @dataclass(frozen=True)
@@ -203,13 +188,7 @@ class ReconstructionSettings(Settings):
         False,
         "reconstruction: L2-normalise every slice first, so the residual compares directions",
     )
-    calibrate: str = option(
-        "balanced",
-        "reconstruction: threshold criterion on the training reals: balanced, f1, accuracy, or "
-        "fpr:ALPHA",
-        check=check_criterion,
-        metavar="CRITERION",
-    )
+    calibrate: str = _calibrate("reconstruction")
 
 
 __all__ = [

@@ -14,18 +14,15 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ctfp.index import distance
-from ctfp.index.ann import ApproximateIndex, make_index, recall_at_1
-from ctfp.index.flat import FlatIndex
+from ctfp.index.ann import recall_at_1
 from ctfp.membership.base import MembershipMethod
-from ctfp.membership.neighbours import neighbour_distances
+from ctfp.membership.neighbours import NeighbourMethod, neighbour_distances
 from ctfp.membership.options import ProximitySettings
-from ctfp.membership.threshold import choose_threshold
 
 _D = ProximitySettings()
 
 
-class ProximityMembership(MembershipMethod):
+class ProximityMembership(NeighbourMethod):
     """Score real slices by their distance to the nearest generated slices.
 
     Parameters
@@ -58,16 +55,13 @@ class ProximityMembership(MembershipMethod):
     """
 
     name = "proximity"
-    needs_generated = True
     settings_class = ProximitySettings
     rank = 0
     saved_state: ClassVar[dict[str, str]] = {
         "index_": "generated_index",
         "reference_": "reference_index",
-        "train_scores_": "train_scores",
-        "threshold_": "threshold",
         "recall_": "recall",
-        "classes_": "classes",
+        **MembershipMethod.saved_state,
     }
 
     @classmethod
@@ -105,10 +99,7 @@ class ProximityMembership(MembershipMethod):
         assert g is not None
         if len(g) < self.neighbours:
             raise ValueError(f"{self.neighbours} neighbours need at least as many generated slices")
-        g, x = distance.prepare(g, self.metric), distance.prepare(x, self.metric)
-        searched = distance.search_metric(self.metric)
-        self.index_ = make_index(g.shape[1], kind=self.index, metric=searched, device=self.device)
-        self.index_.add(g)
+        x, g = self._index_generated(x, g)
         self.recall_ = None
         if self.index != "flat":  # recall against a brute-force search of g (no second copy)
             if self.recall_target is None:
@@ -120,15 +111,8 @@ class ProximityMembership(MembershipMethod):
         if self.reference:
             if len(ref_rows) < 2:
                 raise ValueError("the reference set needs at least 2 not-used training slices")
-            self.reference_ = FlatIndex(g.shape[1], metric=searched, device=self._flat_device())
-            self.reference_.add(x[ref_rows])
-        self.train_scores_ = self._score(x, leave_out=ref_rows)
-        self.threshold_ = choose_threshold(self.train_scores_, y, self.calibrate)
-        return self
-
-    def _flat_device(self) -> str:
-        """The reference index's device: the generated index's (a flat index honours cuda)."""
-        return self.device if self.index == "flat" else "cpu"
+            self.reference_ = self._index_reference(x[ref_rows])
+        return self._calibrate(self._score(x, leave_out=ref_rows), y)
 
     def _score(self, x: np.ndarray, leave_out: np.ndarray | None = None) -> np.ndarray:
         d_gen, _ = neighbour_distances(self.index_, x, self.neighbours, self.metric)
@@ -146,21 +130,6 @@ class ProximityMembership(MembershipMethod):
         )
         d_ref = np.where(use, d_ref, 0).sum(1) / np.maximum(use.sum(1), 1)
         return d_ref - d_gen
-
-    def score_samples(self, x: Any, *, check_input: bool = True) -> np.ndarray:
-        """(n,) membership score, higher = more likely used (closer to the generated set)."""
-        self._check_fitted()
-        return self._score(distance.prepare(self._check_x(x, check_input), self.metric))
-
-    def _restore(self, device: str) -> None:
-        if self.index == "flat":
-            self.index_ = FlatIndex.from_bytes(self.index_, device=device)
-        else:
-            self.index_ = ApproximateIndex.from_bytes(self.index_, device=device)
-        if self.reference_ is not None:
-            self.reference_ = FlatIndex.from_bytes(self.reference_, device=self._flat_device())
-        self.n_features_in_ = self.index_.d
-        super()._restore(device)
 
 
 __all__ = ["ProximityMembership", "ProximitySettings"]

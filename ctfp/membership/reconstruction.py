@@ -18,7 +18,6 @@ import numpy as np
 
 from ctfp.membership.base import MembershipMethod
 from ctfp.membership.options import ReconstructionSettings
-from ctfp.membership.threshold import choose_threshold
 
 #: Rows per block of the covariance and the scores: a (4096, d) float64 block and its
 #: projection bound the memory whatever the number of slices.
@@ -109,10 +108,8 @@ class ReconstructionMembership(MembershipMethod):
         "mean_": "mean",
         "components_": "components",
         "explained_variance_ratio_": "explained_variance_ratio",
-        "train_scores_": "train_scores",
         "n_components_": "n_components",
-        "threshold_": "threshold",
-        "classes_": "classes",
+        **MembershipMethod.saved_state,
     }
 
     @classmethod
@@ -149,9 +146,7 @@ class ReconstructionMembership(MembershipMethod):
         self.mean_, self.components_, self.explained_variance_ratio_ = _principal_directions(
             g, self.n_components_, bool(self.normalize)
         )
-        self.train_scores_ = self._score(x)
-        self.threshold_ = choose_threshold(self.train_scores_, y, self.calibrate)
-        return self
+        return self._calibrate(self._score(x), y)
 
     def _score(self, x: np.ndarray) -> np.ndarray:
         """Negated mean squared residual of each row of ``x`` (n, d), in float64 blocks."""
@@ -166,15 +161,6 @@ class ReconstructionMembership(MembershipMethod):
                 residual = c - (c @ V.T) @ V
             score[start : start + BLOCK] = -np.einsum("ij,ij->i", residual, residual) / x.shape[1]
         return score
-
-    def score_samples(self, x: Any, *, check_input: bool = True) -> np.ndarray:
-        """(n,) ``-||x - x_hat||^2 / d``, higher = better reconstructed = more likely used.
-
-        ``check_input=False`` skips the finiteness check of a C-contiguous float32 ``x``: a
-        non-finite row then scores NaN, which the caller refuses.
-        """
-        self._check_fitted()
-        return self._score(self._check_x(x, check_input))
 
     def _restore(self, device: str) -> None:
         """numpy on the host: ``device`` is taken for the interface and not used."""

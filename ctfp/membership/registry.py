@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 import inspect
 from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ctfp.membership.options import (
     CountingSettings,
@@ -77,4 +77,18 @@ def parameter_names(cls: type[MembershipMethod]) -> set[str]:
     return {n for n, p in signature.parameters.items() if n != "self" and p.kind != p.VAR_KEYWORD}
 
 
-__all__ = ["METHODS", "REGISTRY", "get_method", "options_of", "parameter_names"]
+def instantiate(
+    cls: type[MembershipMethod], params: Mapping[str, Any], seed: Any, device: str
+) -> MembershipMethod:
+    """``cls(**params)``, seeded with ``seed`` and on ``device`` where ``cls`` takes a
+    ``random_state`` and a ``device`` that ``params`` does not set."""
+    params = dict(params)
+    names = parameter_names(cls)
+    if "random_state" in names:
+        params.setdefault("random_state", seed)
+    if "device" in names:
+        params.setdefault("device", device)
+    return cls(**params)
+
+
+__all__ = ["METHODS", "REGISTRY", "get_method", "instantiate", "options_of", "parameter_names"]

@@ -33,7 +33,7 @@ from ctfp.evaluate import stratified_folds
 from ctfp.membership.base import MembershipMethod
 from ctfp.membership.ensemble import EnsembleMembership, robust_scale
 from ctfp.membership.options import SelectionSettings
-from ctfp.membership.registry import METHODS, get_method, parameter_names
+from ctfp.membership.registry import METHODS, get_method, instantiate
 from ctfp.membership.threshold import choose_threshold
 from ctfp.selection import ROC_AUC, Candidate, Measured, Selection, Trial, auc_of, aucs
 from ctfp.selection import out_of_fold as folds_of
@@ -87,15 +87,8 @@ def default_candidates(
 
 def build(c: Candidate, seed: int, device: str) -> MembershipMethod:
     """The unfitted method of candidate ``c``, seeded, on ``device``."""
-    ensemble = c.method == EnsembleMembership.name
-    cls = EnsembleMembership if ensemble else get_method(c.method)
-    params = dict(c.params)
-    names = parameter_names(cls)
-    if "random_state" in names:
-        params.setdefault("random_state", seed)
-    if "device" in names:
-        params.setdefault("device", device)
-    return cls(**params)
+    cls = EnsembleMembership if c.method == EnsembleMembership.name else get_method(c.method)
+    return instantiate(cls, c.params, seed, device)
 
 
 def evaluator(
