@@ -123,7 +123,7 @@ def membership_intervals(
     """95 % bootstrap percentile intervals of F1, accuracy, kappa and ROC-AUC (resampling the
     test slices within each truth class): how far the figures could move on another test set
     of the same size. ``<metric>_ci95`` keys, ``[low, high]``; None where undefined."""
-    from scipy.stats import rankdata
+    from ctfp.selection import aucs
 
     t = np.asarray(y_true, dtype=int)
     p = np.asarray(y_pred, dtype=int)
@@ -141,17 +141,13 @@ def membership_intervals(
     values: dict[str, np.ndarray | None] = {"f1": f1, "accuracy": accuracy, "kappa": kappa}
     values["roc_auc"] = None
     if scores is not None and len(np.unique(t)) == 2:
-        sb = np.asarray(scores, dtype=float)[idx]
-        ranks = rankdata(sb, axis=1)
-        pos = tb.sum(1)
-        u = np.where(tb == 1, ranks, 0).sum(1) - pos * (pos + 1) / 2
-        values["roc_auc"] = u / (pos * (n - pos))
-    out: dict[str, list[float] | None] = {}
-    for name, v in values.items():
-        out[f"{name}_ci95"] = (
-            None if v is None else [round(float(q), 4) for q in np.percentile(v, [2.5, 97.5])]
-        )
-    return out
+        values["roc_auc"] = aucs(tb, np.asarray(scores, dtype=float)[idx])
+    return {
+        f"{name}_ci95": None
+        if v is None
+        else [round(float(q), 4) for q in np.percentile(v, [2.5, 97.5])]
+        for name, v in values.items()
+    }
 
 
 def attribution_metrics(y_true: Sequence[Any], y_pred: Sequence[int]) -> dict[str, Any]:
@@ -263,50 +259,41 @@ def validate_run(
     problems: list[Problem] = []
     known = None if ids is None else {i: n for n, i in enumerate(ids, start=1)}
     seen: dict[str, int] = {}
+
+    def problem(number: int, reason: str, file: str = name) -> None:
+        problems.append(Problem(file, number, reason))
+
     try:
         records = csv_records(text)
     except InputError as exc:
         return [Problem(name, 0, str(exc))]
     if not records:
-        problems.append(Problem(name, 1, "the run file is empty"))
+        problem(1, "the run file is empty")
     for number, fields in records:
         if not fields or (len(fields) == 1 and not fields[0][1] and not fields[0][0].strip()):
-            problems.append(Problem(name, number, "empty line"))
+            problem(number, "empty line")
             continue
         if len(fields) != 2:
             shown = ",".join(quote_field(f) if q else f for f, q in fields)
-            problems.append(
-                Problem(
-                    name,
-                    number,
-                    f"expected 2 comma-separated fields <id>,<value>, got {len(fields)}: {shown!r}",
-                )
-            )
+            n = len(fields)
+            problem(number, f"expected 2 comma-separated fields <id>,<value>, got {n}: {shown!r}")
             continue
         (id_text, id_quoted), (value, _) = fields
         run_id, value = (id_text if id_quoted else id_text.strip()), value.strip()
         if known is not None and run_id not in known:
-            problems.append(Problem(name, number, f"id {run_id!r} is not in the id list"))
+            problem(number, f"id {run_id!r} is not in the id list")
         if run_id in seen:
-            problems.append(
-                Problem(
-                    name,
-                    number,
-                    f"id {run_id!r} is given more than once (first on line {seen[run_id]})",
-                )
-            )
+            first = seen[run_id]
+            problem(number, f"id {run_id!r} is given more than once (first on line {first})")
         else:
             seen[run_id] = number
         if task == "task1" and value not in ("0", "1"):
-            problems.append(Problem(name, number, f"label {value!r} is not the integer 0 or 1"))
+            problem(number, f"label {value!r} is not the integer 0 or 1")
         if task == "task2" and not (value.isdigit() and value.isascii()):
-            problems.append(
-                Problem(name, number, f"cluster {value!r} is not a non-negative integer")
-            )
-    if known is not None:
-        for run_id, number in known.items():
-            if run_id not in seen:
-                problems.append(Problem(ids_file, number, f"id {run_id!r} is missing from the run"))
+            problem(number, f"cluster {value!r} is not a non-negative integer")
+    for run_id, number in (known or {}).items():
+        if run_id not in seen:
+            problem(number, f"id {run_id!r} is missing from the run", ids_file)
     return problems
 
 
