@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -46,35 +47,15 @@ class Output:
 
 @dataclass(frozen=True)
 class Job:
-    """Everything an engine needs to run: the inputs (reader), how to build the model (mapper)
-    and where and how rows are stored (writer). Engines fill in the ``None`` defaults for the
-    device they run on.
+    """Everything an engine needs to run: the inputs (reader), how to build the models
+    (mapper) and where and how rows are stored (writer).
 
-    Parameters
-    ----------
-    files
-        The inputs, in the order rows are written (image files or decoded-slice cache rows).
-    out
-        The shard folder.
-    factory
-        Builds the model on the CPU (see ``ModelFactory``).
-    window
-        How DICOM/NIfTI values become gray (recorded in the shard metadata).
-    dtype
-        Storage type of the vector column (``float16``, ``float32``; ``uint8`` for a cache).
-    device, precision
-        ``auto`` or a device / precision name, resolved by the engine.
-    batch_size, workers
-        Slices per forward pass and loader processes; None: the engine's default for the device.
-    compile
-        ``torch.compile`` the model (local engine only).
-    settings
-        The stage settings that made this job (:meth:`ctfp.settings.Settings.to_dict`), kept in
-        the result.
-    also
-        Further outputs filled from the same decoded slices, each by its own model into its own
-        folder, exactly as a job of that output alone would fill it (every feature type of a
-        run from one decode: :func:`ctfp.embed.runner.embed_many`).
+    The first output is ``out`` (its shard folder), ``factory`` (builds its model on the CPU)
+    and ``settings`` (the stage settings that made it, kept in its result); ``also`` are
+    further outputs filled from the same decoded slices, each exactly as a job of that output
+    alone would fill it (:func:`ctfp.embed.runner.embed_many`). The other fields are the
+    settings of the same names (``window`` parsed; ``dtype`` ``uint8`` for a cache); engines
+    resolve ``auto`` and None for the device they run on.
     """
 
     files: Sequence[InputFile]
@@ -121,25 +102,24 @@ def input_job(
     outputs: Sequence[Output],
     **fields: Any,
 ) -> Job:
-    """The job of ``outputs`` over the inputs behind ``sources``, found, decoded and sharded as
-    ``settings`` says; ``fields`` are the other fields of the :class:`Job`."""
+    """The job of ``outputs`` over the inputs behind ``sources``: its fields from ``settings``
+    (those of the same names) and from ``fields``."""
     from ctfp.embed.reader import find_inputs  # torch: not for importing the job alone
 
     unreadable: list[Unreadable] = []
+    files = find_inputs(sources, settings, unreadable)
+    names = {f.name for f in dataclasses.fields(Job)} & set(settings.field_names())
+    given = {name: getattr(settings, name) for name in names}
+    given.update(window=parse_window(settings.window), **fields)
     first, *also = outputs
     return Job(
-        files=find_inputs(sources, settings, unreadable),
+        files=files,
         unreadable=unreadable,
         out=first.out,
         factory=first.factory,
         settings=first.settings,
         also=also,
-        window=parse_window(settings.window),
-        max_pixels=settings.max_pixels,
-        rows_per_shard=settings.rows_per_shard,
-        commit_seconds=settings.commit_seconds,
-        workers=settings.workers,
-        **fields,
+        **given,
     )
 
 

@@ -29,25 +29,6 @@ def view_key(preprocessing: Preprocessing) -> tuple[int, str, str]:
     return (preprocessing.image_size, preprocessing.pad, preprocessing.interpolation)
 
 
-def _forward(
-    model: torch.nn.Module,
-    frames: torch.Tensor,
-    device: torch.device,
-    amp: Callable[[], Any],
-    batch_size: int,
-) -> torch.Tensor:
-    """:func:`forward`, leaving the (n, d) float32 result on ``device``."""
-    outputs = []
-    for chunk in frames.split(batch_size):
-        x = chunk.to(device, non_blocking=True)
-        with amp():
-            y = model(x)
-        outputs.append(y.float())
-    if not outputs:
-        return torch.empty((0, model.identity.dim), dtype=torch.float32, device=device)
-    return torch.cat(outputs) if len(outputs) > 1 else outputs[0]
-
-
 def forward(
     model: torch.nn.Module,
     frames: torch.Tensor,
@@ -55,23 +36,27 @@ def forward(
     amp: Callable[[], Any],
     batch_size: int,
 ) -> np.ndarray:
-    """Run ``model`` over ``frames`` in chunks of ``batch_size``.
-
-    Parameters
-    ----------
-    model
-        A feature extractor on ``device``: (b, 1, s, s) uint8 -> (b, d), with ``.identity``.
-    frames
-        (n, 1, s, s) uint8 on the host (pinned for asynchronous copies to a GPU).
-    amp
-        The autocast context of the run's precision (:func:`ctfp.device.autocast`).
-
-    Returns
-    -------
-    np.ndarray
-        (n, d) float32; (0, d) for no frames.
-    """
+    """Run ``model`` (on ``device``, with ``.identity``) over ``frames``, (n, 1, s, s) uint8 on
+    the host, in chunks of ``batch_size`` under ``amp`` (:func:`ctfp.device.autocast`); returns
+    (n, d) float32, (0, d) for no frames."""
     return _forward(model, frames, device, amp, batch_size).cpu().numpy()
+
+
+def _forward(
+    model: torch.nn.Module,
+    frames: torch.Tensor,
+    device: torch.device,
+    amp: Callable[[], Any],
+    batch_size: int,
+) -> torch.Tensor:
+    """:func:`forward`, leaving the result on ``device``."""
+    outputs = []
+    for chunk in frames.split(batch_size):
+        with amp():
+            outputs.append(model(chunk.to(device, non_blocking=True)).float())
+    if not outputs:
+        return torch.empty((0, model.identity.dim), dtype=torch.float32, device=device)
+    return torch.cat(outputs) if len(outputs) > 1 else outputs[0]
 
 
 class Mapper:
@@ -101,12 +86,10 @@ class Mapper:
         self.batch_size = batch_size
         #: The distinct extractors the models are made of, each run once per batch.
         self.parts: list[torch.nn.Module] = []
-        #: The preprocessing of each distinct resize the parts need, in first-use order.
-        self.views: tuple[Preprocessing, ...] = ()
-        self._part_view: list[int] = []
+        self._part_view: list[int] = []  # per part, the view it takes
         self._uses: list[list[int]] = []  # per model, the parts it is made of
         seen: dict[str, int] = {}
-        views: dict[tuple[int, str, str], int] = {}
+        views: dict[tuple[int, str, str], Preprocessing] = {}
         for model in self.models:
             uses = []
             for part in model.parts if isinstance(model, ConcatFeatures) else [model]:
@@ -114,12 +97,13 @@ class Mapper:
                 if key not in seen:
                     seen[key] = len(self.parts)
                     self.parts.append(part)
-                    view = views.setdefault(view_key(part.preprocessing), len(views))
-                    if view == len(self.views):
-                        self.views = (*self.views, part.preprocessing)
-                    self._part_view.append(view)
+                    view = view_key(part.preprocessing)
+                    views.setdefault(view, part.preprocessing)
+                    self._part_view.append(list(views).index(view))
                 uses.append(seen[key])
             self._uses.append(uses)
+        #: The preprocessing of each distinct resize the parts need, in first-use order.
+        self.views = tuple(views.values())
 
     @classmethod
     def build(
@@ -175,22 +159,10 @@ class Mapper:
         views: torch.Tensor | Sequence[torch.Tensor],
         outputs: Sequence[int] | None = None,
     ) -> list[np.ndarray | None]:
-        """Embed one batch for each model.
-
-        Parameters
-        ----------
-        views
-            (n, 1, s_v, s_v) uint8 on the host, one batch per :attr:`views` entry (the same n
-            slices resized to each side; a tensor for a single view).
-        outputs
-            The models to run (default all).
-
-        Returns
-        -------
-        list
-            Per model, in output order: its (n, d) float32 numpy embeddings, None for a model
-            not in ``outputs``.
-        """
+        """Embed one batch for each model in ``outputs`` (default all): ``views`` are the same
+        n slices, (n, 1, s_v, s_v) uint8 on the host, at each entry of :attr:`views` (a tensor
+        for a single view). Returns, per model, its (n, d) float32 embeddings, or None for a
+        model not in ``outputs``."""
         views = [views] if isinstance(views, torch.Tensor) else list(views)
         wanted = range(len(self.models)) if outputs is None else outputs
         with torch.inference_mode():

@@ -80,20 +80,12 @@ def embed_many(
 ) -> dict[str, EmbedResult]:
     """Embed every CT slice behind ``sources`` with several feature types, each slice decoded
     once: ``outs`` maps a feature type (``residual``, ``pixels:16``, ``residual+spectrum``) to
-    its shard folder.
+    its shard folder; returns the result of each, keyed as ``outs``.
 
-    Each folder gets exactly what :func:`embed` with ``features=`` that type writes there (the
-    same rows, ids, order, parts, metadata and errors table) and resumes the same way: a
-    folder already complete is left alone, a partial one gets what it lacks. Each type resizes
-    the decoded slice to its own input side; a joined type is its parts joined, each part
-    computed once however many types use it. ``settings.features`` is not used; the other
-    settings (and ``overrides``, its fields) apply to every type. With ``engine="ray"`` each
-    type is a run of its own (the same rows; the inputs are decoded once per type).
-
-    Returns
-    -------
-    dict
-        The result of each type, keyed as ``outs``.
+    Each folder gets, and resumes, exactly what :func:`embed` with ``features=`` that type
+    writes there; a part shared by several types (``residual`` in ``residual+spectrum``) is
+    computed once. ``settings.features`` is not used; the other settings (and ``overrides``)
+    apply to every type. With ``engine="ray"`` each type is a run of its own.
     """
     settings = _settings(settings, overrides, "embed_many", ("engine", "progress"))
     if not outs:
@@ -130,38 +122,20 @@ def _embed(
         outputs.append(Output(os.fspath(as_local(out)), model, typed.to_dict()))
     # Before anything is read: an unknown engine or a missing Ray fails first.
     engine_settings = resolve_engine(engine)
-    job = input_job(
-        sources,
-        settings,
-        outputs,
-        dtype=settings.dtype,
-        device=settings.device,
-        precision=settings.precision,
-        batch_size=settings.batch_size,
-        compile=settings.compile,
-        progress=progress,
-    )
+    job = input_job(sources, settings, outputs, progress=progress)
     if job.files and job.files[0].cache:
-        job = dataclasses.replace(job, decoding=cached_decoding(sources, settings))
-    return run(job, engine_settings)
-
-
-def cached_decoding(
-    sources: Sequence[PathLike] | PathLike, settings: EmbedSettings
-) -> dict[str, Any]:
-    """How the cached slices in ``sources`` were decoded; a ``--window`` other than the cache's
-    is refused (cached slices are 8-bit already: they cannot be windowed again)."""
-    decoding = cache_decoding(sources)
-    assert decoding is not None
-    if settings.window is not None:
-        wanted = parse_window(settings.window).describe()
-        if wanted != decoding["window"]:
+        decoding = cache_decoding(sources)
+        assert decoding is not None
+        # Cached slices are 8-bit already: they cannot be windowed again.
+        wanted = None if settings.window is None else parse_window(settings.window).describe()
+        if wanted not in (None, decoding["window"]):
             raise SettingsError(
                 f"window {settings.window!r} ({wanted}) differs from the window the cache was "
                 f"decoded with ({decoding['window']}); cached slices cannot be windowed again: "
                 "leave the window out, or build a cache with this window"
             )
-    return decoding
+        job = dataclasses.replace(job, decoding=decoding)
+    return run(job, engine_settings)
 
 
 __all__ = ["EmbedResult", "EmbedSettings", "embed", "embed_many"]

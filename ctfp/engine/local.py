@@ -22,18 +22,16 @@ from ctfp.store.writer import ShardWriter
 
 def run(job: Job, settings: EngineSettings | None = None) -> list[EmbedResult]:
     """Run ``job`` here: ``job.workers`` loader processes decode (default:
-    :func:`~ctfp.embed.reader.default_workers`), the models embed on ``job.device``, one shard
-    writer per output stores. Each input is decoded once for all the outputs of the job.
-    Models lighter than decoding on a CPU (the fingerprint features) run in the loader workers
-    beside the decoder, so that they scale with the workers too, and only their rows come back.
+    :func:`~ctfp.embed.reader.default_workers`) each input once for every output, the models
+    embed on ``job.device`` (those lighter than decoding on a CPU, the fingerprint features,
+    in the loader workers beside the decoder, so that they scale with the workers too), one
+    shard writer per output stores.
 
     Returns one result per output (``job.outputs``), with the run's timings: ``decode_wait``
-    (waiting for the next batch), ``infer`` (the models' time on the batches, summed over the
-    workers when they run there: it then overlaps ``decode_wait``) and ``write``, shared by the
-    outputs.
-    ``job.compile`` pays a one-off ``torch.compile`` (about 80 s for ResNet50 on 2 CPU cores,
-    needs a C compiler) for faster batches: worth it on a GPU for large archives, not for a few
-    thousand slices.
+    (waiting for the next batch), ``infer`` (the models' time, summed over the workers when
+    they run there: it then overlaps ``decode_wait``) and ``write``. ``job.compile`` pays a
+    one-off ``torch.compile`` (about 80 s for ResNet50 on 2 CPU cores, needs a C compiler) for
+    faster batches: worth it on a GPU for large archives, not for a few thousand slices.
     """
     dev = resolve_device(job.device)
     precision = resolve_precision(job.precision, dev)
@@ -43,23 +41,20 @@ def run(job: Job, settings: EngineSettings | None = None) -> list[EmbedResult]:
     )
     identities = [i.to_dict() for i in mapper.identities]
     timings = {"decode_wait": 0.0, "infer": 0.0, "write": 0.0}
-    chosen: dict[str, int] = {}  # the loader workers, once the pending inputs are known
+    workers = job.workers or 0  # chosen once the pending inputs are known
 
     def embed_pending(
         todo: list[InputFile], writers: list[ShardWriter], ids: list[set[str]]
     ) -> list[int]:
-        workers = job.workers
-        if workers is None:
+        nonlocal workers
+        if job.workers is None:
             workers = default_workers(dev, decode_bound=mapper.decode_bound, files=len(todo))
-        chosen["workers"] = workers
         with _model_threads(dev, mapper.decode_bound):
             return _embed(mapper, job, todo, writers, ids, workers, timings)
 
     start = time.perf_counter()
-    writers, pending, rows = write_pending(
-        job, [job.metadata(i) for i in identities], timings, embed_pending
-    )
-    workers = chosen.get("workers", 0 if job.workers is None else job.workers)
+    metadata = [job.metadata(i) for i in identities]
+    writers, pending, rows = write_pending(job, metadata, timings, embed_pending)
     return [
         finish_run(
             writer,
@@ -81,13 +76,11 @@ def run(job: Job, settings: EngineSettings | None = None) -> list[EmbedResult]:
 
 @contextlib.contextmanager
 def _model_threads(device: torch.device, decode_bound: bool) -> Iterator[None]:
-    """One torch thread in this process, while they run, for models lighter than decoding on
-    a CPU (the fingerprint features; in the loader workers they have one already): their
-    operations are too small to share, and the cores are for decoding. OpenMP threads
-    spinning on cores that others need ruin such a run: on a 2-core VM (the models still in
-    this process), residual with 2 threads gave 143 slices/s beside 2 loader workers (1,330
-    with one thread), and 59 slices/s without workers while other processes kept the machine
-    busy. (A network keeps every thread: without workers, its default, it has the cores.)
+    """One torch thread here, while they run, for models lighter than decoding on a CPU (in the
+    loader workers they have one already): their operations are too small to share, and
+    OpenMP threads spinning on cores the decoders need ruin such a run (2-core VM, residual
+    beside 2 loader workers: 143 slices/s with 2 threads, 1,330 with one). A network keeps
+    every thread.
     """
     threads = torch.get_num_threads()
     if device.type != "cpu" or not decode_bound or threads == 1:

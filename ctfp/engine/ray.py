@@ -75,7 +75,6 @@ def run(job: Job, settings: EngineSettings) -> list[EmbedResult]:
         raise CtfpError(
             "compile (--compile) is an option of the local engine; drop it or use --engine local"
         )
-    name = job.device.split(":")[0]
     if ":" in job.device:
         raise DeviceError(
             f"device {job.device!r}: with --engine ray each actor gets one whole GPU from Ray; "
@@ -85,20 +84,18 @@ def run(job: Job, settings: EngineSettings) -> list[EmbedResult]:
         logger.info("the ray engine ignores workers: Ray runs the decoding tasks")
 
     init_start = time.perf_counter()
-    _connect(ray, settings.ray_address)
+    cpus, gpus = _connect(ray, settings.ray_address)
     ray_init = time.perf_counter() - init_start
-    resources = ray.cluster_resources()
-    cpus, gpus = int(resources.get("CPU", 0)), int(resources.get("GPU", 0))
-    if name == "cuda" and gpus == 0:
+    if job.device == "cuda" and gpus == 0:
         raise DeviceError(
             "device 'cuda' was asked for but the Ray cluster has no GPU; use --device cpu or auto"
         )
-    use_gpu = gpus > 0 and name != "cpu"
+    use_gpu = gpus > 0 and job.device != "cpu"
     actors = settings.actors or (gpus if use_gpu else 1)
-    if use_gpu and actors > gpus:
-        logger.warning(f"warning: {actors} GPU actors asked for, the Ray cluster has {gpus} GPUs")
-    if not use_gpu and actors > cpus:
-        logger.warning(f"warning: {actors} actors asked for, the Ray cluster has {cpus} CPUs")
+    kind, have = ("GPU", gpus) if use_gpu else ("CPU", cpus)
+    if actors > have:
+        what = "GPU actors" if use_gpu else "actors"
+        logger.warning(f"warning: {actors} {what} asked for, the Ray cluster has {have} {kind}s")
     batch_size = job.batch_size or default_batch_size(torch.device("cuda" if use_gpu else "cpu"))
     # A CPU actor gets its share of the cores as torch threads (Ray would pin it to one).
     threads = max(1, cpus // actors)

@@ -37,15 +37,18 @@ def require_ray() -> ModuleType:
     return ray
 
 
-def _connect(ray: Any, address: str | None) -> None:
-    if ray.is_initialized():
+def _connect(ray: Any, address: str | None) -> tuple[int, int]:
+    """Connect to Ray at ``address`` (None: start a local Ray) unless connected already;
+    returns the CPUs and GPUs of the cluster."""
+    if not ray.is_initialized():
         if address:
-            logger.info(f"this process is already connected to Ray; using that, not {address!r}")
-        return
-    if address:
-        ray.init(address=address, logging_level=logging.WARNING)
-    else:
-        ray.init(include_dashboard=False, logging_level=logging.WARNING)
+            ray.init(address=address, logging_level=logging.WARNING)
+        else:
+            ray.init(include_dashboard=False, logging_level=logging.WARNING)
+    elif address:
+        logger.info(f"this process is already connected to Ray; using that, not {address!r}")
+    resources = ray.cluster_resources()
+    return int(resources.get("CPU", 0)), int(resources.get("GPU", 0))
 
 
 def _ctfp_errors(run: Callable[..., T]) -> Callable[..., T]:
@@ -88,9 +91,8 @@ def ordered_map(
     per CPU.
     """
     ray = require_ray()
-    _connect(ray, settings.ray_address)
-    resources = ray.cluster_resources()
-    cpus, gpus = int(resources.get("CPU", 1)), int(resources.get("GPU", 0))
+    cpus, gpus = _connect(ray, settings.ray_address)
+    cpus = max(cpus, 1)
     gpu = gpus > 0 if gpu is None else gpu
     if gpu and gpus == 0:
         raise DeviceError("a CUDA device was asked for but the Ray cluster has no GPU")
