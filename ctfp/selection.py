@@ -25,7 +25,7 @@ curse), more so with few labelled slices. The table shows how far ahead it was.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -330,6 +330,7 @@ def select(
     settings: Any,
     *,
     codes: np.ndarray | None = None,
+    features: Collection[str] | None = None,
     seed: int = 0,
     progress: Callable[[Sequence[Any]], Any] | None = None,
     what: str = "candidate",
@@ -347,14 +348,20 @@ def select(
         ``folds``, ``repeats`` and ``bootstrap`` (a task's selection settings).
     codes
         (n,) integer class of each slice, which the bootstrap resamples within (default ``y``).
+    features
+        The feature types that have embeddings, if the candidates' must be among them.
     progress
         Wraps the candidate list (a progress bar), or None.
 
     Raises
     ------
     ValueError
-        No candidate could be evaluated (the first reasons named).
+        A candidate's features are not in ``features``, or no candidate could be evaluated (the
+        first reasons named).
     """
+    missing = sorted({c.features for c in candidates} - set(features or ()))
+    if features is not None and missing:
+        raise ValueError(f"no embeddings given for the candidates' features {missing}")
     y = np.asarray(y)
     codes = y if codes is None else codes
     trials = [

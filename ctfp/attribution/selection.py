@@ -121,18 +121,22 @@ WAYS: dict[str, Way] = {
 }
 
 
+def _way(name: str) -> Way:
+    if name not in WAYS:
+        raise ValueError(f"unknown way to attribute {name!r}; choose from {', '.join(WAYS)}")
+    return WAYS[name]
+
+
 def complexity(way: str, params: Mapping[str, Any]) -> float:
     """Within a family: fewer PCA components first, none (every feature) last; LDA before
     logistic regression."""
     pca = params.get("pca")
     rank = 0.5 * (params.get("model") == "lr")
-    return WAYS[way].rank + rank + (1.0 if pca is None else 0.01 * math.log2(pca))
+    return _way(way).rank + rank + (1.0 if pca is None else 0.01 * math.log2(pca))
 
 
 def candidate(features: str, way: str, params: Mapping[str, Any] | None = None) -> Candidate:
     """The candidate of ``way`` with ``params`` on ``features``."""
-    if way not in WAYS:
-        raise ValueError(f"unknown way to attribute {way!r}; choose from {', '.join(WAYS)}")
     params = dict(params or {})
     return Candidate(features, way, params, complexity(way, params))
 
@@ -142,9 +146,7 @@ def fit(
 ) -> Attributor:
     """Fit candidate ``c`` on labelled rows ``x`` of ``groups`` (and, for ``semi``, the test
     slices)."""
-    if c.method not in WAYS:
-        raise ValueError(f"unknown way to attribute {c.method!r}; choose from {', '.join(WAYS)}")
-    return WAYS[c.method].fit(c.params, x, groups, test, seed, device)
+    return _way(c.method).fit(c.params, x, groups, test, seed, device)
 
 
 def name_components(model: Clustering, x: np.ndarray, groups: np.ndarray) -> list[str]:
@@ -257,9 +259,6 @@ def select(
             f"slices: {small} folds"
         )
         settings = settings.replace(folds=small)
-    missing = sorted({c.features for c in candidates} - set(data))
-    if missing:
-        raise ValueError(f"no embeddings given for the candidates' features {missing}")
     codes = np.searchsorted(names, g.astype(str))
     selection = select_among(
         candidates,
@@ -268,6 +267,7 @@ def select(
         ARI,
         settings,
         codes=codes,
+        features=data,
         seed=seed,
         progress=progress,
         what="attribution candidate",

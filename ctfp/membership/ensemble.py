@@ -147,21 +147,18 @@ class EnsembleMembership(MembershipMethod):
 
     def _weights(self) -> np.ndarray:
         """The members' weights (``weight``, default 1), normalised to sum to 1."""
-        weights = []
-        for member in self.members:
-            w = member.get("weight", 1.0)
+        weights = np.empty(len(self.members))
+        for i, member in enumerate(self.members):
             try:
-                w = float(w)
+                weights[i] = float(member.get("weight", 1.0))
             except (TypeError, ValueError):
-                w = float("nan")
-            if not (np.isfinite(w) and w > 0):
+                weights[i] = np.nan
+            if not (np.isfinite(weights[i]) and weights[i] > 0):
                 raise ValueError(
                     f"ensemble member {member.get('method')}: weight must be a finite positive "
                     f"number, got {member.get('weight')!r}"
                 )
-            weights.append(w)
-        out = np.asarray(weights, dtype=np.float64)
-        return out / out.sum()
+        return weights / weights.sum()
 
     def _out_of_fold(
         self,
@@ -237,18 +234,17 @@ class EnsembleMembership(MembershipMethod):
             random_state=params["random_state"],
             device=device,
         )
-        models = []
-        for i, saved in enumerate(params["members"]):
+        saved = params["members"]
+        self.members_ = []
+        for i, member in enumerate(saved):
             prefix = f"member{i}/"
             own = {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)}
-            models.append(
-                get_method(saved["method"]).from_state(saved["params"], own, device=device)
-            )
-        self.members_ = models
-        self.centers_ = np.array([m["center"] for m in params["members"]], dtype=np.float64)
-        self.scales_ = np.array([m["scale"] for m in params["members"]], dtype=np.float64)
+            kind = get_method(member["method"])
+            self.members_.append(kind.from_state(member["params"], own, device=device))
+        self.centers_ = np.array([m["center"] for m in saved], dtype=np.float64)
+        self.scales_ = np.array([m["scale"] for m in saved], dtype=np.float64)
         # models saved before weights existed weighted their members equally
-        weights = np.array([m.get("weight", 1.0) for m in params["members"]], dtype=np.float64)
+        weights = np.array([m.get("weight", 1.0) for m in saved], dtype=np.float64)
         self.weights_ = weights / weights.sum()
         self.threshold_ = float(params["threshold"])
         self.n_features_in_ = int(params["n_features_in"])

@@ -157,15 +157,13 @@ def select(
             f"cross-validation with {settings.folds} folds needs at least {settings.folds} used "
             f"and {settings.folds} not-used training slices; the smaller class has {n_small}"
         )
-    missing = sorted({c.features for c in candidates} - set(data))
-    if missing:
-        raise ValueError(f"no embeddings given for the candidates' features {missing}")
     selection = select_among(
         candidates,
         evaluator(data, y, settings, seed, device),
         y,
         ROC_AUC,
         settings,
+        features=data,
         seed=seed,
         progress=progress,
         what="membership candidate",
@@ -174,7 +172,6 @@ def select(
     ok = [t for t in selection.trials if t.error is None]
     same = [t for t in ok if t.candidate.features == top.candidate.features]
     tied = [t for t in same if t.within_one_se]
-    selection.rule = "one-standard-error (paired)"
     if settings.combine == "forward":
         found = forward_select(same, top, y, seed)
         if found is not None:

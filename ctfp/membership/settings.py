@@ -25,11 +25,8 @@ def options_class(method: str) -> type[Settings] | None:
 
 def option_classes() -> list[type[Settings]]:
     """Every options class a task 1 run may take (auto's and each method's), once each."""
-    classes: list[type[Settings]] = [SelectionSettings]
-    for _, options in REGISTRY.values():
-        if options is not None and options not in classes:
-            classes.append(options)
-    return classes
+    options = (o for _, o in REGISTRY.values() if o is not None)
+    return list(dict.fromkeys([SelectionSettings, *options]))
 
 
 def takes_k(method: str) -> bool:
@@ -71,8 +68,6 @@ class Task1Settings(Settings):
                 f"method {self.method!r} has no k; --k is for centroid (and the centroid "
                 "candidates of auto)"
             )
-        if not takes_k(self.method) and len(self.k) > 1 and self.method != AUTO:
-            raise SettingsError(f"method {self.method!r} has no k; a k sweep needs centroid")
         wanted = options_class(self.method)
         if self.options is None:
             if wanted is not None:
