@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ctfp import __version__
 from ctfp.exceptions import InputError
-from ctfp.io.fs import PathLike
+from ctfp.io.fs import PathLike, as_local, is_remote, resolve
 from ctfp.progress import logger
 from ctfp.report.audit import write_audit
 from ctfp.report.html import page
@@ -16,7 +16,7 @@ from ctfp.report.task1 import NAV as TASK1_NAV
 from ctfp.report.task1 import task1_body
 from ctfp.report.task2 import NAV as TASK2_NAV
 from ctfp.report.task2 import task2_body
-from ctfp.runs.folder import find_embeddings, read_summary
+from ctfp.runs.folder import REPORT_FILE, find_embeddings, read_summary
 
 
 def write_report(
@@ -65,8 +65,6 @@ def write_report(
 
     if max_items < 1:
         raise InputError(f"max_items must be positive, got {max_items}")
-    from ctfp.io.fs import as_local
-
     out_html = None if out_html is None else as_local(out_html)
     with local_run(run_dir) as (run, origin):
         return _write_report(run, origin, out_html, truth, max_items, k, seed)
@@ -81,48 +79,36 @@ def _write_report(
     k: int | None,
     seed: int,
 ) -> Path | str:
-    """:func:`write_report` of the run folder ``run`` (a local copy where ``origin`` is on an
-    object store: the report and the audit files are then put there)."""
-    from ctfp.io.fs import child, is_remote, put_object
-    from ctfp.store.writer import write_text_atomic
-
-    remote = is_remote(origin)
+    """:func:`write_report` of the run folder ``run``, a local copy where ``origin`` is on an
+    object store (the report and the audit files are then put beside the run there)."""
+    home = resolve(origin)
     summary = read_summary(run)
     task = summary["task"]
     if task == "task2" and k is not None:
         raise InputError("k chooses one k of a task 1 k sweep; this is a task2 run")
-    shards = find_embeddings(run, summary, origin if remote else None)
+    shards = find_embeddings(run, summary, origin)
     if task == "task1":
         body, rows = task1_body(run, summary, shards, truth, k, max_items, seed)
-        nav = TASK1_NAV
     else:
         body, rows = task2_body(run, summary, shards, truth, max_items, seed)
-        nav = TASK2_NAV
-    body = body + settings_section(run, summary, rows, shards)  # the answer first, settings last
-    name = os.fspath(origin).rstrip("/").rsplit("/", 1)[-1] if remote else run.resolve().name
-    title = f"ctfp {task} report: {name}"
-    html = page(title, task, nav, body, __version__)
-    if out_html is not None and is_remote(out_html):
-        dest: Path | str = os.fspath(out_html)
-        put_object(dest, html.encode("utf-8"))
-        local_dest = None
+    body += settings_section(run, summary, rows, shards)  # the answer first, settings last
+    title = f"ctfp {task} report: {home.uri.rstrip('/').rsplit('/', 1)[-1]}"
+    html = page(title, task, TASK1_NAV if task == "task1" else TASK2_NAV, body, __version__)
+    if out_html is None:
+        dest: Path | str = run / REPORT_FILE
     else:
-        dest = local_dest = Path(out_html) if out_html is not None else run / "report.html"
-        write_text_atomic(local_dest, html)
-    audit_json, audit_md = write_audit(
-        run, truth, report=local_dest, origin=origin if remote else None
-    )
-    if remote:  # the report and the audit go beside the run on the store
-        staged = [audit_json, audit_md] + (
-            [local_dest] if local_dest == run / "report.html" else []
-        )
-        for path in staged:
-            put_object(child(origin, path.name), path.read_bytes())
-        if local_dest == run / "report.html":
-            dest = child(origin, "report.html")
-        audit_json, audit_md = child(origin, audit_json.name), child(origin, audit_md.name)
+        dest = os.fspath(out_html) if is_remote(out_html) else Path(out_html)
+    resolve(dest).put(html.encode("utf-8"))
+    report = dest if isinstance(dest, Path) else None
+    written = write_audit(run, truth, report=report, origin=None if home.local else origin)
+    audit = ", ".join(map(str, written))
+    if not home.local:  # the report and the audit go beside the run on the store
+        for path in [*written, *([run / REPORT_FILE] if out_html is None else [])]:
+            home.join(path.name).put(path.read_bytes())
+        audit = ", ".join(home.join(path.name).uri for path in written)
+        dest = home.join(REPORT_FILE).uri if out_html is None else dest
     logger.info(f"report -> {dest}")
-    logger.info(f"audit -> {audit_json}, {audit_md}")
+    logger.info(f"audit -> {audit}")
     return dest
 
 

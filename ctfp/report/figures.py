@@ -181,12 +181,6 @@ def k_sweep_plot(
     return to_uri(fig)
 
 
-def cluster_colours(clusters: Sequence[Any]) -> dict[str, str]:
-    """A colour of :data:`PALETTE` for each ``"cluster <c>"`` (in order; beyond eight they
-    repeat, and :func:`map_plot` tells them apart by marker)."""
-    return {f"cluster {c}": PALETTE[n % len(PALETTE)] for n, c in enumerate(clusters)}
-
-
 def cluster_sizes_plot(names: Sequence[Any], sizes: Sequence[int], colours: Sequence[str]) -> str:
     """Bar chart of the test slices per cluster."""
     fig = new_figure(5.0, 3.4)
@@ -246,15 +240,15 @@ def map_plot(
     groups: Sequence[str],
     colour_of: Mapping[str, str],
     title: str,
-    axis: str = "component",
     marker_of: Mapping[str, str] | None = None,
 ) -> str:
     """Scatter of the 2-D points ``xy``, coloured by their group; the legend in ``colour_of``'s
     order, with only the groups present. The largest group is drawn first and the smallest
     last, so that a few points are never hidden under many; dense groups are drawn
-    translucent, and groups whose colour repeats get another marker. ``axis`` names the axes
-    (``"PCA component"`` -> "PCA component 1", "... 2"); ``marker_of`` gives groups a marker
-    of their own (e.g. the labelled examples of a group, in their cluster's colour)."""
+    translucent, and groups whose colour repeats get another marker. ``title`` (a projection's
+    name) names the axes too; ``marker_of`` gives groups a marker of their own (e.g. the
+    labelled examples of a group, in their cluster's colour)."""
+    axis = "UMAP dimension" if title.startswith("UMAP") else "principal component"
     fig = new_figure(6.4, 5.2)
     ax = fig.subplots()
     g = np.asarray(groups, dtype=object)
@@ -299,7 +293,6 @@ __all__ = [
     "TEST",
     "bic_plot",
     "check_labels",
-    "cluster_colours",
     "cluster_sizes_plot",
     "confusion_plot",
     "k_sweep_plot",

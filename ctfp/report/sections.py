@@ -182,14 +182,7 @@ def map_section(
     note = f" A random sample of {len(rows.map_ids)} of {rows.n_rows} rows." if sampled else ""
     figures = [
         figure(
-            map_plot(
-                xy,
-                groups,
-                colour_of,
-                title,
-                "UMAP dimension" if title.startswith("UMAP") else "principal component",
-                marker_of,
-            ),
+            map_plot(xy, groups, colour_of, title, marker_of),
             caption + note,
             f"{title} map of the embeddings",
         )

@@ -87,7 +87,7 @@ def task1_body(
     max_items: int,
     seed: int,
 ) -> tuple[str, Rows | None]:
-    """The task 1 sections after the settings, and the rows read from the shards (None without
+    """The task 1 sections before the settings, and the rows read from the shards (None without
     embeddings)."""
     from ctfp.evaluate import evaluate_run, read_table
 
@@ -100,75 +100,53 @@ def task1_body(
         raise InputError(f"k={k} is not one of this run's k: {', '.join(map(str, ks))}")
     run_csv, scores_csv = _run_files(run, ks, k)
     ids, scores, pred = read_scores(scores_csv)
-    run_info = (summary.get("runs") or {}).get(str(k)) or {}
-    threshold = run_info.get("threshold")
+    threshold = ((summary.get("runs") or {}).get(str(k)) or {}).get("threshold")
     method = summary.get("method", "centroid")
     metric = summary.get("metric") if method != "centroid" else "cosine"
     metric = metric if metric in METRICS else "cosine"
-
     order = np.argsort(-scores, kind="stable")[:max_items]
     top = [ids[i] for i in order]
     rows = None
     if shards is not None:
         wanted = {TEST_PREFIX + i for i in top}
         rows = read_rows(shards, wanted, generated=True, vectors=True, seed=seed)
-
-    truth_table = None
-    metrics = None
-    y = None
+    truth_table = metrics = y = None
     if truth is not None:
         metrics = evaluate_run("task1", run_csv, truth, scores_csv)
         truth_table = read_table(truth, "label")
         y = np.array([int(truth_table[i]) for i in ids], dtype=int)
-
-    sections = []
-    sections.append(verdict_box(summary))
-    sections.append(selection_section(summary))
     # The map: train used / not used, generated and test rows.
-    groups = []
-    if rows is not None:
-        groups = [
-            "test" if i.startswith(TEST_PREFIX) or label not in COLOURS else label
-            for i, label in zip(rows.map_ids, rows.map_labels, strict=True)
-        ]
-    sections.append(
-        map_section(
-            rows,
-            groups,
-            COLOURS,
-            "Every embedded slice projected to 2-D, coloured by its folder: train/used, "
-            "train/not_used, generated and test.",
-            seed,
-        )
+    pairs = zip(rows.map_ids, rows.map_labels, strict=True) if rows is not None else ()
+    groups = ["test" if i.startswith(TEST_PREFIX) or g not in COLOURS else g for i, g in pairs]
+    caption = (
+        "Every embedded slice projected to 2-D, coloured by its folder: train/used, "
+        "train/not_used, generated and test."
     )
+    sections = [
+        verdict_box(summary),
+        selection_section(summary),
+        map_section(rows, groups, COLOURS, caption, seed),
+    ]
 
     # Scores.
     chosen = f" for k={k}" if len(ks) > 1 else ""
     parts = [f'<section id="scores"><h2>Test scores{escape(chosen)}</h2>']
-    if y is not None:
-        uri = score_histogram(scores, y, ("truly not used", "truly used"), threshold)
-        split = "by the truth"
-    else:
-        uri = score_histogram(scores, pred, ("predicted not used", "predicted used"), threshold)
-        split = "by the predicted label"
-    caption = (
-        f"Scores of the {len(ids)} test slices ({method}), split {split}; the dashed line is the "
-        f"threshold chosen on the training slices ({summary.get('calibrate', '-')}). The run does "
-        "not store the training slices' scores."
+    split, which, by = (
+        (pred, "predicted", "the predicted label") if y is None else (y, "truly", "the truth")
     )
+    uri = score_histogram(scores, split, (f"{which} not used", f"{which} used"), threshold)
     train = _train_scores(run_csv.parent)  # the shown k's folder (the run folder for one k)
     non_members = None
     if train is not None:
-        train_scores, train_y = train
-        members, non_members = train_scores[train_y == 1], train_scores[train_y == 0]
+        members, non_members = train
         implied = ""
         if threshold is not None and len(non_members):
             fpr = float((non_members >= threshold).mean())
-            tpr = float((members >= threshold).mean()) if len(members) else float("nan")
+            tpr = float((members >= threshold).mean()) if len(members) else None
             implied = (
                 f" At the threshold, {fpr:.0%} of the known non-members would be flagged (the "
                 "false-positive rate it implies)"
-                + (f" and {tpr:.0%} of the known members found" if np.isfinite(tpr) else "")
+                + (f" and {tpr:.0%} of the known members found" if tpr is not None else "")
                 + "."
             )
         parts.append(
@@ -181,43 +159,21 @@ def task1_body(
                 "score distributions of known members, known non-members and test slices",
             )
         )
-        caption = caption.replace(" The run does not store the training slices' scores.", "")
+    caption = (
+        f"Scores of the {len(ids)} test slices ({method}), split by {by}; the dashed line is the "
+        f"threshold chosen on the training slices ({summary.get('calibrate', '-')})."
+        + (" The run does not store the training slices' scores." if train is None else "")
+    )
     parts.append(figure(uri, caption, "histogram of the test scores"))
     parts.append(
         f'<p class="note">{int(pred.sum())} of {len(ids)} test slices predicted used.</p></section>'
     )
     sections.append("".join(parts))
 
-    # Evaluation against the truth.
     if metrics is not None and y is not None:
-        parts = ['<section id="evaluation"><h2>Evaluation against the truth</h2>']
-        parts.append(
-            '<p class="note">F1 alone flatters: labelling every slice "used" scores the baseline '
-            "below. Read it with accuracy, kappa and ROC-AUC.</p>"
-        )
-        parts.append(table(["metric", "value"], [(n, metrics.get(key)) for n, key in METRIC_ROWS]))
-        figures = []
-        if len(np.unique(y)) == 2:
-            figures.append(
-                figure(
-                    roc_plot(y, scores, metrics.get("roc_auc")),
-                    "ROC curve of the test scores against the truth.",
-                    "ROC curve",
-                )
-            )
-        else:
-            parts.append('<p class="note">The truth has one class only: no ROC curve.</p>')
-        figures.append(
-            figure(confusion_plot(y, pred), "Confusion matrix of the run file.", "confusion matrix")
-        )
-        parts.append('<div class="figures">' + "".join(figures) + "</div></section>")
-        sections.append("".join(parts))
-
-    # The k sweep.
+        sections.append(_evaluation_section(metrics, y, scores, pred))
     if len(ks) > 1:
         sections.append(k_sweep_section(run, summary, ks, truth))
-
-    # Evidence: highest scores next to their nearest generated slice.
     sections.append(
         evidence_section(
             rows, top, scores[order], pred[order], truth_table, metric, max_items, non_members
@@ -226,14 +182,37 @@ def task1_body(
     return "".join(sections), rows
 
 
+def _evaluation_section(
+    metrics: dict[str, Any], y: np.ndarray, scores: np.ndarray, pred: np.ndarray
+) -> str:
+    """The metrics against the truth, the ROC curve (where the truth has both classes) and the
+    confusion matrix."""
+    parts = [
+        '<section id="evaluation"><h2>Evaluation against the truth</h2>',
+        '<p class="note">F1 alone flatters: labelling every slice "used" scores the baseline '
+        "below. Read it with accuracy, kappa and ROC-AUC.</p>",
+        table(["metric", "value"], [(n, metrics.get(key)) for n, key in METRIC_ROWS]),
+    ]
+    figures = []
+    if len(np.unique(y)) == 2:
+        roc = roc_plot(y, scores, metrics.get("roc_auc"))
+        figures.append(figure(roc, "ROC curve of the test scores against the truth.", "ROC curve"))
+    else:
+        parts.append('<p class="note">The truth has one class only: no ROC curve.</p>')
+    figures.append(
+        figure(confusion_plot(y, pred), "Confusion matrix of the run file.", "confusion matrix")
+    )
+    return "".join(parts) + '<div class="figures">' + "".join(figures) + "</div></section>"
+
+
 def _train_scores(run: Path) -> tuple[np.ndarray, np.ndarray] | None:
-    """The out-of-fold scores and known classes of the training reals, or None (a run of an
-    earlier ctfp, or one without known members)."""
+    """The out-of-fold scores of the known members and of the known non-members among the
+    training reals, or None (a run of an earlier ctfp, or one without known members)."""
     path = run / TRAIN_SCORES_FILE
     if not path.is_file():
         return None
     _, scores, known = read_scores(path)
-    return scores, known
+    return scores[known == 1], scores[known == 0]
 
 
 def k_sweep_section(
@@ -272,16 +251,15 @@ def k_sweep_section(
             m = evaluate_run("task1", run_csv, truth, scores_csv)
             row += [m["f1"], m["accuracy"], m["kappa"], m["roc_auc"], m["baseline_all_used_f1"]]
             baseline = m["baseline_all_used_f1"]
-            series["F1"].append(m["f1"])
-            series["kappa"].append(m["kappa"])
-            series["ROC-AUC"].append(np.nan if m["roc_auc"] is None else m["roc_auc"])
+            for name, key in (("F1", "f1"), ("kappa", "kappa"), ("ROC-AUC", "roc_auc")):
+                series[name].append(np.nan if m[key] is None else m[key])
         rows.append(row)
-    if truth is not None:
-        uri = k_sweep_plot(ks, used, series, baseline)
-        caption = "Metrics of each k against the truth."
-    else:
-        uri = k_sweep_plot(ks, used)
-        caption = "Test slices predicted used for each k."
+    uri = k_sweep_plot(ks, used, series if truth is not None else None, baseline)
+    caption = (
+        "Metrics of each k against the truth."
+        if truth is not None
+        else "Test slices predicted used for each k."
+    )
     note = (
         f'<p class="note">k={chosen} is shown in detail above: the smallest k within one paired '
         "standard error of the best cross-validated ROC-AUC of the training reals; the test "
@@ -330,7 +308,8 @@ def evidence_section(
         parts.append('<p class="note">The run has no generated slices to compare with.</p>')
     position = {key: n for n, key in enumerate(have)}
     header = ["rank", "test slice", "score", "predicted"]
-    if non_members is not None and len(non_members):
+    percentile = non_members is not None and len(non_members) > 0
+    if percentile:
         header.append("above this share of known non-members")
         parts.append(
             '<p class="note">The percentile column says where each score falls among the known '
@@ -347,7 +326,7 @@ def evidence_section(
             escape(f"{top_scores[rank]:.4g}"),
             "used" if top_pred[rank] else "not used",
         ]
-        if non_members is not None and len(non_members):
+        if percentile:
             below = float((non_members < top_scores[rank]).mean())
             cells.append(escape(f"{below:.0%}"))
         if truth is not None:
@@ -355,9 +334,9 @@ def evidence_section(
             cells.append("-" if t is None else ("used" if t == "1" else "not used"))
         if found is not None and key in position:
             j = int(found[1][position[key]])
-            gid = rows.generated_ids[j]
-            cells.append(thumbs.html(rows.generated_where[j], gid))
-            cells.append(thumbs.difference_html(rows.where.get(key), rows.generated_where[j], ""))
+            near = rows.generated_where[j]
+            cells.append(thumbs.html(near, rows.generated_ids[j]))
+            cells.append(thumbs.difference_html(rows.where.get(key), near, ""))
             cells.append(escape(f"{float(found[0][position[key]]):.4g}"))
         else:
             cells += ["-", "-", "-"]

@@ -9,8 +9,8 @@ import numpy as np
 
 from ctfp.exceptions import InputError
 from ctfp.io.fs import PathLike
-from ctfp.report.figures import bic_plot, cluster_colours, cluster_sizes_plot
-from ctfp.report.html import THUMB_SIDE, Thumbnails, escape, figure, table, window_of
+from ctfp.report.figures import PALETTE, bic_plot, cluster_sizes_plot
+from ctfp.report.html import Thumbnails, escape, figure, table, window_of
 from ctfp.report.rows import Rows, read_rows
 from ctfp.report.sections import map_section, selection_section, verdict_box
 from ctfp.runs.folder import CLUSTERS_FILE, TEST_PREFIX
@@ -74,8 +74,9 @@ def task2_body(
         """``cluster 2 (g2_vae)``: the labelled group a cluster stands for, where known."""
         return f"cluster {c}" + (f" ({named[str(c)]})" if str(c) in named else "")
 
-    palette = cluster_colours(names)
-    colours = {title(c): palette[f"cluster {c}"] for c in names}
+    # One colour of the palette per cluster, in order (beyond eight they repeat, and the map
+    # tells them apart by marker).
+    colours = {title(c): PALETTE[n % len(PALETTE)] for n, c in enumerate(names)}
     group_colour = {named[str(c)]: colours[title(c)] for c in names if str(c) in named}
     groups: list[str] = []
     if rows is not None:
@@ -173,7 +174,7 @@ def task2_body(
     if rows is None:
         parts.append('<p class="note">No embeddings: no thumbnails.</p>')
     else:
-        thumbs = Thumbnails(window_of(rows.metadata), side=THUMB_SIDE)
+        thumbs = Thumbnails(window_of(rows.metadata))
         for c in names:
             parts.append(
                 f"<h3>{escape('C' + title(c)[1:])} ({len(members[c])} slices, "
