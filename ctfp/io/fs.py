@@ -19,7 +19,7 @@ import re
 import tempfile
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -51,11 +51,8 @@ class Location:
     def join(self, *parts: str) -> Location:
         """The location ``parts`` below this one."""
         tail = "/".join(p.strip("/") for p in parts if p)
-        return Location(
-            uri=self.uri.rstrip("/") + "/" + tail,
-            path=self.path.rstrip("/") + "/" + tail,
-            filesystem=self.filesystem,
-            local=self.local,
+        return replace(
+            self, uri=f"{self.uri.rstrip('/')}/{tail}", path=f"{self.path.rstrip('/')}/{tail}"
         )
 
     def __str__(self) -> str:

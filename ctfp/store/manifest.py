@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ctfp.exceptions import InputError, ShardMismatchError
-from ctfp.io.fs import Location, PathLike, child, is_remote, resolve
+from ctfp.io.fs import Location, PathLike, child, resolve
 from ctfp.progress import logger
 
 MANIFEST_FILE = "_manifest.json"
@@ -117,20 +117,21 @@ def committed_shards(folder: PathLike) -> list[str | Path]:
     ShardMismatchError
         A named part has another size than recorded (replaced since it was committed).
     """
+    loc = resolve(folder)
     parts = read_manifest(folder)
     if parts is None:
-        if is_remote(folder):
+        if not loc.local:
             raise InputError(
                 f"no ctfp shards in {os.fspath(folder)!r}: it has no commit record "
                 f"({MANIFEST_FILE}); ctfp reads only the parts a record names"
             )
-        listed = sorted(list_parts(folder))  # a folder from before commit records: listed
+        listed = sorted(list_parts(loc))  # a folder from before commit records: listed
         if not listed:
             raise InputError(f"no ctfp shards (part-*.parquet) in {os.fspath(folder)!r}")
         return [child(folder, name) for name in listed]
     if not parts:
         raise InputError(f"no finished ctfp shards in {os.fspath(folder)!r} (its record is empty)")
-    sizes = file_sizes(folder, [p.name for p in parts])
+    sizes = file_sizes(loc, [p.name for p in parts])
     for part in parts:
         size = sizes[part.name]
         if size is None:
@@ -145,8 +146,8 @@ def committed_shards(folder: PathLike) -> list[str | Path]:
                 f"says {part.bytes}: it was replaced since it was written; restore it, or "
                 "delete it and rerun the embed command"
             )
-    if not is_remote(folder):
-        stray = sorted(set(list_parts(folder)) - {p.name for p in parts})
+    if loc.local:
+        stray = sorted(set(list_parts(loc)) - {p.name for p in parts})
         if stray:
             logger.warning(
                 f"warning: {os.fspath(folder)!r} holds {len(stray)} shard file(s) its commit "

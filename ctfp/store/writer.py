@@ -166,7 +166,7 @@ class ShardWriter:
             self._row_ids: set[str] = set()  # row ids of finished shards
             self._frame_ids: dict[str, list[str]] | None = None  # see clashes()
             self._parts: list[Part] = []  # what the folder's commit record names
-            self.done_ids, self.existing_rows, self._next_seq = self._scan_existing()
+            self.done_ids, self._next_seq = self._scan_existing()
             self._old_errors = read_table(self._errors).to_pylist() if self._errors.exists() else []
         except BaseException:
             self.release()  # a folder that cannot be resumed is not left locked
@@ -174,12 +174,11 @@ class ShardWriter:
         self._new_errors: list[dict[str, str]] = []
         self._buffer: list[tuple[list[str], str, list[int], str | None, np.ndarray]] = []
         self._buffered_rows = 0
-        self.rows_written = 0
         self.shards_written: list[Path | str] = []
         self._processed: set[str] = set()
 
     # -- resume state -------------------------------------------------------------------------
-    def _scan_existing(self) -> tuple[set[str], int, int]:
+    def _scan_existing(self) -> tuple[set[str], int]:
         """Resume state from the folder's commit record: the parts it names (each checked to
         be there with its size), plus orphans (parts a killed run wrote but did not record),
         which are checked like the rest and adopted."""
@@ -207,7 +206,6 @@ class ShardWriter:
         names = [p.name for p in parts] + orphans
         seq = max((int(m.group(1)) + 1 for m in map(_SHARD_RE.match, names) if m), default=0)
         done: set[str] = set()
-        rows = 0
         for name in names:
             path = child(self.out_dir, name)
             meta = read_metadata(read_schema(path))
@@ -239,7 +237,6 @@ class ShardWriter:
                 logger.info(f"adopted {path}: a finished part the last run did not record")
             frames = table.column("frame").to_pylist()
             sources = table.column("source").to_pylist()
-            rows += len(ids)
             done.update(ids)
             self._row_ids.update(ids)
             for i, f, src in zip(ids, frames, sources, strict=True):
@@ -251,7 +248,7 @@ class ShardWriter:
         self._parts = parts
         if changed:
             self._write_manifest()
-        return done, rows, seq
+        return done, seq
 
     def _write_manifest(self) -> None:
         self._lock.check()  # a second writer took the folder over: commit nothing more
@@ -341,7 +338,6 @@ class ShardWriter:
         once the record names it."""
         self._parts.append(Part(name, rows, size))
         self._write_manifest()
-        self.rows_written += rows
         self.shards_written.append(child(self.out_dir, name))
         for ids in files:
             self.done_ids.update(ids)
