@@ -96,29 +96,24 @@ class PartitionStatistics:
         in_memory = self.prepare is None
         # One pass cannot centre on means it has not computed yet: use the current ones.
         shift = None if in_memory else self.params["means"]
-        total, n, log_likelihood = None, 0, 0.0
+        total = None
         for batch in partition():  # a streamed batch without rows is refused by prepare
-            x, x2 = batch if self.prepare is None else self.prepare(batch)
+            x, x2 = batch if in_memory else self.prepare(batch)
             log_resp, log_norm = e_step(x, self.params, self.covariance_type, x2)
-            n += x.shape[0]
-            log_likelihood += float(log_norm.double().sum())
             resp = log_resp.exp()
             if in_memory:
                 self.kept = (x, x2, resp)
             part = statistics(x, x2, resp, self.covariance_type, shift, float64=self.float64)
+            part = part._replace(log_likelihood=float(log_norm.double().sum()))
             total = part if total is None else add(total, part)
-        if total is None:
-            return None
-        return total._replace(n=n, log_likelihood=log_likelihood)
+        return total
 
     def precise(self, data: Partitions) -> Statistics:
         """The statistics of the last call again with float64 products: in memory from the
         kept responsibilities (the E-step is the expensive half), streamed by another pass over
         ``data``."""
         if self.kept is not None:
-            x, x2, resp = self.kept
-            stats = statistics(x, x2, resp, self.covariance_type, None, float64=True)
-            return stats._replace(n=x.shape[0])
+            return statistics(*self.kept, self.covariance_type, None, float64=True)
         again = PartitionStatistics(self.params, self.covariance_type, self.prepare, float64=True)
         return data.reduce(again, add)
 
@@ -175,7 +170,7 @@ def statistics(
     float64: bool = False,
 ) -> Statistics:
     """The statistics of a chunk ``x`` (n, d) (``x2``: its square, or None) under the
-    responsibilities ``resp`` (n, k); ``n`` and ``log_likelihood`` are left at 0 and NaN.
+    responsibilities ``resp`` (n, k); ``log_likelihood`` is left NaN.
 
     Full covariances are taken about ``shift`` (k, d), or, when None, about the chunk's own
     component means (a two-pass estimate, for data in one chunk). Data-sized products run in
@@ -198,13 +193,13 @@ def statistics(
             weighted = resp[:, j, None] * diff
             sx[j] = weighted.sum(0).double()
             sxx[j] = (weighted.T @ diff).double()
-        return Statistics(0, math.nan, nk, sx, sxx, shift.double())
+        return Statistics(len(x), math.nan, nk, sx, sxx, shift.double())
     sx = (resp.T @ x).double()
     if covariance_type == "tied":
         sxx = (x.T @ x).double()
     else:
         sxx = (resp.T @ (x * x if x2 is None else x2)).double()
-    return Statistics(0, math.nan, nk, sx, sxx, None)
+    return Statistics(len(x), math.nan, nk, sx, sxx, None)
 
 
 def maximise(
@@ -274,15 +269,10 @@ def start(
     (n, d), with ``given`` (``weights_init``, ``means_init`` about the centre,
     ``precisions_init``: float64 tensors) in place of their estimates."""
     if "precisions_init" in given:
-        given = {
-            **given,
-            "covariances": precisions_to_cov(given["precisions_init"], covariance_type),
-        }
+        cov, _ = from_precisions(given["precisions_init"], covariance_type)
+        given = {**given, "covariances": cov}
     names = ("weights_init", "means_init", "covariances")
-
-    def stats(float64: bool = False) -> Statistics:
-        return statistics(x, x2, resp, covariance_type, None, float64=float64)._replace(n=len(x))
-
+    stats = partial(statistics, x, x2, resp, covariance_type, None)
     return m_step(
         stats(),
         partial(stats, float64=True),
@@ -323,8 +313,7 @@ def params_from(
     if cov is None:
         assert precisions is not None
         # A Cholesky factor of the precision serves as well as one of the inverse covariance.
-        cov = precisions_to_cov(precisions, covariance_type)
-        prec_chol = cholesky_of_precisions(precisions, covariance_type)
+        cov, prec_chol = from_precisions(precisions, covariance_type)
     else:
         cov = cov.double()
         prec_chol = precision_cholesky(cov, covariance_type)
@@ -354,26 +343,22 @@ def precision_cholesky(cov: torch.Tensor, covariance_type: str) -> torch.Tensor:
     return torch.rsqrt(cov)
 
 
-def cholesky_of_precisions(precisions: torch.Tensor, covariance_type: str) -> torch.Tensor:
-    """Cholesky factors of given precisions (square roots for diag and spherical)."""
+def from_precisions(
+    precisions: torch.Tensor, covariance_type: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The covariances of given precisions and the precisions' Cholesky factors (square roots
+    for diag and spherical)."""
     if covariance_type in ("full", "tied"):
         chol, info = torch.linalg.cholesky_ex(precisions)
         if bool((info > 0).any()):
             raise ValueError("precisions_init must be symmetric positive definite")
-        return chol
+        # Inverted through the Cholesky factor, as befits a positive definite matrix: a general
+        # LU inverse of a 2048-d precision failed in MKL's threaded path ("pivots given to
+        # lu_solve must all be >= 1") once the torch thread count had been set.
+        return torch.cholesky_inverse(chol), chol
     if bool((precisions <= 0).any()):
         raise ValueError("precisions_init must be positive")
-    return torch.sqrt(precisions)
-
-
-def precisions_to_cov(precisions: torch.Tensor, covariance_type: str) -> torch.Tensor:
-    """Covariances of given precisions."""
-    if covariance_type in ("full", "tied"):
-        # Through the Cholesky factor, as befits a positive definite matrix: a general LU
-        # inverse of a 2048-d precision failed in MKL's threaded path ("pivots given to
-        # lu_solve must all be >= 1") once the torch thread count had been set.
-        return torch.cholesky_inverse(cholesky_of_precisions(precisions, covariance_type))
-    return 1.0 / precisions
+    return 1.0 / precisions, torch.sqrt(precisions)
 
 
 def e_step(

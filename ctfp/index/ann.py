@@ -34,8 +34,7 @@ class ApproximateIndex:
     ) -> None:
         if kind not in ("ivf", "hnsw"):
             raise ValueError(f"unknown approximate index {kind!r}; choose ivf or hnsw")
-        if metric not in ("l1", "l2", "ip"):
-            raise ValueError(f"unknown metric {metric!r}")
+        faiss_metric(metric)  # ValueError for an unknown one
         self.d, self.kind, self.metric = d, kind, metric
         self.nlist, self.nprobe, self.m, self.ef_search = nlist, nprobe, m, ef_search
         self.index: Any = None
@@ -61,21 +60,25 @@ class ApproximateIndex:
     def ntotal(self) -> int:
         return 0 if self.index is None else int(self.index.ntotal)
 
+    def _built(self) -> Any:
+        """The FAISS index, or ValueError before :meth:`add`."""
+        if self.index is None:
+            raise ValueError("the index is empty; add vectors first")
+        return self.index
+
     @property
     def effort(self) -> int:
         """How much of the index a search visits: IVF ``nprobe``, HNSW ``efSearch``."""
-        if self.index is None:
-            raise ValueError("the index is empty; add vectors first")
-        return int(self.index.hnsw.efSearch if self.kind == "hnsw" else self.index.nprobe)
+        index = self._built()
+        return int(index.hnsw.efSearch if self.kind == "hnsw" else index.nprobe)
 
     @effort.setter
     def effort(self, value: int) -> None:
-        if self.index is None:
-            raise ValueError("the index is empty; add vectors first")
+        index = self._built()
         if self.kind == "hnsw":
-            self.ef_search = self.index.hnsw.efSearch = int(value)
+            self.ef_search = index.hnsw.efSearch = int(value)
         else:
-            self.nprobe = self.index.nprobe = int(min(value, self.index.nlist))
+            self.nprobe = index.nprobe = int(min(value, index.nlist))
 
     def tune(self, exact: FlatIndex | Any, queries: Any, target: float = 0.99) -> float:
         """Set the smallest search effort (powers of 2: IVF nprobe from 1, HNSW efSearch from
@@ -95,25 +98,20 @@ class ApproximateIndex:
             effort *= 2
 
     def search(self, x: Any, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
-        if self.index is None:
-            raise ValueError("the index is empty; add vectors before searching")
-        return self.index.search(to_numpy(x, np.float32), k)
+        return self._built().search(to_numpy(x, np.float32), k)
 
     def reconstruct(self, ids: np.ndarray) -> np.ndarray:
         """The stored vectors of ``ids`` (n, k) as (n, k, d) float32 (-1: a row of NaN)."""
-        if self.index is None:
-            raise ValueError("the index is empty; add vectors first")
-        if self.kind == "ivf" and not self.index.direct_map.type:
-            self.index.make_direct_map()  # id -> (list, offset), so stored rows can be read back
-        return reconstruct(self.index, ids, self.d)
+        index = self._built()
+        if self.kind == "ivf" and not index.direct_map.type:
+            index.make_direct_map()  # id -> (list, offset), so stored rows can be read back
+        return reconstruct(index, ids, self.d)
 
     def to_bytes(self) -> np.ndarray:
         """The index serialised by FAISS (a uint8 array)."""
         import faiss
 
-        if self.index is None:
-            raise ValueError("the index is empty; add vectors before saving it")
-        return faiss.serialize_index(self.index)
+        return faiss.serialize_index(self._built())
 
     @classmethod
     def from_bytes(cls, data: np.ndarray, *, device: str = "cpu") -> ApproximateIndex:

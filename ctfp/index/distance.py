@@ -34,13 +34,6 @@ def prepare(x: Any, metric: str) -> np.ndarray:
     return a
 
 
-def from_search(D: Any, metric: str) -> np.ndarray:
-    """Distances from what a FAISS search of :func:`search_metric` returned (float64):
-    L1 as is, the square root of squared L2 (``l2`` and ``cosine``)."""
-    D = np.asarray(D, dtype=np.float64)
-    return D if check_metric(metric) == "l1" else np.sqrt(np.maximum(D, 0))
-
-
 def exact(x: np.ndarray, vectors: np.ndarray, metric: str) -> np.ndarray:
     """Distances (n, k) float64 between each row of ``x`` (n, d) and its ``vectors`` (n, k, d),
     both already :func:`prepare`-d, computed from differences.
@@ -99,7 +92,6 @@ __all__ = [
     "METRICS",
     "check_metric",
     "exact",
-    "from_search",
     "nearest",
     "prepare",
     "search",
