@@ -78,53 +78,35 @@ def _scratch(
     return buf[:n].view(shape)
 
 
-def _gray(x: torch.Tensor) -> torch.Tensor:
-    """(b, 1, s, s) uint8 -> (b, s, s) float32 in [0, 1], in a work tensor (``x / 255``)."""
-    out = _scratch("gray", (x.shape[0], *x.shape[2:]), x, torch.float32)
-    return out.copy_(x[:, 0]).div_(255.0)
-
-
-def _radial_bins(s: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
-    """The radial bins of an s x s power spectrum, over the half of it a real FFT keeps
-    (``rfft2``: s x (s//2 + 1); the other half mirrors it, with the same radii).
-
-    Returns the integer radius of every kept frequency (s * (s//2 + 1),), its weight (2 for a
-    column that also stands for its mirror image, 1 for columns 0 and s/2, which are their own),
-    the full-plane count of frequencies per radius (n_bins + 1,) and n_bins = s // 2.
-    """
-    f = torch.fft.fftfreq(s) * s
-    n_bins = s // 2
-    full = torch.sqrt(f[:, None] ** 2 + f[None, :] ** 2).round().long()
-    # Corners beyond Nyquist go to an overflow bin that is dropped.
-    counts = torch.bincount(full.clamp(max=n_bins).flatten(), minlength=n_bins + 1).clamp(min=1)
-    g = torch.fft.rfftfreq(s) * s
-    r = torch.sqrt(f[:, None] ** 2 + g[None, :] ** 2).round().long().clamp(max=n_bins)
-    weights = torch.full(r.shape, 2.0)
-    weights[:, 0] = 1.0
-    if s % 2 == 0:
-        weights[:, -1] = 1.0
-    return r.flatten(), weights.flatten(), counts, n_bins
-
-
 class _Spectral(nn.Module):
     """Azimuthally averaged log power spectrum, the shared core of spectrum and residual."""
 
     def __init__(self, s: int) -> None:
         super().__init__()
-        bins, weights, counts, self.n_bins = _radial_bins(s)
-        self.register_buffer("bins", bins, persistent=False)
-        self.register_buffer("weights", weights, persistent=False)
+        # The radial bins over the half of an s x s spectrum that a real FFT keeps (rfft2:
+        # s x (s//2 + 1); the other half mirrors it, with the same radii): the integer radius of
+        # each kept frequency, its weight (2 for a column that also stands for its mirror image,
+        # 1 for columns 0 and s/2, their own) and the full plane's frequencies per radius.
+        self.n_bins = n_bins = s // 2
+        f = torch.fft.fftfreq(s) * s
+        full = torch.sqrt(f[:, None] ** 2 + f[None, :] ** 2).round().long()
+        # Corners beyond Nyquist go to an overflow bin that is dropped.
+        counts = torch.bincount(full.clamp(max=n_bins).flatten(), minlength=n_bins + 1).clamp(min=1)
+        g = torch.fft.rfftfreq(s) * s
+        r = torch.sqrt(f[:, None] ** 2 + g[None, :] ** 2).round().long().clamp(max=n_bins)
+        weights = torch.full(r.shape, 2.0)
+        weights[:, 0] = 1.0
+        if s % 2 == 0:
+            weights[:, -1] = 1.0
+        self.register_buffer("bins", r.flatten(), persistent=False)
+        self.register_buffer("weights", weights.flatten(), persistent=False)
         self.register_buffer("counts", counts.float(), persistent=False)
         window = torch.hann_window(s, periodic=False)
         self.register_buffer("window", window[:, None] * window[None, :], persistent=False)
 
-    def spectrum(self, x: torch.Tensor) -> torch.Tensor:
-        """(b, s, s) float32 -> (b, s/2) log power per radius (DC excluded)."""
-        return self.log_power(x - x.mean(dim=(-2, -1), keepdim=True))
-
     def log_power(self, centred: torch.Tensor) -> torch.Tensor:
-        """:meth:`spectrum` of (b, s, s) float32 slices already centred on their mean, which are
-        overwritten."""
+        """(b, s, s) float32 slices centred on their mean (overwritten) -> (b, s/2) log power
+        per radius (DC excluded)."""
         b, s = centred.shape[0], centred.shape[-1]
         # A real input's spectrum is symmetric: half of it (rfft2), each column weighted by the
         # columns it stands for, sums to what the full complex FFT gives, in a tenth of the time.
@@ -175,7 +157,8 @@ class SpectrumFeatures(_Spectral):
 
     @_full_precision
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = _gray(x)
+        x = _scratch("gray", (x.shape[0], *x.shape[2:]), x, torch.float32).copy_(x[:, 0])
+        x = x.div_(255.0)
         return self.log_power(x.sub_(x.mean(dim=(-2, -1), keepdim=True)))
 
 

@@ -42,19 +42,11 @@ def find_inputs(
 
 
 def default_workers(device: torch.device, *, decode_bound: bool = False, files: int = 0) -> int:
-    """Loader processes.
-
-    On a GPU: enough to feed it. On a CPU it depends on what dominates. Behind ResNet50 none,
-    where a worker only takes a core from the network (2-core VM, bf16: 54.6 img/s with 0
-    workers, 46.0 with 1, 44.4 with 2; decoding is 5 % of the time). Behind the fingerprint
-    features (``decode_bound``: pixels, spectrum, residual, the slice cache) decoding is most
-    of the work: one worker per core, each decoding and running the models on its batches,
-    the main process writing (2-core VM, 3,008 PNGs of 256 px, slices/s with 0 / 1 / 2
-    workers: residual 797 / 761 / 1,386, spectrum 958 / 929 / 1,732, pixels:16 1,168 /
-    1,137 / 2,035; one worker only moves the work out of the main process). A job of fewer
-    than ``MIN_FILES_FOR_WORKERS`` ``files`` decodes here: starting workers costs about as
-    much as they save up to ~128 files (residual, 128 files: 0.17 s either way; 256 files:
-    0.24 s with 2 workers, 0.33 s without).
+    """Loader processes: on a GPU, enough to feed it. On a CPU, none behind ResNet50, where a
+    worker only takes a core from the network (2-core VM: 54.6 img/s with 0 workers, 44.4
+    with 2); one per core behind the fingerprint features (``decode_bound``), where decoding
+    is most of the work (2-core VM, residual: 797 slices/s with 0 workers, 1,386 with 2), from
+    ``MIN_FILES_FOR_WORKERS`` ``files`` on (below, starting them costs what they save).
     """
     cores = os.cpu_count() or 1
     if device.type == "cuda":
@@ -229,26 +221,14 @@ def decode_all(
     *,
     max_pixels: int = MAX_PIXELS,
 ) -> list[Decoded]:
-    """Every item of ``files`` decoded in this process: what an engine's decode task does with
-    one block of inputs.
-
-    Returns
-    -------
-    list[Decoded]
-        In input order (``Decoded.index`` is the position in ``files``): per view, frames
-        (n, 1, s, s) uint8 with ``s`` that view's ``image_size`` (n = 1 per cache row), or the
-        error.
-    """
+    """Every item of ``files`` decoded in this process, in input order (``Decoded.index`` is
+    the position in ``files``; a cache row is one frame): what an engine's decode task does
+    with one block of inputs."""
     dataset = make_dataset(files, window, views, max_pixels=max_pixels)
     if isinstance(dataset, CacheDataset):
         decoded = [d for g in range(len(dataset)) for d in dataset[g]]
         return sorted(decoded, key=lambda d: d.index)
     return [dataset[i] for i in range(len(dataset))]
-
-
-def collate_groups(items: list[list[Decoded]]) -> Batch:
-    """Collate for CacheDataset: row groups are lists of one-frame items."""
-    return collate([d for group in items for d in group])
 
 
 def collate(items: list[Decoded]) -> Batch:
@@ -278,7 +258,8 @@ class _Collate:
         self.then = then
 
     def __call__(self, items: list[Any]) -> Batch:
-        batch = collate_groups(items) if self.cached else collate(items)
+        # A cache's items are row groups: lists of one-frame items.
+        batch = collate([d for group in items for d in group] if self.cached else items)
         return batch if self.then is None else self.then(batch)
 
 

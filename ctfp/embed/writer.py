@@ -68,14 +68,8 @@ def stored(embeddings: np.ndarray, dtype: str) -> np.ndarray:
 
 
 def write_file(writer: ShardWriter, f: InputFile, embeddings: np.ndarray) -> int:
-    """Add all rows of input ``f`` to ``writer``; returns the rows added (0: refused, see
-    :meth:`ShardWriter.add`).
-
-    Parameters
-    ----------
-    embeddings
-        (n, d), one row per frame of ``f`` in frame order; a volume's rows get ids ``id#k``.
-    """
+    """Add the rows of input ``f``, ``embeddings`` (n, d) in frame order, to ``writer``;
+    returns the rows added (0: refused, see :meth:`ShardWriter.add`)."""
     ids, frames = file_rows(f, len(embeddings))
     return writer.add(f.id, ids, f.path, frames, f.label, embeddings)
 
@@ -98,9 +92,8 @@ def write_pending(
     """Open the shard writer of each output of ``job`` (``metadata[k]``: output ``k``'s), call
     ``run(pending, writers, todo)`` and close them, timing the final flush as ``write``.
 
-    ``pending`` are the inputs some output still needs (resume; nothing is called when every
-    folder holds them all), ``todo[k]`` the ids of those output ``k`` needs: a folder complete
-    for its type gets nothing, a partial one only what it lacks. Returns the writers, each
+    ``pending`` are the inputs some output still needs (resume; ``run`` is not called when
+    there are none), ``todo[k]`` the ids output ``k`` needs. Returns the writers, each
     output's pending inputs and what ``run`` returned (else None).
     """
     value = None

@@ -78,17 +78,13 @@ def ordered_map(
 ) -> Iterator[T]:
     """``function(item)`` for each item, on Ray, yielded in item order as they finish.
 
-    ``function`` is shipped once (``ray.put``), never with each item, and only what it returns
-    comes back (a shard's scores summary, a partition's sufficient statistics), so items are
+    ``function`` is shipped once (``ray.put``) and only its results come back, so items are
     small descriptions of data the workers read themselves (shard paths). ``stateful``: a pool
-    of actors, each deserialising ``function`` once and calling it for every item it gets (for
-    a function that builds a model on its first call); else Ray tasks, for a function as cheap
-    to ship as its results (one EM pass's parameters). At most a window of items is in flight
-    (workers x 2), so the driver holds a bounded number of results whatever the item count.
+    of actors, each calling its copy of ``function`` for every item it gets (a function that
+    builds a model on its first call); else Ray tasks. At most workers x 2 items are in flight.
 
     Workers: ``settings.actors``, default one per GPU (``gpu``; None: where the cluster has
-    GPUs) or, stateful, one per node with the node's CPUs as threads, or, stateless, one task
-    per CPU.
+    GPUs) or, stateful, one per node with the node's CPUs as threads, or one task per CPU.
     """
     ray = require_ray()
     cpus, gpus = _connect(ray, settings.ray_address)
