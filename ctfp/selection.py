@@ -1,26 +1,18 @@
 """The one selection core of both tasks: candidates measured out of fold, with a metric.
 
-A default tuned on one benchmark is a guess on the next dataset, so each run measures: every
-candidate (a feature type x a method x a few of its settings) is scored out of fold on the
-run's own labelled slices (repeated stratified k-fold), by ROC-AUC for membership (task 1) and
+Every candidate (a feature type x a method x a few of its settings) is scored out of fold on
+the run's own labelled slices (repeated stratified k-fold): by ROC-AUC for membership (task 1),
 by the adjusted Rand index for attribution (task 2), with a bootstrap standard error and 95 %
-interval. The winner is the candidate with the best mean score, simplified by the
-one-standard-error rule within its family (same features and method): the simplest setting of
-that family within one standard error of the best (Breiman et al. 1984; Hastie et al.,
-*Elements of Statistical Learning*, 7.10). Every candidate is scored on the same slices, so
-their estimates share most of their noise: the standard error that decides is the paired one,
-of the difference between the two scores over the same bootstrap resamples, not the error of
-either alone (which calls nearly every pair of settings tied and so always picks the simplest).
-Across families there is no order of simplicity to trust, so there the data decide.
+interval. The winner is the simplest setting of the best candidate's family (same features and
+method) within one standard error of the best (Breiman et al. 1984; Hastie et al., *Elements of
+Statistical Learning*, 7.10). That standard error is the paired one, of the difference of the
+two scores over the same bootstrap resamples: the candidates share most of their noise, and the
+error of either alone would call nearly every pair tied. Across families the data decide.
 
-A named method is a one-candidate selection (a k sweep: one candidate per k), so both tasks
-have one run path and one summary shape. What differs between the tasks is small and lives
-with them: the candidates, how one is fitted and predicts (:mod:`ctfp.membership.selection`,
-:mod:`ctfp.attribution.selection`), and what follows the choice (task 1's combinations and
-threshold, task 2's open set).
-
-The estimate of the winner is optimistic: it is the best of many noisy estimates (the winner's
-curse), more so with few labelled slices. The table shows how far ahead it was.
+A named method is a one-candidate selection, so both tasks have one run path and one summary
+shape; their candidates, how one is measured and what follows the choice live with each task
+(:mod:`ctfp.membership.selection`, :mod:`ctfp.attribution.selection`). The winner's estimate is
+optimistic (the best of many noisy estimates), more so with few labelled slices.
 """
 
 from __future__ import annotations

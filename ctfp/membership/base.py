@@ -24,9 +24,9 @@ class MembershipMethod(SavedState, ClassifierMixin, BaseEstimator):
     ``score`` (accuracy) work) with:
 
     - ``fit(X, y, generated=None)``: labelled training reals ``X`` (n, d) with labels ``y``
-      (n,) (scikit-learn's names) and, for methods that
-      need them (``needs_generated``), the generated slices; chooses ``threshold_``. Labels are
-      1 = used, 0 = not used (any two labels work: the larger, ``classes_[1]``, is "used").
+      (n,) and, for methods that need them (``needs_generated``), the generated slices;
+      chooses ``threshold_``. Labels are 1 = used, 0 = not used (any two labels work: the
+      larger, ``classes_[1]``, is "used").
     - ``score_samples(x)``: (n,) float64, higher = more likely used.
     - ``predict(x)``: (n,) labels, ``classes_[1]`` where ``score_samples(x) >= threshold_``.
     - ``to_state()`` / ``from_state()``: the fitted model as JSON-ready values and numpy
@@ -35,7 +35,12 @@ class MembershipMethod(SavedState, ClassifierMixin, BaseEstimator):
 
     A new method is one module with a subclass and one line in :mod:`ctfp.membership.registry`;
     its user-facing options are the fields of its ``settings_class`` (the command line offers
-    them), passed to ``__init__`` under the same names.
+    them), passed to ``__init__`` under the same names. Most methods take a ``metric`` (``l1``,
+    ``l2`` or ``cosine``, :mod:`ctfp.index.distance`), a ``calibrate`` criterion for the
+    threshold on the training reals (balanced, f1, accuracy or fpr:ALPHA) and a ``device``
+    (``auto``, ``cpu`` or ``cuda``) for their indexes; fitted, they hold ``threshold_`` (slices
+    with ``score >= threshold_`` are predicted used) and ``train_scores_`` (the training
+    reals' scores it was chosen on).
     """
 
     #: The registry name (``--method``) and the name saved models record as their kind.

@@ -39,19 +39,11 @@ class CountingMembership(NeighbourMethod):
     radius_quantile
         The radius ``radius_`` is this quantile of the training reals' distances to their
         nearest generated slice (all of them, used or not: the labels are not looked at).
-    metric
-        ``l1``, ``l2`` or ``cosine`` (see :mod:`ctfp.index.distance`).
-    calibrate
-        Criterion for the threshold chosen on the training reals: f1, accuracy, balanced.
-    device
-        ``auto``, ``cpu`` or ``cuda`` for the flat index.
 
     Attributes
     ----------
     index_ : FlatIndex of the (m) generated slices
     radius_ : float, the counting radius in distance units
-    threshold_ : float, slices with ``score >= threshold_`` are predicted used
-    train_scores_ : (n_train,) scores of the training reals used to choose it
     """
 
     name = "counting"

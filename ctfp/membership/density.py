@@ -61,20 +61,12 @@ class DensityRatioMembership(NeighbourMethod):
         ``kde``: the bandwidth as a multiple of the median distance of the generated slices to
         their nearest other generated slice (computed at fit; ``bandwidth_`` holds it in
         distance units).
-    metric
-        ``l1``, ``l2`` or ``cosine`` (see :mod:`ctfp.index.distance`).
-    calibrate
-        Criterion for the threshold chosen on the training reals: f1, accuracy, balanced.
-    device
-        ``auto``, ``cpu`` or ``cuda`` for the flat indexes.
 
     Attributes
     ----------
     index_ : FlatIndex of the (m) generated slices
     reference_ : FlatIndex of the (n_ref) reference slices
     bandwidth_ : float or None, the kde bandwidth in distance units (None for knn)
-    threshold_ : float, slices with ``score >= threshold_`` are predicted used
-    train_scores_ : (n_train,) scores of the training reals used to choose it
     """
 
     name = "density"

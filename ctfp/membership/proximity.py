@@ -27,16 +27,12 @@ class ProximityMembership(NeighbourMethod):
 
     Parameters
     ----------
-    metric
-        ``l1``, ``l2`` or ``cosine`` (see :mod:`ctfp.index.distance`).
     neighbours
         Mean distance over this many nearest generated slices.
     reference
         If true, ``fit`` keeps the training "not used" slices as a reference set and the score
         becomes ``d(x, reference) - d(x, generated)`` (GAN-Leaks calibration); training slices
         of the reference set are scored leave-one-out.
-    calibrate
-        Criterion for the threshold chosen on the training reals: f1, accuracy, balanced.
     index
         ``flat`` (exact; CPU or GPU) or ``ivf``/``hnsw`` (approximate, CPU only, for millions
         of generated slices; ``recall_`` holds recall@1 against exact search on the training
@@ -45,12 +41,10 @@ class ProximityMembership(NeighbourMethod):
         Approximate indexes only: the search effort (IVF nprobe, HNSW efSearch) is tuned on the
         training reals to the least that reaches this recall@1 (None: nprobe 16 / efSearch 128).
     device
-        ``auto``, ``cpu`` or ``cuda`` for the flat indexes; approximate indexes refuse ``cuda``.
+        Approximate indexes refuse ``cuda``.
 
     Attributes
     ----------
-    threshold_ : float, slices with ``score >= threshold_`` are predicted used
-    train_scores_ : (n_train,) scores of the training reals used to choose it
     recall_ : float or None
     """
 

@@ -87,8 +87,6 @@ class ReconstructionMembership(MembershipMethod):
     normalize
         If true, every slice (generated, training, scored) is L2-normalised first, so the
         residual compares directions and ignores norms.
-    calibrate
-        Criterion for the threshold chosen on the training reals: f1, accuracy, balanced.
 
     Attributes
     ----------
@@ -96,8 +94,6 @@ class ReconstructionMembership(MembershipMethod):
     components_ : (n_components_, d) float64, orthonormal principal directions, largest first
     n_components_ : int, directions kept (``components`` capped at ``min(m - 1, d)``)
     explained_variance_ratio_ : (n_components_,) float64, share of the generated set's variance
-    threshold_ : float, slices with ``score >= threshold_`` are predicted used
-    train_scores_ : (n_train,) float64, scores of the training reals used to choose it
     """
 
     name = "reconstruction"

@@ -7,16 +7,10 @@ nothing from the labels (:attr:`~ctfp.membership.base.MembershipMethod.uses_labe
 fitted once, its training scores being out of sample already. Within a family, the simplest
 setting is the one with fewer components, neighbours or centres and no reference set
 (:func:`complexity`; measured: the paired standard error keeps 64 PCA components over 16 on
-the PCA benchmark, where 64 was the better on each test set). Then, by ``--combine``:
-
-- ``forward`` (default): from the best, forward selection with replacement (Caruana et al.
-  2004) adds the candidate on the best's features that most raises the out-of-fold ROC-AUC of
-  the weighted mean of standardised scores, until none does; the whole choice is also repeated
-  on held-out halves of the slices (``heldout_roc_auc``), an estimate without its optimism;
-- ``tied``: the equal mean of every candidate on the best's features within one paired
-  standard error of it;
-- ``simplest``: the one-standard-error rule alone.
-
+the PCA benchmark, where 64 was the better on each test set). Then ``--combine``
+(:class:`~ctfp.membership.options.SelectionSettings`) makes the table one answer: forward
+selection (Caruana et al. 2004; the whole choice is also repeated on held-out halves of the
+slices, ``heldout_roc_auc``, an estimate without its optimism), the tied mean, or the simplest.
 The decision threshold is chosen on the answer's out-of-fold scores, never on scores of slices
 the model was fitted on.
 """
@@ -265,14 +259,9 @@ def _ensemble_label(features: str, specs: Sequence[Mapping[str, Any]]) -> str:
 def _standardised(trials: Sequence[Trial]) -> tuple[np.ndarray, list[float], list[float]]:
     """(len(trials), n): each trial's out-of-fold scores minus their median, over their IQR
     (:func:`~ctfp.membership.ensemble.robust_scale`); and those medians and ranges."""
-    rows, centers, scales = [], [], []
-    for t in trials:
-        assert t.oof is not None
-        center, scale = robust_scale(t.oof)
-        rows.append((t.oof - center) / scale)
-        centers.append(center)
-        scales.append(scale)
-    return np.asarray(rows), centers, scales
+    scaled = [robust_scale(t.oof) for t in trials]  # type: ignore[arg-type]
+    rows = [(t.oof - c) / s for t, (c, s) in zip(trials, scaled, strict=True)]
+    return np.asarray(rows), [c for c, _ in scaled], [s for _, s in scaled]
 
 
 def forward_weights(
