@@ -65,27 +65,14 @@ def like(result: Any, template: Any) -> Any:
 
 
 def check_input(estimator: Any, X: Any, *, reset: bool, dtype: Any) -> Any:
-    """``X`` checked the way scikit-learn checks input, and ``n_features_in_`` set or compared.
+    """``X`` (n_samples, n_features) checked the way scikit-learn checks input, and the
+    ``estimator``'s ``n_features_in_`` set (``reset``, in ``fit``) or compared.
 
     Host data (numpy, lists, DataFrames, memmaps) goes through
     :func:`sklearn.utils.validation.validate_data`, for its messages (NaN, infinity, sparse,
-    complex, 1-D, empty input, feature count and names) and a C-contiguous array of ``dtype``.
-    A torch tensor or CuPy array is checked where it is and returned as it is, so data already
-    on a GPU is not copied to the host.
-
-    Parameters
-    ----------
-    estimator
-        The estimator fitting (``reset=True``) or applying (``reset=False``) its model.
-    X : (n_samples, n_features) array-like
-    reset
-        Whether to set ``n_features_in_`` (in ``fit``) rather than compare with it.
-    dtype
-        The numpy dtype, or list of accepted dtypes, of the host array returned.
-
-    Returns
-    -------
-    (n_samples, n_features) numpy array of ``dtype``, or ``X`` itself when it is a device array.
+    complex, 1-D, empty input, feature count and names), and comes back as a C-contiguous
+    numpy array of ``dtype`` (one dtype or a list of accepted ones). A torch tensor or CuPy
+    array is checked where it is and returned as it is: data on a GPU stays there.
     """
     if not (is_torch(X) or is_cupy(X)):
         from sklearn.utils.validation import validate_data

@@ -58,25 +58,17 @@ def add(a: Statistics, b: Statistics) -> Statistics:
 
 
 class PartitionStatistics:
-    """The E-step of one partition of the data under given parameters: the function each EM
-    pass maps over the data's partitions (:class:`~ctfp.cluster.partitions.Partitions`).
-    Picklable, so that an engine (Ray) runs it where the data is; it returns the partition's
-    sufficient statistics (O(k d^2), never its rows), or None for a partition without rows.
+    """The E-step of one partition of the data under ``params``: the function each EM pass
+    maps over the data's partitions (:class:`~ctfp.cluster.partitions.Partitions`). Picklable,
+    so that an engine (Ray) runs it where the data is; it returns the partition's sufficient
+    statistics (O(k d^2), never its rows), or None for a partition without rows.
 
-    Parameters
-    ----------
-    params
-        The parameters of the E-step (its weights, means and precisions_cholesky are kept).
-    covariance_type
-        The model's.
-    prepare
-        ``prepare(batch) -> (x, x2)``: a streamed batch checked, centred and on the device, and
-        its square or None. Full covariances are then taken about the current means, which
-        one pass can do and which converge to the same. None: the one batch is the fit's own
-        data in memory, ``(x, x2)`` already; full covariances are then about the new means, a
-        two-pass estimate, and the responsibilities are kept for :meth:`precise`.
-    float64
-        The data products in float64 (the responsibilities still come from the compute dtype).
+    ``prepare(batch) -> (x, x2)``: a streamed batch checked, centred and on the device, and its
+    square or None; full covariances are then taken about the current means, which one pass
+    can do and which converge to the same. None: the one batch is the fit's own data in
+    memory, ``(x, x2)`` already; full covariances are then about the new means, a two-pass
+    estimate, and the responsibilities are kept for :meth:`precise`. ``float64``: the data
+    products in float64 (the responsibilities still come from the compute dtype).
     """
 
     def __init__(

@@ -264,20 +264,11 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         centre: Any = None,
         **kwargs: Any,
     ) -> GaussianMixture:
-        """A fitted mixture from its parameters (e.g. ``weights_``, ``means_`` and
-        ``covariances_`` of a saved model) without running EM.
-
-        Parameters
-        ----------
-        weights : (k,)
-        means : (k, d)
-        covariances : the layout of ``covariances_`` for ``covariance_type``
-        covariance_type, device, dtype, **kwargs
-            Settings of the new estimator.
-        centre : (d,), optional
-            The point subtracted from the data before evaluating the model (a fitted model's
-            data mean, as :meth:`to_state` saves it); default the weighted mean of the means.
-        """
+        """A fitted mixture from its ``weights`` (k,), ``means`` (k, d) and ``covariances``
+        (the layout of ``covariances_``), without running EM; the other arguments are the new
+        estimator's settings. ``centre`` (d,) is the point subtracted from the data before
+        evaluating the model (a fitted model's data mean, as :meth:`to_state` saves it);
+        default the weighted mean of the means."""
         weights = np.asarray(weights, dtype=np.float64)
         if weights.ndim != 1:
             raise ValueError(f"weights must have shape (k,), got {weights.shape}")
@@ -306,18 +297,10 @@ class GaussianMixture(DensityMixin, BaseEstimator):
 
     # -- save and load ----------------------------------------------------------------------
     def to_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        """The fitted model as JSON-ready parameters and numpy arrays (nothing pickled).
-
-        Returns
-        -------
-        params : dict
-            The settings (all but ``device``; ``dtype`` as a string) and the fitted scalars
-            ``n_features_in_``, ``n_iter_``, ``converged_``, ``lower_bound_`` (None when not
-            finite).
-        arrays : dict
-            ``weights`` (k,), ``means`` (k, d), ``covariances`` (layout of ``covariances_``),
-            ``centre`` (d,) in float64, and the ``*_init`` starting values that were given.
-        """
+        """The fitted model as JSON-ready parameters and numpy arrays (nothing pickled): the
+        settings (all but ``device``; ``dtype`` as a string) and the fitted scalars
+        (``lower_bound_`` None when not finite); ``weights``, ``means``, ``covariances``,
+        ``centre`` in float64, and the ``*_init`` starting values that were given."""
         check_is_fitted(self)
         settings = self.get_params()
         del settings["device"]  # chosen again at load time
@@ -347,16 +330,9 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     def from_state(
         cls, params: dict[str, Any], arrays: dict[str, np.ndarray], *, device: str = "auto"
     ) -> GaussianMixture:
-        """Rebuild a fitted mixture from :meth:`to_state` output (through :meth:`from_params`);
-        on the same device and dtype it gives the saved model's predictions exactly.
-
-        Parameters
-        ----------
-        params, arrays
-            What :meth:`to_state` returned (after a JSON and ``.npz`` round trip, say).
-        device
-            ``"auto"``, ``"cpu"`` or ``"cuda"``.
-        """
+        """Rebuild a fitted mixture from :meth:`to_state` output (through :meth:`from_params`)
+        on ``device``; on the same device and dtype it gives the saved model's predictions
+        exactly."""
         settings = {k: v for k, v in params.items() if not k.endswith("_")}
         n_components = settings.pop("n_components")
         inits = {name: arrays[name] for name in INITS if name in arrays}

@@ -291,10 +291,6 @@ class KMeans(SavedState, ClusterMixin, BaseEstimator):
         labels, _ = self._assign(check_input(self, X, reset=False, dtype=np.float32))
         return like(labels, X)
 
-    def fit_predict(self, X: Any, y: Any = None) -> Any:
-        """:meth:`fit` ``X`` : (n, d) and return ``labels_`` : (n,)."""
-        return self.fit(X).labels_
-
     def _device_tensor(self, x: Any) -> Any:
         import torch
 

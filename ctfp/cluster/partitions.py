@@ -32,16 +32,9 @@ class InMemory:
 
 
 class Partitions:
-    """The data as a sequence of partitions and the ordered map that runs a function over them.
-
-    Parameters
-    ----------
-    partitions
-        Zero-argument callables, each returning a fresh iterable of batches per call.
-    map_
-        ``map_(function, partitions)``: the results in partition order (lazily is best: they
-        are summed as they come).
-    """
+    """The data as a sequence of ``partitions`` and the ordered map that runs a function over
+    them, ``map_(function, partitions)``: the results in partition order (lazily is best: they
+    are summed as they come)."""
 
     def __init__(self, partitions: Sequence[Partition], map_: MapFn = map) -> None:
         self.partitions = list(partitions)
