@@ -1,12 +1,9 @@
 """Saving a fitted estimator without pickles: its settings (``get_params()``) and the fitted
-attributes it declares once (as scikit-learn declares its parameters), written once here.
+attributes it declares in ``saved_state``, each by the name it is saved under (the names of
+the files written before 0.4, so that those models still load).
 
 A saved model is JSON-ready values (``model.json``) and numpy arrays (``arrays.npz``,
-:mod:`ctfp.runs.models`): loading one runs no code from the file. An estimator declares
-``saved_state``, its fitted attributes by the name each is saved under (the names of the files
-written before 0.4, so that those models still load), and, where a saved value is not yet the
-live attribute (a FAISS index saved as bytes, a label list), ``_restore(device)`` turns it
-back and checks it.
+:mod:`ctfp.runs.models`): loading one runs no code from the file.
 """
 
 from __future__ import annotations

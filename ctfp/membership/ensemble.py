@@ -7,9 +7,7 @@ slices; a weighted mean keeps what they share and cancels part of what they do n
 et al. 2004, "Ensemble selection from libraries of models"; the weights are chosen by
 :func:`ctfp.membership.selection.forward_select`). Scores of different methods live on
 different scales (distances, log density ratios, fractions), so each member's score is first
-standardised by the median and interquartile range of its scores on the training reals — out
-of fold for a member that learns from the labels, so that a new slice and a training slice are
-on the same footing.
+standardised (:func:`robust_scale`).
 """
 
 from __future__ import annotations
@@ -65,7 +63,6 @@ class EnsembleMembership(MembershipMethod):
     centers_, scales_ : (n_members,) float64, the standardisation of each member's score
     weights_ : (n_members,) float64, the members' weights, summing to 1
     train_scores_ : (n_train,) the combined scores the threshold was chosen on
-    threshold_ : float
     """
 
     name = "ensemble"
