@@ -49,10 +49,8 @@ def _num(value: Any, digits: int = 2) -> str:
     return "-" if value is None else f"{float(value):.{digits}f}"
 
 
-def _interval(values: Any) -> str:
-    if not values or None in values:
-        return ""
-    return f" (95 % interval {_num(values[0])} to {_num(values[1])})"
+def _interval(values: Any, form: str = " (95 % interval {} to {})") -> str:
+    return "" if not values or None in values else form.format(*map(_num, values[:2]))
 
 
 def _features_plain(features: str | None) -> str:
@@ -161,10 +159,7 @@ def _task1_paragraph(record: dict[str, Any]) -> list[str]:
     if t:
 
         def ci(name: str) -> str:
-            values = t.get(f"{name}_ci95")
-            return (
-                "" if not values or None in values else f" [{_num(values[0])}, {_num(values[1])}]"
-            )
+            return _interval(t.get(f"{name}_ci95"), " [{}, {}]")
 
         sentences.append(
             f"Checked against the true answers for the {t['n']} test slices: accuracy "

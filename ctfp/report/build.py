@@ -11,7 +11,7 @@ from ctfp.io.fs import PathLike, as_local, is_remote, resolve
 from ctfp.progress import logger
 from ctfp.report.audit import write_audit
 from ctfp.report.html import page
-from ctfp.report.sections import settings_section
+from ctfp.report.sections import selection_section, settings_section, verdict_box
 from ctfp.report.task1 import NAV as TASK1_NAV
 from ctfp.report.task1 import task1_body
 from ctfp.report.task2 import NAV as TASK2_NAV
@@ -91,7 +91,9 @@ def _write_report(
         body, rows = task1_body(run, summary, shards, truth, k, max_items, seed)
     else:
         body, rows = task2_body(run, summary, shards, truth, max_items, seed)
-    body += settings_section(run, summary, rows, shards)  # the answer first, settings last
+    # The answer first, settings last.
+    body = verdict_box(summary) + selection_section(summary) + body
+    body += settings_section(run, summary, rows, shards)
     title = f"ctfp {task} report: {home.uri.rstrip('/').rsplit('/', 1)[-1]}"
     html = page(title, task, TASK1_NAV if task == "task1" else TASK2_NAV, body, __version__)
     if out_html is None:

@@ -51,10 +51,29 @@ RULES = {
 }
 
 
-def selection_section(summary: dict[str, Any], notes: Sequence[str] = ()) -> str:
+def open_set_note(summary: dict[str, Any]) -> str:
+    """How many test slices fit no labelled generator, in a paragraph (HTML), or ``""``."""
+    open_set = summary.get("open_set") or {}
+    if not open_set:
+        return ""
+    return (
+        f'<p class="note">Open set: {open_set.get("unknown")} of {summary.get("n_test")} test '
+        "slices fit no labelled generator (cross-conformal p-value at most "
+        f"{open_set.get('reject')}; about {open_set.get('expected_by_chance')} expected by "
+        "chance). "
+        + (
+            "More than chance explains: likely a generator that train/ does not hold."
+            if open_set.get("extra_group")
+            else ""
+        )
+        + " They are -1 in open_set.csv.</p>"
+    )
+
+
+def selection_section(summary: dict[str, Any]) -> str:
     """What was chosen and why, and every candidate's cross-validated score on the labelled
-    slices (best first; the table collapsed): the same section for both tasks. ``notes``:
-    task-specific paragraphs (HTML) after the method note."""
+    slices (best first; the table collapsed): the same section for both tasks, with task 2's
+    open-set note."""
     selection = summary.get("selection")
     if not selection:
         return ""
@@ -78,7 +97,7 @@ def selection_section(summary: dict[str, Any], notes: Sequence[str] = ()) -> str
         "winner's estimate is optimistic (it is the best of many); the test truth was never "
         "looked at.</p>"
     )
-    parts += list(notes)
+    parts.append(open_set_note(summary))
     for left_out, reason in (selection.get("skipped") or {}).items():
         parts.append(f'<p class="note">{escape(left_out)} left out: {escape(reason)}</p>')
     candidates = selection.get("candidates") or []

@@ -23,7 +23,7 @@ from ctfp.report.figures import (
 )
 from ctfp.report.html import Thumbnails, escape, figure, table, window_of
 from ctfp.report.rows import Rows, read_rows
-from ctfp.report.sections import map_section, selection_section, verdict_box
+from ctfp.report.sections import map_section
 from ctfp.runs.folder import (
     RUN_FILE,
     SCORES_FILE,
@@ -87,8 +87,8 @@ def task1_body(
     max_items: int,
     seed: int,
 ) -> tuple[str, Rows | None]:
-    """The task 1 sections before the settings, and the rows read from the shards (None without
-    embeddings)."""
+    """The task 1 sections between the method selection and the settings, and the rows read
+    from the shards (None without embeddings)."""
     from ctfp.evaluate import evaluate_run, read_table
 
     ks = [int(v) for v in summary.get("k") or []]
@@ -122,11 +122,7 @@ def task1_body(
         "Every embedded slice projected to 2-D, coloured by its folder: train/used, "
         "train/not_used, generated and test."
     )
-    sections = [
-        verdict_box(summary),
-        selection_section(summary),
-        map_section(rows, groups, COLOURS, caption, seed),
-    ]
+    sections = [map_section(rows, groups, COLOURS, caption, seed)]
 
     # Scores.
     chosen = f" for k={k}" if len(ks) > 1 else ""

@@ -12,30 +12,11 @@ from ctfp.io.fs import PathLike
 from ctfp.report.figures import PALETTE, bic_plot, cluster_sizes_plot
 from ctfp.report.html import Thumbnails, escape, figure, table, window_of
 from ctfp.report.rows import Rows, read_rows
-from ctfp.report.sections import map_section, selection_section, verdict_box
+from ctfp.report.sections import map_section
 from ctfp.runs.folder import CLUSTERS_FILE, TEST_PREFIX
 
 NAV = ("selection", "map", "clusters", "evaluation", "thumbnails", "settings")
 GREYS = ("#444444", "#888888", "#bbbbbb", "#222222", "#666666", "#aaaaaa")
-
-
-def open_set_note(summary: dict[str, Any]) -> str:
-    """How many test slices fit no labelled generator, in a paragraph (HTML), or ``""``."""
-    open_set = summary.get("open_set") or {}
-    if not open_set:
-        return ""
-    return (
-        f'<p class="note">Open set: {open_set.get("unknown")} of {summary.get("n_test")} test '
-        "slices fit no labelled generator (cross-conformal p-value at most "
-        f"{open_set.get('reject')}; about {open_set.get('expected_by_chance')} expected by "
-        "chance). "
-        + (
-            "More than chance explains: likely a generator that train/ does not hold."
-            if open_set.get("extra_group")
-            else ""
-        )
-        + " They are -1 in open_set.csv.</p>"
-    )
 
 
 def task2_body(
@@ -46,8 +27,8 @@ def task2_body(
     max_items: int,
     seed: int,
 ) -> tuple[str, Rows | None]:
-    """The task 2 sections after the settings, and the rows read from the shards (None without
-    embeddings)."""
+    """The task 2 sections between the method selection and the settings, and the rows read
+    from the shards (None without embeddings)."""
     from ctfp.evaluate import evaluate_run, read_run, read_table
 
     path = run / CLUSTERS_FILE
@@ -66,24 +47,19 @@ def task2_body(
     if shards is not None:
         rows = read_rows(shards, wanted, generated=False, vectors=False, seed=seed)
     sections = []
-    sections.append(verdict_box(summary))
-    sections.append(selection_section(summary, [open_set_note(summary)]))
     named = summary.get("cluster_groups") or {}
-
-    def title(c: int) -> str:
-        """``cluster 2 (g2_vae)``: the labelled group a cluster stands for, where known."""
-        return f"cluster {c}" + (f" ({named[str(c)]})" if str(c) in named else "")
-
+    # "cluster 2 (g2_vae)": the labelled group a cluster stands for, where known.
+    title = {c: f"cluster {c}" + (f" ({named[str(c)]})" if str(c) in named else "") for c in names}
     # One colour of the palette per cluster, in order (beyond eight they repeat, and the map
     # tells them apart by marker).
-    colours = {title(c): PALETTE[n % len(PALETTE)] for n, c in enumerate(names)}
-    group_colour = {named[str(c)]: colours[title(c)] for c in names if str(c) in named}
+    colours = {title[c]: PALETTE[n % len(PALETTE)] for n, c in enumerate(names)}
+    group_colour = {named[str(c)]: colours[title[c]] for c in names if str(c) in named}
     groups: list[str] = []
     if rows is not None:
         for row_id, label in zip(rows.map_ids, rows.map_labels, strict=True):
-            test_id = row_id[len(TEST_PREFIX) :] if row_id.startswith(TEST_PREFIX) else None
-            if test_id is not None and test_id in clusters:
-                groups.append(title(clusters[test_id]))
+            test_id = row_id[len(TEST_PREFIX) :]
+            if row_id.startswith(TEST_PREFIX) and test_id in clusters:
+                groups.append(title[clusters[test_id]])
             else:
                 groups.append(f"train/{label}" if label is not None else "other")
     # Labelled examples: their cluster's colour, crosses; groups no cluster stands for: grey.
@@ -107,7 +83,7 @@ def task2_body(
     # Cluster sizes and the k sweep.
     sizes = [len(members[c]) for c in names]
     uri = cluster_sizes_plot(
-        [title(c)[len("cluster ") :] for c in names], sizes, [colours[title(c)] for c in names]
+        [title[c][len("cluster ") :] for c in names], sizes, [colours[title[c]] for c in names]
     )
     figures = [figure(uri, "Test slices per cluster.", "cluster sizes")]
     bic = summary.get("k_auto_bic")
@@ -118,23 +94,19 @@ def task2_body(
     parts = ['<section id="clusters"><h2>Clusters</h2>']
     parts.append(
         table(
-            ["cluster", "test slices"], [(title(c), n) for c, n in zip(names, sizes, strict=True)]
+            ["cluster", "test slices"], [(title[c], n) for c, n in zip(names, sizes, strict=True)]
         )
     )
     parts.append('<div class="figures">' + "".join(figures) + "</div>")
     check = summary.get("train_check")
     if check:
-        if summary.get("selection"):
-            note = (
-                "How the final model attributes the train/&lt;group&gt;/ examples it was fitted "
-                "on: in sample, so optimistic; the cross-validated figures above are the honest "
-                "estimate."
-            )
-        else:
-            note = (
-                "How the fitted mixture clusters the train/&lt;group&gt;/ examples (not used for "
-                "the fit)."
-            )
+        note = (
+            "How the final model attributes the train/&lt;group&gt;/ examples it was fitted on: "
+            "in sample, so optimistic; the cross-validated figures above are the honest estimate."
+            if summary.get("selection")
+            else "How the fitted mixture clusters the train/&lt;group&gt;/ examples (not used "
+            "for the fit)."
+        )
         parts.append(f'<h3>Labelled training examples</h3><p class="note">{note}</p>')
         parts.append(table(["metric", "value"], list(check.items())))
     parts.append("</section>")
@@ -145,7 +117,7 @@ def task2_body(
         truth_table = read_table(truth, "cluster")
         groups_t = sorted(set(truth_table.values()))
         contingency = [
-            [title(c), *(sum(truth_table.get(i) == g for i in members[c]) for g in groups_t)]
+            [title[c], *(sum(truth_table.get(i) == g for i in members[c]) for g in groups_t)]
             for c in names
         ]
         sections.append(
@@ -177,7 +149,7 @@ def task2_body(
         thumbs = Thumbnails(window_of(rows.metadata))
         for c in names:
             parts.append(
-                f"<h3>{escape('C' + title(c)[1:])} ({len(members[c])} slices, "
+                f"<h3>{escape('C' + title[c][1:])} ({len(members[c])} slices, "
                 f"{len(shown[c])} shown)</h3>"
             )
             cells = [thumbs.html(rows.where.get(TEST_PREFIX + i), i) for i in shown[c]]
