@@ -21,7 +21,6 @@ from ctfp.exceptions import WeightsUnavailableError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-ARCHITECTURES = ("resnet50",)
 EMBED_DIM = 2048
 
 
@@ -96,7 +95,6 @@ class Backbone(nn.Module):
 def build_backbone(
     weights: str | os.PathLike[str] = "imagenet",
     *,
-    arch: str = "resnet50",
     seed: int = 0,
     image_size: int = 224,
 ) -> Backbone:
@@ -113,10 +111,6 @@ def build_backbone(
     image_size
         Side of the square network input.
     """
-    if arch not in ARCHITECTURES:
-        raise WeightsUnavailableError(
-            f"unknown architecture {arch!r}; choose one of {', '.join(ARCHITECTURES)}"
-        )
     if image_size < 32:
         raise WeightsUnavailableError(f"image size {image_size} is too small; use at least 32")
     weights_text = os.fspath(weights)
@@ -124,23 +118,21 @@ def build_backbone(
     if weights_text not in ("random", "imagenet"):  # a file: its content may change
         try:
             stat = os.stat(weights_text)
-            key = f"{weights_text}:{stat.st_size}:{stat.st_mtime_ns}"
         except OSError:
-            key = None  # the build below says what is wrong with the path
-    if key is None:
-        return _build(arch, weights_text, seed, image_size)
+            return _build(weights_text, seed, image_size)  # which says what is wrong
+        key = f"{weights_text}:{stat.st_size}:{stat.st_mtime_ns}"
     # A copy of the one built for the same weights: a run that embeds several feature types,
     # or the demo's runs one after another, build ResNet50 once (random init and the weights'
     # hash cost about a second on 2 cores).
-    return copy.deepcopy(_built(arch, weights_text, key, seed, image_size))
+    return copy.deepcopy(_built(weights_text, key, seed, image_size))
 
 
 @functools.lru_cache(maxsize=2)
-def _built(arch: str, weights: str, key: str, seed: int, image_size: int) -> Backbone:
-    return _build(arch, weights, seed, image_size)
+def _built(weights: str, key: str, seed: int, image_size: int) -> Backbone:
+    return _build(weights, seed, image_size)
 
 
-def _build(arch: str, weights_text: str, seed: int, image_size: int) -> Backbone:
+def _build(weights_text: str, seed: int, image_size: int) -> Backbone:
     import torchvision
 
     if weights_text == "random":
@@ -161,12 +153,12 @@ def _build(arch: str, weights_text: str, seed: int, image_size: int) -> Backbone
             missing, unexpected = net.load_state_dict(state, strict=False)
         except RuntimeError as exc:  # shape mismatches
             raise WeightsUnavailableError(
-                f"weights {weights_text!r} do not fit {arch}: {exc}"
+                f"weights {weights_text!r} do not fit resnet50: {exc}"
             ) from None
         missing = [k for k in missing if not k.startswith("fc.")]
         if missing or unexpected:
             raise WeightsUnavailableError(
-                f"weights {weights_text!r} do not fit {arch}: missing {missing[:5]}, "
+                f"weights {weights_text!r} do not fit resnet50: missing {missing[:5]}, "
                 f"unexpected {unexpected[:5]}"
             )
     net.fc = nn.Identity()  # the 2048-d average-pool output is the embedding
@@ -174,7 +166,7 @@ def _build(arch: str, weights_text: str, seed: int, image_size: int) -> Backbone
     net = net.to(memory_format=torch.channels_last)
     preprocessing = Preprocessing(image_size=image_size)
     identity = Identity(
-        model=arch,
+        model="resnet50",
         weights=label,
         weights_sha256=state_dict_sha256(net.state_dict()),
         dim=EMBED_DIM,
