@@ -83,6 +83,19 @@ def membership_metrics(
     }
 
 
+def aucs(y: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """ROC-AUC (Mann-Whitney with mid-ranks for ties) of each row of ``scores`` (b, n) against
+    labels ``y`` (n,) or (b, n), 1 = positive."""
+    from scipy.stats import rankdata
+
+    y = np.broadcast_to(y, scores.shape).astype(bool)
+    ranks = rankdata(scores, axis=1)
+    pos = y.sum(1)
+    neg = y.shape[1] - pos
+    u = np.where(y, ranks, 0).sum(1) - pos * (pos + 1) / 2
+    return u / np.maximum(pos * neg, 1)
+
+
 #: Resamples of the bootstrap intervals ``evaluate`` reports.
 BOOTSTRAP = 1000
 
@@ -123,8 +136,6 @@ def membership_intervals(
     """95 % bootstrap percentile intervals of F1, accuracy, kappa and ROC-AUC (resampling the
     test slices within each truth class): how far the figures could move on another test set
     of the same size. ``<metric>_ci95`` keys, ``[low, high]``; None where undefined."""
-    from ctfp.selection import aucs
-
     t = np.asarray(y_true, dtype=int)
     p = np.asarray(y_pred, dtype=int)
     idx = bootstrap_indices(t, resamples, seed)

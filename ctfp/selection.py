@@ -23,23 +23,10 @@ from typing import Any
 
 import numpy as np
 
-from ctfp.evaluate import bootstrap_indices, stratified_folds
+from ctfp.evaluate import aucs, bootstrap_indices, stratified_folds
 from ctfp.progress import logger
 
 # -- metrics ------------------------------------------------------------------------------------
-
-
-def aucs(y: np.ndarray, scores: np.ndarray) -> np.ndarray:
-    """ROC-AUC (Mann-Whitney with mid-ranks for ties) of each row of ``scores`` (b, n) against
-    labels ``y`` (n,) or (b, n), 1 = positive."""
-    from scipy.stats import rankdata
-
-    y = np.broadcast_to(y, scores.shape).astype(bool)
-    ranks = rankdata(scores, axis=1)
-    pos = y.sum(1)
-    neg = y.shape[1] - pos
-    u = np.where(y, ranks, 0).sum(1) - pos * (pos + 1) / 2
-    return u / np.maximum(pos * neg, 1)
 
 
 def auc_of(y: np.ndarray, scores: np.ndarray) -> float:
