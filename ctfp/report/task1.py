@@ -35,12 +35,7 @@ from ctfp.runs.folder import (
 )
 
 NAV = ("selection", "map", "scores", "evaluation", "k-sweep", "evidence", "settings")
-COLOURS = {
-    "used": MEMBER,
-    "not_used": NON_MEMBER,
-    "generated": GENERATED,
-    "test": TEST,
-}
+COLOURS = {"used": MEMBER, "not_used": NON_MEMBER, "generated": GENERATED, "test": TEST}
 METRIC_ROWS = (
     ("F1 (used = positive)", "f1"),
     ("accuracy", "accuracy"),
