@@ -100,24 +100,19 @@ def check_input(estimator: Any, X: Any, *, reset: bool, dtype: Any) -> Any:
     return X
 
 
-def tensor_of(a: np.ndarray) -> torch.Tensor:
-    """``torch.from_numpy(a)``, quiet about a read-only ``a`` (a memmap): the cluster
-    estimators only read their input; every use copies it (``x - shift``, a device transfer)."""
-    import torch
-
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", "The given NumPy array is not writable")
-        return torch.from_numpy(a)
-
-
 def device_tensor(x: Any, device: Any, dtype: torch.dtype) -> torch.Tensor:
-    """A checked ``x`` (numpy, torch or CuPy) as a ``dtype`` tensor on ``device``; a CuPy array
-    becomes a CUDA tensor through DLPack, without a copy."""
+    """A checked ``x`` (numpy, torch or CuPy) as a ``dtype`` tensor on ``device``. A CuPy array
+    becomes a CUDA tensor through DLPack, without a copy; a read-only numpy array (a memmap) is
+    taken quietly: the cluster estimators only read their input."""
     import torch
 
     if is_cupy(x):
         x = torch.from_dlpack(x)
-    return (x.detach() if is_torch(x) else tensor_of(x)).to(device, dtype)
+    if not is_torch(x):
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "The given NumPy array is not writable")
+            x = torch.from_numpy(x)
+    return x.detach().to(device, dtype)
 
 
 def json_seed(random_state: Any) -> int | None:

@@ -246,25 +246,15 @@ _LDA_CONDITION_LIMIT = 1e10
 
 def _shrunk_lda(z: np.ndarray, target: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray] | None:
     """scikit-learn's ``LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto")`` fitted
-    on ``z``, with nothing d x d: O(n^2 d + n^3) time and O(n d) memory instead of O(d^3) and
+    on the features ``z`` (n, d) of the classes ``target`` (n,), every one of ``0 .. k-1``
+    present, with nothing d x d: O(n^2 d + n^3) time and O(n d) memory instead of O(d^3) and
     O(d^2), for features wider than the labelled slices.
 
-    Parameters
-    ----------
-    z : (n, d) float array
-        The features.
-    target : (n,) int array
-        The class of each row, every one of ``0 .. k-1`` present.
-    k : int
-        Number of classes.
-
-    Returns
-    -------
-    (coef, intercept) : ((k, d), (k,)) float arrays, or ((1, d), (1,)) for ``k == 2``
-        scikit-learn's ``coef_`` and ``intercept_`` (its binary form: class 1 against class 0).
-        None where the shared covariance's diagonal part below is not positive (no class
-        shrunk at all, as with classes of 2 rows) or the solve is ill-conditioned
-        (:data:`_LDA_CONDITION_LIMIT`): the caller then fits scikit-learn's.
+    Returns scikit-learn's ``coef_`` (k, d) and ``intercept_`` (k,) (its binary form for
+    ``k == 2``: one row, class 1 against class 0); None where the shared covariance's diagonal
+    part below is not positive (no class shrunk at all, as with classes of 2 rows) or the
+    solve is ill-conditioned (:data:`_LDA_CONDITION_LIMIT`): the caller then fits
+    scikit-learn's.
 
     Notes
     -----

@@ -33,16 +33,14 @@ def cluster_shards(
     ``settings`` (``overrides``: ClusterSettings fields to change, e.g. ``k=4, passes=5``): a
     seeded uniform sample of ``sample`` rows (one streamed pass) fits the optional PCA (``pca``
     components) and the mixture's start (``init``); then EM runs up to ``passes`` passes over
-    the shards, each accumulating the sufficient statistics shard by shard
-    (:meth:`GaussianMixture.fit_stream` with one partition per shard), until the mean
-    log-likelihood moves less than ``tol``. Memory is one batch, the sample and O(k d^2).
+    the shards (:meth:`GaussianMixture.fit_stream` with one partition per shard), until the
+    mean log-likelihood moves less than ``tol``. Memory is one batch, the sample and O(k d^2).
     ``k="auto"`` picks the k of ``k_range`` with the lowest BIC on the sample (the silhouette of
     each k, on at most :data:`SILHOUETTE_ROWS` sampled rows, is reported as a check).
 
-    ``engine``: where the passes run. ``local``: here, shard after shard. ``ray``: each pass is
-    a map over the shards on Ray (:func:`ctfp.engine.parallel_map`): a task reads one shard and
-    returns its sampled rows (the sampling pass) or its sufficient statistics under the pass's
-    parameters (O(k d^2) bytes, never its rows), and the driver sums them in shard order, so
+    ``engine``: where the passes run, ``local`` (here, shard after shard) or ``ray`` (each pass
+    a map over the shards, :func:`ctfp.engine.parallel_map`, a task returning one shard's
+    sampled rows or sufficient statistics, never its rows); the driver sums in shard order, so
     both engines fit the same mixture (equal up to float rounding of the per-shard sums).
 
     The fitted mixture then assigns the sample: a fit that puts every sampled row in one

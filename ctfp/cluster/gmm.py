@@ -157,14 +157,13 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             )
         data = Partitions.in_memory((x, x2))
         rng = np.random.default_rng(self.random_state)
-        best = None
         all_given = all(getattr(self, name) is not None for name in INITS)
-        for _ in range(1 if all_given else self.n_init):
-            run = self._em(data, self._initialize(x, x2, rng), max_iter, in_memory=True)
-            if best is None or run[1] > best[1]:
-                best = run
-        assert best is not None
-        params, lower_bound, n_iter, converged = best
+        runs = (
+            self._em(data, self._initialize(x, x2, rng), max_iter, in_memory=True)
+            for _ in range(1 if all_given else self.n_init)
+        )
+        # The best lower bound; the first of equal ones.
+        params, lower_bound, n_iter, converged = max(runs, key=lambda run: run[1])
         if warn and not converged and max_iter > 0:
             warnings.warn(
                 f"EM did not converge in {max_iter} iterations (tol={self.tol}); "
@@ -371,20 +370,20 @@ class GaussianMixture(DensityMixin, BaseEstimator):
 
     def score_samples(self, X: Any) -> Any:
         """(n,) log-likelihood of each sample, in the compute dtype."""
-        return like(self._score_samples(X).cpu().numpy(), X)
+        return like(self._e_step(X)[1].cpu().numpy(), X)
 
     def score(self, X: Any, y: Any = None) -> float:
-        """Mean log-likelihood per sample of ``X`` : (n, d)."""
-        return float(self._score_samples(X).mean())
+        """Mean log-likelihood per sample of ``X``."""
+        return float(self._e_step(X)[1].mean())
 
     def bic(self, X: Any) -> float:
-        """Bayesian information criterion on ``X`` : (n, d) (lower is better)."""
-        scores = self._score_samples(X)
+        """Bayesian information criterion on ``X`` (lower is better)."""
+        scores = self._e_step(X)[1]
         return float(-2 * scores.sum()) + self._n_parameters() * math.log(scores.shape[0])
 
     def aic(self, X: Any) -> float:
-        """Akaike information criterion on ``X`` : (n, d) (lower is better)."""
-        return float(-2 * self._score_samples(X).sum()) + 2 * self._n_parameters()
+        """Akaike information criterion on ``X`` (lower is better)."""
+        return float(-2 * self._e_step(X)[1].sum()) + 2 * self._n_parameters()
 
     def _n_parameters(self) -> int:
         return em.n_parameters(self.covariance_type, self.n_components, self.n_features_in_)
@@ -399,9 +398,6 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             return pc @ pc.T
         return pc**2
 
-    def _score_samples(self, X: Any) -> torch.Tensor:
-        return self._e_step(X)[1]
-
     def _e_step(self, X: Any) -> tuple[torch.Tensor, torch.Tensor]:
         """:func:`ctfp.cluster.em.e_step` of ``X`` under the fitted model."""
         check_is_fitted(self)
@@ -411,11 +407,6 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     # -- validation and conversion ----------------------------------------------------------
     def _setup(self) -> None:
         """Check the settings, resolve the device and the compute dtype."""
-        self._check_settings()
-        self.device_ = resolve_device(self.device)
-        self._dtype = em.compute_dtype(self.dtype)
-
-    def _check_settings(self) -> None:
         if self.covariance_type not in COVARIANCE_TYPES:
             raise ValueError(
                 f"unknown covariance_type {self.covariance_type!r}; choose one of "
@@ -429,7 +420,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             raise ValueError("n_components and n_init must be >= 1 and max_iter >= 0")
         if self.reg_covar < 0 or self.tol < 0:
             raise ValueError("reg_covar and tol must be non-negative")
-        em.compute_dtype(self.dtype)
+        self._dtype = em.compute_dtype(self.dtype)
+        self.device_ = resolve_device(self.device)
 
     def _centred(self, X: Any, *, reset: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``X`` as EM reads it: checked (``n_features_in_`` set or compared), on the device,

@@ -213,33 +213,33 @@ class KMeans(SavedState, ClusterMixin, BaseEstimator):
         return km.cluster_centers_, km.labels_, km.inertia_, km.n_iter_
 
     def _fit_torch(self, x: Any, device: Any) -> tuple[Any, Any, float, int]:
-        """The lowest inertia of ``n_init`` k-means++ seeded Lloyd runs on x's device, each
-        stopped when no assignment changes."""
+        """The lowest inertia of ``n_init`` seeded Lloyd runs on x's device (the first of
+        equal ones)."""
+        rng = np.random.default_rng(self.random_state)
+        runs = (self._lloyd(x, rng) for _ in range(self.n_init))
+        return min(runs, key=lambda run: run[2])
+
+    def _lloyd(self, x: Any, rng: np.random.Generator) -> tuple[Any, Any, float, int]:
+        """One seeded Lloyd run in torch, stopped when no assignment changes: (centres,
+        labels, inertia, iterations)."""
         import torch
 
-        rng = np.random.default_rng(self.random_state)
-        best: tuple[Any, Any, float, int] | None = None
-        for _ in range(self.n_init):
-            if self.init == "k-means++":
-                centres = x[kmeans_plusplus(x, self.n_clusters, rng)]
-            else:
-                chosen = rng.choice(len(x), self.n_clusters, replace=False)
-                centres = x[torch.as_tensor(chosen, device=x.device)]
-            labels, n_iter = None, 0
-            for n_iter in range(1, self.max_iter + 1):  # noqa: B007 - kept after the loop
-                assigned, distances = _nearest_centres(x, centres)
-                if labels is not None and torch.equal(assigned, labels):
-                    break
-                labels = assigned
-                sums = torch.zeros_like(centres).index_add_(0, labels, x)
-                counts = torch.bincount(labels, minlength=self.n_clusters).to(x.dtype)
-                filled = counts > 0  # an empty cluster keeps its centre
-                centres[filled] = sums[filled] / counts[filled, None]
-            inertia = float(distances.double().sum())
-            if best is None or inertia < best[2]:
-                best = (centres, assigned, inertia, n_iter)
-        assert best is not None
-        return best
+        if self.init == "k-means++":
+            centres = x[kmeans_plusplus(x, self.n_clusters, rng)]
+        else:
+            chosen = rng.choice(len(x), self.n_clusters, replace=False)
+            centres = x[torch.as_tensor(chosen, device=x.device)]
+        labels, n_iter = None, 0
+        for n_iter in range(1, self.max_iter + 1):  # noqa: B007 - kept after the loop
+            assigned, distances = _nearest_centres(x, centres)
+            if labels is not None and torch.equal(assigned, labels):
+                break
+            labels = assigned
+            sums = torch.zeros_like(centres).index_add_(0, labels, x)
+            counts = torch.bincount(labels, minlength=self.n_clusters).to(x.dtype)
+            filled = counts > 0  # an empty cluster keeps its centre
+            centres[filled] = sums[filled] / counts[filled, None]
+        return centres, assigned, float(distances.double().sum()), n_iter
 
     def fit_stream(
         self,
@@ -267,20 +267,17 @@ class KMeans(SavedState, ClusterMixin, BaseEstimator):
         self.fit(sample)
         del self.labels_
         centres = self.cluster_centers_.astype(np.float64)
-        bar = progress_bar(passes + 1, "k-means", "pass", enabled=progress)
-        for done in range(passes + 1):  # the last pass only measures the inertia
-            self.cluster_centers_ = centres.astype(np.float32)
-            sums, counts, inertia = data.reduce(LloydStatistics(self), _add_lloyd)
-            self.inertia_ = inertia
-            bar.update(1)
-            bar.set_postfix(inertia=f"{inertia:.6g}")
-            if done == passes:
-                break
-            # An empty cluster keeps its centre rather than collapsing to the origin.
-            filled = counts > 0
-            centres[filled] = sums[filled] / counts[filled, None]
-        bar.close()
-        self.cluster_centers_ = np.ascontiguousarray(centres, dtype=np.float32)
+        with progress_bar(passes + 1, "k-means", "pass", enabled=progress) as bar:
+            for done in range(passes + 1):  # the last pass only measures the inertia
+                self.cluster_centers_ = centres.astype(np.float32)
+                sums, counts, self.inertia_ = data.reduce(LloydStatistics(self), _add_lloyd)
+                bar.update(1)
+                bar.set_postfix(inertia=f"{self.inertia_:.6g}")
+                if done == passes:
+                    break
+                # An empty cluster keeps its centre rather than collapsing to the origin.
+                filled = counts > 0
+                centres[filled] = sums[filled] / counts[filled, None]
         self.n_iter_ = passes
         return self
 
