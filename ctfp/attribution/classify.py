@@ -191,10 +191,9 @@ class GroupClassifier(SavedState, BaseEstimator):
 
     def predict_proba(self, X: Any) -> np.ndarray:
         """(n, k) probability of each group (columns in the order of ``classes_``)."""
-        d = self.decision_function(X)
-        d = d - d.max(1, keepdims=True)
-        p = np.exp(d)
-        return p / p.sum(1, keepdims=True)
+        from scipy.special import softmax
+
+        return softmax(self.decision_function(X), axis=1)
 
     def predict(self, X: Any) -> np.ndarray:
         """(n,) index into ``classes_`` of each slice's most likely group."""

@@ -108,13 +108,11 @@ class Clustering:
             projection = LinearProjection(
                 arrays["projection_mean"], arrays["projection_components"]
             )
-        labels = np.empty(0, dtype=np.int64)
         groups = params.get("groups")
         if groups is not None and len(groups) != int(params["k"]):
             raise InputError(f"a saved mixture of {params['k']} components names {len(groups)}")
-        return cls(
-            labels=labels, k=int(params["k"]), model=gmm, projection=projection, groups=groups
-        )
+        labels = np.empty(0, dtype=np.int64)
+        return cls(labels, int(params["k"]), gmm, projection, groups=groups)
 
     def transform(self, x: np.ndarray) -> np.ndarray:
         return x if self.projection is None else self.projection.transform(x)

@@ -1,10 +1,6 @@
 """The Gaussian mixture's EM in torch: the start, the E-step of a partition and its sufficient
-statistics, the M-step, the log-densities.
-
-The parts of :class:`ctfp.cluster.gmm.GaussianMixture` that compute (no validation here: the
-estimator has checked its settings and data), one set of them for its in-memory and streamed
-fits.
-"""
+statistics, the M-step, the log-densities; one set of them for the in-memory and streamed fits
+of :class:`ctfp.cluster.gmm.GaussianMixture`, which has checked its settings and data."""
 
 from __future__ import annotations
 

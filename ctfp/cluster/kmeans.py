@@ -392,13 +392,8 @@ def kmeans_plusplus(x: Any, k: int, rng: np.random.Generator) -> Any:
 
 
 def _nearest_centres(x: Any, centres: Any) -> tuple[Any, Any]:
-    """Closest of ``centres`` (k, d) to each row of ``x`` (n, d), torch tensors on one device.
-
-    Returns
-    -------
-    labels : (n,) int64 tensor
-    distances : (n,) squared L2 distances, x's dtype
-    """
+    """Closest of ``centres`` (k, d) to each row of ``x`` (n, d), torch tensors on one device:
+    (n,) int64 labels and (n,) squared L2 distances in x's dtype."""
     import torch
 
     c2 = (centres * centres).sum(1)

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from ctfp.index import METRICS
+from ctfp.index.flat import faiss_metric
 
 
 def check_metric(metric: str) -> str:
@@ -69,8 +70,6 @@ def nearest(query: Any, base: Any, metric: str, k: int = 1) -> tuple[np.ndarray,
     """Exact ``k`` nearest rows of ``base`` (m, d) for each row of ``query`` (n, d), by brute
     force on the CPU (no index is built): distances (n, k) float64 and row numbers (n, k)."""
     import faiss
-
-    from ctfp.index.flat import faiss_metric
 
     q, b = prepare(query, metric), prepare(base, metric)
     _, I = faiss.knn(q, b, k, metric=faiss_metric(search_metric(metric)))  # noqa: E741

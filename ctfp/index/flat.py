@@ -87,15 +87,9 @@ class FlatIndex:
         return self
 
     def search(self, x: Any, k: int = 1) -> tuple[Any, Any]:
-        """The ``k`` nearest added vectors of each row of ``x``.
-
-        Returns
-        -------
-        D : (n, k) float32
-            Distances (L1; squared L2; or inner products), best first.
-        I : (n, k) int64
-            Row numbers of the neighbours in insertion order.
-        """
+        """The ``k`` nearest added vectors of each row of ``x``: (n, k) float32 distances (L1,
+        squared L2 or inner products), best first, and (n, k) int64 row numbers in insertion
+        order."""
         self._check_k(k)
         D, I = self.index.search(self._check(x), k)  # noqa: E741 - FAISS's names
         return like(D, x), like(I, x)
