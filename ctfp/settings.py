@@ -170,14 +170,7 @@ class Settings:
                 f"{cls.__name__} has no setting {', '.join(map(repr, unknown))}; valid: "
                 f"{', '.join(sorted(names))}"
             )
-        hints = typing.get_type_hints(cls)
-        converted = {}
-        for name, value in values.items():
-            allowed, _ = field_types(hints[name])
-            converted[name] = (
-                tuple(value) if tuple in allowed and isinstance(value, list) else value
-            )
-        return cls(**converted)
+        return cls(**values)  # lists become tuples where a tuple is due (_check_field)
 
     def replace(self: S, **changes: Any) -> S:
         """A copy with ``changes`` applied (and validated again)."""

@@ -61,40 +61,28 @@ def run_task1(args: argparse.Namespace) -> int:
     settings = Task1Settings.with_options(
         **given(args, Task1Settings.field_names()), **given(args, options)
     )
-    embed = from_args(EmbedSettings, args)
-    if settings.method == AUTO and not given(args, ["features"]):
-        embed = embed.replace(features="auto")  # choose the features too
-    summary = run_task1(
-        args.data,
-        args.out,
-        settings,
-        embed=embed,
-        engine=from_args(EngineSettings, args),
-        progress=not args.quiet,
-    )
-    return _finish_run(args, summary)
+    return _run(args, run_task1, settings, choose_features=settings.method == AUTO)
 
 
 def run_task2(args: argparse.Namespace) -> int:
     from ctfp.attribution.settings import Task2Settings
     from ctfp.runs.task2 import run_task2
 
-    settings = from_args(Task2Settings, args)
+    # Labels: the features are chosen; none: the blind default.
+    return _run(args, run_task2, from_args(Task2Settings, args), choose_features=True)
+
+
+def _run(
+    args: argparse.Namespace, api: Callable[..., Any], settings: Settings, choose_features: bool
+) -> int:
+    """`run task1|task2` DATA --out OUT (features "auto" where chosen and none were given)."""
     embed = from_args(EmbedSettings, args)
-    if not given(args, ["features"]):
-        embed = embed.replace(features="auto")  # labels: choose them; none: the blind default
-    summary = run_task2(
-        args.data,
-        args.out,
-        settings,
-        embed=embed,
-        engine=from_args(EngineSettings, args),
-        progress=not args.quiet,
+    if choose_features and not given(args, ["features"]):
+        embed = embed.replace(features="auto")
+    engine = from_args(EngineSettings, args)
+    summary = api(
+        args.data, args.out, settings, embed=embed, engine=engine, progress=not args.quiet
     )
-    return _finish_run(args, summary)
-
-
-def _finish_run(args: argparse.Namespace, summary: dict) -> int:
     if args.report:
         from ctfp.report import write_report
 
@@ -106,18 +94,13 @@ def _finish_run(args: argparse.Namespace, summary: dict) -> int:
 
 def evaluate(args: argparse.Namespace) -> int:
     from ctfp.evaluate import evaluate_run, format_table
-    from ctfp.io.fs import is_remote
+    from ctfp.runs.remote import local_run
 
-    if is_remote(args.run):  # a run file in a run folder on a store: its checked local copy
-        from ctfp.runs.remote import local_run
-
-        folder, name = args.run.rstrip("/").rsplit("/", 1)
-        with local_run(folder) as (local, _):
-            check_run_file(str(local / name))
-            metrics = evaluate_run(args.task, local / name, args.truth, args.scores)
-    else:
-        check_run_file(args.run)
-        metrics = evaluate_run(args.task, args.run, args.truth, args.scores)
+    # A run file in a run folder on a store: its checked local copy.
+    folder, name = os.path.split(args.run)
+    with local_run(folder) as (local, _):
+        check_run_file(str(local / name))
+        metrics = evaluate_run(args.task, local / name, args.truth, args.scores)
     if args.json:  # one JSON line for scripts
         print(json.dumps({"task": args.task, "run": args.run, **metrics}))
     else:  # the table for people

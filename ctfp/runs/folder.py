@@ -63,21 +63,15 @@ def find_embeddings(
     """The run's embeddings folder, or None; with several, the one whose model identity matches
     the summary's. ``origin``: where the run lives when ``run_dir`` is a local copy of a run on
     an object store (:func:`ctfp.runs.remote.local_run`), whose embeddings stay there."""
-    from ctfp.io.fs import child, is_remote, list_files
-    from ctfp.store.manifest import MANIFEST_FILE, committed_shards, has_shards
+    from ctfp.io.fs import child, resolve
+    from ctfp.store.manifest import committed_shards, has_shards
     from ctfp.store.reader import read_schema
     from ctfp.store.schema import read_metadata
 
     where = run_dir if origin is None else origin
-    if is_remote(where):
-        records = [n for n in list_files(where) if n.endswith("/" + MANIFEST_FILE)]
-        names = sorted({n.split("/", 1)[0] for n in records if n.count("/") == 1})
-        names = [n for n in names if n == EMBEDDINGS_DIR or n.startswith(EMBEDDINGS_DIR + "-")]
-        found: list[Path | str] = [child(where, n) for n in names]
-    else:
-        run = Path(where)
-        folders = [run / EMBEDDINGS_DIR, *sorted(run.glob(f"{EMBEDDINGS_DIR}-*"))]
-        found = [f for f in folders if f.is_dir() and has_shards(f)]
+    tops = sorted({n.split("/", 1)[0] for n in resolve(where).list_files() if "/" in n})
+    names = [n for n in tops if n == EMBEDDINGS_DIR or n.startswith(EMBEDDINGS_DIR + "-")]
+    found = [child(where, n) for n in names if has_shards(child(where, n))]
     if len(found) <= 1:
         return found[0] if found else None
     model = summary.get("model") or {}

@@ -1,9 +1,9 @@
-"""A run's input: an ImageCLEF-style data folder, embedded into the run folder, split by role."""
+"""A run's input: an ImageCLEF-style data folder, embedded into the run folder, split by role;
+and the steps of both tasks on it (the logged cross-validation, the recorded settings)."""
 
 from __future__ import annotations
 
-import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +13,15 @@ from ctfp.embed.runner import embed_many
 from ctfp.embed.settings import EmbedSettings
 from ctfp.engine.settings import EngineSettings
 from ctfp.exceptions import InputError, ShardMismatchError
-from ctfp.io.fs import PathLike, is_remote
-from ctfp.runs.folder import embeddings_dir, split_test_rows
+from ctfp.io.fs import PathLike
+from ctfp.progress import logger, progress_bar
+from ctfp.runs.folder import TEST_PREFIX, embeddings_dir, split_test_rows
+from ctfp.runs.remote import check_local_data
 from ctfp.store.reader import Embeddings, read_embeddings
+
+#: The feature types ``--method auto`` tries when the features are ``auto``: those that need no
+#: learned weights, at several resolutions, and ResNet50 when its weights can be loaded.
+AUTO_FEATURES = ("pixels:16", "pixels:32", "pixels", "residual", "spectrum", "resnet50")
 
 
 def check_layout(data: PathLike, required: Sequence[str]) -> Path:
@@ -77,20 +83,47 @@ def embed_features(
     return found
 
 
-def embed_layout(
+def auto_features(
+    settings: EmbedSettings, candidates: Sequence[str] = AUTO_FEATURES
+) -> tuple[list[str], dict[str, str]]:
+    """The feature types of ``candidates`` to try, and those left out with the reason: ResNet50
+    with ImageNet weights only where they load (a local file or ``--weights random`` always
+    do)."""
+    if settings.features != "auto":
+        return [settings.features], {}
+    features = [f for f in candidates if f != "resnet50"]
+    if "resnet50" not in candidates:
+        return features, {}
+    if settings.weights == "imagenet":
+        from ctfp.embed.backbone import imagenet_unavailable
+
+        reason = imagenet_unavailable()
+        if reason is not None:
+            return features, {"resnet50": reason}
+    return [*features, "resnet50"], {}
+
+
+def embed_candidates(
     data: PathLike,
     out: PathLike,
     required: Sequence[str],
     settings: EmbedSettings,
+    candidates: Sequence[str],
     *,
-    engine: str | EngineSettings = "local",
-    progress: bool = True,
-) -> Embeddings:
-    """:func:`embed_features` of the one feature type of ``settings``."""
+    engine: str | EngineSettings,
+    progress: bool,
+) -> tuple[list[str], dict[str, str], dict[str, Embeddings]]:
+    """What a run tries: the feature types of :func:`auto_features` (those left out logged
+    with the reason), those left out, and the embeddings of each (:func:`embed_features`)."""
+    features, skipped = auto_features(settings, candidates)
+    for name, reason in skipped.items():
+        logger.warning(
+            f"auto: {name} left out: {reason} (pass --weights PATH or --weights random to try it)"
+        )
     found = embed_features(
-        data, out, required, settings, [settings.features], engine=engine, progress=progress
+        data, out, required, settings, features, engine=engine, progress=progress
     )
-    return found[settings.features]
+    return features, skipped, found
 
 
 def _read_finite(shards: PathLike) -> Embeddings:
@@ -106,29 +139,17 @@ def _read_finite(shards: PathLike) -> Embeddings:
     return data
 
 
-def check_local_data(data: PathLike) -> None:
-    """A run's labelled ImageCLEF folder is read from a local or mounted path: refuse a store
-    URI up front, saying what works."""
-    if is_remote(data):
-        raise InputError(
-            f"ctfp run reads its labelled data folder from a local or mounted path, not "
-            f"{os.fspath(data)!r}; copy the labelled set here (its run folder, --out, may be on "
-            "the store), or embed the archive with `ctfp embed URI --out URI` and score it with "
-            "`ctfp score`"
-        )
-
-
-def rows_of(data: Embeddings, mask: np.ndarray, what: str) -> np.ndarray:
-    """The embeddings of the rows in ``mask``; InputError naming ``what`` when there are none."""
+def require(mask: np.ndarray, what: str) -> None:
+    """InputError naming ``what`` when ``mask`` selects no row."""
     if not mask.any():
         raise InputError(f"no readable {what} images were embedded")
-    return data.matrix[mask]
 
 
-def test_part(data: Embeddings) -> tuple[list[str], np.ndarray]:
-    """Run-file ids (relative to test/, without suffix) and embeddings of the test slices."""
+def run_ids(data: Embeddings) -> tuple[list[str], list[str]]:
+    """The test slices' run-file ids (relative to test/, without suffix) and ids in ``data``."""
     mask, ids = split_test_rows(list(data.ids))
-    return ids, rows_of(data, mask, "test/")
+    require(mask, TEST_PREFIX)
+    return ids, [TEST_PREFIX + i for i in ids]
 
 
 def rows_by_id(data: Embeddings, ids: Sequence[str]) -> np.ndarray:
@@ -138,18 +159,69 @@ def rows_by_id(data: Embeddings, ids: Sequence[str]) -> np.ndarray:
     return data.matrix[[where[i] for i in ids]] if len(ids) else data.matrix[:0]
 
 
+def cross_validate(
+    task: str,
+    select: Callable[..., Any],
+    data: dict[str, Any],
+    y: Any,
+    candidates: Sequence[Any],
+    options: Any,
+    features: Sequence[str],
+    on: str,
+    s: Any,
+    progress: bool,
+) -> Any:
+    """``select`` (the task's selection) of ``candidates`` at ``options``, seeded and on the
+    device of the task's settings ``s``, saying what it cross-validates ``on``."""
+    logger.info(
+        f"{task}: {len(candidates)} candidate(s) ({len(features)} feature type"
+        f"{'s' if len(features) > 1 else ''}) cross-validated on {on}, "
+        f"{options.folds} folds x {options.repeats} repeats"
+    )
+    bar = f"{task}: candidates"
+    return select(
+        data,
+        y,
+        candidates,
+        options,
+        seed=s.seed,
+        device=s.device,
+        progress=lambda items: progress_bar(
+            len(items), bar, "cand", enabled=progress and len(items) > 1, iterable=items
+        ),
+    )
+
+
+def settings_record(
+    task: str, s: Any, embed: EmbedSettings, engine: str | EngineSettings
+) -> dict[str, Any]:
+    """The seed and the settings of each stage, as every run's summary records them."""
+    engine_settings = engine if isinstance(engine, EngineSettings) else EngineSettings(engine)
+    return {
+        "seed": s.seed,
+        "settings": {
+            task: s.to_dict(),
+            "embed": embed.to_dict(),
+            "engine": engine_settings.to_dict(),
+        },
+    }
+
+
 def model_identity(metadata: dict[str, Any]) -> dict[str, Any]:
     """What a summary records of the embedding model."""
     return {key: metadata.get(key) for key in ("model", "weights", "weights_sha256")}
 
 
 __all__ = [
+    "AUTO_FEATURES",
+    "auto_features",
     "check_layout",
-    "check_local_data",
+    "cross_validate",
+    "embed_candidates",
     "embed_features",
-    "embed_layout",
     "model_identity",
+    "require",
     "rows_by_id",
-    "rows_of",
-    "test_part",
+    "run_ids",
+    "settings_record",
 ]

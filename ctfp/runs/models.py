@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,12 +20,11 @@ from ctfp._version import __version__
 from ctfp.attribution.classify import GroupClassifier
 from ctfp.attribution.clustering import Clustering
 from ctfp.exceptions import InputError, ShardMismatchError
-from ctfp.io.fs import PathLike
+from ctfp.io.fs import PathLike, as_local, resolve
 from ctfp.membership.ensemble import EnsembleMembership
 from ctfp.membership.registry import METHODS
 from ctfp.runs.folder import ARRAYS_FILE, MODEL_FILE
 from ctfp.store.schema import identity_of
-from ctfp.store.writer import write_bytes_atomic, write_text_atomic
 
 MODEL_FORMAT = "ctfp-model/1"
 
@@ -75,41 +73,20 @@ def save_model(
     settings: dict[str, Any] | None = None,
 ) -> Path | str:
     """Save a fitted model (a membership method or a task 2 clustering) to folder ``path``
-    (local, or on an object store: staged here, then put there with ``model.json`` last).
+    (local, or on an object store under its write lease), ``model.json`` last.
 
     The model describes itself (``name``, ``task``, ``to_state()``); ``identity`` is the
     metadata of the embeddings it was fitted on, ``settings`` what the run was asked to do.
     """
-    from ctfp.io.fs import as_local, is_remote
-
-    path = as_local(path)
     kind = getattr(model, "name", None)
-    if is_remote(path):  # staged here, then put there with model.json last
-        import tempfile
-
-        from ctfp.runs.remote import publish
-
-        with tempfile.TemporaryDirectory(prefix="ctfp-model-") as tmp:
-            save_model(model, tmp, identity=identity, settings=settings)
-            publish(
-                Path(tmp),
-                os.fspath(path).rstrip("/"),
-                commit=MODEL_FILE,
-                replaces=lambda name: name in (MODEL_FILE, ARRAYS_FILE),
-            )
-        return os.fspath(path).rstrip("/")
     if kind not in KINDS or not isinstance(model, KINDS[kind]):
         raise InputError(
             f"cannot save a {type(model).__name__}; saved models are the membership methods "
             f"({', '.join(METHODS)}), Gaussian-mixture clusterings and group classifiers (task 2)"
         )
     params, arrays = model.to_state()
-    out = Path(path)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / MODEL_FILE).unlink(missing_ok=True)  # the folder is not a model while rewritten
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
-    write_bytes_atomic(out / ARRAYS_FILE, buffer.getvalue())
     description = {
         "format": MODEL_FORMAT,
         "task": model.task,
@@ -119,8 +96,20 @@ def save_model(
         "settings": settings or {},
         "ctfp_version": __version__,
     }
-    write_text_atomic(out / MODEL_FILE, json.dumps(description, indent=2, sort_keys=True) + "\n")
-    return out
+    text = json.dumps(description, indent=2, sort_keys=True) + "\n"
+    path = as_local(path)
+    folder = resolve(path)
+    lease = None if folder.local else folder.lock()  # one writer; no lock file in a local model
+    try:
+        folder.join(MODEL_FILE).delete()  # the folder is not a model while rewritten
+        for name, data in ((ARRAYS_FILE, buffer.getvalue()), (MODEL_FILE, text.encode())):
+            if lease is not None:
+                lease.check()
+            folder.join(name).put(data)
+    finally:
+        if lease is not None:
+            lease.release()
+    return Path(path) if folder.local else folder.uri.rstrip("/")
 
 
 def _check_run_commit(model_dir: Path) -> None:

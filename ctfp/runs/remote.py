@@ -26,34 +26,36 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ctfp.exceptions import InputError
-from ctfp.io.fs import (
-    PathLike,
-    as_local,
-    child,
-    delete_file,
-    exists,
-    is_remote,
-    list_files,
-    put_object,
-    read_bytes,
-    resolve,
-)
+from ctfp.io.fs import Location, PathLike, as_local, is_remote, resolve
 from ctfp.io.locks import LEASE_FILE
 
 T = TypeVar("T")
 
 
-def in_run_folder(out: PathLike, body: Callable[[Path, PathLike], T]) -> T:
-    """``body(local, root)``: a run writing its files into ``local`` and its embeddings under
-    ``root``. Locally both are ``out``; on a store ``local`` is a staging folder, published to
-    ``out`` when ``body`` returns (the summary it returned names ``out``, not the staging
-    folder)."""
-    out = as_local(out)
+def check_local_data(data: PathLike) -> None:
+    """A run's labelled ImageCLEF folder is read from a local or mounted path: refuse a store
+    URI up front, saying what works."""
+    if is_remote(data):
+        raise InputError(
+            f"ctfp run reads its labelled data folder from a local or mounted path, not "
+            f"{os.fspath(data)!r}; copy the labelled set here (its run folder, --out, may be on "
+            "the store), or embed the archive with `ctfp embed URI --out URI` and score it with "
+            "`ctfp score`"
+        )
+
+
+def in_run_folder(data: PathLike, out: PathLike, body: Callable[[Path, Path, PathLike], T]) -> T:
+    """``body(data, local, root)``: a run reading its labelled folder ``data`` (local or
+    mounted), writing its files into ``local`` and its embeddings under ``root``. Locally both
+    are ``out``; on a store ``local`` is a staging folder, published to ``out`` when ``body``
+    returns (the summary it returned names ``out``, not the staging folder)."""
+    data, out = as_local(data), as_local(out)
+    check_local_data(data)
     if not is_remote(out):
-        return body(Path(out), Path(out))
+        return body(Path(data), Path(out), Path(out))
     uri = os.fspath(out).rstrip("/")
     with tempfile.TemporaryDirectory(prefix="ctfp-run-") as tmp:
-        result = body(Path(tmp), uri)
+        result = body(Path(data), Path(tmp), uri)
         publish(Path(tmp), uri)
         return relocate(result, tmp, uri)
 
@@ -70,42 +72,32 @@ def relocate(value: Any, local: str, uri: str) -> Any:
     return value
 
 
-def publish(
-    local: Path,
-    uri: str,
-    *,
-    commit: str = "summary.json",
-    replaces: Callable[[str], bool] | None = None,
-) -> None:
-    """Put the files of ``local`` under ``uri``, ``commit`` (the commit record) last and the
-    previous one withdrawn first. The previous files that ``replaces(name)`` says the new ones
-    replace and that are not among them are deleted (default: a run's results,
-    :func:`ctfp.runs.folder.is_result`; the embeddings and other objects stay)."""
-    from ctfp.runs.folder import is_result
+def publish(local: Path, uri: str) -> None:
+    """Put the files of ``local`` under ``uri``, ``summary.json`` (the commit record) last and
+    the previous one withdrawn first. The previous run's results that the new files do not
+    replace are deleted (:func:`ctfp.runs.folder.is_result`; the embeddings and other objects
+    stay)."""
+    from ctfp.runs.folder import SUMMARY_FILE, is_result
 
-    replaced = is_result if replaces is None else replaces
-    lease = resolve(uri).lock()
+    target = resolve(uri)
+    lease = target.lock()
     try:
-        delete_file(child(uri, commit))
-        new = list_files(local)
-        for name in list_files(uri):
-            if name not in new and name != LEASE_FILE and replaced(name):
-                delete_file(child(uri, name))
-        for name in new:
-            if name != commit:
-                lease.check()
-                put_object(child(uri, name), (local / name).read_bytes())
-        if commit in new:
+        target.join(SUMMARY_FILE).delete()
+        new = resolve(local).list_files()
+        for name in target.list_files():
+            if name not in new and name != LEASE_FILE and is_result(name):
+                target.join(name).delete()
+        for name in sorted(new, key=lambda n: n == SUMMARY_FILE):  # the commit record last
             lease.check()
-            put_object(child(uri, commit), _relocated(local / commit, local, uri))
+            data = (local / name).read_bytes()
+            target.join(name).put(_relocated(data, local, uri) if name == SUMMARY_FILE else data)
     finally:
         lease.release()
 
 
-def _relocated(path: Path, local: Path, uri: str) -> bytes:
+def _relocated(data: bytes, local: Path, uri: str) -> bytes:
     """The staged commit record, its paths renamed from the staging folder to the store (the
     record itself is not fingerprinted; the files it names keep their bytes)."""
-    data = path.read_bytes()
     try:
         doc = json.loads(data)
     except ValueError:
@@ -129,24 +121,25 @@ def local_run(location: PathLike) -> Iterator[tuple[Path, PathLike]]:
     tmp = Path(tempfile.mkdtemp(prefix="ctfp-fetch-"))
     try:
         uri, inside = _run_of(uri)
-        record = read_bytes(child(uri, SUMMARY_FILE))
+        run = resolve(uri)
+        record = run.join(SUMMARY_FILE).read_bytes()
         if record is not None:
             try:
                 files = dict(json.loads(record).get("files") or {})
             except (ValueError, AttributeError, TypeError):
                 files = {}  # read_summary names the damage
-            _fetch(uri, tmp, list(files))
+            _fetch(run, tmp, list(files))
             for name, expected in files.items():
                 if fingerprint(tmp / name) != expected:
                     raise InputError(
-                        f"{child(uri, name)} is not the file the run recorded in "
-                        f"{child(uri, SUMMARY_FILE)} (changed after it, or a later run was "
+                        f"{uri}/{name} is not the file the run recorded in "
+                        f"{uri}/{SUMMARY_FILE} (changed after it, or a later run was "
                         "interrupted while publishing); rerun the same `ctfp run` command"
                     )
             (tmp / SUMMARY_FILE).write_bytes(record)
-        elif exists(child(uri, MODEL_FILE)):
-            _fetch(uri, tmp, [ARRAYS_FILE, MODEL_FILE])
-        elif list_files(uri):
+        elif run.join(MODEL_FILE).exists():
+            _fetch(run, tmp, [ARRAYS_FILE, MODEL_FILE])
+        elif run.list_files():
             raise InputError(
                 f"{uri!r} has no {SUMMARY_FILE} or {MODEL_FILE}: not a finished ctfp run or "
                 "saved model (an interrupted run publishes its summary last)"
@@ -172,21 +165,23 @@ def _run_of(uri: str) -> tuple[str, str]:
             n == MODEL_DIR or re.fullmatch(r"k\d+", n) for n in inside
         ):
             break
-        if exists(child("/".join(parts[:-up]), SUMMARY_FILE)) and not exists(
-            child(uri, SUMMARY_FILE)
+        above = "/".join(parts[:-up])
+        if (
+            resolve(f"{above}/{SUMMARY_FILE}").exists()
+            and not resolve(f"{uri}/{SUMMARY_FILE}").exists()
         ):
-            return "/".join(parts[:-up]), "/".join(inside)
+            return above, "/".join(inside)
     return uri, ""
 
 
-def _fetch(uri: str, local: Path, names: list[str]) -> None:
+def _fetch(run: Location, local: Path, names: list[str]) -> None:
     for name in names:
         if "/" in name and ".." in name.split("/"):
-            raise InputError(f"{uri}: the record names {name!r}, outside the folder")
-        data = read_bytes(child(uri, name))
+            raise InputError(f"{run}: the record names {name!r}, outside the folder")
+        data = run.join(name).read_bytes()
         if data is None:
             raise InputError(
-                f"{child(uri, name)} is missing: {uri!r} names it but it is not there (removed "
+                f"{run}/{name} is missing: {str(run)!r} names it but it is not there (removed "
                 "after the run, or a later run was interrupted while publishing)"
             )
         dest = local / name
@@ -194,4 +189,4 @@ def _fetch(uri: str, local: Path, names: list[str]) -> None:
         dest.write_bytes(data)
 
 
-__all__ = ["in_run_folder", "local_run", "publish", "relocate"]
+__all__ = ["check_local_data", "in_run_folder", "local_run", "publish", "relocate"]

@@ -11,7 +11,7 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
@@ -68,12 +68,6 @@ def _prefetch(iterator: Iterator[Any]) -> Iterator[Any]:
 def _name(path: ShardPath) -> str:
     """The file name of a shard, local or on a store."""
     return os.fspath(path).rstrip("/").rsplit("/", 1)[-1]
-
-
-def _parent(path: ShardPath) -> str:
-    """The folder of a shard, as a comparable string (resolved locally)."""
-    folder = _parent_of(path)
-    return folder if isinstance(folder, str) else str(folder.resolve())
 
 
 def _read_shards(
@@ -162,102 +156,98 @@ def score_shards(
     CtfpError
         Another run is writing into ``out``.
     """
+    from ctfp.attribution.clustering import Clustering
+    from ctfp.cluster.gmm import GaussianMixture
+    from ctfp.runs.models import SavedModel
+
     chosen = (settings or ScoreSettings()).replace(**overrides)
-    out = as_local(out)  # the shards: per path, in shard_paths
-    batch_size = chosen.batch_size
     engine = resolve_engine(engine)
     paths = shard_paths(shards)
     metadata = check_compatible(paths)
-    from ctfp.runs.models import SavedModel
-
     if isinstance(model, SavedModel):
         model.check_embeddings(metadata, str(shards))
         model = model.model
-    remote = is_remote(out)
-    out = os.fspath(out).rstrip("/") if remote else Path(out)
-    if (os.fspath(out) if remote else str(out.resolve())) in {_parent(p) for p in paths}:
-        raise InputError(
-            f"{str(out)!r} holds the embedding shards being scored; write the scores to a folder "
-            "of their own (they take the input shards' names)"
-        )
-    lock = resolve(out).lock()  # one scoring run per folder: a second would delete our temps
-    try:
-        if engine.engine != "local":  # workers elsewhere: absolute paths
-            paths = [p if is_remote(p) else Path(p).resolve() for p in paths]
-            out = out if remote else Path(out).resolve()
-        where = (engine, chosen.device)
-        return _score_into(model, paths, out, batch_size, progress, lock, where)
-    finally:
-        lock.release()
-
-
-def _score_into(
-    model: Any,
-    paths: list[ShardPath],
-    out: Path | str,
-    batch_size: int,
-    progress: bool,
-    lock: Lease | FolderLock,
-    where: tuple[EngineSettings, str],
-) -> dict[str, Any]:
-    from ctfp.attribution.clustering import Clustering
-    from ctfp.cluster.gmm import GaussianMixture
-
-    if not is_remote(out):
-        remove_stale_temp_files(Path(out))
-    names = {_name(p) for p in paths}
-    extra = sorted(n for n in list_parts(out) if n not in names)
-    if extra:
-        # Scores of shards the archive no longer has: kept, the folder would describe rows that
-        # are not there (more scores than the archive has rows).
-        raise InputError(
-            f"{str(out)!r} holds scores of {len(extra)} shard(s) that the shards being scored do "
-            f"not have (e.g. {extra[0]}); a scores folder matches one archive: score into a new "
-            "--out, or remove those files"
-        )
     if isinstance(model, GaussianMixture):  # a bare mixture: a clustering without projection
         model = Clustering(np.empty(0, np.int64), model.n_components, model)
-    task = getattr(model, "task", None)
-    if task not in ("task1", "task2"):
+    if getattr(model, "task", None) not in ("task1", "task2"):
         raise TypeError(
             f"cannot score with a {type(model).__name__}: give a membership method (task 1) or "
             "a clustering (task 2), fitted, or a saved model"
         )
-    task1 = task == "task1"
-    made_by = {"model": model_fingerprint(model)}
-    inputs = {p: {**made_by, "input": input_fingerprint(p)} for p in paths}
-    done = [p for p in paths if _scored_already(child(out, _name(p)), inputs[p])]
-    todo = [p for p in paths if p not in done]
-    # The scores folder's commit record names every scored shard, as an embedding folder's
-    # does: rewritten after each one, so readers of a store never list-and-trust.
-    sizes = file_sizes(out, [_name(p) for p in done])
-    parts = [Part(_name(p), inputs[p]["input"]["rows"], sizes[_name(p)] or 0) for p in done]
-
-    def commit(path: ShardPath, rows: int, size: int) -> None:
-        if isinstance(lock, Lease):
-            lock.check()
-        parts.append(Part(_name(path), rows, size))
-        write_bytes_atomic(child(out, MANIFEST_FILE), manifest_bytes(parts))
-
-    if not todo:
-        write_bytes_atomic(child(out, MANIFEST_FILE), manifest_bytes(parts))
-    total_rows = count_rows(todo)
-    start = time.perf_counter()
-    rows = 0
-    engine, device = where
-    if engine.engine != "local":
-        return _score_elsewhere(
-            model,
-            [(p, child(out, _name(p)), inputs[p]) for p in todo],
-            commit,
-            engine,
-            batch_size=batch_size,
-            device=device,
-            skipped=len(paths) - len(todo),
-            total_rows=total_rows,
-            progress=progress,
-            out=out,
+    out = as_local(out)  # the shards: per path, in shard_paths
+    target = resolve(out)
+    out = Path(out) if target.local else target.uri.rstrip("/")
+    folders = {os.fspath(_parent_of(p)) for p in paths}
+    if target.uri.rstrip("/") in {resolve(f).uri.rstrip("/") for f in folders}:
+        raise InputError(
+            f"{str(out)!r} holds the embedding shards being scored; write the scores to a folder "
+            "of their own (they take the input shards' names)"
         )
+    lock = target.lock()  # one scoring run per folder: a second would delete our temps
+    try:
+        if target.local:
+            remove_stale_temp_files(Path(target.path))
+        if engine.engine != "local":  # workers elsewhere: absolute paths
+            paths = [p if is_remote(p) else Path(p).resolve() for p in paths]
+            out = Path(target.path) if target.local else out
+        names = {_name(p) for p in paths}
+        extra = sorted(n for n in list_parts(out) if n not in names)
+        if extra:
+            # Scores of shards the archive no longer has: kept, the folder would describe rows
+            # that are not there (more scores than the archive has rows).
+            raise InputError(
+                f"{str(out)!r} holds scores of {len(extra)} shard(s) that the shards being scored "
+                f"do not have (e.g. {extra[0]}); a scores folder matches one archive: score into "
+                "a new --out, or remove those files"
+            )
+        made_by = {"model": model_fingerprint(model)}
+        inputs = {p: {**made_by, "input": input_fingerprint(p)} for p in paths}
+        done = [p for p in paths if _scored_already(child(out, _name(p)), inputs[p])]
+        todo = [p for p in paths if p not in done]
+        # The scores folder's commit record names every scored shard, as an embedding folder's
+        # does: rewritten after each one, so readers of a store never list-and-trust.
+        sizes = file_sizes(out, [_name(p) for p in done])
+        parts = [Part(_name(p), inputs[p]["input"]["rows"], sizes[_name(p)] or 0) for p in done]
+
+        def commit(path: ShardPath, rows: int, size: int) -> None:
+            lock.check()
+            parts.append(Part(_name(path), rows, size))
+            write_bytes_atomic(child(out, MANIFEST_FILE), manifest_bytes(parts))
+
+        if not todo:
+            write_bytes_atomic(child(out, MANIFEST_FILE), manifest_bytes(parts))
+        start = time.perf_counter()
+        with progress_bar(count_rows(todo), "score", "row", enabled=progress) as bar:
+            if engine.engine == "local":
+                rows = _score_here(model, todo, out, inputs, commit, lock, chosen.batch_size, bar)
+            else:
+                items = [(p, child(out, _name(p)), inputs[p]) for p in todo]
+                rows = _score_elsewhere(model, items, commit, engine, chosen, bar)
+        seconds = time.perf_counter() - start
+        return {
+            "rows": rows,
+            "shards_written": len(todo),
+            "shards_skipped": len(paths) - len(todo),
+            "seconds": seconds,
+            "rows_per_second": rows / seconds if seconds > 0 else 0.0,
+            "out": str(out),
+            **({} if engine.engine == "local" else {"engine": engine.engine}),
+        }
+    finally:
+        lock.release()
+
+
+def _score_here(
+    model: Any,
+    todo: list[ShardPath],
+    out: Path | str,
+    inputs: dict[ShardPath, dict[str, Any]],
+    commit: Callable[[ShardPath, int, int], None],
+    lock: Lease | FolderLock,
+    batch_size: int,
+    bar: Any,
+) -> int:
+    """Score ``todo`` here, reading the next shard while scoring this one; the rows scored."""
     # A light model's search (the seed method's few centres) costs about as much as reading a
     # row: the prefetch thread reads and converts on one core and FAISS gets the others, and its
     # scores, not its n x d inputs, are checked for finiteness (a NaN or infinity in a row makes
@@ -265,41 +255,43 @@ def _score_into(
     # set or a mixture outweighs reading, so those keep every core and check their inputs.
     import faiss
 
+    light = model.task == "task1" and model.light_scoring
+    rows = 0
+    with _faiss_threads((os.cpu_count() or 2) - 1 if light else faiss.omp_get_max_threads()):
+        shards = _prefetch(_read_shards(todo, batch_size))
+        for path, ids, scores, labels in _scored(model, shards, bar.update):
+            lock.check()  # before writing: a writer that lost the lease writes nothing more
+            output = child(out, _name(path))
+            written, size = _write_scores(output, ids, scores, labels, model, inputs[path])
+            commit(path, written, size)
+            rows += written
+    return rows
+
+
+def _scored(
+    model: Any,
+    batches: Iterator[tuple[ShardPath, pa.Array | None, np.ndarray | None]],
+    on_batch: Callable[[int], Any] | None = None,
+) -> Iterator[tuple[ShardPath, list[pa.Array], list[np.ndarray], list[np.ndarray]]]:
+    """Each shard of ``batches`` (:func:`_read_shards`) scored: its path, and the ids, float32
+    scores and (task 2) int32 clusters of its batches; ``on_batch(rows)`` after each batch."""
+    task1 = model.task == "task1"
     light = task1 and model.light_scoring
-    threads = (os.cpu_count() or 2) - 1 if light else faiss.omp_get_max_threads()
-    with (
-        progress_bar(total_rows, "score", "row", enabled=progress) as bar,
-        _faiss_threads(threads),
-    ):
-        ids: list[pa.Array] = []
-        scores: list[np.ndarray] = []
-        labels: list[np.ndarray] = []
-        for path, batch_ids, x in _prefetch(_read_shards(todo, batch_size)):
-            if x is None:  # the shard is done: write its scores, then record them
-                if isinstance(lock, Lease):
-                    lock.check()
-                written, size = _write_scores(
-                    child(out, _name(path)), ids, scores, labels, model, task1, inputs[path]
-                )
-                commit(path, written, size)
-                rows += written
-                ids, scores, labels = [], [], []
-                continue
-            score, label = _score_batch(model, x, task1, light, path, sum(map(len, scores)))
-            scores.append(score)
-            if label is not None:
-                labels.append(label)
-            ids.append(batch_ids)
-            bar.update(len(x))
-    seconds = time.perf_counter() - start
-    return {
-        "rows": rows,
-        "shards_written": len(todo),
-        "shards_skipped": len(paths) - len(todo),
-        "seconds": seconds,
-        "rows_per_second": rows / seconds if seconds > 0 else 0.0,
-        "out": str(out),
-    }
+    ids: list[pa.Array] = []
+    scores: list[np.ndarray] = []
+    labels: list[np.ndarray] = []
+    for path, batch_ids, x in batches:
+        if x is None:  # the shard is done
+            yield path, ids, scores, labels
+            ids, scores, labels = [], [], []
+            continue
+        score, label = _score_batch(model, x, task1, light, path, sum(map(len, scores)))
+        scores.append(score)
+        if label is not None:
+            labels.append(label)
+        ids.append(batch_ids)
+        if on_batch is not None:
+            on_batch(len(x))
 
 
 def _score_batch(
@@ -351,59 +343,33 @@ class ShardScorer:
                 )
             self.model = model
         path, output, made_by = item
-        task1 = self.model.task == "task1"
-        light = task1 and self.model.light_scoring
-        ids: list[pa.Array] = []
-        scores: list[np.ndarray] = []
-        labels: list[np.ndarray] = []
-        for _, batch_ids, x in _read_shards([path], self.batch_size):
-            if x is None:
-                break
-            score, label = _score_batch(self.model, x, task1, light, path, sum(map(len, scores)))
-            scores.append(score)
-            if label is not None:
-                labels.append(label)
-            ids.append(batch_ids)
-        return _write_scores(output, ids, scores, labels, self.model, task1, made_by)
+        _, ids, scores, labels = next(_scored(self.model, _read_shards([path], self.batch_size)))
+        return _write_scores(output, ids, scores, labels, self.model, made_by)
 
 
 def _score_elsewhere(
     model: Any,
     items: list[tuple[ShardPath, ShardPath, dict[str, Any]]],
-    commit: Any,
+    commit: Callable[[ShardPath, int, int], None],
     engine: EngineSettings,
-    *,
-    batch_size: int,
-    device: str,
-    skipped: int,
-    total_rows: int,
-    progress: bool,
-    out: Path | str,
-) -> dict[str, Any]:
+    settings: ScoreSettings,
+    bar: Any,
+) -> int:
     """Each ``(input, output, record)`` of ``items`` scored by :class:`ShardScorer` on
-    ``engine``'s workers, each part committed as its result comes back (in input order)."""
+    ``engine``'s workers, each part committed as its result comes back (in input order); the
+    rows scored."""
     from ctfp.engine import parallel_map
 
-    start = time.perf_counter()
     rows = 0
-    scorer = ShardScorer(model, batch_size, "cpu" if device == "cpu" else "auto")
-    gpu = None if device != "cpu" else False
-    with progress_bar(total_rows, "score", "row", enabled=progress) as bar:
-        results = parallel_map(scorer, items, engine, stateful=True, gpu=gpu)
-        for (path, _, _), (written, size) in zip(items, results, strict=True):
-            commit(path, written, size)
-            rows += written
-            bar.update(written)
-    seconds = time.perf_counter() - start
-    return {
-        "rows": rows,
-        "shards_written": len(items),
-        "shards_skipped": skipped,
-        "seconds": seconds,
-        "rows_per_second": rows / seconds if seconds > 0 else 0.0,
-        "out": str(out),
-        "engine": engine.engine,
-    }
+    cpu = settings.device == "cpu"
+    scorer = ShardScorer(model, settings.batch_size, "cpu" if cpu else "auto")
+    gpu = False if cpu else None
+    results = parallel_map(scorer, items, engine, stateful=True, gpu=gpu)
+    for (path, _, _), (written, size) in zip(items, results, strict=True):
+        commit(path, written, size)
+        rows += written
+        bar.update(written)
+    return rows
 
 
 def _write_scores(
@@ -412,7 +378,6 @@ def _write_scores(
     scores: list[np.ndarray],
     labels: list[np.ndarray],
     model: Any,
-    task1: bool,
     made_by: dict[str, Any],
 ) -> tuple[int, int]:
     """Write one scored shard (``id, score, label``) atomically, its metadata saying which
@@ -420,7 +385,7 @@ def _write_scores(
     score = np.concatenate(scores) if scores else np.empty(0, np.float32)
     label = (
         (score >= model.threshold_).astype(np.int32)
-        if task1
+        if model.task == "task1"
         else np.concatenate(labels or [np.empty(0, np.int32)])
     )
     table = pa.Table.from_arrays(
@@ -467,7 +432,7 @@ def _parent_of(path: ShardPath) -> ShardPath:
 def _scored_already(output: ShardPath, expected: dict[str, Any]) -> bool:
     """Whether ``output`` holds the scores ``expected`` describes (resume); an output made by
     another model or from another input shard is refused, never kept as if it were ours."""
-    if file_sizes(_parent_of(output), [_name(output)])[_name(output)] is None:
+    if not resolve(output).exists():
         return False
     raw = (read_schema(output).metadata or {}).get(SCORED_KEY)
     found = json.loads(raw) if raw else None

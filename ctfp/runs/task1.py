@@ -22,15 +22,14 @@ from ctfp.embed.settings import EmbedSettings
 from ctfp.engine.settings import EngineSettings
 from ctfp.evaluate import write_run
 from ctfp.exceptions import InputError
-from ctfp.io.fs import PathLike, as_local
+from ctfp.io.fs import PathLike
 from ctfp.membership.options import SelectionSettings
 from ctfp.membership.settings import AUTO, Task1Settings, takes_k
-from ctfp.progress import logger, progress_bar
+from ctfp.progress import logger
 from ctfp.runs.folder import (
     MODEL_DIR,
     RUN_FILE,
     SCORES_FILE,
-    TEST_PREFIX,
     TRAIN_SCORES_FILE,
     begin_commit,
     task1_dir,
@@ -38,21 +37,20 @@ from ctfp.runs.folder import (
     write_summary,
 )
 from ctfp.runs.layout import (
+    AUTO_FEATURES,
+    auto_features,
     check_layout,
-    check_local_data,
-    embed_features,
+    cross_validate,
+    embed_candidates,
     model_identity,
+    require,
     rows_by_id,
-    rows_of,
-    test_part,
+    run_ids,
+    settings_record,
 )
 from ctfp.runs.models import save_model
 from ctfp.runs.remote import in_run_folder
 from ctfp.settings import SettingsError
-
-#: The feature types ``--method auto`` tries when the features are ``auto``: those that need no
-#: learned weights, at several resolutions, and ResNet50 when its weights can be loaded.
-AUTO_FEATURES = ("pixels:16", "pixels:32", "pixels", "residual", "spectrum", "resnet50")
 
 
 def task1_settings(settings: Task1Settings | None, overrides: dict[str, Any]) -> Task1Settings:
@@ -111,13 +109,8 @@ def run_task1(
     directly, the run's files are published there when it ends, its ``summary.json`` last
     (:mod:`ctfp.runs.remote`); ``data`` is a local or mounted folder.
     """
-    data = as_local(data)
-    check_local_data(data)
     return in_run_folder(
-        out,
-        lambda local, root: _run_task1(
-            Path(data), local, root, settings, embed, engine, progress, dict(overrides)
-        ),
+        data, out, lambda *at: _run_task1(*at, settings, embed, engine, progress, overrides)
     )
 
 
@@ -148,25 +141,18 @@ def _run_task1(
             "type (--features resnet50, pixels, ...)"
         )
     check_k_before_embedding(data, s)
-    features, skipped = auto_features(embed_settings)
-    for name, reason in skipped.items():
-        logger.warning(
-            f"auto: {name} left out: {reason} (pass --weights PATH or --weights random to try it)"
-        )
-    embedded = embed_features(
-        data, root, required, embed_settings, features, engine=engine, progress=progress
+    features, skipped, embedded = embed_candidates(
+        data, root, required, embed_settings, AUTO_FEATURES, engine=engine, progress=progress
     )
     first = embedded[features[0]]
     labels = first.labels
     if members:
-        rows_of(first, labels == "used", "train/used/")
-    rows_of(first, labels == "not_used", "train/not_used/")
-    train_ids = [i for i, lab in zip(first.ids, labels, strict=True) if lab in ("used", "not_used")]
-    gen_ids = [i for i, lab in zip(first.ids, labels, strict=True) if lab == "generated"]
-    ids, _ = test_part(first)
-    test_ids = [TEST_PREFIX + i for i in ids]
-    where = {i: n for n, i in enumerate(first.ids)}
-    y = np.array([1 if labels[where[i]] == "used" else 0 for i in train_ids], dtype=np.int64)
+        require(labels == "used", "train/used/")
+    require(labels == "not_used", "train/not_used/")
+    train = (labels == "used") | (labels == "not_used")
+    train_ids, gen_ids = first.ids[train].tolist(), first.ids[labels == "generated"].tolist()
+    y = (labels[train] == "used").astype(np.int64)
+    ids, test_ids = run_ids(first)
     data_of = {
         f: (rows_by_id(e, train_ids), rows_by_id(e, gen_ids) if gen_ids else None)
         for f, e in embedded.items()
@@ -174,17 +160,15 @@ def _run_task1(
     selection = _select(s, features, data_of, y, bool(gen_ids), progress)
     # The answer: auto's winner; a named method at each k (a sweep) or at the k it has.
     ks = s.ks if not auto and len(s.ks) > 1 else [None]
-    chosen = selection.best.candidate if selection is not None else None
     begin_commit(out)
     runs: dict[str, dict[str, Any]] = {}
     written: list[Path] = []
     for k in ks:
-        fitted, candidate = _fit(s, chosen, k, features, data_of, y, selection)
+        fitted, candidate = _fit(s, selection, k, features, data_of, y)
         x = rows_by_id(embedded[candidate.features], test_ids)
-        score = fitted.score_samples(x)
-        pred = fitted.predict(x)
+        score, pred = fitted.score_samples(x), fitted.predict(x)
         kk = candidate.params.get("k", s.ks[0])
-        dest = task1_dir(out, [int(v) for v in ks], kk) if k is not None else out
+        dest = task1_dir(out, ks, kk)
         write_run(dest / RUN_FILE, ids, pred)
         write_scores(dest / SCORES_FILE, ids, score, pred)
         written += [dest / RUN_FILE, dest / SCORES_FILE, dest / MODEL_DIR]
@@ -204,29 +188,30 @@ def _run_task1(
         identity = embedded[candidate.features].metadata
         save_model(fitted, dest / MODEL_DIR, identity=identity, settings=recorded)
         n_used = int((pred == fitted.classes_[1]).sum())
+        recall = getattr(fitted, "recall_", None)
         runs[str(kk)] = {
             "run": str(dest / RUN_FILE),
             "scores": str(dest / SCORES_FILE),
             "model_dir": str(dest / MODEL_DIR),
             "predicted_used": n_used,
             "threshold": fitted.threshold_,
-            "recall_at_1": getattr(fitted, "recall_", None),
+            "recall_at_1": recall,
         }
+        calibrate = getattr(s.options, "calibrate", None)
         how = (
-            f"chosen for {_criterion(s, candidate)} on out-of-fold scores"
+            f"chosen for {_options(s).calibrate} on out-of-fold scores"
             if auto
-            else _own_threshold(s)
+            else (f"chosen for {calibrate} on train" if calibrate else "fixed")
         )
         logger.info(
             f"task1 {candidate.label}: {n_used}/{len(ids)} test slices labelled used (threshold "
             f"{fitted.threshold_:.4g} {how}) -> {dest / RUN_FILE}"
         )
-        if runs[str(kk)]["recall_at_1"] is not None:
+        if recall is not None:
             logger.info(
-                f"task1 {candidate.params.get('index')} index recall@1 vs exact: "
-                f"{runs[str(kk)]['recall_at_1']:.4f}"
+                f"task1 {candidate.params.get('index')} index recall@1 vs exact: {recall:.4f}"
             )
-    shown = chosen if chosen is not None else candidate
+    shown = selection.best.candidate if selection is not None else candidate
     if selection is not None:
         logger.info(f"task1: chose {selection.reason}")
     elif members and not auto:
@@ -241,11 +226,15 @@ def _run_task1(
         "features": shown.features,
         "k": [int(v) for v in s.ks] if len(ks) > 1 else [int(params.get("k", s.ks[0]))],
         "metric": _metric(shown, s),
-        "calibrate": _criterion(s, shown) if auto else getattr(s.options, "calibrate", None),
+        "calibrate": _options(s).calibrate if auto else getattr(s.options, "calibrate", None),
         "selection": None
         if selection is None
         else {**selection.to_dict(), "features_tried": features, "skipped": skipped},
-        **_run_record(s, embed_settings, engine, y, len(gen_ids), len(ids)),
+        **settings_record("task1", s, embed_settings, engine),
+        "n_used": int(y.sum()),
+        "n_not_used": int((y == 0).sum()),
+        "n_generated": len(gen_ids),
+        "n_test": len(ids),
         "mode": "members and non-members" if members else "non-members only",
         "warnings": warnings,
         "runs": runs,
@@ -258,6 +247,23 @@ def _run_task1(
     return summary
 
 
+def _options(s: Task1Settings) -> SelectionSettings:
+    """The selection settings of ``--method auto`` (its options, else the defaults)."""
+    return s.options if isinstance(s.options, SelectionSettings) else SelectionSettings()
+
+
+def _named(s: Task1Settings, features: str, k: int) -> Any:
+    """The candidate of the named method on ``features`` (at ``k`` where it takes one), with
+    the options given that differ from their defaults (the defaults apply to the rest)."""
+    from ctfp.membership.selection import candidate
+
+    given = {}
+    if s.options is not None:
+        defaults = type(s.options)().to_dict()
+        given = {n: v for n, v in s.options.to_dict().items() if v != defaults[n]}
+    return candidate(features, s.method, {**given, **({"k": k} if takes_k(s.method) else {})})
+
+
 def _select(
     s: Task1Settings,
     features: Sequence[str],
@@ -268,68 +274,39 @@ def _select(
 ) -> Any:
     """The selection that answers the run: auto's among its grid; a named method's among its
     k (or its one setting), measured only where both classes allow the folds (else None)."""
-    from ctfp.membership.selection import CENTROID_KS, candidate, default_candidates, select
+    from ctfp.membership.selection import CENTROID_KS, default_candidates, select
 
     n_small = int(min(y.sum(), (y == 0).sum()))
     if s.method == AUTO:
-        options = s.options if isinstance(s.options, SelectionSettings) else SelectionSettings()
+        options = _options(s)
         candidates = default_candidates(features, n_small, has_generated, s.k or CENTROID_KS)
     else:
         options = SelectionSettings(combine="simplest")  # a named method is measured, not mixed
         if n_small < options.folds:
             return None
-        given = _given_options(s)
-        ks = s.ks if takes_k(s.method) else [None]
-        candidates = [
-            candidate(f, s.method, {**given, **({"k": k} if k is not None else {})})
-            for f in features
-            for k in ks
-        ]
-    logger.info(
-        f"task1: {len(candidates)} candidate(s) ({len(features)} feature type"
-        f"{'s' if len(features) > 1 else ''}) cross-validated on {len(y)} training reals, "
-        f"{options.folds} folds x {options.repeats} repeats"
-    )
-    return select(
-        data,
-        y,
-        candidates,
-        options,
-        seed=s.seed,
-        device=s.device,
-        progress=lambda items: progress_bar(
-            len(items),
-            "task1: candidates",
-            "cand",
-            enabled=progress and len(items) > 1,
-            iterable=items,
-        ),
-    )
+        candidates = [_named(s, f, k) for f in features for k in s.ks]
+    on = f"{len(y)} training reals"
+    return cross_validate("task1", select, data, y, candidates, options, features, on, s, progress)
 
 
 def _fit(
     s: Task1Settings,
-    chosen: Any,
+    selection: Any,
     k: int | None,
     features: Sequence[str],
     data: dict[str, tuple[np.ndarray, np.ndarray | None]],
     y: np.ndarray,
-    selection: Any,
 ) -> tuple[Any, Any]:
-    """The fitted model of the answer (``chosen``, or the named method at ``k``) on every
+    """The fitted model of the answer (auto's choice, or the named method at ``k``) on every
     training real, and its candidate: auto's threshold from the answer's out-of-fold scores,
     a named method's its own."""
-    from ctfp.membership.selection import build, candidate
+    from ctfp.membership.selection import build
 
     if s.method == AUTO:
-        c = chosen
+        c = selection.best.candidate
     else:
-        given = _given_options(s)
-        c = candidate(
-            chosen.features if chosen is not None else features[0],
-            s.method,
-            {**given, **({"k": k if k is not None else s.ks[0]} if takes_k(s.method) else {})},
-        )
+        chosen = selection.best.candidate.features if selection is not None else features[0]
+        c = _named(s, chosen, s.ks[0] if k is None else k)
     x, generated = data[c.features]
     model = build(c, s.seed, s.device).fit(x, y, generated)
     if s.method == AUTO:
@@ -337,22 +314,12 @@ def _fit(
     return model, c
 
 
-def _given_options(s: Task1Settings) -> dict[str, Any]:
-    """The named method's options that differ from their defaults (the candidate's
-    parameters; the defaults apply to the rest)."""
-    if s.options is None:
-        return {}
-    defaults = type(s.options)().to_dict()
-    return {k: v for k, v in s.options.to_dict().items() if v != defaults[k]}
-
-
 def _trial_of(selection: Any, candidate: Any) -> Any:
     """The trial of ``candidate`` in ``selection`` (the answer, or one k of a sweep)."""
     if selection is None:
         return None
-    if selection.best.candidate == candidate:
-        return selection.best
-    return next((t for t in selection.trials if t.candidate == candidate), None)
+    trials = [selection.best, *selection.trials]
+    return next((t for t in trials if t.candidate == candidate), None)
 
 
 def _metric(c: Any, s: Task1Settings) -> str:
@@ -362,16 +329,6 @@ def _metric(c: Any, s: Task1Settings) -> str:
 
     metric = build(c, s.seed, "cpu").get_params().get("metric")
     return str(metric or ("l1" if c.method == "centroid" else "l2"))
-
-
-def _criterion(s: Task1Settings, candidate: Any) -> str:
-    options = s.options if isinstance(s.options, SelectionSettings) else SelectionSettings()
-    return options.calibrate
-
-
-def _own_threshold(s: Task1Settings) -> str:
-    calibrate = getattr(s.options, "calibrate", None)
-    return f"chosen for {calibrate} on train" if calibrate else "fixed"
 
 
 #: What ``--method auto`` runs when there are no known members to cross-validate on: the
@@ -464,50 +421,6 @@ def verdict(summary: dict[str, Any]) -> str:
     n = len(selection["candidates"])
     best_of = f" (the best of {n} candidates, so somewhat optimistic)" if n > 1 else ""
     return f"Evidence of memorisation: {estimate}{best_of}; {counts}."
-
-
-def auto_features(
-    settings: EmbedSettings, candidates: Sequence[str] = AUTO_FEATURES
-) -> tuple[list[str], dict[str, str]]:
-    """The feature types of ``candidates`` to try, and those left out with the reason: ResNet50
-    with ImageNet weights only where they load (a local file or ``--weights random`` always
-    do)."""
-    if settings.features != "auto":
-        return [settings.features], {}
-    features = [f for f in candidates if f != "resnet50"]
-    if "resnet50" not in candidates:
-        return features, {}
-    if settings.weights == "imagenet":
-        from ctfp.embed.backbone import imagenet_unavailable
-
-        reason = imagenet_unavailable()
-        if reason is not None:
-            return features, {"resnet50": reason}
-    return [*features, "resnet50"], {}
-
-
-def _run_record(
-    s: Task1Settings,
-    embed_settings: EmbedSettings,
-    engine: str | EngineSettings,
-    train_y: np.ndarray,
-    n_generated: int,
-    n_test: int,
-) -> dict[str, Any]:
-    """What every task 1 summary records: the seed, the settings of each stage, the counts."""
-    engine_settings = engine if isinstance(engine, EngineSettings) else EngineSettings(engine)
-    return {
-        "seed": s.seed,
-        "settings": {
-            "task1": s.to_dict(),
-            "embed": embed_settings.to_dict(),
-            "engine": engine_settings.to_dict(),
-        },
-        "n_used": int(train_y.sum()),
-        "n_not_used": int((train_y == 0).sum()),
-        "n_generated": n_generated,
-        "n_test": n_test,
-    }
 
 
 __all__ = [

@@ -16,27 +16,21 @@ from ctfp.embed.settings import EmbedSettings
 from ctfp.engine.settings import EngineSettings
 from ctfp.evaluate import attribution_metrics, write_run
 from ctfp.exceptions import InputError
-from ctfp.io.fs import PathLike, as_local
-from ctfp.progress import logger, progress_bar
-from ctfp.runs.folder import (
-    CLUSTERS_FILE,
-    MODEL_DIR,
-    OPEN_SET_FILE,
-    TEST_PREFIX,
-    begin_commit,
-    write_summary,
-)
+from ctfp.io.fs import PathLike
+from ctfp.progress import logger
+from ctfp.runs.folder import CLUSTERS_FILE, MODEL_DIR, OPEN_SET_FILE, begin_commit, write_summary
 from ctfp.runs.layout import (
     check_layout,
-    check_local_data,
-    embed_features,
-    embed_layout,
+    cross_validate,
+    embed_candidates,
     model_identity,
     rows_by_id,
-    test_part,
+    run_ids,
+    settings_record,
 )
 from ctfp.runs.models import save_model
 from ctfp.runs.remote import in_run_folder
+from ctfp.store.reader import Embeddings
 
 #: Feature types ``--method auto`` tries with labels (ResNet50 too where its weights load).
 TASK2_FEATURES = (
@@ -92,18 +86,13 @@ def run_task2(
     store (``s3://...``): embeddings written there, the run's files published there at the
     end, ``summary.json`` last (:mod:`ctfp.runs.remote`); ``data`` is a local or mounted folder.
     """
-    data = as_local(data)
-    check_local_data(data)
     return in_run_folder(
-        out,
-        lambda local, root: _run_task2(
-            data, local, root, settings, embed, engine, progress, dict(overrides)
-        ),
+        data, out, lambda *at: _run_task2(*at, settings, embed, engine, progress, overrides)
     )
 
 
 def _run_task2(
-    data: PathLike,
+    data: Path,
     out: Path,
     root: PathLike,
     settings: Task2Settings | None,
@@ -126,34 +115,57 @@ def _run_task2(
     check_layout(data, ["test"])  # before weights are fetched or anything is embedded
     groups_found = labelled_groups(data)
     if method in ("classify", "semi") and not groups_found:
-        raise InputError(
-            f"--method {method} needs labelled examples in {Path(data) / 'train'}/<group>/"
-        )
+        raise InputError(f"--method {method} needs labelled examples in {data / 'train'}/<group>/")
     if method == "auto":
         method = "select" if groups_found else "gmm"
+    if method == "gmm" and embed_settings.features == "auto":
+        embed_settings = embed_settings.replace(features=BLIND_FEATURES)
+    features, skipped, embedded = embed_candidates(
+        data, root, ["test"], embed_settings, TASK2_FEATURES, engine=engine, progress=progress
+    )
+    first = embedded[features[0]]
+    ids, test_ids = run_ids(first)
+    train = np.char.startswith(first.ids.astype(str), "train/")
+    rows = ids, test_ids, train & np.not_equal(first.labels, None)
     if method == "gmm":
-        if embed_settings.features == "auto":
-            embed_settings = embed_settings.replace(features=BLIND_FEATURES)
-        return _run_blind(data, out, root, s, embed_settings, engine, progress, start)
-    return _run_labelled(data, out, root, s, method, embed_settings, engine, progress, start)
+        name, winner, fields = _blind(out, s, embed_settings, first, rows, progress)
+    else:
+        name, winner, fields = _labelled(
+            out, s, method, embed_settings, embedded, features, skipped, rows, progress
+        )
+    for warning in fields["warnings"]:
+        logger.warning(f"warning: {warning}")
+    logger.info(f"task2: {fields['verdict']}")
+    summary = {
+        "task": "task2",
+        "method": name,
+        **settings_record("task2", s, embed_settings, engine),
+        "n_test": len(ids),
+        "clusters": str(out / CLUSTERS_FILE),
+        "model_dir": str(out / MODEL_DIR),
+        "model": model_identity(winner.metadata),
+        **fields,
+        "seconds": round(time.perf_counter() - start, 2),
+    }
+    files = (
+        [CLUSTERS_FILE, MODEL_DIR] if method == "gmm" else [CLUSTERS_FILE, OPEN_SET_FILE, MODEL_DIR]
+    )
+    write_summary(out, summary, [out / f for f in files])
+    return summary
 
 
-def _run_blind(
-    data: PathLike,
-    out: PathLike,
-    root: PathLike,
+def _blind(
+    out: Path,
     s: Task2Settings,
     embed_settings: EmbedSettings,
-    engine: str | EngineSettings,
+    emb: Embeddings,
+    rows: tuple[list[str], list[str], np.ndarray],
     progress: bool,
-    start: float,
-) -> dict[str, Any]:
-    """The blind Gaussian mixture of the test slices."""
-    out = Path(out)
-    emb = embed_layout(data, root, ["test"], embed_settings, engine=engine, progress=progress)
-    ids, x = test_part(emb)
-    groups = emb.labels
-    train = _train_rows(emb)
+) -> tuple[str, Embeddings, dict[str, Any]]:
+    """The blind Gaussian mixture of the test slices, written; its summary fields. ``rows``:
+    the test slices' run-file ids and ids, and the mask of the labelled rows."""
+    ids, test_ids, train = rows
+    x = rows_by_id(emb, test_ids)
     result = cluster_slices(x, s.replace(method="gmm"), progress=progress)
     labels = result.labels
     sizes = np.bincount(labels, minlength=result.k).tolist()
@@ -164,8 +176,6 @@ def _run_blind(
             f"(sizes {sizes}): it attributes nothing. Try --covariance diag, --pca N or another "
             "--init, or pass --allow-collapse to keep it"
         )
-    for warning in warnings:
-        logger.warning(f"warning: {warning}")
     begin_commit(out)
     write_run(out / CLUSTERS_FILE, ids, labels)
     recorded = {"task2": s.to_dict(), "embed": embed_settings.to_dict()}
@@ -177,87 +187,44 @@ def _run_blind(
             + ")"
         )
     logger.info(f"task2: {len(ids)} test slices in {result.k} clusters -> {out / CLUSTERS_FILE}")
-    summary = _summary_base(s, "gmm", embed_settings, engine, out, emb, len(ids))
-    summary.update(
-        {
-            "mode": "blind",
-            "features": embed_settings.features,
-            "k": result.k,
-            "k_auto_bic": None
-            if result.bics is None
-            else {str(a): b for a, b in result.bics.items()},
-            "k_auto_silhouette": None
-            if result.silhouettes is None
-            else {str(a): b for a, b in result.silhouettes.items()},
-            "init": s.init,
-            "covariance_type": s.covariance_type,
-            "pca": s.pca,
-            "converged": bool(result.model.converged_),
-            "n_iter": int(result.model.n_iter_),
-            "cluster_sizes": sizes,
-            "warnings": warnings,
-            "verdict": f"{len(ids)} test slices clustered blind into {result.k} groups (no "
-            "labelled examples in train/<group>/, so no estimate of how right they are)",
-        }
-    )
+    fields = {
+        "mode": "blind",
+        "features": embed_settings.features,
+        "k": result.k,
+        "k_auto_bic": None if result.bics is None else {str(a): b for a, b in result.bics.items()},
+        "k_auto_silhouette": None
+        if result.silhouettes is None
+        else {str(a): b for a, b in result.silhouettes.items()},
+        "init": s.init,
+        "covariance_type": s.covariance_type,
+        "pca": s.pca,
+        "converged": bool(result.model.converged_),
+        "n_iter": int(result.model.n_iter_),
+        "cluster_sizes": sizes,
+        "warnings": warnings,
+        "verdict": f"{len(ids)} test slices clustered blind into {result.k} groups (no "
+        "labelled examples in train/<group>/, so no estimate of how right they are)",
+    }
     if train.any():
         predicted = result.predict(emb.matrix[train])
-        summary["train_check"] = attribution_metrics(groups[train].tolist(), predicted.tolist())
-    logger.info(f"task2: {summary['verdict']}")
-    summary["seconds"] = round(time.perf_counter() - start, 2)
-    write_summary(out, summary, [out / CLUSTERS_FILE, out / MODEL_DIR])
-    return summary
+        fields["train_check"] = attribution_metrics(emb.labels[train].tolist(), predicted.tolist())
+    return "gmm", emb, fields
 
 
-def _train_rows(emb: Any) -> np.ndarray:
-    return np.array(
-        [
-            i.startswith("train/") and g is not None
-            for i, g in zip(emb.ids, emb.labels, strict=True)
-        ],
-        dtype=bool,
-    )
-
-
-def _summary_base(
-    s: Task2Settings,
-    method: str,
-    embed_settings: EmbedSettings,
-    engine: str | EngineSettings,
+def _labelled(
     out: Path,
-    emb: Any,
-    n_test: int,
-) -> dict[str, Any]:
-    engine_settings = engine if isinstance(engine, EngineSettings) else EngineSettings(engine)
-    return {
-        "task": "task2",
-        "method": method,
-        "seed": s.seed,
-        "settings": {
-            "task2": s.to_dict(),
-            "embed": embed_settings.to_dict(),
-            "engine": engine_settings.to_dict(),
-        },
-        "n_test": n_test,
-        "clusters": str(out / CLUSTERS_FILE),
-        "model_dir": str(out / MODEL_DIR),
-        "model": model_identity(emb.metadata),
-    }
-
-
-def _run_labelled(
-    data: PathLike,
-    out: PathLike,
-    root: PathLike,
     s: Task2Settings,
     method: str,
     embed_settings: EmbedSettings,
-    engine: str | EngineSettings,
+    embedded: dict[str, Embeddings],
+    features: list[str],
+    skipped: dict[str, str],
+    rows: tuple[list[str], list[str], np.ndarray],
     progress: bool,
-    start: float,
-) -> dict[str, Any]:
-    """Attribution with labels: cross-validated choice (``select``) or one way (``classify``,
-    ``semi``), then the open set."""
+) -> tuple[str, Embeddings, dict[str, Any]]:
+    """Attribution with labels, written: cross-validated choice (``select``) or one way
+    (``classify``, ``semi``), then the open set; its summary fields (``rows``: as
+    :func:`_blind`'s)."""
     from scipy.stats import binom
 
     from ctfp.attribution.selection import (
@@ -267,23 +234,10 @@ def _run_labelled(
         open_set_pvalues,
         select,
     )
-    from ctfp.runs.task1 import auto_features
 
-    out = Path(out)
-    if embed_settings.features == "auto":
-        features, skipped = auto_features(embed_settings, TASK2_FEATURES)
-    else:
-        features, skipped = [embed_settings.features], {}
-    for name, reason in skipped.items():
-        logger.warning(
-            f"auto: {name} left out: {reason} (pass --weights PATH or --weights random to try it)"
-        )
-    embedded = embed_features(
-        data, root, ["test"], embed_settings, features, engine=engine, progress=progress
-    )
+    ids, test_ids, train = rows
     first = embedded[features[0]]
-    train = _train_rows(first)
-    train_ids = [i for i, t in zip(first.ids, train, strict=True) if t]
+    train_ids = first.ids[train].tolist()
     groups = np.asarray([str(g) for g in first.labels[train]], dtype=object)
     names = sorted(set(groups.tolist()))
     if isinstance(s.k, int) and s.k != len(names):
@@ -291,9 +245,6 @@ def _run_labelled(
             f"--k {s.k} but train/ holds {len(names)} labelled groups ({', '.join(names)}): with "
             "labels k is the number of groups; drop --k, or --method gmm to cluster blind"
         )
-    ids, _ = test_part(first)
-    test_ids = [TEST_PREFIX + i for i in ids]
-
     matrices = {f: (rows_by_id(e, train_ids), rows_by_id(e, test_ids)) for f, e in embedded.items()}
     if method == "select":
         candidates = default_candidates(features, len(groups))
@@ -306,21 +257,9 @@ def _run_labelled(
             candidate(features[0], "semi", {"pca": s.pca, "covariance": s.covariance_type})
         ]
     cv = s.selection
-    logger.info(
-        f"task2: {len(candidates)} candidate(s) ({len(features)} feature type"
-        f"{'s' if len(features) > 1 else ''}) cross-validated on {len(groups)} labelled slices "
-        f"of {len(names)} groups, {cv.folds} folds x {cv.repeats} repeats"
-    )
-    selection = select(
-        matrices,
-        groups,
-        candidates,
-        cv,
-        seed=s.seed,
-        device=s.device,
-        progress=lambda items: progress_bar(
-            len(items), "task2: candidates", "cand", enabled=progress, iterable=items
-        ),
+    on = f"{len(groups)} labelled slices of {len(names)} groups"
+    selection = cross_validate(
+        "task2", select, matrices, groups, candidates, cv, features, on, s, progress
     )
     begin_commit(out)  # the previous run's results withdrawn, now that this one can write
     best = selection.best.candidate
@@ -357,7 +296,6 @@ def _run_labelled(
         model.groups = attributor.groups
     save_model(model, out / MODEL_DIR, identity=winner.metadata, settings=recorded)
     sizes = np.bincount(clusters, minlength=k).tolist()
-    table = selection.to_dict()
     b = selection.best
     verdict = (
         f"{len(ids)} test slices attributed to {len(names)} labelled generators by "
@@ -382,52 +320,42 @@ def _run_labelled(
             f"1/{len(groups) + 1} = {1.0 / (len(groups) + 1):.3f}, above --reject {cv.reject}: "
             "no test slice can be called unknown; label more slices or raise --reject"
         )
-    for warning in warnings:
-        logger.warning(f"warning: {warning}")
-    logger.info(f"task2: {verdict}")
-    summary = _summary_base(s, best.method, embed_settings, engine, out, winner, len(ids))
-    summary.update(
-        {
-            "mode": "auto" if method == "select" else method,
-            "features": best.features,
-            "params": dict(best.params),
-            "pca": best.params.get("pca"),
-            "init": "train-group means" if best.method == "semi" else None,
-            "covariance_type": best.params.get("covariance", s.covariance_type)
-            if best.method == "semi"
-            else None,
-            "k": k,
-            "groups": names,
-            "cluster_groups": {str(j): n for j, n in enumerate(names)}
-            | ({str(len(names)): "unknown"} if k > len(names) else {}),
-            "selection": table,
-            "open_set": {
-                "reject": cv.reject,
-                "rule": "cross-conformal p-value <= reject",
-                "min_pvalue": round(1.0 / (len(groups) + 1), 4),
-                "unknown": n_unknown,
-                "expected_by_chance": round(cv.reject * len(ids), 1),
-                "null_rate": null,
-                "binomial_tail": tail,
-                "extra_group": extra,
-                "file": str(out / OPEN_SET_FILE),
-            },
-            "k_auto_bic": None,
-            "k_auto_silhouette": None,
-            "cluster_sizes": sizes,
-            "warnings": warnings,
-            "verdict": verdict,
-            "train_check": attribution_metrics(
-                groups.tolist(), attributor.predict_groups(x_train).tolist()
-            ),
-        }
-    )
-    summary["selection"]["features_tried"] = features
-    if skipped:
-        summary["selection"]["skipped"] = skipped
-    summary["seconds"] = round(time.perf_counter() - start, 2)
-    write_summary(out, summary, [out / CLUSTERS_FILE, out / OPEN_SET_FILE, out / MODEL_DIR])
-    return summary
+    fields = {
+        "mode": "auto" if method == "select" else method,
+        "features": best.features,
+        "params": dict(best.params),
+        "pca": best.params.get("pca"),
+        "init": "train-group means" if best.method == "semi" else None,
+        "covariance_type": best.params.get("covariance", s.covariance_type)
+        if best.method == "semi"
+        else None,
+        "k": k,
+        "groups": names,
+        "cluster_groups": {str(j): n for j, n in enumerate(names)}
+        | ({str(len(names)): "unknown"} if k > len(names) else {}),
+        "selection": {**selection.to_dict(), "features_tried": features}
+        | ({"skipped": skipped} if skipped else {}),
+        "open_set": {
+            "reject": cv.reject,
+            "rule": "cross-conformal p-value <= reject",
+            "min_pvalue": round(1.0 / (len(groups) + 1), 4),
+            "unknown": n_unknown,
+            "expected_by_chance": round(cv.reject * len(ids), 1),
+            "null_rate": null,
+            "binomial_tail": tail,
+            "extra_group": extra,
+            "file": str(out / OPEN_SET_FILE),
+        },
+        "k_auto_bic": None,
+        "k_auto_silhouette": None,
+        "cluster_sizes": sizes,
+        "warnings": warnings,
+        "verdict": verdict,
+        "train_check": attribution_metrics(
+            groups.tolist(), attributor.predict_groups(x_train).tolist()
+        ),
+    }
+    return best.method, winner, fields
 
 
 def fit_warnings(
