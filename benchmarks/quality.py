@@ -33,7 +33,6 @@ from ctfp.embed.runner import embed
 from ctfp.embed.settings import EmbedSettings
 from ctfp.evaluate import attribution_metrics, membership_metrics, read_table
 from ctfp.membership.settings import Task1Settings
-from ctfp.runs.task1 import fit_membership
 from ctfp.store.reader import Embeddings, read_embeddings
 
 FEATURES = ("resnet50", "pixels", "residual", "spectrum", "pixels+residual")
@@ -70,7 +69,7 @@ def task1(emb: Embeddings, truth: dict[str, str], seed: int) -> dict[str, Any]:
 
     def fit(**options: Any) -> Any:
         settings = Task1Settings.with_options(seed=seed, device="cpu", **options)
-        return fit_membership(settings, tx, ty, generated)
+        return settings.build().fit(tx, ty, generated=generated)
 
     def score(name: str, model: Any) -> None:
         m = membership_metrics(y, model.predict(x), model.score_samples(x))
