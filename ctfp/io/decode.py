@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from ctfp.exceptions import DecodeError
-from ctfp.io.fs import is_remote, read_bytes
+from ctfp.io.fs import is_remote, resolve
 from ctfp.io.sources import IMAGE_SUFFIXES, NIFTI_SUFFIXES, suffix_of
 from ctfp.io.window import MAX_PIXELS, MIN_SIDE, Window
 
@@ -81,7 +81,7 @@ def _fetched(uri: str) -> Iterator[str]:
     """A local temporary copy of the object ``uri`` (same suffix: the decoders go by it), for
     decoders that read files; removed afterwards."""
     try:
-        data = read_bytes(uri)
+        data = resolve(uri).read_bytes()
     except (OSError, ValueError) as exc:
         raise DecodeError(f"cannot read object: {exc}") from exc
     if data is None:

@@ -284,43 +284,13 @@ def child(folder: str | os.PathLike[str], name: str) -> str | Path:
     return Path(folder) / name
 
 
-def read_bytes(path: str | os.PathLike[str]) -> bytes | None:
-    """The content of the file or object ``path``, or None where there is none."""
-    return resolve(path).read_bytes()
-
-
-def exists(path: str | os.PathLike[str]) -> bool:
-    """Whether the file or object ``path`` is there (one metadata request on a store)."""
-    return resolve(path).exists()
-
-
-def put_object(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write ``data`` as the file or object ``path`` atomically (:meth:`Location.put`)."""
-    resolve(path).put(data)
-
-
-def delete_file(path: str | os.PathLike[str]) -> None:
-    """Delete the file or object ``path`` if it is there."""
-    resolve(path).delete()
-
-
-def list_files(folder: str | os.PathLike[str]) -> dict[str, int]:
-    """Every file (object) under ``folder`` (:meth:`Location.list_files`)."""
-    return resolve(folder).list_files()
-
-
 __all__ = [
     "NATIVE",
     "Location",
     "PathLike",
     "as_local",
     "child",
-    "delete_file",
-    "exists",
     "is_remote",
-    "list_files",
-    "put_object",
-    "read_bytes",
     "remove_stale_temp_files",
     "resolve",
     "scheme_of",

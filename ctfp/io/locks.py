@@ -22,7 +22,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from ctfp.exceptions import CtfpError
 
@@ -52,7 +52,20 @@ def _first_line(exc: BaseException) -> str:
 _LOCKED_HERE: set[str] = set()
 
 
-class FolderLock:
+class _Held:
+    """A held lock: ``with`` blocks release it on leaving."""
+
+    def release(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.release()
+
+
+class FolderLock(_Held):
     """One writer at a time in an output folder: an exclusive lock on ``folder/.lock``, held
     until :meth:`release` (or the end of a ``with`` block). Taken by embedding, caching and
     scoring runs alike; a second one, in another process or this one, gets a clear error."""
@@ -95,16 +108,10 @@ class FolderLock:
             self._handle = None
             _LOCKED_HERE.discard(self._key)
 
-    def __enter__(self) -> FolderLock:
-        return self
 
-    def __exit__(self, *_: object) -> None:
-        self.release()
-
-
-class Lease:
+class Lease(_Held):
     """The write lease of ``folder`` (an object-store :class:`~ctfp.io.fs.Location`), held
-    until :meth:`release`.
+    until :meth:`release` (or the end of a ``with`` block).
 
     Raises
     ------

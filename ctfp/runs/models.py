@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -99,16 +100,13 @@ def save_model(
     text = json.dumps(description, indent=2, sort_keys=True) + "\n"
     path = as_local(path)
     folder = resolve(path)
-    lease = None if folder.local else folder.lock()  # one writer; no lock file in a local model
-    try:
+    # One writer on a store; no lock file in a local model.
+    with nullcontext() if folder.local else folder.lock() as lease:
         folder.join(MODEL_FILE).delete()  # the folder is not a model while rewritten
         for name, data in ((ARRAYS_FILE, buffer.getvalue()), (MODEL_FILE, text.encode())):
             if lease is not None:
                 lease.check()
             folder.join(name).put(data)
-    finally:
-        if lease is not None:
-            lease.release()
     return Path(path) if folder.local else folder.uri.rstrip("/")
 
 

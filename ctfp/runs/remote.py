@@ -80,8 +80,7 @@ def publish(local: Path, uri: str) -> None:
     from ctfp.runs.folder import SUMMARY_FILE, is_result
 
     target = resolve(uri)
-    lease = target.lock()
-    try:
+    with target.lock() as lease:
         target.join(SUMMARY_FILE).delete()
         new = resolve(local).list_files()
         for name in target.list_files():
@@ -91,8 +90,6 @@ def publish(local: Path, uri: str) -> None:
             lease.check()
             data = (local / name).read_bytes()
             target.join(name).put(_relocated(data, local, uri) if name == SUMMARY_FILE else data)
-    finally:
-        lease.release()
 
 
 def _relocated(data: bytes, local: Path, uri: str) -> bytes:

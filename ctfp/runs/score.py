@@ -38,10 +38,7 @@ from ctfp.store.reader import (
     scan_batches,
     shard_paths,
 )
-from ctfp.store.writer import (
-    write_atomic,
-    write_bytes_atomic,
-)
+from ctfp.store.writer import write_atomic
 
 SCORES_SCHEMA = pa.schema(
     [
@@ -177,21 +174,20 @@ def score_shards(
     out = as_local(out)  # the shards: per path, in shard_paths
     target = resolve(out)
     out = Path(out) if target.local else target.uri.rstrip("/")
-    folders = {os.fspath(_parent_of(p)) for p in paths}
-    if target.uri.rstrip("/") in {resolve(f).uri.rstrip("/") for f in folders}:
+    if target.uri.rstrip("/") in {resolve(_parent_of(p)).uri.rstrip("/") for p in paths}:
         raise InputError(
             f"{str(out)!r} holds the embedding shards being scored; write the scores to a folder "
             "of their own (they take the input shards' names)"
         )
-    lock = target.lock()  # one scoring run per folder: a second would delete our temps
-    try:
+    # One scoring run per folder: a second would delete our temps.
+    with target.lock() as lock:
         if target.local:
             remove_stale_temp_files(Path(target.path))
         if engine.engine != "local":  # workers elsewhere: absolute paths
             paths = [p if is_remote(p) else Path(p).resolve() for p in paths]
             out = Path(target.path) if target.local else out
         names = {_name(p) for p in paths}
-        extra = sorted(n for n in list_parts(out) if n not in names)
+        extra = sorted(n for n in list_parts(target) if n not in names)
         if extra:
             # Scores of shards the archive no longer has: kept, the folder would describe rows
             # that are not there (more scores than the archive has rows).
@@ -206,16 +202,18 @@ def score_shards(
         todo = [p for p in paths if p not in done]
         # The scores folder's commit record names every scored shard, as an embedding folder's
         # does: rewritten after each one, so readers of a store never list-and-trust.
-        sizes = file_sizes(out, [_name(p) for p in done])
+        sizes = file_sizes(target, [_name(p) for p in done])
         parts = [Part(_name(p), inputs[p]["input"]["rows"], sizes[_name(p)] or 0) for p in done]
+
+        record = target.join(MANIFEST_FILE)
 
         def commit(path: ShardPath, rows: int, size: int) -> None:
             lock.check()
             parts.append(Part(_name(path), rows, size))
-            write_bytes_atomic(child(out, MANIFEST_FILE), manifest_bytes(parts))
+            record.put(manifest_bytes(parts))
 
         if not todo:
-            write_bytes_atomic(child(out, MANIFEST_FILE), manifest_bytes(parts))
+            record.put(manifest_bytes(parts))
         start = time.perf_counter()
         with progress_bar(count_rows(todo), "score", "row", enabled=progress) as bar:
             if engine.engine == "local":
@@ -233,8 +231,6 @@ def score_shards(
             "out": str(out),
             **({} if engine.engine == "local" else {"engine": engine.engine}),
         }
-    finally:
-        lock.release()
 
 
 def _score_here(

@@ -52,13 +52,8 @@ def write_atomic(table: pa.Table, path: PathLike | Location, **kwargs: Any) -> i
     return resolve(path).put(lambda f: pq.write_table(table, f, **kwargs))
 
 
-def write_bytes_atomic(path: PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically: readers never see half a file."""
-    resolve(path).put(data)
-
-
 def write_text_atomic(path: PathLike, text: str) -> None:
-    """:func:`write_bytes_atomic` for run files, score tables, summaries and reports (UTF-8)."""
+    """Write ``text`` (UTF-8) to ``path`` atomically: readers never see half a file."""
     resolve(path).put(text.encode("utf-8"))
 
 
