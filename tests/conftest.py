@@ -18,7 +18,7 @@ import torch
 from PIL import Image, ImageFilter
 
 from ctfp.embed.features import PixelFeatures
-from ctfp.embed.job import Job
+from ctfp.embed.job import Job, Output
 from ctfp.io.sources import InputFile
 from ctfp.io.window import Window
 
@@ -248,15 +248,17 @@ def task2_data(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def pixel_job() -> Callable[..., Job]:
-    """``pixel_job(files, out, **fields)``: a job whose model is 8x8 raw pixels (64-d, exact,
-    instant), stored as float32."""
+    """``pixel_job(files, *outs, factory=..., settings={}, **fields)``: a job of one output per
+    folder of ``outs``, whose model is 8x8 raw pixels (64-d, exact, instant), stored as float32."""
 
-    def make(files: list[InputFile], out: Path, **fields: Any) -> Job:
-
+    def make(
+        files: list[InputFile],
+        *outs: Path,
+        factory: Callable[[], Any] = lambda: PixelFeatures(8),
+        settings: dict[str, Any] | None = None,
+        **fields: Any,
+    ) -> Job:
         options: dict[str, Any] = dict(
-            files=files,
-            out=str(out),
-            factory=lambda: PixelFeatures(8),
             window=Window(),
             dtype="float32",
             rows_per_shard=4,
@@ -264,6 +266,7 @@ def pixel_job() -> Callable[..., Job]:
             precision="fp32",
             progress=False,
         )
-        return Job(**{**options, **fields})
+        outputs = [Output(str(out), factory, settings or {}) for out in outs]
+        return Job(files=files, outputs=outputs, **{**options, **fields})
 
     return make

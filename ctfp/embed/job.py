@@ -50,17 +50,14 @@ class Job:
     """Everything an engine needs to run: the inputs (reader), how to build the models
     (mapper) and where and how rows are stored (writer).
 
-    The first output is ``out`` (its shard folder), ``factory`` (builds its model on the CPU)
-    and ``settings`` (the stage settings that made it, kept in its result); ``also`` are
-    further outputs filled from the same decoded slices, each exactly as a job of that output
+    ``outputs`` are filled from the same decoded slices, each exactly as a job of that output
     alone would fill it (:func:`ctfp.embed.runner.embed_many`). The other fields are the
     settings of the same names (``window`` parsed; ``dtype`` ``uint8`` for a cache); engines
     resolve ``auto`` and None for the device they run on.
     """
 
     files: Sequence[InputFile]
-    out: str
-    factory: ModelFactory
+    outputs: Sequence[Output]
     window: Window
     dtype: str
     rows_per_shard: int
@@ -71,18 +68,11 @@ class Job:
     workers: int | None = None
     compile: bool = False
     progress: bool = True
-    settings: dict[str, Any] = field(default_factory=dict)
     unreadable: Sequence[Unreadable] = ()
     # How the pixels were made, when not by decoding files with ``window`` here (cache rows).
     decoding: dict[str, Any] | None = None
     # Largest slice a decoder may produce (declared width x height), checked before decoding.
     max_pixels: int = MAX_PIXELS
-    also: Sequence[Output] = ()
-
-    @property
-    def outputs(self) -> list[Output]:
-        """Every output of the job: ``(out, factory, settings)`` first, then :attr:`also`."""
-        return [Output(self.out, self.factory, self.settings), *self.also]
 
     def metadata(self, identity: dict[str, Any]) -> dict[str, Any]:
         """The shard metadata of this job for a model of ``identity`` (the same for every
@@ -111,16 +101,7 @@ def input_job(
     names = {f.name for f in dataclasses.fields(Job)} & set(settings.field_names())
     given = {name: getattr(settings, name) for name in names}
     given.update(window=parse_window(settings.window), **fields)
-    first, *also = outputs
-    return Job(
-        files=files,
-        unreadable=unreadable,
-        out=first.out,
-        factory=first.factory,
-        settings=first.settings,
-        also=also,
-        **given,
-    )
+    return Job(files=files, unreadable=unreadable, outputs=tuple(outputs), **given)
 
 
 def settings_with(

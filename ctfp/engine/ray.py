@@ -3,7 +3,6 @@ connection and the ordered map over shards: :mod:`ctfp.engine.ray_map`)."""
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 import pickle
@@ -32,45 +31,31 @@ from ctfp.store.writer import ShardWriter, rows_table, write_part
 
 
 def run(job: Job, settings: EngineSettings) -> list[EmbedResult]:
-    """Run ``job`` on Ray: decode tasks on CPUs, the model in ``settings.actors`` actors.
-
-    A job of several outputs (``job.also``: several feature types) runs as one job per output,
-    one after the other: the same rows in each folder as the local engine writes, but each
-    input is decoded once per output, not once for all.
+    """Run ``job`` on Ray: decode tasks on CPUs, the models in ``settings.actors`` actors.
 
     ``job.device``: ``auto`` gives one GPU per actor if the Ray cluster has GPUs, else CPU
     actors; ``cuda`` requires GPUs; ``cpu`` gives CPU actors. ``settings.actors`` defaults to one
     per GPU of the cluster, or 1 on CPUs. ``settings.ray_address`` is ``ray.init(address=...)``
     (``auto``, ``HOST:PORT``, ``ray://HOST:PORT``); None starts a local Ray, or uses the one
-    this process is connected to. ``job.factory`` is called once on the driver (for the
+    this process is connected to. Each output's factory is called once on the driver (for the
     identity and preprocessing, on the CPU) and once in every actor, shipped with cloudpickle.
 
-    The result's timings are ``ray_init``, ``startup`` (until the first embeddings arrive:
+    The results' timings are ``ray_init``, ``startup`` (until the first embeddings arrive:
     actor start, model build, first batch), ``wait`` and ``write``.
 
     Data path (see docs/scale.md): the driver plans the pending inputs into blocks of whole
-    files (:func:`plan_blocks`) and reserves a part name for each; a Ray task decodes a block
-    (:func:`decode_block`; in the actor itself when the actors run on CPUs, which would
-    otherwise hold the CPUs the tasks need), an actor (:class:`PartWriter`) embeds it and
-    writes it as one part, and the driver gets a summary back and names the part in the
-    folder's commit record, through the local engine's ShardWriter (same schema, metadata,
-    lock or lease, resume by finished ids). The embeddings never reach the driver: it receives
-    O(files) bytes (``driver_bytes``). Parts are numbered in input order, so a folder reads in
-    the local engine's row order; a Ray run cuts parts by files, a local one by rows. Every
-    node must reach ``--out`` and the inputs at the same paths, with the same ctfp installed.
+    files (:func:`plan_blocks`) and reserves a part name for each block and output that needs
+    one of its files; a Ray task decodes a block once for every output (:func:`decode_block`;
+    in the actor itself when the actors run on CPUs, which would otherwise hold the CPUs the
+    tasks need), an actor (:class:`PartWriter`) embeds it and writes one part per output, and
+    the driver gets a summary back and names each part in its folder's commit record, through
+    the local engine's ShardWriter (same schema, metadata, lock or lease, resume by finished
+    ids). The embeddings never reach the driver: it receives O(files) bytes (``driver_bytes``).
+    Parts are numbered in input order, so a folder reads in the local engine's row order; a
+    Ray run cuts parts by files, a local one by rows. Every node must reach the outputs and
+    the inputs at the same paths, with the same ctfp installed.
     """
     ray = require_ray()
-    if job.also:
-        return [
-            result
-            for o in job.outputs
-            for result in run(
-                dataclasses.replace(
-                    job, out=o.out, factory=o.factory, settings=o.settings, also=()
-                ),
-                settings,
-            )
-        ]
     if job.compile:
         raise CtfpError(
             "compile (--compile) is an option of the local engine; drop it or use --engine local"
@@ -102,8 +87,9 @@ def run(job: Job, settings: EngineSettings) -> list[EmbedResult]:
 
     # Built here only for what goes into the metadata and what the reader resizes to; the
     # actors build their own copy.
-    model = Mapper([job.factory()], torch.device("cpu"), "fp32", 1)
-    identity, views = model.identity.to_dict(), model.views
+    factories = [o.factory for o in job.outputs]
+    model = Mapper.build(factories, torch.device("cpu"), "fp32", 1)
+    identities, views = [i.to_dict() for i in model.identities], model.views
     del model
     logger.info(
         f"ray: {cpus} CPUs, {gpus} GPUs; {actors} model actor(s) on "
@@ -112,46 +98,48 @@ def run(job: Job, settings: EngineSettings) -> list[EmbedResult]:
 
     start = time.perf_counter()
     timings = {"ray_init": ray_init, "startup": 0.0, "wait": 0.0, "write": 0.0}
-    metadata = job.metadata(identity)
+    metadata = [job.metadata(i) for i in identities]
 
     def embed_pending(
-        todo: list[InputFile], writers: list[ShardWriter], _: list[set[str]]
-    ) -> tuple[int, str, int]:
-        [writer] = writers
+        todo: list[InputFile], writers: list[ShardWriter], ids: list[set[str]]
+    ) -> tuple[list[int], str, int]:
         actor_kwargs = dict(
-            factory=job.factory,
-            identity=identity,
+            factories=factories,
+            identities=identities,
             use_gpu=use_gpu,
             precision=job.precision,
             batch_size=batch_size,
             threads=threads,
             dtype=job.dtype,
             # Absolute: the actors' working folder is not the driver's.
-            out=writer.out_dir if writer.remote else str(Path(writer.out_dir).resolve()),
+            outs=[w.out_dir if w.remote else str(Path(w.out_dir).resolve()) for w in writers],
             metadata=metadata,
             decode_kwargs=dict(window=job.window, views=views, max_pixels=job.max_pixels),
         )
-        return _run(ray, job, todo, writer, actor_kwargs, actors, cpus, timings)
+        return _run(ray, job, todo, writers, ids, actor_kwargs, actors, cpus, timings)
 
-    [writer], [pending], ran = write_pending(job, [metadata], timings, embed_pending)
-    rows, used_precision, received = ran or (0, job.precision, 0)
-    result = finish_run(
-        writer,
-        job,
-        pending,
-        rows,
-        start,
-        device=f"ray:{actors}x{'cuda' if use_gpu else 'cpu'}",
-        precision=used_precision,
-        batch_size=batch_size,
-        workers=0,
-        timings=timings,
-        identity=identity,
-        engine="ray",
-        actors=actors,
-        driver_bytes=received,
-    )
-    return [result]
+    writers, pending, ran = write_pending(job, metadata, timings, embed_pending)
+    rows, used_precision, received = ran or ([0] * len(writers), job.precision, 0)
+    return [
+        finish_run(
+            writer,
+            job,
+            pending[k],
+            rows[k],
+            start,
+            output=k,
+            device=f"ray:{actors}x{'cuda' if use_gpu else 'cpu'}",
+            precision=used_precision,
+            batch_size=batch_size,
+            workers=0,
+            timings=dict(timings),
+            identity=identities[k],
+            engine="ray",
+            actors=actors,
+            driver_bytes=received,
+        )
+        for k, writer in enumerate(writers)
+    ]
 
 
 #: At most this many bytes of decoded 2-D slices per block (one Ray object, one part): at
@@ -181,26 +169,30 @@ def _run(
     ray: Any,
     job: Job,
     pending: list[InputFile],
-    writer: ShardWriter,
+    writers: list[ShardWriter],
+    todo: list[set[str]],
     actor_kwargs: dict[str, Any],
     actors: int,
     cpus: int,
     timings: dict[str, float],
-) -> tuple[int, str, int]:
+) -> tuple[list[int], str, int]:
     """Plan ``pending`` into blocks, have Ray decode each (a task) and embed and write it as a
-    part (an actor), and commit each part in ``writer``'s record as its summary comes back.
+    part of each output that needs one of its files (``todo[k]``: the ids output ``k`` needs;
+    an actor), and commit each part in its writer's record as its summary comes back.
 
-    Returns the rows written, the precision the actors ran at and the bytes the driver
-    received (pickled summaries: O(files), never the embeddings)."""
+    Returns the rows written per output, the precision the actors ran at and the bytes the
+    driver received (pickled summaries: O(files), never the embeddings)."""
     from ray.util import ActorPool
 
     use_gpu, decode_kwargs = actor_kwargs["use_gpu"], actor_kwargs["decode_kwargs"]
     # The side of a square holding one slice at every view: what a file's pixels weigh.
     side = math.isqrt(sum(v.image_size**2 for v in decode_kwargs["views"]))
-    blocks = plan_blocks(
-        len(pending), job.rows_per_shard, side, actors=actors, batch_size=actor_kwargs["batch_size"]
-    )
-    names = writer.reserve_names(len(blocks))
+    batch = actor_kwargs["batch_size"]
+    plan = plan_blocks(len(pending), job.rows_per_shard, side, actors=actors, batch_size=batch)
+    blocks = [[pending[i] for i in b] for b in plan]
+    # Per block and output: which of its files the output needs.
+    needs = [[[f.id in ids for f in files] for ids in todo] for files in blocks]
+    names = [iter(w.reserve_names(sum(any(n[k]) for n in needs))) for k, w in enumerate(writers)]
     decode = ray.remote(num_cpus=1)(decode_block)
     if use_gpu:
         # GPU actors: decoding in separate tasks on any CPU, ahead of the actors (every CPU
@@ -214,20 +206,29 @@ def _run(
         actor = ray.remote(num_cpus=1)(PartWriter)
         ahead = 2 * actors
     pool = ActorPool([actor.remote(**actor_kwargs) for _ in range(actors)])
-    todo = iter(range(len(blocks)))
+    submitted = iter(range(len(blocks)))
 
     def submit() -> bool:
-        k = next(todo, None)
-        if k is None:
+        b = next(submitted, None)
+        if b is None:
             return False
-        files = [pending[i] for i in blocks[k]]
-        clashes = [writer.clashes(f.id) for f in files]
-        block = {"block": k, "name": names[k], "files": files, "clashes": clashes}
+        files = blocks[b]
+        parts = [
+            {
+                "output": k,
+                "name": next(names[k]),
+                "needs": need,
+                "clashes": [writers[k].clashes(f.id) for f in files],
+            }
+            for k, need in enumerate(needs[b])
+            if any(need)
+        ]
+        block = {"block": b, "files": files, "parts": parts}
         decoded = decode.remote(files, **decode_kwargs) if use_gpu else None
         pool.submit(lambda a, v: a.write.remote(*v), (block, decoded))
         return True
 
-    rows, received, precision = 0, 0, ""
+    rows, received, precision = [0] * len(writers), 0, ""
     start = tick = time.perf_counter()
     with progress_bar(len(pending), "embed (ray)", "file", enabled=job.progress) as bar:
         for _ in range(ahead):
@@ -240,21 +241,25 @@ def _run(
             timings["startup"] = timings["startup"] or now - start
             received += len(pickle.dumps(summary))
             precision = precision or summary["precision"]
-            files = [pending[i] for i in blocks[summary["block"]]]
-            for i, reason in summary["errors"]:
-                writer.add_error(files[i].id, files[i].path, reason)
-            done = [
-                (files[i].id, file_rows(files[i], n)[0], files[i].path) for i, n in summary["files"]
-            ]
-            if summary["rows"]:
-                writer.commit_part(summary["name"], summary["rows"], summary["bytes"], done)
-            rows += summary["rows"]
+            files = blocks[summary["block"]]
+            for part in summary["parts"]:
+                k, writer = part["output"], writers[part["output"]]
+                for i, reason in part["errors"]:
+                    writer.add_error(files[i].id, files[i].path, reason)
+                done = [
+                    (files[i].id, file_rows(files[i], n)[0], files[i].path)
+                    for i, n in part["files"]
+                ]
+                if part["rows"]:
+                    writer.commit_part(part["name"], part["rows"], part["bytes"], done)
+                rows[k] += part["rows"]
             submit()
             tick = time.perf_counter()
             timings["write"] += tick - now
             bar.update(len(files))
             bar.set_postfix(
-                img_s=f"{rows / max(tick - start, 1e-9):.1f}", errors=len(writer.errors)
+                img_s=f"{max(rows) / max(tick - start, 1e-9):.1f}",
+                errors=max(len(w.errors) for w in writers),
             )
     return rows, precision, received
 
@@ -277,42 +282,44 @@ def decode_block(
 
 
 class PartWriter:
-    """Ray actor: one model per actor (built by the local engine's factory and run by its
-    mapper), which embeds each decoded block and writes it as one part of the output folder.
+    """Ray actor: the models of every output (built by the local engine's factories and run by
+    its mapper), which embed each decoded block and write it as one part per output.
 
-    Only a summary goes back to the driver: the part's name, rows and size, each file's
+    Only a summary goes back to the driver: per part, its name, rows and size, each file's
     slice count and each failure's reason.
     """
 
     def __init__(
         self,
-        factory: ModelFactory,
-        identity: dict[str, Any],
+        factories: list[ModelFactory],
+        identities: list[dict[str, Any]],
         use_gpu: bool,
         precision: str,
         batch_size: int,
         threads: int,
         dtype: str,
-        out: str,
-        metadata: dict[str, Any],
+        outs: list[str],
+        metadata: list[dict[str, Any]],
         decode_kwargs: dict[str, Any],
     ) -> None:
         # Ray hands each GPU actor one device through CUDA_VISIBLE_DEVICES: it is cuda:0 here.
         dev = torch.device("cuda" if use_gpu else "cpu")
         if not use_gpu:
             torch.set_num_threads(min(threads, os.cpu_count() or 1))
-        self.mapper = Mapper.build(factory, dev, precision, batch_size)
-        got = self.mapper.identity.to_dict()
-        if got != identity:
-            raise CtfpError(
-                f"the model built on Ray worker {os.uname().nodename} differs from the driver's "
-                f"({got.get('weights')!r} sha256 {got.get('weights_sha256', '')[:12]} vs "
-                f"{identity.get('weights')!r} sha256 {identity.get('weights_sha256', '')[:12]}); "
-                "give every node the same weights file"
-            )
+        self.mapper = Mapper.build(factories, dev, precision, batch_size)
+        for identity, built in zip(identities, self.mapper.identities, strict=True):
+            got = built.to_dict()
+            if got != identity:
+                raise CtfpError(
+                    f"the model built on Ray worker {os.uname().nodename} differs from the "
+                    f"driver's ({got.get('weights')!r} sha256 "
+                    f"{got.get('weights_sha256', '')[:12]} vs {identity.get('weights')!r} "
+                    f"sha256 {identity.get('weights_sha256', '')[:12]}); "
+                    "give every node the same weights file"
+                )
         self.dtype = dtype
-        self.out = out
-        self.schema = shard_schema(int(metadata["dim"]), dtype, metadata)
+        self.outs = outs
+        self.schemas = [shard_schema(int(m["dim"]), dtype, m) for m in metadata]
         self.decode_kwargs = decode_kwargs
 
     def write(
@@ -322,39 +329,61 @@ class PartWriter:
         actor to decode the block itself (CPU actors)."""
         if decoded is None:
             decoded = decode_block(block["files"], **self.decode_kwargs)
-        errors = [(i, d) for i, d in enumerate(decoded) if isinstance(d, str)]
         good = [(i, d) for i, d in enumerate(decoded) if not isinstance(d, str)]
-        if good:
+        wanted = [p["output"] for p in block["parts"] if any(p["needs"][i] for i, _ in good)]
+        embeddings: list[np.ndarray | None] = []
+        if wanted:
             views = []
             for slices in zip(*(d for _, d in good), strict=True):
                 x = torch.from_numpy(np.ascontiguousarray(np.concatenate(slices))[:, None])
                 views.append(x.pin_memory() if self.mapper.device.type == "cuda" else x)
-            embedding = stored(self.mapper(views)[0], self.dtype)
-        files, rows, start = [], [], 0
-        for i, d in good:
-            f: InputFile = block["files"][i]
-            count = len(d[0])
-            ids, frames = file_rows(f, count)
-            values = embedding[start : start + count]
-            start += count
-            clash = sorted(set(ids) & set(block["clashes"][i]))
-            if clash:  # as the local writer: frame k of scan.dcm after a file scan#k.png
-                where = f"{clash[0]!r} is already in {self.out!r}"
-                errors.append((i, f"its row id {where}; embed it into another --out"))
-                continue
-            files.append((i, count))
-            rows.append((ids, safe_text(f.path), frames, f.label, values))
-        size = 0
-        if rows:
-            size = write_part(child(self.out, block["name"]), rows_table(self.schema, rows))
+            found = self.mapper(views, wanted)
+            embeddings = [None if e is None else stored(e, self.dtype) for e in found]
         return {
             "block": block["block"],
-            "name": block["name"],
+            "parts": [self._part(block, part, decoded, embeddings) for part in block["parts"]],
+            "precision": self.mapper.precision,
+        }
+
+    def _part(
+        self,
+        block: dict[str, Any],
+        part: dict[str, Any],
+        decoded: list[tuple[np.ndarray, ...] | str],
+        embeddings: list[np.ndarray | None],
+    ) -> dict[str, Any]:
+        """Write the rows of the files of ``block`` that output ``part["output"]`` needs."""
+        k, needs = part["output"], part["needs"]
+        out = self.outs[k]
+        errors = [(i, d) for i, d in enumerate(decoded) if needs[i] and isinstance(d, str)]
+        files, rows, start = [], [], 0
+        for i, d in enumerate(decoded):
+            if isinstance(d, str):
+                continue
+            count = len(d[0])
+            start += count
+            if not needs[i]:
+                continue
+            f: InputFile = block["files"][i]
+            ids, frames = file_rows(f, count)
+            clash = sorted(set(ids) & set(part["clashes"][i]))
+            if clash:  # as the local writer: frame k of scan.dcm after a file scan#k.png
+                where = f"{clash[0]!r} is already in {out!r}"
+                errors.append((i, f"its row id {where}; embed it into another --out"))
+                continue
+            values = embeddings[k][start - count : start]
+            files.append((i, count))
+            rows.append((ids, safe_text(f.path), frames, f.label, values))
+        size = (
+            write_part(child(out, part["name"]), rows_table(self.schemas[k], rows)) if rows else 0
+        )
+        return {
+            "output": k,
+            "name": part["name"],
             "rows": sum(len(r[0]) for r in rows),
             "bytes": size,
             "files": files,
             "errors": sorted(errors),
-            "precision": self.mapper.precision,
         }
 
 

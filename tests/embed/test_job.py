@@ -14,7 +14,7 @@ from ctfp.settings import SettingsError
 
 def test_metadata_is_the_shard_contract(pixel_job, tmp_path: Path) -> None:
     job: Job = pixel_job([], tmp_path, window=parse_window("bone"))
-    identity = job.factory().identity.to_dict()
+    identity = job.outputs[0].factory().identity.to_dict()
     meta = job.metadata(identity)
     # Exactly these fields: shards written before the redesign must still resume.
     assert set(meta) == {

@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ctfp.embed.job import Output
 from ctfp.embed.writer import EmbedResult, finish_run, log_result, write_file, write_pending
 from ctfp.exceptions import CtfpError
 from ctfp.io.locks import FolderLock
@@ -39,7 +38,7 @@ def fake_run(todo: list[InputFile], writers: list[ShardWriter], _: list[set[str]
 
 def test_pending_inputs_are_run_and_the_rest_resumed(pixel_job, tmp_path: Path, ctfp_log) -> None:
     job = pixel_job(FILES, tmp_path / "out", settings={"rows_per_shard": 4})
-    meta = job.metadata(job.factory().identity.to_dict())
+    meta = job.metadata(job.outputs[0].factory().identity.to_dict())
     timings = {"write": 0.0}
     start = time.perf_counter()
     [writer], [pending], n = write_pending(job, [meta], timings, fake_run)
@@ -69,7 +68,7 @@ def test_pending_inputs_are_run_and_the_rest_resumed(pixel_job, tmp_path: Path, 
 def test_a_cache_row_keeps_its_frame(pixel_job, tmp_path: Path) -> None:
     row = InputFile("vol#3", "/in/vol.nii.gz", None, 3, ("shard", 0, 3))
     job = pixel_job([row], tmp_path / "out")
-    meta = job.metadata(job.factory().identity.to_dict())
+    meta = job.metadata(job.outputs[0].factory().identity.to_dict())
     write_pending(
         job, [meta], {"write": 0.0}, lambda todo, w, _: write_file(w[0], todo[0], rows(1))
     )
@@ -79,7 +78,7 @@ def test_a_cache_row_keeps_its_frame(pixel_job, tmp_path: Path) -> None:
 
 def test_one_writer_per_folder(pixel_job, tmp_path: Path) -> None:
     job = pixel_job(FILES, tmp_path / "out")
-    meta = job.metadata(job.factory().identity.to_dict())
+    meta = job.metadata(job.outputs[0].factory().identity.to_dict())
     (tmp_path / "out").mkdir()
     with FolderLock(tmp_path / "out"), pytest.raises(CtfpError, match="another ctfp writer"):
         write_pending(job, [meta], {"write": 0.0}, fake_run)
@@ -89,11 +88,11 @@ def test_each_output_gets_what_its_folder_lacks(pixel_job, tmp_path: Path) -> No
     """Two outputs: the first already holds ``a``, the second nothing; the run is called with
     every input some output needs, and each output's own ids; each writer is its folder's."""
     one = pixel_job(FILES[:1], tmp_path / "one")
-    meta = one.metadata(one.factory().identity.to_dict())
+    meta = one.metadata(one.outputs[0].factory().identity.to_dict())
     write_pending(
         one, [meta], {"write": 0.0}, lambda todo, w, _: write_file(w[0], todo[0], rows(1))
     )
-    job = pixel_job(FILES, tmp_path / "one", also=[Output(str(tmp_path / "two"), one.factory)])
+    job = pixel_job(FILES, tmp_path / "one", tmp_path / "two")
     seen = {}
 
     def run(todo, writers, ids):
