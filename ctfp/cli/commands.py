@@ -109,21 +109,16 @@ def evaluate(args: argparse.Namespace) -> int:
 
 
 def check_run_file(run: str) -> None:
-    """A run file inside a ctfp run folder is evaluated only if that run finished and the file
-    is the one it recorded (:func:`ctfp.runs.folder.read_summary`); a run file elsewhere (a
-    copy, another tool's) is taken as it is."""
+    """A run file inside a ctfp run folder, or one k of its sweep, is evaluated only if that
+    run finished and the file is the one it recorded (:func:`ctfp.runs.folder.check_if_run`)."""
     import re
     from pathlib import Path
 
-    from ctfp.runs.folder import MODEL_DIR, SCORES_FILE, SUMMARY_FILE, read_summary
+    from ctfp.runs.folder import MODEL_DIR, SCORES_FILE, check_if_run
 
     folder = Path(run).parent
-    if re.fullmatch(r"k\d+", folder.name) and (folder.parent / SUMMARY_FILE).is_file():
-        read_summary(folder.parent)  # one k of a sweep
-    elif (folder / SUMMARY_FILE).is_file() or any(
-        (folder / name).exists() for name in (MODEL_DIR, SCORES_FILE)
-    ):
-        read_summary(folder)
+    if not (re.fullmatch(r"k\d+", folder.name) and check_if_run(folder.parent)):
+        check_if_run(folder, (MODEL_DIR, SCORES_FILE))
 
 
 def validate(args: argparse.Namespace) -> int:

@@ -194,6 +194,17 @@ def write_summary(out: PathLike, summary: dict[str, Any], files: Sequence[PathLi
     return path
 
 
+def check_if_run(folder: Path, marks: Sequence[str] = ()) -> bool:
+    """Whether ``folder`` is a run folder (it has a ``summary.json`` or one of ``marks``), its
+    summary then checked (:func:`read_summary`: an InputError where it was interrupted or its
+    files were changed). What ctfp reads inside a run is used only if that run finished and
+    the file is the one it recorded; a file elsewhere (a copy, another tool's) as it is."""
+    if any((folder / name).exists() for name in (SUMMARY_FILE, *marks)):
+        read_summary(folder)
+        return True
+    return False
+
+
 def read_summary(run_dir: PathLike) -> dict[str, Any]:
     """The ``summary.json`` of a run folder, its listed files checked against their
     fingerprints; InputError when ``run_dir`` is not a run folder, its run was interrupted, or
@@ -244,6 +255,7 @@ __all__ = [
     "SUMMARY_FILE",
     "TEST_PREFIX",
     "begin_commit",
+    "check_if_run",
     "chosen_k",
     "embeddings_dir",
     "find_embeddings",

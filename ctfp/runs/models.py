@@ -111,21 +111,14 @@ def save_model(
 
 
 def _check_run_commit(model_dir: Path) -> None:
-    """A model inside a run folder is used only if that run finished and its files are the
-    ones it recorded (:func:`ctfp.runs.folder.read_summary`); ``ctfp cluster`` models stand
-    alone."""
-    from ctfp.runs.folder import CLUSTERS_FILE, RUN_FILE, SUMMARY_FILE, read_summary
+    """A model in a run folder (``OUT/model``, ``OUT/k<k>/model``, or the run folder itself)
+    is used only if that run finished (:func:`ctfp.runs.folder.check_if_run`); ``ctfp
+    cluster`` models stand alone."""
+    from ctfp.runs.folder import CLUSTERS_FILE, RUN_FILE, check_if_run
 
-    if (model_dir / SUMMARY_FILE).is_file() or any(
-        (model_dir / name).is_file() for name in (RUN_FILE, CLUSTERS_FILE)
-    ):
-        read_summary(model_dir)  # a run folder given as the model: its commit decides
-    for run in (model_dir.parent, model_dir.parent.parent):  # OUT/model, OUT/k<k>/model
-        if (run / SUMMARY_FILE).is_file():
-            read_summary(run)
-            return
-    if any((model_dir.parent / name).is_file() for name in (RUN_FILE, CLUSTERS_FILE)):
-        read_summary(model_dir.parent)  # raises: the run was interrupted
+    check_if_run(model_dir, (RUN_FILE, CLUSTERS_FILE))  # a run folder given as the model
+    if not (check_if_run(model_dir.parent) or check_if_run(model_dir.parent.parent)):
+        check_if_run(model_dir.parent, (RUN_FILE, CLUSTERS_FILE))  # raises: interrupted
 
 
 def load_model(path: PathLike, *, device: str = "auto") -> SavedModel:

@@ -403,10 +403,8 @@ class ShardWriter:
 
     def close(self) -> None:
         """Commit what is buffered and release the folder."""
-        try:
+        with self._lock:
             self.flush()
-        finally:
-            self.release()
 
     def release(self) -> None:
         """Release the folder lock without committing (after an exception)."""
@@ -420,8 +418,5 @@ class ShardWriter:
             self.close()
             return
         # Interrupted (Ctrl-C, an error elsewhere): buffered rows are whole files, keep them.
-        try:
-            with contextlib.suppress(Exception):
-                self.flush()
-        finally:
-            self.release()
+        with self._lock, contextlib.suppress(Exception):
+            self.flush()
