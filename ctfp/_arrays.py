@@ -3,7 +3,6 @@ once, give back what came in."""
 
 from __future__ import annotations
 
-import numbers
 import warnings
 from typing import TYPE_CHECKING, Any
 
@@ -46,6 +45,11 @@ def check_matrix(a: Any, name: str = "X") -> None:
         finite = bool(np.isfinite(np.min(a)) and np.isfinite(np.max(a)))
     if not finite:
         raise ValueError(f"{name} contains NaN or infinite values")
+
+
+def host(x: Any, dtype: Any = None) -> np.ndarray:
+    """``x`` (array-like, or a torch tensor on any device) as a numpy array of ``dtype``."""
+    return np.asarray(x.cpu() if is_torch(x) else x, dtype=dtype)
 
 
 def like(result: Any, template: Any) -> Any:
@@ -113,11 +117,3 @@ def device_tensor(x: Any, device: Any, dtype: torch.dtype) -> torch.Tensor:
             warnings.filterwarnings("ignore", "The given NumPy array is not writable")
             x = torch.from_numpy(x)
     return x.detach().to(device, dtype)
-
-
-def json_seed(random_state: Any) -> int | None:
-    """``random_state`` as JSON can hold it: an integer seed (numpy's too) or None; a generator
-    or ``RandomState`` has no JSON form, and saves as None."""
-    if isinstance(random_state, numbers.Integral) and not isinstance(random_state, bool):
-        return int(random_state)
-    return None

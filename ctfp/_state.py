@@ -16,14 +16,19 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from ctfp._arrays import host
+
 State = tuple[dict[str, Any], dict[str, np.ndarray]]
 
 
 def jsonable(value: Any) -> Any:
     """``value`` as JSON holds it: numpy scalars as Python numbers, tuples and arrays as
-    lists, a non-finite float as None; a seed generator (no JSON form) as None."""
+    lists, a non-finite float as None, a torch dtype by its name (``"float32"``); a seed
+    generator (no JSON form) as None."""
     if isinstance(value, bool | str) or value is None:
         return value
+    if type(value).__module__ == "torch" and type(value).__name__ == "dtype":
+        return str(value).removeprefix("torch.")
     if isinstance(value, numbers.Integral):
         return int(value)
     if isinstance(value, numbers.Real):
@@ -55,6 +60,8 @@ class SavedState:
     saved_state: ClassVar[Mapping[str, str]] = {}
     #: ``__init__`` parameters a saved model does not hold.
     unsaved_params: ClassVar[tuple[str, ...]] = ("device",)
+    #: ``__init__`` parameters saved, when given, as float64 arrays (after the attributes).
+    array_params: ClassVar[tuple[str, ...]] = ()
 
     def to_state(self) -> State:
         """The fitted model: (JSON-ready parameters and fitted values, numpy arrays)."""
@@ -62,7 +69,7 @@ class SavedState:
         params = {
             name: jsonable(value)
             for name, value in self.get_params(deep=False).items()  # type: ignore[attr-defined]
-            if name not in self.unsaved_params
+            if name not in self.unsaved_params + self.array_params
         }
         arrays: dict[str, np.ndarray] = {}
         for attr, key in self.saved_state.items():
@@ -77,6 +84,10 @@ class SavedState:
                 arrays[key] = value
             else:
                 params[key] = jsonable(value)
+        for name in self.array_params:
+            value = getattr(self, name)
+            if value is not None:
+                arrays[name] = host(value, np.float64)
         return params, arrays
 
     @classmethod
@@ -90,6 +101,7 @@ class SavedState:
             if n != "self" and p.kind is not p.VAR_KEYWORD
         ]
         init = {n: params[n] for n in names if n in params and n not in cls.unsaved_params}
+        init.update((n, arrays[n]) for n in cls.array_params if n in arrays)
         if "device" in names:
             init["device"] = device
         self = cls(**init)

@@ -7,7 +7,7 @@ import math
 import warnings
 from collections.abc import Sequence
 from functools import partial
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import sklearn.exceptions
@@ -15,7 +15,8 @@ import torch
 from sklearn.base import BaseEstimator, DensityMixin
 from sklearn.utils.validation import check_is_fitted
 
-from ctfp._arrays import check_input, device_tensor, is_torch, json_seed, like
+from ctfp._arrays import check_input, device_tensor, host, like
+from ctfp._state import SavedState
 from ctfp.cluster import em
 from ctfp.cluster.em import Params
 from ctfp.cluster.options import COVARIANCE_TYPES, INIT_PARAMS
@@ -34,7 +35,7 @@ class ConvergenceWarning(sklearn.exceptions.ConvergenceWarning):
     """
 
 
-class GaussianMixture(DensityMixin, BaseEstimator):
+class GaussianMixture(SavedState, DensityMixin, BaseEstimator):
     """Gaussian mixture model fitted with expectation-maximisation in torch.
 
     The same names and semantics as :class:`sklearn.mixture.GaussianMixture`, so code can switch
@@ -95,6 +96,20 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     n_features_in_ : int
     device_ : torch.device, where EM ran and the model is evaluated
     """
+
+    # Saved (to_state): the settings but device, ``dtype`` by name, the given ``*_init``
+    # values as float64 arrays; these attributes, the data's centre in float64.
+    saved_state: ClassVar[dict[str, str]] = {
+        "weights_": "weights",
+        "means_": "means",
+        "covariances_": "covariances",
+        "_centre": "centre",
+        "n_features_in_": "n_features_in_",
+        "n_iter_": "n_iter_",
+        "converged_": "converged_",
+        "lower_bound_": "lower_bound_",
+    }
+    array_params: ClassVar[tuple[str, ...]] = INITS
 
     def __init__(
         self,
@@ -269,18 +284,36 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         evaluating the model (a fitted model's data mean, as :meth:`to_state` saves it);
         default the weighted mean of the means."""
         weights = np.asarray(weights, dtype=np.float64)
+        self = cls(
+            weights.size, covariance_type=covariance_type, device=device, dtype=dtype, **kwargs
+        )
+        self._load(weights, means, covariances, centre)
+        return self
+
+    def _load(
+        self,
+        weights: Any,
+        means: Any,
+        covariances: Any,
+        centre: Any,
+        *,
+        n_iter: int = 0,
+        converged: bool = True,
+        lower_bound: float = math.nan,
+    ) -> None:
+        """Check the exported parameters and set the fitted model from them (no EM)."""
+        weights = np.asarray(weights, dtype=np.float64)
         if weights.ndim != 1:
             raise ValueError(f"weights must have shape (k,), got {weights.shape}")
-        self = cls(
-            len(weights), covariance_type=covariance_type, device=device, dtype=dtype, **kwargs
-        )
-        self._setup()
         means = np.asarray(means, dtype=np.float64)
         if means.ndim != 2 or means.shape[0] != len(weights):
             raise ValueError(f"means must have shape ({len(weights)}, d), got {means.shape}")
         d = means.shape[1]
-        cov = _shaped(covariances, em.cov_shape(covariance_type, len(weights), d), "covariances")
+        cov = _shaped(
+            covariances, em.cov_shape(self.covariance_type, len(weights), d), "covariances"
+        )
         centre = weights @ means if centre is None else _shaped(centre, (d,), "centre")
+        self._setup()
         self.n_features_in_ = d
         self._shift = torch.as_tensor(centre, device=self.device_).to(self._dtype)
         means_t = torch.as_tensor(means, device=self.device_)
@@ -291,73 +324,36 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             self.covariance_type,
             self._dtype,
         )
-        self._set_fitted(params, means=means_t, n_iter=0, converged=True, lower_bound=math.nan)
-        return self
-
-    # -- save and load ----------------------------------------------------------------------
-    def to_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        """The fitted model as JSON-ready parameters and numpy arrays (nothing pickled): the
-        settings (all but ``device``; ``dtype`` as a string) and the fitted scalars
-        (``lower_bound_`` None when not finite); ``weights``, ``means``, ``covariances``,
-        ``centre`` in float64, and the ``*_init`` starting values that were given."""
-        check_is_fitted(self)
-        settings = self.get_params()
-        del settings["device"]  # chosen again at load time
-        arrays = {
-            "weights": self.weights_.copy(),
-            "means": self.means_.copy(),
-            "covariances": self.covariances_.copy(),
-            "centre": self._shift.double().cpu().numpy(),
-        }
-        for name in INITS:
-            value = settings.pop(name)
-            if value is not None:
-                arrays[name] = _float64(value)
-        settings["dtype"] = "float32" if self._dtype == torch.float32 else "float64"
-        settings["random_state"] = json_seed(settings["random_state"])
-        lower_bound = float(self.lower_bound_)
-        params = {
-            **settings,
-            "n_features_in_": int(self.n_features_in_),
-            "n_iter_": int(self.n_iter_),
-            "converged_": bool(self.converged_),
-            "lower_bound_": lower_bound if math.isfinite(lower_bound) else None,
-        }
-        return params, arrays
-
-    @classmethod
-    def from_state(
-        cls, params: dict[str, Any], arrays: dict[str, np.ndarray], *, device: str = "auto"
-    ) -> GaussianMixture:
-        """Rebuild a fitted mixture from :meth:`to_state` output (through :meth:`from_params`)
-        on ``device``; on the same device and dtype it gives the saved model's predictions
-        exactly."""
-        settings = {k: v for k, v in params.items() if not k.endswith("_")}
-        n_components = settings.pop("n_components")
-        inits = {name: arrays[name] for name in INITS if name in arrays}
-        self = cls.from_params(
-            arrays["weights"],
-            arrays["means"],
-            arrays["covariances"],
-            device=device,
-            centre=arrays.get("centre"),
-            **settings,
-            **inits,
+        self._set_fitted(
+            params, means=means_t, n_iter=n_iter, converged=converged, lower_bound=lower_bound
         )
-        if self.n_components != n_components:
+
+    # -- save and load (ctfp._state.SavedState) ---------------------------------------------
+    def _check_saveable(self) -> None:
+        check_is_fitted(self)
+
+    def _restore(self, device: str) -> None:
+        """The saved parameters through :meth:`from_params`' checks, on ``device``: on the same
+        device and dtype the model gives the saved model's predictions exactly."""
+        n_features, lower_bound = self.n_features_in_, self.lower_bound_
+        self._load(
+            self.weights_,
+            self.means_,
+            self.covariances_,
+            self._centre,
+            n_iter=int(self.n_iter_),
+            converged=bool(self.converged_),
+            lower_bound=math.nan if lower_bound is None else float(lower_bound),
+        )
+        if self.n_components != len(self.weights_):
             raise ValueError(
-                f"n_components={n_components} but the weights have {self.n_components} entries"
+                f"n_components={self.n_components} but the weights have "
+                f"{len(self.weights_)} entries"
             )
-        if self.n_features_in_ != params["n_features_in_"]:
+        if self.n_features_in_ != n_features:
             raise ValueError(
-                f"n_features_in_={params['n_features_in_']} but the means have "
-                f"{self.n_features_in_} columns"
+                f"n_features_in_={n_features} but the means have {self.n_features_in_} columns"
             )
-        self.n_iter_ = int(params["n_iter_"])
-        self.converged_ = bool(params["converged_"])
-        lower_bound = params["lower_bound_"]
-        self.lower_bound_ = math.nan if lower_bound is None else float(lower_bound)
-        return self
 
     # -- using the model --------------------------------------------------------------------
     def predict(self, X: Any) -> Any:
@@ -483,6 +479,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         """Keep ``params`` and export them as the sklearn attributes; ``means`` (k, d) float64:
         the exported means when they are given (from_params), rather than computed."""
         shift = self._shift.double()
+        self._centre = shift.cpu().numpy()
         if means is None:
             means = params["means"].double() + shift
         # Evaluate with the means as exported (at most an ulp away), computed from them as
@@ -496,14 +493,9 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         self.n_iter_, self.converged_, self.lower_bound_ = n_iter, converged, lower_bound
 
 
-def _float64(value: Any) -> np.ndarray:
-    """An array-like or torch tensor (on any device) as a float64 numpy array."""
-    return np.asarray(value.cpu() if is_torch(value) else value, dtype=np.float64)
-
-
 def _shaped(value: Any, shape: tuple[int, ...], name: str) -> np.ndarray:
-    """:func:`_float64` of ``value``, or ValueError unless it has ``shape``."""
-    a = _float64(value)
+    """``value`` as a float64 numpy array, or ValueError unless it has ``shape``."""
+    a = host(value, np.float64)
     if a.shape != shape:
         raise ValueError(f"{name} must have shape {shape}, got {a.shape}")
     return a
