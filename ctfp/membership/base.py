@@ -46,7 +46,8 @@ class MembershipMethod(SavedState, ClassifierMixin, BaseEstimator):
     #: The registry name (``--method``) and the name saved models record as their kind.
     name: ClassVar[str] = ""
     task: ClassVar[str] = "task1"
-    #: Whether ``fit`` needs the generated slices.
+    #: Whether the score uses the generated slices (``fit`` needs them): only such a score is
+    #: evidence about the generator; one without compares real slices with the known members.
     needs_generated: ClassVar[bool] = False
     #: Whether ``fit`` needs known members (``y == 1``); the others fit on known non-members
     #: alone (with an ``fpr:ALPHA`` threshold), for audits that have no member labels.

@@ -66,15 +66,19 @@ def default_candidates(
     has_generated: bool,
     ks: Sequence[int] = CENTROID_KS,
 ) -> list[Candidate]:
-    """For each feature type, every registered method's ``grid()`` in registry order: the seed
-    method (``ks`` where the smaller training class allows), distance to the generated set,
-    Monte-Carlo counting, the PCA surrogate, the density ratio. Methods that need the
-    generated slices are left out without them."""
+    """For each feature type, the ``grid()`` of every registered method whose score uses the
+    generated slices (``needs_generated``), in registry order: distance to the generated set,
+    Monte-Carlo counting, the PCA surrogate, the density ratio. Only those are evidence about
+    the generator, so only those answer ``--method auto``: the seed method (``centroid``),
+    which compares test slices with the known members and non-members alone, is run by name.
+    Without generated slices there is no candidate. ``ks``: the k of methods that take one."""
+    if not has_generated:
+        return []
     return [
         candidate(f, name, params)
         for f in features
         for name, cls in METHODS.items()
-        if has_generated or not cls.needs_generated
+        if cls.needs_generated
         for params in cls.grid(n_small, ks)
     ]
 

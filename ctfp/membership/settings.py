@@ -51,8 +51,7 @@ class Task1Settings(Settings):
     )
     k: tuple[int, ...] = option(
         (),
-        "centroid: clusters per class (default 4), or a list like 1,2,4,8,16,32 (one fit each); "
-        "auto: the k of the centroid candidates (default 1,4,16,32)",
+        "centroid: clusters per class (default 4), or a list like 1,2,4,8,16,32 (one fit each)",
         parse=parse_ints,
         metavar="K",
     )
@@ -63,11 +62,18 @@ class Task1Settings(Settings):
     def validate(self) -> None:
         if any(not isinstance(v, int) or v < 1 for v in self.k):
             raise SettingsError(f"Task1Settings.k must be positive integers, got {self.k!r}")
-        if self.k and not takes_k(self.method) and self.method != AUTO:
-            raise SettingsError(
-                f"method {self.method!r} has no k; --k is for centroid (and the centroid "
-                "candidates of auto)"
+        if self.k and self.method == AUTO:
+            import warnings
+
+            warnings.warn(
+                "k with method 'auto' is ignored and will be refused in the next release: the "
+                "seed method (centroid) is no longer one of auto's candidates, since its answer "
+                "does not examine the generator; run --method centroid --k ... for it",
+                FutureWarning,
+                stacklevel=2,
             )
+        elif self.k and not takes_k(self.method):
+            raise SettingsError(f"method {self.method!r} has no k; --k is for centroid")
         wanted = options_class(self.method)
         if self.options is None:
             if wanted is not None:

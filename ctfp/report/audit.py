@@ -207,7 +207,12 @@ def _task1(summary: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], dic
     interval = evidence["cv_roc_auc_95"]
     n_used, n_not_used = _int(summary.get("n_used")), _int(summary.get("n_not_used"))
     labelled = _int(selection.get("n_labelled", (n_used or 0) + (n_not_used or 0)))
+    # Older runs recorded no evidence kind: the seed method was the one that ignored the output.
+    kind = summary.get("evidence") or (
+        "known members" if summary.get("method") == "centroid" else "generator"
+    )
     evidence |= {
+        "examines_generator": kind == "generator",
         "heldout_roc_auc": chosen.get("heldout_roc_auc"),
         "distinguishable_from_chance": None if interval is None else bool(interval[0] > 0.5),
         "n_labelled": labelled,

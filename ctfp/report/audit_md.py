@@ -148,6 +148,12 @@ def _task1_paragraph(record: dict[str, Any]) -> list[str]:
             f"{scorer}; how accurate this is on this data was "
             f"not measured ({e['why_not_measured']})."
         )
+    if e.get("examines_generator") is False:
+        sentences.append(
+            f"The generator's output was not examined: {scorer} compares the test slices with "
+            "the known members only, so this measures resemblance to them, not whether the "
+            "generator memorised anything."
+        )
     sweep = ""
     if e.get("k_rule"):
         sweep = f" (at k={e['k']}, the setting of the k sweep chosen as {e['k_rule']})"

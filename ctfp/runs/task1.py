@@ -84,6 +84,38 @@ def check_k_before_embedding(data: Path, settings: Task1Settings) -> None:
             )
 
 
+#: What a task-1 answer rests on (``summary.json``'s ``evidence``): the generator's output, or
+#: the known members alone (the seed method), which says nothing about the generator.
+EVIDENCE = {True: "generator", False: "known members"}
+
+
+def examines_generator(method: str) -> bool:
+    """Whether ``method``'s score uses the generated slices (``--method auto`` chooses among
+    such scores only): the one kind of evidence about the generator."""
+    from ctfp.membership.registry import get_method
+
+    return method == AUTO or get_method(method).needs_generated
+
+
+def check_generated(data: Path, method: str) -> None:
+    """Refuse, before anything is embedded, a run whose method judges the generator from its
+    output when ``data/generated/`` holds no image file, saying what to add."""
+    from ctfp.io.sources import suffix_of
+
+    folder = data / "generated"
+    if not examines_generator(method) or (
+        folder.is_dir() and any(p.is_file() and suffix_of(p) for p in folder.rglob("*"))
+    ):
+        return
+    raise InputError(
+        f"{folder}/ {'holds no image file' if folder.is_dir() else 'is missing'}: whether the "
+        "generator memorised its training slices can only be judged from its output. Add the "
+        "generator's slices under generated/ (PNG, JPEG, DICOM or NIfTI), or name a method that "
+        "compares real slices only (--method centroid, the seed paper's): its answer is "
+        "resemblance to the known members and says nothing about the generator"
+    )
+
+
 def run_task1(
     data: PathLike,
     out: PathLike,
@@ -133,6 +165,7 @@ def _run_task1(
     members = not warnings
     required = ["train/used", "train/not_used", "test"] if members else ["train/not_used", "test"]
     check_layout(data, required)  # before weights are fetched or anything is embedded
+    check_generated(data, s.method)
     auto = s.method == AUTO
     embed_settings = embed or EmbedSettings(features="auto" if auto else "resnet50")
     if not auto and embed_settings.features == "auto":
@@ -149,6 +182,8 @@ def _run_task1(
     if members:
         require(labels == "used", "train/used/")
     require(labels == "not_used", "train/not_used/")
+    if examines_generator(s.method):
+        require(labels == "generated", "generated/")
     train = (labels == "used") | (labels == "not_used")
     train_ids, gen_ids = first.ids[train].tolist(), first.ids[labels == "generated"].tolist()
     y = (labels[train] == "used").astype(np.int64)
@@ -236,6 +271,7 @@ def _run_task1(
         "n_generated": len(gen_ids),
         "n_test": len(ids),
         "mode": "members and non-members" if members else "non-members only",
+        "evidence": EVIDENCE[examines_generator(s.method)],
         "warnings": warnings,
         "runs": runs,
         "model": model_identity(embedded[shown.features].metadata),
@@ -398,13 +434,15 @@ def verdict(summary: dict[str, Any]) -> str:
     counts = f"{flagged} of {n_test} test slices flagged as used{at}"
     if chosen_k is not None:
         counts += f" by k={chosen_k}, chosen on the training reals"
+    blind = summary.get("evidence") == EVIDENCE[False]  # older runs: about the generator
+    unseen = "the generator's output was not examined"
     if not selection:
         why = (
             "no known members to measure it on"
             if summary.get("mode") == "non-members only"
             else "too few labelled slices for cross-validation"
         )
-        return f"Evidence not measured ({why}); {counts}."
+        return f"Evidence not measured ({why}){'; ' + unseen if blind else ''}; {counts}."
     chosen = selection["chosen"]
     auc, (low, high) = chosen["roc_auc"], chosen["roc_auc_95"]
     held = chosen.get("heldout_roc_auc")
@@ -413,7 +451,14 @@ def verdict(summary: dict[str, Any]) -> str:
         f"{selection['n_labelled']} labelled training slices"
         + (f" ({held:.2f} with the choice itself held out)" if held is not None else "")
     )
-    if low is None or low <= 0.5:
+    chance = low is None or low <= 0.5
+    if blind:  # the seed method: how test slices resemble the known members, nothing more
+        return (
+            f"{'No resemblance' if chance else 'Resemblance'} to the known members"
+            f"{' distinguishable from chance' if chance else ''}, which is not evidence about "
+            f"the generator ({unseen}): {estimate}; {counts}."
+        )
+    if chance:
         return (
             f"No evidence of memorisation distinguishable from chance: {estimate}; "
             f"{counts} (read them as chance)."
@@ -425,7 +470,10 @@ def verdict(summary: dict[str, Any]) -> str:
 
 __all__ = [
     "AUTO_FEATURES",
+    "EVIDENCE",
     "auto_features",
+    "check_generated",
+    "examines_generator",
     "run_task1",
     "task1_settings",
     "verdict",

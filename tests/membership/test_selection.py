@@ -8,6 +8,7 @@ from sklearn.metrics import roc_auc_score
 
 from ctfp.evaluate import stratified_folds
 from ctfp.membership.options import SelectionSettings
+from ctfp.membership.registry import METHODS
 from ctfp.membership.selection import (
     build,
     default_candidates,
@@ -110,9 +111,12 @@ def test_what_selection_cannot_do_is_refused() -> None:
         select(data, y, [Candidate("resnet50", "centroid", {"k": 1})])
     with pytest.raises(SettingsError, match="folds must be at least 2"):
         SelectionSettings(folds=1)
-    # Without generated slices only the methods that do not need them are candidates.
-    assert {c.method for c in default_candidates(["pixels"], 20, False)} == {"centroid"}
-    assert [c.params["k"] for c in default_candidates(["pixels"], 3, False)] == [1]
+    # auto's candidates are the scores that examine the generator's output: none without
+    # generated slices, and never the seed method, which compares real slices only.
+    assert default_candidates(["pixels"], 20, False) == []
+    methods = {c.method for c in default_candidates(["pixels"], 20, True)}
+    assert "centroid" not in methods
+    assert methods == {n for n, cls in METHODS.items() if cls.needs_generated}
 
 
 def test_tied_candidates_answer_together() -> None:

@@ -38,7 +38,8 @@ def test_options_of_the_chosen_method() -> None:
 
 def test_k_sweep_and_what_is_refused() -> None:
     assert Task1Settings(method="centroid", k=(1, 2, 4)).ks == [1, 2, 4]
-    assert Task1Settings(k=(1, 2)).ks == [4]  # auto: the k of its centroid candidates, one fit
+    with pytest.warns(FutureWarning, match="k with method 'auto' is ignored"):
+        assert Task1Settings(k=(1, 2)).ks == [4]  # centroid is no longer an auto candidate
     assert Task1Settings.with_options(method="centroid", k=8).k == (8,)
     with pytest.raises(SettingsError, match="not an option of method 'centroid'"):
         Task1Settings.with_options(method="centroid", metric="l2")

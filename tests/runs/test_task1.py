@@ -181,9 +181,9 @@ def test_task1_defaults_choose_by_cross_validation(task1_data: Path, tmp_path: P
     assert tried == ["pixels:16", "pixels:32", "pixels", "residual", "spectrum", "resnet50"]
     table = selection["candidates"]
     assert {c["features"] for c in table} == set(tried)
-    assert {"centroid", "proximity", "density", "counting", "reconstruction"} <= {
-        c["method"] for c in table
-    }
+    methods = {c["method"] for c in table}  # the scores that examine the generator's output
+    assert {"proximity", "density", "counting", "reconstruction"} <= methods
+    assert "centroid" not in methods and summary["evidence"] == "generator"
     chosen = [c for c in table if c["chosen"]]
     assert len(chosen) == 1 and chosen[0] == selection["chosen"]
     assert summary["method"] == chosen[0]["method"] and summary["features"] == chosen[0]["features"]
@@ -340,6 +340,48 @@ def test_the_verdict_says_chance_when_the_interval_reaches_it() -> None:
     assert verdict(summary).startswith("Evidence of memorisation") and "best of 9" in verdict(
         summary
     )
+    # The seed method compares real slices only: never a word about memorisation.
+    for low, start in ((0.61, "Resemblance to"), (0.46, "No resemblance to")):
+        chosen["roc_auc_95"] = [low, 0.8]
+        text = verdict({**summary, "evidence": "known members"})
+        assert text.startswith(start) and "memorisation" not in text
+        assert "the generator's output was not examined" in text
+
+
+def test_a_verdict_about_the_generator_needs_its_output(
+    task1_data: Path, tmp_path: Path, capsys
+) -> None:
+    """Without generated slices there is no evidence about the generator: auto (and any
+    method that needs them) is refused before anything is embedded, saying what to add; the
+    seed method, named, answers about resemblance to the known members and says so."""
+    from ctfp.report.audit import audit_record
+    from ctfp.report.audit_md import audit_paragraph
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for part in ("train", "test"):
+        (data / part).symlink_to(task1_data / part, target_is_directory=True)
+    for generated, said in ((None, "is missing"), ([], "holds no image file")):
+        if generated is not None:
+            (data / "generated").mkdir()
+            (data / "generated" / "notes.txt").write_text("not a slice")
+        for method in ([], ["--method", "proximity"]):
+            out = tmp_path / "o"
+            assert main(["run", "task1", str(data), "--out", str(out), *method, *EMBED]) == 2
+            err = capsys.readouterr().err
+            assert f"generated/ {said}" in err and "--method centroid" in err
+            assert not (out / "embeddings").exists()  # refused before embedding anything
+    out = tmp_path / "seed"
+    args = ["run", "task1", str(data), "--out", str(out), *SEED, "--features", "pixels:16"]
+    assert main([*args, "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["evidence"] == "known members" and summary["n_generated"] == 0
+    text = summary["verdict"]
+    assert text.startswith("Resemblance to the known members") or text.startswith("No resemblance")
+    assert "not evidence about the generator" in text and "memorisation" not in text
+    record = audit_record(out)
+    assert record["evidence"]["examines_generator"] is False
+    assert "The generator's output was not examined" in audit_paragraph(record)
 
 
 def test_a_wrong_layout_is_refused_before_any_weights_are_fetched(
