@@ -41,7 +41,7 @@ from quality_data import STRENGTHS, build_task1
 
 from ctfp.embed.settings import EmbedSettings
 from ctfp.evaluate import membership_metrics, read_table
-from ctfp.membership.selection import build, default_candidates
+from ctfp.membership.selection import build, candidate, default_candidates
 from ctfp.membership.settings import Task1Settings
 from ctfp.runs.folder import embeddings_dir
 from ctfp.runs.task1 import run_task1
@@ -126,7 +126,14 @@ def one(out: Path, family: str, seed: int, strength: str = "normal") -> dict[str
             np.array([int(truth[i]) for i in test_ids]),
         )
     n_small = min(int(d[1].sum()) for d in data.values())
-    candidates = default_candidates(features, n_small, True, ks=(1, 2, 4, 8, 16, 32))
+    # auto's candidates, and the seed method (not one of them: it ignores the generator) to
+    # compare with.
+    candidates = default_candidates(features, n_small, True) + [
+        candidate(f, "centroid", {"k": k})
+        for f in features
+        for k in (1, 2, 4, 8, 16, 32)
+        if k <= n_small
+    ]
     scored = {}
     for c in candidates:
         tx, ty, g, x, yt = data[c.features]
