@@ -81,12 +81,10 @@ def embed_batch(
     ctfp.settings.SettingsError
         An unknown option or an invalid value.
     """
-    import torch
-
     from ctfp.embed.job import settings_with
-    from ctfp.embed.reader import decode_all
+    from ctfp.embed.reader import collate, decode_all
     from ctfp.embed.settings import refuse_auto
-    from ctfp.embed.writer import file_rows
+    from ctfp.embed.writer import file_rows, stored
     from ctfp.io.sources import InputFile
     from ctfp.io.window import parse_window
     from ctfp.store.schema import make_metadata
@@ -113,10 +111,7 @@ def embed_batch(
         for n, (i, p) in enumerate(zip(ids, paths, strict=True))
     ]
     decoded = decode_all(files, window, mapper.views, max_pixels=settings.max_pixels)
-    storage = {"float16": np.float16, "float32": np.float32}[settings.dtype]
     dim = mapper.identity.dim
-    good = [d.views for d in decoded if d.views is not None]
-    views = [torch.cat(v) for v in zip(*good, strict=True)]
     rows: list[tuple[Any, ...]] = []  # (id, source, frame, label, error): a slice or a failure
     for d in decoded:
         f = files[d.index]
@@ -130,9 +125,9 @@ def embed_batch(
     )
     schema = batch_schema(dim, settings.dtype, metadata)
     valid = np.array([r[4] is None for r in rows], dtype=bool)
-    flat = np.zeros((len(rows), dim), dtype=storage)
-    if good:
-        flat[valid] = mapper(views)[0].astype(storage)
+    flat = np.zeros((len(rows), dim), dtype=settings.dtype)
+    if valid.any():
+        flat[valid] = stored(mapper(collate(decoded).views)[0], settings.dtype)
     values = pa.array(flat.reshape(-1), type=schema.field("embedding").type.value_type)
     names = ("id", "source", "frame", "label", "error")
     arrays = [pa.array([r[c] for r in rows], schema.field(n).type) for c, n in enumerate(names)]

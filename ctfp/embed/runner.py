@@ -85,7 +85,7 @@ def embed_many(
     Each folder gets, and resumes, exactly what :func:`embed` with ``features=`` that type
     writes there; a part shared by several types (``residual`` in ``residual+spectrum``) is
     computed once. ``settings.features`` is not used; the other settings (and ``overrides``)
-    apply to every type. With ``engine="ray"`` each type is a run of its own.
+    apply to every type.
     """
     settings = _settings(settings, overrides, "embed_many", ("engine", "progress"))
     if not outs:

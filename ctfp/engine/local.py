@@ -21,17 +21,15 @@ from ctfp.store.writer import ShardWriter
 
 
 def run(job: Job, settings: EngineSettings | None = None) -> list[EmbedResult]:
-    """Run ``job`` here: ``job.workers`` loader processes decode (default:
-    :func:`~ctfp.embed.reader.default_workers`) each input once for every output, the models
-    embed on ``job.device`` (those lighter than decoding on a CPU, the fingerprint features,
-    in the loader workers beside the decoder, so that they scale with the workers too), one
-    shard writer per output stores.
+    """Run ``job`` here: ``job.workers`` loader processes (default:
+    :func:`~ctfp.embed.reader.default_workers`) decode each input once for every output, the
+    models embed on ``job.device`` (on a CPU, models lighter than decoding run in the loader
+    workers, beside the decoder), one shard writer per output stores.
 
-    Returns one result per output (``job.outputs``), with the run's timings: ``decode_wait``
-    (waiting for the next batch), ``infer`` (the models' time, summed over the workers when
-    they run there: it then overlaps ``decode_wait``) and ``write``. ``job.compile`` pays a
-    one-off ``torch.compile`` (about 80 s for ResNet50 on 2 CPU cores, needs a C compiler) for
-    faster batches: worth it on a GPU for large archives, not for a few thousand slices.
+    Returns one result per output, with the timings ``decode_wait``, ``infer`` (summed over
+    the workers when the models run there: it then overlaps ``decode_wait``) and ``write``.
+    ``job.compile`` pays a one-off ``torch.compile`` (about 80 s for ResNet50 on 2 CPU cores,
+    needs a C compiler): worth it on a GPU for large archives, not for a few thousand slices.
     """
     dev = resolve_device(job.device)
     precision = resolve_precision(job.precision, dev)
@@ -83,10 +81,8 @@ def _model_threads(device: torch.device, decode_bound: bool) -> Iterator[None]:
     every thread.
     """
     threads = torch.get_num_threads()
-    if device.type != "cpu" or not decode_bound or threads == 1:
-        yield
-        return
-    torch.set_num_threads(1)
+    if device.type == "cpu" and decode_bound:
+        torch.set_num_threads(1)
     try:
         yield
     finally:
@@ -113,11 +109,8 @@ class _Models:
 
     def __call__(self, batch: Batch) -> Batch:
         start = time.perf_counter()
-        wanted = [
-            k
-            for k in range(len(self.todo))
-            if any(self.needs(k, i) for i in batch.indices)  # none: failures only
-        ]
+        # None of them for a batch of failures only.
+        wanted = [k for k in range(len(self.todo)) if any(self.needs(k, i) for i in batch.indices)]
         found = self.mapper(batch.views, wanted) if wanted else [None] * len(self.todo)
         batch.embeddings = [None if e is None else stored(e, self.dtype) for e in found]
         batch.views = ()  # the pixels need not travel back from a worker
@@ -151,9 +144,8 @@ def _embed(
     )
     rows = [0] * len(writers)
     slices = 0
-    bar = progress_bar(len(files), "embed", "file", enabled=job.progress)
     start = tick = time.perf_counter()
-    with bar:
+    with progress_bar(len(files), "embed", "file", enabled=job.progress) as bar:
         for batch in loader:
             now = time.perf_counter()
             if batch.embeddings is None:

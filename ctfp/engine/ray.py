@@ -44,16 +44,13 @@ def run(job: Job, settings: EngineSettings) -> list[EmbedResult]:
     actor start, model build, first batch), ``wait`` and ``write``.
 
     Data path (see docs/scale.md): the driver plans the pending inputs into blocks of whole
-    files (:func:`plan_blocks`) and reserves a part name for each block and output that needs
-    one of its files; a Ray task decodes a block once for every output (:func:`decode_block`;
-    in the actor itself when the actors run on CPUs, which would otherwise hold the CPUs the
-    tasks need), an actor (:class:`PartWriter`) embeds it and writes one part per output, and
-    the driver gets a summary back and names each part in its folder's commit record, through
-    the local engine's ShardWriter (same schema, metadata, lock or lease, resume by finished
-    ids). The embeddings never reach the driver: it receives O(files) bytes (``driver_bytes``).
-    Parts are numbered in input order, so a folder reads in the local engine's row order; a
-    Ray run cuts parts by files, a local one by rows. Every node must reach the outputs and
-    the inputs at the same paths, with the same ctfp installed.
+    files (:func:`plan_blocks`); each block is decoded once (:func:`decode_block`, in a task, or
+    in the actor on CPUs), embedded by an actor (:class:`PartWriter`) and written as one part
+    per output that needs its files; the driver commits each part through the local engine's
+    ShardWriter (same schema, metadata, lock, resume) from a summary: it receives O(files)
+    bytes (``driver_bytes``), never the embeddings. Parts are numbered in input order; a Ray
+    run cuts them by files, a local one by rows. Every node must reach the outputs and inputs
+    at the same paths, with the same ctfp installed.
     """
     ray = require_ray()
     if job.compile:
@@ -339,52 +336,40 @@ class PartWriter:
                 views.append(x.pin_memory() if self.mapper.device.type == "cuda" else x)
             found = self.mapper(views, wanted)
             embeddings = [None if e is None else stored(e, self.dtype) for e in found]
-        return {
-            "block": block["block"],
-            "parts": [self._part(block, part, decoded, embeddings) for part in block["parts"]],
-            "precision": self.mapper.precision,
-        }
-
-    def _part(
-        self,
-        block: dict[str, Any],
-        part: dict[str, Any],
-        decoded: list[tuple[np.ndarray, ...] | str],
-        embeddings: list[np.ndarray | None],
-    ) -> dict[str, Any]:
-        """Write the rows of the files of ``block`` that output ``part["output"]`` needs."""
-        k, needs = part["output"], part["needs"]
-        out = self.outs[k]
-        errors = [(i, d) for i, d in enumerate(decoded) if needs[i] and isinstance(d, str)]
-        files, rows, start = [], [], 0
-        for i, d in enumerate(decoded):
-            if isinstance(d, str):
-                continue
-            count = len(d[0])
-            start += count
-            if not needs[i]:
-                continue
-            f: InputFile = block["files"][i]
-            ids, frames = file_rows(f, count)
-            clash = sorted(set(ids) & set(part["clashes"][i]))
-            if clash:  # as the local writer: frame k of scan.dcm after a file scan#k.png
-                where = f"{clash[0]!r} is already in {out!r}"
-                errors.append((i, f"its row id {where}; embed it into another --out"))
-                continue
-            values = embeddings[k][start - count : start]
-            files.append((i, count))
-            rows.append((ids, safe_text(f.path), frames, f.label, values))
-        size = (
-            write_part(child(out, part["name"]), rows_table(self.schemas[k], rows)) if rows else 0
-        )
-        return {
-            "output": k,
-            "name": part["name"],
-            "rows": sum(len(r[0]) for r in rows),
-            "bytes": size,
-            "files": files,
-            "errors": sorted(errors),
-        }
+        parts = []
+        for part in block["parts"]:  # the files of the block that output k needs
+            k, needs, out = part["output"], part["needs"], self.outs[part["output"]]
+            errors = [(i, d) for i, d in enumerate(decoded) if needs[i] and isinstance(d, str)]
+            files, rows, end = [], [], 0
+            for i, d in good:
+                count = len(d[0])
+                end += count
+                if not needs[i]:
+                    continue
+                f: InputFile = block["files"][i]
+                ids, frames = file_rows(f, count)
+                clash = sorted(set(ids) & set(part["clashes"][i]))
+                if clash:  # as the local writer: frame k of scan.dcm after a file scan#k.png
+                    where = f"{clash[0]!r} is already in {out!r}"
+                    errors.append((i, f"its row id {where}; embed it into another --out"))
+                    continue
+                files.append((i, count))
+                rows.append(
+                    (ids, safe_text(f.path), frames, f.label, embeddings[k][end - count : end])
+                )
+            name = part["name"]
+            size = write_part(child(out, name), rows_table(self.schemas[k], rows)) if rows else 0
+            parts.append(
+                {
+                    "output": k,
+                    "name": name,
+                    "rows": sum(len(r[0]) for r in rows),
+                    "bytes": size,
+                    "files": files,
+                    "errors": sorted(errors),
+                }
+            )
+        return {"block": block["block"], "parts": parts, "precision": self.mapper.precision}
 
 
 __all__ = [

@@ -80,11 +80,11 @@ def test_ray_gives_the_local_rows_for_pngs_dicoms_and_volumes(
     assert again.rows == 0 and again.skipped_files == again.files == 12
 
 
-def test_several_types_run_as_one_job_each_with_the_local_rows(
+def test_several_types_run_as_one_job_with_the_local_rows(
     tmp_path: Path, lung_pngs, ray_address: str, assert_same_rows
 ) -> None:
-    """embed_many on Ray: one job per type (a joined one's parts resized each to its side,
-    a volume among the inputs), the folders the local engine's decode-once job writes."""
+    """embed_many on Ray: one job, each block decoded once for every type (a joined one's parts
+    resized each to its side, a volume among the inputs), the folders the local engine writes."""
     src = copy_pngs(lung_pngs[:4], tmp_path / "src")
     shutil.copy(EDGE / "MR_Explicit_Little_MultiFrame.dcm", src / "mr.dcm")
     types = ["pixels:16", "pixels:16+residual:32"]
@@ -95,6 +95,7 @@ def test_several_types_run_as_one_job_each_with_the_local_rows(
         assert remote[f].engine == "ray" and remote[f].rows == local[f].rows == 4 + 16
         assert remote[f].settings == local[f].settings and remote[f].settings["features"] == f
         assert_same_rows(tmp_path / "local" / f, tmp_path / "ray" / f, same_parts=False)
+    assert remote[types[0]].driver_bytes == remote[types[1]].driver_bytes  # one run
 
 
 def test_corrupt_inputs_land_in_the_errors_table(
