@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from ctfp.attribution.clustering import Clustering, LinearProjection, _sweep
-from ctfp.attribution.settings import ClusterSettings
+from ctfp.attribution.settings import ClusterSettings, MixtureSettings
 from ctfp.cluster.gmm import GaussianMixture
 from ctfp.device import resolve_device
 from ctfp.engine.settings import EngineSettings
@@ -194,24 +194,24 @@ class ShardBatches:
 def stream_fit_warnings(
     k: int,
     sizes: list[int],
-    settings: ClusterSettings,
+    settings: MixtureSettings,
     *,
     rows: int,
     dim: int,
     bics: dict[int, float] | None = None,
     silhouettes: dict[int, float] | None = None,
+    slices: bool = False,
 ) -> list[str]:
-    """What makes a streamed fit doubtful, in words: components no sampled row falls in (of the
+    """What makes a fit doubtful, in words: components no sampled row falls in (of the
     sample's cluster ``sizes``), k at the edge of the searched range, BIC and silhouette
     disagreeing, full covariances from fewer ``rows`` than ``dim`` dimensions (after PCA).
-
-    The checks of :func:`ctfp.runs.task2.fit_warnings`, worded for rows of shards."""
+    Worded for rows of shards, or for test slices with ``slices`` (task 2's fit in memory)."""
     found = []
-    empty = [j for j, n in enumerate(sizes) if n == 0]
-    if empty:
+    if 0 in sizes:
+        held = "no test slice" if slices else f"none of the {sum(sizes)} sampled rows"
         found.append(
-            f"{len(empty)} of {k} components hold none of the {sum(sizes)} sampled rows (sizes "
-            f"{sizes}): the data support fewer clusters than k"
+            f"{sizes.count(0)} of {k} components hold {held} (sizes {sizes}): the data support "
+            "fewer clusters than k"
         )
     if bics is not None:
         low, high = min(bics), max(bics)
@@ -227,7 +227,7 @@ def stream_fit_warnings(
             )
     if settings.covariance_type == "full" and rows <= dim:
         found.append(
-            f"full covariances from {rows} rows in {dim} dimensions are singular (only "
-            "reg_covar makes them usable); prefer --pca or --covariance diag"
+            f"full covariances from {rows} {'slices' if slices else 'rows'} in {dim} dimensions "
+            "are singular (only reg_covar makes them usable); prefer --pca or --covariance diag"
         )
     return found

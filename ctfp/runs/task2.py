@@ -12,6 +12,7 @@ import numpy as np
 from ctfp.attribution.classify import GroupClassifier
 from ctfp.attribution.clustering import cluster_slices
 from ctfp.attribution.settings import Task2Settings
+from ctfp.attribution.shards import stream_fit_warnings
 from ctfp.embed.settings import EmbedSettings
 from ctfp.engine.settings import EngineSettings
 from ctfp.evaluate import attribution_metrics, write_run
@@ -361,35 +362,18 @@ def _labelled(
 def fit_warnings(
     result: Any, sizes: list[int], settings: Task2Settings, shape: tuple[int, int]
 ) -> list[str]:
-    """What makes a task 2 fit doubtful, in words: empty components, k at the edge of the
-    searched range, BIC and silhouette disagreeing, full covariances with fewer rows than
-    dimensions."""
-    found = []
-    empty = [j for j, n in enumerate(sizes) if n == 0]
-    if empty:
-        found.append(
-            f"{len(empty)} of {result.k} components hold no test slice (sizes {sizes}): the data "
-            "support fewer clusters than k"
-        )
-    if result.bics is not None:
-        low, high = min(result.bics), max(result.bics)
-        if result.k in (low, high) and low != high:
-            found.append(
-                f"k=auto chose k={result.k}, the edge of the range searched ({low}-{high}): the "
-                "best k may lie outside it; widen --k-range"
-            )
-        scored = {k: v for k, v in (result.silhouettes or {}).items() if np.isfinite(v)}
-        if scored and max(scored, key=scored.get) != result.k:
-            found.append(
-                f"BIC chose k={result.k} but the silhouette prefers k={max(scored, key=scored.get)}"
-            )
-    n, d = shape
-    if settings.covariance_type == "full" and n <= (settings.pca or d):
-        found.append(
-            f"full covariances from {n} slices in {settings.pca or d} dimensions are singular "
-            "(only reg_covar makes them usable); prefer --pca or --covariance diag"
-        )
-    return found
+    """What makes a task 2 fit of the (n, d) ``shape`` test slices doubtful, in words
+    (:func:`ctfp.attribution.shards.stream_fit_warnings`)."""
+    return stream_fit_warnings(
+        result.k,
+        sizes,
+        settings,
+        rows=shape[0],
+        dim=settings.pca or shape[1],
+        bics=result.bics,
+        silhouettes=result.silhouettes,
+        slices=True,
+    )
 
 
 __all__ = [
