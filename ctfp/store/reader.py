@@ -19,6 +19,7 @@ from ctfp.store.manifest import committed_shards
 from ctfp.store.schema import (
     ERRORS_DIR,
     ERRORS_FILE,
+    ERRORS_SCHEMA,
     SLICES_FORMAT,
     identity_of,
     read_metadata,
@@ -295,8 +296,6 @@ def reading_pool() -> pa.MemoryPool:
 
 def read_errors(path: PathLike) -> pa.Table:
     """The errors table (``id, source, reason``) of an output folder; empty when nothing failed."""
-    from ctfp.store.schema import ERRORS_SCHEMA
-
     errors = resolve(path).join(ERRORS_DIR, ERRORS_FILE)
     if not errors.exists():
         return ERRORS_SCHEMA.empty_table()
