@@ -68,10 +68,6 @@ def refuse_auto(features: str) -> None:
         )
 
 
-def _check_window(text: str) -> None:
-    parse_window(text)
-
-
 def parse_pixels(text: str) -> int:
     """A pixel count: ``67108864`` or ``WIDTHxHEIGHT`` (``8192x8192``)."""
     parts = text.lower().replace("*", "x").split("x")
@@ -107,7 +103,7 @@ class InputSettings(Settings):
         None,
         "DICOM/NIfTI window: LEVEL,WIDTH, lung (-600,1500, the CT default), mediastinum, bone, "
         "brain, minmax, or auto",
-        check=_check_window,
+        check=parse_window,
     )
     max_pixels: int = option(
         MAX_PIXELS,

@@ -136,11 +136,12 @@ class MapWorker:
     with ``threads`` torch and FAISS threads (Ray would give it one)."""
 
     def __init__(self, function: Callable[[Any], Any], threads: int) -> None:
-        torch.set_num_threads(max(1, min(threads, os.cpu_count() or 1)))
+        threads = max(1, min(threads, os.cpu_count() or 1))
+        torch.set_num_threads(threads)
         try:
             import faiss
 
-            faiss.omp_set_num_threads(max(1, min(threads, os.cpu_count() or 1)))
+            faiss.omp_set_num_threads(threads)
         except ImportError:  # pragma: no cover - faiss is a dependency
             pass
         self.function = function
