@@ -19,7 +19,7 @@ from ctfp.embed.job import Job, ModelFactory
 from ctfp.embed.mapper import Mapper, default_batch_size
 from ctfp.embed.reader import decode_all
 from ctfp.embed.writer import EmbedResult, file_rows, finish_run, stored, write_pending
-from ctfp.engine.ray_map import RAY_INSTALL, _connect, _ctfp_errors, require_ray
+from ctfp.engine.ray_map import _connect, _ctfp_errors, require_ray
 from ctfp.engine.settings import EngineSettings
 from ctfp.exceptions import CtfpError, DeviceError
 from ctfp.io.fs import child
@@ -372,11 +372,4 @@ class PartWriter:
         return {"block": block["block"], "parts": parts, "precision": self.mapper.precision}
 
 
-__all__ = [
-    "RAY_INSTALL",
-    "PartWriter",
-    "decode_block",
-    "plan_blocks",
-    "require_ray",
-    "run",
-]
+__all__ = ["PartWriter", "decode_block", "plan_blocks", "run"]
