@@ -143,9 +143,9 @@ class Location:
         }
 
     def lock(self) -> Any:
-        """Keep every other writer out of this folder until the returned lock's ``release()``:
-        a :class:`~ctfp.io.locks.FolderLock` locally (the folder made if missing), the
-        :class:`~ctfp.io.locks.Lease` on a store, which has no file locks."""
+        """Keep every other writer out of this folder until the returned lock's ``release()``
+        (or the end of its ``with`` block): a :class:`~ctfp.io.locks.FolderLock` locally (the
+        folder made if missing), the :class:`~ctfp.io.locks.Lease` on a store."""
         from ctfp.io.locks import FolderLock, Lease
 
         if not self.local:

@@ -23,19 +23,13 @@ from ctfp.store.reader import read_schema
 from ctfp.store.schema import SLICES_FORMAT, read_metadata
 
 
-def _cache_of(path: PathLike) -> tuple[dict[str, Any], Path | str] | None:
-    """The metadata and first shard of ``path`` where it is a decoded-slice cache, else None."""
-    p = Path(path)
-    if not p.is_dir() or not has_shards(p):
-        return None
-    shard = committed_shards(p)[0]
-    meta = read_metadata(read_schema(shard))
-    return (meta, shard) if meta is not None and meta.get("format") == SLICES_FORMAT else None
-
-
 def is_slice_cache(path: PathLike) -> bool:
     """True when ``path`` is a folder of ctfp decoded-slice shards."""
-    return _cache_of(path) is not None
+    p = Path(path)
+    if not p.is_dir() or not has_shards(p):
+        return False
+    meta = read_metadata(read_schema(committed_shards(p)[0]))
+    return meta is not None and meta.get("format") == SLICES_FORMAT
 
 
 def cache_rows(sources: Sequence[PathLike] | PathLike) -> list[InputFile] | None:
@@ -69,10 +63,10 @@ def cache_decoding(sources: Sequence[PathLike] | PathLike) -> dict[str, Any] | N
     found: dict[str, Any] | None = None
     first: Path | str | None = None
     for source in sources:
-        cache = _cache_of(source)
-        if cache is None:
+        if not is_slice_cache(source):
             return None
-        meta, shard = cache
+        shard = committed_shards(source)[0]
+        meta = read_metadata(read_schema(shard)) or {}
         preprocessing = meta.get("preprocessing") or {}
         decoding = {
             "window": (meta.get("decode") or {}).get("window"),
