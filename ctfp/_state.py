@@ -48,19 +48,19 @@ class SavedState:
     """``to_state()`` and ``from_state()`` from ``get_params()`` and ``saved_state``.
 
     ``to_state`` saves every ``__init__`` parameter but those in ``unsaved_params`` (chosen
-    again at load time, as the device is) in the JSON part, and each declared attribute: an
-    object with ``to_bytes()`` (a FAISS index) or a numeric array in the arrays, anything
-    else in the JSON part. ``from_state`` calls ``__init__`` with the saved parameters (an
-    older file may lack some: their defaults apply) and ``device``, sets each declared
-    attribute to what was saved (None where an older file has nothing) and calls
-    ``_restore(device)``.
+    again at load time, as the device is) in the JSON part, those in ``array_params`` in the
+    arrays, and each declared attribute: an object with ``to_bytes()`` (a FAISS index) or a
+    numeric array in the arrays, anything else in the JSON part. ``from_state`` calls
+    ``__init__`` with the saved parameters (an older file may lack some: their defaults
+    apply) and ``device``, sets each declared attribute to what was saved (None where an older
+    file has nothing) and calls ``_restore(device)``.
     """
 
     #: The fitted attributes a saved model holds, each by the name it is saved under.
     saved_state: ClassVar[Mapping[str, str]] = {}
     #: ``__init__`` parameters a saved model does not hold.
     unsaved_params: ClassVar[tuple[str, ...]] = ("device",)
-    #: ``__init__`` parameters saved, when given, as float64 arrays (after the attributes).
+    #: ``__init__`` parameters saved, when given, as float64 arrays (after the attributes').
     array_params: ClassVar[tuple[str, ...]] = ()
 
     def to_state(self) -> State:

@@ -272,35 +272,20 @@ class GaussianMixture(SavedState, DensityMixin, BaseEstimator):
         means: Any,
         covariances: Any,
         *,
-        covariance_type: str = "full",
-        device: str = "auto",
-        dtype: str | torch.dtype = "float64",
         centre: Any = None,
         **kwargs: Any,
     ) -> GaussianMixture:
         """A fitted mixture from its ``weights`` (k,), ``means`` (k, d) and ``covariances``
-        (the layout of ``covariances_``), without running EM; the other arguments are the new
-        estimator's settings. ``centre`` (d,) is the point subtracted from the data before
-        evaluating the model (a fitted model's data mean, as :meth:`to_state` saves it);
-        default the weighted mean of the means."""
+        (the layout of ``covariances_``), without running EM; ``kwargs`` are the estimator's
+        settings (``covariance_type``, ``device``, ``dtype``...). ``centre`` (d,) is the point
+        subtracted from the data before evaluating the model (a fitted model's data mean, as
+        :meth:`to_state` saves it); default the weighted mean of the means."""
         weights = np.asarray(weights, dtype=np.float64)
-        self = cls(
-            weights.size, covariance_type=covariance_type, device=device, dtype=dtype, **kwargs
-        )
+        self = cls(weights.size, **kwargs)
         self._load(weights, means, covariances, centre)
         return self
 
-    def _load(
-        self,
-        weights: Any,
-        means: Any,
-        covariances: Any,
-        centre: Any,
-        *,
-        n_iter: int = 0,
-        converged: bool = True,
-        lower_bound: float = math.nan,
-    ) -> None:
+    def _load(self, weights: Any, means: Any, covariances: Any, centre: Any) -> None:
         """Check the exported parameters and set the fitted model from them (no EM)."""
         weights = np.asarray(weights, dtype=np.float64)
         if weights.ndim != 1:
@@ -324,9 +309,7 @@ class GaussianMixture(SavedState, DensityMixin, BaseEstimator):
             self.covariance_type,
             self._dtype,
         )
-        self._set_fitted(
-            params, means=means_t, n_iter=n_iter, converged=converged, lower_bound=lower_bound
-        )
+        self._set_fitted(params, means=means_t, n_iter=0, converged=True, lower_bound=math.nan)
 
     # -- save and load (ctfp._state.SavedState) ---------------------------------------------
     def _check_saveable(self) -> None:
@@ -335,16 +318,9 @@ class GaussianMixture(SavedState, DensityMixin, BaseEstimator):
     def _restore(self, device: str) -> None:
         """The saved parameters through :meth:`from_params`' checks, on ``device``: on the same
         device and dtype the model gives the saved model's predictions exactly."""
-        n_features, lower_bound = self.n_features_in_, self.lower_bound_
-        self._load(
-            self.weights_,
-            self.means_,
-            self.covariances_,
-            self._centre,
-            n_iter=int(self.n_iter_),
-            converged=bool(self.converged_),
-            lower_bound=math.nan if lower_bound is None else float(lower_bound),
-        )
+        n_features, n_iter, converged = self.n_features_in_, int(self.n_iter_), self.converged_
+        lower_bound = self.lower_bound_
+        self._load(self.weights_, self.means_, self.covariances_, self._centre)
         if self.n_components != len(self.weights_):
             raise ValueError(
                 f"n_components={self.n_components} but the weights have "
@@ -354,6 +330,8 @@ class GaussianMixture(SavedState, DensityMixin, BaseEstimator):
             raise ValueError(
                 f"n_features_in_={n_features} but the means have {self.n_features_in_} columns"
             )
+        self.n_iter_, self.converged_ = n_iter, bool(converged)
+        self.lower_bound_ = math.nan if lower_bound is None else float(lower_bound)
 
     # -- using the model --------------------------------------------------------------------
     def predict(self, X: Any) -> Any:
