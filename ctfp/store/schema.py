@@ -11,7 +11,6 @@ from ctfp._version import __version__
 
 FORMAT = "ctfp-embeddings/1"
 METADATA_KEY = b"ctfp"
-SHARD_GLOB = "part-*.parquet"
 ERRORS_DIR = "_errors"
 ERRORS_FILE = "errors.parquet"
 DTYPES = {"float16": pa.float16(), "float32": pa.float32()}
