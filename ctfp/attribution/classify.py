@@ -105,11 +105,11 @@ class GroupClassifier(SavedState, BaseEstimator):
         scale = x.std(0)
         self.scale_ = np.where(scale > 0, scale, 1.0)
         z = (x - self.mean_) / self.scale_
-        self._fit_density(z, target, len(names))
+        axes = _principal_axes(z)
+        self._fit_density(z, target, len(names), _top_axes(axes, z, self.density_components))
         if density_only:
-            self._svd_of = self._axes = None
             return self
-        self.components_ = self._pca(z, self.pca)
+        self.components_ = _top_axes(axes, z, self.pca)
         zp = z if self.components_ is None else z @ self.components_.T
         if self.components_ is not None and self.model == "lr":
             # Unit variance per axis, as the features before the PCA: the leading axes' large
@@ -138,29 +138,11 @@ class GroupClassifier(SavedState, BaseEstimator):
             coef = np.vstack([np.zeros_like(coef), coef])
             intercept = np.concatenate([[0.0], intercept])
         self.coef_, self.intercept_ = coef, intercept
-        self._svd_of = self._axes = None  # not state: drop the fit's temporaries
         return self
 
-    def _pca(self, z: np.ndarray, n: int | None) -> np.ndarray | None:
-        """The top ``n`` principal axes (rows) of the centred ``z``: an exact SVD, computed
-        once per fit and shared by the classifier's and the densities' projections (a few
-        hundred labelled rows: exact is cheaper than scikit-learn's randomised solver)."""
-        if n is None:
-            return None
-        n = min(int(n), len(z) - 1, z.shape[1])
-        if n < 1:
-            raise InputError("a PCA needs at least 2 labelled slices")
-        if getattr(self, "_svd_of", None) is not z:
-            _, _, vt = np.linalg.svd(z - z.mean(0), full_matrices=False)
-            # scikit-learn's sign convention: the largest loading of each axis is positive.
-            signs = np.sign(vt[np.arange(len(vt)), np.abs(vt).argmax(1)])
-            self._svd_of, self._axes = z, vt * np.where(signs == 0, 1.0, signs)[:, None]
-        return self._axes[:n].copy()
-
-    def _fit_density(self, z: np.ndarray, target: np.ndarray, k: int) -> None:
+    def _fit_density(self, z: np.ndarray, target: np.ndarray, k: int, basis: np.ndarray) -> None:
         from sklearn.covariance import ledoit_wolf
 
-        basis = self._pca(z, self.density_components)
         self.density_basis_ = basis
         w = z @ basis.T
         means = np.stack([w[target == j].mean(0) for j in range(k)])
@@ -316,6 +298,25 @@ def _shrunk_lda(z: np.ndarray, target: np.ndarray, k: int) -> tuple[np.ndarray, 
     if k == 2:  # scikit-learn's binary form
         coef, intercept = coef[1:] - coef[:1], intercept[1:] - intercept[:1]
     return coef, intercept
+
+
+def _principal_axes(z: np.ndarray) -> np.ndarray:
+    """The principal axes (rows) of ``z``: an exact SVD, shared by the classifier's and the
+    densities' projections (a few hundred labelled rows: exact is cheaper than scikit-learn's
+    randomised solver), with scikit-learn's signs (each axis's largest loading positive)."""
+    _, _, vt = np.linalg.svd(z - z.mean(0), full_matrices=False)
+    signs = np.sign(vt[np.arange(len(vt)), np.abs(vt).argmax(1)])
+    return vt * np.where(signs == 0, 1.0, signs)[:, None]
+
+
+def _top_axes(axes: np.ndarray, z: np.ndarray, n: int | None) -> np.ndarray | None:
+    """The top ``n`` of the ``axes`` of ``z`` (n, d), as many as it has; None for None."""
+    if n is None:
+        return None
+    n = min(int(n), len(z) - 1, z.shape[1])
+    if n < 1:
+        raise InputError("a PCA needs at least 2 labelled slices")
+    return axes[:n].copy()
 
 
 def _matrix(X: Any) -> np.ndarray:
