@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ctfp.membership.options import CRITERIA, CRITERIA_HELP, check_criterion, parse_criterion
+
+
+def fpr_floor(alpha: float) -> int:
+    """The fewest known non-members on which ``fpr:ALPHA`` can be bounded
+    (:func:`choose_threshold`): a new non-member scores above all of n with probability
+    1 / (n + 1)."""
+    return int(np.ceil(1 / alpha - 1 - 1e-9))
 
 
 def choose_threshold(scores: np.ndarray, y: np.ndarray, criterion: str = "balanced") -> float:
@@ -12,9 +21,13 @@ def choose_threshold(scores: np.ndarray, y: np.ndarray, criterion: str = "balanc
 
     ``f1`` (used = positive), ``accuracy``, or ``balanced`` accuracy (mean of the two recalls,
     i.e. Youden's J; robust to unbalanced training labels). Midpoints between sorted scores are
-    tried; ties go to the higher threshold. ``fpr:ALPHA``: the lowest threshold that at most a
-    fraction ALPHA of the non-members (y = 0) reach, the false-positive rate an auditor states;
-    it needs non-members only (members, if any, are ignored).
+    tried; ties go to the higher threshold. ``fpr:ALPHA``: the false-positive rate an auditor
+    states, bounded for the non-members the threshold will meet, not only for these: a new
+    non-member exchangeable with the n given (y = 0) scores above their j-th smallest score
+    with probability at most (n + 1 - j) / (n + 1), so t lies just above that order statistic
+    for the least j that makes this at most ALPHA (split conformal, Vovk et al. 2005; ties
+    only lower the rate). It needs non-members only (members, if any, are ignored), and at
+    least :func:`fpr_floor` of them: with fewer, no threshold bounds the rate.
 
     Parameters
     ----------
@@ -31,13 +44,17 @@ def choose_threshold(scores: np.ndarray, y: np.ndarray, criterion: str = "balanc
         negatives = np.sort(scores[y == 0])
         if len(negatives) == 0:
             raise ValueError("fpr calibration needs not-used (0) training slices")
-        # At most floor(alpha * n) non-members may reach t: t just above the next one down.
-        allowed = int(np.floor(alpha * len(negatives) + 1e-9))
-        if allowed >= len(negatives):
-            return float(negatives[0])
-        above = negatives[len(negatives) - allowed - 1]
-        higher = negatives[negatives > above]
-        return float((above + higher[0]) / 2 if len(higher) else above + 1.0)
+        n = len(negatives)
+        if n < fpr_floor(alpha):
+            holds = math.ceil(100 / (n + 1)) / 100  # the least stated rate n can bound
+            raise ValueError(
+                f"calibrate fpr:{alpha:g} needs at least {fpr_floor(alpha)} not-used (0) training "
+                f"slices to bound the false-positive rate, got {n}: even a score above all of "
+                f"them is reached by a new non-member with probability 1/{n + 1}; add known "
+                f"non-members or state a larger rate (fpr:{holds:g} holds with {n})"
+            )
+        j = int(np.ceil((n + 1) * (1 - alpha) - 1e-9))  # 1-based, j <= n
+        return float(np.nextafter(negatives[j - 1], np.inf))
     if len(np.unique(y)) < 2:
         raise ValueError("calibration needs both used (1) and not-used (0) training slices")
     s = np.sort(np.unique(scores))
@@ -57,4 +74,11 @@ def choose_threshold(scores: np.ndarray, y: np.ndarray, criterion: str = "balanc
     return float(candidates[best[-1]])
 
 
-__all__ = ["CRITERIA", "CRITERIA_HELP", "check_criterion", "choose_threshold", "parse_criterion"]
+__all__ = [
+    "CRITERIA",
+    "CRITERIA_HELP",
+    "check_criterion",
+    "choose_threshold",
+    "fpr_floor",
+    "parse_criterion",
+]

@@ -35,7 +35,10 @@ def criterion_meaning(criterion: str | None) -> str:
             share = f"{float(text[4:]):.0%}"
         except ValueError:
             share = text[4:]
-        return f"so that at most {share} of the known not-used slices would be wrongly flagged"
+        return (
+            f"so that a new not-used slice is wrongly flagged with probability at most {share} "
+            "(bounded from the known not-used slices)"
+        )
     return {
         "balanced": "to separate the known used and not-used slices best, counting both kinds "
         "of mistake equally",

@@ -388,8 +388,9 @@ def non_members_only(
             "use proximity, density, counting or reconstruction"
         )
     options = s.options.to_dict() if s.options is not None else {}
-    if s.method == AUTO:
-        options = {k: v for k, v in NON_MEMBER_DEFAULT.items() if k != "method"}
+    if s.method == AUTO:  # the default scorer, at the threshold criterion given to auto
+        given = {k: v for k, v in options.items() if k == "calibrate"}
+        options = {k: v for k, v in NON_MEMBER_DEFAULT.items() if k != "method"} | given
         method = NON_MEMBER_DEFAULT["method"]
         if embed is None or embed.features == "auto":
             embed = (embed or EmbedSettings()).replace(features="pixels")
@@ -427,7 +428,8 @@ def verdict(summary: dict[str, Any]) -> str:
     flagged = run.get("predicted_used", 0)
     calibrate = str(summary.get("calibrate") or "")
     at = (
-        f" at a {float(calibrate[4:]):.0%} false-positive rate on known non-members"
+        f" at a false-positive rate of at most {float(calibrate[4:]):.0%} for new non-members "
+        f"(bounded on the {summary.get('n_not_used')} known ones)"
         if calibrate.startswith("fpr:")
         else f" (threshold: {calibrate or 'the method' + chr(39) + 's own'})"
     )

@@ -306,7 +306,11 @@ def test_known_non_members_only(task1_data: Path, tmp_path: Path, capsys) -> Non
     assert summary["method"] == "proximity" and summary["calibrate"] == "fpr:0.05"
     assert any("not measured" in w for w in summary["warnings"])
     assert summary["verdict"].startswith("Evidence not measured (no known members")
-    assert "at a 5% false-positive rate" in summary["verdict"]
+    n = summary["n_not_used"]
+    assert (
+        f"false-positive rate of at most 5% for new non-members (bounded on the {n} known"
+        in (summary["verdict"])
+    )
     model = json.loads((out / "model" / "model.json").read_text())
     assert model["params"]["reference"] is True
     # The threshold flags at most 5 % of the known non-members; the signal is still seen.
@@ -321,6 +325,11 @@ def test_known_non_members_only(task1_data: Path, tmp_path: Path, capsys) -> Non
     assert main(["run", "task1", str(data), "--out", str(tmp_path / "c"), "--method", "centroid",
                  "--quiet"]) == 2  # fmt: skip
     assert "needs known members (train/used/)" in capsys.readouterr().err
+    # Too few known non-members to bound 5 %: refused, saying what rate they can bound.
+    for extra in sorted((data / "train" / "not_used").iterdir())[10:]:
+        extra.unlink()
+    assert main(["run", "task1", str(data), "--out", str(tmp_path / "few"), "--quiet"]) == 2
+    assert "needs at least 19 not-used (0) training slices" in capsys.readouterr().err
 
 
 def test_the_verdict_says_chance_when_the_interval_reaches_it() -> None:
