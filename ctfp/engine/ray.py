@@ -3,6 +3,7 @@ connection and the ordered map over shards: :mod:`ctfp.engine.ray_map`)."""
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import pickle
@@ -97,24 +98,18 @@ def run(job: Job, settings: EngineSettings) -> list[EmbedResult]:
     timings = {"ray_init": ray_init, "startup": 0.0, "wait": 0.0, "write": 0.0}
     metadata = [job.metadata(i) for i in identities]
 
-    def embed_pending(
-        todo: list[InputFile], writers: list[ShardWriter], ids: list[set[str]]
-    ) -> tuple[list[int], str, int]:
-        actor_kwargs = dict(
-            factories=factories,
-            identities=identities,
-            use_gpu=use_gpu,
-            precision=job.precision,
-            batch_size=batch_size,
-            threads=threads,
-            dtype=job.dtype,
-            # Absolute: the actors' working folder is not the driver's.
-            outs=[w.out_dir if w.remote else str(Path(w.out_dir).resolve()) for w in writers],
-            metadata=metadata,
-            decode_kwargs=dict(window=job.window, views=views, max_pixels=job.max_pixels),
-        )
-        return _run(ray, job, todo, writers, ids, actor_kwargs, actors, cpus, timings)
-
+    actor_kwargs = dict(
+        factories=factories,
+        identities=identities,
+        use_gpu=use_gpu,
+        precision=job.precision,
+        batch_size=batch_size,
+        threads=threads,
+        dtype=job.dtype,
+        metadata=metadata,
+        decode_kwargs=dict(window=job.window, views=views, max_pixels=job.max_pixels),
+    )
+    embed_pending = functools.partial(_run, ray, job, actor_kwargs, actors, cpus, timings)
     writers, pending, ran = write_pending(job, metadata, timings, embed_pending)
     rows, used_precision, received = ran or ([0] * len(writers), job.precision, 0)
     return [
@@ -165,13 +160,13 @@ def plan_blocks(
 def _run(
     ray: Any,
     job: Job,
-    pending: list[InputFile],
-    writers: list[ShardWriter],
-    todo: list[set[str]],
     actor_kwargs: dict[str, Any],
     actors: int,
     cpus: int,
     timings: dict[str, float],
+    pending: list[InputFile],
+    writers: list[ShardWriter],
+    todo: list[set[str]],
 ) -> tuple[list[int], str, int]:
     """Plan ``pending`` into blocks, have Ray decode each (a task) and embed and write it as a
     part of each output that needs one of its files (``todo[k]``: the ids output ``k`` needs;
@@ -202,7 +197,9 @@ def _run(
         # holding every CPU would leave none for separate decode tasks.
         actor = ray.remote(num_cpus=1)(PartWriter)
         ahead = 2 * actors
-    pool = ActorPool([actor.remote(**actor_kwargs) for _ in range(actors)])
+    # Absolute: the actors' working folder is not the driver's.
+    outs = [w.out_dir if w.remote else str(Path(w.out_dir).resolve()) for w in writers]
+    pool = ActorPool([actor.remote(outs=outs, **actor_kwargs) for _ in range(actors)])
     submitted = iter(range(len(blocks)))
 
     def submit() -> bool:
