@@ -99,15 +99,23 @@ def evaluator(
     """How a candidate is measured: its out-of-fold scores of the training reals of
     ``data[features]`` (one fit for a method that learns nothing from the labels)."""
 
+    def scorer(c: Candidate) -> MembershipMethod:
+        # Scores do not depend on the threshold: a fold's fit takes the balanced one, so that a
+        # stated criterion (fpr:ALPHA) cannot fail on the fewer non-members of a fold.
+        model = build(c, seed, device)
+        return (
+            model.set_params(calibrate="balanced") if "calibrate" in model.get_params() else model
+        )
+
     def evaluate(c: Candidate) -> Measured:
         x, generated = data[c.features]
-        probe = build(c, seed, device)
+        probe = scorer(c)
         if not probe.uses_labels:
             runs = probe.fit(x, y, generated).score_samples(x)[None]
         else:
 
             def fit_score(train: np.ndarray, held: np.ndarray, _: int) -> np.ndarray:
-                model = build(c, seed, device).fit(x[train], y[train], generated)
+                model = scorer(c).fit(x[train], y[train], generated)
                 return model.score_samples(x[held])
 
             runs = folds_of(fit_score, y, settings.folds, settings.repeats, seed)

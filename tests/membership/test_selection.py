@@ -276,3 +276,14 @@ def test_forward_selection_is_the_default_and_its_ensemble_scores_as_selected() 
     )
     np.testing.assert_allclose(model.score_samples(x), expect, rtol=1e-6, atol=1e-9)
     np.testing.assert_allclose(model.weights_, weights)
+
+
+def test_a_stated_fpr_is_not_asked_of_a_fold() -> None:
+    """The folds measure scores only: a named method's fpr:0.05, which 20 known non-members
+    can bound and a fold's 16 cannot, is applied to the fit on all of them, not refused."""
+    data, y = memorised(n=40)
+    named = Candidate("signal", "proximity", {"reference": True, "calibrate": "fpr:0.05"})
+    selection = select(data, y, [named], SelectionSettings(repeats=1, bootstrap=20))
+    assert selection.best.error is None and selection.best.score > 0.9
+    with pytest.raises(ValueError, match="needs at least 19"):
+        build(named, 0, "cpu").fit(data["signal"][0][:30], y[:30], data["signal"][1])
