@@ -111,7 +111,10 @@ class SavedState:
         return self
 
     def _check_saveable(self) -> None:
-        """Refuse to save an unfitted model (the class's own check)."""
+        """Refuse to save an unfitted model (scikit-learn's check, or the class's own)."""
+        from sklearn.utils.validation import check_is_fitted
+
+        check_is_fitted(self)
 
     def _restore(self, device: str) -> None:
         """Turn the saved values back into the live attributes and check them (a class whose

@@ -312,9 +312,6 @@ class GaussianMixture(SavedState, DensityMixin, BaseEstimator):
         self._set_fitted(params, means=means_t, n_iter=0, converged=True, lower_bound=math.nan)
 
     # -- save and load (ctfp._state.SavedState) ---------------------------------------------
-    def _check_saveable(self) -> None:
-        check_is_fitted(self)
-
     def _restore(self, device: str) -> None:
         """The saved parameters through :meth:`from_params`' checks, on ``device``: on the same
         device and dtype the model gives the saved model's predictions exactly."""

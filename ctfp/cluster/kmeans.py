@@ -310,9 +310,6 @@ class KMeans(SavedState, ClusterMixin, BaseEstimator):
         return I[:, 0], D[:, 0]
 
     # -- save and load ----------------------------------------------------------------------
-    def _check_saveable(self) -> None:
-        check_is_fitted(self)
-
     def _restore(self, device: str) -> None:
         """The saved centres, checked, with :meth:`predict` on ``device`` (it gives the labels
         the saved model gave there). ``labels_`` is not saved."""
