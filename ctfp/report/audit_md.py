@@ -52,6 +52,9 @@ def _num(value: Any, digits: int = 2) -> str:
     return "-" if value is None else f"{float(value):.{digits}f}"
 
 
+HALVES = " (the middle 95 % of the halves: {} to {})"
+
+
 def _interval(values: Any, form: str = " (95 % interval {} to {})") -> str:
     return "" if not values or None in values else form.format(*map(_num, values[:2]))
 
@@ -137,9 +140,10 @@ def _task1_paragraph(record: dict[str, Any]) -> list[str]:
             f"{optimism}."
             + (
                 f" Repeating the whole choice on one half of the labelled slices and scoring the "
-                f"other half gives {_num(e['heldout_roc_auc'])}, an estimate without that "
+                f"other half gives {_num(e['heldout_roc_auc'])}"
+                f"{_interval(e.get('heldout_roc_auc_95'), HALVES)}, an estimate without that "
                 "optimism."
-                if e.get("heldout_roc_auc") is not None
+                if e.get("heldout_roc_auc") is not None and n > 1
                 else ""
             )
         )

@@ -14,6 +14,7 @@ from ctfp.membership.selection import (
     default_candidates,
     forward_select,
     forward_weights,
+    heldout_estimate,
     select,
 )
 from ctfp.membership.selection import candidate as Candidate
@@ -236,8 +237,9 @@ def test_forward_selection_adds_the_scorer_that_sees_other_members() -> None:
     weights = np.array([m["weight"] for m in members])
     parts = [(by_name[m["params"]["metric"]].oof - m["center"]) / m["scale"] for m in members]
     np.testing.assert_allclose(found.oof, weights @ np.array(parts) / weights.sum())
-    # The held-out estimate repeats the selection on halves: finite, below the in-sample one.
-    assert 0.5 < found.heldout <= found.score
+    # The held-out estimate repeats the whole choice on halves: finite, below the in-sample one.
+    held, (low, high) = heldout_estimate(trials, y, "forward", seed=0)
+    assert 0.5 < held <= found.score and low <= held <= high
     shown = "mean of" if len(set(weights)) == 1 else "weighted mean of"
     assert found.candidate.label.startswith(f"signal / {shown} {len(members)}: ")
     # Nothing to add: the best alone comes back.
@@ -287,3 +289,18 @@ def test_a_stated_fpr_is_not_asked_of_a_fold() -> None:
     assert selection.best.error is None and selection.best.score > 0.9
     with pytest.raises(ValueError, match="needs at least 19"):
         build(named, 0, "cpu").fit(data["signal"][0][:30], y[:30], data["signal"][1])
+
+
+def test_the_heldout_estimate_removes_the_optimism_of_the_best_of_many() -> None:
+    """Labels the scores know nothing about: the best of 90 candidates looks good in
+    cross-validation, and the whole choice repeated on halves says chance."""
+    rng = np.random.default_rng(0)
+    y = np.repeat([1, 0], 20)
+    trials = [Candidate(f"f{i % 3}", "proximity", {"neighbours": i}) for i in range(90)]
+    trials = [Trial(c, oof=rng.standard_normal(40)) for c in trials]
+    for t in trials:
+        t.score = auc_of(y, t.oof)
+    for combine in ("forward", "simplest"):
+        held, (low, high) = heldout_estimate(trials, y, combine, seed=0)
+        assert max(t.score for t in trials) > 0.7 and abs(held - 0.5) < 0.1, combine
+        assert low < 0.5 < high

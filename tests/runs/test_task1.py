@@ -199,7 +199,11 @@ def test_task1_defaults_choose_by_cross_validation(task1_data: Path, tmp_path: P
         assert chosen[0]["roc_auc"] >= top["roc_auc"] - chosen[0]["gap_se"]
     assert selection["reason"] and selection["settings"]["folds"] == 5
     assert selection["settings"]["repeats"] == 1
-    assert summary["verdict"].startswith("Evidence of memorisation: cross-validated ROC-AUC")
+    assert summary["verdict"].startswith("Evidence of memorisation: held-out ROC-AUC")
+    held = selection["heldout"]  # the whole choice repeated on halves: quoted, with its range
+    assert held["halves"] == 20 and held["roc_auc_95"][0] <= held["roc_auc"]
+    assert f"held-out ROC-AUC {held['roc_auc']:.2f}" in summary["verdict"]
+    assert selection["chosen"]["heldout_roc_auc"] == held["roc_auc"]
     # The generated set holds noisy copies of the used slices: the chosen scorer sees it.
     truth = str(task1_data / "truth.csv")
     assert main(["evaluate", "task1", str(out / "run.csv"), "--truth", truth, "--json"]) == 0
@@ -349,6 +353,14 @@ def test_the_verdict_says_chance_when_the_interval_reaches_it() -> None:
     assert verdict(summary).startswith("Evidence of memorisation") and "best of 9" in verdict(
         summary
     )
+    # Since 0.4 the quoted estimate is the whole choice held out, and it decides.
+    summary["selection"]["heldout"] = {"roc_auc": 0.55, "roc_auc_95": [0.41, 0.69], "halves": 20}
+    text = verdict(summary)
+    assert text.startswith("No evidence of memorisation distinguishable from chance: held-out")
+    assert "0.55 [0.41, 0.69]" in text and "own cross-validated 0.58 is optimistic" in text
+    summary["selection"]["heldout"] = {"roc_auc": 0.7, "roc_auc_95": [0.56, 0.81], "halves": 20}
+    assert verdict(summary).startswith("Evidence of memorisation: held-out ROC-AUC 0.70")
+    del summary["selection"]["heldout"]
     # The seed method compares real slices only: never a word about memorisation.
     for low, start in ((0.61, "Resemblance to"), (0.46, "No resemblance to")):
         chosen["roc_auc_95"] = [low, 0.8]
