@@ -177,6 +177,7 @@ def _run_task1(
     features, skipped, embedded = embed_candidates(
         data, root, required, embed_settings, AUTO_FEATURES, engine=engine, progress=progress
     )
+    embedded_at = time.perf_counter()
     first = embedded[features[0]]
     labels = first.labels
     if members:
@@ -193,6 +194,7 @@ def _run_task1(
         for f, e in embedded.items()
     }
     selection = _select(s, features, data_of, y, bool(gen_ids), progress)
+    selected_at = time.perf_counter()
     # The answer: auto's winner; a named method at each k (a sweep) or at the k it has.
     ks = s.ks if not auto and len(s.ks) > 1 else [None]
     begin_commit(out)
@@ -276,7 +278,16 @@ def _run_task1(
         "runs": runs,
         "model": model_identity(embedded[shown.features].metadata),
         "seconds": round(time.perf_counter() - start, 2),
+        "stage_seconds": {  # where the run's time went
+            "embedding": round(embedded_at - start, 2),
+            "selection": round(selected_at - embedded_at, 2),
+            "fit_and_files": round(time.perf_counter() - selected_at, 2),
+        },
     }
+    logger.info(
+        "task1 seconds: "
+        + ", ".join(f"{k.replace('_', ' ')} {v:.1f}" for k, v in summary["stage_seconds"].items())
+    )
     summary["verdict"] = verdict(summary)
     logger.info(f"verdict: {summary['verdict']}")
     write_summary(out, summary, written)
