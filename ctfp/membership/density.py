@@ -119,17 +119,9 @@ class DensityRatioMembership(NeighbourMethod):
                     f"{self.neighbours} neighbours need at least as many generated slices, got "
                     f"{len(g)}"
                 )
-            if len(ref_rows) < self.neighbours + 1:
-                raise ValueError(
-                    f"{self.neighbours} neighbours need at least {self.neighbours + 1} not-used "
-                    f"training slices (the reference set, scored leave-one-out), got "
-                    f"{len(ref_rows)}"
-                )
-        elif len(g) < 2 or len(ref_rows) < 2:
-            raise ValueError(
-                "kde needs at least 2 generated and 2 not-used training slices, got "
-                f"{len(g)} and {len(ref_rows)}"
-            )
+        elif len(g) < 2:
+            raise ValueError(f"kde needs at least 2 generated slices, got {len(g)}")
+        self._check_reference(len(ref_rows))
         x, g = self._index_generated(x, g)
         self.reference_ = self._index_reference(x[ref_rows])
         self.bandwidth_ = None
@@ -148,15 +140,24 @@ class DensityRatioMembership(NeighbourMethod):
             self.bandwidth_ = float(self.bandwidth) * median
         return self._calibrate(self._score(x, leave_out=ref_rows), y)
 
-    def _score(self, x: np.ndarray, leave_out: np.ndarray | None = None) -> np.ndarray:
-        # The reference set is always searched as deep as leave-one-out needs, so that a
-        # training slice outside it scores the same in fit as in score_samples.
-        leave_out = np.empty(0, dtype=np.int64) if leave_out is None else leave_out
-        if self.estimator == "knn":
-            return self._log_knn_radius(self.reference_, x, leave_out) - self._log_knn_radius(
-                self.index_, x, None
+    def _check_reference(self, n: int) -> None:
+        if self.estimator == "knn" and n < self.neighbours + 1:
+            raise ValueError(
+                f"{self.neighbours} neighbours need at least {self.neighbours + 1} not-used "
+                f"training slices (the reference set, scored leave-one-out), got {n}"
             )
-        return self._log_kde(self.index_, x, None) - self._log_kde(self.reference_, x, leave_out)
+        if self.estimator == "kde" and n < 2:
+            raise ValueError(f"kde needs at least 2 not-used training slices, got {n}")
+
+    def _generated_term(self, x: np.ndarray) -> np.ndarray:
+        if self.estimator == "knn":
+            return -self._log_knn_radius(self.index_, x, None)
+        return self._log_kde(self.index_, x, None)
+
+    def _reference_term(self, reference: Any, x: np.ndarray, leave_out: np.ndarray) -> np.ndarray:
+        if self.estimator == "knn":
+            return -self._log_knn_radius(reference, x, leave_out)
+        return self._log_kde(reference, x, leave_out)
 
     def _log_knn_radius(
         self, index: FlatIndex, x: np.ndarray, leave_out: np.ndarray | None

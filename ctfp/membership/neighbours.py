@@ -108,6 +108,29 @@ class NeighbourMethod(MembershipMethod):
         """The reference index's device: the generated index's (a flat index honours cuda)."""
         return self.device if self.index == "flat" else "cpu"
 
+    # A score is a term of the generated slices minus, with a reference set of known
+    # non-members, a term of that set: the labels reach it through the reference alone, so
+    # cross-validation computes the generated term once and a reference term per fold.
+    def _generated_term(self, x: np.ndarray) -> np.ndarray:
+        """(n,) what the generated slices say of prepared rows ``x`` (higher: more used)."""
+        raise NotImplementedError
+
+    def _reference_term(self, reference: Any, x: np.ndarray, leave_out: np.ndarray) -> np.ndarray:
+        """(n,) the same of the reference index ``reference`` (``leave_out``: as in
+        :func:`neighbour_distances`; searched as deep as leave-one-out needs even when empty,
+        so that a slice outside the set scores the same in fit as in score_samples)."""
+        raise NotImplementedError
+
+    def _check_reference(self, n: int) -> None:
+        """Refuse a reference set of ``n`` known non-members too small for the settings."""
+
+    def _score(self, x: np.ndarray, leave_out: np.ndarray | None = None) -> np.ndarray:
+        score = self._generated_term(x)
+        if getattr(self, "reference_", None) is None:
+            return score
+        kept = np.empty(0, dtype=np.int64) if leave_out is None else leave_out
+        return score - self._reference_term(self.reference_, x, kept)
+
     def _check_x(self, x: Any, check_input: bool = True) -> np.ndarray:
         return distance.prepare(super()._check_x(x, check_input), self.metric)
 

@@ -103,27 +103,23 @@ class ProximityMembership(NeighbourMethod):
         self.reference_ = None
         ref_rows = np.flatnonzero(y == 0)
         if self.reference:
-            if len(ref_rows) < 2:
-                raise ValueError("the reference set needs at least 2 not-used training slices")
+            self._check_reference(len(ref_rows))
             self.reference_ = self._index_reference(x[ref_rows])
         return self._calibrate(self._score(x, leave_out=ref_rows), y)
 
-    def _score(self, x: np.ndarray, leave_out: np.ndarray | None = None) -> np.ndarray:
+    def _check_reference(self, n: int) -> None:
+        if n < 2:
+            raise ValueError("the reference set needs at least 2 not-used training slices")
+
+    def _generated_term(self, x: np.ndarray) -> np.ndarray:
         d_gen, _ = neighbour_distances(self.index_, x, self.neighbours, self.metric)
-        d_gen = d_gen.mean(1)
-        if self.reference_ is None:
-            return -d_gen
-        # Always searched as deep as leave-one-out needs, so that a training slice outside the
-        # reference set scores the same in fit as in score_samples.
+        return -d_gen.mean(1)
+
+    def _reference_term(self, reference: Any, x: np.ndarray, leave_out: np.ndarray) -> np.ndarray:
         d_ref, use = neighbour_distances(
-            self.reference_,
-            x,
-            self.neighbours,
-            self.metric,
-            leave_out=np.empty(0, dtype=np.int64) if leave_out is None else leave_out,
+            reference, x, self.neighbours, self.metric, leave_out=leave_out
         )
-        d_ref = np.where(use, d_ref, 0).sum(1) / np.maximum(use.sum(1), 1)
-        return d_ref - d_gen
+        return -(np.where(use, d_ref, 0).sum(1) / np.maximum(use.sum(1), 1))
 
 
 __all__ = ["ProximityMembership", "ProximitySettings"]

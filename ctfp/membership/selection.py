@@ -26,6 +26,7 @@ import numpy as np
 from ctfp.evaluate import stratified_folds
 from ctfp.membership.base import MembershipMethod
 from ctfp.membership.ensemble import EnsembleMembership, robust_scale
+from ctfp.membership.neighbours import NeighbourMethod
 from ctfp.membership.options import SelectionSettings
 from ctfp.membership.registry import METHODS, get_method, instantiate
 from ctfp.membership.threshold import choose_threshold
@@ -117,6 +118,21 @@ def evaluator(
         probe = scorer(c)
         if not probe.uses_labels:
             runs = probe.fit(x, y, generated).score_samples(x)[None]
+        elif isinstance(probe, NeighbourMethod) and probe.index == "flat":
+            # The labels reach the score through the reference set alone: the generated term
+            # is the same in every fold (computed once), the reference term is the fold's.
+            model = probe.fit(x, y, generated)
+            rows = model._check_x(x)
+            generated_term = model._generated_term(rows)
+            none = np.empty(0, dtype=np.int64)
+
+            def fit_score(train: np.ndarray, held: np.ndarray, _: int) -> np.ndarray:
+                reference = rows[train][y[train] == 0]
+                model._check_reference(len(reference))
+                index = model._index_reference(reference)
+                return generated_term[held] - model._reference_term(index, rows[held], none)
+
+            runs = folds_of(fit_score, y, settings.folds, settings.repeats, seed)
         else:
 
             def fit_score(train: np.ndarray, held: np.ndarray, _: int) -> np.ndarray:

@@ -12,6 +12,7 @@ from ctfp.membership.registry import METHODS
 from ctfp.membership.selection import (
     build,
     default_candidates,
+    evaluator,
     forward_select,
     forward_weights,
     heldout_estimate,
@@ -304,3 +305,29 @@ def test_the_heldout_estimate_removes_the_optimism_of_the_best_of_many() -> None
         held, (low, high) = heldout_estimate(trials, y, combine, seed=0)
         assert max(t.score for t in trials) > 0.7 and abs(held - 0.5) < 0.1, combine
         assert low < 0.5 < high
+
+
+@pytest.mark.parametrize("metric", ["l2", "cosine"])
+def test_the_generated_term_shared_across_folds_gives_the_refitted_scores(metric: str) -> None:
+    """Cross-validation computes a reference-set method's generated term once and only its
+    reference term per fold: the out-of-fold scores are those of a model fitted on each fold."""
+    from ctfp.membership.density import DensityRatioMembership
+    from ctfp.membership.proximity import ProximityMembership
+    from ctfp.selection import out_of_fold
+
+    data, y = memorised()
+    x, g = data["signal"]
+    settings = SelectionSettings(repeats=2, bootstrap=20)
+    evaluate = evaluator(data, y, settings, 0, "cpu")
+    grid = [("proximity", {"reference": True, "neighbours": n}) for n in (1, 3)]
+    grid += [("density", p) for p in DensityRatioMembership.grid(20, ())]
+    assert ProximityMembership(reference=True).uses_labels
+    for method, params in grid:
+        c = Candidate("signal", method, {**params, "metric": metric})
+
+        def refitted(train: np.ndarray, held: np.ndarray, _: int, c=c) -> np.ndarray:
+            model = build(c, 0, "cpu").set_params(calibrate="balanced")
+            return model.fit(x[train], y[train], g).score_samples(x[held])
+
+        slow = out_of_fold(refitted, y, settings.folds, settings.repeats, 0)
+        np.testing.assert_array_equal(evaluate(c).predictions, slow, err_msg=c.label)
