@@ -15,7 +15,8 @@ ESTIMATORS = ("knn", "kde")
 CRITERIA = ("f1", "accuracy", "balanced")
 #: How the command line describes a criterion: one of CRITERIA, or ``fpr:ALPHA``.
 CRITERIA_HELP = (
-    "balanced, f1, accuracy, or fpr:ALPHA (flag what fewer than ALPHA of non-members reach)"
+    "balanced, f1, accuracy, or fpr:ALPHA (a new non-member is flagged with probability at "
+    "most ALPHA; needs 1/ALPHA - 1 known non-members)"
 )
 
 
