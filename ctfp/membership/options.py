@@ -88,8 +88,7 @@ class SelectionSettings(Settings):
     )
     calibrate: str = option(
         "balanced",
-        "auto: threshold criterion on the winner's out-of-fold scores: balanced, f1, accuracy, "
-        "or fpr:ALPHA (at most ALPHA of the known non-members flagged)",
+        f"auto: threshold criterion on the winner's out-of-fold scores: {CRITERIA_HELP}",
         check=check_criterion,
         metavar="CRITERION",
     )
