@@ -92,6 +92,12 @@ class SelectionSettings(Settings):
         check=check_criterion,
         metavar="CRITERION",
     )
+    permutations: int = option(
+        99,
+        "auto: label shuffles of the permutation test of the whole choice (its p-value is at "
+        "least 1/(N+1); 0: no test)",
+        minimum=0,
+    )
     combine: str = option(
         "forward",
         "auto: forward = start from the best and add, with replacement, the candidate on its "

@@ -113,12 +113,16 @@ def evaluator(
             model.set_params(calibrate="balanced") if "calibrate" in model.get_params() else model
         )
 
-    def evaluate(c: Candidate) -> Measured:
+    def scores_of(c: Candidate) -> Callable[[np.ndarray], np.ndarray]:
+        """The candidate's out-of-fold scores (repeats, n) as a function of the labels: what
+        is fitted once is fitted here, what the labels reach is redone per labelling (the
+        permutation test reruns it on shuffled labels)."""
         x, generated = data[c.features]
         probe = scorer(c)
         if not probe.uses_labels:
-            runs = probe.fit(x, y, generated).score_samples(x)[None]
-        elif isinstance(probe, NeighbourMethod) and probe.index == "flat":
+            fixed = probe.fit(x, y, generated).score_samples(x)[None]
+            return lambda labels: fixed
+        if isinstance(probe, NeighbourMethod) and probe.index == "flat":
             # The labels reach the score through the reference set alone: the generated term
             # is the same in every fold (computed once), the reference term is the fold's.
             model = probe.fit(x, y, generated)
@@ -126,23 +130,32 @@ def evaluator(
             generated_term = model._generated_term(rows)
             none = np.empty(0, dtype=np.int64)
 
-            def fit_score(train: np.ndarray, held: np.ndarray, _: int) -> np.ndarray:
-                reference = rows[train][y[train] == 0]
+            def fit_score(labels: np.ndarray, train: np.ndarray, held: np.ndarray) -> np.ndarray:
+                reference = rows[train][labels[train] == 0]
                 model._check_reference(len(reference))
                 index = model._index_reference(reference)
                 return generated_term[held] - model._reference_term(index, rows[held], none)
 
-            runs = folds_of(fit_score, y, settings.folds, settings.repeats, seed)
         else:
 
-            def fit_score(train: np.ndarray, held: np.ndarray, _: int) -> np.ndarray:
-                model = scorer(c).fit(x[train], y[train], generated)
+            def fit_score(labels: np.ndarray, train: np.ndarray, held: np.ndarray) -> np.ndarray:
+                model = scorer(c).fit(x[train], labels[train], generated)
                 return model.score_samples(x[held])
 
-            runs = folds_of(fit_score, y, settings.folds, settings.repeats, seed)
+        return lambda labels: folds_of(
+            lambda train, held, _: fit_score(labels, train, held),
+            labels,
+            settings.folds,
+            settings.repeats,
+            seed,
+        )
+
+    def evaluate(c: Candidate) -> Measured:
+        rescore = scores_of(c)
+        runs = rescore(y)
         if not np.isfinite(runs).all():
             raise ValueError("non-finite out-of-fold scores")
-        return Measured(runs)
+        return Measured(runs, state={"rescore": rescore})
 
     return evaluate
 
@@ -218,6 +231,14 @@ def select(
         "roc_auc_95": [round(v, 4) for v in interval],
         "halves": 2 * HELDOUT_REPEATS,
     }
+    if settings.permutations:
+        p, observed = permutation_test(singles, y, settings.combine, settings.permutations, seed)
+        selection.extra["permutation"] = {
+            "p_value": round(p, 4),
+            "permutations": settings.permutations,
+            "statistic": "out-of-fold ROC-AUC of the answer the whole choice makes",
+            "observed": round(observed, 4),
+        }
     selection.reason = reason(selection)
     return selection
 
@@ -341,6 +362,41 @@ def forward_select(pool: Sequence[Trial], top: Trial, y: np.ndarray, seed: int) 
     return ensemble_trial([(ordered[i], counts[i]) for i in chosen], top, y)
 
 
+def answer_auc(oof: np.ndarray, features: np.ndarray, y: np.ndarray, combine: str) -> float:
+    """The statistic of the permutation test: the out-of-fold ROC-AUC of the answer the choice
+    makes from candidates' repeat-averaged out-of-fold scores ``oof`` (m, n) on ``features``
+    (m,) for labels ``y``: the best candidate, then (``combine="forward"``) forward selection
+    among the candidates on its feature type."""
+    first = int(np.argmax(aucs(y, oof)))
+    if combine != "forward":
+        return auc_of(y, oof[first])
+    pool = np.flatnonzero(features == features[first])
+    z = np.asarray([(oof[i] - c) / sc for i in pool for c, sc in [robust_scale(oof[i])]])
+    w = forward_weights(z, y, int(np.flatnonzero(pool == first)[0]))
+    return auc_of(y, w @ z)
+
+
+def permutation_test(
+    singles: Sequence[Trial], y: np.ndarray, combine: str, permutations: int, seed: int
+) -> tuple[float, float]:
+    """``(p, observed)``: how often the whole choice, rerun on labels shuffled among the
+    labelled slices, does as well as on the real ones. Each candidate's out-of-fold scores are
+    recomputed for each shuffle (``trial.state["rescore"]``: the folds, the fits and reference
+    sets that the labels reach; what they do not reach, such as distances to the generated
+    slices, is reused), the answer chosen again (:func:`answer_auc`), and ``p = (1 + #{null >=
+    observed}) / (permutations + 1)``: the smallest it can be is ``1 / (permutations + 1)``."""
+    features = np.array([t.candidate.features for t in singles])
+
+    def statistic(labels: np.ndarray) -> float:
+        oof = np.asarray([t.state["rescore"](labels).mean(0) for t in singles])
+        return answer_auc(oof, features, labels, combine)
+
+    observed = statistic(y)
+    rng = np.random.default_rng(seed + 7919)
+    null = [statistic(rng.permutation(y)) for _ in range(permutations)]
+    return (1 + sum(v >= observed for v in null)) / (permutations + 1), observed
+
+
 def heldout_estimate(
     singles: Sequence[Trial], y: np.ndarray, combine: str, seed: int
 ) -> tuple[float, tuple[float, float]]:
@@ -375,6 +431,7 @@ __all__ = [
     "CENTROID_KS",
     "FORWARD_STEPS",
     "HELDOUT_REPEATS",
+    "answer_auc",
     "build",
     "candidate",
     "complexity",
@@ -384,6 +441,7 @@ __all__ = [
     "forward_select",
     "forward_weights",
     "heldout_estimate",
+    "permutation_test",
     "reason",
     "select",
 ]

@@ -211,6 +211,7 @@ def _task1(summary: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], dic
     kind = summary.get("evidence") or (
         "known members" if summary.get("method") == "centroid" else "generator"
     )
+    test = selection.get("permutation") or {}  # the whole choice on shuffled labels
     held = selection.get("heldout") or {}  # the whole choice held out: what the verdict quotes
     if held.get("roc_auc_95") and len(selection.get("candidates") or []) > 1:
         interval = held["roc_auc_95"]
@@ -218,7 +219,11 @@ def _task1(summary: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], dic
         "examines_generator": kind == "generator",
         "heldout_roc_auc": chosen.get("heldout_roc_auc"),
         "heldout_roc_auc_95": held.get("roc_auc_95"),
-        "distinguishable_from_chance": None if interval is None else bool(interval[0] > 0.5),
+        "p_value": test.get("p_value"),
+        "permutations": test.get("permutations"),
+        "distinguishable_from_chance": bool(test["p_value"] <= 0.05)
+        if test.get("p_value") is not None and 1 / (test["permutations"] + 1) <= 0.05
+        else (None if interval is None else bool(interval[0] > 0.5)),
         "n_labelled": labelled,
         "n_candidates": len(selection["candidates"]) if selection.get("candidates") else None,
         "k": k,

@@ -147,6 +147,13 @@ def _task1_paragraph(record: dict[str, Any]) -> list[str]:
                 else ""
             )
         )
+        if e.get("p_value") is not None:
+            sentences.append(
+                f"Rerun on the labels shuffled at random {e['permutations']} times, the whole "
+                f"choice did as well on a share p = {_num(e['p_value'])} of them (with the real "
+                "labels counted): the chance of a result this good if the generator's output "
+                "said nothing about which slices it was trained on."
+            )
         if e["distinguishable_from_chance"] is False:
             sentences.append("That is not distinguishable from guessing.")
     else:

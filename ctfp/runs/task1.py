@@ -426,9 +426,10 @@ def non_members_only(
 
 
 def verdict(summary: dict[str, Any]) -> str:
-    """One sentence a non-expert can act on: the evidence (the held-out ROC-AUC of the whole
-    choice with its range over the held-out halves, or for one candidate its cross-validated
-    ROC-AUC with its 95 % interval, or why there is none) and what the run flagged."""
+    """One sentence a non-expert can act on: the evidence (the permutation test's p-value of
+    the whole choice, which decides; the held-out ROC-AUC of the whole choice with its range
+    over the held-out halves, or for one candidate its cross-validated ROC-AUC with its 95 %
+    interval; or why there is none) and what the run flagged."""
     n_test = summary["n_test"]
     runs = summary.get("runs") or {}
     run = next(iter(runs.values()), {})
@@ -474,6 +475,14 @@ def verdict(summary: dict[str, Any]) -> str:
             f"{selection['n_labelled']} labelled training slices"
         )
     chance = low is None or low <= 0.5
+    test = selection.get("permutation")  # the whole choice on shuffled labels (since 0.4)
+    if test:
+        p, shuffles = test["p_value"], test["permutations"]
+        if 1 / (shuffles + 1) > 0.05:
+            estimate += f"; {shuffles} label shuffles cannot show p below 0.05 (p = {p:.2f})"
+        else:  # the p-value decides; the estimate says how much
+            chance = p > 0.05
+            estimate = f"p = {p:.2g} ({shuffles} label shuffles of the whole choice), {estimate}"
     if blind:  # the seed method: how test slices resemble the known members, nothing more
         return (
             f"{'No resemblance' if chance else 'Resemblance'} to the known members"

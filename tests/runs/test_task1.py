@@ -173,7 +173,7 @@ def test_task1_defaults_choose_by_cross_validation(task1_data: Path, tmp_path: P
     # grid's 108 candidates x 15 fits are the test's cost, and the rule is the same).
     out = tmp_path / "auto"
     args = ["run", "task1", str(task1_data), "--out", str(out), *EMBED, "--json", "--report"]
-    args += ["--repeats", "1"]
+    args += ["--repeats", "1", "--permutations", "19"]
     assert main(args) == 0
     summary = json.loads(capsys.readouterr().out)
     selection = summary["selection"]
@@ -199,7 +199,9 @@ def test_task1_defaults_choose_by_cross_validation(task1_data: Path, tmp_path: P
         assert chosen[0]["roc_auc"] >= top["roc_auc"] - chosen[0]["gap_se"]
     assert selection["reason"] and selection["settings"]["folds"] == 5
     assert selection["settings"]["repeats"] == 1
-    assert summary["verdict"].startswith("Evidence of memorisation: held-out ROC-AUC")
+    test = selection["permutation"]  # the whole choice on shuffled labels decides
+    assert test["permutations"] == 19 and test["p_value"] == 0.05  # the least 19 can show
+    assert summary["verdict"].startswith("Evidence of memorisation: p = 0.05 (19 label shuffles")
     held = selection["heldout"]  # the whole choice repeated on halves: quoted, with its range
     assert held["halves"] == 20 and held["roc_auc_95"][0] <= held["roc_auc"]
     assert f"held-out ROC-AUC {held['roc_auc']:.2f}" in summary["verdict"]
@@ -360,7 +362,17 @@ def test_the_verdict_says_chance_when_the_interval_reaches_it() -> None:
     assert "0.55 [0.41, 0.69]" in text and "own cross-validated 0.58 is optimistic" in text
     summary["selection"]["heldout"] = {"roc_auc": 0.7, "roc_auc_95": [0.56, 0.81], "halves": 20}
     assert verdict(summary).startswith("Evidence of memorisation: held-out ROC-AUC 0.70")
-    del summary["selection"]["heldout"]
+    # With the permutation test, its p-value decides (the range stays, as how much).
+    summary["selection"]["permutation"] = {"p_value": 0.3, "permutations": 99}
+    text = verdict(summary)
+    assert text.startswith("No evidence of memorisation distinguishable from chance: p = 0.3")
+    assert "held-out ROC-AUC 0.70 [0.56, 0.81]" in text
+    summary["selection"]["heldout"]["roc_auc_95"] = [0.45, 0.81]
+    summary["selection"]["permutation"] = {"p_value": 0.02, "permutations": 99}
+    assert verdict(summary).startswith("Evidence of memorisation: p = 0.02 (99 label shuffles")
+    summary["selection"]["permutation"] = {"p_value": 0.1, "permutations": 9}
+    assert "9 label shuffles cannot show p below 0.05" in verdict(summary)
+    del summary["selection"]["heldout"], summary["selection"]["permutation"]
     # The seed method compares real slices only: never a word about memorisation.
     for low, start in ((0.61, "Resemblance to"), (0.46, "No resemblance to")):
         chosen["roc_auc_95"] = [low, 0.8]
