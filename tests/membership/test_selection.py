@@ -351,8 +351,11 @@ def test_the_permutation_test_of_the_whole_choice() -> None:
         data = {"f": (rng.standard_normal((30, 6)), rng.standard_normal((40, 6)))}
         selection = select(data, y, [Candidate("f", m, p) for m, p in grid], settings)
         ps.append(selection.extra["permutation"]["p_value"])
-    # uniform on 1/20 ... 20/20: mean 0.525, its sd over 40 datasets 0.046
-    assert set(ps) <= {k / 20 for k in range(1, 21)} and 0.38 < np.mean(ps) < 0.67, ps
+    # about uniform (the shuffles stop once 10 did as well: p = 10 / drawn): mean near 0.525,
+    # its sd over 40 datasets 0.046; p = 0.05 (the least 19 shuffles show) about 1 in 20
+    ps = np.array(ps)
+    assert ((ps > 0) & (ps <= 1)).all() and 0.38 < ps.mean() < 0.67, ps
+    assert (ps <= 0.05).mean() <= 0.15, ps
     data, y = memorised()
     selection = select(data, y, [Candidate("signal", m, p) for m, p in grid], settings)
     assert selection.extra["permutation"]["p_value"] == 0.05  # 1 / (19 + 1)
