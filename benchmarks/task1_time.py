@@ -78,7 +78,7 @@ def main() -> None:
         json.dumps(
             {
                 "benchmark": "task1_time",
-                "seconds_median": statistics.median(r["seconds"] for r in runs),
+                "seconds_median": round(statistics.median(r["seconds"] for r in runs), 2),
                 "stage_seconds_median": median,
                 "runs": len(runs),
                 "candidates": len(last["selection"]["candidates"]),

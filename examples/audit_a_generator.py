@@ -16,7 +16,8 @@
 It runs offline: nothing is downloaded. The features that need no weights (pixels, residual,
 spectrum) are tried, and so is a ResNet50 with seeded random (untrained) weights instead of
 ImageNet's, so the numbers show that the pipeline works, not how a real generator fares. About
-25 s on 2 CPU cores (23 s, the median of ``benchmarks/user_times.py``).
+30 s on 2 CPU cores (29.5 s, the median of ``benchmarks/user_times.py``, with the permutation
+test of task 1's choice).
 """
 
 from __future__ import annotations
