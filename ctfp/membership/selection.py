@@ -117,11 +117,11 @@ def evaluator(
             model.set_params(calibrate="balanced") if "calibrate" in model.get_params() else model
         )
 
-    def scores_of(c: Candidate) -> Callable[[np.ndarray], np.ndarray]:
-        """The candidate's out-of-fold scores (repeats, n) as a function of the labels (and of
-        the number of repeats of the folds): what
-            is fitted once is fitted here, what the labels reach is redone per labelling (the
-            permutation test reruns it on shuffled labels)."""
+    def scores_of(c: Candidate) -> Callable[..., np.ndarray]:
+        """The candidate's out-of-fold scores (repeats, n) as a function of the labels (and
+        of the number of repeats of the folds): what is fitted once is fitted here, what the
+        labels reach is redone per labelling (the permutation test reruns it on shuffled
+        labels)."""
         x, generated = data[c.features]
         probe = scorer(c)
         if not probe.uses_labels:
@@ -325,8 +325,13 @@ def _ensemble_label(features: str, specs: Sequence[Mapping[str, Any]]) -> str:
 def _standardised(trials: Sequence[Trial]) -> tuple[np.ndarray, list[float], list[float]]:
     """(len(trials), n): each trial's out-of-fold scores minus their median, over their IQR
     (:func:`~ctfp.membership.ensemble.robust_scale`); and those medians and ranges."""
-    scaled = [robust_scale(t.oof) for t in trials]  # type: ignore[arg-type]
-    rows = [(t.oof - c) / s for t, (c, s) in zip(trials, scaled, strict=True)]
+    return _scaled([t.oof for t in trials])  # type: ignore[misc]
+
+
+def _scaled(oof: Sequence[np.ndarray]) -> tuple[np.ndarray, list[float], list[float]]:
+    """:func:`_standardised` of out-of-fold score rows ``oof``."""
+    scaled = [robust_scale(o) for o in oof]
+    rows = [(o - c) / s for o, (c, s) in zip(oof, scaled, strict=True)]
     return np.asarray(rows), [c for c, _ in scaled], [s for _, s in scaled]
 
 
@@ -369,16 +374,31 @@ def forward_select(pool: Sequence[Trial], top: Trial, y: np.ndarray, seed: int) 
 
 def answer_auc(oof: np.ndarray, features: np.ndarray, y: np.ndarray, combine: str) -> float:
     """The statistic of the permutation test: the out-of-fold ROC-AUC of the answer the choice
-    makes from candidates' repeat-averaged out-of-fold scores ``oof`` (m, n) on ``features``
+    makes from candidates' out-of-fold scores ``oof`` (m, n) on ``features``
     (m,) for labels ``y``: the best candidate, then (``combine="forward"``) forward selection
     among the candidates on its feature type."""
-    first = int(np.argmax(aucs(y, oof)))
+    every = np.ones(len(y), dtype=bool)
+    return auc_of(y, _answer(oof, _scaled(oof)[0], features, y, every, every, combine))
+
+
+def _answer(
+    oof: np.ndarray,
+    z: np.ndarray,
+    features: np.ndarray,
+    y: np.ndarray,
+    fit: np.ndarray,
+    on: np.ndarray,
+    combine: str,
+) -> np.ndarray:
+    """The scores on slices ``on`` of the answer chosen on slices ``fit``: the candidate of
+    ``oof`` (m, n) with the best ROC-AUC, then (``combine="forward"``) forward selection among
+    the standardised scores ``z`` of the candidates on its ``features``."""
+    first = int(np.argmax(aucs(y[fit], oof[:, fit])))
     if combine != "forward":
-        return auc_of(y, oof[first])
+        return oof[first, on]
     pool = np.flatnonzero(features == features[first])
-    z = np.asarray([(oof[i] - c) / sc for i in pool for c, sc in [robust_scale(oof[i])]])
-    w = forward_weights(z, y, int(np.flatnonzero(pool == first)[0]))
-    return auc_of(y, w @ z)
+    w = forward_weights(z[pool][:, fit], y[fit], int(np.flatnonzero(pool == first)[0]))
+    return w @ z[pool][:, on]
 
 
 def permutation_test(
@@ -389,8 +409,8 @@ def permutation_test(
     (the first repeat of the folds, for the real labels as for each shuffle) are recomputed
     (``trial.state["rescore"]``: the folds, the fits and reference sets that the labels reach;
     what they do not reach, such as distances to the generated slices, is reused), the answer
-    chosen again (:func:`answer_auc`), and ``p = (1 + #{null >=
-    observed}) / (permutations + 1)``: the smallest it can be is ``1 / (permutations + 1)``.
+    chosen again (:func:`answer_auc`), and ``p = (1 + #{null >= observed}) / (permutations +
+    1)``: the smallest it can be is ``1 / (permutations + 1)``.
     Shuffles stop once :data:`SEQUENTIAL_STOP` have done as well, with ``p = SEQUENTIAL_STOP /
     drawn`` (Besag and Clifford 1991: as valid, and a large p costs a few shuffles, not all)."""
     features = np.array([t.candidate.features for t in singles])
@@ -428,13 +448,7 @@ def heldout_estimate(
         fold = stratified_folds(y, 2, seed + 1000 + r)
         for f in range(2):
             a, b = fold != f, fold == f
-            first = int(np.argmax(aucs(y[a], oof[:, a])))
-            score = oof[first, b]
-            if combine == "forward":
-                pool = np.flatnonzero(features == features[first])
-                w = forward_weights(z[pool][:, a], y[a], int(np.flatnonzero(pool == first)[0]))
-                score = w @ z[pool][:, b]
-            held.append(auc_of(y[b], score))
+            held.append(auc_of(y[b], _answer(oof, z, features, y, a, b, combine)))
     low, high = np.percentile(held, [2.5, 97.5])
     return float(np.mean(held)), (float(low), float(high))
 
