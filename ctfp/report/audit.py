@@ -37,6 +37,7 @@ from ctfp.runs.folder import (
     read_summary,
     task1_dir,
 )
+from ctfp.runs.task1 import EVIDENCE, beyond_chance, evidence_of
 
 #: The ``schema`` value of every audit record this version writes.
 AUDIT_SCHEMA = "ctfp-audit/1"
@@ -204,26 +205,19 @@ def _task1(summary: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], dic
     k = shown_k(summary)
     runs = summary.get("runs") or {}
     first = (runs.get(str(k)) if k is not None else next(iter(runs.values()), None)) or {}
-    interval = evidence["cv_roc_auc_95"]
     n_used, n_not_used = _int(summary.get("n_used")), _int(summary.get("n_not_used"))
     labelled = _int(selection.get("n_labelled", (n_used or 0) + (n_not_used or 0)))
-    # Older runs recorded no evidence kind: the seed method was the one that ignored the output.
-    kind = summary.get("evidence") or (
-        "known members" if summary.get("method") == "centroid" else "generator"
-    )
+    # Older runs recorded no evidence kind: their method's registry entry says it.
+    kind = summary.get("evidence") or evidence_of(summary.get("method"))
     test = selection.get("permutation") or {}  # the whole choice on shuffled labels
-    held = selection.get("heldout") or {}  # the whole choice held out: what the verdict quotes
-    if held.get("roc_auc_95") and len(selection.get("candidates") or []) > 1:
-        interval = held["roc_auc_95"]
+    held = selection.get("heldout") or {}  # the whole choice held out
     evidence |= {
-        "examines_generator": kind == "generator",
+        "examines_generator": kind == EVIDENCE[True],
         "heldout_roc_auc": chosen.get("heldout_roc_auc"),
         "heldout_roc_auc_95": held.get("roc_auc_95"),
         "p_value": test.get("p_value"),
         "permutations": test.get("permutations"),
-        "distinguishable_from_chance": bool(test["p_value"] <= 0.05)
-        if test.get("p_value") is not None and 1 / (test["permutations"] + 1) <= 0.05
-        else (None if interval is None else bool(interval[0] > 0.5)),
+        "distinguishable_from_chance": beyond_chance(selection) if selection else None,
         "n_labelled": labelled,
         "n_candidates": len(selection["candidates"]) if selection.get("candidates") else None,
         "k": k,

@@ -92,9 +92,7 @@ EVIDENCE = {True: "generator", False: "known members"}
 def examines_generator(method: str) -> bool:
     """Whether ``method``'s score uses the generated slices (``--method auto`` chooses among
     such scores only): the one kind of evidence about the generator."""
-    from ctfp.membership.registry import get_method
-
-    return method == AUTO or get_method(method).needs_generated
+    return method == AUTO or evidence_of(method) == EVIDENCE[True]
 
 
 def check_generated(data: Path, method: str) -> None:
@@ -425,6 +423,30 @@ def non_members_only(
     return Task1Settings.with_options(**{**values, "method": method}, **options), embed, notes
 
 
+def evidence_of(method: str | None) -> str:
+    """What a run of ``method`` rests on (:data:`EVIDENCE`), for runs that did not record it:
+    a registered method's ``needs_generated``; a mix or an unknown name, the generator."""
+    from ctfp.membership.registry import REGISTRY, get_method
+
+    return EVIDENCE[method not in REGISTRY or get_method(str(method)).needs_generated]
+
+
+def beyond_chance(selection: dict[str, Any]) -> bool | None:
+    """Whether a run's evidence is distinguishable from chance: the permutation test's p at
+    most 0.05 where its shuffles can show that; else the low end of the interval the verdict
+    quotes (the held-out range of the whole choice with more than one candidate, else the
+    cross-validated interval) above 0.5; None with neither."""
+    test = selection.get("permutation")
+    if test and 1 / (test["permutations"] + 1) <= 0.05:
+        return bool(test["p_value"] <= 0.05)
+    held = selection.get("heldout")
+    if held and len(selection.get("candidates") or []) > 1:
+        low = held["roc_auc_95"][0]
+    else:
+        low = ((selection.get("chosen") or {}).get("roc_auc_95") or [None])[0]
+    return None if low is None else bool(low > 0.5)
+
+
 def verdict(summary: dict[str, Any]) -> str:
     """One sentence a non-expert can act on: the evidence (the permutation test's p-value of
     the whole choice, which decides; the held-out ROC-AUC of the whole choice with its range
@@ -474,14 +496,13 @@ def verdict(summary: dict[str, Any]) -> str:
             f"cross-validated ROC-AUC {auc:.2f} [{low:.2f}, {high:.2f}] on "
             f"{selection['n_labelled']} labelled training slices"
         )
-    chance = low is None or low <= 0.5
+    chance = not beyond_chance(selection)
     test = selection.get("permutation")  # the whole choice on shuffled labels (since 0.4)
     if test:
         p, shuffles = test["p_value"], test["permutations"]
         if 1 / (shuffles + 1) > 0.05:
             estimate += f"; {shuffles} label shuffles cannot show p below 0.05 (p = {p:.2f})"
         else:  # the p-value decides; the estimate says how much
-            chance = p > 0.05
             estimate = f"p = {p:.2g} ({shuffles} label shuffles of the whole choice), {estimate}"
     if blind:  # the seed method: how test slices resemble the known members, nothing more
         return (
@@ -502,7 +523,9 @@ __all__ = [
     "AUTO_FEATURES",
     "EVIDENCE",
     "auto_features",
+    "beyond_chance",
     "check_generated",
+    "evidence_of",
     "examines_generator",
     "run_task1",
     "task1_settings",
