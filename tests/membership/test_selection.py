@@ -201,6 +201,11 @@ def test_forward_weights_match_a_brute_force_computation() -> None:
             )
 
 
+def label_free(scores: np.ndarray) -> dict:
+    """A trial's state for scores that do not depend on the labels (any fit, any fold)."""
+    return {"fit_score": lambda labels, train, held: scores[held]}
+
+
 def complementary(seed: int = 0, n: int = 80) -> tuple[list[Trial], np.ndarray]:
     """Out-of-fold scores of four scorers: "a" sees half of the members, "b" the other half,
     "c" and "d" see nothing. Neither a nor b alone reaches what their sum reaches."""
@@ -216,7 +221,7 @@ def complementary(seed: int = 0, n: int = 80) -> tuple[list[Trial], np.ndarray]:
     }
     trials = []
     for i, (name, oof) in enumerate(scores.items()):
-        t = Trial(Candidate("signal", "proximity", {"metric": name}))
+        t = Trial(Candidate("signal", "proximity", {"metric": name}), state=label_free(oof))
         t.oof, t.score = oof, auc_of(y, oof) + (1e-6 if i == 0 else 0.0)
         trials.append(t)
     return trials, y
@@ -239,7 +244,7 @@ def test_forward_selection_adds_the_scorer_that_sees_other_members() -> None:
     parts = [(by_name[m["params"]["metric"]].oof - m["center"]) / m["scale"] for m in members]
     np.testing.assert_allclose(found.oof, weights @ np.array(parts) / weights.sum())
     # The held-out estimate repeats the whole choice on halves: finite, below the in-sample one.
-    held, (low, high) = heldout_estimate(trials, y, "forward", seed=0)
+    held, (low, high) = heldout_estimate(trials, y, "forward", folds=5, seed=0)
     assert 0.5 < held <= found.score and low <= held <= high
     shown = "mean of" if len(set(weights)) == 1 else "weighted mean of"
     assert found.candidate.label.startswith(f"signal / {shown} {len(members)}: ")
@@ -300,9 +305,11 @@ def test_the_heldout_estimate_removes_the_optimism_of_the_best_of_many() -> None
     trials = [Candidate(f"f{i % 3}", "proximity", {"neighbours": i}) for i in range(90)]
     trials = [Trial(c, oof=rng.standard_normal(40)) for c in trials]
     for t in trials:
+        t.state = label_free(t.oof)
+    for t in trials:
         t.score = auc_of(y, t.oof)
     for combine in ("forward", "simplest"):
-        held, (low, high) = heldout_estimate(trials, y, combine, seed=0)
+        held, (low, high) = heldout_estimate(trials, y, combine, folds=5, seed=0)
         assert max(t.score for t in trials) > 0.7 and abs(held - 0.5) < 0.1, combine
         assert low < 0.5 < high
 
@@ -361,3 +368,30 @@ def test_the_permutation_test_of_the_whole_choice() -> None:
     assert selection.extra["permutation"]["p_value"] == 0.05  # 1 / (19 + 1)
     off = SelectionSettings(repeats=1, bootstrap=20, permutations=0)
     assert "permutation" not in select(data, y, [Candidate("signal", *grid[0])], off).extra
+
+
+def test_the_heldout_estimate_is_nested() -> None:
+    """Every fit the held-out estimate makes sees one half of the labelled slices at most, and
+    never the slices it scores: the choice is made again inside each half."""
+    data, y = memorised(n=40)
+    settings = SelectionSettings(repeats=1, bootstrap=20, permutations=0)
+    evaluate = evaluator(data, y, settings, 0, "cpu")
+    trials = []
+    for method, params in [("proximity", {"reference": True}), ("density", {"neighbours": 1})]:
+        found = evaluate(Candidate("signal", method, params))
+        trials.append(Trial(Candidate("signal", method, params), state=found.state))
+    seen = []
+
+    def spy(fit_score):  # noqa: ANN001, ANN202
+        def call(labels: np.ndarray, train: np.ndarray, held: np.ndarray) -> np.ndarray:
+            seen.append((train.copy(), held.copy()))
+            return fit_score(labels, train, held)
+
+        return call
+
+    for t in trials:
+        t.state["fit_score"] = spy(t.state["fit_score"])
+    held, (low, high) = heldout_estimate(trials, y, "forward", folds=5, seed=0)
+    assert seen and 0.8 < held <= 1.0 and low <= held <= high
+    for train, scored in seen:
+        assert not (train & scored).any() and train.sum() <= len(y) // 2
