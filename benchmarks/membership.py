@@ -15,19 +15,28 @@ test set; datasets are cached under ``--out/data``). Then, on each:
 - the seed method (centroid, L1 1-NN on k-means centres) at k = 4 and at its best k in
   hindsight, on each feature type.
 
+With ``--null N`` (default 1), each dataset is also run N times with its training labels
+shuffled (the used / not-used folders dealt again at random, sizes kept, the files hard-linked):
+there is nothing to find, so the permutation p-value should be at most 0.05 about 1 time in
+20 (its null rate), while on the real labels the share of datasets with p at most 0.05 is its
+power. The table gives both per family, the held-out estimate the verdict quotes beside the
+test ROC-AUC (is it honest?), and the seconds of a default run.
+
 Test labels are used for scoring only. Prints one JSON line and a markdown table of mean ± sd
 over seeds per family and strength (keyed ``family`` for normal, ``family/strong`` otherwise):
 ROC-AUC and kappa (F1 and accuracy in the JSON). Datasets, runs and per-seed results are named
 ``{family}-seed{seed}`` for normal strength and ``{family}-{strength}-seed{seed}`` otherwise.
 
     python benchmarks/membership.py [--out bench-out/membership] [--families pca,vae]
-        [--strengths normal,strong] [--seeds 0,1,2]
+        [--strengths normal,strong] [--seeds 0,1,2] [--null 1]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -99,10 +108,64 @@ def run_auto(
             "chosen": chosen["label"],
             "method": chosen["method"],
             "cv_auc": chosen["roc_auc"],
+            **quoted(summary),
         },
         "auto_seconds": round(seconds, 1),
+        "stage_seconds": summary.get("stage_seconds"),
     }
     return row, summary
+
+
+def quoted(summary: dict[str, Any]) -> dict[str, Any]:
+    """What the verdict of a run quotes: its p-value, held-out ROC-AUC and range."""
+    selection = summary["selection"]
+    held = selection.get("heldout") or {}
+    return {
+        "p_value": (selection.get("permutation") or {}).get("p_value"),
+        "heldout_auc": held.get("roc_auc"),
+        "heldout_95": held.get("roc_auc_95"),
+    }
+
+
+def shuffled(root: Path, folder: Path, seed: int) -> Path:
+    """A copy of the task 1 folder ``root`` at ``folder`` (files hard-linked, or copied across
+    filesystems) whose training slices are dealt into used / not used again at random, with
+    the same sizes: labels that carry nothing."""
+    if folder.exists():
+        shutil.rmtree(folder)
+    train = sorted((root / "train").glob("*/*"))
+    labels = np.array([p.parent.name for p in train])
+    dealt = np.random.default_rng(seed).permutation(labels)
+    for part in ("generated", "test"):
+        shutil.copytree(root / part, folder / part, copy_function=link)
+    for p, label in zip(train, dealt, strict=True):
+        (folder / "train" / label).mkdir(parents=True, exist_ok=True)
+        link(p, folder / "train" / label / p.name)
+    return folder
+
+
+def link(src: Any, dst: Any) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def null_runs(out: Path, family: str, seed: int, strength: str, n: int) -> list[dict[str, Any]]:
+    """``ctfp run task1`` with its defaults on ``n`` label-shuffled copies of a dataset: what
+    each quoted (p-value, held-out estimate), and its seconds."""
+    root, _ = dataset(out, family, seed, strength)
+    got = []
+    for i in range(n):
+        name = f"{stem(family, strength, seed)}-null{i}"
+        data = shuffled(root, out / "null-data" / name, 1000 * seed + i)
+        start = time.perf_counter()
+        summary = run_task1(
+            data, out / "null-runs" / name, Task1Settings(seed=seed), progress=False
+        )
+        got.append({**quoted(summary), "seconds": round(time.perf_counter() - start, 1)})
+        shutil.rmtree(data)
+    return got
 
 
 def one(out: Path, family: str, seed: int, strength: str = "normal") -> dict[str, Any]:
@@ -184,6 +247,48 @@ def markdown(results: dict[str, dict[int, dict[str, Any]]]) -> str:
     return "\n".join(lines)
 
 
+def calibration(results: dict[str, dict[int, dict[str, Any]]]) -> str:
+    """Per family: the power of the p-value (share of datasets with p <= 0.05), its null rate
+    on label-shuffled copies, the held-out ROC-AUC the verdict quotes beside the test ROC-AUC,
+    and the seconds of a default run; then the null rate over every family."""
+    lines = [
+        "| family | p <= 0.05 (power) | shuffled: p <= 0.05 (null rate) | held-out ROC-AUC "
+        "(quoted) | test ROC-AUC | seconds per run |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    nulls: list[float] = []
+    for family, by_seed in results.items():
+        auto = [s["auto"] for s in by_seed.values()]
+        ps = [a["p_value"] for a in auto if a.get("p_value") is not None]
+        null = [n["p_value"] for s in by_seed.values() for n in s.get("null", [])]
+        nulls += null
+        held = [a["heldout_auc"] for a in auto if a.get("heldout_auc") is not None]
+        seconds = [s["auto_seconds"] for s in by_seed.values()]
+        lines.append(
+            f"| {family} | {sum(p <= 0.05 for p in ps)} of {len(ps)} | "
+            f"{sum(p <= 0.05 for p in null)} of {len(null)} | "
+            f"{mean_sd(held) if held else '-'} | {mean_sd([a['roc_auc'] for a in auto])} | "
+            f"{mean_sd(seconds)} |"
+        )
+    if nulls:
+        k, n = sum(p <= 0.05 for p in nulls), len(nulls)
+        lo, hi = wilson(k, n)
+        lines.append("")
+        lines.append(
+            f"Null rate over all shuffled runs: {k} of {n} at p <= 0.05 ({k / n:.3f}, 95 % "
+            f"interval {lo:.3f}-{hi:.3f}; a valid test gives 0.05); mean p {np.mean(nulls):.3f}."
+        )
+    return "\n".join(lines)
+
+
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson 95 % interval of a proportion k / n."""
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
 def fixed_best(by_seed: dict[int, dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
     """The single candidate (one fixed setting) with the best mean test AUC over the seeds,
     and its per-seed results: the best scorer a user could have fixed in hindsight."""
@@ -249,6 +354,12 @@ def main() -> None:
     parser.add_argument("--strengths", default="normal", help=f"of {', '.join(STRENGTHS)}")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument(
+        "--null",
+        type=int,
+        default=1,
+        help="label-shuffled runs per dataset, for the null rate of the p-value (0: none)",
+    )
+    parser.add_argument(
         "--resume",
         action="store_true",
         help="reuse the per-dataset results already in --out/results (from this code: remove "
@@ -284,10 +395,15 @@ def main() -> None:
                             file=sys.stderr,
                             flush=True,
                         )
+                    if len(r.get("null", [])) < args.null:
+                        r["null"] = null_runs(out, family, seed, strength, args.null)
+                        saved.write_text(json.dumps(r, indent=1))
                     results.setdefault(key(family, strength), {})[seed] = r
                     continue
                 print(f"{family} {strength} seed {seed} ...", file=sys.stderr, flush=True)
                 r = one(out, family, seed, strength)
+                if args.null:
+                    r["null"] = null_runs(out, family, seed, strength, args.null)
                 results.setdefault(key(family, strength), {})[seed] = r
                 saved.parent.mkdir(parents=True, exist_ok=True)
                 saved.write_text(json.dumps(r, indent=1))
@@ -312,6 +428,8 @@ def main() -> None:
     print(markdown(results))
     print()
     print(verdict(results))
+    print()
+    print(calibration(results))
 
 
 if __name__ == "__main__":
