@@ -12,8 +12,8 @@ the PCA benchmark, where 64 was the better on each test set). Then ``--combine``
 selection (Caruana et al. 2004), the tied mean, or the simplest. The whole choice is made again
 inside halves of the labelled slices and scored on the other halves (:func:`heldout_estimate`,
 nested: the estimate the verdict quotes) and rerun on shuffled labels
-(:func:`permutation_test`: its p-value). The decision threshold is chosen on the answer's out-of-fold scores, never on scores of slices
-the model was fitted on.
+(:func:`permutation_test`: its p-value). The decision threshold is chosen on the answer's
+out-of-fold scores, never on scores of slices the model was fitted on.
 """
 
 from __future__ import annotations

@@ -246,6 +246,9 @@ def _run_task1(
             logger.info(
                 f"task1 {candidate.params.get('index')} index recall@1 vs exact: {recall:.4f}"
             )
+    check = None
+    if not members and str(_calibrate(s, auto)).startswith("fpr:"):
+        check = _false_positive_check(s, candidate, data_of, y, warnings)
     shown = selection.best.candidate if selection is not None else candidate
     if selection is not None:
         logger.info(f"task1: chose {selection.reason}")
@@ -261,7 +264,8 @@ def _run_task1(
         "features": shown.features,
         "k": [int(v) for v in s.ks] if len(ks) > 1 else [int(params.get("k", s.ks[0]))],
         "metric": _metric(shown, s),
-        "calibrate": _options(s).calibrate if auto else getattr(s.options, "calibrate", None),
+        "calibrate": _calibrate(s, auto),
+        "calibration_check": check,
         "selection": None
         if selection is None
         else {**selection.to_dict(), "features_tried": features, "skipped": skipped},
@@ -290,6 +294,45 @@ def _run_task1(
     logger.info(f"verdict: {summary['verdict']}")
     write_summary(out, summary, written)
     return summary
+
+
+def _calibrate(s: Task1Settings, auto: bool) -> str | None:
+    """The threshold criterion of the run: auto's selection option, else the method's."""
+    return _options(s).calibrate if auto else getattr(s.options, "calibrate", None)
+
+
+def _false_positive_check(
+    s: Task1Settings,
+    c: Any,
+    data: dict[str, tuple[np.ndarray, np.ndarray | None]],
+    y: np.ndarray,
+    warnings: list[str],
+) -> dict[str, Any] | None:
+    """A non-members-only run's ``fpr:`` promise checked on the known non-members held out
+    (:func:`~ctfp.membership.threshold.heldout_false_positives`), with a warning where they
+    exceed it by more than chance allows (binomial tail below 1 %)."""
+    from scipy.stats import binom
+
+    from ctfp.membership.selection import build
+    from ctfp.membership.threshold import heldout_false_positives
+
+    x, generated = data[c.features]
+
+    def fit(train: np.ndarray) -> Any:
+        model = build(c, s.seed, s.device).fit(x[train], y[train], generated)
+        return lambda held: (model.predict(x[held]) == model.classes_[1]).sum()
+
+    check = heldout_false_positives(fit, len(y), seed=s.seed)
+    if check is None:
+        return None
+    alpha = float(str(_calibrate(s, s.method == AUTO))[4:])
+    if binom.sf(check["flagged"] - 1, check["of"], alpha) < 0.01:
+        warnings.append(
+            f"held out, the threshold flagged {check['flagged']} of {check['of']} known "
+            f"non-members ({check['rate']:.0%}), more than the promised {alpha:.0%} allows by "
+            "chance: the false-positive bound does not hold on this data"
+        )
+    return check
 
 
 def _options(s: Task1Settings) -> SelectionSettings:
@@ -447,6 +490,17 @@ def beyond_chance(selection: dict[str, Any]) -> bool | None:
     return None if low is None else bool(low > 0.5)
 
 
+def _checked(summary: dict[str, Any]) -> str:
+    """``; held out, ...``: what the false-positive check found, where it ran."""
+    check = summary.get("calibration_check")
+    if not check:
+        return ""
+    return (
+        f"; held out in {check['folds']} folds, the threshold flagged {check['flagged']} of "
+        f"{check['of']} of them"
+    )
+
+
 def verdict(summary: dict[str, Any]) -> str:
     """One sentence a non-expert can act on: the evidence (the permutation test's p-value of
     the whole choice, which decides; the held-out ROC-AUC of the whole choice with its range
@@ -464,7 +518,7 @@ def verdict(summary: dict[str, Any]) -> str:
     calibrate = str(summary.get("calibrate") or "")
     at = (
         f" at a false-positive rate of at most {float(calibrate[4:]):.0%} for new non-members "
-        f"(bounded on the {summary.get('n_not_used')} known ones)"
+        f"(bounded on the {summary.get('n_not_used')} known ones{_checked(summary)})"
         if calibrate.startswith("fpr:")
         else f" (threshold: {calibrate or 'the method' + chr(39) + 's own'})"
     )
