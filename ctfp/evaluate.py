@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -55,6 +56,7 @@ def membership_metrics(
     slices (0.667 on a balanced set), so accuracy, Cohen's kappa and ROC-AUC (from ``scores``,
     higher = more likely used) come with it, plus that all-"used" baseline on the same truth.
     """
+    from scipy.stats import rankdata
     from sklearn.metrics import (
         accuracy_score,
         cohen_kappa_score,
@@ -69,7 +71,8 @@ def membership_metrics(
     both = len(np.unique(t)) == 2
     auc = None
     if scores is not None and both:
-        auc = float(roc_auc_score(t, np.asarray(scores, dtype=float)))
+        # On the ranks: the same AUC (only the order counts), and +/-inf scores keep theirs.
+        auc = float(roc_auc_score(t, rankdata(np.asarray(scores, dtype=float))))
     return {
         "n": len(t),
         "n_used": int(t.sum()),
@@ -248,12 +251,14 @@ def validate_run(
     task: str,
     ids: Sequence[str] | None = None,
     ids_file: str = "ids",
+    unknown: bool = False,
 ) -> list[Problem]:
     """All the reasons ``path`` is not a valid run file for ``task``, in file order.
 
     Checks: empty lines, lines without exactly two comma-separated fields, ids not in ``ids``,
     ids given more than once, values that are not 0/1 (task 1) or non-negative integers
-    (task 2), and ids of ``ids`` missing from the run (reported at their line in the id list).
+    (task 2; with ``unknown``, -1 too: a slice in no known group, as ``open_set.csv`` marks
+    it), and ids of ``ids`` missing from the run (reported at their line in the id list).
     """
     if task not in TASKS:
         raise InputError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
@@ -300,8 +305,15 @@ def validate_run(
             seen[run_id] = number
         if task == "task1" and value not in ("0", "1"):
             problem(number, f"label {value!r} is not the integer 0 or 1")
-        if task == "task2" and not (value.isdigit() and value.isascii()):
-            problem(number, f"cluster {value!r} is not a non-negative integer")
+        if task == "task2" and not (
+            (value.isdigit() and value.isascii()) or (unknown and value == "-1")
+        ):
+            hint = (
+                " (-1, in no known group, is open_set.csv's mark; a challenge run is clusters.csv)"
+                if value == "-1"
+                else ""
+            )
+            problem(number, f"cluster {value!r} is not a non-negative integer{hint}")
     for run_id, number in (known or {}).items():
         if run_id not in seen:
             problem(number, f"id {run_id!r} is missing from the run", ids_file)
@@ -334,9 +346,10 @@ def read_ids(path: str | os.PathLike[str]) -> list[str]:
     return ids
 
 
-def read_run(path: str | os.PathLike[str], task: str) -> dict[str, int]:
-    """A valid run file as ``{id: value}``; raises InputError listing the problems otherwise."""
-    problems = validate_run(path, task)
+def read_run(path: str | os.PathLike[str], task: str, unknown: bool = False) -> dict[str, int]:
+    """A valid run file as ``{id: value}``; raises InputError listing the problems otherwise
+    (``unknown``: task 2 clusters may be -1, :func:`validate_run`)."""
+    problems = validate_run(path, task, unknown=unknown)
     if problems:
         shown = "; ".join(map(str, problems[:5]))
         more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
@@ -348,13 +361,19 @@ def read_run(path: str | os.PathLike[str], task: str) -> dict[str, int]:
 
 
 def read_table(path: str | os.PathLike[str], value_column: str) -> dict[str, str]:
-    """``{id: value}`` from a CSV with a header naming ``id`` and ``value_column``.
+    """``{id: value}`` from a CSV with a header naming ``id`` and ``value_column`` (in any
+    case).
 
     A truth file may also be headerless ``<id>,<value>`` lines, like a run file. Fields are
     RFC 4180 CSV: a quoted field is exactly what its quotes hold (carriage returns, line
     breaks and spaces at its ends included); the spaces around an unquoted field are not its
-    own.
+    own. An id given twice is an error naming both lines.
     """
+    return {i: value for i, (value, _) in _table_lines(path, value_column).items()}
+
+
+def _table_lines(path: str | os.PathLike[str], value_column: str) -> dict[str, tuple[str, int]]:
+    """:func:`read_table`'s ``{id: (value, line number)}``."""
     name = str(path)
     try:
         records = csv_records(_read_text(path, "file"))
@@ -369,26 +388,34 @@ def read_table(path: str | os.PathLike[str], value_column: str) -> dict[str, str
     ]
     if not numbered:
         raise InputError(f"{name!r} is empty")
-    header = numbered[0][1]
+    columns = numbered[0][1]
+    header = [c.lower() for c in columns]
     if "id" not in header and len(header) >= 2 and not _is_number(header[1]):
         raise InputError(
-            f"{str(path)!r} starts with a header ({', '.join(header)}) without an 'id' column; "
+            f"{name!r} starts with a header ({', '.join(columns)}) without an 'id' column; "
             f"name its columns id,{value_column} (or drop the header line)"
         )
     if "id" in header:
         if value_column not in header:
             raise InputError(
-                f"{str(path)!r} has no {value_column!r} column (columns: {', '.join(header)})"
+                f"{name!r} has no {value_column!r} column (columns: {', '.join(columns)})"
             )
         i, v = header.index("id"), header.index(value_column)
         numbered = numbered[1:]
+        if not numbered:
+            raise InputError(f"{name!r} has a header ({', '.join(columns)}) but no rows")
     else:
         i, v = 0, 1
-    table = {}
+    table: dict[str, tuple[str, int]] = {}
     for n, r in numbered:
         if len(r) <= max(i, v):
             raise InputError(f"{name!r} line {n}: too few fields")
-        table[r[i]] = r[v]
+        if r[i] in table:
+            raise InputError(
+                f"{name!r} line {n}: id {r[i]!r} is given more than once (first on line "
+                f"{table[r[i]][1]}); keep one row per id"
+            )
+        table[r[i]] = (r[v], n)
     return table
 
 
@@ -410,32 +437,42 @@ def evaluate_run(
 
     Task 1 gives 95 % bootstrap intervals too (:func:`membership_intervals`). For task 1,
     ROC-AUC needs scores: ``scores_path`` (``id,score,...``), or the ``scores.csv``
-    next to the run file when there is one.
+    next to the run file when there is one; only their order counts, so +/-inf are scores
+    too, NaN is refused. Task 2 takes ``open_set.csv`` too: its -1 slices (in no known group)
+    are scored as one cluster of their own, counted in ``n_unknown``.
     """
-    run = read_run(run_path, task)
-    truth = read_table(truth_path, "label" if task == "task1" else "cluster")
+    run = read_run(run_path, task, unknown=task == "task2")
+    truth = _table_lines(truth_path, "label" if task == "task1" else "cluster")
     missing = sorted(set(truth) - set(run))
     extra = sorted(set(run) - set(truth))
     if missing or extra:
+        counts = [
+            f"{len(some)} {where} (e.g. {', '.join(map(repr, some[:3]))})"
+            for some, where in ((missing, "missing from the run"), (extra, "not in the truth"))
+            if some
+        ]
         raise InputError(
-            f"the run and the truth cover different ids: {len(missing)} missing from the run "
-            f"(e.g. {missing[:3]}), {len(extra)} not in the truth (e.g. {extra[:3]})"
+            f"the run {str(run_path)!r} and the truth {str(truth_path)!r} cover different ids: "
+            f"{'; '.join(counts)}; give the truth of the run's test set"
         )
     ids = sorted(truth)
     if task == "task2":
-        return attribution_metrics([truth[i] for i in ids], [run[i] for i in ids])
-    bad = [i for i in ids if truth[i] not in ("0", "1")]
+        result = attribution_metrics([truth[i][0] for i in ids], [run[i] for i in ids])
+        unknown = sum(run[i] == -1 for i in ids)
+        return {**result, "n_unknown": unknown} if unknown else result
+    bad = [i for i in ids if truth[i][0] not in ("0", "1")]
     if bad:
+        label, line = truth[bad[0]]
         raise InputError(
-            f"task 1 truth labels must be 0 or 1; {str(truth_path)!r} gives id {bad[0]!r} the "
-            f"label {truth[bad[0]]!r}"
+            f"{str(truth_path)!r} line {line}: id {bad[0]!r} has the label {label!r}; task 1 "
+            "truth labels must be 0 or 1"
         )
-    y_true = [int(truth[i]) for i in ids]
+    y_true = [int(truth[i][0]) for i in ids]
     if scores_path is None and (Path(run_path).parent / "scores.csv").exists():
         scores_path = Path(run_path).parent / "scores.csv"
     scores = None
     if scores_path is not None:
-        table = read_table(scores_path, "score")
+        table = _table_lines(scores_path, "score")
         absent = [i for i in ids if i not in table]
         if absent:
             raise InputError(
@@ -444,12 +481,14 @@ def evaluate_run(
             )
         scores = []
         for i in ids:
-            try:
-                scores.append(float(table[i]))
-            except ValueError:
+            text, line = table[i]
+            value = float(text) if _is_number(text) else math.nan
+            if math.isnan(value):
                 raise InputError(
-                    f"{str(scores_path)!r}: the score {table[i]!r} of id {i!r} is not a number"
-                ) from None
+                    f"{str(scores_path)!r} line {line}: the score {text!r} of id {i!r} is not a "
+                    "number (inf and -inf are; a ROC-AUC ranks every id of the truth)"
+                )
+            scores.append(value)
     predicted = [run[i] for i in ids]
     result = membership_metrics(y_true, predicted, scores)
     result["scores"] = None if scores_path is None else str(scores_path)

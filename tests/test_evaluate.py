@@ -201,7 +201,7 @@ def test_bad_truth_labels_and_missing_scores_are_named(tmp_path: Path) -> None:
 
     write_run(tmp_path / "run.csv", ["a", "b"], [1, 0])
     (tmp_path / "truth.csv").write_text("id,label\na,1\nb,2\n")
-    with pytest.raises(InputError, match=r"truth.csv' gives id 'b' the label '2'"):
+    with pytest.raises(InputError, match=r"truth.csv' line 3: id 'b' has the label '2'"):
         evaluate_run("task1", tmp_path / "run.csv", tmp_path / "truth.csv")
     (tmp_path / "truth.csv").write_text("id,label\na,1\nb,0\n")
     (tmp_path / "scores.csv").write_text("id,score,label\na,0.9,1\n")

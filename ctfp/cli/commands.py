@@ -105,6 +105,11 @@ def evaluate(args: argparse.Namespace) -> int:
         print(json.dumps({"task": args.task, "run": args.run, **metrics}))
     else:  # the table for people
         print(format_table(metrics))
+    if metrics.get("n_unknown"):
+        logger.info(
+            f"note: the {metrics['n_unknown']} id(s) marked -1 in {args.run} (in no known group) "
+            "are scored as one cluster of their own"
+        )
     return 0
 
 
