@@ -323,27 +323,34 @@ def validate_run(
 def read_ids(path: str | os.PathLike[str]) -> list[str]:
     """An id list: one id per line; blank lines are ignored and the spaces around an id are
     not its own. An id in double quotes (RFC 4180, as run files quote it) is exactly what the
-    quotes hold: commas, quotes, line breaks and spaces at its ends included."""
+    quotes hold: commas, quotes, line breaks and spaces at its ends included. An id given twice
+    is an error naming both lines."""
     name = str(path)
     text = _read_text(path, "id list")
     try:
         records = csv_records(text)
     except InputError as exc:
         raise InputError(f"id list {name!r} {exc}") from None
-    ids = []
+    ids: dict[str, int] = {}
     for number, fields in records:
         if not any(quoted for _, quoted in fields):
-            line = ",".join(field for field, _ in fields).strip()  # the line as it is
-            if line:
-                ids.append(line)
+            found = ",".join(field for field, _ in fields).strip()  # the line as it is
+            if not found:
+                continue
         elif len(fields) == 1:
-            ids.append(fields[0][0])
+            found = fields[0][0]
         else:
             raise InputError(
                 f"id list {name!r} line {number}: expected one id, got {len(fields)} fields "
                 "(quote an id that holds a comma as a whole)"
             )
-    return ids
+        if found in ids:
+            raise InputError(
+                f"id list {name!r} line {number}: id {found!r} is given more than once (first "
+                f"on line {ids[found]}); keep one line per id"
+            )
+        ids[found] = number
+    return list(ids)
 
 
 def read_run(path: str | os.PathLike[str], task: str, unknown: bool = False) -> dict[str, int]:

@@ -63,6 +63,17 @@ def test_validate_names_a_repeated_id(tmp_path: Path, capsys: pytest.CaptureFixt
     )
 
 
+def test_validate_refuses_an_id_list_with_a_repeated_id(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Before: the repeat merged silently and the missing-id lines pointed at the second one.
+    (tmp_path / "run.csv").write_text(RUN)
+    (tmp_path / "ids.txt").write_text("a\nb\n\nc\nd\nb\n")
+    args = ["validate", "task1", str(tmp_path / "run.csv"), "--ids", str(tmp_path / "ids.txt")]
+    err = refused(args, capsys)
+    assert "ids.txt' line 6: id 'b' is given more than once (first on line 2)" in err
+
+
 def test_a_nan_score_is_named_by_file_line_and_id(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
