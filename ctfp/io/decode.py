@@ -7,6 +7,7 @@ import contextlib
 import io
 import os
 import re
+import stat
 import sys
 import tempfile
 import threading
@@ -45,10 +46,12 @@ def decode_file(
         with _fetched(path) as local:
             return decode_file(local, window, max_pixels=max_pixels)
     try:
-        size = os.path.getsize(path)
+        info = os.stat(path)
     except OSError as exc:
         raise DecodeError(f"cannot read file: {exc.strerror or exc}") from exc
-    if size == 0:
+    if not stat.S_ISREG(info.st_mode):  # never read one: a FIFO blocks, a device never ends
+        raise DecodeError(f"not a regular file ({file_kind(info.st_mode)}); give image files")
+    if info.st_size == 0:
         raise DecodeError("empty file (0 bytes)")
     suffix = suffix_of(path)
     limit = _Limit(max_pixels)
@@ -73,7 +76,26 @@ def decode_file(
         # libjpeg (inside GDCM for JPEG-compressed DICOM) only *prints* "Corrupt JPEG data" and
         # returns whatever it reconstructed: most pixels of such a slice are wrong.
         raise DecodeError(f"the decoder reported corrupt data: {corrupt[0]}")
-    return _check_frames(frames)
+    frames = _check_frames(frames)
+    if _blank(frames):
+        warnings.warn(
+            f"{path}: every pixel is {frames.flat[0]}: a blank image, embedded as it is",
+            BlankImage,
+            stacklevel=2,
+        )
+    return frames
+
+
+def file_kind(mode: int) -> str:
+    """What a file that is not a regular one is, by its ``st_mode``: "a FIFO", "a folder"..."""
+    kinds = (
+        (stat.S_ISDIR, "a folder"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    )
+    return next((kind for test, kind in kinds if test(mode)), "not a regular file")
 
 
 @contextlib.contextmanager
@@ -100,6 +122,13 @@ def _one_line(text: str) -> str:
     if "\n" not in text and "\r" not in text:
         return text
     return "; ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
+class BlankImage(UserWarning):
+    """An image file (PNG, JPEG) whose every pixel is one gray value. It is embedded: such a
+    file is what the user gave (a generator's blank output is one), and an ImageCLEF run file
+    needs a line for every test image. A DICOM or NIfTI file that ctfp's window turns blank is
+    an error of the file instead (:func:`_refuse_blank`)."""
 
 
 class DecoderMessage(UserWarning):
@@ -205,13 +234,20 @@ def _check_frames(frames: np.ndarray) -> np.ndarray:
 
 # The first bytes of the image formats a file named like DICOM most often really is.
 _IMAGE_SIGNATURES = (
-    (b"\x89PNG\r\n\x1a\n", "PNG", ".png"),
-    (b"\xff\xd8\xff", "JPEG", ".jpg"),
-    (b"GIF87a", "GIF", None),
-    (b"GIF89a", "GIF", None),
-    (b"II*\x00", "TIFF", None),
-    (b"MM\x00*", "TIFF", None),
+    (b"\x89PNG\r\n\x1a\n", "PNG"),
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"GIF87a", "GIF"),
+    (b"GIF89a", "GIF"),
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
 )
+_READ_AS = {"PNG": ".png", "JPEG": ".jpg"}  # the formats ctfp decodes, by the suffix it reads
+
+
+def image_kind(head: bytes) -> str | None:
+    """The image format ("PNG", "JPEG", ...) whose signature ``head``, a file's first bytes,
+    starts with; None for any other content."""
+    return next((kind for signature, kind in _IMAGE_SIGNATURES if head.startswith(signature)), None)
 
 
 def _image_content(path: str) -> str | None:
@@ -221,11 +257,11 @@ def _image_content(path: str) -> str | None:
         head = f.read(132)
     if head[128:132] == b"DICM":  # the preamble may be anything, a TIFF header included
         return None
-    for signature, kind, suffix in _IMAGE_SIGNATURES:
-        if head.startswith(signature):
-            fix = f"rename it {suffix}" if suffix else "convert it to PNG"
-            return f"not a DICOM file: its content is a {kind} image ({fix})"
-    return None
+    kind = image_kind(head)
+    if kind is None:
+        return None
+    fix = f"rename it {_READ_AS[kind]}" if kind in _READ_AS else "convert it to PNG"
+    return f"not a DICOM file: its content is a {kind} image ({fix})"
 
 
 def _looks_like_dicom(ds: Any) -> bool:
@@ -282,6 +318,45 @@ def _to_uint8(values: np.ndarray, window: Window, is_hu: bool) -> np.ndarray:
     return np.stack([_minmax(frame) for frame in values])
 
 
+def _blank(frames: np.ndarray) -> bool:
+    """Whether each frame of ``frames`` (n, h, w) is one value throughout."""
+    flat = frames.reshape(len(frames), -1)
+    return bool((flat.min(axis=1) == flat.max(axis=1)).all())
+
+
+def _refuse_blank(
+    out: np.ndarray,
+    values: np.ndarray,
+    window: Window | None = None,
+    is_hu: bool = False,
+    slope: Any = None,
+) -> np.ndarray:
+    """``out``, the 8-bit rendering of a DICOM or NIfTI file's ``values``, unless each of its
+    slices is one gray value: every such slice embeds alike, whatever the file held, so the
+    file is an error that says why. (A volume with some blank slices, padding at its ends, is
+    embedded.) ``slope``: the DICOM RescaleSlope."""
+    if not _blank(out):
+        return out
+    if slope not in (None, "") and float(slope) == 0:
+        raise DecodeError(
+            "constant after windowing: RescaleSlope is 0, so every pixel has the value of "
+            "RescaleIntercept (a wrong header)"
+        )
+    windowed = window is not None and (window.mode == "hu" or (window.mode == "auto" and is_hu))
+    unit = " HU" if windowed else ""
+    lo, hi = float(values.min()), float(values.max())
+    if _blank(values):
+        what = f"the value {lo:g}{unit}" if lo == hi else f"one value ({lo:g} to {hi:g}{unit})"
+        raise DecodeError(f"every pixel of each slice has {what}: a blank image, nothing to embed")
+    assert window is not None and windowed  # min-max scaling keeps any two values apart
+    left, right = window.level - window.width / 2.0, window.level + window.width / 2.0
+    raise DecodeError(
+        f"every pixel is the same value after the window {window.level:g}/{window.width:g} "
+        f"({left:g} to {right:g} HU; the file's values span {lo:g} to {hi:g}): choose a "
+        "--window that covers them"
+    )
+
+
 def _minmax(a: np.ndarray) -> np.ndarray:
     lo, hi = float(np.nanmin(a)), float(np.nanmax(a))
     if not np.isfinite(lo) or not np.isfinite(hi):
@@ -292,6 +367,51 @@ def _minmax(a: np.ndarray) -> np.ndarray:
 
 
 def _decode_dicom(path: str, window: Window, limit: _Limit) -> np.ndarray:
+    try:
+        return _dicom_frames(path, window, limit)
+    except (DecodeError, MemoryError):
+        raise
+    except Exception as exc:  # pydicom raises ValueError, AttributeError, OSError, ...
+        raise DecodeError(_dicom_problem(exc)) from exc
+
+
+# What pydicom says about a broken file, and the sentence that says it to a person.
+_DICOM_PROBLEMS = (
+    (
+        r"number of bytes of pixel data is less than expected \((\d+) vs (\d+) bytes\)",
+        "pixel data shorter than the image size says ({0} of {1} bytes: a truncated file, or "
+        "wrong Rows, Columns, Bits Allocated or Number of Frames?)",
+    ),
+    (
+        r"Missing required element: \((\w{4},\w{4})\) '([^']+)'",
+        "missing required DICOM element {1} ({0})",
+    ),
+    (
+        r"A \((\w{4},\w{4})\) '([^']+)' value of '([^']*)' is invalid, it must be ([^\n]*)",
+        "DICOM element {1} ({0}) is {2!r}; it must be {3}",
+    ),
+    (
+        r"Unknown \((\w{4},\w{4})\) '([^']+)' value '([^']*)'",
+        "DICOM element {1} ({0}) has an unknown value {2!r}",
+    ),
+    (
+        r"No tag to read at file position",
+        "the DICOM data stops inside a data element (a truncated file?)",
+    ),
+)
+
+
+def _dicom_problem(exc: Exception) -> str:
+    """What pydicom's ``exc`` says is wrong with a DICOM file, as one sentence."""
+    text = str(exc)
+    for pattern, sentence in _DICOM_PROBLEMS:
+        match = re.search(pattern, text)
+        if match:
+            return sentence.format(*match.groups())
+    return _one_line(f"unreadable DICOM file ({type(exc).__name__}: {text})")
+
+
+def _dicom_frames(path: str, window: Window, limit: _Limit) -> np.ndarray:
     import pydicom
     from pydicom.dataset import FileMetaDataset
     from pydicom.errors import InvalidDicomError
@@ -346,13 +466,14 @@ def _decode_dicom(path: str, window: Window, limit: _Limit) -> np.ndarray:
         rgb = pixels.astype(np.float64)
         gray = rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114
         if int(ds.get("BitsStored", 8)) <= 8:
-            return np.floor(np.clip(gray, 0, 255)).astype(np.uint8)
-        return np.stack([_minmax(frame) for frame in gray])
+            return _refuse_blank(np.floor(np.clip(gray, 0, 255)).astype(np.uint8), gray)
+        return _refuse_blank(np.stack([_minmax(frame) for frame in gray]), gray)
     values = apply_modality_lut(pixels, ds).astype(np.float64)
     if frames == 1:
         values = values[None]
     is_hu = modality == "CT" or str(ds.get("RescaleType", "")).upper() == "HU"
-    out = _to_uint8(values, window, is_hu)
+    slope = ds.get("RescaleSlope")
+    out = _refuse_blank(_to_uint8(values, window, is_hu), values, window, is_hu, slope)
     if str(ds.PhotometricInterpretation).upper() == "MONOCHROME1":
         out = 255 - out  # MONOCHROME1: low values are white
     return out
@@ -378,4 +499,4 @@ def _decode_nifti(path: str, window: Window, limit: _Limit) -> np.ndarray:
     # Radiological display: rows run anterior -> posterior, columns patient right -> left.
     slices = np.ascontiguousarray(np.transpose(data, (2, 1, 0))[:, ::-1, ::-1])
     is_hu = bool(np.isfinite(slices).all()) and float(slices.min()) < -500.0
-    return _to_uint8(slices, window, is_hu)
+    return _refuse_blank(_to_uint8(slices, window, is_hu), slices, window, is_hu)

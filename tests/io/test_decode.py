@@ -171,7 +171,7 @@ def test_non_finite_windows_are_refused(text: str) -> None:
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
 def test_non_finite_voxels_are_an_error_of_the_file(tmp_path: Path, bad: float) -> None:
-    volume = np.full((16, 16, 3), -800.0, dtype=np.float32)
+    volume = np.arange(-800.0, -800.0 + 768, dtype=np.float32).reshape(16, 16, 3)
     volume[3, 4, 1] = bad
     nib.save(nib.Nifti1Image(volume, np.eye(4)), tmp_path / "v.nii.gz")
     with pytest.raises(DecodeError, match="1 of 768 pixel values are NaN or infinite"):
@@ -182,7 +182,7 @@ def test_non_finite_voxels_are_an_error_of_the_file(tmp_path: Path, bad: float) 
     with pytest.raises(DecodeError, match="768 of 768"):
         decode_file(tmp_path / "n.nii")
     # A finite volume still decodes.
-    volume[3, 4, 1] = -800.0
+    volume[3, 4, 1] = -700.0
     nib.save(nib.Nifti1Image(volume, np.eye(4)), tmp_path / "ok.nii.gz")
     assert decode_file(tmp_path / "ok.nii.gz").shape == (3, 16, 16)
 
@@ -201,7 +201,8 @@ def test_declared_sizes_past_the_limit_are_refused_before_decoding(tmp_path: Pat
     with pytest.raises(DecodeError, match="declares 12000x12000"):
         decode_file(tmp_path / "big.dcm")
     # A NIfTI volume: per slice and in all.
-    nib.save(nib.Nifti1Image(np.zeros((64, 64, 40), np.int16), np.eye(4)), tmp_path / "v.nii.gz")
+    volume = np.arange(64 * 64 * 40, dtype=np.int16).reshape(64, 64, 40)  # not blank
+    nib.save(nib.Nifti1Image(volume, np.eye(4)), tmp_path / "v.nii.gz")
     with pytest.raises(DecodeError, match="declares 40 slices of 64x64"):
         decode_file(tmp_path / "v.nii.gz", max_pixels=64 * 64 * 2)
     assert decode_file(tmp_path / "v.nii.gz", max_pixels=64 * 64 * 10).shape == (40, 64, 64)
