@@ -360,7 +360,12 @@ def select(
     selection = Selection(trials, ok[0], ok[0], metric, settings, y, rows)
     boot = {id(t): selection.resampled(t) for t in ok}
     for t in ok:
-        t.se, t.interval = _spread(boot[id(t)])
+        # The resamples measure the pooled out-of-fold predictions; the score is the mean over
+        # repeats of each repeat's metric, a little apart from it: the interval is moved by
+        # that difference, so that it holds the score it is quoted with (its width is kept).
+        shift = t.score - metric(y, t.oof)
+        t.se, (low, high) = _spread(boot[id(t)])
+        t.interval = (low + shift, min(high + shift, 1.0))  # neither metric exceeds 1
     top = max(ok, key=lambda t: (t.score, -t.candidate.complexity))
     for t in ok:
         t.gap_se = float((boot[id(top)] - boot[id(t)]).std(ddof=1))
