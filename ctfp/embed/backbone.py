@@ -8,7 +8,9 @@ import functools
 import hashlib
 import io
 import os
+import stat
 import sys
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -149,18 +151,13 @@ def _build(weights_text: str, seed: int, image_size: int) -> Backbone:
             state = _file_state_dict(Path(weights_text))
             label = f"file:{Path(weights_text).name}"
         state = {k: v for k, v in state.items() if not k.startswith("fc.")}
-        try:
-            missing, unexpected = net.load_state_dict(state, strict=False)
-        except RuntimeError as exc:  # shape mismatches
-            raise WeightsUnavailableError(
-                f"weights {weights_text!r} do not fit resnet50: {exc}"
-            ) from None
-        missing = [k for k in missing if not k.startswith("fc.")]
-        if missing or unexpected:
-            raise WeightsUnavailableError(
-                f"weights {weights_text!r} do not fit resnet50: missing {missing[:5]}, "
-                f"unexpected {unexpected[:5]}"
-            )
+        source = (
+            "the ImageNet weights"
+            if weights_text == "imagenet"
+            else f"weights file {weights_text!r}"
+        )
+        _check_fits(net, state, source)
+        net.load_state_dict(state, strict=False)
     net.fc = nn.Identity()  # the 2048-d average-pool output is the embedding
     net.eval().requires_grad_(False)
     net = net.to(memory_format=torch.channels_last)
@@ -206,20 +203,94 @@ def imagenet_state_dict() -> dict[str, torch.Tensor]:
 
 
 def _file_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    if not path.is_file():
+    from ctfp.io.decode import file_kind
+
+    try:
+        info = path.stat()
+    except OSError:
         raise WeightsUnavailableError(
             f"weights file {str(path)!r} does not exist; give a state-dict file, 'imagenet' or "
             "'random'"
+        ) from None
+    if not stat.S_ISREG(info.st_mode):  # a FIFO would block torch.load for ever
+        raise WeightsUnavailableError(
+            f"weights file {str(path)!r} is not a regular file ({file_kind(info.st_mode)}); "
+            "give a state-dict file saved with torch.save"
+        )
+    if info.st_size == 0:
+        raise WeightsUnavailableError(
+            f"cannot load weights file {str(path)!r}: it is empty (0 bytes); give a ResNet50 "
+            "state dict saved with torch.save"
         )
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise WeightsUnavailableError(f"cannot load weights file {str(path)!r}: {exc}") from exc
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's advice on pickle protocols
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises anything from UnpicklingError to RuntimeError
+        raise WeightsUnavailableError(
+            f"cannot load weights file {str(path)!r}: {_unloadable(path, exc)}"
+        ) from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise WeightsUnavailableError(f"weights file {str(path)!r} does not hold a state dict")
     return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def _unloadable(path: Path, exc: Exception) -> str:
+    """Why ``torch.load`` could not read ``path``, in one sentence (torch's own text runs to
+    many lines of advice on ``weights_only`` that does not apply to a file that is no
+    checkpoint at all)."""
+    from ctfp.io.decode import image_kind
+
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if "Unsupported global" in str(exc):
+        return (
+            "it holds Python objects besides tensors (a pickled model?); save "
+            "model.state_dict() with torch.save and pass that file"
+        )
+    if head.startswith(b"PK"):  # torch.save writes a zip archive
+        return "a damaged PyTorch archive (truncated, or changed after saving?)"
+    kind = image_kind(head)
+    what = f"its content is a {kind} image" if kind else "torch.load cannot read it"
+    return f"not a PyTorch weights file ({what}); give a state dict saved with torch.save"
+
+
+def _check_fits(net: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Refuse a state dict that ``net`` (ResNet50 without its classifier) cannot take, or whose
+    values are not all finite (its embeddings would be NaN), in one line naming ``source``."""
+    expected = {k: v.shape for k, v in net.state_dict().items() if not k.startswith("fc.")}
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    reshaped = [k for k in expected if k in state and state[k].shape != expected[k]]
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} keys missing (e.g. {missing[0]})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected keys (e.g. {unexpected[0]})")
+    if reshaped:
+        k = reshaped[0]
+        parts.append(
+            f"{len(reshaped)} tensors of another shape (e.g. {k}: {list(state[k].shape)}, "
+            f"ResNet50 has {list(expected[k])})"
+        )
+    if parts:
+        raise WeightsUnavailableError(f"{source} is not a ResNet50 state dict: {', '.join(parts)}")
+    # A sum is finite unless a value is not (or it overflows: then the count says 0): a
+    # fraction of the time of counting the non-finite values of every tensor.
+    bad = {
+        k: int(v.numel() - torch.isfinite(v).sum())
+        for k, v in state.items()
+        if v.is_floating_point() and not torch.isfinite(v.sum())
+    }
+    bad = {k: n for k, n in bad.items() if n}
+    if bad:
+        name = next(iter(bad))
+        raise WeightsUnavailableError(
+            f"{source} holds {sum(bad.values())} NaN or infinite values (first in {name}); "
+            "every embedding would be NaN: use other weights"
+        )
 
 
 def state_dict_sha256(state: dict[str, torch.Tensor]) -> str:

@@ -49,7 +49,7 @@ def test_bad_weights_files(tmp_path: Path) -> None:
     with pytest.raises(WeightsUnavailableError, match="does not exist"):
         build_backbone(tmp_path / "missing.pt")
     torch.save({"conv1.weight": torch.zeros(3)}, tmp_path / "wrong.pt")
-    with pytest.raises(WeightsUnavailableError, match="do not fit"):
+    with pytest.raises(WeightsUnavailableError, match="is not a ResNet50 state dict"):
         build_backbone(tmp_path / "wrong.pt")
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(WeightsUnavailableError, match="cannot load"):
