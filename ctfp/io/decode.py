@@ -348,7 +348,10 @@ def _refuse_blank(
     if _blank(values):
         what = f"the value {lo:g}{unit}" if lo == hi else f"one value ({lo:g} to {hi:g}{unit})"
         raise DecodeError(f"every pixel of each slice has {what}: a blank image, nothing to embed")
-    assert window is not None and windowed  # min-max scaling keeps any two values apart
+    if window is None or not windowed:  # 8-bit RGB whose values differ by under a gray level
+        raise DecodeError(
+            f"every pixel is the same gray in 8 bits (the file's values span {lo:g} to {hi:g})"
+        )
     left, right = window.level - window.width / 2.0, window.level + window.width / 2.0
     raise DecodeError(
         f"every pixel is the same value after the window {window.level:g}/{window.width:g} "
