@@ -43,9 +43,15 @@ class EmbedResult:
     driver_bytes: int = 0
     #: The stage settings that ran (``EmbedSettings`` or ``CacheSettings``, as ``to_dict``).
     settings: dict[str, Any] = field(default_factory=dict)
+    #: The ids of this run's input files (not in ``to_dict``): the folder may hold rows of
+    #: other inputs too (an earlier run's), ``read_embeddings(out, inputs=result.inputs)``
+    #: reads exactly this run's.
+    inputs: list[str] = field(default_factory=list, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        record = asdict(self)
+        del record["inputs"]
+        return record
 
     def summary(self) -> str:
         return (
@@ -71,7 +77,7 @@ def write_file(writer: ShardWriter, f: InputFile, embeddings: np.ndarray) -> int
     """Add the rows of input ``f``, ``embeddings`` (n, d) in frame order, to ``writer``;
     returns the rows added (0: refused, see :meth:`ShardWriter.add`)."""
     ids, frames = file_rows(f, len(embeddings))
-    return writer.add(f.id, ids, f.path, frames, f.label, embeddings)
+    return writer.add(f.id, ids, f.path, frames, f.label, embeddings, f.fingerprint)
 
 
 def file_rows(f: InputFile, count: int) -> tuple[list[str], list[int]]:
@@ -92,9 +98,10 @@ def write_pending(
     """Open the shard writer of each output of ``job`` (``metadata[k]``: output ``k``'s), call
     ``run(pending, writers, todo)`` and close them, timing the final flush as ``write``.
 
-    ``pending`` are the inputs some output still needs (resume; ``run`` is not called when
-    there are none), ``todo[k]`` the ids output ``k`` needs. Returns the writers, each
-    output's pending inputs and what ``run`` returned (else None).
+    ``pending`` are the inputs some output still needs (:meth:`ShardWriter.resume`: not done,
+    or changed since their rows were written; ``run`` is not called when there are none),
+    ``todo[k]`` the ids output ``k`` needs. Returns the writers, each output's pending inputs
+    and what ``run`` returned (else None).
     """
     value = None
     with contextlib.ExitStack() as stack:
@@ -111,11 +118,9 @@ def write_pending(
         ]
         todo = []
         for writer in writers:
-            writer.forget_errors_except(f.id for f in job.files)
+            todo.append(writer.resume(job.files))
             for problem in job.unreadable:  # folders that could not be searched: on the record
                 writer.add_error(problem.id, problem.path, problem.reason)
-            writer.check_sources((f.id, f.path) for f in job.files)
-            todo.append(writer.pending(f.id for f in job.files))
         needed = set().union(*todo)
         pending = [f for f in job.files if f.id in needed]
         if not pending:
@@ -153,6 +158,7 @@ def finish_run(
         images_per_second=rows / seconds if seconds > 0 else 0.0,
         shards=[str(p) for p in writer.shards_written],
         settings=target.settings,
+        inputs=[f.id for f in job.files],
         **fields,
     )
     log_result(result)

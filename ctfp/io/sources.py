@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import os
 import re
@@ -10,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ctfp.exceptions import InputError
-from ctfp.io.fs import as_local, is_remote, resolve
+from ctfp.io.fs import as_local, is_remote, resolve, scheme_of
 
 # Lower-case suffixes ctfp decodes; ".nii.gz" is checked as a double suffix.
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -31,6 +32,19 @@ class InputFile:
     # Set for rows of a decoded-slice cache: the slice's frame, and (shard, row group, row).
     frame: int | None = None
     cache: tuple[str, int, int] | None = None
+    #: What the file was when it was found (:func:`file_stamp`; None: not known): stored with
+    #: its rows, so that a rerun embeds a file changed since its rows were written again.
+    stamp: str | None = None
+
+    @property
+    def fingerprint(self) -> str | None:
+        """What its rows were derived from, beside the path and the label (stored with them):
+        the file's stamp; for a cache row, its place in the cache (a cache never changes a
+        finished part: a slice decoded again lands in a new one)."""
+        if self.cache is not None:
+            shard, group, row = self.cache
+            return f"cache {os.path.basename(shard)} {group} {row}"
+        return self.stamp
 
 
 @dataclass(frozen=True)
@@ -52,6 +66,40 @@ def safe_text(text: str) -> str:
     except UnicodeEncodeError:
         return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
     return text
+
+
+def file_stamp(size: int, mtime_ns: int) -> str:
+    """An input file's stamp: its size in bytes and modification time in ns."""
+    return f"{size} bytes, mtime {mtime_ns} ns"
+
+
+def with_stamps(files: list[InputFile]) -> list[InputFile]:
+    """``files`` with their stamps (:func:`file_stamp`), taken now, before anything is decoded: a
+    file changed after this is found changed by the next run. A file that cannot be looked at
+    keeps None (decoding it fails and says why); objects are looked up in one request."""
+    local = [f for f in files if not is_remote(f.path)]
+    remote = [f for f in files if is_remote(f.path)]
+    stamps: dict[str, str | None] = {}
+    for f in local:
+        try:
+            st = os.stat(f.path)
+        except OSError:
+            continue
+        stamps[f.path] = file_stamp(st.st_size, st.st_mtime_ns)
+    if remote:
+        import pyarrow.fs as pafs
+
+        by_store: dict[str | None, list[InputFile]] = {}
+        for f in remote:
+            by_store.setdefault(scheme_of(f.path), []).append(f)
+        for group in by_store.values():
+            fs = resolve(group[0].path).filesystem
+            infos = fs.get_file_info([resolve(f.path).path for f in group])
+            for f, info in zip(group, infos, strict=True):
+                if info.type == pafs.FileType.File:
+                    mtime = info.mtime_ns if info.mtime_ns is not None else -1
+                    stamps[f.path] = file_stamp(info.size, mtime)
+    return [dataclasses.replace(f, stamp=stamps.get(f.path)) for f in files]
 
 
 def suffix_of(path: str | Path) -> str:
@@ -107,7 +155,7 @@ def discover(
             )
         )
     _check_unique(files)
-    return sorted(files, key=lambda f: f.id)
+    return sorted(with_stamps(files), key=lambda f: f.id)
 
 
 def _discover_one(
@@ -292,6 +340,7 @@ def _manifest(path: Path | str) -> list[InputFile]:
             # An object: a URI as given, or a key relative to the manifest's prefix.
             full = text if is_remote(text) else f"{root}/{text.lstrip('/')}"
             inside = full.startswith(root + "/")
+            # An object elsewhere is known by its URI.
             default_id = safe_text(strip_suffix(full[len(root) + 1 :] if inside else full))
         else:
             p = Path(text)
@@ -299,14 +348,35 @@ def _manifest(path: Path | str) -> list[InputFile]:
             default_id = safe_text(strip_suffix(Path(os.path.relpath(full, root)).as_posix()))
         row_id = row.get("id")
         label = row.get("label")
-        files.append(
-            InputFile(
-                id=str(row_id) if row_id not in (None, "") else default_id,
-                path=full,
-                label=None if label in (None, "") else str(label),
+        given = row_id not in (None, "")
+        file_id = str(row_id) if given else default_id
+        problem = id_problem(file_id) if given or not is_remote(file_id) else None
+        if problem is not None:
+            where = f"manifest {shown!r} line {line}"
+            if given:
+                raise InputError(f"{where}: id {file_id!r} {problem}; give it a plain id")
+            raise InputError(
+                f"{where}: {text!r} lies outside the manifest's folder, so its id would be "
+                f"{file_id!r}; give the row an id (an 'id' column), or put the manifest in a "
+                "folder above its files"
             )
+        files.append(
+            InputFile(id=file_id, path=full, label=None if label in (None, "") else str(label))
         )
     return files
+
+
+def id_problem(file_id: str) -> str | None:
+    """Why ``file_id`` cannot be an input's id (None: it can): blank, or a path that is
+    absolute, has empty parts or ``.``/``..`` (ids name files that runs write, and rows)."""
+    if not file_id.strip():
+        return "is blank"
+    if file_id.startswith(("/", "\\")):
+        return "is an absolute path"
+    parts = re.split(r"[/\\]", file_id)
+    if any(part in ("", ".", "..") for part in parts):
+        return "has an empty, '.' or '..' part"
+    return None
 
 
 FRAME_ID = re.compile(r"^(.*)#(\d+)$")

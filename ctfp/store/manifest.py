@@ -4,7 +4,7 @@ A shard folder (local or on an object store) holds ``part-*.parquet`` files and 
 ``_manifest.json`` naming the finished ones with their row count and size::
 
     {"format": "ctfp-manifest/1", "parts": [{"name": "part-00000.parquet", "rows": 4096,
-     "bytes": 8520311}, ...]}
+     "bytes": 8520311}, ...], "retired": ["part-00003.parquet"]}
 
 Writers put a part first (an atomic rename locally; one PUT on an object store, which shows all
 of the object or none of it) and then rewrite the record (atomically, the same way): a part the
@@ -12,6 +12,11 @@ record does not name is not there for readers. A run killed between the two leav
 which the next writer checks and adopts (or refuses, naming it); a named part that is missing
 or has another size is an error, never a silent gap. Folders written before ctfp kept a
 record are read by listing, locally only, and get a record from their next writer.
+
+``retired`` (optional) names files that are not parts, whatever they hold: a part replaced by a
+copy without some rows (their inputs changed: :meth:`ShardWriter.supersede
+<ctfp.store.writer.ShardWriter.supersede>`), and copies being written. Readers leave them out;
+the next writer deletes them (never adopts them).
 """
 
 from __future__ import annotations
@@ -19,8 +24,10 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from ctfp.exceptions import InputError, ShardMismatchError
 from ctfp.io.fs import Location, PathLike, child, resolve
@@ -70,6 +77,13 @@ def read_manifest(folder: PathLike) -> list[Part] | None:
     ShardMismatchError
         The record is not ctfp's or cannot be read (the message names it).
     """
+    record = read_record(folder)
+    return None if record is None else record[0]
+
+
+def read_record(folder: PathLike) -> tuple[list[Part], list[str]] | None:
+    """``folder``'s record: the finished parts (in name order) and the retired file names;
+    None without a record (errors: :func:`read_manifest`)."""
     path = child(folder, MANIFEST_FILE)
     raw = resolve(path).read_bytes()
     if raw is None:
@@ -79,23 +93,26 @@ def read_manifest(folder: PathLike) -> list[Part] | None:
         if doc.get("format") != MANIFEST_FORMAT:
             raise ValueError(f"format {doc.get('format')!r}, expected {MANIFEST_FORMAT!r}")
         parts = [Part(str(e["name"]), int(e["rows"]), int(e["bytes"])) for e in doc["parts"]]
+        retired = [str(name) for name in doc.get("retired", [])]
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise ShardMismatchError(
             f"{path} is not a ctfp commit record ({exc}); it names a folder's finished shards: "
             "restore it or write into a new --out"
         ) from None
-    bad = [p.name for p in parts if not NAME_RE.match(p.name)]
+    bad = [name for name in [p.name for p in parts] + retired if not NAME_RE.match(name)]
     if bad:
         raise ShardMismatchError(f"{path} names {bad[0]!r}, which is not a shard file name")
-    return sorted(parts, key=lambda p: p.name)
+    return sorted(parts, key=lambda p: p.name), sorted(retired)
 
 
-def manifest_bytes(parts: list[Part]) -> bytes:
-    """The record naming ``parts`` (sorted by name), as written."""
-    doc = {
+def manifest_bytes(parts: list[Part], retired: Iterable[str] = ()) -> bytes:
+    """The record naming ``parts`` (sorted by name) and the ``retired`` files, as written."""
+    doc: dict[str, Any] = {
         "format": MANIFEST_FORMAT,
         "parts": [asdict(p) for p in sorted(parts, key=lambda p: p.name)],
     }
+    if retired:
+        doc["retired"] = sorted(retired)
     return (json.dumps(doc, indent=1) + "\n").encode("utf-8")
 
 
@@ -118,8 +135,8 @@ def committed_shards(folder: PathLike) -> list[str | Path]:
         A named part has another size than recorded (replaced since it was committed).
     """
     loc = resolve(folder)
-    parts = read_manifest(folder)
-    if parts is None:
+    record = read_record(folder)
+    if record is None:
         if not loc.local:
             raise InputError(
                 f"no ctfp shards in {os.fspath(folder)!r}: it has no commit record "
@@ -129,6 +146,7 @@ def committed_shards(folder: PathLike) -> list[str | Path]:
         if not listed:
             raise InputError(f"no ctfp shards (part-*.parquet) in {os.fspath(folder)!r}")
         return [child(folder, name) for name in listed]
+    parts, retired = record
     if not parts:
         raise InputError(f"no finished ctfp shards in {os.fspath(folder)!r} (its record is empty)")
     sizes = file_sizes(loc, [p.name for p in parts])
@@ -147,7 +165,7 @@ def committed_shards(folder: PathLike) -> list[str | Path]:
                 "delete it and rerun the embed command"
             )
     if loc.local:
-        stray = sorted(set(list_parts(loc)) - {p.name for p in parts})
+        stray = sorted(set(list_parts(loc)) - {p.name for p in parts} - set(retired))
         if stray:
             logger.warning(
                 f"warning: {os.fspath(folder)!r} holds {len(stray)} shard file(s) its commit "
@@ -166,4 +184,5 @@ __all__ = [
     "list_parts",
     "manifest_bytes",
     "read_manifest",
+    "read_record",
 ]

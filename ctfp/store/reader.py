@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +22,7 @@ from ctfp.store.schema import (
     ERRORS_SCHEMA,
     SLICES_FORMAT,
     identity_of,
+    input_of,
     read_metadata,
 )
 
@@ -37,7 +38,8 @@ class Embeddings:
     ----------
     ids : (n,) object array of str
     matrix : (n, d) float32 (or the dtype asked for)
-    table : pyarrow.Table with ``id, source, frame, label`` (no embedding column)
+    table : pyarrow.Table with ``id, source, frame, label, fingerprint`` (no embedding column;
+        ``fingerprint`` null for rows of shards written before ctfp kept it)
     metadata : dict, the shards' ctfp metadata (model identity, dtype, decoding, version)
     """
 
@@ -208,8 +210,27 @@ def _matrix(column: pa.ChunkedArray | pa.Array, dtype: np.dtype) -> np.ndarray:
     return values.reshape(-1, d).astype(dtype, copy=False)
 
 
-def read_embeddings(paths: PathLike | Sequence[PathLike], *, dtype: Any = np.float32) -> Embeddings:
-    """Read every row of the shards in ``paths`` (folders or files) into memory.
+def of_inputs(table: pa.Table | pa.RecordBatch, inputs: Collection[str]) -> pa.Array:
+    """The mask of ``table``'s rows that come from the input files ``inputs`` (ids, as
+    :attr:`EmbedResult.inputs <ctfp.embed.writer.EmbedResult.inputs>`): a row's own id, or
+    its volume's (``vol`` for ``vol#3``)."""
+    ids = table.column("id").to_pylist()
+    frames = table.column("frame").to_pylist()
+    return pa.array(
+        [i in inputs or input_of(i, f) in inputs for i, f in zip(ids, frames, strict=True)],
+        pa.bool_(),
+    )
+
+
+def read_embeddings(
+    paths: PathLike | Sequence[PathLike],
+    *,
+    dtype: Any = np.float32,
+    inputs: Collection[str] | None = None,
+) -> Embeddings:
+    """Read every row of the shards in ``paths`` (folders or files) into memory; with
+    ``inputs`` (input-file ids), only the rows of those files (:func:`of_inputs`): a folder
+    that earlier runs filled with other inputs too gives exactly the rows of this run's.
 
     Raises
     ------
@@ -222,15 +243,21 @@ def read_embeddings(paths: PathLike | Sequence[PathLike], *, dtype: Any = np.flo
     meta = check_compatible(files)
     rows = count_rows(files)
     matrix = np.empty((rows, int(meta["dim"])), np.dtype(dtype))
+    wanted = None if inputs is None else set(inputs)
     tables, start = [], 0
     # Shard by shard into one preallocated matrix: no whole-archive Arrow column held beside it,
     # and shards whose embedding types differ only in nullability (older ctfp) mix freely.
     for path in files:
         table = read_table(path)
+        if wanted is not None:
+            table = table.filter(of_inputs(table, wanted))
         matrix[start : start + table.num_rows] = _matrix(table.column("embedding"), matrix.dtype)
         start += table.num_rows
         tables.append(table.drop_columns(["embedding"]))
-    table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+    if start < rows:
+        matrix = matrix[:start].copy()
+    # Shards from before fingerprints lack that column: null there.
+    table = pa.concat_tables(tables, promote_options="default") if len(tables) > 1 else tables[0]
     ids = np.asarray(table.column("id").to_pylist(), dtype=object)
     if len(set(ids)) != len(ids):
         values, counts = np.unique(ids.astype(str), return_counts=True)
@@ -240,14 +267,24 @@ def read_embeddings(paths: PathLike | Sequence[PathLike], *, dtype: Any = np.flo
 
 
 def iter_embeddings(
-    paths: PathLike | Sequence[PathLike], *, batch_size: int = 65_536, dtype: Any = np.float32
+    paths: PathLike | Sequence[PathLike],
+    *,
+    batch_size: int = 65_536,
+    dtype: Any = np.float32,
+    inputs: Collection[str] | None = None,
 ) -> Iterator[Embeddings]:
-    """Stream the shards in batches of at most ``batch_size`` rows; memory stays bounded."""
+    """Stream the shards in batches of at most ``batch_size`` rows; memory stays bounded.
+    ``inputs``: only the rows of those input files, as :func:`read_embeddings`."""
     files = shard_paths(paths)
     meta = check_compatible(files)
+    wanted = None if inputs is None else set(inputs)
     for path in files:
         for batch in scan_batches(path, batch_size=batch_size):
             table = pa.Table.from_batches([batch])
+            if wanted is not None:
+                table = table.filter(of_inputs(table, wanted))
+                if not table.num_rows:
+                    continue
             yield Embeddings(
                 np.asarray(table.column("id").to_pylist(), dtype=object),
                 _matrix(table.column("embedding"), np.dtype(dtype)),

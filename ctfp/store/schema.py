@@ -13,6 +13,7 @@ FORMAT = "ctfp-embeddings/1"
 METADATA_KEY = b"ctfp"
 ERRORS_DIR = "_errors"
 ERRORS_FILE = "errors.parquet"
+FINGERPRINT = "fingerprint"  # the column of each row's input fingerprint (see shard_schema)
 DTYPES = {"float16": pa.float16(), "float32": pa.float32()}
 PIXELS_DTYPE = "uint8"  # the decoded-slice cache (ctfp.store.cache)
 SLICES_FORMAT = "ctfp-slices/1"
@@ -39,8 +40,14 @@ def payload_field(dim: int, dtype: str) -> pa.Field:
 
 
 def shard_schema(dim: int, dtype: str, metadata: dict[str, Any]) -> pa.Schema:
-    """``id, source, frame, label, embedding fixed_size_list<dtype, dim>`` (or ``pixels``) with
-    ctfp metadata."""
+    """``id, source, frame, label, embedding fixed_size_list<dtype, dim>`` (or ``pixels``),
+    ``fingerprint`` with ctfp metadata.
+
+    ``fingerprint`` is what the row's input was when it was found (its size and modification
+    time: :attr:`ctfp.io.sources.InputFile.fingerprint`); with ``source`` and ``label`` it is
+    what a rerun compares to decide whether the row is still the input's. Shards written before
+    ctfp kept it have no such column: their inputs count as changed (embedded again).
+    """
     return pa.schema(
         [
             pa.field("id", pa.string(), nullable=False),
@@ -48,9 +55,18 @@ def shard_schema(dim: int, dtype: str, metadata: dict[str, Any]) -> pa.Schema:
             pa.field("frame", pa.int32(), nullable=False),
             pa.field("label", pa.string()),
             payload_field(dim, dtype),
+            pa.field(FINGERPRINT, pa.string()),
         ],
         metadata={METADATA_KEY: json.dumps(metadata, sort_keys=True).encode()},
     )
+
+
+def input_of(row_id: str, frame: int) -> str:
+    """The id of the input file of a row: ``vol`` for a volume's row ``vol#3`` (frame 3), the
+    row id itself for a single-slice file. (A cache row's input is the row id itself: callers
+    that take cache rows look up both.)"""
+    suffix = f"#{frame}"
+    return row_id[: -len(suffix)] if row_id.endswith(suffix) else row_id
 
 
 def make_metadata(identity: dict[str, Any], dtype: str, decode: dict[str, Any]) -> dict[str, Any]:

@@ -15,8 +15,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ctfp.exceptions import CtfpError, InputError, ShardMismatchError
-from ctfp.io.fs import Location, PathLike, as_local, child, remove_stale_temp_files, resolve
-from ctfp.io.sources import safe_text
+from ctfp.io.fs import (
+    Location,
+    PathLike,
+    as_local,
+    child,
+    is_remote,
+    remove_stale_temp_files,
+    resolve,
+)
+from ctfp.io.sources import InputFile, safe_text
 from ctfp.progress import logger
 from ctfp.store.manifest import (
     MANIFEST_FILE,
@@ -24,13 +32,15 @@ from ctfp.store.manifest import (
     file_sizes,
     list_parts,
     manifest_bytes,
-    read_manifest,
+    read_record,
 )
 from ctfp.store.reader import read_schema, read_table
 from ctfp.store.schema import (
     ERRORS_DIR,
     ERRORS_FILE,
     ERRORS_SCHEMA,
+    FINGERPRINT,
+    input_of,
     read_metadata,
     shard_schema,
 )
@@ -46,6 +56,19 @@ def frame_id(base: str, frame: int, n_frames: int) -> str:
     return base if n_frames == 1 else f"{base}#{frame}"
 
 
+def same_file(stored: str, path: str) -> bool:
+    """Whether the source ``stored`` in a row and the input ``path`` are one file: the same
+    text, or, locally, one file reached by two paths (a link: same device and inode)."""
+    if stored == safe_text(path):
+        return True
+    if is_remote(stored) or is_remote(path):
+        return False
+    try:
+        return os.path.samefile(stored, path)
+    except (OSError, ValueError):  # one of them is gone (moved files: another source)
+        return False
+
+
 def write_atomic(table: pa.Table, path: PathLike | Location, **kwargs: Any) -> int:
     """Write ``table`` to the Parquet file ``path`` atomically (:meth:`Location.put
     <ctfp.io.fs.Location.put>`) and return its size in bytes."""
@@ -57,18 +80,21 @@ def write_text_atomic(path: PathLike, text: str) -> None:
     resolve(path).put(text.encode("utf-8"))
 
 
-#: The rows of one input file for a part: row ids, source, frames, label, (n, dim) values.
-BufferedFile = tuple[list[str], str, list[int], "str | None", np.ndarray]
+#: The rows of one input file for a part: row ids, source, frames, label, (n, dim) values and
+#: the input's fingerprint (:attr:`ctfp.io.sources.InputFile.fingerprint`; a 5-tuple without
+#: it is taken, its rows' fingerprint unknown: embedded again by the next run).
+BufferedFile = tuple[list[str], str, list[int], "str | None", np.ndarray, "str | None"]
 
 
-def rows_table(schema: pa.Schema, files: Sequence[BufferedFile]) -> pa.Table:
-    """The shard table of whole input files' rows in ``schema`` (see
+def rows_table(schema: pa.Schema, files: Sequence[tuple[Any, ...]]) -> pa.Table:
+    """The shard table of whole input files' rows (:data:`BufferedFile`) in ``schema`` (see
     :func:`~ctfp.store.schema.shard_schema`): what the parts of every engine hold."""
     ids = [i for file_ids, *_ in files for i in file_ids]
-    sources = [source for file_ids, source, *_ in files for _ in file_ids]
-    frames = [f for _, _, file_frames, _, _ in files for f in file_frames]
-    labels = [label for file_ids, _, _, label, _ in files for _ in file_ids]
-    values = np.concatenate([emb for *_, emb in files])
+    sources = [f[1] for f in files for _ in f[0]]
+    frames = [frame for f in files for frame in f[2]]
+    labels = [f[3] for f in files for _ in f[0]]
+    stamps = [f[5] if len(f) > 5 else None for f in files for _ in f[0]]
+    values = np.concatenate([f[4] for f in files])
     payload = schema.field(4).type
     if pa.types.is_fixed_size_binary(payload):  # the decoded-slice cache: uint8 pixels
         data = np.ascontiguousarray(values, dtype=np.uint8)
@@ -85,6 +111,7 @@ def rows_table(schema: pa.Schema, files: Sequence[BufferedFile]) -> pa.Table:
         pa.array(frames, pa.int32()),
         pa.array(labels, pa.string()),
         embedding,
+        pa.array(stamps, pa.string()),
     ]
     return pa.Table.from_arrays(columns, schema=schema)
 
@@ -111,6 +138,10 @@ class ShardWriter:
     a finished shard". Files that failed to decode are never done: a rerun retries them, and
     ``_errors/errors.parquet`` always holds the latest reason for every input still failing.
     A lock file keeps two processes from writing into one folder.
+
+    Each row keeps its input's source, label and fingerprint; :meth:`resume` finds the inputs
+    that changed since (:meth:`changed`) and takes their rows out (:meth:`supersede`) before
+    they are embedded again, so readers never see two rows of one id, nor an old one.
 
     Parameters
     ----------
@@ -158,6 +189,9 @@ class ShardWriter:
                 for folder in (self.out_dir, self.out_dir / ERRORS_DIR):
                     remove_stale_temp_files(folder)
             self.done_sources: dict[str, str] = {}  # input-file id -> source, of finished shards
+            # Input-file id (and row id) -> (label, fingerprint, part) of finished shards.
+            self._stored: dict[str, tuple[str | None, str | None, str]] = {}
+            self._retired: list[str] = []  # files the record says are not parts (see manifest)
             self._row_ids: set[str] = set()  # row ids of finished shards
             self._frame_ids: dict[str, list[str]] | None = None  # see clashes()
             self._parts: list[Part] = []  # what the folder's commit record names
@@ -167,7 +201,7 @@ class ShardWriter:
             self.release()  # a folder that cannot be resumed is not left locked
             raise
         self._new_errors: list[dict[str, str]] = []
-        self._buffer: list[tuple[list[str], str, list[int], str | None, np.ndarray]] = []
+        self._buffer: list[BufferedFile] = []
         self._buffered_rows = 0
         self.shards_written: list[Path | str] = []
         self._processed: set[str] = set()
@@ -177,9 +211,15 @@ class ShardWriter:
         """Resume state from the folder's commit record: the parts it names (each checked to
         be there with its size), plus orphans (parts a killed run wrote but did not record),
         which are checked like the rest and adopted."""
-        recorded = read_manifest(self.out_dir)
+        record = read_record(self.out_dir)
+        recorded, retired = record if record is not None else (None, [])
         listed = list_parts(self._loc)
         changed = recorded is None and bool(listed)  # a folder from before commit records
+        for name in retired:  # replaced parts and unfinished copies (see supersede)
+            if name in listed:
+                self._loc.join(name).delete()
+                del listed[name]
+            changed = True
         parts: list[Part] = []
         for part in recorded or []:
             size = listed.get(part.name)
@@ -199,7 +239,8 @@ class ShardWriter:
                 parts.append(part)
         orphans = sorted(set(listed) - {p.name for p in recorded or []})
         names = [p.name for p in parts] + orphans
-        seq = max((int(m.group(1)) + 1 for m in map(_SHARD_RE.match, names) if m), default=0)
+        numbered = [*names, *retired]
+        seq = max((int(m.group(1)) + 1 for m in map(_SHARD_RE.match, numbered) if m), default=0)
         done: set[str] = set()
         for name in names:
             path = child(self.out_dir, name)
@@ -217,7 +258,9 @@ class ShardWriter:
                     f"{path} was written with other settings ({detail}); rerun with the same "
                     "settings to resume, or write into a new --out folder"
                 )
-            table = read_table(path, columns=["id", "frame", "source"])
+            stamped = FINGERPRINT in read_schema(path).names
+            columns = ["id", "frame", "source", "label", *([FINGERPRINT] if stamped else [])]
+            table = read_table(path, columns=columns)
             ids = table.column("id").to_pylist()
             if name in orphans:
                 clash = sorted(set(ids) & self._row_ids)
@@ -232,14 +275,18 @@ class ShardWriter:
                 logger.info(f"adopted {path}: a finished part the last run did not record")
             frames = table.column("frame").to_pylist()
             sources = table.column("source").to_pylist()
+            labels = table.column("label").to_pylist()
+            stamps = table.column(FINGERPRINT).to_pylist() if stamped else [None] * len(ids)
             done.update(ids)
             self._row_ids.update(ids)
-            for i, f, src in zip(ids, frames, sources, strict=True):
+            for i, f, src, label, stamp in zip(ids, frames, sources, labels, stamps, strict=True):
                 # Volume rows are "<base>#<frame>"; their file is done under its base id.
-                base = i[: -len(f"#{f}")] if i.endswith(f"#{f}") else i
+                base = input_of(i, f)
                 done.add(base)
                 self.done_sources.setdefault(base, src)
                 self.done_sources.setdefault(i, src)
+                self._stored.setdefault(base, (label, stamp, name))
+                self._stored.setdefault(i, (label, stamp, name))
         self._parts = parts
         if changed:
             self._write_manifest()
@@ -247,7 +294,7 @@ class ShardWriter:
 
     def _write_manifest(self) -> None:
         self._lock.check()  # a second writer took the folder over: commit nothing more
-        self._loc.join(MANIFEST_FILE).put(manifest_bytes(self._parts))
+        self._loc.join(MANIFEST_FILE).put(manifest_bytes(self._parts, self._retired))
 
     def forget_errors_except(self, ids: Iterable[str]) -> None:
         """Drop the recorded errors of inputs that are no longer among ``ids`` (deleted or
@@ -262,15 +309,103 @@ class ShardWriter:
 
     def check_sources(self, files: Iterable[tuple[str, str]]) -> None:
         """Refuse inputs (``(id, source)`` pairs) whose id is done in this folder from another
-        source: resuming by id would skip them and keep the other file's rows."""
+        source: resuming by id would skip them and keep the other file's rows. The same file
+        by another path (a link, a linked folder) is the same source."""
         for file_id, source in files:
             done = self.done_sources.get(file_id)
-            if done is not None and done != safe_text(source):
+            if done is not None and not same_file(done, source):
                 raise InputError(
                     f"{str(self.out_dir)!r} already holds id {file_id!r}, embedded from {done!r}; "
                     f"{safe_text(source)!r} has the same id and would be skipped. Embed other "
                     "sources into another --out (or, if the files were moved, into a new one)"
                 )
+
+    def changed(self, files: Iterable[InputFile]) -> set[str]:
+        """The ids of ``files`` done in this folder whose rows are not of the file as it is now:
+        another label or fingerprint (the file was overwritten, the manifest relabelled it), or
+        none recorded (rows written by a ctfp before fingerprints)."""
+        found = set()
+        for f in files:
+            stored = self._stored.get(f.id)
+            if stored is None or f.id not in self.done_ids:
+                continue
+            label, stamp, _ = stored
+            now = f.fingerprint
+            if label != f.label or stamp is None or now is None or stamp != now:
+                found.add(f.id)
+        return found
+
+    def supersede(self, ids: Iterable[str]) -> None:
+        """Take the rows of the input files ``ids`` out of this folder, so that they are
+        embedded again (:meth:`pending`) and readers never see the old rows beside new ones.
+
+        Each part holding some is replaced by a copy without them, in three steps that a run
+        killed at any moment and rerun completes: the record names the copies as retired
+        (not parts, whatever they hold), the copies are written, then one record names the
+        copies as parts and the replaced parts as retired (deleted next, or by the next writer).
+        """
+        ids = set(ids) & self.done_ids
+        affected = sorted({self._stored[i][2] for i in ids if i in self._stored})
+        if not affected:
+            return
+        copies = dict(zip(affected, self.reserve_names(len(affected)), strict=True))
+        self._retired = sorted({*self._retired, *copies.values()})
+        self._write_manifest()
+        written: list[Part] = []
+        for old, new in copies.items():
+            table = read_table(child(self.out_dir, old))
+            row_ids = table.column("id").to_pylist()
+            frames = table.column("frame").to_pylist()
+            keep = []
+            for i, f in zip(row_ids, frames, strict=True):
+                keep.append(i not in ids and input_of(i, f) not in ids)
+                if not keep[-1]:
+                    for key in (i, input_of(i, f)):
+                        self._row_ids.discard(key)
+                        self.done_ids.discard(key)
+                        self.done_sources.pop(key, None)
+                        self._stored.pop(key, None)
+            if not any(keep):
+                continue
+            rows = table.filter(pa.array(keep))
+            if FINGERPRINT not in rows.column_names:  # a part from before fingerprints
+                rows = rows.append_column(
+                    pa.field(FINGERPRINT, pa.string()), pa.nulls(rows.num_rows, pa.string())
+                )
+            self._lock.check()
+            size = write_part(child(self.out_dir, new), rows, self.compression)
+            written.append(Part(new, rows.num_rows, size))
+            self.shards_written.append(child(self.out_dir, new))
+        self._parts = [p for p in self._parts if p.name not in copies] + written
+        self._retired = affected
+        self._write_manifest()  # the commit
+        for old in affected:
+            self._loc.join(old).delete()
+        self._retired = []  # dropped from the record with its next write
+        self._frame_ids = None
+        logger.info(
+            f"{len(ids)} input(s) changed since their rows were written to "
+            f"{str(self.out_dir)!r} (e.g. {sorted(ids)[0]!r}): their rows are taken out and "
+            "they are embedded again"
+        )
+
+    def resume(self, files: Sequence[InputFile]) -> set[str]:
+        """Prepare this folder for a run over ``files`` and return the ids of those it still
+        needs: not done, or changed since (whose old rows are taken out first); errors of
+        inputs no longer among ``files`` are forgotten, inputs done here from another file
+        are refused (see :meth:`check_sources`)."""
+        self.forget_errors_except(f.id for f in files)
+        self.check_sources((f.id, f.path) for f in files)
+        changed = self.changed(files)
+        unknown = {i for i in changed if self._stored[i][1] is None}
+        if unknown:
+            logger.warning(
+                f"warning: {len(unknown)} input(s) in {str(self.out_dir)!r} were embedded by a "
+                "ctfp that did not record what each file was (size, modification time); they "
+                "are embedded again to be sure their rows are of the files as they are now"
+            )
+        self.supersede(changed)
+        return self.pending(f.id for f in files)
 
     # -- writing ------------------------------------------------------------------------------
     def add(
@@ -281,9 +416,12 @@ class ShardWriter:
         frames: Sequence[int],
         label: str | None,
         embeddings: np.ndarray,
+        fingerprint: str | None = None,
     ) -> int:
-        """Add all rows of input file ``file_id``; ``embeddings`` is (n, dim). Returns the rows
-        added: 0 when a row id is already in the folder (the file is recorded as an error)."""
+        """Add all rows of input file ``file_id``; ``embeddings`` is (n, dim), ``fingerprint``
+        what the file was when found (None: unknown, embedded again by the next run). Returns
+        the rows added: 0 when a row id is already in the folder (the file is recorded as an
+        error)."""
         if embeddings.shape != (len(ids), self.dim):
             raise ValueError(f"embeddings of shape {embeddings.shape} for {len(ids)} ids")
         clash = sorted(set(ids) & self._row_ids)
@@ -297,7 +435,9 @@ class ShardWriter:
             )
             return 0
         self._processed.add(file_id)
-        self._buffer.append((list(ids), safe_text(source), list(frames), label, embeddings))
+        self._buffer.append(
+            (list(ids), safe_text(source), list(frames), label, embeddings, fingerprint)
+        )
         self._buffered_rows += len(ids)
         overdue = (
             self.commit_seconds is not None

@@ -57,7 +57,7 @@ def test_schema_metadata_and_external_readers(tmp_path: Path) -> None:
         "part-00002.parquet",
     ]
     schema = pq.read_schema(shards[0])
-    assert schema.names == ["id", "source", "frame", "label", "embedding"]
+    assert schema.names == ["id", "source", "frame", "label", "embedding", "fingerprint"]
     emb = schema.field("embedding").type
     assert pa.types.is_fixed_size_list(emb) and emb.list_size == 8
     assert emb.value_type == pa.float32()
