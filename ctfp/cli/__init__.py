@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from ctfp._version import __version__
-from ctfp.exceptions import CtfpError
+from ctfp.exceptions import CtfpError, StorageError
 from ctfp.settings import Settings
 
 # A number, or a comma-separated list of them, that starts with '-': an option's value
@@ -344,6 +344,21 @@ def _main(argv: Sequence[str] | None) -> int:
         # finish, so it cannot have succeeded.
         print(f"ctfp: error: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:
+        # The system's or a store's error that no layer below named (most are named where
+        # the path is known, ctfp.io.fs): one line all the same, never a traceback.
+        if not _storage(exc):
+            raise
+        print(f"ctfp: error: {StorageError.of(exc)}", file=sys.stderr)
+        return 2
+
+
+def _storage(exc: BaseException) -> bool:
+    """Whether ``exc`` is the system's error (disk full, read-only...) or a store's."""
+    if isinstance(exc, OSError):
+        return True
+    pyarrow = sys.modules.get("pyarrow")  # loaded by whatever raised it
+    return pyarrow is not None and type(exc) is pyarrow.ArrowException
 
 
 __all__ = ["build_parser", "main"]

@@ -8,22 +8,26 @@ native filesystems; any other scheme goes through fsspec when it is installed an
 Credentials and endpoints come from each store's standard environment and configuration chain
 (for S3: ``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_REGION``,
 ``~/.aws/config``), so any S3-compatible store works with no ctfp-specific setting; ctfp never
-prints them (a :class:`Location` shows its URI only).
+prints them (a :class:`Location` shows its URI only). Every request to S3 or GCS has a time
+limit (:data:`STORE_TIMEOUTS`), and every error of reading or writing becomes one
+:class:`~ctfp.exceptions.StorageError` naming the path or URI.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
+import stat
 import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from ctfp.exceptions import InputError
+from ctfp.exceptions import InputError, StorageError, first_line
 from ctfp.io.locks import alive
 
 #: A local path or a URI, as every path-taking function of ctfp accepts it.
@@ -32,6 +36,10 @@ PathLike = str | os.PathLike[str]
 #: Schemes pyarrow opens natively (``pyarrow.fs.FileSystem.from_uri``).
 NATIVE = ("s3", "gs", "gcs", "abfs", "abfss", "az", "hdfs", "viewfs")
 _SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
+#: Time limits of object-store requests, in seconds: to connect; a request that transfers
+#: nothing for this long (a stalled endpoint) fails; attempts of one S3 call; the time one GCS
+#: call may spend retrying. A store that does not answer fails in about 10 s, not minutes.
+STORE_TIMEOUTS = {"connect": 5.0, "request": 3.0, "attempts": 3, "retry": 8.0}
 
 
 @dataclass(frozen=True)
@@ -59,25 +67,51 @@ class Location:
         return self.uri
 
     # -- what every path-taking function does with a location, written once -----------------
+    @contextlib.contextmanager
+    def failing(self, where: object = None) -> Iterator[None]:
+        """Turn the system's or the store's errors in the block into one
+        :class:`~ctfp.exceptions.StorageError` naming ``where`` (default: this location, or
+        locally the file the system names) and, where a store does not answer, its endpoint."""
+        import pyarrow as pa
+
+        try:
+            yield
+        except StorageError:
+            raise
+        except (OSError, pa.ArrowException) as exc:
+            if not isinstance(exc, OSError) and type(exc) is not pa.ArrowException:
+                raise  # pyarrow's ValueError, TypeError...: not the storage's
+            where = where or (getattr(exc, "filename", None) if self.local else None) or self.uri
+            endpoint = None if self.local else _endpoint(self.filesystem)
+            raise StorageError.of(exc, where, endpoint) from exc
+
     def exists(self) -> bool:
         """Whether this file or object is there (one metadata request on a store)."""
         import pyarrow.fs as pafs
 
-        return self.filesystem.get_file_info(self.path).type == pafs.FileType.File
+        with self.failing(self.uri):
+            return self.filesystem.get_file_info(self.path).type == pafs.FileType.File
 
     def read_bytes(self) -> bytes | None:
         """The content of this file or object, or None where there is none."""
         if not self.exists():
             return None
-        with self.filesystem.open_input_stream(self.path) as f:
+        with self.failing(self.uri), self.filesystem.open_input_stream(self.path) as f:
             return f.read()
 
     def put(self, data: bytes | Callable[[BinaryIO], Any]) -> int:
         """Write this file atomically and return its size: readers see all of it or none of
-        it. Locally a new temp file beside it, fsynced, renamed over it, the folder fsynced
-        (the folder made if missing); on a store one request (built in memory first, so that
-        a write that fails half-way leaves no half object). ``data``: bytes, or a function
-        writing to a file."""
+        it. Locally a new temp file beside it, fsynced, renamed over it (over a link, the link
+        itself: never what it points to), the folder fsynced (the folder made if missing); on
+        a store one request (built in memory first, so that a write that fails half-way leaves
+        no half object). ``data``: bytes, or a function writing to a file.
+
+        Raises
+        ------
+        StorageError
+            Something other than a file is there (a folder, a device, a FIFO, a socket), or
+            the write failed (no space left, a read-only file system, the store's error).
+        """
         if not self.local:
             if callable(data):
                 import pyarrow as pa
@@ -85,37 +119,59 @@ class Location:
                 sink = pa.BufferOutputStream()
                 data(sink)
                 data = sink.getvalue()
-            with self.filesystem.open_output_stream(self.path) as f:
+            with self.failing(self.uri), self.filesystem.open_output_stream(self.path) as f:
                 f.write(data)
             return len(data)
+        self.check_file()
         write = data if callable(data) else lambda f: f.write(data)
         path = Path(self.path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(
-            dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp"
-        )
-        try:
-            os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; the result is an ordinary file
-            with open(fd, "wb") as f:
-                write(f)
-                f.flush()
-                os.fsync(f.fileno())
-                size = os.fstat(f.fileno()).st_size
-            os.replace(name, path)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(name)
-        folder = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(folder)
-        finally:
-            os.close(folder)
+        with self.failing():  # naming the folder that cannot be made
+            path.parent.mkdir(parents=True, exist_ok=True)
+        with self.failing(self.uri):
+            fd, name = tempfile.mkstemp(
+                dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp"
+            )
+            try:
+                os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; the result: a plain file
+                with open(fd, "wb") as f:
+                    write(f)
+                    f.flush()
+                    os.fsync(f.fileno())
+                    size = os.fstat(f.fileno()).st_size
+                os.replace(name, path)
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(name)
+            folder = os.open(path.parent, os.O_RDONLY)
+            try:
+                os.fsync(folder)
+            finally:
+                os.close(folder)
         return size
+
+    def check_file(self) -> None:
+        """Refuse (:class:`~ctfp.exceptions.StorageError`) where :meth:`put` would: a local
+        folder, device, FIFO or socket is there (renaming a file over it would replace it:
+        ``/dev/null`` made a file). A link is fine: :meth:`put` replaces the link itself."""
+        if not self.local:
+            return
+        try:
+            mode = os.lstat(self.path).st_mode
+        except OSError:  # nothing there, or no folder there: put makes it or says why not
+            return
+        if stat.S_ISDIR(mode):
+            raise StorageError.of(IsADirectoryError(errno.EISDIR, ""), self.uri)
+        if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):
+            raise StorageError(
+                f"{self.uri}: is not a regular file (a device, pipe or socket); ctfp writes "
+                "its outputs as files and does not replace it: give a file's path"
+            )
 
     def delete(self) -> None:
         """Delete this file or object if it is there."""
         if self.exists():
-            self.filesystem.delete_file(self.path)
+            with self.failing(self.uri):
+                self.filesystem.delete_file(self.path)
 
     def list_files(self, recursive: bool = True) -> dict[str, int]:
         """Every file (object) under this folder (``recursive``) or in it: its path relative
@@ -133,9 +189,10 @@ class Location:
         import pyarrow.fs as pafs
 
         base = self.path.rstrip("/")
-        infos = self.filesystem.get_file_info(
-            pafs.FileSelector(base, allow_not_found=True, recursive=recursive)
-        )
+        with self.failing(self.uri):
+            infos = self.filesystem.get_file_info(
+                pafs.FileSelector(base, allow_not_found=True, recursive=recursive)
+            )
         return {
             i.path[len(base) + 1 :]: i.size
             for i in sorted(infos, key=lambda i: i.path)
@@ -150,7 +207,8 @@ class Location:
 
         if not self.local:
             return Lease(self)
-        Path(self.path).mkdir(parents=True, exist_ok=True)
+        with self.failing():  # a file there, a read-only file system...
+            Path(self.path).mkdir(parents=True, exist_ok=True)
         return FolderLock(self.path)
 
 
@@ -212,20 +270,55 @@ _CONFIG = ("AWS_", "GOOGLE_", "AZURE_")  # the environment that configures a sto
 _CACHED_SCHEMES = ("s3", "gs", "gcs")  # where the filesystem path is "<authority>/<key>"
 
 
+def _bounded(fs: Any) -> Any:
+    """``fs`` with :data:`STORE_TIMEOUTS` on its requests (S3 and GCS; others as they are)."""
+    import datetime
+
+    import pyarrow.fs as pafs
+
+    if isinstance(fs, pafs.S3FileSystem):
+        limits = {
+            "connect_timeout": STORE_TIMEOUTS["connect"],
+            "request_timeout": STORE_TIMEOUTS["request"],
+            "retry_strategy": pafs.AwsStandardS3RetryStrategy(int(STORE_TIMEOUTS["attempts"])),
+        }
+    elif isinstance(fs, pafs.GcsFileSystem):
+        limits = {"retry_time_limit": datetime.timedelta(seconds=STORE_TIMEOUTS["retry"])}
+    else:
+        return fs
+    rebuild, (options,) = fs.__reduce__()  # the options from_uri found (region, endpoint)
+    return rebuild({**options, **limits})
+
+
+def _endpoint(fs: Any) -> str | None:
+    """Where the store ``fs`` sends its requests, to name in an error (None: not known)."""
+    import pyarrow.fs as pafs
+
+    if not isinstance(fs, pafs.S3FileSystem | pafs.GcsFileSystem):
+        return None
+    options = fs.__reduce__()[1][0]
+    if options.get("endpoint_override"):
+        return str(options["endpoint_override"])
+    if isinstance(fs, pafs.GcsFileSystem):
+        return "storage.googleapis.com"
+    return f"s3.{options.get('region') or 'us-east-1'}.amazonaws.com"
+
+
 def _native(text: str, scheme: str) -> tuple[Any, str]:
     import pyarrow.fs as pafs
 
     rest = text.split("://", 1)[1]
     authority, _, key = rest.partition("/")
     if scheme not in _CACHED_SCHEMES or not authority:
-        return pafs.FileSystem.from_uri(text)
+        fs, path = pafs.FileSystem.from_uri(text)
+        return _bounded(fs), path
     # Per process too: a client made before a fork (DataLoader workers) is not used after it.
     config = sorted(f"{k}={v}" for k, v in os.environ.items() if k.startswith(_CONFIG))
     cache_key = (str(os.getpid()), scheme, authority, *config)
     with _FILESYSTEMS_LOCK:
         fs = _FILESYSTEMS.get(cache_key)
         if fs is None:
-            fs, _ = pafs.FileSystem.from_uri(f"{scheme}://{authority}/")
+            fs = _bounded(pafs.FileSystem.from_uri(f"{scheme}://{authority}/")[0])
             _FILESYSTEMS[cache_key] = fs
     return fs, f"{authority}/{key}".rstrip("/")
 
@@ -236,10 +329,11 @@ def resolve(location: str | os.PathLike[str] | Location) -> Location:
     Raises
     ------
     InputError
-        An empty location, a scheme neither pyarrow nor fsspec knows, or a store that cannot
-        be opened (the message names the location and the store's reason; credentials are
-        never part of it).
+        An empty location, a scheme neither pyarrow nor fsspec knows, ``.`` or ``..`` in a
+        URI's path, or a store that cannot be opened (the message names the location and the
+        store's reason; credentials are never part of it).
     """
+    import pyarrow as pa
     import pyarrow.fs as pafs
 
     if isinstance(location, Location):
@@ -249,16 +343,21 @@ def resolve(location: str | os.PathLike[str] | Location) -> Location:
         raise InputError("an empty path or URI")
     scheme = scheme_of(text)
     if scheme is None:
-        path = str(Path(text).expanduser().resolve())
+        path = _absolute(Path(text).expanduser())
         return Location(path, path, pafs.LocalFileSystem(), True)
     if scheme == "file":
         fs, path = pafs.FileSystem.from_uri(text)
         return Location(text, path, fs, True)
+    if {".", ".."} & set(text.split("://", 1)[1].split("/")):
+        raise InputError(
+            f"{text!r}: '.' and '..' name no folder on an object store (keys are names, not "
+            "paths); write the key in full"
+        )
     if scheme in NATIVE:
         try:
             fs, path = _native(text, scheme)
-        except (OSError, ValueError) as exc:  # pyarrow's reason, without secrets
-            raise InputError(f"cannot open {text!r}: {exc}") from None
+        except (OSError, ValueError, pa.ArrowException) as exc:  # the reason, without secrets
+            raise InputError(f"cannot open {text!r}: {first_line(exc)}") from None
         return Location(text, path, fs, False)
     try:
         import fsspec
@@ -268,13 +367,22 @@ def resolve(location: str | os.PathLike[str] | Location) -> Location:
         try:
             inner = fsspec.filesystem(scheme)
         except (ImportError, ValueError, OSError) as exc:
-            raise InputError(f"cannot open {text!r} through fsspec: {exc}") from None
+            raise InputError(f"cannot open {text!r} through fsspec: {first_line(exc)}") from None
         fs = pafs.PyFileSystem(pafs.FSSpecHandler(inner))
         return Location(text, inner._strip_protocol(text), fs, False)
     raise InputError(
         f"{text!r}: unknown storage scheme {scheme!r}; ctfp reads local paths, file://, "
         f"{', '.join(s + '://' for s in NATIVE)} and what an installed fsspec knows"
     )
+
+
+def _absolute(path: Path) -> str:
+    """``path`` made absolute with its links resolved, except a link at its end that names
+    no folder: writing there replaces the link itself, never the file it points to."""
+    full = path.resolve()
+    if path.is_symlink() and not full.is_dir():
+        return str(path.absolute().parent.resolve() / path.name)
+    return str(full)
 
 
 def child(folder: str | os.PathLike[str], name: str) -> str | Path:
@@ -286,6 +394,7 @@ def child(folder: str | os.PathLike[str], name: str) -> str | Path:
 
 __all__ = [
     "NATIVE",
+    "STORE_TIMEOUTS",
     "Location",
     "PathLike",
     "as_local",

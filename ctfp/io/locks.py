@@ -21,13 +21,18 @@ import stat
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
-from ctfp.exceptions import CtfpError
+from ctfp.exceptions import CtfpError, StorageError, first_line
+
+T = TypeVar("T")
 
 LEASE_FILE = "_lease.json"
 LEASE_SECONDS = 120.0
+#: The longest a read of the lease may take (the stores' own time limits come first).
+LEASE_READ_SECONDS = 60.0
 
 
 def alive(pid: int) -> bool:
@@ -43,9 +48,29 @@ def alive(pid: int) -> bool:
     return True
 
 
-def _first_line(exc: BaseException) -> str:
-    """The first line of a store's error (pyarrow's run on), or its type where it says none."""
-    return str(exc).splitlines()[0] if str(exc).strip() else type(exc).__name__
+def _within(seconds: float, call: Callable[[], T], what: str) -> T:
+    """``call()``, or a :class:`~ctfp.exceptions.StorageError` naming ``what`` once it has
+    taken ``seconds``: a store whose client has no time limit of its own (fsspec's) does not
+    keep a writer waiting forever (the call goes on in a daemon thread, and is left there)."""
+    done: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            done["value"] = call()
+        except BaseException as exc:  # handed to the caller
+            done["error"] = exc
+
+    thread = threading.Thread(target=target, name="ctfp-store-call", daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        raise StorageError(
+            f"{what}: the store did not answer within {seconds:.0f} s; check the endpoint and "
+            "the network, then rerun"
+        )
+    if "error" in done:
+        raise done["error"]
+    return done["value"]
 
 
 # Output folders locked by writers of this process (see FolderLock).
@@ -145,8 +170,9 @@ class Lease(_Held):
         self._thread.start()
 
     def _read(self) -> dict[str, Any] | None:
+        data = _within(LEASE_READ_SECONDS, self._lease.read_bytes, self.path)
         try:
-            doc = json.loads(self._lease.read_bytes())  # TypeError where there is none
+            doc = json.loads(data)  # TypeError where there is none
             float(doc["expires"])
             return doc
         except (ValueError, KeyError, TypeError):
@@ -187,7 +213,7 @@ class Lease(_Held):
                 self._write()
                 self._error = None
             except OSError as exc:  # a store hiccup: next round (check() renews the lease
-                self._error = _first_line(exc)  # itself once half of it has passed)
+                self._error = first_line(exc)  # itself once half of it has passed)
 
     def check(self) -> None:
         """Stop (CtfpError) if this writer no longer holds the folder: called before commits.
@@ -200,8 +226,8 @@ class Lease(_Held):
             held = self._read()
         except OSError as exc:
             raise CtfpError(
-                f"cannot read the write lease {self.path}: {_first_line(exc)}; this "
-                "writer stops without committing more (rerun to finish)"
+                f"cannot read the write lease: {StorageError.of(exc, self.path)}; this writer "
+                "stops without committing more (rerun to finish)"
             ) from None
         self._lost = self._lost or self._loss(held)
         if self._lost is not None:
@@ -217,7 +243,7 @@ class Lease(_Held):
             except OSError as exc:
                 raise CtfpError(
                     f"could not renew the write lease of {self.folder!r} for {age:.0f} s "
-                    f"({self._error or _first_line(exc)}); this writer stops before "
+                    f"({self._error or first_line(exc)}); this writer stops before "
                     "the lease expires (rerun to finish)"
                 ) from None
 
@@ -236,7 +262,7 @@ class Lease(_Held):
 
             logger.warning(
                 f"warning: could not delete the write lease {self.path} "
-                f"({_first_line(exc)}); it expires within {self.seconds:.0f} s"
+                f"({first_line(exc)}); it expires within {self.seconds:.0f} s"
             )
 
 

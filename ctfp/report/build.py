@@ -60,12 +60,16 @@ def write_report(
     InputError
         ``run_dir`` is not a run folder (no summary.json), a run file is missing, or the truth
         does not cover the run's ids.
+    StorageError
+        ``out_html`` is a folder, a device, a FIFO or a socket, or cannot be written.
     """
     from ctfp.runs.remote import local_run
 
     if max_items < 1:
         raise InputError(f"max_items must be positive, got {max_items}")
     out_html = None if out_html is None else as_local(out_html)
+    if out_html is not None:  # a folder or a device there: said before the report is made
+        resolve(out_html).check_file()
     with local_run(run_dir) as (run, origin):
         return _write_report(run, origin, out_html, truth, max_items, k, seed)
 
