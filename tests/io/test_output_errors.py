@@ -83,6 +83,10 @@ def test_the_system_s_errors_are_one_line_naming_the_path(tmp_path: Path) -> Non
     said = str(StorageError.of(full.value, "/out/part-00000.parquet"))
     assert said.startswith("/out/part-00000.parquet: no space left on the device; free some")
     assert "rerun the same command" in said
+    read_only = OSError(errno.EROFS, os.strerror(errno.EROFS), "/mnt/ro/out")
+    assert str(StorageError.of(read_only)) == (
+        "/mnt/ro/out: read-only file system; write to a writable folder"
+    )
 
 
 @pytest.mark.skipif(not Path("/sys/kernel").is_dir(), reason="needs Linux's /sys")

@@ -122,3 +122,34 @@ def test_uris_that_are_refused_in_one_line(capsys: pytest.CaptureFixture, src: P
         assert main(["embed", str(src), "--out", uri, *PIXELS]) == 2
         err = one_error_line(capsys)
         assert uri in err and says in err
+
+
+def test_a_store_stopped_mid_write_is_one_line_naming_it(
+    s3_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    from ctfp.exceptions import CtfpError
+    from ctfp.store.writer import ShardWriter
+    from tests.store.test_shards import fill, meta
+
+    monkeypatch.setitem(fs.STORE_TIMEOUTS, "attempts", 1)  # no retries: a faster test
+    port = closed_port()  # a store of this test's own, to stop
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
+        boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="stopped")
+        writer = ShardWriter("s3://stopped/x", metadata=meta(), rows_per_shard=1)
+        fill(writer, ["a"])
+    finally:
+        server.stop()
+    with pytest.raises(CtfpError) as caught:
+        fill(writer, ["b"])
+        writer.flush()
+    writer.release()  # the lease cannot be deleted: a warning
+    said = str(caught.value)
+    assert "s3://stopped/x/" in said and f"the store at {endpoint} did not answer" in said
+    assert "\n" not in said
