@@ -171,7 +171,17 @@ def build_parser() -> argparse.ArgumentParser:
         )
         add_settings(tp, EngineSettings, seen=taken)
 
-    p = command("evaluate", commands.evaluate, "score a run file against the truth")
+    p = command(
+        "evaluate",
+        commands.evaluate,
+        "score a run file against the truth",
+        "Score RUN (run.csv, clusters.csv or open_set.csv of `ctfp run`, or any id,value run "
+        "file) against --truth. Task 1: F1, accuracy, kappa and, with scores, ROC-AUC (only the "
+        "order of the scores counts: inf and -inf are scores, NaN is refused), with 95 % "
+        "bootstrap intervals. Task 2: ARI and NMI; the slices open_set.csv marks -1 (in no "
+        "known group) are scored as one cluster of their own (n_unknown). An id given twice in "
+        "any file is refused.",
+    )
     p.add_argument("task", choices=TASKS)
     p.add_argument("run", metavar="RUN")
     p.add_argument("--truth", required=True, help="CSV with id,label (task1) or id,cluster (task2)")

@@ -49,7 +49,7 @@ def _shards(args: argparse.Namespace, api: Callable[..., Any], settings: type[Se
             f"error: none of the {result.files} input(s) could be read; the reasons are in "
             f"{os.path.join(result.out, ERRORS_DIR, ERRORS_FILE)}"
         )
-        return 1
+        return 2
     return 0
 
 

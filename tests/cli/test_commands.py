@@ -79,11 +79,11 @@ def test_errors_exit_2_with_a_message(tmp_path: Path, capsys) -> None:
     assert "LEVEL,WIDTH" in capsys.readouterr().err
 
 
-def test_a_run_that_could_read_no_input_exits_1(tmp_path: Path, capsys) -> None:
+def test_a_run_that_could_read_no_input_exits_2(tmp_path: Path, capsys) -> None:
     png = str(LUNG / "png" / "A0001_s2_030.png")
     out = str(tmp_path / "o")
     args = ["embed", png, "--out", out, "--features", "pixels", "--quiet"]
-    assert main([*args, "--max-pixels", "64x64"]) == 1
+    assert main([*args, "--max-pixels", "64x64"]) == 2  # an error, as the README says
     err = capsys.readouterr().err
     assert "declares 256x256 pixels per slice, more than the limit of 4,096" in err
     assert "raise the limit with --max-pixels" in err
