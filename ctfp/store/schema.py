@@ -39,15 +39,19 @@ def payload_field(dim: int, dtype: str) -> pa.Field:
     return pa.field("embedding", pa.list_(element, dim), nullable=False)
 
 
-def shard_schema(dim: int, dtype: str, metadata: dict[str, Any]) -> pa.Schema:
-    """``id, source, frame, label, embedding fixed_size_list<dtype, dim>`` (or ``pixels``),
-    ``fingerprint`` with ctfp metadata.
+def shard_schema(
+    dim: int, dtype: str, metadata: dict[str, Any], *, fingerprints: bool = False
+) -> pa.Schema:
+    """``id, source, frame, label, embedding fixed_size_list<dtype, dim>`` (or ``pixels``) and,
+    with ``fingerprints`` (what :class:`~ctfp.store.writer.ShardWriter` writes), ``fingerprint``,
+    with ctfp metadata.
 
     ``fingerprint`` is what the row's input was when it was found (its size and modification
     time: :attr:`ctfp.io.sources.InputFile.fingerprint`); with ``source`` and ``label`` it is
-    what a rerun compares to decide whether the row is still the input's. Shards written before
-    ctfp kept it have no such column: their inputs count as changed (embedded again).
+    what a rerun compares to decide whether the row is still the input's. Shards without the
+    column (written before ctfp kept it) count as changed: their inputs are embedded again.
     """
+    stamps = [pa.field(FINGERPRINT, pa.string())] if fingerprints else []
     return pa.schema(
         [
             pa.field("id", pa.string(), nullable=False),
@@ -55,7 +59,7 @@ def shard_schema(dim: int, dtype: str, metadata: dict[str, Any]) -> pa.Schema:
             pa.field("frame", pa.int32(), nullable=False),
             pa.field("label", pa.string()),
             payload_field(dim, dtype),
-            pa.field(FINGERPRINT, pa.string()),
+            *stamps,
         ],
         metadata={METADATA_KEY: json.dumps(metadata, sort_keys=True).encode()},
     )

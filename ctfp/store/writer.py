@@ -111,7 +111,7 @@ def rows_table(schema: pa.Schema, files: Sequence[tuple[Any, ...]]) -> pa.Table:
         pa.array(frames, pa.int32()),
         pa.array(labels, pa.string()),
         embedding,
-        pa.array(stamps, pa.string()),
+        *([pa.array(stamps, pa.string())] if FINGERPRINT in schema.names else []),
     ]
     return pa.Table.from_arrays(columns, schema=schema)
 
@@ -182,7 +182,7 @@ class ShardWriter:
         self.dtype = str(metadata["dtype"])
         self.rows_per_shard = rows_per_shard
         self.compression = compression
-        self.schema = shard_schema(self.dim, self.dtype, metadata)
+        self.schema = shard_schema(self.dim, self.dtype, metadata, fingerprints=True)
         self._lock = self._loc.lock()  # released by release(), also after an error
         try:
             if not self.remote:  # a killed run's temp files; never a finished shard
@@ -192,6 +192,7 @@ class ShardWriter:
             # Input-file id (and row id) -> (label, fingerprint, part) of finished shards.
             self._stored: dict[str, tuple[str | None, str | None, str]] = {}
             self._retired: list[str] = []  # files the record says are not parts (see manifest)
+            self._unrecorded: set[str] = set()  # ids of rows in parts without fingerprints
             self._row_ids: set[str] = set()  # row ids of finished shards
             self._frame_ids: dict[str, list[str]] | None = None  # see clashes()
             self._parts: list[Part] = []  # what the folder's commit record names
@@ -277,6 +278,8 @@ class ShardWriter:
             sources = table.column("source").to_pylist()
             labels = table.column("label").to_pylist()
             stamps = table.column(FINGERPRINT).to_pylist() if stamped else [None] * len(ids)
+            if not stamped:
+                self._unrecorded.update(ids)
             done.update(ids)
             self._row_ids.update(ids)
             for i, f, src, label, stamp in zip(ids, frames, sources, labels, stamps, strict=True):
@@ -287,6 +290,8 @@ class ShardWriter:
                 self.done_sources.setdefault(i, src)
                 self._stored.setdefault(base, (label, stamp, name))
                 self._stored.setdefault(i, (label, stamp, name))
+                if not stamped:
+                    self._unrecorded.add(base)
         self._parts = parts
         if changed:
             self._write_manifest()
@@ -323,15 +328,15 @@ class ShardWriter:
     def changed(self, files: Iterable[InputFile]) -> set[str]:
         """The ids of ``files`` done in this folder whose rows are not of the file as it is now:
         another label or fingerprint (the file was overwritten, the manifest relabelled it), or
-        none recorded (rows written by a ctfp before fingerprints)."""
+        none recorded (rows written by a ctfp before fingerprints). A fingerprint that is None
+        both there and now (an input whose file could not be looked at) compares equal."""
         found = set()
         for f in files:
             stored = self._stored.get(f.id)
             if stored is None or f.id not in self.done_ids:
                 continue
             label, stamp, _ = stored
-            now = f.fingerprint
-            if label != f.label or stamp is None or now is None or stamp != now:
+            if f.id in self._unrecorded or label != f.label or stamp != f.fingerprint:
                 found.add(f.id)
         return found
 
@@ -365,6 +370,7 @@ class ShardWriter:
                         self.done_ids.discard(key)
                         self.done_sources.pop(key, None)
                         self._stored.pop(key, None)
+                        self._unrecorded.discard(key)
             if not any(keep):
                 continue
             rows = table.filter(pa.array(keep))
@@ -397,7 +403,7 @@ class ShardWriter:
         self.forget_errors_except(f.id for f in files)
         self.check_sources((f.id, f.path) for f in files)
         changed = self.changed(files)
-        unknown = {i for i in changed if self._stored[i][1] is None}
+        unknown = changed & self._unrecorded
         if unknown:
             logger.warning(
                 f"warning: {len(unknown)} input(s) in {str(self.out_dir)!r} were embedded by a "
