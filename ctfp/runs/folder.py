@@ -7,6 +7,8 @@ OUT/clusters.csv           task 2: <id>,<cluster> (ImageCLEF run file, no header
 OUT/model/                 the fitted model (:mod:`ctfp.runs.models`)
 OUT/k<k>/...               task 1 with several k: run.csv, scores.csv, model/ per k
 OUT/embeddings[-<features>]/  the embedding shards, reused by reruns
+OUT/origin.json            the data folder and task the run folder belongs to (written before
+                           the first embedding; another folder or task is refused)
 """
 
 from __future__ import annotations
@@ -45,6 +47,8 @@ REPORT_FILE = "report.html"
 OPEN_SET_FILE = "open_set.csv"
 AUDIT_FILES = ("audit.json", "audit.md")
 EMBEDDINGS_DIR = "embeddings"
+#: ``{"data": <resolved data folder>, "task": "task1"|"task2"}``: whose run folder this is.
+ORIGIN_FILE = "origin.json"
 
 
 def embeddings_dir(out: PathLike, features: str = "resnet50") -> Path | str:
@@ -171,6 +175,39 @@ def begin_commit(out: PathLike) -> None:
             entry.unlink(missing_ok=True)
 
 
+def check_origin(out: PathLike, data: str, task: str) -> None:
+    """Refuse to run ``task`` on the data folder ``data`` (resolved) into the run folder ``out``
+    (local or a URI) where it belongs to another data folder or task: its embeddings and
+    results are theirs. What ``out`` belongs to is its :data:`ORIGIN_FILE`; an older run
+    folder without one, the task its summary names."""
+    from ctfp.io.fs import resolve
+
+    where = resolve(out)
+    raw = where.join(ORIGIN_FILE).read_bytes() or where.join(SUMMARY_FILE).read_bytes()
+    try:
+        record = json.loads(raw) if raw else {}
+    except ValueError:
+        record = {}  # an unreadable summary: read_summary names it where it is read
+    record = record if isinstance(record, dict) else {}
+    held_data, held_task = record.get("data", data), record.get("task", task)
+    if (held_data, held_task) != (data, task):
+        raise InputError(
+            f"--out {str(out)!r} holds the {held_task} run of {str(held_data)!r}, not the "
+            f"{task} run of {data!r}: its embeddings and results are that run's; use another "
+            "--out for this one"
+        )
+
+
+def write_origin(out: PathLike, data: str, task: str) -> None:
+    """Record in the run folder ``out`` the data folder and task it belongs to (see
+    :func:`check_origin`), where it is not recorded yet."""
+    from ctfp.io.fs import child, resolve
+
+    path = child(out, ORIGIN_FILE)
+    if not resolve(path).exists():
+        write_text_atomic(path, json.dumps({"data": data, "task": task}, indent=2) + "\n")
+
+
 def fingerprint(path: Path) -> str:
     """What the commit record keeps of one file: its sha256 (files up to 64 MiB), else its size
     and modification time (a large saved index is not hashed at every load)."""
@@ -250,12 +287,14 @@ __all__ = [
     "CLUSTERS_FILE",
     "MODEL_DIR",
     "MODEL_FILE",
+    "ORIGIN_FILE",
     "RUN_FILE",
     "SCORES_FILE",
     "SUMMARY_FILE",
     "TEST_PREFIX",
     "begin_commit",
     "check_if_run",
+    "check_origin",
     "chosen_k",
     "embeddings_dir",
     "find_embeddings",
@@ -265,6 +304,7 @@ __all__ = [
     "read_summary",
     "split_test_rows",
     "task1_dir",
+    "write_origin",
     "write_scores",
     "write_summary",
 ]

@@ -3,7 +3,7 @@ and the steps of both tasks on it (the logged cross-validation, the recorded set
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ from ctfp.progress import logger, progress_bar
 from ctfp.runs.folder import TEST_PREFIX, embeddings_dir, split_test_rows
 from ctfp.runs.remote import check_local_data
 from ctfp.store.reader import Embeddings, read_embeddings
+from ctfp.store.schema import input_of
 
 #: The feature types ``--method auto`` tries when the features are ``auto``: those that need no
 #: learned weights, at several resolutions, and ResNet50 when its weights can be loaded.
@@ -50,12 +51,19 @@ def embed_features(
     *,
     engine: str | EngineSettings = "local",
     progress: bool = True,
+    unread: dict[str, str] | None = None,
 ) -> dict[str, Embeddings]:
     """Embed the ImageCLEF folder ``data`` with each feature type of ``features`` into ``out``'s
     embeddings folder of that type (:func:`~ctfp.runs.folder.embeddings_dir`; what is there is
     resumed; ``out`` may be on an object store) and read each back. Every type holds the same
     slices (an InputError otherwise; callers align rows by id); ``required`` sub-folders must
     exist.
+
+    The rows read back are those of ``data`` as it is now: of the files the embed step listed
+    (``EmbedResult.inputs``; an input changed or relabelled since is embedded again), so rows
+    of files removed or moved since an earlier run are left out. The inputs that could not be
+    read (listed but without a row, or folders that could not be searched) go to ``unread``
+    (id: reason).
 
     Each slice is decoded once for all the types (:func:`~ctfp.embed.runner.embed_many`), and
     each folder holds what embedding that type alone writes; a joined type joins parts
@@ -64,7 +72,7 @@ def embed_features(
     root = check_layout(data, required)
     folders = {f: embeddings_dir(out, f) for f in dict.fromkeys(features)}
     try:
-        embed_many(
+        results = embed_many(
             root, folders, settings.replace(layout="imageclef"), engine=engine, progress=progress
         )
     except ShardMismatchError as exc:
@@ -72,7 +80,7 @@ def embed_features(
             f"{exc} (a run keeps each feature type in its own folder: remove the one named to "
             "embed that type again)"
         ) from None
-    found = {f: _read_finite(shards) for f, shards in folders.items()}
+    found = {f: _read_finite(shards, results[f].inputs) for f, shards in folders.items()}
     first = next(iter(found.values()), None)
     for f, emb in found.items():
         if first is not None and set(emb.ids.tolist()) != set(first.ids.tolist()):
@@ -80,7 +88,33 @@ def embed_features(
                 f"the {f} and {features[0]} embeddings hold different slices; remove "
                 f"{embeddings_dir(out, f)} and rerun"
             )
+    if unread is not None and first is not None:
+        result = next(iter(results.values()))
+        frames = first.table.column("frame").to_pylist()
+        have = {*first.ids, *map(input_of, first.ids, frames)}  # a volume's rows: vol#<frame>
+        reasons = {e["id"]: (str(e["reason"]).splitlines() or [""])[0] for e in result.errors}
+        missing = sorted({*result.inputs, *reasons} - have)
+        unread.update({i: reasons.get(i, "no row was embedded") for i in missing})
     return found
+
+
+def unread_warnings(data: PathLike, unread: dict[str, str], shown: int = 10) -> list[str]:
+    """The summary's warning naming the inputs of ``data`` that could not be read (none: no
+    warning): they are in no count, file or fit of the run."""
+    if not unread:
+        return []
+    names = sorted(unread)
+    listed = "; ".join(f"{n} ({unread[n]})" for n in names[:shown])
+    more = f"; and {len(names) - shown} more" if len(names) > shown else ""
+    return [
+        f"{len(names)} input(s) of {data} could not be read and are left out of the run and its "
+        f"counts: {listed}{more}"
+    ]
+
+
+def unread_note(n: int) -> str:
+    """What a verdict adds where ``n`` inputs could not be read."""
+    return f"; {n} input(s) could not be read and are not counted (see warnings)" if n else ""
 
 
 def auto_features(
@@ -112,23 +146,26 @@ def embed_candidates(
     *,
     engine: str | EngineSettings,
     progress: bool,
+    unread: dict[str, str] | None = None,
 ) -> tuple[list[str], dict[str, str], dict[str, Embeddings]]:
     """What a run tries: the feature types of :func:`auto_features` (those left out logged
-    with the reason), those left out, and the embeddings of each (:func:`embed_features`)."""
+    with the reason), those left out, and the embeddings of each (:func:`embed_features`,
+    which fills ``unread``)."""
     features, skipped = auto_features(settings, candidates)
     for name, reason in skipped.items():
         logger.warning(
             f"auto: {name} left out: {reason} (pass --weights PATH or --weights random to try it)"
         )
     found = embed_features(
-        data, out, required, settings, features, engine=engine, progress=progress
+        data, out, required, settings, features, engine=engine, progress=progress, unread=unread
     )
     return features, skipped, found
 
 
-def _read_finite(shards: PathLike) -> Embeddings:
-    """The embeddings of ``shards``; an InputError naming a row that is not finite."""
-    data = read_embeddings(shards)
+def _read_finite(shards: PathLike, inputs: Collection[str]) -> Embeddings:
+    """The embeddings of ``shards`` of the input files ``inputs``; an InputError naming a row
+    that is not finite."""
+    data = read_embeddings(shards, inputs=inputs)
     finite = np.isfinite(data.matrix).all(axis=1)
     if not finite.all():  # a damaged shard: say which row, not scikit-learn's "Input X ..."
         bad = np.flatnonzero(~finite)
@@ -224,4 +261,6 @@ __all__ = [
     "rows_by_id",
     "run_ids",
     "settings_record",
+    "unread_note",
+    "unread_warnings",
 ]

@@ -21,7 +21,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -30,6 +30,8 @@ from ctfp.io.fs import Location, PathLike, as_local, is_remote, resolve
 from ctfp.io.locks import LEASE_FILE
 
 T = TypeVar("T")
+#: What a run calls before its first write into its run folder (see :func:`in_run_folder`).
+Claim = Callable[[], None]
 
 
 def check_local_data(data: PathLike) -> None:
@@ -44,20 +46,43 @@ def check_local_data(data: PathLike) -> None:
         )
 
 
-def in_run_folder(data: PathLike, out: PathLike, body: Callable[[Path, Path, PathLike], T]) -> T:
-    """``body(data, local, root)``: a run reading its labelled folder ``data`` (local or
-    mounted), writing its files into ``local`` and its embeddings under ``root``. Locally both
-    are ``out``; on a store ``local`` is a staging folder, published to ``out`` when ``body``
-    returns (the summary it returned names ``out``, not the staging folder)."""
+def in_run_folder(
+    data: PathLike, out: PathLike, task: str, body: Callable[[Path, Path, PathLike, Claim], T]
+) -> T:
+    """``body(data, local, root, claim)``: the ``task`` run reading its labelled folder ``data``
+    (local or mounted), writing its files into ``local`` and its embeddings under ``root``.
+    Locally both are ``out``; on a store ``local`` is a staging folder, published to ``out``
+    when ``body`` returns (the summary it returned names ``out``, not the staging folder).
+
+    A run folder belongs to one data folder and one task (:func:`~ctfp.runs.folder.
+    check_origin`: another is refused before anything is written) and has one writer:
+    ``body`` calls ``claim()`` before its first write (the embeddings), which takes the run
+    folder's lock (the lease on a store), held until its commit record is written (published),
+    and records what the folder belongs to."""
+    from ctfp.runs.folder import check_origin, write_origin
+
     data, out = as_local(data), as_local(out)
     check_local_data(data)
-    if not is_remote(out):
-        return body(Path(data), Path(out), Path(out))
-    uri = os.fspath(out).rstrip("/")
-    with tempfile.TemporaryDirectory(prefix="ctfp-run-") as tmp:
-        result = body(Path(data), Path(tmp), uri)
-        publish(Path(tmp), uri)
-        return relocate(result, tmp, uri)
+    source = str(Path(data).resolve())
+    uri = os.fspath(out).rstrip("/") if is_remote(out) else None
+    root: PathLike = uri or Path(out)
+    check_origin(root, source, task)
+    with ExitStack() as held:
+        locks: list[Any] = []
+
+        def claim() -> None:
+            if not locks:
+                locks.append(held.enter_context(resolve(root).lock()))
+                check_origin(root, source, task)  # a run that claimed it meanwhile
+                write_origin(root, source, task)
+
+        if uri is None:
+            return body(Path(data), Path(out), Path(out), claim)
+        with tempfile.TemporaryDirectory(prefix="ctfp-run-") as tmp:
+            result = body(Path(data), Path(tmp), uri, claim)
+            claim()
+            publish(Path(tmp), uri, locks[0])
+            return relocate(result, tmp, uri)
 
 
 def relocate(value: Any, local: str, uri: str) -> Any:
@@ -72,15 +97,15 @@ def relocate(value: Any, local: str, uri: str) -> Any:
     return value
 
 
-def publish(local: Path, uri: str) -> None:
+def publish(local: Path, uri: str, lease: Any = None) -> None:
     """Put the files of ``local`` under ``uri``, ``summary.json`` (the commit record) last and
-    the previous one withdrawn first. The previous run's results that the new files do not
-    replace are deleted (:func:`ctfp.runs.folder.is_result`; the embeddings and other objects
-    stay)."""
+    the previous one withdrawn first, under ``lease`` (the run's, held already) or one taken
+    here. The previous run's results that the new files do not replace are deleted
+    (:func:`ctfp.runs.folder.is_result`; the embeddings and other objects stay)."""
     from ctfp.runs.folder import SUMMARY_FILE, is_result
 
     target = resolve(uri)
-    with target.lock() as lease:
+    with nullcontext(lease) if lease is not None else target.lock() as lease:
         target.join(SUMMARY_FILE).delete()
         new = resolve(local).list_files()
         for name in target.list_files():

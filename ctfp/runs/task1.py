@@ -47,9 +47,11 @@ from ctfp.runs.layout import (
     rows_by_id,
     run_ids,
     settings_record,
+    unread_note,
+    unread_warnings,
 )
 from ctfp.runs.models import save_model
-from ctfp.runs.remote import in_run_folder
+from ctfp.runs.remote import Claim, in_run_folder
 from ctfp.settings import SettingsError
 
 
@@ -140,7 +142,10 @@ def run_task1(
     (:mod:`ctfp.runs.remote`); ``data`` is a local or mounted folder.
     """
     return in_run_folder(
-        data, out, lambda *at: _run_task1(*at, settings, embed, engine, progress, overrides)
+        data,
+        out,
+        "task1",
+        lambda *at: _run_task1(*at, settings, embed, engine, progress, overrides),
     )
 
 
@@ -148,13 +153,15 @@ def _run_task1(
     data: Path,
     out: Path,
     root: PathLike,
+    claim: Claim,
     settings: Task1Settings | None,
     embed: EmbedSettings | None,
     engine: str | EngineSettings,
     progress: bool,
     overrides: dict[str, Any],
 ) -> dict[str, Any]:
-    """:func:`run_task1` writing its files into ``out`` and its embeddings under ``root``."""
+    """:func:`run_task1` writing its files into ``out`` and its embeddings under ``root``
+    (``claim``: :func:`~ctfp.runs.remote.in_run_folder`'s, before the first write)."""
     start = time.perf_counter()
     s = task1_settings(settings, overrides)
     warnings: list[str] = []
@@ -172,9 +179,21 @@ def _run_task1(
             "type (--features resnet50, pixels, ...)"
         )
     check_k_before_embedding(data, s)
+    claim()
+    unread: dict[str, str] = {}
     features, skipped, embedded = embed_candidates(
-        data, root, required, embed_settings, AUTO_FEATURES, engine=engine, progress=progress
+        data,
+        root,
+        required,
+        embed_settings,
+        AUTO_FEATURES,
+        engine=engine,
+        progress=progress,
+        unread=unread,
     )
+    for warning in unread_warnings(data, unread):
+        logger.warning(f"warning: {warning}")
+        warnings.append(warning)
     embedded_at = time.perf_counter()
     first = embedded[features[0]]
     labels = first.labels
@@ -274,6 +293,7 @@ def _run_task1(
         "n_not_used": int((y == 0).sum()),
         "n_generated": len(gen_ids),
         "n_test": len(ids),
+        "n_unreadable": len(unread),
         "mode": "members and non-members" if members else "non-members only",
         "evidence": EVIDENCE[examines_generator(s.method)],
         "warnings": warnings,
@@ -525,6 +545,7 @@ def verdict(summary: dict[str, Any]) -> str:
     counts = f"{flagged} of {n_test} test slices flagged as used{at}"
     if chosen_k is not None:
         counts += f" by k={chosen_k}, chosen on the training reals"
+    counts += unread_note(summary.get("n_unreadable") or 0)
     blind = summary.get("evidence") == EVIDENCE[False]  # older runs: about the generator
     unseen = "the generator's output was not examined"
     if not selection:

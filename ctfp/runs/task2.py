@@ -28,9 +28,11 @@ from ctfp.runs.layout import (
     rows_by_id,
     run_ids,
     settings_record,
+    unread_note,
+    unread_warnings,
 )
 from ctfp.runs.models import save_model
-from ctfp.runs.remote import in_run_folder
+from ctfp.runs.remote import Claim, in_run_folder
 from ctfp.store.reader import Embeddings
 
 #: Feature types ``--method auto`` tries with labels (ResNet50 too where its weights load).
@@ -88,7 +90,10 @@ def run_task2(
     end, ``summary.json`` last (:mod:`ctfp.runs.remote`); ``data`` is a local or mounted folder.
     """
     return in_run_folder(
-        data, out, lambda *at: _run_task2(*at, settings, embed, engine, progress, overrides)
+        data,
+        out,
+        "task2",
+        lambda *at: _run_task2(*at, settings, embed, engine, progress, overrides),
     )
 
 
@@ -96,13 +101,15 @@ def _run_task2(
     data: Path,
     out: Path,
     root: PathLike,
+    claim: Claim,
     settings: Task2Settings | None,
     embed: EmbedSettings | None,
     engine: str | EngineSettings,
     progress: bool,
     overrides: dict[str, Any],
 ) -> dict[str, Any]:
-    """:func:`run_task2` writing its files into ``out`` and its embeddings under ``root``."""
+    """:func:`run_task2` writing its files into ``out`` and its embeddings under ``root``
+    (``claim``: :func:`~ctfp.runs.remote.in_run_folder`'s, before the first write)."""
     start = time.perf_counter()
     s = (settings or Task2Settings()).replace(**overrides)
     embed_settings = embed or EmbedSettings()
@@ -121,8 +128,17 @@ def _run_task2(
         method = "select" if groups_found else "gmm"
     if method == "gmm" and embed_settings.features == "auto":
         embed_settings = embed_settings.replace(features=BLIND_FEATURES)
+    claim()
+    unread: dict[str, str] = {}
     features, skipped, embedded = embed_candidates(
-        data, root, ["test"], embed_settings, TASK2_FEATURES, engine=engine, progress=progress
+        data,
+        root,
+        ["test"],
+        embed_settings,
+        TASK2_FEATURES,
+        engine=engine,
+        progress=progress,
+        unread=unread,
     )
     first = embedded[features[0]]
     ids, test_ids = run_ids(first)
@@ -134,6 +150,8 @@ def _run_task2(
         name, winner, fields = _labelled(
             out, s, method, embed_settings, embedded, features, skipped, rows, progress
         )
+    fields["warnings"] = [*unread_warnings(data, unread), *fields["warnings"]]
+    fields["verdict"] += unread_note(len(unread))
     for warning in fields["warnings"]:
         logger.warning(f"warning: {warning}")
     logger.info(f"task2: {fields['verdict']}")
@@ -142,6 +160,7 @@ def _run_task2(
         "method": name,
         **settings_record("task2", s, embed_settings, engine),
         "n_test": len(ids),
+        "n_unreadable": len(unread),
         "clusters": str(out / CLUSTERS_FILE),
         "model_dir": str(out / MODEL_DIR),
         "model": model_identity(winner.metadata),
