@@ -195,6 +195,12 @@ def check_origin(out: PathLike, data: str, task: str) -> None:
             f"--out {str(out)!r} holds the {held_task} run of {str(held_data)!r}, not the "
             f"{task} run of {data!r}: its embeddings and results are that run's; use another "
             "--out for this one"
+            + (
+                f" (or, if the data folder was moved there, remove {ORIGIN_FILE} from --out: "
+                "its files are checked against the stored rows)"
+                if held_task == task
+                else ""
+            )
         )
 
 
