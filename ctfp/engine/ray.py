@@ -313,7 +313,7 @@ class PartWriter:
                 )
         self.dtype = dtype
         self.outs = outs
-        self.schemas = [shard_schema(int(m["dim"]), dtype, m) for m in metadata]
+        self.schemas = [shard_schema(int(m["dim"]), dtype, m, fingerprints=True) for m in metadata]
         self.decode_kwargs = decode_kwargs
 
     def write(
@@ -352,7 +352,14 @@ class PartWriter:
                     continue
                 files.append((i, count))
                 rows.append(
-                    (ids, safe_text(f.path), frames, f.label, embeddings[k][end - count : end])
+                    (
+                        ids,
+                        safe_text(f.path),
+                        frames,
+                        f.label,
+                        embeddings[k][end - count : end],
+                        f.fingerprint,
+                    )
                 )
             name = part["name"]
             size = write_part(child(out, name), rows_table(self.schemas[k], rows)) if rows else 0
