@@ -93,8 +93,9 @@ def with_stamps(files: list[InputFile]) -> list[InputFile]:
         for f in remote:
             by_store.setdefault(scheme_of(f.path), []).append(f)
         for group in by_store.values():
-            fs = resolve(group[0].path).filesystem
-            infos = fs.get_file_info([resolve(f.path).path for f in group])
+            first = resolve(group[0].path)
+            with first.failing():
+                infos = first.filesystem.get_file_info([resolve(f.path).path for f in group])
             for f, info in zip(group, infos, strict=True):
                 if info.type == pafs.FileType.File:
                     mtime = info.mtime_ns if info.mtime_ns is not None else -1
@@ -257,7 +258,8 @@ def _discover_remote(source: str, *, label_from_dirs: bool, layout: str) -> list
     import pyarrow.fs as pafs
 
     loc = resolve(source)
-    kind = loc.filesystem.get_file_info(loc.path).type
+    with loc.failing():
+        kind = loc.filesystem.get_file_info(loc.path).type
     root = source.rstrip("/")
     if kind == pafs.FileType.File:
         name = root.rsplit("/", 1)[-1]

@@ -64,9 +64,10 @@ def test_a_closed_port_fails_fast_with_one_line_naming_the_uri_and_endpoint(
     assert main(["embed", str(src), "--out", f"s3://{s3}/x", *PIXELS]) == 2
     err = one_error_line(capsys)
     assert err.startswith(f"ctfp: error: s3://{s3}/x/") and f"the store at {endpoint}" in err
-    # A source on it: read outside ctfp.io.fs, still one line (the CLI's last resort).
+    # A source on it: one line naming the source and the store.
     assert main(["embed", f"s3://{s3}/ct", "--out", str(src.parent / "out"), *PIXELS]) == 2
-    assert "did not answer" in one_error_line(capsys)
+    err = one_error_line(capsys)
+    assert "did not answer" in err and f"s3://{s3}/ct" in err and endpoint in err
     assert time.monotonic() - start < 10
 
 
