@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
@@ -382,7 +384,7 @@ def test_the_heldout_estimate_is_nested() -> None:
         trials.append(Trial(Candidate("signal", method, params), state=found.state))
     seen = []
 
-    def spy(fit_score):  # noqa: ANN001, ANN202
+    def spy(fit_score: Callable) -> Callable:
         def call(labels: np.ndarray, train: np.ndarray, held: np.ndarray) -> np.ndarray:
             seen.append((train.copy(), held.copy()))
             return fit_score(labels, train, held)

@@ -320,8 +320,9 @@ def test_known_non_members_only(task1_data: Path, tmp_path: Path, capsys) -> Non
     # The promise checked on the known non-members held out (5 folds, each fitted without it).
     check = summary["calibration_check"]
     assert check["of"] == n and check["folds"] == 5 and 0 <= check["flagged"] <= n // 10, check
-    assert f"held out in 5 folds, the threshold flagged {check['flagged']} of {n}" in (
-        summary["verdict"]
+    assert (
+        f"held out in 5 folds, the threshold flagged {check['flagged']} of {n}"
+        in (summary["verdict"])
     )
     model = json.loads((out / "model" / "model.json").read_text())
     assert model["params"]["reference"] is True
