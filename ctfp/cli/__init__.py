@@ -88,7 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(
         dest="command", required=True, metavar="COMMAND", parser_class=Parser
     )
-    shards = ("shards", "folder (or file) of embedding shards")
+    shards = (
+        "shards",
+        "folder (or file) of embedding shards, or a Delta table (delta:PATH[@vN] reads version N)",
+    )
 
     def command(
         name: str,
@@ -121,7 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
         "Embed every CT slice behind SOURCES (folders, globs, CSV/Parquet manifests, files) into "
         "Parquet shards in --out. Rerun the same command to resume.",
         sources=True,
-        out="output folder of part-NNNNN.parquet shards",
+        out="output folder of part-NNNNN.parquet shards; delta:PATH (delta:s3://...) writes a "
+        "Delta Lake table instead",
         settings=(EmbedSettings, EngineSettings),
     ).add_argument("--seed", **deprecated_alias("--seed", "--weights-seed", "weights_seed", int))
 
@@ -204,7 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Memory stays bounded; rerun to resume. --engine ray scores the shards on Ray actors "
         "that write their own parts.",
         positionals=(("model", "a saved model folder, or a run folder"), shards),
-        out="output folder of scored shards",
+        out="output folder of scored shards; delta:PATH writes a Delta Lake table instead",
         settings=(ScoreSettings, EngineSettings),
     )
 

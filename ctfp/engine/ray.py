@@ -27,7 +27,6 @@ from ctfp.io.fs import child
 from ctfp.io.sources import InputFile, safe_text
 from ctfp.io.window import MAX_PIXELS, Window
 from ctfp.progress import logger, progress_bar
-from ctfp.store.schema import shard_schema
 from ctfp.store.writer import ShardWriter, rows_table, write_part
 
 
@@ -48,7 +47,8 @@ def run(job: Job, settings: EngineSettings) -> list[EmbedResult]:
     files (:func:`plan_blocks`); each block is decoded once (:func:`decode_block`, in a task, or
     in the actor on CPUs), embedded by an actor (:class:`PartWriter`) and written as one part
     per output that needs its files; the driver commits each part through the local engine's
-    ShardWriter (same schema, metadata, lock, resume) from a summary: it receives O(files)
+    ShardWriter (same schema, metadata, lock, resume; into a Delta table, one transaction per
+    part) from a summary: it receives O(files)
     bytes (``driver_bytes``), never the embeddings. Parts are numbered in input order; a Ray
     run cuts them by files, a local one by rows. Every node must reach the outputs and inputs
     at the same paths, with the same ctfp installed.
@@ -106,7 +106,6 @@ def run(job: Job, settings: EngineSettings) -> list[EmbedResult]:
         batch_size=batch_size,
         threads=threads,
         dtype=job.dtype,
-        metadata=metadata,
         decode_kwargs=dict(window=job.window, views=views, max_pixels=job.max_pixels),
     )
     embed_pending = functools.partial(_run, ray, job, actor_kwargs, actors, cpus, timings)
@@ -199,7 +198,11 @@ def _run(
         ahead = 2 * actors
     # Absolute: the actors' working folder is not the driver's.
     outs = [w.out_dir if w.remote else str(Path(w.out_dir).resolve()) for w in writers]
-    pool = ActorPool([actor.remote(outs=outs, **actor_kwargs) for _ in range(actors)])
+    # Each output's part schema is its writer's (a Delta table's differs from a folder's).
+    schemas = [w.schema for w in writers]
+    pool = ActorPool(
+        [actor.remote(outs=outs, schemas=schemas, **actor_kwargs) for _ in range(actors)]
+    )
     submitted = iter(range(len(blocks)))
 
     def submit() -> bool:
@@ -293,7 +296,7 @@ class PartWriter:
         threads: int,
         dtype: str,
         outs: list[str],
-        metadata: list[dict[str, Any]],
+        schemas: list[Any],
         decode_kwargs: dict[str, Any],
     ) -> None:
         # Ray hands each GPU actor one device through CUDA_VISIBLE_DEVICES: it is cuda:0 here.
@@ -313,7 +316,7 @@ class PartWriter:
                 )
         self.dtype = dtype
         self.outs = outs
-        self.schemas = [shard_schema(int(m["dim"]), dtype, m, fingerprints=True) for m in metadata]
+        self.schemas = schemas
         self.decode_kwargs = decode_kwargs
 
     def write(

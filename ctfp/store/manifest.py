@@ -117,10 +117,14 @@ def manifest_bytes(parts: list[Part], retired: Iterable[str] = ()) -> bytes:
 
 
 def has_shards(folder: PathLike) -> bool:
-    """Whether ``folder`` is a shard folder: it has a commit record, or (from before records,
-    locally) part files."""
+    """Whether ``folder`` is a shard folder: it has a commit record (or a Delta log), or (from
+    before records, locally) part files."""
+    from ctfp.store.delta import table_of
+
     loc = resolve(folder)
-    return loc.join(MANIFEST_FILE).exists() or (loc.local and bool(list_parts(loc)))
+    if loc.join(MANIFEST_FILE).exists() or table_of(folder) is not None:
+        return True
+    return loc.local and bool(list_parts(loc))
 
 
 def committed_shards(folder: PathLike) -> list[str | Path]:
@@ -134,6 +138,11 @@ def committed_shards(folder: PathLike) -> list[str | Path]:
     ShardMismatchError
         A named part has another size than recorded (replaced since it was committed).
     """
+    from ctfp.store.delta import snapshot, table_of
+
+    table = table_of(folder)
+    if table is not None:  # a Delta table: the parts of its latest version
+        return snapshot(*table).files
     loc = resolve(folder)
     record = read_record(folder)
     if record is None:

@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 
 from ctfp.exceptions import InputError, ShardMismatchError
 from ctfp.io.fs import Location, PathLike, as_local, resolve
+from ctfp.store.delta import snapshot, split, table_of
 from ctfp.store.manifest import committed_shards
 from ctfp.store.schema import (
     ERRORS_DIR,
@@ -92,13 +93,19 @@ def read_table(path: PathLike, **kwargs: Any) -> pa.Table:
 def shard_paths(paths: PathLike | Sequence[PathLike]) -> list[ShardPath]:
     """The shard files behind a folder, a shard file, or a list of either, in a stable order:
     a folder's finished shards as its commit record names them (see
-    :mod:`ctfp.store.manifest`); a local folder from before records, by listing."""
+    :mod:`ctfp.store.manifest`); a local folder from before records, by listing; a Delta
+    table's (``delta:PATH``, ``delta:PATH@vN`` or a folder with ``_delta_log/``) as its latest
+    version, or the version named, names them (:mod:`ctfp.store.delta`)."""
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     import pyarrow.fs as pafs
 
     found: list[ShardPath] = []
     for given in map(as_local, paths):
+        table = table_of(given)
+        if table is not None:  # a Delta table: the parts of its version
+            found.extend(snapshot(*table).files)
+            continue
         loc = resolve(given)
         path = Path(given) if loc.local else os.fspath(given)
         kind = loc.filesystem.get_file_info(loc.path).type
@@ -202,12 +209,22 @@ def id_footprint(md: pq.FileMetaData) -> tuple[Any, ...] | None:
     return md.num_rows, min(lows), max(highs)
 
 
-def _matrix(column: pa.ChunkedArray | pa.Array, dtype: np.dtype) -> np.ndarray:
+def _matrix(column: pa.ChunkedArray | pa.Array, dtype: np.dtype, dim: int) -> np.ndarray:
+    """(n, dim) values of an embedding column: a shard's fixed-size list, or a Delta table's
+    list (Delta has no fixed-size one), every row ``dim`` long."""
+    import pyarrow.compute as pc
+
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks()
-    d = column.type.list_size
+    if not pa.types.is_fixed_size_list(column.type) and len(column):
+        lengths = pc.min_max(pc.list_value_length(column)).as_py()
+        if lengths != {"min": dim, "max": dim}:
+            raise InputError(
+                f"an embedding column holds vectors of {lengths['min']} to {lengths['max']} "
+                f"values where its metadata says {dim}: a row not written by ctfp"
+            )
     values = column.flatten().to_numpy(zero_copy_only=False)
-    return values.reshape(-1, d).astype(dtype, copy=False)
+    return values.reshape(-1, dim).astype(dtype, copy=False)
 
 
 def of_inputs(table: pa.Table | pa.RecordBatch, inputs: Collection[str]) -> pa.Array:
@@ -251,7 +268,8 @@ def read_embeddings(
         table = read_table(path)
         if wanted is not None:
             table = table.filter(of_inputs(table, wanted))
-        matrix[start : start + table.num_rows] = _matrix(table.column("embedding"), matrix.dtype)
+        column = table.column("embedding")
+        matrix[start : start + table.num_rows] = _matrix(column, matrix.dtype, matrix.shape[1])
         start += table.num_rows
         tables.append(table.drop_columns(["embedding"]))
     if start < rows:
@@ -287,7 +305,7 @@ def iter_embeddings(
                     continue
             yield Embeddings(
                 np.asarray(table.column("id").to_pylist(), dtype=object),
-                _matrix(table.column("embedding"), np.dtype(dtype)),
+                _matrix(table.column("embedding"), np.dtype(dtype), int(meta["dim"])),
                 table.drop_columns(["embedding"]),
                 meta,
             )
@@ -333,7 +351,8 @@ def reading_pool() -> pa.MemoryPool:
 
 def read_errors(path: PathLike) -> pa.Table:
     """The errors table (``id, source, reason``) of an output folder; empty when nothing failed."""
-    errors = resolve(path).join(ERRORS_DIR, ERRORS_FILE)
+    table = split(path)  # delta:PATH: the table's folder
+    errors = resolve(table[0] if table else path).join(ERRORS_DIR, ERRORS_FILE)
     if not errors.exists():
         return ERRORS_SCHEMA.empty_table()
     return read_table(errors)

@@ -6,17 +6,16 @@ import contextlib
 import os
 import re
 import time
+import uuid
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from ctfp.exceptions import CtfpError, InputError, ShardMismatchError
 from ctfp.io.fs import (
-    Location,
     PathLike,
     as_local,
     child,
@@ -26,6 +25,14 @@ from ctfp.io.fs import (
 )
 from ctfp.io.sources import InputFile, safe_text
 from ctfp.progress import logger
+from ctfp.store.delta import (
+    CommitRefused,
+    DeltaLog,
+    Unlocked,
+    table_metadata,
+    table_of,
+    table_schema,
+)
 from ctfp.store.manifest import (
     MANIFEST_FILE,
     Part,
@@ -33,6 +40,14 @@ from ctfp.store.manifest import (
     list_parts,
     manifest_bytes,
     read_record,
+)
+from ctfp.store.parts import (
+    ROW_GROUP_ROWS,
+    BufferedFile,
+    rows_table,
+    write_atomic,
+    write_part,
+    write_text_atomic,
 )
 from ctfp.store.reader import read_schema, read_table
 from ctfp.store.schema import (
@@ -45,8 +60,8 @@ from ctfp.store.schema import (
     shard_schema,
 )
 
-_SHARD_RE = re.compile(r"^part-(\d+)\.parquet$")
-ROW_GROUP_ROWS = 4096  # 16 MiB of float16 2048-d embeddings per row group
+# A part's number; a table's parts also name their writer (writers of a table run at once).
+_SHARD_RE = re.compile(r"^part-(\d+)(?:-[a-z0-9]+)?\.parquet$")
 # Metadata fields that must match for a run to add shards to an existing output folder.
 RESUME_FIELDS = ("format", "model", "weights_sha256", "dim", "preprocessing", "dtype", "decode")
 
@@ -69,68 +84,6 @@ def same_file(stored: str, path: str) -> bool:
         return False
 
 
-def write_atomic(table: pa.Table, path: PathLike | Location, **kwargs: Any) -> int:
-    """Write ``table`` to the Parquet file ``path`` atomically (:meth:`Location.put
-    <ctfp.io.fs.Location.put>`) and return its size in bytes."""
-    return resolve(path).put(lambda f: pq.write_table(table, f, **kwargs))
-
-
-def write_text_atomic(path: PathLike, text: str) -> None:
-    """Write ``text`` (UTF-8) to ``path`` atomically: readers never see half a file."""
-    resolve(path).put(text.encode("utf-8"))
-
-
-#: The rows of one input file for a part: row ids, source, frames, label, (n, dim) values and
-#: the input's fingerprint (:attr:`ctfp.io.sources.InputFile.fingerprint`; a 5-tuple without
-#: it is taken, its rows' fingerprint unknown: embedded again by the next run).
-BufferedFile = tuple[list[str], str, list[int], "str | None", np.ndarray, "str | None"]
-
-
-def rows_table(schema: pa.Schema, files: Sequence[tuple[Any, ...]]) -> pa.Table:
-    """The shard table of whole input files' rows (:data:`BufferedFile`) in ``schema`` (see
-    :func:`~ctfp.store.schema.shard_schema`): what the parts of every engine hold."""
-    ids = [i for file_ids, *_ in files for i in file_ids]
-    sources = [f[1] for f in files for _ in f[0]]
-    frames = [frame for f in files for frame in f[2]]
-    labels = [f[3] for f in files for _ in f[0]]
-    stamps = [f[5] if len(f) > 5 else None for f in files for _ in f[0]]
-    values = np.concatenate([f[4] for f in files])
-    payload = schema.field(4).type
-    if pa.types.is_fixed_size_binary(payload):  # the decoded-slice cache: uint8 pixels
-        data = np.ascontiguousarray(values, dtype=np.uint8)
-        embedding = pa.FixedSizeBinaryArray.from_buffers(
-            payload, len(ids), [None, pa.py_buffer(data.tobytes())]
-        )
-    else:
-        dtype = payload.value_type.to_pandas_dtype()
-        flat = values.astype(dtype, copy=False).reshape(-1)
-        embedding = pa.FixedSizeListArray.from_arrays(pa.array(flat), payload.list_size)
-    columns = [
-        pa.array(ids, pa.string()),
-        pa.array(sources, pa.string()),
-        pa.array(frames, pa.int32()),
-        pa.array(labels, pa.string()),
-        embedding,
-        *([pa.array(stamps, pa.string())] if FINGERPRINT in schema.names else []),
-    ]
-    return pa.Table.from_arrays(columns, schema=schema)
-
-
-def write_part(path: PathLike, table: pa.Table, compression: str = "zstd") -> int:
-    """Write one part atomically (see :func:`write_atomic`); returns its size in bytes.
-
-    Small row groups let readers stream a shard without decoding it whole; dictionary encoding
-    never pays for float vectors and makes reading them 3x slower.
-    """
-    return write_atomic(
-        table,
-        path,
-        compression=compression,
-        row_group_size=ROW_GROUP_ROWS,
-        use_dictionary=["source", "label"],
-    )
-
-
 class ShardWriter:
     """Buffers rows per input file and commits ``part-NNNNN.parquet`` shards atomically.
 
@@ -138,6 +91,11 @@ class ShardWriter:
     a finished shard". Files that failed to decode are never done: a rerun retries them, and
     ``_errors/errors.parquet`` always holds the latest reason for every input still failing.
     A lock file keeps two processes from writing into one folder.
+
+    Two commit protocols behind the same calls: a shard folder's record (``_manifest.json``,
+    :mod:`ctfp.store.manifest`, one writer at a time), or a Delta table's log (``out_dir``
+    spelled ``delta:PATH`` or a table already: :mod:`ctfp.store.delta`, where each commit is one
+    transaction and writers take no lock).
 
     Each row keeps its input's source, label and fingerprint; :meth:`resume` finds the inputs
     that changed since (:meth:`changed`) and takes their rows out (:meth:`supersede`) before
@@ -172,6 +130,13 @@ class ShardWriter:
         self.commit_seconds = commit_seconds
         self._last_commit = time.monotonic()
         out_dir = as_local(out_dir)
+        table = table_of(out_dir)
+        # A table stores float16 embeddings as float32: the same values as a folder's.
+        self._half = table is not None and metadata.get("dtype") == "float16"
+        if table is not None:
+            if table[1] is not None:
+                raise CtfpError(f"{os.fspath(out_dir)!r}: writers add to a table's latest version")
+            out_dir, metadata = as_local(table[0]), table_metadata(metadata)
         self._loc = resolve(out_dir)
         self._errors = self._loc.join(ERRORS_DIR, ERRORS_FILE)
         self.remote = not self._loc.local
@@ -183,8 +148,15 @@ class ShardWriter:
         self.rows_per_shard = rows_per_shard
         self.compression = compression
         self.schema = shard_schema(self.dim, self.dtype, metadata, fingerprints=True)
-        self._lock = self._loc.lock()  # released by release(), also after an error
+        # A table's parts name their writer: writers of one table run at once.
+        self._suffix = f"-{uuid.uuid4().hex[:8]}" if table else ""
+        self._table: DeltaLog | None = None
+        if table:
+            self.schema = table_schema(self.schema)
+        self._lock = Unlocked() if table else self._loc.lock()  # released by release()
         try:
+            if table:
+                self._table = DeltaLog(self._loc, self.schema, metadata)
             if not self.remote:  # a killed run's temp files; never a finished shard
                 for folder in (self.out_dir, self.out_dir / ERRORS_DIR):
                     remove_stale_temp_files(folder)
@@ -196,7 +168,8 @@ class ShardWriter:
             self._row_ids: set[str] = set()  # row ids of finished shards
             self._frame_ids: dict[str, list[str]] | None = None  # see clashes()
             self._parts: list[Part] = []  # what the folder's commit record names
-            self.done_ids, self._next_seq = self._scan_existing()
+            self.done_ids: set[str] = set()
+            self._next_seq = self._scan_existing()
             self._old_errors = read_table(self._errors).to_pylist() if self._errors.exists() else []
         except BaseException:
             self.release()  # a folder that cannot be resumed is not left locked
@@ -208,10 +181,17 @@ class ShardWriter:
         self._processed: set[str] = set()
 
     # -- resume state -------------------------------------------------------------------------
-    def _scan_existing(self) -> tuple[set[str], int]:
-        """Resume state from the folder's commit record: the parts it names (each checked to
-        be there with its size), plus orphans (parts a killed run wrote but did not record),
-        which are checked like the rest and adopted."""
+    def _scan_existing(self) -> int:
+        """Resume state from the commit record: the parts it names (each checked to be there
+        with its size), plus orphans (parts a killed run wrote but did not record), which are
+        checked like the rest and adopted; returns the next part number. A table's parts are
+        those of its latest version; its orphans are deleted, once old (:class:`DeltaLog`)."""
+        if self._table is not None:
+            self._table.clean()
+            names = sorted(self._table.files)
+            for name in names:
+                self._take_in(name)
+            return max((int(m.group(1)) + 1 for m in map(_SHARD_RE.match, names) if m), default=0)
         record = read_record(self.out_dir)
         recorded, retired = record if record is not None else (None, [])
         listed = list_parts(self._loc)
@@ -242,60 +222,88 @@ class ShardWriter:
         names = [p.name for p in parts] + orphans
         numbered = [*names, *retired]
         seq = max((int(m.group(1)) + 1 for m in map(_SHARD_RE.match, numbered) if m), default=0)
-        done: set[str] = set()
-        for name in names:
-            path = child(self.out_dir, name)
-            meta = read_metadata(read_schema(path))
-            if meta is None:
-                raise ShardMismatchError(
-                    f"{path} was not written by ctfp; use an empty folder for --out"
-                )
-            diffs = [k for k in RESUME_FIELDS if meta.get(k) != self.metadata.get(k)]
-            if diffs:
-                detail = ", ".join(
-                    f"{k}: {meta.get(k)!r} there vs {self.metadata.get(k)!r} now" for k in diffs
-                )
-                raise ShardMismatchError(
-                    f"{path} was written with other settings ({detail}); rerun with the same "
-                    "settings to resume, or write into a new --out folder"
-                )
-            stamped = FINGERPRINT in read_schema(path).names
-            columns = ["id", "frame", "source", "label", *([FINGERPRINT] if stamped else [])]
-            table = read_table(path, columns=columns)
-            ids = table.column("id").to_pylist()
-            if name in orphans:
-                clash = sorted(set(ids) & self._row_ids)
-                if clash:
-                    raise ShardMismatchError(
-                        f"{path} is not named by the folder's commit record and holds rows that "
-                        f"committed shards hold too (e.g. {clash[0]!r}): not a part of this "
-                        "run; remove it"
-                    )
-                parts.append(Part(name, len(ids), listed[name]))
-                changed = True
-                logger.info(f"adopted {path}: a finished part the last run did not record")
-            frames = table.column("frame").to_pylist()
-            sources = table.column("source").to_pylist()
-            labels = table.column("label").to_pylist()
-            stamps = table.column(FINGERPRINT).to_pylist() if stamped else [None] * len(ids)
-            if not stamped:
-                self._unrecorded.update(ids)
-            done.update(ids)
-            self._row_ids.update(ids)
-            for i, f, src, label, stamp in zip(ids, frames, sources, labels, stamps, strict=True):
-                # Volume rows are "<base>#<frame>"; their file is done under its base id.
-                base = input_of(i, f)
-                done.add(base)
-                self.done_sources.setdefault(base, src)
-                self.done_sources.setdefault(i, src)
-                self._stored.setdefault(base, (label, stamp, name))
-                self._stored.setdefault(i, (label, stamp, name))
-                if not stamped:
-                    self._unrecorded.add(base)
+        for part in parts:
+            self._take_in(part.name)
+        for name in orphans:
+            rows = len(self._take_in(name, orphan=True))
+            parts.append(Part(name, rows, listed[name]))
+            changed = True
+            logger.info(
+                f"adopted {child(self.out_dir, name)}: a finished part the last run did not record"
+            )
         self._parts = parts
         if changed:
             self._write_manifest()
-        return done, seq
+        return seq
+
+    def _take_in(self, name: str, orphan: bool = False) -> list[str]:
+        """Add the rows of the committed part ``name`` to the resume state (checked to be
+        ctfp's, of these settings; an ``orphan`` to hold no committed row); its row ids."""
+        path = child(self.out_dir, name)
+        meta = read_metadata(read_schema(path))
+        if meta is None:
+            raise ShardMismatchError(
+                f"{path} was not written by ctfp; use an empty folder for --out"
+            )
+        diffs = [k for k in RESUME_FIELDS if meta.get(k) != self.metadata.get(k)]
+        if diffs:
+            detail = ", ".join(
+                f"{k}: {meta.get(k)!r} there vs {self.metadata.get(k)!r} now" for k in diffs
+            )
+            raise ShardMismatchError(
+                f"{path} was written with other settings ({detail}); rerun with the same "
+                "settings to resume, or write into a new --out folder"
+            )
+        stamped = FINGERPRINT in read_schema(path).names
+        columns = ["id", "frame", "source", "label", *([FINGERPRINT] if stamped else [])]
+        table = read_table(path, columns=columns)
+        ids = table.column("id").to_pylist()
+        clash = sorted(set(ids) & self._row_ids) if orphan else []
+        if clash:
+            raise ShardMismatchError(
+                f"{path} is not named by the folder's commit record and holds rows that "
+                f"committed shards hold too (e.g. {clash[0]!r}): not a part of this run; remove it"
+            )
+        frames = table.column("frame").to_pylist()
+        sources = table.column("source").to_pylist()
+        labels = table.column("label").to_pylist()
+        stamps = table.column(FINGERPRINT).to_pylist() if stamped else [None] * len(ids)
+        if not stamped:
+            self._unrecorded.update(ids)
+        self.done_ids.update(ids)
+        self._row_ids.update(ids)
+        for i, f, src, label, stamp in zip(ids, frames, sources, labels, stamps, strict=True):
+            # Volume rows are "<base>#<frame>"; their file is done under its base id.
+            base = input_of(i, f)
+            self.done_ids.add(base)
+            self.done_sources.setdefault(base, src)
+            self.done_sources.setdefault(i, src)
+            self._stored.setdefault(base, (label, stamp, name))
+            self._stored.setdefault(i, (label, stamp, name))
+            if not stamped:
+                self._unrecorded.add(base)
+        self._frame_ids = None
+        return ids
+
+    def _commit(
+        self, added: list[Part], removed: list[str], ids: Sequence[str], info: dict[str, Any]
+    ) -> None:
+        """One table transaction (:meth:`DeltaLog.commit`), which first takes in the parts
+        other writers committed meanwhile (a row of ``ids`` among them stops this writer)."""
+        assert self._table is not None
+        parts = [p.name for p in added]
+        info = {**info, "parts": parts, "rows": sum(p.rows for p in added), "removed": removed}
+
+        def take_in(names: list[str]) -> set[str]:
+            return {i for name in names for i in self._take_in(name)}
+
+        added_rows = [(p.name, p.rows, p.bytes) for p in added]
+        try:
+            self._table.commit(added_rows, removed, ids, take_in, info)
+        except CommitRefused:  # these rows are another writer's now: never committed later
+            self._buffer.clear()
+            self._buffered_rows = 0
+            raise
 
     def _write_manifest(self) -> None:
         self._lock.check()  # a second writer took the folder over: commit nothing more
@@ -348,14 +356,17 @@ class ShardWriter:
         killed at any moment and rerun completes: the record names the copies as retired
         (not parts, whatever they hold), the copies are written, then one record names the
         copies as parts and the replaced parts as retired (deleted next, or by the next writer).
+        In a table, one transaction adds the copies and removes the replaced parts (kept for
+        the versions that hold them).
         """
         ids = set(ids) & self.done_ids
         affected = sorted({self._stored[i][2] for i in ids if i in self._stored})
         if not affected:
             return
         copies = dict(zip(affected, self.reserve_names(len(affected)), strict=True))
-        self._retired = sorted({*self._retired, *copies.values()})
-        self._write_manifest()
+        if self._table is None:
+            self._retired = sorted({*self._retired, *copies.values()})
+            self._write_manifest()
         written: list[Part] = []
         for old, new in copies.items():
             table = read_table(child(self.out_dir, old))
@@ -382,12 +393,15 @@ class ShardWriter:
             size = write_part(child(self.out_dir, new), rows, self.compression)
             written.append(Part(new, rows.num_rows, size))
             self.shards_written.append(child(self.out_dir, new))
-        self._parts = [p for p in self._parts if p.name not in copies] + written
-        self._retired = affected
-        self._write_manifest()  # the commit
-        for old in affected:
-            self._loc.join(old).delete()
-        self._retired = []  # dropped from the record with its next write
+        if self._table is not None:
+            self._commit(written, affected, [], {"operation": "supersede", "inputs": len(ids)})
+        else:
+            self._parts = [p for p in self._parts if p.name not in copies] + written
+            self._retired = affected
+            self._write_manifest()  # the commit
+            for old in affected:
+                self._loc.join(old).delete()
+            self._retired = []  # dropped from the record with its next write
         self._frame_ids = None
         logger.info(
             f"{len(ids)} input(s) changed since their rows were written to "
@@ -441,6 +455,8 @@ class ShardWriter:
             )
             return 0
         self._processed.add(file_id)
+        if self._half:
+            embeddings = embeddings.astype(np.float16)
         self._buffer.append(
             (list(ids), safe_text(source), list(frames), label, embeddings, fingerprint)
         )
@@ -464,10 +480,9 @@ class ShardWriter:
         """Commit buffered rows as one shard (all or nothing), then the errors table."""
         if self._buffer:
             table = rows_table(self.schema, self._buffer)
-            name = f"part-{self._next_seq:05d}.parquet"
+            [name] = self.reserve_names(1)
             self._lock.check()
             size = write_part(child(self.out_dir, name), table, self.compression)
-            self._next_seq += 1
             self._record(name, table.num_rows, size, [ids for ids, *_ in self._buffer])
             self._buffer.clear()
             self._buffered_rows = 0
@@ -477,8 +492,12 @@ class ShardWriter:
     def _record(self, name: str, rows: int, size: int, files: Sequence[Sequence[str]]) -> None:
         """The commit: the part ``name`` (``files``: its inputs' row ids) is there for readers
         once the record names it."""
-        self._parts.append(Part(name, rows, size))
-        self._write_manifest()
+        if self._table is not None:
+            ids = [i for f in files for i in f]
+            self._commit([Part(name, rows, size)], [], ids, {"inputs": len(files)})
+        else:
+            self._parts.append(Part(name, rows, size))
+            self._write_manifest()
         self.shards_written.append(child(self.out_dir, name))
         for ids in files:
             self.done_ids.update(ids)
@@ -487,7 +506,7 @@ class ShardWriter:
     def reserve_names(self, n: int) -> list[str]:
         """Names for ``n`` parts that other processes write into the folder, numbered after
         this folder's parts: the blocks of one plan get consecutive numbers, in input order."""
-        names = [f"part-{self._next_seq + k:05d}.parquet" for k in range(n)]
+        names = [f"part-{self._next_seq + k:05d}{self._suffix}.parquet" for k in range(n)]
         self._next_seq += n
         return names
 
@@ -566,3 +585,17 @@ class ShardWriter:
         # Interrupted (Ctrl-C, an error elsewhere): buffered rows are whole files, keep them.
         with self._lock, contextlib.suppress(Exception):
             self.flush()
+
+
+__all__ = [  # the part helpers, as before they moved to ctfp.store.parts
+    "RESUME_FIELDS",
+    "ROW_GROUP_ROWS",
+    "BufferedFile",
+    "ShardWriter",
+    "frame_id",
+    "rows_table",
+    "same_file",
+    "write_atomic",
+    "write_part",
+    "write_text_atomic",
+]
