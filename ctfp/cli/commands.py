@@ -174,18 +174,19 @@ def cluster(args: argparse.Namespace) -> int:
     from ctfp.attribution.settings import ClusterSettings
     from ctfp.attribution.shards import cluster_shards
     from ctfp.runs.models import save_model
+    from ctfp.store.delta import pin
 
     start = time.perf_counter()
     settings = from_args(ClusterSettings, args)
     engine = from_args(EngineSettings, args)
-    clustering, summary = cluster_shards(
-        args.shards, settings, engine=engine, progress=not args.quiet
-    )
-    recorded = {"cluster": settings.to_dict(), "shards": str(args.shards), "k": summary["k"]}
+    shards = pin(args.shards)  # a Delta table's version now: every pass reads that one
+    clustering, summary = cluster_shards(shards, settings, engine=engine, progress=not args.quiet)
+    recorded = {"cluster": settings.to_dict(), "shards": str(shards), "k": summary["k"]}
     path = save_model(clustering, args.out, identity=summary["metadata"], settings=recorded)
     silhouettes = summary["silhouettes"]
     result = {
         "model": str(path),
+        "shards": str(shards),
         **{key: summary[key] for key in ("k", "bics", "rows", "sample_rows", "passes", "engine")},
         # NaN (fewer than two clusters found) is not JSON: null.
         "silhouettes": None

@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -27,6 +28,7 @@ from ctfp.io.fs import as_local, child, is_remote, remove_stale_temp_files, reso
 from ctfp.io.locks import FolderLock, Lease
 from ctfp.progress import progress_bar
 from ctfp.runs.settings import ScoreSettings
+from ctfp.store.delta import DeltaLog, Unlocked, pin, table_of
 from ctfp.store.manifest import MANIFEST_FILE, Part, file_sizes, list_parts, manifest_bytes
 from ctfp.store.reader import (
     ShardPath,
@@ -159,6 +161,7 @@ def score_shards(
 
     chosen = (settings or ScoreSettings()).replace(**overrides)
     engine = resolve_engine(engine)
+    shards = pin(shards)  # a table's version now: the result names the snapshot it scored
     paths = shard_paths(shards)
     metadata = check_compatible(paths)
     if isinstance(model, SavedModel):
@@ -172,6 +175,9 @@ def score_shards(
             "a clustering (task 2), fitted, or a saved model"
         )
     out = as_local(out)  # the shards: per path, in shard_paths
+    table = table_of(out)
+    if table is not None:
+        out = as_local(table[0])
     target = resolve(out)
     out = Path(out) if target.local else target.uri.rstrip("/")
     if target.uri.rstrip("/") in {resolve(_parent_of(p)).uri.rstrip("/") for p in paths}:
@@ -179,15 +185,19 @@ def score_shards(
             f"{str(out)!r} holds the embedding shards being scored; write the scores to a folder "
             "of their own (they take the input shards' names)"
         )
-    # One scoring run per folder: a second would delete our temps.
-    with target.lock() as lock:
+    made_by = {"model": model_fingerprint(model)}
+    # One scoring run per folder: a second would delete our temps. A table takes no lock: its
+    # writers commit one after the other, and name their parts apart (see _ScoresTable).
+    scores = _ScoresTable(target, made_by) if table is not None else None
+    with target.lock() if scores is None else Unlocked() as lock:
         if target.local:
             remove_stale_temp_files(Path(target.path))
         if engine.engine != "local":  # workers elsewhere: absolute paths
             paths = [p if is_remote(p) else Path(p).resolve() for p in paths]
             out = Path(target.path) if target.local else out
         names = {_name(p) for p in paths}
-        extra = sorted(n for n in list_parts(target) if n not in names)
+        listed = scores.inputs.values() if scores is not None else list_parts(target)
+        extra = sorted(n for n in listed if n not in names)
         if extra:
             # Scores of shards the archive no longer has: kept, the folder would describe rows
             # that are not there (more scores than the archive has rows).
@@ -196,10 +206,13 @@ def score_shards(
                 f"do not have (e.g. {extra[0]}); a scores folder matches one archive: score into "
                 "a new --out, or remove those files"
             )
-        made_by = {"model": model_fingerprint(model)}
         inputs = {p: {**made_by, "input": input_fingerprint(p)} for p in paths}
-        done = [p for p in paths if _scored_already(child(out, _name(p)), inputs[p])]
+        if scores is not None:
+            done = [p for p in paths if inputs[p] in scores.made_by.values()]
+        else:
+            done = [p for p in paths if _scored_already(child(out, _name(p)), inputs[p])]
         todo = [p for p in paths if p not in done]
+        name_of = _name if scores is None else scores.name_of
         # The scores folder's commit record names every scored shard, as an embedding folder's
         # does: rewritten after each one, so readers of a store never list-and-trust.
         sizes = file_sizes(target, [_name(p) for p in done])
@@ -208,18 +221,22 @@ def score_shards(
         record = target.join(MANIFEST_FILE)
 
         def commit(path: ShardPath, rows: int, size: int) -> None:
+            if scores is not None:
+                scores.commit(name_of(path), _name(path), rows, size, str(shards))
+                return
             lock.check()
             parts.append(Part(_name(path), rows, size))
             record.put(manifest_bytes(parts))
 
-        if not todo:
+        if not todo and scores is None:
             record.put(manifest_bytes(parts))
         start = time.perf_counter()
         with progress_bar(count_rows(todo), "score", "row", enabled=progress) as bar:
             if engine.engine == "local":
-                rows = _score_here(model, todo, out, inputs, commit, lock, chosen.batch_size, bar)
+                outputs = {p: child(out, name_of(p)) for p in todo}
+                rows = _score_here(model, outputs, inputs, commit, lock, chosen.batch_size, bar)
             else:
-                items = [(p, child(out, _name(p)), inputs[p]) for p in todo]
+                items = [(p, child(out, name_of(p)), inputs[p]) for p in todo]
                 rows = _score_elsewhere(model, items, commit, engine, chosen, bar)
         seconds = time.perf_counter() - start
         return {
@@ -229,21 +246,69 @@ def score_shards(
             "seconds": seconds,
             "rows_per_second": rows / seconds if seconds > 0 else 0.0,
             "out": str(out),
+            "shards": os.fspath(shards)
+            if isinstance(shards, str | os.PathLike)
+            else [os.fspath(s) for s in shards],
+            **({} if scores is None else {"version": scores.version}),
             **({} if engine.engine == "local" else {"engine": engine.engine}),
         }
 
 
+class _ScoresTable:
+    """A Delta table of scores (``--out delta:PATH``): each scored part is one transaction.
+
+    Its parts are named after their input shard and this writer (``part-00003-<writer>``), so
+    that two runs scoring into one table never write one file; each records what made it
+    (the model and the input shard: :func:`_write_scores`), and a part whose input another
+    run committed first is not committed (never a row scored twice)."""
+
+    def __init__(self, target: Any, made_by: dict[str, Any]) -> None:
+        self.suffix = uuid.uuid4().hex[:8]
+        self.log = DeltaLog(target, SCORES_SCHEMA, {"format": SCORES_FORMAT, **made_by})
+        if self.log.metadata.get("model") != made_by["model"]:
+            raise InputError(
+                f"{target.uri} holds the scores of another model; score into a new table"
+            )
+        self.log.clean()
+        self.folder = target
+        self.made_by: dict[str, dict[str, Any]] = {}  # part name -> what made it
+        self._take_in(sorted(self.log.files))
+
+    @property
+    def version(self) -> int:
+        return self.log.version
+
+    @property
+    def inputs(self) -> dict[str, str]:
+        """The input shard's name of each committed part, by part name."""
+        return {name: made["input"]["name"] for name, made in self.made_by.items()}
+
+    def name_of(self, path: ShardPath) -> str:
+        return f"{_name(path).removesuffix('.parquet')}-{self.suffix}.parquet"
+
+    def _take_in(self, names: list[str]) -> set[str]:
+        for name in names:
+            raw = (read_schema(self.folder.join(name).uri).metadata or {}).get(SCORED_KEY)
+            self.made_by[name] = json.loads(raw) if raw else {"input": {"name": name}}
+        return {self.made_by[n]["input"]["name"] for n in names}
+
+    def commit(self, name: str, input_name: str, rows: int, size: int, shards: str) -> None:
+        info = {"parts": [name], "rows": rows, "input": input_name, "shards": shards}
+        self.log.commit([(name, rows, size)], [], [input_name], self._take_in, info)
+        self._take_in([name])
+
+
 def _score_here(
     model: Any,
-    todo: list[ShardPath],
-    out: Path | str,
+    outputs: dict[ShardPath, ShardPath],
     inputs: dict[ShardPath, dict[str, Any]],
     commit: Callable[[ShardPath, int, int], None],
     lock: Lease | FolderLock,
     batch_size: int,
     bar: Any,
 ) -> int:
-    """Score ``todo`` here, reading the next shard while scoring this one; the rows scored."""
+    """Score each shard of ``outputs`` into its output here, reading the next shard while
+    scoring this one; the rows scored."""
     # A light model's search (the seed method's few centres) costs about as much as reading a
     # row: the prefetch thread reads and converts on one core and FAISS gets the others, and its
     # scores, not its n x d inputs, are checked for finiteness (a NaN or infinity in a row makes
@@ -254,11 +319,10 @@ def _score_here(
     light = model.task == "task1" and model.light_scoring
     rows = 0
     with _faiss_threads((os.cpu_count() or 2) - 1 if light else faiss.omp_get_max_threads()):
-        shards = _prefetch(_read_shards(todo, batch_size))
+        shards = _prefetch(_read_shards(list(outputs), batch_size))
         for path, ids, scores, labels in _scored(model, shards, bar.update):
             lock.check()  # before writing: a writer that lost the lease writes nothing more
-            output = child(out, _name(path))
-            written, size = _write_scores(output, ids, scores, labels, model, inputs[path])
+            written, size = _write_scores(outputs[path], ids, scores, labels, model, inputs[path])
             commit(path, written, size)
             rows += written
     return rows
@@ -397,6 +461,7 @@ def _write_scores(
 
 
 SCORED_KEY = b"ctfp_scored"
+SCORES_FORMAT = "ctfp-scores/1"
 
 
 def model_fingerprint(model: Any) -> str:

@@ -220,9 +220,12 @@ def active(dt: Any) -> dict[str, int]:
     return dict(zip(paths, sizes, strict=True))
 
 
-def pin(location: PathLike) -> PathLike:
+def pin(location: Any) -> Any:
     """``location`` pinned to the version read now where it is a table (``delta:PATH@vN``),
-    else as given: what a result records, so that it names the exact snapshot it read."""
+    else as given (a list: each of its items): what a result records, so that it names the
+    exact snapshot it read."""
+    if not isinstance(location, str | os.PathLike):
+        return [pin(item) for item in location]
     spec = table_of(location)
     if spec is None or spec[1] is not None:
         return location
