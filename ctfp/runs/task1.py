@@ -47,11 +47,11 @@ from ctfp.runs.layout import (
     rows_by_id,
     run_ids,
     settings_record,
-    unread_note,
     unread_warnings,
 )
 from ctfp.runs.models import save_model
 from ctfp.runs.remote import Claim, in_run_folder
+from ctfp.runs.verdict import EVIDENCE, beyond_chance, evidence_of, examines_generator, verdict
 from ctfp.settings import SettingsError
 
 
@@ -84,17 +84,6 @@ def check_k_before_embedding(data: Path, settings: Task1Settings) -> None:
                 f"k={k} needs at least {k} '{name}' training slices, but {data / folder}/ holds "
                 f"{len(files)} images; use a smaller --k"
             )
-
-
-#: What a task-1 answer rests on (``summary.json``'s ``evidence``): the generator's output, or
-#: the known members alone (the seed method), which says nothing about the generator.
-EVIDENCE = {True: "generator", False: "known members"}
-
-
-def examines_generator(method: str) -> bool:
-    """Whether ``method``'s score uses the generated slices (``--method auto`` chooses among
-    such scores only): the one kind of evidence about the generator."""
-    return method == AUTO or evidence_of(method) == EVIDENCE[True]
 
 
 def check_generated(data: Path, method: str) -> None:
@@ -484,114 +473,6 @@ def non_members_only(
         logger.warning(f"warning: {note}")
     values = {n: getattr(s, n) for n in Task1Settings.field_names() if n not in ("options", "k")}
     return Task1Settings.with_options(**{**values, "method": method}, **options), embed, notes
-
-
-def evidence_of(method: str | None) -> str:
-    """What a run of ``method`` rests on (:data:`EVIDENCE`), for runs that did not record it:
-    a registered method's ``needs_generated``; a mix or an unknown name, the generator."""
-    from ctfp.membership.registry import REGISTRY, get_method
-
-    return EVIDENCE[method not in REGISTRY or get_method(str(method)).needs_generated]
-
-
-def beyond_chance(selection: dict[str, Any]) -> bool | None:
-    """Whether a run's evidence is distinguishable from chance: the permutation test's p at
-    most 0.05 where its shuffles can show that; else the low end of the interval the verdict
-    quotes (the held-out range of the whole choice with more than one candidate, else the
-    cross-validated interval) above 0.5; None with neither."""
-    test = selection.get("permutation")
-    if test and 1 / (test["permutations"] + 1) <= 0.05:
-        return bool(test["p_value"] <= 0.05)
-    held = selection.get("heldout")
-    if held and len(selection.get("candidates") or []) > 1:
-        low = held["roc_auc_95"][0]
-    else:
-        low = ((selection.get("chosen") or {}).get("roc_auc_95") or [None])[0]
-    return None if low is None else bool(low > 0.5)
-
-
-def _checked(summary: dict[str, Any]) -> str:
-    """``; held out, ...``: what the false-positive check found, where it ran."""
-    check = summary.get("calibration_check")
-    if not check:
-        return ""
-    return (
-        f"; held out in {check['folds']} folds, the threshold flagged {check['flagged']} of "
-        f"{check['of']} of them"
-    )
-
-
-def verdict(summary: dict[str, Any]) -> str:
-    """One sentence a non-expert can act on: the evidence (the permutation test's p-value of
-    the whole choice, which decides; the held-out ROC-AUC of the whole choice with its range
-    over the held-out halves, or for one candidate its cross-validated ROC-AUC with its 95 %
-    interval; or why there is none) and what the run flagged."""
-    n_test = summary["n_test"]
-    runs = summary.get("runs") or {}
-    run = next(iter(runs.values()), {})
-    selection = summary.get("selection") or {}
-    sweep = len(runs) > 1
-    chosen_k = (selection.get("chosen") or {}).get("params", {}).get("k") if sweep else None
-    if chosen_k is not None:  # a k sweep: the k chosen on the training reals
-        run = runs.get(str(chosen_k), run)
-    flagged = run.get("predicted_used", 0)
-    calibrate = str(summary.get("calibrate") or "")
-    at = (
-        f" at a false-positive rate of at most {float(calibrate[4:]):.0%} for new non-members "
-        f"(bounded on the {summary.get('n_not_used')} known ones{_checked(summary)})"
-        if calibrate.startswith("fpr:")
-        else f" (threshold: {calibrate or 'the method' + chr(39) + 's own'})"
-    )
-    counts = f"{flagged} of {n_test} test slices flagged as used{at}"
-    if chosen_k is not None:
-        counts += f" by k={chosen_k}, chosen on the training reals"
-    counts += unread_note(summary.get("n_unreadable") or 0)
-    blind = summary.get("evidence") == EVIDENCE[False]  # older runs: about the generator
-    unseen = "the generator's output was not examined"
-    if not selection:
-        why = (
-            "no known members to measure it on"
-            if summary.get("mode") == "non-members only"
-            else "too few labelled slices for cross-validation"
-        )
-        return f"Evidence not measured ({why}){'; ' + unseen if blind else ''}; {counts}."
-    chosen, n = selection["chosen"], len(selection["candidates"])
-    auc, (low, high) = chosen["roc_auc"], chosen["roc_auc_95"]
-    held = selection.get("heldout")  # the whole choice held out (runs before 0.4 lack it)
-    if held and n > 1:  # the best of many: quote what the choice scores where it was not made
-        low, high = held["roc_auc_95"]
-        estimate = (
-            f"held-out ROC-AUC {held['roc_auc']:.2f} [{low:.2f}, {high:.2f}] (the whole choice "
-            f"among {n} candidates repeated on halves of the {selection['n_labelled']} labelled "
-            f"training slices and scored on the other halves; the chosen scorer's own "
-            f"cross-validated {auc:.2f} is optimistic)"
-        )
-    else:
-        estimate = (
-            f"cross-validated ROC-AUC {auc:.2f} [{low:.2f}, {high:.2f}] on "
-            f"{selection['n_labelled']} labelled training slices"
-        )
-    chance = not beyond_chance(selection)
-    test = selection.get("permutation")  # the whole choice on shuffled labels (since 0.4)
-    if test:
-        p, shuffles = test["p_value"], test["permutations"]
-        if 1 / (shuffles + 1) > 0.05:
-            estimate += f"; {shuffles} label shuffles cannot show p below 0.05 (p = {p:.2f})"
-        else:  # the p-value decides; the estimate says how much
-            estimate = f"p = {p:.2g} ({shuffles} label shuffles of the whole choice), {estimate}"
-    if blind:  # the seed method: how test slices resemble the known members, nothing more
-        return (
-            f"{'No resemblance' if chance else 'Resemblance'} to the known members"
-            f"{' distinguishable from chance' if chance else ''}, which is not evidence about "
-            f"the generator ({unseen}): {estimate}; {counts}."
-        )
-    if chance:
-        return (
-            f"No evidence of memorisation distinguishable from chance: {estimate}; "
-            f"{counts} (read them as chance)."
-        )
-    best_of = f" (the best of {n} candidates, so somewhat optimistic)" if n > 1 and not held else ""
-    return f"Evidence of memorisation: {estimate}{best_of}; {counts}."
 
 
 __all__ = [
