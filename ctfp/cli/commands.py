@@ -45,9 +45,12 @@ def _shards(args: argparse.Namespace, api: Callable[..., Any], settings: type[Se
     _print_json(args, result.to_dict())
     if result.errors and result.rows == 0 and result.skipped_files == 0:
         # Not one input readable: a pipeline must not go on with an empty folder as if fine.
+        from ctfp.store.delta import split
+
+        folder = (split(result.out) or (result.out,))[0]  # a table's folder: delta:PATH
         logger.error(
             f"error: none of the {result.files} input(s) could be read; the reasons are in "
-            f"{os.path.join(result.out, ERRORS_DIR, ERRORS_FILE)}"
+            f"{os.path.join(folder, ERRORS_DIR, ERRORS_FILE)}"
         )
         return 2
     return 0

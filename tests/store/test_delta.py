@@ -221,3 +221,14 @@ def test_a_table_is_never_written_over_a_shard_folder(tmp_path: Path) -> None:
     deltalake.write_deltalake(str(foreign), pa.table({"id": ["x"]}))
     with pytest.raises(Exception, match="not written by ctfp"):
         read_embeddings(foreign)
+
+
+def test_two_writers_of_a_table_on_an_s3_server(s3: str) -> None:
+    table = f"delta:s3://{s3}/emb"  # commits are conditional writes (If-None-Match)
+    first = ShardWriter(table, metadata=meta(), rows_per_shard=1)
+    second = ShardWriter(table, metadata=meta(), rows_per_shard=1)
+    fill(first, ["a"])
+    with pytest.raises(CtfpError, match="same inputs"):
+        fill(second, ["a"])  # read the version before first's commit: refused
+    fill(second, ["b"])  # at the version after first's: appended
+    assert sorted(read_embeddings(table).ids) == ["a", "b"]
