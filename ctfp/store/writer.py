@@ -293,12 +293,9 @@ class ShardWriter:
         assert self._table is not None
         parts = [p.name for p in added]
         info = {**info, "parts": parts, "rows": sum(p.rows for p in added), "removed": removed}
-
-        def take_in(names: list[str]) -> set[str]:
-            return {i for name in names for i in self._take_in(name)}
-
         added_rows = [(p.name, p.rows, p.bytes) for p in added]
         try:
+            take_in = lambda names: {i for name in names for i in self._take_in(name)}  # noqa: E731
             self._table.commit(added_rows, removed, ids, take_in, info)
         except CommitRefused:  # these rows are another writer's now: never committed later
             self._buffer.clear()
