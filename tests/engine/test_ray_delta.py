@@ -19,7 +19,7 @@ pytestmark = [
     pytest.mark.slow,
 ]
 
-SMALL = dict(weights="random", image_size=64, precision="fp32", progress=False)
+SMALL = dict(features="pixels:16", progress=False)  # no network to start in each actor
 
 
 def test_ray_fills_and_resumes_a_table_like_the_local_engine(
