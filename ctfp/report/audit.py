@@ -1,9 +1,11 @@
-"""The audit summary of a run folder: ``OUT/audit.json`` and a one-paragraph ``OUT/audit.md``.
+"""The audit summary of a run folder: ``OUT/audit.json`` and ``OUT/audit.md``.
 
 ``audit.json`` (schema ``ctfp-audit/1``, :data:`SCHEMA_FILE`) gathers what a privacy officer
 files about one run: the verdict, the numbers behind it, the data counts, the method and why it
 was chosen, the model identity, the ctfp version, the run folder and when it was written.
-``audit.md`` says the same in one paragraph of plain words. Both are written beside the HTML
+``audit.md`` says the same in plain words, under the headings Finding, Strength of evidence,
+What was examined, Limits, Next steps and Files (:mod:`ctfp.report.audit_md`, whose words the
+report's Answer box shares). Both are written beside the HTML
 report (:func:`ctfp.report.write_report` calls :func:`write_audit`), so ``ctfp report OUT``
 regenerates them.
 """
@@ -80,7 +82,7 @@ def audit_record(
         (:func:`ctfp.evaluate.evaluate_run`; task 1 with 95 % bootstrap intervals).
     report
         The HTML report this record goes with (default ``run_dir/report.html`` where it
-        exists).
+        exists; :func:`ctfp.report.write_report` names the page it is writing).
     origin
         Where the run lives when ``run_dir`` is a local copy of a run on an object store
         (:func:`ctfp.runs.remote.local_run`): its embeddings are read there and the record
@@ -132,13 +134,15 @@ def write_audit(
     *,
     report: PathLike | None = None,
     origin: PathLike | None = None,
+    record: dict[str, Any] | None = None,
 ) -> tuple[Path, Path]:
     """Write ``run_dir/audit.json`` and ``run_dir/audit.md`` (atomically): the
-    :func:`audit_record` of the same arguments, and its paragraph. Returns their paths; raises
-    as :func:`audit_record`."""
+    :func:`audit_record` of the same arguments (or ``record``, one already made), and its
+    page of plain words. Returns their paths; raises as :func:`audit_record`."""
     from ctfp.store.writer import write_text_atomic
 
-    record = audit_record(run_dir, truth, report=report, origin=origin)
+    if record is None:
+        record = audit_record(run_dir, truth, report=report, origin=origin)
     run = Path(run_dir)
     json_path, md_path = run / AUDIT_JSON, run / AUDIT_MD
     write_text_atomic(json_path, json.dumps(record, indent=2, allow_nan=False) + "\n")
@@ -377,7 +381,7 @@ def _files(run: Path, summary: dict[str, Any], report: PathLike | None) -> dict[
     return {
         "summary": SUMMARY_FILE,
         **answers,
-        "report": _relative(page, run) if page.is_file() else None,
+        "report": _relative(page, run) if report is not None or page.is_file() else None,
         "audit_json": AUDIT_JSON,
         "audit_md": AUDIT_MD,
     }

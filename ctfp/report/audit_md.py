@@ -1,8 +1,12 @@
-"""``audit.md``: an audit record (:func:`ctfp.report.audit.audit_record`) in one paragraph
-of plain words, for a reader who does not know the methods' names."""
+"""An audit record (:func:`ctfp.report.audit.audit_record`) in plain words, for a reader who
+does not know the methods' names: the report's Answer box and ``audit.md`` both say
+:func:`plain_answer` (the finding, how strong it is, what it rests on, its limits and the next
+step), so the page and the file a privacy officer files never disagree."""
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass, field
 from typing import Any
 
 #: Task 1 membership scorers, in plain words.
@@ -25,6 +29,37 @@ FEATURES = {
     "spectrum": "the slice's frequency spectrum",
     "resnet50": "the features of a ResNet50 image network",
 }
+#: Fewer labelled slices than this: the answer says the sample is small.
+SMALL_SAMPLE = 100
+#: The line the answer opens with when the network's weights were random.
+RANDOM_WARNING = (
+    "The network had random, untrained weights, so this run only shows that the software "
+    "works; it must not be used to audit a real generator."
+)
+HEADINGS = ("Finding", "Strength of evidence", "What was examined", "Limits", "Next steps")
+# Exception text of a failed download (urllib, sockets): said as "offline", never quoted.
+OFFLINE = re.compile(
+    r"urlopen|Name or service not known|Temporary failure in name resolution|Network is "
+    r"unreachable|timed out|Connection (refused|reset)",
+    re.I,
+)
+
+
+@dataclass
+class Answer:
+    """What a run found, in plain words: ``warnings`` are read before the finding."""
+
+    finding: str
+    warnings: list[str] = field(default_factory=list)
+    strength: list[str] = field(default_factory=list)
+    examined: list[str] = field(default_factory=list)
+    limits: list[str] = field(default_factory=list)
+    next_steps: list[str] = field(default_factory=list)
+
+    def sections(self) -> list[tuple[str, list[str]]]:
+        """(heading, lines) of :data:`HEADINGS` after the finding."""
+        lines = (self.strength, self.examined, self.limits, self.next_steps)
+        return list(zip(HEADINGS[1:], lines, strict=True))
 
 
 def criterion_meaning(criterion: str | None) -> str:
@@ -48,18 +83,7 @@ def criterion_meaning(criterion: str | None) -> str:
     }.get(text, "by the method's own fixed rule (not tuned on the known slices)")
 
 
-def _num(value: Any, digits: int = 2) -> str:
-    return "-" if value is None else f"{float(value):.{digits}f}"
-
-
-HALVES = " (the middle 95 % of the halves: {} to {})"
-
-
-def _interval(values: Any, form: str = " (95 % interval {} to {})") -> str:
-    return "" if not values or None in values else form.format(*map(_num, values[:2]))
-
-
-def _features_plain(features: str | None) -> str:
+def features_plain(features: str | None) -> str:
     """``pixels:16+residual`` -> what each block looks at, in words."""
     if not features:
         return "unrecorded features"
@@ -70,118 +94,135 @@ def _features_plain(features: str | None) -> str:
         if name == "pixels":
             plain = f"the slice itself shrunk to {size or 64}x{size or 64} pixels"
         parts.append(plain)
-    return f"{features} ({'; '.join(parts)})"
+    return "; ".join(parts)
 
 
-#: The sentence audit.md opens with when the network's weights were random.
-RANDOM_WARNING = (
-    "WARNING: the network had random, untrained weights, so this run only shows that the "
-    "software works; it must not be used to audit a real generator."
-)
+def left_out(name: str, reason: str) -> str:
+    """Why a feature type was not tried, in one line without exception text."""
+    what = FEATURES.get(name, name)
+    if OFFLINE.search(reason):
+        why = "its ImageNet weights could not be downloaded (offline)"
+    else:  # the reason's first clause, without Python reprs such as <...> or (None)
+        why = re.sub(r"\s*(<[^>]*>|\(None\))", "", reason).split(". ")[0].rstrip(" :.")
+    return f"{name} ({what}) was not tried: {why}."
 
 
-def _model_sentence(model: dict[str, Any], features: str | None) -> str:
+def _sentence(text: str) -> str:
+    """A warning as a sentence: capitalised where it opens with a plain word (not
+    ``k=auto``), one full stop."""
+    text = text.rstrip(".") + "."
+    return text[:1].upper() + text[1:] if re.match(r"[a-z]+ ", text) else text
+
+
+def _pct(value: Any) -> str:
+    return "-" if value is None else f"{float(value):.0%}"
+
+
+def _num(value: Any, digits: int = 2) -> str:
+    return "-" if value is None else f"{float(value):.{digits}f}"
+
+
+def _interval(values: Any, form: str = " (95 % interval {} to {})", show: Any = _num) -> str:
+    return "" if not values or None in values else form.format(*map(show, values[:2]))
+
+
+def _weights(model: dict[str, Any]) -> str:
     if model["random_weights"]:
-        weights, hashed = "with random, untrained network weights", "its random weights"
-    elif model["learned_weights"]:
-        weights, hashed = f"with the trained network weights {model['weights']}", "the weights"
-    else:
-        weights = "computed directly from the pixels, with no trained network"
-        hashed = "the feature settings"
-    pre = model.get("preprocessing") or {}
-    size = pre.get("image_size")
-    decoded = []
-    if model.get("decode_window"):
-        decoded.append(f"CT window {model['decode_window']}")
-    if size:
-        decoded.append(f"resized to {size} px")
-    how = f", decoded with {' and '.join(decoded)}" if decoded else ""
-    return (
-        f"The slices were described by {_features_plain(features)}, {weights}{how}; the "
-        f"sha256 of {hashed} is {model.get('weights_sha256') or 'unrecorded'}."
+        return "with random, untrained network weights"
+    if model["learned_weights"]:
+        return f"with the trained network weights {model['weights']}"
+    return "computed directly from the pixels, with no trained network"
+
+
+def _common(record: dict[str, Any], answer: Answer) -> None:
+    """The warnings and next steps every run can have: random weights, feature types left
+    out, the run's own warnings (unread inputs among them)."""
+    model, method = record["model"], record["method"]
+    if model["random_weights"]:
+        answer.warnings.append(RANDOM_WARNING)
+        answer.next_steps.append(
+            "Re-run with ImageNet weights (`--weights imagenet` where there is internet, or "
+            "`--weights PATH` with a downloaded copy): with random weights the numbers mean "
+            "nothing."
+        )
+    skipped = method.get("left_out") or {}
+    answer.warnings += [left_out(name, str(why)) for name, why in skipped.items()]
+    if any(OFFLINE.search(str(why)) for why in skipped.values()):
+        answer.next_steps.append(
+            "To include the ResNet50 features, re-run where its ImageNet weights can be "
+            "downloaded, or pass `--weights PATH` with a downloaded copy."
+        )
+    answer.warnings += [_sentence(w) for w in record["warnings"]]
+    if any("could not be read" in w for w in record["warnings"]):
+        answer.next_steps.append("Fix or remove the unreadable inputs named above, and re-run.")
+    answer.examined.append(
+        f"What ctfp looked at in each slice: {features_plain(method.get('features'))}, "
+        f"{_weights(model)}."
     )
 
 
-def _task1_paragraph(record: dict[str, Any]) -> list[str]:
+def _task1(record: dict[str, Any], answer: Answer) -> None:
     e, c, m = record["evidence"], record["counts"], record["method"]
-    known = (
-        f"{c['labelled']} real training slices whose status is known ({c['train_used']} used "
-        f"to train the generator, {c['train_not_used']} not used)"
-        if c.get("train_used")
-        else f"{c['train_not_used']} real training slices known not to have been used"
-    )
+    flagged, n_test = e["test_flagged_used"], e["n_test"]
+    chance = e["distinguishable_from_chance"] is False
+    counted = f"{flagged} of {n_test} test slices were flagged as used to train the generator"
+    if not e["measured"]:
+        head = f"Not measured: how often these flags are right is unknown ({e['why_not_measured']})"
+    elif not e["examines_generator"]:
+        head = (
+            f"{'No resemblance' if chance else 'Resemblance'} to the known members"
+            f"{' distinguishable from chance' if chance else ''}; the generator's output was not "
+            "examined, so this is not evidence about the generator"
+        )
+    elif chance:
+        head = "No evidence of memorisation distinguishable from chance"
+        counted += " (read them as chance)"
+    else:
+        head = (
+            "Evidence of memorisation: the generator's output resembles the slices it was "
+            "trained on more than the others"
+        )
+    answer.finding = f"{head}. {counted}."
+
     if m.get("name") == "ensemble" and m.get("members"):
         how = "a weighted average of" if m.get("rule") == "forward selection" else "the average of"
         scorer = f"{how} {m['members']} scoring methods chosen on the labelled slices"
     else:
         scorer = SCORERS.get(str(m.get("name")), str(m.get("name")))
-    made = (
-        f"{c['generated']} slices the generator made"
-        if c.get("generated")
-        else "no slices from the generator (none were given)"
-    )
-    sentences = []
-    if e["measured"]:
-        cv = m.get("cross_validation") or {}
-        n = e["n_candidates"] or 1
-        tried = (
-            f"trying {n} ways of scoring them and judging each"
-            if n > 1
-            else f"scoring them by {scorer} (named) and judging it"
-        )
-        chosen = f"The chosen one, {scorer}," if n > 1 else "It"
-        optimism = ", and as the best of many tries it is somewhat optimistic" if n > 1 else ""
-        sentences.append(
-            f"How it was measured: ctfp compared {known} with {made}, {tried} only on slices it "
-            f"had not been fitted on ({cv.get('folds')}-fold cross-validation, {cv.get('repeats')} "
-            f"repeats). {chosen} separates used from not-used slices with a ROC-AUC of "
-            f"{_num(e['cv_roc_auc'])}{_interval(e['cv_roc_auc_95'])}; ROC-AUC is the chance that "
-            "a used slice scores higher than a not-used one (0.5 is guessing, 1.0 is perfect)"
-            f"{optimism}."
-            + (
-                f" Repeating the whole choice on one half of the labelled slices and scoring the "
-                f"other half gives {_num(e['heldout_roc_auc'])}"
-                f"{_interval(e.get('heldout_roc_auc_95'), HALVES)}, an estimate without that "
-                "optimism."
-                if e.get("heldout_roc_auc") is not None and n > 1
-                else ""
-            )
-        )
-        if e.get("p_value") is not None:
-            sentences.append(
-                f"Rerun on the labels shuffled at random {e['permutations']} times, the whole "
-                f"choice did as well on a share p = {_num(e['p_value'])} of them (with the real "
-                "labels counted): the chance of a result this good if the generator's output "
-                "said nothing about which slices it was trained on."
-            )
-        if e["distinguishable_from_chance"] is False:
-            sentences.append("That is not distinguishable from guessing.")
+    n = e["n_candidates"] or 1
+    if not e["measured"]:
+        answer.strength.append(f"Not measured: {e['why_not_measured']}.")
     else:
-        sentences.append(
-            f"How it was measured: with {made} and {known}, ctfp scored the test slices by "
-            f"{scorer}; how accurate this is on this data was "
-            f"not measured ({e['why_not_measured']})."
-        )
-    if e.get("examines_generator") is False:
-        sentences.append(
-            f"The generator's output was not examined: {scorer} compares the test slices with "
-            "the known members only, so this measures resemblance to them, not whether the "
-            "generator memorised anything."
-        )
-    sweep = ""
-    if e.get("k_rule"):
-        sweep = f" (at k={e['k']}, the setting of the k sweep chosen as {e['k_rule']})"
-    sentences.append(
-        f"Of the {e['n_test']} test slices, {e['test_flagged_used']} were flagged as used to "
-        f"train the generator{sweep}, at a threshold chosen {e['criterion_meaning']}."
-    )
+        pairs = "a used slice scored above a not-used one in"
+        guess = "50% is guessing, 100% perfect"
+        if e.get("heldout_roc_auc") is not None and n > 1:
+            spread = _interval(e.get("heldout_roc_auc_95"), "; {} to {} over the halves", _pct)
+            answer.strength.append(
+                f"Held out: with the whole choice among {n} candidate methods made on half of the "
+                f"labelled slices, {pairs} {_pct(e['heldout_roc_auc'])} of pairs of the other "
+                f"half ({guess}{spread})."
+            )
+        else:
+            best_of = "; the best of many tries, so somewhat optimistic" if n > 1 else ""
+            answer.strength.append(
+                f"Cross-validated: on labelled slices it had not been fitted on, {pairs} "
+                f"{_pct(e['cv_roc_auc'])} of pairs ({guess}"
+                f"{_interval(e['cv_roc_auc_95'], '; 95 % interval {} to {}', _pct)}{best_of})."
+            )
+        if e.get("p_value") is not None:
+            luck = "unlikely to be luck" if not chance else "what luck alone often gives"
+            answer.strength.append(
+                f"With the labels shuffled at random {e['permutations']} times, the whole "
+                f"choice did as well on {_pct(e['p_value'])} of them (p = {e['p_value']:.2g}): "
+                f"a result this strong is {luck}."
+            )
     t = record.get("test_metrics")
     if t:
 
         def ci(name: str) -> str:
             return _interval(t.get(f"{name}_ci95"), " [{}, {}]")
 
-        sentences.append(
+        answer.strength.append(
             f"Checked against the true answers for the {t['n']} test slices: accuracy "
             f"{_num(t['accuracy'])}{ci('accuracy')}, Cohen's kappa {_num(t['kappa'])}"
             f"{ci('kappa')} (agreement beyond chance: 0 is chance, 1 is perfect), ROC-AUC "
@@ -189,98 +230,228 @@ def _task1_paragraph(record: dict[str, Any]) -> list[str]:
             f"every slice would score F1 {_num(t['baseline_all_used_f1'])}); the brackets are "
             "95 % bootstrap intervals."
         )
-    return sentences
+
+    known = (
+        f"{c['train_used']} real training slices known to be used to train the generator and "
+        f"{c['train_not_used']} known not to be"
+        if c.get("train_used")
+        else f"{c['train_not_used']} real training slices known not to have been used"
+    )
+    made = (
+        f"{c['generated']} slices the generator made"
+        if c.get("generated")
+        else "no slices from the generator (none were given)"
+    )
+    chosen = f", chosen among {n} candidate methods by cross-validation" if n > 1 else ""
+    answer.examined[:0] = [
+        f"{known}, compared with {made}; then the {n_test} test slices.",
+        f"Each slice was scored by {scorer}{chosen}; the threshold was set "
+        f"{e['criterion_meaning']}.",
+    ]
+    if e.get("examines_generator") is False:
+        answer.examined.append(
+            "The generator's output was not examined: this method compares the test slices "
+            "with the known members only, so it measures resemblance to them, not whether the "
+            "generator memorised anything."
+        )
+    labelled = e.get("n_labelled") or 0
+    if labelled and labelled < SMALL_SAMPLE:
+        answer.limits.append(
+            f"A small sample: {labelled} labelled slices. With so few the estimate moves "
+            "between runs, and only a strong effect can show."
+        )
+        answer.next_steps.append(
+            f"Label more slices in train/used/ and train/not_used/ (now {c['train_used']} and "
+            f"{c['train_not_used']}): the estimate firms up as they grow."
+        )
+    if not e["measured"]:
+        answer.next_steps.append(
+            "Add slices known to be used (train/used/) so ctfp can measure how often its flags "
+            "are right."
+            if not c.get("train_used")
+            else "Label more slices in both classes so ctfp can measure how often its flags "
+            "are right (cross-validation needs at least 5 of each)."
+        )
+    elif e.get("examines_generator") is False:
+        answer.next_steps.append(
+            ("Re-run" if c.get("generated") else "Put its output in generated/ and re-run")
+            + " with `--method auto`, so the generator's output itself is tested."
+        )
+    elif chance:
+        answer.next_steps.append(
+            "Nothing here supports a finding; more labelled slices would show a weaker effect "
+            "if there is one."
+        )
+    if flagged and e["measured"] and e.get("examines_generator") and not chance:
+        answer.next_steps.append(
+            f"Have the {flagged} flagged slices reviewed: the report's Evidence section shows "
+            "the highest-scoring ones beside their nearest generated slice."
+        )
 
 
-def _task2_paragraph(record: dict[str, Any]) -> list[str]:
+def _task2(record: dict[str, Any], answer: Answer) -> None:
     e, c, m = record["evidence"], record["counts"], record["method"]
     way = WAYS.get(str(m.get("name")), str(m.get("name")))
-    sentences = []
-    if e["measured"]:
-        cv = m.get("cross_validation") or {}
-        accuracy = e.get("cv_accuracy")
-        right = (
-            ""
-            if accuracy is None
-            else f", and assigned {accuracy:.0%} of the held-out labelled slices to the right "
-            "generator"
-        )
-        sentences.append(
-            f"How it was measured: {c['labelled']} synthetic slices whose generator is known "
-            f"({c['groups']} generators: {', '.join(e['groups'])}) were used to try "
-            f"{e['n_candidates']} ways of telling the generators apart, each judged only on "
-            f"labelled slices it had not been fitted on ({cv.get('folds')}-fold "
-            f"cross-validation, {cv.get('repeats')} repeats). The chosen way, {way}, recovered "
-            f"the known grouping with an adjusted Rand index (ARI) of {_num(e['cv_ari'])}"
-            f"{_interval(e['cv_ari_95'])}{right}; ARI is 0 for a random grouping and 1 for the "
-            "exact one, and as the best of several tries it is somewhat optimistic."
-        )
-    else:
-        sentences.append(
-            f"How it was measured: no slices of known origin were used, so the test slices "
-            f"were grouped by {way} with no estimate of how right the grouping is."
-        )
     names = e.get("cluster_groups") or {}
     sizes = e.get("cluster_sizes") or []
-    shown = ", ".join(f"{names.get(str(j), f'group {j}')}: {n}" for j, n in enumerate(sizes))
-    result = f"The {e['n_test']} test slices were put into {e['n_clusters']} groups"
-    result += f" ({shown})" if shown else ""
-    o = e.get("open_set")
-    if o is not None and not o["can_flag"]:
-        result += (
-            "; there were too few labelled slices for ctfp to flag any test slice as made by a "
-            "generator it does not know"
+    named = [names.get(str(j), f"group {j}") for j in range(len(sizes))]
+    shown = ", ".join(f"{g}: {s}" for g, s in zip(named, sizes, strict=True))
+    if e["measured"]:
+        answer.finding = (
+            f"The {e['n_test']} test slices were attributed to {len(e['groups'])} known "
+            f"generators ({shown})."
         )
-    elif o is not None:
-        result += (
-            f"; {o['unknown']} fit none of the known generators (about "
-            f"{o['expected_by_chance']} would by chance)"
+    else:
+        answer.finding = (
+            f"The {e['n_test']} test slices were grouped into {e['n_clusters']} groups by their "
+            f"fingerprints ({shown}); no slices of known origin were used, so the groups are "
+            "not named and how right they are was not measured."
+        )
+    o = e.get("open_set")
+    if o is not None and o["can_flag"]:
+        answer.finding += (
+            f" {o['unknown']} fit none of the known generators (about "
+            f"{o['expected_by_chance']} would by chance)."
         )
         if o["extra_group"]:
-            result += ", more than chance explains: likely a generator not among the labelled ones"
-    sentences.append(result + ".")
+            answer.warnings.append(
+                f"{o['unknown']} test slices fit none of the labelled generators, more than "
+                "chance explains: likely a generator that train/ does not hold (they are -1 in "
+                f"{o['file']})."
+            )
+            answer.next_steps.append(
+                f"Look at the slices marked -1 in {o['file']}: they may come from a generator "
+                "that is not among the labelled ones."
+            )
+    if len(sizes) > 1 and max(sizes) == sum(sizes):
+        answer.warnings.append(
+            "The fit collapsed: every test slice fell in one group, so it attributes nothing."
+        )
+    else:
+        answer.warnings += [
+            f"No test slice was attributed to {g}: none came from it, or the features cannot "
+            "tell it from another generator."
+            for g, s in zip(named, sizes, strict=True)
+            if s == 0
+        ]
+
+    n = e["n_candidates"] or 1
+    if e["measured"]:
+        right = "" if e.get("cv_accuracy") is None else f"; {_pct(e['cv_accuracy'])} of them "
+        right += "went to the right generator" if right else ""
+        answer.strength.append(
+            "Cross-validated: on labelled slices it had not been fitted on, the attribution "
+            "matched the known generators with an adjusted Rand index (ARI; 0 is a random "
+            f"grouping, 1 the exact one) of {_num(e['cv_ari'])}{_interval(e['cv_ari_95'])}{right}"
+            + ("; as the best of several tries it is somewhat optimistic." if n > 1 else ".")
+        )
+    else:
+        answer.strength.append(f"Not measured: {e['why_not_measured']}.")
+        answer.next_steps.append(
+            "Re-run with the default `--method auto` and a few labelled examples of each "
+            "generator in train/<group>/, so the attribution is measured and its groups named."
+        )
     t = record.get("test_metrics")
     if t:
-        sentences.append(
+        answer.strength.append(
             f"Checked against the true generators of the {t['n']} test slices: ARI "
             f"{_num(t['ari'])}, normalised mutual information {_num(t['nmi'])} (0 is no "
             "relation, 1 is the true grouping)."
         )
-    return sentences
+    chosen = f", chosen among {n} ways by cross-validation" if n > 1 else ""
+    known = (
+        f"{c['labelled']} synthetic slices whose generator is known ({c['groups']} generators: "
+        f"{', '.join(e['groups'])}), and the {e['n_test']} test slices."
+        if e["measured"]
+        else f"The {e['n_test']} test slices."
+    )
+    verb = "attributed" if e["measured"] else "grouped"
+    answer.examined[:0] = [known, f"They were {verb} by {way}{chosen}."]
+    labelled = e.get("n_labelled") or 0
+    if e["measured"] and labelled < SMALL_SAMPLE:
+        answer.limits.append(
+            f"A small sample: {labelled} labelled slices. With so few the estimate moves "
+            "between runs."
+        )
+        answer.next_steps.append(
+            "Label more slices of each generator in train/<group>/: the estimate firms up as "
+            "they grow."
+        )
+    if e["measured"] and not answer.warnings:
+        answer.next_steps.append(
+            "Have a few slices of each group checked: the report shows some per group."
+        )
+
+
+def plain_answer(record: dict[str, Any]) -> Answer:
+    """The answer of an audit record in plain words (:class:`Answer`)."""
+    answer = Answer(finding="")
+    _common(record, answer)
+    (_task1 if record["task"] == "task1" else _task2)(record, answer)
+    if record.get("test_metrics") is None:
+        answer.limits.append("Not checked against true answers (none were given).")
+    answer.next_steps = list(dict.fromkeys(answer.next_steps))
+    return answer
 
 
 def audit_paragraph(record: dict[str, Any]) -> str:
-    """``audit.md``: the audit record as one paragraph a privacy officer can file.
+    """``audit.md``: the audit record as a page a privacy officer can file, under the headings
+    of :data:`HEADINGS` and Files (any warning first).
 
     Parameters
     ----------
     record
-        What :func:`audit_record` returns.
+        What :func:`ctfp.report.audit.audit_record` returns.
 
     Returns
     -------
     str
-        One Markdown paragraph (no trailing newline).
+        Markdown (no trailing newline).
     """
+    answer = plain_answer(record)
     task = record["task"]
-    number = task[-1]
-    sentences = [
-        f"**ctfp audit of a task {number} run** ({record['question']}).",
-        f"Verdict: {record['verdict'].rstrip('.')}.",
+    lines = [f"# ctfp audit of a task {task[-1]} run", "", f"Question: {record['question']}", ""]
+    for warning in answer.warnings:
+        lines += [f"> **Warning:** {warning}", ""]
+    lines += ["", "## Finding", "", answer.finding, ""]
+    lines += [f"In the run's own words: {record['verdict'].rstrip('.')}.", ""]
+    for heading, items in answer.sections():
+        if items:
+            lines += [f"## {heading}", "", *(f"- {item}" for item in items), ""]
+    model, files = record["model"], record["files"]
+    learned = model["random_weights"] or model["learned_weights"]
+    hashed = "the network's weights" if learned else "the feature settings"
+    listed = ", ".join(f"`{f}`" for key, f in files.items() if f and key != "summary")
+    lines += [
+        "## Files",
+        "",
+        f"- Run folder: `{record['run_dir']}`",
+        f"- `{files['summary']}` (sha256 `{record['summary_sha256']}`), with {listed}",
+        f"- Features: {model.get('model')} ({model.get('weights')}); sha256 of {hashed}: "
+        f"`{model.get('weights_sha256') or 'unrecorded'}`",
     ]
-    if record["model"]["random_weights"]:
-        sentences.append(RANDOM_WARNING)
-    sentences += _task1_paragraph(record) if task == "task1" else _task2_paragraph(record)
-    sentences.append(_model_sentence(record["model"], record["method"].get("features")))
-    if record["warnings"]:
-        sentences.append("Warnings: " + "; ".join(w.rstrip(".") for w in record["warnings"]) + ".")
-    report = record["files"].get("report")
-    where = "audit.json" + (f" and {report}" if report else "")
-    sentences.append(
-        f"Written by ctfp {record['ctfp_version']} at {record['written_at']} from the run "
-        f"folder {record['run_dir']}; the numbers are in {where}."
-    )
-    return " ".join(sentences)
+    if record.get("truth"):
+        lines.append(f"- Truth: `{record['truth']['file']}` (sha256 `{record['truth']['sha256']}`)")
+    lines.append(f"- Written by ctfp {record['ctfp_version']} at {record['written_at']}.")
+    return "\n".join(_squeeze(lines)).rstrip()
 
 
-__all__ = ["RANDOM_WARNING", "audit_paragraph", "criterion_meaning"]
+def _squeeze(lines: list[str]) -> list[str]:
+    """``lines`` without repeated blank lines."""
+    out: list[str] = []
+    for line in lines:
+        if line or (out and out[-1]):
+            out.append(line)
+    return out
+
+
+__all__ = [
+    "HEADINGS",
+    "RANDOM_WARNING",
+    "Answer",
+    "audit_paragraph",
+    "criterion_meaning",
+    "features_plain",
+    "left_out",
+    "plain_answer",
+]

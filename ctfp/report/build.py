@@ -9,9 +9,10 @@ from ctfp import __version__
 from ctfp.exceptions import InputError
 from ctfp.io.fs import PathLike, as_local, is_remote, resolve
 from ctfp.progress import logger
-from ctfp.report.audit import write_audit
+from ctfp.report.audit import audit_record, write_audit
+from ctfp.report.audit_md import plain_answer
 from ctfp.report.html import page
-from ctfp.report.sections import selection_section, settings_section, verdict_box
+from ctfp.report.sections import answer_box, selection_section, settings_section
 from ctfp.report.task1 import NAV as TASK1_NAV
 from ctfp.report.task1 import task1_body
 from ctfp.report.task2 import NAV as TASK2_NAV
@@ -91,22 +92,24 @@ def _write_report(
     if task == "task2" and k is not None:
         raise InputError("k chooses one k of a task 1 k sweep; this is a task2 run")
     shards = find_embeddings(run, summary, origin)
+    if out_html is None:
+        dest: Path | str = run / REPORT_FILE
+    else:
+        dest = os.fspath(out_html) if is_remote(out_html) else Path(out_html)
+    report = dest if isinstance(dest, Path) else None
+    # One record for the Answer box and the audit files: they say the same.
+    record = audit_record(run, truth, report=report, origin=None if home.local else origin)
     if task == "task1":
         body, rows = task1_body(run, summary, shards, truth, k, max_items, seed)
     else:
         body, rows = task2_body(run, summary, shards, truth, max_items, seed)
     # The answer first, settings last.
-    body = verdict_box(summary) + selection_section(summary) + body
+    body = answer_box(plain_answer(record)) + selection_section(summary) + body
     body += settings_section(run, summary, rows, shards)
     title = f"ctfp {task} report: {home.uri.rstrip('/').rsplit('/', 1)[-1]}"
     html = page(title, task, TASK1_NAV if task == "task1" else TASK2_NAV, body, __version__)
-    if out_html is None:
-        dest: Path | str = run / REPORT_FILE
-    else:
-        dest = os.fspath(out_html) if is_remote(out_html) else Path(out_html)
     resolve(dest).put(html.encode("utf-8"))
-    report = dest if isinstance(dest, Path) else None
-    written = write_audit(run, truth, report=report, origin=None if home.local else origin)
+    written = write_audit(run, record=record)
     audit = ", ".join(map(str, written))
     if not home.local:  # the report and the audit go beside the run on the store
         for path in [*written, *([run / REPORT_FILE] if out_html is None else [])]:

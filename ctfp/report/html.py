@@ -14,16 +14,43 @@ from ctfp.exceptions import CtfpError, InputError
 
 THUMB_SIDE = 112
 # Sets data-* attributes on <body> once the page has loaded; a headless browser reading the DOM
-# back sees whether the script ran and whether every inlined image decoded.
+# back sees whether the script ran, whether every inlined image decoded and how the layout held:
+# the page's size (whatever the window's), the height of its images, its narrowest table cell
+# (in em of the cell's font: 4 em is about 8 characters), and its shown table rows (not those of
+# a closed <details>) with the tallest one.
 CHECK_SCRIPT = """
 window.addEventListener("load", function () {
-  var images = document.images, broken = 0;
+  var body = document.body, images = document.images, broken = 0, drawn = 0;
   for (var i = 0; i < images.length; i++) {
     if (!images[i].complete || images[i].naturalWidth === 0) { broken++; }
+    drawn += images[i].getBoundingClientRect().height;
   }
-  document.body.setAttribute("data-images", String(images.length));
-  document.body.setAttribute("data-broken-images", String(broken));
-  document.body.setAttribute("data-rendered", "1");
+  var narrowest = 1e9, narrow = "", tallest = 0, rows = 0;
+  var cells = document.querySelectorAll("td, th");
+  for (var j = 0; j < cells.length; j++) {
+    var box = cells[j].getBoundingClientRect();
+    if (box.width === 0) { continue; }  // not laid out
+    var em = box.width / parseFloat(getComputedStyle(cells[j]).fontSize);
+    if (em < narrowest) { narrowest = em; narrow = cells[j].textContent.slice(0, 40); }
+  }
+  var trs = document.querySelectorAll("tr");
+  for (var k = 0; k < trs.length; k++) {
+    if (trs[k].closest("details:not([open])")) { continue; }
+    rows++;
+    tallest = Math.max(tallest, trs[k].getBoundingClientRect().height);
+  }
+  var page = document.documentElement.getBoundingClientRect();
+  var set = function (name, value) { body.setAttribute("data-" + name, String(value)); };
+  set("images", images.length);
+  set("broken-images", broken);
+  set("image-height", Math.round(drawn));
+  set("height", Math.round(page.height));
+  set("width", Math.round(Math.max(page.width, document.documentElement.scrollWidth)));
+  set("narrowest-cell-em", narrowest === 1e9 ? 0 : narrowest.toFixed(2));
+  set("narrowest-cell", narrow);
+  set("rows", rows);
+  set("tallest-row", Math.round(tallest));
+  set("rendered", "1");
 });
 """
 STYLE = """
@@ -33,25 +60,34 @@ h1 { margin-top: 24px; }
 h2 { border-bottom: 1px solid #ccc; padding-bottom: 4px; margin-top: 36px; }
 nav a { margin-right: 14px; }
 table { border-collapse: collapse; margin: 8px 0 16px; font-size: 14px; }
+/* A column is never narrower than its longest word (nor than about 8 characters); only cells
+   marked long (paths, hashes) break inside a word. */
 th, td { border: 1px solid #ddd; padding: 4px 8px; text-align: left; vertical-align: middle;
-         overflow-wrap: anywhere; }
+         min-width: 4em; word-break: normal; overflow-wrap: break-word; }
+td.long, td figcaption { overflow-wrap: anywhere; }
 th { background: #f4f4f4; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
-.stages td:first-child, .stages th:first-child { white-space: nowrap; }
+.kv td.num { text-align: left; }
+td details table { margin: 4px 0; font-size: 13px; }
+summary { cursor: pointer; }
 code, .mono { font-family: ui-monospace, "DejaVu Sans Mono", monospace; font-size: 13px;
-              word-break: break-all; }
+              overflow-wrap: anywhere; }
 .verdict-box { border: 3px solid #0072B2; background: #eef6fb; padding: 6px 20px 10px;
                border-radius: 8px; margin: 12px 0 8px; }
 .verdict-box h2 { border: none; margin: 8px 0 4px; }
-.verdict-box .verdict { font-size: 19px; font-weight: 600; margin: 6px 0; }
-.verdict-box .why { font-size: 14px; color: #333; margin: 6px 0; }
-.warning { background: #fff4e5; border: 1px solid #f0a020; padding: 10px 14px; margin: 12px 0; }
+.verdict-box .verdict { font-size: 19px; font-weight: 600; margin: 6px 0 10px; }
+.answer { display: grid; grid-template-columns: 11em 1fr; gap: 6px 16px; margin: 0 0 6px;
+          font-size: 15px; }
+.answer dt { font-weight: 600; } .answer dd { margin: 0; }
+.answer ul, .warning ul { margin: 0; padding-left: 18px; }
+.warning { background: #fff4e5; border: 1px solid #f0a020; padding: 8px 14px; margin: 10px 0; }
 .note { color: #555; font-size: 14px; }
 .figures { display: flex; flex-wrap: wrap; gap: 16px; align-items: flex-start; }
 figure { margin: 0; } figcaption { font-size: 13px; color: #555; max-width: 640px; }
 img.plot { max-width: 100%; height: auto; }
 .wide { flex: 1 1 480px; min-width: 0; }
 img.thumb { display: block; width: 112px; height: auto; background: #000; }
+td figcaption { max-width: 112px; }
 .grid { display: flex; flex-wrap: wrap; gap: 6px; margin-bottom: 18px; }
 .grid figure figcaption { max-width: 112px; font-size: 11px; overflow-wrap: anywhere; }
 .missing { width: 112px; height: 112px; background: #eee; font-size: 11px; color: #a00;
@@ -78,16 +114,33 @@ def fmt(value: Any) -> str:
     return str(value)
 
 
-def table(header: Sequence[str], rows: Sequence[Sequence[Any]], raw: bool = False) -> str:
-    """An HTML table; cells are escaped unless ``raw`` (string cells already HTML)."""
+class Html(str):
+    """Text that is HTML already: a :func:`table` cell inserted as it is."""
+
+
+#: A word this long (a path, a hash) may break anywhere; shorter words never break.
+LONG_WORD = 24
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """An HTML table; cells are formatted (:func:`fmt`) and escaped, except :class:`Html`
+    cells. Numbers are right-aligned; cells with a word of :data:`LONG_WORD` characters or
+    more are marked ``long`` (they may fold inside it)."""
     head = "".join(f"<th>{escape(h)}</th>" for h in header)
     body = []
     for row in rows:
         cells = []
         for cell in row:
-            numeric = isinstance(cell, (int, float)) and not isinstance(cell, bool)
-            text = cell if raw and isinstance(cell, str) else escape(fmt(cell))
-            cells.append(f'<td class="num">{text}</td>' if numeric else f"<td>{text}</td>")
+            if isinstance(cell, Html):
+                cells.append(f"<td>{cell}</td>")
+                continue
+            text = fmt(cell)
+            if isinstance(cell, (int, float)) and not isinstance(cell, bool):
+                cells.append(f'<td class="num">{escape(text)}</td>')
+            elif max(map(len, text.split()), default=0) >= LONG_WORD:
+                cells.append(f'<td class="long">{escape(text)}</td>')
+            else:
+                cells.append(f"<td>{escape(text)}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
     return f"<table><tr>{head}</tr>{''.join(body)}</table>"
 
@@ -205,8 +258,10 @@ def page(title: str, task: str, nav: Sequence[str], body: str, version: str) -> 
 
 __all__ = [
     "CHECK_SCRIPT",
+    "LONG_WORD",
     "STYLE",
     "THUMB_SIDE",
+    "Html",
     "Thumbnails",
     "escape",
     "figure",

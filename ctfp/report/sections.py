@@ -1,41 +1,47 @@
-"""The sections both task pages share: the run settings and model, and the embedding map."""
+"""The sections both task pages share: the Answer box, the method selection, the run settings
+and model, and the embedding map."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ctfp.report.audit_md import (
+    SCORERS,
+    WAYS,
+    Answer,
+    criterion_meaning,
+    features_plain,
+)
 from ctfp.report.figures import map_plot, projections
-from ctfp.report.html import escape, figure, fmt, table
+from ctfp.report.html import Html, escape, figure, fmt, table
 from ctfp.report.rows import Rows
 
 
-def verdict_box(summary: dict[str, Any]) -> str:
-    """The top of every page: the answer in one sentence with its uncertainty
-    (``summary["verdict"]``), and the method that gave it and why."""
-    text = summary.get("verdict") or (
-        f"{summary.get('task', 'this')} run of ctfp before the verdict was recorded: see the "
-        "sections below."
+def answer_box(answer: Answer) -> str:
+    """The top of every page: what the run found, in plain words (the words of audit.md), its
+    warnings before the finding; the technical names are in the method section."""
+    parts = ['<section id="verdict" class="verdict-box"><h2>Answer</h2>']
+    if answer.warnings:
+        items = "".join(f"<li>{_words(w)}</li>" for w in answer.warnings)
+        parts.append(f'<div class="warning"><ul>{items}</ul></div>')
+    parts.append(f'<p class="verdict">{_words(answer.finding)}</p><dl class="answer">')
+    for heading, lines in answer.sections():
+        if lines:
+            items = "".join(f"<li>{_words(line)}</li>" for line in lines)
+            parts.append(f"<dt>{escape(heading)}</dt><dd><ul>{items}</ul></dd>")
+    parts.append(
+        '</dl><p class="why">How the method was chosen, with its technical names: '
+        '<a href="#selection">method selection</a>.</p></section>'
     )
-    parts = [
-        '<section id="verdict" class="verdict-box"><h2>Answer</h2>',
-        f'<p class="verdict">{escape(text)}</p>',
-    ]
-    selection = summary.get("selection") or {}
-    chosen = (selection.get("chosen") or {}).get("label")
-    if chosen:
-        parts.append(
-            f'<p class="why"><b>Method:</b> {escape(chosen)}, chosen by cross-validation on the '
-            f"labelled training data: {escape(selection.get('reason', ''))}. "
-            '<a href="#selection">All candidates</a>.</p>'
-        )
-    elif summary.get("method"):
-        parts.append(
-            f'<p class="why"><b>Method:</b> {escape(summary["method"])}, as asked (not '
-            "chosen by cross-validation).</p>"
-        )
-    return "".join(parts) + "</section>"
+    return "".join(parts)
+
+
+def _words(text: str) -> str:
+    """Plain text as HTML, its `code` spans as <code>."""
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", escape(text))
 
 
 #: How each selection metric is named on the page.
@@ -70,13 +76,56 @@ def open_set_note(summary: dict[str, Any]) -> str:
     )
 
 
+#: What a page without the truth says where the evaluation would be (HTML).
+NO_TRUTH = (
+    "No truth file was given: the ROC curve, the confusion matrix and the test metrics appear "
+    "with <code>ctfp report RUN --truth FILE</code>."
+)
+#: What each selection metric is, said once on the page.
+METRIC_MEANINGS = {
+    "roc_auc": "how often a used slice scores above a not-used one (0.5 is guessing, 1 perfect)",
+    "ari": "the agreement of two groupings beyond chance (0 is a random grouping, 1 the same)",
+}
+
+
+def method_names(summary: dict[str, Any]) -> str:
+    """The method's technical names, each explained once (HTML): the run's verdict as it
+    recorded it, the chosen candidate's label, its threshold criterion and its metric."""
+    task1 = summary.get("task") == "task1"
+    selection = summary.get("selection") or {}
+    method, features = str(summary.get("method")), summary.get("features")
+    label = (selection.get("chosen") or {}).get("label") or f"{features} / {method}"
+    plain = (SCORERS if task1 else WAYS).get(method, method)
+    names = [
+        f"<li><b>Chosen:</b> <code>{escape(label)}</code>, read as features / method "
+        f"(settings): <code>{escape(features)}</code> is {escape(features_plain(features))}; "
+        f"<code>{escape(method)}</code> is {escape(plain)}.</li>"
+    ]
+    if task1:
+        calibrate = summary.get("calibrate")
+        named = f" <code>{escape(calibrate)}</code>" if calibrate else ""
+        names.append(
+            f"<li><b>Threshold{named}:</b> set {escape(criterion_meaning(calibrate))}.</li>"
+        )
+    metric = selection.get("metric") or ("roc_auc" if task1 else "ari")
+    names.append(
+        f"<li><b>{escape(METRIC_LABELS.get(metric, metric))}:</b> "
+        f"{escape(METRIC_MEANINGS.get(metric, ''))}.</li>"
+    )
+    verdict = summary.get("verdict")
+    if verdict:
+        names.append(f"<li><b>The run's verdict</b> (summary.json, log): {escape(verdict)}</li>")
+    return f"<ul>{''.join(names)}</ul>"
+
+
 def selection_section(summary: dict[str, Any]) -> str:
-    """What was chosen and why, and every candidate's cross-validated score on the labelled
-    slices (best first; the table collapsed): the same section for both tasks, with task 2's
-    open-set note."""
+    """The method's names explained (:func:`method_names`); with a selection, what was chosen
+    and why and every candidate's cross-validated score on the labelled slices (best first;
+    the table collapsed): the same section for both tasks, with task 2's open-set note."""
+    parts = ['<section id="selection"><h2>Method selection</h2>', method_names(summary)]
     selection = summary.get("selection")
     if not selection:
-        return ""
+        return "".join(parts) + '<p class="note">The method was given, not chosen.</p></section>'
     metric = selection.get("metric") or ("roc_auc" if summary.get("task") == "task1" else "ari")
     name = METRIC_LABELS.get(metric, metric)
     cv = selection.get("settings") or {}
@@ -86,20 +135,16 @@ def selection_section(summary: dict[str, Any]) -> str:
         "the best, simplified within its family (same features and method) by the "
         "one-standard-error rule",
     )
-    parts = ['<section id="selection"><h2>Method selection</h2>']
-    parts.append(f'<p class="reason">{escape(selection.get("reason", ""))}.</p>')
     parts.append(
-        f'<p class="note">Each candidate was scored out of fold on the {n} labelled slices '
-        f"({cv.get('folds')}-fold cross-validation stratified by class, {cv.get('repeats')} "
-        "repeats; methods that learn nothing from the labels fitted once), by its "
-        f"{escape(name)}. Candidates within one standard error of the best (on the paired gap: "
-        f"the same bootstrap resamples for both) are tied with it. Chosen: {escape(rule)}. The "
-        "winner's estimate is optimistic (it is the best of many); the test truth was never "
-        "looked at.</p>"
+        f'<p class="note">Why: {escape(selection.get("reason", ""))}. Each candidate was scored '
+        f"out of fold on the {n} labelled slices ({cv.get('folds')}-fold cross-validation "
+        f"stratified by class, {cv.get('repeats')} repeats; methods that learn nothing from the "
+        f"labels fitted once), by its {escape(name)}. Candidates within one standard error of "
+        "the best (on the paired gap: the same bootstrap resamples for both) are tied with it. "
+        f"Chosen: {escape(rule)}. The winner's estimate is optimistic (it is the best of many); "
+        "the test truth was never looked at.</p>"
     )
     parts.append(open_set_note(summary))
-    for left_out, reason in (selection.get("skipped") or {}).items():
-        parts.append(f'<p class="note">{escape(left_out)} left out: {escape(reason)}</p>')
     candidates = selection.get("candidates") or []
     accuracy = any(c.get("accuracy") is not None for c in candidates)
     rows = []
@@ -120,8 +165,8 @@ def selection_section(summary: dict[str, Any]) -> str:
 def settings_section(
     run: Path, summary: dict[str, Any], rows: Rows | None, shards: Path | None
 ) -> str:
-    """``summary.json`` and the model identity of the shards, with warnings for random weights
-    and missing embeddings."""
+    """``summary.json`` (nested values folded, the candidates linked) and the model identity
+    of the shards; the warnings are in the Answer box."""
     model = dict(summary.get("model") or {})
     meta = rows.metadata if rows is not None else {}
     identity = {
@@ -136,38 +181,42 @@ def settings_section(
         "embeddings": None if shards is None else f"{shards} ({rows.n_rows if rows else 0} rows)",
     }
     parts = ['<section id="settings"><h2>Run settings and model</h2>']
-    weights = str(identity["weights"] or "")
-    if weights.startswith("random"):
-        parts.append(
-            '<div class="warning"><b>Random weights.</b> The backbone was not trained '
-            f"({escape(weights)}): its embeddings carry no learned features, so these results "
-            "only show that the pipeline runs. They are meaningless for auditing a real "
-            "generator.</div>"
-        )
-    for warning in summary.get("warnings") or []:
-        parts.append(f'<div class="warning"><b>Warning.</b> {escape(warning)}</div>')
     if shards is None:
         parts.append(
             '<div class="warning">The run folder has no embeddings (embeddings/part-*.parquet): '
             "the map and the thumbnails are left out.</div>"
         )
-    recorded = summary.get("settings") or {}
-    skip = {"model", "runs", "settings", "warnings", "files"}
-    outcome = [(k, v) for k, v in summary.items() if k not in skip]
-    parts.append('<div class="figures"><div><h3>The run (summary.json)</h3>')
-    parts.append(table(["field", "value"], [(k, fmt(v)) for k, v in outcome]))
-    parts.append('</div><div class="wide"><h3>Model identity (shard metadata)</h3>')
-    parts.append(table(["field", "value"], [(k, fmt(v)) for k, v in identity.items()]))
+    elsewhere = {"model", "settings", "warnings", "files", "verdict"}
+    outcome = [(k, _folded(k, v)) for k, v in summary.items() if k not in elsewhere]
+    parts.append('<div class="figures"><div class="wide kv"><h3>The run (summary.json)</h3>')
+    parts.append(table(["field", "value"], outcome))
+    parts.append('</div><div class="wide kv"><h3>Model identity (shard metadata)</h3>')
+    parts.append(table(["field", "value"], list(identity.items())))
     parts.append("</div></div>")
+    recorded = summary.get("settings") or {}
     if recorded:
         stages = [
             (stage, ", ".join(f"{name}={fmt(value)}" for name, value in _flat(values or {})))
             for stage, values in recorded.items()
         ]
         parts.append("<h3>Settings that ran (one object per stage)</h3>")
-        parts.append(f'<div class="stages">{table(["stage", "settings"], stages)}</div>')
+        parts.append(table(["stage", "settings"], stages))
     parts.append(f'<p class="note">Run folder: <code>{escape(run.resolve())}</code></p></section>')
     return "".join(parts)
+
+
+def _folded(key: str, value: Any) -> Any:
+    """A summary value as a table cell: the selection as a link to its section, a mapping of
+    more than three values as a folded table of its own."""
+    if key == "selection" and value:
+        n = len(value.get("candidates") or [])
+        return Html(f'{n} candidates: see <a href="#selection">method selection</a>')
+    flat = _flat(value) if isinstance(value, Mapping) else []
+    if len(flat) <= 3:
+        return value
+    return Html(
+        f"<details><summary>{len(flat)} values</summary>{table(['field', 'value'], flat)}</details>"
+    )
 
 
 def _flat(values: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
@@ -210,4 +259,4 @@ def map_section(
     return head + '<div class="figures">' + "".join(figures) + "</div></section>"
 
 
-__all__ = ["map_section", "settings_section", "verdict_box"]
+__all__ = ["answer_box", "map_section", "method_names", "selection_section", "settings_section"]

@@ -10,6 +10,7 @@ import numpy as np
 from ctfp.exceptions import InputError
 from ctfp.index.distance import METRICS, nearest
 from ctfp.io.fs import PathLike
+from ctfp.report.audit_md import criterion_meaning
 from ctfp.report.figures import (
     GENERATED,
     MEMBER,
@@ -21,9 +22,9 @@ from ctfp.report.figures import (
     score_distributions,
     score_histogram,
 )
-from ctfp.report.html import Thumbnails, escape, figure, table, window_of
+from ctfp.report.html import Html, Thumbnails, escape, figure, table, window_of
 from ctfp.report.rows import Rows, read_rows
-from ctfp.report.sections import map_section
+from ctfp.report.sections import NO_TRUTH, map_section
 from ctfp.runs.folder import (
     RUN_FILE,
     SCORES_FILE,
@@ -152,13 +153,12 @@ def task1_body(
         )
     caption = (
         f"Scores of the {len(ids)} test slices ({method}), split by {by}; the dashed line is the "
-        f"threshold chosen on the training slices ({summary.get('calibrate', '-')})."
+        f"threshold, set {criterion_meaning(summary.get('calibrate'))}."
         + (" The run does not store the training slices' scores." if train is None else "")
     )
     parts.append(figure(uri, caption, "histogram of the test scores"))
-    parts.append(
-        f'<p class="note">{int(pred.sum())} of {len(ids)} test slices predicted used.</p></section>'
-    )
+    parts.append(f'<p class="note">{int(pred.sum())} of {len(ids)} test slices predicted used.')
+    parts.append(f" {NO_TRUTH}</p></section>" if truth is None else "</p></section>")
     sections.append("".join(parts))
 
     if metrics is not None and y is not None:
@@ -313,26 +313,30 @@ def evidence_section(
     for rank, (run_id, key) in enumerate(zip(top, keys, strict=True)):
         cells: list[Any] = [
             str(rank + 1),
-            thumbs.html(rows.where.get(key), run_id),
-            escape(f"{top_scores[rank]:.4g}"),
+            Html(thumbs.html(rows.where.get(key), run_id)),
+            f"{top_scores[rank]:.4g}",
             "used" if top_pred[rank] else "not used",
         ]
         if percentile:
             below = float((non_members < top_scores[rank]).mean())
-            cells.append(escape(f"{below:.0%}"))
+            cells.append(f"{below:.0%}")
         if truth is not None:
             t = truth.get(run_id)
             cells.append("-" if t is None else ("used" if t == "1" else "not used"))
         if found is not None and key in position:
             j = int(found[1][position[key]])
             near = rows.generated_where[j]
-            cells.append(thumbs.html(near, rows.generated_ids[j]))
-            cells.append(thumbs.difference_html(rows.where.get(key), near, ""))
-            cells.append(escape(f"{float(found[0][position[key]]):.4g}"))
+            cells.append(Html(thumbs.html(near, rows.generated_ids[j])))
+            cells.append(Html(thumbs.difference_html(rows.where.get(key), near, "")))
+            cells.append(f"{float(found[0][position[key]]):.4g}")
         else:
             cells += ["-", "-", "-"]
         cells_of_rows.append(cells)
-    parts.append(table(header, cells_of_rows, raw=True))
+    parts.append(table(header, cells_of_rows))
+    parts.append(
+        '<p class="note">A black difference image means the test slice and its nearest '
+        "generated slice are identical: a copy. Bright areas are where they differ.</p>"
+    )
     return "".join(parts) + "</section>"
 
 

@@ -12,7 +12,7 @@ from ctfp.io.fs import PathLike
 from ctfp.report.figures import PALETTE, bic_plot, cluster_sizes_plot
 from ctfp.report.html import Thumbnails, escape, figure, table, window_of
 from ctfp.report.rows import Rows, read_rows
-from ctfp.report.sections import map_section
+from ctfp.report.sections import NO_TRUTH, map_section
 from ctfp.runs.folder import CLUSTERS_FILE, TEST_PREFIX
 
 NAV = ("selection", "map", "clusters", "evaluation", "thumbnails", "settings")
@@ -109,6 +109,8 @@ def task2_body(
         )
         parts.append(f'<h3>Labelled training examples</h3><p class="note">{note}</p>')
         parts.append(table(["metric", "value"], list(check.items())))
+    if truth is None:
+        parts.append(f'<p class="note">{NO_TRUTH}</p>')
     parts.append("</section>")
     sections.append("".join(parts))
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 import tomllib
 from datetime import UTC, datetime, timedelta
@@ -20,6 +21,7 @@ from ctfp.evaluate import evaluate_run
 from ctfp.exceptions import InputError
 from ctfp.report import write_report
 from ctfp.report.audit import AUDIT_SCHEMA, audit_record, audit_schema, write_audit
+from ctfp.report.audit_md import HEADINGS, RANDOM_WARNING, audit_paragraph, plain_answer
 
 ROOT = Path(__file__).resolve().parents[2]
 QUIET = ["--quiet"]
@@ -117,9 +119,12 @@ def test_every_report_writes_a_valid_audit(runs: dict[str, Path], name: str) -> 
     assert model["decode_window"] and model["dim"] > 0
     for key in ("summary", "run", "report", "audit_json", "audit_md"):
         assert (run / audit["files"][key]).is_file(), key
-    # audit.md: one paragraph with the verdict, the version, the model and the run folder.
-    assert md.count("\n") == 1 and md.endswith("\n")
-    assert summary["verdict"].rstrip(".") in md
+    # audit.md: a page under fixed headings with the verdict, the version, the model and the
+    # run folder.
+    headings = re.findall(r"^## (.+)$", md, re.M)
+    assert headings[0] == "Finding" and headings[-1] == "Files" and md.endswith("\n")
+    assert set(headings) <= {*HEADINGS, "Files"} and "Strength of evidence" in headings
+    assert summary["verdict"] in md
     assert f"ctfp {ctfp.__version__}" in md and model["weights_sha256"] in md
     assert str(run.resolve()) in md and audit["written_at"] in md
 
@@ -154,9 +159,11 @@ def test_task1_numbers_are_the_summary_s(runs: dict[str, Path]) -> None:
     assert m["cross_validation"] == {k: selection["settings"][k] for k in ("folds", "repeats")}
     assert audit["model"]["embeddings"] == "embeddings-pixels16"
     assert audit["model"]["preprocessing"]["image_size"] == 16
-    assert f"ROC-AUC of {chosen['roc_auc']:.2f}" in md
-    assert f"Of the {summary['n_test']} test slices, {run['predicted_used']} were flagged" in md
-    assert f"{summary['n_used']} used to train the generator" in md
+    held = selection["heldout"]["roc_auc"]
+    assert f"a used slice scored above a not-used one in {held:.0%} of pairs" in md
+    assert f"(p = {selection['permutation']['p_value']:.2g})" in md
+    assert f"{run['predicted_used']} of {summary['n_test']} test slices were flagged" in md
+    assert f"{summary['n_used']} real training slices known to be used" in md
 
 
 def test_a_named_method_is_measured_and_said_to_be_named(runs: dict[str, Path]) -> None:
@@ -173,10 +180,9 @@ def test_a_named_method_is_measured_and_said_to_be_named(runs: dict[str, Path]) 
     assert e["threshold"] == summary["runs"][str(k)]["threshold"]
     assert audit["files"]["run"] == f"k{k}/run.csv"
     assert audit["files"]["scores"] == f"k{k}/scores.csv"
-    assert f"at k={k}, the setting of the k sweep chosen as" in md
     assert m["chosen_by"] == "given" and m["name"] == "centroid"
     assert m["cross_validation"] == {"folds": 5, "repeats": 3}
-    assert "was not measured" not in md and "trying 2 ways of scoring them" in md
+    assert "Not measured" not in md and "chosen among 2 candidate methods" in md
 
     audit, md, summary = read(runs["task1-non-members"])
     e, c, m = audit["evidence"], audit["counts"], audit["method"]
@@ -187,7 +193,8 @@ def test_a_named_method_is_measured_and_said_to_be_named(runs: dict[str, Path]) 
     # --method auto ran the stated default for this case (the summary records the method run).
     assert (m["requested"], m["chosen_by"], m["name"]) == ("auto", "default", summary["method"])
     assert audit["warnings"] == summary["warnings"] and len(audit["warnings"]) == 1  # fpr given
-    assert "known not to have been used" in md and "was not measured" in md
+    assert "known not to have been used" in md and "## Finding\n\nNot measured:" in md
+    assert "Add slices known to be used (train/used/)" in md
 
 
 def test_task2_numbers_are_the_summary_s(runs: dict[str, Path]) -> None:
@@ -207,14 +214,14 @@ def test_task2_numbers_are_the_summary_s(runs: dict[str, Path]) -> None:
     assert m["chosen_by"] == "cross-validation" and m["name"] == summary["method"]
     assert m["features"] == summary["features"] == "residual"
     assert audit["files"]["open_set"] == "open_set.csv"
-    assert f"ARI) of {chosen['ari']:.2f}" in md and ", ".join(summary["groups"]) in md
+    assert f"1 the exact one) of {chosen['ari']:.2f}" in md and ", ".join(summary["groups"]) in md
 
     blind, md, summary = read(runs["task2-blind"])
     e, m = blind["evidence"], blind["method"]
     assert not e["measured"] and e["open_set"] is None and e["unknown"] is None
     assert e["n_clusters"] == summary["k"] == 3 and e["cluster_sizes"] == summary["cluster_sizes"]
     assert m["chosen_by"] == "given" and m["name"] == "gmm" and blind["files"]["open_set"] is None
-    assert "no estimate of how right" in md
+    assert "how right they are was not measured" in md and "train/<group>/" in md
 
 
 def test_the_truth_adds_the_test_metrics(
@@ -304,11 +311,41 @@ def test_a_missing_or_broken_summary_is_the_report_s_input_error(
             assert not (folder / "audit.json").exists() and not (folder / "audit.md").exists()
 
 
-def test_random_weights_open_the_paragraph_with_a_warning(runs: dict[str, Path]) -> None:
-    from ctfp.report.audit_md import RANDOM_WARNING, audit_paragraph
-
+def test_warnings_come_before_the_finding_in_plain_words(runs: dict[str, Path]) -> None:
+    """Random weights, a feature type left out (said without its exception text) and unread
+    inputs come before the finding, each with its next step; a task 2 fit that put no slice
+    in a group, or all in one, or more unknowns than chance, is said too."""
     record = json.loads((runs["task1-auto"] / "audit.json").read_text())
-    assert "WARNING" not in audit_paragraph(record)
+    assert "Warning" not in audit_paragraph(record)
     record["model"].update(random_weights=True, weights="random:seed=0")
+    offline = "<urlopen error [Errno -2] Name or service not known>"
+    record["method"]["left_out"] = {
+        "resnet50": f"ImageNet ResNet50 weights could not be loaded: {offline}",
+        "spectrum": "it failed (None). Try again",
+    }
+    record["warnings"] = ["3 input(s) of d could not be read and are left out: a.png (bad)"]
+    answer = plain_answer(record)
+    assert answer.warnings[:3] == [
+        RANDOM_WARNING,
+        "resnet50 (the features of a ResNet50 image network) was not tried: its ImageNet "
+        "weights could not be downloaded (offline).",
+        "spectrum (the slice's frequency spectrum) was not tried: it failed.",
+    ]
+    assert answer.warnings[3].startswith("3 input(s) of d could not be read")
+    steps = " ".join(answer.next_steps)
+    assert "--weights imagenet" in steps and "unreadable inputs" in steps
     text = audit_paragraph(record)
-    assert text.index(RANDOM_WARNING) < text.index("How it was measured")
+    assert text.index(RANDOM_WARNING) < text.index("## Finding")
+    assert "urlopen" not in text and "(None)" not in text
+
+    record = json.loads((runs["task2-labels"] / "audit.json").read_text())
+    e = record["evidence"]
+    e["cluster_sizes"] = [0] * (len(e["cluster_sizes"]) - 1) + [e["n_test"]]
+    assert "The fit collapsed" in plain_answer(record).warnings[-1]
+    e["cluster_sizes"] = [e["n_test"] - 1, 1] + [0] * (len(e["cluster_sizes"]) - 2)
+    empty = e["cluster_groups"][str(len(e["cluster_sizes"]) - 1)]
+    assert f"No test slice was attributed to {empty}" in plain_answer(record).warnings[-1]
+    e["open_set"].update(can_flag=True, extra_group=True, unknown=5)
+    answer = plain_answer(record)
+    assert any("likely a generator that train/ does not hold" in w for w in answer.warnings)
+    assert "5 fit none of the known generators" in answer.finding

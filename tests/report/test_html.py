@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from ctfp.io.window import Window
-from ctfp.report.html import Thumbnails, fmt, page, table
+from ctfp.report.html import CHECK_SCRIPT, Html, Thumbnails, fmt, page, table
 
 PNG = "data:image/png;base64,"
 
@@ -43,13 +43,16 @@ def test_tables_format_and_escape() -> None:
     out = table(["<h>", "n"], [("<b>", 2), ("x", 0.5)])
     assert "<th>&lt;h&gt;</th>" in out and "<td>&lt;b&gt;</td>" in out
     assert '<td class="num">2</td>' in out and '<td class="num">0.5</td>' in out
-    assert "<td><b>x</b></td>" in table(["h"], [("<b>x</b>",)], raw=True)
+    assert "<td><b>x</b></td>" in table(["h"], [(Html("<b>x</b>"),)])
+    # A cell with a word too long to fit (a path, a hash) may fold inside it; others never do.
+    long = table(["h"], [("/a/very/long/path/to/a/run/folder/x.csv (3 rows)",), ("a b",)])
+    assert '<td class="long">/a/very' in long and "<td>a b</td>" in long
 
 
 def test_page_links_only_the_sections_it_has() -> None:
     body = '<section id="settings"></section><section id="map"></section>'
     out = page("t <1>", "task1", ["settings", "map", "scores"], body, "0.0")
     assert out.startswith("<!DOCTYPE html>") and "<title>t &lt;1&gt;</title>" in out
-    assert '<body data-task="task1">' in out and "data-rendered" in out
+    assert '<body data-task="task1">' in out and CHECK_SCRIPT in out
     assert '<a href="#settings">' in out and '<a href="#map">' in out
     assert 'href="#scores"' not in out

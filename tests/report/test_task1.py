@@ -16,6 +16,7 @@ from ctfp.evaluate import evaluate_run, read_table
 from ctfp.exceptions import InputError
 from ctfp.index.distance import nearest
 from ctfp.report import write_report
+from ctfp.report.audit_md import RANDOM_WARNING
 from ctfp.report.rows import Rows
 from ctfp.report.task1 import DISTANCE_LABELS, nearest_generated
 from ctfp.store.reader import read_embeddings
@@ -49,8 +50,10 @@ def test_run_report_flag_writes_a_self_contained_task1_report(
     n_test = summary["n_test"]
     for section in ("settings", "map", "scores", "k-sweep", "evidence"):
         assert f'<section id="{section}">' in page
-    assert 'id="evaluation"' not in page  # no truth given
-    assert "Random weights" in page and summary["model"]["weights_sha256"] in page
+    assert 'id="evaluation"' not in page  # no truth given: one line says how to add it
+    assert "appear with <code>ctfp report RUN --truth FILE</code>" in page
+    box = page.split('id="verdict"')[1].split("</section>")[0]
+    assert RANDOM_WARNING in box and summary["model"]["weights_sha256"] in page
     assert "bilinear-antialias" in page  # the preprocessing, from the shard metadata
     # map + score histogram + k sweep plot, then per evidence row a test and a generated
     # thumbnail and their difference image.
@@ -98,6 +101,7 @@ def test_task1_report_with_truth(
     # unit vectors, sqrt(2 - 2 cos)), against brute force; the column says which number it is.
     evidence = page.split('id="evidence"')[1].split("</section>")[0]
     assert f"<th>{html.escape(DISTANCE_LABELS['cosine'])}</th>" in evidence
+    assert "A black difference image means" in evidence and "--truth FILE" not in page
     rows = evidence_rows(page)
     assert [r[0] for r in rows] == top_scores(task1_proximity / "scores.csv", 5)
     emb = read_embeddings(task1_proximity / "embeddings")
