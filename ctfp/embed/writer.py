@@ -165,12 +165,21 @@ def finish_run(
     return result
 
 
+def errors_file(out: str) -> str:
+    """Where the errors table of the output ``out`` (a shard folder, or ``delta:PATH``) is:
+    a path or URI to open, a table's without its ``delta:`` prefix."""
+    from ctfp.store.delta import split
+
+    folder = (split(out) or (out,))[0]
+    return str(child(child(folder, ERRORS_DIR), ERRORS_FILE))
+
+
 def log_result(result: EmbedResult) -> None:
     """The closing lines of a run (either engine): a warning naming the errors table, a summary."""
     if result.errors:
         logger.warning(
             f"warning: {len(result.errors)} input(s) could not be read and were skipped; reasons "
-            f"in {child(child(result.out, ERRORS_DIR), ERRORS_FILE)}, e.g. "
+            f"in {errors_file(result.out)}, e.g. "
             f"{result.errors[0]['source']}: {result.errors[0]['reason']}"
         )
     logger.info(result.summary())
@@ -178,6 +187,7 @@ def log_result(result: EmbedResult) -> None:
 
 __all__ = [
     "EmbedResult",
+    "errors_file",
     "file_rows",
     "finish_run",
     "log_result",
