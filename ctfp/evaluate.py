@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from ctfp.exceptions import InputError
+from ctfp.io.fs import Location, as_local, resolve
 from ctfp.runs.settings import TASKS
 
 
@@ -27,15 +29,27 @@ class Problem:
         return f"{self.file} line {self.line}: {self.reason}"
 
 
+def _file_type(path: str | os.PathLike[str]) -> tuple[Location, Any]:
+    """``path`` (a local path or a store URI) resolved, and what is there (a
+    ``pyarrow.fs.FileType``: File, Directory or NotFound)."""
+    where = resolve(as_local(path))
+    with where.failing():
+        return where, where.filesystem.get_file_info(where.path).type
+
+
 def _read_text(path: str | os.PathLike[str], what: str) -> str:
-    """The UTF-8 text of ``path`` exactly as stored (as ``newline=""`` reads it: a carriage
-    return inside a quoted field stays one); errors name ``what`` and the file."""
+    """The UTF-8 text of ``path`` (local or on a store) exactly as stored (as ``newline=""``
+    reads it: a carriage return inside a quoted field stays one); errors name ``what`` and
+    the file."""
+    import pyarrow.fs as pafs
+
     name = str(path)
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as exc:
-        raise InputError(f"cannot read {what} {name!r}: {exc.strerror or exc}") from None
+    where, kind = _file_type(path)
+    if kind != pafs.FileType.File:
+        reason = "it is a folder" if kind == pafs.FileType.Directory else "no such file"
+        raise InputError(f"cannot read {what} {name!r}: {reason}")
+    with where.failing(name), where.filesystem.open_input_stream(where.path) as f:
+        data = f.read()
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -262,13 +276,13 @@ def validate_run(
     """
     if task not in TASKS:
         raise InputError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
+    import pyarrow.fs as pafs
+
     name = str(path)
-    if Path(path).is_dir():
-        found = sorted(
-            str(p)
-            for pattern in ("run.csv", "clusters.csv", "k*/run.csv")
-            for p in Path(path).glob(pattern)
-        )
+    where, kind = _file_type(path)
+    if kind == pafs.FileType.Directory:
+        runs = re.compile(r"run\.csv|clusters\.csv|k[^/]*/run\.csv")
+        found = [where.join(f).uri for f in where.list_files() if runs.fullmatch(f)]
         hint = f"; the run files in it: {', '.join(found[:4])}" if found else ""
         raise InputError(f"{name!r} is a folder, not a run file{hint}")
     text = _read_text(path, "run file")

@@ -159,7 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_settings(t2, Task2Settings, seen=(seen2 := set()))
     for tp, taken in ((t1, seen), (t2, seen2)):
-        tp.add_argument("data", metavar="DATA")
+        tp.add_argument(
+            "data", metavar="DATA", help="the data folder: a path or a URI (s3://bucket/data)"
+        )
         tp.add_argument("--out", required=True, help="output folder (embeddings are reused)")
         tp.add_argument(
             "--report", action="store_true", help="also write OUT/report.html (see `ctfp report`)"

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from ctfp.cli.options import from_args, given
@@ -20,6 +21,25 @@ from ctfp.settings import Settings
 def _print_json(args: argparse.Namespace, value: dict) -> None:
     if args.json:
         print(json.dumps(value))
+
+
+def local_only(flag: str, path: str | None, what: str) -> None:
+    """Refuse an object-store URI given to ``flag``, which ctfp reads or writes only as a
+    local (or mounted) path, saying so in one line."""
+    from ctfp.exceptions import InputError
+    from ctfp.io.fs import is_remote
+
+    if path is not None and is_remote(path):
+        raise InputError(
+            f"{flag} {path!r}: {what} is a local or mounted path, not an object store; "
+            "copy it here (or mount the store)"
+        )
+
+
+def _weights(settings: Settings) -> Settings:
+    """``settings`` where its ``--weights`` (a state-dict file) is not on a store."""
+    local_only("--weights", getattr(settings, "weights", None), "a weights file")
+    return settings
 
 
 def embed(args: argparse.Namespace) -> int:
@@ -36,21 +56,17 @@ def cache(args: argparse.Namespace) -> int:
 
 def _shards(args: argparse.Namespace, api: Callable[..., Any], settings: type[Settings]) -> int:
     """`embed` and `cache`: SOURCES -> shards in --out, on the chosen engine."""
-    from ctfp.store.schema import ERRORS_DIR, ERRORS_FILE
+    from ctfp.embed.writer import errors_file
 
     engine = from_args(EngineSettings, args)
-    result = api(
-        args.sources, args.out, from_args(settings, args), engine=engine, progress=not args.quiet
-    )
+    stage = _weights(from_args(settings, args))
+    result = api(args.sources, args.out, stage, engine=engine, progress=not args.quiet)
     _print_json(args, result.to_dict())
     if result.errors and result.rows == 0 and result.skipped_files == 0:
         # Not one input readable: a pipeline must not go on with an empty folder as if fine.
-        from ctfp.store.delta import split
-
-        folder = (split(result.out) or (result.out,))[0]  # a table's folder: delta:PATH
         logger.error(
             f"error: none of the {result.files} input(s) could be read; the reasons are in "
-            f"{os.path.join(folder, ERRORS_DIR, ERRORS_FILE)}"
+            f"{errors_file(result.out)}"
         )
         return 2
     return 0
@@ -79,7 +95,7 @@ def _run(
     args: argparse.Namespace, api: Callable[..., Any], settings: Settings, choose_features: bool
 ) -> int:
     """`run task1|task2` DATA --out OUT (features "auto" where chosen and none were given)."""
-    embed = from_args(EmbedSettings, args)
+    embed = _weights(from_args(EmbedSettings, args))
     if choose_features and not given(args, ["features"]):
         embed = embed.replace(features="auto")
     engine = from_args(EngineSettings, args)
@@ -97,13 +113,9 @@ def _run(
 
 def evaluate(args: argparse.Namespace) -> int:
     from ctfp.evaluate import evaluate_run, format_table
-    from ctfp.runs.remote import local_run
 
-    # A run file in a run folder on a store: its checked local copy.
-    folder, name = os.path.split(args.run)
-    with local_run(folder) as (local, _):
-        check_run_file(str(local / name))
-        metrics = evaluate_run(args.task, local / name, args.truth, args.scores)
+    with _run_file(args.run) as run:
+        metrics = evaluate_run(args.task, run, args.truth, args.scores)
     if args.json:  # one JSON line for scripts
         print(json.dumps({"task": args.task, "run": args.run, **metrics}))
     else:  # the table for people
@@ -114,6 +126,25 @@ def evaluate(args: argparse.Namespace) -> int:
             "are scored as one cluster of their own"
         )
     return 0
+
+
+@contextlib.contextmanager
+def _run_file(run: str) -> Iterator[str | os.PathLike[str]]:
+    """RUN as ``evaluate`` reads it: a run file of a run folder checked
+    (:func:`check_run_file`; on a store, in its checked local copy); a file elsewhere on a
+    store (no run's summary, scores or model beside it) read from there, as it is."""
+    from ctfp.io.fs import child, is_remote, resolve
+    from ctfp.runs.folder import MODEL_DIR, MODEL_FILE, SCORES_FILE, SUMMARY_FILE
+    from ctfp.runs.remote import local_run
+
+    folder, name = os.path.split(run)
+    marks = (SUMMARY_FILE, SCORES_FILE, f"{MODEL_DIR}/{MODEL_FILE}")
+    if is_remote(run) and not any(resolve(child(folder, m)).exists() for m in marks):
+        yield run
+        return
+    with local_run(folder) as (local, _):
+        check_run_file(str(local / name))
+        yield local / name
 
 
 def check_run_file(run: str) -> None:
@@ -227,6 +258,8 @@ def report(args: argparse.Namespace) -> int:
 def demo(args: argparse.Namespace) -> int:
     from ctfp.demo import run_demo
 
+    local_only("--out", args.out, "the demo's output folder")
+    local_only("--weights", args.weights, "a weights file")
     summary = run_demo(args.out, weights=args.weights, progress=not args.quiet)
     _print_json(args, summary)
     return 0

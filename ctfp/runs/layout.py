@@ -1,10 +1,11 @@
-"""A run's input: an ImageCLEF-style data folder, embedded into the run folder, split by role;
-and the steps of both tasks on it (the logged cross-validation, the recorded settings)."""
+"""A run's input: an ImageCLEF-style data folder (local, or a prefix on an object store: a
+:class:`~ctfp.io.fs.Location`), embedded into the run folder, split by role; and the steps of
+both tasks on it (the logged cross-validation, the recorded settings)."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Collection, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -13,10 +14,9 @@ from ctfp.embed.runner import embed_many
 from ctfp.embed.settings import EmbedSettings
 from ctfp.engine.settings import EngineSettings
 from ctfp.exceptions import InputError, ShardMismatchError
-from ctfp.io.fs import PathLike
+from ctfp.io.fs import Location, PathLike, as_local, is_remote, resolve
 from ctfp.progress import logger, progress_bar
 from ctfp.runs.folder import TEST_PREFIX, embeddings_dir, split_test_rows
-from ctfp.runs.remote import check_local_data
 from ctfp.store.reader import Embeddings, read_embeddings
 from ctfp.store.schema import input_of
 
@@ -25,17 +25,52 @@ from ctfp.store.schema import input_of
 AUTO_FEATURES = ("pixels:16", "pixels:32", "pixels", "residual", "spectrum", "resnet50")
 
 
-def check_layout(data: PathLike, required: Sequence[str]) -> Path:
-    """``data`` as a local folder holding the ``required`` sub-folders: checked before anything
-    slow (fetching weights, embedding), with what the layout should be."""
-    check_local_data(data)
-    root = Path(data)
-    if not root.is_dir():
-        raise InputError(f"data folder {str(root)!r} does not exist")
-    missing = [r for r in required if not (root / r).is_dir()]
+def data_folder(data: PathLike | Location) -> Location:
+    """The data folder ``data`` (a local path, ``file://`` or a store URI) resolved once; a
+    store prefix is named without its trailing ``/``, as runs record it."""
+    if isinstance(data, Location):
+        return data
+    text = os.fspath(as_local(data))
+    return resolve(text.rstrip("/") if is_remote(text) else text)
+
+
+def is_folder(where: Location) -> bool:
+    """Whether ``where`` is a folder (on a store: a prefix with objects under it)."""
+    import pyarrow.fs as pafs
+
+    with where.failing():
+        return where.filesystem.get_file_info(where.path).type == pafs.FileType.Directory
+
+
+def files_under(where: Location) -> list[str]:
+    """The files under the folder ``where`` (none where there is none), relative to it and
+    ``/``-separated, as the embed step lists them: folder links followed, hidden names
+    (``.x``) left out."""
+    import pyarrow.fs as pafs
+
+    base = where.path.rstrip("/")
+    with where.failing():
+        infos = where.filesystem.get_file_info(
+            pafs.FileSelector(base, allow_not_found=True, recursive=True)
+        )
+    found = [
+        i.path[len(base) + 1 :]
+        for i in infos
+        if i.type == pafs.FileType.File and i.path.startswith(base + "/")
+    ]
+    return sorted(f for f in found if not any(part.startswith(".") for part in f.split("/")))
+
+
+def check_layout(data: PathLike | Location, required: Sequence[str]) -> Location:
+    """``data`` (:func:`data_folder`) as a folder holding the ``required`` sub-folders: checked
+    before anything slow (fetching weights, embedding), with what the layout should be."""
+    root = data_folder(data)
+    if not is_folder(root):
+        raise InputError(f"data folder {root.uri!r} does not exist")
+    missing = [r for r in required if not is_folder(root.join(r))]
     if missing:
         raise InputError(
-            f"{str(root)!r} lacks {', '.join(f'{m}/' for m in missing)}; the ImageCLEF layout is "
+            f"{root.uri!r} lacks {', '.join(f'{m}/' for m in missing)}; the ImageCLEF layout is "
             "train/used/, train/not_used/, generated/ and test/ (task 1) or test/ with optional "
             "train/<group>/ (task 2)"
         )
@@ -43,7 +78,7 @@ def check_layout(data: PathLike, required: Sequence[str]) -> Path:
 
 
 def embed_features(
-    data: PathLike,
+    data: PathLike | Location,
     out: PathLike,
     required: Sequence[str],
     settings: EmbedSettings,
@@ -55,9 +90,9 @@ def embed_features(
 ) -> dict[str, Embeddings]:
     """Embed the ImageCLEF folder ``data`` with each feature type of ``features`` into ``out``'s
     embeddings folder of that type (:func:`~ctfp.runs.folder.embeddings_dir`; what is there is
-    resumed; ``out`` may be on an object store) and read each back. Every type holds the same
-    slices (an InputError otherwise; callers align rows by id); ``required`` sub-folders must
-    exist.
+    resumed; ``data`` and ``out`` may be on an object store) and read each back. Every type
+    holds the same slices (an InputError otherwise; callers align rows by id); ``required``
+    sub-folders must exist.
 
     The rows read back are those of ``data`` as it is now: of the files the embed step listed
     (``EmbedResult.inputs``; an input changed or relabelled since is embedded again), so rows
@@ -73,7 +108,11 @@ def embed_features(
     folders = {f: embeddings_dir(out, f) for f in dict.fromkeys(features)}
     try:
         results = embed_many(
-            root, folders, settings.replace(layout="imageclef"), engine=engine, progress=progress
+            root.uri,
+            folders,
+            settings.replace(layout="imageclef"),
+            engine=engine,
+            progress=progress,
         )
     except ShardMismatchError as exc:
         raise ShardMismatchError(
@@ -98,7 +137,9 @@ def embed_features(
     return found
 
 
-def unread_warnings(data: PathLike, unread: dict[str, str], shown: int = 10) -> list[str]:
+def unread_warnings(
+    data: PathLike | Location, unread: dict[str, str], shown: int = 10
+) -> list[str]:
     """The summary's warning naming the inputs of ``data`` that could not be read (none: no
     warning): they are in no count, file or fit of the run."""
     if not unread:
@@ -138,7 +179,7 @@ def auto_features(
 
 
 def embed_candidates(
-    data: PathLike,
+    data: PathLike | Location,
     out: PathLike,
     required: Sequence[str],
     settings: EmbedSettings,
@@ -254,8 +295,11 @@ __all__ = [
     "auto_features",
     "check_layout",
     "cross_validate",
+    "data_folder",
     "embed_candidates",
     "embed_features",
+    "files_under",
+    "is_folder",
     "model_identity",
     "require",
     "rows_by_id",

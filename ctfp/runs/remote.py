@@ -34,23 +34,12 @@ T = TypeVar("T")
 Claim = Callable[[], None]
 
 
-def check_local_data(data: PathLike) -> None:
-    """A run's labelled ImageCLEF folder is read from a local or mounted path: refuse a store
-    URI up front, saying what works."""
-    if is_remote(data):
-        raise InputError(
-            f"ctfp run reads its labelled data folder from a local or mounted path, not "
-            f"{os.fspath(data)!r}; copy the labelled set here (its run folder, --out, may be on "
-            "the store), or embed the archive with `ctfp embed URI --out URI` and score it with "
-            "`ctfp score`"
-        )
-
-
 def in_run_folder(
-    data: PathLike, out: PathLike, task: str, body: Callable[[Path, Path, PathLike, Claim], T]
+    data: PathLike, out: PathLike, task: str, body: Callable[[Location, Path, PathLike, Claim], T]
 ) -> T:
     """``body(data, local, root, claim)``: the ``task`` run reading its labelled folder ``data``
-    (local or mounted), writing its files into ``local`` and its embeddings under ``root``.
+    (local or on a store: :func:`~ctfp.runs.layout.data_folder`), writing its files into
+    ``local`` and its embeddings under ``root``.
     Locally both are ``out``; on a store ``local`` is a staging folder, published to ``out``
     when ``body`` returns (the summary it returned names ``out``, not the staging folder).
 
@@ -60,10 +49,10 @@ def in_run_folder(
     folder's lock (the lease on a store), held until its commit record is written (published),
     and records what the folder belongs to."""
     from ctfp.runs.folder import check_origin, write_origin
+    from ctfp.runs.layout import data_folder
 
-    data, out = as_local(data), as_local(out)
-    check_local_data(data)
-    source = str(Path(data).resolve())
+    where, out = data_folder(data), as_local(out)
+    source = where.uri
     uri = os.fspath(out).rstrip("/") if is_remote(out) else None
     root: PathLike = uri or Path(out)
     check_origin(root, source, task)
@@ -77,9 +66,9 @@ def in_run_folder(
                 write_origin(root, source, task)
 
         if uri is None:
-            return body(Path(data), Path(out), Path(out), claim)
+            return body(where, Path(out), Path(out), claim)
         with tempfile.TemporaryDirectory(prefix="ctfp-run-") as tmp:
-            result = body(Path(data), Path(tmp), uri, claim)
+            result = body(where, Path(tmp), uri, claim)
             claim()
             publish(Path(tmp), uri, locks[0])
             return relocate(result, tmp, uri)
@@ -211,4 +200,4 @@ def _fetch(run: Location, local: Path, names: list[str]) -> None:
         dest.write_bytes(data)
 
 
-__all__ = ["check_local_data", "in_run_folder", "local_run", "publish", "relocate"]
+__all__ = ["in_run_folder", "local_run", "publish", "relocate"]

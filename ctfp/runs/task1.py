@@ -22,7 +22,7 @@ from ctfp.embed.settings import EmbedSettings
 from ctfp.engine.settings import EngineSettings
 from ctfp.evaluate import write_run
 from ctfp.exceptions import InputError
-from ctfp.io.fs import PathLike
+from ctfp.io.fs import Location, PathLike
 from ctfp.membership.options import SelectionSettings
 from ctfp.membership.settings import AUTO, Task1Settings, takes_k
 from ctfp.progress import logger
@@ -42,6 +42,8 @@ from ctfp.runs.layout import (
     check_layout,
     cross_validate,
     embed_candidates,
+    files_under,
+    is_folder,
     model_identity,
     require,
     rows_by_id,
@@ -68,7 +70,7 @@ def task1_settings(settings: Task1Settings | None, overrides: dict[str, Any]) ->
     return Task1Settings.with_options(**values, **options)
 
 
-def check_k_before_embedding(data: Path, settings: Task1Settings) -> None:
+def check_k_before_embedding(data: Location, settings: Task1Settings) -> None:
     """Refuse a k larger than a training class before embedding (which can take hours): when
     every file of ``train/used/`` or ``train/not_used/`` is a 2-D image, its file count is its
     slice count."""
@@ -78,26 +80,25 @@ def check_k_before_embedding(data: Path, settings: Task1Settings) -> None:
         return
     k = max(settings.ks)
     for folder, name in (("train/used", "used"), ("train/not_used", "not used")):
-        files = [p for p in (data / folder).rglob("*") if p.is_file() and suffix_of(p)]
-        if files and all(suffix_of(p) in IMAGE_SUFFIXES for p in files) and len(files) < k:
+        files = [f for f in files_under(data.join(folder)) if suffix_of(f)]
+        if files and all(suffix_of(f) in IMAGE_SUFFIXES for f in files) and len(files) < k:
             raise InputError(
-                f"k={k} needs at least {k} '{name}' training slices, but {data / folder}/ holds "
-                f"{len(files)} images; use a smaller --k"
+                f"k={k} needs at least {k} '{name}' training slices, but {data.join(folder)}/ "
+                f"holds {len(files)} images; use a smaller --k"
             )
 
 
-def check_generated(data: Path, method: str) -> None:
+def check_generated(data: Location, method: str) -> None:
     """Refuse, before anything is embedded, a run whose method judges the generator from its
     output when ``data/generated/`` holds no image file, saying what to add."""
     from ctfp.io.sources import suffix_of
 
-    folder = data / "generated"
-    if not examines_generator(method) or (
-        folder.is_dir() and any(p.is_file() and suffix_of(p) for p in folder.rglob("*"))
-    ):
+    folder = data.join("generated")
+    if not examines_generator(method) or any(map(suffix_of, files_under(folder))):
         return
+    found = is_folder(folder)
     raise InputError(
-        f"{folder}/ {'holds no image file' if folder.is_dir() else 'is missing'}: whether the "
+        f"{folder}/ {'holds no image file' if found else 'is missing'}: whether the "
         "generator memorised its training slices can only be judged from its output. Add the "
         "generator's slices under generated/ (PNG, JPEG, DICOM or NIfTI), or name a method that "
         "compares real slices only (--method centroid, the seed paper's): its answer is "
@@ -128,7 +129,7 @@ def run_task1(
     summary.json`` records the settings that ran, the candidates measured and the threshold.
     ``out`` may be on an object store (``s3://...``): the embeddings are written there
     directly, the run's files are published there when it ends, its ``summary.json`` last
-    (:mod:`ctfp.runs.remote`); ``data`` is a local or mounted folder.
+    (:mod:`ctfp.runs.remote`); ``data`` may be a prefix on a store too (``s3://bucket/data``).
     """
     return in_run_folder(
         data,
@@ -139,7 +140,7 @@ def run_task1(
 
 
 def _run_task1(
-    data: Path,
+    data: Location,
     out: Path,
     root: PathLike,
     claim: Claim,
@@ -154,7 +155,7 @@ def _run_task1(
     start = time.perf_counter()
     s = task1_settings(settings, overrides)
     warnings: list[str] = []
-    if not (data / "train" / "used").is_dir() and (data / "train" / "not_used").is_dir():
+    if not is_folder(data.join("train/used")) and is_folder(data.join("train/not_used")):
         s, embed, warnings = non_members_only(s, embed)
     members = not warnings
     required = ["train/used", "train/not_used", "test"] if members else ["train/not_used", "test"]

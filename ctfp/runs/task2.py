@@ -17,13 +17,15 @@ from ctfp.embed.settings import EmbedSettings
 from ctfp.engine.settings import EngineSettings
 from ctfp.evaluate import attribution_metrics, write_run
 from ctfp.exceptions import InputError
-from ctfp.io.fs import PathLike
+from ctfp.io.fs import Location, PathLike
 from ctfp.progress import logger
 from ctfp.runs.folder import CLUSTERS_FILE, MODEL_DIR, OPEN_SET_FILE, begin_commit, write_summary
 from ctfp.runs.layout import (
     check_layout,
     cross_validate,
+    data_folder,
     embed_candidates,
+    files_under,
     model_identity,
     rows_by_id,
     run_ids,
@@ -50,13 +52,10 @@ TASK2_FEATURES = (
 BLIND_FEATURES = "residual"
 
 
-def labelled_groups(data: PathLike) -> list[str]:
-    """The ``train/<group>/`` folders of ``data`` that hold at least one file."""
-    train = Path(data) / "train"
-    if not train.is_dir():
-        return []
+def labelled_groups(data: PathLike | Location) -> list[str]:
+    """The ``train/<group>/`` folders of ``data`` (local or on a store) that hold a file."""
     return sorted(
-        p.name for p in train.iterdir() if p.is_dir() and any(q.is_file() for q in p.rglob("*"))
+        {f.split("/")[0] for f in files_under(data_folder(data).join("train")) if "/" in f}
     )
 
 
@@ -87,7 +86,7 @@ def run_task2(
     ``embed`` says how the slices become embeddings (reused from ``out`` on reruns with the
     same settings); its ``features="auto"`` lets the run choose. ``out`` may be on an object
     store (``s3://...``): embeddings written there, the run's files published there at the
-    end, ``summary.json`` last (:mod:`ctfp.runs.remote`); ``data`` is a local or mounted folder.
+    end, ``summary.json`` last (:mod:`ctfp.runs.remote`); ``data`` may be on a store too.
     """
     return in_run_folder(
         data,
@@ -98,7 +97,7 @@ def run_task2(
 
 
 def _run_task2(
-    data: Path,
+    data: Location,
     out: Path,
     root: PathLike,
     claim: Claim,
@@ -123,7 +122,9 @@ def _run_task2(
     check_layout(data, ["test"])  # before weights are fetched or anything is embedded
     groups_found = labelled_groups(data)
     if method in ("classify", "semi") and not groups_found:
-        raise InputError(f"--method {method} needs labelled examples in {data / 'train'}/<group>/")
+        raise InputError(
+            f"--method {method} needs labelled examples in {data.join('train')}/<group>/"
+        )
     if method == "auto":
         method = "select" if groups_found else "gmm"
     if method == "gmm" and embed_settings.features == "auto":

@@ -253,3 +253,37 @@ def test_negative_numbers_are_option_values(tmp_path: Path, capsys) -> None:
     # What is not a number is still an option, and a missing value still an error.
     assert main(["embed", png, "--out", str(tmp_path / "o"), "--window", "-x"]) == 2
     assert "argument --window: expected one argument" in capsys.readouterr().err
+
+
+def test_a_tables_errors_file_is_named_without_its_prefix(tmp_path: Path, capsys) -> None:
+    pytest.importorskip("deltalake")
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.png").write_bytes((LUNG / "png" / "A0001_s2_001.png").read_bytes())
+    (tmp_path / "in" / "b.png").write_bytes(b"not a png")
+    out = tmp_path / "t"
+    assert (
+        main(["embed", str(tmp_path / "in"), "--out", f"delta:{out}", "--features", "pixels:16"])
+        == 0
+    )
+    err = capsys.readouterr().err
+    assert f"reasons in {out}/_errors/errors.parquet, e.g." in err  # no delta: before it
+    (tmp_path / "in" / "a.png").unlink()
+    out = tmp_path / "t2"
+    assert (
+        main(["embed", str(tmp_path / "in"), "--out", f"delta:{out}", "--features", "pixels:16"])
+        == 2
+    )
+    assert f"the reasons are in {out}/_errors/errors.parquet" in capsys.readouterr().err
+
+
+def test_paths_ctfp_keeps_local_refuse_a_store_uri(tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.chdir(tmp_path)  # a URI taken for a path would make ./s3:/...
+    for args, said in (
+        (["demo", "--out", "s3://b/demo"], "--out 's3://b/demo': the demo's output folder"),
+        (["embed", "in", "--out", "o", "--weights", "s3://b/w.pt"], "--weights 's3://b/w.pt'"),
+        (["run", "task1", "d", "--out", "o", "--weights", "gs://b/w.pt"], "--weights 'gs://b/"),
+    ):
+        assert main([*args, "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert said in err and "a local or mounted path, not an object store" in err
+    assert not list(tmp_path.iterdir())

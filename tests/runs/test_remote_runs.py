@@ -5,6 +5,7 @@ same files as local runs, the previous run kept whole until a new one publishes.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -140,8 +141,85 @@ def test_damaged_or_missing_runs_on_a_store_are_named(
     s3_server.delete_object(Bucket=s3, Key="run/summary.json")  # as a run killed publishing
     with pytest.raises(InputError, match=r"not a finished ctfp run or saved model"):
         load_model(run)
-    with pytest.raises(InputError, match=r"local or mounted path"):
-        run_task1(f"s3://{s3}/data", run, method="centroid", k=2, progress=False)
+    with pytest.raises(InputError, match=rf"data folder 's3://{s3}/data' does not exist"):
+        run_task1(f"s3://{s3}/data", f"{run}2", method="centroid", k=2, progress=False)
+
+
+def _copy_some(data: Path, dest: Path, every: dict[str, int]) -> dict[str, Path]:
+    """Every ``every[top]``-th PNG (default: each) of each top folder of ``data``, copied to
+    ``dest``: ``{relative path: copy}``, to upload the same folder to the store."""
+    copied: dict[str, Path] = {}
+    for top in sorted(p for p in data.iterdir() if p.is_dir()):
+        for p in sorted(top.rglob("*.png"))[:: every.get(top.name, 1)]:
+            rel = p.relative_to(data).as_posix()
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            copied[rel] = Path(shutil.copy(p, dest / rel))
+    return copied
+
+
+def test_runs_read_their_data_folder_from_the_store(
+    tmp_path: Path, s3: str, s3_server: Any, task1_data: Path, task2_data: Path, capsys
+) -> None:
+    # Task 1: data and run folder on the store; task 2: data on the store, run folder local.
+    one = _copy_some(task1_data, tmp_path / "d1", {"train": 6, "test": 6, "generated": 6})
+    two = _copy_some(task2_data, tmp_path / "d2", {"test": 4})
+    upload(s3_server, s3, {f"d1/{k}": p for k, p in one.items()})
+    upload(s3_server, s3, {f"d2/{k}": p for k, p in two.items()})
+    flags = ["--method", "proximity", *PIXELS]
+    assert main(["run", "task1", f"s3://{s3}/d1/", "--out", f"s3://{s3}/r1", *flags]) == 0
+    assert main(["run", "task1", str(tmp_path / "d1"), "--out", str(tmp_path / "r1"), *flags]) == 0
+    for name in ("run.csv", "scores.csv", "train_scores.csv"):
+        assert _get(s3_server, s3, f"r1/{name}") == (tmp_path / "r1" / name).read_bytes()
+    origin = json.loads(_get(s3_server, s3, "r1/origin.json"))
+    assert origin == {"data": f"s3://{s3}/d1", "task": "task1"}
+    # The run file, its id list and the truth read from the store.
+    ids = [line.split(",")[0] for line in (tmp_path / "r1" / "run.csv").read_text().splitlines()]
+    truth = dict(line.split(",") for line in (task1_data / "truth.csv").read_text().splitlines())
+    rows = "".join(f"{i},{truth[i]}\n" for i in ids)
+    upload(s3_server, s3, {"ids.txt": "\n".join(ids).encode(), "truth.csv": rows.encode()})
+    assert main(["validate", "task1", f"s3://{s3}/r1/run.csv", "--ids", f"s3://{s3}/ids.txt"]) == 0
+    assert f"s3://{s3}/r1/run.csv: valid task1 run" in capsys.readouterr().out
+    truth_uri = f"s3://{s3}/truth.csv"
+    assert main(["evaluate", "task1", f"s3://{s3}/r1/run.csv", "--truth", truth_uri]) == 0
+    assert "roc_auc" in capsys.readouterr().out  # its scores.csv, in the run folder
+    upload(s3_server, s3, {"loose/run.csv": tmp_path / "r1" / "run.csv"})  # in no run folder
+    assert main(["evaluate", "task1", f"s3://{s3}/loose/run.csv", "--truth", truth_uri]) == 0
+    assert "f1" in capsys.readouterr().out
+    assert main(["validate", "task1", f"s3://{s3}/r1"]) == 2
+    assert f"the run files in it: s3://{s3}/r1/run.csv" in capsys.readouterr().err
+    assert main(["validate", "task1", f"s3://{s3}/r1/none.csv"]) == 2
+    assert f"cannot read run file 's3://{s3}/r1/none.csv': no such file" in capsys.readouterr().err
+    # Its groups are the train/<group>/ folders on the store.
+    flags = ["--method", "classify", "--folds", "2", "--repeats", "1", *PIXELS]
+    assert main(["run", "task2", f"s3://{s3}/d2", "--out", str(tmp_path / "s2"), *flags]) == 0
+    assert main(["run", "task2", str(tmp_path / "d2"), "--out", str(tmp_path / "r2"), *flags]) == 0
+    for name in ("clusters.csv", "open_set.csv"):
+        assert (tmp_path / "s2" / name).read_bytes() == (tmp_path / "r2" / name).read_bytes()
+
+
+def test_a_data_folder_on_the_store_is_checked_before_embedding(
+    s3: str, s3_server: Any, task1_data: Path, capsys
+) -> None:
+    png = sorted((task1_data / "test").glob("*.png"))[0]
+    folders = {  # no train/used/; no generated/; one slice each; test/ only
+        "d": ["train/not_used", "test"],
+        "k": ["train/used", "train/not_used", "generated", "test"],
+        "t": ["test"],
+    }
+    upload(s3_server, s3, {f"{d}/{sub}/a.png": png for d, subs in folders.items() for sub in subs})
+    d, k, t = (f"s3://{s3}/{name}" for name in folders)
+    refused = [  # as for a local folder: one line naming the URI, before anything is written
+        (["task1", d, "--method", "centroid"], "'centroid' needs known members (train/used/)"),
+        (["task1", d, "--method", "proximity"], f"{d}/generated/ is missing"),
+        (["task1", k, "--method", "centroid", "--k", "5"], f"{k}/train/used/ holds 1 images"),
+        (["task1", f"{d}/none"], f"data folder '{d}/none' does not exist"),
+        (["task2", f"{d}/train"], f"'{d}/train' lacks test/"),
+        (["task2", t, "--method", "classify"], f"labelled examples in {t}/train/<group>/"),
+    ]
+    for args, said in refused:
+        assert main(["run", *args, "--out", f"s3://{s3}/r", *PIXELS]) == 2
+        assert said in capsys.readouterr().err
+    assert keys(s3_server, s3, "r/") == []
 
 
 def test_cluster_model_and_task2_run_on_s3(
