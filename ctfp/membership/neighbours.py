@@ -76,27 +76,6 @@ def neighbour_distances(
     return D, valid
 
 
-def overlap_ratio(nonmembers: Any, generated: Any, metric: str = "l2") -> float:
-    """How far the known non-members sit from the generated slices compared with each other:
-    the median over non-members of (distance to the nearest generated slice) / (distance to
-    the nearest other non-member). Near 1 where the generator's output lies among real slices
-    in this feature space, so that a slice it copied would stand out by its distance; far
-    above 1 where the feature tells generated slices from every real one (a fingerprint
-    feature does), so that members sit as far from them as non-members. A check the
-    non-members make themselves, without labels of members: the lowest ratio chooses the
-    feature type of a non-members-only audit."""
-    x, g = distance.prepare(nonmembers, metric), distance.prepare(generated, metric)
-    if len(x) < 2 or len(g) < 1:
-        raise ValueError("the overlap ratio needs at least 2 non-members and 1 generated slice")
-    searched = distance.search_metric(metric)
-    index = FlatIndex(x.shape[1], metric=searched).add(g)
-    to_generated, _ = neighbour_distances(index, x, 1, metric)
-    own = FlatIndex(x.shape[1], metric=searched).add(x)
-    D, valid = neighbour_distances(own, x, 1, metric, leave_out=np.arange(len(x)))
-    to_other = np.where(valid, D, np.inf).min(1)
-    return float(np.median(to_generated[:, 0] / np.maximum(to_other, 1e-12)))
-
-
 class NeighbourMethod(MembershipMethod):
     """A method that scores by distances to an index of the generated slices (``index_``, of
     kind ``index``) and maybe to a flat index of the known non-members (``reference_``), both
@@ -164,4 +143,4 @@ class NeighbourMethod(MembershipMethod):
         super()._restore(device)
 
 
-__all__ = ["NeighbourMethod", "neighbour_distances", "overlap_ratio"]
+__all__ = ["NeighbourMethod", "neighbour_distances"]

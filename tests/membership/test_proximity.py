@@ -80,20 +80,3 @@ def test_search_effort_is_tuned_to_the_recall_target(kind: str, memorised) -> No
     reals, y, generated = memorised()
     model = ProximityMembership(index=kind, recall_target=0.99, device="cpu")
     assert model.fit(reals, y, generated).recall_ >= 0.99
-
-
-def test_overlap_ratio_tells_a_feature_where_generated_slices_lie_among_real_ones() -> None:
-    from ctfp.membership.neighbours import overlap_ratio
-
-    rng = np.random.default_rng(0)
-    real, generated = rng.normal(size=(60, 8)), rng.normal(size=(240, 8))
-    among = overlap_ratio(real, generated)
-    apart = overlap_ratio(real, generated + 4.0)  # a fingerprint: generated told from all reals
-    assert 0.5 < among < 1.2 and apart > 3 * among
-    # A copy of each non-member among the generated slices: distance 0 to the generated set.
-    assert overlap_ratio(real, np.concatenate([generated, real])) == 0.0
-    # Leave-one-out: a non-member is not its own nearest other non-member.
-    # Ratios 10/1, 9/1 and 7/2: the median 9.
-    assert overlap_ratio(np.array([[0.0], [1.0], [3.0]]), np.array([[10.0]])) == 9.0
-    with pytest.raises(ValueError, match="at least 2 non-members"):
-        overlap_ratio(real[:1], generated)
