@@ -175,6 +175,7 @@ class ShardWriter:
             self.release()  # a folder that cannot be resumed is not left locked
             raise
         self._new_errors: list[dict[str, str]] = []
+        self._forgotten: set[str] = set()  # ids of old errors forget_errors_except dropped
         self._buffer: list[BufferedFile] = []
         self._buffered_rows = 0
         self.shards_written: list[Path | str] = []
@@ -311,6 +312,7 @@ class ShardWriter:
         renamed since): the errors table describes the inputs of this run, not of every past
         one."""
         current = set(ids)
+        self._forgotten = {e["id"] for e in self._old_errors} - current
         self._old_errors = [e for e in self._old_errors if e["id"] in current]
 
     def pending(self, ids: Iterable[str]) -> set[str]:
@@ -547,11 +549,11 @@ class ShardWriter:
 
     def _write_errors(self) -> None:
         # An old error stands until its file is tried again in this run (or is found done).
-        keep = [
-            e
-            for e in self._old_errors
-            if e["id"] not in self._processed and e["id"] not in self.done_ids
-        ]
+        old = self._old_errors
+        if self._table is not None and self._errors.exists():  # a table has concurrent writers:
+            on_disk = read_table(self._errors).to_pylist()  # keep what others recorded since
+            old = [e for e in on_disk if e["id"] not in self._forgotten]
+        keep = [e for e in old if e["id"] not in self._processed and e["id"] not in self.done_ids]
         errors = keep + self._new_errors
         if errors:
             write_atomic(pa.Table.from_pylist(errors, schema=ERRORS_SCHEMA), self._errors)

@@ -232,3 +232,18 @@ def test_two_writers_of_a_table_on_an_s3_server(s3: str) -> None:
         fill(second, ["a"])  # read the version before first's commit: refused
     fill(second, ["b"])  # at the version after first's: appended
     assert sorted(read_embeddings(table).ids) == ["a", "b"]
+
+
+def test_concurrent_writers_keep_each_others_errors(tmp_path: Path) -> None:
+    table = f"delta:{tmp_path}"
+    ShardWriter(table, metadata=meta()).close()
+    first = ShardWriter(table, metadata=meta(), rows_per_shard=1)
+    second = ShardWriter(table, metadata=meta(), rows_per_shard=1)
+    first.add_error("bad-a", "/data/bad-a.png", "truncated file")
+    fill(first, ["a"])  # commits its row and the errors file
+    second.add_error("bad-b", "/data/bad-b.png", "not an image")
+    fill(second, ["b"])  # started before first's error was written: merges, not overwrites
+    first.close(), second.close()
+    errors = {e["id"]: e["reason"] for e in read_errors(table).to_pylist()}
+    assert errors == {"bad-a": "truncated file", "bad-b": "not an image"}
+    assert sorted(read_embeddings(table).ids) == ["a", "b"]
