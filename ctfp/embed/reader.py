@@ -173,10 +173,10 @@ class CacheDataset(Dataset[list[Decoded]]):
         return len(self.groups)
 
     def __getitem__(self, g: int) -> list[Decoded]:
-        import pyarrow.parquet as pq
+        from ctfp.store.reader import open_shard
 
         (shard, group), rows = self.groups[g]
-        with pq.ParquetFile(shard) as f:
+        with open_shard(shard) as f:
             column = f.read_row_group(group, columns=["pixels"]).column(0).combine_chunks()
         width = column.type.byte_width
         side = math.isqrt(width)

@@ -13,22 +13,21 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
-
 from ctfp.exceptions import InputError
-from ctfp.io.fs import PathLike
+from ctfp.io.fs import PathLike, resolve
 from ctfp.io.sources import InputFile
 from ctfp.store.manifest import committed_shards, has_shards
-from ctfp.store.reader import read_schema
+from ctfp.store.reader import open_shard, read_schema
 from ctfp.store.schema import SLICES_FORMAT, read_metadata
 
 
 def is_slice_cache(path: PathLike) -> bool:
-    """True when ``path`` is a folder of ctfp decoded-slice shards."""
-    p = Path(path)
-    if not p.is_dir() or not has_shards(p):
+    """True when ``path`` (a folder, or a store prefix) is a folder of ctfp decoded-slice
+    shards."""
+    loc = resolve(path)
+    if (loc.local and not Path(loc.path).is_dir()) or not has_shards(path):
         return False
-    meta = read_metadata(read_schema(committed_shards(p)[0]))
+    meta = read_metadata(read_schema(committed_shards(path)[0]))
     return meta is not None and meta.get("format") == SLICES_FORMAT
 
 
@@ -45,7 +44,7 @@ def cache_rows(sources: Sequence[PathLike] | PathLike) -> list[InputFile] | None
     rows: list[InputFile] = []
     for source in sources:
         for shard in committed_shards(source):
-            with pq.ParquetFile(shard) as f:
+            with open_shard(shard) as f:
                 for group in range(f.num_row_groups):
                     table = f.read_row_group(group, columns=["id", "source", "frame", "label"])
                     columns = [table.column(c).to_pylist() for c in table.column_names]

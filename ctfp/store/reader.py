@@ -72,10 +72,17 @@ def naming(path: PathLike) -> Iterator[Location]:
         ) from None
 
 
+@contextmanager
+def open_shard(path: PathLike) -> Iterator[pq.ParquetFile]:
+    """One shard, local or on a store, open for reading (:func:`naming`'s errors)."""
+    with naming(path) as loc, pq.ParquetFile(loc.path, filesystem=loc.filesystem) as f:
+        yield f
+
+
 def read_footer(path: PathLike) -> tuple[pa.Schema, pq.FileMetaData]:
     """The Arrow schema (with ctfp's metadata) and the Parquet footer of one shard, from one
     read of the footer (no data read)."""
-    with naming(path) as loc, pq.ParquetFile(loc.path, filesystem=loc.filesystem) as f:
+    with open_shard(path) as f:
         return f.schema_arrow, f.metadata
 
 

@@ -117,6 +117,14 @@ def test_embed_from_s3_to_s3_gives_the_rows_of_a_local_run(
     # A rerun resumes from the record: nothing to do, the failure tried again.
     again = embed(f"s3://{s3}/ct", f"s3://{s3}/shards", **options)
     assert again.rows == 0 and again.skipped_files == 8 and len(again.errors) == 1
+    # A decoded-slice cache on the store is read as a cache (its slices, not its Parquet
+    # files as images): the same rows as embedding the images.
+    assert main(["cache", f"s3://{s3}/ct/png", "--out", f"s3://{s3}/cache", "--quiet"]) == 0
+    cached = embed(f"s3://{s3}/cache", tmp_path / "from-cache", **options)
+    direct = embed(local / "png", tmp_path / "direct", **options)
+    assert cached.rows == direct.rows == 6
+    c, d = read_embeddings(tmp_path / "from-cache"), read_embeddings(tmp_path / "direct")
+    assert sorted(c.ids) == sorted(d.ids)
 
 
 def test_a_folder_on_a_store_is_read_only_through_its_record(s3: str, s3_server: Any) -> None:
