@@ -7,7 +7,6 @@ import os
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -489,8 +488,9 @@ def evaluate_run(
             "truth labels must be 0 or 1"
         )
     y_true = [int(truth[i][0]) for i in ids]
-    if scores_path is None and (Path(run_path).parent / "scores.csv").exists():
-        scores_path = Path(run_path).parent / "scores.csv"
+    beside = resolve(os.path.dirname(str(run_path)) or ".").join("scores.csv")  # or on a store
+    if scores_path is None and beside.exists():
+        scores_path = beside.uri
     scores = None
     if scores_path is not None:
         table = _table_lines(scores_path, "score")

@@ -182,6 +182,13 @@ def test_runs_read_their_data_folder_from_the_store(
     truth_uri = f"s3://{s3}/truth.csv"
     assert main(["evaluate", "task1", f"s3://{s3}/r1/run.csv", "--truth", truth_uri]) == 0
     assert "roc_auc" in capsys.readouterr().out  # its scores.csv, in the run folder
+    from ctfp.evaluate import evaluate_run  # the API as well: the scores beside the run file
+
+    (tmp_path / "truth.csv").write_text(rows)
+    local = evaluate_run("task1", tmp_path / "r1" / "run.csv", tmp_path / "truth.csv")
+    stored = evaluate_run("task1", f"s3://{s3}/r1/run.csv", truth_uri)
+    assert stored.pop("scores") == f"s3://{s3}/r1/scores.csv" and local.pop("scores")
+    assert stored == local
     upload(s3_server, s3, {"loose/run.csv": tmp_path / "r1" / "run.csv"})  # in no run folder
     assert main(["evaluate", "task1", f"s3://{s3}/loose/run.csv", "--truth", truth_uri]) == 0
     assert "f1" in capsys.readouterr().out
