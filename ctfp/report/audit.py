@@ -1,14 +1,7 @@
-"""The audit summary of a run folder: ``OUT/audit.json`` and ``OUT/audit.md``.
-
-``audit.json`` (schema ``ctfp-audit/1``, :data:`SCHEMA_FILE`) gathers what a privacy officer
-files about one run: the verdict, the numbers behind it, the data counts, the method and why it
-was chosen, the model identity, the ctfp version, the run folder and when it was written.
-``audit.md`` says the same in plain words, under the headings Finding, Strength of evidence,
-What was examined, Limits, Next steps and Files (:mod:`ctfp.report.audit_md`, whose words the
-report's Answer box shares). Both are written beside the HTML
-report (:func:`ctfp.report.write_report` calls :func:`write_audit`), so ``ctfp report OUT``
-regenerates them.
-"""
+"""The audit summary of a run folder, written beside its HTML report (so ``ctfp report OUT``
+regenerates it): ``OUT/audit.json`` (schema :data:`AUDIT_SCHEMA`), what a privacy officer files
+about one run (verdict, the numbers behind it, counts, method and why, model identity, version,
+folder, time), and ``OUT/audit.md``, the same in plain words (:mod:`ctfp.report.audit_md`)."""
 
 from __future__ import annotations
 
@@ -66,52 +59,36 @@ def audit_record(
     report: PathLike | None = None,
     origin: PathLike | None = None,
 ) -> dict[str, Any]:
-    """The audit record of a ``ctfp run`` output folder: what ``audit.json`` holds.
+    """The audit record of the ``ctfp run`` folder ``run_dir``: what ``audit.json`` holds,
+    JSON-ready (NaN and infinity are None) and valid against :func:`audit_schema`.
 
     Everything comes from the run's ``summary.json`` (checked against the files it lists) and
-    the metadata of its embedding shards; nothing is refitted. A task 1 k sweep is described
-    at the k it chose on the training reals (the one the report shows in detail), else at its
-    first k.
-
-    Parameters
-    ----------
-    run_dir
-        The ``--out`` folder of ``ctfp run task1|task2``.
-    truth
-        ``id,label`` (task 1) or ``id,cluster`` (task 2) CSV: adds the test metrics
-        (:func:`ctfp.evaluate.evaluate_run`; task 1 with 95 % bootstrap intervals).
-    report
-        The HTML report this record goes with (default ``run_dir/report.html`` where it
-        exists; :func:`ctfp.report.write_report` names the page it is writing).
-    origin
-        Where the run lives when ``run_dir`` is a local copy of a run on an object store
-        (:func:`ctfp.runs.remote.local_run`): its embeddings are read there and the record
-        names it as the run folder.
-
-    Returns
-    -------
-    dict
-        JSON-ready (a NaN or infinite number is None); valid against :func:`audit_schema`
-        (``schema`` = :data:`AUDIT_SCHEMA`).
-
-    Raises
-    ------
-    InputError
-        ``run_dir`` is not a run folder, its run was interrupted or its files changed after it
-        (:func:`ctfp.runs.folder.read_summary`), or the truth does not cover the run's ids.
+    its shards' metadata; nothing is refitted. A task 1 k sweep is described at the k it chose
+    (the one the report shows in detail), else at its first k. ``truth`` (the CSV ``ctfp
+    evaluate`` takes) adds the test metrics; ``report`` names the HTML page (default
+    ``run_dir/report.html`` where it exists); ``origin`` is where the run lives when ``run_dir``
+    is a local copy of a run on a store (:func:`ctfp.runs.remote.local_run`). Raises
+    InputError as :func:`ctfp.runs.folder.read_summary`, or where the truth misses run ids.
     """
     run = Path(run_dir)
     summary = read_summary(run)
     task = summary["task"]
     files = _files(run, summary, report)
     evidence, counts, method = (_task1 if task == "task1" else _task2)(summary)
+    metrics = None
+    if truth is not None:
+        from ctfp.evaluate import evaluate_run
+
+        scores = run / files["scores"] if files["scores"] else None
+        metrics = evaluate_run(task, run / files["run"], truth, scores)
+        metrics.pop("scores", None)  # the path of the scores file: in "files"
     record = {
         "schema": AUDIT_SCHEMA,
         "task": task,
         "question": QUESTIONS[task],
         "verdict": str(summary.get("verdict") or "The run recorded no verdict."),
         "evidence": evidence,
-        "test_metrics": _test_metrics(run, summary, files, truth),
+        "test_metrics": metrics,
         "counts": counts,
         "method": method,
         "model": _model(run, summary, origin),
@@ -385,22 +362,6 @@ def _files(run: Path, summary: dict[str, Any], report: PathLike | None) -> dict[
         "audit_json": AUDIT_JSON,
         "audit_md": AUDIT_MD,
     }
-
-
-def _test_metrics(
-    run: Path, summary: dict[str, Any], files: dict[str, Any], truth: PathLike | None
-) -> dict[str, Any] | None:
-    """The metrics against the truth of the run file the audit describes (None without)."""
-    if truth is None:
-        return None
-    from ctfp.evaluate import evaluate_run
-
-    task = summary["task"]
-    run_file = run / files["run"]
-    scores = run / files["scores"] if files.get("scores") else None
-    metrics = evaluate_run(task, run_file, truth, scores)
-    metrics.pop("scores", None)  # the path of the scores file: in "files"
-    return metrics
 
 
 def _relative(path: Path | str, run: Path) -> str:

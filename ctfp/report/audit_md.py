@@ -395,19 +395,9 @@ def plain_answer(record: dict[str, Any]) -> Answer:
 
 
 def audit_paragraph(record: dict[str, Any]) -> str:
-    """``audit.md``: the audit record as a page a privacy officer can file, under the headings
-    of :data:`HEADINGS` and Files (any warning first).
-
-    Parameters
-    ----------
-    record
-        What :func:`ctfp.report.audit.audit_record` returns.
-
-    Returns
-    -------
-    str
-        Markdown (no trailing newline).
-    """
+    """``audit.md`` (Markdown, no trailing newline): the audit record (of
+    :func:`ctfp.report.audit.audit_record`) as a page a privacy officer can file, under the
+    headings of :data:`HEADINGS` and Files (any warning first)."""
     answer = plain_answer(record)
     task = record["task"]
     lines = [f"# ctfp audit of a task {task[-1]} run", "", f"Question: {record['question']}", ""]
@@ -433,16 +423,11 @@ def audit_paragraph(record: dict[str, Any]) -> str:
     if record.get("truth"):
         lines.append(f"- Truth: `{record['truth']['file']}` (sha256 `{record['truth']['sha256']}`)")
     lines.append(f"- Written by ctfp {record['ctfp_version']} at {record['written_at']}.")
-    return "\n".join(_squeeze(lines)).rstrip()
-
-
-def _squeeze(lines: list[str]) -> list[str]:
-    """``lines`` without repeated blank lines."""
-    out: list[str] = []
+    squeezed: list[str] = []  # no repeated blank lines
     for line in lines:
-        if line or (out and out[-1]):
-            out.append(line)
-    return out
+        if line or (squeezed and squeezed[-1]):
+            squeezed.append(line)
+    return "\n".join(squeezed).rstrip()
 
 
 __all__ = [

@@ -72,53 +72,39 @@ def write_report(
     if out_html is not None:  # a folder or a device there: said before the report is made
         resolve(out_html).check_file()
     with local_run(run_dir) as (run, origin):
-        return _write_report(run, origin, out_html, truth, max_items, k, seed)
-
-
-def _write_report(
-    run: Path,
-    origin: PathLike,
-    out_html: PathLike | None,
-    truth: PathLike | None,
-    max_items: int,
-    k: int | None,
-    seed: int,
-) -> Path | str:
-    """:func:`write_report` of the run folder ``run``, a local copy where ``origin`` is on an
-    object store (the report and the audit files are then put beside the run there)."""
-    home = resolve(origin)
-    summary = read_summary(run)
-    task = summary["task"]
-    if task == "task2" and k is not None:
-        raise InputError("k chooses one k of a task 1 k sweep; this is a task2 run")
-    shards = find_embeddings(run, summary, origin)
-    if out_html is None:
-        dest: Path | str = run / REPORT_FILE
-    else:
-        dest = os.fspath(out_html) if is_remote(out_html) else Path(out_html)
-    report = dest if isinstance(dest, Path) else None
-    # One record for the Answer box and the audit files: they say the same.
-    record = audit_record(run, truth, report=report, origin=None if home.local else origin)
-    if task == "task1":
-        body, rows = task1_body(run, summary, shards, truth, k, max_items, seed)
-    else:
-        body, rows = task2_body(run, summary, shards, truth, max_items, seed)
-    # The answer first, settings last.
-    body = answer_box(plain_answer(record)) + selection_section(summary) + body
-    body += settings_section(run, summary, rows, shards)
-    title = f"ctfp {task} report: {home.uri.rstrip('/').rsplit('/', 1)[-1]}"
-    html = page(title, task, TASK1_NAV if task == "task1" else TASK2_NAV, body, __version__)
-    resolve(dest).put(html.encode("utf-8"))
-    written = write_audit(run, record=record)
-    audit = ", ".join(map(str, written))
-    if not home.local:  # the report and the audit go beside the run on the store
-        for path in [*written, *([run / REPORT_FILE] if out_html is None else [])]:
-            home.join(path.name).put(path.read_bytes())
-        audit = ", ".join(home.join(path.name).uri for path in written)
-        dest = home.join(REPORT_FILE).uri if out_html is None else dest
-    logger.info(f"report -> {dest}")
-    logger.info(f"audit -> {audit}")
-    return dest
+        home = resolve(origin)
+        summary = read_summary(run)
+        task = summary["task"]
+        if task == "task2" and k is not None:
+            raise InputError("k chooses one k of a task 1 k sweep; this is a task2 run")
+        shards = find_embeddings(run, summary, origin)
+        if out_html is None:
+            dest: Path | str = run / REPORT_FILE
+        else:
+            dest = os.fspath(out_html) if is_remote(out_html) else Path(out_html)
+        report = dest if isinstance(dest, Path) else None
+        # One record for the Answer box and the audit files: they say the same.
+        record = audit_record(run, truth, report=report, origin=None if home.local else origin)
+        if task == "task1":
+            body, rows = task1_body(run, summary, shards, truth, k, max_items, seed)
+        else:
+            body, rows = task2_body(run, summary, shards, truth, max_items, seed)
+        # The answer first, settings last.
+        body = answer_box(plain_answer(record)) + selection_section(summary) + body
+        body += settings_section(run, summary, rows, shards)
+        title = f"ctfp {task} report: {home.uri.rstrip('/').rsplit('/', 1)[-1]}"
+        html = page(title, task, TASK1_NAV if task == "task1" else TASK2_NAV, body, __version__)
+        resolve(dest).put(html.encode("utf-8"))
+        written = write_audit(run, record=record)
+        audit = ", ".join(map(str, written))
+        if not home.local:  # the report and the audit go beside the run on the store
+            for path in [*written, *([run / REPORT_FILE] if out_html is None else [])]:
+                home.join(path.name).put(path.read_bytes())
+            audit = ", ".join(home.join(path.name).uri for path in written)
+            dest = home.join(REPORT_FILE).uri if out_html is None else dest
+        logger.info(f"report -> {dest}")
+        logger.info(f"audit -> {audit}")
+        return dest
 
 
 __all__ = ["write_report"]

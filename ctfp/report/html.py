@@ -152,10 +152,7 @@ def png_uri(data: bytes) -> str:
 
 def figure(uri: str, caption: str, alt: str) -> str:
     """A plot (a PNG data URI) with its caption, as a ``<figure>``."""
-    return (
-        f'<figure><img class="plot" src="{uri}" alt="{escape(alt)}">'
-        f"<figcaption>{escape(caption)}</figcaption></figure>"
-    )
+    return _figure(f'<img class="plot" src="{uri}" alt="{escape(alt)}">', caption)
 
 
 def window_of(metadata: dict[str, Any]) -> Any:
@@ -197,16 +194,16 @@ class Thumbnails:
 
     def html(self, where: tuple[str, int] | None, caption: str, title: str = "") -> str:
         """A ``<figure>`` with the thumbnail, or a grey box saying why there is none."""
-        tip = escape(title or caption)
+        tip = title or caption
         if where is None:
-            return _figure(f'<div class="missing" title="{tip}">no embedding row</div>', caption)
+            return _figure(_missing(tip, "no embedding row"), caption)
         try:
             img = self._image(where, "it")
         except (CtfpError, OSError) as exc:
-            why = escape(f"cannot show frame {where[1]} of {where[0]}: {exc}")
-            return _figure(f'<div class="missing" title="{why}">source not readable</div>', caption)
+            why = f"cannot show frame {where[1]} of {where[0]}: {exc}"
+            return _figure(_missing(why, "source not readable"), caption)
         img.thumbnail((self.side, self.side))
-        return _figure(f'<img class="thumb" src="{_png(img)}" alt="{tip}" title="{tip}">', caption)
+        return _figure(_thumb(img, tip), caption)
 
     def difference_html(
         self, a: tuple[str, int] | None, b: tuple[str, int] | None, caption: str
@@ -221,12 +218,10 @@ class Thumbnails:
             size = (self.side, self.side)
             x, y = (self._image(w, "").convert("L").resize(size, Image.BILINEAR) for w in (a, b))
         except (CtfpError, OSError) as exc:
-            why = escape(f"no difference image: {exc}")
-            return _figure(f'<div class="missing" title="{why}">no difference</div>', caption)
+            return _figure(_missing(f"no difference image: {exc}", "no difference"), caption)
         diff = np.abs(np.asarray(x, np.int16) - np.asarray(y, np.int16)).astype(np.uint8)
-        uri = _png(Image.fromarray(diff))
         tip = "absolute difference of the two slices (bright = different)"
-        return _figure(f'<img class="thumb" src="{uri}" alt="{tip}" title="{tip}">', caption)
+        return _figure(_thumb(Image.fromarray(diff), tip), caption)
 
 
 def _figure(content: str, caption: str) -> str:
@@ -234,10 +229,15 @@ def _figure(content: str, caption: str) -> str:
     return f"<figure>{content}{cap}</figure>"
 
 
-def _png(img: Any) -> str:
+def _missing(why: str, text: str) -> str:
+    return f'<div class="missing" title="{escape(why)}">{text}</div>'
+
+
+def _thumb(img: Any, tip: str) -> str:
     buf = io.BytesIO()
     img.save(buf, format="PNG", optimize=True)
-    return png_uri(buf.getvalue())
+    uri, tip = png_uri(buf.getvalue()), escape(tip)
+    return f'<img class="thumb" src="{uri}" alt="{tip}" title="{tip}">'
 
 
 def page(title: str, task: str, nav: Sequence[str], body: str, version: str) -> str:

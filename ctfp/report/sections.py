@@ -57,25 +57,6 @@ RULES = {
 }
 
 
-def open_set_note(summary: dict[str, Any]) -> str:
-    """How many test slices fit no labelled generator, in a paragraph (HTML), or ``""``."""
-    open_set = summary.get("open_set") or {}
-    if not open_set:
-        return ""
-    return (
-        f'<p class="note">Open set: {open_set.get("unknown")} of {summary.get("n_test")} test '
-        "slices fit no labelled generator (cross-conformal p-value at most "
-        f"{open_set.get('reject')}; about {open_set.get('expected_by_chance')} expected by "
-        "chance). "
-        + (
-            "More than chance explains: likely a generator that train/ does not hold."
-            if open_set.get("extra_group")
-            else ""
-        )
-        + " They are -1 in open_set.csv.</p>"
-    )
-
-
 #: What a page without the truth says where the evaluation would be (HTML).
 NO_TRUTH = (
     "No truth file was given: the ROC curve, the confusion matrix and the test metrics appear "
@@ -144,7 +125,16 @@ def selection_section(summary: dict[str, Any]) -> str:
         f"Chosen: {escape(rule)}. The winner's estimate is optimistic (it is the best of many); "
         "the test truth was never looked at.</p>"
     )
-    parts.append(open_set_note(summary))
+    open_set = summary.get("open_set") or {}
+    if open_set:  # how many test slices fit no labelled generator
+        extra = "More than chance explains: likely a generator that train/ does not hold."
+        parts.append(
+            f'<p class="note">Open set: {open_set.get("unknown")} of {summary.get("n_test")} test '
+            "slices fit no labelled generator (cross-conformal p-value at most "
+            f"{open_set.get('reject')}; about {open_set.get('expected_by_chance')} expected by "
+            f"chance). {extra if open_set.get('extra_group') else ''} They are -1 in "
+            "open_set.csv.</p>"
+        )
     candidates = selection.get("candidates") or []
     accuracy = any(c.get("accuracy") is not None for c in candidates)
     rows = []

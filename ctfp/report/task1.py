@@ -69,11 +69,6 @@ def nearest_generated(
     return distances[:, 0], found[:, 0]
 
 
-def _run_files(run: Path, ks: list[int], k: int) -> tuple[Path, Path]:
-    dest = task1_dir(run, ks, k)
-    return dest / RUN_FILE, dest / SCORES_FILE
-
-
 def task1_body(
     run: Path,
     summary: dict[str, Any],
@@ -94,7 +89,8 @@ def task1_body(
         k = chosen_k(summary) or ks[0]
     elif k not in ks:
         raise InputError(f"k={k} is not one of this run's k: {', '.join(map(str, ks))}")
-    run_csv, scores_csv = _run_files(run, ks, k)
+    dest = task1_dir(run, ks, k)
+    run_csv, scores_csv = dest / RUN_FILE, dest / SCORES_FILE
     ids, scores, pred = read_scores(scores_csv)
     threshold = ((summary.get("runs") or {}).get(str(k)) or {}).get("threshold")
     method = summary.get("method", "centroid")
@@ -127,10 +123,12 @@ def task1_body(
         (pred, "predicted", "the predicted label") if y is None else (y, "truly", "the truth")
     )
     uri = score_histogram(scores, split, (f"{which} not used", f"{which} used"), threshold)
-    train = _train_scores(run_csv.parent)  # the shown k's folder (the run folder for one k)
+    # The out-of-fold scores of the known members and non-members (runs of an earlier ctfp, or
+    # without known members, have none), in the shown k's folder.
     non_members = None
-    if train is not None:
-        members, non_members = train
+    if (dest / TRAIN_SCORES_FILE).is_file():
+        _, train, known = read_scores(dest / TRAIN_SCORES_FILE)
+        members, non_members = train[known == 1], train[known == 0]
         implied = ""
         if threshold is not None and len(non_members):
             fpr = float((non_members >= threshold).mean())
@@ -154,7 +152,7 @@ def task1_body(
     caption = (
         f"Scores of the {len(ids)} test slices ({method}), split by {by}; the dashed line is the "
         f"threshold, set {criterion_meaning(summary.get('calibrate'))}."
-        + (" The run does not store the training slices' scores." if train is None else "")
+        + (" The run does not store the training slices' scores." if non_members is None else "")
     )
     parts.append(figure(uri, caption, "histogram of the test scores"))
     parts.append(f'<p class="note">{int(pred.sum())} of {len(ids)} test slices predicted used.')
@@ -196,16 +194,6 @@ def _evaluation_section(
     return "".join(parts) + '<div class="figures">' + "".join(figures) + "</div></section>"
 
 
-def _train_scores(run: Path) -> tuple[np.ndarray, np.ndarray] | None:
-    """The out-of-fold scores of the known members and of the known non-members among the
-    training reals, or None (a run of an earlier ctfp, or one without known members)."""
-    path = run / TRAIN_SCORES_FILE
-    if not path.is_file():
-        return None
-    _, scores, known = read_scores(path)
-    return scores[known == 1], scores[known == 0]
-
-
 def k_sweep_section(
     run: Path, summary: dict[str, Any], ks: list[int], truth: PathLike | None
 ) -> str:
@@ -238,8 +226,8 @@ def k_sweep_section(
             row += [c.get("roc_auc"), c.get("roc_auc_se"), mark]
         used.append(info.get("predicted_used"))
         if truth is not None:
-            run_csv, scores_csv = _run_files(run, ks, kk)
-            m = evaluate_run("task1", run_csv, truth, scores_csv)
+            dest = task1_dir(run, ks, kk)
+            m = evaluate_run("task1", dest / RUN_FILE, truth, dest / SCORES_FILE)
             row += [m["f1"], m["accuracy"], m["kappa"], m["roc_auc"], m["baseline_all_used_f1"]]
             baseline = m["baseline_all_used_f1"]
             for name, key in (("F1", "f1"), ("kappa", "kappa"), ("ROC-AUC", "roc_auc")):
