@@ -99,12 +99,6 @@ def chosen_k(summary: dict[str, Any]) -> int | None:
     return None if k is None else int(k)
 
 
-def split_test_rows(ids: Sequence[str]) -> tuple[np.ndarray, list[str]]:
-    """Mask of the rows under ``test/`` and their run-file ids (relative, without the prefix)."""
-    mask = np.array([i.startswith(TEST_PREFIX) for i in ids], dtype=bool)
-    return mask, [i[len(TEST_PREFIX) :] for i, m in zip(ids, mask, strict=True) if m]
-
-
 def write_scores(path: PathLike, ids: Sequence[str], score: np.ndarray, pred: np.ndarray) -> None:
     """``scores.csv``: ``id,score,label`` with a header."""
     from ctfp.evaluate import quote_field
@@ -308,7 +302,6 @@ __all__ = [
     "is_result",
     "read_scores",
     "read_summary",
-    "split_test_rows",
     "task1_dir",
     "write_origin",
     "write_scores",

@@ -16,7 +16,7 @@ from ctfp.engine.settings import EngineSettings
 from ctfp.exceptions import InputError, ShardMismatchError
 from ctfp.io.fs import Location, PathLike, as_local, is_remote, resolve
 from ctfp.progress import logger, progress_bar
-from ctfp.runs.folder import TEST_PREFIX, embeddings_dir, split_test_rows
+from ctfp.runs.folder import TEST_PREFIX, embeddings_dir
 from ctfp.store.reader import Embeddings, read_embeddings
 from ctfp.store.schema import input_of
 
@@ -225,9 +225,10 @@ def require(mask: np.ndarray, what: str) -> None:
 
 def run_ids(data: Embeddings) -> tuple[list[str], list[str]]:
     """The test slices' run-file ids (relative to test/, without suffix) and ids in ``data``."""
-    mask, ids = split_test_rows(list(data.ids))
+    mask = np.char.startswith(data.ids.astype(str), TEST_PREFIX)
     require(mask, TEST_PREFIX)
-    return ids, [TEST_PREFIX + i for i in ids]
+    tests = data.ids[mask].tolist()
+    return [i[len(TEST_PREFIX) :] for i in tests], tests
 
 
 def rows_by_id(data: Embeddings, ids: Sequence[str]) -> np.ndarray:

@@ -110,70 +110,60 @@ def save_model(
     return Path(path) if folder.local else folder.uri.rstrip("/")
 
 
-def _check_run_commit(model_dir: Path) -> None:
-    """A model in a run folder (``OUT/model``, ``OUT/k<k>/model``, or the run folder itself)
-    is used only if that run finished (:func:`ctfp.runs.folder.check_if_run`); ``ctfp
-    cluster`` models stand alone."""
-    from ctfp.runs.folder import CLUSTERS_FILE, RUN_FILE, check_if_run
-
-    check_if_run(model_dir, (RUN_FILE, CLUSTERS_FILE))  # a run folder given as the model
-    if not (check_if_run(model_dir.parent) or check_if_run(model_dir.parent.parent)):
-        check_if_run(model_dir.parent, (RUN_FILE, CLUSTERS_FILE))  # raises: interrupted
-
-
 def load_model(path: PathLike, *, device: str = "auto") -> SavedModel:
     """Load a model folder written by :func:`save_model` (or ``ctfp run ... --out OUT``: the
     model is in ``OUT/model``), local or on an object store (fetched with the run's record and
     checked as a local one, :func:`ctfp.runs.remote.local_run`)."""
-    from ctfp.runs.remote import local_run
-
-    with local_run(path) as (local, _):
-        return _load_model(local, path, device)
-
-
-def _load_model(root: Path, path: PathLike, device: str) -> SavedModel:
     import zipfile
     import zlib
 
-    if (root / "model" / MODEL_FILE).is_file() and not (root / MODEL_FILE).is_file():
-        root = root / "model"  # a run folder
-    _check_run_commit(root)
-    try:
-        description = json.loads((root / MODEL_FILE).read_text())
-    except FileNotFoundError:
-        raise InputError(
-            f"{str(path)!r} is not a saved model (no {MODEL_FILE}); `ctfp run task1|task2 ... "
-            "--out OUT` saves one in OUT/model"
-        ) from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise InputError(f"{root / MODEL_FILE} is not valid JSON: {e}") from None
-    if not isinstance(description, dict) or description.get("format") != MODEL_FORMAT:
-        found = description.get("format") if isinstance(description, dict) else None
-        raise InputError(f"{root / MODEL_FILE} has format {found!r}, not {MODEL_FORMAT!r}")
-    kind = description.get("kind")
-    if not isinstance(kind, str) or kind not in KINDS:
-        raise InputError(f"{root / MODEL_FILE} holds an unknown model kind {kind!r}")
-    try:
-        with np.load(root / ARRAYS_FILE, allow_pickle=False) as npz:
-            arrays = {name: npz[name] for name in npz.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
-        # BadZipFile, EOFError, zlib.error: a truncated or overwritten arrays.npz.
-        why = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise InputError(f"{root / ARRAYS_FILE} cannot be read: {why}") from None
-    try:
-        model = KINDS[kind].from_state(description["params"], arrays, device=device)
-        return SavedModel(
-            model=model,
-            task=str(description["task"]),
-            kind=kind,
-            identity=dict(description["identity"]),
-            settings=description.get("settings", {}),
-        )
-    except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as e:  # tampered
-        # RuntimeError: FAISS refusing corrupt index bytes. AttributeError: params (or another
-        # entry) of the wrong JSON type, e.g. a string where the parameters' object belongs.
-        what = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else e!r}"
-        raise InputError(
-            f"{root} is not a complete {kind} model ({what}); save it again with the command "
-            "that wrote it"
-        ) from None
+    from ctfp.runs.folder import CLUSTERS_FILE, RUN_FILE, check_if_run
+    from ctfp.runs.remote import local_run
+
+    with local_run(path) as (root, _):
+        if (root / "model" / MODEL_FILE).is_file() and not (root / MODEL_FILE).is_file():
+            root = root / "model"  # a run folder
+        # A model in a run folder (OUT/model, OUT/k<k>/model, or the run folder itself) is used
+        # only if that run finished; `ctfp cluster` models stand alone.
+        check_if_run(root, (RUN_FILE, CLUSTERS_FILE))  # a run folder given as the model
+        if not (check_if_run(root.parent) or check_if_run(root.parent.parent)):
+            check_if_run(root.parent, (RUN_FILE, CLUSTERS_FILE))  # raises: interrupted
+        try:
+            description = json.loads((root / MODEL_FILE).read_text())
+        except FileNotFoundError:
+            raise InputError(
+                f"{str(path)!r} is not a saved model (no {MODEL_FILE}); `ctfp run task1|task2 ... "
+                "--out OUT` saves one in OUT/model"
+            ) from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise InputError(f"{root / MODEL_FILE} is not valid JSON: {e}") from None
+        if not isinstance(description, dict) or description.get("format") != MODEL_FORMAT:
+            found = description.get("format") if isinstance(description, dict) else None
+            raise InputError(f"{root / MODEL_FILE} has format {found!r}, not {MODEL_FORMAT!r}")
+        kind = description.get("kind")
+        if not isinstance(kind, str) or kind not in KINDS:
+            raise InputError(f"{root / MODEL_FILE} holds an unknown model kind {kind!r}")
+        try:
+            with np.load(root / ARRAYS_FILE, allow_pickle=False) as npz:
+                arrays = {name: npz[name] for name in npz.files}
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+            # BadZipFile, EOFError, zlib.error: a truncated or overwritten arrays.npz.
+            why = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise InputError(f"{root / ARRAYS_FILE} cannot be read: {why}") from None
+        try:
+            model = KINDS[kind].from_state(description["params"], arrays, device=device)
+            return SavedModel(
+                model=model,
+                task=str(description["task"]),
+                kind=kind,
+                identity=dict(description["identity"]),
+                settings=description.get("settings", {}),
+            )
+        except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as e:  # tampered
+            # RuntimeError: FAISS refusing corrupt index bytes. AttributeError: params (or another
+            # entry) of the wrong JSON type, e.g. a string where the parameters' object belongs.
+            what = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else e!r}"
+            raise InputError(
+                f"{root} is not a complete {kind} model ({what}); save it again with the command "
+                "that wrote it"
+            ) from None

@@ -1,17 +1,11 @@
 """Run folders and saved models on an object store (``s3://``, ``gs://``, ``abfs://``).
 
 A run's embeddings go straight to the store (shard folders have their own commit record and
-lease, :mod:`ctfp.store.manifest`). Its small files (run files, scores, the model, the report)
-are written in a local staging folder by the same code as a local run, then published: under a
-lease on the run folder, the previous ``summary.json`` is withdrawn first (from then on readers
-see an unfinished run, never a mix), the previous run's other results are deleted, each new
-file is put in one request, and ``summary.json``, the run's commit record with every file's
-fingerprint, goes last. A run that fails or is killed before that publishes nothing and leaves
-the previous run as it was, or as an unfinished run if it died while publishing.
-
-Readers (``ctfp score``, ``ctfp report``, :func:`ctfp.runs.models.load_model`) fetch the record
-and the files it names into a local folder and check them against their fingerprints, as for
-a local run folder (:func:`ctfp.runs.folder.read_summary`).
+lease). Its small files are written in a local staging folder by the same code as a local run,
+then published under a lease on the run folder (:func:`publish`): a run that fails or is killed
+before publishing leaves the previous run as it was. Readers fetch the commit record and the
+files it names into a local folder and check them as a local run folder's
+(:func:`local_run`).
 """
 
 from __future__ import annotations
@@ -21,7 +15,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager, nullcontext, suppress
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -37,17 +31,15 @@ Claim = Callable[[], None]
 def in_run_folder(
     data: PathLike, out: PathLike, task: str, body: Callable[[Location, Path, PathLike, Claim], T]
 ) -> T:
-    """``body(data, local, root, claim)``: the ``task`` run reading its labelled folder ``data``
-    (local or on a store: :func:`~ctfp.runs.layout.data_folder`), writing its files into
-    ``local`` and its embeddings under ``root``.
-    Locally both are ``out``; on a store ``local`` is a staging folder, published to ``out``
-    when ``body`` returns (the summary it returned names ``out``, not the staging folder).
+    """``body(data, local, root, claim)``: the ``task`` run reading ``data`` (local or on a
+    store), writing its files into ``local`` and its embeddings under ``root``. Locally both
+    are ``out``; on a store ``local`` is a staging folder, published to ``out`` when ``body``
+    returns (its summary then names ``out``).
 
-    A run folder belongs to one data folder and one task (:func:`~ctfp.runs.folder.
-    check_origin`: another is refused before anything is written) and has one writer:
-    ``body`` calls ``claim()`` before its first write (the embeddings), which takes the run
-    folder's lock (the lease on a store), held until its commit record is written (published),
-    and records what the folder belongs to."""
+    A run folder belongs to one data folder and task (another is refused before anything is
+    written, :func:`~ctfp.runs.folder.check_origin`) and has one writer: ``body`` calls
+    ``claim()`` before its first write, which takes the folder's lock (lease), held until
+    its commit record is written, and records what the folder belongs to."""
     from ctfp.runs.folder import check_origin, write_origin
     from ctfp.runs.layout import data_folder
 
@@ -103,17 +95,12 @@ def publish(local: Path, uri: str, lease: Any = None) -> None:
         for name in sorted(new, key=lambda n: n == SUMMARY_FILE):  # the commit record last
             lease.check()
             data = (local / name).read_bytes()
-            target.join(name).put(_relocated(data, local, uri) if name == SUMMARY_FILE else data)
-
-
-def _relocated(data: bytes, local: Path, uri: str) -> bytes:
-    """The staged commit record, its paths renamed from the staging folder to the store (the
-    record itself is not fingerprinted; the files it names keep their bytes)."""
-    try:
-        doc = json.loads(data)
-    except ValueError:
-        return data
-    return (json.dumps(relocate(doc, str(local), uri), indent=2) + "\n").encode()
+            if name == SUMMARY_FILE:  # its paths renamed to the store (it is not fingerprinted)
+                with suppress(ValueError):
+                    data = (
+                        json.dumps(relocate(json.loads(data), str(local), uri), indent=2) + "\n"
+                    ).encode()
+            target.join(name).put(data)
 
 
 @contextmanager

@@ -14,7 +14,6 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -98,19 +97,6 @@ def _read_shards(
         yield path, None, None
 
 
-@contextmanager
-def _faiss_threads(n: int) -> Iterator[None]:
-    """FAISS's OpenMP thread count set to ``n`` for the block, then restored."""
-    import faiss
-
-    before = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(max(1, n))
-    try:
-        yield
-    finally:
-        faiss.omp_set_num_threads(before)
-
-
 def score_shards(
     model: Any,
     shards: str | os.PathLike[str],
@@ -132,28 +118,16 @@ def score_shards(
     ``out/part-NNNNN.parquet`` with ``id, score, label`` for each input shard of the same name;
     input shards whose output exists are skipped (resume).
 
-    ``settings.batch_size`` rows are read at a time (``overrides``: ScoreSettings fields, e.g.
-    ``batch_size=4096``); ``settings.device`` applies where the model is loaded
-    (:func:`ctfp.runs.models.load_model`), not here.
-
-    ``engine``: ``local`` scores here, reading the next shard while scoring this one. ``ray``
-    maps the shards over Ray actors (:func:`ctfp.engine.parallel_map`, stateful): the model's
-    saved state is shipped once, each actor rebuilds it once (and checks its fingerprint), then
-    reads a shard, scores it and writes its output part itself; the driver receives each
-    part's rows and size and names it in the folder's commit record, in input order. The
-    outputs are those of the local engine (same batches, same arithmetic). On Ray every
-    worker must reach ``shards`` and ``out`` (an object store, or a filesystem every node
-    mounts at the same path); the actors use a GPU each where the cluster has GPUs, unless
-    ``settings.device`` is ``cpu``.
+    ``settings.batch_size`` rows are read at a time (``overrides``: its fields);
+    ``settings.device`` applies where the model is loaded, not here. ``engine``: ``local``
+    scores here, reading the next shard while scoring this one; ``ray`` maps the shards over
+    Ray actors (:class:`ShardScorer`, a GPU each where the cluster has GPUs unless the device
+    is ``cpu``), each writing its parts itself, which the driver records in input order: the
+    outputs of the local engine. Every worker must then reach ``shards`` and ``out``.
 
     Returns a summary: rows scored, shards written and skipped, seconds, rows per second.
-
-    Raises
-    ------
-    InputError
-        ``out`` is the folder of input shards (outputs share their names).
-    CtfpError
-        Another run is writing into ``out``.
+    Raises InputError where ``out`` is the folder of the input shards, CtfpError where another
+    run is writing into ``out``.
     """
     from ctfp.attribution.clustering import Clustering
     from ctfp.cluster.gmm import GaussianMixture
@@ -318,13 +292,17 @@ def _score_here(
 
     light = model.task == "task1" and model.light_scoring
     rows = 0
-    with _faiss_threads((os.cpu_count() or 2) - 1 if light else faiss.omp_get_max_threads()):
+    threads = faiss.omp_get_max_threads()  # restored after
+    faiss.omp_set_num_threads(max(1, (os.cpu_count() or 2) - 1) if light else threads)
+    try:
         shards = _prefetch(_read_shards(list(outputs), batch_size))
         for path, ids, scores, labels in _scored(model, shards, bar.update):
             lock.check()  # before writing: a writer that lost the lease writes nothing more
             written, size = _write_scores(outputs[path], ids, scores, labels, model, inputs[path])
             commit(path, written, size)
             rows += written
+    finally:
+        faiss.omp_set_num_threads(threads)
     return rows
 
 
@@ -345,31 +323,21 @@ def _scored(
             yield path, ids, scores, labels
             ids, scores, labels = [], [], []
             continue
-        score, label = _score_batch(model, x, task1, light, path, sum(map(len, scores)))
+        if task1:
+            score = np.asarray(model.score_samples(x, check_input=not light), np.float32)
+            if not np.isfinite(score).all():
+                raise InputError(
+                    f"{path} holds non-finite embeddings (NaN or infinity) near row "
+                    f"{sum(map(len, scores)) + int(np.argmin(np.isfinite(score)))}"
+                )
+        else:  # the cluster, scored by its posterior probability
+            proba = np.asarray(model.predict_proba(x))
+            score = proba.max(1).astype(np.float32)
+            labels.append(proba.argmax(1).astype(np.int32))
         scores.append(score)
-        if label is not None:
-            labels.append(label)
         ids.append(batch_ids)
         if on_batch is not None:
             on_batch(len(x))
-
-
-def _score_batch(
-    model: Any, x: np.ndarray, task1: bool, light: bool, path: ShardPath, offset: int
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """One batch's float32 scores and (task 2) int32 clusters; ``offset``: the batch's first
-    row in the shard, for the error naming a non-finite row."""
-    if task1:
-        score = np.asarray(model.score_samples(x, check_input=not light), np.float32)
-        if not np.isfinite(score).all():
-            raise InputError(
-                f"{path} holds non-finite embeddings (NaN or infinity) near row "
-                f"{offset + int(np.argmin(np.isfinite(score)))}"
-            )
-        return score, None
-    # Task 2: the cluster, scored by its posterior probability.
-    proba = np.asarray(model.predict_proba(x))
-    return proba.max(1).astype(np.float32), proba.argmax(1).astype(np.int32)
 
 
 class ShardScorer:

@@ -216,7 +216,8 @@ def _run_task1(
         write_run(dest / RUN_FILE, ids, pred)
         write_scores(dest / SCORES_FILE, ids, score, pred)
         written += [dest / RUN_FILE, dest / SCORES_FILE, dest / MODEL_DIR]
-        trial = _trial_of(selection, candidate)
+        trials = [selection.best, *selection.trials] if selection is not None else []
+        trial = next((t for t in trials if t.candidate == candidate), None)
         if trial is not None and trial.oof is not None:  # what the report compares test scores with
             write_scores(dest / TRAIN_SCORES_FILE, train_ids, trial.oof, y)
             written.append(dest / TRAIN_SCORES_FILE)
@@ -241,12 +242,9 @@ def _run_task1(
             "threshold": fitted.threshold_,
             "recall_at_1": recall,
         }
-        calibrate = getattr(s.options, "calibrate", None)
-        how = (
-            f"chosen for {_options(s).calibrate} on out-of-fold scores"
-            if auto
-            else (f"chosen for {calibrate} on train" if calibrate else "fixed")
-        )
+        calibrate = _calibrate(s, auto)
+        how = "on out-of-fold scores" if auto else "on train"
+        how = f"chosen for {calibrate} {how}" if calibrate else "fixed"
         logger.info(
             f"task1 {candidate.label}: {n_used}/{len(ids)} test slices labelled used (threshold "
             f"{fitted.threshold_:.4g} {how}) -> {dest / RUN_FILE}"
@@ -410,14 +408,6 @@ def _fit(
     if s.method == AUTO:
         model.threshold_ = selection.extra["threshold"]  # not in-sample scores
     return model, c
-
-
-def _trial_of(selection: Any, candidate: Any) -> Any:
-    """The trial of ``candidate`` in ``selection`` (the answer, or one k of a sweep)."""
-    if selection is None:
-        return None
-    trials = [selection.best, *selection.trials]
-    return next((t for t in trials if t.candidate == candidate), None)
 
 
 def _metric(c: Any, s: Task1Settings) -> str:

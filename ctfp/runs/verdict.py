@@ -45,17 +45,6 @@ def beyond_chance(selection: dict[str, Any]) -> bool | None:
     return None if low is None else bool(low > 0.5)
 
 
-def _checked(summary: dict[str, Any]) -> str:
-    """``; held out, ...``: what the false-positive check found, where it ran."""
-    check = summary.get("calibration_check")
-    if not check:
-        return ""
-    return (
-        f"; held out in {check['folds']} folds, the threshold flagged {check['flagged']} of "
-        f"{check['of']} of them"
-    )
-
-
 def verdict(summary: dict[str, Any]) -> str:
     """One sentence a non-expert can act on: the evidence (the permutation test's p-value of
     the whole choice, which decides; the held-out ROC-AUC of the whole choice with its range
@@ -71,9 +60,16 @@ def verdict(summary: dict[str, Any]) -> str:
         run = runs.get(str(chosen_k), run)
     flagged = run.get("predicted_used", 0)
     calibrate = str(summary.get("calibrate") or "")
+    check = summary.get("calibration_check")  # what the false-positive check found, if it ran
+    checked = (
+        f"; held out in {check['folds']} folds, the threshold flagged {check['flagged']} of "
+        f"{check['of']} of them"
+        if check
+        else ""
+    )
     at = (
         f" at a false-positive rate of at most {float(calibrate[4:]):.0%} for new non-members "
-        f"(bounded on the {summary.get('n_not_used')} known ones{_checked(summary)})"
+        f"(bounded on the {summary.get('n_not_used')} known ones{checked})"
         if calibrate.startswith("fpr:")
         else f" (threshold: {calibrate or 'the method' + chr(39) + 's own'})"
     )
