@@ -48,7 +48,7 @@ def test_local_weights_file_round_trip(tmp_path: Path, backbone) -> None:
 def test_bad_weights_files(tmp_path: Path) -> None:
     with pytest.raises(WeightsUnavailableError, match="does not exist"):
         build_backbone(tmp_path / "missing.pt")
-    with pytest.raises(WeightsUnavailableError, match="'s3://b/w.pt': a weights file is a local"):
+    with pytest.raises(WeightsUnavailableError, match=r"'s3://b/w\.pt': a weights file is a local"):
         build_backbone("s3://b/w.pt")
     torch.save({"conv1.weight": torch.zeros(3)}, tmp_path / "wrong.pt")
     with pytest.raises(WeightsUnavailableError, match="is not a ResNet50 state dict"):
