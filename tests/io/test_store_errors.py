@@ -63,7 +63,7 @@ def test_a_closed_port_fails_fast_with_one_line_naming_the_uri_and_endpoint(
     start = time.monotonic()
     assert main(["embed", str(src), "--out", f"s3://{s3}/x", *PIXELS]) == 2
     err = one_error_line(capsys)
-    assert err.startswith(f"ctfp: error: s3://{s3}/x/") and f"the store at {endpoint}" in err
+    assert err.startswith(f"ctfp: error: s3://{s3}/x") and f"the store at {endpoint}" in err
     # A source on it: one line naming the source and the store.
     assert main(["embed", f"s3://{s3}/ct", "--out", str(src.parent / "out"), *PIXELS]) == 2
     err = one_error_line(capsys)

@@ -75,7 +75,10 @@ def test_score_refuses_other_embeddings_and_non_models(
     task1_data: Path, tmp_path: Path, capsys
 ) -> None:
     out = tmp_path / "run"
-    assert main(["run", "task1", str(task1_data), "--out", str(out), *FAST]) == 0
+    assert (
+        main(["run", "task1", str(task1_data), "--out", str(out), "--method", "proximity", *FAST])
+        == 0
+    )
     # Same slices, other features: the model must not score them.
     other = tmp_path / "spectrum"
     assert main(["embed", str(task1_data / "test"), "--out", str(other), "--features",
