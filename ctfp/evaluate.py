@@ -488,9 +488,9 @@ def evaluate_run(
             "truth labels must be 0 or 1"
         )
     y_true = [int(truth[i][0]) for i in ids]
-    beside = resolve(os.path.dirname(str(run_path)) or ".").join("scores.csv")  # or on a store
-    if scores_path is None and beside.exists():
-        scores_path = beside.uri
+    if scores_path is None:  # the run folder's scores.csv, local or on a store
+        beside = resolve(os.path.dirname(str(run_path)) or ".").join("scores.csv")
+        scores_path = beside.uri if beside.exists() else None
     scores = None
     if scores_path is not None:
         table = _table_lines(scores_path, "score")
