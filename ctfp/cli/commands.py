@@ -14,6 +14,7 @@ from typing import Any
 from ctfp.cli.options import from_args, given
 from ctfp.embed.settings import CacheSettings, EmbedSettings
 from ctfp.engine.settings import EngineSettings
+from ctfp.io.fs import local_only
 from ctfp.progress import logger
 from ctfp.settings import Settings
 
@@ -21,19 +22,6 @@ from ctfp.settings import Settings
 def _print_json(args: argparse.Namespace, value: dict) -> None:
     if args.json:
         print(json.dumps(value))
-
-
-def local_only(flag: str, path: str | None, what: str) -> None:
-    """Refuse an object-store URI given to ``flag``, which ctfp reads or writes only as a
-    local (or mounted) path, saying so in one line."""
-    from ctfp.exceptions import InputError
-    from ctfp.io.fs import is_remote
-
-    if path is not None and is_remote(path):
-        raise InputError(
-            f"{flag} {path!r}: {what} is a local or mounted path, not an object store; "
-            "copy it here (or mount the store)"
-        )
 
 
 def _weights(settings: Settings) -> Settings:

@@ -148,13 +148,10 @@ def _build(weights_text: str, seed: int, image_size: int) -> Backbone:
             state = imagenet_state_dict()
             label = "imagenet:IMAGENET1K_V2"
         else:
-            from ctfp.io.fs import is_remote
+            from ctfp.io.fs import local_only
 
-            if is_remote(weights_text):  # torch.load reads local files
-                raise WeightsUnavailableError(
-                    f"weights {weights_text!r}: a weights file is a local or mounted path, not "
-                    "an object store; copy it here (or mount the store)"
-                )
+            # torch.load reads local files
+            local_only("weights", weights_text, "a weights file", WeightsUnavailableError)
             state = _file_state_dict(Path(weights_text))
             label = f"file:{Path(weights_text).name}"
         state = {k: v for k, v in state.items() if not k.startswith("fc.")}

@@ -262,6 +262,18 @@ def is_remote(location: str | os.PathLike[str]) -> bool:
     return scheme_of(location) not in (None, "file")
 
 
+def local_only(
+    flag: str, path: str | os.PathLike[str] | None, what: str, error: type = InputError
+) -> None:
+    """Refuse (``error``) an object-store URI given to ``flag``, which ctfp reads or writes
+    only as a local (or mounted) path, saying so in one line."""
+    if path is not None and is_remote(path):
+        raise error(
+            f"{flag} {os.fspath(path)!r}: {what} is a local or mounted path, not an object "
+            "store; copy it here (or mount the store)"
+        )
+
+
 # Remote filesystems by (scheme, authority, the environment that configures them): opening an
 # S3 filesystem per file would cost a client each time; a changed endpoint or key opens anew.
 _FILESYSTEMS: dict[tuple[str, ...], Any] = {}
@@ -400,6 +412,7 @@ __all__ = [
     "as_local",
     "child",
     "is_remote",
+    "local_only",
     "remove_stale_temp_files",
     "resolve",
     "scheme_of",
