@@ -94,10 +94,15 @@ class Location:
 
     def read_bytes(self) -> bytes | None:
         """The content of this file or object, or None where there is none."""
-        if not self.exists():
+        if self.local and not self.exists():  # (a local folder cannot be opened)
             return None
-        with self.failing(self.uri), self.filesystem.open_input_stream(self.path) as f:
-            return f.read()
+        with self.failing(self.uri):
+            try:  # on a store, one request fewer than exists() and then opening
+                stream = self.filesystem.open_input_stream(self.path)
+            except FileNotFoundError:
+                return None
+            with stream:
+                return stream.read()
 
     def put(self, data: bytes | Callable[[BinaryIO], Any]) -> int:
         """Write this file atomically and return its size: readers see all of it or none of

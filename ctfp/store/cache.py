@@ -16,7 +16,7 @@ from typing import Any
 from ctfp.exceptions import InputError
 from ctfp.io.fs import PathLike, resolve
 from ctfp.io.sources import InputFile
-from ctfp.store.manifest import committed_shards, has_shards
+from ctfp.store.manifest import committed_shards
 from ctfp.store.reader import open_shard, read_schema
 from ctfp.store.schema import SLICES_FORMAT, read_metadata
 
@@ -24,11 +24,18 @@ from ctfp.store.schema import SLICES_FORMAT, read_metadata
 def is_slice_cache(path: PathLike) -> bool:
     """True when ``path`` (a folder, or a store prefix) is a folder of ctfp decoded-slice
     shards."""
+    return _cache(path) is not None
+
+
+def _cache(path: PathLike) -> tuple[list[str | Path], dict[str, Any]] | None:
+    """The committed shards of the decoded-slice cache ``path`` and their metadata; None where
+    ``path`` is not one."""
     loc = resolve(path)
-    if (loc.local and not Path(loc.path).is_dir()) or not has_shards(path):
-        return False
-    meta = read_metadata(read_schema(committed_shards(path)[0]))
-    return meta is not None and meta.get("format") == SLICES_FORMAT
+    if loc.local and not Path(loc.path).is_dir():
+        return None
+    shards = committed_shards(path, required=False)
+    meta = read_metadata(read_schema(shards[0])) if shards else None
+    return (shards, meta) if meta is not None and meta.get("format") == SLICES_FORMAT else None
 
 
 def cache_rows(sources: Sequence[PathLike] | PathLike) -> list[InputFile] | None:
@@ -36,14 +43,14 @@ def cache_rows(sources: Sequence[PathLike] | PathLike) -> list[InputFile] | None
     are not caches. Mixing caches and image sources is refused."""
     if isinstance(sources, (str, os.PathLike)):
         sources = [sources]
-    flags = [is_slice_cache(s) for s in sources]
-    if not any(flags):
+    caches = [_cache(source) for source in sources]
+    if not any(caches):
         return None
-    if not all(flags):
+    if not all(caches):
         raise InputError("give either decoded-slice caches or image sources, not both")
     rows: list[InputFile] = []
-    for source in sources:
-        for shard in committed_shards(source):
+    for shards, _ in caches:
+        for shard in shards:
             with open_shard(shard) as f:
                 for group in range(f.num_row_groups):
                     table = f.read_row_group(group, columns=["id", "source", "frame", "label"])
@@ -62,14 +69,12 @@ def cache_decoding(sources: Sequence[PathLike] | PathLike) -> dict[str, Any] | N
     found: dict[str, Any] | None = None
     first: Path | str | None = None
     for source in sources:
-        if not is_slice_cache(source):
+        if (cache := _cache(source)) is None:
             return None
-        shard = committed_shards(source)[0]
-        meta = read_metadata(read_schema(shard)) or {}
-        preprocessing = meta.get("preprocessing") or {}
+        (shard, *_), meta = cache
         decoding = {
             "window": (meta.get("decode") or {}).get("window"),
-            "cached_size": preprocessing.get("image_size"),
+            "cached_size": (meta.get("preprocessing") or {}).get("image_size"),
         }
         if found is None:
             found, first = decoding, shard

@@ -127,9 +127,10 @@ def has_shards(folder: PathLike) -> bool:
     return loc.local and bool(list_parts(loc))
 
 
-def committed_shards(folder: PathLike) -> list[str | Path]:
+def committed_shards(folder: PathLike, required: bool = True) -> list[str | Path] | None:
     """The finished shard files of ``folder`` in name order: those its record names, each
-    checked to be there with its recorded size.
+    checked to be there with its recorded size; not ``required``: None where ``folder`` is no
+    shard folder (no record, no Delta log and, locally, no part file).
 
     Raises
     ------
@@ -146,15 +147,15 @@ def committed_shards(folder: PathLike) -> list[str | Path]:
     loc = resolve(folder)
     record = read_record(folder)
     if record is None:
+        listed = sorted(list_parts(loc)) if loc.local else []  # a folder from before records
+        if listed or not required:
+            return [child(folder, name) for name in listed] or None
         if not loc.local:
             raise InputError(
                 f"no ctfp shards in {os.fspath(folder)!r}: it has no commit record "
                 f"({MANIFEST_FILE}); ctfp reads only the parts a record names"
             )
-        listed = sorted(list_parts(loc))  # a folder from before commit records: listed
-        if not listed:
-            raise InputError(f"no ctfp shards (part-*.parquet) in {os.fspath(folder)!r}")
-        return [child(folder, name) for name in listed]
+        raise InputError(f"no ctfp shards (part-*.parquet) in {os.fspath(folder)!r}")
     parts, retired = record
     if not parts:
         raise InputError(f"no finished ctfp shards in {os.fspath(folder)!r} (its record is empty)")
