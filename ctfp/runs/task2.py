@@ -146,11 +146,16 @@ def _run_task2(
     train = np.char.startswith(first.ids.astype(str), "train/")
     rows = ids, test_ids, train & np.not_equal(first.labels, None)
     if method == "gmm":
-        name, winner, fields = _blind(out, s, embed_settings, first, rows, progress)
+        name, winner, model, clusters, recorded, fields = _blind(
+            out, s, embed_settings, first, rows, progress
+        )
     else:
-        name, winner, fields = _labelled(
+        name, winner, model, clusters, recorded, fields = _labelled(
             out, s, method, embed_settings, embedded, features, skipped, rows, progress
         )
+    write_run(out / CLUSTERS_FILE, ids, clusters)
+    settings = {"task2": s.to_dict(), **recorded}
+    save_model(model, out / MODEL_DIR, identity=winner.metadata, settings=settings)
     fields["warnings"] = [*unread_warnings(data, unread), *fields["warnings"]]
     fields["verdict"] += unread_note(len(unread))
     for warning in fields["warnings"]:
@@ -182,9 +187,10 @@ def _blind(
     emb: Embeddings,
     rows: tuple[list[str], list[str], np.ndarray],
     progress: bool,
-) -> tuple[str, Embeddings, dict[str, Any]]:
-    """The blind Gaussian mixture of the test slices, written; its summary fields. ``rows``:
-    the test slices' run-file ids and ids, and the mask of the labelled rows."""
+) -> tuple[str, Embeddings, Any, np.ndarray, dict[str, Any], dict[str, Any]]:
+    """The blind Gaussian mixture of the test slices: its name, embeddings, model, clusters,
+    settings to record and summary fields (:func:`_run_task2` writes them). ``rows``: the
+    test slices' run-file ids and ids, and the mask of the labelled rows."""
     ids, test_ids, train = rows
     x = rows_by_id(emb, test_ids)
     result = cluster_slices(x, s.replace(method="gmm"), progress=progress)
@@ -198,9 +204,6 @@ def _blind(
             "--init, or pass --allow-collapse to keep it"
         )
     begin_commit(out)
-    write_run(out / CLUSTERS_FILE, ids, labels)
-    recorded = {"task2": s.to_dict(), "embed": embed_settings.to_dict()}
-    save_model(result, out / MODEL_DIR, identity=emb.metadata, settings=recorded)
     if result.bics is not None:
         logger.info(
             f"task2: k=auto chose {result.k} components (BIC: "
@@ -229,7 +232,7 @@ def _blind(
     if train.any():
         predicted = result.predict(emb.matrix[train])
         fields["train_check"] = attribution_metrics(emb.labels[train].tolist(), predicted.tolist())
-    return "gmm", emb, fields
+    return "gmm", emb, result, labels, {"embed": embed_settings.to_dict()}, fields
 
 
 def _labelled(
@@ -242,10 +245,9 @@ def _labelled(
     skipped: dict[str, str],
     rows: tuple[list[str], list[str], np.ndarray],
     progress: bool,
-) -> tuple[str, Embeddings, dict[str, Any]]:
-    """Attribution with labels, written: cross-validated choice (``select``) or one way
-    (``classify``, ``semi``), then the open set; its summary fields (``rows``: as
-    :func:`_blind`'s)."""
+) -> tuple[str, Embeddings, Any, np.ndarray, dict[str, Any], dict[str, Any]]:
+    """Attribution with labels: cross-validated choice (``select``) or one way (``classify``,
+    ``semi``), then the open set (written); as :func:`_blind`'s."""
     from scipy.stats import binom
 
     from ctfp.attribution.selection import (
@@ -302,11 +304,9 @@ def _labelled(
     if extra and s.k == "auto":
         clusters = np.where(unknown, len(names), clusters)
         k += 1
-    write_run(out / CLUSTERS_FILE, ids, clusters)
     write_run(out / OPEN_SET_FILE, ids, np.where(unknown, -1, clusters))
     winner = embedded[best.features]
     recorded = {
-        "task2": s.to_dict(),
         "embed": embed_settings.replace(features=best.features).to_dict(),
         "chosen": {"features": best.features, "method": best.method, "params": dict(best.params)},
         "groups": names,
@@ -315,7 +315,6 @@ def _labelled(
     model = attributor.model
     if not isinstance(model, GroupClassifier):
         model.groups = attributor.groups
-    save_model(model, out / MODEL_DIR, identity=winner.metadata, settings=recorded)
     sizes = np.bincount(clusters, minlength=k).tolist()
     b = selection.best
     verdict = (
@@ -376,7 +375,7 @@ def _labelled(
             groups.tolist(), attributor.predict_groups(x_train).tolist()
         ),
     }
-    return best.method, winner, fields
+    return best.method, winner, model, clusters, recorded, fields
 
 
 def fit_warnings(
