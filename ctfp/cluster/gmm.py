@@ -378,15 +378,9 @@ class GaussianMixture(SavedState, DensityMixin, BaseEstimator):
     # -- validation and conversion ----------------------------------------------------------
     def _setup(self) -> None:
         """Check the settings, resolve the device and the compute dtype."""
-        if self.covariance_type not in COVARIANCE_TYPES:
-            raise ValueError(
-                f"unknown covariance_type {self.covariance_type!r}; choose one of "
-                f"{', '.join(COVARIANCE_TYPES)}"
-            )
-        if self.init_params not in INIT_PARAMS:
-            raise ValueError(
-                f"unknown init_params {self.init_params!r}; choose one of {', '.join(INIT_PARAMS)}"
-            )
+        for name, choices in (("covariance_type", COVARIANCE_TYPES), ("init_params", INIT_PARAMS)):
+            if (value := getattr(self, name)) not in choices:
+                raise ValueError(f"unknown {name} {value!r}; choose one of {', '.join(choices)}")
         if self.n_components < 1 or self.n_init < 1 or self.max_iter < 0:
             raise ValueError("n_components and n_init must be >= 1 and max_iter >= 0")
         if self.reg_covar < 0 or self.tol < 0:
