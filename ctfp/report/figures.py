@@ -31,12 +31,13 @@ MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 MEMBER, NON_MEMBER, GENERATED, TEST = PALETTE[5], PALETTE[0], PALETTE[3], "#777777"
 
 
-def new_figure(width: float = 6.4, height: float = 4.0) -> Any:
-    """A matplotlib ``Figure`` with a constrained layout."""
+def new_figure(width: float = 6.4, height: float = 4.0) -> tuple[Any, Any]:
+    """A matplotlib ``Figure`` with a constrained layout, and its one axes."""
     # Figure without pyplot: no global backend switch, nothing left open; savefig renders with Agg.
     from matplotlib.figure import Figure
 
-    return Figure(figsize=(width, height), layout="constrained")
+    fig = Figure(figsize=(width, height), layout="constrained")
+    return fig, fig.subplots()
 
 
 def check_labels(fig: Any) -> None:
@@ -80,8 +81,7 @@ def _score_plot(
 ) -> str:
     """Histograms of the ``(scores, name, colour, linestyle)`` groups, drawn in ``style`` over
     one set of ``bins``, with the threshold as a black ``line`` and the axis ``labels``."""
-    fig = new_figure(*size)
-    ax = fig.subplots()
+    fig, ax = new_figure(*size)
     for part, name, colour, linestyle in groups:
         label = f"{name} ({len(part)})"
         ax.hist(part, bins=bins, color=colour, linestyle=linestyle, label=label, **style)
@@ -129,8 +129,7 @@ def roc_plot(y: np.ndarray, scores: np.ndarray, auc: float | None) -> str:
     from sklearn.metrics import roc_curve
 
     fpr, tpr, _ = roc_curve(y, scores)
-    fig = new_figure(4.6, 4.2)
-    ax = fig.subplots()
+    fig, ax = new_figure(4.6, 4.2)
     ax.plot(fpr, tpr, color=MEMBER, label=f"ROC (AUC {auc:.3f})" if auc is not None else "ROC")
     ax.plot([0, 1], [0, 1], color="#999", linestyle=":", label="chance")
     ax.set(xlabel="false positive rate", ylabel="true positive rate", xlim=(0, 1), ylim=(0, 1.01))
@@ -143,8 +142,7 @@ def confusion_plot(y: np.ndarray, pred: np.ndarray) -> str:
     from sklearn.metrics import confusion_matrix
 
     cm = confusion_matrix(y, pred, labels=[0, 1])
-    fig = new_figure(4.2, 3.8)
-    ax = fig.subplots()
+    fig, ax = new_figure(4.2, 3.8)
     ax.imshow(cm, cmap="Blues")
     for (i, j), count in np.ndenumerate(cm):
         colour = "white" if count > cm.max() / 2 else "black"
@@ -164,8 +162,7 @@ def k_sweep_plot(
 ) -> str:
     """Each k's metrics (``series``, with the baseline F1) or, without a truth, each k's count
     of test slices predicted used."""
-    fig = new_figure(6.4, 3.8)
-    ax = fig.subplots()
+    fig, ax = new_figure(6.4, 3.8)
     if series is not None:
         for name, values in series.items():
             ax.plot(ks, values, marker="o", label=name)
@@ -183,8 +180,7 @@ def k_sweep_plot(
 
 def cluster_sizes_plot(names: Sequence[Any], sizes: Sequence[int], colours: Sequence[str]) -> str:
     """Bar chart of the test slices per cluster."""
-    fig = new_figure(5.0, 3.4)
-    ax = fig.subplots()
+    fig, ax = new_figure(5.0, 3.4)
     ax.bar([str(c) for c in names], sizes, color=list(colours))
     ax.set(xlabel="cluster", ylabel="test slices")
     return to_uri(fig)
@@ -193,8 +189,7 @@ def cluster_sizes_plot(names: Sequence[Any], sizes: Sequence[int], colours: Sequ
 def bic_plot(bic: dict[str, float], silhouette: dict[str, float] | None, chosen: Any) -> str:
     """The BIC of each k tried (keys are k as text), the chosen k and the silhouette."""
     ks = sorted(int(k) for k in bic)
-    fig = new_figure(5.8, 3.4)
-    ax = fig.subplots()
+    fig, ax = new_figure(5.8, 3.4)
     ax.plot(ks, [bic[str(k)] for k in ks], marker="o", color=PALETTE[0], label="BIC")
     ax.set_xlabel("components k")
     ax.set_ylabel("BIC (lower is better)", color=PALETTE[0])
@@ -249,8 +244,7 @@ def map_plot(
     name) names the axes too; ``marker_of`` gives groups a marker of their own (e.g. the
     labelled examples of a group, in their cluster's colour)."""
     axis = "UMAP dimension" if title.startswith("UMAP") else "principal component"
-    fig = new_figure(6.4, 5.2)
-    ax = fig.subplots()
+    fig, ax = new_figure(6.4, 5.2)
     g = np.asarray(groups, dtype=object)
     present = [n for n in colour_of if n in set(groups)]
     sizes = {n: int((g == n).sum()) for n in present}

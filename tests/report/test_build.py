@@ -203,7 +203,7 @@ def test_reports_open_with_the_verdict_above_the_fold(
     for j, group in json.loads((t2 / "summary.json").read_text())["cluster_groups"].items():
         assert f"cluster {j} ({group})" in dom
     # Figures without axis labels are refused, so every figure on these pages has them.
-    fig = new_figure()
-    fig.subplots().plot([0, 1], [0, 1])
+    fig, ax = new_figure()
+    ax.plot([0, 1], [0, 1])
     with pytest.raises(ValueError, match="without an x label"):
         check_labels(fig)
