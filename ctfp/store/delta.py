@@ -18,11 +18,12 @@ committed since and either commits after it or, where that holds rows of its own
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import time
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -124,23 +125,18 @@ def _open(loc: Location, version: int | None = None) -> Any:
         return None
 
 
-class _failing:
+@contextlib.contextmanager
+def _failing(loc: Location) -> Iterator[None]:
     """delta-rs's errors on ``loc`` as a StorageError naming it (a commit conflict and a
     missing table pass through: callers handle them)."""
+    from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 
-    def __init__(self, loc: Location) -> None:
-        self.loc = loc
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: Any, exc: BaseException | None, _: Any) -> None:
-        from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
-
-        if exc is None or isinstance(exc, CommitFailedError | TableNotFoundError | CtfpError):
-            return
-        if isinstance(exc, DeltaError | OSError):
-            raise StorageError(f"{self.loc.uri}: the Delta table: {first_line(exc)}") from exc
+    try:
+        yield
+    except (CommitFailedError, TableNotFoundError, CtfpError):
+        raise
+    except (DeltaError, OSError) as exc:
+        raise StorageError(f"{loc.uri}: the Delta table: {first_line(exc)}") from exc
 
 
 def metadata_of(dt: Any) -> dict[str, Any] | None:
@@ -176,11 +172,6 @@ class Snapshot:
     location: str
     version: int
     files: list[Path | str]
-
-    @property
-    def pinned(self) -> str:
-        """``delta:LOCATION@vN``: this version, as readers take it."""
-        return f"{PREFIX}{self.location}@v{self.version}"
 
 
 def snapshot(location: PathLike, version: int | None = None) -> Snapshot:

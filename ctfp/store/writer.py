@@ -42,7 +42,6 @@ from ctfp.store.manifest import (
     read_record,
 )
 from ctfp.store.parts import (
-    ROW_GROUP_ROWS,
     BufferedFile,
     rows_table,
     write_atomic,
@@ -241,7 +240,8 @@ class ShardWriter:
         """Add the rows of the committed part ``name`` to the resume state (checked to be
         ctfp's, of these settings; an ``orphan`` to hold no committed row); its row ids."""
         path = child(self.out_dir, name)
-        meta = read_metadata(read_schema(path))
+        schema = read_schema(path)
+        meta = read_metadata(schema)
         if meta is None:
             raise ShardMismatchError(
                 f"{path} was not written by ctfp; use an empty folder for --out"
@@ -255,7 +255,7 @@ class ShardWriter:
                 f"{path} was written with other settings ({detail}); rerun with the same "
                 "settings to resume, or write into a new --out folder"
             )
-        stamped = FINGERPRINT in read_schema(path).names
+        stamped = FINGERPRINT in schema.names
         columns = ["id", "frame", "source", "label", *([FINGERPRINT] if stamped else [])]
         table = read_table(path, columns=columns)
         ids = table.column("id").to_pylist()
@@ -588,7 +588,6 @@ class ShardWriter:
 
 __all__ = [  # the part helpers, as before they moved to ctfp.store.parts
     "RESUME_FIELDS",
-    "ROW_GROUP_ROWS",
     "BufferedFile",
     "ShardWriter",
     "frame_id",
