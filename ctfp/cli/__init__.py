@@ -190,7 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("task", choices=TASKS)
     p.add_argument("run", metavar="RUN")
-    p.add_argument("--truth", required=True, help="CSV with id,label (task1) or id,cluster (task2)")
+    truth = "CSV with id,label (task1) or id,cluster (task2)"
+    p.add_argument("--truth", required=True, help=truth)
     p.add_argument(
         "--scores", default=None, help="task1: id,score CSV for ROC-AUC (default: beside RUN)"
     )
@@ -249,7 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("run_dir", metavar="OUT", help="the --out folder of `ctfp run`")
     p.add_argument("--out", default=None, help="where to write (default OUT/report.html)")
-    p.add_argument("--truth", default=None, help="CSV with id,label (task1) or id,cluster (task2)")
+    p.add_argument("--truth", default=None, help=truth)
     p.add_argument(
         "--max-items",
         type=int,
@@ -349,17 +350,14 @@ def _main(argv: Sequence[str] | None) -> int:
     configure_logging(quiet=args.quiet)
     try:
         return args.func(args)
-    except (CtfpError, argparse.ArgumentTypeError, ValueError) as exc:
+    # BrokenPipeError: a pipe other than sys.stdout (which _Stdout guards) closed: the command
+    # did not finish, so it cannot have succeeded.
+    except (CtfpError, argparse.ArgumentTypeError, ValueError, BrokenPipeError) as exc:
         print(f"ctfp: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("ctfp: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
-    except BrokenPipeError as exc:
-        # A pipe other than sys.stdout (which _Stdout guards) closed: the command did not
-        # finish, so it cannot have succeeded.
-        print(f"ctfp: error: {exc}", file=sys.stderr)
-        return 2
     except Exception as exc:
         # The system's or a store's error that no layer below named (most are named where
         # the path is known, ctfp.io.fs): one line all the same, never a traceback.
