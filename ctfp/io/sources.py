@@ -6,7 +6,7 @@ import dataclasses
 import glob
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -170,7 +170,7 @@ def _discover_one(
         paths = [p for p in glob.glob(source, recursive=True) if os.path.isfile(p)]
         if not paths:
             raise InputError(f"glob {source!r} matched no files")
-        return _inputs(_local(root, sorted(paths)), Path(root).name, label_from_dirs, False)
+        return _inputs(_local(root, sorted(paths)), Path(root).name, label_from_dirs)
     path = Path(source)
     if not path.exists():
         raise InputError(f"source {source!r} does not exist")
@@ -181,14 +181,11 @@ def _discover_one(
                 f"folder {source!r} holds no files ctfp can read (looked for {', '.join(SUFFIXES)})"
             )
         tops = {p.name for p in path.iterdir() if p.is_dir()}
-        imageclef = layout == "imageclef" or (layout == "auto" and _imageclef_tops(tops))
-        files = _inputs(_local(str(path), paths), path.name, label_from_dirs, imageclef)
-        if imageclef and not files:
-            raise InputError(f"folder {str(path)!r} has the ImageCLEF layout but no images in it")
-        return files
+        found = _local(str(path), paths)
+        return _inputs(found, path.name, label_from_dirs, layout, tops, f"folder {str(path)!r}")
     if path.suffix.lower() in MANIFEST_SUFFIXES:
         return _manifest(path)
-    return _inputs(_local(str(path.parent), [str(path)]), path.parent.name, label_from_dirs, False)
+    return _inputs(_local(str(path.parent), [str(path)]), path.parent.name, label_from_dirs)
 
 
 def _walk(root: Path, problems: list[Unreadable]) -> Iterable[str]:
@@ -233,12 +230,20 @@ def _local(root: str, paths: Iterable[str]) -> list[tuple[str, str]]:
 
 
 def _inputs(
-    found: Iterable[tuple[str, str]], top: str, label_from_dirs: bool, imageclef: bool
+    found: Iterable[tuple[str, str]],
+    top: str,
+    label_from_dirs: bool,
+    layout: str = "",
+    tops: Collection[str] = (),
+    shown: str = "",
 ) -> list[InputFile]:
     """Inputs from ``(relative path, path)`` pairs, local or objects alike: the id is the
-    relative path without its suffix; the label comes from the ImageCLEF layout (files outside
-    it are left out) or, with ``label_from_dirs``, is the parent folder's name (``top`` at the
-    root)."""
+    relative path without its suffix; the label comes from the ImageCLEF layout (``layout``
+    ``imageclef``, or ``auto`` where the folder ``shown`` has it: ``tops`` are its subfolders;
+    files outside it are left out) or, with ``label_from_dirs``, is the parent folder's name
+    (``top`` at the root)."""
+    auto = layout == "auto" and "train" in tops and ("test" in tops or "generated" in tops)
+    imageclef = layout == "imageclef" or auto
     files = []
     for rel, path in found:
         parts = rel.split("/")
@@ -249,6 +254,8 @@ def _inputs(
             keep, label = True, safe_text(folder) if label_from_dirs else None
         if keep:
             files.append(InputFile(safe_text(strip_suffix(rel)), path, label))
+    if imageclef and not files:
+        raise InputError(f"{shown} has the ImageCLEF layout but no images in it")
     return files
 
 
@@ -280,16 +287,8 @@ def _discover_remote(source: str, *, label_from_dirs: bool, layout: str) -> list
             f"{source!r} holds no objects ctfp can read (looked for {', '.join(SUFFIXES)})"
         )
     tops = {r.split("/", 1)[0] for r in rels if "/" in r}
-    imageclef = layout == "imageclef" or (layout == "auto" and _imageclef_tops(tops))
     found = [(rel, f"{root}/{rel}") for rel in rels]
-    files = _inputs(found, root.rsplit("/", 1)[-1], label_from_dirs, imageclef)
-    if imageclef and not files:
-        raise InputError(f"{source!r} has the ImageCLEF layout but no images in it")
-    return files
-
-
-def _imageclef_tops(subdirs: set[str]) -> bool:
-    return "train" in subdirs and ("test" in subdirs or "generated" in subdirs)
+    return _inputs(found, root.rsplit("/", 1)[-1], label_from_dirs, layout, tops, repr(source))
 
 
 def _imageclef_label(parts: Sequence[str]) -> tuple[bool, str | None]:
