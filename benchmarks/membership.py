@@ -53,10 +53,16 @@ from quality_data import STRENGTHS, build_task1
 
 from ctfp.embed.settings import EmbedSettings
 from ctfp.evaluate import membership_metrics, read_table
-from ctfp.membership.selection import build, candidate, default_candidates
+from ctfp.membership.selection import (
+    build,
+    candidate,
+    choose_without_members,
+    default_candidates,
+)
 from ctfp.membership.settings import Task1Settings
 from ctfp.runs.folder import embeddings_dir
 from ctfp.runs.task1 import run_task1
+from ctfp.selection import auc_of
 from ctfp.store.reader import read_embeddings
 
 FAMILIES = ("pca", "vae", "vae64", "vae-up", "gan")
@@ -230,6 +236,84 @@ def one(out: Path, family: str, seed: int, strength: str = "normal") -> dict[str
     return row
 
 
+def without_members(out: Path, family: str, seed: int, strength: str) -> dict[str, Any]:
+    """The audit without known members (train/used/ left out) on a dataset's saved embeddings:
+    the test ROC-AUC of the score ``--method auto`` chooses then
+    (:func:`~ctfp.membership.selection.choose_without_members`), of the stated default that
+    0.4 ran (GAN-Leaks' calibrated distance on pixels), and of the best in hindsight. Every
+    score is fitted on the known non-members alone, as such a run fits it."""
+    _, truth = dataset(out, family, seed, strength)
+    run = out / "runs" / stem(family, strength, seed)
+    features = json.loads((run / "summary.json").read_text())["selection"]["features_tried"]
+    data, test = {}, {}
+    for f in features:
+        emb = read_embeddings(embeddings_dir(run, f))
+        on_test = np.array([i.startswith("test/") for i in emb.ids])
+        data[f] = (emb.matrix[emb.labels == "not_used"], emb.matrix[emb.labels == "generated"])
+        test[f] = emb.matrix[on_test]
+        y = np.array([int(truth[i[len("test/") :]]) for i in emb.ids[on_test]])
+    n = len(data[features[0]][0])
+    candidates = default_candidates(features, n, True)
+    start = time.perf_counter()
+    chosen, rows = choose_without_members(data, test, candidates, seed=seed, device="cpu")
+    seconds = time.perf_counter() - start
+    truths = {}
+    for c in candidates:
+        model = build(c, seed, "cpu")
+        if "calibrate" in model.get_params():
+            model.set_params(calibrate="fpr:0.05")
+        x, generated = data[c.features]
+        try:
+            model.fit(x, np.zeros(len(x), dtype=np.int64), generated)
+        except ValueError:
+            continue
+        truths[c.label] = auc_of(y, model.score_samples(test[c.features]))
+    default = candidate("pixels", "proximity", {"metric": "l2", "reference": True}).label
+    measured = {r["label"]: r["test_vs_non_members_auc"] for r in rows if "error" not in r}
+    best = max(truths, key=truths.get)
+    return {
+        "chosen": chosen.label,
+        "chosen_auc": round(truths[chosen.label], 4),
+        "chosen_measure": measured[chosen.label],
+        "default": default,
+        "default_auc": round(truths[default], 4) if default in truths else None,
+        "oracle": best,
+        "oracle_auc": round(truths[best], 4),
+        "seconds": round(seconds, 1),
+    }
+
+
+def without_members_table(results: dict[str, dict[int, dict[str, Any]]]) -> str:
+    """Per family: test ROC-AUC without known members, the rule's choice against 0.4's default
+    and the best in hindsight (mean ± sd over seeds, and the gap paired by seed)."""
+    lines = [
+        "| family | chosen by the rule | 0.4's default (pixels, GAN-Leaks) | gap (paired) | "
+        "best in hindsight | rule chose |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    every: dict[str, list[float]] = {}
+    for family, by_seed in results.items():
+        got = [s["without_members"] for s in by_seed.values() if s.get("without_members")]
+        if not got:
+            continue
+        rule, default = [g["chosen_auc"] for g in got], [g["default_auc"] for g in got]
+        oracle = [g["oracle_auc"] for g in got]
+        gap = list(np.subtract(rule, default))
+        for name, v in (("rule", rule), ("default", default), ("oracle", oracle)):
+            every.setdefault(name, []).extend(v)
+        lines.append(
+            f"| {family} | {mean_sd(rule)} | {mean_sd(default)} | {mean_sd(gap)} | "
+            f"{mean_sd(oracle)} | {'; '.join(g['chosen'] for g in got)} |"
+        )
+    if every:
+        lines.append("")
+        lines.append(
+            f"All {len(every['rule'])} datasets: rule {mean_sd(every['rule'])}, default "
+            f"{mean_sd(every['default'])}, best in hindsight {mean_sd(every['oracle'])}."
+        )
+    return "\n".join(lines)
+
+
 def mean_sd(values: list[float]) -> str:
     a = np.asarray(values, dtype=float)
     return f"{a.mean():.3f} ± {a.std(ddof=1) if len(a) > 1 else 0.0:.3f}"
@@ -379,6 +463,12 @@ def main() -> None:
         help="with --resume: run the defaults (auto) again on every dataset and keep the "
         "saved fixed scorers (they do not depend on auto's rule)",
     )
+    parser.add_argument(
+        "--without-members",
+        action="store_true",
+        help="also the audit without known members (train/used/ left out), on each dataset's "
+        "saved embeddings: the score the rule chooses against 0.4's default",
+    )
     args = parser.parse_args()
     strengths = args.strengths.split(",")
     bad = sorted(set(strengths) - set(STRENGTHS))
@@ -407,12 +497,17 @@ def main() -> None:
                     if len(nulls) < args.null or any("labels_seed" not in n for n in nulls):
                         r["null"] = null_runs(out, family, seed, strength, args.null)
                         saved.write_text(json.dumps(r, indent=1))
+                    if args.without_members and "without_members" not in r:
+                        r["without_members"] = without_members(out, family, seed, strength)
+                        saved.write_text(json.dumps(r, indent=1))
                     results.setdefault(key(family, strength), {})[seed] = r
                     continue
                 print(f"{family} {strength} seed {seed} ...", file=sys.stderr, flush=True)
                 r = one(out, family, seed, strength)
                 if args.null:
                     r["null"] = null_runs(out, family, seed, strength, args.null)
+                if args.without_members:
+                    r["without_members"] = without_members(out, family, seed, strength)
                 results.setdefault(key(family, strength), {})[seed] = r
                 saved.parent.mkdir(parents=True, exist_ok=True)
                 saved.write_text(json.dumps(r, indent=1))
@@ -439,6 +534,9 @@ def main() -> None:
     print(verdict(results))
     print()
     print(calibration(results))
+    if args.without_members:
+        print()
+        print(without_members_table(results))
 
 
 if __name__ == "__main__":

@@ -221,10 +221,14 @@ def _task1(summary: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], dic
     if selection and requested == "auto":
         chosen_by, reason = "cross-validation", str(selection.get("reason") or "")
     elif summary.get("mode") == "non-members only":
-        # Without known members --method auto runs a stated default (its warning says so) and
-        # records the method it ran as the one asked for.
-        by_auto = any("--method auto ran" in w for w in warnings)
-        chosen_by, requested = ("default", "auto") if by_auto else ("given", requested)
+        # Without known members --method auto ranks the scores against the test slices (0.3
+        # and 0.4 ran a stated default; a warning said so) and records the method it ran.
+        choice = summary.get("choice_without_members")
+        by_auto = choice is not None or any("--method auto ran" in w for w in warnings)
+        chosen_by = (
+            ("test vs held-out non-members" if choice else "default") if by_auto else "given"
+        )
+        requested = "auto" if by_auto else requested
         reason = "; ".join(warnings) or "no known members"
     else:
         chosen_by, reason = "given", f"--method {summary.get('method')} was named"

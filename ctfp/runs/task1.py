@@ -155,9 +155,9 @@ def _run_task1(
     start = time.perf_counter()
     s = task1_settings(settings, overrides)
     warnings: list[str] = []
-    if not is_folder(data.join("train/used")) and is_folder(data.join("train/not_used")):
-        s, embed, warnings = non_members_only(s, embed)
-    members = not warnings
+    members = is_folder(data.join("train/used")) or not is_folder(data.join("train/not_used"))
+    if not members:
+        s, warnings = non_members_only(s)
     required = ["train/used", "train/not_used", "test"] if members else ["train/not_used", "test"]
     check_layout(data, required)  # before weights are fetched or anything is embedded
     check_generated(data, s.method)
@@ -200,6 +200,13 @@ def _run_task1(
         f: (rows_by_id(e, train_ids), rows_by_id(e, gen_ids) if gen_ids else None)
         for f, e in embedded.items()
     }
+    without_members = None
+    if not members and auto:  # nothing to cross-validate: ranked against the test slices
+        test_rows = {f: rows_by_id(e, test_ids) for f, e in embedded.items()}
+        s, features, without_members = choose_without_members(
+            s, features, data_of, test_rows, warnings
+        )
+        auto = False
     selection = _select(s, features, data_of, y, bool(gen_ids), progress)
     selected_at = time.perf_counter()
     # The answer: auto's winner; a named method at each k (a sweep) or at the k it has.
@@ -273,6 +280,7 @@ def _run_task1(
         "metric": _metric(shown, s),
         "calibrate": _calibrate(s, auto),
         "calibration_check": check,
+        "choice_without_members": without_members,
         "selection": None
         if selection is None
         else {**selection.to_dict(), "features_tried": features, "skipped": skipped},
@@ -419,41 +427,21 @@ def _metric(c: Any, s: Task1Settings) -> str:
     return str(metric or ("l1" if c.method == "centroid" else "l2"))
 
 
-#: What ``--method auto`` runs when there are no known members to cross-validate on: the
-#: GAN-Leaks calibrated distance (Chen et al. 2020), the literature's attack for this setting.
-NON_MEMBER_DEFAULT = {"method": "proximity", "metric": "l2", "reference": True}
-
-
-def non_members_only(
-    s: Task1Settings, embed: EmbedSettings | None
-) -> tuple[Task1Settings, EmbedSettings | None, list[str]]:
+def non_members_only(s: Task1Settings) -> tuple[Task1Settings, list[str]]:
     """Settings for a folder with ``train/not_used/`` but no ``train/used/``: no known members,
     so nothing to cross-validate or to balance a threshold on. A method that needs members is
-    refused; ``auto`` runs :data:`NON_MEMBER_DEFAULT` on pixels (stated, not measured); the
-    threshold becomes ``fpr:0.05`` on the known non-members unless an ``fpr:`` one was given."""
+    refused (``auto`` chooses among the others: :func:`choose_without_members`); the threshold
+    becomes ``fpr:0.05`` on the known non-members unless an ``fpr:`` one was given."""
     from ctfp.membership.registry import get_method
 
-    notes = []
     if s.method != AUTO and get_method(s.method).needs_members:
         raise InputError(
             f"method {s.method!r} needs known members (train/used/); with train/not_used/ only, "
             "use proximity, density, counting or reconstruction"
         )
     options = s.options.to_dict() if s.options is not None else {}
-    if s.method == AUTO:  # the default scorer, at the threshold criterion given to auto
-        given = {k: v for k, v in options.items() if k == "calibrate"}
-        options = {k: v for k, v in NON_MEMBER_DEFAULT.items() if k != "method"} | given
-        method = NON_MEMBER_DEFAULT["method"]
-        if embed is None or embed.features == "auto":
-            embed = (embed or EmbedSettings()).replace(features="pixels")
-        notes.append(
-            "no train/used/: with no known members nothing can be cross-validated, so --method "
-            f"auto ran {method} (metric l2, reference = the known non-members) on "
-            f"{embed.features}; its accuracy on this data is not measured"
-        )
-    else:
-        method = s.method
     calibrate = str(options.get("calibrate", "balanced"))
+    notes = []
     if not calibrate.startswith("fpr:"):
         options["calibrate"] = "fpr:0.05"
         notes.append(
@@ -463,7 +451,50 @@ def non_members_only(
     for note in notes:
         logger.warning(f"warning: {note}")
     values = {n: getattr(s, n) for n in Task1Settings.field_names() if n not in ("options", "k")}
-    return Task1Settings.with_options(**{**values, "method": method}, **options), embed, notes
+    return Task1Settings.with_options(**values, **options), notes
+
+
+def choose_without_members(
+    s: Task1Settings,
+    features: Sequence[str],
+    data: dict[str, tuple[np.ndarray, np.ndarray | None]],
+    test: dict[str, np.ndarray],
+    warnings: list[str],
+) -> tuple[Task1Settings, list[str], dict[str, Any]]:
+    """``--method auto`` with known non-members only: the score that answers (the named method
+    it becomes, on its one feature type) and the record of the choice
+    (:func:`ctfp.membership.selection.choose_without_members`: every score that needs no
+    members, on every feature type, ranked by how far the test slices stand above the known
+    non-members held out)."""
+    from ctfp.membership.selection import choose_without_members as choose
+    from ctfp.membership.selection import default_candidates
+
+    n = len(next(iter(data.values()))[0])
+    candidates = default_candidates(features, n, True)
+    chosen, rows = choose(data, test, candidates, seed=s.seed, device=s.device)
+    measure = next(r["test_vs_non_members_auc"] for r in rows if r["label"] == chosen.label)
+    note = (
+        f"no train/used/: with no known members nothing can be cross-validated, so --method "
+        f"auto chose {chosen.label}: of {len(rows)} scores that need no members, the one on "
+        f"which the {len(next(iter(test.values())))} test slices stand furthest above the {n} "
+        f"known non-members held out (ROC-AUC {measure:.2f} of test slices against them, the "
+        "best of many: it ranks the scores and is not an accuracy; it assumes the test's "
+        "non-members are like the known ones)"
+    )
+    logger.warning(f"warning: {note}")
+    warnings.append(note)
+    options = {"calibrate": _options(s).calibrate, **chosen.params}
+    values = {n: getattr(s, n) for n in Task1Settings.field_names() if n not in ("options", "k")}
+    named = Task1Settings.with_options(**{**values, "method": chosen.method}, **options)
+    record = {
+        "rule": "the highest ROC-AUC of test slices against the known non-members held out "
+        "(5 folds; ties to the simpler)",
+        "chosen": chosen.label,
+        "n_not_used": n,
+        "n_test": len(next(iter(test.values()))),
+        "candidates": rows,
+    }
+    return named, [chosen.features], record
 
 
 __all__ = [

@@ -190,9 +190,12 @@ def test_a_named_method_is_measured_and_said_to_be_named(runs: dict[str, Path]) 
     assert c["train_used"] == summary["n_used"] == 0 and c["labelled"] == summary["n_not_used"]
     assert e["criterion"] == summary["calibrate"] == "fpr:0.2"
     assert "wrongly flagged with probability at most 20%" in e["criterion_meaning"]
-    # --method auto ran the stated default for this case (the summary records the method run).
-    assert (m["requested"], m["chosen_by"], m["name"]) == ("auto", "default", summary["method"])
+    # --method auto ranked the scores against the test slices (the summary records the method
+    # that answers).
+    chosen_by = "test vs held-out non-members"
+    assert (m["requested"], m["chosen_by"], m["name"]) == ("auto", chosen_by, summary["method"])
     assert audit["warnings"] == summary["warnings"] and len(audit["warnings"]) == 1  # fpr given
+    assert "furthest above the" in audit["warnings"][0]
     assert "known not to have been used" in md and "## Finding\n\nNot measured:" in md
     assert "Add slices known to be used (train/used/)" in md
 
