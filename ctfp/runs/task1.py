@@ -88,6 +88,21 @@ def check_k_before_embedding(data: Location, settings: Task1Settings) -> None:
             )
 
 
+def check_non_members_before_embedding(data: Location, calibrate: str) -> None:
+    """Refuse before embedding a non-members-only run whose ``fpr:`` bound its known
+    non-members cannot give, when every file of ``train/not_used/`` is a 2-D image (one slice
+    each): the message :func:`~ctfp.membership.threshold.choose_threshold` would give after."""
+    from ctfp.io.sources import IMAGE_SUFFIXES, suffix_of
+    from ctfp.membership.threshold import choose_threshold
+
+    files = [f for f in files_under(data.join("train/not_used")) if suffix_of(f)]
+    if files and all(suffix_of(f) in IMAGE_SUFFIXES for f in files):
+        try:
+            choose_threshold(np.arange(len(files), dtype=float), np.zeros(len(files)), calibrate)
+        except ValueError as exc:
+            raise InputError(f"{data.join('train/not_used')}/: {exc}") from None
+
+
 def check_generated(data: Location, method: str) -> None:
     """Refuse, before anything is embedded, a run whose method judges the generator from its
     output when ``data/generated/`` holds no image file, saying what to add."""
@@ -158,6 +173,7 @@ def _run_task1(
     members = is_folder(data.join("train/used")) or not is_folder(data.join("train/not_used"))
     if not members:
         s, warnings = non_members_only(s)
+        check_non_members_before_embedding(data, str(_calibrate(s, s.method == AUTO)))
     required = ["train/used", "train/not_used", "test"] if members else ["train/not_used", "test"]
     check_layout(data, required)  # before weights are fetched or anything is embedded
     check_generated(data, s.method)

@@ -348,6 +348,7 @@ def test_known_non_members_only(task1_data: Path, tmp_path: Path, capsys) -> Non
         extra.unlink()
     assert main(["run", "task1", str(data), "--out", str(tmp_path / "few"), "--quiet"]) == 2
     assert "needs at least 19 not-used (0) training slices" in capsys.readouterr().err
+    assert not list((tmp_path / "few").glob("embeddings*"))  # refused before embedding
 
 
 def test_the_verdict_says_chance_when_the_interval_reaches_it() -> None:
