@@ -128,19 +128,6 @@ def blobs(n: int, d: int, k: int = 4, seed: int = 0, spread: float = 2.0) -> tup
     return x + 5.0, np.repeat(np.arange(k), n // k)
 
 
-#: Embedding options slow enough to be killed between commits (120 PNGs: 15 parts of 8 rows,
-#: random weights at 96 px, batches of 4, one worker), exact enough to compare.
-KILLABLE_EMBED = dict(
-    weights="random",
-    image_size=96,
-    batch_size=4,
-    rows_per_shard=8,
-    precision="fp32",
-    dtype="float32",
-    workers=1,
-)
-
-
 def kill_9_while_running(
     command: list[str], done: Callable[[], int], waits=(1, 6), timeout: float = 180.0
 ) -> int:

@@ -1,7 +1,8 @@
-"""Fixtures of the engine tests: one local Ray per module, row comparison, a child-process run."""
+"""Fixtures of the engine tests: one local Ray for them all, row comparison, a child-process run."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import sys
@@ -35,11 +36,16 @@ def embed_command() -> Callable[..., list[str]]:
     return command
 
 
-@pytest.fixture(scope="module")
-def ray_address() -> Iterator[str]:
-    """A local Ray with 2 CPUs for the module (startup takes seconds); its address, for child
-    processes to join so that a killed driver leaves no Ray processes behind."""
+@pytest.fixture(scope="package")
+def ray_address(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A local Ray with 2 CPUs for the engine tests (startup takes seconds: once, not once per
+    module; shut down after the package's last test); its address, for child processes to join
+    so that a killed driver leaves no Ray processes behind."""
     ray = pytest.importorskip("ray", reason="ray is not installed (pip install 'ctfp[ray]')")
+    if importlib.util.find_spec("moto") is not None:
+        # Ray's workers inherit the environment at its start: the session's S3 server first,
+        # so that its AWS_* variables reach the workers of test_ray_s3.py.
+        request.getfixturevalue("s3_server")
     if ray.is_initialized():  # pragma: no cover - another module left one running
         ray.shutdown()
     ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)

@@ -1,9 +1,9 @@
 """Ray workers writing to and reading from an object store (moto's S3 server on 127.0.0.1):
 embed into s3:// and score s3:// into s3://, the local engine's rows and scores.
 
-The S3 server (a session fixture) starts before this module's Ray, so Ray's workers inherit
-the AWS_* variables that point at it, as the workers of a real cluster get them from their
-node's environment."""
+The S3 server (a session fixture) starts before the engine tests' Ray (tests/engine/conftest.py),
+so Ray's workers inherit the AWS_* variables that point at it, as the workers of a real cluster
+get them from their node's environment."""
 
 from __future__ import annotations
 
