@@ -5,10 +5,11 @@ Prints one JSON line. The files are the 188 shared CT PNGs (256 px) repeated to 
 
 - the single-process PIL decode rate (open, decode, 8-bit gray, no resize): the baseline, and
   ctfp's own decoder (``decode_file``) on the same files;
-- each fingerprint type through ``embed()`` with ``--workers`` 0, 1 and 2: slices/s, CPU time
-  per slice (this process and its loader workers; the rate per core is its inverse, which a
-  busy shared machine disturbs far less than wall time), the ratio of each to the decode rate,
-  and the stage times (decode wait / forward / write);
+- each fingerprint type through ``embed()`` with ``--workers`` 0, 1 and 2: slices/s and its
+  ratio to the decode rate (wall time), CPU time per slice (this process and its loader
+  workers) and ``ratio_per_core``, the PIL decode's CPU time per file over it (per core: what
+  one core embeds while it could decode, which a busy shared machine disturbs far less than
+  wall time), and the stage times (decode wait / forward / write);
 - a run's feature types (task 2's fingerprint types) decoded once for all of them
   (``embed_many``, what ``ctfp run`` does) against one ``embed()`` per type, the loop runs used
   before, with the default workers.
@@ -100,9 +101,9 @@ def main() -> None:
         n = len(paths)
         pil_decode(paths[:64])  # warm-up: imports, page cache
         wall, cpu, _ = measured(lambda: pil_decode(paths))
-        decode_rate = n / wall
+        decode_rate, decode_cpu = n / wall, cpu / n
         line["pil_decode_per_s"] = round(decode_rate, 1)
-        line["pil_decode_cpu_us_per_file"] = round(cpu / n * 1e6, 1)
+        line["pil_decode_cpu_us_per_file"] = round(decode_cpu * 1e6, 1)
         wall, cpu, _ = measured(lambda: [decode_file(p) for p in paths])
         line["ctfp_decode_file_per_s"] = round(n / wall, 1)
         line["ctfp_decode_file_cpu_us_per_file"] = round(cpu / n * 1e6, 1)
@@ -112,12 +113,11 @@ def main() -> None:
                 lambda: embed(src, out, features=features, workers=w, progress=False)
             )
             assert r.rows == n, r.summary()
-            rate, per_core = n / wall, n / cpu
             return {
-                "slices_per_s": round(rate, 1),
+                "slices_per_s": round(n / wall, 1),
                 "cpu_us_per_slice": round(cpu / n * 1e6, 1),
-                "ratio_to_decode": round(rate / decode_rate, 3),
-                "ratio_per_core": round(per_core / decode_rate, 3),
+                "ratio_to_decode": round(n / wall / decode_rate, 3),
+                "ratio_per_core": round(decode_cpu / (cpu / n), 3),
                 "workers": r.workers,
                 "stage_seconds": stage(r.timings),
             }

@@ -38,15 +38,14 @@ def _mapper(settings: EmbedSettings) -> Any:
     """The model of ``settings`` on its device, built once per process (thread-safe)."""
     from ctfp.device import resolve_device
     from ctfp.embed.features import features_factory
-    from ctfp.embed.mapper import Mapper, default_batch_size
+    from ctfp.embed.mapper import Mapper
 
     key = json.dumps(settings.to_dict(), sort_keys=True)
     with _LOCK:
         if key not in _MAPPERS:
             device = resolve_device(settings.device)
-            batch = settings.batch_size or default_batch_size(device)
             factory = features_factory(settings)
-            _MAPPERS[key] = Mapper.build(factory, device, settings.precision, batch)
+            _MAPPERS[key] = Mapper.build(factory, device, settings.precision, settings.batch_size)
         return _MAPPERS[key]
 
 

@@ -75,6 +75,10 @@ def test_several_models_share_their_parts_and_the_resized_batches() -> None:
 
 def test_default_batch_size() -> None:
     assert default_batch_size(CPU) == 16 and default_batch_size(torch.device("cuda")) == 128
+    # Models lighter than decoding take the loader's batches of 64 on a CPU.
+    assert default_batch_size(CPU, decode_bound=True) == 64
+    assert Mapper.build(lambda: PixelFeatures(8), CPU, "fp32").batch_size == 64
+    assert Mapper.build(lambda: PixelFeatures(8), CPU, "fp32", 5).batch_size == 5
 
 
 def test_importing_a_stage_does_not_import_the_runner_or_the_engines() -> None:
