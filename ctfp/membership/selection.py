@@ -258,68 +258,6 @@ def select(
     return selection
 
 
-def choose_without_members(
-    data: Mapping[str, tuple[np.ndarray, np.ndarray | None]],
-    test: Mapping[str, np.ndarray],
-    candidates: Sequence[Candidate],
-    *,
-    folds: int = 5,
-    seed: int = 0,
-    device: str = "auto",
-) -> tuple[Candidate, list[dict[str, Any]]]:
-    """The score to answer with when there are known non-members but no known members, and the
-    table of what was tried: the candidate on which the test slices stand furthest above the
-    known non-members held out.
-
-    The known non-members are dealt into ``folds`` folds; for each, every candidate is fitted
-    on the other folds (its reference set, where it has one) and scores the held-out fold and
-    the test slices; its measure is the ROC-AUC of test slices against held-out non-members,
-    averaged over the folds. Where the test's non-members are like the known ones (what the
-    ``fpr:`` bound assumes too), that AUC is ``0.5 + pi x (AUC on members - 0.5)`` with ``pi`` the
-    share of members among the test slices: the larger, the better the score tells members
-    apart, whatever ``pi`` is. No label of a test slice is used. The best of many is optimistic:
-    the measure ranks the candidates; it is not an accuracy.
-
-    ``data``: for each feature type, (known non-members (n, d), generated (m, d)); ``test``: the
-    test slices (t, d) of each feature type. Candidates that cannot run (too few non-members
-    for a fold's reference set) are recorded with the error. Ties go to the simpler."""
-    stacked = {f: (np.vstack([x, test[f]]), g) for f, (x, g) in data.items()}
-    n = len(next(iter(data.values()))[0])
-    t = len(next(iter(test.values())))
-    y = np.zeros(n + t, dtype=np.int64)
-    fold = np.random.default_rng(seed).permutation(np.arange(n) % folds)
-    on_test = np.arange(n + t) >= n
-    fit_score_of = fit_scorer(stacked, y, seed, device, calibrate="fpr:0.5")
-    rows, best = [], None
-    for c in candidates:
-        row: dict[str, Any] = {"label": c.label, "features": c.features, "method": c.method}
-        try:
-            fit_score = fit_score_of(c)
-            measured = []
-            for f in range(folds):
-                held = np.concatenate([fold == f, np.zeros(t, dtype=bool)])
-                scores = fit_score(y, ~held & ~on_test, held | on_test)
-                k = int(held.sum())
-                truth = np.r_[np.zeros(k, dtype=np.int64), np.ones(t, dtype=np.int64)]
-                measured.append(auc_of(truth, scores))
-            if not np.isfinite(measured).all():
-                raise ValueError("non-finite scores")
-        except ValueError as exc:
-            rows.append(row | {"error": str(exc)})
-            continue
-        row["test_vs_non_members_auc"] = round(float(np.mean(measured)), 4)
-        rows.append(row)
-        key = (float(np.mean(measured)), -c.complexity)
-        if best is None or key > best[0]:
-            best = (key, c)
-    if best is None:
-        raise ValueError(
-            f"no score could be measured on {n} known non-members in {folds} folds: "
-            + "; ".join(sorted({r["error"] for r in rows if "error" in r}))
-        )
-    return best[1], rows
-
-
 def reason(selection: Selection) -> str:
     """One sentence: why the answer won (a combination's reason, or the core's)."""
     b = selection.best
@@ -577,7 +515,6 @@ __all__ = [
     "answer_auc",
     "build",
     "candidate",
-    "choose_without_members",
     "complexity",
     "default_candidates",
     "ensemble_trial",

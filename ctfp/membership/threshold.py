@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from typing import Any
 
 import numpy as np
 
@@ -76,32 +74,11 @@ def choose_threshold(scores: np.ndarray, y: np.ndarray, criterion: str = "balanc
     return float(candidates[best[-1]])
 
 
-def heldout_false_positives(
-    fit: Callable[[np.ndarray], Any], n: int, folds: int = 5, seed: int = 0
-) -> dict[str, Any] | None:
-    """The check a known-non-members-only run's ``fpr:`` promise can be given: the ``n`` known
-    non-members dealt into ``folds`` folds (seeded), each fold scored by ``fit(train_mask)``
-    (a model fitted, threshold included, on the other folds alone) and its flagged slices
-    counted. Under the split-conformal bound the held-out rate is at most the promised one on
-    average; a much higher one says the bound does not hold here. None where the folds leave
-    too few non-members to fit on (the fit's ValueError)."""
-    fold = np.random.default_rng(seed).permutation(np.arange(n) % folds)
-    flagged = 0
-    for f in range(folds):
-        held = fold == f
-        try:
-            flagged += int(fit(~held)(held))
-        except ValueError:
-            return None
-    return {"flagged": flagged, "of": n, "rate": round(flagged / n, 4), "folds": folds}
-
-
 __all__ = [
     "CRITERIA",
     "CRITERIA_HELP",
     "check_criterion",
     "choose_threshold",
     "fpr_floor",
-    "heldout_false_positives",
     "parse_criterion",
 ]

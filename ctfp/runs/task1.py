@@ -341,12 +341,12 @@ def _false_positive_check(
     warnings: list[str],
 ) -> dict[str, Any] | None:
     """A non-members-only run's ``fpr:`` promise checked on the known non-members held out
-    (:func:`~ctfp.membership.threshold.heldout_false_positives`), with a warning where they
+    (:func:`~ctfp.membership.nonmembers.heldout_false_positives`), with a warning where they
     exceed it by more than chance allows (binomial tail below 1 %)."""
     from scipy.stats import binom
 
+    from ctfp.membership.nonmembers import heldout_false_positives
     from ctfp.membership.selection import build
-    from ctfp.membership.threshold import heldout_false_positives
 
     x, generated = data[c.features]
 
@@ -470,6 +470,11 @@ def non_members_only(s: Task1Settings) -> tuple[Task1Settings, list[str]]:
     return Task1Settings.with_options(**values, **options), notes
 
 
+#: The score a run without known members keeps unless the data show a better one: GAN-Leaks'
+#: calibrated distance (Chen et al. 2020), the literature's attack for this setting, on pixels.
+NON_MEMBER_DEFAULT = ("pixels", "proximity", {"metric": "l2", "reference": True})
+
+
 def choose_without_members(
     s: Task1Settings,
     features: Sequence[str],
@@ -479,23 +484,33 @@ def choose_without_members(
 ) -> tuple[Task1Settings, list[str], dict[str, Any]]:
     """``--method auto`` with known non-members only: the score that answers (the named method
     it becomes, on its one feature type) and the record of the choice
-    (:func:`ctfp.membership.selection.choose_without_members`: every score that needs no
-    members, on every feature type, ranked by how far the test slices stand above the known
-    non-members held out)."""
-    from ctfp.membership.selection import choose_without_members as choose
-    from ctfp.membership.selection import default_candidates
+    (:func:`ctfp.membership.nonmembers.choose_without_members`: every score that needs no
+    members, on every feature type, measured by how far the test slices stand above the known
+    non-members held out; :data:`NON_MEMBER_DEFAULT` unless one beats it by more than one SE)."""
+    from ctfp.membership.nonmembers import choose_without_members as choose
+    from ctfp.membership.selection import candidate, default_candidates
 
-    n = len(next(iter(data.values()))[0])
+    n, t = len(next(iter(data.values()))[0]), len(next(iter(test.values())))
     candidates = default_candidates(features, n, True)
-    chosen, rows = choose(data, test, candidates, seed=s.seed, device=s.device)
-    measure = next(r["test_vs_non_members_auc"] for r in rows if r["label"] == chosen.label)
+    on, method, params = NON_MEMBER_DEFAULT
+    default = candidate(on if on in features else features[0], method, params)
+    chosen, rows = choose(data, test, candidates, default=default, seed=s.seed, device=s.device)
+    measured = {r["label"]: r.get("test_vs_non_members_auc") for r in rows}
+    best = max((r for r in rows if "error" not in r), key=lambda r: r["test_vs_non_members_auc"])
+    why = (
+        f"{best['label']} beat it by more than one standard error"
+        if chosen != default
+        else "no score beat it by more than one standard error"
+        + (f" (the best, {best['label']}: {best['test_vs_non_members_auc']:.2f})")
+    )
     note = (
         f"no train/used/: with no known members nothing can be cross-validated, so --method "
-        f"auto chose {chosen.label}: of {len(rows)} scores that need no members, the one on "
-        f"which the {len(next(iter(test.values())))} test slices stand furthest above the {n} "
-        f"known non-members held out (ROC-AUC {measure:.2f} of test slices against them, the "
-        "best of many: it ranks the scores and is not an accuracy; it assumes the test's "
-        "non-members are like the known ones)"
+        f"auto measured {len(rows)} scores that need no members by how far the {t} test slices "
+        f"stand above the {n} known non-members held out (ROC-AUC of test slices against them; "
+        "it ranks the scores and is not an accuracy) and ran "
+        f"{chosen.label} ({measured[chosen.label]:.2f}): the default, GAN-Leaks' calibrated "
+        f"distance on {default.features} ({measured.get(default.label) or float('nan'):.2f}), "
+        f"unless another beats it by more than one standard error; {why}"
     )
     logger.warning(f"warning: {note}")
     warnings.append(note)
@@ -503,11 +518,13 @@ def choose_without_members(
     values = {n: getattr(s, n) for n in Task1Settings.field_names() if n not in ("options", "k")}
     named = Task1Settings.with_options(**{**values, "method": chosen.method}, **options)
     record = {
-        "rule": "the highest ROC-AUC of test slices against the known non-members held out "
-        "(5 folds; ties to the simpler)",
+        "rule": f"the default ({default.label}) unless another score's ROC-AUC of test slices "
+        "against the known non-members held out (5 folds) beats it by more than one standard "
+        "error of their gap (bootstrap)",
         "chosen": chosen.label,
+        "default": default.label,
         "n_not_used": n,
-        "n_test": len(next(iter(test.values()))),
+        "n_test": t,
         "candidates": rows,
     }
     return named, [chosen.features], record

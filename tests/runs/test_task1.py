@@ -310,14 +310,17 @@ def test_known_non_members_only(task1_data: Path, tmp_path: Path, capsys) -> Non
     summary = json.loads(capsys.readouterr().out)
     assert summary["mode"] == "non-members only" and summary["n_used"] == 0
     assert summary["calibrate"] == "fpr:0.05"
-    # auto ranked every score that needs no members by how far the test slices stand above
-    # the known non-members held out, and answers with the best.
+    # auto measured every score that needs no members by how far the test slices stand above
+    # the known non-members held out, and keeps the default unless one beats it by one SE.
     choice = summary["choice_without_members"]
     assert choice["n_not_used"] == summary["n_not_used"] and choice["n_test"] == summary["n_test"]
-    measured = {r["label"]: r["test_vs_non_members_auc"] for r in choice["candidates"]}
-    assert len(measured) > 10 and measured[choice["chosen"]] == max(measured.values())
+    rows = {r["label"]: r for r in choice["candidates"]}
+    default = rows[choice["default"]]
+    assert len(rows) > 10 and choice["default"] == "pixels / proximity (metric=l2, reference=True)"
+    best = max(rows.values(), key=lambda r: r["test_vs_non_members_auc"])
+    assert choice["chosen"] == (choice["default"] if default["within_one_se"] else best["label"])
     assert choice["chosen"].startswith(summary["features"] + " / " + summary["method"])
-    assert any(f"auto chose {choice['chosen']}" in w for w in summary["warnings"])
+    assert any(f"and ran {choice['chosen']}" in w for w in summary["warnings"])
     assert summary["verdict"].startswith("Evidence not measured (no known members")
     n = summary["n_not_used"]
     assert (
