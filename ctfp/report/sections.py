@@ -108,20 +108,22 @@ def selection_section(summary: dict[str, Any]) -> str:
     choice = summary.get("choice_without_members")
     if choice:  # no known members: ranked by the test slices against held-out non-members
         rows = [
-            [c["label"], c.get("test_vs_non_members_auc"), c.get("error") or ""]
+            [c["label"], c.get("test_vs_non_members_auc"), c.get("gap_se"), c.get("error") or ""]
             for c in choice["candidates"]
         ]
         rows.sort(key=lambda r: -(r[1] if r[1] is not None else -1))
         parts.append(
             f'<p class="note">No known members: nothing to cross-validate on. Chosen: '
-            f"{escape(choice['chosen'])}, by {escape(choice['rule'])}: the score on which the "
-            f"{choice['n_test']} test slices stand furthest above the {choice['n_not_used']} "
-            "known non-members, each scored by a fit on the others. It ranks the scores (the "
-            "more members a score finds, the higher) and is not an accuracy; it assumes the "
-            "test's non-members are like the known ones. No test label was used.</p>"
+            f"{escape(choice['chosen'])}, by the rule: {escape(choice['rule'])}. The measure is "
+            f"how far the {choice['n_test']} test slices stand above the "
+            f"{choice['n_not_used']} known non-members, each scored by a fit on the others: it "
+            "ranks the scores (the more members a score finds, the higher) and is not an "
+            "accuracy; it assumes the test's non-members are like the known ones. No test label "
+            "was used.</p>"
             f"<details><summary>All {len(rows)} scores</summary>"
         )
-        header = ["candidate", "ROC-AUC, test vs held-out non-members", "error"]
+        header = ["candidate", "ROC-AUC, test vs held-out non-members", "SE of gap to best"]
+        header.append("error")
         return "".join(parts) + table(header, rows) + "</details></section>"
     if not selection:
         return "".join(parts) + '<p class="note">The method was given, not chosen.</p></section>'
