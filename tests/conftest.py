@@ -177,11 +177,8 @@ def _save(img: Image.Image, path: Path) -> None:
     img.save(path)
 
 
-@pytest.fixture(scope="session")
-def task1_data(tmp_path_factory) -> Path:
+def _task1_folders(root: Path, pngs: list[Path]) -> Path:
     """Used / not used interleaved by slice position; "generated" = near-copies of used slices."""
-    root = tmp_path_factory.mktemp("task1")
-    pngs = sorted((LUNG / "png").glob("*.png"))
     rng = np.random.default_rng(0)
     truth = []
     for n, path in enumerate(pngs):
@@ -201,6 +198,22 @@ def task1_data(tmp_path_factory) -> Path:
             )
     (root / "truth.csv").write_text("id,label\n" + "\n".join(truth) + "\n")
     return root
+
+
+@pytest.fixture(scope="session")
+def task1_data(tmp_path_factory) -> Path:
+    """Task 1 folders over the 188 slices (62 test, 63 + 63 training, 94 generated)."""
+    return _task1_folders(tmp_path_factory.mktemp("task1"), sorted((LUNG / "png").glob("*.png")))
+
+
+@pytest.fixture(scope="session")
+def task1_small(tmp_path_factory) -> Path:
+    """The same folders over every third slice (20 test, 22 + 21 training, 32 generated): a
+    run embeds a third of the slices, and each of the hundreds of fits of its cross-validation,
+    label shuffles and held-out halves sees a third of the rows. For tests of what a run writes
+    and who reads it, not of how well it scores."""
+    pngs = sorted((LUNG / "png").glob("*.png"))[::3]
+    return _task1_folders(tmp_path_factory.mktemp("task1-small"), pngs)
 
 
 GENERATORS = {

@@ -1,4 +1,5 @@
-"""Report fixtures: real runs over the small ImageCLEF folders of tests/conftest.py."""
+"""Report fixtures: real runs over the small ImageCLEF folders of tests/conftest.py (task 1:
+every third slice, enough for a report's every section and its 12 evidence rows)."""
 
 from __future__ import annotations
 
@@ -19,13 +20,13 @@ def _run(args: list[str]) -> None:
 
 
 @pytest.fixture(scope="session")
-def task1_sweep(task1_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def task1_sweep(task1_small: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A centroid run over k = 1, 4 that wrote its report through `ctfp run ... --report`."""
     out = tmp_path_factory.mktemp("report") / "t1"
     args = [
         "run",
         "task1",
-        str(task1_data),
+        str(task1_small),
         "--out",
         str(out),
         "--method",
@@ -40,12 +41,12 @@ def task1_sweep(task1_data: Path, tmp_path_factory: pytest.TempPathFactory) -> P
 
 @pytest.fixture(scope="session")
 def task1_proximity(
-    task1_data: Path, task1_sweep: Path, tmp_path_factory: pytest.TempPathFactory
+    task1_small: Path, task1_sweep: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Path:
     """A proximity run (one k, cosine) reusing the sweep's embeddings: only the fit runs again."""
     out = tmp_path_factory.mktemp("report") / "t1p"
     shutil.copytree(task1_sweep / "embeddings", out / "embeddings")
-    args = ["run", "task1", str(task1_data), "--out", str(out), "--method", "proximity"]
+    args = ["run", "task1", str(task1_small), "--out", str(out), "--method", "proximity"]
     _run(args)
     return out
 

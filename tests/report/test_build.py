@@ -165,7 +165,7 @@ def screenshot(page: Path, tmp: Path, height: int = 900) -> np.ndarray:
 @pytest.mark.browser
 @pytest.mark.skipif(CHROMIUM is None, reason="no chromium binary (apt-get install chromium)")
 def test_reports_open_with_the_verdict_above_the_fold(
-    task1_data: Path, task2_data: Path, tmp_path: Path
+    task1_small: Path, task2_data: Path, tmp_path: Path
 ) -> None:
     """Task 1 (auto) and task 2 (with train/<group>/) reports as a reader first sees them: the
     verdict box is on the first screen, before the evidence and the settings, and the clusters
@@ -174,7 +174,7 @@ def test_reports_open_with_the_verdict_above_the_fold(
 
     embed = ["--weights", "random", "--image-size", "32", "--quiet", "--report"]
     t1, t2 = tmp_path / "t1", tmp_path / "t2"
-    task1 = ["run", "task1", str(task1_data), "--out", str(t1), "--features", "pixels:16"]
+    task1 = ["run", "task1", str(task1_small), "--out", str(t1), "--features", "pixels:16"]
     assert main([*task1, *embed]) == 0
     task2 = ["run", "task2", str(task2_data), "--out", str(t2), "--features", "residual"]
     assert main([*task2, *embed]) == 0

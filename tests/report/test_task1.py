@@ -78,11 +78,11 @@ def test_run_report_flag_writes_a_self_contained_task1_report(
 
 
 def test_task1_report_with_truth(
-    task1_data: Path,
+    task1_small: Path,
     task1_proximity: Path,
     assert_self_contained: Callable[[str], None],
 ) -> None:
-    truth = task1_data / "truth.csv"
+    truth = task1_small / "truth.csv"
     dest = write_report(task1_proximity, task1_proximity / "r.html", truth=truth, max_items=5)
     page = dest.read_text()
     assert_self_contained(page)

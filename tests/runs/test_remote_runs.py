@@ -32,18 +32,18 @@ def _get(client: Any, bucket: str, key: str) -> bytes:
 
 
 def test_embed_run_score_report_on_s3(
-    tmp_path: Path, s3: str, s3_server: Any, task1_data: Path, capsys
+    tmp_path: Path, s3: str, s3_server: Any, task1_small: Path, capsys
 ) -> None:
     run, shards, scores = f"s3://{s3}/run", f"s3://{s3}/archive-shards", f"s3://{s3}/scores"
     # The archive to score: the test slices, on the store.
-    tests = sorted((task1_data / "test").glob("*.png"))
+    tests = sorted((task1_small / "test").glob("*.png"))
     upload(s3_server, s3, {f"archive/{p.name}": p for p in tests})
     assert main(["embed", f"s3://{s3}/archive", "--out", shards, *PIXELS]) == 0
 
     # The run: local labelled data, run folder on the store; and the same run locally.
-    assert main(["run", "task1", str(task1_data), "--out", run, *TASK1, "--json"]) == 0
+    assert main(["run", "task1", str(task1_small), "--out", run, *TASK1, "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
-    assert main(["run", "task1", str(task1_data), "--out", str(tmp_path / "local"), *TASK1]) == 0
+    assert main(["run", "task1", str(task1_small), "--out", str(tmp_path / "local"), *TASK1]) == 0
     stored = keys(s3_server, s3, "run/")
     assert {"summary.json", "run.csv", "scores.csv", "model/model.json", "model/arrays.npz"} <= set(
         stored
@@ -80,7 +80,7 @@ def test_embed_run_score_report_on_s3(
 
     # The run file is evaluated from the store as from the local folder.
     capsys.readouterr()
-    truth = str(task1_data / "truth.csv")
+    truth = str(task1_small / "truth.csv")
     assert main(["evaluate", "task1", f"{run}/run.csv", "--truth", truth, "--json"]) == 0
     remote_metrics = json.loads(capsys.readouterr().out)
     local_run_file = str(tmp_path / "local" / "run.csv")
@@ -102,14 +102,14 @@ def test_embed_run_score_report_on_s3(
 
 
 def test_a_failed_rerun_keeps_the_previous_run_and_a_new_one_replaces_it(
-    tmp_path: Path, s3: str, s3_server: Any, task1_data: Path
+    tmp_path: Path, s3: str, s3_server: Any, task1_small: Path
 ) -> None:
     run = f"s3://{s3}/run"
-    assert main(["run", "task1", str(task1_data), "--out", run, *TASK1, "--report"]) == 0
+    assert main(["run", "task1", str(task1_small), "--out", run, *TASK1, "--report"]) == 0
     assert "report.html" in keys(s3_server, s3, "run/")
     before = _get(s3_server, s3, "run/summary.json")
     # A rerun that fails after embedding publishes nothing: the previous run stays whole.
-    bad = ["run", "task1", str(task1_data), "--out", run, *PIXELS, "--method", "centroid"]
+    bad = ["run", "task1", str(task1_small), "--out", run, *PIXELS, "--method", "centroid"]
     assert main([*bad, "--k", "500"]) != 0
     assert _get(s3_server, s3, "run/summary.json") == before
     assert load_model(run, device="cpu").kind == "centroid"
@@ -126,12 +126,12 @@ def test_a_failed_rerun_keeps_the_previous_run_and_a_new_one_replaces_it(
 
 
 def test_damaged_or_missing_runs_on_a_store_are_named(
-    s3: str, s3_server: Any, task1_data: Path
+    s3: str, s3_server: Any, task1_small: Path
 ) -> None:
     run = f"s3://{s3}/run"
     with pytest.raises(InputError, match=r"does not exist"):
         load_model(run)
-    assert main(["run", "task1", str(task1_data), "--out", run, *TASK1]) == 0
+    assert main(["run", "task1", str(task1_small), "--out", run, *TASK1]) == 0
     s3_server.put_object(Bucket=s3, Key="run/model/arrays.npz", Body=b"changed")
     with pytest.raises(InputError, match=rf"{run}/model/arrays.npz is not the file the run"):
         load_model(run)
@@ -250,22 +250,22 @@ def test_cluster_model_and_task2_run_on_s3(
 
 
 def test_kill_9_during_a_run_on_s3_then_rerun_gives_the_uninterrupted_run(
-    tmp_path: Path, s3: str, s3_server: Any, task1_data: Path
+    tmp_path: Path, s3: str, s3_server: Any, task1_small: Path
 ) -> None:
     import sys
 
     from tests.conftest import kill_9_while_running
 
-    flags = [*TASK1, "--rows-per-shard", "8"]
-    command = [sys.executable, "-m", "ctfp", "run", "task1", str(task1_data)]
+    flags = [*TASK1, "--rows-per-shard", "4"]  # 24 parts: both kills land while embedding
+    command = [sys.executable, "-m", "ctfp", "run", "task1", str(task1_small)]
 
     committed = committed_parts(s3_server, s3, "run/embeddings-pixels16")
 
     kills = kill_9_while_running([*command, "--out", f"s3://{s3}/run", *flags], committed, (2, 12))
     assert kills >= 2, "the run finished before it could be killed; make it slower"
     assert "summary.json" not in keys(s3_server, s3, "run/")  # nothing published yet
-    assert main(["run", "task1", str(task1_data), "--out", f"s3://{s3}/run", *flags]) == 0
-    assert main(["run", "task1", str(task1_data), "--out", str(tmp_path / "ref"), *flags]) == 0
+    assert main(["run", "task1", str(task1_small), "--out", f"s3://{s3}/run", *flags]) == 0
+    assert main(["run", "task1", str(task1_small), "--out", str(tmp_path / "ref"), *flags]) == 0
     for name in ("run.csv", "scores.csv", "model/arrays.npz"):
         assert _get(s3_server, s3, f"run/{name}") == (tmp_path / "ref" / name).read_bytes()
     stored = keys(s3_server, s3, "run/")
@@ -273,13 +273,13 @@ def test_kill_9_during_a_run_on_s3_then_rerun_gives_the_uninterrupted_run(
 
 
 def test_file_uris_are_local_paths_everywhere(
-    tmp_path: Path, task1_data: Path, monkeypatch
+    tmp_path: Path, task1_small: Path, monkeypatch
 ) -> None:
     monkeypatch.chdir(tmp_path)  # a file:// URI read as a path would make ./file:/...
     uri = f"file://{tmp_path}"
-    tests = f"file://{task1_data}/test"
+    tests = f"file://{task1_small}/test"
     assert main(["embed", tests, "--out", f"{uri}/shards", *PIXELS]) == 0
-    assert main(["run", "task1", f"file://{task1_data}", "--out", f"{uri}/run", *TASK1]) == 0
+    assert main(["run", "task1", f"file://{task1_small}", "--out", f"{uri}/run", *TASK1]) == 0
     assert main(["score", f"{uri}/run", f"{uri}/shards", "--out", f"{uri}/scores", "--quiet"]) == 0
     assert main(["report", f"{uri}/run", "--quiet"]) == 0
     fit = ["cluster", f"{uri}/shards", "--k", "2", "--sample", "50", "--device", "cpu"]
