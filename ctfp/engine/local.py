@@ -11,7 +11,7 @@ import torch
 
 from ctfp.device import resolve_device, resolve_precision
 from ctfp.embed.job import Job
-from ctfp.embed.mapper import Mapper, default_batch_size
+from ctfp.embed.mapper import Mapper
 from ctfp.embed.reader import Batch, default_workers, make_dataset, make_loader
 from ctfp.embed.writer import EmbedResult, finish_run, stored, write_file, write_pending
 from ctfp.engine.settings import EngineSettings
@@ -33,9 +33,10 @@ def run(job: Job, settings: EngineSettings | None = None) -> list[EmbedResult]:
     """
     dev = resolve_device(job.device)
     precision = resolve_precision(job.precision, dev)
-    batch_size = default_batch_size(dev) if job.batch_size is None else job.batch_size
+    # None: the mapper's default for its models (64 on a CPU for models lighter than decoding,
+    # 16 for a network, 128 on a GPU); a user's --batch-size wins.
     mapper = Mapper.build(
-        [o.factory for o in job.outputs], dev, precision, batch_size, compile=job.compile
+        [o.factory for o in job.outputs], dev, precision, job.batch_size, compile=job.compile
     )
     identities = [i.to_dict() for i in mapper.identities]
     timings = {"decode_wait": 0.0, "infer": 0.0, "write": 0.0}
@@ -63,7 +64,7 @@ def run(job: Job, settings: EngineSettings | None = None) -> list[EmbedResult]:
             output=k,
             device=str(dev),
             precision=mapper.precision,
-            batch_size=batch_size,
+            batch_size=mapper.batch_size,
             workers=workers,
             timings=dict(timings),
             identity=identities[k],

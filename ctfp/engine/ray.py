@@ -79,7 +79,6 @@ def run(job: Job, settings: EngineSettings) -> list[EmbedResult]:
     if actors > have:
         what = "GPU actors" if use_gpu else "actors"
         logger.warning(f"warning: {actors} {what} asked for, the Ray cluster has {have} {kind}s")
-    batch_size = job.batch_size or default_batch_size(torch.device("cuda" if use_gpu else "cpu"))
     # A CPU actor gets its share of the cores as torch threads (Ray would pin it to one).
     threads = max(1, cpus // actors)
 
@@ -88,6 +87,12 @@ def run(job: Job, settings: EngineSettings) -> list[EmbedResult]:
     factories = [o.factory for o in job.outputs]
     model = Mapper.build(factories, torch.device("cpu"), "fp32", 1)
     identities, views = [i.to_dict() for i in model.identities], model.views
+    # The actors' batch: a user's --batch-size, else the mapper's default for these models on
+    # the actors' device (64 on a CPU for models lighter than decoding, 16 for a network, 128
+    # on a GPU).
+    batch_size = job.batch_size or default_batch_size(
+        torch.device("cuda" if use_gpu else "cpu"), decode_bound=model.decode_bound
+    )
     del model
     logger.info(
         f"ray: {cpus} CPUs, {gpus} GPUs; {actors} model actor(s) on "

@@ -29,7 +29,7 @@ def test_a_job_runs_with_the_cpu_defaults(tmp_path: Path, lung_pngs, pixel_job) 
     [result] = local.run(job)
     assert (result.rows, result.files, len(result.errors), len(result.shards)) == (5, 6, 1, 3)
     assert result.engine == "local" and result.actors == 0 and result.device == "cpu"
-    assert (result.batch_size, result.workers) == (16, 0)  # the CPU defaults
+    assert (result.batch_size, result.workers) == (64, 0)  # the CPU defaults (pixels: 64)
     assert set(result.timings) == {"decode_wait", "infer", "write"}
     assert all(v >= 0 for v in result.timings.values()) and result.settings == {"marker": 1}
     data = read_embeddings(tmp_path / "out")
