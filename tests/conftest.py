@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import socket
+import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -78,6 +79,42 @@ def s3(s3_server: Any) -> str:
     name = f"ctfp-{next(_BUCKETS)}"
     s3_server.create_bucket(Bucket=name)
     return name
+
+
+#: The README's `make demo` as tests/test_readme.py runs it (its RUN_AS entry).
+DEMO_COMMAND = "ctfp demo --out demo-out --weights random --quiet"
+
+
+def offline_env(tmp: Path) -> dict[str, str]:
+    """The environment of a user's shell with no way to download weights (TORCH_HOME empty,
+    the proxies closed) and the venv's ``ctfp`` and ``python`` first on PATH."""
+    env = dict(os.environ)
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    env.pop("VIRTUAL_ENV", None)
+    env["TORCH_HOME"] = str(tmp / "torch-home")
+    for proxy in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
+        env[proxy] = "http://127.0.0.1:9"
+    for name in ("no_proxy", "NO_PROXY"):
+        env.pop(name, None)
+    return env
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory) -> tuple[Path, dict[str, Any]]:
+    """The README's `make demo` (``DEMO_COMMAND``, with --json) run once, as a user runs it: a
+    child process in a new folder, offline. The folder (demo-out/ in it) and the summary: the
+    README tour goes on from its demo-out/ (tests/test_readme.py) and tests/cli checks it."""
+    work = tmp_path_factory.mktemp("demo")
+    run = subprocess.run(
+        ["bash", "-c", "set -euo pipefail\n" + DEMO_COMMAND + " --json"],
+        cwd=work,
+        env=offline_env(work),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, f"{DEMO_COMMAND} --json failed:\n{run.stderr[-3000:]}"
+    return work, json.loads(run.stdout)
 
 
 @pytest.fixture(scope="session")

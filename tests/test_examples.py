@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -11,19 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import offline_env  # no way to download weights, as the README tour
+
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
-
-
-def offline_env(tmp_path: Path) -> dict[str, str]:
-    """The environment with no way to download weights (as tests/test_readme.py does)."""
-    env = dict(os.environ)
-    env["TORCH_HOME"] = str(tmp_path / "torch-home")
-    for proxy in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
-        env[proxy] = "http://127.0.0.1:9"
-    for name in ("no_proxy", "NO_PROXY"):
-        env.pop(name, None)
-    return env
 
 
 @pytest.mark.slow

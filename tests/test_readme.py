@@ -10,14 +10,16 @@ command given twice (``make demo`` is in the set-up and in the tour) runs once.
 
 from __future__ import annotations
 
-import os
 import re
+import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+from tests.conftest import DEMO_COMMAND, offline_env
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -35,9 +37,11 @@ NOT_RUN = {
 #: Commands run as another command that does the same here, with the reason.
 RUN_AS = {
     "make demo": (
-        "ctfp demo --out demo-out --weights random --quiet",
+        DEMO_COMMAND,
         "`make demo` creates .venv, pip-installs ctfp and runs `ctfp demo --out demo-out`; the "
-        "venv exists here, and random weights keep the test from downloading ImageNet's",
+        "venv exists here, and random weights keep the test from downloading ImageNet's. Run "
+        "once for the session, with --json, by the demo_run fixture (tests/conftest.py): the "
+        "tour goes on from a copy of its demo-out/, tests/cli checks its summary",
     ),
 }
 
@@ -109,18 +113,12 @@ def test_every_skip_and_alias_matches_a_readme_command() -> None:
 
 
 @pytest.mark.slow
-def test_readme_commands_run_on_the_bundled_sample(tmp_path: Path) -> None:
-    bin_dir = str(Path(sys.executable).parent)
-    env = dict(os.environ)
-    env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
-    env.pop("VIRTUAL_ENV", None)
+def test_readme_commands_run_on_the_bundled_sample(
+    tmp_path: Path, demo_run: tuple[Path, dict[str, Any]]
+) -> None:
     # Hermetic: no download of ImageNet weights (auto then leaves ResNet50 out and says so, as it
     # does offline), whatever torchvision's cache holds on this machine.
-    env["TORCH_HOME"] = str(tmp_path / "torch-home")
-    for proxy in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
-        env[proxy] = "http://127.0.0.1:9"
-    for name in ("no_proxy", "NO_PROXY"):
-        env.pop(name, None)
+    env = offline_env(tmp_path)
     work = tmp_path / "work"
     work.mkdir()
 
@@ -136,6 +134,10 @@ def test_readme_commands_run_on_the_bundled_sample(tmp_path: Path) -> None:
         if entry in RUN_AS:
             assert command == entry, f"{command!r}: RUN_AS entries replace whole commands only"
             command = RUN_AS[entry][0]
+        if command == DEMO_COMMAND:  # run by the fixture, in the same environment
+            shutil.copytree(demo_run[0] / "demo-out", work / "demo-out")
+            ran.append((f"{command} (the demo_run fixture's)", 0.0))
+            continue
         start = time.perf_counter()
         run = subprocess.run(
             ["bash", "-c", "set -euo pipefail\n" + command],

@@ -105,17 +105,19 @@ def test_console_script_and_module_entry_point() -> None:
 
 
 @pytest.mark.slow
-def test_demo_runs_on_the_bundled_sample(tmp_path: Path, capsys) -> None:
-    assert main(["demo", "--out", str(tmp_path), "--weights", "random", "--json", "--quiet"]) == 0
-    summary = json.loads(capsys.readouterr().out)
+def test_demo_runs_on_the_bundled_sample(demo_run: tuple[Path, dict]) -> None:
+    # `ctfp demo --out demo-out --weights random --quiet --json` in a child process, run once
+    # for this test and the README tour (tests/test_readme.py), which goes on from its folder.
+    work, summary = demo_run
+    out = work / "demo-out"
     assert summary["rows"] == 13 and summary["dim"] == 2048
     assert summary["png_vs_dicom_cosine"] > 0.99
     assert summary["dicom_nearest_neighbour"] == "png/A0001_s2_030"
     # Every stage ran: both tasks, evaluated against the truth, each with its report.
     assert set(summary["runs"]) == {"task1-seed", "task1-proximity", "task2"}
-    for name, run in summary["runs"].items():
-        assert Path(run["run"]).is_file() and Path(run["report"]).stat().st_size > 10_000
-        assert (tmp_path / name / "model" / "model.json").is_file()
+    for name, run in summary["runs"].items():  # paths as given: relative to the folder
+        assert (work / run["run"]).is_file() and (work / run["report"]).stat().st_size > 10_000
+        assert (out / name / "model" / "model.json").is_file()
     seed = summary["runs"]["task1-seed"]["metrics"]
     assert seed["n"] == 8 and 0 <= seed["f1"] <= 1 and seed["roc_auc"] is not None
     assert summary["runs"]["task2"]["metrics"]["n"] == 27
