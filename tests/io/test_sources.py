@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from ctfp.exceptions import InputError
-from ctfp.io.sources import discover
+from ctfp.io.sources import SUFFIXES, discover
 from tests.conftest import LUNG
 
 
@@ -156,3 +156,28 @@ def test_what_could_not_be_searched_reaches_the_errors_table(tmp_path: Path) -> 
     assert result.rows == 1
     errors = read_errors(tmp_path / "out").to_pylist()
     assert [e["id"] for e in errors] == ["a/again"] and "searched already" in errors[0]["reason"]
+
+
+def test_relative_paths_are_those_of_relpath(tmp_path: Path, monkeypatch) -> None:
+    from ctfp.io.sources import _local, _walk, suffix_of
+
+    def relpath(root: str, paths: list[str]) -> list[tuple[str, str]]:
+        return [(Path(os.path.relpath(p, root)).as_posix(), os.path.abspath(p)) for p in paths]
+
+    names = ["a.png", "b c.PNG", "x\\y.png", "new\nline.png", "..png", "ü.dcm", "v.nii.gz"]
+    for folder in ["d", "d/sub", "d/..odd"]:
+        (tmp_path / folder).mkdir(parents=True)
+        for name in names:
+            (tmp_path / folder / name).write_bytes(b"")
+    (tmp_path / "link").symlink_to(tmp_path / "d")
+    monkeypatch.chdir(tmp_path / "d")
+    for root in ["..", ".", "sub", "./sub/", "../d", "../link/", str(tmp_path) + "//d", "/", "//"]:
+        walked = sorted(_walk(Path("..") if root in ("/", "//") else Path(root), []))
+        globbed = [f"../d/{n}" for n in names] + [f"/{tmp_path}/d/a.png", "sub//a.png"]
+        for paths in (walked, globbed, ["sub/a.png"], [root]):
+            assert _local(root, paths) == relpath(root, paths), (root, paths[:2])
+    for name in [*names, "a.nii", "a.gz", "A.NII.GZ", "x.png.txt", ""]:
+        expected = next(
+            (s for s in sorted(SUFFIXES, key=len, reverse=True) if name.lower().endswith(s)), ""
+        )
+        assert suffix_of(name) == expected

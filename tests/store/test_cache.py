@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ctfp.exceptions import InputError
+from ctfp.exceptions import InputError, ShardMismatchError
 from ctfp.io.sources import InputFile
 from ctfp.store.cache import cache_rows, is_slice_cache
 from ctfp.store.schema import make_metadata
@@ -48,3 +48,19 @@ def test_cache_rows_are_inputs_with_their_place(tmp_path: Path) -> None:
     assert cache_rows([tmp_path / "emb"]) is None and cache_rows(str(tmp_path)) is None
     with pytest.raises(InputError, match="not both"):
         cache_rows([cache, write(tmp_path / "emb", "float16")])
+
+
+def test_only_a_folder_with_shard_names_is_looked_into(tmp_path: Path) -> None:
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(3):
+        (images / f"{i}.png").write_bytes(b"")
+    assert cache_rows(images) is None and not is_slice_cache(images)
+    # A cache from before commit records: its parts, found by name.
+    cache = write(tmp_path / "cache", "uint8")
+    (cache / "_manifest.json").unlink()
+    assert is_slice_cache(cache) and len(cache_rows(cache)) == 4
+    # A record among images is read (and refused) as before.
+    (images / "_manifest.json").write_text("{}")
+    with pytest.raises(ShardMismatchError, match="not a ctfp commit record"):
+        cache_rows(images)
