@@ -440,7 +440,8 @@ class ShardWriter:
         """Add all rows of input file ``file_id``; ``embeddings`` is (n, dim), ``fingerprint``
         what the file was when found (None: unknown, embedded again by the next run). Returns
         the rows added: 0 when a row id is already in the folder (the file is recorded as an
-        error)."""
+        error). ``embeddings`` already in the storage type is kept, not copied, until the next
+        commit: change it only after that."""
         if embeddings.shape != (len(ids), self.dim):
             raise ValueError(f"embeddings of shape {embeddings.shape} for {len(ids)} ids")
         clash = sorted(set(ids) & self._row_ids)
@@ -454,8 +455,8 @@ class ShardWriter:
             )
             return 0
         self._processed.add(file_id)
-        if self._half:
-            embeddings = embeddings.astype(np.float16)
+        if self._half:  # kept as it is when float16 already (the engines convert per batch)
+            embeddings = embeddings.astype(np.float16, copy=False)
         self._buffer.append(
             (list(ids), safe_text(source), list(frames), label, embeddings, fingerprint)
         )
