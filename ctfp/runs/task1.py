@@ -497,12 +497,15 @@ def choose_without_members(
     chosen, rows = choose(data, test, candidates, default=default, seed=s.seed, device=s.device)
     measured = {r["label"]: r.get("test_vs_non_members_auc") for r in rows}
     best = max((r for r in rows if "error" not in r), key=lambda r: r["test_vs_non_members_auc"])
-    why = (
-        f"{best['label']} beat it by more than one standard error"
-        if chosen != default
-        else "no score beat it by more than one standard error"
-        + (f" (the best, {best['label']}: {best['test_vs_non_members_auc']:.2f})")
-    )
+    if chosen != default:
+        why = f"{best['label']} beat it by more than one standard error"
+    elif best["label"] == default.label:
+        why = "it measured best"
+    else:
+        why = (
+            f"no score beat it by more than one standard error (the best, {best['label']}: "
+            f"{best['test_vs_non_members_auc']:.2f})"
+        )
     note = (
         f"no train/used/: with no known members nothing can be cross-validated, so --method "
         f"auto measured {len(rows)} scores that need no members by how far the {t} test slices "

@@ -195,7 +195,7 @@ def test_a_named_method_is_measured_and_said_to_be_named(runs: dict[str, Path]) 
     chosen_by = "test vs held-out non-members"
     assert (m["requested"], m["chosen_by"], m["name"]) == ("auto", chosen_by, summary["method"])
     assert audit["warnings"] == summary["warnings"] and len(audit["warnings"]) == 1  # fpr given
-    assert "furthest above the" in audit["warnings"][0]
+    assert "test slices stand above the" in audit["warnings"][0]
     page = (runs["task1-non-members"] / "report.html").read_text()
     n = len(summary["choice_without_members"]["candidates"])
     assert f"All {n} scores" in page and "test vs held-out non-members" in page
