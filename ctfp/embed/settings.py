@@ -142,7 +142,10 @@ class EmbedSettings(InputSettings):
     weights_seed: int = option(0, "seed of --weights random (default 0)")
     image_size: int = option(224, "network input side (default 224)", minimum=32, maximum=4096)
     batch_size: int | None = option(
-        None, "slices per forward pass (default: 16 on CPU, 128 on CUDA)", minimum=1
+        None,
+        "slices per forward pass (default on CPU: 16 for resnet50, 64 for fingerprint features; "
+        "128 on CUDA)",
+        minimum=1,
     )
     device: str = option(
         "auto", f"{'|'.join(DEVICES)} or cuda:N (default auto)", check=check_device_name
