@@ -173,10 +173,11 @@ def _run_task1(
     members = is_folder(data.join("train/used")) or not is_folder(data.join("train/not_used"))
     if not members:
         s, warnings = non_members_only(s)
-        check_non_members_before_embedding(data, str(_calibrate(s, s.method == AUTO)))
     required = ["train/used", "train/not_used", "test"] if members else ["train/not_used", "test"]
     check_layout(data, required)  # before weights are fetched or anything is embedded
     check_generated(data, s.method)
+    if not members:
+        check_non_members_before_embedding(data, str(_calibrate(s, s.method == AUTO)))
     auto = s.method == AUTO
     embed_settings = embed or EmbedSettings(features="auto" if auto else "resnet50")
     if not auto and embed_settings.features == "auto":
