@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from ctfp.index import METRICS
-from ctfp.index.flat import faiss_metric
+from ctfp.index.flat import faiss_metric, threads_for
 
 
 def check_metric(metric: str) -> str:
@@ -72,7 +72,8 @@ def nearest(query: Any, base: Any, metric: str, k: int = 1) -> tuple[np.ndarray,
     import faiss
 
     q, b = prepare(query, metric), prepare(base, metric)
-    _, I = faiss.knn(q, b, k, metric=faiss_metric(search_metric(metric)))  # noqa: E741
+    with threads_for(q.size * len(b)):
+        _, I = faiss.knn(q, b, k, metric=faiss_metric(search_metric(metric)))  # noqa: E741
     vectors = np.where((I >= 0)[..., None], b[np.maximum(I, 0)], np.nan)
     return _ranked(q, vectors.astype(np.float32), I, metric)
 

@@ -76,3 +76,26 @@ def test_gpu_l1_matches_cpu() -> None:
     cpu = FlatIndex(2048, device="cpu").add(x).search(q, 4)
     gpu = FlatIndex(2048, device="cuda").add(x).search(q, 4)
     np.testing.assert_array_equal(cpu[0], gpu[0])
+
+
+def test_small_searches_run_in_one_thread_and_give_the_same_neighbours() -> None:
+    """A small search runs in one OpenMP thread (spinning threads cost more than they save on a
+    busy machine); the thread count is restored after it and the answer does not change."""
+    import faiss
+
+    from ctfp.index.flat import ONE_THREAD_WORK, threads_for
+
+    before = faiss.omp_get_max_threads()
+    with threads_for(ONE_THREAD_WORK - 1):
+        assert faiss.omp_get_max_threads() == 1
+    assert faiss.omp_get_max_threads() == before
+    with threads_for(ONE_THREAD_WORK):
+        assert faiss.omp_get_max_threads() == before
+
+    rng = np.random.default_rng(0)
+    base, query = rng.random((300, 64), dtype=np.float32), rng.random((40, 64), dtype=np.float32)
+    index = FlatIndex(64, metric="l1", device="cpu").add(base)
+    _, ids = index.search(query, 3)
+    expected = np.argsort(np.abs(query[:, None] - base[None]).sum(-1), axis=1, kind="stable")[:, :3]
+    np.testing.assert_array_equal(ids, expected)
+    assert faiss.omp_get_max_threads() == before
