@@ -109,14 +109,6 @@ class Batch:
         return self
 
 
-def resize_views(frames: np.ndarray, views: Sequence[Preprocessing]) -> tuple[torch.Tensor, ...]:
-    """(n, h, w) uint8 decoded frames -> one (n, 1, s, s) uint8 tensor per view: each view
-    pads and resizes the decoded frame itself (never another view's result)."""
-    return tuple(
-        torch.from_numpy(np.stack([view.resize(f) for f in frames])[:, None]) for view in views
-    )
-
-
 class SliceDataset(Dataset[Decoded]):
     """Map-style dataset over input files: item ``i`` is file ``i`` decoded once and resized
     for each view.
@@ -144,7 +136,11 @@ class SliceDataset(Dataset[Decoded]):
     def __getitem__(self, index: int) -> Decoded:
         try:
             frames = decode_file(self.files[index].path, self.window, max_pixels=self.max_pixels)
-            resized = resize_views(frames, self.views)
+            # One (n, 1, s, s) uint8 tensor per view, each resized from the decoded frame itself.
+            resized = tuple(
+                torch.from_numpy(np.stack([view.resize(f) for f in frames])[:, None])
+                for view in self.views
+            )
         except Exception as exc:  # corrupt input of any kind: record it, never stop the run
             return Decoded(index, None, str(exc) or type(exc).__name__)
         return Decoded(index, resized)

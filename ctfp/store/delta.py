@@ -32,6 +32,7 @@ import pyarrow as pa
 
 from ctfp.exceptions import CtfpError, InputError, ShardMismatchError, StorageError, first_line
 from ctfp.io.fs import Location, PathLike, child, resolve
+from ctfp.io.locks import _Held
 from ctfp.progress import logger
 
 PREFIX = "delta:"
@@ -358,7 +359,7 @@ class DeltaLog:
         return theirs, gone
 
 
-class Unlocked:
+class Unlocked(_Held):
     """What a table writer holds instead of a lock: nothing (see :class:`DeltaLog`)."""
 
     def check(self) -> None:
@@ -366,12 +367,6 @@ class Unlocked:
 
     def release(self) -> None:
         """Nothing to release."""
-
-    def __enter__(self) -> Unlocked:
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        return None
 
 
 __all__ = [

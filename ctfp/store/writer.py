@@ -146,12 +146,11 @@ class ShardWriter:
         self.dtype = str(metadata["dtype"])
         self.rows_per_shard = rows_per_shard
         self.compression = compression
-        self.schema = shard_schema(self.dim, self.dtype, metadata, fingerprints=True)
+        schema = shard_schema(self.dim, self.dtype, metadata, fingerprints=True)
+        self.schema = table_schema(schema) if table else schema
         # A table's parts name their writer: writers of one table run at once.
         self._suffix = f"-{uuid.uuid4().hex[:8]}" if table else ""
         self._table: DeltaLog | None = None
-        if table:
-            self.schema = table_schema(self.schema)
         self._lock = Unlocked() if table else self._loc.lock()  # released by release()
         try:
             if table:
@@ -542,9 +541,8 @@ class ShardWriter:
             self._processed.add(file_id)
             self.done_ids.add(file_id)
             self._row_ids.update(ids)
-            self.done_sources.setdefault(file_id, safe_text(source))
-            for i in ids:
-                self.done_sources.setdefault(i, safe_text(source))
+            for key in (file_id, *ids):
+                self.done_sources.setdefault(key, safe_text(source))
         self._record(name, rows, size, [ids for _, ids, _ in files])
         self._write_errors()
 
