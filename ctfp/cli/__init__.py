@@ -312,9 +312,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         out.flush()
     finally:
         sys.stdout = real
-    if out.failure is None:
-        return status
-    return _stdout_failed(real, out.failure, status)
+    return status if out.failure is None else _stdout_failed(real, out.failure, status)
 
 
 def _stdout_failed(stream: Any, failure: OSError, status: int) -> int:

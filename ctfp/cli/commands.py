@@ -154,10 +154,9 @@ def validate(args: argparse.Namespace) -> int:
     ids = read_ids(args.ids) if args.ids else None
     problems = validate_run(args.run, args.task, ids, ids_file=args.ids or "ids")
     if args.json:
-        valid = not problems
-        report = {"task": args.task, "run": args.run, "valid": valid}
+        report = {"task": args.task, "run": args.run, "valid": not problems}
         print(json.dumps({**report, "problems": [str(p) for p in problems]}))
-        return 0 if valid else 1
+        return 1 if problems else 0
     for problem in problems:
         print(problem)
     if problems:
@@ -214,9 +213,7 @@ def cluster(args: argparse.Namespace) -> int:
         "silhouettes": None
         if silhouettes is None
         else {k: v if math.isfinite(v) else None for k, v in silhouettes.items()},
-        "sample_cluster_sizes": summary["sample_cluster_sizes"],
-        "converged": summary["converged"],
-        "mean_log_likelihood": summary["mean_log_likelihood"],
+        **{k: summary[k] for k in ("sample_cluster_sizes", "converged", "mean_log_likelihood")},
         "warnings": summary["warnings"],
         "seconds": time.perf_counter() - start,
     }

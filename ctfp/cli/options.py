@@ -15,9 +15,7 @@ S = TypeVar("S", bound=Settings)
 
 def _parser_of(parse: Callable[[str], Any] | None, types: tuple[type, ...]) -> Callable[[str], Any]:
     """A type function for argparse that keeps the settings' error message."""
-    if parse is None:
-        base = next((t for t in (int, float) if t in types), str)
-        parse = base
+    parse = parse or next((t for t in (int, float) if t in types), str)
 
     def convert(text: str) -> Any:
         try:

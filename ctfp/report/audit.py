@@ -271,18 +271,14 @@ def _task2(summary: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], dic
     }
     counts = {"labelled": labelled, "groups": len(groups), "test": _int(summary.get("n_test"))}
     requested = _setting(summary, "task2", "method")
-    if selection and summary.get("mode") == "auto":
-        chosen_by = "cross-validation"
-    elif selection or requested not in (None, "auto"):
-        chosen_by = "given"
+    if selection:
+        chosen_by = "cross-validation" if summary.get("mode") == "auto" else "given"
+        reason = str(selection.get("reason") or "")
+    elif requested not in (None, "auto"):
+        chosen_by, reason = "given", f"--method {requested} was named"
     else:
         chosen_by = "default"
-    if selection:
-        reason = str(selection.get("reason") or "")
-    elif chosen_by == "default":
         reason = "no labelled examples in train/<group>/: the blind Gaussian mixture"
-    else:
-        reason = f"--method {requested} was named"
     features = [c.get("features") for c in selection.get("candidates") or []]
     tried = list(dict.fromkeys(features)) if features else None
     method = _method(summary, requested, chosen_by, reason, None, tried)

@@ -29,40 +29,24 @@ def write_report(
     k: int | None = None,
     seed: int = 0,
 ) -> Path:
-    """Write one self-contained HTML report of a ``ctfp run`` output folder.
+    """Write one self-contained HTML report of the ``--out`` folder ``run_dir`` of ``ctfp run
+    task1|task2`` (local, or on an object store: the report and the audit files are then put
+    beside the run there) to ``out_html`` (default ``run_dir/report.html``).
 
     Every figure and thumbnail is inlined as a base64 PNG; the page loads nothing else. It shows
     the run's settings and model identity, a 2-D map of the embeddings and, for task 1, the test
-    score histogram with the threshold, the highest-scoring test slices next to their nearest
-    generated slice and the k sweep; for task 2, the cluster sizes, the BIC/silhouette sweep and
-    thumbnails per cluster. With ``truth`` (the CSV ``ctfp evaluate`` takes) it adds the
-    metrics, and for task 1 the ROC curve and the confusion matrix. It also writes the audit
-    summary, ``run_dir/audit.json`` and ``run_dir/audit.md``
+    score histogram with the threshold, the ``max_items`` highest-scoring test slices next to
+    their nearest generated slice and the k sweep (``k``: the k shown in detail; default the
+    chosen one); for task 2, the cluster sizes, the BIC/silhouette sweep and ``max_items``
+    thumbnails per cluster (``seed``: of the random samples, map points and thumbnails). With
+    ``truth`` (``id,label`` for task 1, ``id,cluster`` for task 2: the CSV ``ctfp evaluate``
+    takes) it adds the metrics, and for task 1 the ROC curve and the confusion matrix. It also
+    writes the audit summary, ``run_dir/audit.json`` and ``run_dir/audit.md``
     (:func:`ctfp.report.audit.write_audit`), with the test metrics when ``truth`` is given.
 
-    Parameters
-    ----------
-    run_dir
-        The ``--out`` folder of ``ctfp run task1|task2``, local or on an object store (the
-        report and the audit files are then put beside the run there).
-    out_html
-        Where to write; default ``run_dir/report.html``.
-    truth
-        ``id,label`` (task 1) or ``id,cluster`` (task 2) CSV.
-    max_items
-        Evidence rows (task 1) or thumbnails per cluster (task 2).
-    k
-        Task 1 with a k sweep: the k shown in detail (default: the first).
-    seed
-        Seed of the random samples (map points, thumbnails per cluster).
-
-    Raises
-    ------
-    InputError
-        ``run_dir`` is not a run folder (no summary.json), a run file is missing, or the truth
-        does not cover the run's ids.
-    StorageError
-        ``out_html`` is a folder, a device, a FIFO or a socket, or cannot be written.
+    Raises InputError where ``run_dir`` is not a run folder (no summary.json), a run file is
+    missing, or the truth does not cover the run's ids; StorageError where ``out_html`` is a
+    folder, a device, a FIFO or a socket, or cannot be written.
     """
     from ctfp.runs.remote import local_run
 

@@ -198,13 +198,8 @@ def bic_plot(bic: dict[str, float], silhouette: dict[str, float] | None, chosen:
     lines, labels = ax.get_legend_handles_labels()
     if silhouette:
         ax2 = ax.twinx()
-        ax2.plot(
-            ks,
-            [silhouette.get(str(k), np.nan) for k in ks],
-            marker="s",
-            color=PALETTE[2],
-            label="silhouette",
-        )
+        values = [silhouette.get(str(k), np.nan) for k in ks]
+        ax2.plot(ks, values, marker="s", color=PALETTE[2], label="silhouette")
         ax2.set_ylabel("silhouette (higher is better)", color=PALETTE[2])
         more = ax2.get_legend_handles_labels()
         lines, labels = lines + more[0], labels + more[1]
@@ -267,13 +262,8 @@ def map_plot(
         )
     ax.set(title=title, xlabel=f"{axis} 1 (arbitrary units)", ylabel=f"{axis} 2 (arbitrary units)")
     ax.set(xticks=[], yticks=[])
-    ax.legend(
-        [handles[n] for n in present],
-        [handles[n].get_label() for n in present],
-        fontsize=8,
-        loc="best",
-        markerscale=1.5,
-    )
+    shown = [handles[n] for n in present]
+    ax.legend(shown, [h.get_label() for h in shown], fontsize=8, loc="best", markerscale=1.5)
     return to_uri(fig)
 
 

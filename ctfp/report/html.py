@@ -192,22 +192,19 @@ class Thumbnails:
             raise InputError(f"{subject or source} has {len(frames)} frames, not frame {frame}")
         return Image.fromarray(frames[frame])
 
-    def html(self, where: tuple[str, int] | None, caption: str, title: str = "") -> str:
+    def html(self, where: tuple[str, int] | None, caption: str) -> str:
         """A ``<figure>`` with the thumbnail, or a grey box saying why there is none."""
-        tip = title or caption
         if where is None:
-            return _figure(_missing(tip, "no embedding row"), caption)
+            return _figure(_missing(caption, "no embedding row"), caption)
         try:
             img = self._image(where, "it")
         except (CtfpError, OSError) as exc:
             why = f"cannot show frame {where[1]} of {where[0]}: {exc}"
             return _figure(_missing(why, "source not readable"), caption)
         img.thumbnail((self.side, self.side))
-        return _figure(_thumb(img, tip), caption)
+        return _figure(_thumb(img, caption), caption)
 
-    def difference_html(
-        self, a: tuple[str, int] | None, b: tuple[str, int] | None, caption: str
-    ) -> str:
+    def difference_html(self, a: tuple[str, int] | None, b: tuple[str, int] | None) -> str:
         """A ``<figure>`` with ``|a - b|`` of two slices (each resized to the thumbnail side,
         bright = different), or a grey box saying why there is none."""
         from PIL import Image
@@ -218,10 +215,10 @@ class Thumbnails:
             size = (self.side, self.side)
             x, y = (self._image(w, "").convert("L").resize(size, Image.BILINEAR) for w in (a, b))
         except (CtfpError, OSError) as exc:
-            return _figure(_missing(f"no difference image: {exc}", "no difference"), caption)
+            return _figure(_missing(f"no difference image: {exc}", "no difference"), "")
         diff = np.abs(np.asarray(x, np.int16) - np.asarray(y, np.int16)).astype(np.uint8)
         tip = "absolute difference of the two slices (bright = different)"
-        return _figure(_thumb(Image.fromarray(diff), tip), caption)
+        return _figure(_thumb(Image.fromarray(diff), tip), "")
 
 
 def _figure(content: str, caption: str) -> str:

@@ -315,7 +315,7 @@ def evidence_section(
             j = int(found[1][position[key]])
             near = rows.generated_where[j]
             cells.append(Html(thumbs.html(near, rows.generated_ids[j])))
-            cells.append(Html(thumbs.difference_html(rows.where.get(key), near, "")))
+            cells.append(Html(thumbs.difference_html(rows.where.get(key), near)))
             cells.append(f"{float(found[0][position[key]]):.4g}")
         else:
             cells += ["-", "-", "-"]

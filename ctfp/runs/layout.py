@@ -5,7 +5,10 @@ both tasks on it (the logged cross-validation, the recorded settings)."""
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -178,29 +181,45 @@ def auto_features(
     return [*features, "resnet50"], {}
 
 
-def embed_candidates(
-    data: PathLike | Location,
-    out: PathLike,
-    required: Sequence[str],
-    settings: EmbedSettings,
-    candidates: Sequence[str],
-    *,
-    engine: str | EngineSettings,
-    progress: bool,
-    unread: dict[str, str] | None = None,
-) -> tuple[list[str], dict[str, str], dict[str, Embeddings]]:
-    """What a run tries: the feature types of :func:`auto_features` (those left out logged
-    with the reason), those left out, and the embeddings of each (:func:`embed_features`,
-    which fills ``unread``)."""
-    features, skipped = auto_features(settings, candidates)
-    for name, reason in skipped.items():
-        logger.warning(
-            f"auto: {name} left out: {reason} (pass --weights PATH or --weights random to try it)"
+@dataclass
+class Run:
+    """A run in progress, as :func:`~ctfp.runs.remote.in_run_folder` gives it to the task, with
+    the inputs that could not be read (id: reason) and when it started."""
+
+    task: str
+    data: Location
+    out: Path
+    root: PathLike
+    claim: Callable[[], None]
+    engine: str | EngineSettings
+    progress: bool
+    unread: dict[str, str] = field(default_factory=dict)
+    start: float = field(default_factory=time.perf_counter)
+
+    def embed(
+        self, required: Sequence[str], settings: EmbedSettings, candidates: Sequence[str]
+    ) -> tuple[list[str], dict[str, str], dict[str, Embeddings]]:
+        """Claim the run folder, then what the run tries: the feature types of
+        :func:`auto_features` (those left out logged with the reason), those left out, and the
+        embeddings of each (:func:`embed_features`, which fills ``unread``)."""
+        self.claim()
+        features, skipped = auto_features(settings, candidates)
+        for name, reason in skipped.items():
+            logger.warning(
+                f"auto: {name} left out: {reason} (pass --weights PATH or --weights random to "
+                "try it)"
+            )
+        found = embed_features(
+            self.data,
+            self.root,
+            required,
+            settings,
+            features,
+            engine=self.engine,
+            progress=self.progress,
+            unread=self.unread,
         )
-    found = embed_features(
-        data, out, required, settings, features, engine=engine, progress=progress, unread=unread
-    )
-    return features, skipped, found
+        return features, skipped, found
 
 
 def _read_finite(shards: PathLike, inputs: Collection[str]) -> Embeddings:
@@ -239,7 +258,7 @@ def rows_by_id(data: Embeddings, ids: Sequence[str]) -> np.ndarray:
 
 
 def cross_validate(
-    task: str,
+    run: Run,
     select: Callable[..., Any],
     data: dict[str, Any],
     y: Any,
@@ -248,16 +267,15 @@ def cross_validate(
     features: Sequence[str],
     on: str,
     s: Any,
-    progress: bool,
 ) -> Any:
     """``select`` (the task's selection) of ``candidates`` at ``options``, seeded and on the
     device of the task's settings ``s``, saying what it cross-validates ``on``."""
     logger.info(
-        f"{task}: {len(candidates)} candidate(s) ({len(features)} feature type"
+        f"{run.task}: {len(candidates)} candidate(s) ({len(features)} feature type"
         f"{'s' if len(features) > 1 else ''}) cross-validated on {on}, "
         f"{options.folds} folds x {options.repeats} repeats"
     )
-    bar = f"{task}: candidates"
+    bar = f"{run.task}: candidates"
     return select(
         data,
         y,
@@ -266,20 +284,19 @@ def cross_validate(
         seed=s.seed,
         device=s.device,
         progress=lambda items: progress_bar(
-            len(items), bar, "cand", enabled=progress and len(items) > 1, iterable=items
+            len(items), bar, "cand", enabled=run.progress and len(items) > 1, iterable=items
         ),
     )
 
 
-def settings_record(
-    task: str, s: Any, embed: EmbedSettings, engine: str | EngineSettings
-) -> dict[str, Any]:
+def settings_record(run: Run, s: Any, embed: EmbedSettings) -> dict[str, Any]:
     """The seed and the settings of each stage, as every run's summary records them."""
+    engine = run.engine
     engine_settings = engine if isinstance(engine, EngineSettings) else EngineSettings(engine)
     return {
         "seed": s.seed,
         "settings": {
-            task: s.to_dict(),
+            run.task: s.to_dict(),
             "embed": embed.to_dict(),
             "engine": engine_settings.to_dict(),
         },
@@ -293,11 +310,11 @@ def model_identity(metadata: dict[str, Any]) -> dict[str, Any]:
 
 __all__ = [
     "AUTO_FEATURES",
+    "Run",
     "auto_features",
     "check_layout",
     "cross_validate",
     "data_folder",
-    "embed_candidates",
     "embed_features",
     "files_under",
     "is_folder",

@@ -17,31 +17,38 @@ import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager, nullcontext, suppress
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ctfp.exceptions import InputError
 from ctfp.io.fs import Location, PathLike, as_local, is_remote, resolve
 from ctfp.io.locks import LEASE_FILE
 
+if TYPE_CHECKING:
+    from ctfp.engine.settings import EngineSettings
+    from ctfp.runs.layout import Run
+
 T = TypeVar("T")
-#: What a run calls before its first write into its run folder (see :func:`in_run_folder`).
-Claim = Callable[[], None]
 
 
 def in_run_folder(
-    data: PathLike, out: PathLike, task: str, body: Callable[[Location, Path, PathLike, Claim], T]
+    data: PathLike,
+    out: PathLike,
+    task: str,
+    engine: str | EngineSettings,
+    progress: bool,
+    body: Callable[[Run], T],
 ) -> T:
-    """``body(data, local, root, claim)``: the ``task`` run reading ``data`` (local or on a
-    store), writing its files into ``local`` and its embeddings under ``root``. Locally both
-    are ``out``; on a store ``local`` is a staging folder, published to ``out`` when ``body``
-    returns (its summary then names ``out``).
+    """``body(run)``: the ``task`` run (:class:`~ctfp.runs.layout.Run`) reading ``data`` (local
+    or on a store), writing its files into ``run.out`` and its embeddings under ``run.root``.
+    Locally both are ``out``; on a store ``run.out`` is a staging folder, published to ``out``
+    when ``body`` returns (its summary then names ``out``).
 
     A run folder belongs to one data folder and task (another is refused before anything is
     written, :func:`~ctfp.runs.folder.check_origin`) and has one writer: ``body`` calls
     ``claim()`` before its first write, which takes the folder's lock (lease), held until
     its commit record is written, and records what the folder belongs to."""
     from ctfp.runs.folder import check_origin, write_origin
-    from ctfp.runs.layout import data_folder
+    from ctfp.runs.layout import Run, data_folder
 
     where, out = data_folder(data), as_local(out)
     source = where.uri
@@ -58,9 +65,9 @@ def in_run_folder(
                 write_origin(root, source, task)
 
         if uri is None:
-            return body(where, Path(out), Path(out), claim)
+            return body(Run(task, where, Path(out), Path(out), claim, engine, progress))
         with tempfile.TemporaryDirectory(prefix="ctfp-run-") as tmp:
-            result = body(where, Path(tmp), uri, claim)
+            result = body(Run(task, where, Path(tmp), uri, claim, engine, progress))
             claim()
             publish(Path(tmp), uri, locks[0])
             return relocate(result, tmp, uri)

@@ -223,7 +223,7 @@ def score_shards(
             "shards": os.fspath(shards)
             if isinstance(shards, str | os.PathLike)
             else [os.fspath(s) for s in shards],
-            **({} if scores is None else {"version": scores.version}),
+            **({} if scores is None else {"version": scores.log.version}),
             **({} if engine.engine == "local" else {"engine": engine.engine}),
         }
 
@@ -247,10 +247,6 @@ class _ScoresTable:
         self.folder = target
         self.made_by: dict[str, dict[str, Any]] = {}  # part name -> what made it
         self._take_in(sorted(self.log.files))
-
-    @property
-    def version(self) -> int:
-        return self.log.version
 
     @property
     def inputs(self) -> dict[str, str]:
@@ -391,8 +387,7 @@ def _score_elsewhere(
     rows = 0
     cpu = settings.device == "cpu"
     scorer = ShardScorer(model, settings.batch_size, "cpu" if cpu else "auto")
-    gpu = False if cpu else None
-    results = parallel_map(scorer, items, engine, stateful=True, gpu=gpu)
+    results = parallel_map(scorer, items, engine, stateful=True, gpu=False if cpu else None)
     for (path, _, _), (written, size) in zip(items, results, strict=True):
         commit(path, written, size)
         rows += written

@@ -38,10 +38,10 @@ from ctfp.runs.folder import (
 )
 from ctfp.runs.layout import (
     AUTO_FEATURES,
+    Run,
     auto_features,
     check_layout,
     cross_validate,
-    embed_candidates,
     files_under,
     is_folder,
     model_identity,
@@ -52,7 +52,7 @@ from ctfp.runs.layout import (
     unread_warnings,
 )
 from ctfp.runs.models import save_model
-from ctfp.runs.remote import Claim, in_run_folder
+from ctfp.runs.remote import in_run_folder
 from ctfp.runs.verdict import EVIDENCE, beyond_chance, evidence_of, examines_generator, verdict
 from ctfp.settings import SettingsError
 
@@ -147,38 +147,24 @@ def run_task1(
     (:mod:`ctfp.runs.remote`); ``data`` may be a prefix on a store too (``s3://bucket/data``).
     """
     return in_run_folder(
-        data,
-        out,
-        "task1",
-        lambda *at: _run_task1(*at, settings, embed, engine, progress, overrides),
+        data, out, "task1", engine, progress, lambda r: _run_task1(r, settings, embed, overrides)
     )
 
 
 def _run_task1(
-    data: Location,
-    out: Path,
-    root: PathLike,
-    claim: Claim,
-    settings: Task1Settings | None,
-    embed: EmbedSettings | None,
-    engine: str | EngineSettings,
-    progress: bool,
-    overrides: dict[str, Any],
+    run: Run, settings: Task1Settings | None, embed: EmbedSettings | None, overrides: dict[str, Any]
 ) -> dict[str, Any]:
-    """:func:`run_task1` writing its files into ``out`` and its embeddings under ``root``
-    (``claim``: :func:`~ctfp.runs.remote.in_run_folder`'s, before the first write)."""
-    start = time.perf_counter()
+    """:func:`run_task1` as the :class:`~ctfp.runs.layout.Run` ``run``."""
+    data, out = run.data, run.out
     s = task1_settings(settings, overrides)
-    warnings: list[str] = []
     members = is_folder(data.join("train/used")) or not is_folder(data.join("train/not_used"))
-    if not members:
-        s, warnings = non_members_only(s)
+    s, warnings = (s, []) if members else non_members_only(s)
+    auto = s.method == AUTO
     required = ["train/used", "train/not_used", "test"] if members else ["train/not_used", "test"]
     check_layout(data, required)  # before weights are fetched or anything is embedded
     check_generated(data, s.method)
     if not members:
-        check_non_members_before_embedding(data, str(_calibrate(s, s.method == AUTO)))
-    auto = s.method == AUTO
+        check_non_members_before_embedding(data, str(_calibrate(s, auto)))
     embed_settings = embed or EmbedSettings(features="auto" if auto else "resnet50")
     if not auto and embed_settings.features == "auto":
         raise SettingsError(
@@ -186,19 +172,8 @@ def _run_task1(
             "type (--features resnet50, pixels, ...)"
         )
     check_k_before_embedding(data, s)
-    claim()
-    unread: dict[str, str] = {}
-    features, skipped, embedded = embed_candidates(
-        data,
-        root,
-        required,
-        embed_settings,
-        AUTO_FEATURES,
-        engine=engine,
-        progress=progress,
-        unread=unread,
-    )
-    for warning in unread_warnings(data, unread):
+    features, skipped, embedded = run.embed(required, embed_settings, AUTO_FEATURES)
+    for warning in unread_warnings(data, run.unread):
         logger.warning(f"warning: {warning}")
         warnings.append(warning)
     embedded_at = time.perf_counter()
@@ -224,7 +199,7 @@ def _run_task1(
             s, features, data_of, test_rows, warnings
         )
         auto = False
-    selection = _select(s, features, data_of, y, bool(gen_ids), progress)
+    selection = _select(run, s, features, data_of, y, bool(gen_ids))
     selected_at = time.perf_counter()
     # The answer: auto's winner; a named method at each k (a sweep) or at the k it has.
     ks = s.ks if not auto and len(s.ks) > 1 else [None]
@@ -301,20 +276,20 @@ def _run_task1(
         "selection": None
         if selection is None
         else {**selection.to_dict(), "features_tried": features, "skipped": skipped},
-        **settings_record("task1", s, embed_settings, engine),
+        **settings_record(run, s, embed_settings),
         "n_used": int(y.sum()),
         "n_not_used": int((y == 0).sum()),
         "n_generated": len(gen_ids),
         "n_test": len(ids),
-        "n_unreadable": len(unread),
+        "n_unreadable": len(run.unread),
         "mode": "members and non-members" if members else "non-members only",
         "evidence": EVIDENCE[examines_generator(s.method)],
         "warnings": warnings,
         "runs": runs,
         "model": model_identity(embedded[shown.features].metadata),
-        "seconds": round(time.perf_counter() - start, 2),
+        "seconds": round(time.perf_counter() - run.start, 2),
         "stage_seconds": {  # where the run's time went
-            "embedding": round(embedded_at - start, 2),
+            "embedding": round(embedded_at - run.start, 2),
             "selection": round(selected_at - embedded_at, 2),
             "fit_and_files": round(time.perf_counter() - selected_at, 2),
         },
@@ -386,12 +361,12 @@ def _named(s: Task1Settings, features: str, k: int) -> Any:
 
 
 def _select(
+    run: Run,
     s: Task1Settings,
     features: Sequence[str],
     data: dict[str, tuple[np.ndarray, np.ndarray | None]],
     y: np.ndarray,
     has_generated: bool,
-    progress: bool,
 ) -> Any:
     """The selection that answers the run: auto's among its grid; a named method's among its
     k (or its one setting), measured only where both classes allow the folds (else None)."""
@@ -407,7 +382,7 @@ def _select(
             return None
         candidates = [_named(s, f, k) for f in features for k in s.ks]
     on = f"{len(y)} training reals"
-    return cross_validate("task1", select, data, y, candidates, options, features, on, s, progress)
+    return cross_validate(run, select, data, y, candidates, options, features, on, s)
 
 
 def _fit(
@@ -465,8 +440,7 @@ def non_members_only(s: Task1Settings) -> tuple[Task1Settings, list[str]]:
             "no train/used/: the threshold flags what at most 5 % of the known non-members reach "
             f"(fpr:0.05) instead of {calibrate!r}, which needs known members"
         )
-    for note in notes:
-        logger.warning(f"warning: {note}")
+        logger.warning(f"warning: {notes[0]}")
     values = {n: getattr(s, n) for n in Task1Settings.field_names() if n not in ("options", "k")}
     return Task1Settings.with_options(**values, **options), notes
 

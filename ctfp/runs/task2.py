@@ -4,7 +4,6 @@ the test slices, write clusters.csv, the model and the summary."""
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,10 +20,10 @@ from ctfp.io.fs import Location, PathLike
 from ctfp.progress import logger
 from ctfp.runs.folder import CLUSTERS_FILE, MODEL_DIR, OPEN_SET_FILE, begin_commit, write_summary
 from ctfp.runs.layout import (
+    Run,
     check_layout,
     cross_validate,
     data_folder,
-    embed_candidates,
     files_under,
     model_identity,
     rows_by_id,
@@ -34,7 +33,7 @@ from ctfp.runs.layout import (
     unread_warnings,
 )
 from ctfp.runs.models import save_model
-from ctfp.runs.remote import Claim, in_run_folder
+from ctfp.runs.remote import in_run_folder
 from ctfp.store.reader import Embeddings
 
 #: Feature types ``--method auto`` tries with labels (ResNet50 too where its weights load).
@@ -89,27 +88,15 @@ def run_task2(
     end, ``summary.json`` last (:mod:`ctfp.runs.remote`); ``data`` may be on a store too.
     """
     return in_run_folder(
-        data,
-        out,
-        "task2",
-        lambda *at: _run_task2(*at, settings, embed, engine, progress, overrides),
+        data, out, "task2", engine, progress, lambda r: _run_task2(r, settings, embed, overrides)
     )
 
 
 def _run_task2(
-    data: Location,
-    out: Path,
-    root: PathLike,
-    claim: Claim,
-    settings: Task2Settings | None,
-    embed: EmbedSettings | None,
-    engine: str | EngineSettings,
-    progress: bool,
-    overrides: dict[str, Any],
+    run: Run, settings: Task2Settings | None, embed: EmbedSettings | None, overrides: dict[str, Any]
 ) -> dict[str, Any]:
-    """:func:`run_task2` writing its files into ``out`` and its embeddings under ``root``
-    (``claim``: :func:`~ctfp.runs.remote.in_run_folder`'s, before the first write)."""
-    start = time.perf_counter()
+    """:func:`run_task2` as the :class:`~ctfp.runs.layout.Run` ``run``."""
+    data, out = run.data, run.out
     s = (settings or Task2Settings()).replace(**overrides)
     embed_settings = embed or EmbedSettings()
     method = s.method
@@ -129,71 +116,58 @@ def _run_task2(
         method = "select" if groups_found else "gmm"
     if method == "gmm" and embed_settings.features == "auto":
         embed_settings = embed_settings.replace(features=BLIND_FEATURES)
-    claim()
-    unread: dict[str, str] = {}
-    features, skipped, embedded = embed_candidates(
-        data,
-        root,
-        ["test"],
-        embed_settings,
-        TASK2_FEATURES,
-        engine=engine,
-        progress=progress,
-        unread=unread,
-    )
+    features, skipped, embedded = run.embed(["test"], embed_settings, TASK2_FEATURES)
     first = embedded[features[0]]
     ids, test_ids = run_ids(first)
     train = np.char.startswith(first.ids.astype(str), "train/")
     rows = ids, test_ids, train & np.not_equal(first.labels, None)
     if method == "gmm":
         name, winner, model, clusters, recorded, fields = _blind(
-            out, s, embed_settings, first, rows, progress
+            run, s, embed_settings, first, rows
         )
     else:
         name, winner, model, clusters, recorded, fields = _labelled(
-            out, s, method, embed_settings, embedded, features, skipped, rows, progress
+            run, s, method, embed_settings, embedded, features, skipped, rows
         )
     write_run(out / CLUSTERS_FILE, ids, clusters)
     settings = {"task2": s.to_dict(), **recorded}
     save_model(model, out / MODEL_DIR, identity=winner.metadata, settings=settings)
-    fields["warnings"] = [*unread_warnings(data, unread), *fields["warnings"]]
-    fields["verdict"] += unread_note(len(unread))
+    fields["warnings"] = [*unread_warnings(data, run.unread), *fields["warnings"]]
+    fields["verdict"] += unread_note(len(run.unread))
     for warning in fields["warnings"]:
         logger.warning(f"warning: {warning}")
     logger.info(f"task2: {fields['verdict']}")
     summary = {
         "task": "task2",
         "method": name,
-        **settings_record("task2", s, embed_settings, engine),
+        **settings_record(run, s, embed_settings),
         "n_test": len(ids),
-        "n_unreadable": len(unread),
+        "n_unreadable": len(run.unread),
         "clusters": str(out / CLUSTERS_FILE),
         "model_dir": str(out / MODEL_DIR),
         "model": model_identity(winner.metadata),
         **fields,
-        "seconds": round(time.perf_counter() - start, 2),
+        "seconds": round(time.perf_counter() - run.start, 2),
     }
-    files = (
-        [CLUSTERS_FILE, MODEL_DIR] if method == "gmm" else [CLUSTERS_FILE, OPEN_SET_FILE, MODEL_DIR]
-    )
+    files = [CLUSTERS_FILE, *([] if method == "gmm" else [OPEN_SET_FILE]), MODEL_DIR]
     write_summary(out, summary, [out / f for f in files])
     return summary
 
 
 def _blind(
-    out: Path,
+    run: Run,
     s: Task2Settings,
     embed_settings: EmbedSettings,
     emb: Embeddings,
     rows: tuple[list[str], list[str], np.ndarray],
-    progress: bool,
 ) -> tuple[str, Embeddings, Any, np.ndarray, dict[str, Any], dict[str, Any]]:
     """The blind Gaussian mixture of the test slices: its name, embeddings, model, clusters,
     settings to record and summary fields (:func:`_run_task2` writes them). ``rows``: the
     test slices' run-file ids and ids, and the mask of the labelled rows."""
     ids, test_ids, train = rows
+    out = run.out
     x = rows_by_id(emb, test_ids)
-    result = cluster_slices(x, s.replace(method="gmm"), progress=progress)
+    result = cluster_slices(x, s.replace(method="gmm"), progress=run.progress)
     labels = result.labels
     sizes = np.bincount(labels, minlength=result.k).tolist()
     warnings = fit_warnings(result, sizes, s, x.shape)
@@ -236,7 +210,7 @@ def _blind(
 
 
 def _labelled(
-    out: Path,
+    run: Run,
     s: Task2Settings,
     method: str,
     embed_settings: EmbedSettings,
@@ -244,7 +218,6 @@ def _labelled(
     features: list[str],
     skipped: dict[str, str],
     rows: tuple[list[str], list[str], np.ndarray],
-    progress: bool,
 ) -> tuple[str, Embeddings, Any, np.ndarray, dict[str, Any], dict[str, Any]]:
     """Attribution with labels: cross-validated choice (``select``) or one way (``classify``,
     ``semi``), then the open set (written); as :func:`_blind`'s."""
@@ -259,6 +232,7 @@ def _labelled(
     )
 
     ids, test_ids, train = rows
+    out = run.out
     first = embedded[features[0]]
     train_ids = first.ids[train].tolist()
     groups = np.asarray([str(g) for g in first.labels[train]], dtype=object)
@@ -281,9 +255,7 @@ def _labelled(
         ]
     cv = s.selection
     on = f"{len(groups)} labelled slices of {len(names)} groups"
-    selection = cross_validate(
-        "task2", select, matrices, groups, candidates, cv, features, on, s, progress
-    )
+    selection = cross_validate(run, select, matrices, groups, candidates, cv, features, on, s)
     begin_commit(out)  # the previous run's results withdrawn, now that this one can write
     best = selection.best.candidate
     x_train, x_test = matrices[best.features]
@@ -323,9 +295,14 @@ def _labelled(
         f"{b.interval[1]:.2f}], accuracy {b.extra['accuracy']:.2f}, on {len(groups)} labelled "
         "slices"
     )
-    blind_spot = pvalues is not None and 1.0 / (len(groups) + 1) > cv.reject
-    if blind_spot:
+    warnings = []
+    if pvalues is not None and 1.0 / (len(groups) + 1) > cv.reject:  # the open set's blind spot
         verdict += f"; too few labelled slices for the open set to flag any at {cv.reject:.0%}"
+        warnings.append(
+            f"with {len(groups)} labelled slices the smallest open-set p-value is "
+            f"1/{len(groups) + 1} = {1.0 / (len(groups) + 1):.3f}, above --reject {cv.reject}: "
+            "no test slice can be called unknown; label more slices or raise --reject"
+        )
     elif pvalues is not None:
         verdict += (
             f"; {n_unknown} fit no known generator (about {cv.reject * len(ids):.0f} expected "
@@ -333,13 +310,6 @@ def _labelled(
         )
         if extra:
             verdict += ", more than chance: likely a generator not in train/"
-    warnings = []
-    if blind_spot:
-        warnings.append(
-            f"with {len(groups)} labelled slices the smallest open-set p-value is "
-            f"1/{len(groups) + 1} = {1.0 / (len(groups) + 1):.3f}, above --reject {cv.reject}: "
-            "no test slice can be called unknown; label more slices or raise --reject"
-        )
     fields = {
         "mode": "auto" if method == "select" else method,
         "features": best.features,
