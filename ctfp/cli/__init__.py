@@ -58,13 +58,9 @@ def deprecated_alias(flag: str, new: str, dest: str, type: Callable[[str], Any])
             )
             setattr(namespace, self.dest, values)
 
-    return {
-        "dest": dest,
-        "type": type,
-        "action": Alias,
-        "help": argparse.SUPPRESS,
-        "default": argparse.SUPPRESS,
-    }
+    return dict(
+        dest=dest, type=type, action=Alias, help=argparse.SUPPRESS, default=argparse.SUPPRESS
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -357,20 +353,14 @@ def _main(argv: Sequence[str] | None) -> int:
         print("ctfp: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
     except Exception as exc:
-        # The system's or a store's error that no layer below named (most are named where
-        # the path is known, ctfp.io.fs): one line all the same, never a traceback.
-        if not _storage(exc):
+        # The system's error (disk full, read-only...) or a store's that no layer below named
+        # (most are named where the path is known, ctfp.io.fs): one line all the same, never a
+        # traceback. pyarrow is loaded by whatever raised its error.
+        pyarrow = sys.modules.get("pyarrow")
+        if not (isinstance(exc, OSError) or (pyarrow and type(exc) is pyarrow.ArrowException)):
             raise
         print(f"ctfp: error: {StorageError.of(exc)}", file=sys.stderr)
         return 2
-
-
-def _storage(exc: BaseException) -> bool:
-    """Whether ``exc`` is the system's error (disk full, read-only...) or a store's."""
-    if isinstance(exc, OSError):
-        return True
-    pyarrow = sys.modules.get("pyarrow")  # loaded by whatever raised it
-    return pyarrow is not None and type(exc) is pyarrow.ArrowException
 
 
 __all__ = ["build_parser", "main"]

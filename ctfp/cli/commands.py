@@ -118,11 +118,14 @@ def evaluate(args: argparse.Namespace) -> int:
 
 @contextlib.contextmanager
 def _run_file(run: str) -> Iterator[str | os.PathLike[str]]:
-    """RUN as ``evaluate`` reads it: a run file of a run folder checked
-    (:func:`check_run_file`; on a store, in its checked local copy); a file elsewhere on a
-    store (no run's summary, scores or model beside it) read from there, as it is."""
+    """RUN as ``evaluate`` reads it: a run file inside a ctfp run folder, or one k of its sweep,
+    only if that run finished and the file is the one it recorded
+    (:func:`ctfp.runs.folder.check_if_run`; on a store, in its checked local copy); a file
+    elsewhere on a store (no run's summary, scores or model beside it) from there, as it is."""
+    import re
+
     from ctfp.io.fs import child, is_remote, resolve
-    from ctfp.runs.folder import MODEL_DIR, MODEL_FILE, SCORES_FILE, SUMMARY_FILE
+    from ctfp.runs.folder import MODEL_DIR, MODEL_FILE, SCORES_FILE, SUMMARY_FILE, check_if_run
     from ctfp.runs.remote import local_run
 
     folder, name = os.path.split(run)
@@ -131,21 +134,10 @@ def _run_file(run: str) -> Iterator[str | os.PathLike[str]]:
         yield run
         return
     with local_run(folder) as (local, _):
-        check_run_file(str(local / name))
+        here = (local / name).parent
+        if not (re.fullmatch(r"k\d+", here.name) and check_if_run(here.parent)):
+            check_if_run(here, (MODEL_DIR, SCORES_FILE))
         yield local / name
-
-
-def check_run_file(run: str) -> None:
-    """A run file inside a ctfp run folder, or one k of its sweep, is evaluated only if that
-    run finished and the file is the one it recorded (:func:`ctfp.runs.folder.check_if_run`)."""
-    import re
-    from pathlib import Path
-
-    from ctfp.runs.folder import MODEL_DIR, SCORES_FILE, check_if_run
-
-    folder = Path(run).parent
-    if not (re.fullmatch(r"k\d+", folder.name) and check_if_run(folder.parent)):
-        check_if_run(folder, (MODEL_DIR, SCORES_FILE))
 
 
 def validate(args: argparse.Namespace) -> int:

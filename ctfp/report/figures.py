@@ -42,13 +42,8 @@ def new_figure(width: float = 6.4, height: float = 4.0) -> tuple[Any, Any]:
 
 def check_labels(fig: Any) -> None:
     """Every axes of ``fig`` names what its axes show (a non-empty x and y label), so that no
-    figure of a report reads as bare numbers.
-
-    Raises
-    ------
-    ValueError
-        An axes without an x or y label (named by its title).
-    """
+    figure of a report reads as bare numbers: a ValueError names (by its title) one that does
+    not."""
     for ax in fig.get_axes():
         if not ax.get_visible() or ax.get_label() == "<colorbar>":
             continue

@@ -131,11 +131,10 @@ def table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     for row in rows:
         cells = []
         for cell in row:
+            text = fmt(cell)
             if isinstance(cell, Html):
                 cells.append(f"<td>{cell}</td>")
-                continue
-            text = fmt(cell)
-            if isinstance(cell, (int, float)) and not isinstance(cell, bool):
+            elif isinstance(cell, (int, float)) and not isinstance(cell, bool):
                 cells.append(f'<td class="num">{escape(text)}</td>')
             elif max(map(len, text.split()), default=0) >= LONG_WORD:
                 cells.append(f'<td class="long">{escape(text)}</td>')

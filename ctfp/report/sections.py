@@ -123,8 +123,7 @@ def selection_section(summary: dict[str, Any]) -> str:
             f"<details><summary>All {len(rows)} scores</summary>"
         )
         header = ["candidate", "ROC-AUC, test vs held-out non-members", "SE of gap to best"]
-        header.append("error")
-        return "".join(parts) + table(header, rows) + "</details></section>"
+        return "".join(parts) + table([*header, "error"], rows) + "</details></section>"
     if not selection:
         return "".join(parts) + '<p class="note">The method was given, not chosen.</p></section>'
     metric = selection.get("metric") or ("roc_auc" if summary.get("task") == "task1" else "ari")
@@ -167,9 +166,7 @@ def selection_section(summary: dict[str, Any]) -> str:
     header = ["candidate", f"CV {name}", "SE", "95 % interval", "SE of gap to best"]
     header += ["accuracy"] if accuracy else []
     parts.append(f"<details><summary>All {len(rows)} candidates</summary>")
-    parts.append(table([*header, "", "error"], rows))
-    parts.append("</details></section>")
-    return "".join(parts)
+    return "".join(parts) + table([*header, "", "error"], rows) + "</details></section>"
 
 
 def settings_section(

@@ -131,11 +131,10 @@ def task1_body(
         members, non_members = train[known == 1], train[known == 0]
         implied = ""
         if threshold is not None and len(non_members):
-            fpr = float((non_members >= threshold).mean())
             tpr = float((members >= threshold).mean()) if len(members) else None
             implied = (
-                f" At the threshold, {fpr:.0%} of the known non-members would be flagged (the "
-                "false-positive rate it implies)"
+                f" At the threshold, {float((non_members >= threshold).mean()):.0%} of the known "
+                "non-members would be flagged (the false-positive rate it implies)"
                 + (f" and {tpr:.0%} of the known members found" if tpr is not None else "")
                 + "."
             )
