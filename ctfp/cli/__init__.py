@@ -247,21 +247,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", metavar="OUT", help="the --out folder of `ctfp run`")
     p.add_argument("--out", default=None, help="where to write (default OUT/report.html)")
     p.add_argument("--truth", default=None, help=truth)
-    p.add_argument(
-        "--max-items",
-        type=int,
-        default=12,
-        help="evidence rows (task1) or thumbnails per cluster (task2); default 12",
-    )
+    items = "evidence rows (task1) or thumbnails per cluster (task2); default 12"
+    p.add_argument("--max-items", type=int, default=12, help=items)
     p.add_argument("--k", type=int, default=None, help="task1 k sweep: the k shown in detail")
 
     p = command("demo", commands.demo, "run ctfp on the sample shipped with it")
     p.add_argument("--out", default="demo-out", help="output folder (default demo-out)")
-    p.add_argument(
-        "--weights",
-        default=None,
-        help="imagenet, random or PATH (default: imagenet if it can be had, else random)",
-    )
+    weights = "imagenet, random or PATH (default: imagenet if it can be had, else random)"
+    p.add_argument("--weights", default=None, help=weights)
     return parser
 
 

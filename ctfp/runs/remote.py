@@ -44,9 +44,9 @@ def in_run_folder(
     when ``body`` returns (its summary then names ``out``).
 
     A run folder belongs to one data folder and task (another is refused before anything is
-    written, :func:`~ctfp.runs.folder.check_origin`) and has one writer: ``body`` calls
-    ``claim()`` before its first write, which takes the folder's lock (lease), held until
-    its commit record is written, and records what the folder belongs to."""
+    written, :func:`~ctfp.runs.folder.check_origin`) and has one writer: ``run.claim()``,
+    called before the first write (``run.embed`` does), takes the folder's lock (lease), held
+    until its commit record is written, and records what the folder belongs to."""
     from ctfp.runs.folder import check_origin, write_origin
     from ctfp.runs.layout import Run, data_folder
 
