@@ -8,13 +8,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ctfp.report.audit_md import (
-    SCORERS,
-    WAYS,
-    Answer,
-    criterion_meaning,
-    features_plain,
-)
+from ctfp.report.audit_md import SCORERS, WAYS, Answer, criterion_meaning, features_plain
 from ctfp.report.figures import map_plot, projections
 from ctfp.report.html import Html, escape, figure, fmt, table
 from ctfp.report.rows import Rows

@@ -67,18 +67,12 @@ def task2_body(
     for n, name in enumerate(sorted({g for g in groups if not g.startswith("cluster ")})):
         colours[name] = group_colour.get(name[len("train/") :], GREYS[n % len(GREYS)])
         markers[name] = "X"
-    sections.append(
-        map_section(
-            rows,
-            groups,
-            colours,
-            "Every embedded slice projected to 2-D: test slices (dots) coloured by their "
-            "cluster, labelled training examples (crosses) in the colour of the cluster their "
-            "group was matched to (grey: no cluster stands for it).",
-            seed,
-            markers,
-        )
+    caption = (
+        "Every embedded slice projected to 2-D: test slices (dots) coloured by their cluster, "
+        "labelled training examples (crosses) in the colour of the cluster their group was "
+        "matched to (grey: no cluster stands for it)."
     )
+    sections.append(map_section(rows, groups, colours, caption, seed, markers))
 
     # Cluster sizes and the k sweep.
     sizes = [len(members[c]) for c in names]

@@ -67,11 +67,7 @@ class SavedModel:
 
 
 def save_model(
-    model: Any,
-    path: PathLike,
-    *,
-    identity: dict[str, Any],
-    settings: dict[str, Any] | None = None,
+    model: Any, path: PathLike, *, identity: dict[str, Any], settings: dict[str, Any] | None = None
 ) -> Path | str:
     """Save a fitted model (a membership method or a task 2 clustering) to folder ``path``
     (local, or on an object store under its write lease), ``model.json`` last.
