@@ -77,7 +77,7 @@ def _within(seconds: float, call: Callable[[], T], what: str) -> T:
 _LOCKED_HERE: set[str] = set()
 
 
-class _Held:
+class Held:
     """A held lock: ``with`` blocks release it on leaving."""
 
     def release(self) -> None:
@@ -90,7 +90,7 @@ class _Held:
         self.release()
 
 
-class FolderLock(_Held):
+class FolderLock(Held):
     """One writer at a time in an output folder: an exclusive lock on ``folder/.lock``, held
     until :meth:`release` (or the end of a ``with`` block). Taken by embedding, caching and
     scoring runs alike; a second one, in another process or this one, gets a clear error."""
@@ -134,7 +134,7 @@ class FolderLock(_Held):
             _LOCKED_HERE.discard(self._key)
 
 
-class Lease(_Held):
+class Lease(Held):
     """The write lease of ``folder`` (an object-store :class:`~ctfp.io.fs.Location`), held
     until :meth:`release` (or the end of a ``with`` block).
 
@@ -266,4 +266,4 @@ class Lease(_Held):
             )
 
 
-__all__ = ["LEASE_FILE", "LEASE_SECONDS", "FolderLock", "Lease", "alive"]
+__all__ = ["LEASE_FILE", "LEASE_SECONDS", "FolderLock", "Held", "Lease", "alive"]

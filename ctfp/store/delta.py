@@ -32,7 +32,7 @@ import pyarrow as pa
 
 from ctfp.exceptions import CtfpError, InputError, ShardMismatchError, StorageError, first_line
 from ctfp.io.fs import Location, PathLike, child, resolve
-from ctfp.io.locks import _Held
+from ctfp.io.locks import Held
 from ctfp.progress import logger
 
 PREFIX = "delta:"
@@ -359,7 +359,7 @@ class DeltaLog:
         return theirs, gone
 
 
-class Unlocked(_Held):
+class Unlocked(Held):
     """What a table writer holds instead of a lock: nothing (see :class:`DeltaLog`)."""
 
     def check(self) -> None:
