@@ -13,6 +13,12 @@ from ctfp.membership.selection import fit_scorer
 from ctfp.selection import Candidate, aucs
 
 
+def deal(n: int, folds: int, seed: int) -> np.ndarray:
+    """(n,) fold number of each of ``n`` known non-members: dealt round-robin, then shuffled
+    (seeded); the choice and the false-positive check deal them alike."""
+    return np.random.default_rng(seed).permutation(np.arange(n) % folds)
+
+
 def choose_without_members(
     data: Mapping[str, tuple[np.ndarray, np.ndarray | None]],
     test: Mapping[str, np.ndarray],
@@ -47,7 +53,7 @@ def choose_without_members(
     n = len(next(iter(data.values()))[0])
     t = len(next(iter(test.values())))
     y = np.zeros(n + t, dtype=np.int64)
-    fold = np.random.default_rng(seed).permutation(np.arange(n) % folds)
+    fold = deal(n, folds, seed)
     on_test = np.arange(n + t) >= n
     fit_score_of = fit_scorer(stacked, y, seed, device, calibrate="fpr:0.5")
     rows, kept, scores = [], [], []  # scores: per kept candidate, per fold (fold's + test)
@@ -112,7 +118,7 @@ def heldout_false_positives(
     counted. Under the split-conformal bound the held-out rate is at most the promised one on
     average; a much higher one says the bound does not hold here. None where the folds leave
     too few non-members to fit on (the fit's ValueError)."""
-    fold = np.random.default_rng(seed).permutation(np.arange(n) % folds)
+    fold = deal(n, folds, seed)
     flagged = 0
     for f in range(folds):
         held = fold == f
@@ -123,4 +129,4 @@ def heldout_false_positives(
     return {"flagged": flagged, "of": n, "rate": round(flagged / n, 4), "folds": folds}
 
 
-__all__ = ["choose_without_members", "heldout_false_positives"]
+__all__ = ["choose_without_members", "deal", "heldout_false_positives"]
