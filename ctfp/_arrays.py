@@ -39,9 +39,7 @@ def check_matrix(a: Any, name: str = "X") -> None:
         raise ValueError(f"{name} is empty: shape {tuple(a.shape)}")
     if is_torch(a):
         finite = bool(a.isfinite().all())
-    else:
-        # NaN propagates through min and max and an infinity becomes one of them: two
-        # allocation-free reductions instead of a boolean array as large as the data.
+    else:  # NaN and infinity show in min or max, without a boolean array as large as a
         finite = bool(np.isfinite(np.min(a)) and np.isfinite(np.max(a)))
     if not finite:
         raise ValueError(f"{name} contains NaN or infinite values")
@@ -72,11 +70,9 @@ def check_input(estimator: Any, X: Any, *, reset: bool, dtype: Any) -> Any:
     """``X`` (n_samples, n_features) checked the way scikit-learn checks input, and the
     ``estimator``'s ``n_features_in_`` set (``reset``, in ``fit``) or compared.
 
-    Host data (numpy, lists, DataFrames, memmaps) goes through
-    :func:`sklearn.utils.validation.validate_data`, for its messages (NaN, infinity, sparse,
-    complex, 1-D, empty input, feature count and names), and comes back as a C-contiguous
-    numpy array of ``dtype`` (one dtype or a list of accepted ones). A torch tensor or CuPy
-    array is checked where it is and returned as it is: data on a GPU stays there.
+    Host data goes through :func:`sklearn.utils.validation.validate_data` (for its messages)
+    and comes back as a C-contiguous numpy array of ``dtype`` (one or a list of accepted ones).
+    A torch tensor or CuPy array is checked where it is and returned as it is.
     """
     if not (is_torch(X) or is_cupy(X)):
         from sklearn.utils.validation import validate_data

@@ -1,9 +1,6 @@
 """Saving a fitted estimator without pickles: its settings (``get_params()``) and the fitted
-attributes it declares in ``saved_state``, each by the name it is saved under (the names of
-the files written before 0.4, so that those models still load).
-
-A saved model is JSON-ready values (``model.json``) and numpy arrays (``arrays.npz``,
-:mod:`ctfp.runs.models`): loading one runs no code from the file.
+attributes it declares in ``saved_state``, as JSON-ready values (``model.json``) and numpy arrays
+(``arrays.npz``, :mod:`ctfp.runs.models`): loading one runs no code from the file.
 """
 
 from __future__ import annotations
@@ -47,16 +44,15 @@ def jsonable(value: Any) -> Any:
 class SavedState:
     """``to_state()`` and ``from_state()`` from ``get_params()`` and ``saved_state``.
 
-    ``to_state`` saves every ``__init__`` parameter but those in ``unsaved_params`` (chosen
-    again at load time, as the device is) in the JSON part, those in ``array_params`` in the
-    arrays, and each declared attribute: an object with ``to_bytes()`` (a FAISS index) or a
-    numeric array in the arrays, anything else in the JSON part. ``from_state`` calls
-    ``__init__`` with the saved parameters (an older file may lack some: their defaults
-    apply) and ``device``, sets each declared attribute to what was saved (None where an older
-    file has nothing) and calls ``_restore(device)``.
+    Parameters go in the JSON part (``array_params`` in the arrays; ``unsaved_params``, such as
+    the device, nowhere); a declared attribute goes in the arrays when it has ``to_bytes()`` (a
+    FAISS index) or is a numeric array, else in the JSON part. Loading calls ``__init__`` with
+    what was saved (defaults for what an older file lacks), sets each attribute (None where
+    missing) and calls ``_restore(device)``.
     """
 
-    #: The fitted attributes a saved model holds, each by the name it is saved under.
+    #: The fitted attributes a saved model holds, each by the name it is saved under (the names
+    #: of the files written before 0.4, so that those still load).
     saved_state: ClassVar[Mapping[str, str]] = {}
     #: ``__init__`` parameters a saved model does not hold.
     unsaved_params: ClassVar[tuple[str, ...]] = ("device",)

@@ -17,36 +17,18 @@ def sample_dir() -> Path:
     return Path(str(resources.files("ctfp") / "data" / "sample"))
 
 
-def _choose_weights(weights: str | None) -> str:
-    if weights is not None:
-        return weights
-    from ctfp.embed.backbone import imagenet_unavailable
-
-    if imagenet_unavailable() is None:
-        return "imagenet"
-    logger.info(
-        "ImageNet weights cannot be had here (no internet or cache); using seeded random "
-        "weights (--weights random --weights-seed 0) instead"
-    )
-    return "random"
-
-
-# Three stand-ins for generators, each with its own fingerprint (as in the test set-up).
 def _blur(a: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     from PIL import Image, ImageFilter
 
     return np.asarray(Image.fromarray(a).filter(ImageFilter.GaussianBlur(3)))
 
 
-def _noise(a: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    return np.clip(a + rng.normal(0, 25, a.shape), 0, 255).astype(np.uint8)
-
-
-def _poster(a: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    return (a // 64 * 64).astype(np.uint8)
-
-
-GENERATORS = {"blur": _blur, "noise": _noise, "poster": _poster}
+# Three stand-ins for generators, each with its own fingerprint (as in the test set-up).
+GENERATORS = {
+    "blur": _blur,
+    "noise": lambda a, rng: np.clip(a + rng.normal(0, 25, a.shape), 0, 255).astype(np.uint8),
+    "poster": lambda a, rng: (a // 64 * 64).astype(np.uint8),
+}
 
 
 def _save(a: np.ndarray, path: Path) -> None:
@@ -117,7 +99,15 @@ def run_demo(
 
     start = time.perf_counter()
     out = Path(out)
-    weights = _choose_weights(weights)
+    if weights is None:
+        from ctfp.embed.backbone import imagenet_unavailable
+
+        weights = "imagenet" if imagenet_unavailable() is None else "random"
+        if weights == "random":
+            logger.info(
+                "ImageNet weights cannot be had here (no internet or cache); using seeded random "
+                "weights (--weights random --weights-seed 0) instead"
+            )
     tag = weights if weights in ("imagenet", "random") else "file"
     shards = out / f"embeddings-{tag}"
     settings = EmbedSettings(weights=weights)
@@ -146,11 +136,8 @@ def run_demo(
 
     folders = build_demo_data(out / "data")
     runs: dict[str, dict[str, Any]] = {}
-    # Task 1: the seed paper's method on ResNet50; proximity on the pixels, where copies of
-    # training slices show first (and each slice goes through ResNet50 once). Task 2 on the
-    # generators' noise fingerprint (the blind default, and where the benchmarks find the
-    # generators); the labelled examples choose the way and its settings. ResNet50's 2048-d
-    # candidates took most of the demo's time, and with random weights say nothing.
+    # Task 1: the seed method on ResNet50, and proximity on the pixels (where copies show
+    # first). Task 2 on the residual (noise) fingerprint, where the generators show.
     for name, task, features, options in (
         ("task1-seed", "task1", settings.features, {"method": "centroid", "k": (2,)}),
         ("task1-proximity", "task1", "pixels", {"method": "proximity", "k": ()}),

@@ -29,17 +29,15 @@ class Problem:
 
 
 def _file_type(path: str | os.PathLike[str]) -> tuple[Location, Any]:
-    """``path`` (a local path or a store URI) resolved, and what is there (a
-    ``pyarrow.fs.FileType``: File, Directory or NotFound)."""
+    """``path`` (local or a store URI) resolved, and its ``pyarrow.fs.FileType``."""
     where = resolve(as_local(path))
     with where.failing():
         return where, where.filesystem.get_file_info(where.path).type
 
 
 def _read_text(path: str | os.PathLike[str], what: str) -> str:
-    """The UTF-8 text of ``path`` (local or on a store) exactly as stored (as ``newline=""``
-    reads it: a carriage return inside a quoted field stays one); errors name ``what`` and
-    the file."""
+    """The UTF-8 text of ``path`` (local or on a store), line ends as stored; errors name
+    ``what`` and the file."""
     import pyarrow.fs as pafs
 
     name = str(path)
@@ -70,14 +68,7 @@ def membership_metrics(
     higher = more likely used) come with it, plus that all-"used" baseline on the same truth.
     """
     from scipy.stats import rankdata
-    from sklearn.metrics import (
-        accuracy_score,
-        cohen_kappa_score,
-        f1_score,
-        precision_score,
-        recall_score,
-        roc_auc_score,
-    )
+    from sklearn import metrics as skm
 
     t = np.asarray(y_true, dtype=int)
     p = np.asarray(y_pred, dtype=int)
@@ -85,17 +76,17 @@ def membership_metrics(
     auc = None
     if scores is not None and both:
         # On the ranks: the same AUC (only the order counts), and +/-inf scores keep theirs.
-        auc = float(roc_auc_score(t, rankdata(np.asarray(scores, dtype=float))))
+        auc = float(skm.roc_auc_score(t, rankdata(np.asarray(scores, dtype=float))))
     return {
         "n": len(t),
         "n_used": int(t.sum()),
-        "f1": float(f1_score(t, p, pos_label=1, zero_division=0)),
-        "accuracy": float(accuracy_score(t, p)),
-        "kappa": float(cohen_kappa_score(t, p)) if both or len(np.unique(p)) > 1 else 0.0,
+        "f1": float(skm.f1_score(t, p, pos_label=1, zero_division=0)),
+        "accuracy": float(skm.accuracy_score(t, p)),
+        "kappa": float(skm.cohen_kappa_score(t, p)) if both or len(np.unique(p)) > 1 else 0.0,
         "roc_auc": auc,
-        "precision": float(precision_score(t, p, zero_division=0)),
-        "recall": float(recall_score(t, p, zero_division=0)),
-        "baseline_all_used_f1": float(f1_score(t, np.ones_like(t), zero_division=0)),
+        "precision": float(skm.precision_score(t, p, zero_division=0)),
+        "recall": float(skm.recall_score(t, p, zero_division=0)),
+        "baseline_all_used_f1": float(skm.f1_score(t, np.ones_like(t), zero_division=0)),
     }
 
 
@@ -110,10 +101,6 @@ def aucs(y: np.ndarray, scores: np.ndarray) -> np.ndarray:
     neg = y.shape[1] - pos
     u = np.where(y, ranks, 0).sum(1) - pos * (pos + 1) / 2
     return u / np.maximum(pos * neg, 1)
-
-
-#: Resamples of the bootstrap intervals ``evaluate`` reports.
-BOOTSTRAP = 1000
 
 
 def bootstrap_indices(y_true: np.ndarray, resamples: int, seed: int) -> np.ndarray:
@@ -146,7 +133,7 @@ def membership_intervals(
     y_pred: Sequence[int],
     scores: Sequence[float] | None = None,
     *,
-    resamples: int = BOOTSTRAP,
+    resamples: int = 1000,
     seed: int = 0,
 ) -> dict[str, list[float] | None]:
     """95 % bootstrap percentile intervals of F1, accuracy, kappa and ROC-AUC (resampling the
@@ -191,6 +178,9 @@ def attribution_metrics(y_true: Sequence[Any], y_pred: Sequence[int]) -> dict[st
 
 
 # -- run files ---------------------------------------------------------------------------------
+OPEN_SET_HINT = " (-1, in no known group, is open_set.csv's mark; a challenge run is clusters.csv)"
+
+
 def quote_field(field: str) -> str:
     """``field`` as one RFC 4180 CSV field: as it is when it can be, else in double quotes
     (commas, quotes, line breaks, or spaces at its ends that a reader would strip)."""
@@ -200,9 +190,8 @@ def quote_field(field: str) -> str:
 
 
 def write_run(path: str | os.PathLike[str], ids: Iterable[str], values: Iterable[int]) -> None:
-    """Write an ImageCLEF run file: ``<id>,<value>`` per line, no header. An id that a plain
-    line cannot hold (a comma, a quote, a line break, spaces at its ends) is quoted as CSV
-    does (RFC 4180), which :func:`validate_run` and :func:`read_run` read back."""
+    """Write an ImageCLEF run file: ``<id>,<value>`` per line, no header, ids quoted where
+    needed (:func:`quote_field`)."""
     from ctfp.store.writer import write_text_atomic
 
     lines = "".join(f"{quote_field(i)},{int(v)}\n" for i, v in zip(ids, values, strict=True))
@@ -212,25 +201,23 @@ def write_run(path: str | os.PathLike[str], ids: Iterable[str], values: Iterable
 def csv_records(text: str) -> list[tuple[int, list[tuple[str, bool]]]]:
     """RFC 4180 records of ``text``: (line number where the record starts, [(field, quoted)]).
 
-    A quoted field may hold commas, doubled quotes and line breaks; whether a field was quoted
-    is kept so that a reader strips the spaces of unquoted fields only. An empty line is a
-    record with no fields. A quote left open is an error naming its line.
+    Whether a field was quoted is kept, so that a reader strips the spaces of unquoted fields
+    only. An empty line is a record with no fields; a quote left open is an error.
     """
     records: list[tuple[int, list[tuple[str, bool]]]] = []
     fields: list[tuple[str, bool]] = []
     field: list[str] = []
     quoted = in_quotes = False
     line = start = 1
-    i, n = 0, len(text)
-    while i < n:
+    i = 0
+    while i < len(text):
         c = text[i]
         if in_quotes:
-            if c == '"':
-                if i + 1 < n and text[i + 1] == '"':
-                    field.append('"')
-                    i += 1
-                else:
-                    in_quotes = False
+            if text[i : i + 2] == '""':
+                field.append('"')
+                i += 1
+            elif c == '"':
+                in_quotes = False
             else:
                 line += c == "\n" or (c == "\r" and text[i + 1 : i + 2] != "\n")
                 field.append(c)
@@ -239,9 +226,8 @@ def csv_records(text: str) -> list[tuple[int, list[tuple[str, bool]]]]:
         elif c == ",":
             fields.append(("".join(field), quoted))
             field, quoted = [], False
-        elif c == "\n" or c == "\r":
-            if c == "\r" and i + 1 < n and text[i + 1] == "\n":
-                i += 1
+        elif c in "\r\n":
+            i += text[i : i + 2] == "\r\n"
             if fields or field or quoted:
                 fields.append(("".join(field), quoted))
             records.append((start, fields))
@@ -318,14 +304,9 @@ def validate_run(
             seen[run_id] = number
         if task == "task1" and value not in ("0", "1"):
             problem(number, f"label {value!r} is not the integer 0 or 1")
-        if task == "task2" and not (
-            (value.isdigit() and value.isascii()) or (unknown and value == "-1")
-        ):
-            hint = (
-                " (-1, in no known group, is open_set.csv's mark; a challenge run is clusters.csv)"
-                if value == "-1"
-                else ""
-            )
+        cluster = (value.isdigit() and value.isascii()) or (unknown and value == "-1")
+        if task == "task2" and not cluster:
+            hint = OPEN_SET_HINT if value == "-1" else ""
             problem(number, f"cluster {value!r} is not a non-negative integer{hint}")
     for run_id, number in (known or {}).items():
         if run_id not in seen:
@@ -382,25 +363,19 @@ def read_run(path: str | os.PathLike[str], task: str, unknown: bool = False) -> 
 
 def read_table(path: str | os.PathLike[str], value_column: str) -> dict[str, str]:
     """``{id: value}`` from a CSV with a header naming ``id`` and ``value_column`` (in any
-    case).
-
-    A truth file may also be headerless ``<id>,<value>`` lines, like a run file. Fields are
-    RFC 4180 CSV: a quoted field is exactly what its quotes hold (carriage returns, line
-    breaks and spaces at its ends included); the spaces around an unquoted field are not its
-    own. An id given twice is an error naming both lines.
-    """
+    case), or of headerless ``<id>,<value>`` lines. Fields are RFC 4180 CSV (an unquoted
+    field's outer spaces are not its own); an id given twice is an error naming both lines."""
     return {i: value for i, (value, _) in _table_lines(path, value_column).items()}
 
 
 def _table_lines(path: str | os.PathLike[str], value_column: str) -> dict[str, tuple[str, int]]:
     """:func:`read_table`'s ``{id: (value, line number)}``."""
     name = str(path)
+    text = _read_text(path, "file")
     try:
-        records = csv_records(_read_text(path, "file"))
-    except InputError as exc:
-        if str(exc).startswith("line "):  # csv_records' own: say which file
-            raise InputError(f"{name!r} {exc}") from None
-        raise
+        records = csv_records(text)
+    except InputError as exc:  # say which file
+        raise InputError(f"{name!r} {exc}") from None
     numbered = [
         (number, [field if quoted else field.strip() for field, quoted in fields])
         for number, fields in records
@@ -523,10 +498,8 @@ def format_table(metrics: dict[str, Any]) -> str:
     lines = []
     for key, value in metrics.items():
         if isinstance(value, list) and len(value) == 2:  # a 95 % interval
-            shown = f"[{value[0]:.4f}, {value[1]:.4f}]"
-        else:
-            shown = (
-                f"{value:.4f}" if isinstance(value, float) else ("-" if value is None else value)
-            )
-        lines.append(f"{key:<{width}}  {shown}")
+            value = f"[{value[0]:.4f}, {value[1]:.4f}]"
+        elif isinstance(value, float):
+            value = f"{value:.4f}"
+        lines.append(f"{key:<{width}}  {'-' if value is None else value}")
     return "\n".join(lines)

@@ -32,15 +32,14 @@ class DeviceError(CtfpError):
 
 
 class StorageError(CtfpError, OSError):
-    """A file, folder or object could not be written or read: the system's or the store's
-    reason in one line, naming the path or URI and saying what to do (:meth:`of`). Also an
-    ``OSError``, so that code which goes on after a store's hiccup catches it as before."""
+    """A file, folder or object could not be written or read: the reason in one line, naming
+    the path or URI and what to do (:meth:`of`). An ``OSError`` too, for code that catches
+    those."""
 
     @classmethod
     def of(cls, exc: BaseException, where: object = None, endpoint: str | None = None) -> Self:
         """The error of ``exc`` (an ``OSError``, or pyarrow's error of a store) at ``where``
-        (default: the file the OS names); ``endpoint``: the store's, named where it does not
-        answer."""
+        (default: the file the OS names); ``endpoint`` is named where a store does not answer."""
         if isinstance(exc, cls):
             return exc
         errno_ = getattr(exc, "errno", None)

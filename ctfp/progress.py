@@ -26,19 +26,15 @@ class _StderrHandler(logging.StreamHandler):
 
 
 def configure_logging(quiet: bool = False) -> None:
-    """Log ctfp messages to stderr as plain lines (``quiet``: warnings and errors only).
-
-    Python warnings of the libraries ctfp drives (PIL, nibabel, pydicom) go through the same
-    log as one line each, and ``quiet`` silences them as it silences the rest.
-    """
+    """Log ctfp messages to stderr as plain lines (``quiet``: warnings and errors only), the
+    Python warnings of the libraries ctfp drives as one line each (``quiet``: none)."""
     if not logger.handlers:
         handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("%(message)s"))
         logger.addHandler(handler)
         logger.propagate = False
     logger.setLevel(logging.WARNING if quiet else logging.INFO)
-    # Off, then on: logging keeps the first showwarning it replaced, and a caller (a notebook,
-    # a test runner) may have put its own back since.
+    # Off, then on: a caller (a notebook, a test runner) may have put its showwarning back.
     logging.captureWarnings(False)
     logging.captureWarnings(True)
     captured = logging.getLogger("py.warnings")

@@ -41,27 +41,11 @@ def option(
     check: Callable[[Any], None] | None = None,
     cli: bool = True,
 ) -> Any:
-    """A settings field.
-
-    Parameters
-    ----------
-    default
-        The default value (immutable: tuples, not lists).
-    help
-        One line for ``--help`` and the README.
-    choices
-        The valid values (strings); anything else is refused with this list.
-    minimum, maximum
-        Inclusive bounds of a number. Every float must also be finite.
-    flag
-        The command-line flag (default ``--field-name``).
-    metavar, parse
-        How the command line shows and parses the value (``parse`` gets the text).
-    check
-        Extra validation of a non-None value; raises ``ValueError`` with a message.
-    cli
-        False keeps the field off the command line (API only).
-    """
+    """A settings field: its ``default`` (immutable: tuples, not lists) and one ``help`` line
+    for ``--help`` and the README. ``choices``: the valid values; ``minimum``, ``maximum``:
+    inclusive bounds of a number (a float must be finite too); ``flag`` (default
+    ``--field-name``), ``metavar`` and ``parse`` (of the text): the command line's; ``check``:
+    extra validation of a non-None value, raising ``ValueError``; ``cli=False``: API only."""
     return dataclasses.field(
         default=default,
         metadata={
@@ -83,11 +67,7 @@ def field_types(annotation: Any) -> tuple[tuple[type, ...], bool]:
     origin = typing.get_origin(annotation)
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(annotation)
-        found: list[type] = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            found.extend(field_types(arg)[0])
+        found = [t for arg in args if arg is not type(None) for t in field_types(arg)[0]]
         return tuple(found), type(None) in args
     if origin is not None:  # tuple[int, ...] and the like
         return (origin,), False
@@ -122,10 +102,9 @@ class Settings:
             raise SettingsError(f"{where} must be {_names(allowed)}, got {value!r}")
         if tuple in allowed and isinstance(value, list):  # JSON gives lists back
             value = tuple(value)
-            object.__setattr__(self, f.name, value)
-        if float in allowed and isinstance(value, int) and not isinstance(value, bool):
-            object.__setattr__(self, f.name, float(value))
+        elif float in allowed and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
+        object.__setattr__(self, f.name, value)
         if not isinstance(value, allowed):
             raise SettingsError(f"{where} must be {_names(allowed)}, got {value!r}")
         meta = f.metadata
@@ -151,7 +130,6 @@ class Settings:
             except (ValueError, CtfpError) as exc:
                 raise SettingsError(f"{where}: {exc}") from None
 
-    # -- conversions --------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         """The settings as JSON-ready values (tuples become lists)."""
         return {
@@ -161,8 +139,7 @@ class Settings:
 
     @classmethod
     def from_dict(cls: type[S], values: dict[str, Any]) -> S:
-        """Settings from :meth:`to_dict` output; unknown keys are refused (a typo is not a
-        default)."""
+        """Settings from :meth:`to_dict` output; unknown keys are refused."""
         names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
         unknown = sorted(set(values) - names)
         if unknown:

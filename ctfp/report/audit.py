@@ -62,13 +62,12 @@ def audit_record(
     """The audit record of the ``ctfp run`` folder ``run_dir``: what ``audit.json`` holds,
     JSON-ready (NaN and infinity are None) and valid against :func:`audit_schema`.
 
-    Everything comes from the run's ``summary.json`` (checked against the files it lists) and
-    its shards' metadata; nothing is refitted. A task 1 k sweep is described at the k it chose
-    (the one the report shows in detail), else at its first k. ``truth`` (the CSV ``ctfp
-    evaluate`` takes) adds the test metrics; ``report`` names the HTML page (default
-    ``run_dir/report.html`` where it exists); ``origin`` is where the run lives when ``run_dir``
-    is a local copy of a run on a store (:func:`ctfp.runs.remote.local_run`). Raises
-    InputError as :func:`ctfp.runs.folder.read_summary`, or where the truth misses run ids.
+    It comes from the run's ``summary.json`` and its shards' metadata; nothing is refitted. A
+    task 1 k sweep is described at :func:`shown_k`. ``truth`` (the CSV ``ctfp evaluate`` takes)
+    adds the test metrics; ``report`` names the HTML page (default ``run_dir/report.html``
+    where it exists); ``origin`` is where the run lives when ``run_dir`` is a local copy of a
+    run on a store. Raises InputError as :func:`ctfp.runs.folder.read_summary`, or where the
+    truth misses run ids.
     """
     run = Path(run_dir)
     summary = read_summary(run)
@@ -113,9 +112,8 @@ def write_audit(
     origin: PathLike | None = None,
     record: dict[str, Any] | None = None,
 ) -> tuple[Path, Path]:
-    """Write ``run_dir/audit.json`` and ``run_dir/audit.md`` (atomically): the
-    :func:`audit_record` of the same arguments (or ``record``, one already made), and its
-    page of plain words. Returns their paths; raises as :func:`audit_record`."""
+    """Write ``run_dir/audit.json`` and ``run_dir/audit.md`` (atomically) of the
+    :func:`audit_record` of the same arguments (or of ``record``). Returns their paths."""
     from ctfp.store.writer import write_text_atomic
 
     if record is None:
@@ -131,8 +129,8 @@ def write_audit(
 def _measured(
     summary: dict[str, Any], metric: str, why_not: str
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The selection record and the evidence's opening: whether the method was measured by
-    cross-validation and its ``metric`` there."""
+    """The selection record, and whether the method was measured by cross-validation with
+    its ``metric`` there."""
     selection = summary.get("selection") or {}
     chosen = selection.get("chosen") or {}
     interval = chosen.get(f"{metric}_95")
@@ -154,7 +152,6 @@ def _method(
     members: int | None,
     features_tried: Any,
 ) -> dict[str, Any]:
-    """The method part of the record."""
     selection = summary.get("selection") or {}
     cv = selection.get("settings") or {}
     return {
@@ -176,7 +173,6 @@ def _method(
 
 
 def _task1(summary: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
-    """Task 1: the evidence, the counts and the method of the record."""
     if summary.get("mode") == "non-members only":
         why_not = "there are no known members in train/used/ to measure it on"
     else:
@@ -221,8 +217,7 @@ def _task1(summary: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], dic
     if selection and requested == "auto":
         chosen_by, reason = "cross-validation", str(selection.get("reason") or "")
     elif summary.get("mode") == "non-members only":
-        # Without known members --method auto ranks the scores against the test slices (0.3
-        # and 0.4 ran a stated default; a warning said so) and records the method it ran.
+        # --method auto without members: a choice on the test slices (0.3, 0.4: a default)
         choice = summary.get("choice_without_members")
         by_auto = choice is not None or any("--method auto ran" in w for w in warnings)
         chosen_by = (
@@ -239,7 +234,6 @@ def _task1(summary: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], dic
 
 
 def _task2(summary: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
-    """Task 2: the evidence, the counts and the method of the record."""
     why_not = "no labelled examples in train/<group>/ were used: the grouping is blind"
     selection, evidence = _measured(summary, "ari", why_not)
     groups = [str(g) for g in summary.get("groups") or selection.get("groups") or []]
@@ -285,8 +279,7 @@ def _task2(summary: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], dic
     return evidence, counts, method
 
 
-#: How a k sweep chooses its k (:func:`ctfp.membership.selection.select` among one candidate
-#: per k, by the one-standard-error rule).
+#: How a k sweep chooses its k.
 K_RULE = (
     "the smallest k within one paired standard error of the best ROC-AUC on out-of-fold scores "
     "of the training reals"
@@ -294,23 +287,19 @@ K_RULE = (
 
 
 def shown_k(summary: dict[str, Any]) -> int | None:
-    """The k of a task 1 run the audit describes: the one a k sweep chose on the training reals
-    (the one the report shows in detail), else the first."""
+    """The k of a task 1 run the audit describes: the one a k sweep chose (the report shows it
+    in detail), else the first."""
     ks = [int(k) for k in summary.get("k") or []]
     chosen = chosen_k(summary)
-    if chosen is not None and chosen in ks:
-        return chosen
-    return ks[0] if ks else None
+    return chosen if chosen in ks else next(iter(ks), None)
 
 
 def _setting(summary: dict[str, Any], stage: str, name: str) -> Any:
-    """The setting ``name`` of the run's stage ``stage`` (None where not recorded)."""
     return ((summary.get("settings") or {}).get(stage) or {}).get(name)
 
 
 def _model(run: Path, summary: dict[str, Any], origin: PathLike | None) -> dict[str, Any]:
-    """The model identity: the summary's, completed by the metadata of the run's shards (as the
-    report's settings section shows it)."""
+    """The model identity: the summary's, completed by the metadata of the run's shards."""
     model = dict(summary.get("model") or {})
     shards = find_embeddings(run, summary, origin)
     meta: dict[str, Any] = {}
@@ -338,7 +327,7 @@ def _model(run: Path, summary: dict[str, Any], origin: PathLike | None) -> dict[
 
 
 def _files(run: Path, summary: dict[str, Any], report: PathLike | None) -> dict[str, Any]:
-    """The run's files a reader of the audit opens, relative to the run folder where inside."""
+    """The run's files, relative to the run folder where inside."""
     if summary["task"] == "task1":
         ks = [int(k) for k in summary.get("k") or []]
         k = shown_k(summary)

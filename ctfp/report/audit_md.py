@@ -423,11 +423,8 @@ def audit_paragraph(record: dict[str, Any]) -> str:
     if record.get("truth"):
         lines.append(f"- Truth: `{record['truth']['file']}` (sha256 `{record['truth']['sha256']}`)")
     lines.append(f"- Written by ctfp {record['ctfp_version']} at {record['written_at']}.")
-    squeezed: list[str] = []  # no repeated blank lines
-    for line in lines:
-        if line or (squeezed and squeezed[-1]):
-            squeezed.append(line)
-    return "\n".join(squeezed).rstrip()
+    squeezed = [line for n, line in enumerate(lines) if line or (n and lines[n - 1])]
+    return "\n".join(squeezed).rstrip()  # no repeated blank lines
 
 
 __all__ = [

@@ -29,31 +29,26 @@ def write_report(
     k: int | None = None,
     seed: int = 0,
 ) -> Path:
-    """Write one self-contained HTML report of the ``--out`` folder ``run_dir`` of ``ctfp run
-    task1|task2`` (local, or on an object store: the report and the audit files are then put
-    beside the run there) to ``out_html`` (default ``run_dir/report.html``).
+    """Write one self-contained HTML report (every figure inlined) of the ``--out`` folder
+    ``run_dir`` of ``ctfp run task1|task2`` to ``out_html`` (default ``run_dir/report.html``),
+    and the audit files ``run_dir/audit.json`` and ``audit.md`` (:func:`write_audit`). A run on
+    an object store gets them beside it there.
 
-    Every figure and thumbnail is inlined as a base64 PNG; the page loads nothing else. It shows
-    the run's settings and model identity, a 2-D map of the embeddings and, for task 1, the test
-    score histogram with the threshold, the ``max_items`` highest-scoring test slices next to
-    their nearest generated slice and the k sweep (``k``: the k shown in detail; default the
-    chosen one); for task 2, the cluster sizes, the BIC/silhouette sweep and ``max_items``
-    thumbnails per cluster (``seed``: of the random samples, map points and thumbnails). With
-    ``truth`` (``id,label`` for task 1, ``id,cluster`` for task 2: the CSV ``ctfp evaluate``
-    takes) it adds the metrics, and for task 1 the ROC curve and the confusion matrix. It also
-    writes the audit summary, ``run_dir/audit.json`` and ``run_dir/audit.md``
-    (:func:`ctfp.report.audit.write_audit`), with the test metrics when ``truth`` is given.
+    It shows the settings and model, a 2-D map of the embeddings and, for task 1, the test
+    scores, the ``max_items`` highest-scoring test slices next to their nearest generated slice
+    and the k sweep (``k``: the k shown in detail, default the chosen one); for task 2, the
+    clusters and ``max_items`` thumbnails of each (``seed``: of the random samples). ``truth``
+    (the CSV ``ctfp evaluate`` takes) adds the metrics against it.
 
-    Raises InputError where ``run_dir`` is not a run folder (no summary.json), a run file is
-    missing, or the truth does not cover the run's ids; StorageError where ``out_html`` is a
-    folder, a device, a FIFO or a socket, or cannot be written.
+    Raises InputError where ``run_dir`` is not a run folder, a run file is missing, or the truth
+    does not cover the run's ids; StorageError where ``out_html`` cannot be written.
     """
     from ctfp.runs.remote import local_run
 
     if max_items < 1:
         raise InputError(f"max_items must be positive, got {max_items}")
-    out_html = None if out_html is None else as_local(out_html)
     if out_html is not None:  # a folder or a device there: said before the report is made
+        out_html = as_local(out_html)
         resolve(out_html).check_file()
     with local_run(run_dir) as (run, origin):
         home = resolve(origin)

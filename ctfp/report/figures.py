@@ -32,8 +32,8 @@ MEMBER, NON_MEMBER, GENERATED, TEST = PALETTE[5], PALETTE[0], PALETTE[3], "#7777
 
 
 def new_figure(width: float = 6.4, height: float = 4.0) -> tuple[Any, Any]:
-    """A matplotlib ``Figure`` with a constrained layout, and its one axes."""
-    # Figure without pyplot: no global backend switch, nothing left open; savefig renders with Agg.
+    """A matplotlib ``Figure`` (no pyplot: no global state) with a constrained layout, and its
+    one axes."""
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(width, height), layout="constrained")
@@ -41,9 +41,8 @@ def new_figure(width: float = 6.4, height: float = 4.0) -> tuple[Any, Any]:
 
 
 def check_labels(fig: Any) -> None:
-    """Every axes of ``fig`` names what its axes show (a non-empty x and y label), so that no
-    figure of a report reads as bare numbers: a ValueError names (by its title) one that does
-    not."""
+    """Raise a ValueError naming (by its title) an axes of ``fig`` without an x or y label: no
+    figure of a report reads as bare numbers."""
     for ax in fig.get_axes():
         if not ax.get_visible() or ax.get_label() == "<colorbar>":
             continue
@@ -74,8 +73,8 @@ def _score_plot(
     labels: tuple[str, str],
     **style: Any,
 ) -> str:
-    """Histograms of the ``(scores, name, colour, linestyle)`` groups, drawn in ``style`` over
-    one set of ``bins``, with the threshold as a black ``line`` and the axis ``labels``."""
+    """Histograms of the ``(scores, name, colour, linestyle)`` groups over one set of ``bins``,
+    with the threshold as a black ``line``."""
     fig, ax = new_figure(*size)
     for part, name, colour, linestyle in groups:
         label = f"{name} ({len(part)})"
@@ -227,12 +226,10 @@ def map_plot(
     title: str,
     marker_of: Mapping[str, str] | None = None,
 ) -> str:
-    """Scatter of the 2-D points ``xy``, coloured by their group; the legend in ``colour_of``'s
-    order, with only the groups present. The largest group is drawn first and the smallest
-    last, so that a few points are never hidden under many; dense groups are drawn
-    translucent, and groups whose colour repeats get another marker. ``title`` (a projection's
-    name) names the axes too; ``marker_of`` gives groups a marker of their own (e.g. the
-    labelled examples of a group, in their cluster's colour)."""
+    """Scatter of the 2-D points ``xy``, coloured by their group (legend in ``colour_of``'s
+    order). The largest group is drawn first, so that a few points are never hidden under
+    many; dense groups are translucent; groups whose colour repeats, or in ``marker_of``, get
+    another marker. ``title`` (a projection's name) names the axes too."""
     axis = "UMAP dimension" if title.startswith("UMAP") else "principal component"
     fig, ax = new_figure(6.4, 5.2)
     g = np.asarray(groups, dtype=object)

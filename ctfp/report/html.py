@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 import html
 import io
 from collections.abc import Sequence
@@ -13,11 +14,8 @@ import numpy as np
 from ctfp.exceptions import CtfpError, InputError
 
 THUMB_SIDE = 112
-# Sets data-* attributes on <body> once the page has loaded; a headless browser reading the DOM
-# back sees whether the script ran, whether every inlined image decoded and how the layout held:
-# the page's size (whatever the window's), the height of its images, its narrowest table cell
-# (in em of the cell's font: 4 em is about 8 characters), and its shown table rows (not those of
-# a closed <details>) with the tallest one.
+# Sets data-* attributes on <body> once loaded, for a headless browser to check the page: the
+# script ran, every image decoded, and the layout (size, narrowest cell in em, tallest row).
 CHECK_SCRIPT = """
 window.addEventListener("load", function () {
   var body = document.body, images = document.images, broken = 0, drawn = 0;
@@ -123,9 +121,8 @@ LONG_WORD = 24
 
 
 def table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    """An HTML table; cells are formatted (:func:`fmt`) and escaped, except :class:`Html`
-    cells. Numbers are right-aligned; cells with a word of :data:`LONG_WORD` characters or
-    more are marked ``long`` (they may fold inside it)."""
+    """An HTML table of :func:`fmt` cells, escaped except :class:`Html` ones; numbers are
+    right-aligned, cells with a word of :data:`LONG_WORD` characters or more marked ``long``."""
     head = "".join(f"<th>{escape(h)}</th>" for h in header)
     body = []
     for row in rows:
@@ -165,24 +162,15 @@ class Thumbnails:
     """Slices decoded from their source files, shrunk to PNG thumbnails; the last few files are
     kept decoded, since a volume gives many slices."""
 
-    def __init__(self, window: Any, side: int = THUMB_SIDE, keep: int = 4) -> None:
-        self.window = window
-        self.side = side
-        self.keep = keep
-        self._frames: dict[str, np.ndarray] = {}
-
-    def _decode(self, source: str) -> np.ndarray:
+    def __init__(self, window: Any, side: int = THUMB_SIDE) -> None:
         from ctfp.io.decode import decode_file
 
-        if source not in self._frames:
-            if len(self._frames) >= self.keep:
-                self._frames.pop(next(iter(self._frames)))
-            self._frames[source] = decode_file(source, self.window)
-        return self._frames[source]
+        self.side = side
+        self._decode = functools.lru_cache(maxsize=4)(lambda source: decode_file(source, window))
 
     def _image(self, where: tuple[str, int], subject: str) -> Any:
-        """Frame ``where`` of its source as a PIL image; InputError naming ``subject`` (the
-        source file, or "it") where the file has no such frame."""
+        """Frame ``where`` of its source as a PIL image; InputError naming ``subject`` (or the
+        source) where it has no such frame."""
         from PIL import Image
 
         source, frame = where
@@ -204,8 +192,8 @@ class Thumbnails:
         return _figure(_thumb(img, caption), caption)
 
     def difference_html(self, a: tuple[str, int] | None, b: tuple[str, int] | None) -> str:
-        """A ``<figure>`` with ``|a - b|`` of two slices (each resized to the thumbnail side,
-        bright = different), or a grey box saying why there is none."""
+        """A ``<figure>`` with ``|a - b|`` of two slices at the thumbnail side, or a grey box
+        saying why there is none."""
         from PIL import Image
 
         try:
@@ -237,8 +225,7 @@ def _thumb(img: Any, tip: str) -> str:
 
 
 def page(title: str, task: str, nav: Sequence[str], body: str, version: str) -> str:
-    """The whole HTML document: style, title, links to the sections of ``nav`` that ``body``
-    has, the body and the check script."""
+    """The whole HTML document, with links to the sections of ``nav`` that ``body`` has."""
     links = " ".join(f'<a href="#{n}">{escape(n)}</a>' for n in nav if f'id="{n}"' in body)
     return (
         "<!DOCTYPE html>\n"

@@ -37,8 +37,8 @@ class Rows:
 
 
 def read_rows(folder: Path, wanted: set[str], *, generated: bool, vectors: bool, seed: int) -> Rows:
-    """Stream the shards once: a random sample for the map, the generated rows (for the nearest
-    neighbour search) and the source, frame and (``vectors``) embedding of the ``wanted`` ids."""
+    """Stream the shards once: a random sample for the map, the generated rows and the source,
+    frame and (``vectors``) embedding of the ``wanted`` ids."""
     from ctfp.store.reader import count_rows, iter_embeddings, shard_paths
 
     files = shard_paths(folder)

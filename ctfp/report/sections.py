@@ -15,8 +15,8 @@ from ctfp.report.rows import Rows
 
 
 def answer_box(answer: Answer) -> str:
-    """The top of every page: what the run found, in plain words (the words of audit.md), its
-    warnings before the finding; the technical names are in the method section."""
+    """The top of every page: what the run found in the plain words of audit.md, warnings
+    first."""
     parts = ['<section id="verdict" class="verdict-box"><h2>Answer</h2>']
     if answer.warnings:
         items = "".join(f"<li>{_words(w)}</li>" for w in answer.warnings)
@@ -64,8 +64,8 @@ METRIC_MEANINGS = {
 
 
 def method_names(summary: dict[str, Any]) -> str:
-    """The method's technical names, each explained once (HTML): the run's verdict as it
-    recorded it, the chosen candidate's label, its threshold criterion and its metric."""
+    """The method's technical names, each explained once (HTML): the chosen candidate, its
+    threshold criterion, its metric and the run's own verdict."""
     task1 = summary.get("task") == "task1"
     selection = summary.get("selection") or {}
     method, features = str(summary.get("method")), summary.get("features")
@@ -95,8 +95,7 @@ def method_names(summary: dict[str, Any]) -> str:
 
 def selection_section(summary: dict[str, Any]) -> str:
     """The method's names explained (:func:`method_names`); with a selection, what was chosen
-    and why and every candidate's cross-validated score on the labelled slices (best first;
-    the table collapsed): the same section for both tasks, with task 2's open-set note."""
+    and why, and every candidate's cross-validated score (collapsed)."""
     parts = ['<section id="selection"><h2>Method selection</h2>', method_names(summary)]
     selection = summary.get("selection")
     choice = summary.get("choice_without_members")
@@ -166,8 +165,7 @@ def selection_section(summary: dict[str, Any]) -> str:
 def settings_section(
     run: Path, summary: dict[str, Any], rows: Rows | None, shards: Path | None
 ) -> str:
-    """``summary.json`` (nested values folded, the candidates linked) and the model identity
-    of the shards; the warnings are in the Answer box."""
+    """``summary.json`` (nested values folded) and the model identity of the shards."""
     model = dict(summary.get("model") or {})
     meta = rows.metadata if rows is not None else {}
     identity = {
@@ -208,7 +206,7 @@ def settings_section(
 
 def _folded(key: str, value: Any) -> Any:
     """A summary value as a table cell: the selection as a link to its section, a mapping of
-    more than three values as a folded table of its own."""
+    more than three values folded."""
     if key == "selection" and value:
         n = len(value.get("candidates") or [])
         return Html(f'{n} candidates: see <a href="#selection">method selection</a>')
@@ -239,8 +237,7 @@ def map_section(
     seed: int,
     marker_of: Mapping[str, str] | None = None,
 ) -> str:
-    """Scatter of the 2-D projections; ``groups[i]`` names the colour group of map row i
-    (``marker_of``: groups drawn with a marker of their own)."""
+    """Scatter of the 2-D projections; ``groups[i]`` names the colour group of map row i."""
     head = '<section id="map"><h2>Map of the embeddings</h2>'
     if rows is None or not rows.map_ids:
         return head + '<p class="note">No embeddings to draw.</p></section>'

@@ -48,7 +48,7 @@ METRIC_ROWS = (
     ("test slices", "n"),
     ("truly used", "n_used"),
 )
-# What the evidence distance of each metric is, as ctfp.index.distance defines it.
+# The evidence distance of each metric, as ctfp.index.distance defines it.
 DISTANCE_LABELS = {
     "cosine": "cosine distance (L2 of unit vectors, sqrt(2 - 2 cos))",
     "l2": "L2 distance",
@@ -59,9 +59,8 @@ DISTANCE_LABELS = {
 def nearest_generated(
     rows: Rows, query: np.ndarray, metric: str
 ) -> tuple[np.ndarray, np.ndarray] | None:
-    """Distance to and row (in ``rows.generated_ids``) of the nearest generated slice of each
-    ``query`` : (n, d) row, exact, by :func:`ctfp.index.distance.nearest`; None when either side
-    is empty."""
+    """Distance to and row (in ``rows.generated_ids``) of the exact nearest generated slice of
+    each ``query`` (n, d) row; None when either side is empty."""
     generated = rows.generated_matrix()
     if len(generated) == 0 or len(query) == 0:
         return None
@@ -123,8 +122,7 @@ def task1_body(
         (pred, "predicted", "the predicted label") if y is None else (y, "truly", "the truth")
     )
     uri = score_histogram(scores, split, (f"{which} not used", f"{which} used"), threshold)
-    # The out-of-fold scores of the known members and non-members (runs of an earlier ctfp, or
-    # without known members, have none), in the shown k's folder.
+    # The known members' and non-members' out-of-fold scores (not in older or member-less runs).
     non_members = None
     if (dest / TRAIN_SCORES_FILE).is_file():
         _, train, known = read_scores(dest / TRAIN_SCORES_FILE)
@@ -173,8 +171,8 @@ def task1_body(
 def _evaluation_section(
     metrics: dict[str, Any], y: np.ndarray, scores: np.ndarray, pred: np.ndarray
 ) -> str:
-    """The metrics against the truth, the ROC curve (where the truth has both classes) and the
-    confusion matrix."""
+    """The metrics against the truth, the ROC curve (with both classes) and the confusion
+    matrix."""
     parts = [
         '<section id="evaluation"><h2>Evaluation against the truth</h2>',
         '<p class="note">F1 alone flatters: labelling every slice "used" scores the baseline '
@@ -264,9 +262,8 @@ def evidence_section(
     max_items: int,
     non_members: np.ndarray | None = None,
 ) -> str:
-    """The ``top`` test slices (best first) with their thumbnails, each next to its nearest
-    generated slice, the difference of the two images and the distance between them; with the
-    known non-members' out-of-fold scores, where each score falls among them (percentile)."""
+    """The ``top`` test slices (best first), each next to its nearest generated slice, their
+    difference and distance; with ``non_members``, each score's percentile among theirs."""
     label = DISTANCE_LABELS[metric]
     parts = [
         '<section id="evidence"><h2>Evidence: the highest-scoring test slices</h2>',
