@@ -41,13 +41,11 @@ def _save(a: np.ndarray, path: Path) -> None:
 def build_demo_data(root: str | os.PathLike[str], seed: int = 0) -> dict[str, Path]:
     """Two small ImageCLEF-style folders from the 12 bundled PNG slices, with truth files.
 
-    Task 1: each slice and its left-right mirror image (24 slices); even slices and their
-    mirrors are "used" to train a pretend generator whose output ("generated/") holds noisy
-    near-copies of them; four of each class (two slices and their mirrors, so that no mirror
-    image crosses the split) are held out as ``test/``, which leaves 8 used and 8 not-used
-    training slices: enough for ``--method auto``'s 5-fold cross-validation. Task 2: every
-    slice passed through three pretend generators (blur, noise, posterisation); three slices
-    per generator are labelled examples in ``train/<generator>/``, the rest are ``test/``.
+    Task 1: each slice and its mirror image; even slices are "used" by a pretend generator
+    whose ``generated/`` holds noisy near-copies of them; four of each class (two slices and
+    their mirrors) are ``test/``, leaving 8 used and 8 not-used training slices (enough for
+    5-fold cross-validation). Task 2: every slice through three pretend generators (blur,
+    noise, posterisation); three slices per generator are labelled in ``train/<generator>/``.
     """
     from PIL import Image
 
@@ -119,8 +117,7 @@ def run_demo(
     same_slice = float(m[png] @ m[dcm]) if png is not None and dcm is not None else None
     nearest = None
     if dcm is not None:
-        # The DICOM and its PNG rendering went through different decoders; they should still be
-        # each other's nearest neighbours among the 13 slices.
+        # The DICOM and its PNG, decoded by different paths, should be nearest neighbours.
         d = np.linalg.norm(data.matrix - data.matrix[dcm], axis=1)
         d[dcm] = np.inf
         nearest = str(data.ids[int(d.argmin())])

@@ -430,11 +430,10 @@ def evaluate_run(
 ) -> dict[str, Any]:
     """Score a run file against a truth CSV (``id,label`` for task 1, ``id,cluster`` for task 2).
 
-    Task 1 gives 95 % bootstrap intervals too (:func:`membership_intervals`). For task 1,
-    ROC-AUC needs scores: ``scores_path`` (``id,score,...``), or the ``scores.csv``
-    next to the run file when there is one; only their order counts, so +/-inf are scores
-    too, NaN is refused. Task 2 takes ``open_set.csv`` too: its -1 slices (in no known group)
-    are scored as one cluster of their own, counted in ``n_unknown``.
+    Task 1 gives 95 % bootstrap intervals too (:func:`membership_intervals`), and ROC-AUC from
+    ``scores_path`` (``id,score,...``; default the run's ``scores.csv`` where there is one;
+    +/-inf are scores, NaN is refused). Task 2 takes ``open_set.csv`` too: its -1 slices are
+    scored as one cluster of their own, counted in ``n_unknown``.
     """
     run = read_run(run_path, task, unknown=task == "task2")
     truth = _table_lines(truth_path, "label" if task == "task1" else "cluster")

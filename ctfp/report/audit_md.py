@@ -118,8 +118,8 @@ def _pct(value: Any) -> str:
     return "-" if value is None else f"{float(value):.0%}"
 
 
-def _num(value: Any, digits: int = 2) -> str:
-    return "-" if value is None else f"{float(value):.{digits}f}"
+def _num(value: Any) -> str:
+    return "-" if value is None else f"{float(value):.2f}"
 
 
 def _interval(values: Any, form: str = " (95 % interval {} to {})", show: Any = _num) -> str:

@@ -13,18 +13,10 @@ from ctfp.report.html import png_uri
 
 DPI = 100
 
-#: The report's one palette: Okabe & Ito's eight colours, distinguishable with the common
-#: colour-vision deficiencies (Wong, "Points of view: Color blindness", Nature Methods 2011).
-PALETTE = (
-    "#0072B2",  # blue
-    "#E69F00",  # orange
-    "#009E73",  # bluish green
-    "#CC79A7",  # reddish purple
-    "#56B4E9",  # sky blue
-    "#D55E00",  # vermillion
-    "#F0E442",  # yellow
-    "#000000",  # black
-)
+#: The report's one palette: Okabe & Ito's eight colours (blue, orange, bluish green, reddish
+#: purple, sky blue, vermillion, yellow, black), distinguishable with the common colour-vision
+#: deficiencies (Wong, "Points of view: Color blindness", Nature Methods 2011).
+PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000")
 #: Markers that tell groups apart where colours repeat (more than eight groups).
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 #: Task 1's groups, the same colour in every figure of a report.
@@ -236,7 +228,7 @@ def map_plot(
     present = [n for n in colour_of if n in set(groups)]
     sizes = {n: int((g == n).sum()) for n in present}
     handles = {}
-    for z, name in enumerate(sorted(present, key=lambda n: (-sizes[n], present.index(n)))):
+    for z, name in enumerate(sorted(present, key=lambda n: -sizes[n])):  # stable: ties in order
         m = g == name
         handles[name] = ax.scatter(
             xy[m, 0],

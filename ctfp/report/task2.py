@@ -50,8 +50,7 @@ def task2_body(
     named = summary.get("cluster_groups") or {}
     # "cluster 2 (g2_vae)": the labelled group a cluster stands for, where known.
     title = {c: f"cluster {c}" + (f" ({named[str(c)]})" if str(c) in named else "") for c in names}
-    # One colour of the palette per cluster, in order (beyond eight they repeat, and the map
-    # tells them apart by marker).
+    # One colour of the palette per cluster, in order (beyond eight, markers tell them apart).
     colours = {title[c]: PALETTE[n % len(PALETTE)] for n, c in enumerate(names)}
     group_colour = {named[str(c)]: colours[title[c]] for c in names if str(c) in named}
     groups: list[str] = []
