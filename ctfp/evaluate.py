@@ -152,10 +152,9 @@ def membership_intervals(
     accuracy = (tp + tn) / n
     expected = ((tp + fp) * (tp + fn) + (tn + fn) * (tn + fp)) / n**2
     kappa = np.divide(accuracy - expected, 1 - expected, out=np.zeros_like(tp), where=expected < 1)
-    values: dict[str, np.ndarray | None] = {"f1": f1, "accuracy": accuracy, "kappa": kappa}
-    values["roc_auc"] = None
-    if scores is not None and len(np.unique(t)) == 2:
-        values["roc_auc"] = aucs(tb, np.asarray(scores, dtype=float)[idx])
+    both = scores is not None and len(np.unique(t)) == 2
+    auc = aucs(tb, np.asarray(scores, dtype=float)[idx]) if both else None
+    values = {"f1": f1, "accuracy": accuracy, "kappa": kappa, "roc_auc": auc}
     return {
         f"{name}_ci95": None
         if v is None

@@ -116,13 +116,12 @@ class Settings:
                 f"unknown {f.name.replace('_', ' ')} {value!r} ({where}); choose one of "
                 f"{', '.join(map(str, choices))}"
             )
-        for bound, ok in (
-            (meta.get("minimum"), lambda b: value >= b),
-            (meta.get("maximum"), lambda b: value <= b),
-        ):
-            if bound is not None and isinstance(value, int | float) and not ok(bound):
-                word = "at least" if bound == meta.get("minimum") else "at most"
-                raise SettingsError(f"{where} must be {word} {bound:g}, got {value!r}")
+        low, high = meta.get("minimum"), meta.get("maximum")
+        if isinstance(value, int | float):
+            if low is not None and value < low:
+                raise SettingsError(f"{where} must be at least {low:g}, got {value!r}")
+            if high is not None and value > high:
+                raise SettingsError(f"{where} must be at most {high:g}, got {value!r}")
         check = meta.get("check")
         if check is not None:
             try:

@@ -97,10 +97,8 @@ def task1_body(
     metric = metric if metric in METRICS else "cosine"
     order = np.argsort(-scores, kind="stable")[:max_items]
     top = [ids[i] for i in order]
-    rows = None
-    if shards is not None:
-        wanted = {TEST_PREFIX + i for i in top}
-        rows = read_rows(shards, wanted, generated=True, vectors=True, seed=seed)
+    wanted = {TEST_PREFIX + i for i in top}
+    rows = read_rows(shards, wanted, generated=True, vectors=True, seed=seed) if shards else None
     truth_table = metrics = y = None
     if truth is not None:
         metrics = evaluate_run("task1", run_csv, truth, scores_csv)
@@ -212,16 +210,13 @@ def k_sweep_section(
         header += ["F1", "accuracy", "kappa", "ROC-AUC", "baseline F1"]
     rows = []
     series: dict[str, list[float]] = {"F1": [], "kappa": [], "ROC-AUC": []}
-    used = []
     baseline = None
     for kk in ks:
         info = runs.get(str(kk)) or {}
         row: list[Any] = [kk, info.get("predicted_used"), info.get("threshold")]
         if cv:
             c = cv.get(str(kk)) or {}
-            mark = "chosen" if kk == chosen else ""
-            row += [c.get("roc_auc"), c.get("roc_auc_se"), mark]
-        used.append(info.get("predicted_used"))
+            row += [c.get("roc_auc"), c.get("roc_auc_se"), "chosen" if kk == chosen else ""]
         if truth is not None:
             dest = task1_dir(run, ks, kk)
             m = evaluate_run("task1", dest / RUN_FILE, truth, dest / SCORES_FILE)
@@ -230,6 +225,7 @@ def k_sweep_section(
             for name, key in (("F1", "f1"), ("kappa", "kappa"), ("ROC-AUC", "roc_auc")):
                 series[name].append(np.nan if m[key] is None else m[key])
         rows.append(row)
+    used = [row[1] for row in rows]  # predicted used
     uri = k_sweep_plot(ks, used, series if truth is not None else None, baseline)
     caption = (
         "Metrics of each k against the truth."
@@ -276,9 +272,8 @@ def evidence_section(
     thumbs = Thumbnails(window_of(rows.metadata))
     keys = [TEST_PREFIX + i for i in top]
     have = [key for key in keys if key in rows.vectors]
-    found = None
-    if have:
-        found = nearest_generated(rows, np.stack([rows.vectors[key] for key in have]), metric)
+    query = [rows.vectors[key] for key in have]
+    found = nearest_generated(rows, np.stack(query), metric) if have else None
     if found is None:
         parts.append('<p class="note">The run has no generated slices to compare with.</p>')
     position = {key: n for n, key in enumerate(have)}
@@ -301,9 +296,8 @@ def evidence_section(
             f"{top_scores[rank]:.4g}",
             "used" if top_pred[rank] else "not used",
         ]
-        if percentile:
-            below = float((non_members < top_scores[rank]).mean())
-            cells.append(f"{below:.0%}")
+        if percentile:  # the share of known non-members below
+            cells.append(f"{(non_members < top_scores[rank]).mean():.0%}")
         if truth is not None:
             t = truth.get(run_id)
             cells.append("-" if t is None else ("used" if t == "1" else "not used"))

@@ -43,10 +43,7 @@ def task2_body(
         for c, ids in members.items()
     }
     wanted = {TEST_PREFIX + i for ids in shown.values() for i in ids}
-    rows = None
-    if shards is not None:
-        rows = read_rows(shards, wanted, generated=False, vectors=False, seed=seed)
-    sections = []
+    rows = read_rows(shards, wanted, generated=False, vectors=False, seed=seed) if shards else None
     named = summary.get("cluster_groups") or {}
     # "cluster 2 (g2_vae)": the labelled group a cluster stands for, where known.
     title = {c: f"cluster {c}" + (f" ({named[str(c)]})" if str(c) in named else "") for c in names}
@@ -71,7 +68,7 @@ def task2_body(
         "labelled training examples (crosses) in the colour of the cluster their group was "
         "matched to (grey: no cluster stands for it)."
     )
-    sections.append(map_section(rows, groups, colours, caption, seed, markers))
+    sections = [map_section(rows, groups, colours, caption, seed, markers)]
 
     # Cluster sizes and the k sweep.
     sizes = [len(members[c]) for c in names]
