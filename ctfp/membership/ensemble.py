@@ -1,13 +1,10 @@
 """Membership by the weighted mean of several scorers' standardised scores (what
 ``--method auto`` answers with when other scorers add to the best).
 
-Scorers that see different traces of memorisation (distance to the nearest generated slice, a
-density ratio, how well a surrogate of the generator reconstructs the slice) err on different
-slices; a weighted mean keeps what they share and cancels part of what they do not (Caruana
-et al. 2004, "Ensemble selection from libraries of models"; the weights are chosen by
-:func:`ctfp.membership.selection.forward_select`). Scores of different methods live on
-different scales (distances, log density ratios, fractions), so each member's score is first
-standardised (:func:`robust_scale`).
+Scorers that see different traces of memorisation err on different slices; a weighted mean
+keeps what they share (Caruana et al. 2004; the weights are chosen by
+:func:`ctfp.membership.selection.forward_select`). Their scores live on different scales, so
+each is first standardised (:func:`robust_scale`).
 """
 
 from __future__ import annotations
@@ -20,8 +17,7 @@ import numpy as np
 from ctfp.evaluate import stratified_folds
 from ctfp.membership.base import MembershipMethod
 
-#: Folds of the out-of-fold scores that standardise a label-using member (when the caller
-#: gives no centre and scale).
+#: Folds of the out-of-fold scores that standardise a label-using member without a given scale.
 FOLDS = 5
 
 
@@ -43,19 +39,15 @@ class EnsembleMembership(MembershipMethod):
     ----------
     members
         One mapping per member: ``method`` (a registered name), ``params`` (its ``__init__``
-        keywords), optionally ``weight`` (positive, default 1; the weights are normalised to
-        sum to 1) and optionally ``center`` and ``scale``, the standardisation of its scores
-        (``--method auto`` passes those of the out-of-fold scores it selected on, so that its
-        threshold fits the fitted ensemble's scale). Without them ``fit`` computes them: the
-        median and interquartile range of the member's scores on the training reals, out of
-        fold (stratified, ``FOLDS`` folds, seeded) when the member learns from the labels.
+        keywords), optionally ``weight`` (positive, default 1; normalised to sum to 1) and
+        optionally both ``center`` and ``scale`` of its scores; without them ``fit`` takes the
+        median and interquartile range of its training scores, out of fold (``FOLDS`` folds)
+        when the member learns from the labels.
     calibrate
-        Threshold criterion on the combined training scores (out of fold where a member learns
-        from the labels): balanced, f1, accuracy or fpr:ALPHA.
-    random_state
-        Seed of the members that take one, and of the folds.
-    device
-        ``auto``, ``cpu`` or ``cuda``, passed to the members that take it.
+        Threshold criterion on the combined training scores: balanced, f1, accuracy or
+        fpr:ALPHA.
+    random_state, device
+        Passed to the members that take them; the seed also deals the folds.
 
     Attributes
     ----------
@@ -240,8 +232,7 @@ class EnsembleMembership(MembershipMethod):
             self.members_.append(kind.from_state(member["params"], own, device=device))
         self.centers_ = np.array([m["center"] for m in saved], dtype=np.float64)
         self.scales_ = np.array([m["scale"] for m in saved], dtype=np.float64)
-        # models saved before weights existed weighted their members equally
-        weights = np.array([m.get("weight", 1.0) for m in saved], dtype=np.float64)
+        weights = np.array([m.get("weight", 1.0) for m in saved], dtype=np.float64)  # or older
         self.weights_ = weights / weights.sum()
         self.threshold_ = float(params["threshold"])
         self.n_features_in_ = int(params["n_features_in"])
