@@ -1,10 +1,8 @@
 """Membership by proximity to the generated set, calibrated against a reference set.
 
-A generator that memorised a training slice produces near-copies of it, so a real slice close to
-its nearest generated slice was likely used for training (the strongest ImageCLEF 2023 approach).
-The calibrated score of the membership-inference literature (GAN-Leaks, Chen et al. 2020)
-subtracts the distance to a reference set of known non-members, removing "this slice is simply
-typical" from the signal. The decision threshold is chosen on labelled training reals.
+A generator that memorised a training slice produces near-copies of it (the strongest ImageCLEF
+2023 approach); GAN-Leaks (Chen et al. 2020) subtracts the distance to known non-members,
+removing "this slice is simply typical" from the signal.
 """
 
 from __future__ import annotations
@@ -87,18 +85,17 @@ class ProximityMembership(NeighbourMethod):
         return bool(self.reference)  # the reference set is the known non-members
 
     def fit(self, X: Any, y: Any, generated: Any = None) -> ProximityMembership:
-        """Index ``generated`` (m, d); calibrate on training reals ``X`` (n, d) with labels
-        ``y`` (1 = used, 0 = not used)."""
+        """Index ``generated`` (m, d); calibrate on training reals ``X`` (n, d) with ``y``."""
         x, y, g = self._fit_inputs(X, y, generated)
         assert g is not None
         if len(g) < self.neighbours:
             raise ValueError(f"{self.neighbours} neighbours need at least as many generated slices")
         x, g = self._index_generated(x, g)
         self.recall_ = None
-        if self.index != "flat":  # recall against a brute-force search of g (no second copy)
+        if self.index != "flat":
             if self.recall_target is None:
                 self.recall_ = recall_at_1(self.index_, g, x)
-            else:  # the least search effort that finds the exact neighbour of the training reals
+            else:
                 self.recall_ = self.index_.tune(g, x, self.recall_target)
         self.reference_ = None
         ref_rows = np.flatnonzero(y == 0)
