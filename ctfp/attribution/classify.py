@@ -25,21 +25,10 @@ MODELS = ("lr", "lda")
 
 
 class GroupClassifier(SavedState, BaseEstimator):
-    """Predict the labelled group (generator) of each slice.
-
-    Parameters
-    ----------
-    model : {"lr", "lda"}
-        Logistic regression or shrunk LDA.
-    pca : int or None
-        Project the standardised features onto this many principal components first.
-    C : float
-        Inverse L2 strength of the logistic regression.
-    density_components : int
-        Dimensions of the space of the open-set group densities.
-    random_state : int
-        Seeds the PCA's randomised solver.
-    """
+    """Predict the labelled group (generator) of each slice: ``model`` ``lr`` (logistic
+    regression, inverse L2 strength ``C``) or ``lda`` (shrunk LDA), on the standardised features
+    or their first ``pca`` principal components; ``density_components``: dimensions of the
+    open-set group densities."""
 
     name: ClassVar[str] = "classify"
     task: ClassVar[str] = "task2"
@@ -234,9 +223,8 @@ def _shrunk_lda(z: np.ndarray, target: np.ndarray, k: int) -> tuple[np.ndarray, 
         scale = np.where(constant, 1.0, np.sqrt(var))
         y = (x - mean) / scale
         y -= y.mean(0)  # ledoit_wolf centres again (a rounding error's worth)
-        # ledoit_wolf_shrinkage's sums, from the m x m Gram matrix: the squared entries of
-        # Y^T Y sum as those of Y Y^T, and the entries of (Y**2)^T (Y**2) sum to the squared
-        # rows' norms squared.
+        # ledoit_wolf_shrinkage's sums from the m x m Gram matrix (Y^T Y and Y Y^T have the
+        # same squared entries; those of (Y**2)^T (Y**2) sum to the rows' norms**4).
         gram = y @ y.T
         norms = np.diag(gram).copy()
         trace = norms.sum() / m  # of the empirical covariance
@@ -252,8 +240,7 @@ def _shrunk_lda(z: np.ndarray, target: np.ndarray, k: int) -> tuple[np.ndarray, 
         means.append(mean)
     if not diag.min() > 0:
         return None
-    # Whitened by D, the solve's conditioning is that of I + W^T W alone (n x n): D's own
-    # spread costs no accuracy, being a scaling of each feature.
+    # Whitened by D, the solve's conditioning is that of I + W^T W alone (n x n).
     root = np.sqrt(diag)[:, None]
     w = np.hstack(columns) / root  # (d, n)
     inner = w.T @ w

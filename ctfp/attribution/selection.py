@@ -45,10 +45,8 @@ class Attributor:
         return np.asarray(self.groups, dtype=object)[self.model.predict(x)]
 
     def log_density(self, x: np.ndarray) -> np.ndarray:
-        """(n,) log density under the most likely known group, each group a Gaussian fitted
-        on its labelled slices only (:meth:`GroupClassifier.log_density`; never the mixture's
-        density, which is fitted on the test slices and so explains an unknown generator's
-        slices too)."""
+        """(n,) log density under the most likely known group (:meth:`GroupClassifier.log_density`,
+        never the mixture's, which also explains an unknown generator's test slices)."""
         model = self.density or self.model
         assert isinstance(model, GroupClassifier)
         return model.log_density(x)

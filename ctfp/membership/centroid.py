@@ -18,19 +18,10 @@ class CentroidMembership(MembershipMethod):
     label of its nearest centre by Manhattan (L1) distance, found in a FAISS flat L1 index of
     the 2k centres (ImageCLEFmedical GANs 2024, Goa College of Engineering; best k = 4).
 
-    Parameters
-    ----------
-    k
-        Clusters per class.
-    n_init, random_state, device, backend
-        Passed to :class:`ctfp.cluster.KMeans`; the indexes use the same device.
-
-    Attributes
-    ----------
-    centers_used_, centers_not_used_ : (k, d) float32
-    index_ : FlatIndex over the 2k centres (used first)
-    threshold_ : 0.0 (score >= 0: at least as close to a "used" centre; the 1-NN label), or
-        the threshold ``--method auto`` chose on out-of-fold scores
+    ``k``: clusters per class; ``n_init``, ``random_state``, ``device``, ``backend``: passed to
+    :class:`ctfp.cluster.KMeans` (the indexes use the same device). Fitted: the centres
+    ``centers_used_``, ``centers_not_used_`` (k, d) float32, ``index_`` over the 2k (used
+    first), and ``threshold_`` 0.0 (the 1-NN label) or the one ``--method auto`` chose.
     """
 
     name = "centroid"

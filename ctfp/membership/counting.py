@@ -26,18 +26,9 @@ class CountingMembership(NeighbourMethod):
 
     ``score(x) = #{g : d(x, g) <= radius_} / m`` over the ``m`` generated slices (many slices
     share a score). Only the nearest ``min(m, 1024)`` are counted: exact when ``m <= 1024``,
-    capped at ``1024 / m`` beyond.
-
-    Parameters
-    ----------
-    radius_quantile
-        The radius ``radius_`` is this quantile of the training reals' distances to their
-        nearest generated slice (all of them, used or not: the labels are not looked at).
-
-    Attributes
-    ----------
-    index_ : FlatIndex of the (m) generated slices
-    radius_ : float, the counting radius in distance units
+    capped at ``1024 / m`` beyond. The parameters are the fields of :class:`CountingSettings`;
+    ``radius_`` is the ``radius_quantile`` of the training reals' distances to their nearest
+    generated slice (used or not), ``index_`` the generated slices' index.
     """
 
     name = "counting"

@@ -31,28 +31,18 @@ _D = DensitySettings()
 class DensityRatioMembership(NeighbourMethod):
     """Score real slices by ``log p_gen(x) - log p_ref(x)`` (DOMIAS), ``p_gen`` from the
     generated slices, ``p_ref`` from the training reals labelled not used (scored
-    leave-one-out).
+    leave-one-out). The parameters are the fields of :class:`DensitySettings`:
 
-    Parameters
-    ----------
-    estimator
-        ``knn``: ``score = log r_k,ref(x) - log r_k,gen(x)`` with ``r_k`` the distance to the
-        k-th nearest slice of the set (the kNN estimate with intrinsic dimension 1: any common
-        dimension ranks alike; a distance below 1e-12 counts as 1e-12).
-        ``kde``: ``score = [logsumexp_g(-d(x, g)^2 / 2h^2) - log m] - [logsumexp_r(-d(x, r)^2
-        / 2h^2) - log n_ref]`` with ``h = bandwidth_``, each sum over the nearest ``min(set
-        size, 512)`` slices of the set (exact up to 512; beyond, the smallest terms dropped).
-    neighbours
-        ``knn``: k. Needs at least k generated and k + 1 reference slices.
-    bandwidth
-        ``kde``: a multiple of the median distance of the generated slices to their nearest
-        other one (``bandwidth_`` holds it in distance units).
+    - ``knn``: ``score = log r_k,ref(x) - log r_k,gen(x)`` with ``r_k`` the distance to the
+      k-th nearest slice of the set (the kNN estimate with intrinsic dimension 1: any common
+      dimension ranks alike; a distance below 1e-12 counts as 1e-12). Needs at least k
+      generated and k + 1 reference slices.
+    - ``kde``: ``score = [logsumexp_g(-d(x, g)^2 / 2h^2) - log m] - [logsumexp_r(-d(x, r)^2
+      / 2h^2) - log n_ref]`` with ``h = bandwidth_`` (``bandwidth`` times the generated
+      slices' median nearest-other distance), each sum over the nearest ``min(set size,
+      512)`` slices of the set (exact up to 512; beyond, the smallest terms dropped).
 
-    Attributes
-    ----------
-    index_ : FlatIndex of the (m) generated slices
-    reference_ : FlatIndex of the (n_ref) reference slices
-    bandwidth_ : float or None, the kde bandwidth in distance units (None for knn)
+    ``index_`` and ``reference_`` index the generated and reference slices.
     """
 
     name = "density"

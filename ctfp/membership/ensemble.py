@@ -35,26 +35,15 @@ class EnsembleMembership(MembershipMethod):
     """The weighted mean of the standardised scores of several membership methods on the same
     features.
 
-    Parameters
-    ----------
-    members
-        One mapping per member: ``method`` (a registered name), ``params`` (its ``__init__``
-        keywords), optionally ``weight`` (positive, default 1; normalised to sum to 1) and
-        optionally both ``center`` and ``scale`` of its scores; without them ``fit`` takes the
-        median and interquartile range of its training scores, out of fold (``FOLDS`` folds)
-        when the member learns from the labels.
-    calibrate
-        Threshold criterion on the combined training scores: balanced, f1, accuracy or
-        fpr:ALPHA.
-    random_state, device
-        Passed to the members that take them; the seed also deals the folds.
+    ``members``: one mapping per member: ``method`` (a registered name), ``params`` (its
+    ``__init__`` keywords), optionally ``weight`` (positive, default 1; normalised to sum to 1)
+    and optionally both ``center`` and ``scale`` of its scores; without them ``fit`` takes the
+    median and interquartile range of its training scores, out of fold (``FOLDS`` folds) when
+    the member learns from the labels. ``calibrate``: the threshold criterion on the combined
+    training scores; ``random_state`` and ``device`` go to the members that take them.
 
-    Attributes
-    ----------
-    members_ : list of fitted MembershipMethod
-    centers_, scales_ : (n_members,) float64, the standardisation of each member's score
-    weights_ : (n_members,) float64, the members' weights, summing to 1
-    train_scores_ : (n_train,) the combined scores the threshold was chosen on
+    Fitted: ``members_``, ``centers_`` and ``scales_``, ``weights_`` (summing to 1) and
+    ``train_scores_``, the combined scores the threshold was chosen on.
     """
 
     name = "ensemble"

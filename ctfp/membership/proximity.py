@@ -23,27 +23,11 @@ _D = ProximitySettings()
 class ProximityMembership(NeighbourMethod):
     """Score real slices by their distance to the nearest generated slices.
 
-    Parameters
-    ----------
-    neighbours
-        Mean distance over this many nearest generated slices.
-    reference
-        If true, ``fit`` keeps the training "not used" slices as a reference set and the score
-        becomes ``d(x, reference) - d(x, generated)`` (GAN-Leaks calibration); training slices
-        of the reference set are scored leave-one-out.
-    index
-        ``flat`` (exact; CPU or GPU) or ``ivf``/``hnsw`` (approximate, CPU only, for millions
-        of generated slices; ``recall_`` holds recall@1 against exact search on the training
-        reals).
-    recall_target
-        Approximate indexes only: the search effort (IVF nprobe, HNSW efSearch) is tuned on the
-        training reals to the least that reaches this recall@1 (None: nprobe 16 / efSearch 128).
-    device
-        Approximate indexes refuse ``cuda``.
-
-    Attributes
-    ----------
-    recall_ : float or None
+    The parameters are the fields of :class:`ProximitySettings` (their help says what each
+    does), and ``device`` (approximate indexes refuse ``cuda``). With ``reference`` the score
+    is ``d(x, reference) - d(x, generated)``, the reference set being the training "not used"
+    slices (scored leave-one-out). ``recall_``: an approximate index's recall@1 against exact
+    search on the training reals (None for ``flat``).
     """
 
     name = "proximity"

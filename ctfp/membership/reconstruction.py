@@ -68,22 +68,11 @@ class ReconstructionMembership(MembershipMethod):
     mean and top principal directions V of the generated set, ``x_hat = mean + (x - mean) V^T
     V`` and the score is ``-||x - x_hat||^2 / d``. The labels only choose the threshold.
 
-    Parameters
-    ----------
-    components
-        Principal directions kept. More than the generated set supports (``m - 1`` for ``m``
-        generated slices, or the dimension ``d``) is not an error: ``min(m - 1, d)`` are kept
-        and ``n_components_`` records how many.
-    normalize
-        If true, every slice (generated, training, scored) is L2-normalised first, so the
-        residual compares directions and ignores norms.
+    The parameters are the fields of :class:`ReconstructionSettings`; ``components`` beyond
+    ``min(m - 1, d)`` (``m`` generated slices) is capped there, not refused.
 
-    Attributes
-    ----------
-    mean_ : (d,) float64, mean of the (normalised) generated slices
-    components_ : (n_components_, d) float64, orthonormal principal directions, largest first
-    n_components_ : int, directions kept (``components`` capped at ``min(m - 1, d)``)
-    explained_variance_ratio_ : (n_components_,) float64, share of the generated set's variance
+    Attributes: ``mean_`` (d,), ``components_`` (n_components_, d) orthonormal directions,
+    largest first, ``n_components_``, ``explained_variance_ratio_`` (n_components_,).
     """
 
     name = "reconstruction"
