@@ -100,8 +100,18 @@ class EnsembleMembership(MembershipMethod):
             raise ValueError("an ensemble member gives both 'center' and 'scale', or neither")
         weights = self._weights()
         members, centers, scales, train = [], [], [], []
+        folds = min(FOLDS, int(min(y.sum(), (y == 0).sum())))
         for member in self.members:
             model = self._build(member).fit(x, y, g)
+            if "center" in member or not model.uses_labels or folds < 2:
+                scores = model.score_samples(x)
+            else:  # the member learns from the labels: its training scores out of fold
+                fold = stratified_folds(y, folds, self.random_state)
+                scores = np.empty(len(y))
+                for f in range(folds):
+                    test = fold == f
+                    part = self._build(member).fit(x[~test], y[~test], g)
+                    scores[test] = part.score_samples(x[test])
             if "center" in member:
                 center, scale = float(member["center"]), float(member["scale"])
                 if not (np.isfinite(center) and np.isfinite(scale) and scale > 0):
@@ -109,9 +119,7 @@ class EnsembleMembership(MembershipMethod):
                         f"ensemble member {member['method']}: center and scale must be finite "
                         f"and the scale positive, got {center!r}, {scale!r}"
                     )
-                scores = model.score_samples(x)
             else:
-                scores = self._out_of_fold(member, model, x, y, g)
                 center, scale = robust_scale(scores)
             members.append(model)
             centers.append(center)
@@ -137,28 +145,6 @@ class EnsembleMembership(MembershipMethod):
                     f"number, got {member.get('weight')!r}"
                 )
         return weights / weights.sum()
-
-    def _out_of_fold(
-        self,
-        member: Mapping[str, Any],
-        model: MembershipMethod,
-        x: np.ndarray,
-        y: np.ndarray,
-        g: np.ndarray | None,
-    ) -> np.ndarray:
-        """The member's training scores, out of fold when it learns from the labels."""
-        if not model.uses_labels:
-            return model.score_samples(x)
-        folds = min(FOLDS, int(min(y.sum(), (y == 0).sum())))
-        if folds < 2:
-            return model.score_samples(x)
-        fold = stratified_folds(y, folds, self.random_state)
-        oof = np.empty(len(y))
-        for f in range(folds):
-            test = fold == f
-            part = self._build(member).fit(x[~test], y[~test], g)
-            oof[test] = part.score_samples(x[test])
-        return oof
 
     def _score(self, x: np.ndarray) -> np.ndarray:
         parts = [
