@@ -126,27 +126,24 @@ class DensityRatioMembership(NeighbourMethod):
             raise ValueError(f"kde needs at least 2 not-used training slices, got {n}")
 
     def _generated_term(self, x: np.ndarray) -> np.ndarray:
-        if self.estimator == "knn":
-            return -self._log_knn_radius(self.index_, x, None)
-        return self._log_kde(self.index_, x, None)
+        return self._log_density(self.index_, x, None)
 
     def _reference_term(self, reference: Any, x: np.ndarray, leave_out: np.ndarray) -> np.ndarray:
-        if self.estimator == "knn":
-            return -self._log_knn_radius(reference, x, leave_out)
-        return self._log_kde(reference, x, leave_out)
+        return self._log_density(reference, x, leave_out)
 
-    def _log_knn_radius(
+    def _log_density(
         self, index: FlatIndex, x: np.ndarray, leave_out: np.ndarray | None
     ) -> np.ndarray:
-        """(n,) log of the distance to the k-th nearest (other) row of ``index``."""
-        D, valid = neighbour_distances(index, x, self.neighbours, self.metric, leave_out=leave_out)
-        D = np.where(valid, D, np.inf)
-        D.sort(axis=1)
-        return np.log(np.maximum(D[:, self.neighbours - 1], DISTANCE_FLOOR))
-
-    def _log_kde(self, index: FlatIndex, x: np.ndarray, leave_out: np.ndarray | None) -> np.ndarray:
-        """(n,) log of the Gaussian kernel density of ``index``'s rows at ``x`` (without the
-        kernel's constant), over the nearest ``KDE_NEIGHBOURS`` (other) rows."""
+        """(n,) log density (up to a constant) of ``index``'s (other) rows at ``x``: ``knn``,
+        minus the log distance to the k-th nearest; ``kde``, the log Gaussian kernel sum over
+        the nearest ``KDE_NEIGHBOURS`` over the set's size."""
+        if self.estimator == "knn":
+            D, valid = neighbour_distances(
+                index, x, self.neighbours, self.metric, leave_out=leave_out
+            )
+            D = np.where(valid, D, np.inf)
+            D.sort(axis=1)
+            return -np.log(np.maximum(D[:, self.neighbours - 1], DISTANCE_FLOOR))
         assert self.bandwidth_ is not None
         k = min(index.ntotal, KDE_NEIGHBOURS)
         D, valid = neighbour_distances(index, x, k, self.metric, leave_out=leave_out)
