@@ -1,18 +1,14 @@
 """The one selection core of both tasks: candidates measured out of fold, with a metric.
 
 Every candidate (a feature type x a method x a few of its settings) is scored out of fold on
-the run's own labelled slices (repeated stratified k-fold): by ROC-AUC for membership (task 1),
-by the adjusted Rand index for attribution (task 2), with a bootstrap standard error and 95 %
+the run's labelled slices (repeated stratified k-fold): by ROC-AUC for membership (task 1), by
+the adjusted Rand index for attribution (task 2), with a bootstrap standard error and 95 %
 interval. The winner is the simplest setting of the best candidate's family (same features and
-method) within one standard error of the best (Breiman et al. 1984; Hastie et al., *Elements of
-Statistical Learning*, 7.10). That standard error is the paired one, of the difference of the
-two scores over the same bootstrap resamples: the candidates share most of their noise, and the
-error of either alone would call nearly every pair tied. Across families the data decide.
-
-A named method is a one-candidate selection, so both tasks have one run path and one summary
-shape; their candidates, how one is measured and what follows the choice live with each task
-(:mod:`ctfp.membership.selection`, :mod:`ctfp.attribution.selection`). The winner's estimate is
-optimistic (the best of many noisy estimates), more so with few labelled slices.
+method) within one standard error of the best (Breiman et al. 1984; Hastie et al., ESL 7.10).
+That standard error is the paired one, of the gap over the same bootstrap resamples: the
+candidates share most of their noise. A named method is a one-candidate selection; each task's
+candidates and what follows the choice live with the task (:mod:`ctfp.membership.selection`,
+:mod:`ctfp.attribution.selection`). The winner's estimate is optimistic (the best of many).
 """
 
 from __future__ import annotations
@@ -25,8 +21,6 @@ import numpy as np
 
 from ctfp.evaluate import aucs, bootstrap_indices, stratified_folds
 from ctfp.progress import logger
-
-# -- metrics ------------------------------------------------------------------------------------
 
 
 def auc_of(y: np.ndarray, scores: np.ndarray) -> float:
@@ -45,11 +39,9 @@ def aris(truth: np.ndarray, predicted: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Metric:
-    """How out-of-fold predictions are scored against the truth.
-
-    ``many`` scores rows: (b, n) truth and (b, n) predictions -> (b,). ``pooled`` says which
-    out-of-fold predictions the bootstrap resamples: ``mean`` over the repeats (scores), or the
-    ``first`` repeat's (labels, which cannot be averaged)."""
+    """How out-of-fold predictions are scored: ``many`` maps (b, n) truth and (b, n)
+    predictions to (b,); ``pooled``: the bootstrap resamples the ``mean`` over the repeats
+    (scores) or the ``first`` repeat's (labels, which cannot be averaged)."""
 
     name: str
     label: str
@@ -64,16 +56,10 @@ ROC_AUC = Metric("roc_auc", "ROC-AUC", aucs, "mean")
 ARI = Metric("ari", "ARI", aris, "first")
 
 
-# -- candidates and what was measured -----------------------------------------------------------
-
-
 @dataclass(frozen=True)
 class Candidate:
-    """One thing to try: a feature type (the embeddings it reads), a method and its parameters.
-
-    ``complexity`` ranks settings within a family for the one-standard-error rule (lower is
-    simpler; each task says how, :func:`ctfp.membership.selection.complexity`); ``name`` is
-    shown instead of the generated label where given (a combination of candidates)."""
+    """One thing to try: a feature type, a method and its parameters. ``complexity`` ranks
+    settings within a family (lower is simpler); ``name``, where given, replaces the label."""
 
     features: str
     method: str
@@ -101,13 +87,10 @@ def _round(v: float) -> float | None:
 
 @dataclass
 class Trial:
-    """What cross-validation measured for one candidate.
-
-    ``score`` is the mean over repeats of the metric of the pooled out-of-fold predictions,
-    ``sd`` its spread over repeats (0 for one fit), ``se`` and ``interval`` its bootstrap
-    standard error and 95 % interval, ``gap_se`` the bootstrap standard error of the best's
-    score minus this one (same resamples). ``extra`` holds task-specific figures for the table
-    (JSON-ready); ``state`` what the task keeps for after the choice (arrays)."""
+    """What cross-validation measured for one candidate: ``score`` (mean over repeats of the
+    metric), ``sd`` (over repeats), ``se`` and ``interval`` (bootstrap), ``gap_se`` (bootstrap
+    SE of the best's score minus this one); ``extra``: JSON-ready figures for the table;
+    ``state``: what the task keeps for after the choice."""
 
     candidate: Candidate
     score: float = float("nan")
@@ -147,8 +130,8 @@ class Trial:
 
 @dataclass
 class Measured:
-    """What a task's evaluation of one candidate returns: the out-of-fold predictions of each
-    repeat (r, n), figures for the table and what to keep for after the choice."""
+    """A task's evaluation of one candidate: out-of-fold predictions (repeats, n), figures for
+    the table and what to keep for after the choice."""
 
     predictions: np.ndarray
     extra: dict[str, Any] = field(default_factory=dict)
@@ -189,24 +172,19 @@ def measure(
     try:
         found = evaluate(candidate)
         values = metric.many(y, found.predictions)
-    except Exception as exc:  # a candidate that cannot run here is reported, not fatal
+    except Exception as exc:
         trial.error = f"{type(exc).__name__}: {exc}"
         return trial
     trial.score = float(values.mean())
     trial.sd = float(values.std(ddof=1)) if len(values) > 1 else 0.0
-    preds = found.predictions
-    trial.oof = preds.mean(0) if metric.pooled == "mean" else preds[0]
+    trial.oof = found.predictions.mean(0) if metric.pooled == "mean" else found.predictions[0]
     trial.extra, trial.state = found.extra, found.state
     return trial
 
 
-# -- the choice ---------------------------------------------------------------------------------
-
-
 def simplest_within_one_se(trials: Sequence[Trial], top: Trial) -> Trial:
-    """The one-standard-error rule: mark each trial whose score is within its paired standard
-    error (of the gap to ``top``) of ``top``'s, and return the simplest of those in ``top``'s
-    family (marked ``chosen``)."""
+    """The one-standard-error rule: mark each trial within its paired standard error (of the
+    gap) of ``top``, and return the simplest of those in ``top``'s family, marked ``chosen``."""
     for t in trials:
         se = t.gap_se
         t.within_one_se = t.score >= top.score - (se if np.isfinite(se) else 0.0)
@@ -218,10 +196,8 @@ def simplest_within_one_se(trials: Sequence[Trial], top: Trial) -> Trial:
 
 @dataclass
 class Selection:
-    """Every trial (best first, failures last), the winner, the rule that chose it and why.
-
-    ``extra`` holds task-specific summary fields (task 1: the threshold; task 2: the groups).
-    ``rows`` are the bootstrap resamples every trial was measured on (not saved)."""
+    """Every trial (best first, failures last), the winner, the rule that chose it and why;
+    ``extra``: task-specific summary fields; ``rows``: the bootstrap resamples (not saved)."""
 
     trials: list[Trial]
     best: Trial
@@ -244,9 +220,8 @@ class Selection:
         return self.metric.many(self.y[self.rows], trial.oof[self.rows])
 
     def add(self, trial: Trial, *, chosen: bool = False) -> Trial:
-        """Measure ``trial`` (built from other trials' out-of-fold predictions: a combination)
-        on the same resamples as the others, its gap paired with the best single one's; put it
-        in the table, and make it the answer if ``chosen``."""
+        """Measure ``trial`` (a combination of others) on the same resamples, its gap paired
+        with the best single one's; put it in the table, and make it the answer if ``chosen``."""
         assert trial.oof is not None
         values = self.resampled(trial)
         trial.score = self.metric(self.y, trial.oof)
@@ -315,28 +290,13 @@ def select(
     what: str = "candidate",
 ) -> Selection:
     """Measure every candidate (:func:`measure`) and choose by the one-standard-error rule on
-    the paired gaps (module docstring).
+    the paired gaps.
 
-    Parameters
-    ----------
-    evaluate
-        A candidate's out-of-fold predictions (:class:`Measured`); a task's.
-    y
-        (n,) the truth of the labelled slices (1 = used; or group names).
-    settings
-        ``folds``, ``repeats`` and ``bootstrap`` (a task's selection settings).
-    codes
-        (n,) integer class of each slice, which the bootstrap resamples within (default ``y``).
-    features
-        The feature types that have embeddings, if the candidates' must be among them.
-    progress
-        Wraps the candidate list (a progress bar), or None.
-
-    Raises
-    ------
-    ValueError
-        A candidate's features are not in ``features``, or no candidate could be evaluated (the
-        first reasons named).
+    ``y`` (n,): the truth (1 = used, or group names); ``settings``: ``folds``, ``repeats`` and
+    ``bootstrap``; ``codes`` (n,): the integer classes the bootstrap resamples within (default
+    ``y``); ``features``: the feature types that have embeddings, if the candidates' must be
+    among them; ``progress`` wraps the candidate list. Raises ValueError when a candidate's
+    features are missing or no candidate could be evaluated (the first reasons named).
     """
     missing = sorted({c.features for c in candidates} - set(features or ()))
     if features is not None and missing:
@@ -360,9 +320,8 @@ def select(
     selection = Selection(trials, ok[0], ok[0], metric, settings, y, rows)
     boot = {id(t): selection.resampled(t) for t in ok}
     for t in ok:
-        # The resamples measure the pooled out-of-fold predictions; the score is the mean over
-        # repeats of each repeat's metric, a little apart from it: the interval is moved by
-        # that difference, so that it holds the score it is quoted with (its width is kept).
+        # The interval measures the pooled predictions: moved to hold the score (a mean over
+        # repeats) it is quoted with.
         shift = t.score - metric(y, t.oof)
         t.se, (low, high) = _spread(boot[id(t)])
         t.interval = (low + shift, min(high + shift, 1.0))  # neither metric exceeds 1

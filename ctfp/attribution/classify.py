@@ -1,19 +1,13 @@
 """Task 2 with labels: a linear classifier of the generator that made a slice.
 
-The challenge gives labelled samples of each known generator (``train/<group>/``). A linear
-model on fingerprint features separates generators far better than a blind mixture fitted to
-the test slices alone, and keeps separating them after re-encoding and resampling, where the
-mixture's clusters follow the damage instead of the source. Two linear models:
-
-- ``lr``: multinomial logistic regression (L2, ``C``), on standardised features;
-- ``lda``: linear discriminant analysis with a Ledoit-Wolf shrunk shared covariance (well posed
-  with fewer samples than dimensions).
-
-Either may run on a PCA of the standardised features first (``pca``). Both predict with
-``softmax(x W^T + b)``, which is all that is saved (no pickles). For the open set
-(:meth:`GroupClassifier.log_density`), each group is also a Gaussian with its own mean and the
-shared shrunk covariance in a PCA space of at most ``density_components`` dimensions: a slice
-whose best group density is lower than held-out labelled slices reach came from no known group.
+With labelled samples of each known generator (``train/<group>/``), a linear model on
+fingerprint features separates generators far better than a blind mixture of the test slices,
+also after re-encoding and resampling. Two models, on standardised features, optionally after a
+PCA (``pca``): ``lr``, multinomial logistic regression (L2, ``C``), and ``lda``, linear
+discriminant analysis with a Ledoit-Wolf shrunk shared covariance. Both predict with
+``softmax(x W^T + b)``, which is all that is saved. For the open set
+(:meth:`GroupClassifier.log_density`), each group is also a Gaussian (own mean, shared shrunk
+covariance) in a PCA space of at most ``density_components`` dimensions.
 """
 
 from __future__ import annotations
@@ -31,21 +25,10 @@ MODELS = ("lr", "lda")
 
 
 class GroupClassifier(SavedState, BaseEstimator):
-    """Predict the labelled group (generator) of each slice.
-
-    Parameters
-    ----------
-    model : {"lr", "lda"}
-        Logistic regression or shrunk LDA.
-    pca : int or None
-        Project the standardised features onto this many principal components first.
-    C : float
-        Inverse L2 strength of the logistic regression.
-    density_components : int
-        Dimensions of the space of the open-set group densities.
-    random_state : int
-        Seeds the PCA's randomised solver.
-    """
+    """Predict the labelled group (generator) of each slice: ``model`` ``lr`` (logistic
+    regression, inverse L2 strength ``C``) or ``lda`` (shrunk LDA), on the standardised features
+    or their first ``pca`` principal components; ``density_components``: dimensions of the
+    open-set group densities."""
 
     name: ClassVar[str] = "classify"
     task: ClassVar[str] = "task2"
@@ -106,14 +89,20 @@ class GroupClassifier(SavedState, BaseEstimator):
         self.scale_ = np.where(scale > 0, scale, 1.0)
         z = (x - self.mean_) / self.scale_
         axes = _principal_axes(z)
-        self._fit_density(z, target, len(names), _top_axes(axes, z, self.density_components))
+        from sklearn.covariance import ledoit_wolf
+
+        self.density_basis_ = _top_axes(axes, z, self.density_components)
+        w = z @ self.density_basis_.T
+        self.density_means_ = np.stack([w[target == j].mean(0) for j in range(len(names))])
+        cov, _ = ledoit_wolf(w - self.density_means_[target])
+        self.density_precision_ = np.linalg.inv(cov)
+        self.density_logdet_ = float(np.linalg.slogdet(cov)[1])
         if density_only:
             return self
         self.components_ = _top_axes(axes, z, self.pca)
         zp = z if self.components_ is None else z @ self.components_.T
         if self.components_ is not None and self.model == "lr":
-            # Unit variance per axis, as the features before the PCA: the leading axes' large
-            # variances otherwise make L-BFGS crawl (seconds per fit instead of milliseconds).
+            # Unit variance per axis: the leading axes' large variances make L-BFGS crawl.
             sd = zp.std(0)
             sd = np.where(sd > 0, sd, 1.0)
             self.components_, zp = self.components_ / sd[:, None], zp / sd
@@ -123,11 +112,8 @@ class GroupClassifier(SavedState, BaseEstimator):
             fitted = LogisticRegression(C=self.C, max_iter=2000).fit(zp, target)
             coef, intercept = np.asarray(fitted.coef_), np.asarray(fitted.intercept_)
         else:
-            # More dimensions than labelled slices (raw features, no PCA): the same model through
-            # the slices' Gram matrices (seconds to milliseconds at d = 4096). With d <= n (always
-            # so after a PCA) scikit-learn's d x d solve costs no more, and it stays the reference.
-            wide = zp.shape[1] > len(zp)
-            fast = _shrunk_lda(zp, target, len(names)) if wide else None
+            # Wider than the labelled slices: the same model through their Gram matrices.
+            fast = _shrunk_lda(zp, target, len(names)) if zp.shape[1] > len(zp) else None
             if fast is None:
                 from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 
@@ -139,18 +125,6 @@ class GroupClassifier(SavedState, BaseEstimator):
             intercept = np.concatenate([[0.0], intercept])
         self.coef_, self.intercept_ = coef, intercept
         return self
-
-    def _fit_density(self, z: np.ndarray, target: np.ndarray, k: int, basis: np.ndarray) -> None:
-        from sklearn.covariance import ledoit_wolf
-
-        self.density_basis_ = basis
-        w = z @ basis.T
-        means = np.stack([w[target == j].mean(0) for j in range(k)])
-        cov, _ = ledoit_wolf(w - means[target])
-        self.density_means_ = means
-        self.density_precision_ = np.linalg.inv(cov)
-        _, logdet = np.linalg.slogdet(cov)
-        self.density_logdet_ = float(logdet)
 
     # -- prediction -----------------------------------------------------------------------------
     def _standardised(self, X: Any) -> np.ndarray:
@@ -183,21 +157,18 @@ class GroupClassifier(SavedState, BaseEstimator):
 
     def log_density(self, X: Any) -> np.ndarray:
         """(n,) log density of each slice under its most likely known group (the Gaussians
-        of the open set; see the module docstring)."""
+        of the open set)."""
         w = self._standardised(X) @ self.density_basis_.T
         d = w[:, None, :] - self.density_means_[None]
         maha = np.einsum("nkd,de,nke->nk", d, self.density_precision_, d)
-        dim = w.shape[1]
-        log = -0.5 * (maha + self.density_logdet_ + dim * np.log(2 * np.pi))
-        return log.max(1)
+        return (-0.5 * (maha + self.density_logdet_ + w.shape[1] * np.log(2 * np.pi))).max(1)
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "coef_"):
             raise ValueError("this GroupClassifier is not fitted yet; call fit first")
 
     # -- saving ---------------------------------------------------------------------------------
-    def _check_saveable(self) -> None:
-        self._check_fitted()
+    _check_saveable = _check_fitted
 
     def _restore(self, device: str) -> None:
         """numpy on the host: ``device`` is taken for the interface and not used."""
@@ -218,27 +189,19 @@ class GroupClassifier(SavedState, BaseEstimator):
         return [str(c) for c in self.classes_]
 
 
-#: Past this condition number of the whitened covariance I + W^T W (see :func:`_shrunk_lda`), the
-#: model is nearly singular (every class barely shrunk) and scikit-learn's lstsq, which drops
-#: singular values under eps times the largest, rather than rounding decides its digits: there
-#: the fit takes scikit-learn's own path, so the model stays scikit-learn's.
+#: Past this condition number of I + W^T W (:func:`_shrunk_lda`) scikit-learn's lstsq drops
+#: singular values, not rounding, decides the digits: the fit then takes scikit-learn's path.
 _LDA_CONDITION_LIMIT = 1e10
 
 
 def _shrunk_lda(z: np.ndarray, target: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray] | None:
     """scikit-learn's ``LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto")`` fitted
-    on the features ``z`` (n, d) of the classes ``target`` (n,), every one of ``0 .. k-1``
-    present, with nothing d x d: O(n^2 d + n^3) time and O(n d) memory instead of O(d^3) and
-    O(d^2), for features wider than the labelled slices.
-
-    Returns scikit-learn's ``coef_`` (k, d) and ``intercept_`` (k,) (its binary form for
-    ``k == 2``: one row, class 1 against class 0); None where the shared covariance's diagonal
-    part below is not positive (no class shrunk at all, as with classes of 2 rows) or the
-    solve is ill-conditioned (:data:`_LDA_CONDITION_LIMIT`): the caller then fits
+    on ``z`` (n, d) of the classes ``target`` (n,), all of ``0 .. k-1`` present, with nothing
+    d x d: O(n^2 d + n^3) time and O(n d) memory. Returns scikit-learn's ``coef_`` (k, d) and
+    ``intercept_`` (k,) (one row for ``k == 2``); None where the diagonal part below is not
+    positive (no class shrunk) or the solve is ill-conditioned: the caller then fits
     scikit-learn's.
 
-    Notes
-    -----
     scikit-learn standardises the rows ``X_j`` of each class j by their own mean and standard
     deviation ``s_j`` (1 where constant), takes the Ledoit-Wolf covariance of those, centred,
     ``Y_j``: ``(1 - a_j) Y_j^T Y_j / n_j + a_j mu_j I``, scales it back by ``s_j`` on both sides,
@@ -260,9 +223,8 @@ def _shrunk_lda(z: np.ndarray, target: np.ndarray, k: int) -> tuple[np.ndarray, 
         scale = np.where(constant, 1.0, np.sqrt(var))
         y = (x - mean) / scale
         y -= y.mean(0)  # ledoit_wolf centres again (a rounding error's worth)
-        # ledoit_wolf_shrinkage's sums, from the m x m Gram matrix: the squared entries of
-        # Y^T Y sum as those of Y Y^T, and the entries of (Y**2)^T (Y**2) sum to the squared
-        # rows' norms squared.
+        # ledoit_wolf_shrinkage's sums from the m x m Gram matrix (Y^T Y and Y Y^T have the
+        # same squared entries; those of (Y**2)^T (Y**2) sum to the rows' norms**4).
         gram = y @ y.T
         norms = np.diag(gram).copy()
         trace = norms.sum() / m  # of the empirical covariance
@@ -278,8 +240,7 @@ def _shrunk_lda(z: np.ndarray, target: np.ndarray, k: int) -> tuple[np.ndarray, 
         means.append(mean)
     if not diag.min() > 0:
         return None
-    # Whitened by D, the solve's conditioning is that of I + W^T W alone (n x n): D's own
-    # spread costs no accuracy, being a scaling of each feature.
+    # Whitened by D, the solve's conditioning is that of I + W^T W alone (n x n).
     root = np.sqrt(diag)[:, None]
     w = np.hstack(columns) / root  # (d, n)
     inner = w.T @ w
@@ -301,9 +262,8 @@ def _shrunk_lda(z: np.ndarray, target: np.ndarray, k: int) -> tuple[np.ndarray, 
 
 
 def _principal_axes(z: np.ndarray) -> np.ndarray:
-    """The principal axes (rows) of ``z``: an exact SVD, shared by the classifier's and the
-    densities' projections (a few hundred labelled rows: exact is cheaper than scikit-learn's
-    randomised solver), with scikit-learn's signs (each axis's largest loading positive)."""
+    """The principal axes (rows) of ``z`` by an exact SVD, with scikit-learn's signs (each
+    axis's largest loading positive)."""
     _, _, vt = np.linalg.svd(z - z.mean(0), full_matrices=False)
     signs = np.sign(vt[np.arange(len(vt)), np.abs(vt).argmax(1)])
     return vt * np.where(signs == 0, 1.0, signs)[:, None]

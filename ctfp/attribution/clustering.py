@@ -31,8 +31,7 @@ def _sweep(
     rows: np.ndarray | None = None,
 ) -> tuple[int, dict[int, float], dict[int, float]]:
     """One mixture per k of ``k_range`` on ``x``: (the k with the lowest BIC, the BICs, the
-    silhouettes). Each silhouette is that of ``rows`` of ``x`` (default all: it costs O(n^2)),
-    NaN where fewer than two clusters are found there."""
+    silhouettes of ``rows`` of ``x``, default all; NaN where fewer than two clusters)."""
     from sklearn.metrics import silhouette_score
 
     ks = [k for k in k_range if 1 <= k <= len(x)]
@@ -55,10 +54,8 @@ def _sweep(
 
 @dataclass
 class Clustering:
-    """What :func:`cluster_slices` found; ``predict`` maps new embeddings the same way.
-
-    Saved like a membership method (:meth:`to_state` / :meth:`from_state`, kind ``gmm``).
-    """
+    """What :func:`cluster_slices` found; ``predict`` maps new embeddings the same way. Saved
+    like a membership method (:meth:`to_state` / :meth:`from_state`, kind ``gmm``)."""
 
     name: ClassVar[str] = "gmm"
     task: ClassVar[str] = "task2"
@@ -134,8 +131,7 @@ class LinearProjection:
     components_: np.ndarray
 
     def transform(self, x: np.ndarray) -> np.ndarray:
-        """Projected rows in float64, computed 8,192 rows at a time: the float64 temporaries of
-        a streamed batch stay small (a 65,536 x 2,048 batch would need two 1 GiB ones)."""
+        """Projected rows in float64, 8,192 rows at a time (small float64 temporaries)."""
         x = np.asarray(x)
         out = np.empty((len(x), len(self.components_)), np.float64)
         for i in range(0, len(x), 8192):
@@ -195,8 +191,7 @@ def _start_from_groups(
 ) -> dict[str, np.ndarray]:
     """A coherent EM start from labelled group means: every slice goes to its nearest group
     mean, and weights and covariances come from that assignment (a few labelled examples per
-    group cannot estimate a covariance, and covariances from an unrelated k-means partition
-    would contradict the means)."""
+    group cannot estimate a covariance)."""
     k, d = means.shape
     nearest = ((z[:, None, :] - means[None]) ** 2).sum(-1).argmin(1)
     pooled = np.cov(z, rowvar=False).reshape(d, d) + reg_covar * np.eye(d)

@@ -1,26 +1,17 @@
 """Task 2's side of the selection core (:mod:`ctfp.selection`): the ways to attribute with
 labels, how a candidate is measured, and the open set.
 
-When ``train/<group>/`` holds labelled samples of each known generator, every candidate (a
-feature type x a way to attribute x its few settings) is scored on them out of fold: repeated
-stratified k-fold over the groups, so every training part holds samples of every generator
-and a generator's samples are never only in the held-out fold. The ways to attribute:
-
-- ``classify``: a linear classifier of the group (logistic regression or shrunk LDA, with or
-  without PCA; :class:`~ctfp.attribution.classify.GroupClassifier`), fitted on the training part;
-- ``semi``: the Gaussian mixture of the test slices started from the training part's group
-  means (the paper's GMM, semi-supervised), its components named by the training part.
-
-Each is measured by the adjusted Rand index (ARI) of its out-of-fold predictions against the
-groups (mean over repeats), with a bootstrap interval; the core chooses, as for task 1. A new
+With labelled samples of each known generator in ``train/<group>/``, every candidate (a
+feature type x a way to attribute x its settings) is scored on them by the adjusted Rand index
+of its out-of-fold predictions (repeated k-fold stratified by group). The ways: ``classify``, a
+linear classifier of the group (:class:`~ctfp.attribution.classify.GroupClassifier`), and
+``semi``, the Gaussian mixture of the test slices started from the labelled group means. A new
 way is a fit function and one line in :data:`WAYS`.
 
-The open set is cross-conformal (Vovk 2015): in each fold the winner's model gives the
-held-out labelled slices and every test slice a log density under its best known group; a test
-slice's p-value is ``(1 + the held-out slices at most as likely) / (n + 1)``, counted over the
-folds of the first repeat. A slice of a known generator has ``p <= reject`` with probability
-about ``reject``, so ``p <= reject`` is "unknown" at that false-rejection rate; the densities
-are only compared within one fold's model, never across models of different sizes.
+The open set is cross-conformal (Vovk 2015): in each fold of the first repeat the model gives
+the held-out labelled slices and every test slice a log density under its best known group; a
+test slice's p-value is ``(1 + the held-out slices at most as likely) / (n + 1)``, so
+``p <= reject`` is "unknown" at about that false-rejection rate.
 """
 
 from __future__ import annotations
@@ -54,10 +45,8 @@ class Attributor:
         return np.asarray(self.groups, dtype=object)[self.model.predict(x)]
 
     def log_density(self, x: np.ndarray) -> np.ndarray:
-        """(n,) log density under the most likely known group, each group a Gaussian fitted
-        on its labelled slices only (:meth:`GroupClassifier.log_density`; never the mixture's
-        density, which is fitted on the test slices and so explains an unknown generator's
-        slices too)."""
+        """(n,) log density under the most likely known group (:meth:`GroupClassifier.log_density`,
+        never the mixture's, which also explains an unknown generator's test slices)."""
         model = self.density or self.model
         assert isinstance(model, GroupClassifier)
         return model.log_density(x)
@@ -85,7 +74,7 @@ def fit_mixture(
     device: str,
 ) -> Attributor:
     """``semi``: the mixture of the test slices started from the labelled groups' means, its
-    components named by the labelled slices (:func:`name_components`)."""
+    components named by :func:`name_components`."""
     clustering = cluster_slices(
         test,
         train_x=x,
@@ -101,9 +90,8 @@ def fit_mixture(
 
 @dataclass(frozen=True)
 class Way:
-    """A way to attribute with labels: how a candidate is fitted (``fit(params, x, groups,
-    test, seed, device)``), the settings ``--method auto`` tries, and how simple it is beside
-    the others (``rank``, lower first: it breaks exact ties between families)."""
+    """A way to attribute with labels: ``fit(params, x, groups, test, seed, device)``, the
+    settings ``--method auto`` tries, and its ``rank`` (lower is simpler)."""
 
     fit: Callable[..., Attributor]
     grid: tuple[Mapping[str, Any], ...]
@@ -168,9 +156,7 @@ def name_components(model: Clustering, x: np.ndarray, groups: np.ndarray) -> lis
 
 
 def default_candidates(features: Sequence[str], n_labelled: int) -> list[Candidate]:
-    """For each feature type, every way's grid: logistic regression and shrunk LDA (PCA 32,
-    every feature), the semi-supervised mixture (PCA 8 and 16, full covariances), where the
-    labelled slices allow the PCA."""
+    """For each feature type, every way's grid, where the labelled slices allow the PCA."""
     out = [
         candidate(f, name, params)
         for f in features
@@ -188,9 +174,9 @@ def evaluator(
     seed: int,
     device: str,
 ) -> Callable[[Candidate], Measured]:
-    """How a candidate is measured: its out-of-fold group names of the labelled slices, its
-    accuracy, and (the open set) the out-of-fold log densities and, per test slice, how many
-    held-out slices of the first repeat are at most as likely under their fold's model."""
+    """How a candidate is measured: its out-of-fold group names, accuracy, out-of-fold log
+    densities and, per test slice, how many held-out slices of the first repeat are at most as
+    likely under their fold's model (the open set)."""
 
     def evaluate(c: Candidate) -> Measured:
         x, test = data[c.features]
@@ -230,15 +216,8 @@ def select(
     progress: Callable[[Sequence[Any]], Any] | None = None,
 ) -> Selection:
     """Cross-validate every candidate on the labelled slices and choose (the core's rule).
-
-    Parameters
-    ----------
-    data
-        For each feature type: (labelled slices (n, d), test slices (m, d)); the labelled rows
-        of every feature type are the same slices in the same order.
-    groups
-        (n,) group (generator) name of each labelled slice.
-    """
+    ``data``: for each feature type, (labelled slices (n, d), test slices (m, d)), the same
+    slices in the same order; ``groups`` (n,): each labelled slice's group name."""
     settings = settings or SelectionSettings()
     g = np.asarray([str(v) for v in groups], dtype=object)
     names = sorted(set(g.tolist()))
@@ -277,10 +256,8 @@ def select(
 
 
 def open_set_pvalues(selection: Selection) -> np.ndarray | None:
-    """(m,) conformal p-value of each test slice under the winner: the fraction of held-out
-    labelled slices (pooled over the folds of the first repeat, each against its fold's model)
-    at most as likely under their best known group as the test slice; small means it fits no
-    known group. None when the open set is off (``reject`` 0)."""
+    """(m,) conformal p-value of each test slice under the winner (module docstring); small
+    means it fits no known group. None when the open set is off (``reject`` 0)."""
     counts = selection.best.state.get("test_counts")
     if counts is None:
         return None

@@ -63,9 +63,7 @@ class MixtureSettings(Settings):
         )
 
 
-#: ``--method``: ``auto`` (labels in train/<group>/: choose by cross-validation; none: the
-#: blind mixture), ``classify`` (a linear classifier of the group), ``semi`` (the mixture
-#: started from the labelled groups), ``gmm`` (the blind mixture of the test slices).
+#: ``--method`` (what each does: :attr:`Task2Settings.method`'s help).
 TASK2_METHODS = ("auto", "classify", "semi", "gmm")
 
 

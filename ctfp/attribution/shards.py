@@ -31,28 +31,22 @@ def cluster_shards(
     """Fit a Gaussian mixture over embedding shards too large for memory.
 
     ``settings`` (``overrides``: ClusterSettings fields to change, e.g. ``k=4, passes=5``): a
-    seeded uniform sample of ``sample`` rows (one streamed pass) fits the optional PCA (``pca``
-    components) and the mixture's start (``init``); then EM runs up to ``passes`` passes over
-    the shards (:meth:`GaussianMixture.fit_stream` with one partition per shard), until the
-    mean log-likelihood moves less than ``tol``. Memory is one batch, the sample and O(k d^2).
-    ``k="auto"`` picks the k of ``k_range`` with the lowest BIC on the sample (the silhouette of
-    each k, on at most :data:`SILHOUETTE_ROWS` sampled rows, is reported as a check).
+    seeded sample of ``sample`` rows fits the optional PCA and the mixture's start; then EM
+    runs up to ``passes`` passes over the shards (:meth:`GaussianMixture.fit_stream`, one
+    partition per shard) until the mean log-likelihood moves less than ``tol``. Memory is one
+    batch, the sample and O(k d^2). ``k="auto"``: the lowest BIC on the sample over ``k_range``
+    (each k's silhouette on at most :data:`SILHOUETTE_ROWS` sampled rows is reported).
 
-    ``engine``: where the passes run, ``local`` (here, shard after shard) or ``ray`` (each pass
-    a map over the shards, :func:`ctfp.engine.parallel_map`, a task returning one shard's
-    sampled rows or sufficient statistics, never its rows); the driver sums in shard order, so
-    both engines fit the same mixture (equal up to float rounding of the per-shard sums).
+    ``engine``: ``local`` or ``ray`` (each pass a map over the shards returning sampled rows or
+    sufficient statistics; the driver sums in shard order, so both fit the same mixture).
 
-    The fitted mixture then assigns the sample: a fit that puts every sampled row in one
-    component although k > 1 is refused (:class:`InputError`) unless ``allow_collapse``;
-    doubtful fits (empty components, k at the edge of ``k_range``, BIC and silhouette
-    disagreeing, full covariances from fewer rows than dimensions) are logged as warnings.
+    A fit that puts every sampled row in one component although k > 1 is refused
+    (:class:`InputError`) unless ``allow_collapse``; doubtful fits are logged as warnings
+    (:func:`stream_fit_warnings`).
 
-    Returns the clustering (``labels`` are the sample's) and a summary: k (and the BICs and
-    silhouettes for ``"auto"``), rows, sample size, the sample's cluster sizes, warnings,
-    passes, convergence, mean log-likelihood, the shards' metadata, the engine. Save it with
-    :func:`ctfp.save_model` and assign every row with :func:`ctfp.score_shards` (``ctfp
-    cluster`` and ``ctfp score``).
+    Returns the clustering (``labels`` are the sample's) and a summary (k, BICs, silhouettes,
+    rows, sample size and cluster sizes, warnings, passes, convergence, mean log-likelihood,
+    metadata, engine). ``ctfp cluster`` saves it; ``ctfp score`` assigns every row.
     """
     from ctfp.engine import parallel_map, resolve_engine
     from ctfp.store.reader import check_compatible, count_rows, shard_paths
@@ -97,7 +91,7 @@ def cluster_shards(
         sample = projection.transform(sample)
 
     bics = silhouettes = None
-    if k == "auto":  # each k's silhouette on at most SILHOUETTE_ROWS seeded rows of the sample
+    if k == "auto":
         some = np.random.default_rng(seed).choice(
             len(sample), size=min(SILHOUETTE_ROWS, len(sample)), replace=False
         )
@@ -116,8 +110,7 @@ def cluster_shards(
     clustering = Clustering(
         labels=labels, k=k, model=gmm, projection=projection, bics=bics, silhouettes=silhouettes
     )
-    # The sizes are the sample's hard assignments: what `ctfp score` does to every row, and
-    # the weights cannot tell (k identical components share the rows softly).
+    # Hard assignments, as `ctfp score` makes: the weights cannot tell a collapse.
     sizes = np.bincount(labels, minlength=k).tolist()
     if k > 1 and max(sizes) == len(labels) and not s.allow_collapse:
         raise InputError(
@@ -202,10 +195,9 @@ def stream_fit_warnings(
     silhouettes: dict[int, float] | None = None,
     slices: bool = False,
 ) -> list[str]:
-    """What makes a fit doubtful, in words: components no sampled row falls in (of the
-    sample's cluster ``sizes``), k at the edge of the searched range, BIC and silhouette
-    disagreeing, full covariances from fewer ``rows`` than ``dim`` dimensions (after PCA).
-    Worded for rows of shards, or for test slices with ``slices`` (task 2's fit in memory)."""
+    """What makes a fit doubtful, in words: empty components (of the cluster ``sizes``), k at
+    the edge of the searched range, BIC and silhouette disagreeing, full covariances from fewer
+    ``rows`` than ``dim`` dimensions. Worded for rows of shards, or test slices (``slices``)."""
     found = []
     if 0 in sizes:
         held = "no test slice" if slices else f"none of the {sum(sizes)} sampled rows"

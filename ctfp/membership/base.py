@@ -19,46 +19,36 @@ from ctfp.settings import Settings
 class MembershipMethod(SavedState, ClassifierMixin, BaseEstimator):
     """Was this real slice used to train the generator? The contract of a task 1 method.
 
-    A method is a scikit-learn binary classifier (settings stored unchanged in ``__init__``,
-    validated in ``fit``, fitted state ending in ``_``; ``sklearn.clone``, ``get_params`` and
-    ``score`` (accuracy) work) with:
+    A method is a scikit-learn binary classifier (``clone``, ``get_params`` and ``score``
+    work) with:
 
-    - ``fit(X, y, generated=None)``: labelled training reals ``X`` (n, d) with labels ``y``
-      (n,) and, for methods that need them (``needs_generated``), the generated slices;
-      chooses ``threshold_``. Labels are 1 = used, 0 = not used (any two labels work: the
-      larger, ``classes_[1]``, is "used").
+    - ``fit(X, y, generated=None)``: training reals ``X`` (n, d) with labels ``y`` (n,) (1 =
+      used, 0 = not used; with any two labels the larger, ``classes_[1]``, is "used") and,
+      where ``needs_generated``, the generated slices; chooses ``threshold_``.
     - ``score_samples(x)``: (n,) float64, higher = more likely used.
-    - ``predict(x)``: (n,) labels, ``classes_[1]`` where ``score_samples(x) >= threshold_``.
-    - ``to_state()`` / ``from_state()``: the fitted model as JSON-ready values and numpy
-      arrays, nothing pickled (:mod:`ctfp.runs.models` writes them), from its parameters and
-      its declared ``saved_state`` (:class:`ctfp._state.SavedState`).
+    - ``predict(x)``: (n,) ``classes_[1]`` where ``score_samples(x) >= threshold_``.
+    - ``to_state()`` / ``from_state()``: JSON-ready values and numpy arrays, nothing pickled
+      (:class:`ctfp._state.SavedState`).
 
     A new method is one module with a subclass and one line in :mod:`ctfp.membership.registry`;
-    its user-facing options are the fields of its ``settings_class`` (the command line offers
-    them), passed to ``__init__`` under the same names. Most methods take a ``metric`` (``l1``,
-    ``l2`` or ``cosine``, :mod:`ctfp.index.distance`), a ``calibrate`` criterion for the
-    threshold on the training reals (balanced, f1, accuracy or fpr:ALPHA) and a ``device``
-    (``auto``, ``cpu`` or ``cuda``) for their indexes; fitted, they hold ``threshold_`` (slices
-    with ``score >= threshold_`` are predicted used) and ``train_scores_`` (the training
-    reals' scores it was chosen on).
+    its command-line options are the fields of its ``settings_class``, passed to ``__init__``
+    under the same names. Fitted, a method holds ``threshold_`` and ``train_scores_`` (the
+    training reals' scores the threshold was chosen on).
     """
 
     #: The registry name (``--method``) and the name saved models record as their kind.
     name: ClassVar[str] = ""
     task: ClassVar[str] = "task1"
-    #: Whether the score uses the generated slices (``fit`` needs them): only such a score is
-    #: evidence about the generator; one without compares real slices with the known members.
+    #: Whether the score uses the generated slices (``fit`` needs them).
     needs_generated: ClassVar[bool] = False
-    #: Whether ``fit`` needs known members (``y == 1``); the others fit on known non-members
-    #: alone (with an ``fpr:ALPHA`` threshold), for audits that have no member labels.
+    #: Whether ``fit`` needs known members (``y == 1``); the others can fit on known
+    #: non-members alone (with an ``fpr:ALPHA`` threshold).
     needs_members: ClassVar[bool] = False
     #: The options this method takes from the command line, or None.
     settings_class: ClassVar[type[Settings] | None] = None
-    #: Scoring a row costs about as much as reading it (a few centres), so archive scoring gives
-    #: the reader a core of its own; heavy methods (large searches) keep every core.
+    #: Scoring a row costs about as much as reading it: archive scoring gives the reader a core.
     light_scoring: ClassVar[bool] = False
-    #: How simple the method is beside the others (lower first): shown in the candidate table,
-    #: and it breaks exact ties between methods (:func:`ctfp.membership.selection.complexity`).
+    #: How simple the method is beside the others (lower first; breaks exact ties).
     rank: ClassVar[float] = 9.0
 
     @classmethod
@@ -80,9 +70,7 @@ class MembershipMethod(SavedState, ClassifierMixin, BaseEstimator):
     @property
     def uses_labels(self) -> bool:
         """Whether ``fit`` learns from the labels ``y`` beyond choosing the threshold (centres
-        per class, a reference set of known non-members). A method that does not scores every
-        training slice as it would score a new one, so its score of the training reals is
-        already an honest (out-of-sample) estimate; one that does must be cross-validated."""
+        per class, a reference set); if not, its training scores are already out of sample."""
         return True
 
     def fit(self, X: Any, y: Any, generated: Any = None) -> MembershipMethod:
@@ -123,8 +111,7 @@ class MembershipMethod(SavedState, ClassifierMixin, BaseEstimator):
         self, X: Any, y: Any, generated: Any
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """Validated (x float32 (n, d), y (n,) 1 = used / 0, generated float32 (m, d) or None);
-        checks the options through ``settings_class``; sets ``classes_`` and
-        ``n_features_in_``."""
+        checks the options (``settings_class``); sets ``classes_`` and ``n_features_in_``."""
         from sklearn.utils.multiclass import check_classification_targets
         from sklearn.utils.validation import validate_data
 
@@ -172,8 +159,7 @@ class MembershipMethod(SavedState, ClassifierMixin, BaseEstimator):
         self.threshold_ = choose_threshold(scores, y, self.calibrate)
         return self
 
-    def _check_saveable(self) -> None:
-        self._check_fitted()
+    _check_saveable = _check_fitted
 
     def _restore(self, device: str) -> None:
         """What every saved method holds, back to its live form: the threshold, the classes

@@ -18,19 +18,10 @@ class CentroidMembership(MembershipMethod):
     label of its nearest centre by Manhattan (L1) distance, found in a FAISS flat L1 index of
     the 2k centres (ImageCLEFmedical GANs 2024, Goa College of Engineering; best k = 4).
 
-    Parameters
-    ----------
-    k
-        Clusters per class.
-    n_init, random_state, device, backend
-        Passed to :class:`ctfp.cluster.KMeans`; the indexes use the same device.
-
-    Attributes
-    ----------
-    centers_used_, centers_not_used_ : (k, d) float32
-    index_ : FlatIndex over the 2k centres (used first)
-    threshold_ : 0.0 (score >= 0: at least as close to a "used" centre; the 1-NN label), or
-        the threshold ``--method auto`` chose on out-of-fold scores
+    ``k``: clusters per class; ``n_init``, ``random_state``, ``device``, ``backend``: passed to
+    :class:`ctfp.cluster.KMeans` (the indexes use the same device). Fitted: the centres
+    ``centers_used_``, ``centers_not_used_`` (k, d) float32, ``index_`` over the 2k (used
+    first), and ``threshold_`` 0.0 (the 1-NN label) or the one ``--method auto`` chose.
     """
 
     name = "centroid"
@@ -65,8 +56,8 @@ class CentroidMembership(MembershipMethod):
         self.backend = backend
 
     def fit(self, X: Any, y: Any, generated: Any = None) -> CentroidMembership:
-        """Fit the centres on training reals ``X`` (n, d) with labels ``y`` (n,)
-        (1 = used, 0 = not used); ``generated`` is not used by this method."""
+        """Fit the centres on training reals ``X`` (n, d) with labels ``y`` (n,); ``generated``
+        is not used."""
         if not isinstance(self.k, int | np.integer) or self.k < 1:
             raise ValueError(f"k must be a positive integer, got {self.k!r}")
         x, y, _ = self._fit_inputs(X, y, None)
@@ -122,9 +113,8 @@ class CentroidMembership(MembershipMethod):
         return score
 
     def predict(self, x: Any) -> np.ndarray:
-        """(n,) ``classes_[1]`` (1: used) if the nearest of the 2k centres is a "used" centre,
-        else ``classes_[0]`` (the 1-NN label). With another ``threshold_`` than 0 (set by
-        ``--method auto`` from out-of-fold scores): ``score_samples(x) >= threshold_``."""
+        """(n,) ``classes_[1]`` (used) if the nearest of the 2k centres is a "used" centre, else
+        ``classes_[0]``; with a ``threshold_`` other than 0: ``score_samples(x) >= threshold_``."""
         self._check_fitted()
         if self.threshold_ != 0.0:
             return super().predict(x)

@@ -1,10 +1,6 @@
 """Membership by counting generated slices near a real one (Monte-Carlo membership inference,
-Hilprecht et al. 2019).
-
-A generator that memorised a training slice samples near it more often than near a slice it never
-saw, so the fraction of generated slices within a radius of a real slice estimates how much mass
-the generator puts around it. The score looks at the generated slices only (no labels); the
-labels choose the decision threshold, nothing else.
+Hilprecht et al. 2019): a generator samples near a slice it memorised more often than near one
+it never saw. The labels choose the decision threshold, nothing else.
 """
 
 from __future__ import annotations
@@ -28,22 +24,11 @@ _D = CountingSettings()
 class CountingMembership(NeighbourMethod):
     """Score real slices by the fraction of generated slices within a radius of them.
 
-    ``score(x) = #{g : d(x, g) <= radius_} / m`` over the ``m`` generated slices: Hilprecht et
-    al.'s plain Monte-Carlo estimate, kept as it is, so many slices share a score (ties are
-    part of the method; the threshold falls between distinct values). Only the nearest
-    ``min(m, 1024)`` generated slices of each real slice are counted: the score is exact when
-    ``m <= 1024`` and is capped at ``1024 / m`` beyond.
-
-    Parameters
-    ----------
-    radius_quantile
-        The radius ``radius_`` is this quantile of the training reals' distances to their
-        nearest generated slice (all of them, used or not: the labels are not looked at).
-
-    Attributes
-    ----------
-    index_ : FlatIndex of the (m) generated slices
-    radius_ : float, the counting radius in distance units
+    ``score(x) = #{g : d(x, g) <= radius_} / m`` over the ``m`` generated slices (many slices
+    share a score). Only the nearest ``min(m, 1024)`` are counted: exact when ``m <= 1024``,
+    capped at ``1024 / m`` beyond. The parameters are the fields of :class:`CountingSettings`;
+    ``radius_`` is the ``radius_quantile`` of the training reals' distances to their nearest
+    generated slice (used or not), ``index_`` the generated slices' index.
     """
 
     name = "counting"
@@ -79,7 +64,7 @@ class CountingMembership(NeighbourMethod):
 
     def fit(self, X: Any, y: Any, generated: Any = None) -> CountingMembership:
         """Index ``generated`` (m, d); choose the radius on training reals ``X`` (n, d) and the
-        threshold with their labels ``y`` (1 = used, 0 = not used)."""
+        threshold with their labels ``y``."""
         x, y, g = self._fit_inputs(X, y, generated)
         x, g = self._index_generated(x, g)
         D = self._distances(x)

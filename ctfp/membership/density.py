@@ -1,11 +1,9 @@
 """Membership by density ratio: how much likelier a slice is under the generator than under real
 data it was not trained on (DOMIAS, van Breugel et al. 2023).
 
-A generator that memorised its training slices puts more mass near them than the real
-distribution does, so ``log p_gen(x) - log p_ref(x)`` is high for used slices. ``p_gen`` is
-estimated from the generated slices and ``p_ref`` from a reference set of known non-members (the
-training reals labelled not used); dividing by ``p_ref`` removes "this slice is simply typical"
-from the signal, as GAN-Leaks calibration does for distances (:mod:`ctfp.membership.proximity`).
+A generator that memorised its training slices puts more mass near them, so
+``log p_gen(x) - log p_ref(x)`` is high for used slices; dividing by ``p_ref``, estimated from
+known non-members, removes "this slice is simply typical" from the signal.
 """
 
 from __future__ import annotations
@@ -31,42 +29,20 @@ _D = DensitySettings()
 
 
 class DensityRatioMembership(NeighbourMethod):
-    """Score real slices by ``log p_gen(x) - log p_ref(x)`` (DOMIAS).
+    """Score real slices by ``log p_gen(x) - log p_ref(x)`` (DOMIAS), ``p_gen`` from the
+    generated slices, ``p_ref`` from the training reals labelled not used (scored
+    leave-one-out). The parameters are the fields of :class:`DensitySettings`:
 
-    ``p_gen`` is estimated from the generated slices, ``p_ref`` from the reference set: the
-    training reals labelled not used. Training reference slices are scored leave-one-out (a
-    slice is not its own reference neighbour, and the reference set then has ``n_ref - 1``
-    slices).
+    - ``knn``: ``score = log r_k,ref(x) - log r_k,gen(x)`` with ``r_k`` the distance to the
+      k-th nearest slice of the set (the kNN estimate with intrinsic dimension 1: any common
+      dimension ranks alike; a distance below 1e-12 counts as 1e-12). Needs at least k
+      generated and k + 1 reference slices.
+    - ``kde``: ``score = [logsumexp_g(-d(x, g)^2 / 2h^2) - log m] - [logsumexp_r(-d(x, r)^2
+      / 2h^2) - log n_ref]`` with ``h = bandwidth_`` (``bandwidth`` times the generated
+      slices' median nearest-other distance), each sum over the nearest ``min(set size,
+      512)`` slices of the set (exact up to 512; beyond, the smallest terms dropped).
 
-    Parameters
-    ----------
-    estimator
-        ``knn``: the k-nearest-neighbour estimate ``log p(x) = -dim log r_k(x) + const`` with
-        ``r_k`` the distance to the k-th nearest slice of the set. ctfp takes the intrinsic
-        dimension ``dim`` as 1: any common dimension gives the same ranking as
-        ``score = log r_k,ref(x) - log r_k,gen(x)``, which is the score; only the threshold
-        would scale. The set sizes' constant is dropped. A distance below 1e-12 counts as
-        1e-12, so an exact copy of a generated slice gets a large, finite score.
-
-        ``kde``: Gaussian kernels of bandwidth ``h = bandwidth_``,
-        ``score = [logsumexp_g(-d(x, g)^2 / 2h^2) - log m]
-        - [logsumexp_r(-d(x, r)^2 / 2h^2) - log n_ref]`` (the kernel's normalising constant is
-        the same for both sets and cancels). Each sum runs over the nearest
-        ``min(set size, 512)`` slices of the set found with its index: exact when the set has
-        at most 512 slices; beyond that the farthest kernels, the smallest terms, are dropped
-        (truncation), while ``log m`` and ``log n_ref`` still count the whole set.
-    neighbours
-        ``knn``: k. Needs at least k generated and k + 1 reference slices.
-    bandwidth
-        ``kde``: the bandwidth as a multiple of the median distance of the generated slices to
-        their nearest other generated slice (computed at fit; ``bandwidth_`` holds it in
-        distance units).
-
-    Attributes
-    ----------
-    index_ : FlatIndex of the (m) generated slices
-    reference_ : FlatIndex of the (n_ref) reference slices
-    bandwidth_ : float or None, the kde bandwidth in distance units (None for knn)
+    ``index_`` and ``reference_`` index the generated and reference slices.
     """
 
     name = "density"
@@ -150,27 +126,24 @@ class DensityRatioMembership(NeighbourMethod):
             raise ValueError(f"kde needs at least 2 not-used training slices, got {n}")
 
     def _generated_term(self, x: np.ndarray) -> np.ndarray:
-        if self.estimator == "knn":
-            return -self._log_knn_radius(self.index_, x, None)
-        return self._log_kde(self.index_, x, None)
+        return self._log_density(self.index_, x, None)
 
     def _reference_term(self, reference: Any, x: np.ndarray, leave_out: np.ndarray) -> np.ndarray:
-        if self.estimator == "knn":
-            return -self._log_knn_radius(reference, x, leave_out)
-        return self._log_kde(reference, x, leave_out)
+        return self._log_density(reference, x, leave_out)
 
-    def _log_knn_radius(
+    def _log_density(
         self, index: FlatIndex, x: np.ndarray, leave_out: np.ndarray | None
     ) -> np.ndarray:
-        """(n,) log of the distance to the k-th nearest (other) row of ``index``."""
-        D, valid = neighbour_distances(index, x, self.neighbours, self.metric, leave_out=leave_out)
-        D = np.where(valid, D, np.inf)
-        D.sort(axis=1)
-        return np.log(np.maximum(D[:, self.neighbours - 1], DISTANCE_FLOOR))
-
-    def _log_kde(self, index: FlatIndex, x: np.ndarray, leave_out: np.ndarray | None) -> np.ndarray:
-        """(n,) log of the Gaussian kernel density of ``index``'s rows at ``x`` (without the
-        kernel's constant), over the nearest ``KDE_NEIGHBOURS`` (other) rows."""
+        """(n,) log density (up to a constant) of ``index``'s (other) rows at ``x``: ``knn``,
+        minus the log distance to the k-th nearest; ``kde``, the log Gaussian kernel sum over
+        the nearest ``KDE_NEIGHBOURS`` over the set's size."""
+        if self.estimator == "knn":
+            D, valid = neighbour_distances(
+                index, x, self.neighbours, self.metric, leave_out=leave_out
+            )
+            D = np.where(valid, D, np.inf)
+            D.sort(axis=1)
+            return -np.log(np.maximum(D[:, self.neighbours - 1], DISTANCE_FLOOR))
         assert self.bandwidth_ is not None
         k = min(index.ntotal, KDE_NEIGHBOURS)
         D, valid = neighbour_distances(index, x, k, self.metric, leave_out=leave_out)

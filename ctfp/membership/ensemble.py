@@ -1,13 +1,10 @@
 """Membership by the weighted mean of several scorers' standardised scores (what
 ``--method auto`` answers with when other scorers add to the best).
 
-Scorers that see different traces of memorisation (distance to the nearest generated slice, a
-density ratio, how well a surrogate of the generator reconstructs the slice) err on different
-slices; a weighted mean keeps what they share and cancels part of what they do not (Caruana
-et al. 2004, "Ensemble selection from libraries of models"; the weights are chosen by
-:func:`ctfp.membership.selection.forward_select`). Scores of different methods live on
-different scales (distances, log density ratios, fractions), so each member's score is first
-standardised (:func:`robust_scale`).
+Scorers that see different traces of memorisation err on different slices; a weighted mean
+keeps what they share (Caruana et al. 2004; the weights are chosen by
+:func:`ctfp.membership.selection.forward_select`). Their scores live on different scales, so
+each is first standardised (:func:`robust_scale`).
 """
 
 from __future__ import annotations
@@ -20,8 +17,7 @@ import numpy as np
 from ctfp.evaluate import stratified_folds
 from ctfp.membership.base import MembershipMethod
 
-#: Folds of the out-of-fold scores that standardise a label-using member (when the caller
-#: gives no centre and scale).
+#: Folds of the out-of-fold scores that standardise a label-using member without a given scale.
 FOLDS = 5
 
 
@@ -39,30 +35,15 @@ class EnsembleMembership(MembershipMethod):
     """The weighted mean of the standardised scores of several membership methods on the same
     features.
 
-    Parameters
-    ----------
-    members
-        One mapping per member: ``method`` (a registered name), ``params`` (its ``__init__``
-        keywords), optionally ``weight`` (positive, default 1; the weights are normalised to
-        sum to 1) and optionally ``center`` and ``scale``, the standardisation of its scores
-        (``--method auto`` passes those of the out-of-fold scores it selected on, so that its
-        threshold fits the fitted ensemble's scale). Without them ``fit`` computes them: the
-        median and interquartile range of the member's scores on the training reals, out of
-        fold (stratified, ``FOLDS`` folds, seeded) when the member learns from the labels.
-    calibrate
-        Threshold criterion on the combined training scores (out of fold where a member learns
-        from the labels): balanced, f1, accuracy or fpr:ALPHA.
-    random_state
-        Seed of the members that take one, and of the folds.
-    device
-        ``auto``, ``cpu`` or ``cuda``, passed to the members that take it.
+    ``members``: one mapping per member: ``method`` (a registered name), ``params`` (its
+    ``__init__`` keywords), optionally ``weight`` (positive, default 1; normalised to sum to 1)
+    and optionally both ``center`` and ``scale`` of its scores; without them ``fit`` takes the
+    median and interquartile range of its training scores, out of fold (``FOLDS`` folds) when
+    the member learns from the labels. ``calibrate``: the threshold criterion on the combined
+    training scores; ``random_state`` and ``device`` go to the members that take them.
 
-    Attributes
-    ----------
-    members_ : list of fitted MembershipMethod
-    centers_, scales_ : (n_members,) float64, the standardisation of each member's score
-    weights_ : (n_members,) float64, the members' weights, summing to 1
-    train_scores_ : (n_train,) the combined scores the threshold was chosen on
+    Fitted: ``members_``, ``centers_`` and ``scales_``, ``weights_`` (summing to 1) and
+    ``train_scores_``, the combined scores the threshold was chosen on.
     """
 
     name = "ensemble"
@@ -119,8 +100,18 @@ class EnsembleMembership(MembershipMethod):
             raise ValueError("an ensemble member gives both 'center' and 'scale', or neither")
         weights = self._weights()
         members, centers, scales, train = [], [], [], []
+        folds = min(FOLDS, int(min(y.sum(), (y == 0).sum())))
         for member in self.members:
             model = self._build(member).fit(x, y, g)
+            if "center" in member or not model.uses_labels or folds < 2:
+                scores = model.score_samples(x)
+            else:  # the member learns from the labels: its training scores out of fold
+                fold = stratified_folds(y, folds, self.random_state)
+                scores = np.empty(len(y))
+                for f in range(folds):
+                    test = fold == f
+                    part = self._build(member).fit(x[~test], y[~test], g)
+                    scores[test] = part.score_samples(x[test])
             if "center" in member:
                 center, scale = float(member["center"]), float(member["scale"])
                 if not (np.isfinite(center) and np.isfinite(scale) and scale > 0):
@@ -128,9 +119,7 @@ class EnsembleMembership(MembershipMethod):
                         f"ensemble member {member['method']}: center and scale must be finite "
                         f"and the scale positive, got {center!r}, {scale!r}"
                     )
-                scores = model.score_samples(x)
             else:
-                scores = self._out_of_fold(member, model, x, y, g)
                 center, scale = robust_scale(scores)
             members.append(model)
             centers.append(center)
@@ -156,28 +145,6 @@ class EnsembleMembership(MembershipMethod):
                     f"number, got {member.get('weight')!r}"
                 )
         return weights / weights.sum()
-
-    def _out_of_fold(
-        self,
-        member: Mapping[str, Any],
-        model: MembershipMethod,
-        x: np.ndarray,
-        y: np.ndarray,
-        g: np.ndarray | None,
-    ) -> np.ndarray:
-        """The member's training scores, out of fold when it learns from the labels."""
-        if not model.uses_labels:
-            return model.score_samples(x)
-        folds = min(FOLDS, int(min(y.sum(), (y == 0).sum())))
-        if folds < 2:
-            return model.score_samples(x)
-        fold = stratified_folds(y, folds, self.random_state)
-        oof = np.empty(len(y))
-        for f in range(folds):
-            test = fold == f
-            part = self._build(member).fit(x[~test], y[~test], g)
-            oof[test] = part.score_samples(x[test])
-        return oof
 
     def _score(self, x: np.ndarray) -> np.ndarray:
         parts = [
@@ -240,8 +207,7 @@ class EnsembleMembership(MembershipMethod):
             self.members_.append(kind.from_state(member["params"], own, device=device))
         self.centers_ = np.array([m["center"] for m in saved], dtype=np.float64)
         self.scales_ = np.array([m["scale"] for m in saved], dtype=np.float64)
-        # models saved before weights existed weighted their members equally
-        weights = np.array([m.get("weight", 1.0) for m in saved], dtype=np.float64)
+        weights = np.array([m.get("weight", 1.0) for m in saved], dtype=np.float64)  # or older
         self.weights_ = weights / weights.sum()
         self.threshold_ = float(params["threshold"])
         self.n_features_in_ = int(params["n_features_in"])

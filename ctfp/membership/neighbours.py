@@ -13,10 +13,9 @@ from ctfp.index.ann import ApproximateIndex, make_index
 from ctfp.index.flat import FlatIndex
 from ctfp.membership.base import MembershipMethod
 
-#: Queries are searched in chunks whose (rows, k, d) neighbour vectors hold at most this many
-#: numbers (256 MB of float32), so a deep search (k = 1,024) of wide embeddings stays in memory.
+#: Queries are searched in chunks of at most _CHUNK_ROWS rows whose (rows, k, d) neighbour
+#: vectors hold at most _CHUNK_NUMBERS numbers (256 MB of float32), for deep, wide searches.
 _CHUNK_NUMBERS = 1 << 26
-#: Rows per chunk when the chunk fits anyway (what :func:`ctfp.index.distance.search` takes).
 _CHUNK_ROWS = 4096
 
 
@@ -28,45 +27,27 @@ def neighbour_distances(
     *,
     leave_out: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Exact distances from queries ``x`` to their ``k`` nearest rows of ``index``, best first,
+    """Exact distances from queries ``x`` (n, d), :func:`~ctfp.index.distance.prepare`-d for
+    ``metric``, to their ``k`` nearest rows of ``index`` (flat or approximate), best first,
     and which of them count.
 
-    Parameters
-    ----------
-    index
-        A :class:`ctfp.index.flat.FlatIndex` or :class:`ctfp.index.ann.ApproximateIndex`
-        searched with :func:`ctfp.index.distance.search_metric` of ``metric``.
-    x : (n, d) float32
-        Queries already :func:`ctfp.index.distance.prepare`-d for ``metric``.
-    k
-        Neighbours wanted per query; at most ``index.ntotal`` are found.
-    metric
-        ``l1``, ``l2`` or ``cosine`` (see :mod:`ctfp.index.distance`).
-    leave_out : (ntotal,) int, optional
-        Leave-one-out: row ``j`` of the index is query ``leave_out[j]`` itself, which must not
-        count as its own neighbour (the query gets its ``k`` nearest *other* rows). Whenever
-        ``leave_out`` is given, even empty, the search goes one row deeper, so every query,
-        left out or not, sees the same ``k`` nearest rows it would see in any other such call.
+    ``leave_out`` (ntotal,): row ``j`` of the index is query ``leave_out[j]`` itself and does
+    not count as its neighbour. Whenever it is given, even empty, the search goes one row
+    deeper, so every query sees the same ``k`` nearest rows in any such call.
 
-    Returns
-    -------
-    D : (n, w) float64
-        Distances (:func:`ctfp.index.distance.search`), best first; ``w = min(k, ntotal)``, or
-        ``min(k + 1, ntotal)`` with ``leave_out``.
-    valid : (n, w) bool
-        The entries that count: at most the first ``k`` per query that are neither the query
-        itself nor missing (an approximate index may find fewer than ``w`` rows).
+    Returns ``D`` (n, w) float64 distances, ``w = min(k, ntotal)`` (``min(k + 1, ntotal)`` with
+    ``leave_out``), and ``valid`` (n, w): at most the first ``k`` per query that are neither
+    the query itself nor missing (an approximate index may find fewer rows).
     """
     depth = min(k + (leave_out is not None), index.ntotal)
     rows = _CHUNK_ROWS
     if rows * depth * x.shape[1] > _CHUNK_NUMBERS:
         rows = max(1, _CHUNK_NUMBERS // (depth * x.shape[1]))
-    D_all, I_all = [], []
-    for lo in range(0, max(len(x), 1), rows):
-        D, I = distance.search(index, x[lo : lo + rows], depth, metric)  # noqa: E741
-        D_all.append(D)
-        I_all.append(I)
-    D, I = np.concatenate(D_all), np.asarray(np.concatenate(I_all))  # noqa: E741
+    found = [
+        distance.search(index, x[lo : lo + rows], depth, metric)
+        for lo in range(0, max(len(x), 1), rows)
+    ]
+    D, I = map(np.concatenate, zip(*found, strict=True))  # noqa: E741
     valid = I >= 0
     if leave_out is not None and len(leave_out):
         own = np.full(len(x), -1, dtype=np.int64)
@@ -78,9 +59,8 @@ def neighbour_distances(
 
 class NeighbourMethod(MembershipMethod):
     """A method that scores by distances to an index of the generated slices (``index_``, of
-    kind ``index``) and maybe to a flat index of the known non-members (``reference_``), both
-    searched by its ``metric`` on its ``device``. Every row it fits on or scores is
-    :func:`~ctfp.index.distance.prepare`-d for ``metric``."""
+    kind ``index``) and maybe to a flat index of the known non-members (``reference_``), by
+    its ``metric`` on its ``device``; every row is prepared for ``metric``."""
 
     needs_generated = True
     #: The kind of ``index_`` (:func:`~ctfp.index.ann.make_index`; proximity's option).
@@ -92,7 +72,7 @@ class NeighbourMethod(MembershipMethod):
         self, x: np.ndarray, g: np.ndarray | None
     ) -> tuple[np.ndarray, np.ndarray]:
         """(x, g) prepared for ``metric``, with ``index_`` holding ``g``."""
-        assert g is not None  # needs_generated: _fit_inputs refuses a fit without
+        assert g is not None
         g, x = distance.prepare(g, self.metric), distance.prepare(x, self.metric)
         searched = distance.search_metric(self.metric)
         self.index_ = make_index(g.shape[1], kind=self.index, metric=searched, device=self.device)
@@ -108,17 +88,15 @@ class NeighbourMethod(MembershipMethod):
         """The reference index's device: the generated index's (a flat index honours cuda)."""
         return self.device if self.index == "flat" else "cpu"
 
-    # A score is a term of the generated slices minus, with a reference set of known
-    # non-members, a term of that set: the labels reach it through the reference alone, so
-    # cross-validation computes the generated term once and a reference term per fold.
+    # A score is a term of the generated slices minus, with a reference set, a term of that
+    # set: cross-validation computes the generated term once and a reference term per fold.
     def _generated_term(self, x: np.ndarray) -> np.ndarray:
         """(n,) what the generated slices say of prepared rows ``x`` (higher: more used)."""
         raise NotImplementedError
 
     def _reference_term(self, reference: Any, x: np.ndarray, leave_out: np.ndarray) -> np.ndarray:
-        """(n,) the same of the reference index ``reference`` (``leave_out``: as in
-        :func:`neighbour_distances`; searched as deep as leave-one-out needs even when empty,
-        so that a slice outside the set scores the same in fit as in score_samples)."""
+        """(n,) the same of the index ``reference`` (``leave_out``: :func:`neighbour_distances`,
+        even empty, so that a slice scores the same in fit as in score_samples)."""
         raise NotImplementedError
 
     def _check_reference(self, n: int) -> None:

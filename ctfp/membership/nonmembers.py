@@ -34,21 +34,17 @@ def choose_without_members(
     table of what was tried.
 
     The known non-members are dealt into ``folds`` folds; for each, every candidate is fitted
-    on the other folds (its reference set, where it has one) and scores the held-out fold and
-    the test slices; its measure is the ROC-AUC of test slices against held-out non-members,
-    averaged over the folds. Where the test's non-members are like the known ones (what the
-    ``fpr:`` bound assumes too), that AUC is ``0.5 + pi x (AUC on members - 0.5)`` with ``pi`` the
-    share of members among the test slices: the larger, the better the score tells members
-    apart, whatever ``pi`` is. No label of a test slice is used. The measure is noisy (a few
-    dozen non-members) and the best of many is optimistic, so the core's rule applies: the
-    ``default`` answers unless the best beats it by more than one standard error of their gap
-    (``resamples`` bootstrap draws of the test slices and of each fold's non-members, the same
-    draws for both); without a default, or with the default beaten, the best answers (ties to
-    the simpler). The measure ranks the candidates; it is not an accuracy.
+    on the other folds and scores the held-out fold and the test slices; its measure is the
+    ROC-AUC of test slices against held-out non-members, averaged over the folds. Where the
+    test's non-members are like the known ones, that AUC is ``0.5 + pi x (AUC on members -
+    0.5)`` with ``pi`` the share of members among the test slices, so it ranks the scores
+    whatever ``pi`` is. The ``default`` answers unless the best beats it by more than one
+    standard error of their gap (``resamples`` paired bootstrap draws of the test slices and
+    of each fold's non-members); otherwise the best answers (ties to the simpler).
 
     ``data``: for each feature type, (known non-members (n, d), generated (m, d)); ``test``: the
-    test slices (t, d) of each feature type. Candidates that cannot run (too few non-members
-    for a fold's reference set) are recorded with the error."""
+    test slices (t, d) of each feature type. Candidates that cannot run are recorded with the
+    error."""
     stacked = {f: (np.vstack([x, test[f]]), g) for f, (x, g) in data.items()}
     n = len(next(iter(data.values()))[0])
     t = len(next(iter(test.values())))
@@ -112,12 +108,11 @@ def choose_without_members(
 def heldout_false_positives(
     fit: Callable[[np.ndarray], Any], n: int, folds: int = 5, seed: int = 0
 ) -> dict[str, Any] | None:
-    """The check a known-non-members-only run's ``fpr:`` promise can be given: the ``n`` known
-    non-members dealt into ``folds`` folds (seeded), each fold scored by ``fit(train_mask)``
-    (a model fitted, threshold included, on the other folds alone) and its flagged slices
-    counted. Under the split-conformal bound the held-out rate is at most the promised one on
-    average; a much higher one says the bound does not hold here. None where the folds leave
-    too few non-members to fit on (the fit's ValueError)."""
+    """The check of a known-non-members-only run's ``fpr:`` promise: the ``n`` known
+    non-members dealt into ``folds`` folds, each fold's flagged slices counted by
+    ``fit(train_mask)`` (a model fitted, threshold included, on the other folds). The held-out
+    rate is at most the promised one on average under the bound. None where a fit raises
+    ValueError (too few non-members)."""
     fold = deal(n, folds, seed)
     flagged = 0
     for f in range(folds):

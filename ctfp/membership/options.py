@@ -1,6 +1,5 @@
-"""The options of each membership method and of ``--method auto``, importable without NumPy,
-scikit-learn or FAISS: the command line builds its options from these classes, and each method's
-``__init__`` takes its defaults from them (one place for every default and help text)."""
+"""The options of each membership method and of ``--method auto`` (the command line's options
+and each method's ``__init__`` defaults), importable without NumPy, scikit-learn or FAISS."""
 
 from __future__ import annotations
 

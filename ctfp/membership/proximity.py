@@ -1,10 +1,8 @@
 """Membership by proximity to the generated set, calibrated against a reference set.
 
-A generator that memorised a training slice produces near-copies of it, so a real slice close to
-its nearest generated slice was likely used for training (the strongest ImageCLEF 2023 approach).
-The calibrated score of the membership-inference literature (GAN-Leaks, Chen et al. 2020)
-subtracts the distance to a reference set of known non-members, removing "this slice is simply
-typical" from the signal. The decision threshold is chosen on labelled training reals.
+A generator that memorised a training slice produces near-copies of it (the strongest ImageCLEF
+2023 approach); GAN-Leaks (Chen et al. 2020) subtracts the distance to known non-members,
+removing "this slice is simply typical" from the signal.
 """
 
 from __future__ import annotations
@@ -25,27 +23,11 @@ _D = ProximitySettings()
 class ProximityMembership(NeighbourMethod):
     """Score real slices by their distance to the nearest generated slices.
 
-    Parameters
-    ----------
-    neighbours
-        Mean distance over this many nearest generated slices.
-    reference
-        If true, ``fit`` keeps the training "not used" slices as a reference set and the score
-        becomes ``d(x, reference) - d(x, generated)`` (GAN-Leaks calibration); training slices
-        of the reference set are scored leave-one-out.
-    index
-        ``flat`` (exact; CPU or GPU) or ``ivf``/``hnsw`` (approximate, CPU only, for millions
-        of generated slices; ``recall_`` holds recall@1 against exact search on the training
-        reals).
-    recall_target
-        Approximate indexes only: the search effort (IVF nprobe, HNSW efSearch) is tuned on the
-        training reals to the least that reaches this recall@1 (None: nprobe 16 / efSearch 128).
-    device
-        Approximate indexes refuse ``cuda``.
-
-    Attributes
-    ----------
-    recall_ : float or None
+    The parameters are the fields of :class:`ProximitySettings` (their help says what each
+    does), and ``device`` (approximate indexes refuse ``cuda``). With ``reference`` the score
+    is ``d(x, reference) - d(x, generated)``, the reference set being the training "not used"
+    slices (scored leave-one-out). ``recall_``: an approximate index's recall@1 against exact
+    search on the training reals (None for ``flat``).
     """
 
     name = "proximity"
@@ -87,18 +69,17 @@ class ProximityMembership(NeighbourMethod):
         return bool(self.reference)  # the reference set is the known non-members
 
     def fit(self, X: Any, y: Any, generated: Any = None) -> ProximityMembership:
-        """Index ``generated`` (m, d); calibrate on training reals ``X`` (n, d) with labels
-        ``y`` (1 = used, 0 = not used)."""
+        """Index ``generated`` (m, d); calibrate on training reals ``X`` (n, d) with ``y``."""
         x, y, g = self._fit_inputs(X, y, generated)
         assert g is not None
         if len(g) < self.neighbours:
             raise ValueError(f"{self.neighbours} neighbours need at least as many generated slices")
         x, g = self._index_generated(x, g)
         self.recall_ = None
-        if self.index != "flat":  # recall against a brute-force search of g (no second copy)
+        if self.index != "flat":
             if self.recall_target is None:
                 self.recall_ = recall_at_1(self.index_, g, x)
-            else:  # the least search effort that finds the exact neighbour of the training reals
+            else:
                 self.recall_ = self.index_.tune(g, x, self.recall_target)
         self.reference_ = None
         ref_rows = np.flatnonzero(y == 0)

@@ -1,12 +1,9 @@
 """Membership by how well a low-rank surrogate of the generator reconstructs a real slice.
 
-Black-box membership attacks on generative models (LOGAN, Hayes et al. 2019; the reconstruction
-attacks of Hilprecht et al. 2019 and GAN-Leaks, Chen et al. 2020) fit a model to what the
-generator produces and ask how well that model explains a real slice: a generator that memorised
-its training slices puts their directions into its output, so a surrogate fitted to the output
-reconstructs used slices better than slices it never saw. The surrogate here is the simplest
-one, a PCA of the generated embeddings; the score is the negated mean squared residual. The
-decision threshold is chosen on labelled training reals, which are not otherwise learned from.
+A generator that memorised its training slices puts their directions into its output, so a
+surrogate fitted to the output reconstructs used slices better (LOGAN, Hayes et al. 2019;
+Hilprecht et al. 2019; GAN-Leaks, Chen et al. 2020). The surrogate is a PCA of the generated
+embeddings; the score is the negated mean squared residual.
 """
 
 from __future__ import annotations
@@ -19,8 +16,7 @@ import numpy as np
 from ctfp.membership.base import MembershipMethod
 from ctfp.membership.options import ReconstructionSettings
 
-#: Rows per block of the covariance and the scores: a (4096, d) float64 block and its
-#: projection bound the memory whatever the number of slices.
+#: Rows per float64 block of the covariance and the scores (bounds the memory).
 BLOCK = 4096
 
 _D = ReconstructionSettings()
@@ -39,11 +35,9 @@ def _principal_directions(
     g: np.ndarray, r: int, normalize: bool
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Mean (d,), top ``r`` principal directions (r, d) and their explained variance ratios
-    (r,) of the rows of ``g`` (m, d) (L2-normalised first if ``normalize``), all float64.
-
-    Few rows (m <= d): SVD of the centred rows. Many rows: eigendecomposition of the d x d
-    scatter matrix, accumulated in blocks so a float64 copy of ``g`` is never made. Each
-    direction's largest-magnitude entry is made positive, so refits and saved models agree.
+    (r,) of the rows of ``g`` (m, d) (L2-normalised first if ``normalize``), all float64: SVD
+    for m <= d, else the d x d scatter matrix accumulated in blocks. Each direction's largest
+    entry is made positive, so refits and saved models agree.
     """
     m, d = g.shape
     mean = np.zeros(d)
@@ -70,30 +64,15 @@ def _principal_directions(
 
 
 class ReconstructionMembership(MembershipMethod):
-    """Score real slices by how well a PCA of the generated slices reconstructs them.
+    """Score real slices by how well a PCA of the generated slices reconstructs them: with the
+    mean and top principal directions V of the generated set, ``x_hat = mean + (x - mean) V^T
+    V`` and the score is ``-||x - x_hat||^2 / d``. The labels only choose the threshold.
 
-    ``fit`` learns the mean and the top principal directions V of the generated set only (a
-    surrogate of the generator); a slice x is reconstructed as
-    ``x_hat = mean + (x - mean) V^T V`` and scored ``-||x - x_hat||^2 / d``, so a slice lying
-    where the generator puts its output (one it memorised) scores high. The labels ``y`` only
-    choose the threshold (``uses_labels`` is False).
+    The parameters are the fields of :class:`ReconstructionSettings`; ``components`` beyond
+    ``min(m - 1, d)`` (``m`` generated slices) is capped there, not refused.
 
-    Parameters
-    ----------
-    components
-        Principal directions kept. More than the generated set supports (``m - 1`` for ``m``
-        generated slices, or the dimension ``d``) is not an error: ``min(m - 1, d)`` are kept
-        and ``n_components_`` records how many.
-    normalize
-        If true, every slice (generated, training, scored) is L2-normalised first, so the
-        residual compares directions and ignores norms.
-
-    Attributes
-    ----------
-    mean_ : (d,) float64, mean of the (normalised) generated slices
-    components_ : (n_components_, d) float64, orthonormal principal directions, largest first
-    n_components_ : int, directions kept (``components`` capped at ``min(m - 1, d)``)
-    explained_variance_ratio_ : (n_components_,) float64, share of the generated set's variance
+    Attributes: ``mean_`` (d,), ``components_`` (n_components_, d) orthonormal directions,
+    largest first, ``n_components_``, ``explained_variance_ratio_`` (n_components_,).
     """
 
     name = "reconstruction"
@@ -131,8 +110,7 @@ class ReconstructionMembership(MembershipMethod):
         return False  # the surrogate sees the generated slices only
 
     def fit(self, X: Any, y: Any, generated: Any = None) -> ReconstructionMembership:
-        """Fit the PCA to ``generated`` (m, d); choose the threshold on training reals ``X``
-        (n, d) with labels ``y`` (n,) (1 = used, 0 = not used)."""
+        """Fit the PCA to ``generated`` (m, d); choose the threshold on ``X`` (n, d), ``y``."""
         x, y, g = self._fit_inputs(X, y, generated)
         assert g is not None
         m, d = g.shape
@@ -150,9 +128,8 @@ class ReconstructionMembership(MembershipMethod):
         score = np.empty(len(x))
         for start in range(0, len(x), BLOCK):
             c = _rows(x[start : start + BLOCK], bool(self.normalize)) - self.mean_
-            # The residual itself, not ||c||^2 - ||c V^T||^2: that difference cancels the
-            # digits of a near-perfect reconstruction (the memorised slices). An unchecked
-            # non-finite row scores NaN, quietly: the caller refuses it.
+            # The residual itself: ||c||^2 - ||c V^T||^2 would cancel the digits of a
+            # near-perfect reconstruction. An unchecked non-finite row scores NaN quietly.
             with np.errstate(invalid="ignore", over="ignore"):
                 residual = c - (c @ V.T) @ V
             score[start : start + BLOCK] = -np.einsum("ij,ij->i", residual, residual) / x.shape[1]

@@ -1,8 +1,5 @@
-"""The membership methods by name: adding one is a module and a line here.
-
-Each line names the method's class (``module:Class``, imported on first use, so that listing
-the methods or building the command line imports neither scikit-learn nor FAISS) and its
-options class (:mod:`ctfp.membership.options`, or None for a method without options).
+"""The membership methods by name: adding one is a module and a line here. Each class is
+imported on first use, so that listing the methods imports neither scikit-learn nor FAISS.
 """
 
 from __future__ import annotations

@@ -1,19 +1,14 @@
 """Task 1's side of the selection core (:mod:`ctfp.selection`): its candidates, how one is
 measured, and what follows the choice.
 
-Each candidate scorer (a feature type x a registered method x one of its ``grid()`` settings)
-is scored out of fold on the run's labelled training reals by ROC-AUC; a method that learns
-nothing from the labels (:attr:`~ctfp.membership.base.MembershipMethod.uses_labels` false) is
-fitted once, its training scores being out of sample already. Within a family, the simplest
-setting is the one with fewer components, neighbours or centres and no reference set
-(:func:`complexity`; measured: the paired standard error keeps 64 PCA components over 16 on
-the PCA benchmark, where 64 was the better on each test set). Then ``--combine``
-(:class:`~ctfp.membership.options.SelectionSettings`) makes the table one answer: forward
-selection (Caruana et al. 2004), the tied mean, or the simplest. The whole choice is made again
-inside halves of the labelled slices and scored on the other halves (:func:`heldout_estimate`,
-nested: the estimate the verdict quotes) and rerun on shuffled labels
-(:func:`permutation_test`: its p-value). The decision threshold is chosen on the answer's
-out-of-fold scores, never on scores of slices the model was fitted on.
+Each candidate (a feature type x a registered method x one of its ``grid()`` settings) is
+scored out of fold on the labelled training reals by ROC-AUC; a method that learns nothing from
+the labels (``uses_labels`` false) is fitted once, its training scores being out of sample
+already. ``--combine`` then makes the table one answer: forward selection (Caruana et al.
+2004), the tied mean, or the simplest. The whole choice is repeated on held-out halves
+(:func:`heldout_estimate`, the estimate the verdict quotes) and on shuffled labels
+(:func:`permutation_test`, its p-value). The threshold is chosen on the answer's out-of-fold
+scores, never on scores of slices the model was fitted on.
 """
 
 from __future__ import annotations
@@ -39,26 +34,23 @@ from ctfp.selection import select as select_among
 #: (masks over the labelled slices): ``fit_score(labels, train, held)``.
 FitScore = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 
-#: At most this many additions in forward selection (each raises the out-of-fold AUC; in the
-#: benchmark it stopped after at most a few, and 3, 10 and 30 gave the same answers).
+#: At most this many additions in forward selection (each must raise the out-of-fold AUC).
 FORWARD_STEPS = 30
 
-#: Splits of the labelled slices into halves on which the whole choice is repeated
-#: (:func:`heldout_estimate`): 20 held-out halves.
+#: Splits of the labelled slices into halves for :func:`heldout_estimate` (20 halves).
 HELDOUT_REPEATS = 10
 
-#: The permutation test stops drawing once this many shuffles did as well as the real labels
-#: (sequential Monte Carlo p-value, Besag and Clifford 1991): p is then at least 10 / 99.
+#: The permutation test stops once this many shuffles did as well as the real labels
+#: (sequential Monte Carlo p-value, Besag and Clifford 1991).
 SEQUENTIAL_STOP = 10
 
-#: The k a method's grid tries where it takes one, log-spaced over the paper's sweep (1 to 32);
-#: the seed method's grid, which is no longer among auto's candidates, is the only one today.
+#: The k a grid tries where its method takes one (the centroid method's), log-spaced over 1-32.
 CENTROID_KS = (1, 4, 16, 32)
 
 
 def complexity(method: str, params: Mapping[str, Any]) -> float:
-    """How simple a setting is (lower first): the method's ``rank``, then a reference set, a
-    kernel estimate, or more neighbours, centres or components make it less simple."""
+    """How simple a setting is (lower first): the method's ``rank``, plus a little for a
+    reference set, a kernel estimate, or more neighbours, centres or components."""
     base = EnsembleMembership.rank if method == EnsembleMembership.name else METHODS[method].rank
     extra = 0.5 if params.get("reference") else 0.0
     for name in ("k", "neighbours", "components"):
@@ -82,11 +74,8 @@ def default_candidates(
     ks: Sequence[int] = CENTROID_KS,
 ) -> list[Candidate]:
     """For each feature type, the ``grid()`` of every registered method whose score uses the
-    generated slices (``needs_generated``), in registry order: distance to the generated set,
-    Monte-Carlo counting, the PCA surrogate, the density ratio. Only those are evidence about
-    the generator, so only those answer ``--method auto``: the seed method (``centroid``),
-    which compares test slices with the known members and non-members alone, is run by name.
-    Without generated slices there is no candidate. ``ks``: the k of methods that take one."""
+    generated slices (``needs_generated``: only those are evidence about the generator), in
+    registry order; none without generated slices. ``ks``: the k of methods that take one."""
     if not has_generated:
         return []
     return [
@@ -112,11 +101,9 @@ def fit_scorer(
     calibrate: str = "balanced",
 ) -> Callable[[Candidate], FitScore]:
     """Each candidate as ``fit_score(labels, train, held)``: the scores of the rows ``held`` of
-    ``data[features]`` by a fit on the rows ``train`` (masks) with ``labels``. What is fitted
-    once is fitted here and what the labels reach is redone per call: the permutation test and
-    the held-out estimate rerun it on shuffled labels and on halves. Scores do not depend on
-    the threshold: a fit takes ``calibrate`` (balanced), so that a stated criterion
-    (fpr:ALPHA) cannot fail on the fewer non-members of a fold."""
+    ``data[features]`` by a fit on the rows ``train`` (masks) with ``labels``. What the labels
+    do not reach is fitted once here. A fit takes ``calibrate`` (scores do not depend on it),
+    so that a stated criterion (fpr:ALPHA) cannot fail on the fewer non-members of a fold."""
 
     def scorer(c: Candidate) -> MembershipMethod:
         model = build(c, seed, device)
@@ -130,7 +117,7 @@ def fit_scorer(
             return lambda labels, train, held: fixed[held]
         if isinstance(probe, NeighbourMethod) and probe.index == "flat":
             # The labels reach the score through the reference set alone: the generated term
-            # is the same in every fold (computed once), the reference term is the fold's.
+            # is computed once, the reference term per fold.
             model = probe.fit(x, y, generated)
             rows = model._check_x(x)
             generated_term = model._generated_term(rows)
@@ -159,8 +146,7 @@ def evaluator(
     seed: int,
     device: str,
 ) -> Callable[[Candidate], Measured]:
-    """How a candidate is measured: its out-of-fold scores of the training reals of
-    ``data[features]`` (one fit for a method that learns nothing from the labels)."""
+    """How a candidate is measured: its out-of-fold scores of the training reals."""
     fit_score_of = fit_scorer(data, y, seed, device)
 
     def evaluate(c: Candidate) -> Measured:
@@ -186,21 +172,10 @@ def select(
     """Cross-validate every candidate, choose (the core's rule, then ``settings.combine``) and
     set the threshold on the answer's out-of-fold scores (``selection.extra["threshold"]``).
 
-    Parameters
-    ----------
-    data
-        For each feature type: (training reals (n, d), generated slices (m, d) or None). The
-        training rows of every feature type are the same slices in the same order.
-    y
-        (n,) 1 = used, 0 = not used.
-    candidates
-        What to try (:func:`default_candidates`); a candidate whose features are not in
-        ``data`` is an error.
-
-    Raises
-    ------
-    ValueError
-        No candidate could be evaluated, or a class has fewer rows than ``settings.folds``.
+    ``data``: for each feature type, (training reals (n, d), generated slices (m, d) or None),
+    the same slices in the same order; ``y`` (n,): 1 = used, 0 = not used. Raises ValueError
+    when no candidate could be evaluated, a candidate's features are not in ``data``, or a class
+    has fewer rows than ``settings.folds``.
     """
     settings = settings or SelectionSettings()
     y = np.asarray(y).astype(np.int64)
@@ -292,13 +267,11 @@ def reason(selection: Selection) -> str:
 
 
 def ensemble_trial(members: Sequence[tuple[Trial, float]], top: Trial, y: np.ndarray) -> Trial:
-    """The trial of the weighted mean of ``members``' standardised out-of-fold scores
-    (:class:`~ctfp.membership.ensemble.EnsembleMembership`; ``(trial, weight)`` pairs, the first
-    listed first): each member's scores centred on their median and divided by their
-    interquartile range, which the candidate records so that the fitted ensemble scores on the
-    scale its threshold is chosen on. Measured (:meth:`Selection.add`) on the same out-of-fold
-    scores that chose the members, so it is optimistic."""
-    parts, centers, scales = _standardised([t for t, _ in members])
+    """The trial of the weighted mean of ``members``' out-of-fold scores (``(trial, weight)``
+    pairs, the first listed first), each standardised by :func:`robust_scale`, which the
+    candidate records so that the fitted ensemble scores on the scale its threshold is chosen
+    on. Optimistic: measured on the out-of-fold scores that chose the members."""
+    parts, centers, scales = _scaled([t.oof for t, _ in members])  # type: ignore[misc]
     weights = [float(w) for _, w in members]
     specs = [
         {
@@ -310,36 +283,27 @@ def ensemble_trial(members: Sequence[tuple[Trial, float]], top: Trial, y: np.nda
         }
         for (t, _), w, c, sc in zip(members, weights, centers, scales, strict=True)
     ]
-    features = top.candidate.features
+    features, total = top.candidate.features, sum(weights)
+    equal = len(set(weights)) == 1
+    shown = [
+        candidate(features, t.candidate.method, t.candidate.params).label.split(" / ", 1)[1]
+        for t, _ in members
+    ]
+    if not equal:
+        shown = [f"{w / total:.2f} x {name}" for w, name in zip(weights, shown, strict=True)]
+    kind = "mean" if equal else "weighted mean"
+    name = f"{features} / {kind} of {len(shown)}: " + "; ".join(shown)
     params = {"members": specs}
-    name = _ensemble_label(features, specs)
     c = Candidate(features, EnsembleMembership.name, params, complexity("ensemble", {}), name)
     trial = Trial(c, within_one_se=True, sd=float("nan"))
-    trial.oof = np.asarray(weights) @ parts / sum(weights)
+    trial.oof = np.asarray(weights) @ parts / total
     trial.score = auc_of(y, trial.oof)
     return trial
 
 
-def _ensemble_label(features: str, specs: Sequence[Mapping[str, Any]]) -> str:
-    """``features / weighted mean of n: 0.50 x method (settings); ...``."""
-    weights = [float(m.get("weight", 1.0)) for m in specs]
-    equal = len(set(weights)) <= 1
-    members = []
-    for m, w in zip(specs, weights, strict=True):
-        name = candidate(features, m["method"], m.get("params")).label.split(" / ", 1)[1]
-        members.append(name if equal else f"{w / sum(weights):.2f} x {name}")
-    kind = "mean" if equal else "weighted mean"
-    return f"{features} / {kind} of {len(members)}: " + "; ".join(members)
-
-
-def _standardised(trials: Sequence[Trial]) -> tuple[np.ndarray, list[float], list[float]]:
-    """(len(trials), n): each trial's out-of-fold scores minus their median, over their IQR
-    (:func:`~ctfp.membership.ensemble.robust_scale`); and those medians and ranges."""
-    return _scaled([t.oof for t in trials])  # type: ignore[misc]
-
-
 def _scaled(oof: Sequence[np.ndarray]) -> tuple[np.ndarray, list[float], list[float]]:
-    """:func:`_standardised` of out-of-fold score rows ``oof``."""
+    """(len(oof), n): each row of out-of-fold scores minus its median, over its IQR
+    (:func:`~ctfp.membership.ensemble.robust_scale`); and those medians and ranges."""
     scaled = [robust_scale(o) for o in oof]
     rows = [(o - c) / s for o, (c, s) in zip(oof, scaled, strict=True)]
     return np.asarray(rows), [c for c, _ in scaled], [s for _, s in scaled]
@@ -349,10 +313,9 @@ def forward_weights(
     z: np.ndarray, y: np.ndarray, start: int, steps: int = FORWARD_STEPS
 ) -> np.ndarray:
     """Ensemble selection with replacement (Caruana et al. 2004) on standardised scores ``z``
-    (m, n): begin with row ``start`` (weight 1); at each step add 1 to the weight of the row
-    that most raises the ROC-AUC of the weighted sum against ``y``, the first such row on an
-    exact tie; stop when no row raises it, or after ``steps`` additions. Returns the (m,)
-    integer weights."""
+    (m, n): begin with row ``start``; at each step add 1 to the weight of the row that most
+    raises the ROC-AUC of the weighted sum against ``y`` (the first on a tie); stop when none
+    raises it, or after ``steps`` additions. Returns the (m,) integer weights."""
     counts = np.zeros(len(z))
     counts[start] = 1
     total = z[start].copy()
@@ -371,11 +334,10 @@ def forward_weights(
 def forward_select(pool: Sequence[Trial], top: Trial, y: np.ndarray, seed: int) -> Trial | None:
     """``--combine forward``: :func:`forward_weights` over ``pool`` (the candidates on the
     best's features, ``top`` among them), as the trial of their weighted mean; None when no
-    candidate adds to ``top`` (:func:`heldout_estimate` measures the whole choice)."""
+    candidate adds to ``top``."""
     ordered = sorted(pool, key=lambda t: (-t.score, t.candidate.complexity))
-    z = _standardised(ordered)[0]
     start = ordered.index(top)
-    counts = forward_weights(z, y, start)
+    counts = forward_weights(_scaled([t.oof for t in ordered])[0], y, start)  # type: ignore[misc]
     if counts.sum() == counts[start]:
         return None
     chosen = [start] + [i for i in np.flatnonzero(counts) if i != start]
@@ -409,14 +371,6 @@ def out_of_fold(
     )
 
 
-def answer_auc(oof: np.ndarray, features: np.ndarray, y: np.ndarray, combine: str) -> float:
-    """The statistic of the permutation test: the out-of-fold ROC-AUC of the answer the choice
-    makes from candidates' out-of-fold scores ``oof`` (m, n) on ``features``
-    (m,) for labels ``y``: the best candidate, then (``combine="forward"``) forward selection
-    among the candidates on its feature type."""
-    return auc_of(y, _answer(oof, y, oof, features, combine))
-
-
 def _answer(
     chooser: np.ndarray, y: np.ndarray, scores: np.ndarray, features: np.ndarray, combine: str
 ) -> np.ndarray:
@@ -441,27 +395,25 @@ def permutation_test(
     folds: int,
     seed: int,
 ) -> tuple[float, float]:
-    """``(p, observed)``: how often the whole choice, rerun on labels shuffled among the
-    labelled slices, does as well as on the real ones. Each candidate's out-of-fold scores
-    (the first repeat of the folds, for the real labels as for each shuffle) are recomputed
-    (``trial.state["fit_score"]``: the folds, the fits and reference sets that the labels reach;
-    what they do not reach, such as distances to the generated slices, is reused), the answer
-    chosen again (:func:`answer_auc`), and ``p = (1 + #{null >= observed}) / (permutations +
-    1)``: the smallest it can be is ``1 / (permutations + 1)``.
-    Shuffles stop once :data:`SEQUENTIAL_STOP` have done as well, with ``p = SEQUENTIAL_STOP /
-    drawn`` (Besag and Clifford 1991: as valid, and a large p costs a few shuffles, not all)."""
+    """``(p, observed)``: how often the whole choice, rerun on shuffled labels, does as well as
+    on the real ones. The statistic is the out-of-fold ROC-AUC (one repeat of the folds) of the
+    answer chosen from every candidate's out-of-fold scores, recomputed with
+    ``trial.state["fit_score"]``; ``p = (1 + #{null >= observed}) / (permutations + 1)``, or
+    ``SEQUENTIAL_STOP / drawn`` once :data:`SEQUENTIAL_STOP` shuffles did as well."""
     features = np.array([t.candidate.features for t in singles])
 
-    def statistic(labels: np.ndarray) -> float:  # one repeat of the folds: a third the fits
-        oof = [out_of_fold(t.state["fit_score"], labels, folds, 1, seed)[0] for t in singles]
-        return answer_auc(np.asarray(oof), features, labels, combine)
+    def statistic(labels: np.ndarray) -> float:
+        oof = np.array(
+            [out_of_fold(t.state["fit_score"], labels, folds, 1, seed)[0] for t in singles]
+        )
+        return auc_of(labels, _answer(oof, labels, oof, features, combine))
 
     observed = statistic(y)
     rng = np.random.default_rng(seed + 7919)
     exceed = 0
     for drawn in range(1, permutations + 1):
         exceed += statistic(rng.permutation(y)) >= observed
-        if exceed == SEQUENTIAL_STOP and drawn < permutations:  # p is large: no need for more
+        if exceed == SEQUENTIAL_STOP and drawn < permutations:
             return SEQUENTIAL_STOP / drawn, observed
     return (1 + exceed) / (permutations + 1), observed
 
@@ -471,14 +423,11 @@ def heldout_estimate(
 ) -> tuple[float, tuple[float, float]]:
     """The ROC-AUC of the whole choice, held out and nested: on :data:`HELDOUT_REPEATS`
     stratified splits of the labelled slices into halves, every candidate of ``singles`` is
-    cross-validated on one half alone (``folds`` folds, fewer where a class of the half is
-    smaller), the answer chosen there (the best, then with ``combine="forward"`` forward
-    selection among the candidates on its feature type) and fitted on that half, and its
-    scores of the other half are measured. Nothing of the scoring half reaches the choice or
-    the fits. Returns the mean over the halves and the range of their middle 95 %, which is
-    wide: each half has half the slices; NaN where a half has fewer than 2 slices of a class.
-    A candidate that cannot run on a half (too few non-members for its reference set) is left
-    out there. ``tied`` and ``simplest`` are repeated as the best single candidate."""
+    cross-validated on one half alone (``folds`` folds, fewer where a class is smaller), the
+    answer chosen and fitted there (``tied`` and ``simplest`` as the best single candidate) and
+    measured on the other half. Returns the mean over the halves and the range of their middle
+    95 %; NaN where a half has fewer than 2 slices of a class. A candidate that cannot run on a
+    half is left out there."""
     features = np.array([t.candidate.features for t in singles])
     held = []
     for r in range(HELDOUT_REPEATS):
@@ -512,7 +461,6 @@ __all__ = [
     "FORWARD_STEPS",
     "HELDOUT_REPEATS",
     "SEQUENTIAL_STOP",
-    "answer_auc",
     "build",
     "candidate",
     "complexity",

@@ -35,10 +35,9 @@ def takes_k(method: str) -> bool:
 
 @dataclass(frozen=True)
 class Task1Settings(Settings):
-    """A task 1 run: ``method`` (a name of :data:`ctfp.membership.registry.REGISTRY`) with its
-    ``options`` (an instance of that method's ``settings_class``; None: its defaults), the k
-    values of methods that take a ``k`` (several: one fit per k), and the seed and device of
-    the fit."""
+    """A task 1 run: ``method`` with its ``options`` (an instance of its ``settings_class``;
+    None: its defaults), the k values of methods that take one (one fit per k), seed and
+    device."""
 
     stage = "task1"
 
@@ -94,8 +93,7 @@ class Task1Settings(Settings):
 
     def build(self, k: int | None = None) -> MembershipMethod:
         """The (unfitted) method these settings describe, with ``k`` (default the first),
-        seeded and on the device (:func:`ctfp.membership.selection.build`, as a run builds
-        it)."""
+        seeded and on the device, as a run builds it."""
         from ctfp.membership.selection import build, candidate
 
         if self.method == AUTO:

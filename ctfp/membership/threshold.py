@@ -17,22 +17,15 @@ def fpr_floor(alpha: float) -> int:
 
 
 def choose_threshold(scores: np.ndarray, y: np.ndarray, criterion: str = "balanced") -> float:
-    """The threshold t (predict 1 when score >= t) that maximises ``criterion`` on (scores, y).
+    """The threshold t (predict 1 when score >= t) that maximises ``criterion`` on ``scores``
+    (n,) with labels ``y`` (n,) (1 = used, 0 = not used).
 
-    ``f1`` (used = positive), ``accuracy``, or ``balanced`` accuracy (mean of the two recalls,
-    i.e. Youden's J; robust to unbalanced training labels). Midpoints between sorted scores are
-    tried; ties go to the higher threshold. ``fpr:ALPHA``: the false-positive rate an auditor
-    states, bounded for the non-members the threshold will meet, not only for these: a new
-    non-member exchangeable with the n given (y = 0) scores above their j-th smallest score
-    with probability at most (n + 1 - j) / (n + 1), so t lies just above that order statistic
-    for the least j that makes this at most ALPHA (split conformal, Vovk et al. 2005; ties
-    only lower the rate). It needs non-members only (members, if any, are ignored), and at
-    least :func:`fpr_floor` of them: with fewer, no threshold bounds the rate.
-
-    Parameters
-    ----------
-    scores : (n,) float
-    y : (n,) int, 1 = used, 0 = not used
+    ``f1`` (used = positive), ``accuracy``, or ``balanced`` accuracy (Youden's J): midpoints
+    between sorted scores are tried, ties go to the higher threshold. ``fpr:ALPHA`` bounds the
+    false-positive rate for new non-members (split conformal, Vovk et al. 2005): a non-member
+    exchangeable with the n given scores above their j-th smallest with probability at most
+    (n + 1 - j) / (n + 1), so t lies just above that order statistic for the least j that
+    makes this at most ALPHA. It uses the non-members only, at least :func:`fpr_floor` of them.
     """
     name, alpha = parse_criterion(criterion)
     y = np.asarray(y, dtype=int)
