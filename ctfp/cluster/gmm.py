@@ -139,16 +139,15 @@ class GaussianMixture(SavedState, DensityMixin, BaseEstimator):
             self._em(data, self._initialize(x, x2, rng), max_iter, in_memory=True)
             for _ in range(1 if all_given else self.n_init)
         )
-        # The best lower bound; the first of equal ones.
-        params, lower_bound, n_iter, converged = max(runs, key=lambda run: run[1])
-        if warn and not converged and max_iter > 0:
+        best = max(runs, key=lambda run: run[1])  # the first of equal lower bounds
+        if warn and not best[3] and max_iter > 0:  # not converged
             warnings.warn(
                 f"EM did not converge in {max_iter} iterations (tol={self.tol}); "
                 "increase max_iter or tol, or check the data",
                 ConvergenceWarning,
                 stacklevel=3,
             )
-        self._set_fitted(params, n_iter=n_iter, converged=converged, lower_bound=lower_bound)
+        self._set_fitted(*best)
         return x, x2
 
     def fit_stream(
@@ -182,10 +181,8 @@ class GaussianMixture(SavedState, DensityMixin, BaseEstimator):
         max_iter = self.max_iter if init_max_iter is None else init_max_iter
         self._fit_in_memory(init_sample, max_iter, warn=False)
         with progress_bar(self.max_iter, "gmm EM", "pass", enabled=progress) as bar:
-            params, lower_bound, n_iter, converged = self._em(
-                data, self._params, self.max_iter, bar
-            )
-        self._set_fitted(params, n_iter=n_iter, converged=converged, lower_bound=lower_bound)
+            run = self._em(data, self._params, self.max_iter, bar)
+        self._set_fitted(*run)
         return self
 
     def _em(
@@ -264,7 +261,7 @@ class GaussianMixture(SavedState, DensityMixin, BaseEstimator):
             self.covariance_type,
             self._dtype,
         )
-        self._set_fitted(params, means=means_t, n_iter=0, converged=True, lower_bound=math.nan)
+        self._set_fitted(params, math.nan, 0, True, means=means_t)
 
     def _restore(self, device: str) -> None:
         """The saved parameters through :meth:`from_params`' checks (same predictions on the
@@ -388,11 +385,11 @@ class GaussianMixture(SavedState, DensityMixin, BaseEstimator):
     def _set_fitted(
         self,
         params: Params,
-        *,
-        means: torch.Tensor | None = None,
+        lower_bound: float,
         n_iter: int,
         converged: bool,
-        lower_bound: float,
+        *,
+        means: torch.Tensor | None = None,
     ) -> None:
         """Keep ``params`` and export the sklearn attributes; ``means`` (k, d) float64: the
         exported means when given (from_params)."""

@@ -47,7 +47,7 @@ class KMeans(SavedState, ClusterMixin, BaseEstimator):
     init
         ``"k-means++"`` or ``"random"`` (random data points).
     n_init
-        Runs with different seeds; the one with the lowest inertia is kept.
+        Runs; the one with the lowest inertia is kept.
     max_iter
         Iterations per run (FAISS runs exactly this many; cuML and scikit-learn stop at ``tol``,
         torch when no assignment changes).
@@ -62,15 +62,9 @@ class KMeans(SavedState, ClusterMixin, BaseEstimator):
         ``"auto"`` (cuML on CUDA when installed, else FAISS), ``"faiss"``, ``"cuml"``,
         ``"sklearn"`` (CPU only) or ``"torch"`` (plain torch: CUDA without ``ctfp[gpu]``).
 
-    Attributes
-    ----------
-    cluster_centers_ : (n_clusters, d) float32
-    labels_ : (n,) int64, the array type of the data fitted (not kept by :meth:`fit_stream`)
-    inertia_ : float, sum of squared distances to the closest centre
-    n_iter_ : int, Lloyd iterations of the run kept (:meth:`fit_stream`: the streamed passes)
-    n_features_in_ : int
-    backend_ : str, the backend that ran
-    device_ : torch.device, where :meth:`predict` assigns
+    The fitted attributes are scikit-learn's (``cluster_centers_`` float32, ``labels_`` in the
+    array type of the data), ``backend_``, the backend that ran, and ``device_``, where
+    :meth:`predict` assigns.
     """
 
     saved_state: ClassVar[dict[str, str]] = {
