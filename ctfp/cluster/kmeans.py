@@ -38,23 +38,13 @@ def gpu_kmeans_available() -> bool:
 
 
 class KMeans(SavedState, ClusterMixin, BaseEstimator):
-    """Lloyd's k-means.
+    """Lloyd's k-means with scikit-learn's parameters (``init``: ``"k-means++"`` or
+    ``"random"``; the same ``random_state`` and data give the same clustering on one backend),
+    and:
 
-    Parameters
-    ----------
-    n_clusters
-        Number of clusters.
-    init
-        ``"k-means++"`` or ``"random"`` (random data points).
-    n_init
-        Runs; the one with the lowest inertia is kept.
     max_iter
         Iterations per run (FAISS runs exactly this many; cuML and scikit-learn stop at ``tol``,
-        torch when no assignment changes).
-    tol
-        Relative tolerance of the cuML and scikit-learn backends.
-    random_state
-        Seed; the same seed and data give the same clustering on one backend.
+        their relative tolerance; torch when no assignment changes).
     device
         ``"auto"``, ``"cpu"`` or ``"cuda"``, resolved once in :meth:`fit`, else
         :class:`~ctfp.exceptions.DeviceError`.

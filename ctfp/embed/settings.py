@@ -45,11 +45,10 @@ def check_features(spec: str) -> None:
     by ``+`` nor ``auto``."""
     if spec.strip() == "auto":
         return
-    names = spec.split("+")
     try:
         if not spec.strip():
             raise ValueError("empty")
-        for name in names:
+        for name in spec.split("+"):
             parse_feature(name)
     except ValueError as exc:
         raise ValueError(

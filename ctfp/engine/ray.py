@@ -139,8 +139,6 @@ def plan_blocks(
     files and ``BLOCK_BYTES`` of slices; a small run is cut into at least two blocks per actor
     (of at least ``batch_size`` files), so that decoding overlaps embedding.
     """
-    if n <= 0:
-        return []
     share = max(batch_size, -(-n // (2 * max(1, actors))))
     per = max(1, min(rows_per_shard, BLOCK_BYTES // max(1, image_size * image_size), share))
     return [range(i, min(i + per, n)) for i in range(0, n, per)]
