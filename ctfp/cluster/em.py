@@ -1,6 +1,5 @@
-"""The Gaussian mixture's EM in torch: the start, the E-step of a partition and its sufficient
-statistics, the M-step, the log-densities; one set of them for the in-memory and streamed fits
-of :class:`ctfp.cluster.gmm.GaussianMixture`, which has checked its settings and data."""
+"""The Gaussian mixture's EM in torch (start, E-step statistics, M-step, log-densities), shared
+by the in-memory and streamed fits of :class:`ctfp.cluster.gmm.GaussianMixture`."""
 
 from __future__ import annotations
 
@@ -23,23 +22,18 @@ DTYPES = {"float64": torch.float64, "float32": torch.float32}
 
 
 class Statistics(NamedTuple):
-    """Sufficient statistics of the data under one set of parameters: an E-step's output and
-    all an M-step needs, in float64 whatever the compute dtype."""
+    """Sufficient statistics under one set of parameters, in float64: ``n`` samples, the sum of
+    their log p(x) (NaN for a given start), ``nk`` (k,) soft counts, ``sx`` (k, d) sum r (x -
+    shift), ``sxx`` (full: (k, d, d) sum r (x - shift)(x - shift)^T; tied: (d, d) sum x x^T;
+    diag, spherical: (k, d) sum r x^2) and ``shift`` (k, d), the origin of the full statistics
+    near each mean so that they do not cancel (None: about the data's centre)."""
 
     n: int
-    """Samples seen."""
     log_likelihood: float
-    """Sum over the samples of log p(x) under the parameters (NaN for a given start)."""
     nk: torch.Tensor
-    """(k,) sum_i r_ik, the soft counts."""
     sx: torch.Tensor
-    """(k, d) sum_i r_ik (x_i - shift_k)."""
     sxx: torch.Tensor
-    """full: (k, d, d) sum_i r_ik (x_i - shift_k)(x_i - shift_k)^T; tied: (d, d) sum_i x_i x_i^T;
-    diag and spherical: (k, d) sum_i r_ik x_i^2."""
     shift: torch.Tensor | None
-    """(k, d) the origin of each component's full statistics, near its mean so that
-    E[xx^T] - mu mu^T does not cancel; None where the statistics are about the data's centre."""
 
 
 def add(a: Statistics, b: Statistics) -> Statistics:
@@ -54,17 +48,15 @@ def add(a: Statistics, b: Statistics) -> Statistics:
 
 
 class PartitionStatistics:
-    """The E-step of one partition of the data under ``params``: the function each EM pass
-    maps over the data's partitions (:class:`~ctfp.cluster.partitions.Partitions`). Picklable,
-    so that an engine (Ray) runs it where the data is; it returns the partition's sufficient
-    statistics (O(k d^2), never its rows), or None for a partition without rows.
+    """The E-step of one partition under ``params``, mapped over the partitions by each EM
+    pass: picklable (an engine runs it where the data is); returns the partition's
+    :class:`Statistics`, or None for a partition without rows.
 
-    ``prepare(batch) -> (x, x2)``: a streamed batch checked, centred and on the device, and its
-    square or None; full covariances are then taken about the current means, which one pass
-    can do and which converge to the same. None: the one batch is the fit's own data in
-    memory, ``(x, x2)`` already; full covariances are then about the new means, a two-pass
-    estimate, and the responsibilities are kept for :meth:`precise`. ``float64``: the data
-    products in float64 (the responsibilities still come from the compute dtype).
+    ``prepare(batch) -> (x, x2)``: a streamed batch checked, centred, on the device, with its
+    square or None; full covariances are then about the current means (one pass). None: the
+    one batch is the in-memory ``(x, x2)``; full covariances are about the new means (two
+    passes) and the responsibilities are kept for :meth:`precise`. ``float64``: data products
+    in float64.
     """
 
     def __init__(
@@ -75,14 +67,13 @@ class PartitionStatistics:
         *,
         float64: bool = False,
     ) -> None:
-        # What an E-step reads and no more: shipped to every worker once per pass.
+        # Only what an E-step reads: shipped to every worker once per pass.
         self.params = {k: params[k] for k in ("weights", "means", "precisions_cholesky")}
         self.covariance_type, self.prepare, self.float64 = covariance_type, prepare, float64
         self.kept: tuple[torch.Tensor, torch.Tensor | None, torch.Tensor] | None = None
 
     def __call__(self, partition: Partition) -> Statistics | None:
         in_memory = self.prepare is None
-        # One pass cannot centre on means it has not computed yet: use the current ones.
         shift = None if in_memory else self.params["means"]
         total = None
         for batch in partition():  # a streamed batch without rows is refused by prepare
@@ -97,9 +88,8 @@ class PartitionStatistics:
         return total
 
     def precise(self, data: Partitions) -> Statistics:
-        """The statistics of the last call again with float64 products: in memory from the
-        kept responsibilities (the E-step is the expensive half), streamed by another pass over
-        ``data``."""
+        """The statistics of the last call with float64 products: from the kept
+        responsibilities in memory, else by another pass over ``data``."""
         if self.kept is not None:
             return statistics(*self.kept, self.covariance_type, None, float64=True)
         again = PartitionStatistics(self.params, self.covariance_type, self.prepare, float64=True)
@@ -109,15 +99,13 @@ class PartitionStatistics:
 def initial_resp(
     init_params: str, x: torch.Tensor, k: int, rng: np.random.Generator, dtype: torch.dtype
 ) -> torch.Tensor:
-    """(n, k) starting responsibilities of ``x`` (n, d) for ``init_params`` (one of
-    :data:`ctfp.cluster.options.INIT_PARAMS`), on x's device, in ``dtype``."""
+    """(n, k) starting responsibilities of ``x`` (n, d) for ``init_params``, in ``dtype``."""
     n = x.shape[0]
     resp = torch.zeros((n, k), dtype=dtype, device=x.device)
     seed = int(rng.integers(0, 2**31 - 1))
     if init_params == "kmeans":
-        # Three k-means restarts: FAISS's k-means++ seeding is not the greedy variant
-        # scikit-learn uses, and one bad seeding can merge two clusters. Plain torch runs EM
-        # on CUDA without the ctfp[gpu] extras; so does the start.
+        # Three restarts: FAISS's k-means++ is not sklearn's greedy variant, and one bad
+        # seeding can merge two clusters. Plain torch on CUDA without the ctfp[gpu] extras.
         torch_only = x.device.type == "cuda" and not kmeans.gpu_kmeans_available()
         km = kmeans.KMeans(
             k,
@@ -158,12 +146,9 @@ def statistics(
     float64: bool = False,
 ) -> Statistics:
     """The statistics of a chunk ``x`` (n, d) (``x2``: its square, or None) under the
-    responsibilities ``resp`` (n, k); ``log_likelihood`` is left NaN.
-
-    Full covariances are taken about ``shift`` (k, d), or, when None, about the chunk's own
-    component means (a two-pass estimate, for data in one chunk). Data-sized products run in
-    x's dtype (``float64``: in float64) and are summed into float64, where reg_covar and the
-    Cholesky factorisation decide whether a component is usable.
+    responsibilities ``resp`` (n, k), ``log_likelihood`` NaN. Full covariances are about
+    ``shift`` (k, d), or the chunk's own component means when None. Products run in x's dtype
+    (``float64``: in float64) and are summed into float64.
     """
     if float64:
         x, resp = x.double(), resp.double()
@@ -199,15 +184,13 @@ def maximise(
     offset = s.sx / nk[:, None]
     means = offset if s.shift is None else s.shift + offset
     if covariance_type == "full":
-        # In place: (k, d, d) float64 temporaries cost more than the arithmetic in 2048-d.
+        # In place: (k, d, d) float64 temporaries cost more than the arithmetic.
         cov = s.sxx / nk[:, None, None]
         cov.baddbmm_(offset[:, :, None], offset[:, None, :], alpha=-1.0)
     elif covariance_type == "tied":
         cov = (s.sxx - (nk[:, None] * means).T @ means) / nk.sum()
     else:
-        # E[x^2] - E[x]^2 of a feature that is constant within a component (a ReLU zero
-        # where the other components are large) is 0 plus the rounding of float32
-        # products, which can be below -reg_covar; a variance is never negative.
+        # A feature constant within a component rounds to a tiny negative variance.
         cov = (s.sxx / nk[:, None] - means**2).clamp_min(0)
         if covariance_type == "spherical":
             cov = cov.mean(1)
@@ -226,9 +209,9 @@ def m_step(
     dtype: torch.dtype,
     override: Callable[[tuple[torch.Tensor, ...]], tuple[torch.Tensor, ...]] | None = None,
 ) -> Params:
-    """The M-step: parameters from ``stats``. When float32 rounding tips a nearly singular
-    covariance over, it is redone from ``precise()``, the same statistics with float64
-    products. ``override`` replaces some of the (weights, means, covariances) first."""
+    """The M-step: parameters from ``stats``, redone from ``precise()`` (float64 products)
+    when float32 rounding leaves a covariance not positive definite. ``override`` replaces
+    some of the (weights, means, covariances) first."""
 
     def params(s: Statistics) -> Params:
         estimate = maximise(s, covariance_type, reg_covar)
@@ -253,9 +236,9 @@ def start(
     reg_covar: float,
     dtype: torch.dtype,
 ) -> Params:
-    """The parameters of the starting responsibilities ``resp`` (n, k) of the centred ``x``
-    (n, d), with ``given`` (``weights_init``, ``means_init`` about the centre,
-    ``precisions_init``: float64 tensors) in place of their estimates."""
+    """The parameters of the starting ``resp`` (n, k) of the centred ``x`` (n, d), with
+    ``given`` (``weights_init``, ``means_init`` about the centre, ``precisions_init``) in
+    place of their estimates."""
     if "precisions_init" in given:
         cov, _ = from_precisions(given["precisions_init"], covariance_type)
         given = {**given, "covariances": cov}
@@ -300,7 +283,6 @@ def params_from(
     ``cov`` is None; ValueError where a covariance is not positive definite."""
     if cov is None:
         assert precisions is not None
-        # A Cholesky factor of the precision serves as well as one of the inverse covariance.
         cov, prec_chol = from_precisions(precisions, covariance_type)
     else:
         cov = cov.double()
@@ -340,9 +322,7 @@ def from_precisions(
         chol, info = torch.linalg.cholesky_ex(precisions)
         if bool((info > 0).any()):
             raise ValueError("precisions_init must be symmetric positive definite")
-        # Inverted through the Cholesky factor, as befits a positive definite matrix: a general
-        # LU inverse of a 2048-d precision failed in MKL's threaded path ("pivots given to
-        # lu_solve must all be >= 1") once the torch thread count had been set.
+        # Through the Cholesky factor: MKL's threaded LU inverse failed on 2048-d precisions.
         return torch.cholesky_inverse(chol), chol
     if bool((precisions <= 0).any()):
         raise ValueError("precisions_init must be positive")
@@ -352,8 +332,7 @@ def from_precisions(
 def e_step(
     x: torch.Tensor, params: Params, covariance_type: str, x2: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(n, k) log responsibilities and (n,) log p(x) of ``x`` (n, d) about the fit's centre,
-    from log (w_k N(x | mean_k, cov_k))."""
+    """(n, k) log responsibilities and (n,) log p(x) of ``x`` (n, d) about the fit's centre."""
     log_prob = log_gaussian_prob(x, params, covariance_type, x2) + torch.log(params["weights"])
     log_norm = torch.logsumexp(log_prob, 1)
     return log_prob - log_norm[:, None], log_norm
@@ -362,8 +341,8 @@ def e_step(
 def log_gaussian_prob(
     x: torch.Tensor, params: Params, covariance_type: str, x2: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """(n, k) log N(x | mean_k, cov_k), through the Cholesky factors of the precisions;
-    ``x2``: x * x when the caller has it (diag and spherical reuse it every iteration)."""
+    """(n, k) log N(x | mean_k, cov_k) through the precisions' Cholesky factors; ``x2``: x * x
+    when the caller has it."""
     means, prec_chol = params["means"], params["precisions_cholesky"]
     n, d = x.shape
     k = means.shape[0]

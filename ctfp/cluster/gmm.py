@@ -38,67 +38,31 @@ class ConvergenceWarning(sklearn.exceptions.ConvergenceWarning):
 class GaussianMixture(SavedState, DensityMixin, BaseEstimator):
     """Gaussian mixture model fitted with expectation-maximisation in torch.
 
-    The same names and semantics as :class:`sklearn.mixture.GaussianMixture`, so code can switch
-    between the two by changing an import. EM runs where ``device`` says (CUDA or CPU); numerically
-    it works in the log domain (responsibilities by log-sum-exp), through Cholesky factors of the
-    covariances with ``reg_covar`` added to their diagonals, and in float64 by default.
+    The names and semantics of :class:`sklearn.mixture.GaussianMixture`. EM runs on ``device``
+    in the log domain, through Cholesky factors of the covariances (``reg_covar`` added to their
+    diagonals), in float64 by default.
 
-    Fewer samples than dimensions: an empirical covariance of ``n_k`` points in ``d > n_k``
-    dimensions is singular, so with ``covariance_type="full"`` (and ``"tied"`` when ``n < d``)
-    every component is positive definite only thanks to ``reg_covar``. EM still runs and gives
-    deterministic results, but the log-likelihood is then dominated by the ``d - n_k`` directions
-    where the variance is exactly ``reg_covar``, the likelihood is not comparable across settings,
-    and BIC strongly penalises the ``d(d+1)/2`` parameters per component. Prefer ``"diag"`` or
-    reduce the dimension first (PCA) in that regime. A component whose covariance is still not
-    positive definite raises ``ValueError`` asking for a larger ``reg_covar``.
+    With fewer samples than dimensions, ``"full"`` (and ``"tied"`` when ``n < d``) covariances
+    are positive definite only thanks to ``reg_covar``, which then dominates the likelihood:
+    prefer ``"diag"`` or PCA first. A covariance that is not positive definite raises
+    ``ValueError`` asking for a larger ``reg_covar``.
 
-    Parameters
-    ----------
-    n_components
-        Number of mixture components.
-    covariance_type
-        ``"full"``, ``"tied"``, ``"diag"`` or ``"spherical"``.
-    tol
-        EM stops when the per-sample lower bound changes by less than this.
-    reg_covar
-        Added to the diagonal of every covariance.
-    max_iter
-        EM iterations per initialisation.
-    n_init
-        Initialisations; the one with the best lower bound is kept.
-    init_params
-        ``"kmeans"``, ``"k-means++"``, ``"random"`` (random responsibilities) or
-        ``"random_from_data"`` (random points as means): the seed paper's four. On CUDA the
-        k-means runs there too: with cuML or faiss-gpu when installed, else in torch.
-    weights_init, means_init, precisions_init
-        Optional starting parameters (as in scikit-learn); they override what ``init_params``
-        gives for that parameter.
-    random_state
-        Seed for the initialisation.
+    The parameters are scikit-learn's (``init_params``: ``"kmeans"``, ``"k-means++"``,
+    ``"random"`` or ``"random_from_data"``; the ``*_init`` values override what it gives), and:
+
     device
         ``"auto"``, ``"cpu"`` or ``"cuda"``, resolved once in :meth:`fit`; asking for CUDA where
         there is none raises :class:`~ctfp.exceptions.DeviceError`.
     dtype
-        ``"float64"`` (default) or ``"float32"`` for EM arithmetic (``torch.float64`` and
-        ``torch.float32`` are accepted too). Covariances and their Cholesky factorisation are
-        always float64; an M-step whose float32 products leave a covariance not positive
-        definite is redone with float64 products.
+        ``"float64"`` (default) or ``"float32"`` (or the torch dtypes) for EM arithmetic.
+        Covariances are always float64; an M-step whose float32 products leave a covariance not
+        positive definite is redone with float64 products.
 
-    Attributes
-    ----------
-    weights_ : (k,)
-    means_ : (k, d)
-    covariances_ : (k, d, d) full, (d, d) tied, (k, d) diag, (k,) spherical
-    precisions_cholesky_ : same layout as ``covariances_``
-    converged_ : bool
-    n_iter_ : int
-    lower_bound_ : float, mean log-likelihood per sample of the best run
-    n_features_in_ : int
-    device_ : torch.device, where EM ran and the model is evaluated
+    The fitted attributes are scikit-learn's (``covariances_`` and ``precisions_cholesky_``:
+    (k, d, d) full, (d, d) tied, (k, d) diag, (k,) spherical; ``lower_bound_``: mean
+    log-likelihood per sample of the best run), and ``device_``, where the model is evaluated.
     """
 
-    # Saved (to_state): the settings but device, ``dtype`` by name, the given ``*_init``
-    # values as float64 arrays; these attributes, the data's centre in float64.
     saved_state: ClassVar[dict[str, str]] = {
         "weights_": "weights",
         "means_": "means",
@@ -145,17 +109,15 @@ class GaussianMixture(SavedState, DensityMixin, BaseEstimator):
     def __sklearn_is_fitted__(self) -> bool:
         return hasattr(self, "_params")
 
-    # -- fitting ----------------------------------------------------------------------------
-    # X, in every method that takes it: (n, d) array-like, torch tensor or CuPy array; what
-    # comes back per sample is in the array type of X (on its device). y is ignored.
+    # X: (n, d) array-like, torch tensor or CuPy array; per-sample results come back in its
+    # array type. y is ignored.
     def fit(self, X: Any, y: Any = None) -> GaussianMixture:
         """Estimate the parameters with EM."""
         self._fit_in_memory(X, self.max_iter, warn=True)
         return self
 
     def fit_predict(self, X: Any, y: Any = None) -> Any:
-        """Fit and return the (n,) int64 component of each sample (after a final E-step, as
-        sklearn does)."""
+        """Fit and return the (n,) int64 component of each sample (after a final E-step)."""
         x, x2 = self._fit_in_memory(X, self.max_iter, warn=True)
         log_resp, _ = em.e_step(x, self._params, self.covariance_type, x2)
         return like(log_resp.argmax(1).cpu().numpy(), X)
@@ -163,7 +125,7 @@ class GaussianMixture(SavedState, DensityMixin, BaseEstimator):
     def _fit_in_memory(
         self, X: Any, max_iter: int, *, warn: bool
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Fit on ``X`` in memory; returns it as the fit saw it, centred, with its square."""
+        """Fit on ``X``; returns it centred, with its square."""
         self._setup()
         x, x2 = self._centred(X, reset=True)
         if x.shape[0] < self.n_components:
@@ -177,16 +139,15 @@ class GaussianMixture(SavedState, DensityMixin, BaseEstimator):
             self._em(data, self._initialize(x, x2, rng), max_iter, in_memory=True)
             for _ in range(1 if all_given else self.n_init)
         )
-        # The best lower bound; the first of equal ones.
-        params, lower_bound, n_iter, converged = max(runs, key=lambda run: run[1])
-        if warn and not converged and max_iter > 0:
+        best = max(runs, key=lambda run: run[1])  # the first of equal lower bounds
+        if warn and not best[3] and max_iter > 0:  # not converged
             warnings.warn(
                 f"EM did not converge in {max_iter} iterations (tol={self.tol}); "
                 "increase max_iter or tol, or check the data",
                 ConvergenceWarning,
                 stacklevel=3,
             )
-        self._set_fitted(params, n_iter=n_iter, converged=converged, lower_bound=lower_bound)
+        self._set_fitted(*best)
         return x, x2
 
     def fit_stream(
@@ -198,37 +159,30 @@ class GaussianMixture(SavedState, DensityMixin, BaseEstimator):
         progress: bool = False,
         map_fn: MapFn | None = None,
     ) -> GaussianMixture:
-        """EM over data too large for memory: one pass over ``batches()`` per iteration.
+        """EM over data too large for memory: one pass over ``batches()`` per iteration,
+        accumulating float64 sufficient statistics (memory: one batch plus O(k d^2)).
 
-        Each pass accumulates the sufficient statistics (counts, sums, second moments in
-        float64), so memory is one batch plus O(k d^2). The start is an in-memory fit on
-        ``init_sample`` (m, d), a subset of the data, with ``init_max_iter`` iterations (default
-        ``max_iter``), which also fixes the centring. The passes go through the same EM loop,
-        E-step and M-step as :meth:`fit`; ``progress`` shows a bar of them.
+        The start, and the centring, is an in-memory fit on ``init_sample`` (m, d) with
+        ``init_max_iter`` iterations (default ``max_iter``); ``progress`` shows a bar of passes.
 
         Parameters
         ----------
         batches
-            Called once per pass, returns a fresh iterable of (b, d) array-likes, torch tensors
-            or CuPy arrays (e.g. ``lambda: (e.matrix for e in ctfp.iter_embeddings(dir))``).
-            Or a sequence of such callables, the data's partitions (one per shard; picklable
-            when ``map_fn`` ships them elsewhere): each pass maps
-            :class:`ctfp.cluster.em.PartitionStatistics` over them and sums the statistics in
-            partition order (:class:`ctfp.cluster.partitions.Partitions`), so the fit does not
-            depend on where the partitions ran.
+            Called once per pass, returns a fresh iterable of (b, d) arrays (e.g. ``lambda:
+            (e.matrix for e in ctfp.iter_embeddings(dir))``); or a sequence of such callables,
+            the data's partitions, whose statistics are summed in partition order
+            (:class:`ctfp.cluster.partitions.Partitions`), wherever they ran.
         map_fn
-            ``map_fn(function, partitions)``: the results in partition order, lazily at best
-            (the builtin map by default; :func:`ctfp.engine.parallel_map` runs them where the
-            data is). Only with partitions.
+            ``map_fn(function, partitions)``: the results in partition order (default the
+            builtin map; :func:`ctfp.engine.parallel_map` runs them where the data is). Only
+            with partitions.
         """
         data = Partitions.of(batches, map_fn)
         max_iter = self.max_iter if init_max_iter is None else init_max_iter
         self._fit_in_memory(init_sample, max_iter, warn=False)
         with progress_bar(self.max_iter, "gmm EM", "pass", enabled=progress) as bar:
-            params, lower_bound, n_iter, converged = self._em(
-                data, self._params, self.max_iter, bar
-            )
-        self._set_fitted(params, n_iter=n_iter, converged=converged, lower_bound=lower_bound)
+            run = self._em(data, self._params, self.max_iter, bar)
+        self._set_fitted(*run)
         return self
 
     def _em(
@@ -240,8 +194,8 @@ class GaussianMixture(SavedState, DensityMixin, BaseEstimator):
         *,
         in_memory: bool = False,
     ) -> tuple[Params, float, int, bool]:
-        """The EM loop: (params, lower bound, iterations, converged) after at most ``max_iter``
-        iterations from ``params``; the lower bound is that of the last E-step, as in sklearn."""
+        """(params, lower bound of the last E-step, iterations, converged) of at most
+        ``max_iter`` EM iterations from ``params``."""
         lower_bound, n_iter, converged = -math.inf, 0, False
         for n_iter in range(1, max_iter + 1):  # noqa: B007 - returned after the loop
             previous = lower_bound
@@ -275,18 +229,16 @@ class GaussianMixture(SavedState, DensityMixin, BaseEstimator):
         centre: Any = None,
         **kwargs: Any,
     ) -> GaussianMixture:
-        """A fitted mixture from its ``weights`` (k,), ``means`` (k, d) and ``covariances``
-        (the layout of ``covariances_``), without running EM; ``kwargs`` are the estimator's
-        settings (``covariance_type``, ``device``, ``dtype``...). ``centre`` (d,) is the point
-        subtracted from the data before evaluating the model (a fitted model's data mean, as
-        :meth:`to_state` saves it); default the weighted mean of the means."""
+        """A fitted mixture from ``weights`` (k,), ``means`` (k, d) and ``covariances`` (the
+        layout of ``covariances_``), without EM; ``kwargs`` are the estimator's settings.
+        ``centre`` (d,) is subtracted from the data before evaluating (a fitted model's data
+        mean); default the weighted mean of the means."""
         weights = np.asarray(weights, dtype=np.float64)
         self = cls(weights.size, **kwargs)
         self._load(weights, means, covariances, centre)
         return self
 
     def _load(self, weights: Any, means: Any, covariances: Any, centre: Any) -> None:
-        """Check the exported parameters and set the fitted model from them (no EM)."""
         weights = np.asarray(weights, dtype=np.float64)
         if weights.ndim != 1:
             raise ValueError(f"weights must have shape (k,), got {weights.shape}")
@@ -309,12 +261,11 @@ class GaussianMixture(SavedState, DensityMixin, BaseEstimator):
             self.covariance_type,
             self._dtype,
         )
-        self._set_fitted(params, means=means_t, n_iter=0, converged=True, lower_bound=math.nan)
+        self._set_fitted(params, math.nan, 0, True, means=means_t)
 
-    # -- save and load (ctfp._state.SavedState) ---------------------------------------------
     def _restore(self, device: str) -> None:
-        """The saved parameters through :meth:`from_params`' checks, on ``device``: on the same
-        device and dtype the model gives the saved model's predictions exactly."""
+        """The saved parameters through :meth:`from_params`' checks (same predictions on the
+        same device and dtype)."""
         n_features, n_iter, converged = self.n_features_in_, int(self.n_iter_), self.converged_
         lower_bound = self.lower_bound_
         self._load(self.weights_, self.means_, self.covariances_, self._centre)
@@ -330,7 +281,6 @@ class GaussianMixture(SavedState, DensityMixin, BaseEstimator):
         self.n_iter_, self.converged_ = n_iter, bool(converged)
         self.lower_bound_ = math.nan if lower_bound is None else float(lower_bound)
 
-    # -- using the model --------------------------------------------------------------------
     def predict(self, X: Any) -> Any:
         """(n,) int64 most likely component of each sample."""
         return like(self._e_step(X)[0].argmax(1).cpu().numpy(), X)
@@ -375,7 +325,6 @@ class GaussianMixture(SavedState, DensityMixin, BaseEstimator):
         x, x2 = self._centred(X)
         return em.e_step(x, self._params, self.covariance_type, x2)
 
-    # -- validation and conversion ----------------------------------------------------------
     def _setup(self) -> None:
         """Check the settings, resolve the device and the compute dtype."""
         for name, choices in (("covariance_type", COVARIANCE_TYPES), ("init_params", INIT_PARAMS)):
@@ -389,32 +338,29 @@ class GaussianMixture(SavedState, DensityMixin, BaseEstimator):
         self.device_ = resolve_device(self.device)
 
     def _centred(self, X: Any, *, reset: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """``X`` as EM reads it: checked (``n_features_in_`` set or compared), on the device,
-        in the compute dtype, less the fit's centre (``reset``: ``X``'s mean becomes the
-        centre); and its square for the diagonal and spherical models (else None)."""
+        """``X`` checked, on the device, in the compute dtype, less the fit's centre (``reset``:
+        ``X``'s mean becomes the centre); and its square for diag and spherical (else None)."""
         x = check_input(self, X, reset=reset, dtype=[np.float64, np.float32])
         x = device_tensor(x, self.device_, self._dtype)
         if reset:
-            # Work on data centred on its mean: the same model, but float32 sums of squares no
-            # longer cancel catastrophically when |x| is much larger than the spread.
+            # Centred, float32 sums of squares do not cancel when |x| dwarfs the spread.
             self._shift = x.mean(0, dtype=torch.float64).to(x.dtype)
         x = x - self._shift
         return x, (x * x if self.covariance_type in ("diag", "spherical") else None)
 
     def _light(self) -> GaussianMixture:
-        """A shallow copy that reads and centres batches, without the fitted parameters: what
-        a streamed E-step ships to every worker once per pass (covariances are k d^2 each)."""
+        """A shallow copy without the fitted parameters: what a streamed E-step ships to every
+        worker once per pass to centre batches."""
         light = copy.copy(self)
         for name in ("_params", "weights_", "means_", "covariances_", "precisions_cholesky_"):
             light.__dict__.pop(name, None)
         return light
 
-    # -- initialisation ---------------------------------------------------------------------
     def _initialize(
         self, x: torch.Tensor, x2: torch.Tensor | None, rng: np.random.Generator
     ) -> Params:
-        """The start of one EM run on the centred ``x`` (n, d) with its square ``x2``: from
-        ``init_params``, with the given ``*_init`` values in place of their estimates."""
+        """The start of one EM run on the centred ``x`` (n, d): from ``init_params``, with the
+        given ``*_init`` values in place of their estimates."""
         k, d = self.n_components, x.shape[1]
         shapes = {
             "weights_init": (k,),
@@ -439,20 +385,19 @@ class GaussianMixture(SavedState, DensityMixin, BaseEstimator):
     def _set_fitted(
         self,
         params: Params,
-        *,
-        means: torch.Tensor | None = None,
+        lower_bound: float,
         n_iter: int,
         converged: bool,
-        lower_bound: float,
+        *,
+        means: torch.Tensor | None = None,
     ) -> None:
-        """Keep ``params`` and export them as the sklearn attributes; ``means`` (k, d) float64:
-        the exported means when they are given (from_params), rather than computed."""
+        """Keep ``params`` and export the sklearn attributes; ``means`` (k, d) float64: the
+        exported means when given (from_params)."""
         shift = self._shift.double()
         self._centre = shift.cpu().numpy()
         if means is None:
             means = params["means"].double() + shift
-        # Evaluate with the means as exported (at most an ulp away), computed from them as
-        # from_params(..., centre=...) computes them: a rebuilt model answers bit for bit alike.
+        # Evaluate with the means as exported, so a model rebuilt by from_params is bit-identical.
         params = {**params, "means": (means - shift).to(self._dtype)}
         self._params = params
         self.weights_ = params["weights"].double().cpu().numpy()

@@ -38,40 +38,23 @@ def gpu_kmeans_available() -> bool:
 
 
 class KMeans(SavedState, ClusterMixin, BaseEstimator):
-    """Lloyd's k-means.
+    """Lloyd's k-means with scikit-learn's parameters (``init``: ``"k-means++"`` or
+    ``"random"``; the same ``random_state`` and data give the same clustering on one backend),
+    and:
 
-    Parameters
-    ----------
-    n_clusters
-        Number of clusters.
-    init
-        ``"k-means++"`` or ``"random"`` (random data points).
-    n_init
-        Runs with different seeds; the one with the lowest inertia is kept.
     max_iter
         Iterations per run (FAISS runs exactly this many; cuML and scikit-learn stop at ``tol``,
-        torch when no assignment changes).
-    tol
-        Relative tolerance of the cuML and scikit-learn backends.
-    random_state
-        Seed; the same seed and data give the same clustering on one backend.
+        their relative tolerance; torch when no assignment changes).
     device
-        ``"auto"``, ``"cpu"`` or ``"cuda"``, resolved once in :meth:`fit`. Fitting and
-        :meth:`predict` run there, or raise :class:`~ctfp.exceptions.DeviceError`.
+        ``"auto"``, ``"cpu"`` or ``"cuda"``, resolved once in :meth:`fit`, else
+        :class:`~ctfp.exceptions.DeviceError`.
     backend
         ``"auto"`` (cuML on CUDA when installed, else FAISS), ``"faiss"``, ``"cuml"``,
-        ``"sklearn"`` (CPU only) or ``"torch"`` (k-means++ seeding and Lloyd in plain torch, on
-        the device: CUDA without the ``ctfp[gpu]`` extras).
+        ``"sklearn"`` (CPU only) or ``"torch"`` (plain torch: CUDA without ``ctfp[gpu]``).
 
-    Attributes
-    ----------
-    cluster_centers_ : (n_clusters, d) float32
-    labels_ : (n,) int64, the array type of the data fitted (not kept by :meth:`fit_stream`)
-    inertia_ : float, sum of squared distances to the closest centre
-    n_iter_ : int, Lloyd iterations of the run kept (:meth:`fit_stream`: the streamed passes)
-    n_features_in_ : int
-    backend_ : str, the backend that ran
-    device_ : torch.device, where :meth:`predict` assigns
+    The fitted attributes are scikit-learn's (``cluster_centers_`` float32, ``labels_`` in the
+    array type of the data), ``backend_``, the backend that ran, and ``device_``, where
+    :meth:`predict` assigns.
     """
 
     saved_state: ClassVar[dict[str, str]] = {
@@ -132,7 +115,7 @@ class KMeans(SavedState, ClusterMixin, BaseEstimator):
         backend, device = self._resolve_backend()
         x = check_input(self, X, reset=True, dtype=np.float32)
         if backend == "cuml" and (is_cupy(x) or (is_torch(x) and x.is_cuda)):
-            # Device arrays go to cuML as they are (DLPack, no copy to the host and back).
+            # Device arrays go to cuML by DLPack, without a round trip through the host.
             import cupy
 
             x = cupy.ascontiguousarray(cupy.from_dlpack(x.detach() if is_torch(x) else x))
@@ -180,7 +163,6 @@ class KMeans(SavedState, ClusterMixin, BaseEstimator):
         )
         km.train(x)
         D, I = km.index.search(x, 1)  # noqa: E741
-        # FAISS has no tolerance: every run does exactly niter iterations.
         return km.centroids, I[:, 0], float(D[:, 0].astype(np.float64).sum()), self.max_iter
 
     def _fit_cuml(self, x: Any, device: Any) -> tuple[np.ndarray, np.ndarray, float, int]:
@@ -213,15 +195,13 @@ class KMeans(SavedState, ClusterMixin, BaseEstimator):
         return km.cluster_centers_, km.labels_, km.inertia_, km.n_iter_
 
     def _fit_torch(self, x: Any, device: Any) -> tuple[Any, Any, float, int]:
-        """The lowest inertia of ``n_init`` seeded Lloyd runs on x's device (the first of
-        equal ones)."""
+        """The lowest inertia of ``n_init`` seeded Lloyd runs (the first of equal ones)."""
         rng = np.random.default_rng(self.random_state)
-        runs = (self._lloyd(x, rng) for _ in range(self.n_init))
-        return min(runs, key=lambda run: run[2])
+        return min((self._lloyd(x, rng) for _ in range(self.n_init)), key=lambda run: run[2])
 
     def _lloyd(self, x: Any, rng: np.random.Generator) -> tuple[Any, Any, float, int]:
-        """One seeded Lloyd run in torch, stopped when no assignment changes: (centres,
-        labels, inertia, iterations)."""
+        """One Lloyd run in torch until no assignment changes: (centres, labels, inertia,
+        iterations)."""
         import torch
 
         if self.init == "k-means++":
@@ -250,16 +230,13 @@ class KMeans(SavedState, ClusterMixin, BaseEstimator):
         progress: bool = False,
         map_fn: MapFn | None = None,
     ) -> KMeans:
-        """k-means over data larger than memory: :meth:`fit` on ``sample`` (m, d), a subset,
-        then ``passes`` exact Lloyd iterations, one pass over the data each, accumulating
-        per-centre sums and counts in float64 on the fitted device.
+        """k-means over data larger than memory: :meth:`fit` on ``sample`` (m, d), then
+        ``passes`` exact Lloyd iterations, one pass over the data each (float64 sums).
 
         ``batches`` and ``map_fn`` are those of :meth:`GaussianMixture.fit_stream
-        <ctfp.cluster.gmm.GaussianMixture.fit_stream>`: one partition (a callable returning a
-        fresh iterable of (b, d) arrays per call) or a sequence of them, over which each pass
-        maps :class:`LloydStatistics`. ``labels_`` is not kept (it would be as large as the
-        data): use :meth:`predict` per batch. ``inertia_`` is that of the final centres over
-        all the data; ``progress`` shows a bar of passes.
+        <ctfp.cluster.gmm.GaussianMixture.fit_stream>`. ``labels_`` is not kept (use
+        :meth:`predict` per batch); ``inertia_`` is that of the final centres over all the data;
+        ``progress`` shows a bar of passes.
         """
         from ctfp.progress import progress_bar
 
@@ -275,15 +252,13 @@ class KMeans(SavedState, ClusterMixin, BaseEstimator):
                 bar.set_postfix(inertia=f"{self.inertia_:.6g}")
                 if done == passes:
                     break
-                # An empty cluster keeps its centre rather than collapsing to the origin.
-                filled = counts > 0
+                filled = counts > 0  # an empty cluster keeps its centre
                 centres[filled] = sums[filled] / counts[filled, None]
         self.n_iter_ = passes
         return self
 
     def predict(self, X: Any) -> Any:
-        """(n,) int64 index of the closest centre (L2) of each row of ``X`` : (n, d), in the
-        array type of ``X``."""
+        """(n,) int64 closest centre (L2) of each row of ``X`` (n, d), in X's array type."""
         check_is_fitted(self)
         labels, _ = self._assign(check_input(self, X, reset=False, dtype=np.float32))
         return like(labels, X)
@@ -294,9 +269,8 @@ class KMeans(SavedState, ClusterMixin, BaseEstimator):
         return device_tensor(x, self.device_, torch.float32)
 
     def _assign(self, x: Any) -> tuple[Any, Any]:
-        """Closest centre and squared distance of each row of the checked ``x``: with FAISS on
-        the CPU (the index that labelled the training data), with torch on CUDA (which needs no
-        GPU build of FAISS)."""
+        """Closest centre and squared distance of each row of the checked ``x``: FAISS on the
+        CPU (as in training), torch on CUDA (no GPU build of FAISS needed)."""
         if self.device_.type == "cuda":
             import torch
 
@@ -309,10 +283,9 @@ class KMeans(SavedState, ClusterMixin, BaseEstimator):
         D, I = index.search_checked(_host_float32(x), 1)  # noqa: E741
         return I[:, 0], D[:, 0]
 
-    # -- save and load ----------------------------------------------------------------------
     def _restore(self, device: str) -> None:
-        """The saved centres, checked, with :meth:`predict` on ``device`` (it gives the labels
-        the saved model gave there). ``labels_`` is not saved."""
+        """The saved centres, checked, with :meth:`predict` on ``device`` (``labels_`` is not
+        saved)."""
         centres = np.asarray(self.cluster_centers_, dtype=np.float32)
         check_matrix(centres, "cluster_centers")
         expected = (self.n_clusters, int(self.n_features_in_))
@@ -327,10 +300,9 @@ class KMeans(SavedState, ClusterMixin, BaseEstimator):
 
 
 class LloydStatistics:
-    """One partition's Lloyd step under a fitted model's current centres: (k, d) float64
-    per-centre sums, (k,) counts and the inertia, on the host, or None for a partition without
-    rows. What a streamed k-means maps over its partitions; picklable (the model's centres and
-    settings, no index), so that an engine runs it where the data is."""
+    """One partition's Lloyd step under the model's current centres: (k, d) float64 sums, (k,)
+    counts and the inertia, on the host, or None without rows. Picklable, so that an engine
+    runs it where the data is."""
 
     def __init__(self, model: KMeans) -> None:
         self.model = model
@@ -371,9 +343,8 @@ def _add_lloyd(a: tuple[Any, ...], b: tuple[Any, ...]) -> tuple[Any, ...]:
 
 
 def kmeans_plusplus(x: Any, k: int, rng: np.random.Generator) -> Any:
-    """Indices of ``k`` seeds of ``x`` : (n, d), a torch tensor, chosen by k-means++ (D^2
-    sampling, not scikit-learn's greedy variant) with ``rng``; a (k,) int64 tensor on x's
-    device."""
+    """(k,) int64 indices of k-means++ seeds (D^2 sampling, not sklearn's greedy variant) of
+    the torch tensor ``x`` (n, d), on its device."""
     import torch
 
     n = x.shape[0]
@@ -389,8 +360,8 @@ def kmeans_plusplus(x: Any, k: int, rng: np.random.Generator) -> Any:
 
 
 def _nearest_centres(x: Any, centres: Any) -> tuple[Any, Any]:
-    """Closest of ``centres`` (k, d) to each row of ``x`` (n, d), torch tensors on one device:
-    (n,) int64 labels and (n,) squared L2 distances in x's dtype."""
+    """(n,) int64 closest of ``centres`` (k, d) to each row of ``x`` (n, d) and (n,) squared L2
+    distances in x's dtype (torch tensors on one device)."""
     import torch
 
     c2 = (centres * centres).sum(1)
@@ -405,7 +376,6 @@ def _nearest_centres(x: Any, centres: Any) -> tuple[Any, Any]:
 
 
 def _host_float32(x: Any) -> np.ndarray:
-    """A checked ``x`` as a C-contiguous float32 numpy array (no copy when it is one)."""
     if isinstance(x, np.ndarray):
         return np.ascontiguousarray(x, dtype=np.float32)
     return to_numpy(x, np.float32)

@@ -1,12 +1,10 @@
-"""Data as partitions: the one way the clustering estimators read data, in memory, streamed
-from disk or on Ray (faiss contrib's DatasetAssign idea).
+"""Data as partitions: how the clustering estimators read data, in memory, streamed or on Ray.
 
-A partition is a zero-argument callable that returns a fresh iterable of (b, d) batches on
-every call (one shard, say); an array in memory is one partition of one batch. A pass maps a
-picklable per-partition function (k-means' Lloyd statistics, the mixture's E-step statistics)
-over the partitions with an ordered map (the builtin one here, :func:`ctfp.engine.parallel_map`
-on Ray) and sums the results in partition order, so the sum does not depend on where the
-partitions ran.
+A partition is a zero-argument callable that returns a fresh iterable of (b, d) batches (one
+shard, say); an array in memory is one partition of one batch. A pass maps a picklable
+per-partition function over the partitions with an ordered map (the builtin one, or
+:func:`ctfp.engine.parallel_map`) and sums the results in partition order, so the sum does not
+depend on where they ran.
 """
 
 from __future__ import annotations
@@ -32,9 +30,8 @@ class InMemory:
 
 
 class Partitions:
-    """The data as a sequence of ``partitions`` and the ordered map that runs a function over
-    them, ``map_(function, partitions)``: the results in partition order (lazily is best: they
-    are summed as they come)."""
+    """The data as ``partitions`` and the ordered map ``map_(function, partitions)`` that runs
+    a function over them (lazily is best: the results are summed as they come)."""
 
     def __init__(self, partitions: Sequence[Partition], map_: MapFn = map) -> None:
         self.partitions = list(partitions)
@@ -44,8 +41,8 @@ class Partitions:
     def of(
         cls, batches: Partition | Sequence[Partition], map_fn: MapFn | None = None
     ) -> Partitions:
-        """The ``batches`` argument of a ``fit_stream``: one callable (a single partition) or a
-        sequence of them; ``map_fn`` only with a sequence (the builtin map by default)."""
+        """The ``batches`` of a ``fit_stream``: one partition or a sequence of them (only then
+        ``map_fn``, default the builtin map)."""
         if callable(batches):
             if map_fn is not None:
                 raise TypeError("map_fn needs batches as a sequence of partitions")
@@ -59,13 +56,7 @@ class Partitions:
 
     def reduce(self, function: Callable[[Partition], T | None], add: Callable[[T, T], T]) -> T:
         """``function`` over every partition, the results (None for a partition without rows)
-        summed with ``add`` in partition order.
-
-        Raises
-        ------
-        ValueError
-            Where no partition has rows.
-        """
+        summed with ``add`` in partition order; ValueError where no partition has rows."""
         total = None
         for part in self.map(function, self.partitions):
             if part is not None:

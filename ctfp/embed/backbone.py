@@ -28,11 +28,8 @@ EMBED_DIM = 2048
 
 @dataclass(frozen=True)
 class Preprocessing:
-    """What happens to a decoded uint8 slice before the network (timm's ``PretrainedCfg`` role).
-
-    The CPU half (:meth:`resize`) runs in loader workers and keeps uint8; the device half
-    (:meth:`normalize`) runs on the GPU so only bytes cross the bus.
-    """
+    """What happens to a decoded uint8 slice before the network: :meth:`resize` on the CPU in
+    loader workers, in uint8; :meth:`normalize` on the device, so only bytes cross the bus."""
 
     image_size: int = 224
     mean: tuple[float, float, float] = IMAGENET_MEAN
@@ -100,18 +97,11 @@ def build_backbone(
     seed: int = 0,
     image_size: int = 224,
 ) -> Backbone:
-    """Build the backbone on the CPU in eval mode (a factory: call it once per process or actor).
+    """Build the backbone on the CPU in eval mode (a factory: once per process or actor).
 
-    Parameters
-    ----------
-    weights
-        ``"imagenet"``: torchvision's IMAGENET1K_V2 through its normal cache and download;
-        a path: a local state dict (loaded with ``weights_only=True``);
-        ``"random"``: seeded random init, for tests and offline demos.
-    seed
-        Seed of the random init (only used with ``weights="random"``).
-    image_size
-        Side of the square network input.
+    ``weights``: ``"imagenet"`` (torchvision's IMAGENET1K_V2 through its cache and download),
+    a local state-dict path (loaded with ``weights_only=True``) or ``"random"`` (init seeded
+    with ``seed``, for tests and offline demos). ``image_size``: side of the network input.
     """
     if image_size < 32:
         raise WeightsUnavailableError(f"image size {image_size} is too small; use at least 32")
@@ -123,9 +113,7 @@ def build_backbone(
         except OSError:
             return _build(weights_text, seed, image_size)  # which says what is wrong
         key = f"{weights_text}:{stat.st_size}:{stat.st_mtime_ns}"
-    # A copy of the one built for the same weights: a run that embeds several feature types,
-    # or the demo's runs one after another, build ResNet50 once (random init and the weights'
-    # hash cost about a second on 2 cores).
+    # A copy of the one built for the same weights: random init and hashing cost a second.
     return copy.deepcopy(_built(weights_text, key, seed, image_size))
 
 
@@ -146,20 +134,15 @@ def _build(weights_text: str, seed: int, image_size: int) -> Backbone:
         net = torchvision.models.resnet50(weights=None)
         if weights_text == "imagenet":
             state = imagenet_state_dict()
-            label = "imagenet:IMAGENET1K_V2"
+            label, source = "imagenet:IMAGENET1K_V2", "the ImageNet weights"
         else:
             from ctfp.io.fs import local_only
 
             # torch.load reads local files
             local_only("weights", weights_text, "a weights file", WeightsUnavailableError)
             state = _file_state_dict(Path(weights_text))
-            label = f"file:{Path(weights_text).name}"
+            label, source = f"file:{Path(weights_text).name}", f"weights file {weights_text!r}"
         state = {k: v for k, v in state.items() if not k.startswith("fc.")}
-        source = (
-            "the ImageNet weights"
-            if weights_text == "imagenet"
-            else f"weights file {weights_text!r}"
-        )
         _check_fits(net, state, source)
         net.load_state_dict(state, strict=False)
     net.fc = nn.Identity()  # the 2048-d average-pool output is the embedding
@@ -177,9 +160,8 @@ def _build(weights_text: str, seed: int, image_size: int) -> Backbone:
 
 
 def imagenet_unavailable() -> str | None:
-    """Why ImageNet's ResNet50 weights cannot be had here (the first sentence of the reason),
-    or None when they load; the probe prints nothing (torch.hub announces a download on both
-    streams)."""
+    """Why ImageNet's ResNet50 weights cannot be had here (the reason's first sentence), or
+    None when they load; silently (torch.hub announces a download on both streams)."""
     try:
         quiet = io.StringIO()
         with contextlib.redirect_stderr(quiet), contextlib.redirect_stdout(quiet):
@@ -190,12 +172,12 @@ def imagenet_unavailable() -> str | None:
 
 
 def imagenet_state_dict() -> dict[str, torch.Tensor]:
-    """torchvision's IMAGENET1K_V2 ResNet50 weights through its cache and download, or a
-    WeightsUnavailableError saying how to get them where there is no internet."""
+    """torchvision's IMAGENET1K_V2 ResNet50 weights, or a WeightsUnavailableError saying how to
+    get them without internet."""
     from torchvision.models import ResNet50_Weights
 
     try:
-        # torch.hub announces a download on stdout: keep stdout for results (--json).
+        # torch.hub announces a download on stdout, which is for results (--json).
         with contextlib.redirect_stdout(sys.stderr):
             return ResNet50_Weights.IMAGENET1K_V2.get_state_dict(progress=False, check_hash=True)
     except Exception as exc:  # URLError, socket errors, hash mismatch, a broken cache file
@@ -242,9 +224,8 @@ def _file_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
 
 def _unloadable(path: Path, exc: Exception) -> str:
-    """Why ``torch.load`` could not read ``path``, in one sentence (torch's own text runs to
-    many lines of advice on ``weights_only`` that does not apply to a file that is no
-    checkpoint at all)."""
+    """Why ``torch.load`` could not read ``path``, in one sentence (torch's own runs to many
+    lines)."""
     from ctfp.io.decode import image_kind
 
     with open(path, "rb") as f:
@@ -262,8 +243,8 @@ def _unloadable(path: Path, exc: Exception) -> str:
 
 
 def _check_fits(net: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
-    """Refuse a state dict that ``net`` (ResNet50 without its classifier) cannot take, or whose
-    values are not all finite (its embeddings would be NaN), in one line naming ``source``."""
+    """Refuse a state dict that ``net`` (without its classifier) cannot take, or with values
+    that are not finite, in one line naming ``source``."""
     expected = {k: v.shape for k, v in net.state_dict().items() if not k.startswith("fc.")}
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
@@ -281,8 +262,7 @@ def _check_fits(net: nn.Module, state: dict[str, torch.Tensor], source: str) -> 
         )
     if parts:
         raise WeightsUnavailableError(f"{source} is not a ResNet50 state dict: {', '.join(parts)}")
-    # A sum is finite unless a value is not (or it overflows: then the count says 0): a
-    # fraction of the time of counting the non-finite values of every tensor.
+    # Count only in tensors whose sum is not finite (an overflow counts 0): much faster.
     bad = {
         k: int(v.numel() - torch.isfinite(v).sum())
         for k, v in state.items()

@@ -1,10 +1,6 @@
-"""``embed_batch``: Arrow in, Arrow out, so that other engines embed CT slices in their own jobs.
-
-Spark's ``mapInArrow``, Ray Data's ``map_batches`` or a DuckDB Python UDF hand a function a
-batch of rows and want a batch back. ``embed_batch`` is that function for ctfp: a table of file
-paths in, a table of embedding rows out, decoded and embedded exactly as ``ctfp embed`` does it
-(the same reader, the same model factory and mapper; the rows equal the shards' rows). The model
-is built once per process and settings, then reused by every later batch of that process.
+"""``embed_batch``: Arrow in, Arrow out, for other engines' jobs (Spark's ``mapInArrow``, Ray
+Data's ``map_batches``, a DuckDB UDF): file paths in, the rows ``ctfp embed`` would write out.
+The model is built once per process and settings.
 """
 
 from __future__ import annotations
@@ -24,9 +20,8 @@ _LOCK = threading.Lock()
 
 
 def batch_schema(dim: int, dtype: str, metadata: dict[str, Any]) -> pa.Schema:
-    """The shard schema (``id, source, frame, label, embedding``) with the embedding nullable
-    and an ``error`` column: a file that cannot be read is one row with its reason and no
-    embedding, never a failed batch (the caller's engine would retry it for ever)."""
+    """The shard schema with the embedding nullable and an ``error`` column: an unreadable file
+    is one row with its reason, never a failed batch (which an engine would retry for ever)."""
     from ctfp.store.schema import shard_schema
 
     base = shard_schema(dim, dtype, metadata)

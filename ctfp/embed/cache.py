@@ -27,21 +27,14 @@ def build_cache(
     **overrides: Any,
 ) -> EmbedResult:
     """Decode every slice behind ``sources`` once into ``out``: uint8, padded with air to a
-    square and resized to ``settings.size``, one row per slice (``pixels`` column, see
-    :mod:`ctfp.store.cache`). ``ctfp embed OUT`` then reads it instead of decoding again.
-
-    Resumable like embedding; unreadable inputs go to ``out/_errors/errors.parquet``.
-
-    Parameters
-    ----------
-    settings
-        :class:`~ctfp.embed.settings.CacheSettings` (size, window, workers, rows_per_shard,
-        layout, label_from_dirs); ``overrides`` are its field names (``size=224``).
-    engine
-        ``"local"``, ``"ray"`` (decoding on a Ray cluster) or an ``EngineSettings``.
+    square and resized to ``settings.size``, one row per slice (:mod:`ctfp.store.cache`), which
+    ``ctfp embed OUT`` reads instead of decoding again. Resumable like embedding; unreadable
+    inputs go to ``out/_errors/errors.parquet``. ``overrides`` are
+    :class:`~ctfp.embed.settings.CacheSettings` fields; ``engine``: ``"local"``, ``"ray"`` or an
+    ``EngineSettings``.
     """
     settings = settings_with(CacheSettings, settings, overrides, "build_cache")
-    # The "model" is the identity on the resized slice: stored as it is, bit for bit.
+    # The "model" is the identity on the resized slice.
     factory = functools.partial(SliceCache, settings.size)
     engine_settings = resolve_engine(engine)
     job = input_job(
@@ -49,7 +42,7 @@ def build_cache(
         settings,
         [Output(os.fspath(out), factory, settings.to_dict())],
         dtype=PIXELS_DTYPE,
-        # Copying bytes needs no GPU, and fp32 keeps every uint8 value exact.
+        # No GPU needed to copy bytes; fp32 keeps every uint8 value exact.
         device="cpu",
         precision="fp32",
         progress=progress,

@@ -1,11 +1,9 @@
 """Feature extractors beside ResNet50: raw pixels, log power spectrum, noise residual, concat.
 
-ImageNet ResNet50 features mostly encode anatomy. A generator's fingerprint lives in high
-frequencies: noise residuals (Marra et al. 2019, "Do GANs leave artificial fingerprints?") and
-spectral distortions of up-sampling (Durall et al. 2020). Memorisation is often visible in pixels
-before features. Each extractor here has the backbone's interface — (b, 1, s, s) uint8 in,
-(b, dim) float out, its own preprocessing and identity — so it is stored in the same shard format
-and never mixed with another.
+ResNet50 features mostly encode anatomy; a generator's fingerprint lives in high frequencies
+(noise residuals, Marra et al. 2019; up-sampling spectra, Durall et al. 2020), memorisation often
+in pixels. Each extractor has the backbone's interface: (b, 1, s, s) uint8 in, (b, dim) float
+out, its own preprocessing and identity.
 """
 
 from __future__ import annotations
@@ -38,8 +36,7 @@ GRAY = dict(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), channels="gray")
 
 
 def _full_precision(forward):
-    """Run ``forward`` in float32 even under autocast: residuals are small differences that
-    bf16/fp16 rounding would drown."""
+    """Run ``forward`` in float32 even under autocast: bf16 rounding would drown residuals."""
 
     def wrapped(self, x: torch.Tensor) -> torch.Tensor:
         with torch.autocast(device_type=x.device.type, enabled=False):
@@ -50,7 +47,7 @@ def _full_precision(forward):
 
 def _describe(module: nn.Module, model: str, config: dict[str, Any], dim: int) -> None:
     """Give an extractor without learned weights its gray preprocessing at ``config["size"]``
-    and its identity, whose weights are its configuration."""
+    and its identity (its weights: its configuration)."""
     module.preprocessing = pre = Preprocessing(image_size=config["size"], **GRAY)
     digest = hashlib.sha256(json.dumps({model: config}, sort_keys=True).encode()).hexdigest()
     weights = f"none:{json.dumps(config, sort_keys=True)}"
@@ -66,9 +63,8 @@ def _scratch(
     name: str, shape: tuple[int, ...], like: torch.Tensor, dtype: torch.dtype
 ) -> torch.Tensor:
     """An uninitialised work tensor named ``name``, reused from batch to batch in this thread
-    (on the CPU, up to ``SCRATCH_BYTES``). A fresh 4 MiB tensor costs about a thousand page
-    faults, which took a third of the residual's time on a 2-core VM; CUDA's caching
-    allocator already reuses memory. The caller's result must never be a view of it."""
+    (on the CPU, up to ``SCRATCH_BYTES``): fresh tensors' page faults cost a third of the
+    residual's time. The caller's result must never be a view of it."""
     n = math.prod(shape)
     if like.device.type != "cpu" or n * dtype.itemsize > SCRATCH_BYTES:
         return torch.empty(shape, dtype=dtype, device=like.device)
@@ -82,25 +78,19 @@ def _scratch(
 class _Spectral(nn.Module):
     """Azimuthally averaged log power spectrum, the shared core of spectrum and residual.
 
-    A subclass's :meth:`sums` reduces a few slices to sums (on a CPU, ``cpu_slices`` at a
-    time: their work tensors stay in a core's cache, where passes over a 16-slice batch ran
-    from memory at half the speed), its :meth:`finish` turns the whole batch's sums into
-    features (the small operations once per batch).
+    A subclass's :meth:`sums` reduces a few slices to (b, k) float32 sums, its :meth:`finish`
+    turns the whole batch's sums into (b, dim) features.
     """
 
-    #: Slices per :meth:`sums` on a CPU (2-core VM, one thread, 256 px, us a slice: spectrum
-    #: 210 at 2, 195 at 4; residual 515 at 2, 620 at 4, 830 at 8; at 1, the calls' overhead
-    #: takes over). The whole 16-slice batch at once took 300 and 980 before.
+    #: Slices per :meth:`sums` on a CPU, so that their work tensors stay in cache (measured).
     cpu_slices = 4
 
     def __init__(self, s: int) -> None:
         super().__init__()
-        # The radial bins over the half of an s x s spectrum that a real FFT keeps (rfft2:
-        # s x (s//2 + 1); the other half mirrors it, with the same radii): the integer radius of
-        # each kept frequency, its weight (2 for a column that also stands for its mirror image,
-        # 1 for columns 0 and s/2, their own) and the full plane's frequencies per radius.
-        # (In numpy: torch spreads these operations over its threads, which took 90 ms of CPU
-        # time a model on a busy 2-core VM, against 1 ms in one thread.)
+        # The radial bins of the half spectrum rfft2 keeps: each kept frequency's integer
+        # radius, its weight (2 for a column that stands for its mirror image too, 1 for
+        # columns 0 and s/2) and the full plane's count per radius. (In numpy: torch threads
+        # made this 90 times slower.)
         self.n_bins = n_bins = s // 2
         f = np.rint(np.fft.fftfreq(s) * s)
         full = np.rint(np.hypot(f[:, None], f[None, :])).astype(np.int64)
@@ -128,21 +118,11 @@ class _Spectral(nn.Module):
         chunks = x.split(self.cpu_slices) if x.device.type == "cpu" else [x]
         return self.finish(torch.cat([self.sums(chunk) for chunk in chunks]))
 
-    def sums(self, x: torch.Tensor) -> torch.Tensor:
-        """(b, 1, s, s) uint8 -> (b, k) float32 sums over each slice."""
-        raise NotImplementedError
-
-    def finish(self, sums: torch.Tensor) -> torch.Tensor:
-        """(b, k) :meth:`sums` -> (b, dim) features."""
-        raise NotImplementedError
-
     def power_sums(self, centred: torch.Tensor) -> torch.Tensor:
         """(b, s, s) float32 slices centred on their mean (overwritten) -> (b, s/2 + 1) power
         per radius, DC first (:meth:`log_power` of them is the spectrum)."""
         b = centred.shape[0]
-        # A real input's spectrum is symmetric: half of it (rfft2), each column weighted by the
-        # columns it stands for, sums to what the full complex FFT gives, in a tenth of the time.
-        # (A fresh output: rfft2 into out= copies it once more.)
+        # Half of a real input's symmetric spectrum (rfft2), weighted, in a tenth of the time.
         parts = torch.view_as_real(torch.fft.rfft2(centred.mul_(self.window))).square_()
         power = _scratch("power", parts.shape[:-1], centred, torch.float32)
         power = torch.add(parts[..., 0], parts[..., 1], out=power).view(b, -1)
@@ -217,11 +197,8 @@ class ResidualFeatures(_Spectral):
 
     def blur(self, p: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         """The separable Gaussian blur of the (b, s, s) slices in the middle of ``p``
-        (b, s + 2r, s + 2r) float32, their edges reflected around them, into ``out``.
-
-        Shifted adds rather than ``conv2d``: a 1-channel convolution runs 40x slower on a CPU
-        (mkldnn is built for many channels); these add the same products tap by tap (on the
-        CT slices of the tests, the convolution's result to the last bit).
+        (b, s + 2r, s + 2r) float32, edges reflected, into ``out``: shifted adds, as a
+        1-channel ``conv2d`` runs 40x slower on a CPU (same products, same bits on the tests).
         """
         b, s, taps = out.shape[0], out.shape[-1], self.taps
         rows = _scratch("rows", (b, p.shape[1], s), p, p.dtype)
@@ -235,9 +212,7 @@ class ResidualFeatures(_Spectral):
 
     def sums(self, x: torch.Tensor) -> torch.Tensor:
         b, s, r = x.shape[0], x.shape[-1], self.radius
-        # The gray slices, edges reflected (in uint8: a quarter of the bytes), in the blur's
-        # padded work tensor; the residual r and its powers r^2, r^3, r^4 side by side, summed
-        # in one reduction.
+        # Padded in uint8 (a quarter of the bytes); r, r^2, r^3, r^4 side by side, summed at once.
         p = _scratch("pad", (b, s + 2 * r, s + 2 * r), x, torch.float32)
         p.copy_(F.pad(x, (r, r, r, r), mode="reflect")[:, 0]).div_(255.0)
         work = _scratch("residual", (b, 4, s * s), x, torch.float32)
@@ -261,18 +236,13 @@ class ResidualFeatures(_Spectral):
 
 def join(blocks: Sequence[torch.Tensor]) -> torch.Tensor:
     """The joined embedding of several feature types: each (b, d_i) block L2-normalised per row
-    so that none dominates, side by side: (b, sum d_i) float32. The one definition, used by
-    :class:`ConcatFeatures` and by the mapper when it joins parts it computed once for several
-    outputs."""
+    so that none dominates, side by side: (b, sum d_i) float32."""
     return torch.cat([F.normalize(b.float(), dim=1) for b in blocks], 1)
 
 
 class ConcatFeatures(nn.Module):
-    """Several extractors side by side (:func:`join`), each fed the decoded slice resized to its
-    own input side (its own preprocessing), exactly what it is fed alone.
-
-    Its input is one uint8 batch per part, ``views[i]`` (b, 1, s_i, s_i) at
-    ``parts[i].preprocessing``; it has no single preprocessing of its own.
+    """Several extractors side by side (:func:`join`). Its input is one uint8 batch per part,
+    ``views[i]`` (b, 1, s_i, s_i) at ``parts[i].preprocessing`` (no preprocessing of its own).
     """
 
     def __init__(self, parts: list[nn.Module]) -> None:
@@ -285,9 +255,8 @@ class ConcatFeatures(nn.Module):
             "+".join(i.weights for i in ids),
             digest,
             sum(i.dim for i in ids),
-            # "resize": each part from the decoded slice. Joined shards of ctfp 0.3.0 resized
-            # every part from the largest part's side (other pixels): this field keeps the two
-            # from being mixed (readers and resumed writers refuse differing preprocessing).
+            # "resize": each part from the decoded slice; keeps 0.3.0's joined shards (resized
+            # from the largest part's side) from being mixed with these.
             {"parts": [i.preprocessing for i in ids], "block_norm": "l2", "resize": "per-part"},
         )
 
@@ -306,7 +275,7 @@ def build_features(
     or several joined by ``+`` (``pixels+residual``). ``weights``, ``seed`` and ``image_size``
     apply to resnet50."""
     try:
-        check_features(spec)  # the one list of valid names: ctfp.embed.settings.FEATURES
+        check_features(spec)
     except ValueError as exc:
         raise CtfpError(str(exc)) from None
     refuse_auto(spec)

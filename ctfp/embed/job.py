@@ -19,8 +19,8 @@ if TYPE_CHECKING:
 
     from ctfp.embed.settings import InputSettings
 
-# Builds a feature extractor: (b, 1, s, s) uint8 -> (b, dim), with .preprocessing and .identity.
-# Called once per process that runs the model (the driver, every Ray actor): it must pickle.
+# Builds a feature extractor, (b, 1, s, s) uint8 -> (b, dim) with .preprocessing and .identity,
+# once per process that runs it (every Ray actor): it must pickle.
 ModelFactory = Callable[[], "torch.nn.Module"]
 
 S = TypeVar("S", bound=Settings)
@@ -47,13 +47,10 @@ class Output:
 
 @dataclass(frozen=True)
 class Job:
-    """Everything an engine needs to run: the inputs (reader), how to build the models
-    (mapper) and where and how rows are stored (writer).
-
-    ``outputs`` are filled from the same decoded slices, each exactly as a job of that output
-    alone would fill it (:func:`ctfp.embed.runner.embed_many`). The other fields are the
-    settings of the same names (``window`` parsed; ``dtype`` ``uint8`` for a cache); engines
-    resolve ``auto`` and None for the device they run on.
+    """Everything an engine needs: the inputs, how to build the models, where and how rows
+    are stored. ``outputs`` are filled from the same decoded slices, each as a job of that
+    output alone would fill it. The other fields are the settings of the same names
+    (``window`` parsed; ``dtype`` ``uint8`` for a cache); engines resolve ``auto`` and None.
     """
 
     files: Sequence[InputFile]
@@ -76,12 +73,11 @@ class Job:
 
     def metadata(self, identity: dict[str, Any]) -> dict[str, Any]:
         """The shard metadata of this job for a model of ``identity`` (the same for every
-        engine: shards of one engine resume on the other)."""
+        engine)."""
         decoding = dict(self.decoding or {"window": self.window.describe()})
         size = (identity.get("preprocessing") or {}).get("image_size")
         if "cached_size" in decoding and decoding["cached_size"] == size:
-            # Cached at the model's size: the same pixels as decoding the files here (tested),
-            # so these embeddings mix with, and are scored like, ones embedded from the files.
+            # Cached at the model's size: the same pixels as decoding the files (tested).
             del decoding["cached_size"]
         return make_metadata(identity, self.dtype, decoding)
 
@@ -92,8 +88,8 @@ def input_job(
     outputs: Sequence[Output],
     **fields: Any,
 ) -> Job:
-    """The job of ``outputs`` over the inputs behind ``sources``: its fields from ``settings``
-    (those of the same names) and from ``fields``."""
+    """The job of ``outputs`` over the inputs behind ``sources``, its fields from ``settings``
+    and ``fields``."""
     from ctfp.embed.reader import find_inputs  # torch: not for importing the job alone
 
     unreadable: list[Unreadable] = []
@@ -112,8 +108,7 @@ def settings_with(
     keywords: Sequence[str] = ("engine", "progress"),
 ) -> S:
     """``settings`` (default ``cls()``) with ``overrides`` applied and validated; an unknown
-    name is refused with the valid ones (``keywords``: the caller's other keyword arguments)
-    and, for a moved option, where it went."""
+    name is refused with the valid ones and ``keywords`` (the caller's other arguments)."""
     if settings is None:
         settings = cls()
     elif not isinstance(settings, cls):

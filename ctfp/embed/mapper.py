@@ -16,12 +16,9 @@ from ctfp.embed.job import ModelFactory
 
 
 def default_batch_size(device: torch.device, *, decode_bound: bool = False) -> int:
-    """Slices per forward pass: large on a GPU; on a CPU, 16 for a network, where bigger batches
-    fall out of cache (2 cores, bf16, 224 px: batch 8-16 gives 46-55 img/s, batch 64 gives
-    36 img/s), 64 for models lighter than decoding (``decode_bound``: they take a few slices at
-    a time anyway). Their batches are the loader's: at 64 each batch's costs (the hand-over, the
-    FFT's tables that the decoder pushed out of cache) are spread over four times the slices
-    (2-core VM, CPU time a slice: spectrum 1,170 -> 1,115 us, residual 1,440 -> 1,370).
+    """Slices per forward pass: 128 on a GPU; on a CPU, 16 for a network (larger batches fall
+    out of cache), 64 for models lighter than decoding (``decode_bound``: each batch's fixed
+    costs spread over more slices).
     """
     if device.type == "cuda":
         return 128
@@ -29,8 +26,8 @@ def default_batch_size(device: torch.device, *, decode_bound: bool = False) -> i
 
 
 def view_key(preprocessing: Preprocessing) -> tuple[int, str, str]:
-    """What :meth:`Preprocessing.resize` depends on: models whose preprocessing agrees on it
-    (ResNet50 and ``pixels:224``: same side, other normalisation) share one resized batch."""
+    """What :meth:`Preprocessing.resize` depends on: models that agree on it share one resized
+    batch."""
     return (preprocessing.image_size, preprocessing.pad, preprocessing.interpolation)
 
 
@@ -42,8 +39,7 @@ def forward(
     batch_size: int,
 ) -> np.ndarray:
     """Run ``model`` (on ``device``, with ``.identity``) over ``frames``, (n, 1, s, s) uint8 on
-    the host, in chunks of ``batch_size`` under ``amp`` (:func:`ctfp.device.autocast`); returns
-    (n, d) float32, (0, d) for no frames."""
+    the host, in chunks of ``batch_size`` under ``amp``: (n, d) float32, (0, d) for none."""
     return _forward(model, frames, device, amp, batch_size).cpu().numpy()
 
 
@@ -67,14 +63,10 @@ def _forward(
 class Mapper:
     """Models on a device with its precision; ``mapper(views)`` embeds a batch for each of them.
 
-    One model per output of a job (a shard folder). What the models have in common is computed
-    once per batch: a joined model (``residual+spectrum``) is split into its parts, a part that
-    several outputs use (``residual`` alone and in ``residual+spectrum``) runs once, and the
-    joined output is :func:`~ctfp.embed.features.join` of its parts. The reader resizes each
-    decoded slice once per distinct input side (:attr:`views`).
-
-    The same object runs in the local engine's process and in every Ray actor, so both compute
-    rows the same way.
+    One model per output of a job. A joined model (``residual+spectrum``) is split into its
+    parts, a part that several outputs use runs once per batch, and the joined output is
+    :func:`~ctfp.embed.features.join` of its parts. The reader resizes each slice once per
+    distinct input side (:attr:`views`). Both engines run this same object.
     """
 
     def __init__(
@@ -121,8 +113,8 @@ class Mapper:
         *,
         compile: bool = False,
     ) -> Mapper:
-        """Build the model of each factory and move it to ``device`` (``compile``: each part
-        through ``torch.compile``, which forwards ``preprocessing`` and ``identity``)."""
+        """Build the model of each factory on ``device`` (``compile``: each part through
+        ``torch.compile``)."""
         factories = [factory] if callable(factory) else list(factory)
         mapper = cls([f().to(device) for f in factories], device, precision, batch_size)
         if compile:
@@ -130,8 +122,7 @@ class Mapper:
         return mapper
 
     def __getstate__(self) -> dict[str, Any]:
-        # The autocast factory may be a lambda: rebuilt from the precision where unpickled
-        # (spawned loader workers).
+        # The autocast factory may be a lambda: rebuilt where unpickled.
         return {k: v for k, v in self.__dict__.items() if k != "amp"}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -155,9 +146,8 @@ class Mapper:
 
     @property
     def decode_bound(self) -> bool:
-        """Whether decoding costs more than the models (no network among the parts: pixels,
-        spectrum, residual, the slice cache): on a CPU they then run beside the decoder, in
-        every loader worker, one thread each."""
+        """Whether decoding costs more than the models (no network among the parts): on a CPU
+        they then run in the loader workers."""
         return not any(isinstance(p, Backbone) for p in self.parts)
 
     def __call__(
@@ -166,9 +156,8 @@ class Mapper:
         outputs: Sequence[int] | None = None,
     ) -> list[np.ndarray | None]:
         """Embed one batch for each model in ``outputs`` (default all): ``views`` are the same
-        n slices, (n, 1, s_v, s_v) uint8 on the host, at each entry of :attr:`views` (a tensor
-        for a single view). Returns, per model, its (n, d) float32 embeddings, or None for a
-        model not in ``outputs``."""
+        n slices, (n, 1, s_v, s_v) uint8 on the host, per entry of :attr:`views` (a tensor for
+        one view). Returns per model its (n, d) float32 embeddings, None if not in ``outputs``."""
         views = [views] if isinstance(views, torch.Tensor) else list(views)
         wanted = range(len(self.models)) if outputs is None else outputs
         with torch.inference_mode():

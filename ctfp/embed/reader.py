@@ -26,10 +26,9 @@ def find_inputs(
     settings: InputSettings,
     unreadable: list[Unreadable] | None = None,
 ) -> list[InputFile]:
-    """The inputs behind ``sources``: the rows of decoded-slice caches (``ctfp cache``) if the
-    sources are caches, else the image files found there (see :func:`ctfp.io.sources.discover`;
-    ``settings`` gives the layout and whether folders are labels; what could not be searched
-    goes to ``unreadable``)."""
+    """The inputs behind ``sources``: the rows of decoded-slice caches if they are caches, else
+    the image files :func:`ctfp.io.sources.discover` finds (with ``settings``' layout and
+    labels; what could not be searched goes to ``unreadable``)."""
     cached = cache_rows(sources)
     if cached is not None:
         return cached
@@ -42,11 +41,10 @@ def find_inputs(
 
 
 def default_workers(device: torch.device, *, decode_bound: bool = False, files: int = 0) -> int:
-    """Loader processes: on a GPU, enough to feed it. On a CPU, none behind ResNet50, where a
-    worker only takes a core from the network (2-core VM: 54.6 img/s with 0 workers, 44.4
-    with 2); one per core behind the fingerprint features (``decode_bound``), where decoding
-    is most of the work (2-core VM, residual: 797 slices/s with 0 workers, 1,386 with 2), from
-    ``MIN_FILES_FOR_WORKERS`` ``files`` on (below, starting them costs what they save).
+    """Loader processes: on a GPU, enough to feed it. On a CPU, none behind ResNet50 (a worker
+    only takes a core from the network); one per core behind models lighter than decoding
+    (``decode_bound``), from ``MIN_FILES_FOR_WORKERS`` ``files`` on (below, starting them costs
+    what they save).
     """
     cores = os.cpu_count() or 1
     if device.type == "cuda":
@@ -56,13 +54,12 @@ def default_workers(device: torch.device, *, decode_bound: bool = False, files: 
     return cores
 
 
-#: Fewest files for which decode-bound CPU jobs start loader workers (see default_workers).
+#: Fewest files for which decode-bound CPU jobs start loader workers.
 MIN_FILES_FOR_WORKERS = 256
 
 
 def as_views(preprocessing: Preprocessing | Sequence[Preprocessing]) -> tuple[Preprocessing, ...]:
-    """The preprocessings a reader resizes each slice for, one batch per entry (a mapper's
-    :attr:`~ctfp.embed.mapper.Mapper.views`; a single one is a one-entry tuple)."""
+    """The preprocessings a reader resizes each slice for (a single one: a one-entry tuple)."""
     if isinstance(preprocessing, Preprocessing):
         return (preprocessing,)
     return tuple(preprocessing)
@@ -70,8 +67,7 @@ def as_views(preprocessing: Preprocessing | Sequence[Preprocessing]) -> tuple[Pr
 
 @dataclass
 class Decoded:
-    """One input file after decoding: its frames resized for each view, (n, 1, s_v, s_v) uint8
-    per view, or the reason it failed."""
+    """One input file decoded: its frames, (n, 1, s_v, s_v) uint8 per view, or why it failed."""
 
     index: int
     views: tuple[torch.Tensor, ...] | None
@@ -91,9 +87,8 @@ class Batch:
     counts: list[int]
     views: tuple[torch.Tensor, ...]
     errors: list[tuple[int, str]] = field(default_factory=list)
-    #: Per output of the job, the embeddings of these slices when the models ran where the
-    #: batch was made (``make_loader``'s ``then``), None for an output that needs none of them;
-    #: None when they did not run there.
+    #: Per output, these slices' embeddings (None: not needed) when the models ran where the
+    #: batch was made (``make_loader``'s ``then``); else None.
     embeddings: list[np.ndarray | None] | None = None
     #: Seconds the models took on this batch, wherever they ran.
     seconds: float = 0.0
@@ -104,17 +99,14 @@ class Batch:
         return self.views[0]
 
     def pin_memory(self) -> Batch:
-        # Called by the DataLoader's pin thread: page-locked memory allows async host->GPU copies.
+        # The DataLoader's pin thread: page-locked memory for async copies to the GPU.
         self.views = tuple(v.pin_memory() for v in self.views)
         return self
 
 
 class SliceDataset(Dataset[Decoded]):
-    """Map-style dataset over input files: item ``i`` is file ``i`` decoded once and resized
-    for each view.
-
-    Any failure is returned as ``Decoded.error`` instead of raised, so one bad file never stops
-    a run and the main process decides where the reason goes.
+    """Map-style dataset: item ``i`` is file ``i`` decoded once and resized for each view; a
+    failure is returned as ``Decoded.error``, never raised, so one bad file never stops a run.
     """
 
     def __init__(
@@ -136,7 +128,6 @@ class SliceDataset(Dataset[Decoded]):
     def __getitem__(self, index: int) -> Decoded:
         try:
             frames = decode_file(self.files[index].path, self.window, max_pixels=self.max_pixels)
-            # One (n, 1, s, s) uint8 tensor per view, each resized from the decoded frame itself.
             resized = tuple(
                 torch.from_numpy(np.stack([view.resize(f) for f in frames])[:, None])
                 for view in self.views
@@ -147,11 +138,9 @@ class SliceDataset(Dataset[Decoded]):
 
 
 class CacheDataset(Dataset[list[Decoded]]):
-    """Rows of a decoded-slice cache (``ctfp cache``), read a Parquet row group at a time.
-
-    Item ``g`` is one row group: its pending rows as ``Decoded`` (one frame each), straight from
-    the fixed-size binary column — no image decoding. Slices cached at another size than a
-    view's are resized (bilinear, antialiased).
+    """Rows of a decoded-slice cache: item ``g`` is one Parquet row group's pending rows as
+    ``Decoded`` (one frame each), from the fixed-size binary column; slices cached at another
+    size than a view's are resized (bilinear, antialiased).
     """
 
     def __init__(
@@ -203,8 +192,7 @@ def make_dataset(
     *,
     max_pixels: int = MAX_PIXELS,
 ) -> SliceDataset | CacheDataset:
-    """The dataset of ``files``: cache rows are read from their shards, image files decoded
-    (all inputs of a run are of one kind: :func:`find_inputs` refuses a mix)."""
+    """The dataset of ``files``: cache rows or image files (never a mix)."""
     if files and files[0].cache is not None:
         return CacheDataset(files, views)
     return SliceDataset(files, window, views, max_pixels=max_pixels)
@@ -217,9 +205,8 @@ def decode_all(
     *,
     max_pixels: int = MAX_PIXELS,
 ) -> list[Decoded]:
-    """Every item of ``files`` decoded in this process, in input order (``Decoded.index`` is
-    the position in ``files``; a cache row is one frame): what an engine's decode task does
-    with one block of inputs."""
+    """Every item of ``files`` decoded in this process, in input order (``Decoded.index``: the
+    position in ``files``)."""
     dataset = make_dataset(files, window, views, max_pixels=max_pixels)
     if isinstance(dataset, CacheDataset):
         decoded = [d for g in range(len(dataset)) for d in dataset[g]]
@@ -228,8 +215,7 @@ def decode_all(
 
 
 def collate(items: list[Decoded]) -> Batch:
-    """Concatenate the frames of the decoded files, view by view; keep failures aside (a batch
-    of failures only has no views)."""
+    """Concatenate the decoded files' frames, view by view; keep failures aside."""
     good = [d for d in items if d.views is not None]
     views = tuple(torch.cat(v) for v in zip(*(d.views for d in good), strict=True))
     return Batch(
@@ -246,8 +232,7 @@ def _worker_init(_: int) -> None:
 
 
 class _Collate:
-    """The loader's collate function: decoded files (or cache row groups) into a batch, then
-    ``then`` (a class, not a closure: spawned workers unpickle it)."""
+    """The loader's collate function, then ``then`` (a class: spawned workers unpickle it)."""
 
     def __init__(self, cached: bool, then: Callable[[Batch], Batch] | None) -> None:
         self.cached = cached
@@ -267,11 +252,8 @@ def make_loader(
     pin_memory: bool,
     then: Callable[[Batch], Batch] | None = None,
 ) -> DataLoader[Batch]:
-    """A DataLoader that keeps file order (map-style) and prefetches decoded batches.
-
-    ``then`` is applied to each batch where it is made: in the loader workers (in this process
-    without workers). The local engine runs models lighter than decoding there, so that they
-    scale with the workers instead of waiting on one process.
+    """A DataLoader that keeps file order and prefetches decoded batches; ``then`` is applied
+    to each batch where it is made (in the workers, if any).
     """
     cached = isinstance(dataset, CacheDataset)
     return DataLoader(

@@ -31,9 +31,8 @@ def embed(
 ) -> EmbedResult:
     """Embed every CT slice behind ``sources`` into Parquet shards in ``out``.
 
-    Rerunning the same call resumes: files already in finished shards are skipped, files that
-    failed are tried again. Unreadable files are listed in ``out/_errors/errors.parquet`` with
-    their reason and never stop the run.
+    Rerunning resumes: files in finished shards are skipped, failed ones tried again.
+    Unreadable files are listed in ``out/_errors/errors.parquet`` and never stop the run.
 
     Parameters
     ----------
@@ -45,18 +44,15 @@ def embed(
     settings
         What to compute (:class:`~ctfp.embed.settings.EmbedSettings`; default: its defaults).
     engine
-        ``"local"`` (this process and its DataLoader workers), ``"ray"`` (Ray Data: decoding in
-        CPU tasks, the model in an actor pool; needs ``pip install 'ctfp[ray]'``) or an
-        :class:`~ctfp.engine.settings.EngineSettings` (``actors``, ``ray_address``). Both engines
-        write the same shards and resume each other's runs.
+        ``"local"`` (this process), ``"ray"`` (needs ``pip install 'ctfp[ray]'``) or an
+        :class:`~ctfp.engine.settings.EngineSettings`. Both write the same shards.
     progress
         Show a progress bar on stderr.
     backbone_factory
         Builds the model (default: :func:`~ctfp.embed.features.build_features` from
-        ``settings``); called once per process that runs it, so on Ray it must pickle.
+        ``settings``), once per process that runs it (on Ray it must pickle).
     **overrides
-        ``EmbedSettings`` fields, applied to ``settings``: ``embed(src, out, weights="random",
-        features="pixels")``. An unknown name is an error.
+        ``EmbedSettings`` fields applied to ``settings`` (``weights="random"``).
 
     Raises
     ------
@@ -79,13 +75,11 @@ def embed_many(
     **overrides: Any,
 ) -> dict[str, EmbedResult]:
     """Embed every CT slice behind ``sources`` with several feature types, each slice decoded
-    once: ``outs`` maps a feature type (``residual``, ``pixels:16``, ``residual+spectrum``) to
-    its shard folder; returns the result of each, keyed as ``outs``.
+    once: ``outs`` maps a feature type (``pixels:16``, ``residual+spectrum``) to its shard
+    folder; returns the result of each, keyed as ``outs``.
 
-    Each folder gets, and resumes, exactly what :func:`embed` with ``features=`` that type
-    writes there; a part shared by several types (``residual`` in ``residual+spectrum``) is
-    computed once. ``settings.features`` is not used; the other settings (and ``overrides``)
-    apply to every type.
+    Each folder gets exactly what :func:`embed` with ``features=`` that type writes there.
+    ``settings.features`` is not used; the other settings apply to every type.
     """
     settings = _settings(settings, overrides, "embed_many", ("engine", "progress"))
     if not outs:
@@ -113,7 +107,7 @@ def _embed(
     factory: ModelFactory | None = None,
 ) -> list[EmbedResult]:
     """One job: each feature type of ``outs`` into its folder (``factory``: the model of a
-    one-type job), every input decoded once, run on ``engine``."""
+    one-type job), run on ``engine``."""
     outputs = []
     for features, out in outs.items():
         refuse_auto(features)

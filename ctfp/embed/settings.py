@@ -41,15 +41,14 @@ def parse_feature(name: str) -> tuple[str, int | None]:
 
 
 def check_features(spec: str) -> None:
-    """Refuse a feature spec that is not FEATURES names (``pixels``, or ``pixels:32`` with an
-    input side) joined by ``+``, nor ``auto`` (the run commands choose the features)."""
+    """Refuse a feature spec that is neither FEATURES names (``pixels:32`` with a side) joined
+    by ``+`` nor ``auto``."""
     if spec.strip() == "auto":
         return
-    names = spec.split("+")
     try:
         if not spec.strip():
             raise ValueError("empty")
-        for name in names:
+        for name in spec.split("+"):
             parse_feature(name)
     except ValueError as exc:
         raise ValueError(

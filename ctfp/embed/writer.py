@@ -38,14 +38,12 @@ class EmbedResult:
     identity: dict[str, Any] = field(default_factory=dict)
     engine: str = "local"
     actors: int = 0
-    #: Bytes the driver received from Ray workers (0 for the local engine): part summaries,
-    #: O(files); embeddings stay with the workers that write them.
+    #: Bytes the driver received from Ray workers (part summaries; 0 for the local engine).
     driver_bytes: int = 0
     #: The stage settings that ran (``EmbedSettings`` or ``CacheSettings``, as ``to_dict``).
     settings: dict[str, Any] = field(default_factory=dict)
-    #: The ids of this run's input files (not in ``to_dict``): the folder may hold rows of
-    #: other inputs too (an earlier run's), ``read_embeddings(out, inputs=result.inputs)``
-    #: reads exactly this run's.
+    #: The ids of this run's input files (not in ``to_dict``), for
+    #: ``read_embeddings(out, inputs=result.inputs)``.
     inputs: list[str] = field(default_factory=list, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -64,8 +62,7 @@ class EmbedResult:
 
 def stored(embeddings: np.ndarray, dtype: str) -> np.ndarray:
     """(n, d) float32 embeddings in the shards' storage type (``float16``, ``float32``, or a
-    cache's ``uint8``), converted once per batch: float16 through torch, which gives numpy's
-    values 20x faster (4096-d pixels: 10 us a row in numpy)."""
+    cache's ``uint8``): float16 through torch, numpy's values 20x faster."""
     if dtype == "float16":
         import torch
 
@@ -81,9 +78,8 @@ def write_file(writer: ShardWriter, f: InputFile, embeddings: np.ndarray) -> int
 
 
 def file_rows(f: InputFile, count: int) -> tuple[list[str], list[int]]:
-    """The row ids and frame numbers of input ``f`` when it decoded to ``count`` slices: its
-    id for one slice, ``id#k`` for the frames of a volume; a cache row (one frame of its
-    original file) keeps that frame's number."""
+    """The row ids and frame numbers of input ``f`` decoded to ``count`` slices: its id for one
+    slice, ``id#k`` for a volume's; a cache row keeps its frame's number."""
     ids = [frame_id(f.id, k, count) for k in range(count)]
     frames = list(range(count)) if f.frame is None else [f.frame]
     return ids, frames
@@ -98,10 +94,9 @@ def write_pending(
     """Open the shard writer of each output of ``job`` (``metadata[k]``: output ``k``'s), call
     ``run(pending, writers, todo)`` and close them, timing the final flush as ``write``.
 
-    ``pending`` are the inputs some output still needs (:meth:`ShardWriter.resume`: not done,
-    or changed since their rows were written; ``run`` is not called when there are none),
-    ``todo[k]`` the ids output ``k`` needs. Returns the writers, each output's pending inputs
-    and what ``run`` returned (else None).
+    ``pending``: the inputs some output still needs (none: ``run`` is not called); ``todo[k]``:
+    the ids output ``k`` needs. Returns the writers, each output's pending inputs and what
+    ``run`` returned (else None).
     """
     value = None
     with contextlib.ExitStack() as stack:
@@ -143,9 +138,8 @@ def finish_run(
     output: int = 0,
     **fields: Any,
 ) -> EmbedResult:
-    """The result of output ``output`` of a run (either engine) from its writer and counts,
-    logged as it closes; ``fields`` are the engine's (device, precision, batch_size, timings,
-    ...)."""
+    """The result of output ``output`` of a run from its writer and counts, logged;
+    ``fields`` are the engine's (device, precision, timings, ...)."""
     seconds = time.perf_counter() - start
     target = job.outputs[output]
     result = EmbedResult(
@@ -166,8 +160,7 @@ def finish_run(
 
 
 def errors_file(out: str) -> str:
-    """Where the errors table of the output ``out`` (a shard folder, or ``delta:PATH``) is:
-    a path or URI to open, a table's without its ``delta:`` prefix."""
+    """The path or URI of the errors table of ``out`` (a shard folder, or ``delta:PATH``)."""
     from ctfp.store.delta import split
 
     folder = (split(out) or (out,))[0]
@@ -175,7 +168,7 @@ def errors_file(out: str) -> str:
 
 
 def log_result(result: EmbedResult) -> None:
-    """The closing lines of a run (either engine): a warning naming the errors table, a summary."""
+    """The closing lines of a run: a warning naming the errors table, a summary."""
     if result.errors:
         logger.warning(
             f"warning: {len(result.errors)} input(s) could not be read and were skipped; reasons "

@@ -18,8 +18,7 @@ T = TypeVar("T")
 
 def resolve_engine(engine: str | EngineSettings = "local") -> EngineSettings:
     """Engine settings from a name or settings, checked up front: an unknown name, or ``ray``
-    without Ray installed, is an error that says what to do (never a silent fallback to the
-    local engine)."""
+    without Ray installed, is an error (never a silent fallback to the local engine)."""
     if isinstance(engine, str):
         engine = EngineSettings(engine=engine)
     elif not isinstance(engine, EngineSettings):
@@ -34,10 +33,8 @@ def resolve_engine(engine: str | EngineSettings = "local") -> EngineSettings:
 
 
 def run(job: Job, engine: str | EngineSettings = "local") -> list[EmbedResult]:
-    """Run ``job`` on the engine ``engine`` names: the one place that chooses. An engine's
-    module is imported only when it is chosen (a local run never imports Ray), and provides
-    ``run(job, settings) -> list[EmbedResult]``, one result per output of the job
-    (:attr:`~ctfp.embed.job.Job.outputs`)."""
+    """Run ``job`` on the engine ``engine`` names, whose module is imported only then and
+    provides ``run(job, settings)``: one result per output of the job."""
     settings = resolve_engine(engine)
     module = importlib.import_module(f"ctfp.engine.{settings.engine}")
     return module.run(job, settings)
@@ -51,14 +48,9 @@ def parallel_map(
     stateful: bool = False,
     gpu: bool | None = False,
 ) -> Iterator[T]:
-    """``function(item)`` for each item, in item order, where the engine runs work: here
-    (``local``: the builtin map, lazily), or on Ray (:func:`ctfp.engine.ray_map.ordered_map`:
-    ``function`` shipped once, Ray tasks or, ``stateful``, actors that keep it; ``gpu``: one
-    GPU per worker, None: where the cluster has GPUs). Items should be small (shard paths):
-    the workers read the data.
-
-    What maps over shards (``ctfp score``, the passes of ``ctfp cluster``) goes through here,
-    so a result never depends on the engine that computed it."""
+    """``function(item)`` for each item, in item order: here (``local``: the builtin map,
+    lazily) or on Ray (:func:`ctfp.engine.ray_map.ordered_map`, which says what ``stateful``
+    and ``gpu`` do). Items should be small (shard paths): the workers read the data."""
     settings = resolve_engine(engine)
     if settings.engine == "local":
         return map(function, items)

@@ -22,19 +22,16 @@ from ctfp.store.writer import ShardWriter
 
 def run(job: Job, settings: EngineSettings | None = None) -> list[EmbedResult]:
     """Run ``job`` here: ``job.workers`` loader processes (default:
-    :func:`~ctfp.embed.reader.default_workers`) decode each input once for every output, the
-    models embed on ``job.device`` (on a CPU, models lighter than decoding run in the loader
-    workers, beside the decoder), one shard writer per output stores.
+    :func:`~ctfp.embed.reader.default_workers`) decode each input once, the models embed on
+    ``job.device`` (on a CPU, models lighter than decoding run in the loader workers), one
+    shard writer per output stores.
 
     Returns one result per output, with the timings ``decode_wait``, ``infer`` (summed over
-    the workers when the models run there: it then overlaps ``decode_wait``) and ``write``.
-    ``job.compile`` pays a one-off ``torch.compile`` (about 80 s for ResNet50 on 2 CPU cores,
-    needs a C compiler): worth it on a GPU for large archives, not for a few thousand slices.
+    the workers when the models run there) and ``write``. ``job.compile`` pays a one-off
+    ``torch.compile`` (needs a C compiler): worth it on a GPU for large archives.
     """
     dev = resolve_device(job.device)
     precision = resolve_precision(job.precision, dev)
-    # None: the mapper's default for its models (64 on a CPU for models lighter than decoding,
-    # 16 for a network, 128 on a GPU); a user's --batch-size wins.
     mapper = Mapper.build(
         [o.factory for o in job.outputs], dev, precision, job.batch_size, compile=job.compile
     )
@@ -75,11 +72,8 @@ def run(job: Job, settings: EngineSettings | None = None) -> list[EmbedResult]:
 
 @contextlib.contextmanager
 def _model_threads(device: torch.device, decode_bound: bool) -> Iterator[None]:
-    """One torch thread here, while they run, for models lighter than decoding on a CPU (in the
-    loader workers they have one already): their operations are too small to share, and
-    OpenMP threads spinning on cores the decoders need ruin such a run (2-core VM, residual
-    beside 2 loader workers: 143 slices/s with 2 threads, 1,330 with one). A network keeps
-    every thread.
+    """One torch thread here, while they run, for models lighter than decoding on a CPU:
+    OpenMP threads spinning on the decoders' cores slowed such runs ninefold.
     """
     threads = torch.get_num_threads()
     if device.type == "cpu" and decode_bound:
@@ -92,8 +86,8 @@ def _model_threads(device: torch.device, decode_bound: bool) -> Iterator[None]:
 
 class _Models:
     """Embeds a batch with the models of the outputs that still need one of its files, in the
-    shards' storage type (``batch.embeddings``), and drops its pixels: called by the loader
-    where the batch is made (in a worker) or by the engine here."""
+    shards' storage type (``batch.embeddings``), and drops its pixels: in a loader worker or
+    here."""
 
     def __init__(
         self, mapper: Mapper, files: list[InputFile], todo: list[set[str]], dtype: str
@@ -128,18 +122,17 @@ def _embed(
     workers: int,
     timings: dict[str, float],
 ) -> list[int]:
-    """Decode ``files`` once, in batches of ``mapper.batch_size`` files, embed them with every
-    model whose output (``writers[k]``) still needs one of them (``todo[k]``: ids), write each
-    output's rows; returns the rows written per output."""
+    """Decode ``files`` once, in batches of ``mapper.batch_size`` files, embed them for every
+    output (``writers[k]``) that needs them (``todo[k]``: ids) and write the rows; returns the
+    rows written per output."""
     models = _Models(mapper, files, todo, job.dtype)
-    # Beside the decoder: models lighter than decoding, on the CPU (a GPU stays here, and so
-    # does a compiled model: its compiler's state is not for forked workers).
+    # Beside the decoder: models lighter than decoding, on the CPU, not compiled (forked
+    # workers cannot share the compiler's state).
     beside = mapper.device.type == "cpu" and mapper.decode_bound and not job.compile
     loader = make_loader(
         make_dataset(files, job.window, mapper.views, max_pixels=job.max_pixels),
         files_per_batch=mapper.batch_size,
         workers=workers,
-        # Page-locked host memory lets the copies to the GPU run asynchronously.
         pin_memory=mapper.device.type == "cuda",
         then=models if beside else None,
     )

@@ -33,25 +33,18 @@ from ctfp.store.writer import ShardWriter, rows_table, write_part
 def run(job: Job, settings: EngineSettings) -> list[EmbedResult]:
     """Run ``job`` on Ray: decode tasks on CPUs, the models in ``settings.actors`` actors.
 
-    ``job.device``: ``auto`` gives one GPU per actor if the Ray cluster has GPUs, else CPU
-    actors; ``cuda`` requires GPUs; ``cpu`` gives CPU actors. ``settings.actors`` defaults to one
-    per GPU of the cluster, or 1 on CPUs. ``settings.ray_address`` is ``ray.init(address=...)``
-    (``auto``, ``HOST:PORT``, ``ray://HOST:PORT``); None starts a local Ray, or uses the one
-    this process is connected to. Each output's factory is called once on the driver (for the
-    identity and preprocessing, on the CPU) and once in every actor, shipped with cloudpickle.
+    ``job.device``: ``auto`` gives one GPU per actor if the cluster has GPUs, else CPU actors;
+    ``cuda`` requires GPUs. ``settings.actors`` defaults to one per GPU, or 1 on CPUs;
+    ``settings.ray_address`` goes to ``ray.init`` (None: a local Ray, or the one connected).
+    Each output's factory is called once on the driver (identity, preprocessing) and once in
+    every actor. Timings: ``ray_init``, ``startup`` (until the first embeddings arrive),
+    ``wait`` and ``write``.
 
-    The results' timings are ``ray_init``, ``startup`` (until the first embeddings arrive:
-    actor start, model build, first batch), ``wait`` and ``write``.
-
-    Data path (see docs/scale.md): the driver plans the pending inputs into blocks of whole
-    files (:func:`plan_blocks`); each block is decoded once (:func:`decode_block`, in a task, or
-    in the actor on CPUs), embedded by an actor (:class:`PartWriter`) and written as one part
-    per output that needs its files; the driver commits each part through the local engine's
-    ShardWriter (same schema, metadata, lock, resume; into a Delta table, one transaction per
-    part) from a summary: it receives O(files)
-    bytes (``driver_bytes``), never the embeddings. Parts are numbered in input order; a Ray
-    run cuts them by files, a local one by rows. Every node must reach the outputs and inputs
-    at the same paths, with the same ctfp installed.
+    Data path (docs/scale.md): the pending inputs are planned into blocks of whole files
+    (:func:`plan_blocks`), each decoded once (:func:`decode_block`), embedded and written by an
+    actor (:class:`PartWriter`) as one part per output; the driver commits each part through
+    the local engine's ShardWriter from a summary of O(files) bytes (``driver_bytes``). Every
+    node must reach the inputs and outputs at the same paths, with the same ctfp.
     """
     ray = require_ray()
     if job.compile:
@@ -79,17 +72,13 @@ def run(job: Job, settings: EngineSettings) -> list[EmbedResult]:
     if actors > have:
         what = "GPU actors" if use_gpu else "actors"
         logger.warning(f"warning: {actors} {what} asked for, the Ray cluster has {have} {kind}s")
-    # A CPU actor gets its share of the cores as torch threads (Ray would pin it to one).
+    # A CPU actor's share of the cores, as torch threads (Ray would pin it to one).
     threads = max(1, cpus // actors)
 
-    # Built here only for what goes into the metadata and what the reader resizes to; the
-    # actors build their own copy.
+    # Built here for the metadata and the views only; the actors build their own.
     factories = [o.factory for o in job.outputs]
     model = Mapper.build(factories, torch.device("cpu"), "fp32", 1)
     identities, views = [i.to_dict() for i in model.identities], model.views
-    # The actors' batch: a user's --batch-size, else the mapper's default for these models on
-    # the actors' device (64 on a CPU for models lighter than decoding, 16 for a network, 128
-    # on a GPU).
     batch_size = job.batch_size or default_batch_size(
         torch.device("cuda" if use_gpu else "cpu"), decode_bound=model.decode_bound
     )
@@ -138,23 +127,18 @@ def run(job: Job, settings: EngineSettings) -> list[EmbedResult]:
     ]
 
 
-#: At most this many bytes of decoded 2-D slices per block (one Ray object, one part): at
-#: 224 px a block holds ~1,300 files. A block also holds at most ``rows_per_shard`` files.
+#: Most bytes of decoded 2-D slices per block (one Ray object, one part): ~1,300 files at 224 px.
 BLOCK_BYTES = 64 * 2**20
 
 
 def plan_blocks(
     n: int, rows_per_shard: int, image_size: int, *, actors: int = 1, batch_size: int = 1
 ) -> list[range]:
-    """The blocks of ``n`` pending inputs (in input order): consecutive runs of whole files,
-    each decoded by one task and embedded and written as one part by one actor.
-
-    A block holds at most ``rows_per_shard`` files and ``BLOCK_BYTES`` of decoded 2-D slices;
-    a small run is cut into at least two blocks per actor (of at least ``batch_size`` files),
-    so that every actor has work and decoding overlaps embedding.
+    """The blocks of ``n`` pending inputs: consecutive runs of whole files, each decoded by
+    one task and written as one part by one actor. A block holds at most ``rows_per_shard``
+    files and ``BLOCK_BYTES`` of slices; a small run is cut into at least two blocks per actor
+    (of at least ``batch_size`` files), so that decoding overlaps embedding.
     """
-    if n <= 0:
-        return []
     share = max(batch_size, -(-n // (2 * max(1, actors))))
     per = max(1, min(rows_per_shard, BLOCK_BYTES // max(1, image_size * image_size), share))
     return [range(i, min(i + per, n)) for i in range(0, n, per)]
@@ -172,16 +156,14 @@ def _run(
     writers: list[ShardWriter],
     todo: list[set[str]],
 ) -> tuple[list[int], str, int]:
-    """Plan ``pending`` into blocks, have Ray decode each (a task) and embed and write it as a
-    part of each output that needs one of its files (``todo[k]``: the ids output ``k`` needs;
-    an actor), and commit each part in its writer's record as its summary comes back.
-
-    Returns the rows written per output, the precision the actors ran at and the bytes the
-    driver received (pickled summaries: O(files), never the embeddings)."""
+    """Plan ``pending`` into blocks, have Ray decode each and an actor write it as a part of
+    each output that needs one of its files (``todo[k]``: output ``k``'s ids), and commit each
+    part as its summary comes back. Returns the rows per output, the actors' precision and the
+    bytes the driver received."""
     from ray.util import ActorPool
 
     use_gpu, decode_kwargs = actor_kwargs["use_gpu"], actor_kwargs["decode_kwargs"]
-    # The side of a square holding one slice at every view: what a file's pixels weigh.
+    # The side of a square holding one slice at every view.
     side = math.isqrt(sum(v.image_size**2 for v in decode_kwargs["views"]))
     batch = actor_kwargs["batch_size"]
     plan = plan_blocks(len(pending), job.rows_per_shard, side, actors=actors, batch_size=batch)
@@ -191,20 +173,17 @@ def _run(
     names = [iter(w.reserve_names(sum(any(n[k]) for n in needs))) for k, w in enumerate(writers)]
     decode = ray.remote(num_cpus=1)(decode_block)
     if use_gpu:
-        # GPU actors: decoding in separate tasks on any CPU, ahead of the actors (every CPU
-        # busy, a bounded number of decoded blocks waiting in the object store). An actor takes
-        # a CPU of its own only where that leaves CPUs to decode on.
+        # GPU actors: decoding in tasks on every CPU, ahead of the actors; an actor takes a
+        # CPU only where that leaves CPUs to decode on.
         actor = ray.remote(num_cpus=1 if cpus > actors else 0, num_gpus=1)(PartWriter)
         ahead = max(2, cpus + actors)
     else:
-        # CPU actors decode their own blocks (as Ray Data fuses a CPU-only pipeline): actors
-        # holding every CPU would leave none for separate decode tasks.
+        # CPU actors decode their own blocks: they hold every CPU.
         actor = ray.remote(num_cpus=1)(PartWriter)
         ahead = 2 * actors
     # Absolute: the actors' working folder is not the driver's.
     outs = [w.out_dir if w.remote else str(Path(w.out_dir).resolve()) for w in writers]
-    # Each output's part schema is its writer's (a Delta table's differs from a folder's).
-    schemas = [w.schema for w in writers]
+    schemas = [w.schema for w in writers]  # a Delta table's differs from a folder's
     pool = ActorPool(
         [actor.remote(outs=outs, schemas=schemas, **actor_kwargs) for _ in range(actors)]
     )
@@ -272,11 +251,8 @@ def decode_block(
     views: Sequence[Preprocessing],
     max_pixels: int = MAX_PIXELS,
 ) -> list[tuple[np.ndarray, ...] | str]:
-    """Ray task: decode and resize one block of input files with the local engine's reader.
-
-    Returns one item per file, in order: its slices as (n, s, s) uint8 per view, or the reason
-    it could not be read (a bad file becomes a row of the errors table, never a failed task).
-    """
+    """Ray task: one block of input files decoded by the local engine's reader; per file, its
+    slices as (n, s, s) uint8 per view, or the reason it could not be read."""
     return [
         (d.error or "unknown error") if d.views is None else tuple(v[:, 0].numpy() for v in d.views)
         for d in decode_all(files, window, views, max_pixels=max_pixels)
@@ -284,11 +260,9 @@ def decode_block(
 
 
 class PartWriter:
-    """Ray actor: the models of every output (built by the local engine's factories and run by
-    its mapper), which embed each decoded block and write it as one part per output.
-
-    Only a summary goes back to the driver: per part, its name, rows and size, each file's
-    slice count and each failure's reason.
+    """Ray actor: the models of every output (the local engine's mapper), which embed each
+    decoded block and write it as one part per output. Only a summary goes back: per part its
+    name, rows and size, each file's slice count and each failure's reason.
     """
 
     def __init__(
@@ -304,7 +278,7 @@ class PartWriter:
         schemas: list[Any],
         decode_kwargs: dict[str, Any],
     ) -> None:
-        # Ray hands each GPU actor one device through CUDA_VISIBLE_DEVICES: it is cuda:0 here.
+        # Ray gives a GPU actor one device (CUDA_VISIBLE_DEVICES): cuda:0.
         dev = torch.device("cuda" if use_gpu else "cpu")
         if not use_gpu:
             torch.set_num_threads(min(threads, os.cpu_count() or 1))
@@ -359,27 +333,13 @@ class PartWriter:
                     errors.append((i, f"its row id {where}; embed it into another --out"))
                     continue
                 files.append((i, count))
-                rows.append(
-                    (
-                        ids,
-                        safe_text(f.path),
-                        frames,
-                        f.label,
-                        embeddings[k][end - count : end],
-                        f.fingerprint,
-                    )
-                )
+                values = embeddings[k][end - count : end]
+                rows.append((ids, safe_text(f.path), frames, f.label, values, f.fingerprint))
             name = part["name"]
             size = write_part(child(out, name), rows_table(self.schemas[k], rows)) if rows else 0
+            n = sum(len(r[0]) for r in rows)
             parts.append(
-                {
-                    "output": k,
-                    "name": name,
-                    "rows": sum(len(r[0]) for r in rows),
-                    "bytes": size,
-                    "files": files,
-                    "errors": sorted(errors),
-                }
+                dict(output=k, name=name, rows=n, bytes=size, files=files, errors=sorted(errors))
             )
         return {"block": block["block"], "parts": parts, "precision": self.mapper.precision}
 

@@ -1,6 +1,5 @@
-"""Ray, connected once, and an ordered map over it: what maps over shards on Ray (``ctfp
-score``, the passes of ``ctfp cluster``) and the embedding engine (:mod:`ctfp.engine.ray`)
-share. Imported only when Ray is chosen."""
+"""Ray, connected once, and an ordered map over it (``ctfp score``, the passes of ``ctfp
+cluster``), shared with the embedding engine :mod:`ctfp.engine.ray`."""
 
 from __future__ import annotations
 
@@ -52,8 +51,7 @@ def _connect(ray: Any, address: str | None) -> tuple[int, int]:
 
 
 def _ctfp_errors(run: Callable[..., T]) -> Callable[..., T]:
-    """``run``, raising the CtfpError behind Ray's wrappers (e.g. an actor whose weights
-    differ from the driver's) instead of the wrappers."""
+    """``run``, raising the CtfpError behind Ray's wrappers instead of the wrappers."""
 
     @functools.wraps(run)
     def wrapped(*args: Any, **kwargs: Any) -> T:
@@ -76,15 +74,13 @@ def ordered_map(
     stateful: bool = False,
     gpu: bool | None = False,
 ) -> Iterator[T]:
-    """``function(item)`` for each item, on Ray, yielded in item order as they finish.
+    """``function(item)`` for each item, on Ray, yielded in item order.
 
-    ``function`` is shipped once (``ray.put``) and only its results come back, so items are
-    small descriptions of data the workers read themselves (shard paths). ``stateful``: a pool
-    of actors, each calling its copy of ``function`` for every item it gets (a function that
-    builds a model on its first call); else Ray tasks. At most workers x 2 items are in flight.
-
-    Workers: ``settings.actors``, default one per GPU (``gpu``; None: where the cluster has
-    GPUs) or, stateful, one per node with the node's CPUs as threads, or one task per CPU.
+    ``function`` is shipped once (``ray.put``); items should be small (shard paths).
+    ``stateful``: a pool of actors that keep their copy of ``function``; else Ray tasks. At
+    most 2 x workers items are in flight. Workers: ``settings.actors``, default one per GPU
+    (``gpu``; None: where the cluster has GPUs), or, stateful, one per node with the node's
+    CPUs as threads, or one task per CPU.
     """
     ray = require_ray()
     cpus, gpus = _connect(ray, settings.ray_address)
@@ -132,18 +128,15 @@ def _get(ray: Any, ref: Any) -> Any:
 
 
 class MapWorker:
-    """Ray actor of :func:`ordered_map` (stateful): one deserialised function, called per item,
-    with ``threads`` torch and FAISS threads (Ray would give it one)."""
+    """Ray actor of a stateful :func:`ordered_map`: ``function`` per item, with ``threads``
+    torch and FAISS threads (Ray would give it one)."""
 
     def __init__(self, function: Callable[[Any], Any], threads: int) -> None:
+        import faiss
+
         threads = max(1, min(threads, os.cpu_count() or 1))
         torch.set_num_threads(threads)
-        try:
-            import faiss
-
-            faiss.omp_set_num_threads(threads)
-        except ImportError:  # pragma: no cover - faiss is a dependency
-            pass
+        faiss.omp_set_num_threads(threads)
         self.function = function
 
     def call(self, item: Any) -> Any:
@@ -161,15 +154,12 @@ def _ctfp_cause(exc: BaseException) -> CtfpError | None:
         seen.add(id(e))
         cause = getattr(e, "cause", None)
         if isinstance(cause, BaseException) and id(cause) not in seen:
-            # A RayTaskError is also an instance of its cause's class, with Ray's traceback
-            # as its text: the cause is the error to raise.
+            # A RayTaskError is also an instance of its cause's class: raise the cause.
             stack.append(cause)
             continue
         if isinstance(e, CtfpError):
             return e
-        stack.extend(
-            [e.__cause__, e.__context__, cause if isinstance(cause, BaseException) else None]
-        )
+        stack.extend([e.__cause__, e.__context__])
     # An actor that failed in __init__ surfaces as ActorDiedError, which keeps only the text.
     found = re.findall(r"ctfp\.exceptions\.(\w+): ([^\n]+)", str(exc))
     if found:

@@ -16,9 +16,8 @@ from ctfp.progress import logger
 class ApproximateIndex:
     """IVF-Flat or HNSW-Flat over ``d``-dim vectors; ``search`` has FlatIndex's contract.
 
-    IVF keeps ``nlist`` coarse cells (default ~4 sqrt(n)) and visits ``nprobe`` of them; HNSW
-    builds a graph with ``m`` links per node and searches with ``ef_search``. Both trade recall
-    for speed: :func:`recall_at_1` measures it against the exact index.
+    IVF keeps ``nlist`` cells (default ~4 sqrt(n)) and visits ``nprobe``; HNSW links each node
+    to ``m`` others and searches with ``ef_search``. :func:`recall_at_1` measures the recall.
     """
 
     def __init__(
@@ -82,10 +81,8 @@ class ApproximateIndex:
 
     def tune(self, exact: FlatIndex | Any, queries: Any, target: float = 0.99) -> float:
         """Set the smallest search effort (powers of 2: IVF nprobe from 1, HNSW efSearch from
-        16) whose recall@1 on ``queries`` reaches ``target``; returns that recall. ``exact`` is
-        an exact index or the (m, d) array of the indexed vectors (searched by brute force, no
-        copy). Effort is what a CPU search pays for; on unbalanced IVF lists a fixed nprobe of
-        16 was measured slower than exact search."""
+        16) whose recall@1 on ``queries`` reaches ``target``; returns that recall. ``exact``: an
+        exact index or the (m, d) array of the indexed vectors."""
         limit = int(self.index.nlist) if self.kind == "ivf" else 4096
         effort = 1 if self.kind == "ivf" else 16
         truth = exact_nearest(exact, queries, self.metric)
@@ -132,9 +129,8 @@ class ApproximateIndex:
 
 
 def approximate_device(kind: str, device: str) -> str:
-    """The device an approximate index runs on: the CPU. ``cuda`` is refused (ctfp's IVF and
-    HNSW indexes have no GPU path), never silently ignored; ``auto`` means the CPU, said once in
-    the log when a GPU was there to be had."""
+    """The device an approximate index runs on: the CPU. ``cuda`` is refused; ``auto`` means
+    the CPU, logged when a GPU was there."""
     name = str(device).split(":")[0]
     if name == "cuda":
         raise DeviceError(
@@ -161,10 +157,8 @@ def make_index(d: int, *, kind: str = "flat", metric: str = "l2", device: str = 
 
 
 def exact_nearest(exact: FlatIndex | Any, queries: Any, metric: str) -> np.ndarray:
-    """(n,) id of each query's exact nearest neighbour: searched in ``exact`` when it is an
-    index, else by brute force over ``exact`` as the (m, d) array of indexed vectors, which
-    builds no second copy of them (an exact index beside an approximate one doubled the
-    memory of a fit)."""
+    """(n,) id of each query's exact nearest neighbour in ``exact``: an index, or the (m, d)
+    array of indexed vectors searched by brute force (no second copy of them)."""
     if isinstance(exact, FlatIndex):
         _, ids = exact.search(queries, 1)
         return np.asarray(ids)[:, 0]

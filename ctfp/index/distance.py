@@ -37,12 +37,8 @@ def prepare(x: Any, metric: str) -> np.ndarray:
 
 def exact(x: np.ndarray, vectors: np.ndarray, metric: str) -> np.ndarray:
     """Distances (n, k) float64 between each row of ``x`` (n, d) and its ``vectors`` (n, k, d),
-    both already :func:`prepare`-d, computed from differences.
-
-    FAISS computes L2 searches over many queries as ``|x|^2 + |y|^2 - 2 x.y`` with BLAS, which
-    loses the digits of small distances (near-copies: the ones membership is about) and changes
-    them with the batch's shape; recomputing the distances of the neighbours found makes the
-    score of a row independent of the rows searched with it.
+    both :func:`prepare`-d, from differences: FAISS's ``|x|^2 + |y|^2 - 2 x.y`` loses small
+    distances' digits and depends on the batch.
     """
     diff = vectors - x[:, None, :]
     if check_metric(metric) == "l1":
@@ -55,15 +51,13 @@ def search(index: Any, x: np.ndarray, k: int, metric: str) -> tuple[np.ndarray, 
     with :func:`search_metric`) for prepared queries ``x``: exact distances (n, k) float64 by
     :func:`exact`, best first, and row numbers (n, k). Queries are taken 4,096 at a time so the
     (n, k, d) neighbour vectors stay small."""
-    D_all, I_all = [], []
+    parts = []
     for lo in range(0, max(len(x), 1), 4096):
         q = x[lo : lo + 4096]
-        _, I = index.search(q, k)  # noqa: E741
-        I = np.asarray(I)  # noqa: E741
-        D, I = _ranked(q, index.reconstruct(I), I, metric)  # noqa: E741
-        D_all.append(D)
-        I_all.append(I)
-    return np.concatenate(D_all), np.concatenate(I_all)
+        ids = np.asarray(index.search(q, k)[1])
+        parts.append(_ranked(q, index.reconstruct(ids), ids, metric))
+    D, I = zip(*parts, strict=True)  # noqa: E741
+    return np.concatenate(D), np.concatenate(I)
 
 
 def nearest(query: Any, base: Any, metric: str, k: int = 1) -> tuple[np.ndarray, np.ndarray]:

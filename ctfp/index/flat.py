@@ -14,9 +14,7 @@ from ctfp.exceptions import DeviceError
 
 METRICS = ("l1", "l2", "ip")
 #: Distance terms (queries x stored rows x dimensions) below which a CPU search runs in one
-#: thread. FAISS's OpenMP threads wait for each other by spinning: on a 2-core VM shared with
-#: other work, a search of 100 x 400 x 256 took 2.7 ms in two threads and 0.9 ms in one (L1), and
-#: membership selection makes thousands of such searches.
+#: thread: FAISS's spinning OpenMP threads made small searches three times slower.
 ONE_THREAD_WORK = 2**25
 
 
@@ -119,8 +117,7 @@ class FlatIndex:
         return like(D, x), like(I, x)
 
     def search_checked(self, x: np.ndarray, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
-        """:meth:`search` for a C-contiguous float32 numpy array already checked by the caller
-        (one validation pass per batch instead of one per index searched)."""
+        """:meth:`search` for a C-contiguous float32 numpy array already checked by the caller."""
         if x.dtype != np.float32 or not x.flags.c_contiguous or x.ndim != 2 or x.shape[1] != self.d:
             return self.search(x, k)
         self._check_k(k)
@@ -133,8 +130,7 @@ class FlatIndex:
             return self.index.search(x, k)
 
     def reconstruct(self, ids: np.ndarray) -> np.ndarray:
-        """The stored vectors of ``ids`` (n, k) as (n, k, d) float32; an id of -1 (no
-        neighbour found) gives a row of NaN."""
+        """The stored vectors of ``ids`` (n, k) as (n, k, d) float32 (-1: a row of NaN)."""
         return reconstruct(self.index, ids, self.d)
 
     def _check_k(self, k: int) -> None:
