@@ -119,13 +119,10 @@ def _run_task2(
     train = np.char.startswith(first.ids.astype(str), "train/")
     rows = ids, test_ids, train & np.not_equal(first.labels, None)
     if method == "gmm":
-        name, winner, model, clusters, recorded, fields = _blind(
-            run, s, embed_settings, first, rows
-        )
+        result = _blind(run, s, embed_settings, first, rows)
     else:
-        name, winner, model, clusters, recorded, fields = _labelled(
-            run, s, method, embed_settings, embedded, features, skipped, rows
-        )
+        result = _labelled(run, s, method, embed_settings, embedded, features, skipped, rows)
+    name, winner, model, clusters, recorded, fields = result
     write_run(out / CLUSTERS_FILE, ids, clusters)
     settings = {"task2": s.to_dict(), **recorded}
     save_model(model, out / MODEL_DIR, identity=winner.metadata, settings=settings)
@@ -273,7 +270,6 @@ def _labelled(
         clusters = np.where(unknown, len(names), clusters)
         k += 1
     write_run(out / OPEN_SET_FILE, ids, np.where(unknown, -1, clusters))
-    winner = embedded[best.features]
     recorded = {
         "embed": embed_settings.replace(features=best.features).to_dict(),
         "chosen": {"features": best.features, "method": best.method, "params": dict(best.params)},
@@ -341,7 +337,7 @@ def _labelled(
             groups.tolist(), attributor.predict_groups(x_train).tolist()
         ),
     }
-    return best.method, winner, model, clusters, recorded, fields
+    return best.method, embedded[best.features], model, clusters, recorded, fields
 
 
 def fit_warnings(

@@ -58,12 +58,10 @@ def verdict(summary: dict[str, Any]) -> str:
     flagged = run.get("predicted_used", 0)
     calibrate = str(summary.get("calibrate") or "")
     check = summary.get("calibration_check")  # what the false-positive check found, if it ran
-    checked = (
-        f"; held out in {check['folds']} folds, the threshold flagged {check['flagged']} of "
-        f"{check['of']} of them"
-        if check
-        else ""
-    )
+    checked = ""
+    if check:
+        checked = f"; held out in {check['folds']} folds, the threshold flagged {check['flagged']}"
+        checked += f" of {check['of']} of them"
     at = (
         f" at a false-positive rate of at most {float(calibrate[4:]):.0%} for new non-members "
         f"(bounded on the {summary.get('n_not_used')} known ones{checked})"
