@@ -28,8 +28,7 @@ class Parser(argparse.ArgumentParser):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        # argparse asks this matcher whether an argument that starts with '-' is a value; its
-        # own knows only single integers and decimals.
+        # argparse's own matcher of values that start with '-' knows single numbers only.
         self._negative_number_matcher = _NEGATIVE_NUMBERS
 
     def error(self, message: str) -> NoReturn:
@@ -162,8 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
         tp.add_argument(
             "--report", action="store_true", help="also write OUT/report.html (see `ctfp report`)"
         )
-        # The run lays out its inputs itself (train/, generated/, test/), and without
-        # --features tries several feature types.
+        # The run lays out its inputs itself, and without --features tries several types.
         add_settings(
             tp,
             EmbedSettings,
@@ -259,9 +257,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 class _Stdout:
-    """``sys.stdout`` while a command runs. A write that fails (the reader of a pipe left, the
-    disk is full) is kept in :attr:`failure` and later writes are dropped, so the command runs
-    to its end and its exit status (``validate``: 1 for an invalid run) is not lost."""
+    """``sys.stdout`` while a command runs: a write that fails (a closed pipe, a full disk) is
+    kept in :attr:`failure` and later writes are dropped, so the command runs to its end and
+    its exit status is not lost."""
 
     def __init__(self, stream: Any) -> None:
         self._stream = stream
@@ -313,8 +311,7 @@ def _stdout_failed(stream: Any, failure: OSError, status: int) -> int:
         with contextlib.suppress(OSError):
             where = os.readlink(f"/proc/self/fd/{fd}")
             target = f" ({where})" if where.startswith("/") else ""
-        # Whatever is still buffered goes nowhere at exit, instead of failing a second time
-        # (the "Exception ignored ... BrokenPipeError" traceback of the interpreter's flush).
+        # What is still buffered goes nowhere at exit instead of failing again (a traceback).
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, fd)
         os.close(devnull)
@@ -337,8 +334,7 @@ def _main(argv: Sequence[str] | None) -> int:
     configure_logging(quiet=args.quiet)
     try:
         return args.func(args)
-    # BrokenPipeError: a pipe other than sys.stdout (which _Stdout guards) closed: the command
-    # did not finish, so it cannot have succeeded.
+    # BrokenPipeError: a pipe other than sys.stdout closed, so the command did not finish.
     except (CtfpError, argparse.ArgumentTypeError, ValueError, BrokenPipeError) as exc:
         print(f"ctfp: error: {exc}", file=sys.stderr)
         return 2
@@ -346,9 +342,8 @@ def _main(argv: Sequence[str] | None) -> int:
         print("ctfp: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
     except Exception as exc:
-        # The system's error (disk full, read-only...) or a store's that no layer below named
-        # (most are named where the path is known, ctfp.io.fs): one line all the same, never a
-        # traceback. pyarrow is loaded by whatever raised its error.
+        # The system's or a store's error that no layer below named: one line, no traceback.
+        # pyarrow is loaded by whatever raised its error.
         pyarrow = sys.modules.get("pyarrow")
         if not (isinstance(exc, OSError) or (pyarrow and type(exc) is pyarrow.ArrowException)):
             raise

@@ -50,8 +50,7 @@ def _shards(args: argparse.Namespace, api: Callable[..., Any], settings: type[Se
     stage = _weights(from_args(settings, args))
     result = api(args.sources, args.out, stage, engine=engine, progress=not args.quiet)
     _print_json(args, result.to_dict())
-    if result.errors and result.rows == 0 and result.skipped_files == 0:
-        # Not one input readable: a pipeline must not go on with an empty folder as if fine.
+    if result.errors and result.rows == 0 and result.skipped_files == 0:  # none readable
         logger.error(
             f"error: none of the {result.files} input(s) could be read; the reasons are in "
             f"{errors_file(result.out)}"
@@ -118,10 +117,9 @@ def evaluate(args: argparse.Namespace) -> int:
 
 @contextlib.contextmanager
 def _run_file(run: str) -> Iterator[str | os.PathLike[str]]:
-    """RUN as ``evaluate`` reads it: a run file inside a ctfp run folder, or one k of its sweep,
-    only if that run finished and the file is the one it recorded
-    (:func:`ctfp.runs.folder.check_if_run`; on a store, in its checked local copy); a file
-    elsewhere on a store (no run's summary, scores or model beside it) from there, as it is."""
+    """RUN as ``evaluate`` reads it: a file of a ctfp run folder (or of one k of its sweep) only
+    if that run finished and recorded it (:func:`ctfp.runs.folder.check_if_run`, on a store in
+    its local copy); a file elsewhere as it is."""
     import re
 
     from ctfp.io.fs import child, is_remote, resolve

@@ -44,11 +44,9 @@ def add_settings(
 ) -> list[str]:
     """Add one option per command-line field of ``cls`` to ``parser`` and return their names.
 
-    Options are added with ``default=SUPPRESS``: the namespace holds only what the user typed,
-    so :func:`from_args` can tell a given option from a default (and refuse one that does not
-    apply). ``seen`` collects the names already added, so settings sharing a field add it once.
-    ``help`` replaces the help of some fields (where the command's default differs from the
-    field's).
+    ``default=SUPPRESS``: the namespace holds only what the user typed, so :func:`from_args`
+    can tell a given option from a default. ``seen`` collects the names added, so settings
+    sharing a field add it once; ``help`` replaces the help of some fields.
     """
     hints = typing.get_type_hints(cls)
     excluded = set(exclude)

@@ -33,9 +33,8 @@ TEST_PREFIX = "test/"
 SUMMARY_FILE = "summary.json"
 RUN_FILE = "run.csv"
 SCORES_FILE = "scores.csv"
-#: Task 1 auto: ``id,score,label`` of the labelled training reals, the chosen scorer's
-#: out-of-fold scores and their known class (1 = train/used): what the report compares the
-#: test scores with.
+#: Task 1: the labelled training reals' out-of-fold scores (``id,score,label``, 1 =
+#: train/used), what the report compares the test scores with.
 TRAIN_SCORES_FILE = "train_scores.csv"
 CLUSTERS_FILE = "clusters.csv"
 MODEL_DIR = "model"
@@ -65,8 +64,8 @@ def find_embeddings(
     run_dir: PathLike, summary: dict[str, Any], origin: PathLike | None = None
 ) -> Path | str | None:
     """The run's embeddings folder, or None; with several, the one whose model identity matches
-    the summary's. ``origin``: where the run lives when ``run_dir`` is a local copy of a run on
-    an object store (:func:`ctfp.runs.remote.local_run`), whose embeddings stay there."""
+    the summary's. ``origin``: where the run lives when ``run_dir`` is a local copy of it
+    (:func:`ctfp.runs.remote.local_run`)."""
     from ctfp.io.fs import child, resolve
     from ctfp.store.manifest import committed_shards, has_shards
     from ctfp.store.reader import read_schema
@@ -125,8 +124,7 @@ def read_scores(path: PathLike) -> tuple[list[str], np.ndarray, np.ndarray]:
     return ids, scores, pred
 
 
-#: What a run writes besides its embeddings: the names a new run replaces (top-level names
-#: of the run folder; ``k<k>/`` folders too).
+#: The top-level names of a run's results, which a new run replaces (``k<k>/`` folders too).
 RESULTS = (
     SUMMARY_FILE,
     RUN_FILE,
@@ -142,20 +140,16 @@ RESULTS = (
 
 def is_result(name: str) -> bool:
     """Whether ``name`` (``/``-separated, relative to a run folder) is a file of a run's
-    results, which the next run replaces (:func:`begin_commit`); the embeddings and anything
-    else in the folder are not."""
+    results (:data:`RESULTS`)."""
     top = name.split("/", 1)[0]
     return top in RESULTS or re.fullmatch(r"k\d+", top) is not None
 
 
 def begin_commit(out: PathLike) -> None:
-    """Withdraw the previous run's commit record before this run writes its files: a run killed
-    from here on leaves its files without a ``summary.json``, which every reader refuses as an
-    interrupted run instead of mixing the new files with the old ones. The previous run's
-    results go too (:func:`is_result`: run files, scores, model, a k sweep's ``k<k>/``
-    folders, the report and its audit files), so a rerun with other settings (one k after a
-    sweep, or the reverse) leaves none of them behind for ``score``, ``evaluate`` or ``report``
-    to pick up; the embeddings stay, to be reused."""
+    """Withdraw the previous run's commit record and results (:func:`is_result`) before this
+    run writes its files: a run killed from here on leaves no ``summary.json``, which readers
+    refuse as interrupted, and no old file (one k after a sweep) is left to pick up. The
+    embeddings stay, to be reused."""
     root = Path(out)
     (root / SUMMARY_FILE).unlink(missing_ok=True)
     if not root.is_dir():
@@ -171,9 +165,8 @@ def begin_commit(out: PathLike) -> None:
 
 def check_origin(out: PathLike, data: str, task: str) -> None:
     """Refuse to run ``task`` on the data folder ``data`` (resolved) into the run folder ``out``
-    (local or a URI) where it belongs to another data folder or task: its embeddings and
-    results are theirs. What ``out`` belongs to is its :data:`ORIGIN_FILE`; an older run
-    folder without one, the task its summary names."""
+    (local or a URI) that its :data:`ORIGIN_FILE` (else its summary) gives to another data
+    folder or task."""
     from ctfp.io.fs import resolve
 
     where = resolve(out)
@@ -199,8 +192,7 @@ def check_origin(out: PathLike, data: str, task: str) -> None:
 
 
 def write_origin(out: PathLike, data: str, task: str) -> None:
-    """Record in the run folder ``out`` the data folder and task it belongs to (see
-    :func:`check_origin`), where it is not recorded yet."""
+    """Record in the run folder ``out`` the data folder and task it belongs to, once."""
     from ctfp.io.fs import child, resolve
 
     path = child(out, ORIGIN_FILE)
@@ -233,9 +225,8 @@ def write_summary(out: PathLike, summary: dict[str, Any], files: Sequence[PathLi
 
 def check_if_run(folder: Path, marks: Sequence[str] = ()) -> bool:
     """Whether ``folder`` is a run folder (it has a ``summary.json`` or one of ``marks``), its
-    summary then checked (:func:`read_summary`: an InputError where it was interrupted or its
-    files were changed). What ctfp reads inside a run is used only if that run finished and
-    the file is the one it recorded; a file elsewhere (a copy, another tool's) as it is."""
+    summary then checked (:func:`read_summary`): files inside a run are used only if it
+    finished and they are the ones it recorded."""
     if any((folder / name).exists() for name in (SUMMARY_FILE, *marks)):
         read_summary(folder)
         return True

@@ -92,20 +92,14 @@ def embed_features(
     unread: dict[str, str] | None = None,
 ) -> dict[str, Embeddings]:
     """Embed the ImageCLEF folder ``data`` with each feature type of ``features`` into ``out``'s
-    embeddings folder of that type (:func:`~ctfp.runs.folder.embeddings_dir`; what is there is
-    resumed; ``data`` and ``out`` may be on an object store) and read each back. Every type
+    embeddings folder of that type (:func:`~ctfp.runs.folder.embeddings_dir`, resumed; each
+    slice decoded once, :func:`~ctfp.embed.runner.embed_many`) and read each back. Every type
     holds the same slices (an InputError otherwise; callers align rows by id); ``required``
     sub-folders must exist.
 
-    The rows read back are those of ``data`` as it is now: of the files the embed step listed
-    (``EmbedResult.inputs``; an input changed or relabelled since is embedded again), so rows
-    of files removed or moved since an earlier run are left out. The inputs that could not be
-    read (listed but without a row, or folders that could not be searched) go to ``unread``
-    (id: reason).
-
-    Each slice is decoded once for all the types (:func:`~ctfp.embed.runner.embed_many`), and
-    each folder holds what embedding that type alone writes; a joined type joins parts
-    computed once (``residual``, ``spectrum`` and ``residual+spectrum``: two extractors run).
+    The rows read back are those of the files the embed step listed now, so rows of files
+    removed or moved since an earlier run are left out. The inputs that could not be read go
+    to ``unread`` (id: reason).
     """
     root = check_layout(data, required)
     folders = {f: embeddings_dir(out, f) for f in dict.fromkeys(features)}
@@ -140,16 +134,14 @@ def embed_features(
     return found
 
 
-def unread_warnings(
-    data: PathLike | Location, unread: dict[str, str], shown: int = 10
-) -> list[str]:
-    """The summary's warning naming the inputs of ``data`` that could not be read (none: no
-    warning): they are in no count, file or fit of the run."""
+def unread_warnings(data: PathLike | Location, unread: dict[str, str]) -> list[str]:
+    """The summary's warning naming the inputs of ``data`` that could not be read (the first
+    ten), if any."""
     if not unread:
         return []
     names = sorted(unread)
-    listed = "; ".join(f"{n} ({unread[n]})" for n in names[:shown])
-    more = f"; and {len(names) - shown} more" if len(names) > shown else ""
+    listed = "; ".join(f"{n} ({unread[n]})" for n in names[:10])
+    more = f"; and {len(names) - 10} more" if len(names) > 10 else ""
     return [
         f"{len(names)} input(s) of {data} could not be read and are left out of the run and its "
         f"counts: {listed}{more}"
@@ -165,8 +157,7 @@ def auto_features(
     settings: EmbedSettings, candidates: Sequence[str] = AUTO_FEATURES
 ) -> tuple[list[str], dict[str, str]]:
     """The feature types of ``candidates`` to try, and those left out with the reason: ResNet50
-    with ImageNet weights only where they load (a local file or ``--weights random`` always
-    do)."""
+    with ImageNet weights only where they load."""
     if settings.features != "auto":
         return [settings.features], {}
     features = [f for f in candidates if f != "resnet50"]
@@ -199,9 +190,8 @@ class Run:
     def embed(
         self, required: Sequence[str], settings: EmbedSettings, candidates: Sequence[str]
     ) -> tuple[list[str], dict[str, str], dict[str, Embeddings]]:
-        """Claim the run folder, then what the run tries: the feature types of
-        :func:`auto_features` (those left out logged with the reason), those left out, and the
-        embeddings of each (:func:`embed_features`, which fills ``unread``)."""
+        """Claim the run folder, then the feature types of :func:`auto_features`, those left
+        out (logged) and the embeddings of each (:func:`embed_features`, filling ``unread``)."""
         self.claim()
         features, skipped = auto_features(settings, candidates)
         for name, reason in skipped.items():
@@ -224,10 +214,10 @@ class Run:
 
 def _read_finite(shards: PathLike, inputs: Collection[str]) -> Embeddings:
     """The embeddings of ``shards`` of the input files ``inputs``; an InputError naming a row
-    that is not finite."""
+    that is not finite (not scikit-learn's "Input X ...")."""
     data = read_embeddings(shards, inputs=inputs)
     finite = np.isfinite(data.matrix).all(axis=1)
-    if not finite.all():  # a damaged shard: say which row, not scikit-learn's "Input X ..."
+    if not finite.all():
         bad = np.flatnonzero(~finite)
         raise InputError(
             f"{shards} holds non-finite embeddings (NaN or infinity) in {len(bad)} row(s), e.g. "
@@ -251,8 +241,7 @@ def run_ids(data: Embeddings) -> tuple[list[str], list[str]]:
 
 
 def rows_by_id(data: Embeddings, ids: Sequence[str]) -> np.ndarray:
-    """(len(ids), d) the embeddings of ``ids``, in that order (feature types of one run hold
-    the same slices, not always in the same order)."""
+    """(len(ids), d) the embeddings of ``ids``, in that order."""
     where = {i: n for n, i in enumerate(data.ids)}
     return data.matrix[[where[i] for i in ids]] if len(ids) else data.matrix[:0]
 
@@ -291,16 +280,9 @@ def cross_validate(
 
 def settings_record(run: Run, s: Any, embed: EmbedSettings) -> dict[str, Any]:
     """The seed and the settings of each stage, as every run's summary records them."""
-    engine = run.engine
-    engine_settings = engine if isinstance(engine, EngineSettings) else EngineSettings(engine)
-    return {
-        "seed": s.seed,
-        "settings": {
-            run.task: s.to_dict(),
-            "embed": embed.to_dict(),
-            "engine": engine_settings.to_dict(),
-        },
-    }
+    engine = run.engine if isinstance(run.engine, EngineSettings) else EngineSettings(run.engine)
+    stages = {run.task: s.to_dict(), "embed": embed.to_dict(), "engine": engine.to_dict()}
+    return {"seed": s.seed, "settings": stages}
 
 
 def model_identity(metadata: dict[str, Any]) -> dict[str, Any]:

@@ -69,12 +69,9 @@ class SavedModel:
 def save_model(
     model: Any, path: PathLike, *, identity: dict[str, Any], settings: dict[str, Any] | None = None
 ) -> Path | str:
-    """Save a fitted model (a membership method or a task 2 clustering) to folder ``path``
-    (local, or on an object store under its write lease), ``model.json`` last.
-
-    The model describes itself (``name``, ``task``, ``to_state()``); ``identity`` is the
-    metadata of the embeddings it was fitted on, ``settings`` what the run was asked to do.
-    """
+    """Save a fitted model (its ``name``, ``task``, ``to_state()``) to folder ``path`` (local,
+    or on a store under its write lease), ``model.json`` last; ``identity`` is the metadata of
+    the embeddings it was fitted on, ``settings`` what the run was asked to do."""
     kind = getattr(model, "name", None)
     if kind not in KINDS or not isinstance(model, KINDS[kind]):
         raise InputError(
@@ -119,8 +116,7 @@ def load_model(path: PathLike, *, device: str = "auto") -> SavedModel:
     with local_run(path) as (root, _):
         if (root / "model" / MODEL_FILE).is_file() and not (root / MODEL_FILE).is_file():
             root = root / "model"  # a run folder
-        # A model in a run folder (OUT/model, OUT/k<k>/model, or the run folder itself) is used
-        # only if that run finished; `ctfp cluster` models stand alone.
+        # A model in a run folder is used only if that run finished (not `ctfp cluster`'s).
         check_if_run(root, (RUN_FILE, CLUSTERS_FILE))  # a run folder given as the model
         if not (check_if_run(root.parent) or check_if_run(root.parent.parent)):
             check_if_run(root.parent, (RUN_FILE, CLUSTERS_FILE))  # raises: interrupted
@@ -142,8 +138,7 @@ def load_model(path: PathLike, *, device: str = "auto") -> SavedModel:
         try:
             with np.load(root / ARRAYS_FILE, allow_pickle=False) as npz:
                 arrays = {name: npz[name] for name in npz.files}
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
-            # BadZipFile, EOFError, zlib.error: a truncated or overwritten arrays.npz.
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:  # truncated
             why = str(e).splitlines()[0] if str(e) else type(e).__name__
             raise InputError(f"{root / ARRAYS_FILE} cannot be read: {why}") from None
         try:
@@ -156,8 +151,7 @@ def load_model(path: PathLike, *, device: str = "auto") -> SavedModel:
                 settings=description.get("settings", {}),
             )
         except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as e:  # tampered
-            # RuntimeError: FAISS refusing corrupt index bytes. AttributeError: params (or another
-            # entry) of the wrong JSON type, e.g. a string where the parameters' object belongs.
+            # RuntimeError: FAISS refusing corrupt bytes; AttributeError: an entry's JSON type.
             what = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else e!r}"
             raise InputError(
                 f"{root} is not a complete {kind} model ({what}); save it again with the command "

@@ -1,11 +1,9 @@
 """Run folders and saved models on an object store (``s3://``, ``gs://``, ``abfs://``).
 
-A run's embeddings go straight to the store (shard folders have their own commit record and
-lease). Its small files are written in a local staging folder by the same code as a local run,
-then published under a lease on the run folder (:func:`publish`): a run that fails or is killed
-before publishing leaves the previous run as it was. Readers fetch the commit record and the
-files it names into a local folder and check them as a local run folder's
-(:func:`local_run`).
+A run's embeddings go straight to the store. Its small files are written in a local staging
+folder, then published under a lease on the run folder (:func:`publish`), so a run killed
+before leaves the previous one as it was. Readers fetch the commit record and the files it
+names into a local folder and check them as a local run folder's (:func:`local_run`).
 """
 
 from __future__ import annotations
@@ -38,15 +36,13 @@ def in_run_folder(
     progress: bool,
     body: Callable[[Run], T],
 ) -> T:
-    """``body(run)``: the ``task`` run (:class:`~ctfp.runs.layout.Run`) reading ``data`` (local
-    or on a store), writing its files into ``run.out`` and its embeddings under ``run.root``.
-    Locally both are ``out``; on a store ``run.out`` is a staging folder, published to ``out``
-    when ``body`` returns (its summary then names ``out``).
+    """``body(run)``: the ``task`` run (:class:`~ctfp.runs.layout.Run`) reading ``data``, writing
+    its files into ``run.out`` and its embeddings under ``run.root``. Locally both are ``out``;
+    on a store ``run.out`` is a staging folder, published to ``out`` when ``body`` returns.
 
-    A run folder belongs to one data folder and task (another is refused before anything is
-    written, :func:`~ctfp.runs.folder.check_origin`) and has one writer: ``run.claim()``,
-    called before the first write (``run.embed`` does), takes the folder's lock (lease), held
-    until its commit record is written, and records what the folder belongs to."""
+    A run folder belongs to one data folder and task (:func:`~ctfp.runs.folder.check_origin`)
+    and has one writer: ``run.claim()``, called before the first write, takes its lock (lease)
+    until the commit record is written, and records what the folder belongs to."""
     from ctfp.runs.folder import check_origin, write_origin
     from ctfp.runs.layout import Run, data_folder
 
@@ -113,9 +109,8 @@ def publish(local: Path, uri: str, lease: Any = None) -> None:
 @contextmanager
 def local_run(location: PathLike) -> Iterator[tuple[Path, PathLike]]:
     """``(local folder, where it lives)`` of a run folder or saved model: locally the folder
-    itself; on a store, a temporary copy of its commit record and the files that record names
-    (a run's ``summary.json``, or a model's ``model.json`` and ``arrays.npz``), checked by
-    the readers as a local folder is. The copy is removed on leaving."""
+    itself; on a store, a temporary copy of its commit record (``summary.json``, or a model's
+    ``model.json``) and the files it names, removed on leaving."""
     from ctfp.runs.folder import ARRAYS_FILE, MODEL_FILE, SUMMARY_FILE, fingerprint
 
     location = as_local(location)

@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -74,12 +75,9 @@ def _read_shards(
     """``(path, ids, float32 matrix)`` per batch of each shard in turn, then ``(path, None,
     None)`` when that shard is done (so an empty shard still gets its output).
 
-    One stream over all shards, so the prefetch thread reads the next shard's first batch while
-    the last batch of the current one is scored (per-shard streams drained the pipeline at each
-    boundary). Each batch is converted from float16 into one of three float32 buffers reused
-    across shards (no fresh pages per batch; the conversion releases the GIL). This runs in the
-    prefetch thread: with the consumer holding one batch and the thread filling the next, a
-    buffer is never overwritten while in use. Memory is bounded by a few batches.
+    One stream over all shards, so the prefetch thread reads on across shard boundaries. Each
+    batch is converted into one of three float32 buffers reused in turn: with the consumer
+    holding one batch and the prefetch thread filling the next, none is overwritten in use.
     """
     buffers = [np.empty(0, np.float32) for _ in range(3)]
     n = 0
@@ -113,17 +111,14 @@ def score_shards(
     ``score_samples`` and label 1 where ``score >= threshold_``. Task 2: ``model`` is a
     :class:`ctfp.attribution.Clustering` (or anything with ``task = "task2"`` and
     ``predict_proba``); label is the most likely component and score its posterior probability.
-    ``model`` may be a :class:`ctfp.runs.models.SavedModel`: the shards must then hold
-    embeddings from the model, weights, preprocessing and window it was fitted on. Writes
-    ``out/part-NNNNN.parquet`` with ``id, score, label`` for each input shard of the same name;
-    input shards whose output exists are skipped (resume).
+    ``model`` may be a :class:`ctfp.runs.models.SavedModel`, whose embeddings identity the
+    shards must match. Writes ``out/part-NNNNN.parquet`` (``id, score, label``) per input shard
+    of the same name; shards whose output exists are skipped (resume).
 
-    ``settings.batch_size`` rows are read at a time (``overrides``: its fields);
-    ``settings.device`` applies where the model is loaded, not here. ``engine``: ``local``
-    scores here, reading the next shard while scoring this one; ``ray`` maps the shards over
-    Ray actors (:class:`ShardScorer`, a GPU each where the cluster has GPUs unless the device
-    is ``cpu``), each writing its parts itself, which the driver records in input order: the
-    outputs of the local engine. Every worker must then reach ``shards`` and ``out``.
+    ``settings.batch_size`` rows are read at a time (``overrides``: its fields). ``engine``:
+    ``local`` scores here; ``ray`` maps the shards over Ray actors (:class:`ShardScorer`), each
+    writing its parts, which the driver records in input order; every worker must then reach
+    ``shards`` and ``out``.
 
     Returns a summary: rows scored, shards written and skipped, seconds, rows per second.
     Raises InputError where ``out`` is the folder of the input shards, CtfpError where another
@@ -170,11 +165,12 @@ def score_shards(
             paths = [p if is_remote(p) else Path(p).resolve() for p in paths]
             out = Path(target.path) if target.local else out
         names = {_name(p) for p in paths}
-        listed = scores.inputs.values() if scores is not None else list_parts(target)
+        if scores is not None:
+            listed = [made["input"]["name"] for made in scores.made_by.values()]
+        else:
+            listed = list(list_parts(target))
         extra = sorted(n for n in listed if n not in names)
-        if extra:
-            # Scores of shards the archive no longer has: kept, the folder would describe rows
-            # that are not there (more scores than the archive has rows).
+        if extra:  # kept, the folder would hold scores of rows the archive no longer has
             raise InputError(
                 f"{str(out)!r} holds scores of {len(extra)} shard(s) that the shards being scored "
                 f"do not have (e.g. {extra[0]}); a scores folder matches one archive: score into "
@@ -193,25 +189,25 @@ def score_shards(
         parts = [Part(_name(p), inputs[p]["input"]["rows"], sizes[_name(p)] or 0) for p in done]
 
         record = target.join(MANIFEST_FILE)
-
-        def commit(path: ShardPath, rows: int, size: int) -> None:
-            if scores is not None:
-                scores.commit(name_of(path), _name(path), rows, size, str(shards))
-                return
-            lock.check()
-            parts.append(Part(_name(path), rows, size))
-            record.put(manifest_bytes(parts))
-
         if not todo and scores is None:
             record.put(manifest_bytes(parts))
+        items = [(p, child(out, name_of(p)), inputs[p]) for p in todo]
+        rows = 0
         start = time.perf_counter()
         with progress_bar(count_rows(todo), "score", "row", enabled=progress) as bar:
             if engine.engine == "local":
-                outputs = {p: child(out, name_of(p)) for p in todo}
-                rows = _score_here(model, outputs, inputs, commit, lock, chosen.batch_size, bar)
+                scored = _score_here(model, items, lock, chosen.batch_size, bar)
             else:
-                items = [(p, child(out, name_of(p)), inputs[p]) for p in todo]
-                rows = _score_elsewhere(model, items, commit, engine, chosen, bar)
+                scored = _score_elsewhere(model, items, engine, chosen, bar)
+            with closing(scored):  # the local engine's FAISS threads restored on any error
+                for path, written, size in scored:
+                    if scores is not None:
+                        scores.commit(name_of(path), _name(path), written, size, str(shards))
+                    else:
+                        lock.check()
+                        parts.append(Part(_name(path), written, size))
+                        record.put(manifest_bytes(parts))
+                    rows += written
         seconds = time.perf_counter() - start
         return {
             "rows": rows,
@@ -233,8 +229,8 @@ class _ScoresTable:
 
     Its parts are named after their input shard and this writer (``part-00003-<writer>``), so
     that two runs scoring into one table never write one file; each records what made it
-    (the model and the input shard: :func:`_write_scores`), and a part whose input another
-    run committed first is not committed (never a row scored twice)."""
+    (the model and the input shard), and a part whose input another run committed first is
+    not committed (never a row scored twice)."""
 
     def __init__(self, target: Any, made_by: dict[str, Any]) -> None:
         self.suffix = uuid.uuid4().hex[:8]
@@ -247,11 +243,6 @@ class _ScoresTable:
         self.folder = target
         self.made_by: dict[str, dict[str, Any]] = {}  # part name -> what made it
         self._take_in(sorted(self.log.files))
-
-    @property
-    def inputs(self) -> dict[str, str]:
-        """The input shard's name of each committed part, by part name."""
-        return {name: made["input"]["name"] for name, made in self.made_by.items()}
 
     def name_of(self, path: ShardPath) -> str:
         return f"{_name(path).removesuffix('.parquet')}-{self.suffix}.parquet"
@@ -270,36 +261,29 @@ class _ScoresTable:
 
 def _score_here(
     model: Any,
-    outputs: dict[ShardPath, ShardPath],
-    inputs: dict[ShardPath, dict[str, Any]],
-    commit: Callable[[ShardPath, int, int], None],
+    items: list[tuple[ShardPath, ShardPath, dict[str, Any]]],
     lock: Lease | FolderLock,
     batch_size: int,
     bar: Any,
-) -> int:
-    """Score each shard of ``outputs`` into its output here, reading the next shard while
-    scoring this one; the rows scored."""
-    # A light model's search (the seed method's few centres) costs about as much as reading a
-    # row: the prefetch thread reads and converts on one core and FAISS gets the others, and its
-    # scores, not its n x d inputs, are checked for finiteness (a NaN or infinity in a row makes
-    # the row's score NaN; every task 1 score is checked below). A search over a large generated
-    # set or a mixture outweighs reading, so those keep every core and check their inputs.
+) -> Iterator[tuple[ShardPath, int, int]]:
+    """Each ``(input, output, record)`` of ``items`` scored here, reading the next shard while
+    scoring this one: ``(input, rows, bytes)`` as each output is written."""
+    # A light model's search costs about as much as reading: reading gets one core, FAISS the
+    # others, and only its scores are checked for finiteness (a non-finite row scores NaN).
     import faiss
 
     light = model.task == "task1" and model.light_scoring
-    rows = 0
     threads = faiss.omp_get_max_threads()  # restored after
     faiss.omp_set_num_threads(max(1, (os.cpu_count() or 2) - 1) if light else threads)
     try:
-        shards = _prefetch(_read_shards(list(outputs), batch_size))
+        made = {path: (output, made_by) for path, output, made_by in items}
+        shards = _prefetch(_read_shards(list(made), batch_size))
         for path, ids, scores, labels in _scored(model, shards, bar.update):
             lock.check()  # before writing: a writer that lost the lease writes nothing more
-            written, size = _write_scores(outputs[path], ids, scores, labels, model, inputs[path])
-            commit(path, written, size)
-            rows += written
+            output, made_by = made[path]
+            yield path, *_write_scores(output, ids, scores, labels, model, made_by)
     finally:
         faiss.omp_set_num_threads(threads)
-    return rows
 
 
 def _scored(
@@ -338,9 +322,8 @@ def _scored(
 
 class ShardScorer:
     """Scores one shard into its output part: what ``score_shards(..., engine="ray")`` maps
-    over the shards. Holds the model's saved state (``to_state()``, the form a saved model has
-    on disk, so it pickles whatever the model's indexes are) and rebuilds the model on its
-    first call, checking that the rebuilt model has the driver's fingerprint.
+    over the shards. Ships the model's saved state (``to_state()``, picklable whatever its
+    indexes) and rebuilds the model on its first call, checking the driver's fingerprint.
 
     An item is ``(input shard, output part, what the part records)``; the result is the part's
     ``(rows, bytes)``."""
@@ -374,25 +357,20 @@ class ShardScorer:
 def _score_elsewhere(
     model: Any,
     items: list[tuple[ShardPath, ShardPath, dict[str, Any]]],
-    commit: Callable[[ShardPath, int, int], None],
     engine: EngineSettings,
     settings: ScoreSettings,
     bar: Any,
-) -> int:
-    """Each ``(input, output, record)`` of ``items`` scored by :class:`ShardScorer` on
-    ``engine``'s workers, each part committed as its result comes back (in input order); the
-    rows scored."""
+) -> Iterator[tuple[ShardPath, int, int]]:
+    """:func:`_score_here`'s, scored by :class:`ShardScorer` on ``engine``'s workers (a GPU
+    each where the cluster has GPUs, unless the device is ``cpu``), in input order."""
     from ctfp.engine import parallel_map
 
-    rows = 0
     cpu = settings.device == "cpu"
     scorer = ShardScorer(model, settings.batch_size, "cpu" if cpu else "auto")
     results = parallel_map(scorer, items, engine, stateful=True, gpu=False if cpu else None)
     for (path, _, _), (written, size) in zip(items, results, strict=True):
-        commit(path, written, size)
-        rows += written
+        yield path, written, size
         bar.update(written)
-    return rows
 
 
 def _write_scores(

@@ -1,12 +1,10 @@
 """Task 1 end to end: embed an ImageCLEF-style folder (resumable), choose and fit the
 membership scorer, write the run, score and model files and the summary.
 
-One path for every method: ``--method auto`` is a selection among many candidates, a named
-method a selection among one (a k sweep: one per k) through the same core
-(:mod:`ctfp.membership.selection`), so every run measures what it answers with, where the
-labelled slices allow, and records it in one shape. A named method keeps its own threshold
-(the seed paper's 1-NN label for ``centroid``); ``auto`` sets it on its answer's out-of-fold
-scores.
+``--method auto`` selects among many candidates, a named method among one (or one per k)
+through the same core (:mod:`ctfp.membership.selection`), so every run measures what it
+answers with where the labelled slices allow. A named method keeps its own threshold;
+``auto`` sets it on its answer's out-of-fold scores.
 """
 
 from __future__ import annotations
@@ -70,42 +68,46 @@ def task1_settings(settings: Task1Settings | None, overrides: dict[str, Any]) ->
     return Task1Settings.with_options(**values, **options)
 
 
-def check_k_before_embedding(data: Location, settings: Task1Settings) -> None:
-    """Refuse a k larger than a training class before embedding (which can take hours): when
-    every file of ``train/used/`` or ``train/not_used/`` is a 2-D image, its file count is its
-    slice count."""
+def _image_count(folder: Location) -> int:
+    """The slice count of ``folder`` when every file under it is a 2-D image (one slice
+    each), else 0: what can be checked before embedding, which can take hours."""
     from ctfp.io.sources import IMAGE_SUFFIXES, suffix_of
 
+    files = [f for f in files_under(folder) if suffix_of(f)]
+    return len(files) if all(suffix_of(f) in IMAGE_SUFFIXES for f in files) else 0
+
+
+def check_k_before_embedding(data: Location, settings: Task1Settings) -> None:
+    """Refuse a k larger than a training class of 2-D images before embedding."""
     if not takes_k(settings.method):
         return
     k = max(settings.ks)
     for folder, name in (("train/used", "used"), ("train/not_used", "not used")):
-        files = [f for f in files_under(data.join(folder)) if suffix_of(f)]
-        if files and all(suffix_of(f) in IMAGE_SUFFIXES for f in files) and len(files) < k:
+        n = _image_count(data.join(folder))
+        if 0 < n < k:
             raise InputError(
                 f"k={k} needs at least {k} '{name}' training slices, but {data.join(folder)}/ "
-                f"holds {len(files)} images; use a smaller --k"
+                f"holds {n} images; use a smaller --k"
             )
 
 
 def check_non_members_before_embedding(data: Location, calibrate: str) -> None:
     """Refuse before embedding a non-members-only run whose ``fpr:`` bound its known
-    non-members cannot give, when every file of ``train/not_used/`` is a 2-D image (one slice
-    each): the message :func:`~ctfp.membership.threshold.choose_threshold` would give after."""
-    from ctfp.io.sources import IMAGE_SUFFIXES, suffix_of
+    non-members (2-D images) cannot give, with the message
+    :func:`~ctfp.membership.threshold.choose_threshold` would give after."""
     from ctfp.membership.threshold import choose_threshold
 
-    files = [f for f in files_under(data.join("train/not_used")) if suffix_of(f)]
-    if files and all(suffix_of(f) in IMAGE_SUFFIXES for f in files):
+    n = _image_count(data.join("train/not_used"))
+    if n:
         try:
-            choose_threshold(np.arange(len(files), dtype=float), np.zeros(len(files)), calibrate)
+            choose_threshold(np.arange(n, dtype=float), np.zeros(n), calibrate)
         except ValueError as exc:
             raise InputError(f"{data.join('train/not_used')}/: {exc}") from None
 
 
 def check_generated(data: Location, method: str) -> None:
-    """Refuse, before anything is embedded, a run whose method judges the generator from its
-    output when ``data/generated/`` holds no image file, saying what to add."""
+    """Refuse, before embedding, a method that judges the generator from its output when
+    ``data/generated/`` holds no image file."""
     from ctfp.io.sources import suffix_of
 
     folder = data.join("generated")
@@ -135,16 +137,12 @@ def run_task1(
 
     ``settings`` (``overrides``: its fields and its method's options, e.g. ``method="proximity",
     metric="l2"``) chooses the method: ``auto`` (default: features, method and settings chosen
-    by cross-validation on the labelled training reals), ``centroid`` (the seed paper: k-means
-    centres per class, L1 1-NN), ``proximity`` (distance to the nearest generated slices,
-    calibrated on the training reals), ...; see :data:`ctfp.membership.registry.REGISTRY`.
-    ``embed`` says how the slices become embeddings (reused from ``out`` on reruns with the
-    same settings). One k writes ``out/run.csv`` (``<id>,<0|1>``), ``out/scores.csv``
-    (``id,score,label``) and ``out/model/``; a k sweep writes ``out/k<k>/`` for each. ``out/
-    summary.json`` records the settings that ran, the candidates measured and the threshold.
-    ``out`` may be on an object store (``s3://...``): the embeddings are written there
-    directly, the run's files are published there when it ends, its ``summary.json`` last
-    (:mod:`ctfp.runs.remote`); ``data`` may be a prefix on a store too (``s3://bucket/data``).
+    by cross-validation on the labelled training reals), ``centroid`` (the seed paper),
+    ``proximity``, ...; see :data:`ctfp.membership.registry.REGISTRY`. ``embed`` says how the
+    slices become embeddings (reused from ``out`` on reruns). One k writes ``out/run.csv``
+    (``<id>,<0|1>``), ``out/scores.csv`` (``id,score,label``) and ``out/model/``; a k sweep
+    ``out/k<k>/`` for each; ``out/summary.json`` last. ``data`` and ``out`` may be on an
+    object store (``s3://...``, :mod:`ctfp.runs.remote`).
     """
     return in_run_folder(
         data, out, "task1", engine, progress, lambda r: _run_task1(r, settings, embed, overrides)
@@ -154,7 +152,6 @@ def run_task1(
 def _run_task1(
     run: Run, settings: Task1Settings | None, embed: EmbedSettings | None, overrides: dict[str, Any]
 ) -> dict[str, Any]:
-    """:func:`run_task1` as the :class:`~ctfp.runs.layout.Run` ``run``."""
     data, out = run.data, run.out
     s = task1_settings(settings, overrides)
     members = is_folder(data.join("train/used")) or not is_folder(data.join("train/not_used"))
@@ -201,35 +198,34 @@ def _run_task1(
         auto = False
     selection = _select(run, s, features, data_of, y, bool(gen_ids))
     selected_at = time.perf_counter()
+    calibrate = _calibrate(s, auto)
+    how = "on out-of-fold scores" if auto else "on train"
+    how = f"chosen for {calibrate} {how}" if calibrate else "fixed"
     # The answer: auto's winner; a named method at each k (a sweep) or at the k it has.
     ks = s.ks if not auto and len(s.ks) > 1 else [None]
     begin_commit(out)
     runs: dict[str, dict[str, Any]] = {}
     written: list[Path] = []
     for k in ks:
-        fitted, candidate = _fit(s, selection, k, features, data_of, y)
-        x = rows_by_id(embedded[candidate.features], test_ids)
+        fitted, c = _fit(s, selection, k, features, data_of, y)
+        x = rows_by_id(embedded[c.features], test_ids)
         score, pred = fitted.score_samples(x), fitted.predict(x)
-        kk = candidate.params.get("k", s.ks[0])
+        kk = c.params.get("k", s.ks[0])
         dest = task1_dir(out, ks, kk)
         write_run(dest / RUN_FILE, ids, pred)
         write_scores(dest / SCORES_FILE, ids, score, pred)
         written += [dest / RUN_FILE, dest / SCORES_FILE, dest / MODEL_DIR]
         trials = [selection.best, *selection.trials] if selection is not None else []
-        trial = next((t for t in trials if t.candidate == candidate), None)
+        trial = next((t for t in trials if t.candidate == c), None)
         if trial is not None and trial.oof is not None:  # what the report compares test scores with
             write_scores(dest / TRAIN_SCORES_FILE, train_ids, trial.oof, y)
             written.append(dest / TRAIN_SCORES_FILE)
         recorded = {
             "task1": (s.replace(k=(int(kk),)) if takes_k(s.method) else s).to_dict(),
-            "embed": embed_settings.replace(features=candidate.features).to_dict(),
-            "chosen": {
-                "features": candidate.features,
-                "method": candidate.method,
-                "params": dict(candidate.params),
-            },
+            "embed": embed_settings.replace(features=c.features).to_dict(),
+            "chosen": {"features": c.features, "method": c.method, "params": dict(c.params)},
         }
-        identity = embedded[candidate.features].metadata
+        identity = embedded[c.features].metadata
         save_model(fitted, dest / MODEL_DIR, identity=identity, settings=recorded)
         n_used = int((pred == fitted.classes_[1]).sum())
         recall = getattr(fitted, "recall_", None)
@@ -241,21 +237,16 @@ def _run_task1(
             "threshold": fitted.threshold_,
             "recall_at_1": recall,
         }
-        calibrate = _calibrate(s, auto)
-        how = "on out-of-fold scores" if auto else "on train"
-        how = f"chosen for {calibrate} {how}" if calibrate else "fixed"
         logger.info(
-            f"task1 {candidate.label}: {n_used}/{len(ids)} test slices labelled used (threshold "
+            f"task1 {c.label}: {n_used}/{len(ids)} test slices labelled used (threshold "
             f"{fitted.threshold_:.4g} {how}) -> {dest / RUN_FILE}"
         )
         if recall is not None:
-            logger.info(
-                f"task1 {candidate.params.get('index')} index recall@1 vs exact: {recall:.4f}"
-            )
+            logger.info(f"task1 {c.params.get('index')} index recall@1 vs exact: {recall:.4f}")
     check = None
-    if not members and str(_calibrate(s, auto)).startswith("fpr:"):
-        check = _false_positive_check(s, candidate, data_of, y, warnings)
-    shown = selection.best.candidate if selection is not None else candidate
+    if not members and str(calibrate).startswith("fpr:"):
+        check = _false_positive_check(s, c, data_of, y, float(str(calibrate)[4:]), warnings)
+    shown = selection.best.candidate if selection is not None else c
     if selection is not None:
         logger.info(f"task1: chose {selection.reason}")
     elif members and not auto:
@@ -263,14 +254,13 @@ def _run_task1(
             f"{int(min(y.sum(), (y == 0).sum()))} slices in the smaller training class, too few "
             f"for {SelectionSettings().folds}-fold cross-validation: the run is not measured"
         )
-    params = dict(shown.params)
     summary = {
         "task": "task1",
         "method": shown.method,
         "features": shown.features,
-        "k": [int(v) for v in s.ks] if len(ks) > 1 else [int(params.get("k", s.ks[0]))],
+        "k": [int(v) for v in s.ks] if len(ks) > 1 else [int(shown.params.get("k", s.ks[0]))],
         "metric": _metric(shown, s),
-        "calibrate": _calibrate(s, auto),
+        "calibrate": calibrate,
         "calibration_check": check,
         "choice_without_members": without_members,
         "selection": None
@@ -314,11 +304,11 @@ def _false_positive_check(
     c: Any,
     data: dict[str, tuple[np.ndarray, np.ndarray | None]],
     y: np.ndarray,
+    alpha: float,
     warnings: list[str],
 ) -> dict[str, Any] | None:
-    """A non-members-only run's ``fpr:`` promise checked on the known non-members held out
-    (:func:`~ctfp.membership.nonmembers.heldout_false_positives`), with a warning where they
-    exceed it by more than chance allows (binomial tail below 1 %)."""
+    """A non-members-only run's ``fpr:alpha`` promise checked on the known non-members held
+    out, with a warning where they exceed it by more than chance allows (binomial tail < 1 %)."""
     from scipy.stats import binom
 
     from ctfp.membership.nonmembers import heldout_false_positives
@@ -333,7 +323,6 @@ def _false_positive_check(
     check = heldout_false_positives(fit, len(y), seed=s.seed)
     if check is None:
         return None
-    alpha = float(str(_calibrate(s, s.method == AUTO))[4:])
     if binom.sf(check["flagged"] - 1, check["of"], alpha) < 0.01:
         warnings.append(
             f"held out, the threshold flagged {check['flagged']} of {check['of']} known "
@@ -350,7 +339,7 @@ def _options(s: Task1Settings) -> SelectionSettings:
 
 def _named(s: Task1Settings, features: str, k: int) -> Any:
     """The candidate of the named method on ``features`` (at ``k`` where it takes one), with
-    the options given that differ from their defaults (the defaults apply to the rest)."""
+    the options given that differ from their defaults."""
     from ctfp.membership.selection import candidate
 
     given = {}
@@ -393,9 +382,8 @@ def _fit(
     data: dict[str, tuple[np.ndarray, np.ndarray | None]],
     y: np.ndarray,
 ) -> tuple[Any, Any]:
-    """The fitted model of the answer (auto's choice, or the named method at ``k``) on every
-    training real, and its candidate: auto's threshold from the answer's out-of-fold scores,
-    a named method's its own."""
+    """The answer (auto's choice, or the named method at ``k``) fitted on every training real,
+    and its candidate; auto's threshold is the one set on out-of-fold scores."""
     from ctfp.membership.selection import build
 
     if s.method == AUTO:
@@ -411,8 +399,7 @@ def _fit(
 
 
 def _metric(c: Any, s: Task1Settings) -> str:
-    """The distance the answer scores by (its parameters with their defaults; L1 for the seed
-    method, L2 where it has none: the evidence table's distance)."""
+    """The distance the answer scores by (L1 for the seed method, L2 where it has none)."""
     from ctfp.membership.selection import build
 
     metric = build(c, s.seed, "cpu").get_params().get("metric")
@@ -420,10 +407,9 @@ def _metric(c: Any, s: Task1Settings) -> str:
 
 
 def non_members_only(s: Task1Settings) -> tuple[Task1Settings, list[str]]:
-    """Settings for a folder with ``train/not_used/`` but no ``train/used/``: no known members,
-    so nothing to cross-validate or to balance a threshold on. A method that needs members is
-    refused (``auto`` chooses among the others: :func:`choose_without_members`); the threshold
-    becomes ``fpr:0.05`` on the known non-members unless an ``fpr:`` one was given."""
+    """Settings for a folder with ``train/not_used/`` but no ``train/used/``: a method that
+    needs members is refused; the threshold becomes ``fpr:0.05`` unless an ``fpr:`` one was
+    given; and the notes to warn with."""
     from ctfp.membership.registry import get_method
 
     if s.method != AUTO and get_method(s.method).needs_members:
@@ -462,11 +448,9 @@ def choose_without_members(
     test: dict[str, np.ndarray],
     warnings: list[str],
 ) -> tuple[Task1Settings, list[str], dict[str, Any]]:
-    """``--method auto`` with known non-members only: the score that answers (the named method
-    it becomes, on its one feature type) and the record of the choice
-    (:func:`ctfp.membership.nonmembers.choose_without_members`: every score that needs no
-    members, on every feature type, measured by how far the test slices stand above the known
-    non-members held out; :data:`NON_MEMBER_DEFAULT` unless one beats it by more than one SE)."""
+    """``--method auto`` with known non-members only: the named method it becomes, its one
+    feature type and the record of the choice
+    (:func:`ctfp.membership.nonmembers.choose_without_members`)."""
     from ctfp.membership.nonmembers import choose_without_members as choose
     from ctfp.membership.selection import candidate, default_candidates
 

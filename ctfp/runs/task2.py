@@ -45,9 +45,8 @@ TASK2_FEATURES = (
     "residual+spectrum",
     "resnet50",
 )
-#: Features of the blind mixture when none are given: with no labels there is nothing to
-#: cross-validate a choice on, so this is a stated default (the fingerprint features carry the
-#: generator's trace; ``benchmarks/attribution.py`` measures it over seeds).
+#: Features of the blind mixture when none are given: with no labels nothing can choose them
+#: (``benchmarks/attribution.py`` measures this default over seeds).
 BLIND_FEATURES = "residual"
 
 
@@ -82,10 +81,9 @@ def run_task2(
       ``k_range``; ``pca`` projects first).
 
     With labels, cluster ``j`` is the ``j``-th group in sorted order (the summary names them).
-    ``embed`` says how the slices become embeddings (reused from ``out`` on reruns with the
-    same settings); its ``features="auto"`` lets the run choose. ``out`` may be on an object
-    store (``s3://...``): embeddings written there, the run's files published there at the
-    end, ``summary.json`` last (:mod:`ctfp.runs.remote`); ``data`` may be on a store too.
+    ``embed`` says how the slices become embeddings (reused from ``out`` on reruns); its
+    ``features="auto"`` lets the run choose. ``data`` and ``out`` may be on an object store
+    (``s3://...``, :mod:`ctfp.runs.remote`).
     """
     return in_run_folder(
         data, out, "task2", engine, progress, lambda r: _run_task2(r, settings, embed, overrides)
@@ -95,7 +93,6 @@ def run_task2(
 def _run_task2(
     run: Run, settings: Task2Settings | None, embed: EmbedSettings | None, overrides: dict[str, Any]
 ) -> dict[str, Any]:
-    """:func:`run_task2` as the :class:`~ctfp.runs.layout.Run` ``run``."""
     data, out = run.data, run.out
     s = (settings or Task2Settings()).replace(**overrides)
     embed_settings = embed or EmbedSettings()
@@ -122,13 +119,10 @@ def _run_task2(
     train = np.char.startswith(first.ids.astype(str), "train/")
     rows = ids, test_ids, train & np.not_equal(first.labels, None)
     if method == "gmm":
-        name, winner, model, clusters, recorded, fields = _blind(
-            run, s, embed_settings, first, rows
-        )
+        result = _blind(run, s, embed_settings, first, rows)
     else:
-        name, winner, model, clusters, recorded, fields = _labelled(
-            run, s, method, embed_settings, embedded, features, skipped, rows
-        )
+        result = _labelled(run, s, method, embed_settings, embedded, features, skipped, rows)
+    name, winner, model, clusters, recorded, fields = result
     write_run(out / CLUSTERS_FILE, ids, clusters)
     settings = {"task2": s.to_dict(), **recorded}
     save_model(model, out / MODEL_DIR, identity=winner.metadata, settings=settings)
@@ -162,8 +156,8 @@ def _blind(
     rows: tuple[list[str], list[str], np.ndarray],
 ) -> tuple[str, Embeddings, Any, np.ndarray, dict[str, Any], dict[str, Any]]:
     """The blind Gaussian mixture of the test slices: its name, embeddings, model, clusters,
-    settings to record and summary fields (:func:`_run_task2` writes them). ``rows``: the
-    test slices' run-file ids and ids, and the mask of the labelled rows."""
+    settings to record and summary fields. ``rows``: the test slices' run-file ids and ids,
+    and the mask of the labelled rows."""
     ids, test_ids, train = rows
     out = run.out
     x = rows_by_id(emb, test_ids)
@@ -266,9 +260,8 @@ def _labelled(
     unknown = pvalues <= cv.reject if pvalues is not None else np.zeros(len(ids), bool)
     n_unknown = int(unknown.sum())
     # More unknowns than the false-rejection rate explains (binomial tail, 0.1 %): a generator
-    # nobody labelled. With --k auto they become a cluster of their own in clusters.csv.
-    # Cross-conformal p-values are valid only up to a factor of about 2 (Vovk 2015; measured:
-    # 6-8 % of known generators' slices flagged at 5 %), so the null rate is twice --reject.
+    # nobody labelled, with --k auto a cluster of its own. Cross-conformal p-values are valid
+    # only up to a factor of about 2 (Vovk 2015), so the null rate is twice --reject.
     null = min(1.0, 2 * cv.reject)
     tail = float(binom.sf(n_unknown - 1, len(ids), null)) if cv.reject > 0 else 1.0
     extra = n_unknown >= 5 and tail < 1e-3
@@ -277,7 +270,6 @@ def _labelled(
         clusters = np.where(unknown, len(names), clusters)
         k += 1
     write_run(out / OPEN_SET_FILE, ids, np.where(unknown, -1, clusters))
-    winner = embedded[best.features]
     recorded = {
         "embed": embed_settings.replace(features=best.features).to_dict(),
         "chosen": {"features": best.features, "method": best.method, "params": dict(best.params)},
@@ -345,7 +337,7 @@ def _labelled(
             groups.tolist(), attributor.predict_groups(x_train).tolist()
         ),
     }
-    return best.method, winner, model, clusters, recorded, fields
+    return best.method, embedded[best.features], model, clusters, recorded, fields
 
 
 def fit_warnings(

@@ -16,8 +16,7 @@ EVIDENCE = {True: "generator", False: "known members"}
 
 
 def examines_generator(method: str) -> bool:
-    """Whether ``method``'s score uses the generated slices (``--method auto`` chooses among
-    such scores only): the one kind of evidence about the generator."""
+    """Whether ``method``'s score uses the generated slices (``auto`` chooses only such)."""
     return method == AUTO or evidence_of(method) == EVIDENCE[True]
 
 
@@ -32,8 +31,7 @@ def evidence_of(method: str | None) -> str:
 def beyond_chance(selection: dict[str, Any]) -> bool | None:
     """Whether a run's evidence is distinguishable from chance: the permutation test's p at
     most 0.05 where its shuffles can show that; else the low end of the interval the verdict
-    quotes (the held-out range of the whole choice with more than one candidate, else the
-    cross-validated interval) above 0.5; None with neither."""
+    quotes above 0.5; None with neither."""
     test = selection.get("permutation")
     if test and 1 / (test["permutations"] + 1) <= 0.05:
         return bool(test["p_value"] <= 0.05)
@@ -46,27 +44,24 @@ def beyond_chance(selection: dict[str, Any]) -> bool | None:
 
 
 def verdict(summary: dict[str, Any]) -> str:
-    """One sentence a non-expert can act on: the evidence (the permutation test's p-value of
-    the whole choice, which decides; the held-out ROC-AUC of the whole choice with its range
-    over the held-out halves, or for one candidate its cross-validated ROC-AUC with its 95 %
-    interval; or why there is none) and what the run flagged."""
+    """One sentence a non-expert can act on: the evidence (the permutation p-value, which
+    decides, and the held-out or cross-validated ROC-AUC; or why there is none) and what the
+    run flagged."""
     n_test = summary["n_test"]
     runs = summary.get("runs") or {}
     run = next(iter(runs.values()), {})
     selection = summary.get("selection") or {}
-    sweep = len(runs) > 1
+    sweep = len(runs) > 1  # the k chosen on the training reals
     chosen_k = (selection.get("chosen") or {}).get("params", {}).get("k") if sweep else None
-    if chosen_k is not None:  # a k sweep: the k chosen on the training reals
+    if chosen_k is not None:
         run = runs.get(str(chosen_k), run)
     flagged = run.get("predicted_used", 0)
     calibrate = str(summary.get("calibrate") or "")
     check = summary.get("calibration_check")  # what the false-positive check found, if it ran
-    checked = (
-        f"; held out in {check['folds']} folds, the threshold flagged {check['flagged']} of "
-        f"{check['of']} of them"
-        if check
-        else ""
-    )
+    checked = ""
+    if check:
+        checked = f"; held out in {check['folds']} folds, the threshold flagged {check['flagged']}"
+        checked += f" of {check['of']} of them"
     at = (
         f" at a false-positive rate of at most {float(calibrate[4:]):.0%} for new non-members "
         f"(bounded on the {summary.get('n_not_used')} known ones{checked})"
