@@ -32,7 +32,7 @@ from ctfp.runs.folder import (
     read_summary,
     task1_dir,
 )
-from ctfp.runs.task1 import EVIDENCE, beyond_chance, evidence_of
+from ctfp.runs.verdict import EVIDENCE, beyond_chance, evidence_of
 
 #: The ``schema`` value of every audit record this version writes.
 AUDIT_SCHEMA = "ctfp-audit/1"

@@ -51,7 +51,7 @@ from ctfp.runs.layout import (
 )
 from ctfp.runs.models import save_model
 from ctfp.runs.remote import in_run_folder
-from ctfp.runs.verdict import EVIDENCE, beyond_chance, evidence_of, examines_generator, verdict
+from ctfp.runs.verdict import EVIDENCE, examines_generator, verdict
 from ctfp.settings import SettingsError
 
 
@@ -500,9 +500,7 @@ __all__ = [
     "AUTO_FEATURES",
     "EVIDENCE",
     "auto_features",
-    "beyond_chance",
     "check_generated",
-    "evidence_of",
     "examines_generator",
     "run_task1",
     "task1_settings",
