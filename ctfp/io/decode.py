@@ -33,11 +33,8 @@ def decode_file(
     frames : (n, h, w) uint8
         One 8-bit grayscale slice per frame (2-D images: ``n == 1``).
 
-    Raises
-    ------
-    DecodeError
-        With a reason a person can act on: empty file, not an image, truncated data, DICOM without
-        pixel data, unsupported compression, wrong dimensions.
+    Raises DecodeError: with a reason a person can act on: empty file, not an image, truncated
+    data, DICOM without pixel data, unsupported compression, wrong dimensions.
     """
     window = window or Window()
     path = os.fspath(path)
@@ -233,17 +230,6 @@ def _image_content(path: str) -> str | None:
     return f"not a DICOM file: its content is a {kind} image ({fix})"
 
 
-def _looks_like_dicom(ds: Any) -> bool:
-    """Whether a dataset pydicom read with ``force=True`` holds DICOM: a file meta header, or
-    a data element of the DICOM dictionary (forced reads of other bytes give stray tags)."""
-    from pydicom.datadict import dictionary_has_tag
-
-    if getattr(ds, "preamble", None) is not None or len(getattr(ds, "file_meta", None) or ()):
-        return True
-    # keys(), not the elements: turning stray bytes into elements can raise
-    return any(tag.group != 0 and dictionary_has_tag(tag) for tag in ds.keys())  # noqa: SIM118
-
-
 def _decode_image(path: str | io.BytesIO, limit: int) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
@@ -374,6 +360,7 @@ def _dicom_problem(exc: Exception) -> str:
 
 def _dicom_frames(path: str, window: Window, limit: int) -> np.ndarray:
     import pydicom
+    from pydicom.datadict import dictionary_has_tag
     from pydicom.dataset import FileMetaDataset
     from pydicom.errors import InvalidDicomError
     from pydicom.pixels import apply_modality_lut
@@ -391,7 +378,11 @@ def _dicom_frames(path: str, window: Window, limit: int) -> np.ndarray:
             raise
         raise DecodeError(image) from None
     if not any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
-        if not _looks_like_dicom(ds):
+        # DICOM: a file meta header, or an element of the DICOM dictionary (a forced read of
+        # other bytes gives stray tags; keys(), not elements: making those can raise)
+        header = getattr(ds, "preamble", None) is not None or getattr(ds, "file_meta", None)
+        known = (t.group != 0 and dictionary_has_tag(t) for t in ds.keys())  # noqa: SIM118
+        if not header and not any(known):
             image = _image_content(path)
             raise DecodeError(image or "not a DICOM file (no DICOM header or data elements)")
         raise DecodeError(f"DICOM has no pixel data (Modality {ds.get('Modality', 'unknown')})")

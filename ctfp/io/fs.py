@@ -101,11 +101,8 @@ class Location:
         itself), the folder made if missing and fsynced; on a store one request built in
         memory first. ``data``: bytes, or a function writing to a file.
 
-        Raises
-        ------
-        StorageError
-            Something other than a file is there (a folder, a device, a FIFO, a socket), or
-            the write failed (no space left, a read-only file system, the store's error).
+        Raises StorageError: something other than a file is there (a folder, a device, a FIFO,
+        a socket), or the write failed (no space, a read-only file system, the store's error).
         """
         if not self.local:
             if callable(data):
@@ -328,12 +325,9 @@ def _native(text: str, scheme: str) -> tuple[Any, str]:
 def resolve(location: str | os.PathLike[str] | Location) -> Location:
     """The filesystem and path of ``location`` (a :class:`Location` as it is).
 
-    Raises
-    ------
-    InputError
-        An empty location, a scheme neither pyarrow nor fsspec knows, ``.`` or ``..`` in a
-        URI's path, or a store that cannot be opened (the message names the location and the
-        store's reason; credentials are never part of it).
+    Raises InputError: an empty location, a scheme neither pyarrow nor fsspec knows, ``.`` or
+    ``..`` in a URI's path, or a store that cannot be opened (the message names the location and
+    the store's reason; credentials are never part of it).
     """
     import pyarrow as pa
     import pyarrow.fs as pafs

@@ -104,10 +104,7 @@ class Lease(Held):
     """The write lease of ``folder`` (an object-store :class:`~ctfp.io.fs.Location`), held
     until :meth:`release` (or the end of a ``with`` block).
 
-    Raises
-    ------
-    CtfpError
-        Another writer holds the folder (the message names it and when its lease expires).
+    Raises CtfpError: another writer holds the folder (named, with its lease's expiry).
     """
 
     def __init__(self, folder: Any, *, seconds: float = LEASE_SECONDS) -> None:

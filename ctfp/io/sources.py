@@ -133,10 +133,8 @@ def discover(
     symlinks are followed (each real folder once); folders that cannot be read, and links to a
     folder already searched, are appended to ``unreadable``.
 
-    Raises
-    ------
-    InputError
-        A source does not exist, holds no decodable file, or two files would share one id.
+    Raises InputError: a source does not exist, holds no decodable file, or two files would
+    share one id.
     """
     if isinstance(sources, (str, os.PathLike)):
         sources = [sources]

@@ -29,6 +29,7 @@ from ctfp.exceptions import CtfpError, InputError, ShardMismatchError, StorageEr
 from ctfp.io.fs import Location, PathLike, child, resolve
 from ctfp.io.locks import Held
 from ctfp.progress import logger
+from ctfp.store.manifest import PART_RE
 
 PREFIX = "delta:"
 LOG_DIR = "_delta_log"
@@ -36,7 +37,6 @@ PROPERTY = "ctfp.metadata"  # the table property holding the shards' ctfp metada
 #: Parts no version names are deleted once this old (a younger one may be a live writer's).
 ORPHAN_HOURS = 1
 _VERSION = re.compile(r"^(.*)@v(\d+)$")
-_PART = re.compile(r"^part-[A-Za-z0-9_-]+\.parquet$")
 
 
 class CommitRefused(CtfpError):
@@ -170,10 +170,7 @@ class Snapshot:
 def snapshot(location: PathLike, version: int | None = None) -> Snapshot:
     """The parts of the table at ``location`` (``version``: that one, else the latest).
 
-    Raises
-    ------
-    InputError
-        There is no table there, or no such version, or it has no rows.
+    Raises InputError: there is no table there, or no such version, or it has no rows.
     """
     loc = resolve(location)
     try:
@@ -265,7 +262,7 @@ class DeltaLog:
         with _failing(self.loc):
             full = set(self._dt.vacuum(full=True, **kwargs))
             kept = set(self._dt.vacuum(**kwargs))
-        return sorted(p for p in full - kept if "/" not in p and _PART.match(p))
+        return sorted(p for p in full - kept if "/" not in p and PART_RE.match(p))
 
     def clean(self) -> None:
         """Delete the orphans (:meth:`orphans`)."""
@@ -286,11 +283,8 @@ class DeltaLog:
         added; ``take_in(names)`` reads parts other writers committed since and returns the ids
         they hold. Returns the version made.
 
-        Raises
-        ------
-        CommitRefused
-            Another writer committed rows of the same inputs, or replaced parts, since this
-            one read the table: nothing is committed (the added parts are deleted).
+        Raises CommitRefused: another writer committed rows of the same inputs, or replaced
+        parts, since this one read the table: nothing is committed (added parts are deleted).
         """
         from deltalake.exceptions import CommitFailedError
         from deltalake.transaction import AddAction, CommitProperties, RemoveAction

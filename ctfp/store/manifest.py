@@ -66,10 +66,7 @@ def list_parts(folder: PathLike | Location) -> dict[str, int]:
 def read_manifest(folder: PathLike) -> list[Part] | None:
     """The finished parts ``folder``'s record names, in name order; None without a record.
 
-    Raises
-    ------
-    ShardMismatchError
-        The record is not ctfp's or cannot be read (the message names it).
+    Raises ShardMismatchError: the record is not ctfp's or cannot be read.
     """
     record = read_record(folder)
     return None if record is None else record[0]
@@ -125,12 +122,9 @@ def committed_shards(folder: PathLike, required: bool = True) -> list[str | Path
     checked to be there with its recorded size; not ``required``: None where ``folder`` is no
     shard folder.
 
-    Raises
-    ------
-    InputError
-        A named part is missing, no part is finished, or an object-store folder has no record.
-    ShardMismatchError
-        A named part has another size than recorded (replaced since it was committed).
+    Raises InputError: a named part is missing, no part is finished, or an object-store folder
+    has no record; ShardMismatchError: a named part has another size than recorded (replaced
+    since it was committed).
     """
     from ctfp.store.delta import snapshot, table_of
 

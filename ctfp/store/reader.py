@@ -242,12 +242,8 @@ def read_embeddings(
     """Read every row of the shards in ``paths`` (folders or files) into memory; with
     ``inputs`` (input-file ids), only the rows of those files (:func:`of_inputs`).
 
-    Raises
-    ------
-    ShardMismatchError
-        The shards come from different models, weights, dimensions or preprocessing.
-    InputError
-        No shards were found, or one id occurs more than once.
+    Raises ShardMismatchError: the shards come from different models, weights, dimensions or
+    preprocessing; InputError: no shards were found, or one id occurs more than once.
     """
     files = shard_paths(paths)
     meta = check_compatible(files)

@@ -171,7 +171,7 @@ class ShardWriter:
             self.release()  # a folder that cannot be resumed is not left locked
             raise
         self._new_errors: list[dict[str, str]] = []
-        self._forgotten: set[str] = set()  # ids of old errors forget_errors_except dropped
+        self._forgotten: set[str] = set()  # ids of old errors resume() dropped
         self._buffer: list[BufferedFile] = []
         self._buffered_rows = 0
         self.shards_written: list[Path | str] = []
@@ -258,9 +258,9 @@ class ShardWriter:
                 f"{path} is not named by the folder's commit record and holds rows that "
                 f"committed shards hold too (e.g. {clash[0]!r}): not a part of this run; remove it"
             )
-        frames = table.column("frame").to_pylist()
-        sources = table.column("source").to_pylist()
-        labels = table.column("label").to_pylist()
+        frames, sources, labels = (
+            table.column(c).to_pylist() for c in ("frame", "source", "label")
+        )
         stamps = table.column(FINGERPRINT).to_pylist() if stamped else [None] * len(ids)
         if not stamped:
             self._unrecorded.update(ids)
