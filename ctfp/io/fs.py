@@ -78,10 +78,8 @@ class Location:
 
     def exists(self) -> bool:
         """Whether this file or object is there (one metadata request on a store)."""
-        import pyarrow.fs as pafs
-
         with self.failing(self.uri):
-            return self.filesystem.get_file_info(self.path).type == pafs.FileType.File
+            return self.filesystem.get_file_info(self.path).is_file
 
     def read_bytes(self) -> bytes | None:
         """The content of this file or object, or None where there is none."""
@@ -187,7 +185,7 @@ class Location:
         return {
             i.path[len(base) + 1 :]: i.size
             for i in sorted(infos, key=lambda i: i.path)
-            if i.type == pafs.FileType.File and i.path.startswith(base + "/")
+            if i.is_file and i.path.startswith(base + "/")
         }
 
     def lock(self) -> Any:

@@ -75,29 +75,25 @@ def file_stamp(size: int, mtime_ns: int) -> str:
 def with_stamps(files: list[InputFile]) -> list[InputFile]:
     """``files`` with their stamps (:func:`file_stamp`), taken before anything is decoded; None
     for a file that cannot be looked at. Objects are looked up in one request per store."""
-    local = [f for f in files if not is_remote(f.path)]
-    remote = [f for f in files if is_remote(f.path)]
     stamps: dict[str, str | None] = {}
-    for f in local:
+    by_store: dict[str | None, list[InputFile]] = {}
+    for f in files:
+        if is_remote(f.path):
+            by_store.setdefault(scheme_of(f.path), []).append(f)
+            continue
         try:
             st = os.stat(f.path)
         except OSError:
             continue
         stamps[f.path] = file_stamp(st.st_size, st.st_mtime_ns)
-    if remote:
-        import pyarrow.fs as pafs
-
-        by_store: dict[str | None, list[InputFile]] = {}
-        for f in remote:
-            by_store.setdefault(scheme_of(f.path), []).append(f)
-        for group in by_store.values():
-            first = resolve(group[0].path)
-            with first.failing():
-                infos = first.filesystem.get_file_info([resolve(f.path).path for f in group])
-            for f, info in zip(group, infos, strict=True):
-                if info.type == pafs.FileType.File:
-                    mtime = info.mtime_ns if info.mtime_ns is not None else -1
-                    stamps[f.path] = file_stamp(info.size, mtime)
+    for group in by_store.values():
+        first = resolve(group[0].path)
+        with first.failing():
+            infos = first.filesystem.get_file_info([resolve(f.path).path for f in group])
+        for f, info in zip(group, infos, strict=True):
+            if info.is_file:
+                mtime = info.mtime_ns if info.mtime_ns is not None else -1
+                stamps[f.path] = file_stamp(info.size, mtime)
     return [dataclasses.replace(f, stamp=stamps.get(f.path)) for f in files]
 
 

@@ -47,14 +47,9 @@ class Part:
 
 def file_sizes(folder: PathLike | Location, names: list[str]) -> dict[str, int | None]:
     """The size of each of ``names`` in ``folder`` (None: missing), in one request on a store."""
-    import pyarrow.fs as pafs
-
     loc = resolve(folder)
     infos = loc.filesystem.get_file_info([loc.join(n).path for n in names]) if names else []
-    return {
-        n: (i.size if i.type == pafs.FileType.File else None)
-        for n, i in zip(names, infos, strict=True)
-    }
+    return {n: i.size if i.is_file else None for n, i in zip(names, infos, strict=True)}
 
 
 def list_parts(folder: PathLike | Location) -> dict[str, int]:

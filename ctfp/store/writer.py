@@ -100,16 +100,9 @@ class ShardWriter:
     rows of inputs changed since (:meth:`changed`, :meth:`supersede`) before they are embedded
     again, so readers never see two rows of one id, nor an old one.
 
-    Parameters
-    ----------
-    out_dir
-        Folder of the dataset's shards (created if missing).
-    metadata
-        Shard metadata (see :func:`ctfp.store.schema.make_metadata`); existing shards must agree.
-    rows_per_shard
-        A shard is committed once it holds at least this many rows (at a file boundary).
-    commit_seconds
-        ... or once this many seconds have passed since the last commit (None: rows only).
+    ``out_dir`` is created if missing; its shards must agree with ``metadata``
+    (:func:`ctfp.store.schema.make_metadata`). A shard is committed at a file boundary once it
+    holds ``rows_per_shard`` rows, or ``commit_seconds`` after the last commit (None: never).
     """
 
     def __init__(
