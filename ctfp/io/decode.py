@@ -319,7 +319,12 @@ def _decode_dicom(path: str, window: Window, limit: int) -> np.ndarray:
     except (DecodeError, MemoryError):
         raise
     except Exception as exc:  # pydicom raises ValueError, AttributeError, OSError, ...
-        raise DecodeError(_dicom_problem(exc)) from exc
+        text = str(exc)
+        for pattern, sentence in _DICOM_PROBLEMS:  # what pydicom says, as one sentence
+            if match := re.search(pattern, text):
+                raise DecodeError(sentence.format(*match.groups())) from exc
+        reason = f"unreadable DICOM file ({type(exc).__name__}: {text})"
+        raise DecodeError(_one_line(reason)) from exc
 
 
 # What pydicom says about a broken file, and the sentence that says it to a person.
@@ -346,16 +351,6 @@ _DICOM_PROBLEMS = (
         "the DICOM data stops inside a data element (a truncated file?)",
     ),
 )
-
-
-def _dicom_problem(exc: Exception) -> str:
-    """What pydicom's ``exc`` says is wrong with a DICOM file, as one sentence."""
-    text = str(exc)
-    for pattern, sentence in _DICOM_PROBLEMS:
-        match = re.search(pattern, text)
-        if match:
-            return sentence.format(*match.groups())
-    return _one_line(f"unreadable DICOM file ({type(exc).__name__}: {text})")
 
 
 def _dicom_frames(path: str, window: Window, limit: int) -> np.ndarray:

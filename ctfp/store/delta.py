@@ -29,7 +29,6 @@ from ctfp.exceptions import CtfpError, InputError, ShardMismatchError, StorageEr
 from ctfp.io.fs import Location, PathLike, child, resolve
 from ctfp.io.locks import Held
 from ctfp.progress import logger
-from ctfp.store.manifest import PART_RE
 
 PREFIX = "delta:"
 LOG_DIR = "_delta_log"
@@ -37,6 +36,7 @@ PROPERTY = "ctfp.metadata"  # the table property holding the shards' ctfp metada
 #: Parts no version names are deleted once this old (a younger one may be a live writer's).
 ORPHAN_HOURS = 1
 _VERSION = re.compile(r"^(.*)@v(\d+)$")
+_PART = re.compile(r"^part-[A-Za-z0-9_-]+\.parquet$")
 
 
 class CommitRefused(CtfpError):
@@ -262,7 +262,7 @@ class DeltaLog:
         with _failing(self.loc):
             full = set(self._dt.vacuum(full=True, **kwargs))
             kept = set(self._dt.vacuum(**kwargs))
-        return sorted(p for p in full - kept if "/" not in p and PART_RE.match(p))
+        return sorted(p for p in full - kept if "/" not in p and _PART.match(p))
 
     def clean(self) -> None:
         """Delete the orphans (:meth:`orphans`)."""
