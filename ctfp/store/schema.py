@@ -56,8 +56,7 @@ def shard_schema(
 def input_of(row_id: str, frame: int) -> str:
     """The id of the input file of a row: ``vol`` for a volume's row ``vol#3`` (frame 3), the
     row id itself for a single-slice file."""
-    suffix = f"#{frame}"
-    return row_id[: -len(suffix)] if row_id.endswith(suffix) else row_id
+    return row_id.removesuffix(f"#{frame}")
 
 
 def make_metadata(identity: dict[str, Any], dtype: str, decode: dict[str, Any]) -> dict[str, Any]:
