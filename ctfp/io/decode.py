@@ -13,7 +13,6 @@ import tempfile
 import threading
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -34,17 +33,25 @@ def decode_file(
     frames : (n, h, w) uint8
         One 8-bit grayscale slice per frame (2-D images: ``n == 1``).
 
-    Raises
-    ------
-    DecodeError
-        With a reason a person can act on: empty file, not an image, truncated data, DICOM without
-        pixel data, unsupported compression, wrong dimensions.
+    Raises DecodeError: with a reason a person can act on: empty file, not an image, truncated
+    data, DICOM without pixel data, unsupported compression, wrong dimensions.
     """
     window = window or Window()
     path = os.fspath(path)
-    if is_remote(path):
-        with _fetched(path) as local:
-            return decode_file(local, window, max_pixels=max_pixels)
+    if is_remote(path):  # a local temporary copy (same suffix: the decoders go by it)
+        try:
+            data = resolve(path).read_bytes()
+        except (OSError, ValueError) as exc:
+            raise DecodeError(f"cannot read object: {exc}") from exc
+        if data is None:
+            raise DecodeError("cannot read object: it does not exist")
+        fd, name = tempfile.mkstemp(prefix="ctfp-", suffix=suffix_of(path) or ".bin")
+        try:
+            with open(fd, "wb") as f:
+                f.write(data)
+            return decode_file(name, window, max_pixels=max_pixels)
+        finally:
+            os.unlink(name)
     try:
         info = os.stat(path)
     except OSError as exc:
@@ -53,12 +60,10 @@ def decode_file(
         raise DecodeError(f"not a regular file ({file_kind(info.st_mode)}); give image files")
     if info.st_size == 0:
         raise DecodeError("empty file (0 bytes)")
-    suffix = suffix_of(path)
-    limit = _Limit(max_pixels)
     said: list[str] = []
     try:
         with _decoder_messages(said):
-            frames = _decode(path, suffix, window, limit)
+            frames = _decode(path, window, max_pixels)
     except DecodeError as exc:
         if _one_line(str(exc)) != str(exc):
             raise DecodeError(_one_line(str(exc))) from exc
@@ -76,7 +81,16 @@ def decode_file(
         # libjpeg (inside GDCM for JPEG-compressed DICOM) only *prints* "Corrupt JPEG data" and
         # returns whatever it reconstructed: most pixels of such a slice are wrong.
         raise DecodeError(f"the decoder reported corrupt data: {corrupt[0]}")
-    frames = _check_frames(frames)
+    if frames.ndim != 3:
+        raise DecodeError(f"decoded to an array of shape {frames.shape}; expected 2-D slices")
+    n, h, w = frames.shape
+    if n == 0:
+        raise DecodeError("no frames in file")
+    if h < MIN_SIDE or w < MIN_SIDE:
+        raise DecodeError(
+            f"slice is {h}x{w} pixels; expected a 2-D image at least {MIN_SIDE}x{MIN_SIDE}"
+        )
+    frames = np.ascontiguousarray(frames, dtype=np.uint8)
     if _blank(frames):
         warnings.warn(
             f"{path}: every pixel is {frames.flat[0]}: a blank image, embedded as it is",
@@ -98,25 +112,6 @@ def file_kind(mode: int) -> str:
     return next((kind for test, kind in kinds if test(mode)), "not a regular file")
 
 
-@contextlib.contextmanager
-def _fetched(uri: str) -> Iterator[str]:
-    """A local temporary copy of the object ``uri`` (same suffix: the decoders go by it), for
-    decoders that read files; removed afterwards."""
-    try:
-        data = resolve(uri).read_bytes()
-    except (OSError, ValueError) as exc:
-        raise DecodeError(f"cannot read object: {exc}") from exc
-    if data is None:
-        raise DecodeError("cannot read object: it does not exist")
-    fd, name = tempfile.mkstemp(prefix="ctfp-", suffix=suffix_of(uri) or ".bin")
-    try:
-        with open(fd, "wb") as f:
-            f.write(data)
-        yield name
-    finally:
-        os.unlink(name)
-
-
 def _one_line(text: str) -> str:
     """A decoder's message on one line: its non-empty lines joined with "; "."""
     if "\n" not in text and "\r" not in text:
@@ -125,15 +120,12 @@ def _one_line(text: str) -> str:
 
 
 class BlankImage(UserWarning):
-    """An image file (PNG, JPEG) whose every pixel is one gray value. It is embedded: such a
-    file is what the user gave (a generator's blank output is one), and an ImageCLEF run file
-    needs a line for every test image. A DICOM or NIfTI file that ctfp's window turns blank is
-    an error of the file instead (:func:`_refuse_blank`)."""
+    """An image file (PNG, JPEG) whose every pixel is one gray value: embedded (an ImageCLEF
+    run file needs a line for every test image); a blank DICOM or NIfTI file is an error."""
 
 
 class DecoderMessage(UserWarning):
-    """A line a C decoder (libjpeg, GDCM, zlib) wrote to stderr while decoding a file that is
-    not a sign of corruption; it goes through ctfp's log like Python warnings."""
+    """A line a C decoder wrote to stderr while decoding, not a sign of corruption."""
 
 
 # What C decoders print, instead of failing, when the data they reconstructed is wrong.
@@ -142,16 +134,20 @@ _CORRUPTION = re.compile(
     re.IGNORECASE,
 )
 _STDERR_LOCK = threading.Lock()
+_SINKS: dict[int, Any] = {}  # the file that catches the decoders' stderr, by process
 
 
 @contextlib.contextmanager
 def _decoder_messages(said: list[str]) -> Iterator[None]:
-    """Collect what C code writes to file descriptor 2 while decoding, into ``said`` (one entry
-    per non-empty line). Python never sees those lines otherwise: they bypass ``sys.stderr``,
-    ``warnings`` and ``--quiet``, and they are the only sign of some corrupt files."""
+    """Collect what C code writes to file descriptor 2 while decoding into ``said`` (one entry
+    per non-empty line): it bypasses ``sys.stderr`` and ``--quiet``, and is the only sign of
+    some corrupt files."""
     fd = 2  # C code writes to descriptor 2 whatever sys.stderr is (pytest, notebooks)
     with _STDERR_LOCK:
-        sink = _sink()
+        sink = _SINKS.get(os.getpid())  # made once per process (a forked worker makes its own)
+        if sink is None:
+            sink = _SINKS[os.getpid()] = tempfile.TemporaryFile()  # noqa: SIM115 (kept open)
+            atexit.register(sink.close)
         try:
             saved = os.dup(fd)
         except OSError:  # no stderr at all (a daemon): nothing to capture
@@ -174,20 +170,8 @@ def _decoder_messages(said: list[str]) -> Iterator[None]:
                 sink.truncate()
 
 
-_SINKS: dict[int, Any] = {}
-
-
-def _sink() -> Any:
-    """This process's file that catches the decoders' stderr, made once (a new temporary file
-    per decoded slice cost about a tenth of a PNG's decoding); emptied after each use."""
-    sink = _SINKS.get(os.getpid())  # a forked loader worker makes its own
-    if sink is None:
-        sink = _SINKS[os.getpid()] = tempfile.TemporaryFile()  # noqa: SIM115 (kept open)
-        atexit.register(sink.close)
-    return sink
-
-
-def _decode(path: str, suffix: str, window: Window, limit: _Limit) -> np.ndarray:
+def _decode(path: str, window: Window, limit: int) -> np.ndarray:
+    suffix = suffix_of(path)
     if suffix in NIFTI_SUFFIXES:
         return _decode_nifti(path, window, limit)
     if suffix not in IMAGE_SUFFIXES:
@@ -199,37 +183,19 @@ def _decode(path: str, suffix: str, window: Window, limit: _Limit) -> np.ndarray
     return _decode_image(io.BytesIO(data), limit)
 
 
-@dataclass(frozen=True)
-class _Limit:
+def _check_size(max_pixels: int, height: int, width: int, frames: int) -> None:
     """The declared-size check every decoder runs before decoding pixels."""
-
-    max_pixels: int
-
-    def check(self, height: int, width: int, frames: int = 1) -> None:
-        if height * width > self.max_pixels:
-            raise DecodeError(
-                f"declares {width}x{height} pixels per slice, more than the limit of "
-                f"{self.max_pixels:,} (decoding would need {height * width * 8 / 2**30:.2g} GiB; "
-                "raise the limit with --max-pixels)"
-            )
-        if height * width * frames > 4 * self.max_pixels:
-            raise DecodeError(
-                f"declares {frames} slices of {width}x{height} pixels, more than the limit of "
-                f"{4 * self.max_pixels:,} pixels in one file (raise the limit with --max-pixels)"
-            )
-
-
-def _check_frames(frames: np.ndarray) -> np.ndarray:
-    if frames.ndim != 3:
-        raise DecodeError(f"decoded to an array of shape {frames.shape}; expected 2-D slices")
-    n, h, w = frames.shape
-    if n == 0:
-        raise DecodeError("no frames in file")
-    if h < MIN_SIDE or w < MIN_SIDE:
+    if height * width > max_pixels:
         raise DecodeError(
-            f"slice is {h}x{w} pixels; expected a 2-D image at least {MIN_SIDE}x{MIN_SIDE}"
+            f"declares {width}x{height} pixels per slice, more than the limit of "
+            f"{max_pixels:,} (decoding would need {height * width * 8 / 2**30:.2g} GiB; "
+            "raise the limit with --max-pixels)"
         )
-    return np.ascontiguousarray(frames, dtype=np.uint8)
+    if height * width * frames > 4 * max_pixels:
+        raise DecodeError(
+            f"declares {frames} slices of {width}x{height} pixels, more than the limit of "
+            f"{4 * max_pixels:,} pixels in one file (raise the limit with --max-pixels)"
+        )
 
 
 # The first bytes of the image formats a file named like DICOM most often really is.
@@ -264,47 +230,31 @@ def _image_content(path: str) -> str | None:
     return f"not a DICOM file: its content is a {kind} image ({fix})"
 
 
-def _looks_like_dicom(ds: Any) -> bool:
-    """Whether a dataset pydicom read with ``force=True`` holds DICOM: a file meta header, or
-    a data element of the DICOM dictionary (forced reads of other bytes give stray tags)."""
-    from pydicom.datadict import dictionary_has_tag
-
-    if getattr(ds, "preamble", None) is not None or len(getattr(ds, "file_meta", None) or ()):
-        return True
-    # keys(), not the elements: turning stray bytes into elements can raise
-    return any(tag.group != 0 and dictionary_has_tag(tag) for tag in ds.keys())  # noqa: SIM118
-
-
-def _decode_image(path: str | io.BytesIO, limit: _Limit) -> np.ndarray:
+def _decode_image(path: str | io.BytesIO, limit: int) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as img:  # reads the header only
-            limit.check(img.size[1], img.size[0], getattr(img, "n_frames", 1))
+            _check_size(limit, img.size[1], img.size[0], getattr(img, "n_frames", 1))
             img.load()  # raises on truncated data instead of returning a half-grey image
-            return _pil_to_gray(img)[None]
+            if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+                # 16-bit gray: map the full 0..65535 range to 0..255 (no per-image stretching).
+                a = np.asarray(img).astype(np.float64)
+                return np.floor(np.clip(a, 0, 65535) / 257.0).astype(np.uint8)[None]
+            if img.mode == "F":
+                return _minmax(np.asarray(img, dtype=np.float64))[None]
+            gray = img if img.mode == "L" else img.convert("L")  # RGB, palette...: ITU-R 601 luma
+            return np.asarray(gray, dtype=np.uint8)[None]
     except UnidentifiedImageError:
         raise DecodeError("not an image: PIL cannot identify the file format") from None
     except OSError as exc:
         raise DecodeError(f"corrupt or truncated image: {exc}") from None
 
 
-def _pil_to_gray(img) -> np.ndarray:
-    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-        # 16-bit gray: map the full 0..65535 range to 0..255 (no per-image stretching).
-        a = np.asarray(img).astype(np.float64)
-        return np.floor(np.clip(a, 0, 65535) / 257.0).astype(np.uint8)
-    if img.mode == "F":
-        return _minmax(np.asarray(img, dtype=np.float64))
-    if img.mode != "L":
-        img = img.convert("L")  # RGB, RGBA, palette, LA: ITU-R 601 luma
-    return np.asarray(img, dtype=np.uint8)
-
-
-def _to_uint8(values: np.ndarray, window: Window, is_hu: bool) -> np.ndarray:
-    """Window stored values (HU for CT) to uint8, frame by frame along axis 0. Non-finite
-    values are an error of the file: a window or min-max scaling would turn them into
-    plausible-looking gray (or black) without a word."""
+def _render(values: np.ndarray, window: Window, is_hu: bool, slope: Any = None) -> np.ndarray:
+    """A DICOM or NIfTI file's stored values (HU for CT), frame by frame along axis 0, as uint8
+    (:func:`_refuse_blank`). Non-finite values are an error of the file: a window or min-max
+    scaling would turn them into plausible-looking gray without a word."""
     bad = int(np.size(values) - np.count_nonzero(np.isfinite(values)))
     if bad:
         raise DecodeError(
@@ -314,8 +264,8 @@ def _to_uint8(values: np.ndarray, window: Window, is_hu: bool) -> np.ndarray:
     if window.mode == "hu" or (window.mode == "auto" and is_hu):
         lo = window.level - window.width / 2.0
         scaled = (np.clip(values, lo, lo + window.width) - lo) / window.width * 255.0
-        return np.floor(scaled).astype(np.uint8)
-    return np.stack([_minmax(frame) for frame in values])
+        return _refuse_blank(np.floor(scaled).astype(np.uint8), values, window, slope)
+    return _refuse_blank(np.stack([_minmax(frame) for frame in values]), values, None, slope)
 
 
 def _blank(frames: np.ndarray) -> bool:
@@ -325,16 +275,11 @@ def _blank(frames: np.ndarray) -> bool:
 
 
 def _refuse_blank(
-    out: np.ndarray,
-    values: np.ndarray,
-    window: Window | None = None,
-    is_hu: bool = False,
-    slope: Any = None,
+    out: np.ndarray, values: np.ndarray, window: Window | None = None, slope: Any = None
 ) -> np.ndarray:
-    """``out``, the 8-bit rendering of a DICOM or NIfTI file's ``values``, unless each of its
-    slices is one gray value: every such slice embeds alike, whatever the file held, so the
-    file is an error that says why. (A volume with some blank slices, padding at its ends, is
-    embedded.) ``slope``: the DICOM RescaleSlope."""
+    """``out``, the 8-bit rendering of ``values`` (through the HU ``window``, None: none),
+    unless each of its slices is one gray value: every such slice embeds alike, so the file is
+    an error that says why (some blank slices are embedded). ``slope``: the RescaleSlope."""
     if not _blank(out):
         return out
     if slope not in (None, "") and float(slope) == 0:
@@ -342,13 +287,12 @@ def _refuse_blank(
             "constant after windowing: RescaleSlope is 0, so every pixel has the value of "
             "RescaleIntercept (a wrong header)"
         )
-    windowed = window is not None and (window.mode == "hu" or (window.mode == "auto" and is_hu))
-    unit = " HU" if windowed else ""
+    unit = " HU" if window is not None else ""
     lo, hi = float(values.min()), float(values.max())
     if _blank(values):
         what = f"the value {lo:g}{unit}" if lo == hi else f"one value ({lo:g} to {hi:g}{unit})"
         raise DecodeError(f"every pixel of each slice has {what}: a blank image, nothing to embed")
-    if window is None or not windowed:  # 8-bit RGB whose values differ by under a gray level
+    if window is None:  # e.g. 8-bit RGB whose values differ by under a gray level
         raise DecodeError(
             f"every pixel is the same gray in 8 bits (the file's values span {lo:g} to {hi:g})"
         )
@@ -369,13 +313,18 @@ def _minmax(a: np.ndarray) -> np.ndarray:
     return np.floor((a - lo) * (255.0 / (hi - lo))).astype(np.uint8)
 
 
-def _decode_dicom(path: str, window: Window, limit: _Limit) -> np.ndarray:
+def _decode_dicom(path: str, window: Window, limit: int) -> np.ndarray:
     try:
         return _dicom_frames(path, window, limit)
     except (DecodeError, MemoryError):
         raise
     except Exception as exc:  # pydicom raises ValueError, AttributeError, OSError, ...
-        raise DecodeError(_dicom_problem(exc)) from exc
+        text = str(exc)
+        for pattern, sentence in _DICOM_PROBLEMS:  # what pydicom says, as one sentence
+            if match := re.search(pattern, text):
+                raise DecodeError(sentence.format(*match.groups())) from exc
+        reason = f"unreadable DICOM file ({type(exc).__name__}: {text})"
+        raise DecodeError(_one_line(reason)) from exc
 
 
 # What pydicom says about a broken file, and the sentence that says it to a person.
@@ -404,18 +353,9 @@ _DICOM_PROBLEMS = (
 )
 
 
-def _dicom_problem(exc: Exception) -> str:
-    """What pydicom's ``exc`` says is wrong with a DICOM file, as one sentence."""
-    text = str(exc)
-    for pattern, sentence in _DICOM_PROBLEMS:
-        match = re.search(pattern, text)
-        if match:
-            return sentence.format(*match.groups())
-    return _one_line(f"unreadable DICOM file ({type(exc).__name__}: {text})")
-
-
-def _dicom_frames(path: str, window: Window, limit: _Limit) -> np.ndarray:
+def _dicom_frames(path: str, window: Window, limit: int) -> np.ndarray:
     import pydicom
+    from pydicom.datadict import dictionary_has_tag
     from pydicom.dataset import FileMetaDataset
     from pydicom.errors import InvalidDicomError
     from pydicom.pixels import apply_modality_lut
@@ -433,7 +373,11 @@ def _dicom_frames(path: str, window: Window, limit: _Limit) -> np.ndarray:
             raise
         raise DecodeError(image) from None
     if not any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
-        if not _looks_like_dicom(ds):
+        # DICOM: a file meta header, or an element of the DICOM dictionary (a forced read of
+        # other bytes gives stray tags; keys(), not elements: making those can raise)
+        header = getattr(ds, "preamble", None) is not None or getattr(ds, "file_meta", None)
+        known = (t.group != 0 and dictionary_has_tag(t) for t in ds.keys())  # noqa: SIM118
+        if not header and not any(known):
             image = _image_content(path)
             raise DecodeError(image or "not a DICOM file (no DICOM header or data elements)")
         raise DecodeError(f"DICOM has no pixel data (Modality {ds.get('Modality', 'unknown')})")
@@ -452,7 +396,7 @@ def _dicom_frames(path: str, window: Window, limit: _Limit) -> np.ndarray:
         declared = [int(ds.get(k, 0) or 0) for k in ("Rows", "Columns", "NumberOfFrames")]
     except (TypeError, ValueError):
         raise DecodeError("DICOM Rows, Columns or NumberOfFrames is not a number") from None
-    limit.check(declared[0], declared[1], max(declared[2], 1) * samples)
+    _check_size(limit, declared[0], declared[1], max(declared[2], 1) * samples)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -475,14 +419,13 @@ def _dicom_frames(path: str, window: Window, limit: _Limit) -> np.ndarray:
     if frames == 1:
         values = values[None]
     is_hu = modality == "CT" or str(ds.get("RescaleType", "")).upper() == "HU"
-    slope = ds.get("RescaleSlope")
-    out = _refuse_blank(_to_uint8(values, window, is_hu), values, window, is_hu, slope)
+    out = _render(values, window, is_hu, ds.get("RescaleSlope"))
     if str(ds.PhotometricInterpretation).upper() == "MONOCHROME1":
         out = 255 - out  # MONOCHROME1: low values are white
     return out
 
 
-def _decode_nifti(path: str, window: Window, limit: _Limit) -> np.ndarray:
+def _decode_nifti(path: str, window: Window, limit: int) -> np.ndarray:
     import nibabel as nib
 
     try:
@@ -490,7 +433,9 @@ def _decode_nifti(path: str, window: Window, limit: _Limit) -> np.ndarray:
     except Exception as exc:
         raise DecodeError(f"not a readable NIfTI file: {exc}") from None
     shape = (*(int(v) for v in img.shape), 1, 1)
-    limit.check(shape[0], shape[1], int(np.prod(shape[2:])))  # the header's, before any voxel
+    _check_size(
+        limit, shape[0], shape[1], int(np.prod(shape[2:]))
+    )  # the header's, before any voxel
     img = nib.as_closest_canonical(img)  # RAS+, so axis 2 is axial (inferior -> superior)
     data = np.asanyarray(img.dataobj, dtype=np.float64)
     while data.ndim > 3 and data.shape[-1] == 1:
@@ -502,4 +447,4 @@ def _decode_nifti(path: str, window: Window, limit: _Limit) -> np.ndarray:
     # Radiological display: rows run anterior -> posterior, columns patient right -> left.
     slices = np.ascontiguousarray(np.transpose(data, (2, 1, 0))[:, ::-1, ::-1])
     is_hu = bool(np.isfinite(slices).all()) and float(slices.min()) < -500.0
-    return _refuse_blank(_to_uint8(slices, window, is_hu), slices, window, is_hu)
+    return _render(slices, window, is_hu)

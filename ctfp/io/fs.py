@@ -1,16 +1,13 @@
 """Where a path lives: a local folder or an object store, as a ``pyarrow.fs`` filesystem.
 
-Every path-taking function of ctfp takes a local path or a URI and resolves it once
-(:func:`resolve`) into a :class:`Location`, which reads, lists, writes atomically and locks the
-same way wherever it lives. Local paths and ``file://`` URIs are the local filesystem; ``s3://``,
-``gs://`` (``gcs://``), ``abfs://`` (``abfss://``, ``az://``) and ``hdfs://`` are pyarrow's
-native filesystems; any other scheme goes through fsspec when it is installed and knows it.
-Credentials and endpoints come from each store's standard environment and configuration chain
-(for S3: ``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_REGION``,
-``~/.aws/config``), so any S3-compatible store works with no ctfp-specific setting; ctfp never
-prints them (a :class:`Location` shows its URI only). Every request to S3 or GCS has a time
-limit (:data:`STORE_TIMEOUTS`), and every error of reading or writing becomes one
-:class:`~ctfp.exceptions.StorageError` naming the path or URI.
+Every path or URI is resolved once (:func:`resolve`) into a :class:`Location`, which reads,
+lists, writes atomically and locks the same way wherever it lives. ``s3://``, ``gs://``
+(``gcs://``), ``abfs://`` (``abfss://``, ``az://``) and ``hdfs://`` are pyarrow's native
+filesystems; other schemes go through fsspec where it knows them. Credentials and endpoints
+come from each store's standard environment (for S3: ``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``,
+``~/.aws/config``...) and are never printed. Requests to S3 or GCS have time limits
+(:data:`STORE_TIMEOUTS`); errors become one :class:`~ctfp.exceptions.StorageError` naming the
+path or URI.
 """
 
 from __future__ import annotations
@@ -36,20 +33,15 @@ PathLike = str | os.PathLike[str]
 #: Schemes pyarrow opens natively (``pyarrow.fs.FileSystem.from_uri``).
 NATIVE = ("s3", "gs", "gcs", "abfs", "abfss", "az", "hdfs", "viewfs")
 _SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
-#: Time limits of object-store requests, in seconds: to connect; a request that transfers
-#: nothing for this long (a stalled endpoint) fails; attempts of one S3 call; the time one GCS
-#: call may spend retrying. A store that does not answer fails in about 10 s, not minutes.
+#: Time limits of object-store requests, in seconds: to connect; a request transferring
+#: nothing this long; attempts of one S3 call; the time one GCS call may spend retrying.
 STORE_TIMEOUTS = {"connect": 5.0, "request": 3.0, "attempts": 3, "retry": 8.0}
 
 
 @dataclass(frozen=True)
 class Location:
-    """A resolved path: the filesystem it lives on and the path within it.
-
-    ``uri`` is what the user gave (a local path made absolute); ``path`` is the filesystem's
-    own path (``bucket/key`` on an object store); ``local`` is true for the local filesystem,
-    where renames are atomic (object stores have no rename: they need commit records).
-    """
+    """A resolved path: ``uri`` as given (a local path made absolute), ``path`` the
+    filesystem's own (``bucket/key`` on a store), ``local`` for the local filesystem."""
 
     uri: str
     path: str
@@ -66,12 +58,11 @@ class Location:
     def __str__(self) -> str:
         return self.uri
 
-    # -- what every path-taking function does with a location, written once -----------------
     @contextlib.contextmanager
     def failing(self, where: object = None) -> Iterator[None]:
-        """Turn the system's or the store's errors in the block into one
+        """The system's or the store's errors in the block as one
         :class:`~ctfp.exceptions.StorageError` naming ``where`` (default: this location, or
-        locally the file the system names) and, where a store does not answer, its endpoint."""
+        locally the file the system names) and a store's endpoint."""
         import pyarrow as pa
 
         try:
@@ -87,10 +78,8 @@ class Location:
 
     def exists(self) -> bool:
         """Whether this file or object is there (one metadata request on a store)."""
-        import pyarrow.fs as pafs
-
         with self.failing(self.uri):
-            return self.filesystem.get_file_info(self.path).type == pafs.FileType.File
+            return self.filesystem.get_file_info(self.path).is_file
 
     def read_bytes(self) -> bytes | None:
         """The content of this file or object, or None where there is none."""
@@ -105,17 +94,13 @@ class Location:
                 return stream.read()
 
     def put(self, data: bytes | Callable[[BinaryIO], Any]) -> int:
-        """Write this file atomically and return its size: readers see all of it or none of
-        it. Locally a new temp file beside it, fsynced, renamed over it (over a link, the link
-        itself: never what it points to), the folder fsynced (the folder made if missing); on
-        a store one request (built in memory first, so that a write that fails half-way leaves
-        no half object). ``data``: bytes, or a function writing to a file.
+        """Write this file atomically (readers see all of it or none) and return its size.
+        Locally a temp file beside it, fsynced and renamed over it (over a link: the link
+        itself), the folder made if missing and fsynced; on a store one request built in
+        memory first. ``data``: bytes, or a function writing to a file.
 
-        Raises
-        ------
-        StorageError
-            Something other than a file is there (a folder, a device, a FIFO, a socket), or
-            the write failed (no space left, a read-only file system, the store's error).
+        Raises StorageError: something other than a file is there (a folder, a device, a FIFO,
+        a socket), or the write failed (no space, a read-only file system, the store's error).
         """
         if not self.local:
             if callable(data):
@@ -156,8 +141,7 @@ class Location:
 
     def check_file(self) -> None:
         """Refuse (:class:`~ctfp.exceptions.StorageError`) where :meth:`put` would: a local
-        folder, device, FIFO or socket is there (renaming a file over it would replace it:
-        ``/dev/null`` made a file). A link is fine: :meth:`put` replaces the link itself."""
+        folder, device, FIFO or socket is there (a rename would replace it); a link is fine."""
         if not self.local:
             return
         try:
@@ -179,9 +163,9 @@ class Location:
                 self.filesystem.delete_file(self.path)
 
     def list_files(self, recursive: bool = True) -> dict[str, int]:
-        """Every file (object) under this folder (``recursive``) or in it: its path relative
-        to the folder (``/``-separated) and its size; empty where there is no such folder.
-        Locally, links are left out (and not followed)."""
+        """Every file under this folder (``recursive``) or in it by its ``/``-separated path
+        relative to the folder, with its size; empty where there is no such folder. Locally,
+        links are left out (and not followed)."""
         if self.local:
             root = Path(self.path)
             if not root.is_dir():
@@ -201,13 +185,13 @@ class Location:
         return {
             i.path[len(base) + 1 :]: i.size
             for i in sorted(infos, key=lambda i: i.path)
-            if i.type == pafs.FileType.File and i.path.startswith(base + "/")
+            if i.is_file and i.path.startswith(base + "/")
         }
 
     def lock(self) -> Any:
-        """Keep every other writer out of this folder until the returned lock's ``release()``
-        (or the end of its ``with`` block): a :class:`~ctfp.io.locks.FolderLock` locally (the
-        folder made if missing), the :class:`~ctfp.io.locks.Lease` on a store."""
+        """Keep every other writer out of this folder until the returned lock's ``release()``:
+        a :class:`~ctfp.io.locks.FolderLock` locally (the folder made if missing), a
+        :class:`~ctfp.io.locks.Lease` on a store."""
         from ctfp.io.locks import FolderLock, Lease
 
         if not self.local:
@@ -217,9 +201,8 @@ class Location:
         return FolderLock(self.path)
 
 
-# Temp files are ".<final name>.<pid>.<random>.tmp": unpredictable, created exclusively (no
-# planted file or symlink is followed), and removable later only when their process is gone.
-# Cleanup looks for those of shard folders' files only (earlier versions had no random part).
+# Temp files are ".<final name>.<pid>.<random>.tmp": created exclusively, removed later only
+# when their process is gone; cleanup looks for those of shard folders' files only.
 _TEMP_RE = re.compile(
     r"^\.(part-[A-Za-z0-9_-]+\.parquet|errors\.parquet|_manifest\.json)\.(\d+)\.([a-z0-9_]{8})\.tmp$"
 )
@@ -247,8 +230,7 @@ def scheme_of(location: str | os.PathLike[str]) -> str | None:
 
 def as_local(location: str | os.PathLike[str]) -> str | os.PathLike[str]:
     """``location`` with a ``file://`` URI turned into its local path (``file:///data/x`` ->
-    ``/data/x``), so that code taking local paths never reads the URI as a relative folder
-    named ``file:``; other locations as given."""
+    ``/data/x``); other locations as given."""
     if scheme_of(location) != "file":
         return location
     from urllib.parse import unquote, urlparse
@@ -270,8 +252,7 @@ def is_remote(location: str | os.PathLike[str]) -> bool:
 def local_only(
     flag: str, path: str | os.PathLike[str] | None, what: str, error: type = InputError
 ) -> None:
-    """Refuse (``error``) an object-store URI given to ``flag``, which ctfp reads or writes
-    only as a local (or mounted) path, saying so in one line."""
+    """Refuse (``error``) an object-store URI given to ``flag``, a local (or mounted) path."""
     if path is not None and is_remote(path):
         raise error(
             f"{flag} {os.fspath(path)!r}: {what} is a local or mounted path, not an object "
@@ -279,8 +260,8 @@ def local_only(
         )
 
 
-# Remote filesystems by (scheme, authority, the environment that configures them): opening an
-# S3 filesystem per file would cost a client each time; a changed endpoint or key opens anew.
+# Remote filesystems by (pid, scheme, authority, the environment that configures them): a
+# client per file would be slow; a client made before a fork is not used after it.
 _FILESYSTEMS: dict[tuple[str, ...], Any] = {}
 _FILESYSTEMS_LOCK = threading.Lock()
 _CONFIG = ("AWS_", "GOOGLE_", "AZURE_")  # the environment that configures a store
@@ -329,7 +310,6 @@ def _native(text: str, scheme: str) -> tuple[Any, str]:
     if scheme not in _CACHED_SCHEMES or not authority:
         fs, path = pafs.FileSystem.from_uri(text)
         return _bounded(fs), path
-    # Per process too: a client made before a fork (DataLoader workers) is not used after it.
     config = sorted(f"{k}={v}" for k, v in os.environ.items() if k.startswith(_CONFIG))
     cache_key = (str(os.getpid()), scheme, authority, *config)
     with _FILESYSTEMS_LOCK:
@@ -343,12 +323,9 @@ def _native(text: str, scheme: str) -> tuple[Any, str]:
 def resolve(location: str | os.PathLike[str] | Location) -> Location:
     """The filesystem and path of ``location`` (a :class:`Location` as it is).
 
-    Raises
-    ------
-    InputError
-        An empty location, a scheme neither pyarrow nor fsspec knows, ``.`` or ``..`` in a
-        URI's path, or a store that cannot be opened (the message names the location and the
-        store's reason; credentials are never part of it).
+    Raises InputError: an empty location, a scheme neither pyarrow nor fsspec knows, ``.`` or
+    ``..`` in a URI's path, or a store that cannot be opened (the message names the location and
+    the store's reason; credentials are never part of it).
     """
     import pyarrow as pa
     import pyarrow.fs as pafs
@@ -360,8 +337,11 @@ def resolve(location: str | os.PathLike[str] | Location) -> Location:
         raise InputError("an empty path or URI")
     scheme = scheme_of(text)
     if scheme is None:
-        path = _absolute(Path(text).expanduser())
-        return Location(path, path, pafs.LocalFileSystem(), True)
+        given = Path(text).expanduser()
+        full = given.resolve()
+        if given.is_symlink() and not full.is_dir():  # a write replaces the link, not its file
+            full = given.absolute().parent.resolve() / given.name
+        return Location(str(full), str(full), pafs.LocalFileSystem(), True)
     if scheme == "file":
         fs, path = pafs.FileSystem.from_uri(text)
         return Location(text, path, fs, True)
@@ -391,15 +371,6 @@ def resolve(location: str | os.PathLike[str] | Location) -> Location:
         f"{text!r}: unknown storage scheme {scheme!r}; ctfp reads local paths, file://, "
         f"{', '.join(s + '://' for s in NATIVE)} and what an installed fsspec knows"
     )
-
-
-def _absolute(path: Path) -> str:
-    """``path`` made absolute with its links resolved, except a link at its end that names
-    no folder: writing there replaces the link itself, never the file it points to."""
-    full = path.resolve()
-    if path.is_symlink() and not full.is_dir():
-        return str(path.absolute().parent.resolve() / path.name)
-    return str(full)
 
 
 def child(folder: str | os.PathLike[str], name: str) -> str | Path:

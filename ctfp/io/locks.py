@@ -1,14 +1,10 @@
 """One writer per output folder: a lock file locally, a lease object on an object store.
 
 A local folder is locked with a POSIX record lock on ``folder/.lock`` (:class:`FolderLock`).
-Object stores have no file locks: a writer of ``s3://bucket/shards`` puts
-``s3://bucket/shards/_lease.json`` (``{"owner", "host", "pid", "expires"}``), renews it from a
-background thread and deletes it when done (:class:`Lease`). A second writer stops with a clear
-error at a lease that is someone else's and not expired, and takes over one whose process is
-gone (same host) or whose expiry has passed. Where a store has no conditional writes, two
-writers starting in the same instant are detected instead of excluded: each reads the lease
-back after writing it and before every commit, and stops if another owner's replaced its own.
-:meth:`ctfp.io.fs.Location.lock` takes the one a folder needs.
+On a store a writer puts ``folder/_lease.json`` (``{"owner", "host", "pid", "expires"}``),
+renews it from a background thread and deletes it when done (:class:`Lease`); a second writer
+stops at a lease that is live and someone else's. Two writers starting in the same instant
+are detected: each reads the lease back after writing it and before every commit.
 """
 
 from __future__ import annotations
@@ -21,13 +17,10 @@ import stat
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Self, TypeVar
+from typing import Any, Self
 
 from ctfp.exceptions import CtfpError, StorageError, first_line
-
-T = TypeVar("T")
 
 LEASE_FILE = "_lease.json"
 LEASE_SECONDS = 120.0
@@ -36,7 +29,7 @@ LEASE_READ_SECONDS = 60.0
 
 
 def alive(pid: int) -> bool:
-    """Whether process ``pid`` of this host runs (this process, or another user's, counts)."""
+    """Whether process ``pid`` of this host runs (another user's counts)."""
     if pid == os.getpid():
         return True
     try:
@@ -46,31 +39,6 @@ def alive(pid: int) -> bool:
     except PermissionError:  # another user's process
         return True
     return True
-
-
-def _within(seconds: float, call: Callable[[], T], what: str) -> T:
-    """``call()``, or a :class:`~ctfp.exceptions.StorageError` naming ``what`` once it has
-    taken ``seconds``: a store whose client has no time limit of its own (fsspec's) does not
-    keep a writer waiting forever (the call goes on in a daemon thread, and is left there)."""
-    done: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            done["value"] = call()
-        except BaseException as exc:  # handed to the caller
-            done["error"] = exc
-
-    thread = threading.Thread(target=target, name="ctfp-store-call", daemon=True)
-    thread.start()
-    thread.join(seconds)
-    if thread.is_alive():
-        raise StorageError(
-            f"{what}: the store did not answer within {seconds:.0f} s; check the endpoint and "
-            "the network, then rerun"
-        )
-    if "error" in done:
-        raise done["error"]
-    return done["value"]
 
 
 # Output folders locked by writers of this process (see FolderLock).
@@ -92,16 +60,14 @@ class Held:
 
 class FolderLock(Held):
     """One writer at a time in an output folder: an exclusive lock on ``folder/.lock``, held
-    until :meth:`release` (or the end of a ``with`` block). Taken by embedding, caching and
-    scoring runs alike; a second one, in another process or this one, gets a clear error."""
+    until :meth:`release`; a second one, in another process or this one, gets a clear error."""
 
     def __init__(self, folder: str | os.PathLike[str]) -> None:
         folder, path = Path(folder), str(Path(folder) / ".lock")
         key = str(folder.resolve())
         if key in _LOCKED_HERE:  # POSIX locks do not exclude the process that holds them
             raise CtfpError(f"another ctfp writer in this process is writing into {str(folder)!r}")
-        # Append, never truncate: the lock file may be someone's file of that name (or a
-        # symlink planted to one); O_NOFOLLOW refuses the symlink.
+        # Append, never truncate (it may be someone's file); O_NOFOLLOW refuses a symlink.
         flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_NONBLOCK
         try:
             fd = os.open(path, flags)  # O_NONBLOCK: a FIFO planted there never hangs
@@ -138,10 +104,7 @@ class Lease(Held):
     """The write lease of ``folder`` (an object-store :class:`~ctfp.io.fs.Location`), held
     until :meth:`release` (or the end of a ``with`` block).
 
-    Raises
-    ------
-    CtfpError
-        Another writer holds the folder (the message names it and when its lease expires).
+    Raises CtfpError: another writer holds the folder (named, with its lease's expiry).
     """
 
     def __init__(self, folder: Any, *, seconds: float = LEASE_SECONDS) -> None:
@@ -170,13 +133,39 @@ class Lease(Held):
         self._thread.start()
 
     def _read(self) -> dict[str, Any] | None:
-        data = _within(LEASE_READ_SECONDS, self._lease.read_bytes, self.path)
+        # In a daemon thread, left there after LEASE_READ_SECONDS: a store whose client has no
+        # time limit of its own (fsspec's) does not keep a writer waiting forever.
+        done: dict[str, Any] = {}
+
+        def target() -> None:
+            try:
+                done["value"] = self._lease.read_bytes()
+            except BaseException as exc:  # handed to the caller
+                done["error"] = exc
+
+        thread = threading.Thread(target=target, name="ctfp-store-call", daemon=True)
+        thread.start()
+        thread.join(LEASE_READ_SECONDS)
+        if thread.is_alive():
+            raise StorageError(
+                f"{self.path}: the store did not answer within {LEASE_READ_SECONDS:.0f} s; check "
+                "the endpoint and the network, then rerun"
+            )
+        if "error" in done:
+            raise done["error"]
         try:
-            doc = json.loads(data)  # TypeError where there is none
+            doc = json.loads(done["value"])  # TypeError where there is none
             float(doc["expires"])
             return doc
         except (ValueError, KeyError, TypeError):
             return None  # none, or not a lease ctfp can read: treated as none, and replaced
+
+    def _stale(self, held: dict[str, Any]) -> bool:
+        if float(held["expires"]) < time.time():
+            return True
+        same_host = held.get("host") == self.host
+        pid = held.get("pid")
+        return same_host and isinstance(pid, int) and pid != os.getpid() and not alive(pid)
 
     def _loss(self, held: dict[str, Any] | None) -> str | None:
         """How this writer lost the lease, if ``held`` is not its own (None: it holds it)."""
@@ -185,13 +174,6 @@ class Lease(Held):
         if held.get("owner") != self.owner:
             return f"another process ({held.get('host')}, pid {held.get('pid')}) took it over"
         return None
-
-    def _stale(self, held: dict[str, Any]) -> bool:
-        if float(held["expires"]) < time.time():
-            return True
-        same_host = held.get("host") == self.host
-        pid = held.get("pid")
-        return same_host and isinstance(pid, int) and pid != os.getpid() and not alive(pid)
 
     def _write(self) -> None:
         doc = {
@@ -217,11 +199,8 @@ class Lease(Held):
 
     def check(self) -> None:
         """Stop (CtfpError) if this writer no longer holds the folder: called before commits.
-
-        Also where failed renewals surface: once half the lease has passed since the last
-        renewal that reached the store, the lease is renewed here, and a store that still
-        refuses stops the writer (with the store's error) before its lease can expire and
-        another writer take the folder."""
+        Once half the lease has passed since the last renewal that reached the store, it is
+        renewed here: a store that still refuses stops the writer before the lease expires."""
         try:
             held = self._read()
         except OSError as exc:

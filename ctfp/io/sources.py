@@ -34,15 +34,13 @@ class InputFile:
     # Set for rows of a decoded-slice cache: the slice's frame, and (shard, row group, row).
     frame: int | None = None
     cache: tuple[str, int, int] | None = None
-    #: What the file was when it was found (:func:`file_stamp`; None: not known): stored with
-    #: its rows, so that a rerun embeds a file changed since its rows were written again.
+    #: What the file was when it was found (:func:`file_stamp`; None: not known).
     stamp: str | None = None
 
     @property
     def fingerprint(self) -> str | None:
-        """What its rows were derived from, beside the path and the label (stored with them):
-        the file's stamp; for a cache row, its place in the cache (a cache never changes a
-        finished part: a slice decoded again lands in a new one)."""
+        """What its rows were derived from, stored with them (a rerun embeds a changed file
+        again): the file's stamp; for a cache row, its place in the cache (never changed)."""
         if self.cache is not None:
             shard, group, row = self.cache
             return f"cache {os.path.basename(shard)} {group} {row}"
@@ -60,9 +58,8 @@ class Unreadable:
 
 
 def safe_text(text: str) -> str:
-    """``text`` as valid UTF-8: a file name's undecodable bytes (which Python keeps as lone
-    surrogates, ``bad\udcffname``) become ``\\xff`` escapes (``bad\\xffname``). Parquet,
-    CSV and JSON need valid text; the file itself is still opened by its real name."""
+    """``text`` as valid UTF-8 (for Parquet, CSV, JSON): a file name's undecodable bytes (lone
+    surrogates, ``bad\udcffname``) become ``\\xff`` escapes (``bad\\xffname``)."""
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
@@ -76,39 +73,34 @@ def file_stamp(size: int, mtime_ns: int) -> str:
 
 
 def with_stamps(files: list[InputFile]) -> list[InputFile]:
-    """``files`` with their stamps (:func:`file_stamp`), taken now, before anything is decoded: a
-    file changed after this is found changed by the next run. A file that cannot be looked at
-    keeps None (decoding it fails and says why); objects are looked up in one request."""
-    local = [f for f in files if not is_remote(f.path)]
-    remote = [f for f in files if is_remote(f.path)]
+    """``files`` with their stamps (:func:`file_stamp`), taken before anything is decoded; None
+    for a file that cannot be looked at. Objects are looked up in one request per store."""
     stamps: dict[str, str | None] = {}
-    for f in local:
+    by_store: dict[str | None, list[InputFile]] = {}
+    for f in files:
+        if is_remote(f.path):
+            by_store.setdefault(scheme_of(f.path), []).append(f)
+            continue
         try:
             st = os.stat(f.path)
         except OSError:
             continue
         stamps[f.path] = file_stamp(st.st_size, st.st_mtime_ns)
-    if remote:
-        import pyarrow.fs as pafs
-
-        by_store: dict[str | None, list[InputFile]] = {}
-        for f in remote:
-            by_store.setdefault(scheme_of(f.path), []).append(f)
-        for group in by_store.values():
-            first = resolve(group[0].path)
-            with first.failing():
-                infos = first.filesystem.get_file_info([resolve(f.path).path for f in group])
-            for f, info in zip(group, infos, strict=True):
-                if info.type == pafs.FileType.File:
-                    mtime = info.mtime_ns if info.mtime_ns is not None else -1
-                    stamps[f.path] = file_stamp(info.size, mtime)
+    for group in by_store.values():
+        first = resolve(group[0].path)
+        with first.failing():
+            infos = first.filesystem.get_file_info([resolve(f.path).path for f in group])
+        for f, info in zip(group, infos, strict=True):
+            if info.is_file:
+                mtime = info.mtime_ns if info.mtime_ns is not None else -1
+                stamps[f.path] = file_stamp(info.size, mtime)
     return [dataclasses.replace(f, stamp=stamps.get(f.path)) for f in files]
 
 
 def suffix_of(path: str | Path) -> str:
     """The decodable suffix of ``path`` in lower case (``.nii.gz`` counts as one), or ``""``."""
     name = str(path).lower()
-    if not name.endswith(SUFFIXES):  # most names at a glance
+    if not name.endswith(SUFFIXES):
         return ""
     return next(s for s in _SUFFIXES_LONGEST_FIRST if name.endswith(s))
 
@@ -116,9 +108,7 @@ def suffix_of(path: str | Path) -> str:
 def strip_suffix(path: str) -> str:
     """``path`` without its decodable suffix (or without its last suffix if it has none of ours)."""
     suffix = suffix_of(path)
-    if suffix:
-        return path[: -len(suffix)]
-    return os.path.splitext(path)[0]
+    return path[: -len(suffix)] if suffix else os.path.splitext(path)[0]
 
 
 def discover(
@@ -136,14 +126,11 @@ def discover(
     without its suffix, in POSIX form. A folder in the ImageCLEF layout (``train/<label>/``,
     ``generated/``, ``test/``) gets labels from it when ``layout`` is ``auto`` or ``imageclef``;
     ``label_from_dirs`` takes the parent folder name as the label for any source. Folder
-    symlinks are followed (each real folder searched once); folders that cannot be read, and
-    links to a folder already searched, are appended to ``unreadable`` (the runs record them
-    in the errors table).
+    symlinks are followed (each real folder once); folders that cannot be read, and links to a
+    folder already searched, are appended to ``unreadable``.
 
-    Raises
-    ------
-    InputError
-        A source does not exist, holds no decodable file, or two files would share one id.
+    Raises InputError: a source does not exist, holds no decodable file, or two files would
+    share one id.
     """
     if isinstance(sources, (str, os.PathLike)):
         sources = [sources]
@@ -151,26 +138,26 @@ def discover(
         raise InputError("no sources given")
     if layout not in LAYOUTS:
         raise InputError(f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
-    files: list[InputFile] = []
     problems = unreadable if unreadable is not None else []
-    for source in sources:
-        files.extend(
-            _discover_one(
-                str(source), label_from_dirs=label_from_dirs, layout=layout, problems=problems
-            )
-        )
+    files = [
+        f
+        for source in sources
+        for f in _discover_one(str(source), label_from_dirs, layout, problems)
+    ]
     _check_unique(files)
     return sorted(with_stamps(files), key=lambda f: f.id)
 
 
 def _discover_one(
-    source: str, *, label_from_dirs: bool, layout: str, problems: list[Unreadable]
+    source: str, label_from_dirs: bool, layout: str, problems: list[Unreadable]
 ) -> list[InputFile]:
     source = os.fspath(as_local(source))
     if is_remote(source):
         return _discover_remote(source, label_from_dirs=label_from_dirs, layout=layout)
     if glob.has_magic(source):
-        root = _glob_root(source)
+        parts = Path(source).parts
+        fixed = parts[: next(i for i, p in enumerate(parts) if glob.has_magic(p))]
+        root = str(Path(*fixed)) if fixed else "."
         paths = [p for p in glob.glob(source, recursive=True) if os.path.isfile(p)]
         if not paths:
             raise InputError(f"glob {source!r} matched no files")
@@ -222,20 +209,12 @@ def _walk(root: Path, problems: list[Unreadable]) -> Iterable[str]:
                 yield os.path.join(dirpath, name)
 
 
-def _glob_root(pattern: str) -> str:
-    parts = Path(pattern).parts
-    fixed = [p for p in parts[: next(i for i, p in enumerate(parts) if glob.has_magic(p))]]
-    return str(Path(*fixed)) if fixed else "."
-
-
 def _local(root: str, paths: Iterable[str]) -> list[tuple[str, str]]:
     """``(path relative to root, /-separated; absolute path)`` of each local file."""
     if os.sep != "/":
         return [(Path(os.path.relpath(p, root)).as_posix(), os.path.abspath(p)) for p in paths]
-    # What os.path.relpath and abspath compute, with the working folder and the root's absolute
-    # prefix found once (~6 us -> under 1 a file): a normalised absolute path under the root is
-    # the prefix and then the relative path, already /-separated and normalised. A path that
-    # is not under the prefix (the root itself, "..", "//x" under "/") goes the long way.
+    # What relpath and abspath compute, the working folder and the root's prefix found once
+    # (several times faster); a path not under the prefix ("..", "//x") goes the long way.
     cwd = os.getcwd()
     base = os.path.normpath(os.path.join(cwd, root))
     prefix = base if base.endswith("/") else base + "/"
@@ -258,11 +237,10 @@ def _inputs(
     tops: Collection[str] = (),
     shown: str = "",
 ) -> list[InputFile]:
-    """Inputs from ``(relative path, path)`` pairs, local or objects alike: the id is the
-    relative path without its suffix; the label comes from the ImageCLEF layout (``layout``
-    ``imageclef``, or ``auto`` where the folder ``shown`` has it: ``tops`` are its subfolders;
-    files outside it are left out) or, with ``label_from_dirs``, is the parent folder's name
-    (``top`` at the root)."""
+    """Inputs from ``(relative path, path)`` pairs: the id is the relative path without its
+    suffix; the label comes from the ImageCLEF layout (``imageclef``, or ``auto`` where the
+    folder ``shown`` has it: ``tops`` are its subfolders) or, with ``label_from_dirs``, is the
+    parent folder's name (``top`` at the root)."""
     auto = layout == "auto" and "train" in tops and ("test" in tops or "generated" in tops)
     imageclef = layout == "imageclef" or auto
     files = []
@@ -281,8 +259,8 @@ def _inputs(
 
 
 def _discover_remote(source: str, *, label_from_dirs: bool, layout: str) -> list[InputFile]:
-    """The decodable objects under an object-store prefix (or one object), listed once; ids
-    and labels as for a local folder; hidden names (``.x``) are left out, as locally."""
+    """The decodable objects under an object-store prefix (or one object); ids, labels and
+    hidden names (``.x``, left out) as for a local folder."""
     import pyarrow.fs as pafs
 
     loc = resolve(source)
@@ -313,8 +291,8 @@ def _discover_remote(source: str, *, label_from_dirs: bool, layout: str) -> list
 
 
 def _imageclef_label(parts: Sequence[str]) -> tuple[bool, str | None]:
-    """Whether a file at relative path ``parts`` belongs to the ImageCLEF layout, and its
-    label: ``train/<label>/x`` has ``<label>``, ``generated/x`` "generated", ``test/x`` none."""
+    """Whether a file at ``parts`` is in the ImageCLEF layout, and its label: ``train/<label>/x``
+    has ``<label>``, ``generated/x`` "generated", ``test/x`` none."""
     top = parts[0]
     if top == "train" and len(parts) >= 3:
         return True, safe_text(parts[1])
@@ -326,9 +304,8 @@ def _imageclef_label(parts: Sequence[str]) -> tuple[bool, str | None]:
 
 
 def _manifest(path: Path | str) -> list[InputFile]:
-    """The files a manifest (``.csv`` or ``.parquet``, local or an object) lists: a ``path``
-    column (relative to the manifest's folder, absolute, or object-store URIs), optional
-    ``id`` and ``label``."""
+    """The files a manifest lists: a ``path`` column (relative to the manifest's folder,
+    absolute, or URIs), optional ``id`` and ``label``."""
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
 
@@ -359,10 +336,9 @@ def _manifest(path: Path | str) -> list[InputFile]:
             raise InputError(f"manifest {shown!r} line {line}: empty path")
         text = str(raw)
         if is_remote(text) or remote:
-            # An object: a URI as given, or a key relative to the manifest's prefix.
+            # A URI as given, or a key relative to the manifest's prefix (elsewhere: its URI).
             full = text if is_remote(text) else f"{root}/{text.lstrip('/')}"
             inside = full.startswith(root + "/")
-            # An object elsewhere is known by its URI.
             default_id = safe_text(strip_suffix(full[len(root) + 1 :] if inside else full))
         else:
             p = Path(text)
@@ -389,14 +365,13 @@ def _manifest(path: Path | str) -> list[InputFile]:
 
 
 def id_problem(file_id: str) -> str | None:
-    """Why ``file_id`` cannot be an input's id (None: it can): blank, or a path that is
-    absolute, has empty parts or ``.``/``..`` (ids name files that runs write, and rows)."""
+    """Why ``file_id`` cannot be an input's id (None: it can): blank, absolute, or with empty,
+    ``.`` or ``..`` parts."""
     if not file_id.strip():
         return "is blank"
     if file_id.startswith(("/", "\\")):
         return "is an absolute path"
-    parts = re.split(r"[/\\]", file_id)
-    if any(part in ("", ".", "..") for part in parts):
+    if {"", ".", ".."} & set(re.split(r"[/\\]", file_id)):
         return "has an empty, '.' or '..' part"
     return None
 

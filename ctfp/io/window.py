@@ -10,9 +10,8 @@ from ctfp.exceptions import DecodeError
 
 # Smallest side accepted as a CT slice; anything smaller is almost surely not an image of one.
 MIN_SIDE = 8
-# Largest slice decoded (8192 x 8192), checked against the declared dimensions before any pixel
-# is decoded: a few hundred compressed bytes can declare gigabytes (a deflated 12000^2 DICOM
-# peaked at 4.4 GB). A file (volume, multi-frame DICOM) may hold 4x that in all.
+# Largest slice decoded, checked against the declared dimensions before any pixel is decoded
+# (a few compressed bytes can declare gigabytes); a file may hold 4x that in all.
 MAX_PIXELS = 8192 * 8192
 WINDOW_PRESETS = {
     "lung": (-600.0, 1500.0),
@@ -44,8 +43,7 @@ class Window:
 
     @classmethod
     def from_description(cls, text: str) -> Window:
-        """The window :meth:`describe` wrote (as stored in shard metadata); the default window
-        for anything else."""
+        """The window :meth:`describe` wrote; the default window for anything else."""
         if text == "minmax":
             return cls(mode="minmax")
         mode, _, rest = text.partition(":")
@@ -85,8 +83,7 @@ def parse_window(text: str | None) -> Window:
             "be finite numbers"
         )
     if not math.isclose((lo + width) - lo, width, rel_tol=1e-3):
-        # The window is rendered as [lo, lo + width]: a width below the precision of lo would
-        # clip every value to one edge (or scale past 255).
+        # Rendered as [lo, lo + width]: a width below lo's precision would clip to one edge.
         raise DecodeError(f"window {text!r}: WIDTH {width:g} is too narrow for LEVEL {level:g}")
     return Window(mode="hu", level=level, width=width)
 

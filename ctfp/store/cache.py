@@ -1,10 +1,9 @@
-"""The decoded-slice cache on disk: recognising a cache folder and listing its rows as inputs."""
+"""The decoded-slice cache on disk: recognising a cache folder and listing its rows as inputs.
 
-# A cache (built by ctfp.embed.cache.build_cache) is a shard folder like an embedding one (same
-# atomic, resumable writer, same errors table) whose vector column is ``pixels``: each row a
-# square uint8 slice, padded with air and resized, stored as fixed-size binary (one value per
-# row; read back zero-copy). ``ctfp embed CACHE_DIR`` reads it instead of decoding images again,
-# so that a GPU run is not limited by CPU image decoders.
+A cache (:func:`ctfp.embed.cache.build_cache`) is a shard folder whose vector column is
+``pixels``: each row a square uint8 slice as fixed-size binary. ``ctfp embed CACHE_DIR`` reads
+it instead of decoding images again.
+"""
 
 from __future__ import annotations
 
@@ -35,19 +34,16 @@ def _cache(path: PathLike) -> tuple[list[str | Path], dict[str, Any]] | None:
     if loc.local and not Path(loc.path).is_dir():
         return None
     if loc.local and not os.fspath(path).startswith(PREFIX) and not _may_hold_shards(loc.path):
-        return None  # an image folder: what committed_shards would say, without a stat a file
+        return None  # an image folder
     shards = committed_shards(path, required=False)
     meta = read_metadata(read_schema(shards[0])) if shards else None
     return (shards, meta) if meta is not None and meta.get("format") == SLICES_FORMAT else None
 
 
 def _may_hold_shards(folder: str) -> bool:
-    """Whether the local ``folder`` holds, by name, what :func:`committed_shards` looks for: a
-    commit record, a Delta log or a part file (without any of them it finds no shards: None).
-    Names only, one listing: ``committed_shards`` lists every file with its size, a stat per
-    image of an image folder (10,000 PNGs: ~140 ms of CPU). The record's and the log's names
-    are compared in lower case (a file system may ignore case); a folder that cannot be listed
-    is left to ``committed_shards``."""
+    """Whether the local ``folder`` holds, by name, a commit record, a Delta log or a part file
+    (without them :func:`committed_shards` finds none): one listing, no stat per image. Names
+    compared in lower case (a file system may ignore case); an unlistable folder may."""
     special = (MANIFEST_FILE.lower(), LOG_DIR.lower())
     try:
         with os.scandir(folder) as entries:

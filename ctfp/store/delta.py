@@ -1,19 +1,14 @@
 """Delta Lake tables: a shard folder whose commit record is the Delta log, so every engine
 (Spark, Trino, DuckDB, Polars, delta-rs) reads exactly the committed rows.
 
-A table is spelled ``delta:PATH`` (``delta:/data/emb``, ``delta:s3://bucket/emb``) where a new
-one is written; an existing table (a folder with ``_delta_log/``) is one however it is spelled.
-``delta:PATH@vN`` reads version ``N`` (what :func:`pin` returns, and results record).
-
-Its parts are ctfp's (:func:`~ctfp.store.writer.write_part`, the same footer metadata), except
-that the embedding column is Delta's ``array<float>`` (Delta has no 16-bit float nor fixed-size
-list: float16 embeddings are stored as their exact float32 values). A writer puts a part, then
-commits it in one Delta transaction (:class:`DeltaLog`): a part written but not committed is
-in no version, so no reader sees it, and the next writer deletes it once it is
-:data:`ORPHAN_HOURS` old (a younger one may be a live writer's). Writers take no lease: a
-commit is made at exactly the version after the one the writer last read (the store's
-conditional write: S3 ``If-None-Match``), and one that finds the table moved on reads what was
-committed since and either commits after it or, where that holds rows of its own inputs, stops.
+A new table is spelled ``delta:PATH`` (``delta:s3://bucket/emb``); a folder with
+``_delta_log/`` is one however it is spelled; ``delta:PATH@vN`` reads version ``N`` (what
+:func:`pin` returns). Its parts are ctfp's, except that the embedding column is Delta's
+``array<float>`` (float16 embeddings stored as their exact float32 values). A writer puts a
+part, then commits it in one transaction (:class:`DeltaLog`) at exactly the version after the
+one it last read (the store's conditional write); one that finds the table moved on commits
+after it or, where that holds rows of its own inputs, stops. Writers take no lease; parts in
+no version are deleted once :data:`ORPHAN_HOURS` old.
 """
 
 from __future__ import annotations
@@ -38,8 +33,7 @@ from ctfp.progress import logger
 PREFIX = "delta:"
 LOG_DIR = "_delta_log"
 PROPERTY = "ctfp.metadata"  # the table property holding the shards' ctfp metadata (JSON)
-#: Parts no version names are deleted by a writer once this old: younger, a writer that is
-#: still running may be about to commit them.
+#: Parts no version names are deleted once this old (a younger one may be a live writer's).
 ORPHAN_HOURS = 1
 _VERSION = re.compile(r"^(.*)@v(\d+)$")
 _PART = re.compile(r"^part-[A-Za-z0-9_-]+\.parquet$")
@@ -77,10 +71,9 @@ def table_of(location: PathLike) -> tuple[str, int | None] | None:
 
 
 def storage_options(loc: Location) -> dict[str, str]:
-    """delta-rs's options for the store of ``loc``: credentials and endpoint come from the
-    same environment as pyarrow's (``AWS_ENDPOINT_URL``...), plain HTTP only where that
-    endpoint is ``http://``; never the unsafe rename, which lets two writers overwrite each
-    other's commits on a store without conditional writes."""
+    """delta-rs's options for the store of ``loc`` (credentials and endpoint from the same
+    environment as pyarrow's; plain HTTP only for an ``http://`` endpoint), never the unsafe
+    rename, which lets two writers overwrite each other's commits."""
     if loc.local:
         return {}
     unsafe = os.environ.get("AWS_S3_ALLOW_UNSAFE_RENAME", "").strip().lower()
@@ -113,8 +106,7 @@ def _uri(loc: Location) -> str:
 
 
 def _open(loc: Location, version: int | None = None) -> Any:
-    """The :class:`deltalake.DeltaTable` at ``loc`` (at ``version``), or None where there is
-    none; store errors as one :class:`~ctfp.exceptions.StorageError`."""
+    """The :class:`deltalake.DeltaTable` at ``loc`` (at ``version``), or None where none."""
     require()
     from deltalake import DeltaTable
     from deltalake.exceptions import TableNotFoundError
@@ -128,8 +120,8 @@ def _open(loc: Location, version: int | None = None) -> Any:
 
 @contextlib.contextmanager
 def _failing(loc: Location) -> Iterator[None]:
-    """delta-rs's errors on ``loc`` as a StorageError naming it (a commit conflict and a
-    missing table pass through: callers handle them)."""
+    """delta-rs's errors on ``loc`` as a StorageError naming it (but a commit conflict and a
+    missing table)."""
     from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 
     try:
@@ -178,10 +170,7 @@ class Snapshot:
 def snapshot(location: PathLike, version: int | None = None) -> Snapshot:
     """The parts of the table at ``location`` (``version``: that one, else the latest).
 
-    Raises
-    ------
-    InputError
-        There is no table there, or no such version, or it has no rows.
+    Raises InputError: there is no table there, or no such version, or it has no rows.
     """
     loc = resolve(location)
     try:
@@ -213,9 +202,8 @@ def active(dt: Any) -> dict[str, int]:
 
 
 def pin(location: Any) -> Any:
-    """``location`` pinned to the version read now where it is a table (``delta:PATH@vN``),
-    else as given (a list: each of its items): what a result records, so that it names the
-    exact snapshot it read."""
+    """``location`` (a list: each item) pinned to the version read now where it is a table
+    (``delta:PATH@vN``), else as given: what a result records."""
     if not isinstance(location, str | os.PathLike):
         return [pin(item) for item in location]
     spec = table_of(location)
@@ -229,12 +217,7 @@ def pin(location: Any) -> Any:
 
 class DeltaLog:
     """The commit record of a writer into a table: opens (or creates) the table, names its
-    parts, commits parts added and removed as one transaction each.
-
-    ``take_in(names)`` is the writer's: it reads the parts another writer committed since
-    this one last read the table and returns the row and input ids they hold; a commit whose
-    rows share one of them stops the writer (never a row twice), else it is made after them.
-    """
+    parts, commits parts added and removed as one transaction each."""
 
     def __init__(self, loc: Location, schema: pa.Schema, metadata: dict[str, Any]) -> None:
         deltalake = require()
@@ -273,9 +256,8 @@ class DeltaLog:
         return int(self._dt.version())
 
     def orphans(self) -> list[str]:
-        """Parts no version names that are older than :data:`ORPHAN_HOURS` (a killed
-        writer's): the files a full vacuum would delete that a plain one (tombstones: parts
-        of older versions, which time travel reads) would not."""
+        """Parts no version names older than :data:`ORPHAN_HOURS` (a killed writer's): what a
+        full vacuum would delete and a plain one (which keeps older versions' parts) would not."""
         kwargs = dict(retention_hours=ORPHAN_HOURS, dry_run=True, enforce_retention_duration=False)
         with _failing(self.loc):
             full = set(self._dt.vacuum(full=True, **kwargs))
@@ -298,13 +280,11 @@ class DeltaLog:
     ) -> int:
         """Commit the parts ``added`` (``(name, rows, bytes)``, written already) and take the
         parts ``removed`` out, in one transaction; ``ids``: the row and input ids of the rows
-        added. Returns the version made.
+        added; ``take_in(names)`` reads parts other writers committed since and returns the ids
+        they hold. Returns the version made.
 
-        Raises
-        ------
-        CommitRefused
-            Another writer committed rows of the same inputs, or replaced parts, since this
-            one read the table: nothing is committed (the added parts are deleted).
+        Raises CommitRefused: another writer committed rows of the same inputs, or replaced
+        parts, since this one read the table: nothing is committed (added parts are deleted).
         """
         from deltalake.exceptions import CommitFailedError
         from deltalake.transaction import AddAction, CommitProperties, RemoveAction

@@ -1,22 +1,17 @@
 """The commit record of a shard folder: which parts are finished, so readers never list-and-trust.
 
-A shard folder (local or on an object store) holds ``part-*.parquet`` files and one
-``_manifest.json`` naming the finished ones with their row count and size::
+A shard folder holds ``part-*.parquet`` files and one ``_manifest.json`` naming the finished
+ones with their row count and size::
 
     {"format": "ctfp-manifest/1", "parts": [{"name": "part-00000.parquet", "rows": 4096,
      "bytes": 8520311}, ...], "retired": ["part-00003.parquet"]}
 
-Writers put a part first (an atomic rename locally; one PUT on an object store, which shows all
-of the object or none of it) and then rewrite the record (atomically, the same way): a part the
-record does not name is not there for readers. A run killed between the two leaves an orphan,
-which the next writer checks and adopts (or refuses, naming it); a named part that is missing
-or has another size is an error, never a silent gap. Folders written before ctfp kept a
-record are read by listing, locally only, and get a record from their next writer.
-
-``retired`` (optional) names files that are not parts, whatever they hold: a part replaced by a
-copy without some rows (their inputs changed: :meth:`ShardWriter.supersede
-<ctfp.store.writer.ShardWriter.supersede>`), and copies being written. Readers leave them out;
-the next writer deletes them (never adopts them).
+Writers put a part, then rewrite the record (both atomically): a part the record does not name
+is not there for readers (the next writer adopts it); a named part missing or of another size
+is an error. Folders from before records are read by listing, locally only. ``retired``
+(optional) names files that are not parts, whatever they hold (a part replaced by a copy
+without some rows, and copies being written): readers leave them out, the next writer deletes
+them.
 """
 
 from __future__ import annotations
@@ -52,19 +47,13 @@ class Part:
 
 def file_sizes(folder: PathLike | Location, names: list[str]) -> dict[str, int | None]:
     """The size of each of ``names`` in ``folder`` (None: missing), in one request on a store."""
-    import pyarrow.fs as pafs
-
     loc = resolve(folder)
     infos = loc.filesystem.get_file_info([loc.join(n).path for n in names]) if names else []
-    return {
-        n: (i.size if i.type == pafs.FileType.File else None)
-        for n, i in zip(names, infos, strict=True)
-    }
+    return {n: i.size if i.is_file else None for n, i in zip(names, infos, strict=True)}
 
 
 def list_parts(folder: PathLike | Location) -> dict[str, int]:
-    """Every ``part-*.parquet`` file in ``folder`` by name, with its size: what a writer checks
-    for orphans (readers go by the record, not by this)."""
+    """Every ``part-*.parquet`` file in ``folder`` by name, with its size."""
     files = resolve(folder).list_files(recursive=False)
     return {name: size for name, size in files.items() if PART_RE.match(name)}
 
@@ -72,10 +61,7 @@ def list_parts(folder: PathLike | Location) -> dict[str, int]:
 def read_manifest(folder: PathLike) -> list[Part] | None:
     """The finished parts ``folder``'s record names, in name order; None without a record.
 
-    Raises
-    ------
-    ShardMismatchError
-        The record is not ctfp's or cannot be read (the message names it).
+    Raises ShardMismatchError: the record is not ctfp's or cannot be read.
     """
     record = read_record(folder)
     return None if record is None else record[0]
@@ -117,8 +103,7 @@ def manifest_bytes(parts: list[Part], retired: Iterable[str] = ()) -> bytes:
 
 
 def has_shards(folder: PathLike) -> bool:
-    """Whether ``folder`` is a shard folder: it has a commit record (or a Delta log), or (from
-    before records, locally) part files."""
+    """Whether ``folder`` has a commit record, a Delta log or (locally) part files."""
     from ctfp.store.delta import table_of
 
     loc = resolve(folder)
@@ -130,19 +115,16 @@ def has_shards(folder: PathLike) -> bool:
 def committed_shards(folder: PathLike, required: bool = True) -> list[str | Path] | None:
     """The finished shard files of ``folder`` in name order: those its record names, each
     checked to be there with its recorded size; not ``required``: None where ``folder`` is no
-    shard folder (no record, no Delta log and, locally, no part file).
+    shard folder.
 
-    Raises
-    ------
-    InputError
-        A named part is missing, no part is finished, or an object-store folder has no record.
-    ShardMismatchError
-        A named part has another size than recorded (replaced since it was committed).
+    Raises InputError: a named part is missing, no part is finished, or an object-store folder
+    has no record; ShardMismatchError: a named part has another size than recorded (replaced
+    since it was committed).
     """
     from ctfp.store.delta import snapshot, table_of
 
     table = table_of(folder)
-    if table is not None:  # a Delta table: the parts of its latest version
+    if table is not None:
         return snapshot(*table).files
     loc = resolve(folder)
     record = read_record(folder)

@@ -27,15 +27,13 @@ def write_text_atomic(path: PathLike, text: str) -> None:
 
 
 #: The rows of one input file for a part: row ids, source, frames, label, (n, dim) values and
-#: the input's fingerprint (:attr:`ctfp.io.sources.InputFile.fingerprint`; a 5-tuple without
-#: it is taken, its rows' fingerprint unknown: embedded again by the next run).
+#: the input's fingerprint (a 5-tuple without it: unknown).
 BufferedFile = tuple[list[str], str, list[int], "str | None", np.ndarray, "str | None"]
 
 
 def rows_table(schema: pa.Schema, files: Sequence[tuple[Any, ...]]) -> pa.Table:
-    """The shard table of whole input files' rows (:data:`BufferedFile`) in ``schema`` (see
-    :func:`~ctfp.store.schema.shard_schema`, or a Delta table's
-    :func:`~ctfp.store.delta.table_schema`): what the parts of every engine hold."""
+    """The shard table of whole input files' rows (:data:`BufferedFile`) in ``schema`` (a
+    shard's or a Delta table's)."""
     ids = [i for file_ids, *_ in files for i in file_ids]
     sources = [f[1] for f in files for _ in f[0]]
     frames = [frame for f in files for frame in f[2]]
@@ -68,11 +66,8 @@ def rows_table(schema: pa.Schema, files: Sequence[tuple[Any, ...]]) -> pa.Table:
 
 
 def write_part(path: PathLike, table: pa.Table, compression: str = "zstd") -> int:
-    """Write one part atomically (see :func:`write_atomic`); returns its size in bytes.
-
-    Small row groups let readers stream a shard without decoding it whole; dictionary encoding
-    never pays for float vectors and makes reading them 3x slower.
-    """
+    """Write one part atomically (see :func:`write_atomic`); returns its size in bytes. Small
+    row groups let readers stream a shard; dictionary encoding slows float vectors' reading."""
     return write_atomic(
         table,
         path,

@@ -60,8 +60,8 @@ class Embeddings:
 
 @contextmanager
 def naming(path: PathLike) -> Iterator[Location]:
-    """``path`` resolved, and Arrow's errors on it (a truncated or foreign file: "Parquet magic
-    bytes not found") as an InputError that names the file and what to do."""
+    """``path`` resolved, and Arrow's errors on it (a truncated or foreign file) as an
+    InputError that names the file and what to do."""
     loc = resolve(path)
     try:
         yield loc
@@ -80,8 +80,7 @@ def open_shard(path: PathLike) -> Iterator[pq.ParquetFile]:
 
 
 def read_footer(path: PathLike) -> tuple[pa.Schema, pq.FileMetaData]:
-    """The Arrow schema (with ctfp's metadata) and the Parquet footer of one shard, from one
-    read of the footer (no data read)."""
+    """The Arrow schema (with ctfp's metadata) and the Parquet footer of one shard."""
     with open_shard(path) as f:
         return f.schema_arrow, f.metadata
 
@@ -99,10 +98,8 @@ def read_table(path: PathLike, **kwargs: Any) -> pa.Table:
 
 def shard_paths(paths: PathLike | Sequence[PathLike]) -> list[ShardPath]:
     """The shard files behind a folder, a shard file, or a list of either, in a stable order:
-    a folder's finished shards as its commit record names them (see
-    :mod:`ctfp.store.manifest`); a local folder from before records, by listing; a Delta
-    table's (``delta:PATH``, ``delta:PATH@vN`` or a folder with ``_delta_log/``) as its latest
-    version, or the version named, names them (:mod:`ctfp.store.delta`)."""
+    a folder's as its commit record names them (:mod:`ctfp.store.manifest`), a Delta table's
+    as its latest version, or the version named, does (:mod:`ctfp.store.delta`)."""
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     import pyarrow.fs as pafs
@@ -110,7 +107,7 @@ def shard_paths(paths: PathLike | Sequence[PathLike]) -> list[ShardPath]:
     found: list[ShardPath] = []
     for given in map(as_local, paths):
         table = table_of(given)
-        if table is not None:  # a Delta table: the parts of its version
+        if table is not None:
             found.extend(snapshot(*table).files)
             continue
         loc = resolve(given)
@@ -160,17 +157,8 @@ def check_compatible(paths: Sequence[ShardPath]) -> dict[str, Any]:
         footprint = id_footprint(footer)
         ranges.append((footprint[1:] if footprint is not None else None, path))
     assert first is not None
-    check_unique_ids(ranges)
-    return first
-
-
-def check_unique_ids(ranges: Sequence[tuple[tuple[str, str] | None, Path]]) -> None:
-    """Refuse shards that share an id (a copied shard, one folder embedded twice into another).
-
-    ``ranges`` are each shard's (smallest id, largest id) from its footer, or None where the
-    footer has no statistics. Only shards whose id ranges overlap are read (their id column
-    alone): one run's shards hold disjoint ranges, so a folder that is fine costs no reading.
-    """
+    # Refuse shards that share an id (a copied shard, a folder embedded twice into another),
+    # reading the ids of only those whose ranges overlap (or are not known): one run's do not.
     unknown = [path for span, path in ranges if span is None]
     spans = sorted((span, path) for span, path in ranges if span is not None)
     groups: list[list[Path]] = []
@@ -197,12 +185,12 @@ def check_unique_ids(ranges: Sequence[tuple[tuple[str, str] | None, Path]]) -> N
                         "a copied or twice-embedded shard would count those rows twice; remove "
                         "one of them"
                     )
+    return first
 
 
 def id_footprint(md: pq.FileMetaData) -> tuple[Any, ...] | None:
-    """(rows, smallest id, largest id) of a shard from its footer statistics (``md``: see
-    :func:`read_footer`): two shards with the same footprint hold the same rows (a copy),
-    which the ids of one writer never do."""
+    """(rows, smallest id, largest id) of a shard from its footer statistics (None where there
+    are none): two shards with the same footprint hold the same rows (a copy)."""
     if md.num_rows == 0 or "id" not in md.schema.names:
         return None
     column = md.schema.names.index("id")
@@ -218,7 +206,7 @@ def id_footprint(md: pq.FileMetaData) -> tuple[Any, ...] | None:
 
 def _matrix(column: pa.ChunkedArray | pa.Array, dtype: np.dtype, dim: int) -> np.ndarray:
     """(n, dim) values of an embedding column: a shard's fixed-size list, or a Delta table's
-    list (Delta has no fixed-size one), every row ``dim`` long."""
+    list (every row checked to be ``dim`` long)."""
     import pyarrow.compute as pc
 
     if isinstance(column, pa.ChunkedArray):
@@ -235,9 +223,8 @@ def _matrix(column: pa.ChunkedArray | pa.Array, dtype: np.dtype, dim: int) -> np
 
 
 def of_inputs(table: pa.Table | pa.RecordBatch, inputs: Collection[str]) -> pa.Array:
-    """The mask of ``table``'s rows that come from the input files ``inputs`` (ids, as
-    :attr:`EmbedResult.inputs <ctfp.embed.writer.EmbedResult.inputs>`): a row's own id, or
-    its volume's (``vol`` for ``vol#3``)."""
+    """The mask of ``table``'s rows that come from the input files ``inputs``: a row's own id,
+    or its volume's (``vol`` for ``vol#3``)."""
     ids = table.column("id").to_pylist()
     frames = table.column("frame").to_pylist()
     return pa.array(
@@ -253,15 +240,10 @@ def read_embeddings(
     inputs: Collection[str] | None = None,
 ) -> Embeddings:
     """Read every row of the shards in ``paths`` (folders or files) into memory; with
-    ``inputs`` (input-file ids), only the rows of those files (:func:`of_inputs`): a folder
-    that earlier runs filled with other inputs too gives exactly the rows of this run's.
+    ``inputs`` (input-file ids), only the rows of those files (:func:`of_inputs`).
 
-    Raises
-    ------
-    ShardMismatchError
-        The shards come from different models, weights, dimensions or preprocessing.
-    InputError
-        No shards were found, or one id occurs more than once.
+    Raises ShardMismatchError: the shards come from different models, weights, dimensions or
+    preprocessing; InputError: no shards were found, or one id occurs more than once.
     """
     files = shard_paths(paths)
     meta = check_compatible(files)
@@ -269,8 +251,7 @@ def read_embeddings(
     matrix = np.empty((rows, int(meta["dim"])), np.dtype(dtype))
     wanted = None if inputs is None else set(inputs)
     tables, start = [], 0
-    # Shard by shard into one preallocated matrix: no whole-archive Arrow column held beside it,
-    # and shards whose embedding types differ only in nullability (older ctfp) mix freely.
+    # Shard by shard into one preallocated matrix: no whole Arrow column held beside it.
     for path in files:
         table = read_table(path)
         if wanted is not None:
@@ -321,11 +302,8 @@ def iter_embeddings(
 def scan_batches(
     path: PathLike, *, batch_size: int, columns: Sequence[str] | None = None
 ) -> Iterator[pa.RecordBatch]:
-    """The non-empty record batches of one shard, at most ``batch_size`` rows each.
-
-    Read with pyarrow.dataset (measured 2x faster than ``ParquetFile.iter_batches`` on the
-    fixed-size-list embedding column) with one batch of read-ahead, into :func:`reading_pool`.
-    """
+    """The non-empty record batches of one shard, at most ``batch_size`` rows each (read with
+    pyarrow.dataset: faster than ``ParquetFile.iter_batches`` on fixed-size lists)."""
     import pyarrow.dataset as ds
 
     with naming(path) as loc:
@@ -347,9 +325,8 @@ def _named_batches(path: PathLike, batches: Iterator[pa.RecordBatch]) -> Iterato
 
 
 def reading_pool() -> pa.MemoryPool:
-    """jemalloc where pyarrow has it, else the system allocator: both keep the large decode
-    buffers mapped between batches, where Arrow's default (mimalloc) returned and re-faulted
-    them (measured: half the system time, +10 % rows/s scoring 1M rows)."""
+    """jemalloc where pyarrow has it, else the system allocator: unlike Arrow's default, both
+    keep the large decode buffers mapped between batches."""
     try:
         return pa.jemalloc_memory_pool()
     except (NotImplementedError, pa.ArrowNotImplementedError):
@@ -358,7 +335,7 @@ def reading_pool() -> pa.MemoryPool:
 
 def read_errors(path: PathLike) -> pa.Table:
     """The errors table (``id, source, reason``) of an output folder; empty when nothing failed."""
-    table = split(path)  # delta:PATH: the table's folder
+    table = split(path)
     errors = resolve(table[0] if table else path).join(ERRORS_DIR, ERRORS_FILE)
     if not errors.exists():
         return ERRORS_SCHEMA.empty_table()

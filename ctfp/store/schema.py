@@ -24,33 +24,21 @@ IDENTITY_FIELDS = ("model", "weights_sha256", "dim", "preprocessing", "decode")
 ERRORS_SCHEMA = pa.schema([("id", pa.string()), ("source", pa.string()), ("reason", pa.string())])
 
 
-def payload_field(dim: int, dtype: str) -> pa.Field:
-    """The vector column: ``embedding`` (float vectors) or, for the decoded-slice cache,
-    ``pixels`` (a square uint8 slice as fixed-size binary: one value per row, fast to read)."""
-    if dtype == PIXELS_DTYPE:
-        return pa.field("pixels", pa.binary(dim), nullable=False)
-    if dtype not in DTYPES:
-        raise ValueError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
-    # The elements are declared non-null (an embedding has no missing values): Parquet then
-    # stores no definition level per element, and reading a shard costs ~5 us less CPU per
-    # 2048-d row (measured: scoring 1M rows from shards +12 % rows/s on 2 cores). Shards written
-    # before, with nullable elements, read the same.
-    element = pa.field("element", DTYPES[dtype], nullable=False)
-    return pa.field("embedding", pa.list_(element, dim), nullable=False)
-
-
 def shard_schema(
     dim: int, dtype: str, metadata: dict[str, Any], *, fingerprints: bool = False
 ) -> pa.Schema:
-    """``id, source, frame, label, embedding fixed_size_list<dtype, dim>`` (or ``pixels``) and,
-    with ``fingerprints`` (what :class:`~ctfp.store.writer.ShardWriter` writes), ``fingerprint``,
-    with ctfp metadata.
-
-    ``fingerprint`` is what the row's input was when it was found (its size and modification
-    time: :attr:`ctfp.io.sources.InputFile.fingerprint`); with ``source`` and ``label`` it is
-    what a rerun compares to decide whether the row is still the input's. Shards without the
-    column (written before ctfp kept it) count as changed: their inputs are embedded again.
+    """``id, source, frame, label, embedding fixed_size_list<dtype, dim>`` (for the decoded-slice
+    cache ``pixels``, a square uint8 slice as fixed-size binary) and, with ``fingerprints``,
+    ``fingerprint`` (:attr:`ctfp.io.sources.InputFile.fingerprint`, what a rerun compares), with
+    ctfp metadata.
     """
+    if dtype == PIXELS_DTYPE:
+        payload = pa.field("pixels", pa.binary(dim), nullable=False)
+    elif dtype not in DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
+    else:  # non-null elements: Parquet stores no definition level per element (faster reads)
+        element = pa.field("element", DTYPES[dtype], nullable=False)
+        payload = pa.field("embedding", pa.list_(element, dim), nullable=False)
     stamps = [pa.field(FINGERPRINT, pa.string())] if fingerprints else []
     return pa.schema(
         [
@@ -58,7 +46,7 @@ def shard_schema(
             pa.field("source", pa.string(), nullable=False),
             pa.field("frame", pa.int32(), nullable=False),
             pa.field("label", pa.string()),
-            payload_field(dim, dtype),
+            payload,
             *stamps,
         ],
         metadata={METADATA_KEY: json.dumps(metadata, sort_keys=True).encode()},
@@ -67,18 +55,13 @@ def shard_schema(
 
 def input_of(row_id: str, frame: int) -> str:
     """The id of the input file of a row: ``vol`` for a volume's row ``vol#3`` (frame 3), the
-    row id itself for a single-slice file. (A cache row's input is the row id itself: callers
-    that take cache rows look up both.)"""
-    suffix = f"#{frame}"
-    return row_id[: -len(suffix)] if row_id.endswith(suffix) else row_id
+    row id itself for a single-slice file."""
+    return row_id.removesuffix(f"#{frame}")
 
 
 def make_metadata(identity: dict[str, Any], dtype: str, decode: dict[str, Any]) -> dict[str, Any]:
-    """The metadata dict stored in every shard: model identity, storage dtype, decoding, version.
-
-    Round-tripped through JSON so that it compares equal to what a shard gives back (tuples become
-    lists).
-    """
+    """The metadata dict stored in every shard: model identity, storage dtype, decoding, version
+    (through JSON, so that it compares equal to what a shard gives back)."""
     metadata = {
         "format": SLICES_FORMAT if dtype == PIXELS_DTYPE else FORMAT,
         **identity,

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ctfp.exceptions import CtfpError, InputError, ShardMismatchError
 from ctfp.io.fs import (
@@ -48,7 +49,7 @@ from ctfp.store.parts import (
     write_part,
     write_text_atomic,
 )
-from ctfp.store.reader import read_schema, read_table
+from ctfp.store.reader import of_inputs, read_schema, read_table
 from ctfp.store.schema import (
     ERRORS_DIR,
     ERRORS_FILE,
@@ -59,7 +60,7 @@ from ctfp.store.schema import (
     shard_schema,
 )
 
-# A part's number; a table's parts also name their writer (writers of a table run at once).
+# A part's number; a table's parts also name their writer.
 _SHARD_RE = re.compile(r"^part-(\d+)(?:-[a-z0-9]+)?\.parquet$")
 # Metadata fields that must match for a run to add shards to an existing output folder.
 RESUME_FIELDS = ("format", "model", "weights_sha256", "dim", "preprocessing", "dtype", "decode")
@@ -70,9 +71,14 @@ def frame_id(base: str, frame: int, n_frames: int) -> str:
     return base if n_frames == 1 else f"{base}#{frame}"
 
 
+def _after(names: list[str]) -> int:
+    """The part number after those of ``names``."""
+    return max((int(m.group(1)) + 1 for m in map(_SHARD_RE.match, names) if m), default=0)
+
+
 def same_file(stored: str, path: str) -> bool:
     """Whether the source ``stored`` in a row and the input ``path`` are one file: the same
-    text, or, locally, one file reached by two paths (a link: same device and inode)."""
+    text, or, locally, one file reached by two paths (a link)."""
     if stored == safe_text(path):
         return True
     if is_remote(stored) or is_remote(path):
@@ -86,31 +92,17 @@ def same_file(stored: str, path: str) -> bool:
 class ShardWriter:
     """Buffers rows per input file and commits ``part-NNNNN.parquet`` shards atomically.
 
-    A shard only ever holds whole input files, so "this file is done" means "one of its rows is in
-    a finished shard". Files that failed to decode are never done: a rerun retries them, and
-    ``_errors/errors.parquet`` always holds the latest reason for every input still failing.
-    A lock file keeps two processes from writing into one folder.
+    A shard only holds whole input files, so a file is done once one of its rows is in a
+    finished shard. Failed files are never done (a rerun retries them); ``_errors/errors.parquet``
+    holds the latest reason of every input still failing. Commits go to a shard folder's record
+    (:mod:`ctfp.store.manifest`, one writer at a time: a lock) or, for ``delta:PATH`` or an
+    existing table, a Delta log (:mod:`ctfp.store.delta`, no lock). :meth:`resume` takes out the
+    rows of inputs changed since (:meth:`changed`, :meth:`supersede`) before they are embedded
+    again, so readers never see two rows of one id, nor an old one.
 
-    Two commit protocols behind the same calls: a shard folder's record (``_manifest.json``,
-    :mod:`ctfp.store.manifest`, one writer at a time), or a Delta table's log (``out_dir``
-    spelled ``delta:PATH`` or a table already: :mod:`ctfp.store.delta`, where each commit is one
-    transaction and writers take no lock).
-
-    Each row keeps its input's source, label and fingerprint; :meth:`resume` finds the inputs
-    that changed since (:meth:`changed`) and takes their rows out (:meth:`supersede`) before
-    they are embedded again, so readers never see two rows of one id, nor an old one.
-
-    Parameters
-    ----------
-    out_dir
-        Folder of the dataset's shards (created if missing).
-    metadata
-        Shard metadata (see :func:`ctfp.store.schema.make_metadata`); existing shards must agree.
-    rows_per_shard
-        A shard is committed once it holds at least this many rows (at a file boundary).
-    commit_seconds
-        ... or once this many seconds have passed since the last commit (None: rows only), so
-        a killed run loses seconds of work, not a shard's worth of minutes.
+    ``out_dir`` is created if missing; its shards must agree with ``metadata``
+    (:func:`ctfp.store.schema.make_metadata`). A shard is committed at a file boundary once it
+    holds ``rows_per_shard`` rows, or ``commit_seconds`` after the last commit (None: never).
     """
 
     def __init__(
@@ -130,7 +122,7 @@ class ShardWriter:
         self._last_commit = time.monotonic()
         out_dir = as_local(out_dir)
         table = table_of(out_dir)
-        # A table stores float16 embeddings as float32: the same values as a folder's.
+        # A table stores float16 embeddings as float32 (the same values).
         self._half = table is not None and metadata.get("dtype") == "float16"
         if table is not None:
             if table[1] is not None:
@@ -148,7 +140,6 @@ class ShardWriter:
         self.compression = compression
         schema = shard_schema(self.dim, self.dtype, metadata, fingerprints=True)
         self.schema = table_schema(schema) if table else schema
-        # A table's parts name their writer: writers of one table run at once.
         self._suffix = f"-{uuid.uuid4().hex[:8]}" if table else ""
         self._table: DeltaLog | None = None
         self._lock = Unlocked() if table else self._loc.lock()  # released by release()
@@ -158,7 +149,7 @@ class ShardWriter:
             if not self.remote:  # a killed run's temp files; never a finished shard
                 for folder in (self.out_dir, self.out_dir / ERRORS_DIR):
                     remove_stale_temp_files(folder)
-            self.done_sources: dict[str, str] = {}  # input-file id -> source, of finished shards
+            self.done_sources: dict[str, str] = {}  # input-file id -> source
             # Input-file id (and row id) -> (label, fingerprint, part) of finished shards.
             self._stored: dict[str, tuple[str | None, str | None, str]] = {}
             self._retired: list[str] = []  # files the record says are not parts (see manifest)
@@ -173,24 +164,22 @@ class ShardWriter:
             self.release()  # a folder that cannot be resumed is not left locked
             raise
         self._new_errors: list[dict[str, str]] = []
-        self._forgotten: set[str] = set()  # ids of old errors forget_errors_except dropped
+        self._forgotten: set[str] = set()  # ids of old errors resume() dropped
         self._buffer: list[BufferedFile] = []
         self._buffered_rows = 0
         self.shards_written: list[Path | str] = []
         self._processed: set[str] = set()
 
-    # -- resume state -------------------------------------------------------------------------
     def _scan_existing(self) -> int:
-        """Resume state from the commit record: the parts it names (each checked to be there
-        with its size), plus orphans (parts a killed run wrote but did not record), which are
-        checked like the rest and adopted; returns the next part number. A table's parts are
-        those of its latest version; its orphans are deleted, once old (:class:`DeltaLog`)."""
+        """Resume state from the commit record: the parts it names (checked to be there with
+        their sizes) and orphans (parts a killed run did not record), adopted; returns the next
+        part number. A table's parts are those of its latest version (old orphans deleted)."""
         if self._table is not None:
             self._table.clean()
             names = sorted(self._table.files)
             for name in names:
                 self._take_in(name)
-            return max((int(m.group(1)) + 1 for m in map(_SHARD_RE.match, names) if m), default=0)
+            return _after(names)
         record = read_record(self.out_dir)
         recorded, retired = record if record is not None else (None, [])
         listed = list_parts(self._loc)
@@ -218,9 +207,7 @@ class ShardWriter:
             else:
                 parts.append(part)
         orphans = sorted(set(listed) - {p.name for p in recorded or []})
-        names = [p.name for p in parts] + orphans
-        numbered = [*names, *retired]
-        seq = max((int(m.group(1)) + 1 for m in map(_SHARD_RE.match, numbered) if m), default=0)
+        seq = _after([p.name for p in parts] + orphans + retired)
         for part in parts:
             self._take_in(part.name)
         for name in orphans:
@@ -264,22 +251,20 @@ class ShardWriter:
                 f"{path} is not named by the folder's commit record and holds rows that "
                 f"committed shards hold too (e.g. {clash[0]!r}): not a part of this run; remove it"
             )
-        frames = table.column("frame").to_pylist()
-        sources = table.column("source").to_pylist()
-        labels = table.column("label").to_pylist()
+        frames, sources, labels = (
+            table.column(c).to_pylist() for c in ("frame", "source", "label")
+        )
         stamps = table.column(FINGERPRINT).to_pylist() if stamped else [None] * len(ids)
         if not stamped:
             self._unrecorded.update(ids)
         self.done_ids.update(ids)
         self._row_ids.update(ids)
         for i, f, src, label, stamp in zip(ids, frames, sources, labels, stamps, strict=True):
-            # Volume rows are "<base>#<frame>"; their file is done under its base id.
-            base = input_of(i, f)
+            base = input_of(i, f)  # a volume's row "<base>#<frame>": its file is done as base
             self.done_ids.add(base)
-            self.done_sources.setdefault(base, src)
-            self.done_sources.setdefault(i, src)
-            self._stored.setdefault(base, (label, stamp, name))
-            self._stored.setdefault(i, (label, stamp, name))
+            for key in (base, i):
+                self.done_sources.setdefault(key, src)
+                self._stored.setdefault(key, (label, stamp, name))
             if not stamped:
                 self._unrecorded.add(base)
         self._frame_ids = None
@@ -288,8 +273,8 @@ class ShardWriter:
     def _commit(
         self, added: list[Part], removed: list[str], ids: Sequence[str], info: dict[str, Any]
     ) -> None:
-        """One table transaction (:meth:`DeltaLog.commit`), which first takes in the parts
-        other writers committed meanwhile (a row of ``ids`` among them stops this writer)."""
+        """One table transaction (:meth:`DeltaLog.commit`); a row of ``ids`` among the parts
+        other writers committed meanwhile stops this writer."""
         assert self._table is not None
         parts = [p.name for p in added]
         info = {**info, "parts": parts, "rows": sum(p.rows for p in added), "removed": removed}
@@ -306,36 +291,14 @@ class ShardWriter:
         self._lock.check()  # a second writer took the folder over: commit nothing more
         self._loc.join(MANIFEST_FILE).put(manifest_bytes(self._parts, self._retired))
 
-    def forget_errors_except(self, ids: Iterable[str]) -> None:
-        """Drop the recorded errors of inputs that are no longer among ``ids`` (deleted or
-        renamed since): the errors table describes the inputs of this run, not of every past
-        one."""
-        current = set(ids)
-        self._forgotten = {e["id"] for e in self._old_errors} - current
-        self._old_errors = [e for e in self._old_errors if e["id"] in current]
-
     def pending(self, ids: Iterable[str]) -> set[str]:
         """Those of ``ids`` (input-file ids) that are not yet in a finished shard."""
         return set(ids) - self.done_ids
 
-    def check_sources(self, files: Iterable[tuple[str, str]]) -> None:
-        """Refuse inputs (``(id, source)`` pairs) whose id is done in this folder from another
-        source: resuming by id would skip them and keep the other file's rows. The same file
-        by another path (a link, a linked folder) is the same source."""
-        for file_id, source in files:
-            done = self.done_sources.get(file_id)
-            if done is not None and not same_file(done, source):
-                raise InputError(
-                    f"{str(self.out_dir)!r} already holds id {file_id!r}, embedded from {done!r}; "
-                    f"{safe_text(source)!r} has the same id and would be skipped. Embed other "
-                    "sources into another --out (or, if the files were moved, into a new one)"
-                )
-
     def changed(self, files: Iterable[InputFile]) -> set[str]:
         """The ids of ``files`` done in this folder whose rows are not of the file as it is now:
-        another label or fingerprint (the file was overwritten, the manifest relabelled it), or
-        none recorded (rows written by a ctfp before fingerprints). A fingerprint that is None
-        both there and now (an input whose file could not be looked at) compares equal."""
+        another label or fingerprint, or none recorded (rows from before fingerprints). None
+        there and now (a file that could not be looked at) compares equal."""
         found = set()
         for f in files:
             stored = self._stored.get(f.id)
@@ -350,12 +313,10 @@ class ShardWriter:
         """Take the rows of the input files ``ids`` out of this folder, so that they are
         embedded again (:meth:`pending`) and readers never see the old rows beside new ones.
 
-        Each part holding some is replaced by a copy without them, in three steps that a run
-        killed at any moment and rerun completes: the record names the copies as retired
-        (not parts, whatever they hold), the copies are written, then one record names the
-        copies as parts and the replaced parts as retired (deleted next, or by the next writer).
-        In a table, one transaction adds the copies and removes the replaced parts (kept for
-        the versions that hold them).
+        Each part holding some is replaced by a copy without them, in three steps that a rerun
+        after a kill completes: the record names the copies as retired, the copies are written,
+        then one record names the copies as parts and the replaced parts as retired (deleted
+        next). In a table, one transaction adds the copies and removes the replaced parts.
         """
         ids = set(ids) & self.done_ids
         affected = sorted({self._stored[i][2] for i in ids if i in self._stored})
@@ -368,21 +329,19 @@ class ShardWriter:
         written: list[Part] = []
         for old, new in copies.items():
             table = read_table(child(self.out_dir, old))
-            row_ids = table.column("id").to_pylist()
-            frames = table.column("frame").to_pylist()
-            keep = []
-            for i, f in zip(row_ids, frames, strict=True):
-                keep.append(i not in ids and input_of(i, f) not in ids)
-                if not keep[-1]:
-                    for key in (i, input_of(i, f)):
-                        self._row_ids.discard(key)
-                        self.done_ids.discard(key)
-                        self.done_sources.pop(key, None)
-                        self._stored.pop(key, None)
-                        self._unrecorded.discard(key)
-            if not any(keep):
+            drop = of_inputs(table, ids)
+            gone = drop.to_pylist()
+            columns = (table.column(c).to_pylist() for c in ("id", "frame"))
+            for i, f, out in zip(*columns, gone, strict=True):
+                for key in (i, input_of(i, f)) if out else ():
+                    self._row_ids.discard(key)
+                    self.done_ids.discard(key)
+                    self.done_sources.pop(key, None)
+                    self._stored.pop(key, None)
+                    self._unrecorded.discard(key)
+            if all(gone):
                 continue
-            rows = table.filter(pa.array(keep))
+            rows = table.filter(pc.invert(drop))
             if FINGERPRINT not in rows.column_names:  # a part from before fingerprints
                 rows = rows.append_column(
                     pa.field(FINGERPRINT, pa.string()), pa.nulls(rows.num_rows, pa.string())
@@ -409,11 +368,20 @@ class ShardWriter:
 
     def resume(self, files: Sequence[InputFile]) -> set[str]:
         """Prepare this folder for a run over ``files`` and return the ids of those it still
-        needs: not done, or changed since (whose old rows are taken out first); errors of
-        inputs no longer among ``files`` are forgotten, inputs done here from another file
-        are refused (see :meth:`check_sources`)."""
-        self.forget_errors_except(f.id for f in files)
-        self.check_sources((f.id, f.path) for f in files)
+        needs: not done, or changed since (whose old rows are taken out first). Errors of inputs
+        no longer among ``files`` are forgotten; an id done here from another file (not a link
+        to it) is refused: resuming by id would skip it and keep the other file's rows."""
+        current = {f.id for f in files}
+        self._forgotten = {e["id"] for e in self._old_errors} - current
+        self._old_errors = [e for e in self._old_errors if e["id"] in current]
+        for f in files:
+            done = self.done_sources.get(f.id)
+            if done is not None and not same_file(done, f.path):
+                raise InputError(
+                    f"{str(self.out_dir)!r} already holds id {f.id!r}, embedded from {done!r}; "
+                    f"{safe_text(f.path)!r} has the same id and would be skipped. Embed other "
+                    "sources into another --out (or, if the files were moved, into a new one)"
+                )
         changed = self.changed(files)
         unknown = changed & self._unrecorded
         if unknown:
@@ -423,9 +391,8 @@ class ShardWriter:
                 "are embedded again to be sure their rows are of the files as they are now"
             )
         self.supersede(changed)
-        return self.pending(f.id for f in files)
+        return self.pending(current)
 
-    # -- writing ------------------------------------------------------------------------------
     def add(
         self,
         file_id: str,
@@ -437,10 +404,9 @@ class ShardWriter:
         fingerprint: str | None = None,
     ) -> int:
         """Add all rows of input file ``file_id``; ``embeddings`` is (n, dim), ``fingerprint``
-        what the file was when found (None: unknown, embedded again by the next run). Returns
-        the rows added: 0 when a row id is already in the folder (the file is recorded as an
-        error). ``embeddings`` already in the storage type is kept, not copied, until the next
-        commit: change it only after that."""
+        what the file was when found (None: unknown). Returns the rows added: 0 when a row id
+        is already in the folder (recorded as an error). ``embeddings`` already in the storage
+        type is kept, not copied: change it only after the next commit."""
         if embeddings.shape != (len(ids), self.dim):
             raise ValueError(f"embeddings of shape {embeddings.shape} for {len(ids)} ids")
         clash = sorted(set(ids) & self._row_ids)
@@ -454,7 +420,7 @@ class ShardWriter:
             )
             return 0
         self._processed.add(file_id)
-        if self._half:  # kept as it is when float16 already (the engines convert per batch)
+        if self._half:
             embeddings = embeddings.astype(np.float16, copy=False)
         self._buffer.append(
             (list(ids), safe_text(source), list(frames), label, embeddings, fingerprint)
@@ -489,8 +455,7 @@ class ShardWriter:
         self._write_errors()
 
     def _record(self, name: str, rows: int, size: int, files: Sequence[Sequence[str]]) -> None:
-        """The commit: the part ``name`` (``files``: its inputs' row ids) is there for readers
-        once the record names it."""
+        """The commit of the part ``name`` (``files``: its inputs' row ids)."""
         if self._table is not None:
             ids = [i for f in files for i in f]
             self._commit([Part(name, rows, size)], [], ids, {"inputs": len(files)})
@@ -501,10 +466,9 @@ class ShardWriter:
         for ids in files:
             self.done_ids.update(ids)
 
-    # -- parts written elsewhere (the Ray engine's workers) -----------------------------------
     def reserve_names(self, n: int) -> list[str]:
-        """Names for ``n`` parts that other processes write into the folder, numbered after
-        this folder's parts: the blocks of one plan get consecutive numbers, in input order."""
+        """Names for ``n`` parts that other processes (the Ray engine's workers) write into the
+        folder, numbered consecutively after this folder's parts."""
         names = [f"part-{self._next_seq + k:05d}{self._suffix}.parquet" for k in range(n)]
         self._next_seq += n
         return names
@@ -512,8 +476,7 @@ class ShardWriter:
     def clashes(self, file_id: str) -> list[str]:
         """Row ids already in the folder that a volume with id ``file_id`` could produce
         (``<file_id>#<frame>``): what a worker checks before writing that file's frames."""
-        # Built once per plan, not once per file; parts committed since hold this run's
-        # inputs, whose ids discovery keeps apart from one another's frame ids.
+        # Built once per plan: parts committed since hold this run's inputs (kept apart).
         if self._frame_ids is None:
             self._frame_ids = {}
             for i in self._row_ids:
@@ -527,8 +490,7 @@ class ShardWriter:
     ) -> None:
         """Record a part that another process wrote as ``name`` (see :meth:`reserve_names`);
         ``files`` are its inputs as ``(file id, row ids, source)``. The part is checked to be
-        there with ``size`` bytes first: the record never names what is not there (and, on a
-        store, the lease is checked before the record is written)."""
+        there with ``size`` bytes first: the record never names what is not there."""
         found = file_sizes(self._loc, [name])[name]
         if found != size:
             raise CtfpError(
@@ -549,9 +511,10 @@ class ShardWriter:
     def _write_errors(self) -> None:
         # An old error stands until its file is tried again in this run (or is found done).
         old = self._old_errors
-        if self._table is not None and self._errors.exists():  # a table has concurrent writers:
-            on_disk = read_table(self._errors).to_pylist()  # keep what others recorded since
-            old = [e for e in on_disk if e["id"] not in self._forgotten]
+        if self._table is not None and self._errors.exists():  # what other writers recorded too
+            old = [
+                e for e in read_table(self._errors).to_pylist() if e["id"] not in self._forgotten
+            ]
         keep = [e for e in old if e["id"] not in self._processed and e["id"] not in self.done_ids]
         errors = keep + self._new_errors
         if errors:
