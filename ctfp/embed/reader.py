@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import math
 import os
+import signal
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -226,9 +230,20 @@ def collate(items: list[Decoded]) -> Batch:
     )
 
 
-def _worker_init(_: int) -> None:
+def _worker_init(parent: int, _: int) -> None:
+    # Die with the loading process. After its kill -9, torch's own check (the parent pid,
+    # every 5 s) can miss it (a parent killed before the check started), and a worker that
+    # does notice hangs on exit: its queue's feeder thread blocks writing into a full result
+    # pipe that the workers themselves hold open. Orphans slept for tens of minutes.
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent:  # gone before the prctl
+            os.kill(os.getpid(), signal.SIGKILL)
     # Decoding is single-threaded work; keep workers from fighting the model for cores.
     torch.set_num_threads(1)
+
+
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 class _Collate:
@@ -263,7 +278,7 @@ def make_loader(
         num_workers=workers,
         collate_fn=_Collate(cached, then),
         pin_memory=pin_memory,
-        worker_init_fn=_worker_init if workers > 0 else None,
+        worker_init_fn=functools.partial(_worker_init, os.getpid()) if workers > 0 else None,
         prefetch_factor=4 if workers > 0 else None,
         persistent_workers=False,
     )

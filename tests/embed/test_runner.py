@@ -113,6 +113,60 @@ def test_kill_9_and_resume_gives_the_uninterrupted_rows(
     assert not list(out.glob(".*.tmp"))
 
 
+def _children(pid: int) -> dict[int, str]:
+    """``{pid: start time}`` of the processes whose parent is ``pid`` (from /proc)."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):  # not a process, or gone
+            continue
+        if fields[1] == str(pid):
+            found[int(entry.name)] = fields[19]
+    return found
+
+
+def _running(pid: int, started: str) -> bool:
+    try:
+        fields = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return False
+    return fields[19] == started and fields[0] != "Z"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="reads /proc")
+def test_kill_9_of_a_run_leaves_no_loader_workers_behind(
+    tmp_path: Path, lung_pngs, embed_command
+) -> None:
+    import os
+    import signal
+    import subprocess
+    import time
+
+    src = copy_pngs(lung_pngs[:48], tmp_path / "src")
+    # 64 KiB of float32 pixels a batch: a batch fills a pipe, so workers left with work block.
+    options = dict(features="pixels:64", dtype="float32", batch_size=4, rows_per_shard=4)
+    out = tmp_path / "out"
+    proc = subprocess.Popen(embed_command(src, out, workers=2, **options))
+    deadline = time.monotonic() + 120
+    while not list(out.glob("part-*.parquet")) and proc.poll() is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    workers = _children(proc.pid)
+    assert proc.poll() is None, "the run finished before it could be killed; make it slower"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert len(workers) == 2
+    deadline = time.monotonic() + 4  # torch's own check of the parent: every 5 s, if at all
+    while any(_running(*w) for w in workers.items()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    left = [pid for pid, started in workers.items() if _running(pid, started)]
+    for pid in left:  # not to leave them behind on this machine either
+        os.kill(pid, signal.SIGKILL)
+    assert not left, f"loader workers {left} outlived the killed run"
+
+
 def test_corrupt_inputs_are_recorded_and_the_run_goes_on(
     tmp_path: Path, lung_pngs, ctfp_log
 ) -> None:
