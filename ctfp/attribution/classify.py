@@ -168,7 +168,8 @@ class GroupClassifier(SavedState, BaseEstimator):
             raise ValueError("this GroupClassifier is not fitted yet; call fit first")
 
     # -- saving ---------------------------------------------------------------------------------
-    _check_saveable = _check_fitted
+    def _check_saveable(self) -> None:
+        self._check_fitted()
 
     def _restore(self, device: str) -> None:
         """numpy on the host: ``device`` is taken for the interface and not used."""

@@ -139,15 +139,16 @@ class GaussianMixture(SavedState, DensityMixin, BaseEstimator):
             self._em(data, self._initialize(x, x2, rng), max_iter, in_memory=True)
             for _ in range(1 if all_given else self.n_init)
         )
-        best = max(runs, key=lambda run: run[1])  # the first of equal lower bounds
-        if warn and not best[3] and max_iter > 0:  # not converged
+        # The best lower bound; the first of equal ones.
+        params, lower_bound, n_iter, converged = max(runs, key=lambda run: run[1])
+        if warn and not converged and max_iter > 0:
             warnings.warn(
                 f"EM did not converge in {max_iter} iterations (tol={self.tol}); "
                 "increase max_iter or tol, or check the data",
                 ConvergenceWarning,
                 stacklevel=3,
             )
-        self._set_fitted(*best)
+        self._set_fitted(params, lower_bound, n_iter, converged)
         return x, x2
 
     def fit_stream(
@@ -261,7 +262,7 @@ class GaussianMixture(SavedState, DensityMixin, BaseEstimator):
             self.covariance_type,
             self._dtype,
         )
-        self._set_fitted(params, math.nan, 0, True, means=means_t)
+        self._set_fitted(params, lower_bound=math.nan, n_iter=0, converged=True, means=means_t)
 
     def _restore(self, device: str) -> None:
         """The saved parameters through :meth:`from_params`' checks (same predictions on the

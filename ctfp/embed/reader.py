@@ -230,6 +230,9 @@ def collate(items: list[Decoded]) -> Batch:
     )
 
 
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
 def _worker_init(parent: int, _: int) -> None:
     # Die with the loading process. After its kill -9, torch's own check (the parent pid,
     # every 5 s) can miss it (a parent killed before the check started), and a worker that
@@ -241,9 +244,6 @@ def _worker_init(parent: int, _: int) -> None:
             os.kill(os.getpid(), signal.SIGKILL)
     # Decoding is single-threaded work; keep workers from fighting the model for cores.
     torch.set_num_threads(1)
-
-
-PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 class _Collate:

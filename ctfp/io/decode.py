@@ -433,9 +433,8 @@ def _decode_nifti(path: str, window: Window, limit: int) -> np.ndarray:
     except Exception as exc:
         raise DecodeError(f"not a readable NIfTI file: {exc}") from None
     shape = (*(int(v) for v in img.shape), 1, 1)
-    _check_size(
-        limit, shape[0], shape[1], int(np.prod(shape[2:]))
-    )  # the header's, before any voxel
+    # The header's shape, checked before any voxel is read.
+    _check_size(limit, shape[0], shape[1], int(np.prod(shape[2:])))
     img = nib.as_closest_canonical(img)  # RAS+, so axis 2 is axial (inferior -> superior)
     data = np.asanyarray(img.dataobj, dtype=np.float64)
     while data.ndim > 3 and data.shape[-1] == 1:

@@ -159,7 +159,8 @@ class MembershipMethod(SavedState, ClassifierMixin, BaseEstimator):
         self.threshold_ = choose_threshold(scores, y, self.calibrate)
         return self
 
-    _check_saveable = _check_fitted
+    def _check_saveable(self) -> None:
+        self._check_fitted()
 
     def _restore(self, device: str) -> None:
         """What every saved method holds, back to its live form: the threshold, the classes

@@ -72,7 +72,7 @@ class NeighbourMethod(MembershipMethod):
         self, x: np.ndarray, g: np.ndarray | None
     ) -> tuple[np.ndarray, np.ndarray]:
         """(x, g) prepared for ``metric``, with ``index_`` holding ``g``."""
-        assert g is not None
+        assert g is not None  # needs_generated: _fit_inputs refuses a fit without
         g, x = distance.prepare(g, self.metric), distance.prepare(x, self.metric)
         searched = distance.search_metric(self.metric)
         self.index_ = make_index(g.shape[1], kind=self.index, metric=searched, device=self.device)
