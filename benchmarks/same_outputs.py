@@ -130,9 +130,13 @@ def dump(out: Path, repo: Path) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("out", type=Path, help="output folder (emptied first)")
+    parser.add_argument(
+        "out", type=Path, help="output folder (an earlier output of this script is emptied first)"
+    )
     out = parser.parse_args().out.resolve()
     repo = Path(__file__).resolve().parents[1]
+    if out.exists() and any(out.iterdir()) and not (out / "_log.txt").is_file():
+        parser.error(f"{out} is not empty and not an earlier output of this script: not emptied")
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     env = {**os.environ, "PYTHONHASHSEED": "0"}
