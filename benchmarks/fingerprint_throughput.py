@@ -12,7 +12,11 @@ Prints one JSON line. The files are the 188 shared CT PNGs (256 px) repeated to 
   wall time), and the stage times (decode wait / forward / write);
 - a run's feature types (task 2's fingerprint types) decoded once for all of them
   (``embed_many``, what ``ctfp run`` does) against one ``embed()`` per type, the loop runs used
-  before, with the default workers.
+  before, with the default workers;
+- the floor (``floor``): what a type's features alone cost a slice already decoded, in memory
+  (its ``forward`` on batches of 64 in one thread, no decode, no resize, no write), against the
+  budget a ratio per core of 0.8 leaves beside PIL's decode (``decode * (1 / 0.8 - 1)``). A type
+  whose forward alone costs more than the budget cannot reach 0.8 however the pipeline is built.
 
     python benchmarks/fingerprint_throughput.py [--repeat 16] [--workers 0,1,2]
 
@@ -33,6 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ctfp.embed.features import build_features
 from ctfp.embed.runner import embed, embed_many
 from ctfp.io.decode import decode_file
 
@@ -62,6 +67,32 @@ def pil_decode(paths: list[Path]) -> None:
     for p in paths:
         with Image.open(p) as img:
             np.asarray(img.convert("L"))
+
+
+def forward_cpu_us(features: str, frames: np.ndarray, batch: int = 64) -> float:
+    """CPU µs per slice of ``features``' forward alone, one thread, on the decoded uint8
+    ``frames`` (n, s, s) already resized to each part's side: the best of three passes."""
+    model = build_features(features)
+    parts = list(model.parts) if hasattr(model, "parts") else [model]
+    views = [
+        torch.from_numpy(np.stack([p.preprocessing.resize(f) for f in frames])[:, None])
+        for p in parts
+    ]
+
+    def run() -> None:
+        for start in range(0, len(frames), batch):
+            chunk = [v[start : start + batch] for v in views]
+            model(chunk if hasattr(model, "parts") else chunk[0])
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.inference_mode():
+            run()  # warm-up: scratch tensors, tables
+            best = min(measured(run)[1] for _ in range(3))
+    finally:
+        torch.set_num_threads(threads)
+    return best / len(frames) * 1e6
 
 
 def stage(timings: dict[str, float]) -> dict[str, float]:
@@ -107,6 +138,14 @@ def main() -> None:
         wall, cpu, _ = measured(lambda: [decode_file(p) for p in paths])
         line["ctfp_decode_file_per_s"] = round(n / wall, 1)
         line["ctfp_decode_file_cpu_us_per_file"] = round(cpu / n * 1e6, 1)
+        frames = np.concatenate([decode_file(p) for p in unique])  # (n, s, s) uint8
+        budget = decode_cpu * (1 / 0.8 - 1) * 1e6
+        line["floor"] = {
+            "budget_us_per_slice_at_0.8": round(budget, 1),
+            "forward_cpu_us_per_slice": {
+                f: round(forward_cpu_us(f, frames), 1) for f in args.types.split(",")
+            },
+        }
 
         def one(out: Path, features: str, w: int | None) -> dict:
             wall, cpu, r = measured(
