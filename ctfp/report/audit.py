@@ -229,8 +229,7 @@ def _task1(summary: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], dic
         chosen_by, reason = "given", f"--method {summary.get('method')} was named"
     members = len((chosen.get("params") or {}).get("members") or []) or None
     tried = selection.get("features_tried")
-    method = _method(summary, requested, chosen_by, reason, members, tried)
-    return evidence, counts, method
+    return evidence, counts, _method(summary, requested, chosen_by, reason, members, tried)
 
 
 def _task2(summary: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
@@ -275,8 +274,7 @@ def _task2(summary: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], dic
         reason = "no labelled examples in train/<group>/: the blind Gaussian mixture"
     features = [c.get("features") for c in selection.get("candidates") or []]
     tried = list(dict.fromkeys(features)) if features else None
-    method = _method(summary, requested, chosen_by, reason, None, tried)
-    return evidence, counts, method
+    return evidence, counts, _method(summary, requested, chosen_by, reason, None, tried)
 
 
 #: How a k sweep chooses its k.

@@ -337,8 +337,8 @@ def _task2(record: dict[str, Any], answer: Answer) -> None:
 
     n = e["n_candidates"] or 1
     if e["measured"]:
-        right = "" if e.get("cv_accuracy") is None else f"; {_pct(e['cv_accuracy'])} of them "
-        right += "went to the right generator" if right else ""
+        right = e.get("cv_accuracy")
+        right = "" if right is None else f"; {_pct(right)} of them went to the right generator"
         answer.strength.append(
             "Cross-validated: on labelled slices it had not been fitted on, the attribution "
             "matched the known generators with an adjusted Rand index (ARI; 0 is a random "

@@ -191,15 +191,13 @@ class Thumbnails:
         img.thumbnail((self.side, self.side))
         return _figure(_thumb(img, caption), caption)
 
-    def difference_html(self, a: tuple[str, int] | None, b: tuple[str, int] | None) -> str:
+    def difference_html(self, a: tuple[str, int], b: tuple[str, int]) -> str:
         """A ``<figure>`` with ``|a - b|`` of two slices at the thumbnail side, or a grey box
         saying why there is none."""
         from PIL import Image
 
+        size = (self.side, self.side)
         try:
-            if a is None or b is None:
-                raise InputError("no embedding row")
-            size = (self.side, self.side)
             x, y = (self._image(w, "").convert("L").resize(size, Image.BILINEAR) for w in (a, b))
         except (CtfpError, OSError) as exc:
             return _figure(_missing(f"no difference image: {exc}", "no difference"), "")

@@ -14,7 +14,8 @@ MAP_POINTS = 5000
 
 @dataclass
 class Rows:
-    """The map sample, the generated rows and the source, frame and vector of wanted ids."""
+    """The map sample, the generated rows and the source, frame and vector of wanted ids
+    (``map_x``, ``generated_x``: the embeddings, one block per batch)."""
 
     metadata: dict[str, Any] = field(default_factory=dict)
     n_rows: int = 0
@@ -26,14 +27,6 @@ class Rows:
     generated_x: list[np.ndarray] = field(default_factory=list)
     where: dict[str, tuple[str, int]] = field(default_factory=dict)
     vectors: dict[str, np.ndarray] = field(default_factory=dict)
-
-    def map_matrix(self) -> np.ndarray:
-        """The map sample's embeddings, (n, d)."""
-        return np.concatenate(self.map_x) if self.map_x else np.zeros((0, 0), np.float32)
-
-    def generated_matrix(self) -> np.ndarray:
-        """The generated rows' embeddings, (m, d), in the order of ``generated_ids``."""
-        return np.concatenate(self.generated_x) if self.generated_x else np.zeros((0, 0))
 
 
 def read_rows(folder: Path, wanted: set[str], *, generated: bool, vectors: bool, seed: int) -> Rows:

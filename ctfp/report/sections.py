@@ -8,6 +8,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ctfp.report.audit_md import SCORERS, WAYS, Answer, criterion_meaning, features_plain
 from ctfp.report.figures import map_plot, projections
 from ctfp.report.html import Html, escape, figure, fmt, table
@@ -241,7 +243,7 @@ def map_section(
     head = '<section id="map"><h2>Map of the embeddings</h2>'
     if rows is None or not rows.map_ids:
         return head + '<p class="note">No embeddings to draw.</p></section>'
-    projected = projections(rows.map_matrix(), seed)
+    projected = projections(np.concatenate(rows.map_x), seed)
     if not projected:
         return head + '<p class="note">Too few embeddings to project.</p></section>'
     sampled = len(rows.map_ids) < rows.n_rows

@@ -61,7 +61,7 @@ def nearest_generated(
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """Distance to and row (in ``rows.generated_ids``) of the exact nearest generated slice of
     each ``query`` (n, d) row; None when either side is empty."""
-    generated = rows.generated_matrix()
+    generated = np.concatenate(rows.generated_x or [np.zeros((0, 0))])
     if len(generated) == 0 or len(query) == 0:
         return None
     distances, found = nearest(query, generated, metric, k=1)
@@ -276,7 +276,10 @@ def evidence_section(
     found = nearest_generated(rows, np.stack(query), metric) if have else None
     if found is None:
         parts.append('<p class="note">The run has no generated slices to compare with.</p>')
-    position = {key: n for n, key in enumerate(have)}
+    near_of: dict[str, tuple[Any, Any]] = {}  # (distance, row in rows.generated_ids) of each
+    if found is not None:
+        distances, nearest_rows = found
+        near_of = dict(zip(have, zip(distances, nearest_rows, strict=True), strict=True))
     header = ["rank", "test slice", "score", "predicted"]
     percentile = non_members is not None and len(non_members) > 0
     if percentile:
@@ -301,12 +304,12 @@ def evidence_section(
         if truth is not None:
             t = truth.get(run_id)
             cells.append("-" if t is None else ("used" if t == "1" else "not used"))
-        if found is not None and key in position:
-            j = int(found[1][position[key]])
+        if key in near_of:
+            distance, j = near_of[key]
             near = rows.generated_where[j]
             cells.append(Html(thumbs.html(near, rows.generated_ids[j])))
-            cells.append(Html(thumbs.difference_html(rows.where.get(key), near)))
-            cells.append(f"{float(found[0][position[key]]):.4g}")
+            cells.append(Html(thumbs.difference_html(rows.where[key], near)))
+            cells.append(f"{float(distance):.4g}")
         else:
             cells += ["-", "-", "-"]
         cells_of_rows.append(cells)

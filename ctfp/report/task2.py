@@ -17,6 +17,13 @@ from ctfp.runs.folder import CLUSTERS_FILE, TEST_PREFIX
 
 NAV = ("selection", "map", "clusters", "evaluation", "thumbnails", "settings")
 GREYS = ("#444444", "#888888", "#bbbbbb", "#222222", "#666666", "#aaaaaa")
+METRIC_ROWS = (
+    ("adjusted Rand index", "ari"),
+    ("normalised mutual information", "nmi"),
+    ("clusters", "n_clusters"),
+    ("true groups", "n_groups"),
+    ("test slices", "n"),
+)
 
 
 def task2_body(
@@ -82,11 +89,7 @@ def task2_body(
         caption = "k chosen by the lowest BIC; the silhouette as a check."
         figures.append(figure(uri, caption, "BIC sweep"))
     parts = ['<section id="clusters"><h2>Clusters</h2>']
-    parts.append(
-        table(
-            ["cluster", "test slices"], [(title[c], n) for c, n in zip(names, sizes, strict=True)]
-        )
-    )
+    parts.append(table(["cluster", "test slices"], [(title[c], len(members[c])) for c in names]))
     parts.append('<div class="figures">' + "".join(figures) + "</div>")
     check = summary.get("train_check")
     if check:
@@ -114,16 +117,7 @@ def task2_body(
         ]
         sections.append(
             '<section id="evaluation"><h2>Evaluation against the truth</h2>'
-            + table(
-                ["metric", "value"],
-                [
-                    ("adjusted Rand index", metrics["ari"]),
-                    ("normalised mutual information", metrics["nmi"]),
-                    ("clusters", metrics["n_clusters"]),
-                    ("true groups", metrics["n_groups"]),
-                    ("test slices", metrics["n"]),
-                ],
-            )
+            + table(["metric", "value"], [(n, metrics[key]) for n, key in METRIC_ROWS])
             + "<h3>Clusters against the true groups (test slices)</h3>"
             + table(["cluster (matched group)", *(f"true {g}" for g in groups_t)], contingency)
             + "</section>"
