@@ -119,7 +119,7 @@ def embed_features(
     found = {f: _read_finite(shards, results[f].inputs) for f, shards in folders.items()}
     first = next(iter(found.values()), None)
     for f, emb in found.items():
-        if first is not None and set(emb.ids.tolist()) != set(first.ids.tolist()):
+        if set(emb.ids.tolist()) != set(first.ids.tolist()):
             raise InputError(
                 f"the {f} and {features[0]} embeddings hold different slices; remove "
                 f"{embeddings_dir(out, f)} and rerun"
@@ -243,7 +243,7 @@ def run_ids(data: Embeddings) -> tuple[list[str], list[str]]:
 def rows_by_id(data: Embeddings, ids: Sequence[str]) -> np.ndarray:
     """(len(ids), d) the embeddings of ``ids``, in that order."""
     where = {i: n for n, i in enumerate(data.ids)}
-    return data.matrix[[where[i] for i in ids]] if len(ids) else data.matrix[:0]
+    return data.matrix[[where[i] for i in ids]]
 
 
 def cross_validate(

@@ -13,7 +13,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager, nullcontext, suppress
+from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -81,29 +81,28 @@ def relocate(value: Any, local: str, uri: str) -> Any:
     return value
 
 
-def publish(local: Path, uri: str, lease: Any = None) -> None:
+def publish(local: Path, uri: str, lease: Any) -> None:
     """Put the files of ``local`` under ``uri``, ``summary.json`` (the commit record) last and
-    the previous one withdrawn first, under ``lease`` (the run's, held already) or one taken
-    here. The previous run's results that the new files do not replace are deleted
+    the previous one withdrawn first, under ``lease`` (the run's, held already). The previous
+    run's results that the new files do not replace are deleted
     (:func:`ctfp.runs.folder.is_result`; the embeddings and other objects stay)."""
     from ctfp.runs.folder import SUMMARY_FILE, is_result
 
     target = resolve(uri)
-    with nullcontext(lease) if lease is not None else target.lock() as lease:
-        target.join(SUMMARY_FILE).delete()
-        new = resolve(local).list_files()
-        for name in target.list_files():
-            if name not in new and name != LEASE_FILE and is_result(name):
-                target.join(name).delete()
-        for name in sorted(new, key=lambda n: n == SUMMARY_FILE):  # the commit record last
-            lease.check()
-            data = (local / name).read_bytes()
-            if name == SUMMARY_FILE:  # its paths renamed to the store (it is not fingerprinted)
-                with suppress(ValueError):
-                    data = (
-                        json.dumps(relocate(json.loads(data), str(local), uri), indent=2) + "\n"
-                    ).encode()
-            target.join(name).put(data)
+    target.join(SUMMARY_FILE).delete()
+    new = resolve(local).list_files()
+    for name in target.list_files():
+        if name not in new and name != LEASE_FILE and is_result(name):
+            target.join(name).delete()
+    for name in sorted(new, key=lambda n: n == SUMMARY_FILE):  # the commit record last
+        lease.check()
+        data = (local / name).read_bytes()
+        if name == SUMMARY_FILE:  # its paths renamed to the store (it is not fingerprinted)
+            with suppress(ValueError):
+                data = (
+                    json.dumps(relocate(json.loads(data), str(local), uri), indent=2) + "\n"
+                ).encode()
+        target.join(name).put(data)
 
 
 @contextmanager

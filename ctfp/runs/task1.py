@@ -427,13 +427,7 @@ def non_members_only(s: Task1Settings) -> tuple[Task1Settings, list[str]]:
             f"(fpr:0.05) instead of {calibrate!r}, which needs known members"
         )
         logger.warning(f"warning: {notes[0]}")
-    return _as_method(s, s.method, options), notes
-
-
-def _as_method(s: Task1Settings, method: str, options: dict[str, Any]) -> Task1Settings:
-    """``s`` with ``method`` and its ``options`` (its k and old options dropped)."""
-    values = {n: getattr(s, n) for n in Task1Settings.field_names() if n not in ("options", "k")}
-    return Task1Settings.with_options(**{**values, "method": method}, **options)
+    return task1_settings(s, {"k": (), **options}), notes  # its k dropped
 
 
 #: The score a run without known members keeps unless the data show a better one: GAN-Leaks'
@@ -482,7 +476,7 @@ def choose_without_members(
     logger.warning(f"warning: {note}")
     warnings.append(note)
     options = {"calibrate": _options(s).calibrate, **chosen.params}
-    named = _as_method(s, chosen.method, options)
+    named = task1_settings(s, {"k": (), "method": chosen.method, **options})  # s's k dropped
     record = {
         "rule": f"the default ({default.label}) unless another score's ROC-AUC of test slices "
         "against the known non-members held out (5 folds) beats it by more than one standard "
