@@ -338,9 +338,6 @@ class DeltaLog:
 class Unlocked(Held):
     """What a table writer holds instead of a lock: nothing (see :class:`DeltaLog`)."""
 
-    def check(self) -> None:
-        """Nothing to check."""
-
     def release(self) -> None:
         """Nothing to release."""
 
