@@ -210,16 +210,13 @@ _UMASK = os.umask(0o022)
 os.umask(_UMASK)
 
 
-def remove_stale_temp_files(folder: Path) -> list[Path]:
-    """Remove ctfp's own temp files in ``folder`` whose process is gone (a killed run's), and
-    return them; any other file, and the temp files of a live process, are left alone."""
-    removed: list[Path] = []
+def remove_stale_temp_files(folder: Path) -> None:
+    """Remove ctfp's own temp files in ``folder`` whose process is gone (a killed run's); any
+    other file, and the temp files of a live process, are left alone."""
     for tmp in folder.iterdir() if folder.is_dir() else ():
         match = _TEMP_RE.match(tmp.name)
         if match and tmp.is_file() and not tmp.is_symlink() and not alive(int(match.group(2))):
             tmp.unlink(missing_ok=True)
-            removed.append(tmp)
-    return removed
 
 
 def scheme_of(location: str | os.PathLike[str]) -> str | None:

@@ -48,6 +48,10 @@ _LOCKED_HERE: set[str] = set()
 class Held:
     """A held lock: ``with`` blocks release it on leaving."""
 
+    def check(self) -> None:
+        """Stop if this writer no longer holds the folder: nothing to check where a lock
+        cannot be taken over (a :class:`Lease` can)."""
+
     def release(self) -> None:
         raise NotImplementedError
 
@@ -89,9 +93,6 @@ class FolderLock(Held):
             ) from None
         _LOCKED_HERE.add(key)
         self._key, self._handle = key, handle
-
-    def check(self) -> None:
-        """Nothing to check: unlike a :class:`Lease`, a held lock cannot be taken over."""
 
     def release(self) -> None:
         if self._handle is not None:

@@ -16,9 +16,9 @@ from ctfp.exceptions import InputError
 from ctfp.io.fs import PathLike, resolve
 from ctfp.io.sources import InputFile
 from ctfp.store.delta import LOG_DIR, PREFIX
-from ctfp.store.manifest import MANIFEST_FILE, PART_RE, committed_shards
+from ctfp.store.manifest import MANIFEST_FILE, committed_shards
 from ctfp.store.reader import open_shard, read_schema
-from ctfp.store.schema import SLICES_FORMAT, read_metadata
+from ctfp.store.schema import PART_RE, SLICES_FORMAT, read_metadata
 
 
 def is_slice_cache(path: PathLike) -> bool:

@@ -29,6 +29,7 @@ from ctfp.exceptions import CtfpError, InputError, ShardMismatchError, StorageEr
 from ctfp.io.fs import Location, PathLike, child, resolve
 from ctfp.io.locks import Held
 from ctfp.progress import logger
+from ctfp.store.schema import PART_RE
 
 PREFIX = "delta:"
 LOG_DIR = "_delta_log"
@@ -36,7 +37,6 @@ PROPERTY = "ctfp.metadata"  # the table property holding the shards' ctfp metada
 #: Parts no version names are deleted once this old (a younger one may be a live writer's).
 ORPHAN_HOURS = 1
 _VERSION = re.compile(r"^(.*)@v(\d+)$")
-_PART = re.compile(r"^part-[A-Za-z0-9_-]+\.parquet$")
 
 
 class CommitRefused(CtfpError):
@@ -255,18 +255,15 @@ class DeltaLog:
     def version(self) -> int:
         return int(self._dt.version())
 
-    def orphans(self) -> list[str]:
-        """Parts no version names older than :data:`ORPHAN_HOURS` (a killed writer's): what a
-        full vacuum would delete and a plain one (which keeps older versions' parts) would not."""
+    def clean(self) -> None:
+        """Delete the parts no version names older than :data:`ORPHAN_HOURS` (a killed
+        writer's): what a full vacuum would delete and a plain one (which keeps older versions'
+        parts) would not."""
         kwargs = dict(retention_hours=ORPHAN_HOURS, dry_run=True, enforce_retention_duration=False)
         with _failing(self.loc):
             full = set(self._dt.vacuum(full=True, **kwargs))
             kept = set(self._dt.vacuum(**kwargs))
-        return sorted(p for p in full - kept if "/" not in p and _PART.match(p))
-
-    def clean(self) -> None:
-        """Delete the orphans (:meth:`orphans`)."""
-        for name in self.orphans():
+        for name in sorted(p for p in full - kept if "/" not in p and PART_RE.match(p)):
             self.loc.join(name).delete()
             logger.info(f"deleted {child(self.loc.uri, name)}: a part no version of the table has")
 
@@ -277,11 +274,11 @@ class DeltaLog:
         ids: Collection[str],
         take_in: Callable[[list[str]], set[str]],
         info: dict[str, Any],
-    ) -> int:
+    ) -> None:
         """Commit the parts ``added`` (``(name, rows, bytes)``, written already) and take the
         parts ``removed`` out, in one transaction; ``ids``: the row and input ids of the rows
         added; ``take_in(names)`` reads parts other writers committed since and returns the ids
-        they hold. Returns the version made.
+        they hold.
 
         Raises CommitRefused: another writer committed rows of the same inputs, or replaced
         parts, since this one read the table: nothing is committed (added parts are deleted).
@@ -326,7 +323,6 @@ class DeltaLog:
             self.files.pop(name, None)
         theirs, _ = self._since()  # committed by others just after this commit: taken in too
         take_in(theirs)
-        return self.version
 
     def _since(self) -> tuple[list[str], set[str]]:
         """Move to the latest version: the parts others added since, and those gone."""
@@ -341,9 +337,6 @@ class DeltaLog:
 
 class Unlocked(Held):
     """What a table writer holds instead of a lock: nothing (see :class:`DeltaLog`)."""
-
-    def check(self) -> None:
-        """Nothing to check."""
 
     def release(self) -> None:
         """Nothing to release."""

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -27,10 +27,10 @@ from typing import Any
 from ctfp.exceptions import InputError, ShardMismatchError
 from ctfp.io.fs import Location, PathLike, child, resolve
 from ctfp.progress import logger
+from ctfp.store.schema import PART_RE
 
 MANIFEST_FILE = "_manifest.json"
 MANIFEST_FORMAT = "ctfp-manifest/1"
-PART_RE = re.compile(r"^part-[A-Za-z0-9_-]+\.parquet$")  # what writers name their parts
 # What a record may name: a plain file name in the folder (a scores folder takes its input
 # shards' names, which need not be ctfp's).
 NAME_RE = re.compile(r"^[^/\\.][^/\\]*\.parquet$")
@@ -102,6 +102,23 @@ def manifest_bytes(parts: list[Part], retired: Iterable[str] = ()) -> bytes:
     return (json.dumps(doc, indent=1) + "\n").encode("utf-8")
 
 
+def missing_parts(
+    folder: PathLike, parts: list[Part], sizes: dict[str, int | None], rerun: str
+) -> Iterator[Part]:
+    """Those of ``parts`` that ``sizes`` (name -> bytes) lacks, in turn; one of another size
+    than recorded is a ShardMismatchError (the remedy: delete it and ``rerun``)."""
+    for part in parts:
+        size = sizes.get(part.name)
+        if size is None:
+            yield part
+        elif size != part.bytes:
+            raise ShardMismatchError(
+                f"{child(folder, part.name)} has {size} bytes where the folder's commit record "
+                f"says {part.bytes}: it was replaced since it was written; restore it, or "
+                f"delete it and {rerun}"
+            )
+
+
 def has_shards(folder: PathLike) -> bool:
     """Whether ``folder`` has a commit record, a Delta log or (locally) part files."""
     from ctfp.store.delta import table_of
@@ -142,20 +159,12 @@ def committed_shards(folder: PathLike, required: bool = True) -> list[str | Path
     if not parts:
         raise InputError(f"no finished ctfp shards in {os.fspath(folder)!r} (its record is empty)")
     sizes = file_sizes(loc, [p.name for p in parts])
-    for part in parts:
-        size = sizes[part.name]
-        if size is None:
-            raise InputError(
-                f"{child(folder, part.name)} is missing: the folder's commit record names it "
-                f"({part.rows} rows); it was deleted outside ctfp. Rerun the embed command "
-                "into this folder to embed its inputs again"
-            )
-        if size != part.bytes:
-            raise ShardMismatchError(
-                f"{child(folder, part.name)} has {size} bytes where the folder's commit record "
-                f"says {part.bytes}: it was replaced since it was written; restore it, or "
-                "delete it and rerun the embed command"
-            )
+    for part in missing_parts(folder, parts, sizes, "rerun the embed command"):
+        raise InputError(
+            f"{child(folder, part.name)} is missing: the folder's commit record names it "
+            f"({part.rows} rows); it was deleted outside ctfp. Rerun the embed command "
+            "into this folder to embed its inputs again"
+        )
     if loc.local:
         stray = sorted(set(list_parts(loc)) - {p.name for p in parts} - set(retired))
         if stray:
@@ -175,6 +184,7 @@ __all__ = [
     "has_shards",
     "list_parts",
     "manifest_bytes",
+    "missing_parts",
     "read_manifest",
     "read_record",
 ]

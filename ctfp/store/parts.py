@@ -65,13 +65,13 @@ def rows_table(schema: pa.Schema, files: Sequence[tuple[Any, ...]]) -> pa.Table:
     return pa.Table.from_arrays(columns, schema=schema)
 
 
-def write_part(path: PathLike, table: pa.Table, compression: str = "zstd") -> int:
+def write_part(path: PathLike, table: pa.Table) -> int:
     """Write one part atomically (see :func:`write_atomic`); returns its size in bytes. Small
     row groups let readers stream a shard; dictionary encoding slows float vectors' reading."""
     return write_atomic(
         table,
         path,
-        compression=compression,
+        compression="zstd",
         row_group_size=ROW_GROUP_ROWS,
         use_dictionary=["source", "label"],
     )

@@ -146,14 +146,12 @@ def check_compatible(paths: Sequence[ShardPath]) -> dict[str, Any]:
             )
         if first is None:
             first, first_path = meta, path
-        if first is not meta:
-            a, b = identity_of(first), identity_of(meta)
-            if a != b:
-                diffs = ", ".join(f"{k}: {a[k]!r} vs {b[k]!r}" for k in a if a[k] != b[k])
-                raise ShardMismatchError(
-                    f"{first_path} and {path} hold embeddings that cannot be mixed ({diffs}); "
-                    "embed all inputs with the same model, weights, preprocessing and window"
-                )
+        elif (a := identity_of(first)) != (b := identity_of(meta)):
+            diffs = ", ".join(f"{k}: {a[k]!r} vs {b[k]!r}" for k in a if a[k] != b[k])
+            raise ShardMismatchError(
+                f"{first_path} and {path} hold embeddings that cannot be mixed ({diffs}); "
+                "embed all inputs with the same model, weights, preprocessing and window"
+            )
         footprint = id_footprint(footer)
         ranges.append((footprint[1:] if footprint is not None else None, path))
     assert first is not None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pyarrow as pa
@@ -13,6 +14,7 @@ FORMAT = "ctfp-embeddings/1"
 METADATA_KEY = b"ctfp"
 ERRORS_DIR = "_errors"
 ERRORS_FILE = "errors.parquet"
+PART_RE = re.compile(r"^part-[A-Za-z0-9_-]+\.parquet$")  # what writers name their parts
 FINGERPRINT = "fingerprint"  # the column of each row's input fingerprint (see shard_schema)
 DTYPES = {"float16": pa.float16(), "float32": pa.float32()}
 PIXELS_DTYPE = "uint8"  # the decoded-slice cache (ctfp.store.cache)

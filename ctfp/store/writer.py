@@ -40,6 +40,7 @@ from ctfp.store.manifest import (
     file_sizes,
     list_parts,
     manifest_bytes,
+    missing_parts,
     read_record,
 )
 from ctfp.store.parts import (
@@ -112,7 +113,6 @@ class ShardWriter:
         metadata: dict[str, Any],
         rows_per_shard: int = 10_000,
         commit_seconds: float | None = 30.0,
-        compression: str = "zstd",
     ) -> None:
         if rows_per_shard < 1:
             raise CtfpError(f"rows per shard must be at least 1, got {rows_per_shard}")
@@ -137,7 +137,6 @@ class ShardWriter:
         self.dim = int(metadata["dim"])
         self.dtype = str(metadata["dtype"])
         self.rows_per_shard = rows_per_shard
-        self.compression = compression
         schema = shard_schema(self.dim, self.dtype, metadata, fingerprints=True)
         self.schema = table_schema(schema) if table else schema
         self._suffix = f"-{uuid.uuid4().hex[:8]}" if table else ""
@@ -189,23 +188,14 @@ class ShardWriter:
                 self._loc.join(name).delete()
                 del listed[name]
             changed = True
-        parts: list[Part] = []
-        for part in recorded or []:
-            size = listed.get(part.name)
-            if size is None:
-                logger.warning(
-                    f"warning: {child(self.out_dir, part.name)}, named by the folder's commit "
-                    f"record, is missing; its {part.rows} rows' inputs are embedded again"
-                )
-                changed = True
-            elif size != part.bytes:
-                raise ShardMismatchError(
-                    f"{child(self.out_dir, part.name)} has {size} bytes where the folder's "
-                    f"commit record says {part.bytes}: it was replaced since it was written; "
-                    "restore it, or delete it and rerun to embed its inputs again"
-                )
-            else:
-                parts.append(part)
+        rerun = "rerun to embed its inputs again"
+        for part in missing_parts(self.out_dir, recorded or [], listed, rerun):
+            logger.warning(
+                f"warning: {child(self.out_dir, part.name)}, named by the folder's commit "
+                f"record, is missing; its {part.rows} rows' inputs are embedded again"
+            )
+            changed = True
+        parts = [part for part in recorded or [] if part.name in listed]
         orphans = sorted(set(listed) - {p.name for p in recorded or []})
         seq = _after([p.name for p in parts] + orphans + retired)
         for part in parts:
@@ -347,7 +337,7 @@ class ShardWriter:
                     pa.field(FINGERPRINT, pa.string()), pa.nulls(rows.num_rows, pa.string())
                 )
             self._lock.check()
-            size = write_part(child(self.out_dir, new), rows, self.compression)
+            size = write_part(child(self.out_dir, new), rows)
             written.append(Part(new, rows.num_rows, size))
             self.shards_written.append(child(self.out_dir, new))
         if self._table is not None:
@@ -447,7 +437,7 @@ class ShardWriter:
             table = rows_table(self.schema, self._buffer)
             [name] = self.reserve_names(1)
             self._lock.check()
-            size = write_part(child(self.out_dir, name), table, self.compression)
+            size = write_part(child(self.out_dir, name), table)
             self._record(name, table.num_rows, size, [ids for ids, *_ in self._buffer])
             self._buffer.clear()
             self._buffered_rows = 0
