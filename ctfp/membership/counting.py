@@ -6,6 +6,7 @@ it never saw. The labels choose the decision threshold, nothing else.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
@@ -21,6 +22,7 @@ MAX_COUNTED = 1024
 _D = CountingSettings()
 
 
+@dataclass(kw_only=True, eq=False, repr=False)
 class CountingMembership(NeighbourMethod):
     """Score real slices by the fraction of generated slices within a radius of them.
 
@@ -45,18 +47,10 @@ class CountingMembership(NeighbourMethod):
         """The radius at the 10 % and the 50 % quantile."""
         return [{"radius_quantile": q} for q in (0.1, 0.5)]
 
-    def __init__(
-        self,
-        *,
-        radius_quantile: float = _D.radius_quantile,
-        metric: str = _D.metric,
-        calibrate: str = _D.calibrate,
-        device: str = "auto",
-    ) -> None:
-        self.radius_quantile = radius_quantile
-        self.metric = metric
-        self.calibrate = calibrate
-        self.device = device
+    radius_quantile: float = _D.radius_quantile
+    metric: str = _D.metric
+    calibrate: str = _D.calibrate
+    device: str = "auto"
 
     @property
     def uses_labels(self) -> bool:

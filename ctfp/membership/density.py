@@ -9,6 +9,7 @@ known non-members, removes "this slice is simply typical" from the signal.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
@@ -28,6 +29,7 @@ DISTANCE_FLOOR = 1e-12
 _D = DensitySettings()
 
 
+@dataclass(kw_only=True, eq=False, repr=False)
 class DensityRatioMembership(NeighbourMethod):
     """Score real slices by ``log p_gen(x) - log p_ref(x)`` (DOMIAS), ``p_gen`` from the
     generated slices, ``p_ref`` from the training reals labelled not used (scored
@@ -62,22 +64,12 @@ class DensityRatioMembership(NeighbourMethod):
         knn = [{"estimator": "knn", "neighbours": k} for k in (1, 5)]
         return knn + [{"estimator": "kde", "bandwidth": b} for b in (0.5, 1.0, 2.0)]
 
-    def __init__(
-        self,
-        *,
-        estimator: str = _D.estimator,
-        neighbours: int = _D.neighbours,
-        bandwidth: float = _D.bandwidth,
-        metric: str = _D.metric,
-        calibrate: str = _D.calibrate,
-        device: str = "auto",
-    ) -> None:
-        self.estimator = estimator
-        self.neighbours = neighbours
-        self.bandwidth = bandwidth
-        self.metric = metric
-        self.calibrate = calibrate
-        self.device = device
+    estimator: str = _D.estimator
+    neighbours: int = _D.neighbours
+    bandwidth: float = _D.bandwidth
+    metric: str = _D.metric
+    calibrate: str = _D.calibrate
+    device: str = "auto"
 
     @property
     def uses_labels(self) -> bool:

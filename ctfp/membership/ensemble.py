@@ -10,6 +10,7 @@ each is first standardised (:func:`robust_scale`).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
@@ -31,6 +32,7 @@ def robust_scale(scores: np.ndarray) -> tuple[float, float]:
     return float(median), scale if scale > 0 else 1.0
 
 
+@dataclass(kw_only=True, eq=False, repr=False)
 class EnsembleMembership(MembershipMethod):
     """The weighted mean of the standardised scores of several membership methods on the same
     features.
@@ -55,18 +57,10 @@ class EnsembleMembership(MembershipMethod):
         "classes_": "classes",
     }
 
-    def __init__(
-        self,
-        *,
-        members: Sequence[Mapping[str, Any]] = (),
-        calibrate: str = "balanced",
-        random_state: int = 0,
-        device: str = "auto",
-    ) -> None:
-        self.members = members
-        self.calibrate = calibrate
-        self.random_state = random_state
-        self.device = device
+    members: Sequence[Mapping[str, Any]] = ()
+    calibrate: str = "balanced"
+    random_state: int = 0
+    device: str = "auto"
 
     @property
     def needs_generated(self) -> bool:  # type: ignore[override]
