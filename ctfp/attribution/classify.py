@@ -122,8 +122,7 @@ class GroupClassifier(SavedState, BaseEstimator):
 
     # -- prediction -----------------------------------------------------------------------------
     def _standardised(self, X: Any) -> np.ndarray:
-        if not hasattr(self, "mean_"):
-            raise ValueError("this GroupClassifier is not fitted yet; call fit first")
+        self._check_fitted("mean_")  # the densities alone (density_only) are fitted
         x = _matrix(X)
         if x.shape[1] != len(self.mean_):
             raise InputError(
@@ -157,8 +156,8 @@ class GroupClassifier(SavedState, BaseEstimator):
         maha = np.einsum("nkd,de,nke->nk", d, self.density_precision_, d)
         return (-0.5 * (maha + self.density_logdet_ + w.shape[1] * np.log(2 * np.pi))).max(1)
 
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "coef_"):
+    def _check_fitted(self, attr: str = "coef_") -> None:
+        if not hasattr(self, attr):
             raise ValueError("this GroupClassifier is not fitted yet; call fit first")
 
     # -- saving ---------------------------------------------------------------------------------

@@ -34,8 +34,9 @@ class MembershipMethod(SavedState, ClassifierMixin, BaseEstimator):
     its command-line options are the fields of its ``settings_class``, passed to ``__init__``
     under the same names. Its parameters are dataclass fields
     (``@dataclass(kw_only=True, eq=False, repr=False)``): the generated ``__init__`` stores each
-    as given, as scikit-learn wants, and equality, hashing and repr stay scikit-learn's. Fitted, a method holds ``threshold_`` and ``train_scores_`` (the
-    training reals' scores the threshold was chosen on).
+    as given, as scikit-learn wants, and equality, hashing and repr stay scikit-learn's. Fitted,
+    a method holds ``threshold_`` and ``train_scores_`` (the training reals' scores the
+    threshold was chosen on).
     """
 
     #: The registry name (``--method``) and the name saved models record as their kind.

@@ -36,6 +36,7 @@ class CountingMembership(NeighbourMethod):
     name = "counting"
     settings_class = CountingSettings
     rank = 1
+    uses_labels = False  # the labels only choose the threshold
     saved_state: ClassVar[dict[str, str]] = {
         "index_": "generated_index",
         "radius_": "radius",
@@ -51,10 +52,6 @@ class CountingMembership(NeighbourMethod):
     metric: str = _D.metric
     calibrate: str = _D.calibrate
     device: str = "auto"
-
-    @property
-    def uses_labels(self) -> bool:
-        return False  # the labels only choose the threshold
 
     def fit(self, X: Any, y: Any, generated: Any = None) -> CountingMembership:
         """Index ``generated`` (m, d); choose the radius on training reals ``X`` (n, d) and the

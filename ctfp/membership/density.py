@@ -71,10 +71,6 @@ class DensityRatioMembership(NeighbourMethod):
     calibrate: str = _D.calibrate
     device: str = "auto"
 
-    @property
-    def uses_labels(self) -> bool:
-        return True  # the reference set is the known non-members
-
     def fit(self, X: Any, y: Any, generated: Any = None) -> DensityRatioMembership:
         """Index ``generated`` (m, d) and the not-used training reals; calibrate on training
         reals ``X`` (n, d) with labels ``y`` (1 = used, 0 = not used)."""

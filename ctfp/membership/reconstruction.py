@@ -81,6 +81,7 @@ class ReconstructionMembership(MembershipMethod):
     needs_generated = True
     settings_class = ReconstructionSettings
     rank = 2
+    uses_labels = False  # the surrogate sees the generated slices only
     saved_state: ClassVar[dict[str, str]] = {
         "mean_": "mean",
         "components_": "components",
@@ -99,10 +100,6 @@ class ReconstructionMembership(MembershipMethod):
     components: int = _D.components
     normalize: bool = _D.normalize
     calibrate: str = _D.calibrate
-
-    @property
-    def uses_labels(self) -> bool:
-        return False  # the surrogate sees the generated slices only
 
     def fit(self, X: Any, y: Any, generated: Any = None) -> ReconstructionMembership:
         """Fit the PCA to ``generated`` (m, d); choose the threshold on ``X`` (n, d), ``y``."""
