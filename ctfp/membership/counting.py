@@ -11,7 +11,6 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ctfp.membership.base import MembershipMethod
 from ctfp.membership.neighbours import NeighbourMethod, neighbour_distances
 from ctfp.membership.options import CountingSettings
 
@@ -37,11 +36,7 @@ class CountingMembership(NeighbourMethod):
     settings_class = CountingSettings
     rank = 1
     uses_labels = False  # the labels only choose the threshold
-    saved_state: ClassVar[dict[str, str]] = {
-        "index_": "generated_index",
-        "radius_": "radius",
-        **MembershipMethod.saved_state,
-    }
+    saved_state: ClassVar[dict[str, str]] = {**NeighbourMethod.saved_state, "radius_": "radius"}
 
     @classmethod
     def grid(cls, n_small: int, ks: Sequence[int]) -> list[dict[str, Any]]:

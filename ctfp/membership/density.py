@@ -16,7 +16,6 @@ import numpy as np
 from scipy.special import logsumexp
 
 from ctfp.index.flat import FlatIndex
-from ctfp.membership.base import MembershipMethod
 from ctfp.membership.neighbours import NeighbourMethod, neighbour_distances
 from ctfp.membership.options import DensitySettings
 
@@ -51,10 +50,8 @@ class DensityRatioMembership(NeighbourMethod):
     settings_class = DensitySettings
     rank = 5
     saved_state: ClassVar[dict[str, str]] = {
-        "index_": "generated_index",
-        "reference_": "reference_index",
+        **NeighbourMethod.saved_state,
         "bandwidth_": "fitted_bandwidth",
-        **MembershipMethod.saved_state,
     }
 
     @classmethod

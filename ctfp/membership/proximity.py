@@ -14,7 +14,6 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ctfp.index.ann import recall_at_1
-from ctfp.membership.base import MembershipMethod
 from ctfp.membership.neighbours import NeighbourMethod, neighbour_distances
 from ctfp.membership.options import ProximitySettings
 
@@ -35,12 +34,7 @@ class ProximityMembership(NeighbourMethod):
     name = "proximity"
     settings_class = ProximitySettings
     rank = 0
-    saved_state: ClassVar[dict[str, str]] = {
-        "index_": "generated_index",
-        "reference_": "reference_index",
-        "recall_": "recall",
-        **MembershipMethod.saved_state,
-    }
+    saved_state: ClassVar[dict[str, str]] = {**NeighbourMethod.saved_state, "recall_": "recall"}
 
     @classmethod
     def grid(cls, n_small: int, ks: Sequence[int]) -> list[dict[str, Any]]:
