@@ -25,14 +25,4 @@ _LAZY = {
 __getattr__ = lazy(__name__, _LAZY)
 
 
-__all__ = [
-    "ClusterSettings",
-    "Clustering",
-    "GroupClassifier",
-    "LinearProjection",
-    "MixtureSettings",
-    "Task2Settings",
-    "cluster_shards",
-    "cluster_slices",
-    "select_components",
-]
+__all__ = sorted(_LAZY)

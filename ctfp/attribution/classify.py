@@ -13,6 +13,7 @@ covariance) in a PCA space of at most ``density_components`` dimensions.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
@@ -24,6 +25,7 @@ from ctfp.exceptions import InputError
 MODELS = ("lr", "lda")
 
 
+@dataclass(eq=False, repr=False)
 class GroupClassifier(SavedState, BaseEstimator):
     """Predict the labelled group (generator) of each slice: ``model`` ``lr`` (logistic
     regression, inverse L2 strength ``C``) or ``lda`` (shrunk LDA), on the standardised features
@@ -45,19 +47,11 @@ class GroupClassifier(SavedState, BaseEstimator):
         "density_logdet_": "density_logdet",
     }
 
-    def __init__(
-        self,
-        model: str = "lr",
-        pca: int | None = None,
-        C: float = 1.0,
-        density_components: int = 32,
-        random_state: int = 0,
-    ) -> None:
-        self.model = model
-        self.pca = pca
-        self.C = C
-        self.density_components = density_components
-        self.random_state = random_state
+    model: str = "lr"
+    pca: int | None = None
+    C: float = 1.0
+    density_components: int = 32
+    random_state: int = 0
 
     # -- fitting --------------------------------------------------------------------------------
     def fit(self, X: Any, y: Sequence[Any], *, density_only: bool = False) -> GroupClassifier:
@@ -128,8 +122,7 @@ class GroupClassifier(SavedState, BaseEstimator):
 
     # -- prediction -----------------------------------------------------------------------------
     def _standardised(self, X: Any) -> np.ndarray:
-        if not hasattr(self, "mean_"):
-            raise ValueError("this GroupClassifier is not fitted yet; call fit first")
+        self._check_fitted("mean_")  # the densities alone (density_only) are fitted
         x = _matrix(X)
         if x.shape[1] != len(self.mean_):
             raise InputError(
@@ -163,8 +156,8 @@ class GroupClassifier(SavedState, BaseEstimator):
         maha = np.einsum("nkd,de,nke->nk", d, self.density_precision_, d)
         return (-0.5 * (maha + self.density_logdet_ + w.shape[1] * np.log(2 * np.pi))).max(1)
 
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "coef_"):
+    def _check_fitted(self, attr: str = "coef_") -> None:
+        if not hasattr(self, attr):
             raise ValueError("this GroupClassifier is not fitted yet; call fit first")
 
     # -- saving ---------------------------------------------------------------------------------

@@ -32,8 +32,11 @@ class MembershipMethod(SavedState, ClassifierMixin, BaseEstimator):
 
     A new method is one module with a subclass and one line in :mod:`ctfp.membership.registry`;
     its command-line options are the fields of its ``settings_class``, passed to ``__init__``
-    under the same names. Fitted, a method holds ``threshold_`` and ``train_scores_`` (the
-    training reals' scores the threshold was chosen on).
+    under the same names. Its parameters are dataclass fields
+    (``@dataclass(kw_only=True, eq=False, repr=False)``): the generated ``__init__`` stores each
+    as given, as scikit-learn wants, and equality, hashing and repr stay scikit-learn's. Fitted,
+    a method holds ``threshold_`` and ``train_scores_`` (the training reals' scores the
+    threshold was chosen on).
     """
 
     #: The registry name (``--method``) and the name saved models record as their kind.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import KW_ONLY, dataclass
 from typing import Any, ClassVar
 
 import numpy as np
@@ -13,6 +14,7 @@ from ctfp.index.flat import FlatIndex
 from ctfp.membership.base import MembershipMethod
 
 
+@dataclass(eq=False, repr=False)
 class CentroidMembership(MembershipMethod):
     """k-means centres of the "used" and the "not used" training embeddings; a slice takes the
     label of its nearest centre by Manhattan (L1) distance, found in a FAISS flat L1 index of
@@ -40,20 +42,12 @@ class CentroidMembership(MembershipMethod):
         """The seed method at each k the smaller training class allows."""
         return [{"k": k} for k in ks if k <= n_small]
 
-    def __init__(
-        self,
-        k: int = 4,
-        *,
-        n_init: int = 3,
-        random_state: int | None = 0,
-        device: str = "auto",
-        backend: str = "auto",
-    ) -> None:
-        self.k = k
-        self.n_init = n_init
-        self.random_state = random_state
-        self.device = device
-        self.backend = backend
+    k: int = 4
+    _: KW_ONLY
+    n_init: int = 3
+    random_state: int | None = 0
+    device: str = "auto"
+    backend: str = "auto"
 
     def fit(self, X: Any, y: Any, generated: Any = None) -> CentroidMembership:
         """Fit the centres on training reals ``X`` (n, d) with labels ``y`` (n,); ``generated``

@@ -6,11 +6,11 @@ it never saw. The labels choose the decision threshold, nothing else.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
 
-from ctfp.membership.base import MembershipMethod
 from ctfp.membership.neighbours import NeighbourMethod, neighbour_distances
 from ctfp.membership.options import CountingSettings
 
@@ -21,6 +21,7 @@ MAX_COUNTED = 1024
 _D = CountingSettings()
 
 
+@dataclass(kw_only=True, eq=False, repr=False)
 class CountingMembership(NeighbourMethod):
     """Score real slices by the fraction of generated slices within a radius of them.
 
@@ -34,33 +35,18 @@ class CountingMembership(NeighbourMethod):
     name = "counting"
     settings_class = CountingSettings
     rank = 1
-    saved_state: ClassVar[dict[str, str]] = {
-        "index_": "generated_index",
-        "radius_": "radius",
-        **MembershipMethod.saved_state,
-    }
+    uses_labels = False  # the labels only choose the threshold
+    saved_state: ClassVar[dict[str, str]] = {**NeighbourMethod.saved_state, "radius_": "radius"}
 
     @classmethod
     def grid(cls, n_small: int, ks: Sequence[int]) -> list[dict[str, Any]]:
         """The radius at the 10 % and the 50 % quantile."""
         return [{"radius_quantile": q} for q in (0.1, 0.5)]
 
-    def __init__(
-        self,
-        *,
-        radius_quantile: float = _D.radius_quantile,
-        metric: str = _D.metric,
-        calibrate: str = _D.calibrate,
-        device: str = "auto",
-    ) -> None:
-        self.radius_quantile = radius_quantile
-        self.metric = metric
-        self.calibrate = calibrate
-        self.device = device
-
-    @property
-    def uses_labels(self) -> bool:
-        return False  # the labels only choose the threshold
+    radius_quantile: float = _D.radius_quantile
+    metric: str = _D.metric
+    calibrate: str = _D.calibrate
+    device: str = "auto"
 
     def fit(self, X: Any, y: Any, generated: Any = None) -> CountingMembership:
         """Index ``generated`` (m, d); choose the radius on training reals ``X`` (n, d) and the

@@ -9,13 +9,13 @@ known non-members, removes "this slice is simply typical" from the signal.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
 from scipy.special import logsumexp
 
 from ctfp.index.flat import FlatIndex
-from ctfp.membership.base import MembershipMethod
 from ctfp.membership.neighbours import NeighbourMethod, neighbour_distances
 from ctfp.membership.options import DensitySettings
 
@@ -28,6 +28,7 @@ DISTANCE_FLOOR = 1e-12
 _D = DensitySettings()
 
 
+@dataclass(kw_only=True, eq=False, repr=False)
 class DensityRatioMembership(NeighbourMethod):
     """Score real slices by ``log p_gen(x) - log p_ref(x)`` (DOMIAS), ``p_gen`` from the
     generated slices, ``p_ref`` from the training reals labelled not used (scored
@@ -49,10 +50,8 @@ class DensityRatioMembership(NeighbourMethod):
     settings_class = DensitySettings
     rank = 5
     saved_state: ClassVar[dict[str, str]] = {
-        "index_": "generated_index",
-        "reference_": "reference_index",
+        **NeighbourMethod.saved_state,
         "bandwidth_": "fitted_bandwidth",
-        **MembershipMethod.saved_state,
     }
 
     @classmethod
@@ -62,26 +61,12 @@ class DensityRatioMembership(NeighbourMethod):
         knn = [{"estimator": "knn", "neighbours": k} for k in (1, 5)]
         return knn + [{"estimator": "kde", "bandwidth": b} for b in (0.5, 1.0, 2.0)]
 
-    def __init__(
-        self,
-        *,
-        estimator: str = _D.estimator,
-        neighbours: int = _D.neighbours,
-        bandwidth: float = _D.bandwidth,
-        metric: str = _D.metric,
-        calibrate: str = _D.calibrate,
-        device: str = "auto",
-    ) -> None:
-        self.estimator = estimator
-        self.neighbours = neighbours
-        self.bandwidth = bandwidth
-        self.metric = metric
-        self.calibrate = calibrate
-        self.device = device
-
-    @property
-    def uses_labels(self) -> bool:
-        return True  # the reference set is the known non-members
+    estimator: str = _D.estimator
+    neighbours: int = _D.neighbours
+    bandwidth: float = _D.bandwidth
+    metric: str = _D.metric
+    calibrate: str = _D.calibrate
+    device: str = "auto"
 
     def fit(self, X: Any, y: Any, generated: Any = None) -> DensityRatioMembership:
         """Index ``generated`` (m, d) and the not-used training reals; calibrate on training

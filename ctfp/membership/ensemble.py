@@ -10,7 +10,8 @@ each is first standardised (:func:`robust_scale`).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -31,6 +32,7 @@ def robust_scale(scores: np.ndarray) -> tuple[float, float]:
     return float(median), scale if scale > 0 else 1.0
 
 
+@dataclass(kw_only=True, eq=False, repr=False)
 class EnsembleMembership(MembershipMethod):
     """The weighted mean of the standardised scores of several membership methods on the same
     features.
@@ -47,19 +49,18 @@ class EnsembleMembership(MembershipMethod):
     """
 
     name = "ensemble"
+    #: The members are saved as "specs", beside their fitted states under "members".
+    unsaved_params = ("device", "members")
+    saved_state: ClassVar[Mapping[str, str]] = {
+        "threshold_": "threshold",
+        "n_features_in_": "n_features_in",
+        "classes_": "classes",
+    }
 
-    def __init__(
-        self,
-        *,
-        members: Sequence[Mapping[str, Any]] = (),
-        calibrate: str = "balanced",
-        random_state: int = 0,
-        device: str = "auto",
-    ) -> None:
-        self.members = members
-        self.calibrate = calibrate
-        self.random_state = random_state
-        self.device = device
+    members: Sequence[Mapping[str, Any]] = ()
+    calibrate: str = "balanced"
+    random_state: int = 0
+    device: str = "auto"
 
     @property
     def needs_generated(self) -> bool:  # type: ignore[override]
@@ -154,50 +155,34 @@ class EnsembleMembership(MembershipMethod):
         return self.weights_ @ np.asarray(parts)
 
     def to_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        self._check_fitted()
-        saved, arrays = [], {}
+        params, arrays = super().to_state()
+        params["members"], params["specs"] = [], []
         for i, (spec, model) in enumerate(zip(self.members, self.members_, strict=True)):
-            params, member_arrays = model.to_state()
-            saved.append(
+            member_params, member_arrays = model.to_state()
+            method, weight = str(spec["method"]), float(self.weights_[i])
+            params["members"].append(
                 {
-                    "method": str(spec["method"]),
-                    "params": params,
+                    "method": method,
+                    "params": member_params,
                     "center": float(self.centers_[i]),
                     "scale": float(self.scales_[i]),
-                    "weight": float(self.weights_[i]),
+                    "weight": weight,
                 }
             )
+            params["specs"].append(
+                {"method": method, "params": dict(spec.get("params") or {}), "weight": weight}
+            )
             arrays.update({f"member{i}/{k}": v for k, v in member_arrays.items()})
-        params = {
-            "members": saved,
-            "specs": [
-                {
-                    "method": str(m["method"]),
-                    "params": dict(m.get("params") or {}),
-                    "weight": float(w),
-                }
-                for m, w in zip(self.members, self.weights_, strict=True)
-            ],
-            "calibrate": self.calibrate,
-            "random_state": self.random_state,
-            "threshold": float(self.threshold_),
-            "n_features_in": int(self.n_features_in_),
-            "classes": self.classes_.tolist(),
-        }
         return params, arrays
 
     @classmethod
     def from_state(
-        cls, params: dict[str, Any], arrays: dict[str, np.ndarray], *, device: str = "auto"
+        cls, params: Mapping[str, Any], arrays: Mapping[str, np.ndarray], *, device: str = "auto"
     ) -> EnsembleMembership:
         from ctfp.membership.registry import get_method
 
-        self = cls(
-            members=params["specs"],
-            calibrate=params["calibrate"],
-            random_state=params["random_state"],
-            device=device,
-        )
+        self = super().from_state(params, arrays, device=device)
+        self.members = params["specs"]
         saved = params["members"]
         self.members_ = []
         for i, member in enumerate(saved):
@@ -209,9 +194,6 @@ class EnsembleMembership(MembershipMethod):
         self.scales_ = np.array([m["scale"] for m in saved], dtype=np.float64)
         weights = np.array([m.get("weight", 1.0) for m in saved], dtype=np.float64)  # or older
         self.weights_ = weights / weights.sum()
-        self.threshold_ = float(params["threshold"])
-        self.n_features_in_ = int(params["n_features_in"])
-        self.classes_ = np.asarray(params.get("classes", [0, 1]))
         return self
 
 

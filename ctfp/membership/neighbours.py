@@ -4,7 +4,8 @@ leave-one-out."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -63,6 +64,11 @@ class NeighbourMethod(MembershipMethod):
     its ``metric`` on its ``device``; every row is prepared for ``metric``."""
 
     needs_generated = True
+    saved_state: ClassVar[Mapping[str, str]] = {
+        "index_": "generated_index",
+        "reference_": "reference_index",  # None where a method has no reference set
+        **MembershipMethod.saved_state,
+    }
     #: The kind of ``index_`` (:func:`~ctfp.index.ann.make_index`; proximity's option).
     index: str = "flat"
     metric: str

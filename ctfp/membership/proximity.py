@@ -8,18 +8,19 @@ removing "this slice is simply typical" from the signal.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
 
 from ctfp.index.ann import recall_at_1
-from ctfp.membership.base import MembershipMethod
 from ctfp.membership.neighbours import NeighbourMethod, neighbour_distances
 from ctfp.membership.options import ProximitySettings
 
 _D = ProximitySettings()
 
 
+@dataclass(kw_only=True, eq=False, repr=False)
 class ProximityMembership(NeighbourMethod):
     """Score real slices by their distance to the nearest generated slices.
 
@@ -33,36 +34,20 @@ class ProximityMembership(NeighbourMethod):
     name = "proximity"
     settings_class = ProximitySettings
     rank = 0
-    saved_state: ClassVar[dict[str, str]] = {
-        "index_": "generated_index",
-        "reference_": "reference_index",
-        "recall_": "recall",
-        **MembershipMethod.saved_state,
-    }
+    saved_state: ClassVar[dict[str, str]] = {**NeighbourMethod.saved_state, "recall_": "recall"}
 
     @classmethod
     def grid(cls, n_small: int, ks: Sequence[int]) -> list[dict[str, Any]]:
         """L2 and cosine, with and without the GAN-Leaks reference."""
         return [{"metric": m, "reference": r} for m in ("l2", "cosine") for r in (False, True)]
 
-    def __init__(
-        self,
-        *,
-        metric: str = _D.metric,
-        neighbours: int = _D.neighbours,
-        reference: bool = _D.reference,
-        calibrate: str = _D.calibrate,
-        index: str = _D.index,
-        recall_target: float | None = _D.recall_target,
-        device: str = "auto",
-    ) -> None:
-        self.metric = metric
-        self.neighbours = neighbours
-        self.reference = reference
-        self.calibrate = calibrate
-        self.index = index
-        self.recall_target = recall_target
-        self.device = device
+    metric: str = _D.metric
+    neighbours: int = _D.neighbours
+    reference: bool = _D.reference
+    calibrate: str = _D.calibrate
+    index: str = _D.index
+    recall_target: float | None = _D.recall_target
+    device: str = "auto"
 
     @property
     def uses_labels(self) -> bool:

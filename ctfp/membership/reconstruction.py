@@ -9,6 +9,7 @@ embeddings; the score is the negated mean squared residual.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
@@ -63,6 +64,7 @@ def _principal_directions(
     return mean, directions, ratio
 
 
+@dataclass(kw_only=True, eq=False, repr=False)
 class ReconstructionMembership(MembershipMethod):
     """Score real slices by how well a PCA of the generated slices reconstructs them: with the
     mean and top principal directions V of the generated set, ``x_hat = mean + (x - mean) V^T
@@ -79,6 +81,7 @@ class ReconstructionMembership(MembershipMethod):
     needs_generated = True
     settings_class = ReconstructionSettings
     rank = 2
+    uses_labels = False  # the surrogate sees the generated slices only
     saved_state: ClassVar[dict[str, str]] = {
         "mean_": "mean",
         "components_": "components",
@@ -94,20 +97,9 @@ class ReconstructionMembership(MembershipMethod):
 
     light_scoring = True  # two (n, d) x (d, r) products per block: cheaper than reading a row
 
-    def __init__(
-        self,
-        *,
-        components: int = _D.components,
-        normalize: bool = _D.normalize,
-        calibrate: str = _D.calibrate,
-    ) -> None:
-        self.components = components
-        self.normalize = normalize
-        self.calibrate = calibrate
-
-    @property
-    def uses_labels(self) -> bool:
-        return False  # the surrogate sees the generated slices only
+    components: int = _D.components
+    normalize: bool = _D.normalize
+    calibrate: str = _D.calibrate
 
     def fit(self, X: Any, y: Any, generated: Any = None) -> ReconstructionMembership:
         """Fit the PCA to ``generated`` (m, d); choose the threshold on ``X`` (n, d), ``y``."""
