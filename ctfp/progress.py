@@ -28,21 +28,17 @@ class _StderrHandler(logging.StreamHandler):
 def configure_logging(quiet: bool = False) -> None:
     """Log ctfp messages to stderr as plain lines (``quiet``: warnings and errors only), the
     Python warnings of the libraries ctfp drives as one line each (``quiet``: none)."""
-    if not logger.handlers:
-        handler = _StderrHandler()
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        logger.addHandler(handler)
-        logger.propagate = False
+    captured = logging.getLogger("py.warnings")
+    for log, formatter in ((logger, logging.Formatter("%(message)s")), (captured, _OneLine())):
+        if not log.handlers:
+            handler = _StderrHandler()
+            handler.setFormatter(formatter)
+            log.addHandler(handler)
+            log.propagate = False
     logger.setLevel(logging.WARNING if quiet else logging.INFO)
     # Off, then on: a caller (a notebook, a test runner) may have put its showwarning back.
     logging.captureWarnings(False)
     logging.captureWarnings(True)
-    captured = logging.getLogger("py.warnings")
-    if not captured.handlers:
-        handler = _StderrHandler()
-        handler.setFormatter(_OneLine())
-        captured.addHandler(handler)
-        captured.propagate = False
     captured.setLevel(logging.ERROR if quiet else logging.WARNING)
 
 

@@ -247,7 +247,7 @@ class KMeans(SavedState, ClusterMixin, BaseEstimator):
         with progress_bar(passes + 1, "k-means", "pass", enabled=progress) as bar:
             for done in range(passes + 1):  # the last pass only measures the inertia
                 self.cluster_centers_ = centres.astype(np.float32)
-                sums, counts, self.inertia_ = data.reduce(LloydStatistics(self), _add_lloyd)
+                sums, counts, self.inertia_ = data.reduce(self._lloyd_statistics, _add_lloyd)
                 bar.update(1)
                 bar.set_postfix(inertia=f"{self.inertia_:.6g}")
                 if done == passes:
@@ -283,6 +283,39 @@ class KMeans(SavedState, ClusterMixin, BaseEstimator):
         D, I = index.search_checked(_host_float32(x), 1)  # noqa: E741
         return I[:, 0], D[:, 0]
 
+    def _lloyd_statistics(
+        self, partition: Partition
+    ) -> tuple[np.ndarray, np.ndarray, float] | None:
+        """One partition's Lloyd step under the current centres: (k, d) float64 sums, (k,)
+        counts and the inertia, on the host, or None without rows. A bound method pickles with
+        the model, so that an engine runs it where the data is."""
+        k, d = self.cluster_centers_.shape
+        on_gpu = self.device_.type == "cuda"
+        if on_gpu:
+            import torch
+
+            sums: Any = torch.zeros((k, d), dtype=torch.float64, device=self.device_)
+            counts: Any = torch.zeros(k, dtype=torch.float64, device=self.device_)
+        else:
+            sums, counts = np.zeros((k, d)), np.zeros(k)
+        inertia, rows = 0.0, 0
+        for batch in partition():
+            x = check_input(self, batch, reset=False, dtype=np.float32)
+            x = self._device_tensor(x) if on_gpu else _host_float32(x)
+            labels, distances = self._assign(x)
+            rows += len(x)
+            if on_gpu:
+                sums.index_add_(0, labels, x.double())
+                counts += torch.bincount(labels, minlength=k)
+                inertia += float(distances.double().sum())
+            else:
+                np.add.at(sums, labels, x.astype(np.float64))
+                counts += np.bincount(labels, minlength=k)
+                inertia += float(distances.astype(np.float64).sum())
+        if rows == 0:
+            return None
+        return _host(sums), _host(counts), inertia  # float64 already
+
     def _restore(self, device: str) -> None:
         """The saved centres, checked, with :meth:`predict` on ``device`` (``labels_`` is not
         saved)."""
@@ -297,44 +330,6 @@ class KMeans(SavedState, ClusterMixin, BaseEstimator):
         self.n_iter_ = int(self.n_iter_)
         self.n_features_in_ = expected[1]
         self.backend_ = str(self.backend_)
-
-
-class LloydStatistics:
-    """One partition's Lloyd step under the model's current centres: (k, d) float64 sums, (k,)
-    counts and the inertia, on the host, or None without rows. Picklable, so that an engine
-    runs it where the data is."""
-
-    def __init__(self, model: KMeans) -> None:
-        self.model = model
-
-    def __call__(self, partition: Partition) -> tuple[np.ndarray, np.ndarray, float] | None:
-        model = self.model
-        k, d = model.cluster_centers_.shape
-        on_gpu = model.device_.type == "cuda"
-        if on_gpu:
-            import torch
-
-            sums: Any = torch.zeros((k, d), dtype=torch.float64, device=model.device_)
-            counts: Any = torch.zeros(k, dtype=torch.float64, device=model.device_)
-        else:
-            sums, counts = np.zeros((k, d)), np.zeros(k)
-        inertia, rows = 0.0, 0
-        for batch in partition():
-            x = check_input(model, batch, reset=False, dtype=np.float32)
-            x = model._device_tensor(x) if on_gpu else _host_float32(x)
-            labels, distances = model._assign(x)
-            rows += len(x)
-            if on_gpu:
-                sums.index_add_(0, labels, x.double())
-                counts += torch.bincount(labels, minlength=k)
-                inertia += float(distances.double().sum())
-            else:
-                np.add.at(sums, labels, x.astype(np.float64))
-                counts += np.bincount(labels, minlength=k)
-                inertia += float(distances.astype(np.float64).sum())
-        if rows == 0:
-            return None
-        return _host(sums).astype(np.float64), _host(counts).astype(np.float64), inertia
 
 
 def _add_lloyd(a: tuple[Any, ...], b: tuple[Any, ...]) -> tuple[Any, ...]:

@@ -128,9 +128,9 @@ class ApproximateIndex:
         return self
 
 
-def approximate_device(kind: str, device: str) -> str:
-    """The device an approximate index runs on: the CPU. ``cuda`` is refused; ``auto`` means
-    the CPU, logged when a GPU was there."""
+def approximate_device(kind: str, device: str) -> None:
+    """Refuse ``cuda`` for an approximate index (they run on the CPU); ``auto`` means the CPU,
+    logged when a GPU was there."""
     name = str(device).split(":")[0]
     if name == "cuda":
         raise DeviceError(
@@ -142,7 +142,6 @@ def approximate_device(kind: str, device: str) -> str:
 
         if resolve_device("auto").type == "cuda":
             logger.info(f"the {kind} index runs on the CPU (approximate indexes have no GPU path)")
-    return "cpu"
 
 
 def make_index(d: int, *, kind: str = "flat", metric: str = "l2", device: str = "auto") -> Any:

@@ -113,7 +113,7 @@ class FlatIndex:
         squared L2 or inner products), best first, and (n, k) int64 row numbers in insertion
         order."""
         self._check_k(k)
-        D, I = self._search(self._check(x), k)  # noqa: E741 - FAISS's names
+        D, I = self.search_checked(self._check(x), k)  # noqa: E741 - FAISS's names
         return like(D, x), like(I, x)
 
     def search_checked(self, x: np.ndarray, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
@@ -121,9 +121,6 @@ class FlatIndex:
         if x.dtype != np.float32 or not x.flags.c_contiguous or x.ndim != 2 or x.shape[1] != self.d:
             return self.search(x, k)
         self._check_k(k)
-        return self._search(x, k)
-
-    def _search(self, x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         if self.device.type == "cuda":
             return self.index.search(x, k)
         with threads_for(len(x) * self.ntotal * self.d):
