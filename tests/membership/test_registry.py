@@ -44,8 +44,8 @@ def test_the_documented_new_method_is_one_module_and_one_registry_line(
     section = doc.split("## Adding a method", 1)[1]
     code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
     module = types.ModuleType("ctfp_doc_method")
+    monkeypatch.setitem(sys.modules, "ctfp_doc_method", module)  # importable, as a module is
     exec(compile(code, "docs/development.md", "exec"), module.__dict__)
-    monkeypatch.setitem(sys.modules, "ctfp_doc_method", module)
     line = re.search(r'`("mine": \(.*?\))`', section).group(1)
     name, entry = eval(
         "{" + line.replace("ctfp.membership.mine", "ctfp_doc_method") + "}"
