@@ -180,23 +180,23 @@ class ShardWriter:
                 self._take_in(name)
             return _after(names)
         record = read_record(self.out_dir)
-        recorded, retired = record if record is not None else (None, [])
+        recorded, retired = record if record is not None else ([], [])
         listed = list_parts(self._loc)
-        changed = recorded is None and bool(listed)  # a folder from before commit records
+        changed = record is None and bool(listed)  # a folder from before commit records
         for name in retired:  # replaced parts and unfinished copies (see supersede)
             if name in listed:
                 self._loc.join(name).delete()
                 del listed[name]
             changed = True
         rerun = "rerun to embed its inputs again"
-        for part in missing_parts(self.out_dir, recorded or [], listed, rerun):
+        for part in missing_parts(self.out_dir, recorded, listed, rerun):
             logger.warning(
                 f"warning: {child(self.out_dir, part.name)}, named by the folder's commit "
                 f"record, is missing; its {part.rows} rows' inputs are embedded again"
             )
             changed = True
-        parts = [part for part in recorded or [] if part.name in listed]
-        orphans = sorted(set(listed) - {p.name for p in recorded or []})
+        parts = [part for part in recorded if part.name in listed]
+        orphans = sorted(set(listed) - {p.name for p in recorded})
         seq = _after([p.name for p in parts] + orphans + retired)
         for part in parts:
             self._take_in(part.name)
