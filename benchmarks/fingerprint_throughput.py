@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ctfp.embed.features import build_features
+from ctfp.embed.features import ConcatFeatures, build_features
 from ctfp.embed.runner import embed, embed_many
 from ctfp.io.decode import decode_file
 
@@ -73,7 +73,8 @@ def forward_cpu_us(features: str, frames: np.ndarray, batch: int = 64) -> float:
     """CPU µs per slice of ``features``' forward alone, one thread, on the decoded uint8
     ``frames`` (n, s, s) already resized to each part's side: the best of three passes."""
     model = build_features(features)
-    parts = list(model.parts) if hasattr(model, "parts") else [model]
+    joined = isinstance(model, ConcatFeatures)  # takes one view per part
+    parts = list(model.parts) if joined else [model]
     views = [
         torch.from_numpy(np.stack([p.preprocessing.resize(f) for f in frames])[:, None])
         for p in parts
@@ -82,7 +83,7 @@ def forward_cpu_us(features: str, frames: np.ndarray, batch: int = 64) -> float:
     def run() -> None:
         for start in range(0, len(frames), batch):
             chunk = [v[start : start + batch] for v in views]
-            model(chunk if hasattr(model, "parts") else chunk[0])
+            model(chunk if joined else chunk[0])
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
